@@ -1,0 +1,117 @@
+package chunking
+
+import "slices"
+
+// Range is a byte range [Off, Off+Len) of a file.
+type Range struct{ Off, Len int64 }
+
+// End returns Off+Len.
+func (r Range) End() int64 { return r.Off + r.Len }
+
+// Segment is one independently chunked piece of a file: [Off, Off+Len),
+// where Off is a multiple of Config.SegmentSize and Len is at most
+// SegmentSize. Data lists the allocated ranges inside the segment, sorted,
+// non-overlapping and clipped to it; everything else is a hole and is never
+// read.
+type Segment struct {
+	Off, Len int64
+	Data     []Range
+}
+
+// End returns Off+Len.
+func (s Segment) End() int64 { return s.Off + s.Len }
+
+// Plan splits a file of size bytes into segments at multiples of
+// c.SegmentSize and distributes the allocated ranges data (as returned by
+// DataRanges) among them. A file without holes is described by
+// []Range{{0, size}}; nil or empty data means the whole file is a hole.
+//
+// data need not be sorted or disjoint; ranges are clipped to [0, size) and
+// merged. The returned segments cover [0, size) exactly, in order; their
+// Data slices share one backing array but have capped capacity. Plan
+// returns nil for size <= 0. If c.SegmentSize is not positive,
+// DefaultSegmentSize is used (such a Config fails Validate anyway).
+func (c Config) Plan(size int64, data []Range) []Segment {
+	if size <= 0 {
+		return nil
+	}
+	ss := c.SegmentSize
+	if ss <= 0 {
+		ss = DefaultSegmentSize
+	}
+	norm := normalize(size, data)
+	nseg := (size-1)/ss + 1
+
+	// Split ranges at segment boundaries. Pieces come out sorted, so each
+	// segment's pieces are contiguous.
+	pieces := make([]Range, 0, len(norm)+int(min(nseg, 1<<16)))
+	for _, r := range norm {
+		for off, end := r.Off, r.End(); off < end; {
+			e := min(end, (off/ss+1)*ss)
+			pieces = append(pieces, Range{off, e - off})
+			off = e
+		}
+	}
+
+	segs := make([]Segment, nseg)
+	p := 0
+	for i := range segs {
+		off := int64(i) * ss
+		s := Segment{Off: off, Len: min(ss, size-off)}
+		lo := p
+		for p < len(pieces) && pieces[p].Off < s.End() {
+			p++
+		}
+		if p > lo {
+			s.Data = pieces[lo:p:p]
+		}
+		segs[i] = s
+	}
+	return segs
+}
+
+// normalize returns data clipped to [0, size), without empty ranges,
+// sorted and with overlapping or adjacent ranges merged. It does not modify
+// data.
+func normalize(size int64, data []Range) []Range {
+	out := make([]Range, 0, len(data))
+	sorted := true
+	for _, r := range data {
+		if r.Len <= 0 || r.Off >= size || r.Off < 0 && r.Len <= -r.Off {
+			continue
+		}
+		if r.Off < 0 {
+			r.Len += r.Off
+			r.Off = 0
+		}
+		if r.Len > size-r.Off {
+			r.Len = size - r.Off
+		}
+		if n := len(out); n > 0 && r.Off < out[n-1].Off {
+			sorted = false
+		}
+		out = append(out, r)
+	}
+	if !sorted {
+		slices.SortFunc(out, func(a, b Range) int {
+			switch {
+			case a.Off < b.Off:
+				return -1
+			case a.Off > b.Off:
+				return 1
+			}
+			return 0
+		})
+	}
+	merged := out[:0]
+	for _, r := range out {
+		if n := len(merged); n > 0 && r.Off <= merged[n-1].End() {
+			if e := r.End(); e > merged[n-1].End() {
+				merged[n-1].Len = e - merged[n-1].Off
+			}
+			continue
+		}
+		merged = append(merged, r)
+	}
+	return merged
+}

@@ -1,0 +1,591 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/drpipe/drpipe/erasure"
+	"github.com/drpipe/drpipe/internal/id"
+	"github.com/drpipe/drpipe/pipeline"
+	"github.com/drpipe/drpipe/repo"
+)
+
+func (a *app) initCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "init --repo R [--ec K+M]",
+		Short: "Create a new repository",
+		Long: "Create a new, empty repository with a random chunker polynomial and a password-wrapped master key.\n" +
+			"--ec chooses the erasure coding of every pack: K data + M parity shards; any K rebuild the pack.",
+		Example: "  drpipe init --repo /srv/drpipe/repo --password-file /etc/drpipe/pw --ec 4+2",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			ecs, _ := cmd.Flags().GetString("ec")
+			if !cmd.Flags().Changed("ec") {
+				ecs = a.v.GetString("init.ec")
+			}
+			ec, err := erasure.ParseParams(ecs)
+			if err != nil {
+				return usageError{err}
+			}
+			pss, _ := cmd.Flags().GetString("pack-size")
+			if !cmd.Flags().Changed("pack-size") {
+				pss = a.v.GetString("init.pack_size")
+			}
+			ps, err := parseSize(pss)
+			if err != nil {
+				return usagef("--pack-size: %w", err)
+			}
+			loc, err := a.repoLocation()
+			if err != nil {
+				return err
+			}
+			pw, err := a.password("new repository password: ", true)
+			if err != nil {
+				return err
+			}
+			be, err := a.openBackend(ctx, loc, true)
+			if err != nil {
+				return err
+			}
+			defer be.Close()
+			o, err := a.repoOptions(pw)
+			if err != nil {
+				return err
+			}
+			r, err := repo.Init(ctx, be, repo.InitOptions{EC: ec, PackSize: int(ps)}, o)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			cfg := r.Config()
+			if a.jsonOut() {
+				return a.printJSON(map[string]any{"id": cfg.ID, "location": be.Location(), "ec": ec.String(), "pack_size": cfg.PackSize, "version": cfg.Version})
+			}
+			a.printf("created repository %s at %s\n  erasure coding %s (any %d of %d shards rebuild a pack), packs of %s, format version %d\n",
+				cfg.ID.Short(), be.Location(), ec, ec.K, ec.K+ec.M, humanBytes(int64(cfg.PackSize)), cfg.Version)
+			a.printf("keep the password safe: without it the repository cannot be read\n")
+			return nil
+		},
+	}
+	cmd.Flags().String("ec", "4+2", "erasure coding K+M (config key init.ec)")
+	cmd.Flags().String("pack-size", "16MiB", "target pack size before erasure coding (config key init.pack_size)")
+	return cmd
+}
+
+// parseSize parses "16MiB", "512k", "1G" or plain bytes.
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSpace(strings.ToLower(s))
+	mult := int64(1)
+	for _, u := range []struct {
+		suf string
+		m   int64
+	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"tib", 1 << 40}, {"kb", 1000}, {"mb", 1000000}, {"gb", 1000000000}, {"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30}, {"t", 1 << 40}, {"b", 1}} {
+		if strings.HasSuffix(s, u.suf) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suf)), u.m
+			break
+		}
+	}
+	var n float64
+	if _, err := fmt.Sscanf(s, "%g", &n); err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a size (e.g. 16MiB, 512k, 1G)", s)
+	}
+	return int64(n * float64(mult)), nil
+}
+
+func (a *app) backupCmd() *cobra.Command {
+	var tags, inventories []string
+	var stdin bool
+	var stdinName, host string
+	cmd := &cobra.Command{
+		Use:   "backup --repo R --host NAME [--tag T] [--inventory FILE]... PATH... | --stdin --stdin-name NAME",
+		Short: "Back up files, directories and disk images (or standard input) into a new snapshot",
+		Long: "Back up PATHs into the repository. Large files (VM disk images) are chunked in parallel segments;\n" +
+			"holes and all-zero regions are recorded, not stored. Unchanged files (same size, mtime, ctime, inode as\n" +
+			"in the previous snapshot of the same host and paths) are not read again.\n" +
+			"Exit code 3 means the snapshot was written but some files could not be read.",
+		Example: "  drpipe backup --repo /srv/drpipe/repo --host hv01 --tag nightly /var/lib/libvirt/images\n" +
+			"  pg_dumpall | drpipe backup --repo /srv/drpipe/repo --stdin --stdin-name pg.sql",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if stdin && len(args) > 0 {
+				return usagef("--stdin and PATH arguments are exclusive")
+			}
+			if !stdin && len(args) == 0 {
+				return usagef("give one or more PATHs to back up, or --stdin --stdin-name NAME")
+			}
+			if host == "" {
+				host = a.v.GetString("host")
+			}
+			if len(tags) == 0 {
+				tags = a.v.GetStringSlice("backup.tags")
+			}
+			inv, err := a.loadInventories(inventories)
+			if err != nil {
+				return err
+			}
+			r, err := a.openRepo(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeRepo(r)
+			cnt := &pipeline.Counter{Start: time.Now()}
+			var bar *progressBar
+			if a.progressEnabled() {
+				bar = startProgress(a.stderr, cnt, "backup")
+			}
+			cnt.OnWarn = func(w pipeline.Warning) {
+				fmt.Fprintf(a.stderr, "\rwarning: %s: %v\n", w.Path, w.Err)
+			}
+			o := pipeline.BackupOptions{Host: host, Tags: tags, Paths: args, Progress: cnt, Scan: bar != nil,
+				Workers: a.v.GetInt("workers"), Inventory: inv, Program: "drpipe " + version}
+			if stdin {
+				o.Stdin, o.StdinName = a.stdin, stdinName
+			}
+			res, err := pipeline.Backup(ctx, r, o)
+			bar.Stop()
+			if res == nil {
+				return err
+			}
+			s := res.Summary
+			if a.jsonOut() {
+				if jerr := a.printJSON(map[string]any{
+					"snapshot_id": res.Snapshot.ID(), "host": res.Snapshot.Host, "time": res.Snapshot.Time.Format(time.RFC3339Nano),
+					"bytes_read": s.BytesRead, "bytes_total": s.BytesTotal, "bytes_new": s.BytesNew, "blobs_new": s.BlobsNew,
+					"files": s.Files, "dirs": s.Dirs, "duration_s": s.DurationSec, "warnings": res.Warnings,
+				}); jerr != nil {
+					return jerr
+				}
+			} else {
+				a.printf("snapshot %s saved (host %s)\n", res.Snapshot.ID().Short(), res.Snapshot.Host)
+				a.printf("  %d files, %d dirs, %s in total, %s read, %s added to the repository, %.1fs (%s/s)\n",
+					s.Files, s.Dirs, humanBytes(s.BytesTotal), humanBytes(s.BytesRead), humanBytes(s.BytesNew), s.DurationSec,
+					humanBytes(int64(float64(s.BytesTotal)/max(s.DurationSec, 0.001))))
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&host, "host", "", "host name recorded in the snapshot (config key host; default: this machine's hostname)")
+	f.StringArrayVar(&tags, "tag", nil, "tag for the snapshot (repeatable; config key backup.tags)")
+	f.StringArrayVar(&inventories, "inventory", nil, "VM inventory file to store with the snapshot (repeatable)")
+	f.BoolVar(&stdin, "stdin", false, "back up standard input as one file")
+	f.StringVar(&stdinName, "stdin-name", "", "file name for --stdin in the snapshot")
+	return cmd
+}
+
+func (a *app) snapshotsCmd() *cobra.Command {
+	var host string
+	cmd := &cobra.Command{
+		Use:     "snapshots --repo R [--host H] [--json]",
+		Short:   "List snapshots",
+		Example: "  drpipe snapshots --repo /srv/drpipe/repo\n  drpipe snapshots --repo /srv/drpipe/repo --json | jq '.[].id'",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			r, err := a.openRepo(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeRepo(r)
+			all, lerr := r.ListSnapshots(ctx)
+			var out []*repo.Snapshot
+			for _, s := range all {
+				if host == "" || s.Host == host {
+					out = append(out, s)
+				}
+			}
+			if a.jsonOut() {
+				type js struct {
+					ID      id.ID         `json:"id"`
+					ShortID string        `json:"short_id"`
+					Time    string        `json:"time"`
+					Host    string        `json:"host"`
+					Tags    []string      `json:"tags"`
+					Paths   []string      `json:"paths"`
+					Tree    id.ID         `json:"tree"`
+					Parent  *id.ID        `json:"parent,omitempty"`
+					Summary *repo.Summary `json:"summary,omitempty"`
+				}
+				list := make([]js, 0, len(out))
+				for _, s := range out {
+					tags := s.Tags
+					if tags == nil {
+						tags = []string{}
+					}
+					list = append(list, js{ID: s.ID(), ShortID: s.ID().Short(), Time: s.Time.Format(time.RFC3339Nano), Host: s.Host, Tags: tags, Paths: s.Paths, Tree: s.Tree, Parent: s.Parent, Summary: s.Summary})
+				}
+				if err := a.printJSON(list); err != nil {
+					return err
+				}
+				return lerr
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tTIME\tHOST\tTAGS\tSIZE\tPATHS")
+			for _, s := range out {
+				size := ""
+				if s.Summary != nil {
+					size = humanBytes(s.Summary.BytesTotal)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.ID().Short(), s.Time.Local().Format("2006-01-02 15:04:05"), s.Host, strings.Join(s.Tags, ","), size, strings.Join(s.Paths, " "))
+			}
+			tw.Flush()
+			a.printf("%d snapshots\n", len(out))
+			return lerr
+		},
+	}
+	cmd.Flags().StringVar(&host, "host", "", "only snapshots of this host")
+	return cmd
+}
+
+func (a *app) restoreCmd() *cobra.Command {
+	var target, host string
+	var paths []string
+	cmd := &cobra.Command{
+		Use:   "restore --repo R SNAPSHOT|latest --target DIR [--path P]...",
+		Short: "Restore a snapshot (or some paths of it) into a directory",
+		Long: "Restore files with their modes, owners (as root), times, symlinks and holes. SNAPSHOT is a full id, a unique\n" +
+			"prefix, or latest (with --host: the newest of that host). Damaged packs are rebuilt from parity on the fly.\n" +
+			"Exit code 3 means some files could not be restored; they are listed.",
+		Example: "  drpipe restore --repo /srv/drpipe/repo latest --target /restore\n" +
+			"  drpipe restore --repo /srv/drpipe/repo 3fa2c1d9 --target /restore --path /var/lib/libvirt/images/dc01.qcow2",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if target == "" {
+				return usagef("restore needs --target DIR")
+			}
+			r, err := a.openRepo(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeRepo(r)
+			sn, err := r.FindSnapshot(ctx, args[0], host)
+			if err != nil {
+				return err
+			}
+			cnt := &pipeline.Counter{Start: time.Now()}
+			var bar *progressBar
+			if a.progressEnabled() {
+				bar = startProgress(a.stderr, cnt, "restore")
+			}
+			if sn.Summary != nil {
+				cnt.AddTotal(sn.Summary.Files, sn.Summary.BytesTotal)
+			}
+			start := time.Now()
+			res, err := pipeline.Restore(ctx, r, sn, pipeline.RestoreOptions{Target: target, Include: paths, Progress: cnt, Workers: a.v.GetInt("restore.workers")})
+			bar.Stop()
+			if res == nil {
+				return err
+			}
+			el := time.Since(start).Seconds()
+			if a.jsonOut() {
+				failed := []map[string]string{}
+				for _, f := range res.Failed {
+					failed = append(failed, map[string]string{"path": f.Path, "error": f.Err.Error()})
+				}
+				if jerr := a.printJSON(map[string]any{"snapshot_id": sn.ID(), "target": target, "files": res.Files, "dirs": res.Dirs,
+					"bytes_total": res.BytesTotal, "bytes_written": res.BytesWritten, "duration_s": el, "failed": failed}); jerr != nil {
+					return jerr
+				}
+			} else {
+				a.printf("restored snapshot %s to %s: %d files, %d dirs, %s (%s written, holes kept), %.1fs\n",
+					sn.ID().Short(), target, res.Files, res.Dirs, humanBytes(res.BytesTotal), humanBytes(res.BytesWritten), el)
+				for _, f := range res.Failed {
+					fmt.Fprintf(a.stderr, "FAILED %s: %v\n", f.Path, f.Err)
+				}
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&target, "target", "", "directory to restore into")
+	cmd.Flags().StringArrayVar(&paths, "path", nil, "restore only this snapshot path and what is below it (repeatable)")
+	cmd.Flags().StringVar(&host, "host", "", "with latest: newest snapshot of this host")
+	return cmd
+}
+
+func (a *app) checkCmd() *cobra.Command {
+	var readData bool
+	cmd := &cobra.Command{
+		Use:   "check --repo R [--read-data]",
+		Short: "Verify the repository; with --read-data verify every shard and blob",
+		Long: "check verifies index objects, snapshots and trees, that every referenced blob is indexed, and that every\n" +
+			"pack has all its shards. --read-data also reads every shard, checks it against its hash and decrypts every\n" +
+			"blob. Damage is reported with the packs, shards, files and snapshots it touches; exit code 1 when any is found.",
+		Example: "  drpipe check --repo /srv/drpipe/repo --read-data",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			r, err := a.openRepo(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeRepo(r)
+			o := repo.CheckOptions{ReadData: readData}
+			if a.progressEnabled() {
+				o.Progress = func(done, total int) { fmt.Fprintf(a.stderr, "\r\033[Kread %d/%d packs", done, total) }
+			}
+			rep, err := r.Check(ctx, o)
+			if o.Progress != nil {
+				fmt.Fprintln(a.stderr)
+			}
+			if rep == nil {
+				return err
+			}
+			if a.jsonOut() {
+				if jerr := a.printJSON(rep); jerr != nil {
+					return jerr
+				}
+			} else {
+				a.printCheck(rep)
+			}
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&readData, "read-data", false, "read and verify all data")
+	return cmd
+}
+
+func (a *app) printCheck(rep *repo.CheckReport) {
+	a.printf("checked %d snapshots, %d trees, %d index objects, %d packs (%d shards), %d blobs", rep.Snapshots, rep.Trees, rep.IndexFiles, rep.Packs, rep.Shards, rep.Blobs)
+	if rep.ReadData {
+		a.printf(", read %s", humanBytes(rep.BytesRead))
+	}
+	a.printf("\n")
+	for _, e := range rep.Errors {
+		a.printf("error: %s\n", e)
+	}
+	for _, d := range rep.Damaged {
+		state := "repairable (run drpipe repair)"
+		if !d.Repairable {
+			state = "LOST: fewer than K intact shards"
+		}
+		a.printf("damaged pack %s (%d+%d): missing shards %v, corrupt shards %v: %s\n", d.Pack, d.K, d.M, d.Missing, d.Corrupt, state)
+		for _, det := range d.Details {
+			a.printf("  %s\n", det)
+		}
+		if len(d.Files) > 0 {
+			a.printf("  affects files: %s\n", strings.Join(d.Files, ", "))
+			a.printf("  in snapshots: %s\n", strings.Join(d.Snapshots, ", "))
+		}
+	}
+	if rep.MissingBlobs > 0 {
+		a.printf("%d referenced blobs are in no index\n", rep.MissingBlobs)
+	}
+	if n := len(rep.Unreferenced); n > 0 {
+		a.printf("%d packs are in no index (left by interrupted backups; harmless, removed by prune)\n", n)
+	}
+	if rep.OK() {
+		a.printf("no errors found\n")
+	}
+}
+
+func (a *app) repairCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "repair --repo R",
+		Short: "Rebuild missing or corrupt shards from parity and re-index orphaned packs",
+		Long: "repair reads every pack, rewrites missing or corrupt shards from the surviving ones (full redundancy again),\n" +
+			"indexes packs that no readable index lists and removes unreadable index objects. Packs with fewer than K\n" +
+			"intact shards cannot be repaired here: repair lists the files and snapshots they affect and exits 1.",
+		Example: "  drpipe repair --repo /srv/drpipe/repo",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			r, err := a.openRepo(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeRepo(r)
+			o := repo.CheckOptions{}
+			if a.progressEnabled() {
+				o.Progress = func(done, total int) { fmt.Fprintf(a.stderr, "\r\033[Kread %d/%d packs", done, total) }
+			}
+			rep, err := r.Repair(ctx, o)
+			if o.Progress != nil {
+				fmt.Fprintln(a.stderr)
+			}
+			if rep == nil {
+				return err
+			}
+			if a.jsonOut() {
+				if jerr := a.printJSON(rep); jerr != nil {
+					return jerr
+				}
+				return err
+			}
+			a.printf("rewrote %d shards of %d packs, re-indexed %d packs, replaced %d unreadable index objects\n",
+				rep.ShardsRewritten, len(rep.PacksRepaired), rep.PacksReindexed, rep.IndexesReplaced)
+			for _, d := range rep.Lost {
+				a.printf("LOST pack %s: only %d of %d shards intact (needs %d); affects: %s\n", d.Pack, d.K+d.M-len(d.Missing)-len(d.Corrupt), d.K+d.M, d.K, strings.Join(d.Files, ", "))
+			}
+			if errors.Is(err, repo.ErrUnrepairable) {
+				a.printf("restore the affected files from another tier (DR site, bucket, tape)\n")
+			}
+			return err
+		},
+	}
+	return cmd
+}
+
+func (a *app) statsCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "stats --repo R [--json]",
+		Short:   "Show repository size, deduplication and redundancy",
+		Example: "  drpipe stats --repo /srv/drpipe/repo --json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			r, err := a.openRepo(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeRepo(r)
+			st, err := r.Stats(ctx)
+			if err != nil {
+				return err
+			}
+			if a.jsonOut() {
+				return a.printJSON(st)
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintf(tw, "snapshots\t%d\n", st.Snapshots)
+			fmt.Fprintf(tw, "logical size (all snapshots)\t%s\n", humanBytes(st.LogicalBytes))
+			fmt.Fprintf(tw, "unique chunks\t%d (%s plaintext)\n", st.Chunks, humanBytes(st.UniqueBytes))
+			fmt.Fprintf(tw, "packs\t%d (%s, erasure coding %s)\n", st.Packs, humanBytes(st.PackBytes), st.EC)
+			fmt.Fprintf(tw, "stored\t%s (data shards %s, parity %s, metadata %s)\n", humanBytes(st.StoredBytes), humanBytes(st.DataShardBytes), humanBytes(st.ParityBytes), humanBytes(st.MetadataBytes))
+			if st.StoredBytes > 0 {
+				fmt.Fprintf(tw, "reduction\t%.2f× (logical / stored)\n", float64(st.LogicalBytes)/float64(st.StoredBytes))
+			}
+			return tw.Flush()
+		},
+	}
+	return cmd
+}
+
+func (a *app) keyCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "key", Short: "Manage key slots (passwords and key files)"}
+	var newPwFile string
+	var label string
+	add := &cobra.Command{
+		Use:     "add --repo R --new-password-file F [--label L]",
+		Short:   "Add a key slot that opens the repository with another password or a key file",
+		Example: "  drpipe key add --repo /srv/drpipe/repo --new-password-file /root/dr-keyfile --label offsite-keyfile",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			if newPwFile == "" {
+				return usagef("key add needs --new-password-file FILE (a password or key file)")
+			}
+			np, err := readSecretFile(newPwFile)
+			if err != nil {
+				return err
+			}
+			r, err := a.openRepo(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeRepo(r)
+			kid, err := r.AddKey(ctx, np, label)
+			if err != nil {
+				return err
+			}
+			if a.jsonOut() {
+				return a.printJSON(map[string]any{"id": kid, "label": label})
+			}
+			a.printf("added key slot %s (%s)\n", kid.Short(), label)
+			return nil
+		},
+	}
+	add.Flags().StringVar(&newPwFile, "new-password-file", "", "file with the new password or key file contents")
+	add.Flags().StringVar(&label, "label", "password", "label for the slot")
+	list := &cobra.Command{
+		Use:   "list --repo R",
+		Short: "List key slots",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			r, err := a.openRepo(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeRepo(r)
+			keys, err := r.ListKeys(ctx)
+			if err != nil {
+				return err
+			}
+			if a.jsonOut() {
+				return a.printJSON(keys)
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, " \tID\tLABEL\tCREATED\tHOST\tUSER")
+			for _, k := range keys {
+				cur := " "
+				if k.Current {
+					cur = "*"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", cur, k.ID.Short(), k.Label, k.Created.Local().Format("2006-01-02 15:04"), k.Host, k.User)
+			}
+			return tw.Flush()
+		},
+	}
+	remove := &cobra.Command{
+		Use:   "remove --repo R KEYID",
+		Short: "Remove a key slot (not the one in use)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			r, err := a.openRepo(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeRepo(r)
+			keys, err := r.ListKeys(ctx)
+			if err != nil {
+				return err
+			}
+			var match []repo.KeyInfo
+			for _, k := range keys {
+				if strings.HasPrefix(k.ID.String(), strings.ToLower(args[0])) {
+					match = append(match, k)
+				}
+			}
+			if len(match) != 1 {
+				return usagef("key id %q matches %d slots", args[0], len(match))
+			}
+			if err := r.RemoveKey(ctx, match[0].ID); err != nil {
+				return err
+			}
+			a.printf("removed key slot %s\n", match[0].ID.Short())
+			return nil
+		},
+	}
+	cmd.AddCommand(add, list, remove)
+	return cmd
+}
+
+// loadInventories reads --inventory files; they are stored as a JSON array
+// of {"file": name, "content": ...} until the inventory importers parse
+// them.
+func (a *app) loadInventories(files []string) ([]byte, error) {
+	if len(files) == 0 {
+		return nil, nil
+	}
+	sort.Strings(files)
+	var parts []string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, usagef("read inventory: %w", err)
+		}
+		q := fmt.Sprintf("%q", string(b))
+		parts = append(parts, fmt.Sprintf(`{"file":%q,"content":%s}`, f, q))
+	}
+	return []byte("[" + strings.Join(parts, ",") + "]"), nil
+}

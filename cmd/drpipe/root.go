@@ -1,0 +1,277 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
+	"golang.org/x/term"
+
+	"github.com/drpipe/drpipe/repo"
+	"github.com/drpipe/drpipe/tiers"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+// app carries the parsed global configuration to the subcommands.
+type app struct {
+	v      *viper.Viper
+	stdout io.Writer
+	stderr io.Writer
+	stdin  io.Reader
+}
+
+func newRootCmd() *cobra.Command {
+	a := &app{v: viper.New(), stdout: os.Stdout, stderr: os.Stderr, stdin: os.Stdin}
+	root := &cobra.Command{
+		Use:           "drpipe",
+		Short:         "Disaster-recovery replication and offsite tiering for virtualised hosts",
+		Long:          "drpipe backs up VM disk images, VM configuration and virtual-network setup into an encrypted,\ndeduplicated, erasure-coded repository and replicates it to a DR site, cloud buckets and tape.",
+		Version:       version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return a.loadConfig(cmd)
+		},
+	}
+	pf := root.PersistentFlags()
+	pf.String("config", "", "config file (YAML); every key can also be set as DRPIPE_<SECTION>_<KEY>")
+	pf.String("repo", "", "repository location: a directory path (config key repo, env DRPIPE_REPO)")
+	pf.String("password-file", "", "file holding the repository password (env DRPIPE_PASSWORD holds the password itself)")
+	pf.String("cache-dir", "", "local cache directory (default ~/.cache/drpipe)")
+	pf.Bool("json", false, "print machine-readable JSON")
+	pf.Bool("no-progress", false, "never draw progress, even on a terminal")
+	for flag, key := range map[string]string{
+		"repo": "repo", "password-file": "password_file", "cache-dir": "cache_dir", "json": "json", "no-progress": "no_progress",
+	} {
+		_ = a.v.BindPFlag(key, pf.Lookup(flag))
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(
+		a.initCmd(), a.backupCmd(), a.snapshotsCmd(), a.restoreCmd(), a.checkCmd(), a.repairCmd(),
+		a.statsCmd(), a.keyCmd(), a.demoCmd(),
+	)
+	return root
+}
+
+// configDefaults lists every config key with its default. README and
+// configs/drpipe.yaml document the same keys.
+var configDefaults = map[string]any{
+	"repo":            "",
+	"password_file":   "",
+	"cache_dir":       "",
+	"json":            false,
+	"no_progress":     false,
+	"host":            "",
+	"compression":     "auto",
+	"workers":         0,
+	"init.ec":         "4+2",
+	"init.pack_size":  "16MiB",
+	"backup.tags":     []string{},
+	"restore.workers": 0,
+}
+
+func (a *app) loadConfig(cmd *cobra.Command) error {
+	for k, v := range configDefaults {
+		a.v.SetDefault(k, v)
+	}
+	a.v.SetEnvPrefix("DRPIPE")
+	a.v.SetEnvKeyReplacer(strings.NewReplacer(".", "_", "-", "_"))
+	a.v.AutomaticEnv()
+	file, _ := cmd.Flags().GetString("config")
+	if file == "" {
+		file = os.Getenv("DRPIPE_CONFIG")
+	}
+	if file != "" {
+		a.v.SetConfigFile(file)
+		if err := a.v.ReadInConfig(); err != nil {
+			return usagef("read config file %s: %w", file, err)
+		}
+		known := map[string]bool{}
+		for k := range configDefaults {
+			known[k] = true
+		}
+		for _, k := range a.v.AllKeys() {
+			if !known[k] && !knownSection(k) {
+				return usagef("config file %s: unknown key %q (see configs/drpipe.yaml for the keys)", file, k)
+			}
+		}
+	}
+	return nil
+}
+
+// extraSections lists config sections owned by other commands (s3, site,
+// tape, drsite, tier); their keys are validated by those commands.
+var extraSections = []string{}
+
+func knownSection(k string) bool {
+	for _, s := range extraSections {
+		if strings.HasPrefix(k, s+".") {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *app) jsonOut() bool { return a.v.GetBool("json") }
+
+func (a *app) printJSON(v any) error {
+	enc := json.NewEncoder(a.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func (a *app) printf(format string, args ...any) {
+	fmt.Fprintf(a.stdout, format, args...)
+}
+
+// progressEnabled reports whether progress should be drawn on stderr.
+func (a *app) progressEnabled() bool {
+	if a.v.GetBool("no_progress") || a.jsonOut() {
+		return false
+	}
+	f, ok := a.stderr.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// password returns the repository password from DRPIPE_PASSWORD,
+// --password-file / DRPIPE_PASSWORD_FILE, or a terminal prompt.
+func (a *app) password(prompt string, confirm bool) ([]byte, error) {
+	if p, ok := os.LookupEnv("DRPIPE_PASSWORD"); ok && p != "" {
+		return []byte(p), nil
+	}
+	if f := a.v.GetString("password_file"); f != "" {
+		return readSecretFile(f)
+	}
+	in, ok := a.stdin.(*os.File)
+	if !ok || !term.IsTerminal(int(in.Fd())) {
+		return nil, usagef("no password: use --password-file FILE or set DRPIPE_PASSWORD (no terminal to ask on)")
+	}
+	fmt.Fprint(a.stderr, prompt)
+	p, err := term.ReadPassword(int(in.Fd()))
+	fmt.Fprintln(a.stderr)
+	if err != nil {
+		return nil, fmt.Errorf("read password: %w", err)
+	}
+	if confirm {
+		fmt.Fprint(a.stderr, "repeat password: ")
+		q, err := term.ReadPassword(int(in.Fd()))
+		fmt.Fprintln(a.stderr)
+		if err != nil {
+			return nil, fmt.Errorf("read password: %w", err)
+		}
+		if string(p) != string(q) {
+			return nil, usagef("the passwords do not match")
+		}
+	}
+	return p, nil
+}
+
+func readSecretFile(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, usagef("read password file: %w", err)
+	}
+	// A trailing newline is part of how people write files, not the secret.
+	s := strings.TrimRight(string(b), "\r\n")
+	if s == "" {
+		return nil, usagef("password file %s is empty", path)
+	}
+	return []byte(s), nil
+}
+
+// repoLocation returns --repo or the repo config key.
+func (a *app) repoLocation() (string, error) {
+	loc := a.v.GetString("repo")
+	if loc == "" {
+		return "", usagef("no repository: give --repo LOCATION, set DRPIPE_REPO or the repo key in the config file")
+	}
+	return loc, nil
+}
+
+// openBackend maps a location string to a backend.
+func (a *app) openBackend(ctx context.Context, loc string, create bool) (tiers.Backend, error) {
+	switch {
+	case strings.Contains(loc, "://"):
+		scheme, _, _ := strings.Cut(loc, "://")
+		if scheme == "file" {
+			return a.openBackend(ctx, strings.TrimPrefix(loc, "file://"), create)
+		}
+		return nil, usagef("unsupported repository location %q: use a directory path", loc)
+	}
+	if create {
+		return tiers.NewLocal(loc)
+	}
+	return tiers.OpenLocal(loc)
+}
+
+func (a *app) repoOptions(pw []byte) (repo.Options, error) {
+	comp, err := repo.ParseCompression(a.v.GetString("compression"))
+	if err != nil {
+		return repo.Options{}, usageError{err}
+	}
+	return repo.Options{Password: pw, CacheDir: a.v.GetString("cache_dir"), Compression: comp}, nil
+}
+
+// openRepo opens and unlocks the repository named by --repo.
+func (a *app) openRepo(ctx context.Context) (*repo.Repository, error) {
+	loc, err := a.repoLocation()
+	if err != nil {
+		return nil, err
+	}
+	return a.openRepoAt(ctx, loc)
+}
+
+func (a *app) openRepoAt(ctx context.Context, loc string) (*repo.Repository, error) {
+	be, err := a.openBackend(ctx, loc, false)
+	if err != nil {
+		return nil, err
+	}
+	// Identify the repository before asking for a password, so "not a
+	// repository" and "unknown version" come first.
+	if _, err := repo.ReadConfig(ctx, be); err != nil {
+		be.Close()
+		return nil, err
+	}
+	pw, err := a.password("repository password: ", false)
+	if err != nil {
+		be.Close()
+		return nil, err
+	}
+	o, err := a.repoOptions(pw)
+	if err != nil {
+		be.Close()
+		return nil, err
+	}
+	r, err := repo.Open(ctx, be, o)
+	if err != nil {
+		be.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// closeRepo releases r and its backend.
+func closeRepo(r *repo.Repository) {
+	r.Close()
+	r.Backend().Close()
+}
+
+// confirmTTY asks a yes/no question when stdin is a terminal; it returns
+// def otherwise.
+func (a *app) confirmTTY(q string, def bool) bool {
+	in, ok := a.stdin.(*os.File)
+	if !ok || !term.IsTerminal(int(in.Fd())) {
+		return def
+	}
+	fmt.Fprintf(a.stderr, "%s [y/N] ", q)
+	line, _ := bufio.NewReader(in).ReadString('\n')
+	return strings.HasPrefix(strings.ToLower(strings.TrimSpace(line)), "y")
+}

@@ -1,0 +1,120 @@
+package erasure
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/klauspost/reedsolomon"
+
+	"github.com/drpipe/drpipe/internal/id"
+)
+
+// encoders caches one reedsolomon.Encoder per Params; encoders are safe for
+// concurrent use and building the coding matrix is not free.
+var encoders sync.Map // Params -> reedsolomon.Encoder
+
+func encoder(p Params) (reedsolomon.Encoder, error) {
+	if e, ok := encoders.Load(p); ok {
+		return e.(reedsolomon.Encoder), nil
+	}
+	e, err := reedsolomon.New(p.K, p.M)
+	if err != nil {
+		return nil, fmt.Errorf("erasure: reedsolomon %s: %w", p, err)
+	}
+	actual, _ := encoders.LoadOrStore(p, e)
+	return actual.(reedsolomon.Encoder), nil
+}
+
+// Encode splits pack into the K+M shard objects of parameters p. Each
+// returned shard is a complete object (header and payload) to be stored
+// under ShardName(packID, i); all of them share one backing buffer. pack
+// must hold 1 to K*MaxShardSize bytes; it is not retained.
+func Encode(p Params, pack []byte) (packID id.ID, shards [][]byte, err error) {
+	if err := p.Validate(); err != nil {
+		return id.ID{}, nil, err
+	}
+	l := len(pack)
+	if l == 0 {
+		return id.ID{}, nil, fmt.Errorf("erasure: encode %s: empty pack, need at least 1 byte", p)
+	}
+	k, n := p.K, p.Shards()
+	s := (l-1)/k + 1
+	if uint64(s) > MaxShardSize {
+		return id.ID{}, nil, fmt.Errorf("erasure: encode %s: pack of %d bytes is too large (shard size %d, limit %d)", p, l, s, uint64(MaxShardSize))
+	}
+	hs := HeaderSize(p)
+	objSize := hs + s
+	if objSize > math.MaxInt/n {
+		return id.ID{}, nil, fmt.Errorf("erasure: encode %s: pack of %d bytes is too large for this platform", p, l)
+	}
+
+	buf := make([]byte, n*objSize)
+	shards = make([][]byte, n)
+	payloads := make([][]byte, n)
+	for i := range shards {
+		shards[i] = buf[i*objSize : (i+1)*objSize : (i+1)*objSize]
+		payloads[i] = shards[i][hs:]
+	}
+
+	h := Header{Version: Version, K: p.K, M: p.M, PackLen: int64(l), ShardSize: s, Hashes: make([]id.ID, n)}
+
+	// Copy the data shards and hash them while they are hot in the cache,
+	// then compute and hash the parity.
+	parallel(k, int64(l), func(i int) {
+		if off := i * s; off < l {
+			copy(payloads[i], pack[off:min(off+s, l)])
+		}
+		h.Hashes[i] = id.Hash(payloads[i])
+	})
+	if p.M > 0 {
+		enc, err := encoder(p)
+		if err != nil {
+			return id.ID{}, nil, err
+		}
+		if err := enc.Encode(payloads); err != nil {
+			return id.ID{}, nil, fmt.Errorf("erasure: encode %s of %d bytes: %w", p, l, err)
+		}
+		parallel(p.M, int64(p.M)*int64(s), func(j int) {
+			h.Hashes[k+j] = id.Hash(payloads[k+j])
+		})
+	}
+
+	for i, sh := range shards {
+		h.putHeader(sh, i)
+	}
+	return id.Hash(shards[0][:tableSize(n)]), shards, nil
+}
+
+// parallelMin is the amount of work (bytes to hash) below which spreading
+// it over goroutines does not pay.
+const parallelMin = 256 << 10
+
+// parallel calls fn(i) for every i in [0, n), spread over up to GOMAXPROCS
+// goroutines when the total work (in bytes) is large enough. It returns
+// when all calls are done.
+func parallel(n int, work int64, fn func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	if workers <= 1 || work < parallelMin {
+		for i := range n {
+			fn(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				fn(i)
+			}
+		})
+	}
+	wg.Wait()
+}

@@ -1,0 +1,741 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/user"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/drpipe/drpipe/chunking"
+	"github.com/drpipe/drpipe/internal/id"
+	"github.com/drpipe/drpipe/repo"
+)
+
+// BackupOptions configure one backup run.
+type BackupOptions struct {
+	Host  string
+	Tags  []string
+	Paths []string
+	// Stdin, when set, is backed up as one file named StdinName instead of
+	// Paths.
+	Stdin     io.Reader
+	StdinName string
+	// Parent is the snapshot whose unchanged files are reused without
+	// reading. Nil selects the newest snapshot of the same host and paths
+	// unless NoParent is set.
+	Parent   *repo.Snapshot
+	NoParent bool
+	// Inventory is stored in the snapshot (VM inventory, opaque here).
+	Inventory json.RawMessage
+	// Workers is the number of chunking workers (default GOMAXPROCS).
+	Workers int
+	// Progress receives counters (default NoProgress).
+	Progress Progress
+	// Scan runs a concurrent pre-scan so Progress learns totals early.
+	Scan bool
+	// Time is the snapshot time (default: the repository clock).
+	Time time.Time
+	// Program is recorded in the snapshot (e.g. "drpipe 0.1.0").
+	Program string
+}
+
+// BackupResult describes a finished backup.
+type BackupResult struct {
+	Snapshot *repo.Snapshot
+	Summary  repo.Summary
+	// Warnings counts items that could not be backed up; the snapshot
+	// exists but is incomplete when it is not zero.
+	Warnings int
+}
+
+// ErrPartial is returned (with a result) when the snapshot was written
+// but some source items could not be read.
+var ErrPartial = errors.New("snapshot is incomplete: some files could not be read")
+
+type backup struct {
+	r        *repo.Repository
+	o        BackupOptions
+	ck       chunking.Config
+	progress Progress
+	ctx      context.Context
+	cancel   context.CancelCauseFunc
+
+	jobs    chan segJob
+	workers sync.WaitGroup
+	bigBufs sync.Pool
+	smlBufs sync.Pool
+
+	bytesRead atomic.Int64
+	bytesDone atomic.Int64
+	files     atomic.Int64
+	dirs      atomic.Int64
+	warnings  atomic.Int64
+}
+
+const smallBuf = 4 << 20
+
+// Backup backs up o.Paths (or o.Stdin) into r and writes a snapshot. On a
+// fatal error nothing is referenced by a snapshot, and what was stored is
+// kept for the next run to deduplicate against. When some items could not
+// be read the snapshot is still written and the error wraps ErrPartial.
+func Backup(ctx context.Context, r *repo.Repository, o BackupOptions) (*BackupResult, error) {
+	start := time.Now()
+	if o.Host == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("no --host given and the hostname is unknown: %w", err)
+		}
+		o.Host = h
+	}
+	if o.Workers <= 0 {
+		o.Workers = runtime.GOMAXPROCS(0)
+	}
+	if o.Progress == nil {
+		o.Progress = NoProgress{}
+	}
+	if o.Stdin != nil {
+		if o.StdinName == "" {
+			return nil, errors.New("--stdin needs --stdin-name NAME for the file in the snapshot")
+		}
+		if strings.ContainsAny(o.StdinName, "/\x00") || o.StdinName == "." || o.StdinName == ".." {
+			return nil, fmt.Errorf("--stdin-name %q must be a plain file name", o.StdinName)
+		}
+	} else if len(o.Paths) == 0 {
+		return nil, errors.New("nothing to back up: give one or more paths, or --stdin")
+	}
+	paths, err := cleanPaths(o.Paths)
+	if err != nil {
+		return nil, err
+	}
+	if o.Stdin != nil {
+		paths = []string{"/" + o.StdinName}
+	}
+	b := &backup{r: r, o: o, ck: chunking.DefaultConfig(r.ChunkerPolynomial()), progress: o.Progress}
+	b.ctx, b.cancel = context.WithCancelCause(ctx)
+	defer b.cancel(nil)
+	b.bigBufs.New = func() any { s := make([]byte, b.ck.SegmentSize); return &s }
+	b.smlBufs.New = func() any { s := make([]byte, smallBuf); return &s }
+	before := r.SessionStats()
+
+	parent := o.Parent
+	if parent == nil && !o.NoParent && o.Stdin == nil {
+		parent = findParent(ctx, r, o.Host, paths)
+	}
+	var parentTree id.ID
+	if parent != nil {
+		parentTree = parent.Tree
+	}
+
+	b.jobs = make(chan segJob, 2*o.Workers)
+	for i := 0; i < o.Workers; i++ {
+		ch, err := chunking.NewChunker(b.ck)
+		if err != nil {
+			return nil, err
+		}
+		b.workers.Add(1)
+		go b.worker(ch)
+	}
+	if o.Scan && o.Stdin == nil {
+		go scan(b.ctx, paths, o.Progress)
+	}
+
+	var rootTree id.ID
+	var walkErr error
+	if o.Stdin != nil {
+		rootTree, walkErr = b.backupStdin()
+	} else {
+		fut := b.virtualRoot(paths, parentTree)
+		walkErr = fut.wait()
+		if walkErr == nil {
+			rootTree = *fut.node.Subtree
+		}
+	}
+	close(b.jobs)
+	b.workers.Wait()
+	if cause := context.Cause(b.ctx); cause != nil && walkErr == nil {
+		walkErr = cause
+	}
+	if walkErr != nil {
+		return nil, walkErr
+	}
+	if err := r.Flush(ctx); err != nil {
+		return nil, fmt.Errorf("finish writing to %s: %w", r.Backend().Location(), err)
+	}
+	t := o.Time
+	if t.IsZero() {
+		t = r.Now()
+	}
+	sn := &repo.Snapshot{Time: t, Host: o.Host, Tags: o.Tags, Paths: paths, Tree: rootTree, Program: o.Program, Inventory: o.Inventory}
+	if u, err := user.Current(); err == nil {
+		sn.Username = u.Username
+	}
+	if parent != nil {
+		pid := parent.ID()
+		sn.Parent = &pid
+	}
+	after := r.SessionStats()
+	sum := repo.Summary{
+		Files:      b.files.Load(),
+		Dirs:       b.dirs.Load(),
+		BytesRead:  b.bytesRead.Load(),
+		BytesTotal: b.bytesDone.Load(),
+		BlobsNew:   after.Blobs - before.Blobs,
+	}
+	sn.Summary = &sum
+	// BytesNew counts every stored byte this backup added, including the
+	// snapshot object itself, so it is filled in after saving.
+	sum.DurationSec = time.Since(start).Seconds()
+	if _, err := r.SaveSnapshot(ctx, sn); err != nil {
+		return nil, err
+	}
+	sum.BytesNew = r.SessionStats().StoredBytes - before.StoredBytes
+	res := &BackupResult{Snapshot: sn, Summary: sum, Warnings: int(b.warnings.Load())}
+	if res.Warnings > 0 {
+		return res, fmt.Errorf("%w (%d items; see the warnings above)", ErrPartial, res.Warnings)
+	}
+	return res, nil
+}
+
+// cleanPaths makes paths absolute, cleans and sorts them and drops paths
+// inside another given path.
+func cleanPaths(in []string) ([]string, error) {
+	var out []string
+	for _, p := range in {
+		if p == "" {
+			return nil, errors.New("empty path given")
+		}
+		a, err := filepath.Abs(p)
+		if err != nil {
+			return nil, fmt.Errorf("path %q: %w", p, err)
+		}
+		if _, err := os.Lstat(a); err != nil {
+			return nil, fmt.Errorf("source %s: %w", a, err)
+		}
+		out = append(out, filepath.Clean(a))
+	}
+	sort.Strings(out)
+	out = slices.Compact(out)
+	var res []string
+	for _, p := range out {
+		covered := false
+		for _, q := range res {
+			if q == "/" || strings.HasPrefix(p, q+"/") {
+				covered = true
+				break
+			}
+		}
+		if !covered {
+			res = append(res, p)
+		}
+	}
+	return res, nil
+}
+
+// findParent returns the newest snapshot of host with exactly these paths.
+func findParent(ctx context.Context, r *repo.Repository, host string, paths []string) *repo.Snapshot {
+	all, _ := r.ListSnapshots(ctx)
+	var best *repo.Snapshot
+	for _, s := range all {
+		if s.Host != host || !slices.Equal(s.Paths, paths) {
+			continue
+		}
+		if best == nil || s.Time.After(best.Time) {
+			best = s
+		}
+	}
+	return best
+}
+
+// future is a node whose content is still being produced.
+type future struct {
+	node *repo.Node
+	done chan struct{}
+	err  error // fatal error only; per-item problems are warnings
+	skip bool  // item could not be backed up (warned)
+}
+
+func doneFuture(n *repo.Node) *future {
+	f := &future{node: n, done: make(chan struct{})}
+	close(f.done)
+	return f
+}
+
+func (f *future) wait() error { <-f.done; return f.err }
+
+func (b *backup) warn(path string, err error) {
+	b.warnings.Add(1)
+	b.progress.Warn(path, err)
+}
+
+func (b *backup) fatal(err error) { b.cancel(err) }
+
+// vdir is a directory on the way from / to the given paths.
+type vdir struct {
+	path     string
+	children map[string]*vdir
+	leaf     bool
+}
+
+// virtualRoot builds the directories above the backup paths and processes
+// the paths themselves.
+func (b *backup) virtualRoot(paths []string, parentTree id.ID) *future {
+	root := &vdir{path: "/", children: map[string]*vdir{}}
+	for _, p := range paths {
+		if p == "/" {
+			root.leaf = true
+			continue
+		}
+		cur := root
+		parts := strings.Split(strings.TrimPrefix(p, "/"), "/")
+		for i, part := range parts {
+			nx := cur.children[part]
+			if nx == nil {
+				nx = &vdir{path: filepath.Join(cur.path, part), children: map[string]*vdir{}}
+				cur.children[part] = nx
+			}
+			cur = nx
+			if i == len(parts)-1 {
+				cur.leaf = true
+			}
+		}
+	}
+	rootNode := &repo.Node{Name: "", Type: repo.NodeDir, Mode: fs.ModeDir | 0o755}
+	if root.leaf {
+		fi, err := os.Lstat("/")
+		if err != nil {
+			return &future{err: err, done: closed()}
+		}
+		return b.dir("/", fi, b.parentTreeNodes(parentTree))
+	}
+	return b.vdirFuture(root, rootNode, b.parentTreeNodes(parentTree))
+}
+
+func closed() chan struct{} { c := make(chan struct{}); close(c); return c }
+
+func (b *backup) vdirFuture(v *vdir, n *repo.Node, parent map[string]*repo.Node) *future {
+	if v.path != "/" {
+		fi, err := os.Lstat(v.path)
+		if err != nil {
+			return &future{err: fmt.Errorf("stat %s: %w", v.path, err), done: closed()}
+		}
+		n = nodeFromInfo(filepath.Base(v.path), fi)
+	}
+	names := make([]string, 0, len(v.children))
+	for k := range v.children {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var kids []*future
+	for _, name := range names {
+		c := v.children[name]
+		pn := parent[name]
+		if c.leaf {
+			fi, err := os.Lstat(c.path)
+			if err != nil {
+				return &future{err: fmt.Errorf("stat %s: %w", c.path, err), done: closed()}
+			}
+			kids = append(kids, b.entry(c.path, fi, pn))
+			continue
+		}
+		var sub map[string]*repo.Node
+		if pn != nil && pn.Subtree != nil {
+			sub = b.parentTreeNodes(*pn.Subtree)
+		}
+		kids = append(kids, b.vdirFuture(c, nil, sub))
+	}
+	return b.finishDir(v.path, n, kids)
+}
+
+// parentTreeNodes loads a parent tree as a name map (nil on any problem:
+// the parent is only an optimisation).
+func (b *backup) parentTreeNodes(t id.ID) map[string]*repo.Node {
+	if t.IsNull() {
+		return nil
+	}
+	tr, err := b.r.LoadTree(b.ctx, t)
+	if err != nil {
+		return nil
+	}
+	m := make(map[string]*repo.Node, len(tr.Nodes))
+	for _, n := range tr.Nodes {
+		m[n.Name] = n
+	}
+	return m
+}
+
+// finishDir saves the tree of n's children once they are all complete.
+func (b *backup) finishDir(path string, n *repo.Node, kids []*future) *future {
+	f := &future{node: n, done: make(chan struct{})}
+	b.dirs.Add(1)
+	go func() {
+		defer close(f.done)
+		t := &repo.Tree{}
+		for _, k := range kids {
+			if err := k.wait(); err != nil {
+				f.err = err
+				return
+			}
+			if !k.skip {
+				t.Nodes = append(t.Nodes, k.node)
+			}
+		}
+		sort.Slice(t.Nodes, func(i, j int) bool { return t.Nodes[i].Name < t.Nodes[j].Name })
+		x, err := b.r.SaveTree(b.ctx, t)
+		if err != nil {
+			f.err = fmt.Errorf("save tree of %s: %w", path, err)
+			b.fatal(f.err)
+			return
+		}
+		n.Subtree = &x
+	}()
+	return f
+}
+
+// entry backs up one file-system item.
+func (b *backup) entry(path string, fi fs.FileInfo, parent *repo.Node) *future {
+	if err := b.ctx.Err(); err != nil {
+		return &future{err: context.Cause(b.ctx), done: closed()}
+	}
+	n := nodeFromInfo(filepath.Base(path), fi)
+	switch {
+	case fi.Mode().IsRegular():
+		return b.file(path, fi, n, parent)
+	case fi.IsDir():
+		var sub map[string]*repo.Node
+		if parent != nil && parent.Type == repo.NodeDir && parent.Subtree != nil {
+			sub = b.parentTreeNodes(*parent.Subtree)
+		}
+		return b.dir(path, fi, sub)
+	case fi.Mode()&fs.ModeSymlink != 0:
+		t, err := os.Readlink(path)
+		if err != nil {
+			b.warn(path, err)
+			return &future{skip: true, done: closed()}
+		}
+		n.LinkTarget = t
+	case fi.Mode()&fs.ModeSocket != 0:
+		return &future{skip: true, done: closed()} // sockets are not restorable
+	}
+	b.files.Add(1)
+	return doneFuture(n)
+}
+
+func (b *backup) dir(path string, fi fs.FileInfo, parent map[string]*repo.Node) *future {
+	n := nodeFromInfo(filepath.Base(path), fi)
+	if path == "/" {
+		n.Name = ""
+	}
+	ents, err := os.ReadDir(path)
+	if err != nil {
+		b.warn(path, fmt.Errorf("read directory: %w", err))
+	}
+	var kids []*future
+	for _, e := range ents {
+		cp := filepath.Join(path, e.Name())
+		cfi, err := e.Info()
+		if err != nil {
+			if !errors.Is(err, fs.ErrNotExist) {
+				b.warn(cp, err)
+			}
+			continue
+		}
+		kids = append(kids, b.entry(cp, cfi, parent[e.Name()]))
+	}
+	return b.finishDir(path, n, kids)
+}
+
+// fileState tracks the segments of one file in flight.
+type fileState struct {
+	b         *backup
+	path      string
+	f         *os.File
+	fut       *future
+	segs      [][]repo.Extent
+	remaining atomic.Int32
+	mu        sync.Mutex
+	err       error
+}
+
+type segJob struct {
+	fs  *fileState
+	i   int
+	seg chunking.Segment
+}
+
+func (b *backup) file(path string, fi fs.FileInfo, n *repo.Node, parent *repo.Node) *future {
+	b.files.Add(1)
+	if parent != nil && unchanged(parent, n) && b.contentKnown(parent) {
+		n.Content, n.ContentLists = parent.Content, parent.ContentLists
+		b.bytesDone.Add(n.Size)
+		b.progress.AddDone(1, n.Size)
+		return doneFuture(n)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		b.warn(path, fmt.Errorf("open: %w", err))
+		return &future{skip: true, done: closed()}
+	}
+	// Size from the open file, so a file replaced since Lstat is still
+	// read consistently.
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		b.warn(path, err)
+		return &future{skip: true, done: closed()}
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		b.warn(path, errors.New("changed type during backup"))
+		return &future{skip: true, done: closed()}
+	}
+	n.Size = st.Size()
+	data, err := chunking.DataRanges(f, n.Size)
+	if err != nil {
+		f.Close()
+		b.warn(path, err)
+		return &future{skip: true, done: closed()}
+	}
+	segs := b.ck.Plan(n.Size, data)
+	fut := &future{node: n, done: make(chan struct{})}
+	if len(segs) == 0 {
+		f.Close()
+		b.progress.AddDone(1, 0)
+		close(fut.done)
+		return fut
+	}
+	s := &fileState{b: b, path: path, f: f, fut: fut, segs: make([][]repo.Extent, len(segs))}
+	s.remaining.Store(int32(len(segs)))
+	for i, seg := range segs {
+		select {
+		case b.jobs <- segJob{fs: s, i: i, seg: seg}:
+		case <-b.ctx.Done():
+			// Workers drain what was queued; account for the rest here.
+			for j := i; j < len(segs); j++ {
+				s.segDone(errors.New("backup cancelled"))
+			}
+			return fut
+		}
+	}
+	return fut
+}
+
+// contentKnown reports whether every blob of a parent node is still
+// indexed (a pruned or repaired repository may have lost some).
+func (b *backup) contentKnown(n *repo.Node) bool {
+	for _, e := range n.Content {
+		if !e.Zero && !b.r.Has(e.ID) {
+			return false
+		}
+	}
+	for _, x := range n.ContentLists {
+		if !b.r.Has(x) {
+			return false
+		}
+	}
+	return true
+}
+
+func unchanged(p, n *repo.Node) bool {
+	return p.Type == repo.NodeFile && p.Size == n.Size && p.ModTime.Equal(n.ModTime) &&
+		p.ChangeTime.Equal(n.ChangeTime) && p.Inode == n.Inode
+}
+
+// segDone records the end of one segment; the last one completes the file.
+func (s *fileState) segDone(err error) {
+	if err != nil {
+		s.mu.Lock()
+		if s.err == nil {
+			s.err = err
+		}
+		s.mu.Unlock()
+	}
+	if s.remaining.Add(-1) != 0 {
+		return
+	}
+	s.f.Close()
+	defer close(s.fut.done)
+	b := s.b
+	if s.err != nil {
+		if b.ctx.Err() != nil {
+			s.fut.err = context.Cause(b.ctx)
+			return
+		}
+		b.warn(s.path, s.err)
+		s.fut.skip = true
+		return
+	}
+	var ext []repo.Extent
+	for _, seg := range s.segs {
+		for _, e := range seg {
+			if e.Zero && len(ext) > 0 && ext[len(ext)-1].Zero {
+				ext[len(ext)-1].Len += e.Len
+				continue
+			}
+			ext = append(ext, e)
+		}
+	}
+	s.segs = nil
+	if err := b.r.SetContent(b.ctx, s.fut.node, ext); err != nil {
+		s.fut.err = err
+		b.fatal(err)
+		return
+	}
+	b.progress.AddDone(1, 0)
+}
+
+func (b *backup) worker(ch *chunking.Chunker) {
+	defer b.workers.Done()
+	for j := range b.jobs {
+		if b.ctx.Err() != nil {
+			j.fs.segDone(context.Cause(b.ctx))
+			continue
+		}
+		j.fs.segDone(b.segment(ch, j))
+	}
+}
+
+func (b *backup) segment(ch *chunking.Chunker, j segJob) error {
+	var buf []byte
+	var put func()
+	if len(j.seg.Data) > 0 {
+		if j.seg.Len <= smallBuf {
+			p := b.smlBufs.Get().(*[]byte)
+			buf, put = *p, func() { b.smlBufs.Put(p) }
+		} else {
+			p := b.bigBufs.Get().(*[]byte)
+			buf, put = *p, func() { b.bigBufs.Put(p) }
+		}
+		defer put()
+	}
+	ext, err := ch.ChunkSegment(b.ctx, j.fs.f, j.seg, buf)
+	if err != nil {
+		return fmt.Errorf("read at offset %d: %w", j.seg.Off, err)
+	}
+	var read int64
+	for _, d := range j.seg.Data {
+		read += d.Len
+	}
+	b.bytesRead.Add(read)
+	out := make([]repo.Extent, 0, len(ext))
+	for _, e := range ext {
+		if e.Zero {
+			out = append(out, repo.Extent{Len: e.Len, Zero: true})
+			continue
+		}
+		x := b.r.BlobID(e.Data)
+		if _, _, err := b.r.SaveBlob(b.ctx, repo.DataBlob, e.Data, x); err != nil {
+			b.fatal(fmt.Errorf("store data of %s: %w", j.fs.path, err))
+			return err
+		}
+		out = append(out, repo.Extent{ID: x, Len: e.Len})
+	}
+	j.fs.segs[j.i] = out
+	b.bytesDone.Add(j.seg.Len)
+	b.progress.AddDone(0, j.seg.Len)
+	return nil
+}
+
+// backupStdin stores o.Stdin as a single file in a one-entry root tree.
+func (b *backup) backupStdin() (id.ID, error) {
+	ch, err := chunking.NewChunker(b.ck)
+	if err != nil {
+		return id.ID{}, err
+	}
+	now := b.r.Now()
+	n := &repo.Node{Name: b.o.StdinName, Type: repo.NodeFile, Mode: 0o644, ModTime: now, AccessTime: now, ChangeTime: now,
+		UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
+	var ext []repo.Extent
+	err = ch.ChunkStream(b.ctx, b.o.Stdin, func(e chunking.Extent) error {
+		n.Size += e.Len
+		b.bytesDone.Add(e.Len)
+		b.progress.AddDone(0, e.Len)
+		if e.Zero {
+			b.bytesRead.Add(e.Len)
+			if len(ext) > 0 && ext[len(ext)-1].Zero {
+				ext[len(ext)-1].Len += e.Len
+			} else {
+				ext = append(ext, repo.Extent{Len: e.Len, Zero: true})
+			}
+			return nil
+		}
+		b.bytesRead.Add(e.Len)
+		x := b.r.BlobID(e.Data)
+		if _, _, err := b.r.SaveBlob(b.ctx, repo.DataBlob, e.Data, x); err != nil {
+			return err
+		}
+		ext = append(ext, repo.Extent{ID: x, Len: e.Len})
+		return nil
+	})
+	if err != nil {
+		return id.ID{}, fmt.Errorf("back up standard input: %w", err)
+	}
+	if err := b.r.SetContent(b.ctx, n, ext); err != nil {
+		return id.ID{}, err
+	}
+	b.files.Add(1)
+	b.progress.AddDone(1, 0)
+	return b.r.SaveTree(b.ctx, &repo.Tree{Nodes: []*repo.Node{n}})
+}
+
+// nodeFromInfo fills a node's metadata from Lstat information.
+func nodeFromInfo(name string, fi fs.FileInfo) *repo.Node {
+	n := &repo.Node{Name: name, Mode: fi.Mode(), ModTime: fi.ModTime()}
+	switch m := fi.Mode(); {
+	case m.IsRegular():
+		n.Type = repo.NodeFile
+		n.Size = fi.Size()
+	case m.IsDir():
+		n.Type = repo.NodeDir
+	case m&fs.ModeSymlink != 0:
+		n.Type = repo.NodeSymlink
+	case m&fs.ModeDevice != 0 && m&fs.ModeCharDevice != 0:
+		n.Type = repo.NodeCharDev
+	case m&fs.ModeDevice != 0:
+		n.Type = repo.NodeDev
+	case m&fs.ModeNamedPipe != 0:
+		n.Type = repo.NodeFIFO
+	case m&fs.ModeSocket != 0:
+		n.Type = repo.NodeSocket
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		n.UID, n.GID = st.Uid, st.Gid
+		n.Inode = st.Ino
+		n.DeviceID = uint64(st.Dev)
+		n.Links = uint64(st.Nlink)
+		n.Rdev = uint64(st.Rdev)
+		n.AccessTime = time.Unix(st.Atim.Sec, st.Atim.Nsec)
+		n.ChangeTime = time.Unix(st.Ctim.Sec, st.Ctim.Nsec)
+	}
+	return n
+}
+
+// scan walks paths and reports totals to p.
+func scan(ctx context.Context, paths []string, p Progress) {
+	for _, root := range paths {
+		_ = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err != nil || d.IsDir() {
+				return nil
+			}
+			if fi, err := d.Info(); err == nil && fi.Mode().IsRegular() {
+				p.AddTotal(1, fi.Size())
+			}
+			return nil
+		})
+	}
+}

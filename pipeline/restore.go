@@ -1,0 +1,472 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/drpipe/drpipe/internal/id"
+	"github.com/drpipe/drpipe/repo"
+)
+
+// RestoreOptions configure a restore.
+type RestoreOptions struct {
+	// Target is the directory to restore into (created if missing).
+	Target string
+	// Include restricts the restore to these snapshot paths (absolute, as
+	// listed in the snapshot) and everything below them. Empty restores
+	// everything.
+	Include []string
+	// Workers is the number of concurrent pack readers (default 2×GOMAXPROCS).
+	Workers int
+	// Progress receives counters (default NoProgress).
+	Progress Progress
+}
+
+// RestoreResult describes a finished restore.
+type RestoreResult struct {
+	Files        int64
+	Dirs         int64
+	BytesWritten int64
+	BytesTotal   int64
+	// Failed lists files whose content could not be restored, with why.
+	Failed []FileError
+}
+
+// FileError names a file that could not be restored and the cause.
+type FileError struct {
+	Path string
+	Err  error
+}
+
+// ErrRestoreIncomplete is wrapped when some files could not be restored.
+var ErrRestoreIncomplete = errors.New("restore incomplete")
+
+type restorer struct {
+	r        *repo.Repository
+	o        RestoreOptions
+	ctx      context.Context
+	progress Progress
+
+	tasks   chan packTask
+	wg      sync.WaitGroup
+	batch   []target
+	batchSz int64
+
+	files, dirs, written, total atomic.Int64
+
+	mu     sync.Mutex
+	failed []FileError
+	dirsMD []dirMeta
+}
+
+type dirMeta struct {
+	path string
+	node *repo.Node
+}
+
+// outFile is a file being restored; it is finalised when its last extent
+// is written.
+type outFile struct {
+	path    string
+	node    *repo.Node
+	f       *os.File
+	pending atomic.Int64
+	mu      sync.Mutex
+	err     error
+	res     *restorer
+}
+
+type target struct {
+	file *outFile
+	off  int64
+	id   id.ID
+	len  int64
+}
+
+type packTask struct {
+	pack    repo.PackInfo
+	entries []repo.BlobEntry
+	targets map[id.ID][]target
+}
+
+const (
+	batchBytes   = 256 << 20
+	batchTargets = 8192
+)
+
+// Restore writes snapshot sn (or its Include subset) below o.Target.
+// Files whose data cannot be read are reported in the result and make the
+// error wrap ErrRestoreIncomplete; everything else is still restored.
+func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, o RestoreOptions) (*RestoreResult, error) {
+	if o.Target == "" {
+		return nil, errors.New("restore needs --target DIR")
+	}
+	if o.Workers <= 0 {
+		o.Workers = 2 * runtime.GOMAXPROCS(0)
+	}
+	if o.Progress == nil {
+		o.Progress = NoProgress{}
+	}
+	for i, p := range o.Include {
+		o.Include[i] = filepath.Clean("/" + p)
+	}
+	if err := os.MkdirAll(o.Target, 0o700); err != nil {
+		return nil, fmt.Errorf("create target %s: %w", o.Target, err)
+	}
+	rs := &restorer{r: r, o: o, ctx: ctx, progress: o.Progress, tasks: make(chan packTask, o.Workers)}
+	for i := 0; i < o.Workers; i++ {
+		rs.wg.Add(1)
+		go rs.reader()
+	}
+	walkErr := rs.walk(sn.Tree, "/", o.Target)
+	if walkErr == nil {
+		rs.flushBatch()
+	}
+	close(rs.tasks)
+	rs.wg.Wait()
+	if walkErr != nil {
+		return nil, walkErr
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	// Directory metadata last, deepest first, so writing files inside does
+	// not disturb their times.
+	sort.Slice(rs.dirsMD, func(i, j int) bool { return len(rs.dirsMD[i].path) > len(rs.dirsMD[j].path) })
+	for _, d := range rs.dirsMD {
+		if err := applyMeta(d.path, d.node); err != nil {
+			rs.fail(d.path, err)
+		}
+	}
+	res := &RestoreResult{Files: rs.files.Load(), Dirs: rs.dirs.Load(), BytesWritten: rs.written.Load(), BytesTotal: rs.total.Load(), Failed: rs.failed}
+	if len(res.Failed) > 0 {
+		return res, fmt.Errorf("%w: %d items failed", ErrRestoreIncomplete, len(res.Failed))
+	}
+	return res, nil
+}
+
+func (rs *restorer) fail(path string, err error) {
+	rs.mu.Lock()
+	rs.failed = append(rs.failed, FileError{Path: path, Err: err})
+	rs.mu.Unlock()
+	rs.progress.Warn(path, err)
+}
+
+// selected reports whether snapshot path p is to be restored fully, and
+// whether it lies on the way to an included path.
+func (rs *restorer) selected(p string) (full, onPath bool) {
+	if len(rs.o.Include) == 0 {
+		return true, true
+	}
+	for _, inc := range rs.o.Include {
+		if p == inc || inc == "/" || strings.HasPrefix(p, inc+"/") {
+			return true, true
+		}
+		if p == "/" || strings.HasPrefix(inc, p+"/") {
+			onPath = true
+		}
+	}
+	return false, onPath
+}
+
+func (rs *restorer) walk(tree id.ID, snapPath, dst string) error {
+	t, err := rs.r.LoadTree(rs.ctx, tree)
+	if err != nil {
+		return fmt.Errorf("load tree of %s: %w", snapPath, err)
+	}
+	for _, n := range t.Nodes {
+		if err := rs.ctx.Err(); err != nil {
+			return err
+		}
+		if n.Name == "" || n.Name == "." || n.Name == ".." || strings.ContainsAny(n.Name, "/\x00") {
+			rs.fail(filepath.Join(snapPath, n.Name), fmt.Errorf("refusing unsafe name %q in tree %s", n.Name, tree.Short()))
+			continue
+		}
+		sp := filepath.Join(snapPath, n.Name)
+		full, onPath := rs.selected(sp)
+		if !full && !onPath {
+			continue
+		}
+		dp := filepath.Join(dst, n.Name)
+		if !full {
+			if n.Type == repo.NodeDir && n.Subtree != nil {
+				if err := os.MkdirAll(dp, 0o700); err != nil {
+					return fmt.Errorf("create %s: %w", dp, err)
+				}
+				if err := rs.walk(*n.Subtree, sp, dp); err != nil {
+					return err
+				}
+				rs.dirsMD = append(rs.dirsMD, dirMeta{dp, n})
+			}
+			continue
+		}
+		if err := rs.node(n, sp, dp); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (rs *restorer) node(n *repo.Node, sp, dp string) error {
+	switch n.Type {
+	case repo.NodeDir:
+		if err := os.Mkdir(dp, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("create directory %s: %w", dp, err)
+		}
+		rs.dirs.Add(1)
+		if n.Subtree != nil {
+			if err := rs.walk(*n.Subtree, sp, dp); err != nil {
+				return err
+			}
+		}
+		rs.dirsMD = append(rs.dirsMD, dirMeta{dp, n})
+	case repo.NodeFile:
+		return rs.file(n, dp)
+	case repo.NodeSymlink:
+		_ = os.Remove(dp)
+		if err := os.Symlink(n.LinkTarget, dp); err != nil {
+			rs.fail(dp, err)
+			return nil
+		}
+		rs.files.Add(1)
+		if err := applyMeta(dp, n); err != nil {
+			rs.fail(dp, err)
+		}
+	case repo.NodeDev, repo.NodeCharDev, repo.NodeFIFO:
+		mode := uint32(n.Mode.Perm())
+		switch n.Type {
+		case repo.NodeDev:
+			mode |= unix.S_IFBLK
+		case repo.NodeCharDev:
+			mode |= unix.S_IFCHR
+		default:
+			mode |= unix.S_IFIFO
+		}
+		_ = os.Remove(dp)
+		if err := unix.Mknod(dp, mode, int(n.Rdev)); err != nil {
+			rs.fail(dp, fmt.Errorf("mknod: %w", err))
+			return nil
+		}
+		rs.files.Add(1)
+		if err := applyMeta(dp, n); err != nil {
+			rs.fail(dp, err)
+		}
+	default:
+		rs.fail(dp, fmt.Errorf("unknown node type %q", n.Type))
+	}
+	return nil
+}
+
+func (rs *restorer) file(n *repo.Node, dp string) error {
+	f, err := os.OpenFile(dp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		rs.fail(dp, err)
+		return nil
+	}
+	if err := f.Truncate(n.Size); err != nil {
+		f.Close()
+		rs.fail(dp, err)
+		return nil
+	}
+	of := &outFile{path: dp, node: n, f: f, res: rs}
+	of.pending.Store(1) // held by the walker until all extents are queued
+	rs.files.Add(1)
+	rs.total.Add(n.Size)
+	var off int64
+	err = rs.r.EachExtent(rs.ctx, n, func(e repo.Extent) error {
+		if e.Len < 0 || off+e.Len > n.Size {
+			return fmt.Errorf("extent at %d (+%d) beyond file size %d", off, e.Len, n.Size)
+		}
+		if !e.Zero {
+			of.pending.Add(1)
+			rs.add(target{file: of, off: off, id: e.ID, len: e.Len})
+		} else {
+			rs.progress.AddDone(0, e.Len)
+		}
+		off += e.Len
+		return nil
+	})
+	if err == nil && off != n.Size {
+		err = fmt.Errorf("extents cover %d bytes, file size is %d", off, n.Size)
+	}
+	if err != nil {
+		of.setErr(err)
+	}
+	of.release()
+	return rs.ctx.Err()
+}
+
+func (of *outFile) setErr(err error) {
+	of.mu.Lock()
+	if of.err == nil {
+		of.err = err
+	}
+	of.mu.Unlock()
+}
+
+// release drops one pending reference; the last one closes the file and
+// applies its metadata.
+func (of *outFile) release() {
+	if of.pending.Add(-1) != 0 {
+		return
+	}
+	rs := of.res
+	cerr := of.f.Close()
+	if of.err == nil && cerr != nil {
+		of.err = cerr
+	}
+	if of.err != nil {
+		rs.fail(of.path, of.err)
+		return
+	}
+	if err := applyMeta(of.path, of.node); err != nil {
+		rs.fail(of.path, err)
+	}
+	rs.progress.AddDone(1, 0)
+}
+
+func (rs *restorer) add(t target) {
+	rs.batch = append(rs.batch, t)
+	rs.batchSz += t.len
+	if rs.batchSz >= batchBytes || len(rs.batch) >= batchTargets {
+		rs.flushBatch()
+	}
+}
+
+// flushBatch groups the batch by pack and queues one task per pack.
+func (rs *restorer) flushBatch() {
+	if len(rs.batch) == 0 {
+		return
+	}
+	byPack := map[id.ID]*packTask{}
+	var order []id.ID
+	for _, t := range rs.batch {
+		locs := rs.r.Lookup(t.id)
+		if len(locs) == 0 {
+			t.file.setErr(fmt.Errorf("chunk %s at offset %d: %w: not in any index", t.id.Short(), t.off, repo.ErrBlobLost))
+			t.file.release()
+			continue
+		}
+		l := locs[0]
+		pt := byPack[l.Pack.ID]
+		if pt == nil {
+			pt = &packTask{pack: l.Pack, targets: map[id.ID][]target{}}
+			byPack[l.Pack.ID] = pt
+			order = append(order, l.Pack.ID)
+		}
+		if _, ok := pt.targets[t.id]; !ok {
+			pt.entries = append(pt.entries, l.Entry)
+		}
+		pt.targets[t.id] = append(pt.targets[t.id], t)
+	}
+	rs.batch, rs.batchSz = nil, 0
+	for _, p := range order {
+		select {
+		case rs.tasks <- *byPack[p]:
+		case <-rs.ctx.Done():
+			for _, ts := range byPack[p].targets {
+				for _, t := range ts {
+					t.file.setErr(rs.ctx.Err())
+					t.file.release()
+				}
+			}
+		}
+	}
+}
+
+func (rs *restorer) reader() {
+	defer rs.wg.Done()
+	for task := range rs.tasks {
+		rs.readPack(task)
+	}
+}
+
+func (rs *restorer) readPack(task packTask) {
+	done := map[id.ID]bool{}
+	err := rs.r.LoadBlobs(rs.ctx, task.pack, task.entries, func(e repo.BlobEntry, data []byte) error {
+		zero := isZero(data)
+		for _, t := range task.targets[e.ID] {
+			if int64(len(data)) != t.len {
+				t.file.setErr(fmt.Errorf("chunk %s has %d bytes, extent says %d", e.ID.Short(), len(data), t.len))
+			} else if !zero {
+				if _, err := t.file.f.WriteAt(data, t.off); err != nil {
+					t.file.setErr(fmt.Errorf("write at offset %d: %w", t.off, err))
+				} else {
+					rs.written.Add(t.len)
+				}
+			}
+			rs.progress.AddDone(0, t.len)
+			t.file.release()
+		}
+		done[e.ID] = true
+		return nil
+	})
+	for x, ts := range task.targets {
+		if done[x] {
+			continue
+		}
+		cause := err
+		if cause == nil {
+			cause = errors.New("blob not delivered")
+		}
+		for _, t := range ts {
+			t.file.setErr(fmt.Errorf("chunk %s at offset %d in pack %s: %w", x.Short(), t.off, task.pack.ID.Short(), cause))
+			t.file.release()
+		}
+	}
+}
+
+func isZero(b []byte) bool {
+	for len(b) >= len(zeroBlock) {
+		if string(b[:len(zeroBlock)]) != string(zeroBlock[:]) {
+			return false
+		}
+		b = b[len(zeroBlock):]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+var zeroBlock [64 << 10]byte
+
+// applyMeta sets ownership (when permitted), mode and times of a restored
+// item without following symlinks.
+func applyMeta(path string, n *repo.Node) error {
+	if os.Geteuid() == 0 {
+		if err := os.Lchown(path, int(n.UID), int(n.GID)); err != nil {
+			return fmt.Errorf("chown: %w", err)
+		}
+	}
+	if n.Type != repo.NodeSymlink {
+		if err := os.Chmod(path, n.Mode&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
+			return fmt.Errorf("chmod: %w", err)
+		}
+	}
+	at := n.AccessTime
+	if at.IsZero() {
+		at = n.ModTime
+	}
+	ts := []unix.Timespec{unix.NsecToTimespec(at.UnixNano()), unix.NsecToTimespec(n.ModTime.UnixNano())}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, path, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("set times: %w", err)
+	}
+	return nil
+}
+
+var _ = time.Now

@@ -1,0 +1,159 @@
+package repo
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/drpipe/drpipe/internal/id"
+)
+
+// BlobType says what a blob holds. The numeric values are stored in pack
+// headers and index files and are never reused.
+type BlobType uint8
+
+// Blob types.
+const (
+	DataBlob BlobType = 1 // file content chunk
+	TreeBlob BlobType = 2 // directory listing, content list or other metadata
+)
+
+func (t BlobType) String() string {
+	switch t {
+	case DataBlob:
+		return "data"
+	case TreeBlob:
+		return "tree"
+	}
+	return fmt.Sprintf("blobtype(%d)", uint8(t))
+}
+
+func (t BlobType) valid() bool { return t == DataBlob || t == TreeBlob }
+
+// Compression algorithm IDs, stored as the first plaintext byte of every
+// sealed blob. Fixed forever; never reuse a number.
+const (
+	compNone byte = 0
+	compZstd byte = 1
+)
+
+// Compression selects how hard new blobs are compressed. Reading never
+// depends on it.
+type Compression int
+
+// Compression levels; "auto" is the default.
+const (
+	CompressAuto Compression = iota // zstd default level, stored raw when it does not help
+	CompressOff
+	CompressFastest
+	CompressMax
+)
+
+// ParseCompression maps a config value to a Compression.
+func ParseCompression(s string) (Compression, error) {
+	switch s {
+	case "", "auto":
+		return CompressAuto, nil
+	case "off", "none":
+		return CompressOff, nil
+	case "fastest":
+		return CompressFastest, nil
+	case "max":
+		return CompressMax, nil
+	}
+	return 0, fmt.Errorf("unknown compression %q: use auto, off, fastest or max", s)
+}
+
+var (
+	encOnce  sync.Once
+	encoders map[Compression]*zstd.Encoder
+	decoder  *zstd.Decoder
+)
+
+func codecs() {
+	encOnce.Do(func() {
+		encoders = map[Compression]*zstd.Encoder{}
+		for c, lvl := range map[Compression]zstd.EncoderLevel{
+			CompressAuto:    zstd.SpeedDefault,
+			CompressFastest: zstd.SpeedFastest,
+			CompressMax:     zstd.SpeedBetterCompression,
+		} {
+			e, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(lvl), zstd.WithEncoderConcurrency(1), zstd.WithZeroFrames(true))
+			if err != nil {
+				panic(err) // static options; cannot fail
+			}
+			encoders[c] = e
+		}
+		d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(64<<20))
+		if err != nil {
+			panic(err)
+		}
+		decoder = d
+	})
+}
+
+// MaxBlobSize bounds a blob's plaintext; chunks are at most 8 MiB and tree
+// blobs are split well below this.
+const MaxBlobSize = 64 << 20
+
+// encodeBlob compresses (when it helps) and seals plain, appending to dst.
+// scratch is a reusable buffer for the compressed form; the grown scratch
+// is returned for reuse.
+func (k *MasterKey) encodeBlob(dst, scratch, plain []byte, c Compression) (out, newScratch []byte) {
+	codecs()
+	scratch = append(scratch[:0], compNone)
+	if c != CompressOff && len(plain) >= 64 {
+		scratch = append(scratch[:0], compZstd)
+		scratch = encoders[c].EncodeAll(plain, scratch)
+		// Keep the compressed form only if it saves at least 1/32.
+		if len(scratch)-1 > len(plain)-len(plain)/32 {
+			scratch = append(scratch[:0], compNone)
+			scratch = append(scratch, plain...)
+		}
+	} else {
+		scratch = append(scratch, plain...)
+	}
+	return k.Seal(dst, scratch), scratch
+}
+
+// decodeBlob opens a sealed blob and decompresses it, appending to dst. It
+// verifies the plaintext length and, when want is not null, that the
+// keyed hash matches.
+func (r *Repository) decodeBlob(dst, sealed []byte, rawLen int, want id.ID) ([]byte, error) {
+	codecs()
+	plain, err := r.key.Open(nil, sealed)
+	if err != nil {
+		return nil, err
+	}
+	if len(plain) == 0 {
+		return nil, fmt.Errorf("%w: empty blob envelope", ErrDecrypt)
+	}
+	var out []byte
+	switch plain[0] {
+	case compNone:
+		out = append(dst, plain[1:]...)
+	case compZstd:
+		if rawLen > MaxBlobSize {
+			return nil, fmt.Errorf("blob claims %d bytes, more than the %d limit", rawLen, MaxBlobSize)
+		}
+		if cap(dst)-len(dst) < rawLen {
+			nd := make([]byte, len(dst), len(dst)+rawLen)
+			copy(nd, dst)
+			dst = nd
+		}
+		out, err = decoder.DecodeAll(plain[1:], dst)
+		if err != nil {
+			return nil, fmt.Errorf("decompress blob: %w", err)
+		}
+	default:
+		return nil, fmt.Errorf("blob uses unknown compression id %d (written by a newer drpipe?)", plain[0])
+	}
+	if rawLen >= 0 && len(out)-len(dst) != rawLen {
+		return nil, fmt.Errorf("blob decoded to %d bytes, index says %d", len(out)-len(dst), rawLen)
+	}
+	if !want.IsNull() && r.BlobID(out[len(dst):]) != want {
+		return nil, fmt.Errorf("blob content does not match its id %s", want.Short())
+	}
+	return out, nil
+}

@@ -1,0 +1,453 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"sort"
+	"sync"
+
+	"github.com/drpipe/drpipe/erasure"
+	"github.com/drpipe/drpipe/internal/id"
+	"github.com/drpipe/drpipe/tiers"
+)
+
+// CheckOptions select how deep Check looks.
+type CheckOptions struct {
+	// ReadData reads and verifies every shard and decrypts every blob.
+	// Without it Check verifies metadata and shard presence and sizes.
+	ReadData bool
+	// Workers bounds concurrent pack reads (default 2).
+	Workers int
+	// Progress, if set, is called after each pack is read (ReadData).
+	Progress func(done, total int)
+}
+
+// PackDamage describes a pack with missing or corrupt shards.
+type PackDamage struct {
+	Pack    id.ID `json:"pack"`
+	K       int   `json:"k"`
+	M       int   `json:"m"`
+	Missing []int `json:"missing_shards,omitempty"`
+	Corrupt []int `json:"corrupt_shards,omitempty"`
+	// Details says what is wrong with each corrupt shard.
+	Details []string `json:"details,omitempty"`
+	// Repairable is true while at least K shards are intact.
+	Repairable bool `json:"repairable"`
+	// BadBlobs counts blobs that failed to decrypt even after rebuild.
+	BadBlobs int `json:"bad_blobs,omitempty"`
+	// Files and Snapshots are what the damage touches.
+	Files     []string `json:"files,omitempty"`
+	Snapshots []string `json:"snapshots,omitempty"`
+}
+
+// CheckReport is the outcome of Check.
+type CheckReport struct {
+	Snapshots  int   `json:"snapshots"`
+	Trees      int   `json:"trees"`
+	IndexFiles int   `json:"index_files"`
+	Packs      int   `json:"packs"`
+	Shards     int   `json:"shards"`
+	Blobs      int   `json:"blobs"`
+	ReadData   bool  `json:"read_data"`
+	BytesRead  int64 `json:"bytes_read"`
+	// Errors are problems that make the repository unhealthy.
+	Errors []string `json:"errors,omitempty"`
+	// Damaged lists packs with missing or corrupt shards.
+	Damaged []PackDamage `json:"damaged_packs,omitempty"`
+	// Unreferenced lists packs present in storage but in no index:
+	// leftovers of interrupted backups, harmless.
+	Unreferenced []id.ID `json:"unreferenced_packs,omitempty"`
+	// MissingBlobs counts blobs referenced by snapshots but not indexed.
+	MissingBlobs int `json:"missing_blobs,omitempty"`
+}
+
+// OK reports whether the repository is healthy.
+func (c *CheckReport) OK() bool {
+	return len(c.Errors) == 0 && len(c.Damaged) == 0 && c.MissingBlobs == 0
+}
+
+// Lost returns the damaged packs that cannot be repaired.
+func (c *CheckReport) Lost() []PackDamage {
+	var out []PackDamage
+	for _, d := range c.Damaged {
+		if !d.Repairable || d.BadBlobs > 0 {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// ErrCheckFailed is returned by Check when it found problems.
+var ErrCheckFailed = errors.New("check found problems")
+
+type packState struct {
+	info    PackInfo
+	present map[int]int64 // shard index -> size
+}
+
+// Check verifies the repository: index objects, snapshots and trees, that
+// every referenced blob is indexed, and that every pack has all its shards
+// (with ReadData: that every shard's bytes match its hash and every blob
+// decrypts). Damage is reported with the files and snapshots it affects.
+// It returns the report and ErrCheckFailed when anything is wrong.
+func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, error) {
+	if o.Workers <= 0 {
+		o.Workers = 2
+	}
+	rep := &CheckReport{ReadData: o.ReadData}
+	packs, unref, err := r.scanPacks(ctx, rep)
+	if err != nil {
+		return nil, err
+	}
+	rep.Unreferenced = unref
+
+	damaged := map[id.ID]*PackDamage{}
+	badBlob := map[id.ID]bool{}
+	for pid, ps := range packs {
+		n := int(ps.info.K) + int(ps.info.M)
+		want := int64(erasure.HeaderSize(ps.info.Params())) + int64(ps.info.ShardSize)
+		d := &PackDamage{Pack: pid, K: int(ps.info.K), M: int(ps.info.M)}
+		for i := 0; i < n; i++ {
+			sz, ok := ps.present[i]
+			switch {
+			case !ok:
+				d.Missing = append(d.Missing, i)
+			case sz != want:
+				d.Corrupt = append(d.Corrupt, i)
+				d.Details = append(d.Details, fmt.Sprintf("shard %d is %d bytes, want %d", i, sz, want))
+			}
+		}
+		rep.Shards += len(ps.present)
+		if len(d.Missing)+len(d.Corrupt) > 0 {
+			damaged[pid] = d
+		}
+	}
+
+	if o.ReadData {
+		if err := r.readAllPacks(ctx, o, packs, damaged, badBlob, rep); err != nil {
+			return nil, err
+		}
+	}
+	for _, d := range damaged {
+		d.Repairable = len(d.Missing)+len(d.Corrupt) <= d.M && d.BadBlobs == 0
+	}
+
+	// Which files and snapshots does the damage touch?
+	damagedPack := func(x id.ID) (id.ID, bool) {
+		for _, l := range r.Lookup(x) {
+			if d := damaged[l.Pack.ID]; d != nil {
+				return l.Pack.ID, true
+			}
+		}
+		return id.ID{}, false
+	}
+	sids, err := r.ListSnapshotIDs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w := &treeWalker{r: r, memo: map[id.ID][]hit{}, damagedPack: damagedPack, rep: rep}
+	for _, sid := range sids {
+		sn, err := r.LoadSnapshot(ctx, sid)
+		if err != nil {
+			rep.Errors = append(rep.Errors, fmt.Sprintf("snapshot %s: %v", sid.Short(), err))
+			continue
+		}
+		rep.Snapshots++
+		hits, err := w.walk(ctx, sn.Tree)
+		if err != nil {
+			return nil, err
+		}
+		for _, h := range hits {
+			if h.missing {
+				rep.Errors = append(rep.Errors, fmt.Sprintf("snapshot %s: %s: blob %s is not in any index", sid.Short(), h.path, h.blob.Short()))
+				continue
+			}
+			d := damaged[h.pack]
+			if d == nil {
+				continue
+			}
+			d.Files = appendUnique(d.Files, h.path)
+			d.Snapshots = appendUnique(d.Snapshots, sid.String()[:8])
+		}
+	}
+	for _, d := range damaged {
+		sort.Strings(d.Files)
+		sort.Strings(d.Snapshots)
+		rep.Damaged = append(rep.Damaged, *d)
+	}
+	sort.Slice(rep.Damaged, func(i, j int) bool { return rep.Damaged[i].Pack.Less(rep.Damaged[j].Pack) })
+	if !rep.OK() {
+		return rep, ErrCheckFailed
+	}
+	return rep, nil
+}
+
+func appendUnique(xs []string, s string) []string {
+	for _, x := range xs {
+		if x == s {
+			return xs
+		}
+	}
+	if len(xs) >= 1000 {
+		return xs
+	}
+	return append(xs, s)
+}
+
+// scanPacks reads every index object and lists the data shards. It
+// returns indexed packs with their present shards, and the packs found in
+// storage but in no index.
+func (r *Repository) scanPacks(ctx context.Context, rep *CheckReport) (map[id.ID]*packState, []id.ID, error) {
+	present := map[id.ID]map[int]int64{}
+	err := r.be.List(ctx, tiers.TypeData, func(oi tiers.ObjectInfo) error {
+		pid, i, err := erasure.ParseShardName(oi.Handle.Name)
+		if err != nil {
+			rep.Errors = append(rep.Errors, fmt.Sprintf("data/%s: not a shard name: %v", oi.Handle.Name, err))
+			return nil
+		}
+		if present[pid] == nil {
+			present[pid] = map[int]int64{}
+		}
+		present[pid][i] = oi.Size
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("list data in %s: %w", r.be.Location(), err)
+	}
+	var ixIDs []id.ID
+	err = r.be.List(ctx, tiers.TypeIndex, func(oi tiers.ObjectInfo) error {
+		x, err := id.Parse(oi.Handle.Name)
+		if err != nil {
+			rep.Errors = append(rep.Errors, fmt.Sprintf("index/%s: not an id", oi.Handle.Name))
+			return nil
+		}
+		ixIDs = append(ixIDs, x)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("list index in %s: %w", r.be.Location(), err)
+	}
+	packs := map[id.ID]*packState{}
+	blobs := map[id.ID]struct{}{}
+	for _, x := range ixIDs {
+		f, err := r.LoadIndexFile(ctx, x)
+		if err != nil {
+			rep.Errors = append(rep.Errors, fmt.Sprintf("index %s unreadable: %v (run drpipe repair)", x.Short(), err))
+			continue
+		}
+		rep.IndexFiles++
+		for _, p := range f.Packs {
+			if _, ok := packs[p.ID]; !ok {
+				packs[p.ID] = &packState{info: p.PackInfo, present: present[p.ID]}
+			}
+			for _, b := range p.Blobs {
+				blobs[b.ID] = struct{}{}
+			}
+		}
+	}
+	rep.Packs = len(packs)
+	rep.Blobs = len(blobs)
+	var unref []id.ID
+	for pid := range present {
+		if _, ok := packs[pid]; !ok {
+			unref = append(unref, pid)
+		}
+	}
+	sort.Slice(unref, func(i, j int) bool { return unref[i].Less(unref[j]) })
+	return packs, unref, nil
+}
+
+// readAllPacks verifies every shard and blob.
+func (r *Repository) readAllPacks(ctx context.Context, o CheckOptions, packs map[id.ID]*packState, damaged map[id.ID]*PackDamage, badBlob map[id.ID]bool, rep *CheckReport) error {
+	ids := make([]id.ID, 0, len(packs))
+	for pid := range packs {
+		ids = append(ids, pid)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i].Less(ids[j]) })
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	work := make(chan id.ID)
+	done := 0
+	for i := 0; i < o.Workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for pid := range work {
+				ps := packs[pid]
+				res, err := r.ReconstructPack(ctx, ps.info)
+				var bad []id.ID
+				var read int64
+				if res != nil && res.Pack != nil {
+					read = int64(len(res.Pack))
+					entries, perr := r.ParsePack(res.Pack)
+					if perr != nil {
+						err = fmt.Errorf("pack header: %w", perr)
+					} else {
+						for _, e := range entries {
+							end := int64(e.Offset) + int64(e.Length)
+							if _, derr := r.decodeBlob(nil, res.Pack[e.Offset:end], int(e.RawLength), e.ID); derr != nil {
+								bad = append(bad, e.ID)
+							}
+						}
+					}
+				}
+				mu.Lock()
+				rep.BytesRead += read
+				if res != nil && (len(res.Missing)+len(res.Corrupt) > 0) || err != nil || len(bad) > 0 {
+					d := damaged[pid]
+					if d == nil {
+						d = &PackDamage{Pack: pid, K: int(ps.info.K), M: int(ps.info.M)}
+						damaged[pid] = d
+					}
+					if res != nil {
+						d.Missing = mergeInts(d.Missing, res.Missing)
+						d.Corrupt = mergeInts(d.Corrupt, res.Corrupt)
+						for _, i := range res.Corrupt {
+							d.Details = append(d.Details, fmt.Sprintf("shard %d: %v", i, res.Damage[i]))
+						}
+					}
+					if err != nil && ctx.Err() == nil {
+						d.Details = append(d.Details, err.Error())
+						if res == nil || res.Pack == nil {
+							d.BadBlobs = -1
+						}
+					}
+					d.BadBlobs += len(bad)
+					for _, b := range bad {
+						badBlob[b] = true
+					}
+				}
+				done++
+				if o.Progress != nil {
+					o.Progress(done, len(ids))
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, pid := range ids {
+		select {
+		case work <- pid:
+		case <-ctx.Done():
+		}
+	}
+	close(work)
+	wg.Wait()
+	for _, d := range damaged {
+		if d.BadBlobs < 0 {
+			d.BadBlobs = 0
+			d.Repairable = false
+		}
+	}
+	return ctx.Err()
+}
+
+func mergeInts(a, b []int) []int {
+	m := map[int]bool{}
+	for _, x := range a {
+		m[x] = true
+	}
+	for _, x := range b {
+		m[x] = true
+	}
+	out := make([]int, 0, len(m))
+	for x := range m {
+		out = append(out, x)
+	}
+	sort.Ints(out)
+	return out
+}
+
+type hit struct {
+	path    string
+	blob    id.ID
+	pack    id.ID
+	missing bool
+}
+
+// treeWalker finds, per tree, the files whose blobs are missing or lie in
+// damaged packs. Results are memoised by tree id, so shared subtrees are
+// visited once across snapshots.
+type treeWalker struct {
+	r           *Repository
+	memo        map[id.ID][]hit
+	damagedPack func(id.ID) (id.ID, bool)
+	rep         *CheckReport
+}
+
+func (w *treeWalker) walk(ctx context.Context, x id.ID) ([]hit, error) {
+	if h, ok := w.memo[x]; ok {
+		return h, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	w.rep.Trees++
+	var out []hit
+	blobHit := func(p string, b id.ID) {
+		if len(w.r.Lookup(b)) == 0 {
+			w.rep.MissingBlobs++
+			out = append(out, hit{path: p, blob: b, missing: true})
+			return
+		}
+		if pk, ok := w.damagedPack(b); ok {
+			out = append(out, hit{path: p, blob: b, pack: pk})
+		}
+	}
+	if pk, ok := w.damagedPack(x); ok {
+		out = append(out, hit{path: "/", blob: x, pack: pk})
+	}
+	t, err := w.r.LoadTree(ctx, x)
+	if err != nil {
+		w.rep.Errors = append(w.rep.Errors, fmt.Sprintf("tree %s: %v", x.Short(), err))
+		w.memo[x] = out
+		return out, nil
+	}
+	for _, n := range t.Nodes {
+		switch n.Type {
+		case NodeDir:
+			if n.Subtree == nil {
+				continue
+			}
+			sub, err := w.walk(ctx, *n.Subtree)
+			if err != nil {
+				return nil, err
+			}
+			for _, h := range sub {
+				h.path = path.Join("/", n.Name, h.path)
+				out = append(out, h)
+			}
+		case NodeFile:
+			p := "/" + n.Name
+			for _, cl := range n.ContentLists {
+				blobHit(p, cl)
+			}
+			err := w.r.EachExtent(ctx, n, func(e Extent) error {
+				if !e.Zero {
+					blobHit(p, e.ID)
+				}
+				return nil
+			})
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				w.rep.Errors = append(w.rep.Errors, fmt.Sprintf("file %s: %v", n.Name, err))
+			}
+		}
+	}
+	// Keep one hit per (path, pack) so reports stay small.
+	seen := map[string]bool{}
+	dedup := out[:0]
+	for _, h := range out {
+		k := h.path + "\x00" + h.pack.String() + fmt.Sprint(h.missing)
+		if !seen[k] {
+			seen[k] = true
+			dedup = append(dedup, h)
+		}
+	}
+	w.memo[x] = dedup
+	return dedup, nil
+}

@@ -1,0 +1,484 @@
+package repo
+
+import (
+	"bufio"
+	"bytes"
+	"container/heap"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/drpipe/drpipe/internal/id"
+)
+
+// diskIndex is the local index cache: every pack and blob of the
+// repository's index files in one sorted, memory-mapped file, so lookups
+// cost a few page touches and the process holds no per-blob memory. This is
+// what lets the chunk index scale to 10^8 chunks: the file is ~52 bytes per
+// blob and the kernel's page cache decides what stays resident.
+//
+// File layout (cache only; rebuilt from the repository whenever missing or
+// unreadable, so it carries its own version and no compatibility promise):
+//
+//	header 64 B: "DRPC" | version u32 | nIndexFiles u64 | nPacks u64 | nBlobs u64 | 24 B zero
+//	nIndexFiles × id [32]          sorted: which index objects are included
+//	fanout 65536 × u64             fanout[b] = number of blobs whose id's first two bytes are <= b
+//	nPacks × packRec (48 B)        id | length u64 | shard size u32 | K u8 | M u8 | 2 B zero
+//	nBlobs × blobRec (52 B)        id | pack no u32 | offset u32 | length u32 | raw length u32 | type u8 | 3 B zero
+//	                               sorted by (id, pack no)
+type diskIndex struct {
+	path       string
+	mm         []byte
+	nFiles     uint64
+	nPacks     uint64
+	nBlobs     uint64
+	offFiles   int
+	offFanout  int
+	offPacks   int
+	offBlobs   int
+	indexFiles map[id.ID]struct{}
+}
+
+const (
+	cacheMagic    = "DRPC"
+	cacheVersion  = 1
+	cacheHdrSize  = 64
+	fanoutEntries = 65536
+	packRecSize   = 48
+	blobRecSize   = 52
+	runMaxRecords = 1 << 20 // 52 MiB per sort run
+)
+
+type blobRec [blobRecSize]byte
+
+func (r *blobRec) id() (i id.ID)      { copy(i[:], r[:32]); return }
+func (r *blobRec) packNo() uint32     { return binary.LittleEndian.Uint32(r[32:36]) }
+func (r *blobRec) setPackNo(n uint32) { binary.LittleEndian.PutUint32(r[32:36], n) }
+func (r *blobRec) entry() BlobEntry {
+	return BlobEntry{
+		ID:        r.id(),
+		Offset:    binary.LittleEndian.Uint32(r[36:40]),
+		Length:    binary.LittleEndian.Uint32(r[40:44]),
+		RawLength: binary.LittleEndian.Uint32(r[44:48]),
+		Type:      BlobType(r[48]),
+	}
+}
+
+func makeBlobRec(e BlobEntry, packNo uint32) (r blobRec) {
+	copy(r[:32], e.ID[:])
+	binary.LittleEndian.PutUint32(r[32:36], packNo)
+	binary.LittleEndian.PutUint32(r[36:40], e.Offset)
+	binary.LittleEndian.PutUint32(r[40:44], e.Length)
+	binary.LittleEndian.PutUint32(r[44:48], e.RawLength)
+	r[48] = byte(e.Type)
+	return r
+}
+
+func blobRecLess(a, b *blobRec) bool {
+	if c := bytes.Compare(a[:32], b[:32]); c != 0 {
+		return c < 0
+	}
+	return a.packNo() < b.packNo()
+}
+
+func encodePackRec(p PackInfo) (b [packRecSize]byte) {
+	copy(b[:32], p.ID[:])
+	binary.LittleEndian.PutUint64(b[32:40], uint64(p.Length))
+	binary.LittleEndian.PutUint32(b[40:44], p.ShardSize)
+	b[44], b[45] = p.K, p.M
+	return b
+}
+
+func decodePackRec(b []byte) (p PackInfo) {
+	copy(p.ID[:], b[:32])
+	p.Length = int64(binary.LittleEndian.Uint64(b[32:40]))
+	p.ShardSize = binary.LittleEndian.Uint32(b[40:44])
+	p.K, p.M = b[44], b[45]
+	return p
+}
+
+// openDiskIndex maps an existing cache file. Any inconsistency is an error;
+// the caller then rebuilds.
+func openDiskIndex(path string) (*diskIndex, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if fi.Size() < cacheHdrSize {
+		return nil, errors.New("index cache: too short")
+	}
+	mm, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("index cache: mmap %s: %w", path, err)
+	}
+	d := &diskIndex{path: path, mm: mm}
+	if err := d.parse(); err != nil {
+		d.close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *diskIndex) parse() error {
+	h := d.mm
+	if string(h[:4]) != cacheMagic || binary.LittleEndian.Uint32(h[4:8]) != cacheVersion {
+		return errors.New("index cache: bad magic or version")
+	}
+	d.nFiles = binary.LittleEndian.Uint64(h[8:16])
+	d.nPacks = binary.LittleEndian.Uint64(h[16:24])
+	d.nBlobs = binary.LittleEndian.Uint64(h[24:32])
+	size := uint64(len(h))
+	want := uint64(cacheHdrSize) + d.nFiles*32 + fanoutEntries*8 + d.nPacks*packRecSize + d.nBlobs*blobRecSize
+	if d.nFiles > size || d.nPacks > size || d.nBlobs > size || want != size {
+		return fmt.Errorf("index cache: size %d does not match header (want %d)", size, want)
+	}
+	d.offFiles = cacheHdrSize
+	d.offFanout = d.offFiles + int(d.nFiles)*32
+	d.offPacks = d.offFanout + fanoutEntries*8
+	d.offBlobs = d.offPacks + int(d.nPacks)*packRecSize
+	if binary.LittleEndian.Uint64(d.mm[d.offFanout+(fanoutEntries-1)*8:]) != d.nBlobs {
+		return errors.New("index cache: fanout does not match blob count")
+	}
+	d.indexFiles = make(map[id.ID]struct{}, d.nFiles)
+	for i := 0; i < int(d.nFiles); i++ {
+		var x id.ID
+		copy(x[:], d.mm[d.offFiles+32*i:])
+		d.indexFiles[x] = struct{}{}
+	}
+	return nil
+}
+
+func (d *diskIndex) close() {
+	if d != nil && d.mm != nil {
+		_ = unix.Munmap(d.mm)
+		d.mm = nil
+	}
+}
+
+func (d *diskIndex) pack(n uint32) PackInfo {
+	o := d.offPacks + int(n)*packRecSize
+	return decodePackRec(d.mm[o : o+packRecSize])
+}
+
+func (d *diskIndex) blob(i uint64) *blobRec {
+	o := d.offBlobs + int(i)*blobRecSize
+	return (*blobRec)(d.mm[o : o+blobRecSize])
+}
+
+func (d *diskIndex) fanout(b int) uint64 {
+	if b < 0 {
+		return 0
+	}
+	return binary.LittleEndian.Uint64(d.mm[d.offFanout+8*b:])
+}
+
+// lookup calls fn for every (pack, entry) holding blob x.
+func (d *diskIndex) lookup(x id.ID, fn func(PackInfo, BlobEntry) bool) {
+	if d == nil || d.nBlobs == 0 {
+		return
+	}
+	b := int(x[0])<<8 | int(x[1])
+	lo, hi := d.fanout(b-1), d.fanout(b)
+	i := lo + uint64(sort.Search(int(hi-lo), func(k int) bool {
+		return bytes.Compare(d.blob(lo + uint64(k))[:32], x[:]) >= 0
+	}))
+	for ; i < hi; i++ {
+		r := d.blob(i)
+		if !bytes.Equal(r[:32], x[:]) {
+			return
+		}
+		if !fn(d.pack(r.packNo()), r.entry()) {
+			return
+		}
+	}
+}
+
+// eachPack calls fn for every pack record (duplicates possible).
+func (d *diskIndex) eachPack(fn func(no uint32, p PackInfo) error) error {
+	if d == nil {
+		return nil
+	}
+	for n := uint64(0); n < d.nPacks; n++ {
+		if err := fn(uint32(n), d.pack(uint32(n))); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// eachBlob calls fn for every blob record in id order.
+func (d *diskIndex) eachBlob(fn func(p PackInfo, e BlobEntry) error) error {
+	if d == nil {
+		return nil
+	}
+	for i := uint64(0); i < d.nBlobs; i++ {
+		r := d.blob(i)
+		if err := fn(d.pack(r.packNo()), r.entry()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// buildDiskIndex writes a new cache file at path containing the index
+// objects in want. When old covers a subset of want, its records are
+// merged with only the new index objects; otherwise everything is read
+// again. Memory stays bounded by one sort run (runMaxRecords) regardless
+// of repository size.
+func buildDiskIndex(ctx context.Context, path string, old *diskIndex, want []id.ID, load func(context.Context, id.ID) (*IndexFile, error)) error {
+	slices.SortFunc(want, func(a, b id.ID) int { return bytes.Compare(a[:], b[:]) })
+	reuse := old != nil
+	if reuse {
+		wantSet := make(map[id.ID]struct{}, len(want))
+		for _, w := range want {
+			wantSet[w] = struct{}{}
+		}
+		for f := range old.indexFiles {
+			if _, ok := wantSet[f]; !ok {
+				reuse = false // an index object was removed (prune/repair)
+				break
+			}
+		}
+	}
+	var basePacks uint64
+	var todo []id.ID
+	if reuse {
+		basePacks = old.nPacks
+		for _, w := range want {
+			if _, ok := old.indexFiles[w]; !ok {
+				todo = append(todo, w)
+			}
+		}
+	} else {
+		old = nil
+		todo = want
+	}
+
+	dir := filepath.Dir(path)
+	tmpDir, err := os.MkdirTemp(dir, ".build-")
+	if err != nil {
+		return fmt.Errorf("index cache: %w", err)
+	}
+	defer os.RemoveAll(tmpDir)
+
+	// Pass 1: read the new index objects; packs go to a temp file, blob
+	// records to sorted runs.
+	packsF, err := os.Create(filepath.Join(tmpDir, "packs"))
+	if err != nil {
+		return err
+	}
+	defer packsF.Close()
+	packsW := bufio.NewWriterSize(packsF, 1<<20)
+	nNewPacks := uint64(0)
+	var runs []string
+	run := make([]blobRec, 0, min(runMaxRecords, 4096))
+	flushRun := func() error {
+		if len(run) == 0 {
+			return nil
+		}
+		slices.SortFunc(run, func(a, b blobRec) int {
+			if blobRecLess(&a, &b) {
+				return -1
+			}
+			if blobRecLess(&b, &a) {
+				return 1
+			}
+			return 0
+		})
+		name := filepath.Join(tmpDir, fmt.Sprintf("run-%d", len(runs)))
+		f, err := os.Create(name)
+		if err != nil {
+			return err
+		}
+		w := bufio.NewWriterSize(f, 1<<20)
+		for i := range run {
+			w.Write(run[i][:])
+		}
+		if err := w.Flush(); err != nil {
+			f.Close()
+			return err
+		}
+		runs = append(runs, name)
+		run = run[:0]
+		return f.Close()
+	}
+	for _, ixID := range todo {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		ix, err := load(ctx, ixID)
+		if err != nil {
+			return fmt.Errorf("index %s: %w", ixID.Short(), err)
+		}
+		for _, p := range ix.Packs {
+			no := basePacks + nNewPacks
+			if no >= 1<<32 {
+				return errors.New("index cache: more than 2^32 packs")
+			}
+			rec := encodePackRec(p.PackInfo)
+			packsW.Write(rec[:])
+			nNewPacks++
+			for _, e := range p.Blobs {
+				run = append(run, makeBlobRec(e, uint32(no)))
+				if len(run) == runMaxRecords {
+					if err := flushRun(); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	}
+	if err := flushRun(); err != nil {
+		return err
+	}
+	if err := packsW.Flush(); err != nil {
+		return err
+	}
+
+	// Pass 2: write the new cache file.
+	out, err := os.CreateTemp(dir, ".index-")
+	if err != nil {
+		return err
+	}
+	tmpName := out.Name()
+	defer os.Remove(tmpName)
+	defer out.Close()
+	nPacks := basePacks + nNewPacks
+	// Header and fanout are rewritten at the end; reserve their space.
+	fanoutOff := int64(cacheHdrSize + 32*len(want))
+	if _, err := out.Seek(fanoutOff+fanoutEntries*8, io.SeekStart); err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(out, 1<<20)
+	if old != nil {
+		w.Write(old.mm[old.offPacks:old.offBlobs])
+	}
+	if _, err := packsF.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	if _, err := io.Copy(w, packsF); err != nil {
+		return err
+	}
+	fan := make([]uint64, fanoutEntries)
+	nBlobs, err := mergeRuns(ctx, old, runs, func(r *blobRec) error {
+		fan[int(r[0])<<8|int(r[1])]++
+		_, err := w.Write(r[:])
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	hdr := make([]byte, 0, int(fanoutOff)+fanoutEntries*8)
+	hdr = append(hdr, cacheMagic...)
+	hdr = binary.LittleEndian.AppendUint32(hdr, cacheVersion)
+	hdr = binary.LittleEndian.AppendUint64(hdr, uint64(len(want)))
+	hdr = binary.LittleEndian.AppendUint64(hdr, nPacks)
+	hdr = binary.LittleEndian.AppendUint64(hdr, nBlobs)
+	hdr = append(hdr, make([]byte, cacheHdrSize-len(hdr))...)
+	for _, x := range want {
+		hdr = append(hdr, x[:]...)
+	}
+	var cum uint64
+	for _, c := range fan {
+		cum += c
+		hdr = binary.LittleEndian.AppendUint64(hdr, cum)
+	}
+	if _, err := out.WriteAt(hdr, 0); err != nil {
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmpName, path)
+}
+
+// mergeRuns merges old's sorted records with the sorted run files and
+// calls emit in order. It returns the number of records emitted.
+func mergeRuns(ctx context.Context, old *diskIndex, runs []string, emit func(*blobRec) error) (uint64, error) {
+	h := &recHeap{}
+	if old != nil && old.nBlobs > 0 {
+		i := uint64(0)
+		h.srcs = append(h.srcs, func(r *blobRec) bool {
+			if i >= old.nBlobs {
+				return false
+			}
+			*r = *old.blob(i)
+			i++
+			return true
+		})
+	}
+	for _, name := range runs {
+		f, err := os.Open(name)
+		if err != nil {
+			return 0, err
+		}
+		defer f.Close()
+		br := bufio.NewReaderSize(f, 1<<20)
+		h.srcs = append(h.srcs, func(r *blobRec) bool {
+			_, err := io.ReadFull(br, r[:])
+			return err == nil
+		})
+	}
+	for i := range h.srcs {
+		var r blobRec
+		if h.srcs[i](&r) {
+			h.items = append(h.items, heapItem{rec: r, src: i})
+		}
+	}
+	heap.Init(h)
+	var n uint64
+	for h.Len() > 0 {
+		if n%(1<<16) == 0 {
+			if err := ctx.Err(); err != nil {
+				return n, err
+			}
+		}
+		top := &h.items[0]
+		if err := emit(&top.rec); err != nil {
+			return n, err
+		}
+		n++
+		if h.srcs[top.src](&top.rec) {
+			heap.Fix(h, 0)
+		} else {
+			heap.Pop(h)
+		}
+	}
+	return n, nil
+}
+
+type heapItem struct {
+	rec blobRec
+	src int
+}
+
+type recHeap struct {
+	items []heapItem
+	srcs  []func(*blobRec) bool
+}
+
+func (h *recHeap) Len() int           { return len(h.items) }
+func (h *recHeap) Less(i, j int) bool { return blobRecLess(&h.items[i].rec, &h.items[j].rec) }
+func (h *recHeap) Swap(i, j int)      { h.items[i], h.items[j] = h.items[j], h.items[i] }
+func (h *recHeap) Push(x any)         { h.items = append(h.items, x.(heapItem)) }
+func (h *recHeap) Pop() any {
+	x := h.items[len(h.items)-1]
+	h.items = h.items[:len(h.items)-1]
+	return x
+}

@@ -1,0 +1,211 @@
+package repo
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"time"
+
+	"golang.org/x/crypto/argon2"
+
+	"github.com/drpipe/drpipe/internal/id"
+	"github.com/drpipe/drpipe/tiers"
+)
+
+// KeyFileVersion is the format version of key files (keys/<id>).
+const KeyFileVersion = 1
+
+// KDFParams are the Argon2id parameters of a key slot. They are stored in
+// the key file, so they can be raised for new slots without breaking old
+// ones.
+type KDFParams struct {
+	Time      uint32 `json:"time"`
+	MemoryKiB uint32 `json:"memory_kib"`
+	Threads   uint8  `json:"threads"`
+}
+
+// DefaultKDF is used for new key slots: Argon2id with 64 MiB and 3 passes
+// (RFC 9106 second recommended option, threads reduced to 2).
+var DefaultKDF = KDFParams{Time: 3, MemoryKiB: 64 * 1024, Threads: 2}
+
+// ErrWrongPassword is returned when no key slot opens with the password.
+var ErrWrongPassword = errors.New("wrong password or key file: no key slot of the repository opens with it")
+
+// keyFile is the JSON stored as keys/<sha256 of the file>.
+type keyFile struct {
+	Version  int       `json:"version"`
+	Created  time.Time `json:"created"`
+	Label    string    `json:"label"`
+	Host     string    `json:"host,omitempty"`
+	Username string    `json:"username,omitempty"`
+	KDF      string    `json:"kdf"`
+	KDFParams
+	Salt []byte `json:"salt"`
+	// Data is the master key JSON sealed with the Argon2id-derived key.
+	Data []byte `json:"data"`
+}
+
+// KeyInfo describes a key slot for listing. It holds no secret.
+type KeyInfo struct {
+	ID      id.ID     `json:"id"`
+	Label   string    `json:"label"`
+	Created time.Time `json:"created"`
+	Host    string    `json:"host,omitempty"`
+	User    string    `json:"username,omitempty"`
+	Current bool      `json:"current"`
+}
+
+func deriveWrapKey(password []byte, salt []byte, p KDFParams) []byte {
+	return argon2.IDKey(password, salt, p.Time, p.MemoryKiB, p.Threads, 32)
+}
+
+// sealKeyFile wraps mk with password in a new key file and returns the
+// encoded bytes.
+func sealKeyFile(mk *MasterKey, password []byte, label string, p KDFParams, now time.Time) ([]byte, error) {
+	if len(password) == 0 {
+		return nil, errors.New("empty password: give a password with --password-file or DRPIPE_PASSWORD")
+	}
+	kf := keyFile{Version: KeyFileVersion, Created: now.UTC(), Label: label, KDF: "argon2id", KDFParams: p}
+	kf.Host, _ = os.Hostname()
+	kf.Username = os.Getenv("USER")
+	kf.Salt = make([]byte, 32)
+	if _, err := rand.Read(kf.Salt); err != nil {
+		return nil, fmt.Errorf("generate salt: %w", err)
+	}
+	a, err := newAEAD(deriveWrapKey(password, kf.Salt, p))
+	if err != nil {
+		return nil, err
+	}
+	plain, err := json.Marshal(mk)
+	if err != nil {
+		return nil, err
+	}
+	kf.Data = seal(a, nil, plain)
+	return json.MarshalIndent(kf, "", "  ")
+}
+
+// openKeyFile unwraps a key file with password.
+func openKeyFile(raw []byte, password []byte) (*MasterKey, *keyFile, error) {
+	var kf keyFile
+	if err := json.Unmarshal(raw, &kf); err != nil {
+		return nil, nil, fmt.Errorf("key file is not valid JSON: %w", err)
+	}
+	if kf.Version != KeyFileVersion {
+		return nil, nil, fmt.Errorf("%w: key file version %d (this drpipe reads %d)", ErrUnsupportedVersion, kf.Version, KeyFileVersion)
+	}
+	if kf.KDF != "argon2id" {
+		return nil, nil, fmt.Errorf("key file uses unknown KDF %q", kf.KDF)
+	}
+	// Bound the parameters so a hostile key file cannot make us allocate
+	// absurd memory or spin for hours.
+	if kf.Time == 0 || kf.Time > 64 || kf.MemoryKiB < 8 || kf.MemoryKiB > 4*1024*1024 || kf.Threads == 0 || len(kf.Salt) < 16 || len(kf.Salt) > 256 {
+		return nil, nil, fmt.Errorf("key file has out-of-range KDF parameters (time %d, memory %d KiB, threads %d, salt %d bytes)", kf.Time, kf.MemoryKiB, kf.Threads, len(kf.Salt))
+	}
+	a, err := newAEAD(deriveWrapKey(password, kf.Salt, kf.KDFParams))
+	if err != nil {
+		return nil, nil, err
+	}
+	plain, err := open(a, nil, kf.Data)
+	if err != nil {
+		return nil, nil, ErrWrongPassword
+	}
+	mk := &MasterKey{}
+	if err := json.Unmarshal(plain, mk); err != nil {
+		return nil, nil, fmt.Errorf("decrypted master key is malformed: %w", err)
+	}
+	return mk, &kf, mk.init()
+}
+
+// unlock tries every key slot with password and returns the master key and
+// the id of the slot that opened.
+func unlock(ctx context.Context, be tiers.Backend, password []byte) (*MasterKey, id.ID, error) {
+	if len(password) == 0 {
+		return nil, id.ID{}, errors.New("no password given: use --password-file FILE or set DRPIPE_PASSWORD")
+	}
+	var names []string
+	err := be.List(ctx, tiers.TypeKey, func(oi tiers.ObjectInfo) error {
+		names = append(names, oi.Handle.Name)
+		return nil
+	})
+	if err != nil {
+		return nil, id.ID{}, fmt.Errorf("list key slots in %s: %w", be.Location(), err)
+	}
+	if len(names) == 0 {
+		return nil, id.ID{}, fmt.Errorf("repository %s has no key slots: it is damaged or not a drpipe repository", be.Location())
+	}
+	sort.Strings(names)
+	var lastErr error = ErrWrongPassword
+	for _, n := range names {
+		h := tiers.Handle{Type: tiers.TypeKey, Name: n}
+		raw, err := tiers.LoadAll(ctx, be, h, 0, 0)
+		if err != nil {
+			lastErr = fmt.Errorf("read key slot %s: %w", n, err)
+			continue
+		}
+		kid, err := id.Parse(n)
+		if err != nil || id.Hash(raw) != kid {
+			lastErr = fmt.Errorf("key slot %s: content does not match its name (damaged)", n)
+			continue
+		}
+		mk, _, err := openKeyFile(raw, password)
+		if err == nil {
+			return mk, kid, nil
+		}
+		if !errors.Is(err, ErrWrongPassword) {
+			lastErr = fmt.Errorf("key slot %s: %w", n, err)
+		}
+	}
+	return nil, id.ID{}, lastErr
+}
+
+// AddKey adds a key slot that opens the repository with password (a
+// password or the contents of a key file). label describes the slot
+// ("password", "keyfile", or the operator's text).
+func (r *Repository) AddKey(ctx context.Context, password []byte, label string) (id.ID, error) {
+	raw, err := sealKeyFile(r.key, password, label, r.kdf, r.now())
+	if err != nil {
+		return id.ID{}, err
+	}
+	kid := id.Hash(raw)
+	if err := tiers.PutBytes(ctx, r.be, tiers.Handle{Type: tiers.TypeKey, Name: kid.String()}, raw); err != nil {
+		return id.ID{}, fmt.Errorf("store key slot %s: %w", kid.Short(), err)
+	}
+	return kid, nil
+}
+
+// ListKeys returns the key slots without opening them.
+func (r *Repository) ListKeys(ctx context.Context) ([]KeyInfo, error) {
+	var out []KeyInfo
+	err := r.be.List(ctx, tiers.TypeKey, func(oi tiers.ObjectInfo) error {
+		raw, err := tiers.LoadAll(ctx, r.be, oi.Handle, 0, 0)
+		if err != nil {
+			return fmt.Errorf("read key slot %s: %w", oi.Handle.Name, err)
+		}
+		var kf keyFile
+		if err := json.Unmarshal(raw, &kf); err != nil {
+			return fmt.Errorf("key slot %s is not valid JSON: %w", oi.Handle.Name, err)
+		}
+		kid, _ := id.Parse(oi.Handle.Name)
+		out = append(out, KeyInfo{ID: kid, Label: kf.Label, Created: kf.Created, Host: kf.Host, User: kf.Username, Current: kid == r.keyID})
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+	return out, err
+}
+
+// RemoveKey deletes a key slot. The slot used to open this repository
+// cannot be removed, so at least one working slot always remains.
+func (r *Repository) RemoveKey(ctx context.Context, kid id.ID) error {
+	if kid == r.keyID {
+		return errors.New("refusing to remove the key slot this session was opened with: open the repository with another password first")
+	}
+	h := tiers.Handle{Type: tiers.TypeKey, Name: kid.String()}
+	if _, err := r.be.Stat(ctx, h); err != nil {
+		return fmt.Errorf("key slot %s: %w", kid.Short(), err)
+	}
+	return r.be.Remove(ctx, h)
+}

@@ -1,0 +1,267 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/drpipe/drpipe/erasure"
+	"github.com/drpipe/drpipe/internal/id"
+	"github.com/drpipe/drpipe/tiers"
+)
+
+// ErrBlobLost is wrapped when no stored copy of a blob can be read, even
+// after rebuilding its pack from parity.
+var ErrBlobLost = errors.New("blob cannot be read from any copy")
+
+func (p PackInfo) header() erasure.Header {
+	return erasure.Header{Version: 1, K: int(p.K), M: int(p.M), PackLen: p.Length, ShardSize: int(p.ShardSize)}
+}
+
+// Params returns the pack's erasure parameters.
+func (p PackInfo) Params() erasure.Params { return erasure.Params{K: int(p.K), M: int(p.M)} }
+
+// ShardHandle names shard i of the pack.
+func (p PackInfo) ShardHandle(i int) tiers.Handle {
+	return tiers.Handle{Type: tiers.TypeData, Name: erasure.ShardName(p.ID, i)}
+}
+
+// LoadBlob returns the plaintext of blob x, appended to buf[:0]. Every
+// read is authenticated; a copy that fails is rebuilt from parity, and
+// other copies are tried before giving up with an error wrapping
+// ErrBlobLost that names the pack.
+func (r *Repository) LoadBlob(ctx context.Context, t BlobType, x id.ID, buf []byte) ([]byte, error) {
+	locs := r.Lookup(x)
+	if len(locs) == 0 {
+		return nil, fmt.Errorf("%s blob %s: %w: not in any index", t, x.Short(), ErrBlobLost)
+	}
+	var errs []error
+	for _, l := range locs {
+		if l.Entry.Type != t {
+			continue
+		}
+		out, err := r.readBlobAt(ctx, l.Pack, l.Entry, buf[:0])
+		if err == nil {
+			return out, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		return nil, fmt.Errorf("%s blob %s: %w: indexed only with another type", t, x.Short(), ErrBlobLost)
+	}
+	return nil, fmt.Errorf("%s blob %s: %w: %w", t, x.Short(), ErrBlobLost, errors.Join(errs...))
+}
+
+// readBlobAt reads one blob from one pack: ranged reads of the data
+// shards first, a full rebuild from parity if that fails.
+func (r *Repository) readBlobAt(ctx context.Context, p PackInfo, e BlobEntry, dst []byte) ([]byte, error) {
+	sealed, err := r.readPackRange(ctx, p, int64(e.Offset), int64(e.Length))
+	if err == nil {
+		out, derr := r.decodeBlob(dst, sealed, int(e.RawLength), e.ID)
+		if derr == nil {
+			return out, nil
+		}
+		err = derr
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	pack, rerr := r.rebuiltPack(ctx, p)
+	if rerr != nil {
+		return nil, fmt.Errorf("pack %s: direct read failed (%v); rebuild failed: %w", p.ID.Short(), err, rerr)
+	}
+	end := int64(e.Offset) + int64(e.Length)
+	if end > int64(len(pack)) {
+		return nil, fmt.Errorf("pack %s: blob %s lies beyond the pack end", p.ID.Short(), e.ID.Short())
+	}
+	out, derr := r.decodeBlob(dst, pack[e.Offset:end], int(e.RawLength), e.ID)
+	if derr != nil {
+		return nil, fmt.Errorf("pack %s: blob %s unreadable even after rebuild: %w", p.ID.Short(), e.ID.Short(), derr)
+	}
+	return out, nil
+}
+
+// readPackRange reads [off, off+n) of the logical pack from its data
+// shards without verification (callers authenticate the content).
+func (r *Repository) readPackRange(ctx context.Context, p PackInfo, off, n int64) ([]byte, error) {
+	spans, err := p.header().Locate(off, n)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, n)
+	for _, s := range spans {
+		b, err := tiers.LoadAll(ctx, r.be, p.ShardHandle(s.Shard), s.ObjOffset, s.Len)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b...)
+	}
+	return out, nil
+}
+
+// BlobRef names one blob to read in LoadBlobs.
+type BlobRef struct {
+	Entry BlobEntry
+}
+
+// LoadBlobs reads the given blobs, all from pack p, calling fn for each
+// with its plaintext (valid only during the call). Nearby blobs are read
+// with one ranged request. Blobs that fail are retried through a parity
+// rebuild of the pack. fn is called at most once per entry; the order
+// follows the pack. The first error from fn stops the call.
+func (r *Repository) LoadBlobs(ctx context.Context, p PackInfo, entries []BlobEntry, fn func(BlobEntry, []byte) error) error {
+	es := append([]BlobEntry(nil), entries...)
+	sort.Slice(es, func(i, j int) bool { return es[i].Offset < es[j].Offset })
+	const maxGap = 1 << 20
+	const maxSpan = 32 << 20
+	var failed []BlobEntry
+	var buf []byte
+	for i := 0; i < len(es); {
+		j := i + 1
+		start := int64(es[i].Offset)
+		end := start + int64(es[i].Length)
+		for j < len(es) {
+			s := int64(es[j].Offset)
+			if s-end > maxGap || s+int64(es[j].Length)-start > maxSpan {
+				break
+			}
+			end = max(end, s+int64(es[j].Length))
+			j++
+		}
+		raw, err := r.readPackRange(ctx, p, start, end-start)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			failed = append(failed, es[i:j]...)
+			i = j
+			continue
+		}
+		for _, e := range es[i:j] {
+			o := int64(e.Offset) - start
+			out, derr := r.decodeBlob(buf[:0], raw[o:o+int64(e.Length)], int(e.RawLength), e.ID)
+			if derr != nil {
+				failed = append(failed, e)
+				continue
+			}
+			buf = out
+			if err := fn(e, out); err != nil {
+				return err
+			}
+		}
+		i = j
+	}
+	if len(failed) == 0 {
+		return nil
+	}
+	pack, err := r.rebuiltPack(ctx, p)
+	if err != nil {
+		return fmt.Errorf("pack %s: %d blobs unreadable directly and rebuild failed: %w", p.ID.Short(), len(failed), err)
+	}
+	for _, e := range failed {
+		end := int64(e.Offset) + int64(e.Length)
+		if end > int64(len(pack)) {
+			return fmt.Errorf("pack %s: blob %s lies beyond the pack end", p.ID.Short(), e.ID.Short())
+		}
+		out, derr := r.decodeBlob(buf[:0], pack[e.Offset:end], int(e.RawLength), e.ID)
+		if derr != nil {
+			return fmt.Errorf("pack %s: blob %s: %w: %w", p.ID.Short(), e.ID.Short(), ErrBlobLost, derr)
+		}
+		buf = out
+		if err := fn(e, out); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type reconstructed struct {
+	id   id.ID
+	pack []byte
+	err  error
+}
+
+// rebuiltPack loads all shards of p and reconstructs the pack, caching the
+// last few results so a burst of failed blob reads rebuilds once.
+func (r *Repository) rebuiltPack(ctx context.Context, p PackInfo) ([]byte, error) {
+	r.rcMu.Lock()
+	for {
+		for _, c := range r.rcCache {
+			if c.id == p.ID {
+				r.rcMu.Unlock()
+				return c.pack, c.err
+			}
+		}
+		wg, busy := r.rcWait[p.ID]
+		if !busy {
+			break
+		}
+		r.rcMu.Unlock()
+		wg.Wait()
+		r.rcMu.Lock()
+	}
+	wg := &sync.WaitGroup{}
+	wg.Add(1)
+	r.rcWait[p.ID] = wg
+	r.rcMu.Unlock()
+
+	res, err := r.ReconstructPack(ctx, p)
+	var pack []byte
+	if res != nil {
+		pack = res.Pack
+	}
+	r.rcMu.Lock()
+	delete(r.rcWait, p.ID)
+	if ctx.Err() == nil {
+		r.rcCache = append(r.rcCache, &reconstructed{id: p.ID, pack: pack, err: err})
+		if len(r.rcCache) > 2 {
+			r.rcCache = r.rcCache[1:]
+		}
+	}
+	r.rcMu.Unlock()
+	wg.Done()
+	return pack, err
+}
+
+// ReconstructPack loads every shard of p (missing ones tolerated) and
+// rebuilds the pack with erasure.Reconstruct. The result reports missing
+// and corrupt shards and carries rebuilt shard objects for repair.
+func (r *Repository) ReconstructPack(ctx context.Context, p PackInfo) (*erasure.Result, error) {
+	n := int(p.K) + int(p.M)
+	shards := make([][]byte, n)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var hardErr error
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b, err := tiers.LoadAll(ctx, r.be, p.ShardHandle(i), 0, 0)
+			if err != nil {
+				if !errors.Is(err, tiers.ErrNotFound) && !errors.Is(err, tiers.ErrShortRead) {
+					mu.Lock()
+					if hardErr == nil && ctx.Err() != nil {
+						hardErr = ctx.Err()
+					}
+					mu.Unlock()
+				}
+				return
+			}
+			shards[i] = b
+		}()
+	}
+	wg.Wait()
+	if hardErr != nil {
+		return nil, hardErr
+	}
+	res, err := erasure.Reconstruct(p.ID, shards)
+	if err != nil {
+		return res, fmt.Errorf("pack %s: %w", p.ID.Short(), err)
+	}
+	return res, nil
+}

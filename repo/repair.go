@@ -1,0 +1,175 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/drpipe/drpipe/erasure"
+	"github.com/drpipe/drpipe/internal/id"
+	"github.com/drpipe/drpipe/tiers"
+)
+
+// RepairReport says what Repair did.
+type RepairReport struct {
+	// ShardsRewritten counts shard objects rebuilt from parity and stored.
+	ShardsRewritten int `json:"shards_rewritten"`
+	// PacksRepaired lists packs brought back to full redundancy.
+	PacksRepaired []id.ID `json:"packs_repaired,omitempty"`
+	// PacksReindexed counts packs found in storage but in no readable
+	// index and added to a new index object.
+	PacksReindexed int `json:"packs_reindexed"`
+	// IndexesReplaced counts unreadable index objects removed after their
+	// packs were re-indexed.
+	IndexesReplaced int `json:"indexes_replaced"`
+	// Lost lists packs that have fewer than K intact shards; their blobs
+	// (and the files in Files) cannot be recovered from this repository.
+	Lost []PackDamage `json:"lost,omitempty"`
+	// Check is the check report the repair worked from.
+	Check *CheckReport `json:"check"`
+}
+
+// ErrUnrepairable is returned when some damage could not be repaired.
+var ErrUnrepairable = errors.New("some damage cannot be repaired from this repository")
+
+// Repair restores full redundancy: it reads every pack (like check
+// --read-data), rewrites missing or corrupt shards from the survivors,
+// re-indexes packs that no readable index lists, and removes unreadable
+// index objects once their packs are indexed again. Shards are written
+// before the index objects that make them reachable. It returns
+// ErrUnrepairable (with a report) when packs are beyond repair.
+func (r *Repository) Repair(ctx context.Context, o CheckOptions) (*RepairReport, error) {
+	o.ReadData = true
+	chk, err := r.Check(ctx, o)
+	if err != nil && !errors.Is(err, ErrCheckFailed) {
+		return nil, err
+	}
+	rep := &RepairReport{Check: chk}
+	for _, d := range chk.Damaged {
+		if !d.Repairable {
+			rep.Lost = append(rep.Lost, d)
+			continue
+		}
+		var info *PackInfo
+		for _, l := range r.packLocations(d.Pack) {
+			info = &l
+			break
+		}
+		if info == nil {
+			continue
+		}
+		res, err := r.ReconstructPack(ctx, *info)
+		if err != nil {
+			rep.Lost = append(rep.Lost, d)
+			continue
+		}
+		for i, obj := range res.Rebuilt {
+			h := info.ShardHandle(i)
+			if err := r.be.Put(ctx, h, bytes.NewReader(obj), int64(len(obj))); err != nil {
+				return rep, fmt.Errorf("rewrite shard %d of pack %s: %w", i, d.Pack.Short(), err)
+			}
+			rep.ShardsRewritten++
+		}
+		rep.PacksRepaired = append(rep.PacksRepaired, d.Pack)
+	}
+
+	// Re-index packs that are in storage but in no readable index.
+	var badIndexes []id.ID
+	err = r.be.List(ctx, tiers.TypeIndex, func(oi tiers.ObjectInfo) error {
+		x, perr := id.Parse(oi.Handle.Name)
+		if perr != nil {
+			return nil
+		}
+		if _, lerr := r.LoadIndexFile(ctx, x); lerr != nil && ctx.Err() == nil {
+			badIndexes = append(badIndexes, x)
+		}
+		return nil
+	})
+	if err != nil {
+		return rep, err
+	}
+	present := map[id.ID][]int{}
+	if len(chk.Unreferenced) > 0 {
+		err = r.be.List(ctx, tiers.TypeData, func(oi tiers.ObjectInfo) error {
+			if pid, i, perr := erasure.ParseShardName(oi.Handle.Name); perr == nil {
+				present[pid] = append(present[pid], i)
+			}
+			return nil
+		})
+		if err != nil {
+			return rep, err
+		}
+	}
+	var reindex []IndexPack
+	for _, pid := range chk.Unreferenced {
+		ip, err := r.indexPackFromStorage(ctx, pid, present[pid])
+		if err != nil {
+			continue // an interrupted upload: not enough shards to read it
+		}
+		reindex = append(reindex, *ip)
+	}
+	if len(reindex) > 0 {
+		if _, err := r.SaveIndexFile(ctx, &IndexFile{Packs: reindex, Supersedes: badIndexes}); err != nil {
+			return rep, err
+		}
+		rep.PacksReindexed = len(reindex)
+	}
+	for _, x := range badIndexes {
+		if err := r.be.Remove(ctx, tiers.Handle{Type: tiers.TypeIndex, Name: x.String()}); err != nil {
+			return rep, fmt.Errorf("remove unreadable index %s: %w", x.Short(), err)
+		}
+		rep.IndexesReplaced++
+	}
+	if err := r.LoadIndex(ctx); err != nil {
+		return rep, err
+	}
+	if len(rep.Lost) > 0 {
+		return rep, ErrUnrepairable
+	}
+	return rep, nil
+}
+
+// packLocations returns the PackInfo records for pack pid.
+func (r *Repository) packLocations(pid id.ID) []PackInfo {
+	var out []PackInfo
+	_ = r.EachPack(func(p PackInfo) error {
+		if p.ID == pid {
+			out = append(out, p)
+			return errStop
+		}
+		return nil
+	})
+	return out
+}
+
+// indexPackFromStorage reads a pack's shard headers and content to build
+// its index entry. shards lists the shard indexes present in storage.
+func (r *Repository) indexPackFromStorage(ctx context.Context, pid id.ID, shards []int) (*IndexPack, error) {
+	var info *PackInfo
+	for _, i := range shards {
+		h := tiers.Handle{Type: tiers.TypeData, Name: erasure.ShardName(pid, i)}
+		b, err := tiers.LoadAll(ctx, r.be, h, 0, 0)
+		if err != nil {
+			continue
+		}
+		hdr, err := erasure.VerifyShard(pid, i, b)
+		if err != nil {
+			continue
+		}
+		info = &PackInfo{ID: pid, Length: hdr.PackLen, ShardSize: uint32(hdr.ShardSize), K: uint8(hdr.K), M: uint8(hdr.M)}
+		break
+	}
+	if info == nil {
+		return nil, fmt.Errorf("pack %s: no readable shard", pid.Short())
+	}
+	res, err := r.ReconstructPack(ctx, *info)
+	if err != nil {
+		return nil, err
+	}
+	entries, err := r.ParsePack(res.Pack)
+	if err != nil {
+		return nil, err
+	}
+	return &IndexPack{PackInfo: *info, Blobs: entries}, nil
+}

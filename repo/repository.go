@@ -1,0 +1,517 @@
+package repo
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/restic/chunker"
+
+	"github.com/drpipe/drpipe/chunking"
+	"github.com/drpipe/drpipe/erasure"
+	"github.com/drpipe/drpipe/internal/id"
+	"github.com/drpipe/drpipe/tiers"
+)
+
+// Options tune how a repository is opened or created.
+type Options struct {
+	// Password opens (or, for Init, creates) a key slot. A key file's
+	// contents are used the same way.
+	Password []byte
+	// CacheDir holds the local index cache. Empty means
+	// $XDG_CACHE_HOME/drpipe or ~/.cache/drpipe; if that is not writable a
+	// directory under os.TempDir is used.
+	CacheDir string
+	// Compression for new blobs (default auto).
+	Compression Compression
+	// Now is the clock (default time.Now); tests inject their own.
+	Now func() time.Time
+	// KDF parameters for new key slots (default DefaultKDF).
+	KDF *KDFParams
+	// Uploads is the number of packs uploaded concurrently (default 2).
+	Uploads int
+	// IndexEvery writes an index object after this many new packs so that
+	// an interrupted backup's data can be deduplicated by the next one
+	// (default 16).
+	IndexEvery int
+	// IndexInterval also writes an index object when this much time passed
+	// since the last one and packs are waiting (default 30 s).
+	IndexInterval time.Duration
+}
+
+// InitOptions are the format parameters chosen at init.
+type InitOptions struct {
+	EC       erasure.Params
+	PackSize int
+}
+
+// Repository is an open, unlocked repository. It is safe for concurrent
+// use. Close it to flush nothing — call Flush before Close to make pending
+// blobs durable.
+type Repository struct {
+	be       tiers.Backend
+	cfg      *Config
+	key      *MasterKey
+	keyID    id.ID
+	hasher   *chunking.Hasher
+	kdf      KDFParams
+	now      func() time.Time
+	comp     Compression
+	cacheDir string
+	opts     Options
+
+	idxMu      sync.RWMutex
+	disk       *diskIndex
+	pending    map[id.ID]pendingBlob
+	unindexed  []IndexPack
+	lastIndex  time.Time
+	newIndexes []id.ID
+	indexing   sync.Mutex // serialises index object writes
+
+	packers [3]*packer // by BlobType
+
+	uploadSem chan struct{}
+	uploadWG  sync.WaitGroup
+	errMu     sync.Mutex
+	uploadErr error
+
+	rcMu    sync.Mutex
+	rcCache []*reconstructed // tiny LRU of rebuilt packs
+	rcWait  map[id.ID]*sync.WaitGroup
+
+	statsMu sync.Mutex
+	stats   WriteStats
+}
+
+// WriteStats counts what a session added to the repository.
+type WriteStats struct {
+	Blobs       int64 // new blobs stored
+	BlobBytes   int64 // plaintext bytes of new blobs
+	PackedBytes int64 // bytes of new packs (before erasure coding)
+	StoredBytes int64 // bytes of new shard and index objects
+	Packs       int64
+	Indexes     int64
+}
+
+type pendingBlob struct {
+	pack  *PackInfo // nil while the pack is not durable yet
+	entry BlobEntry
+}
+
+func (o *Options) defaults() {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Uploads <= 0 {
+		o.Uploads = 2
+	}
+	if o.IndexEvery <= 0 {
+		o.IndexEvery = 16
+	}
+	if o.IndexInterval <= 0 {
+		o.IndexInterval = 30 * time.Second
+	}
+}
+
+// Init creates a new repository on be, which must not already hold one,
+// and returns it opened.
+func Init(ctx context.Context, be tiers.Backend, io InitOptions, o Options) (*Repository, error) {
+	o.defaults()
+	if io.EC == (erasure.Params{}) {
+		io.EC = erasure.DefaultParams
+	}
+	if err := io.EC.Validate(); err != nil {
+		return nil, err
+	}
+	if io.PackSize == 0 {
+		io.PackSize = DefaultPackSize
+	}
+	if io.PackSize < 1<<20 || io.PackSize > 1<<30 {
+		return nil, fmt.Errorf("pack size %d outside 1 MiB..1 GiB", io.PackSize)
+	}
+	if _, err := be.Stat(ctx, configHandle); err == nil {
+		return nil, fmt.Errorf("%s already holds a drpipe repository; refusing to overwrite it", be.Location())
+	} else if !errors.Is(err, tiers.ErrNotFound) {
+		return nil, fmt.Errorf("check %s: %w", be.Location(), err)
+	}
+	// Refuse a location that already has objects of any kind.
+	for _, t := range tiers.AllTypes {
+		found := false
+		err := be.List(ctx, t, func(tiers.ObjectInfo) error { found = true; return errStop })
+		if err != nil && !errors.Is(err, errStop) {
+			return nil, fmt.Errorf("list %s in %s: %w", t, be.Location(), err)
+		}
+		if found {
+			return nil, fmt.Errorf("%s is not empty (it holds %s objects but no config); refusing to init there", be.Location(), t)
+		}
+	}
+	mk, err := NewMasterKey()
+	if err != nil {
+		return nil, err
+	}
+	pol, err := chunker.RandomPolynomial()
+	if err != nil {
+		return nil, fmt.Errorf("choose chunker polynomial: %w", err)
+	}
+	cfg := &Config{Format: formatName, Version: FormatVersion, Created: o.Now().UTC(), EC: io.EC, PackSize: io.PackSize, ChunkerPolynomial: pol}
+	if _, err := randRead(cfg.ID[:]); err != nil {
+		return nil, err
+	}
+	kdf := DefaultKDF
+	if o.KDF != nil {
+		kdf = *o.KDF
+	}
+	// Key slot first, config last: a crash leaves no half-initialised
+	// config behind.
+	kraw, err := sealKeyFile(mk, o.Password, "password", kdf, o.Now())
+	if err != nil {
+		return nil, err
+	}
+	kid := id.Hash(kraw)
+	if err := tiers.PutBytes(ctx, be, tiers.Handle{Type: tiers.TypeKey, Name: kid.String()}, kraw); err != nil {
+		return nil, fmt.Errorf("store key slot: %w", err)
+	}
+	craw, err := cfg.seal(mk)
+	if err != nil {
+		return nil, err
+	}
+	if err := tiers.PutBytes(ctx, be, configHandle, craw); err != nil {
+		return nil, fmt.Errorf("store config: %w", err)
+	}
+	return newRepository(ctx, be, cfg, mk, kid, kdf, o)
+}
+
+var errStop = errors.New("stop")
+
+var configHandle = tiers.Handle{Type: tiers.TypeConfig, Name: "config"}
+
+// ReadConfig reads the public part of the config without a key.
+func ReadConfig(ctx context.Context, be tiers.Backend) (*Config, error) {
+	raw, err := tiers.LoadAll(ctx, be, configHandle, 0, 0)
+	if errors.Is(err, tiers.ErrNotFound) {
+		return nil, fmt.Errorf("%w: no repository at %s (create one with drpipe init)", ErrNotRepository, be.Location())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read config from %s: %w", be.Location(), err)
+	}
+	return parseConfigPublic(raw)
+}
+
+// Open unlocks the repository on be with o.Password and loads its index.
+func Open(ctx context.Context, be tiers.Backend, o Options) (*Repository, error) {
+	o.defaults()
+	cfg, err := ReadConfig(ctx, be)
+	if err != nil {
+		return nil, err
+	}
+	mk, kid, err := unlock(ctx, be, o.Password)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.openSecret(mk); err != nil {
+		return nil, err
+	}
+	kdf := DefaultKDF
+	if o.KDF != nil {
+		kdf = *o.KDF
+	}
+	return newRepository(ctx, be, cfg, mk, kid, kdf, o)
+}
+
+func newRepository(ctx context.Context, be tiers.Backend, cfg *Config, mk *MasterKey, kid id.ID, kdf KDFParams, o Options) (*Repository, error) {
+	r := &Repository{
+		be: be, cfg: cfg, key: mk, keyID: kid, kdf: kdf, now: o.Now, comp: o.Compression, opts: o,
+		hasher:    chunking.NewHasher(mk.ChunkID),
+		pending:   map[id.ID]pendingBlob{},
+		uploadSem: make(chan struct{}, o.Uploads),
+		rcWait:    map[id.ID]*sync.WaitGroup{},
+	}
+	r.lastIndex = r.now()
+	for _, t := range []BlobType{DataBlob, TreeBlob} {
+		r.packers[t] = &packer{typ: t}
+	}
+	if err := r.setupCache(o.CacheDir); err != nil {
+		return nil, err
+	}
+	if err := r.LoadIndex(ctx); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *Repository) setupCache(dir string) error {
+	loc := sha256.Sum256([]byte(r.be.Location()))
+	sub := r.cfg.ID.String()[:16] + "-" + hex.EncodeToString(loc[:4])
+	var cands []string
+	if dir != "" {
+		cands = append(cands, dir)
+	} else {
+		if d, err := os.UserCacheDir(); err == nil {
+			cands = append(cands, filepath.Join(d, "drpipe"))
+		}
+		cands = append(cands, filepath.Join(os.TempDir(), fmt.Sprintf("drpipe-cache-%d", os.Getuid())))
+	}
+	var lastErr error
+	for _, c := range cands {
+		p := filepath.Join(c, sub)
+		if err := os.MkdirAll(p, 0o700); err != nil {
+			lastErr = err
+			continue
+		}
+		r.cacheDir = p
+		return nil
+	}
+	return fmt.Errorf("no usable cache directory (tried %v): %w; set --cache-dir", cands, lastErr)
+}
+
+// Backend returns the storage the repository lives on.
+func (r *Repository) Backend() tiers.Backend { return r.be }
+
+// Config returns the repository config (with the polynomial filled in).
+func (r *Repository) Config() Config { return *r.cfg }
+
+// KeyID returns the id of the key slot that opened the repository.
+func (r *Repository) KeyID() id.ID { return r.keyID }
+
+// BlobID returns the keyed hash that names a blob with this plaintext.
+func (r *Repository) BlobID(plain []byte) id.ID { return r.hasher.ID(plain) }
+
+// ChunkerPolynomial returns the repository's secret chunker polynomial.
+func (r *Repository) ChunkerPolynomial() chunker.Pol { return r.cfg.ChunkerPolynomial }
+
+// Now returns the repository clock's current time.
+func (r *Repository) Now() time.Time { return r.now() }
+
+// SessionStats returns what this session has written so far.
+func (r *Repository) SessionStats() WriteStats {
+	r.statsMu.Lock()
+	defer r.statsMu.Unlock()
+	return r.stats
+}
+
+// Close releases the index cache mapping. It does not flush.
+func (r *Repository) Close() error {
+	r.idxMu.Lock()
+	r.disk.close()
+	r.disk = nil
+	r.idxMu.Unlock()
+	return nil
+}
+
+// LoadIndex (re)reads the repository's index objects into the local cache.
+// Blobs written by this session stay known.
+func (r *Repository) LoadIndex(ctx context.Context) error {
+	var ids []id.ID
+	err := r.be.List(ctx, tiers.TypeIndex, func(oi tiers.ObjectInfo) error {
+		x, err := id.Parse(oi.Handle.Name)
+		if err != nil {
+			return nil // not ours; check reports it
+		}
+		ids = append(ids, x)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list index objects in %s: %w", r.be.Location(), err)
+	}
+	path := filepath.Join(r.cacheDir, "index.db")
+	cur, _ := openDiskIndex(path)
+	if cur != nil && len(cur.indexFiles) == len(ids) {
+		same := true
+		for _, x := range ids {
+			if _, ok := cur.indexFiles[x]; !ok {
+				same = false
+				break
+			}
+		}
+		if same {
+			r.swapDisk(cur)
+			return nil
+		}
+	}
+	err = buildDiskIndex(ctx, path, cur, ids, r.LoadIndexFile)
+	cur.close()
+	if err != nil {
+		return fmt.Errorf("build index cache in %s: %w", r.cacheDir, err)
+	}
+	d, err := openDiskIndex(path)
+	if err != nil {
+		return fmt.Errorf("open index cache: %w", err)
+	}
+	r.swapDisk(d)
+	return nil
+}
+
+func (r *Repository) swapDisk(d *diskIndex) {
+	r.idxMu.Lock()
+	old := r.disk
+	r.disk = d
+	r.idxMu.Unlock()
+	old.close()
+}
+
+// LoadIndexFile reads, verifies and decodes one index object.
+func (r *Repository) LoadIndexFile(ctx context.Context, x id.ID) (*IndexFile, error) {
+	raw, err := r.loadVerified(ctx, tiers.Handle{Type: tiers.TypeIndex, Name: x.String()})
+	if err != nil {
+		return nil, err
+	}
+	plain, err := r.decodeBlob(nil, raw, -1, id.ID{})
+	if err != nil {
+		return nil, fmt.Errorf("index %s: %w", x.Short(), err)
+	}
+	if len(plain) > maxIndexPlainLen {
+		return nil, fmt.Errorf("index %s: %d bytes exceeds limit", x.Short(), len(plain))
+	}
+	f, err := decodeIndex(plain)
+	if err != nil {
+		return nil, fmt.Errorf("index %s: %w", x.Short(), err)
+	}
+	return f, nil
+}
+
+// loadVerified loads a content-addressed object and checks its name.
+func (r *Repository) loadVerified(ctx context.Context, h tiers.Handle) ([]byte, error) {
+	want, err := id.Parse(h.Name)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", h, err)
+	}
+	raw, err := tiers.LoadAll(ctx, r.be, h, 0, 0)
+	if err != nil {
+		return nil, fmt.Errorf("load %s from %s: %w", h, r.be.Location(), err)
+	}
+	if id.Hash(raw) != want {
+		return nil, fmt.Errorf("%s in %s: %w: content hash does not match its name", h, r.be.Location(), ErrCorrupt)
+	}
+	return raw, nil
+}
+
+// ErrCorrupt is wrapped when stored bytes fail verification.
+var ErrCorrupt = errors.New("object corrupted")
+
+// saveObject seals and stores a content-addressed metadata object.
+func (r *Repository) saveObject(ctx context.Context, t tiers.Type, plain []byte) (id.ID, error) {
+	sealed, _ := r.key.encodeBlob(nil, nil, plain, CompressAuto)
+	x := id.Hash(sealed)
+	if err := tiers.PutBytes(ctx, r.be, tiers.Handle{Type: t, Name: x.String()}, sealed); err != nil {
+		return id.ID{}, fmt.Errorf("store %s/%s in %s: %w", t, x.Short(), r.be.Location(), err)
+	}
+	r.statsMu.Lock()
+	r.stats.StoredBytes += int64(len(sealed))
+	r.statsMu.Unlock()
+	return x, nil
+}
+
+// loadObject loads, verifies and opens a metadata object.
+func (r *Repository) loadObject(ctx context.Context, t tiers.Type, x id.ID) ([]byte, error) {
+	raw, err := r.loadVerified(ctx, tiers.Handle{Type: t, Name: x.String()})
+	if err != nil {
+		return nil, err
+	}
+	plain, err := r.decodeBlob(nil, raw, -1, id.ID{})
+	if err != nil {
+		return nil, fmt.Errorf("%s/%s: %w", t, x.Short(), err)
+	}
+	return plain, nil
+}
+
+// Lookup returns every indexed location of blob x (several when concurrent
+// writers stored it twice). Blobs of this session whose pack is not
+// durable yet are not returned.
+func (r *Repository) Lookup(x id.ID) []BlobLocation {
+	r.idxMu.RLock()
+	defer r.idxMu.RUnlock()
+	var out []BlobLocation
+	if pb, ok := r.pending[x]; ok && pb.pack != nil {
+		out = append(out, BlobLocation{Pack: *pb.pack, Entry: pb.entry})
+	}
+	r.disk.lookup(x, func(p PackInfo, e BlobEntry) bool {
+		out = append(out, BlobLocation{Pack: p, Entry: e})
+		return true
+	})
+	return out
+}
+
+// Has reports whether blob x is stored or being stored by this session.
+func (r *Repository) Has(x id.ID) bool {
+	r.idxMu.RLock()
+	defer r.idxMu.RUnlock()
+	return r.hasLocked(x)
+}
+
+func (r *Repository) hasLocked(x id.ID) bool {
+	if _, ok := r.pending[x]; ok {
+		return true
+	}
+	found := false
+	r.disk.lookup(x, func(PackInfo, BlobEntry) bool { found = true; return false })
+	return found
+}
+
+// BlobLocation is one place a blob is stored.
+type BlobLocation struct {
+	Pack  PackInfo
+	Entry BlobEntry
+}
+
+// EachPack calls fn for every indexed pack (once per pack id) including
+// packs written by this session.
+func (r *Repository) EachPack(fn func(PackInfo) error) error {
+	r.idxMu.RLock()
+	defer r.idxMu.RUnlock()
+	seen := map[id.ID]struct{}{}
+	err := r.disk.eachPack(func(_ uint32, p PackInfo) error {
+		if _, ok := seen[p.ID]; ok {
+			return nil
+		}
+		seen[p.ID] = struct{}{}
+		return fn(p)
+	})
+	if err != nil {
+		return err
+	}
+	for _, ip := range r.unindexedAndNew() {
+		if _, ok := seen[ip.ID]; ok {
+			continue
+		}
+		seen[ip.ID] = struct{}{}
+		if err := fn(ip); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *Repository) unindexedAndNew() []PackInfo {
+	seen := map[id.ID]bool{}
+	var out []PackInfo
+	for _, pb := range r.pending {
+		if pb.pack != nil && !seen[pb.pack.ID] {
+			seen[pb.pack.ID] = true
+			out = append(out, *pb.pack)
+		}
+	}
+	return out
+}
+
+// EachBlob calls fn for every indexed blob location in the disk index
+// (this session's new blobs excluded).
+func (r *Repository) EachBlob(fn func(PackInfo, BlobEntry) error) error {
+	r.idxMu.RLock()
+	defer r.idxMu.RUnlock()
+	return r.disk.eachBlob(fn)
+}
+
+func randRead(b []byte) (int, error) {
+	n, err := rand.Read(b)
+	if err != nil {
+		return n, fmt.Errorf("read random bytes: %w", err)
+	}
+	return n, nil
+}

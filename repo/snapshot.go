@@ -1,0 +1,190 @@
+package repo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/drpipe/drpipe/internal/id"
+	"github.com/drpipe/drpipe/tiers"
+)
+
+// SnapshotVersion is the format version of snapshot records.
+const SnapshotVersion = 1
+
+// Snapshot records one backup: who, when, what, and the root tree. It is
+// stored sealed as snapshots/<sha256 of the stored bytes>, written only
+// after every blob it references is durable and indexed.
+type Snapshot struct {
+	Version  int       `json:"version"`
+	Time     time.Time `json:"time"`
+	Host     string    `json:"host"`
+	Tags     []string  `json:"tags,omitempty"`
+	Paths    []string  `json:"paths"`
+	Tree     id.ID     `json:"tree"`
+	Parent   *id.ID    `json:"parent,omitempty"`
+	Username string    `json:"username,omitempty"`
+	Program  string    `json:"program,omitempty"`
+	Summary  *Summary  `json:"summary,omitempty"`
+	// Inventory is the VM inventory captured with the backup (package
+	// drsite's model, stored opaquely here).
+	Inventory json.RawMessage `json:"inventory,omitempty"`
+
+	id id.ID
+}
+
+// Summary records what a backup did.
+type Summary struct {
+	Files       int64   `json:"files"`
+	Dirs        int64   `json:"dirs"`
+	BytesRead   int64   `json:"bytes_read"`
+	BytesTotal  int64   `json:"bytes_total"`
+	BytesNew    int64   `json:"bytes_new"`
+	BlobsNew    int64   `json:"blobs_new"`
+	DurationSec float64 `json:"duration_s"`
+}
+
+// ID returns the snapshot's object id (set by Save and Load).
+func (s *Snapshot) ID() id.ID { return s.id }
+
+// SaveSnapshot stores s and sets its id. Call only after Flush.
+func (r *Repository) SaveSnapshot(ctx context.Context, s *Snapshot) (id.ID, error) {
+	if s.Tree.IsNull() {
+		return id.ID{}, errors.New("save snapshot: no tree")
+	}
+	if len(r.Lookup(s.Tree)) == 0 {
+		return id.ID{}, fmt.Errorf("save snapshot: tree %s is not durable yet (Flush first)", s.Tree.Short())
+	}
+	s.Version = SnapshotVersion
+	b, err := json.Marshal(s)
+	if err != nil {
+		return id.ID{}, err
+	}
+	x, err := r.saveObject(ctx, tiers.TypeSnapshot, b)
+	if err != nil {
+		return id.ID{}, err
+	}
+	s.id = x
+	return x, nil
+}
+
+// LoadSnapshot reads and verifies snapshot x.
+func (r *Repository) LoadSnapshot(ctx context.Context, x id.ID) (*Snapshot, error) {
+	b, err := r.loadObject(ctx, tiers.TypeSnapshot, x)
+	if err != nil {
+		return nil, err
+	}
+	var s Snapshot
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("snapshot %s: malformed: %w", x.Short(), err)
+	}
+	if s.Version != SnapshotVersion {
+		return nil, fmt.Errorf("snapshot %s: %w: version %d", x.Short(), ErrUnsupportedVersion, s.Version)
+	}
+	s.id = x
+	return &s, nil
+}
+
+// ListSnapshotIDs lists snapshot object ids.
+func (r *Repository) ListSnapshotIDs(ctx context.Context) ([]id.ID, error) {
+	var out []id.ID
+	err := r.be.List(ctx, tiers.TypeSnapshot, func(oi tiers.ObjectInfo) error {
+		x, err := id.Parse(oi.Handle.Name)
+		if err == nil {
+			out = append(out, x)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list snapshots in %s: %w", r.be.Location(), err)
+	}
+	return out, nil
+}
+
+// ListSnapshots loads every snapshot, oldest first. Snapshots that fail to
+// load are returned as errors alongside the good ones.
+func (r *Repository) ListSnapshots(ctx context.Context) ([]*Snapshot, error) {
+	ids, err := r.ListSnapshotIDs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []*Snapshot
+	var errs []error
+	for _, x := range ids {
+		s, err := r.LoadSnapshot(ctx, x)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Time.Equal(out[j].Time) {
+			return out[i].Time.Before(out[j].Time)
+		}
+		return out[i].id.Less(out[j].id)
+	})
+	return out, errors.Join(errs...)
+}
+
+// ErrNoSnapshot is wrapped when a snapshot reference matches nothing.
+var ErrNoSnapshot = errors.New("no matching snapshot")
+
+// FindSnapshot resolves a snapshot reference: a full id, a unique id
+// prefix, or "latest" (newest; restricted to host when host is not
+// empty).
+func (r *Repository) FindSnapshot(ctx context.Context, ref, host string) (*Snapshot, error) {
+	ref = strings.TrimSpace(ref)
+	if ref == "" {
+		return nil, errors.New("empty snapshot reference: give an id, a unique id prefix, or latest")
+	}
+	if ref == "latest" {
+		all, err := r.ListSnapshots(ctx)
+		var newest *Snapshot
+		for _, s := range all {
+			if host != "" && s.Host != host {
+				continue
+			}
+			if newest == nil || !s.Time.Before(newest.Time) {
+				newest = s
+			}
+		}
+		if newest == nil {
+			if err != nil {
+				return nil, fmt.Errorf("%w (some snapshots could not be read: %v)", ErrNoSnapshot, err)
+			}
+			if host != "" {
+				return nil, fmt.Errorf("%w: no snapshot of host %q in %s", ErrNoSnapshot, host, r.be.Location())
+			}
+			return nil, fmt.Errorf("%w: %s has no snapshots", ErrNoSnapshot, r.be.Location())
+		}
+		return newest, nil
+	}
+	ref = strings.ToLower(ref)
+	for _, c := range ref {
+		if !strings.ContainsRune("0123456789abcdef", c) {
+			return nil, fmt.Errorf("snapshot reference %q is neither latest nor a hex id prefix", ref)
+		}
+	}
+	ids, err := r.ListSnapshotIDs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var match []id.ID
+	for _, x := range ids {
+		if strings.HasPrefix(x.String(), ref) {
+			match = append(match, x)
+		}
+	}
+	switch len(match) {
+	case 0:
+		return nil, fmt.Errorf("%w: no snapshot id starts with %q in %s", ErrNoSnapshot, ref, r.be.Location())
+	case 1:
+		return r.LoadSnapshot(ctx, match[0])
+	}
+	return nil, fmt.Errorf("snapshot prefix %q is ambiguous: it matches %d snapshots; give more digits", ref, len(match))
+}

@@ -1,0 +1,228 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"sync"
+
+	"github.com/drpipe/drpipe/erasure"
+	"github.com/drpipe/drpipe/internal/id"
+	"github.com/drpipe/drpipe/tiers"
+)
+
+// packer accumulates sealed blobs of one type into a pack.
+type packer struct {
+	typ     BlobType
+	mu      sync.Mutex
+	buf     []byte
+	entries []BlobEntry
+}
+
+var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
+
+// SaveBlob stores plain as a blob of type t unless a blob with the same id
+// is already stored or being stored. x is the blob's id if the caller
+// already computed it (BlobID), else null. It returns the id and whether
+// the blob was new. The blob is durable only after Flush returns.
+//
+// SaveBlob may block when pack uploads are behind (backpressure). It is
+// safe for concurrent use.
+func (r *Repository) SaveBlob(ctx context.Context, t BlobType, plain []byte, x id.ID) (id.ID, bool, error) {
+	if !t.valid() {
+		return id.ID{}, false, fmt.Errorf("save blob: invalid type %d", t)
+	}
+	if len(plain) > MaxBlobSize {
+		return id.ID{}, false, fmt.Errorf("save blob: %d bytes exceeds the %d-byte blob limit", len(plain), MaxBlobSize)
+	}
+	if err := r.firstUploadErr(); err != nil {
+		return id.ID{}, false, err
+	}
+	if x.IsNull() {
+		x = r.BlobID(plain)
+	}
+	r.idxMu.Lock()
+	if r.hasLocked(x) {
+		r.idxMu.Unlock()
+		return x, false, nil
+	}
+	r.pending[x] = pendingBlob{entry: BlobEntry{Type: t, ID: x, RawLength: uint32(len(plain))}}
+	r.idxMu.Unlock()
+
+	sp := scratchPool.Get().(*[]byte)
+	sealed, scratch := r.key.encodeBlob(nil, *sp, plain, r.comp)
+	*sp = scratch
+	scratchPool.Put(sp)
+
+	r.statsMu.Lock()
+	r.stats.Blobs++
+	r.stats.BlobBytes += int64(len(plain))
+	r.statsMu.Unlock()
+
+	p := r.packers[t]
+	p.mu.Lock()
+	if p.buf == nil {
+		p.buf = make([]byte, 0, r.cfg.PackSize+r.cfg.PackSize/8)
+	}
+	p.entries = append(p.entries, BlobEntry{Type: t, ID: x, Offset: uint32(len(p.buf)), Length: uint32(len(sealed)), RawLength: uint32(len(plain))})
+	p.buf = append(p.buf, sealed...)
+	var full []byte
+	var entries []BlobEntry
+	if len(p.buf) >= r.cfg.PackSize {
+		full, entries = p.buf, p.entries
+		p.buf, p.entries = nil, nil
+	}
+	p.mu.Unlock()
+	if full != nil {
+		if err := r.startPack(ctx, full, entries); err != nil {
+			return x, true, err
+		}
+	}
+	return x, true, nil
+}
+
+func (r *Repository) firstUploadErr() error {
+	r.errMu.Lock()
+	defer r.errMu.Unlock()
+	return r.uploadErr
+}
+
+func (r *Repository) setUploadErr(err error) {
+	r.errMu.Lock()
+	if r.uploadErr == nil {
+		r.uploadErr = err
+	}
+	r.errMu.Unlock()
+}
+
+// startPack seals the pack header, then erasure-codes and uploads the pack
+// in the background; it blocks while Options.Uploads packs are in flight.
+func (r *Repository) startPack(ctx context.Context, buf []byte, entries []BlobEntry) error {
+	hdr := r.key.Seal(nil, encodePackHeader(entries))
+	buf = append(buf, hdr...)
+	buf = binary.LittleEndian.AppendUint32(buf, uint32(len(hdr)))
+	buf = append(buf, packTrailerMagic...)
+	select {
+	case r.uploadSem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	r.uploadWG.Add(1)
+	go func() {
+		defer r.uploadWG.Done()
+		defer func() { <-r.uploadSem }()
+		if err := r.uploadPack(ctx, buf, entries); err != nil {
+			r.setUploadErr(err)
+		}
+	}()
+	return nil
+}
+
+func (r *Repository) uploadPack(ctx context.Context, pack []byte, entries []BlobEntry) error {
+	packID, shards, err := erasure.Encode(r.cfg.EC, pack)
+	if err != nil {
+		return fmt.Errorf("erasure-code pack: %w", err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(shards))
+	for i, s := range shards {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h := tiers.Handle{Type: tiers.TypeData, Name: erasure.ShardName(packID, i)}
+			if err := r.be.Put(ctx, h, bytes.NewReader(s), int64(len(s))); err != nil {
+				errs[i] = fmt.Errorf("store shard %d of pack %s in %s: %w", i, packID.Short(), r.be.Location(), err)
+			}
+		}()
+	}
+	wg.Wait()
+	var stored int64
+	for i, e := range errs {
+		if e != nil {
+			return e
+		}
+		stored += int64(len(shards[i]))
+	}
+	k := r.cfg.EC.K
+	info := &PackInfo{ID: packID, Length: int64(len(pack)), ShardSize: uint32((len(pack) + k - 1) / k), K: uint8(k), M: uint8(r.cfg.EC.M)}
+	r.idxMu.Lock()
+	for _, e := range entries {
+		r.pending[e.ID] = pendingBlob{pack: info, entry: e}
+	}
+	r.unindexed = append(r.unindexed, IndexPack{PackInfo: *info, Blobs: entries})
+	due := len(r.unindexed) >= r.opts.IndexEvery || r.now().Sub(r.lastIndex) >= r.opts.IndexInterval
+	r.idxMu.Unlock()
+	r.statsMu.Lock()
+	r.stats.Packs++
+	r.stats.PackedBytes += int64(len(pack))
+	r.stats.StoredBytes += stored
+	r.statsMu.Unlock()
+	if due {
+		return r.writePendingIndex(ctx)
+	}
+	return nil
+}
+
+// writePendingIndex writes one index object for all durable, unindexed
+// packs.
+func (r *Repository) writePendingIndex(ctx context.Context) error {
+	r.indexing.Lock()
+	defer r.indexing.Unlock()
+	r.idxMu.Lock()
+	packs := r.unindexed
+	r.unindexed = nil
+	r.lastIndex = r.now()
+	r.idxMu.Unlock()
+	if len(packs) == 0 {
+		return nil
+	}
+	x, err := r.SaveIndexFile(ctx, &IndexFile{Packs: packs})
+	if err != nil {
+		r.idxMu.Lock()
+		r.unindexed = append(packs, r.unindexed...)
+		r.idxMu.Unlock()
+		return err
+	}
+	r.idxMu.Lock()
+	r.newIndexes = append(r.newIndexes, x)
+	r.idxMu.Unlock()
+	return nil
+}
+
+// SaveIndexFile stores an index object and returns its id.
+func (r *Repository) SaveIndexFile(ctx context.Context, f *IndexFile) (id.ID, error) {
+	x, err := r.saveObject(ctx, tiers.TypeIndex, encodeIndex(f))
+	if err != nil {
+		return id.ID{}, err
+	}
+	r.statsMu.Lock()
+	r.stats.Indexes++
+	r.statsMu.Unlock()
+	return x, nil
+}
+
+// Flush makes every blob saved so far durable: it closes the open packs,
+// waits for all uploads and writes an index object for them. After Flush
+// returns nil, a snapshot may reference any blob saved before the call.
+func (r *Repository) Flush(ctx context.Context) error {
+	for _, p := range r.packers {
+		if p == nil {
+			continue
+		}
+		p.mu.Lock()
+		buf, entries := p.buf, p.entries
+		p.buf, p.entries = nil, nil
+		p.mu.Unlock()
+		if len(entries) > 0 {
+			if err := r.startPack(ctx, buf, entries); err != nil {
+				return err
+			}
+		}
+	}
+	r.uploadWG.Wait()
+	if err := r.firstUploadErr(); err != nil {
+		return err
+	}
+	return r.writePendingIndex(ctx)
+}
