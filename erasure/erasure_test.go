@@ -615,7 +615,7 @@ func TestLocate(t *testing.T) {
 	for _, p := range []Params{{1, 0}, {3, 1}, {4, 2}, {10, 4}} {
 		for _, l := range []int{1, p.K, p.K + 1, 9999} {
 			pack := randBytes(r, l)
-			pid, shards := mustEncode(t, p, pack)
+			_, shards := mustEncode(t, p, pack)
 			h, err := ParseHeader(shards[0])
 			if err != nil {
 				t.Fatal(err)
@@ -645,7 +645,6 @@ func TestLocate(t *testing.T) {
 					t.Errorf("%s L=%d: Locate(%d, %d): %d spans for %d data shards", p, l, off, n, len(spans), p.K)
 				}
 			}
-			_ = pid
 		}
 	}
 

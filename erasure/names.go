@@ -56,7 +56,7 @@ func (h Header) Locate(off, n int64) ([]Span, error) {
 		return nil, err
 	}
 	if off < 0 || n < 0 || off > h.PackLen || n > h.PackLen-off {
-		return nil, fmt.Errorf("erasure: locate [%d:+%d) in pack %s: out of range, pack is %d bytes", off, n, h.PackID().Short(), h.PackLen)
+		return nil, fmt.Errorf("erasure: locate %d bytes at offset %d of pack %s: out of range, the pack is %d bytes", n, off, h.PackID().Short(), h.PackLen)
 	}
 	s := int64(h.ShardSize)
 	hs := int64(h.Size())

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/drpipe/drpipe/pipeline"
@@ -45,9 +46,16 @@ func (s silentError) Error() string { return fmt.Sprintf("exit status %d", s.cod
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if stopProfile := startProfile(); stopProfile != nil {
+		defer stopProfile()
+	}
 	cmd := newRootCmd()
 	err := cmd.ExecuteContext(ctx)
-	os.Exit(exitCode(err))
+	code := exitCode(err)
+	stop()
+	if code != exitOK {
+		os.Exit(code)
+	}
 }
 
 // exitCode maps an error to the documented exit code and prints it with a
@@ -92,4 +100,24 @@ func hint(err error) string {
 		return "interrupted; everything stored so far is kept and the next run reuses it"
 	}
 	return ""
+}
+
+// startProfile writes a CPU profile to $DRPIPE_CPU_PROFILE when set (for
+// performance work; undocumented for operators).
+func startProfile() func() {
+	path := os.Getenv("DRPIPE_CPU_PROFILE")
+	if path == "" {
+		return nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "drpipe: cpu profile: %v\n", err)
+		return nil
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		fmt.Fprintf(os.Stderr, "drpipe: cpu profile: %v\n", err)
+		f.Close()
+		return nil
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }

@@ -1,0 +1,623 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/drpipe/drpipe/internal/sample"
+)
+
+// These tests drive the real drpipe binary the way an operator does.
+
+var drpipeBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "drpipe-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	drpipeBin = filepath.Join(dir, "drpipe")
+	out, err := exec.Command("go", "build", "-o", drpipeBin, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build drpipe: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// env is one test's world: a password, a cache dir and the binary.
+type env struct {
+	t     *testing.T
+	dir   string
+	cache string
+	pw    string
+	extra []string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	d := t.TempDir()
+	return &env{t: t, dir: d, cache: filepath.Join(d, "cache"), pw: "correct horse battery staple"}
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func (e *env) cmd(ctx context.Context, args ...string) *exec.Cmd {
+	c := exec.CommandContext(ctx, drpipeBin, append([]string{"--cache-dir", e.cache}, args...)...)
+	c.Env = append(os.Environ(), "DRPIPE_PASSWORD="+e.pw)
+	c.Env = append(c.Env, e.extra...)
+	return c
+}
+
+func (e *env) run(args ...string) result {
+	return e.runIn(nil, args...)
+}
+
+func (e *env) runIn(stdin []byte, args ...string) result {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	c := e.cmd(ctx, args...)
+	var so, se bytes.Buffer
+	c.Stdout, c.Stderr = &so, &se
+	if stdin != nil {
+		c.Stdin = bytes.NewReader(stdin)
+	}
+	err := c.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		e.t.Fatalf("run drpipe %v: %v", args, err)
+	}
+	return result{so.String(), se.String(), code}
+}
+
+func (e *env) ok(args ...string) string {
+	e.t.Helper()
+	r := e.run(args...)
+	if r.code != 0 {
+		e.t.Fatalf("drpipe %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	}
+	return r.stdout
+}
+
+type backupJSON struct {
+	SnapshotID string  `json:"snapshot_id"`
+	BytesRead  int64   `json:"bytes_read"`
+	BytesNew   int64   `json:"bytes_new"`
+	BytesTotal int64   `json:"bytes_total"`
+	Duration   float64 `json:"duration_s"`
+}
+
+func (e *env) backup(repoDir string, args ...string) backupJSON {
+	e.t.Helper()
+	out := e.ok(append([]string{"backup", "--json", "--repo", repoDir, "--host", "hv01"}, args...)...)
+	var b backupJSON
+	if err := json.Unmarshal([]byte(out), &b); err != nil {
+		e.t.Fatalf("backup --json printed %q: %v", out, err)
+	}
+	if b.SnapshotID == "" {
+		e.t.Fatalf("backup --json has no snapshot_id: %s", out)
+	}
+	return b
+}
+
+func (e *env) initRepo(args ...string) string {
+	e.t.Helper()
+	r := filepath.Join(e.dir, "repo")
+	e.ok(append([]string{"init", "--repo", r}, args...)...)
+	return r
+}
+
+// compareTrees asserts that every item under src exists under dst with the
+// same type, mode, mtime, symlink target and content.
+func compareTrees(t *testing.T, src, dst string) (files int) {
+	t.Helper()
+	err := filepath.WalkDir(src, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		q := filepath.Join(dst, rel)
+		a, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		b, err := os.Lstat(q)
+		if err != nil {
+			return fmt.Errorf("missing in restore: %s", rel)
+		}
+		if a.Mode() != b.Mode() {
+			return fmt.Errorf("%s: mode %v, restored %v", rel, a.Mode(), b.Mode())
+		}
+		if !a.IsDir() && !a.ModTime().Equal(b.ModTime()) {
+			return fmt.Errorf("%s: mtime %v, restored %v", rel, a.ModTime(), b.ModTime())
+		}
+		switch {
+		case a.Mode()&fs.ModeSymlink != 0:
+			ta, _ := os.Readlink(p)
+			tb, _ := os.Readlink(q)
+			if ta != tb {
+				return fmt.Errorf("%s: symlink %q, restored %q", rel, ta, tb)
+			}
+		case a.Mode().IsRegular():
+			same, err := sample.SameContent(p, q)
+			if err != nil {
+				return err
+			}
+			if !same {
+				return fmt.Errorf("%s: content differs", rel)
+			}
+			files++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+func restored(target, src string) string { return filepath.Join(target, strings.TrimPrefix(src, "/")) }
+
+func requireMkfs(t *testing.T) {
+	t.Helper()
+	if !sample.HaveMkfs() {
+		t.Fatal("mkfs.ext4 missing: run 'make deps' (installs e2fsprogs)")
+	}
+}
+
+// makeImage builds a sparse raw image of size with an ext4 file system
+// holding about contentBytes of generated files.
+func makeImage(t *testing.T, dir string, size, contentBytes int64, seed uint64) string {
+	t.Helper()
+	requireMkfs(t)
+	content := filepath.Join(dir, fmt.Sprintf("content-%d", seed))
+	if _, err := sample.Tree(content, sample.TreeOptions{Files: 200, Bytes: contentBytes, Seed: seed}); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(dir, fmt.Sprintf("vm%d.raw", seed))
+	if err := sample.Ext4Image(context.Background(), img, size, content); err != nil {
+		t.Fatal(err)
+	}
+	os.RemoveAll(content)
+	return img
+}
+
+func TestRoundTripImageTreeAndStdin(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	src := filepath.Join(e.dir, "src")
+	imgDir := filepath.Join(src, "images")
+	treeDir := filepath.Join(src, "tree")
+	os.MkdirAll(imgDir, 0o755)
+	img := makeImage(t, imgDir, 3<<30, 160<<20, 1)
+	if _, err := sample.Tree(treeDir, sample.TreeOptions{Files: 3000, Bytes: 40 << 20, Seed: 7}); err != nil {
+		t.Fatal(err)
+	}
+	b := e.backup(repoDir, src)
+	st, _ := os.Stat(img)
+	alloc, _ := sample.AllocatedBytes(img)
+	t.Logf("image: %d bytes virtual, %d allocated; backup read %d bytes, total %d, stored %d, %.2fs", st.Size(), alloc, b.BytesRead, b.BytesTotal, b.BytesNew, b.Duration)
+	if b.BytesRead > alloc+(64<<20) {
+		t.Errorf("backup read %d bytes, more than the %d allocated (+64 MiB of tree): holes were read", b.BytesRead, alloc)
+	}
+	target := filepath.Join(e.dir, "restore")
+	e.ok("restore", "--repo", repoDir, b.SnapshotID[:10], "--target", target)
+	n := compareTrees(t, src, restored(target, src))
+	if n < 3000 {
+		t.Errorf("compared %d files, want >= 3000", n)
+	}
+	ralloc, _ := sample.AllocatedBytes(filepath.Join(restored(target, src), "images", filepath.Base(img)))
+	t.Logf("restored image allocates %d bytes (source %d)", ralloc, alloc)
+	if ralloc > alloc+alloc/20 {
+		t.Errorf("restored image allocates %d bytes, source %d: not sparse", ralloc, alloc)
+	}
+
+	// --path restores just one item.
+	one := filepath.Join(e.dir, "one")
+	e.ok("restore", "--repo", repoDir, "latest", "--target", one, "--path", filepath.Join(treeDir, "dir001"))
+	compareTrees(t, filepath.Join(treeDir, "dir001"), restored(one, filepath.Join(treeDir, "dir001")))
+	if _, err := os.Stat(restored(one, imgDir)); err == nil {
+		t.Errorf("--path restored %s too", imgDir)
+	}
+
+	// A stdin stream.
+	var stream bytes.Buffer
+	for i := 0; i < 20; i++ {
+		stream.Write(sample.Text(newRand(uint64(i)), 1<<20))
+		stream.Write(make([]byte, 3<<20)) // zero runs inside a stream
+	}
+	r := e.runIn(stream.Bytes(), "backup", "--json", "--repo", repoDir, "--host", "db01", "--stdin", "--stdin-name", "db.dump")
+	if r.code != 0 {
+		t.Fatalf("stdin backup: exit %d: %s", r.code, r.stderr)
+	}
+	st2 := filepath.Join(e.dir, "stdin-restore")
+	e.ok("restore", "--repo", repoDir, "latest", "--host", "db01", "--target", st2)
+	got, err := os.ReadFile(filepath.Join(st2, "db.dump"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, stream.Bytes()) {
+		t.Errorf("stdin stream restored with %d bytes, want %d identical bytes", len(got), stream.Len())
+	}
+
+	// snapshots --json has the documented fields.
+	var snaps []map[string]any
+	if err := json.Unmarshal([]byte(e.ok("snapshots", "--repo", repoDir, "--json")), &snaps); err != nil {
+		t.Fatal(err)
+	}
+	if len(snaps) != 2 {
+		t.Fatalf("snapshots --json lists %d snapshots, want 2", len(snaps))
+	}
+	for _, k := range []string{"id", "time", "host", "tags", "paths"} {
+		if _, ok := snaps[0][k]; !ok {
+			t.Errorf("snapshots --json lacks %q: %v", k, snaps[0])
+		}
+	}
+	if _, err := time.Parse(time.RFC3339, snaps[0]["time"].(string)); err != nil {
+		t.Errorf("time %v is not RFC 3339", snaps[0]["time"])
+	}
+	var stats map[string]any
+	if err := json.Unmarshal([]byte(e.ok("stats", "--repo", repoDir, "--json")), &stats); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"stored_bytes", "logical_bytes", "chunks", "packs"} {
+		if v, ok := stats[k].(float64); !ok || v <= 0 {
+			t.Errorf("stats --json %q = %v, want > 0", k, stats[k])
+		}
+	}
+	e.ok("check", "--repo", repoDir, "--read-data")
+}
+
+func TestDedupe(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	src := filepath.Join(e.dir, "src")
+	os.MkdirAll(src, 0o755)
+	img := makeImage(t, src, 2<<30, 120<<20, 3)
+	if _, err := sample.Tree(filepath.Join(src, "etc"), sample.TreeOptions{Files: 500, Bytes: 10 << 20, Seed: 4}); err != nil {
+		t.Fatal(err)
+	}
+	b0 := e.backup(repoDir, src)
+	// Unchanged data: touch the image so it is read again, not skipped.
+	now := time.Now()
+	os.Chtimes(img, now, now)
+	b1 := e.backup(repoDir, src)
+	pct := 100 * float64(b1.BytesNew) / float64(b0.BytesNew)
+	t.Logf("first backup stored %d bytes; unchanged second backup read %d and stored %d (%.3f%% of the first)", b0.BytesNew, b1.BytesRead, b1.BytesNew, pct)
+	if b1.BytesRead < 100<<20 {
+		t.Errorf("second backup read only %d bytes: the image was not re-read, so this does not test dedupe", b1.BytesRead)
+	}
+	if pct >= 1 {
+		t.Errorf("unchanged backup stored %.3f%% new bytes, want < 1%%", pct)
+	}
+	// Rewrite 6 MiB in place, in three places.
+	const change = 6 << 20
+	for i, off := range []int64{300 << 20, 700 << 20, 1500 << 20} {
+		if err := sample.Rewrite(img, off, change/3, uint64(100+i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b2 := e.backup(repoDir, src)
+	ratio := float64(b2.BytesNew) / change
+	cfgEC := 1.5 // default 4+2 stores 1.5 bytes per packed byte
+	t.Logf("rewrote %d bytes in place: backup stored %d bytes, %.2f× the change (%.2f× before erasure-coding overhead)", change, b2.BytesNew, ratio, ratio/cfgEC)
+	if ratio > 4*cfgEC || b2.BytesNew < change {
+		t.Errorf("stored %d new bytes for a %d-byte change (ratio %.2f), want proportional (1..%.0f×)", b2.BytesNew, change, ratio, 4*cfgEC)
+	}
+}
+
+func newRand(seed uint64) *randSource { return newRandSource(seed) }
+
+// shardFiles lists the shard files of the repository grouped by pack.
+func shardFiles(t *testing.T, repoDir string) map[string][]string {
+	t.Helper()
+	out := map[string][]string{}
+	err := filepath.WalkDir(filepath.Join(repoDir, "data"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || strings.HasPrefix(d.Name(), ".") {
+			return err
+		}
+		pack, _, ok := strings.Cut(d.Name(), "-")
+		if !ok {
+			return fmt.Errorf("odd shard name %s", d.Name())
+		}
+		out[pack] = append(out[pack], p)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range out {
+		sortByShard(out[k])
+	}
+	return out
+}
+
+func flipByte(t *testing.T, path string, off int64) {
+	t.Helper()
+	if err := corruptAt(path, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestErasureCodingDamageAndRepair(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo("--ec", "4+2", "--pack-size", "4MiB")
+	src := filepath.Join(e.dir, "src")
+	os.MkdirAll(src, 0o755)
+	makeImage(t, src, 1<<30, 60<<20, 5)
+	if _, err := sample.Tree(filepath.Join(src, "etc"), sample.TreeOptions{Files: 300, Bytes: 8 << 20, Seed: 6}); err != nil {
+		t.Fatal(err)
+	}
+	b := e.backup(repoDir, src)
+	packs := shardFiles(t, repoDir)
+	if len(packs) < 3 {
+		t.Fatalf("only %d packs; the test needs several", len(packs))
+	}
+	// Up to m = 2 damaged shards in every pack: delete one, corrupt another
+	// (which one varies per pack).
+	i := 0
+	for _, shards := range packs {
+		if len(shards) != 6 {
+			t.Fatalf("pack has %d shards, want 6", len(shards))
+		}
+		del, bad := i%6, (i+3)%6
+		os.Remove(shards[del])
+		flipByte(t, shards[bad], 200)
+		i++
+	}
+	target := filepath.Join(e.dir, "r1")
+	e.ok("restore", "--repo", repoDir, b.SnapshotID, "--target", target)
+	compareTrees(t, src, restored(target, src))
+
+	r := e.run("check", "--repo", repoDir, "--read-data")
+	if r.code == 0 {
+		t.Fatalf("check --read-data passed on a damaged repository:\n%s", r.stdout)
+	}
+	for pack := range packs {
+		if !strings.Contains(r.stdout, pack) {
+			t.Errorf("check output does not name damaged pack %s", pack[:8])
+		}
+	}
+	if !strings.Contains(r.stdout, "repairable") || !strings.Contains(r.stdout, "affects files") {
+		t.Errorf("check output lacks repairable/affected files:\n%s", r.stdout)
+	}
+
+	// repair brings back full redundancy.
+	e.ok("repair", "--repo", repoDir)
+	e.ok("check", "--repo", repoDir, "--read-data")
+	for pack, shards := range shardFiles(t, repoDir) {
+		if len(shards) != 6 {
+			t.Errorf("after repair pack %s has %d shards, want 6", pack[:8], len(shards))
+		}
+	}
+
+	// m+1 = 3 lost shards of one pack: restore and check fail, naming the
+	// pack and the files.
+	var victim string
+	for pack := range packs {
+		victim = pack
+		break
+	}
+	for _, s := range shardFiles(t, repoDir)[victim][:3] {
+		os.Remove(s)
+	}
+	r = e.run("check", "--repo", repoDir)
+	if r.code == 0 || !strings.Contains(r.stdout, victim) || !strings.Contains(r.stdout, "LOST") || !strings.Contains(r.stdout, "affects files") {
+		t.Errorf("check with 3 of 6 shards gone: exit %d, want non-zero naming pack %s as LOST with files:\n%s", r.code, victim[:8], r.stdout)
+	}
+	target2 := filepath.Join(e.dir, "r2")
+	r = e.run("restore", "--repo", repoDir, "latest", "--target", target2)
+	if r.code == 0 {
+		t.Fatalf("restore with a lost pack exited 0")
+	}
+	if !strings.Contains(r.stderr, victim[:8]) || !strings.Contains(r.stderr, "FAILED") {
+		t.Errorf("restore error does not name the pack %s and the failed files:\n%s", victim[:8], r.stderr)
+	}
+	r = e.run("repair", "--repo", repoDir)
+	if r.code == 0 || !strings.Contains(r.stdout, "LOST pack "+victim) {
+		t.Errorf("repair with a lost pack: exit %d, want non-zero naming it:\n%s", r.code, r.stdout)
+	}
+}
+
+func TestCrashSafetySIGKILL(t *testing.T) {
+	iterations := 12
+	if !testing.Short() && os.Getenv("DRPIPE_LONG") != "" {
+		iterations = 60
+	}
+	e := newEnv(t)
+	repoDir := e.initRepo("--pack-size", "2MiB")
+	src := filepath.Join(e.dir, "src")
+	os.MkdirAll(src, 0o755)
+	makeImage(t, src, 1<<30, 80<<20, 8)
+	if _, err := sample.Tree(filepath.Join(src, "etc"), sample.TreeOptions{Files: 400, Bytes: 10 << 20, Seed: 9}); err != nil {
+		t.Fatal(err)
+	}
+	rng := newRandSource(42)
+	var full backupJSON
+	killedWithData := 0
+	for i := 0; i < iterations; i++ {
+		// Change a little each round so there is always new data.
+		sample.Rewrite(filepath.Join(src, "vm8.raw"), int64(i)*(8<<20), 1<<20, uint64(i))
+		delay := time.Duration(50+rng.IntN(1500)) * time.Millisecond
+		ctx, cancel := context.WithCancel(context.Background())
+		c := e.cmd(ctx, "backup", "--repo", repoDir, "--host", "hv01", src)
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- c.Wait() }()
+		select {
+		case <-time.After(delay):
+			c.Process.Signal(syscall.SIGKILL)
+			<-done
+		case <-done:
+		}
+		cancel()
+		r := e.run("check", "--repo", repoDir)
+		if r.code != 0 {
+			t.Fatalf("iteration %d (kill after %v): check failed: exit %d\n%s\n%s", i, delay, r.code, r.stdout, r.stderr)
+		}
+		if strings.Contains(r.stdout, "in no index") {
+			killedWithData++
+		}
+	}
+	// The next backup completes and reuses what survived.
+	full = e.backup(repoDir, src)
+	t.Logf("%d kills; %d left unreferenced packs; final backup: total %d, stored %d new bytes", iterations, killedWithData, full.BytesTotal, full.BytesNew)
+	alloc, _ := sample.AllocatedBytes(filepath.Join(src, "vm8.raw"))
+	if full.BytesNew > alloc {
+		t.Errorf("final backup stored %d bytes, more than the image's %d allocated bytes: it did not dedupe against what survived", full.BytesNew, alloc)
+	}
+	target := filepath.Join(e.dir, "restore")
+	e.ok("restore", "--repo", repoDir, "latest", "--target", target)
+	compareTrees(t, src, restored(target, src))
+	e.ok("check", "--repo", repoDir, "--read-data")
+}
+
+func TestBadInput(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	src := filepath.Join(e.dir, "src")
+	if _, err := sample.Tree(src, sample.TreeOptions{Files: 200, Bytes: 8 << 20, Seed: 11}); err != nil {
+		t.Fatal(err)
+	}
+	good := e.backup(repoDir, src)
+	stillRestores := func(step string) {
+		t.Helper()
+		target := filepath.Join(e.dir, "still-"+step)
+		saved := e.pw
+		e.pw = "correct horse battery staple"
+		e.ok("restore", "--repo", repoDir, good.SnapshotID, "--target", target)
+		e.pw = saved
+		compareTrees(t, src, restored(target, src))
+	}
+	expect := func(step string, r result, code int, want ...string) {
+		t.Helper()
+		if r.code != code {
+			t.Errorf("%s: exit %d, want %d\nstderr: %s", step, r.code, code, r.stderr)
+		}
+		for _, w := range want {
+			if !strings.Contains(r.stderr+r.stdout, w) {
+				t.Errorf("%s: output lacks %q:\n%s%s", step, w, r.stdout, r.stderr)
+			}
+		}
+	}
+
+	// Wrong password.
+	e.pw = "wrong"
+	expect("wrong password", e.run("snapshots", "--repo", repoDir), 4, "wrong password")
+	e.pw = "correct horse battery staple"
+	stillRestores("wrong-password")
+
+	// A second key slot works, and the first still does.
+	keyFile := filepath.Join(e.dir, "keyfile")
+	os.WriteFile(keyFile, []byte("a-long-random-key-file-content-0123456789"), 0o600)
+	e.ok("key", "add", "--repo", repoDir, "--new-password-file", keyFile, "--label", "keyfile")
+	e.ok("snapshots", "--repo", repoDir, "--password-file", keyFile)
+
+	// Tampered pack: every shard of one pack gets a flipped byte in its
+	// payload -> the blobs there fail authentication and cannot be rebuilt.
+	packs := shardFiles(t, repoDir)
+	var victim string
+	for p := range packs {
+		victim = p
+		break
+	}
+	backupCopy := filepath.Join(e.dir, "pristine")
+	copyDir(t, repoDir, backupCopy)
+	for _, s := range packs[victim] {
+		fi, _ := os.Stat(s)
+		flipByte(t, s, fi.Size()-10)
+	}
+	r := e.run("check", "--repo", repoDir, "--read-data")
+	expect("tampered pack", r, 1, victim)
+	os.RemoveAll(repoDir)
+	copyDir(t, backupCopy, repoDir)
+
+	// Truncated index object.
+	idx, _ := filepath.Glob(filepath.Join(repoDir, "index", "*"))
+	if len(idx) == 0 {
+		t.Fatal("no index objects")
+	}
+	os.Chmod(idx[0], 0o600)
+	os.Truncate(idx[0], 40)
+	expect("truncated index", e.run("check", "--repo", repoDir), 1, "index "+filepath.Base(idx[0])[:8])
+	// repair re-indexes the packs and removes the bad index; data is intact.
+	e.ok("repair", "--repo", repoDir)
+	e.ok("check", "--repo", repoDir, "--read-data")
+	stillRestores("truncated-index")
+
+	// Unknown repository version.
+	cfgPath := filepath.Join(repoDir, "config")
+	orig, _ := os.ReadFile(cfgPath)
+	os.Chmod(cfgPath, 0o600)
+	os.WriteFile(cfgPath, bytes.Replace(orig, []byte(`"version": 1`), []byte(`"version": 99`), 1), 0o600)
+	expect("unknown version", e.run("snapshots", "--repo", repoDir), 1, "version 99", "newer drpipe")
+	os.WriteFile(cfgPath, orig, 0o400)
+
+	// Not a repository; missing flags.
+	expect("not a repository", e.run("snapshots", "--repo", filepath.Join(e.dir, "src")), 1, "no repository")
+	expect("no repo flag", e.run("snapshots"), 2, "no repository")
+	expect("bad ec", e.run("init", "--repo", filepath.Join(e.dir, "x"), "--ec", "0+9"), 2, "K=0")
+	expect("bad config key", e.run("--config", writeFile(t, e.dir, "bad.yaml", "repo: /x\nbogus_key: 1\n"), "snapshots"), 2, "bogus_key")
+	expect("init over repo", e.run("init", "--repo", repoDir), 1, "already holds")
+
+	// Unreadable source file: the snapshot is written without it, the exit
+	// code is 3 and the file is named. (A separate source, because running
+	// as another user needs its modes relaxed.)
+	src2 := filepath.Join(e.dir, "src2")
+	if _, err := sample.Tree(src2, sample.TreeOptions{Files: 20, Bytes: 1 << 20, Seed: 12}); err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(src2, "unreadable.bin")
+	os.WriteFile(secret, []byte("secret"), 0o000)
+	var r2 result
+	if os.Geteuid() == 0 {
+		// root reads everything: run the backup as nobody instead.
+		r2 = e.runAsNobody(t, repoDir, src2)
+	} else {
+		r2 = e.run("backup", "--repo", repoDir, "--host", "hv01", src2)
+	}
+	expect("unreadable source", r2, 3, "unreadable.bin", "permission denied")
+	stillRestores("end")
+}
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func copyDir(t *testing.T, from, to string) {
+	t.Helper()
+	out, err := exec.Command("cp", "-a", from, to).CombinedOutput()
+	if err != nil {
+		t.Fatalf("cp -a: %v: %s", err, out)
+	}
+}
+
+var _ = runtime.GOOS
