@@ -1,0 +1,118 @@
+// Command bench runs drpipe's benchmarks against its peers (restic, borg,
+// rsync, ...) on the same data in the same run and writes a Markdown
+// report with ratios. Run it through `make bench`.
+//
+// Each suite lives in its own file and registers itself in suites (see
+// suite.go). A suite gets an Env (work directory, the drpipe binary,
+// helpers to run and time commands) and returns tables.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+)
+
+func main() {
+	drpipe := flag.String("drpipe", "bin/drpipe", "drpipe binary to benchmark")
+	out := flag.String("out", "bench/results", "directory for the Markdown report")
+	work := flag.String("work", "", "work directory (default: a temporary directory)")
+	only := flag.String("suites", "", "comma-separated suites to run (default: all): "+strings.Join(suiteNames(), ","))
+	keep := flag.Bool("keep", false, "keep the work directory")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	bin, err := filepath.Abs(*drpipe)
+	if err != nil {
+		fatal(err)
+	}
+	wd := *work
+	if wd == "" {
+		wd, err = os.MkdirTemp("", "drpipe-bench-")
+		if err != nil {
+			fatal(err)
+		}
+		if !*keep {
+			defer os.RemoveAll(wd)
+		}
+	}
+	env := &Env{Work: wd, Drpipe: bin}
+	report := &strings.Builder{}
+	fmt.Fprintf(report, "# drpipe benchmark — %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(report, "Machine: %s\n\n", machine())
+	want := map[string]bool{}
+	for _, s := range strings.Split(*only, ",") {
+		if s != "" {
+			want[s] = true
+		}
+	}
+	failed := false
+	for _, s := range suites {
+		if len(want) > 0 && !want[s.Name] {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "== suite %s\n", s.Name)
+		start := time.Now()
+		sd := filepath.Join(wd, s.Name)
+		if err := os.MkdirAll(sd, 0o755); err != nil {
+			fatal(err)
+		}
+		tables, err := s.Run(ctx, env.sub(sd))
+		fmt.Fprintf(report, "## %s\n\n%s\n\n", s.Title, s.About)
+		for _, t := range tables {
+			report.WriteString(t.Markdown())
+			report.WriteString("\n")
+		}
+		if err != nil {
+			failed = true
+			fmt.Fprintf(report, "**suite failed:** %v\n\n", err)
+			fmt.Fprintf(os.Stderr, "suite %s failed: %v\n", s.Name, err)
+		}
+		fmt.Fprintf(os.Stderr, "== suite %s done in %s\n", s.Name, time.Since(start).Truncate(time.Second))
+	}
+	fmt.Print(report.String())
+	if *out != "" {
+		if err := os.MkdirAll(*out, 0o755); err != nil {
+			fatal(err)
+		}
+		name := filepath.Join(*out, time.Now().UTC().Format("2006-01-02T1504")+".md")
+		if err := os.WriteFile(name, []byte(report.String()), 0o644); err != nil {
+			fatal(err)
+		}
+		fmt.Fprintf(os.Stderr, "report written to %s\n", name)
+	}
+	if failed {
+		os.Exit(1)
+	}
+}
+
+func fatal(err error) {
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	os.Exit(1)
+}
+
+func machine() string {
+	cpu := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				cpu = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
+				break
+			}
+		}
+	}
+	mem := ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb int64
+		fmt.Sscanf(strings.SplitN(string(b), "\n", 2)[0], "MemTotal: %d kB", &kb)
+		mem = fmt.Sprintf(", %.0f GiB RAM", float64(kb)/(1<<20))
+	}
+	return fmt.Sprintf("%s, %d cores%s, %s/%s, %s", cpu, runtime.NumCPU(), mem, runtime.GOOS, runtime.GOARCH, runtime.Version())
+}

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Suite is one benchmark group. Register new suites in suites; each lives
+// in its own file.
+type Suite struct {
+	Name  string
+	Title string
+	About string
+	Run   func(ctx context.Context, env *Env) ([]Table, error)
+}
+
+// suites is the registry, in report order. Each suite file adds itself
+// here with one line.
+var suites = []Suite{
+	coreSuite,
+}
+
+func suiteNames() []string {
+	var out []string
+	for _, s := range suites {
+		out = append(out, s.Name)
+	}
+	return out
+}
+
+// Env is what a suite works with.
+type Env struct {
+	Work   string // the suite's own work directory
+	Drpipe string // absolute path of the drpipe binary
+}
+
+func (e *Env) sub(dir string) *Env { c := *e; c.Work = dir; return &c }
+
+// Path joins elements onto the work directory.
+func (e *Env) Path(elem ...string) string { return filepath.Join(append([]string{e.Work}, elem...)...) }
+
+// Measurement is the outcome of one timed command.
+type Measurement struct {
+	Wall    time.Duration
+	MaxRSS  int64 // bytes
+	UserCPU time.Duration
+	SysCPU  time.Duration
+	Stdout  string
+	Stderr  string
+}
+
+// Run executes a command with env additions and measures wall time, CPU
+// and peak RSS (from the child's rusage).
+func Run(ctx context.Context, env []string, name string, args ...string) (*Measurement, error) {
+	c := exec.CommandContext(ctx, name, args...)
+	c.Env = append(os.Environ(), env...)
+	var so, se bytes.Buffer
+	c.Stdout, c.Stderr = &so, &se
+	start := time.Now()
+	err := c.Run()
+	m := &Measurement{Wall: time.Since(start), Stdout: so.String(), Stderr: se.String()}
+	if c.ProcessState != nil {
+		if ru, ok := c.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			m.MaxRSS = ru.Maxrss * 1024
+			m.UserCPU = time.Duration(ru.Utime.Nano())
+			m.SysCPU = time.Duration(ru.Stime.Nano())
+		}
+	}
+	if err != nil {
+		return m, fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, tail(se.String(), 2000))
+	}
+	return m, nil
+}
+
+// RunStdin is Run with a file as standard input.
+func RunStdin(ctx context.Context, env []string, stdin string, name string, args ...string) (*Measurement, error) {
+	f, err := os.Open(stdin)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	c := exec.CommandContext(ctx, name, args...)
+	c.Env = append(os.Environ(), env...)
+	c.Stdin = f
+	var so, se bytes.Buffer
+	c.Stdout, c.Stderr = &so, &se
+	start := time.Now()
+	err = c.Run()
+	m := &Measurement{Wall: time.Since(start), Stdout: so.String(), Stderr: se.String()}
+	if ru, ok := c.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		m.MaxRSS = ru.Maxrss * 1024
+	}
+	if err != nil {
+		return m, fmt.Errorf("%s: %w\n%s", name, err, tail(se.String(), 2000))
+	}
+	return m, nil
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}
+
+// DirSize returns the apparent size of all regular files under dir.
+func DirSize(dir string) (int64, error) {
+	var n int64
+	err := filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		if fi.Mode().IsRegular() {
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n, err
+}
+
+// DropCaches asks the kernel to drop the page cache (root only; a no-op
+// otherwise) so each tool starts cold.
+func DropCaches() {
+	exec.Command("sync").Run()
+	_ = os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0)
+}
+
+// Have reports whether a command exists.
+func Have(name string) bool { _, err := exec.LookPath(name); return err == nil }
+
+// Table is a Markdown table.
+type Table struct {
+	Caption string
+	Header  []string
+	Rows    [][]string
+	Notes   []string
+}
+
+// Markdown renders the table.
+func (t Table) Markdown() string {
+	var b strings.Builder
+	if t.Caption != "" {
+		fmt.Fprintf(&b, "**%s**\n\n", t.Caption)
+	}
+	b.WriteString("| " + strings.Join(t.Header, " | ") + " |\n")
+	b.WriteString("|" + strings.Repeat(" --- |", len(t.Header)) + "\n")
+	for _, r := range t.Rows {
+		b.WriteString("| " + strings.Join(r, " | ") + " |\n")
+	}
+	for _, n := range t.Notes {
+		b.WriteString("\n" + n + "\n")
+	}
+	return b.String()
+}
+
+// MiB formats bytes as MiB with one decimal.
+func MiB(n int64) string { return fmt.Sprintf("%.1f", float64(n)/(1<<20)) }
+
+// Secs formats a duration in seconds.
+func Secs(d time.Duration) string { return fmt.Sprintf("%.2f", d.Seconds()) }
+
+// Rate formats bytes per duration as MiB/s.
+func Rate(n int64, d time.Duration) string {
+	if d <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f", float64(n)/(1<<20)/d.Seconds())
+}
+
+// Ratio formats a/b.
+func Ratio(a, b float64) string {
+	if b == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f×", a/b)
+}
+
+var errSkip = errors.New("skipped")
+
+var _ = sort.Strings
