@@ -54,7 +54,6 @@ const (
 	fanoutEntries = 65536
 	packRecSize   = 48
 	blobRecSize   = 52
-	runMaxRecords = 1 << 20 // 52 MiB per sort run
 )
 
 type blobRec [blobRecSize]byte
@@ -482,3 +481,7 @@ func (h *recHeap) Pop() any {
 	h.items = h.items[:len(h.items)-1]
 	return x
 }
+
+// runMaxRecords bounds one in-memory sort run (52 MiB); a variable so tests
+// can force external merging.
+var runMaxRecords = 1 << 20

@@ -87,6 +87,9 @@ func decodeIndex(b []byte) (*IndexFile, error) {
 	if b[4] != indexVersion {
 		return nil, fmt.Errorf("%w: index version %d (this drpipe reads %d)", ErrUnsupportedVersion, b[4], indexVersion)
 	}
+	if b[5]|b[6]|b[7] != 0 {
+		return nil, errors.New("index: reserved header bytes are not zero")
+	}
 	p := b[8:]
 	u32 := func() (uint32, error) {
 		if len(p) < 4 {

@@ -63,6 +63,9 @@ func decodePackHeader(b []byte, headerOffset uint32) ([]BlobEntry, error) {
 	if b[4] != packHeaderVersion {
 		return nil, fmt.Errorf("%w: pack header version %d", ErrUnsupportedVersion, b[4])
 	}
+	if b[5]|b[6]|b[7] != 0 {
+		return nil, errors.New("pack header: reserved bytes are not zero")
+	}
 	n := binary.LittleEndian.Uint32(b[8:12])
 	if n > maxBlobsPerPack || uint64(len(b)-12) != uint64(n)*packEntrySize {
 		return nil, fmt.Errorf("pack header: %d entries do not fit %d bytes", n, len(b)-12)

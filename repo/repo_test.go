@@ -1,0 +1,412 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/drpipe/drpipe/erasure"
+	"github.com/drpipe/drpipe/internal/id"
+	"github.com/drpipe/drpipe/tiers"
+	"github.com/drpipe/drpipe/tiers/tierstest"
+)
+
+var testKDF = &KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}
+
+func testRepo(t *testing.T, be tiers.Backend, o InitOptions) *Repository {
+	t.Helper()
+	if be == nil {
+		be = tierstest.NewMemory()
+	}
+	r, err := Init(context.Background(), be, o, Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+func randBytes(rng *rand.Rand, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(rng.Uint32())
+	}
+	return b
+}
+
+func TestSaveLoadBlobsAcrossReopen(t *testing.T) {
+	ctx := context.Background()
+	be := tierstest.NewMemory()
+	r := testRepo(t, be, InitOptions{EC: erasure.Params{K: 3, M: 2}, PackSize: 1 << 20})
+	rng := rand.New(rand.NewPCG(1, 2))
+	want := map[id.ID][]byte{}
+	for i := 0; i < 300; i++ {
+		b := randBytes(rng, 1+rng.IntN(20000))
+		if i%3 == 0 {
+			b = bytes.Repeat([]byte("compressible "), 1+rng.IntN(4000))
+		}
+		x, isNew, err := r.SaveBlob(ctx, DataBlob, b, id.ID{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, dup := want[x]; dup == isNew {
+			t.Fatalf("blob %d: isNew=%v but seen before=%v", i, isNew, dup)
+		}
+		want[x] = b
+	}
+	// Same content again is not new.
+	for x, b := range want {
+		if _, isNew, _ := r.SaveBlob(ctx, DataBlob, b, x); isNew {
+			t.Fatalf("blob %s saved twice", x.Short())
+		}
+		break
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check := func(r *Repository) {
+		t.Helper()
+		for x, b := range want {
+			got, err := r.LoadBlob(ctx, DataBlob, x, nil)
+			if err != nil {
+				t.Fatalf("load %s: %v", x.Short(), err)
+			}
+			if !bytes.Equal(got, b) {
+				t.Fatalf("blob %s: got %d bytes, want %d identical", x.Short(), len(got), len(b))
+			}
+		}
+	}
+	check(r)
+	r2, err := Open(ctx, be, Options{Password: []byte("pw"), CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	check(r2)
+	if _, err := r2.LoadBlob(ctx, TreeBlob, func() id.ID {
+		for x := range want {
+			return x
+		}
+		return id.ID{}
+	}(), nil); !errors.Is(err, ErrBlobLost) {
+		t.Errorf("loading a data blob as tree: err %v, want ErrBlobLost", err)
+	}
+}
+
+func TestWrongPasswordAndKeySlots(t *testing.T) {
+	ctx := context.Background()
+	be := tierstest.NewMemory()
+	r := testRepo(t, be, InitOptions{})
+	if _, err := Open(ctx, be, Options{Password: []byte("nope"), CacheDir: t.TempDir()}); !errors.Is(err, ErrWrongPassword) {
+		t.Fatalf("wrong password: err %v, want ErrWrongPassword", err)
+	}
+	k2, err := r.AddKey(ctx, []byte("second"), "second")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := Open(ctx, be, Options{Password: []byte("second"), CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("open with second slot: %v", err)
+	}
+	if r2.KeyID() != k2 {
+		t.Errorf("opened with slot %s, want %s", r2.KeyID().Short(), k2.Short())
+	}
+	if err := r2.RemoveKey(ctx, k2); err == nil {
+		t.Error("removing the slot in use succeeded")
+	}
+	if err := r2.RemoveKey(ctx, r.KeyID()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(ctx, be, Options{Password: []byte("pw"), CacheDir: t.TempDir()}); !errors.Is(err, ErrWrongPassword) {
+		t.Errorf("removed slot still opens: %v", err)
+	}
+	keys, _ := r2.ListKeys(ctx)
+	if len(keys) != 1 || !keys[0].Current {
+		t.Errorf("ListKeys = %+v, want the one current slot", keys)
+	}
+}
+
+func TestUnknownVersionAndNotRepository(t *testing.T) {
+	ctx := context.Background()
+	be := tierstest.NewMemory()
+	if _, err := ReadConfig(ctx, be); !errors.Is(err, ErrNotRepository) {
+		t.Errorf("empty backend: %v, want ErrNotRepository", err)
+	}
+	testRepo(t, be, InitOptions{})
+	raw, _ := tiers.LoadAll(ctx, be, configHandle, 0, 0)
+	bad := bytes.Replace(raw, []byte(`"version": 1`), []byte(`"version": 7`), 1)
+	tiers.PutBytes(ctx, be, configHandle, bad)
+	_, err := Open(ctx, be, Options{Password: []byte("pw"), CacheDir: t.TempDir()})
+	if !errors.Is(err, ErrUnsupportedVersion) {
+		t.Errorf("version 7: %v, want ErrUnsupportedVersion", err)
+	}
+	// Tampering with public fields is detected through the sealed copy.
+	tampered := bytes.Replace(raw, []byte(`"K": 4`), []byte(`"K": 5`), 1)
+	if bytes.Equal(tampered, raw) {
+		t.Fatalf("test setup: config has no \"K\": 4: %s", raw)
+	}
+	tiers.PutBytes(ctx, be, configHandle, tampered)
+	if _, err := Open(ctx, be, Options{Password: []byte("pw"), CacheDir: t.TempDir()}); err == nil {
+		t.Error("tampered config opened")
+	}
+	if _, err := Init(ctx, be, InitOptions{}, Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF}); err == nil {
+		t.Error("init over an existing repository succeeded")
+	}
+}
+
+func TestIndexRoundTrip(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	f := &IndexFile{Supersedes: []id.ID{{1}, {2}}}
+	for p := 0; p < 20; p++ {
+		ip := IndexPack{PackInfo: PackInfo{ID: id.ID{byte(p), 9}, Length: 1 << 20, K: 4, M: 2}}
+		ip.ShardSize = uint32((ip.Length + 3) / 4)
+		off := uint32(0)
+		for b := 0; b < rng.IntN(50); b++ {
+			l := uint32(100 + rng.IntN(1000))
+			var x id.ID
+			x[0], x[1] = byte(p), byte(b)
+			ip.Blobs = append(ip.Blobs, BlobEntry{Type: BlobType(1 + rng.IntN(2)), ID: x, Offset: off, Length: l, RawLength: l * 2})
+			off += l
+		}
+		f.Packs = append(f.Packs, ip)
+	}
+	enc := encodeIndex(f)
+	got, err := decodeIndex(enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got.Supersedes) != fmt.Sprint(f.Supersedes) || len(got.Packs) != len(f.Packs) {
+		t.Fatalf("round trip mismatch")
+	}
+	for i := range f.Packs {
+		if fmt.Sprintf("%+v", got.Packs[i]) != fmt.Sprintf("%+v", f.Packs[i]) {
+			t.Fatalf("pack %d: got %+v, want %+v", i, got.Packs[i], f.Packs[i])
+		}
+	}
+	// Every truncation is an error, never a panic.
+	for n := 0; n < len(enc); n += 1 + n/16 {
+		if _, err := decodeIndex(enc[:n]); err == nil {
+			t.Fatalf("decodeIndex of %d/%d bytes succeeded", n, len(enc))
+		}
+	}
+}
+
+// TestDiskIndexMergeAndRebuild checks the memory-mapped index cache with
+// sort runs small enough to force external merging.
+func TestDiskIndexMergeAndRebuild(t *testing.T) {
+	ctx := context.Background()
+	saved := runMaxRecords
+	runMaxRecords = 500
+	defer func() { runMaxRecords = saved }()
+	rng := rand.New(rand.NewPCG(5, 6))
+	files := map[id.ID]*IndexFile{}
+	all := map[id.ID][]BlobLocation{}
+	mk := func(n int) id.ID {
+		f := &IndexFile{}
+		for p := 0; p < n; p++ {
+			var pid id.ID
+			for i := range pid {
+				pid[i] = byte(rng.Uint32())
+			}
+			ip := IndexPack{PackInfo: PackInfo{ID: pid, Length: 4 << 20, ShardSize: 1 << 20, K: 4, M: 2}}
+			for b := 0; b < 40; b++ {
+				var x id.ID
+				for i := range x {
+					x[i] = byte(rng.Uint32())
+				}
+				if b%10 == 0 && len(all) > 0 { // some duplicates across packs
+					for k := range all {
+						x = k
+						break
+					}
+				}
+				e := BlobEntry{Type: DataBlob, ID: x, Offset: uint32(b * 100), Length: 100, RawLength: 90}
+				ip.Blobs = append(ip.Blobs, e)
+				all[x] = append(all[x], BlobLocation{Pack: ip.PackInfo, Entry: e})
+			}
+			f.Packs = append(f.Packs, ip)
+		}
+		var fid id.ID
+		for i := range fid {
+			fid[i] = byte(rng.Uint32())
+		}
+		files[fid] = f
+		return fid
+	}
+	load := func(_ context.Context, x id.ID) (*IndexFile, error) { return files[x], nil }
+	path := filepath.Join(t.TempDir(), "index.db")
+	ids := []id.ID{mk(30), mk(20)}
+	if err := buildDiskIndex(ctx, path, nil, ids, load); err != nil {
+		t.Fatal(err)
+	}
+	d, err := openDiskIndex(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids = append(ids, mk(25))
+	if err := buildDiskIndex(ctx, path, d, ids, load); err != nil { // incremental merge
+		t.Fatal(err)
+	}
+	d.close()
+	d, err = openDiskIndex(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.close()
+	if int(d.nFiles) != 3 {
+		t.Errorf("cache covers %d index files, want 3", d.nFiles)
+	}
+	total := 0
+	for x, want := range all {
+		var got []BlobLocation
+		d.lookup(x, func(p PackInfo, e BlobEntry) bool {
+			got = append(got, BlobLocation{p, e})
+			return true
+		})
+		total += len(got)
+		if len(got) != len(want) {
+			t.Fatalf("blob %s: %d locations, want %d", x.Short(), len(got), len(want))
+		}
+		key := func(l []BlobLocation) []string {
+			var s []string
+			for _, b := range l {
+				s = append(s, fmt.Sprintf("%+v", b))
+			}
+			sort.Strings(s)
+			return s
+		}
+		if fmt.Sprint(key(got)) != fmt.Sprint(key(want)) {
+			t.Fatalf("blob %s: got %v, want %v", x.Short(), key(got), key(want))
+		}
+	}
+	if uint64(total) != d.nBlobs {
+		t.Errorf("lookups found %d records, cache holds %d", total, d.nBlobs)
+	}
+	var missing id.ID
+	missing[0] = 0xff
+	d.lookup(missing, func(PackInfo, BlobEntry) bool { t.Error("found a blob that was never indexed"); return false })
+	// Ordering invariant.
+	for i := uint64(1); i < d.nBlobs; i++ {
+		if blobRecLess(d.blob(i), d.blob(i-1)) {
+			t.Fatalf("records %d and %d out of order", i-1, i)
+		}
+	}
+}
+
+func TestFindSnapshot(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	r := testRepo(t, nil, InitOptions{})
+	tree, err := r.SaveTree(ctx, &Tree{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var ids []id.ID
+	for i, h := range []string{"a", "b", "a"} {
+		x, err := r.SaveSnapshot(ctx, &Snapshot{Time: now.Add(time.Duration(i) * time.Hour), Host: h, Tree: tree, Paths: []string{"/x"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, x)
+	}
+	for _, tc := range []struct {
+		ref, host string
+		want      id.ID
+	}{
+		{"latest", "", ids[2]}, {"latest", "b", ids[1]}, {ids[0].String(), "", ids[0]}, {ids[1].String()[:12], "", ids[1]},
+	} {
+		s, err := r.FindSnapshot(ctx, tc.ref, tc.host)
+		if err != nil || s.ID() != tc.want {
+			t.Errorf("FindSnapshot(%q, %q) = %v, %v; want %s", tc.ref, tc.host, s, err, tc.want.Short())
+		}
+	}
+	for _, bad := range []string{"", "zz", "latest!", "0000000000000000000000"} {
+		if _, err := r.FindSnapshot(ctx, bad, ""); err == nil {
+			t.Errorf("FindSnapshot(%q) succeeded", bad)
+		}
+	}
+	if _, err := r.FindSnapshot(ctx, "latest", "nohost"); !errors.Is(err, ErrNoSnapshot) {
+		t.Errorf("latest of unknown host: %v", err)
+	}
+}
+
+// TestSnapshotNeedsDurableTree enforces "data before metadata".
+func TestSnapshotNeedsDurableTree(t *testing.T) {
+	ctx := context.Background()
+	r := testRepo(t, nil, InitOptions{})
+	tree, _ := r.SaveTree(ctx, &Tree{Nodes: []*Node{{Name: "x", Type: NodeFile}}})
+	if _, err := r.SaveSnapshot(ctx, &Snapshot{Tree: tree, Host: "h"}); err == nil {
+		t.Fatal("snapshot saved before its tree was flushed")
+	}
+}
+
+// TestCheckAndRepairInProcess damages shards of a small repository.
+func TestCheckAndRepairInProcess(t *testing.T) {
+	ctx := context.Background()
+	be := tierstest.NewMemory()
+	r := testRepo(t, be, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20})
+	rng := rand.New(rand.NewPCG(7, 8))
+	var ext []Extent
+	for i := 0; i < 40; i++ {
+		b := randBytes(rng, 60000)
+		x, _, err := r.SaveBlob(ctx, DataBlob, b, id.ID{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ext = append(ext, Extent{ID: x, Len: int64(len(b))})
+	}
+	n := &Node{Name: "disk.img", Type: NodeFile, Size: 40 * 60000}
+	if err := r.SetContent(ctx, n, ext); err != nil {
+		t.Fatal(err)
+	}
+	tree, _ := r.SaveTree(ctx, &Tree{Nodes: []*Node{n}})
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sid, err := r.SaveSnapshot(ctx, &Snapshot{Tree: tree, Host: "h", Time: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := r.Check(ctx, CheckOptions{ReadData: true}); err != nil {
+		t.Fatalf("healthy repository: %v %+v", err, rep)
+	}
+	var packs []PackInfo
+	r.EachPack(func(p PackInfo) error { packs = append(packs, p); return nil })
+	victim := packs[0]
+	be.Remove(ctx, victim.ShardHandle(1))
+	rep, err := r.Check(ctx, CheckOptions{})
+	if !errors.Is(err, ErrCheckFailed) || len(rep.Damaged) != 1 || rep.Damaged[0].Pack != victim.ID || !rep.Damaged[0].Repairable {
+		t.Fatalf("one shard gone: err %v, damaged %+v", err, rep.Damaged)
+	}
+	if len(rep.Damaged[0].Files) != 1 || rep.Damaged[0].Files[0] != "/disk.img" || rep.Damaged[0].Snapshots[0] != sid.String()[:8] {
+		t.Errorf("damage names files %v snapshots %v, want /disk.img in %s", rep.Damaged[0].Files, rep.Damaged[0].Snapshots, sid.Short())
+	}
+	if _, err := r.Repair(ctx, CheckOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Check(ctx, CheckOptions{ReadData: true}); err != nil {
+		t.Fatalf("after repair: %v", err)
+	}
+	// Two shards gone with M=1: lost.
+	be.Remove(ctx, victim.ShardHandle(0))
+	be.Remove(ctx, victim.ShardHandle(2))
+	rep, _ = r.Check(ctx, CheckOptions{})
+	if len(rep.Lost()) != 1 {
+		t.Fatalf("lost packs %+v, want 1", rep.Lost())
+	}
+	if _, err := r.Repair(ctx, CheckOptions{}); !errors.Is(err, ErrUnrepairable) {
+		t.Errorf("repair of a lost pack: %v, want ErrUnrepairable", err)
+	}
+}
+
+var _ = os.Remove
