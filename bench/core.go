@@ -1,14 +1,405 @@
 package main
 
-import "context"
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
 
-// coreSuite: backup/restore of a VM image series and a file tree against
-// restic and borg (issue: repository core).
+	"github.com/drpipe/drpipe/internal/sample"
+)
+
+// coreSuite: the repository-core benchmark. A sparse VM image series (day 0;
+// day 1 with files added inside the guest file system; day 2 with small
+// in-place rewrites) and a file tree are backed up by drpipe, restic and
+// borg from the same data in the same run; then each restores the latest
+// image snapshot and the file tree.
 var coreSuite = Suite{
 	Name:  "core",
 	Title: "Backup and restore vs restic and borg",
-	About: "Same data, same run. Filled in below.",
-	Run: func(ctx context.Context, env *Env) ([]Table, error) {
-		return nil, nil
-	},
+	About: "Sparse raw VM image with ext4 inside (series: day 0, day 1 with files added via debugfs, day 2 with small in-place rewrites) " +
+		"and a file tree, backed up by each tool into its own repository on the same disk, page cache dropped before every step. " +
+		"Defaults for every tool: drpipe (zstd auto, erasure coding 4+2), restic (repository v2, compression auto), borg (lz4). " +
+		"Throughput = logical bytes / wall time. Stored = bytes of the repository directory after the step.",
+	Run: runCore,
+}
+
+// Sizes; DRPIPE_BENCH_SCALE=small shrinks them for a quick run.
+type coreSizes struct {
+	imageVirtual int64
+	imageContent int64
+	imageFiles   int
+	day1Add      int64
+	day2Rewrites int
+	treeFiles    int
+	treeBytes    int64
+}
+
+func sizes() coreSizes {
+	if os.Getenv("DRPIPE_BENCH_SCALE") == "small" {
+		return coreSizes{imageVirtual: 2 << 30, imageContent: 200 << 20, imageFiles: 400, day1Add: 40 << 20, day2Rewrites: 16, treeFiles: 2000, treeBytes: 100 << 20}
+	}
+	return coreSizes{imageVirtual: 8 << 30, imageContent: 1200 << 20, imageFiles: 2000, day1Add: 200 << 20, day2Rewrites: 64, treeFiles: 10000, treeBytes: 600 << 20}
+}
+
+// tool is one backup program under test.
+type tool struct {
+	name    string
+	env     []string
+	init    func(ctx context.Context) error
+	backup  func(ctx context.Context, label, path string) (*Measurement, error)
+	restore func(ctx context.Context, label, target string) (*Measurement, error)
+	repo    string
+}
+
+func runCore(ctx context.Context, env *Env) ([]Table, error) {
+	for _, c := range []string{"restic", "borg", "mkfs.ext4", "debugfs"} {
+		if !Have(c) {
+			return nil, fmt.Errorf("%s not installed: run make deps", c)
+		}
+	}
+	sz := sizes()
+	src := env.Path("src")
+	imgDir := filepath.Join(src, "images")
+	treeDir := env.Path("tree-src", "tree")
+	for _, d := range []string{imgDir, treeDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	fmt.Fprintln(os.Stderr, "core: generating data")
+	content := env.Path("guest")
+	if _, err := sample.Tree(content, sample.TreeOptions{Files: sz.imageFiles, Bytes: sz.imageContent, BinaryFraction: 0.5, Seed: 1}); err != nil {
+		return nil, err
+	}
+	img := filepath.Join(imgDir, "vm01.raw")
+	if err := sample.Ext4Image(ctx, img, sz.imageVirtual, content); err != nil {
+		return nil, err
+	}
+	os.RemoveAll(content)
+	if _, err := sample.Tree(treeDir, sample.TreeOptions{Files: sz.treeFiles, Bytes: sz.treeBytes, BinaryFraction: 0.3, Seed: 2}); err != nil {
+		return nil, err
+	}
+
+	tools := []*tool{drpipeTool(env), resticTool(env), borgTool(env)}
+	for _, t := range tools {
+		if err := t.init(ctx); err != nil {
+			return nil, fmt.Errorf("%s init: %w", t.name, err)
+		}
+	}
+
+	type stepResult struct {
+		m      *Measurement
+		stored int64
+	}
+	steps := []string{"image day 0", "image day 1 (+files)", "image day 2 (rewrites)", "file tree", "file tree again (unchanged)"}
+	results := map[string]map[string]stepResult{}
+	logical := map[string]int64{}
+	imgSize := func() int64 { fi, _ := os.Stat(img); return fi.Size() }
+	treeSize, _ := DirSize(treeDir)
+
+	runStep := func(step, label, path string, logicalBytes int64) error {
+		logical[step] = logicalBytes
+		results[step] = map[string]stepResult{}
+		for _, t := range tools {
+			DropCaches()
+			fmt.Fprintf(os.Stderr, "core: %s: %s\n", step, t.name)
+			m, err := t.backup(ctx, label, path)
+			if err != nil {
+				return fmt.Errorf("%s backup %s: %w", t.name, step, err)
+			}
+			st, _ := DirSize(t.repo)
+			results[step][t.name] = stepResult{m, st}
+		}
+		return nil
+	}
+	if err := runStep(steps[0], "day0", src, imgSize()); err != nil {
+		return nil, err
+	}
+	if err := addFilesDebugfs(ctx, env, img, sz.day1Add); err != nil {
+		return nil, err
+	}
+	if err := runStep(steps[1], "day1", src, imgSize()); err != nil {
+		return nil, err
+	}
+	changed, err := rewriteAllocated(img, sz.day2Rewrites, 256<<10)
+	if err != nil {
+		return nil, err
+	}
+	if err := runStep(steps[2], "day2", src, imgSize()); err != nil {
+		return nil, err
+	}
+	if err := runStep(steps[3], "tree1", env.Path("tree-src"), treeSize); err != nil {
+		return nil, err
+	}
+	if err := runStep(steps[4], "tree2", env.Path("tree-src"), treeSize); err != nil {
+		return nil, err
+	}
+
+	// Restores: the latest image snapshot and the file tree.
+	type restoreResult struct{ img, tree *Measurement }
+	restores := map[string]restoreResult{}
+	for _, t := range tools {
+		var rr restoreResult
+		for _, which := range []string{"day2", "tree2"} {
+			target := env.Path("restore-"+t.name+"-"+which)
+			DropCaches()
+			fmt.Fprintf(os.Stderr, "core: restore %s: %s\n", which, t.name)
+			m, err := t.restore(ctx, which, target)
+			if err != nil {
+				return nil, fmt.Errorf("%s restore %s: %w", t.name, which, err)
+			}
+			if which == "day2" {
+				rimg := filepath.Join(target, strings.TrimPrefix(img, "/"))
+				same, err := sample.SameContent(img, rimg)
+				if err != nil || !same {
+					return nil, fmt.Errorf("%s restored image differs from the source (err %v)", t.name, err)
+				}
+				rr.img = m
+			} else {
+				rr.tree = m
+			}
+			os.RemoveAll(target)
+		}
+		restores[t.name] = rr
+	}
+
+	// Tables.
+	alloc, _ := sample.AllocatedBytes(img)
+	bt := Table{
+		Caption: fmt.Sprintf("Backup: image %s virtual (%s allocated), tree %d files %s; day 2 rewrote %s in place",
+			human(imgSize()), human(alloc), sz.treeFiles, human(treeSize), human(changed)),
+		Header: []string{"step", "tool", "wall s", "MiB/s", "stored MiB", "peak RSS MiB", "drpipe speed-up"},
+	}
+	var checks []string
+	for _, step := range steps {
+		faster := time.Duration(0)
+		for _, t := range tools[1:] {
+			w := results[step][t.name].m.Wall
+			if faster == 0 || w < faster {
+				faster = w
+			}
+		}
+		for _, t := range tools {
+			r := results[step][t.name]
+			up := ""
+			if t.name == "drpipe" {
+				up = Ratio(faster.Seconds(), r.m.Wall.Seconds()) + " vs faster peer"
+			}
+			bt.Rows = append(bt.Rows, []string{step, t.name, Secs(r.m.Wall), Rate(logical[step], r.m.Wall), MiB(r.stored), MiB(r.m.MaxRSS), up})
+		}
+		d := results[step]["drpipe"]
+		checks = append(checks, fmt.Sprintf("%s: %s faster than the faster peer (target ≥ 2×): %s", step, Ratio(faster.Seconds(), d.m.Wall.Seconds()), passFail(faster.Seconds() >= 2*d.m.Wall.Seconds())))
+	}
+	last := steps[len(steps)-1]
+	minPeer := min(results[last]["restic"].stored, results[last]["borg"].stored)
+	dStored := results[last]["drpipe"].stored
+	var parity int64
+	if out, err := exec.CommandContext(ctx, env.Drpipe, "stats", "--json", "--repo", tools[0].repo, "--cache-dir", env.Path("drpipe-cache")).Output(); err == nil {
+		var st struct {
+			Parity int64 `json:"parity_bytes"`
+		}
+		json.Unmarshal(out, &st)
+		parity = st.Parity
+	}
+	checks = append(checks, fmt.Sprintf("stored after all steps: drpipe %s MiB (of which %s MiB Reed-Solomon parity, 4+2), without parity %s MiB; smaller peer %s MiB: with parity %s, without parity %s",
+		MiB(dStored), MiB(parity), MiB(dStored-parity), MiB(minPeer), passFail(dStored <= minPeer), passFail(dStored-parity <= minPeer)))
+	var maxRSS int64
+	for _, step := range steps {
+		maxRSS = max(maxRSS, results[step]["drpipe"].m.MaxRSS)
+	}
+	checks = append(checks, fmt.Sprintf("drpipe peak RSS %s MiB (bound 512 MiB): %s", MiB(maxRSS), passFail(maxRSS <= 512<<20)))
+
+	rt := Table{Caption: "Restore (latest image snapshot, then the file tree)", Header: []string{"tool", "image wall s", "image MiB/s", "tree wall s", "tree MiB/s", "peak RSS MiB", "drpipe speed-up vs restic"}}
+	for _, t := range tools {
+		r := restores[t.name]
+		up := ""
+		if t.name == "drpipe" {
+			up = fmt.Sprintf("image %s, tree %s", Ratio(restores["restic"].img.Wall.Seconds(), r.img.Wall.Seconds()), Ratio(restores["restic"].tree.Wall.Seconds(), r.tree.Wall.Seconds()))
+		}
+		rt.Rows = append(rt.Rows, []string{t.name, Secs(r.img.Wall), Rate(imgSize(), r.img.Wall), Secs(r.tree.Wall), Rate(treeSize, r.tree.Wall), MiB(max(r.img.MaxRSS, r.tree.MaxRSS)), up})
+	}
+	d, rs := restores["drpipe"], restores["restic"]
+	checks = append(checks, fmt.Sprintf("restore image %s, tree %s faster than restic (target ≥ 2×): %s",
+		Ratio(rs.img.Wall.Seconds(), d.img.Wall.Seconds()), Ratio(rs.tree.Wall.Seconds(), d.tree.Wall.Seconds()),
+		passFail(rs.img.Wall.Seconds() >= 2*d.img.Wall.Seconds() && rs.tree.Wall.Seconds() >= 2*d.tree.Wall.Seconds())))
+	ct := Table{Caption: "Targets", Header: []string{"check"}}
+	for _, c := range checks {
+		ct.Rows = append(ct.Rows, []string{c})
+	}
+	return []Table{bt, rt, ct}, nil
+}
+
+func passFail(ok bool) string {
+	if ok {
+		return "PASS"
+	}
+	return "**FAIL**"
+}
+
+func human(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+func drpipeTool(env *Env) *tool {
+	t := &tool{name: "drpipe", repo: env.Path("repo-drpipe")}
+	t.env = []string{"DRPIPE_PASSWORD=bench"}
+	cache := env.Path("drpipe-cache")
+	t.init = func(ctx context.Context) error {
+		_, err := Run(ctx, t.env, env.Drpipe, "init", "--repo", t.repo, "--cache-dir", cache)
+		return err
+	}
+	t.backup = func(ctx context.Context, label, path string) (*Measurement, error) {
+		return Run(ctx, t.env, env.Drpipe, "backup", "--json", "--repo", t.repo, "--cache-dir", cache, "--host", "bench", "--tag", label, path)
+	}
+	t.restore = func(ctx context.Context, label, target string) (*Measurement, error) {
+		out, err := Run(ctx, t.env, env.Drpipe, "snapshots", "--json", "--repo", t.repo, "--cache-dir", cache)
+		if err != nil {
+			return nil, err
+		}
+		var snaps []struct {
+			ID   string   `json:"id"`
+			Tags []string `json:"tags"`
+		}
+		if err := json.Unmarshal([]byte(out.Stdout), &snaps); err != nil {
+			return nil, err
+		}
+		id := ""
+		for _, s := range snaps {
+			if len(s.Tags) > 0 && s.Tags[0] == label {
+				id = s.ID
+			}
+		}
+		return Run(ctx, t.env, env.Drpipe, "restore", "--repo", t.repo, "--cache-dir", cache, id, "--target", target)
+	}
+	return t
+}
+
+func resticTool(env *Env) *tool {
+	t := &tool{name: "restic", repo: env.Path("repo-restic")}
+	t.env = []string{"RESTIC_PASSWORD=bench", "RESTIC_REPOSITORY=" + t.repo, "RESTIC_CACHE_DIR=" + env.Path("restic-cache")}
+	t.init = func(ctx context.Context) error {
+		_, err := Run(ctx, t.env, "restic", "init")
+		return err
+	}
+	t.backup = func(ctx context.Context, label, path string) (*Measurement, error) {
+		return Run(ctx, t.env, "restic", "backup", "-q", "--host", "bench", "--tag", label, path)
+	}
+	t.restore = func(ctx context.Context, label, target string) (*Measurement, error) {
+		return Run(ctx, t.env, "restic", "restore", "-q", "latest", "--tag", label, "--target", target)
+	}
+	return t
+}
+
+func borgTool(env *Env) *tool {
+	t := &tool{name: "borg", repo: env.Path("repo-borg")}
+	t.env = []string{"BORG_PASSPHRASE=bench", "BORG_BASE_DIR=" + env.Path("borg-base"), "BORG_RELOCATED_REPO_ACCESS_IS_OK=yes"}
+	t.init = func(ctx context.Context) error {
+		_, err := Run(ctx, t.env, "borg", "init", "-e", "repokey", t.repo)
+		return err
+	}
+	t.backup = func(ctx context.Context, label, path string) (*Measurement, error) {
+		return Run(ctx, t.env, "borg", "create", t.repo+"::"+label, path)
+	}
+	t.restore = func(ctx context.Context, label, target string) (*Measurement, error) {
+		if err := os.MkdirAll(target, 0o755); err != nil {
+			return nil, err
+		}
+		c := exec.CommandContext(ctx, "borg", "extract", t.repo+"::"+label)
+		c.Dir = target
+		c.Env = append(os.Environ(), t.env...)
+		start := time.Now()
+		out, err := c.CombinedOutput()
+		m := &Measurement{Wall: time.Since(start)}
+		if ru, ok := rusage(c); ok {
+			m.MaxRSS = ru
+		}
+		if err != nil {
+			return m, fmt.Errorf("borg extract: %w: %s", err, out)
+		}
+		return m, nil
+	}
+	return t
+}
+
+// addFilesDebugfs writes about n bytes of new files into the ext4 file
+// system inside img without mounting it (debugfs -w), like a guest adding
+// files.
+func addFilesDebugfs(ctx context.Context, env *Env, img string, n int64) error {
+	dir := env.Path("day1-files")
+	if _, err := sample.Tree(dir, sample.TreeOptions{Files: 50, Bytes: n, BinaryFraction: 0.5, Seed: 3}); err != nil {
+		return err
+	}
+	var cmds strings.Builder
+	cmds.WriteString("mkdir /day1\n")
+	i := 0
+	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || !fi.Mode().IsRegular() {
+			return err
+		}
+		fmt.Fprintf(&cmds, "write %s /day1/f%04d\n", p, i)
+		i++
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	cf := env.Path("day1.debugfs")
+	if err := os.WriteFile(cf, []byte(cmds.String()), 0o644); err != nil {
+		return err
+	}
+	out, err := exec.CommandContext(ctx, "debugfs", "-w", "-f", cf, img).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("debugfs: %w: %s", err, out)
+	}
+	return os.RemoveAll(dir)
+}
+
+// rewriteAllocated overwrites count blocks of size bytes at random
+// positions inside the image's allocated ranges (in place).
+func rewriteAllocated(img string, count, size int) (int64, error) {
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	fi, _ := f.Stat()
+	rng := rand.New(rand.NewPCG(9, 9))
+	var done int64
+	for i := 0; i < count; i++ {
+		for tries := 0; tries < 1000; tries++ {
+			off := rng.Int64N(fi.Size()-int64(size)) &^ 4095
+			data, err := dataAt(f, off)
+			if err != nil || !data {
+				continue
+			}
+			buf := sample.Binary(rng, size)
+			if _, err := f.WriteAt(buf, off); err != nil {
+				return done, err
+			}
+			done += int64(size)
+			break
+		}
+	}
+	return done, f.Sync()
+}
+
+func rusage(c *exec.Cmd) (int64, bool) {
+	if c.ProcessState == nil {
+		return 0, false
+	}
+	m := &Measurement{}
+	fillRusage(c, m)
+	return m.MaxRSS, true
 }

@@ -33,6 +33,22 @@ func encoder(p Params) (reedsolomon.Encoder, error) {
 // under ShardName(packID, i); all of them share one backing buffer. pack
 // must hold 1 to K*MaxShardSize bytes; it is not retained.
 func Encode(p Params, pack []byte) (packID id.ID, shards [][]byte, err error) {
+	return EncodeBuf(p, pack, nil)
+}
+
+// EncodedSize returns the total size of the K+M shard objects Encode
+// produces for a pack of packLen bytes (0 for invalid input).
+func EncodedSize(p Params, packLen int) int {
+	if p.Validate() != nil || packLen <= 0 {
+		return 0
+	}
+	return p.Shards() * (HeaderSize(p) + (packLen-1)/p.K + 1)
+}
+
+// EncodeBuf is Encode writing the shard objects into buf when its capacity
+// is at least EncodedSize(p, len(pack)), so a caller can reuse one buffer
+// for many packs; otherwise it allocates. The returned shards alias buf.
+func EncodeBuf(p Params, pack []byte, buf []byte) (packID id.ID, shards [][]byte, err error) {
 	if err := p.Validate(); err != nil {
 		return id.ID{}, nil, err
 	}
@@ -51,7 +67,11 @@ func Encode(p Params, pack []byte) (packID id.ID, shards [][]byte, err error) {
 		return id.ID{}, nil, fmt.Errorf("erasure: encode %s: pack of %d bytes is too large for this platform", p, l)
 	}
 
-	buf := make([]byte, n*objSize)
+	if cap(buf) >= n*objSize {
+		buf = buf[:n*objSize] // data padding is cleared below; the rest is overwritten
+	} else {
+		buf = make([]byte, n*objSize)
+	}
 	shards = make([][]byte, n)
 	payloads := make([][]byte, n)
 	for i := range shards {
@@ -64,9 +84,11 @@ func Encode(p Params, pack []byte) (packID id.ID, shards [][]byte, err error) {
 	// Copy the data shards and hash them while they are hot in the cache,
 	// then compute and hash the parity.
 	parallel(k, int64(l), func(i int) {
+		c := 0
 		if off := i * s; off < l {
-			copy(payloads[i], pack[off:min(off+s, l)])
+			c = copy(payloads[i], pack[off:min(off+s, l)])
 		}
+		clear(payloads[i][c:])
 		h.Hashes[i] = id.Hash(payloads[i])
 	})
 	if p.M > 0 {

@@ -758,3 +758,36 @@ func TestHugeClaims(t *testing.T) {
 		t.Errorf("Locate(whole huge pack) = %d spans, %v; want 128 spans", len(spans), err)
 	}
 }
+
+func TestEncodeBufReusesDirtyBuffer(t *testing.T) {
+	p := Params{K: 4, M: 2}
+	for _, n := range []int{1, 3, 4, 5, 1000, 4097} {
+		pack := make([]byte, n)
+		for i := range pack {
+			pack[i] = byte(i*7 + 1)
+		}
+		wantID, want, err := Encode(p, pack)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dirty := make([]byte, EncodedSize(p, n)+100)
+		for i := range dirty {
+			dirty[i] = 0xAA
+		}
+		gotID, got, err := EncodeBuf(p, pack, dirty)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gotID != wantID {
+			t.Fatalf("len %d: pack id %s with a dirty buffer, want %s", n, gotID.Short(), wantID.Short())
+		}
+		for i := range want {
+			if string(got[i]) != string(want[i]) {
+				t.Fatalf("len %d: shard %d differs with a reused buffer", n, i)
+			}
+			if &got[i][0] != &dirty[i*len(want[0])] {
+				t.Fatalf("len %d: shard %d does not alias the given buffer", n, i)
+			}
+		}
+	}
+}

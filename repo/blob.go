@@ -121,8 +121,24 @@ func (k *MasterKey) encodeBlob(dst, scratch, plain []byte, c Compression) (out, 
 // verifies the plaintext length and, when want is not null, that the
 // keyed hash matches.
 func (r *Repository) decodeBlob(dst, sealed []byte, rawLen int, want id.ID) ([]byte, error) {
+	return r.decodeBlobWith(dst, sealed, rawLen, want, false)
+}
+
+// decodeBlobInPlace is decodeBlob decrypting over sealed's own storage
+// (which it clobbers), saving an allocation per blob on the read path.
+func (r *Repository) decodeBlobInPlace(dst, sealed []byte, rawLen int, want id.ID) ([]byte, error) {
+	return r.decodeBlobWith(dst, sealed, rawLen, want, true)
+}
+
+func (r *Repository) decodeBlobWith(dst, sealed []byte, rawLen int, want id.ID, inPlace bool) ([]byte, error) {
 	codecs()
-	plain, err := r.key.Open(nil, sealed)
+	var plain []byte
+	var err error
+	if inPlace && len(sealed) >= sealOverhead {
+		plain, err = r.key.Open(sealed[nonceSize:nonceSize], sealed)
+	} else {
+		plain, err = r.key.Open(nil, sealed)
+	}
 	if err != nil {
 		return nil, err
 	}

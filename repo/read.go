@@ -60,9 +60,9 @@ func (r *Repository) LoadBlob(ctx context.Context, t BlobType, x id.ID, buf []by
 // readBlobAt reads one blob from one pack: ranged reads of the data
 // shards first, a full rebuild from parity if that fails.
 func (r *Repository) readBlobAt(ctx context.Context, p PackInfo, e BlobEntry, dst []byte) ([]byte, error) {
-	sealed, err := r.readPackRange(ctx, p, int64(e.Offset), int64(e.Length))
+	sealed, err := r.readPackRange(ctx, p, int64(e.Offset), int64(e.Length), nil)
 	if err == nil {
-		out, derr := r.decodeBlob(dst, sealed, int(e.RawLength), e.ID)
+		out, derr := r.decodeBlobInPlace(dst, sealed, int(e.RawLength), e.ID)
 		if derr == nil {
 			return out, nil
 		}
@@ -87,21 +87,25 @@ func (r *Repository) readBlobAt(ctx context.Context, p PackInfo, e BlobEntry, ds
 }
 
 // readPackRange reads [off, off+n) of the logical pack from its data
-// shards without verification (callers authenticate the content).
-func (r *Repository) readPackRange(ctx context.Context, p PackInfo, off, n int64) ([]byte, error) {
+// shards into buf's storage when it is large enough, without verification
+// (callers authenticate the content).
+func (r *Repository) readPackRange(ctx context.Context, p PackInfo, off, n int64, buf []byte) ([]byte, error) {
 	spans, err := p.header().Locate(off, n)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]byte, 0, n)
+	if int64(cap(buf)) < n {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
+	pos := int64(0)
 	for _, s := range spans {
-		b, err := tiers.LoadAll(ctx, r.be, p.ShardHandle(s.Shard), s.ObjOffset, s.Len)
-		if err != nil {
+		if _, err := tiers.LoadInto(ctx, r.be, p.ShardHandle(s.Shard), s.ObjOffset, s.Len, buf[pos:pos+s.Len]); err != nil {
 			return nil, err
 		}
-		out = append(out, b...)
+		pos += s.Len
 	}
-	return out, nil
+	return buf, nil
 }
 
 // BlobRef names one blob to read in LoadBlobs.
@@ -120,7 +124,7 @@ func (r *Repository) LoadBlobs(ctx context.Context, p PackInfo, entries []BlobEn
 	const maxGap = 1 << 20
 	const maxSpan = 32 << 20
 	var failed []BlobEntry
-	var buf []byte
+	var buf, rawBuf []byte
 	for i := 0; i < len(es); {
 		j := i + 1
 		start := int64(es[i].Offset)
@@ -133,7 +137,7 @@ func (r *Repository) LoadBlobs(ctx context.Context, p PackInfo, entries []BlobEn
 			end = max(end, s+int64(es[j].Length))
 			j++
 		}
-		raw, err := r.readPackRange(ctx, p, start, end-start)
+		raw, err := r.readPackRange(ctx, p, start, end-start, rawBuf)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -144,7 +148,7 @@ func (r *Repository) LoadBlobs(ctx context.Context, p PackInfo, entries []BlobEn
 		}
 		for _, e := range es[i:j] {
 			o := int64(e.Offset) - start
-			out, derr := r.decodeBlob(buf[:0], raw[o:o+int64(e.Length)], int(e.RawLength), e.ID)
+			out, derr := r.decodeBlobInPlace(buf[:0], raw[o:o+int64(e.Length)], int(e.RawLength), e.ID)
 			if derr != nil {
 				failed = append(failed, e)
 				continue
@@ -154,6 +158,7 @@ func (r *Repository) LoadBlobs(ctx context.Context, p PackInfo, entries []BlobEn
 				return err
 			}
 		}
+		rawBuf = raw
 		i = j
 	}
 	if len(failed) == 0 {

@@ -77,6 +77,9 @@ type Repository struct {
 
 	packers [3]*packer // by BlobType
 
+	packBufs  sync.Pool
+	shardBufs sync.Pool
+
 	uploadSem chan struct{}
 	uploadWG  sync.WaitGroup
 	errMu     sync.Mutex

@@ -20,7 +20,10 @@ type packer struct {
 	entries []BlobEntry
 }
 
-var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
+var (
+	scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
+	sealPool    = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
+)
 
 // SaveBlob stores plain as a blob of type t unless a blob with the same id
 // is already stored or being stored. x is the blob's id if the caller
@@ -51,9 +54,11 @@ func (r *Repository) SaveBlob(ctx context.Context, t BlobType, plain []byte, x i
 	r.idxMu.Unlock()
 
 	sp := scratchPool.Get().(*[]byte)
-	sealed, scratch := r.key.encodeBlob(nil, *sp, plain, r.comp)
+	sb := sealPool.Get().(*[]byte)
+	sealed, scratch := r.key.encodeBlob((*sb)[:0], *sp, plain, r.comp)
 	*sp = scratch
 	scratchPool.Put(sp)
+	defer func() { *sb = sealed[:0]; sealPool.Put(sb) }()
 
 	r.statsMu.Lock()
 	r.stats.Blobs++
@@ -63,7 +68,7 @@ func (r *Repository) SaveBlob(ctx context.Context, t BlobType, plain []byte, x i
 	p := r.packers[t]
 	p.mu.Lock()
 	if p.buf == nil {
-		p.buf = make([]byte, 0, r.cfg.PackSize+r.cfg.PackSize/8)
+		p.buf = r.getPackBuf()
 	}
 	p.entries = append(p.entries, BlobEntry{Type: t, ID: x, Offset: uint32(len(p.buf)), Length: uint32(len(sealed)), RawLength: uint32(len(plain))})
 	p.buf = append(p.buf, sealed...)
@@ -120,7 +125,10 @@ func (r *Repository) startPack(ctx context.Context, buf []byte, entries []BlobEn
 }
 
 func (r *Repository) uploadPack(ctx context.Context, pack []byte, entries []BlobEntry) error {
-	packID, shards, err := erasure.Encode(r.cfg.EC, pack)
+	defer r.putPackBuf(pack)
+	sbuf := r.getShardBuf(len(pack))
+	defer r.putShardBuf(sbuf)
+	packID, shards, err := erasure.EncodeBuf(r.cfg.EC, pack, sbuf)
 	if err != nil {
 		return fmt.Errorf("erasure-code pack: %w", err)
 	}
@@ -225,4 +233,30 @@ func (r *Repository) Flush(ctx context.Context) error {
 		return err
 	}
 	return r.writePendingIndex(ctx)
+}
+
+// Pack and shard buffers are recycled: a backup allocates a handful of
+// them instead of one per pack, which keeps the heap (and RSS) flat.
+func (r *Repository) getPackBuf() []byte {
+	if b, ok := r.packBufs.Get().(*[]byte); ok {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, r.cfg.PackSize+r.cfg.PackSize/8)
+}
+
+func (r *Repository) putPackBuf(b []byte) {
+	if cap(b) >= r.cfg.PackSize && cap(b) <= 2*r.cfg.PackSize {
+		r.packBufs.Put(&b)
+	}
+}
+
+func (r *Repository) getShardBuf(packLen int) []byte {
+	if b, ok := r.shardBufs.Get().(*[]byte); ok && cap(*b) >= erasure.EncodedSize(r.cfg.EC, packLen) {
+		return *b
+	}
+	return make([]byte, 0, erasure.EncodedSize(r.cfg.EC, max(packLen, r.cfg.PackSize+r.cfg.PackSize/8)))
+}
+
+func (r *Repository) putShardBuf(b []byte) {
+	r.shardBufs.Put(&b)
 }

@@ -182,19 +182,44 @@ type Retainer interface {
 
 // LoadAll reads length bytes of h at offset (0 = to the end) into memory.
 func LoadAll(ctx context.Context, be Backend, h Handle, offset, length int64) ([]byte, error) {
-	var buf []byte
+	return LoadInto(ctx, be, h, offset, length, nil)
+}
+
+// LoadInto is LoadAll reading into buf's storage when length > 0 and
+// cap(buf) >= length (so callers can reuse buffers); it returns the bytes
+// read, which alias buf in that case.
+func LoadInto(ctx context.Context, be Backend, h Handle, offset, length int64, buf []byte) ([]byte, error) {
+	var out []byte
 	err := be.Load(ctx, h, offset, length, func(rd io.Reader) error {
+		if length > 0 {
+			b := buf
+			if int64(cap(b)) < length {
+				b = make([]byte, length)
+			}
+			b = b[:length]
+			n, err := io.ReadFull(rd, b)
+			if err == io.ErrUnexpectedEOF || err == io.EOF {
+				return fmt.Errorf("%w: got %d bytes, want %d", ErrShortRead, n, length)
+			}
+			if err != nil {
+				return err
+			}
+			// The contract says exactly length bytes; more is a backend bug.
+			var one [1]byte
+			if m, _ := rd.Read(one[:]); m > 0 {
+				return fmt.Errorf("%w: backend returned more than the %d bytes asked for", ErrShortRead, length)
+			}
+			out = b
+			return nil
+		}
 		b, err := io.ReadAll(rd)
 		if err != nil {
 			return err
 		}
-		if length > 0 && int64(len(b)) != length {
-			return fmt.Errorf("%w: got %d bytes, want %d", ErrShortRead, len(b), length)
-		}
-		buf = b
+		out = b
 		return nil
 	})
-	return buf, err
+	return out, err
 }
 
 // PutBytes stores b under h.

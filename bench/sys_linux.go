@@ -1,0 +1,24 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// dataAt reports whether offset off of f lies in an allocated range.
+func dataAt(f *os.File, off int64) (bool, error) {
+	d, err := unix.Seek(int(f.Fd()), off, unix.SEEK_DATA)
+	if err != nil {
+		return false, nil
+	}
+	return d == off, nil
+}
+
+func fillRusage(c *exec.Cmd, m *Measurement) {
+	if ru, ok := c.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		m.MaxRSS = ru.Maxrss * 1024
+	}
+}
