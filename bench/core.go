@@ -147,7 +147,7 @@ func runCore(ctx context.Context, env *Env) ([]Table, error) {
 	for _, t := range tools {
 		var rr restoreResult
 		for _, which := range []string{"day2", "tree2"} {
-			target := env.Path("restore-"+t.name+"-"+which)
+			target := env.Path("restore-" + t.name + "-" + which)
 			DropCaches()
 			fmt.Fprintf(os.Stderr, "core: restore %s: %s\n", which, t.name)
 			m, err := t.restore(ctx, which, target)
@@ -200,11 +200,11 @@ func runCore(ctx context.Context, env *Env) ([]Table, error) {
 	minPeer := min(results[last]["restic"].stored, results[last]["borg"].stored)
 	dStored := results[last]["drpipe"].stored
 	var parity int64
-	if out, err := exec.CommandContext(ctx, env.Drpipe, "stats", "--json", "--repo", tools[0].repo, "--cache-dir", env.Path("drpipe-cache")).Output(); err == nil {
+	if m, err := Run(ctx, tools[0].env, env.Drpipe, "stats", "--json", "--repo", tools[0].repo, "--cache-dir", env.Path("drpipe-cache")); err == nil {
 		var st struct {
 			Parity int64 `json:"parity_bytes"`
 		}
-		json.Unmarshal(out, &st)
+		json.Unmarshal([]byte(m.Stdout), &st)
 		parity = st.Parity
 	}
 	checks = append(checks, fmt.Sprintf("stored after all steps: drpipe %s MiB (of which %s MiB Reed-Solomon parity, 4+2), without parity %s MiB; smaller peer %s MiB: with parity %s, without parity %s",
