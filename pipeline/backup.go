@@ -658,7 +658,7 @@ func (b *backup) backupStdin() (id.ID, error) {
 		return id.ID{}, err
 	}
 	now := b.r.Now()
-	n := &repo.Node{Name: b.o.StdinName, Type: repo.NodeFile, Mode: 0o644, ModTime: now, AccessTime: now, ChangeTime: now,
+	n := &repo.Node{Name: b.o.StdinName, Type: repo.NodeFile, Mode: 0o644, ModTime: now, ChangeTime: now,
 		UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
 	var ext []repo.Extent
 	err = ch.ChunkStream(b.ctx, b.o.Stdin, func(e chunking.Extent) error {
@@ -705,7 +705,9 @@ func prefetch(f *os.File, seg chunking.Segment) {
 	}
 }
 
-// nodeFromInfo fills a node's metadata from Lstat information.
+// nodeFromInfo fills a node's metadata from Lstat information. The access
+// time is not recorded: reading a file for the backup changes it, which
+// would make every tree new on the next run (restore sets atime = mtime).
 func nodeFromInfo(name string, fi fs.FileInfo) *repo.Node {
 	n := &repo.Node{Name: name, Mode: fi.Mode(), ModTime: fi.ModTime()}
 	switch m := fi.Mode(); {
@@ -731,7 +733,6 @@ func nodeFromInfo(name string, fi fs.FileInfo) *repo.Node {
 		n.DeviceID = uint64(st.Dev)
 		n.Links = uint64(st.Nlink)
 		n.Rdev = uint64(st.Rdev)
-		n.AccessTime = time.Unix(st.Atim.Sec, st.Atim.Nsec)
 		n.ChangeTime = time.Unix(st.Ctim.Sec, st.Ctim.Nsec)
 	}
 	return n

@@ -1,0 +1,275 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/drpipe/drpipe/erasure"
+	"github.com/drpipe/drpipe/internal/sample"
+	"github.com/drpipe/drpipe/repo"
+	"github.com/drpipe/drpipe/tiers"
+)
+
+var fastKDF = &repo.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}
+
+func newRepo(t *testing.T) (*repo.Repository, tiers.Backend) {
+	t.Helper()
+	be, err := tiers.NewLocal(filepath.Join(t.TempDir(), "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.Init(context.Background(), be, repo.InitOptions{EC: erasure.Params{K: 3, M: 2}, PackSize: 1 << 20},
+		repo.Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: fastKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r, be
+}
+
+// makeSource writes a small tree with a sparse file, zero runs, symlinks,
+// a fifo and varied modes.
+func makeSource(t *testing.T) string {
+	t.Helper()
+	src := filepath.Join(t.TempDir(), "src")
+	if _, err := sample.Tree(src, sample.TreeOptions{Files: 150, Bytes: 6 << 20, Seed: 1}); err != nil {
+		t.Fatal(err)
+	}
+	sp := filepath.Join(src, "sparse.img")
+	f, err := os.Create(sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(200 << 20)
+	rng := rand.New(rand.NewPCG(1, 1))
+	for _, off := range []int64{0, 33 << 20, 100<<20 + 12345, 199 << 20} {
+		f.WriteAt(sample.Binary(rng, 700<<10), off)
+	}
+	f.WriteAt(make([]byte, 3<<20), 50<<20) // written zeros
+	f.Close()
+	os.Symlink("sparse.img", filepath.Join(src, "link"))
+	os.Mkdir(filepath.Join(src, "empty"), 0o711)
+	os.WriteFile(filepath.Join(src, "empty-file"), nil, 0o640)
+	return src
+}
+
+func compare(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.WalkDir(src, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		q := filepath.Join(dst, rel)
+		a, _ := os.Lstat(p)
+		b, err := os.Lstat(q)
+		if err != nil {
+			return fmt.Errorf("missing %s", rel)
+		}
+		if a.Mode() != b.Mode() || (!a.IsDir() && !a.ModTime().Equal(b.ModTime())) {
+			return fmt.Errorf("%s: mode/mtime %v %v, restored %v %v", rel, a.Mode(), a.ModTime(), b.Mode(), b.ModTime())
+		}
+		if a.Mode().IsRegular() {
+			same, err := sample.SameContent(p, q)
+			if err != nil || !same {
+				return fmt.Errorf("%s: content differs (%v)", rel, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBackupRestoreRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	r, _ := newRepo(t)
+	src := makeSource(t)
+	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Summary.BytesRead > 20<<20 {
+		t.Errorf("read %d bytes of a source with ~9 MiB allocated: holes were read", res.Summary.BytesRead)
+	}
+	dst := filepath.Join(t.TempDir(), "dst")
+	rr, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst})
+	if err != nil {
+		t.Fatal(err)
+	}
+	compare(t, src, filepath.Join(dst, src))
+	if rr.BytesWritten > 12<<20 {
+		t.Errorf("restore wrote %d bytes: zero extents were written", rr.BytesWritten)
+	}
+	alloc, _ := sample.AllocatedBytes(filepath.Join(dst, src, "sparse.img"))
+	if alloc > 8<<20 {
+		t.Errorf("restored sparse.img allocates %d bytes, want about 2.8 MiB", alloc)
+	}
+
+	// Unchanged second backup reads nothing and stores only metadata.
+	res2, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res2.Summary.BytesRead != 0 || res2.Summary.BlobsNew > 2 {
+		t.Errorf("unchanged backup read %d bytes and stored %d blobs, want 0 and <= 2", res2.Summary.BytesRead, res2.Summary.BlobsNew)
+	}
+	if res2.Snapshot.Parent == nil || *res2.Snapshot.Parent != res.Snapshot.ID() {
+		t.Errorf("parent = %v, want %s", res2.Snapshot.Parent, res.Snapshot.ID().Short())
+	}
+
+	// --path restores a subset.
+	one := filepath.Join(t.TempDir(), "one")
+	if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: one, Include: []string{filepath.Join(src, "sparse.img")}}); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(filepath.Join(one, src))
+	if len(ents) != 1 || ents[0].Name() != "sparse.img" {
+		t.Errorf("include restored %v, want only sparse.img", ents)
+	}
+}
+
+func TestStdinMatchesFile(t *testing.T) {
+	ctx := context.Background()
+	r, _ := newRepo(t)
+	rng := rand.New(rand.NewPCG(2, 2))
+	data := append(sample.Text(rng, 5<<20), make([]byte, 1<<20)...)
+	data = append(data, sample.Binary(rng, 3<<20)...)
+	res, err := Backup(ctx, r, BackupOptions{Host: "db", Stdin: bytes.NewReader(data), StdinName: "dump.sql"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same bytes as a file dedupe completely against the stream.
+	r.LoadIndex(ctx)
+	before, err := r.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(t.TempDir(), "dump.sql")
+	os.WriteFile(f, data, 0o600)
+	if _, err := Backup(ctx, r, BackupOptions{Host: "db", Paths: []string{f}}); err != nil {
+		t.Fatal(err)
+	}
+	r.LoadIndex(ctx)
+	after, err := r.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Chunks != before.Chunks {
+		t.Errorf("file with the stream's bytes added %d data chunks, want 0", after.Chunks-before.Chunks)
+	}
+	dst := t.TempDir()
+	if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(filepath.Join(dst, "dump.sql"))
+	if !bytes.Equal(got, data) {
+		t.Errorf("restored stream: %d bytes, want %d identical", len(got), len(data))
+	}
+	if _, err := Backup(ctx, r, BackupOptions{Host: "db", Stdin: bytes.NewReader(nil), StdinName: "../x"}); err == nil {
+		t.Error("stdin name with a slash accepted")
+	}
+}
+
+// TestConcurrentWriters backs up from several goroutines into one
+// repository at once (lock-free writers) and restores every snapshot.
+func TestConcurrentWriters(t *testing.T) {
+	ctx := context.Background()
+	r, be := newRepo(t)
+	var srcs []string
+	for i := 0; i < 4; i++ {
+		s := filepath.Join(t.TempDir(), fmt.Sprintf("host%d", i))
+		if _, err := sample.Tree(s, sample.TreeOptions{Files: 40, Bytes: 3 << 20, Seed: uint64(i % 2)}); err != nil {
+			t.Fatal(err)
+		}
+		srcs = append(srcs, s)
+	}
+	// Separate Repository values on one backend, like separate processes.
+	var wg sync.WaitGroup
+	snaps := make([]*repo.Snapshot, len(srcs))
+	errs := make([]error, len(srcs))
+	for i, s := range srcs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ri, err := repo.Open(ctx, be, repo.Options{Password: []byte("pw"), CacheDir: t.TempDir()})
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer ri.Close()
+			res, err := Backup(ctx, ri, BackupOptions{Host: fmt.Sprintf("h%d", i), Paths: []string{s}})
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			snaps[i] = res.Snapshot
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := r.Check(ctx, repo.CheckOptions{ReadData: true}); err != nil {
+		t.Fatalf("check after concurrent backups: %v %+v", err, rep.Errors)
+	}
+	for i, sn := range snaps {
+		dst := t.TempDir()
+		if _, err := Restore(ctx, r, sn, RestoreOptions{Target: dst}); err != nil {
+			t.Fatal(err)
+		}
+		compare(t, srcs[i], filepath.Join(dst, srcs[i]))
+	}
+}
+
+// TestRestoreReportsLostData removes too many shards of one pack.
+func TestRestoreReportsLostData(t *testing.T) {
+	ctx := context.Background()
+	r, be := newRepo(t)
+	src := makeSource(t)
+	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var victim repo.PackInfo
+	r.EachPack(func(p repo.PackInfo) error { victim = p; return nil })
+	for i := 0; i < 3; i++ { // K=3, M=2: three gone is one too many
+		be.Remove(ctx, victim.ShardHandle(i))
+	}
+	rr, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: t.TempDir()})
+	if !errors.Is(err, ErrRestoreIncomplete) || rr == nil || len(rr.Failed) == 0 {
+		t.Fatalf("restore with a lost pack: err %v, result %+v", err, rr)
+	}
+	for _, f := range rr.Failed {
+		if !strings.Contains(f.Err.Error(), victim.ID.Short()) {
+			t.Errorf("failure for %s does not name pack %s: %v", f.Path, victim.ID.Short(), f.Err)
+		}
+	}
+}
+
+func TestBackupRejectsBadInput(t *testing.T) {
+	ctx := context.Background()
+	r, _ := newRepo(t)
+	if _, err := Backup(ctx, r, BackupOptions{Host: "h"}); err == nil {
+		t.Error("backup of nothing succeeded")
+	}
+	if _, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{"/does/not/exist"}}); err == nil {
+		t.Error("backup of a missing path succeeded")
+	}
+	if _, err := Restore(ctx, r, &repo.Snapshot{}, RestoreOptions{}); err == nil {
+		t.Error("restore without target succeeded")
+	}
+}
