@@ -380,9 +380,7 @@ func TestCheckAndRepairInProcess(t *testing.T) {
 	if rep, err := r.Check(ctx, CheckOptions{ReadData: true}); err != nil {
 		t.Fatalf("healthy repository: %v %+v", err, rep)
 	}
-	var packs []PackInfo
-	r.EachPack(func(p PackInfo) error { packs = append(packs, p); return nil })
-	victim := packs[0]
+	victim := r.Lookup(ext[0].ID)[0].Pack // a data pack
 	be.Remove(ctx, victim.ShardHandle(1))
 	rep, err := r.Check(ctx, CheckOptions{})
 	if !errors.Is(err, ErrCheckFailed) || len(rep.Damaged) != 1 || rep.Damaged[0].Pack != victim.ID || !rep.Damaged[0].Repairable {
