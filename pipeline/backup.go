@@ -125,6 +125,17 @@ func Backup(ctx context.Context, r *repo.Repository, o BackupOptions) (*BackupRe
 	if o.Stdin != nil {
 		paths = []string{"/" + o.StdinName}
 	}
+	// Announce this writer before reading the index and prune tombstones,
+	// so a concurrent prune either sees the session or this backup sees
+	// its tombstone (see repo.Prune).
+	sess, err := r.BeginSession(ctx, o.Host)
+	if err != nil {
+		return nil, err
+	}
+	defer sess.End(context.WithoutCancel(ctx))
+	if err := r.LoadIndex(ctx); err != nil {
+		return nil, err
+	}
 	b := &backup{r: r, o: o, ck: chunking.DefaultConfig(r.ChunkerPolynomial()), progress: o.Progress}
 	b.ctx, b.cancel = context.WithCancelCause(ctx)
 	defer b.cancel(nil)

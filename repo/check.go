@@ -233,6 +233,9 @@ func (r *Repository) scanPacks(ctx context.Context, rep *CheckReport) (map[id.ID
 	blobs := map[id.ID]struct{}{}
 	for _, x := range ixIDs {
 		f, err := r.LoadIndexFile(ctx, x)
+		if errors.Is(err, tiers.ErrNotFound) {
+			continue // superseded and removed by a concurrent prune
+		}
 		if err != nil {
 			rep.Errors = append(rep.Errors, fmt.Sprintf("index %s unreadable: %v (run drpipe repair)", x.Short(), err))
 			continue

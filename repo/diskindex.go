@@ -205,6 +205,23 @@ func (d *diskIndex) lookup(x id.ID, fn func(PackInfo, BlobEntry) bool) {
 	}
 }
 
+// lookupRange returns the record positions [lo, hi) holding blob x.
+func (d *diskIndex) lookupRange(x id.ID) (uint64, uint64) {
+	if d == nil || d.nBlobs == 0 {
+		return 0, 0
+	}
+	b := int(x[0])<<8 | int(x[1])
+	lo, hi := d.fanout(b-1), d.fanout(b)
+	first := lo + uint64(sort.Search(int(hi-lo), func(k int) bool {
+		return bytes.Compare(d.blob(lo + uint64(k))[:32], x[:]) >= 0
+	}))
+	end := first
+	for end < hi && bytes.Equal(d.blob(end)[:32], x[:]) {
+		end++
+	}
+	return first, end
+}
+
 // eachPack calls fn for every pack record (duplicates possible).
 func (d *diskIndex) eachPack(fn func(no uint32, p PackInfo) error) error {
 	if d == nil {
@@ -233,7 +250,8 @@ func (d *diskIndex) eachBlob(fn func(p PackInfo, e BlobEntry) error) error {
 }
 
 // buildDiskIndex writes a new cache file at path containing the index
-// objects in want. When old covers a subset of want, its records are
+// objects in want. load returning (nil, nil) means the object vanished; it
+// is left out of the cache (the caller lists again). When old covers a subset of want, its records are
 // merged with only the new index objects; otherwise everything is read
 // again. Memory stays bounded by one sort run (runMaxRecords) regardless
 // of repository size.
@@ -314,6 +332,7 @@ func buildDiskIndex(ctx context.Context, path string, old *diskIndex, want []id.
 		run = run[:0]
 		return f.Close()
 	}
+	skipped := map[id.ID]bool{}
 	for _, ixID := range todo {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -321,6 +340,10 @@ func buildDiskIndex(ctx context.Context, path string, old *diskIndex, want []id.
 		ix, err := load(ctx, ixID)
 		if err != nil {
 			return fmt.Errorf("index %s: %w", ixID.Short(), err)
+		}
+		if ix == nil {
+			skipped[ixID] = true // vanished: superseded by a concurrent prune
+			continue
 		}
 		for _, p := range ix.Packs {
 			no := basePacks + nNewPacks
@@ -345,6 +368,16 @@ func buildDiskIndex(ctx context.Context, path string, old *diskIndex, want []id.
 	}
 	if err := packsW.Flush(); err != nil {
 		return err
+	}
+
+	if len(skipped) > 0 {
+		kept := want[:0:0]
+		for _, w := range want {
+			if !skipped[w] {
+				kept = append(kept, w)
+			}
+		}
+		want = kept
 	}
 
 	// Pass 2: write the new cache file.

@@ -81,7 +81,7 @@ func (r *Repository) Repair(ctx context.Context, o CheckOptions) (*RepairReport,
 		if perr != nil {
 			return nil
 		}
-		if _, lerr := r.LoadIndexFile(ctx, x); lerr != nil && ctx.Err() == nil {
+		if _, lerr := r.LoadIndexFile(ctx, x); lerr != nil && ctx.Err() == nil && !errors.Is(lerr, tiers.ErrNotFound) {
 			badIndexes = append(badIndexes, x)
 		}
 		return nil

@@ -69,6 +69,7 @@ type Repository struct {
 
 	idxMu      sync.RWMutex
 	disk       *diskIndex
+	condemned  map[id.ID]bool // packs listed in prune tombstones
 	pending    map[id.ID]pendingBlob
 	unindexed  []IndexPack
 	lastIndex  time.Time
@@ -309,10 +310,25 @@ func (r *Repository) Close() error {
 }
 
 // LoadIndex (re)reads the repository's index objects into the local cache.
-// Blobs written by this session stay known.
+// Blobs written by this session stay known. An index object that vanishes
+// while being read (a concurrent prune superseded it) makes it list again.
 func (r *Repository) LoadIndex(ctx context.Context) error {
+	var err error
+	for attempt := 0; attempt < 10; attempt++ {
+		var complete bool
+		complete, err = r.loadIndexOnce(ctx)
+		if err != nil || complete {
+			return err
+		}
+	}
+	return err
+}
+
+// loadIndexOnce lists and loads the index objects; complete is false when
+// some vanished while being read, so the caller lists again.
+func (r *Repository) loadIndexOnce(ctx context.Context) (complete bool, err error) {
 	var ids []id.ID
-	err := r.be.List(ctx, tiers.TypeIndex, func(oi tiers.ObjectInfo) error {
+	err = r.be.List(ctx, tiers.TypeIndex, func(oi tiers.ObjectInfo) error {
 		x, err := id.Parse(oi.Handle.Name)
 		if err != nil {
 			return nil // not ours; check reports it
@@ -321,8 +337,12 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("list index objects in %s: %w", r.be.Location(), err)
+		return false, fmt.Errorf("list index objects in %s: %w", r.be.Location(), err)
 	}
+	cond := r.loadCondemned(ctx)
+	r.idxMu.Lock()
+	r.condemned = cond
+	r.idxMu.Unlock()
 	path := filepath.Join(r.cacheDir, "index.db")
 	cur, _ := openDiskIndex(path)
 	if cur != nil && len(cur.indexFiles) == len(ids) {
@@ -335,26 +355,47 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 		}
 		if same {
 			r.swapDisk(cur)
-			return nil
+			return true, nil
 		}
 	}
-	err = buildDiskIndex(ctx, path, cur, ids, r.LoadIndexFile)
+	vanished := false
+	load := func(ctx context.Context, x id.ID) (*IndexFile, error) {
+		f, err := r.LoadIndexFile(ctx, x)
+		if errors.Is(err, tiers.ErrNotFound) {
+			vanished = true
+			return nil, nil
+		}
+		return f, err
+	}
+	err = buildDiskIndex(ctx, path, cur, ids, load)
 	cur.close()
 	if err != nil {
-		return fmt.Errorf("build index cache in %s: %w", r.cacheDir, err)
+		return false, fmt.Errorf("build index cache in %s: %w", r.cacheDir, err)
 	}
 	d, err := openDiskIndex(path)
 	if err != nil {
-		return fmt.Errorf("open index cache: %w", err)
+		return false, fmt.Errorf("open index cache: %w", err)
 	}
 	r.swapDisk(d)
-	return nil
+	return !vanished, nil
 }
 
 func (r *Repository) swapDisk(d *diskIndex) {
 	r.idxMu.Lock()
 	old := r.disk
 	r.disk = d
+	// Blobs of this session that the new cache holds no longer need the
+	// overlay (and must not outlive a prune that removed their pack).
+	unindexed := map[id.ID]bool{}
+	for _, p := range r.unindexed {
+		unindexed[p.ID] = true
+	}
+	for x, pb := range r.pending {
+		if pb.pack == nil || unindexed[pb.pack.ID] {
+			continue
+		}
+		delete(r.pending, x)
+	}
 	r.idxMu.Unlock()
 	old.close()
 }
@@ -434,11 +475,18 @@ func (r *Repository) Lookup(x id.ID) []BlobLocation {
 	if pb, ok := r.pending[x]; ok && pb.pack != nil {
 		out = append(out, BlobLocation{Pack: *pb.pack, Entry: pb.entry})
 	}
+	var doomed []BlobLocation
 	r.disk.lookup(x, func(p PackInfo, e BlobEntry) bool {
-		out = append(out, BlobLocation{Pack: p, Entry: e})
+		if r.condemned[p.ID] {
+			doomed = append(doomed, BlobLocation{Pack: p, Entry: e})
+		} else {
+			out = append(out, BlobLocation{Pack: p, Entry: e})
+		}
 		return true
 	})
-	return out
+	// Copies in packs condemned by prune are still readable until swept;
+	// they come last.
+	return append(out, doomed...)
 }
 
 // Has reports whether blob x is stored or being stored by this session.
@@ -449,11 +497,16 @@ func (r *Repository) Has(x id.ID) bool {
 }
 
 func (r *Repository) hasLocked(x id.ID) bool {
-	if _, ok := r.pending[x]; ok {
+	if pb, ok := r.pending[x]; ok && (pb.pack == nil || !r.condemned[pb.pack.ID]) {
 		return true
 	}
+	// A copy in a pack condemned by prune does not count: deduplicating
+	// against it would let the sweep remove data a new snapshot needs.
 	found := false
-	r.disk.lookup(x, func(PackInfo, BlobEntry) bool { found = true; return false })
+	r.disk.lookup(x, func(p PackInfo, _ BlobEntry) bool {
+		found = !r.condemned[p.ID]
+		return !found
+	})
 	return found
 }
 

@@ -188,3 +188,14 @@ func (r *Repository) FindSnapshot(ctx context.Context, ref, host string) (*Snaps
 	}
 	return nil, fmt.Errorf("snapshot prefix %q is ambiguous: it matches %d snapshots; give more digits", ref, len(match))
 }
+
+// ForgetSnapshot removes a snapshot object. Its data stays until prune
+// finds it unreferenced. A snapshot under retention (object lock) returns
+// an error wrapping tiers.ErrLocked.
+func (r *Repository) ForgetSnapshot(ctx context.Context, x id.ID) error {
+	h := tiers.Handle{Type: tiers.TypeSnapshot, Name: x.String()}
+	if err := r.be.Remove(ctx, h); err != nil {
+		return fmt.Errorf("forget snapshot %s in %s: %w", x.Short(), r.be.Location(), err)
+	}
+	return nil
+}

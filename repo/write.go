@@ -52,6 +52,26 @@ func (r *Repository) SaveBlob(ctx context.Context, t BlobType, plain []byte, x i
 	}
 	r.pending[x] = pendingBlob{entry: BlobEntry{Type: t, ID: x, RawLength: uint32(len(plain))}}
 	r.idxMu.Unlock()
+	return x, true, r.addBlob(ctx, t, plain, x)
+}
+
+// saveBlobCopy stores another copy of an existing blob (repacking).
+func (r *Repository) saveBlobCopy(ctx context.Context, t BlobType, plain []byte, x id.ID) error {
+	if err := r.firstUploadErr(); err != nil {
+		return err
+	}
+	r.idxMu.Lock()
+	if pb, ok := r.pending[x]; ok && (pb.pack == nil || !r.condemned[pb.pack.ID]) {
+		r.idxMu.Unlock()
+		return nil // already copied in this session
+	}
+	r.pending[x] = pendingBlob{entry: BlobEntry{Type: t, ID: x, RawLength: uint32(len(plain))}}
+	r.idxMu.Unlock()
+	return r.addBlob(ctx, t, plain, x)
+}
+
+// addBlob compresses, seals and packs one blob.
+func (r *Repository) addBlob(ctx context.Context, t BlobType, plain []byte, x id.ID) error {
 
 	sp := scratchPool.Get().(*[]byte)
 	sb := sealPool.Get().(*[]byte)
@@ -80,11 +100,9 @@ func (r *Repository) SaveBlob(ctx context.Context, t BlobType, plain []byte, x i
 	}
 	p.mu.Unlock()
 	if full != nil {
-		if err := r.startPack(ctx, full, entries); err != nil {
-			return x, true, err
-		}
+		return r.startPack(ctx, full, entries)
 	}
-	return x, true, nil
+	return nil
 }
 
 func (r *Repository) firstUploadErr() error {

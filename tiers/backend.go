@@ -33,11 +33,17 @@ const (
 	TypeIndex     Type = "index"      // encrypted index files
 	TypeSnapshot  Type = "snapshots"  // encrypted snapshot records
 	TypeTombstone Type = "tombstones" // prune phase-one records (two-phase removal)
+	TypeSession   Type = "sessions"   // running writers' heartbeats; never copied to other tiers
 )
 
-// AllTypes lists every object class in the order a copy should transfer them
-// so that data precedes the metadata that references it.
-var AllTypes = []Type{TypeConfig, TypeKey, TypeData, TypeIndex, TypeSnapshot, TypeTombstone}
+// AllTypes lists every object class, data before the metadata that
+// references it.
+var AllTypes = []Type{TypeConfig, TypeKey, TypeData, TypeIndex, TypeSnapshot, TypeTombstone, TypeSession}
+
+// CopyTypes lists the object classes that make up a repository's content
+// and are copied between tiers, data before the metadata that references
+// it. Sessions are local to a tier and are not copied.
+var CopyTypes = []Type{TypeConfig, TypeKey, TypeData, TypeIndex, TypeSnapshot, TypeTombstone}
 
 // Valid reports whether t is one of the known object classes.
 func (t Type) Valid() bool {

@@ -36,6 +36,7 @@ const (
 //	<root>/index/<name>
 //	<root>/snapshots/<name>
 //	<root>/tombstones/<name>
+//	<root>/sessions/<name>
 //	<root>/data/<first two bytes of name>/<name>   (one-byte names: data/<name>/<name>)
 //
 // Put writes a temporary file whose name starts with "." in the object's

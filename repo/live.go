@@ -1,0 +1,209 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/drpipe/drpipe/tiers"
+
+	"github.com/drpipe/drpipe/internal/id"
+)
+
+// liveSet marks which index records are referenced by snapshots: one bit
+// per record of the memory-mapped index cache and one per pack record, so
+// its memory is 1 bit per chunk (12.5 MB for 10^8 chunks), not a hash set.
+type liveSet struct {
+	d         *diskIndex
+	condemned map[id.ID]bool // copies in these packs are used only if no other copy exists
+	blobs     []uint64
+	packs     []uint64
+	packByID  map[id.ID][]uint32 // only for dead-pack bookkeeping
+}
+
+func newLiveSet(d *diskIndex) *liveSet {
+	return &liveSet{d: d, blobs: make([]uint64, (d.nBlobs+63)/64), packs: make([]uint64, (d.nPacks+63)/64)}
+}
+
+func setBit(b []uint64, i uint64)      { b[i/64] |= 1 << (i % 64) }
+func getBit(b []uint64, i uint64) bool { return b[i/64]&(1<<(i%64)) != 0 }
+
+// mark records blob x as used; it returns false when x is not indexed.
+// When x has copies outside condemned packs, only those count, so a blob
+// that a newer backup stored again does not keep its condemned pack alive.
+func (l *liveSet) mark(x id.ID) bool {
+	lo, hi := l.d.lookupRange(x)
+	healthy := false
+	for i := lo; i < hi; i++ {
+		if !l.condemned[l.d.pack(l.d.blob(i).packNo()).ID] {
+			healthy = true
+			break
+		}
+	}
+	for i := lo; i < hi; i++ {
+		pn := l.d.blob(i).packNo()
+		if healthy && l.condemned[l.d.pack(pn).ID] {
+			continue
+		}
+		setBit(l.blobs, i)
+		setBit(l.packs, uint64(pn))
+	}
+	return hi > lo
+}
+
+// deadPacks returns the ids of packs none of whose records is used.
+func (l *liveSet) deadPacks() []id.ID {
+	dead := map[id.ID]bool{}
+	for n := uint64(0); n < l.d.nPacks; n++ {
+		if !getBit(l.packs, n) {
+			dead[l.d.pack(uint32(n)).ID] = true
+		}
+	}
+	// A pack listed twice (two index objects) is used if any listing is.
+	for n := uint64(0); n < l.d.nPacks; n++ {
+		if getBit(l.packs, n) {
+			delete(dead, l.d.pack(uint32(n)).ID)
+		}
+	}
+	out := make([]id.ID, 0, len(dead))
+	for p := range dead {
+		out = append(out, p)
+	}
+	return out
+}
+
+// packLive reports whether pack p holds a used blob.
+func (l *liveSet) packLive(p id.ID) bool {
+	if l.packByID == nil {
+		l.packByID = map[id.ID][]uint32{}
+		for n := uint64(0); n < l.d.nPacks; n++ {
+			pid := l.d.pack(uint32(n)).ID
+			l.packByID[pid] = append(l.packByID[pid], uint32(n))
+		}
+	}
+	for _, n := range l.packByID[p] {
+		if getBit(l.packs, uint64(n)) {
+			return true
+		}
+	}
+	return false
+}
+
+// liveSet walks every snapshot and marks the blobs it references. Any
+// unreadable snapshot or tree, or a referenced blob missing from the index,
+// makes it fail with ErrPruneUnsafe: without full knowledge nothing may be
+// removed.
+func (r *Repository) liveSet(ctx context.Context, rep *PruneReport, condemned map[id.ID]bool, sids []id.ID) (*liveSet, error) {
+	r.idxMu.RLock()
+	d := r.disk
+	r.idxMu.RUnlock()
+	if d == nil {
+		return nil, fmt.Errorf("%w: index not loaded", ErrPruneUnsafe)
+	}
+	l := newLiveSet(d)
+	l.condemned = condemned
+	rep.Packs = int(d.nPacks)
+	seen := map[id.ID]bool{}
+	var walk func(x id.ID) error
+	need := func(x id.ID, what string) error {
+		if !l.mark(x) {
+			return fmt.Errorf("%w: %s %s is referenced but not in any index (run drpipe repair)", ErrPruneUnsafe, what, x.Short())
+		}
+		return nil
+	}
+	walk = func(x id.ID) error {
+		if seen[x] {
+			return nil
+		}
+		seen[x] = true
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := need(x, "tree"); err != nil {
+			return err
+		}
+		t, err := r.LoadTree(ctx, x)
+		if err != nil {
+			return fmt.Errorf("%w: tree %s: %v", ErrPruneUnsafe, x.Short(), err)
+		}
+		for _, n := range t.Nodes {
+			switch {
+			case n.Type == NodeDir && n.Subtree != nil:
+				if err := walk(*n.Subtree); err != nil {
+					return err
+				}
+			case n.Type == NodeFile:
+				for _, cl := range n.ContentLists {
+					if err := need(cl, "content list"); err != nil {
+						return err
+					}
+				}
+				err := r.EachExtent(ctx, n, func(e Extent) error {
+					if e.Zero {
+						return nil
+					}
+					return need(e.ID, "chunk")
+				})
+				if err != nil {
+					return fmt.Errorf("%w: file %s: %v", ErrPruneUnsafe, n.Name, err)
+				}
+			}
+		}
+		return nil
+	}
+	for _, sid := range sids {
+		sn, err := r.LoadSnapshot(ctx, sid)
+		if errors.Is(err, tiers.ErrNotFound) {
+			continue // forgotten meanwhile
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrPruneUnsafe, err)
+		}
+		rep.Snapshots++
+		if err := walk(sn.Tree); err != nil {
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+// sparsePacks returns packs (not condemned) whose used bytes are below
+// frac of their blob bytes but above zero, with their used entries: the
+// candidates for repacking.
+func (l *liveSet) sparsePacks(frac float64) map[id.ID][]BlobEntry {
+	used := make([]int64, l.d.nPacks)
+	total := make([]int64, l.d.nPacks)
+	for i := uint64(0); i < l.d.nBlobs; i++ {
+		rec := l.d.blob(i)
+		pn := rec.packNo()
+		n := int64(rec.entry().Length)
+		total[pn] += n
+		if getBit(l.blobs, i) {
+			used[pn] += n
+		}
+	}
+	out := map[id.ID][]BlobEntry{}
+	for pn := uint64(0); pn < l.d.nPacks; pn++ {
+		p := l.d.pack(uint32(pn))
+		if used[pn] == 0 || l.condemned[p.ID] || float64(used[pn]) >= frac*float64(total[pn]) {
+			continue
+		}
+		if _, ok := out[p.ID]; !ok {
+			out[p.ID] = nil
+		}
+	}
+	if len(out) == 0 {
+		return out
+	}
+	for i := uint64(0); i < l.d.nBlobs; i++ {
+		if !getBit(l.blobs, i) {
+			continue
+		}
+		rec := l.d.blob(i)
+		p := l.d.pack(rec.packNo())
+		if es, ok := out[p.ID]; ok {
+			out[p.ID] = append(es, rec.entry())
+		}
+	}
+	return out
+}

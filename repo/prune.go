@@ -1,0 +1,445 @@
+package repo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/drpipe/drpipe/erasure"
+	"github.com/drpipe/drpipe/internal/id"
+	"github.com/drpipe/drpipe/tiers"
+)
+
+// Pruning is two-phase and takes no lock, so it is safe beside backups
+// running on other hosts:
+//
+//  1. Mark: packs that no snapshot references (and packs in no index) are
+//     listed in a tombstone object. Nothing is deleted. New backups load
+//     tombstones and do not deduplicate against condemned packs.
+//  2. Sweep (a later run, once the tombstone is older than the grace
+//     period and no backup session that started before the mark is still
+//     running): liveness is recomputed from the snapshots that exist now;
+//     condemned packs that became referenced (a backup that started before
+//     the mark deduplicated against them) are kept, the rest are removed —
+//     index objects are rewritten first, then shards. Objects under
+//     retention (object lock) are kept and retried on the next run.
+
+// DefaultGrace is the default prune grace period.
+const DefaultGrace = 24 * time.Hour
+
+// tombstoneVersion is the format version of tombstone objects.
+const tombstoneVersion = 1
+
+type tombstone struct {
+	Version int       `json:"version"`
+	Time    time.Time `json:"time"`
+	Host    string    `json:"host"`
+	Packs   []id.ID   `json:"packs"`
+
+	name id.ID
+}
+
+// PruneOptions control Prune.
+type PruneOptions struct {
+	// Grace is how old a tombstone must be before its packs are removed
+	// (default DefaultGrace; 0 allowed for tests and emergencies: then the
+	// packs condemned by this run are swept in the same run, still subject
+	// to the session rule).
+	Grace time.Duration
+	// GraceSet marks Grace as explicitly chosen (so 0 is honoured).
+	GraceSet bool
+	// DryRun computes everything and changes nothing.
+	DryRun bool
+	// RepackBelow: packs whose used bytes are a smaller fraction than this
+	// have their used blobs copied into new packs and are then condemned
+	// (default 0.5; negative disables repacking).
+	RepackBelow    float64
+	RepackBelowSet bool
+	// ClockSkew is the tolerated clock difference between hosts (default
+	// ClockSkew); a backup session that started before a tombstone's time
+	// plus this margin blocks its sweep.
+	ClockSkew    time.Duration
+	ClockSkewSet bool
+}
+
+// PruneReport says what Prune did.
+type PruneReport struct {
+	Snapshots      int      `json:"snapshots"`
+	Packs          int      `json:"packs"`
+	UnusedPacks    int      `json:"unused_packs"`
+	Condemned      int      `json:"condemned_now"`
+	Removed        int      `json:"packs_removed"`
+	BytesFreed     int64    `json:"bytes_freed"`
+	Resurrected    int      `json:"resurrected"`
+	Postponed      int      `json:"postponed"`
+	WaitingFor     []string `json:"waiting_for,omitempty"`
+	Locked         []string `json:"locked,omitempty"`
+	IndexRewritten int      `json:"index_objects_rewritten"`
+	Repacked       int      `json:"packs_repacked"`
+	DryRun         bool     `json:"dry_run"`
+}
+
+// ErrPruneUnsafe is returned when prune cannot establish which data is in
+// use (unreadable snapshots or trees, referenced blobs missing from the
+// index); it then removes nothing.
+var ErrPruneUnsafe = errors.New("prune refused: cannot establish which data is in use")
+
+// Prune marks unreferenced packs and sweeps packs condemned earlier.
+func (r *Repository) Prune(ctx context.Context, o PruneOptions) (*PruneReport, error) {
+	if !o.GraceSet {
+		o.Grace = DefaultGrace
+	}
+	if !o.ClockSkewSet {
+		o.ClockSkew = ClockSkew
+	}
+	if !o.RepackBelowSet {
+		o.RepackBelow = 0.5
+	}
+	rep := &PruneReport{DryRun: o.DryRun}
+	stones, err := r.loadTombstones(ctx)
+	if err != nil {
+		return nil, err
+	}
+	condemned := map[id.ID]bool{}
+	for _, ts := range stones {
+		for _, p := range ts.Packs {
+			condemned[p] = true
+		}
+	}
+	// Sessions are listed before liveness is computed: a backup missing
+	// from this list finished earlier, so its snapshot is already visible
+	// to the walk below.
+	sessions, err := r.liveSessions(ctx, !o.DryRun)
+	if err != nil {
+		return nil, err
+	}
+	// Snapshots are listed before the index is loaded: every listed
+	// snapshot's blobs were indexed before it was written.
+	sids, err := r.ListSnapshotIDs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.LoadIndex(ctx); err != nil {
+		return nil, err
+	}
+	live, err := r.liveSet(ctx, rep, condemned, sids)
+	if err != nil {
+		return nil, err
+	}
+	now := r.now()
+
+	// Phase 2 for old tombstones.
+	var due []*tombstone
+	for _, ts := range stones {
+		if now.Sub(ts.Time) >= o.Grace {
+			due = append(due, ts)
+		}
+	}
+
+	// Phase 1: condemn what is unused and not condemned yet.
+	dead := live.deadPacks()
+	orphans, shards, err := r.orphanPacks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var fresh []id.ID
+	for _, p := range append(dead, orphans...) {
+		if !condemned[p] {
+			fresh = append(fresh, p)
+			condemned[p] = true
+		}
+	}
+	// Repack sparse packs: copy their used blobs into new packs (durable
+	// and indexed before the old pack is condemned), then condemn them.
+	if o.RepackBelow > 0 && !o.DryRun {
+		sparse := live.sparsePacks(o.RepackBelow)
+		n, err := r.repack(ctx, sparse)
+		if err != nil {
+			return rep, err
+		}
+		rep.Repacked = n
+		for p := range sparse {
+			if !condemned[p] {
+				fresh = append(fresh, p)
+				condemned[p] = true
+			}
+		}
+	}
+	rep.UnusedPacks = len(dead) + len(orphans)
+	rep.Condemned = len(fresh)
+	if len(fresh) > 0 && !o.DryRun {
+		ts, err := r.saveTombstone(ctx, fresh)
+		if err != nil {
+			return rep, err
+		}
+		if o.Grace == 0 {
+			due = append(due, ts)
+		}
+	}
+	if rep.Repacked > 0 && len(due) > 0 {
+		// The copies are indexed now; liveness must see them so the old
+		// packs count as unused.
+		if sids, err = r.ListSnapshotIDs(ctx); err != nil {
+			return rep, err
+		}
+		if err := r.LoadIndex(ctx); err != nil {
+			return rep, err
+		}
+		if live, err = r.liveSet(ctx, &PruneReport{}, condemned, sids); err != nil {
+			return rep, err
+		}
+	}
+	for _, ts := range due {
+		if err := r.sweep(ctx, ts, live, sessions, shards, o, rep); err != nil {
+			return rep, err
+		}
+	}
+	if !o.DryRun {
+		if err := r.LoadIndex(ctx); err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
+}
+
+// sweep removes the packs of one due tombstone that are still unused.
+func (r *Repository) sweep(ctx context.Context, ts *tombstone, live *liveSet, sessions []sessionRecord, shards map[id.ID][]shardInfo, o PruneOptions, rep *PruneReport) error {
+	var blockers []string
+	for _, s := range sessions {
+		if s.Started.Before(ts.Time.Add(o.ClockSkew)) {
+			blockers = append(blockers, fmt.Sprintf("backup on %s (pid %d) running since %s", s.Host, s.PID, s.Started.Format(time.RFC3339)))
+		}
+	}
+	if len(blockers) > 0 {
+		rep.Postponed += len(ts.Packs)
+		rep.WaitingFor = append(rep.WaitingFor, blockers...)
+		return nil
+	}
+	var remove, keep []id.ID
+	for _, p := range ts.Packs {
+		if live.packLive(p) {
+			rep.Resurrected++
+			continue
+		}
+		remove = append(remove, p)
+	}
+	if o.DryRun {
+		rep.Removed += len(remove)
+		return nil
+	}
+	gone := map[id.ID]bool{}
+	for _, p := range remove {
+		gone[p] = true
+	}
+	// Index objects first: rewrite those that list removed packs.
+	n, err := r.rewriteIndexWithout(ctx, gone)
+	if err != nil {
+		return err
+	}
+	rep.IndexRewritten += n
+	for _, p := range remove {
+		freed, locked, err := r.removePack(ctx, p, shards[p])
+		if err != nil {
+			return err
+		}
+		if locked != "" {
+			rep.Locked = append(rep.Locked, fmt.Sprintf("pack %s: %s", p.Short(), locked))
+			keep = append(keep, p)
+			continue
+		}
+		rep.Removed++
+		rep.BytesFreed += freed
+	}
+	// Replace the tombstone by one for what is left (locked packs).
+	if len(keep) > 0 {
+		if _, err := r.saveTombstone(ctx, keep); err != nil {
+			return err
+		}
+	}
+	return r.be.Remove(ctx, tiers.Handle{Type: tiers.TypeTombstone, Name: ts.name.String()})
+}
+
+// removePack deletes the given shards of a pack. A shard under retention
+// stops the removal of that pack and is reported.
+func (r *Repository) removePack(ctx context.Context, pid id.ID, shards []shardInfo) (int64, string, error) {
+	var freed int64
+	for _, s := range shards {
+		h := tiers.Handle{Type: tiers.TypeData, Name: erasure.ShardName(pid, s.index)}
+		if err := r.be.Remove(ctx, h); err != nil {
+			if errors.Is(err, tiers.ErrLocked) {
+				return freed, err.Error(), nil
+			}
+			return freed, "", fmt.Errorf("remove %s: %w", h, err)
+		}
+		freed += s.size
+	}
+	return freed, "", nil
+}
+
+// rewriteIndexWithout replaces every index object that lists a pack in
+// gone by one without those packs. It returns how many were replaced.
+func (r *Repository) rewriteIndexWithout(ctx context.Context, gone map[id.ID]bool) (int, error) {
+	var ids []id.ID
+	err := r.be.List(ctx, tiers.TypeIndex, func(oi tiers.ObjectInfo) error {
+		if x, err := id.Parse(oi.Handle.Name); err == nil {
+			ids = append(ids, x)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, x := range ids {
+		f, err := r.LoadIndexFile(ctx, x)
+		if err != nil {
+			return n, fmt.Errorf("%w: %v (run drpipe repair)", ErrPruneUnsafe, err)
+		}
+		var keep []IndexPack
+		for _, p := range f.Packs {
+			if !gone[p.ID] {
+				keep = append(keep, p)
+			}
+		}
+		if len(keep) == len(f.Packs) {
+			continue
+		}
+		if len(keep) > 0 {
+			if _, err := r.SaveIndexFile(ctx, &IndexFile{Packs: keep, Supersedes: []id.ID{x}}); err != nil {
+				return n, err
+			}
+		}
+		if err := r.be.Remove(ctx, tiers.Handle{Type: tiers.TypeIndex, Name: x.String()}); err != nil && !errors.Is(err, tiers.ErrLocked) {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+func (r *Repository) saveTombstone(ctx context.Context, packs []id.ID) (*tombstone, error) {
+	sort.Slice(packs, func(i, j int) bool { return packs[i].Less(packs[j]) })
+	host, _ := os.Hostname()
+	ts := &tombstone{Version: tombstoneVersion, Time: r.now().UTC(), Host: host, Packs: packs}
+	b, err := json.Marshal(ts)
+	if err != nil {
+		return nil, err
+	}
+	x, err := r.saveObject(ctx, tiers.TypeTombstone, b)
+	if err != nil {
+		return nil, err
+	}
+	ts.name = x
+	return ts, nil
+}
+
+// loadTombstones reads every tombstone object.
+func (r *Repository) loadTombstones(ctx context.Context) ([]*tombstone, error) {
+	var out []*tombstone
+	var names []id.ID
+	err := r.be.List(ctx, tiers.TypeTombstone, func(oi tiers.ObjectInfo) error {
+		if x, err := id.Parse(oi.Handle.Name); err == nil {
+			names = append(names, x)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list tombstones in %s: %w", r.be.Location(), err)
+	}
+	for _, x := range names {
+		b, err := r.loadObject(ctx, tiers.TypeTombstone, x)
+		if errors.Is(err, tiers.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		var ts tombstone
+		if err := json.Unmarshal(b, &ts); err != nil {
+			return nil, fmt.Errorf("tombstone %s: malformed: %w", x.Short(), err)
+		}
+		if ts.Version != tombstoneVersion {
+			return nil, fmt.Errorf("tombstone %s: %w: version %d", x.Short(), ErrUnsupportedVersion, ts.Version)
+		}
+		ts.name = x
+		out = append(out, &ts)
+	}
+	return out, nil
+}
+
+// loadCondemned returns the packs listed in tombstones (best effort: a
+// repository whose tombstones cannot be read simply deduplicates against
+// everything, which the sweep's session rule keeps safe).
+func (r *Repository) loadCondemned(ctx context.Context) map[id.ID]bool {
+	stones, err := r.loadTombstones(ctx)
+	if err != nil {
+		return nil
+	}
+	m := map[id.ID]bool{}
+	for _, ts := range stones {
+		for _, p := range ts.Packs {
+			m[p] = true
+		}
+	}
+	return m
+}
+
+type shardInfo struct {
+	index int
+	size  int64
+}
+
+// orphanPacks lists packs that have shards in storage but are in no index,
+// and returns the shards present for every pack.
+func (r *Repository) orphanPacks(ctx context.Context) ([]id.ID, map[id.ID][]shardInfo, error) {
+	shards := map[id.ID][]shardInfo{}
+	err := r.be.List(ctx, tiers.TypeData, func(oi tiers.ObjectInfo) error {
+		if pid, i, err := erasure.ParseShardName(oi.Handle.Name); err == nil {
+			shards[pid] = append(shards[pid], shardInfo{i, oi.Size})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("list data in %s: %w", r.be.Location(), err)
+	}
+	indexed := map[id.ID]bool{}
+	_ = r.EachPack(func(p PackInfo) error { indexed[p.ID] = true; return nil })
+	var out []id.ID
+	for pid := range shards {
+		if !indexed[pid] {
+			out = append(out, pid)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
+	return out, shards, nil
+}
+
+// repack stores fresh copies of the given blobs (grouped by their current
+// pack) and makes them durable and indexed. It returns the number of packs
+// whose blobs were copied.
+func (r *Repository) repack(ctx context.Context, packs map[id.ID][]BlobEntry) (int, error) {
+	n := 0
+	for pid, entries := range packs {
+		locs := r.packLocations(pid)
+		if len(locs) == 0 {
+			continue
+		}
+		err := r.LoadBlobs(ctx, locs[0], entries, func(e BlobEntry, plain []byte) error {
+			return r.saveBlobCopy(ctx, e.Type, plain, e.ID)
+		})
+		if err != nil {
+			return n, fmt.Errorf("repack pack %s: %w", pid.Short(), err)
+		}
+		n++
+	}
+	if n > 0 {
+		if err := r.Flush(ctx); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}

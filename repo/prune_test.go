@@ -1,0 +1,221 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/drpipe/drpipe/erasure"
+	"github.com/drpipe/drpipe/internal/id"
+	"github.com/drpipe/drpipe/tiers"
+	"github.com/drpipe/drpipe/tiers/tierstest"
+)
+
+// snap stores n random chunks as one file and a snapshot of it.
+func snap(t *testing.T, r *Repository, rng *rand.Rand, n int, shared []id.ID) (id.ID, []id.ID) {
+	t.Helper()
+	ctx := context.Background()
+	var ext []Extent
+	var ids []id.ID
+	for _, x := range shared {
+		ext = append(ext, Extent{ID: x, Len: 1})
+	}
+	for i := 0; i < n; i++ {
+		b := randBytes(rng, 30000)
+		x, _, err := r.SaveBlob(ctx, DataBlob, b, id.ID{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ext = append(ext, Extent{ID: x, Len: int64(len(b))})
+		ids = append(ids, x)
+	}
+	node := &Node{Name: "f", Type: NodeFile}
+	for _, e := range ext {
+		node.Size += e.Len
+	}
+	r.SetContent(ctx, node, ext)
+	tree, err := r.SaveTree(ctx, &Tree{Nodes: []*Node{node}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sid, err := r.SaveSnapshot(ctx, &Snapshot{Tree: tree, Host: "h", Time: r.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sid, ids
+}
+
+func TestPruneTwoPhase(t *testing.T) {
+	ctx := context.Background()
+	be := tierstest.NewMemory()
+	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	now := func() time.Time { return clock }
+	r, err := Init(ctx, be, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20}, Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	rng := rand.New(rand.NewPCG(1, 1))
+	s1, ids1 := snap(t, r, rng, 60, nil)
+	_, ids2 := snap(t, r, rng, 60, ids1[:5])
+	r.LoadIndex(ctx)
+	if err := r.ForgetSnapshot(ctx, s1); err != nil {
+		t.Fatal(err)
+	}
+	// Phase 1: condemn, remove nothing.
+	rep, err := r.Prune(ctx, PruneOptions{Grace: time.Hour, GraceSet: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Condemned == 0 || rep.Removed != 0 {
+		t.Fatalf("phase 1: condemned %d removed %d, want >0 and 0", rep.Condemned, rep.Removed)
+	}
+	for _, x := range ids1 {
+		if len(r.Lookup(x)) == 0 {
+			t.Fatalf("blob %s unreadable right after phase 1", x.Short())
+		}
+	}
+	// A backup now must not deduplicate against condemned packs.
+	condemnedBlob := ids1[59] // its pack holds none of the shared ids1[:5]
+	if r.Has(condemnedBlob) {
+		t.Errorf("blob in a condemned pack still counts for dedupe")
+	}
+	// Before the grace period nothing goes.
+	clock = clock.Add(30 * time.Minute)
+	rep, _ = r.Prune(ctx, PruneOptions{Grace: time.Hour, GraceSet: true})
+	if rep.Removed != 0 {
+		t.Fatalf("removed %d packs before the grace period", rep.Removed)
+	}
+	// A session that started before the mark blocks the sweep.
+	clock = clock.Add(2 * time.Hour)
+	sess := &Session{r: r, h: tiers.Handle{Type: tiers.TypeSession, Name: "test-session"}, rec: sessionRecord{Host: "other", Started: clock.Add(-3 * time.Hour), Refreshed: clock}}
+	if err := sess.put(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rep, _ = r.Prune(ctx, PruneOptions{Grace: time.Hour, GraceSet: true})
+	if rep.Removed != 0 || rep.Postponed == 0 || len(rep.WaitingFor) == 0 {
+		t.Fatalf("with an old session: removed %d postponed %d waiting %v", rep.Removed, rep.Postponed, rep.WaitingFor)
+	}
+	be.Remove(ctx, sess.h)
+	rep, err = r.Prune(ctx, PruneOptions{Grace: time.Hour, GraceSet: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Removed == 0 || rep.BytesFreed == 0 {
+		t.Fatalf("sweep removed %d packs", rep.Removed)
+	}
+	// Everything the remaining snapshot needs is still there.
+	if c, err := r.Check(ctx, CheckOptions{ReadData: true}); err != nil {
+		t.Fatalf("check after prune: %v %+v %+v", err, c.Errors, c.Damaged)
+	}
+	for _, x := range append(ids2, ids1[:5]...) {
+		if _, err := r.LoadBlob(ctx, DataBlob, x, nil); err != nil {
+			t.Fatalf("live blob %s lost: %v", x.Short(), err)
+		}
+	}
+	if len(r.Lookup(condemnedBlob)) != 0 {
+		t.Errorf("unreferenced blob %s survived the sweep", condemnedBlob.Short())
+	}
+}
+
+// TestPruneResurrects: a backup that started before the mark deduplicated
+// against a condemned pack and finished; the sweep must keep that pack.
+func TestPruneResurrects(t *testing.T) {
+	ctx := context.Background()
+	be := tierstest.NewMemory()
+	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	r, err := Init(ctx, be, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20}, Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF, Now: func() time.Time { return clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	rng := rand.New(rand.NewPCG(2, 2))
+	s1, ids1 := snap(t, r, rng, 40, nil)
+	r.LoadIndex(ctx)
+	// "Old" backup: opened (no tombstone yet), then the forget+mark happen.
+	old, err := Open(ctx, be, Options{Password: []byte("pw"), CacheDir: t.TempDir(), Now: func() time.Time { return clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	r.ForgetSnapshot(ctx, s1)
+	if _, err := r.Prune(ctx, PruneOptions{Grace: time.Hour, GraceSet: true}); err != nil {
+		t.Fatal(err)
+	}
+	// The old backup still dedupes against everything and writes a snapshot.
+	if !old.Has(ids1[0]) {
+		t.Fatal("test setup: the old session should not know the tombstone")
+	}
+	snap(t, old, rng, 3, ids1)
+	clock = clock.Add(2 * time.Hour)
+	rep, err := r.Prune(ctx, PruneOptions{Grace: time.Hour, GraceSet: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Resurrected == 0 {
+		t.Errorf("resurrected %d, want > 0", rep.Resurrected)
+	}
+	if c, err := r.Check(ctx, CheckOptions{ReadData: true}); err != nil {
+		t.Fatalf("check: %v %+v", err, c.Errors)
+	}
+}
+
+func TestPruneRefusesIncompleteKnowledge(t *testing.T) {
+	ctx := context.Background()
+	be := tierstest.NewMemory()
+	r := testRepo(t, be, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20})
+	rng := rand.New(rand.NewPCG(3, 3))
+	snap(t, r, rng, 5, nil)
+	var ixs []tiers.Handle
+	be.List(ctx, tiers.TypeIndex, func(oi tiers.ObjectInfo) error { ixs = append(ixs, oi.Handle); return nil })
+	for _, h := range ixs {
+		be.Remove(ctx, h)
+	}
+	before := 0
+	be.List(ctx, tiers.TypeData, func(tiers.ObjectInfo) error { before++; return nil })
+	_, err := r.Prune(ctx, PruneOptions{GraceSet: true})
+	if !errors.Is(err, ErrPruneUnsafe) {
+		t.Fatalf("prune with the index gone: %v, want ErrPruneUnsafe", err)
+	}
+	after := 0
+	be.List(ctx, tiers.TypeData, func(tiers.ObjectInfo) error { after++; return nil })
+	if after != before {
+		t.Errorf("prune removed shards (%d -> %d) although it refused", before, after)
+	}
+}
+
+func TestPruneRepacksSparsePacks(t *testing.T) {
+	ctx := context.Background()
+	be := tierstest.NewMemory()
+	r := testRepo(t, be, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20})
+	rng := rand.New(rand.NewPCG(4, 4))
+	s1, ids1 := snap(t, r, rng, 30, nil) // one pack of ~0.9 MiB
+	snap(t, r, rng, 1, ids1[:3])         // keeps 3 of its 30 chunks alive
+	r.LoadIndex(ctx)
+	r.ForgetSnapshot(ctx, s1)
+	rep, err := r.Prune(ctx, PruneOptions{GraceSet: true, ClockSkewSet: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Repacked == 0 || rep.Removed == 0 {
+		t.Fatalf("repacked %d removed %d, want both > 0", rep.Repacked, rep.Removed)
+	}
+	if c, err := r.Check(ctx, CheckOptions{ReadData: true}); err != nil {
+		t.Fatalf("check: %v %+v", err, c.Errors)
+	}
+	for _, x := range ids1[:3] {
+		if _, err := r.LoadBlob(ctx, DataBlob, x, nil); err != nil {
+			t.Fatalf("repacked blob %s lost: %v", x.Short(), err)
+		}
+	}
+	for _, x := range ids1[3:] {
+		if len(r.Lookup(x)) != 0 {
+			t.Fatalf("dead blob %s survived repack", x.Short())
+		}
+	}
+}

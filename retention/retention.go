@@ -1,0 +1,329 @@
+// Package retention decides which snapshots a keep policy keeps. It owns
+// the keep rules shared by `drpipe forget`, the per-tier retention of the
+// tiering policy and the tape pools' snapshot selection; it knows nothing
+// of repositories and works on any list of (time, host, tags, paths).
+//
+// The rules follow restic's documented semantics so that admins moving
+// from restic get the same result for the same flags:
+//
+//   - snapshots are grouped (by host and paths by default) and each group is
+//     evaluated on its own, newest first;
+//   - keep-last N keeps the N newest;
+//   - keep-hourly/daily/weekly/monthly/yearly N keep the newest snapshot of
+//     each of the last N hours/days/ISO weeks/months/years that have
+//     snapshots; if a rule still has count left when the oldest snapshot
+//     of the group is reached, the oldest is kept too;
+//   - keep-within D keeps everything newer than (newest snapshot − D), and
+//     keep-within-hourly/daily/... D keep one per period inside that window;
+//   - keep-tag T keeps every snapshot carrying all tags of T;
+//   - N = -1 means unlimited.
+package retention
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Item is one snapshot as retention sees it.
+type Item struct {
+	ID    string
+	Time  time.Time
+	Host  string
+	Tags  []string
+	Paths []string
+}
+
+// Duration is a calendar duration like restic's "1y5m7d2h".
+type Duration struct {
+	Years, Months, Days, Hours int
+}
+
+// Zero reports whether d is empty.
+func (d Duration) Zero() bool { return d == Duration{} }
+
+func (d Duration) String() string {
+	var b strings.Builder
+	for _, p := range []struct {
+		n int
+		u string
+	}{{d.Years, "y"}, {d.Months, "m"}, {d.Days, "d"}, {d.Hours, "h"}} {
+		if p.n != 0 {
+			fmt.Fprintf(&b, "%d%s", p.n, p.u)
+		}
+	}
+	if b.Len() == 0 {
+		return "0h"
+	}
+	return b.String()
+}
+
+// before returns t moved back by d.
+func (d Duration) before(t time.Time) time.Time {
+	return t.AddDate(-d.Years, -d.Months, -d.Days).Add(-time.Duration(d.Hours) * time.Hour)
+}
+
+// ParseDuration parses "1y5m7d2h" (any subset, in any order; numbers
+// followed by y, m, d or h).
+func ParseDuration(s string) (Duration, error) {
+	var d Duration
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return d, errors.New("empty duration: use e.g. 7d, 2y6m, 36h")
+	}
+	num := ""
+	for _, c := range s {
+		switch {
+		case c >= '0' && c <= '9':
+			num += string(c)
+		case strings.ContainsRune("ymdh", c):
+			if num == "" {
+				return Duration{}, fmt.Errorf("duration %q: unit %q without a number", s, c)
+			}
+			n, err := strconv.Atoi(num)
+			if err != nil || n > 100000 {
+				return Duration{}, fmt.Errorf("duration %q: number %q out of range", s, num)
+			}
+			switch c {
+			case 'y':
+				d.Years += n
+			case 'm':
+				d.Months += n
+			case 'd':
+				d.Days += n
+			case 'h':
+				d.Hours += n
+			}
+			num = ""
+		default:
+			return Duration{}, fmt.Errorf("duration %q: unexpected %q (use numbers with y, m, d, h, e.g. 1y6m)", s, c)
+		}
+	}
+	if num != "" {
+		return Duration{}, fmt.Errorf("duration %q: number %s has no unit (y, m, d or h)", s, num)
+	}
+	return d, nil
+}
+
+// Policy is a set of keep rules. Counts of 0 disable a rule; -1 means
+// unlimited.
+type Policy struct {
+	Last, Hourly, Daily, Weekly, Monthly, Yearly int
+
+	Within                                                               Duration
+	WithinHourly, WithinDaily, WithinWeekly, WithinMonthly, WithinYearly Duration
+
+	// Tags: keep snapshots that carry every tag of any of these lists.
+	Tags [][]string
+}
+
+// Empty reports whether p has no rule at all (forget refuses to run with
+// an empty policy rather than removing everything).
+func (p Policy) Empty() bool {
+	return p.Last == 0 && p.Hourly == 0 && p.Daily == 0 && p.Weekly == 0 && p.Monthly == 0 && p.Yearly == 0 &&
+		p.Within.Zero() && p.WithinHourly.Zero() && p.WithinDaily.Zero() && p.WithinWeekly.Zero() &&
+		p.WithinMonthly.Zero() && p.WithinYearly.Zero() && len(p.Tags) == 0
+}
+
+// Validate rejects negative counts other than -1.
+func (p Policy) Validate() error {
+	for name, n := range map[string]int{"last": p.Last, "hourly": p.Hourly, "daily": p.Daily, "weekly": p.Weekly, "monthly": p.Monthly, "yearly": p.Yearly} {
+		if n < -1 {
+			return fmt.Errorf("keep-%s %d: use a positive count or -1 (unlimited)", name, n)
+		}
+	}
+	return nil
+}
+
+// Decision is the outcome for one snapshot.
+type Decision struct {
+	Item    Item
+	Keep    bool
+	Reasons []string // why it is kept ("daily", "within 7d", "oldest monthly", "tag prod", ...)
+}
+
+// period functions map a time to its bucket.
+func hourOf(t time.Time) int  { return t.Year()*1000000 + int(t.Month())*10000 + t.Day()*100 + t.Hour() }
+func dayOf(t time.Time) int   { return t.Year()*10000 + int(t.Month())*100 + t.Day() }
+func weekOf(t time.Time) int  { y, w := t.ISOWeek(); return y*100 + w }
+func monthOf(t time.Time) int { return t.Year()*100 + int(t.Month()) }
+func yearOf(t time.Time) int  { return t.Year() }
+
+// Apply evaluates p over one group of items and returns a decision per
+// item, newest first. now bounds "newest" (snapshots in the future do not
+// anchor keep-within).
+func Apply(items []Item, p Policy, now time.Time) []Decision {
+	list := append([]Item(nil), items...)
+	sort.SliceStable(list, func(i, j int) bool { return list[i].Time.After(list[j].Time) })
+	out := make([]Decision, len(list))
+	if len(list) == 0 {
+		return out
+	}
+	var newest time.Time
+	for _, it := range list {
+		if it.Time.After(newest) && it.Time.Before(now) {
+			newest = it.Time
+		}
+	}
+	type counter struct {
+		left   int
+		period func(time.Time) int
+		last   int
+		name   string
+		seen   bool
+	}
+	counters := []*counter{
+		{left: p.Last, name: "last"},
+		{left: p.Hourly, period: hourOf, name: "hourly"},
+		{left: p.Daily, period: dayOf, name: "daily"},
+		{left: p.Weekly, period: weekOf, name: "weekly"},
+		{left: p.Monthly, period: monthOf, name: "monthly"},
+		{left: p.Yearly, period: yearOf, name: "yearly"},
+	}
+	type window struct {
+		d      Duration
+		period func(time.Time) int
+		last   int
+		seen   bool
+		name   string
+	}
+	windows := []*window{
+		{d: p.WithinHourly, period: hourOf, name: "hourly"},
+		{d: p.WithinDaily, period: dayOf, name: "daily"},
+		{d: p.WithinWeekly, period: weekOf, name: "weekly"},
+		{d: p.WithinMonthly, period: monthOf, name: "monthly"},
+		{d: p.WithinYearly, period: yearOf, name: "yearly"},
+	}
+	for i, it := range list {
+		d := Decision{Item: it}
+		oldest := i == len(list)-1
+		for _, tl := range p.Tags {
+			if hasAll(it.Tags, tl) {
+				d.Keep = true
+				d.Reasons = append(d.Reasons, "tag "+strings.Join(tl, ","))
+			}
+		}
+		if !p.Within.Zero() && it.Time.After(p.Within.before(newest)) {
+			d.Keep = true
+			d.Reasons = append(d.Reasons, "within "+p.Within.String())
+		}
+		for _, c := range counters {
+			if c.left == 0 {
+				continue
+			}
+			var bucket int
+			if c.period == nil {
+				bucket = i // every snapshot is its own bucket for keep-last
+			} else {
+				bucket = c.period(it.Time)
+			}
+			newBucket := !c.seen || bucket != c.last
+			if newBucket || oldest {
+				d.Keep = true
+				reason := c.name
+				if !newBucket {
+					reason = "oldest " + c.name
+				}
+				d.Reasons = append(d.Reasons, reason)
+				c.last, c.seen = bucket, true
+				if c.left > 0 {
+					c.left--
+				}
+			}
+		}
+		for _, w := range windows {
+			if w.d.Zero() || !it.Time.After(w.d.before(newest)) {
+				continue
+			}
+			bucket := w.period(it.Time)
+			newBucket := !w.seen || bucket != w.last
+			if newBucket || oldest {
+				d.Keep = true
+				reason := w.name + " within " + w.d.String()
+				if !newBucket {
+					reason = "oldest " + reason
+				}
+				d.Reasons = append(d.Reasons, reason)
+				w.last, w.seen = bucket, true
+			}
+		}
+		out[i] = d
+	}
+	return out
+}
+
+func hasAll(have, want []string) bool {
+	for _, w := range want {
+		found := false
+		for _, h := range have {
+			if h == w {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// GroupBy names the fields items are grouped by.
+type GroupBy struct{ Host, Paths, Tags bool }
+
+// ParseGroupBy parses "host,paths" (any of host, paths, tags; "" = no
+// grouping).
+func ParseGroupBy(s string) (GroupBy, error) {
+	var g GroupBy
+	for _, f := range strings.Split(s, ",") {
+		switch strings.TrimSpace(f) {
+		case "":
+		case "host":
+			g.Host = true
+		case "paths", "path":
+			g.Paths = true
+		case "tags", "tag":
+			g.Tags = true
+		default:
+			return g, fmt.Errorf("group-by %q: unknown field %q (use host, paths, tags)", s, f)
+		}
+	}
+	return g, nil
+}
+
+// Key returns the group key of it.
+func (g GroupBy) Key(it Item) string {
+	var parts []string
+	if g.Host {
+		parts = append(parts, "host="+it.Host)
+	}
+	if g.Paths {
+		ps := append([]string(nil), it.Paths...)
+		sort.Strings(ps)
+		parts = append(parts, "paths="+strings.Join(ps, ":"))
+	}
+	if g.Tags {
+		ts := append([]string(nil), it.Tags...)
+		sort.Strings(ts)
+		parts = append(parts, "tags="+strings.Join(ts, ","))
+	}
+	return strings.Join(parts, " ")
+}
+
+// Group applies p to every group of items and returns the decisions per
+// group key.
+func Group(items []Item, g GroupBy, p Policy, now time.Time) map[string][]Decision {
+	groups := map[string][]Item{}
+	for _, it := range items {
+		k := g.Key(it)
+		groups[k] = append(groups[k], it)
+	}
+	out := map[string][]Decision{}
+	for k, its := range groups {
+		out[k] = Apply(its, p, now)
+	}
+	return out
+}
