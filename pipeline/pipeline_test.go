@@ -244,8 +244,14 @@ func TestRestoreReportsLostData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.LoadIndex(ctx)
 	var victim repo.PackInfo
-	r.EachPack(func(p repo.PackInfo) error { victim = p; return nil })
+	r.EachBlob(func(p repo.PackInfo, e repo.BlobEntry) error {
+		if e.Type == repo.DataBlob {
+			victim = p // a data pack: trees stay readable, files fail
+		}
+		return nil
+	})
 	for i := 0; i < 3; i++ { // K=3, M=2: three gone is one too many
 		be.Remove(ctx, victim.ShardHandle(i))
 	}
