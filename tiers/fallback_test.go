@@ -1,0 +1,61 @@
+package tiers_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/drpipe/drpipe/tiers"
+	"github.com/drpipe/drpipe/tiers/tierstest"
+)
+
+func TestFallbackConformance(t *testing.T) {
+	// A Fallback whose first tier is empty and writable behaves like a
+	// backend (writes and reads hit the first tier).
+	tierstest.Run(t, func(t *testing.T) tiers.Backend {
+		f, err := tiers.NewFallback([]tiers.Backend{tierstest.NewMemory(), tierstest.NewMemory()}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	})
+}
+
+func TestFallbackServesFromLaterTiers(t *testing.T) {
+	ctx := context.Background()
+	hot, dr, cloud := tierstest.NewMemory(), tierstest.NewMemory(), tierstest.NewMemory()
+	h1 := tiers.Handle{Type: tiers.TypeIndex, Name: "a"}
+	h2 := tiers.Handle{Type: tiers.TypeIndex, Name: "b"}
+	h3 := tiers.Handle{Type: tiers.TypeIndex, Name: "c"}
+	tiers.PutBytes(ctx, hot, h1, []byte("hot-a"))
+	tiers.PutBytes(ctx, dr, h1, []byte("dr-a"))
+	tiers.PutBytes(ctx, dr, h2, []byte("dr-b"))
+	tiers.PutBytes(ctx, cloud, h3, []byte("cloud-c"))
+	f, _ := tiers.NewFallback([]tiers.Backend{hot, dr, cloud}, []string{"hot", "dr", "cloud"})
+	for h, want := range map[tiers.Handle]string{h1: "hot-a", h2: "dr-b", h3: "cloud-c"} {
+		got, err := tiers.LoadAll(ctx, f, h, 0, 0)
+		if err != nil || string(got) != want {
+			t.Errorf("load %s = %q, %v; want %q", h, got, err, want)
+		}
+	}
+	u := f.Usage()
+	if u[0].Objects != 1 || u[1].Objects != 1 || u[2].Objects != 1 || u[2].Bytes != 7 {
+		t.Errorf("usage %+v, want one object from each tier", u)
+	}
+	if _, err := tiers.LoadAll(ctx, f, tiers.Handle{Type: tiers.TypeIndex, Name: "zz"}, 0, 0); !errors.Is(err, tiers.ErrNotFound) {
+		t.Errorf("missing everywhere: %v, want ErrNotFound", err)
+	}
+	var names []string
+	f.List(ctx, tiers.TypeIndex, func(oi tiers.ObjectInfo) error { names = append(names, oi.Handle.Name); return nil })
+	if len(names) != 3 {
+		t.Errorf("union listing %v, want a b c once each", names)
+	}
+	// A tier that is not ready (archive class) makes the error say so.
+	faulty := tierstest.NewFaulty(tierstest.NewMemory(), 1)
+	tiers.PutBytes(ctx, faulty, h3, []byte("x"))
+	faulty.Inject(tierstest.Fault{Op: tierstest.OpLoad, Kind: tierstest.FailBefore, Err: tiers.ErrNotReady})
+	f2, _ := tiers.NewFallback([]tiers.Backend{hot, faulty}, nil)
+	if _, err := tiers.LoadAll(ctx, f2, h3, 0, 0); !errors.Is(err, tiers.ErrNotReady) {
+		t.Errorf("only an archived copy: %v, want ErrNotReady", err)
+	}
+}
