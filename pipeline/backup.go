@@ -475,6 +475,8 @@ type fileState struct {
 	b         *backup
 	path      string
 	f         *os.File
+	size      int64
+	mtime     time.Time
 	fut       *future
 	segs      [][]repo.Extent
 	remaining atomic.Int32
@@ -529,7 +531,7 @@ func (b *backup) file(path string, fi fs.FileInfo, n *repo.Node, parent *repo.No
 		close(fut.done)
 		return fut
 	}
-	s := &fileState{b: b, path: path, f: f, fut: fut, segs: make([][]repo.Extent, len(segs))}
+	s := &fileState{b: b, path: path, f: f, size: st.Size(), mtime: st.ModTime(), fut: fut, segs: make([][]repo.Extent, len(segs))}
 	s.remaining.Store(int32(len(segs)))
 	for i, seg := range segs {
 		prefetch(f, seg)
@@ -578,6 +580,10 @@ func (s *fileState) segDone(err error) {
 	}
 	if s.remaining.Add(-1) != 0 {
 		return
+	}
+	if st, err := s.f.Stat(); err == nil && (st.Size() != s.size || !st.ModTime().Equal(s.mtime)) {
+		// Kept (like any crash-consistent copy) but the operator is told.
+		s.b.warn(s.path, errors.New("file changed while it was read; the snapshot holds a mix of old and new content"))
 	}
 	s.f.Close()
 	defer close(s.fut.done)
