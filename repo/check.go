@@ -230,7 +230,6 @@ func (r *Repository) scanPacks(ctx context.Context, rep *CheckReport) (map[id.ID
 		return nil, nil, fmt.Errorf("list index in %s: %w", r.be.Location(), err)
 	}
 	packs := map[id.ID]*packState{}
-	blobs := map[id.ID]struct{}{}
 	for _, x := range ixIDs {
 		f, err := r.LoadIndexFile(ctx, x)
 		if errors.Is(err, tiers.ErrNotFound) {
@@ -245,13 +244,19 @@ func (r *Repository) scanPacks(ctx context.Context, rep *CheckReport) (map[id.ID
 			if _, ok := packs[p.ID]; !ok {
 				packs[p.ID] = &packState{info: p.PackInfo, present: present[p.ID]}
 			}
-			for _, b := range p.Blobs {
-				blobs[b.ID] = struct{}{}
-			}
 		}
 	}
 	rep.Packs = len(packs)
-	rep.Blobs = len(blobs)
+	// Unique blobs from the sorted index cache (no per-blob memory).
+	var last id.ID
+	first := true
+	_ = r.EachBlob(func(_ PackInfo, e BlobEntry) error {
+		if first || e.ID != last {
+			rep.Blobs++
+		}
+		first, last = false, e.ID
+		return nil
+	})
 	var unref []id.ID
 	for pid := range present {
 		if _, ok := packs[pid]; !ok {
