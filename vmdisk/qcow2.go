@@ -362,8 +362,17 @@ func (q *qcow2Impl) decompress(e uint64) ([]byte, error) {
 func (q *qcow2Impl) runs() ([]Run, error) {
 	var b runBuilder
 	span := q.cs * q.l2Entries
+	seen := map[uint64]bool{}
 	for i := range q.l1 {
 		base := int64(i) * span
+		if e := q.l1[i] & qcowL2Mask; e != 0 {
+			// A shared L2 table is corrupt (and would let a tiny file
+			// describe a huge map).
+			if seen[e] {
+				return nil, malformed(q.name, "qcow2 L2 table at %d is referenced by more than one L1 entry", e)
+			}
+			seen[e] = true
+		}
 		t, err := q.l2(int64(i))
 		if err != nil {
 			return nil, err

@@ -3,6 +3,7 @@ package vmdisk
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -11,12 +12,13 @@ import (
 // rawImpl is a raw image: the file is the virtual disk. Its map lists the
 // file's data ranges (SEEK_DATA/SEEK_HOLE); holes read as zeros.
 type rawImpl struct {
-	f    *os.File
+	f    io.ReaderAt
+	file *os.File // set when f is a file: SEEK_DATA works
 	name string
 	size int64
 }
 
-func openRaw(f *os.File, name string, size int64, info *Info) (impl, error) {
+func openRaw(f io.ReaderAt, name string, size int64, info *Info) (impl, error) {
 	info.VirtualSize = size
 	return &rawImpl{f: f, name: name, size: size}, nil
 }
@@ -36,7 +38,13 @@ func (r *rawImpl) readData(p []byte, off int64) error {
 }
 
 func (r *rawImpl) runs() ([]Run, error) {
-	rs, err := dataRanges(r.f, r.size)
+	if r.file == nil {
+		if r.size == 0 {
+			return nil, nil
+		}
+		return []Run{{0, r.size, Data}}, nil
+	}
+	rs, err := dataRanges(r.file, r.size)
 	if err != nil {
 		return nil, fmt.Errorf("%s: find allocated ranges: %w", r.name, err)
 	}

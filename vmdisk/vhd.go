@@ -411,6 +411,7 @@ func (v *vhdImpl) runs() ([]Run, error) {
 		b.add(0, v.vsize, Data)
 		return b.rs, nil
 	}
+	seen := map[int64]bool{}
 	for i := range v.bat {
 		off := int64(i) * v.block
 		n := min(v.block, v.vsize-off)
@@ -421,6 +422,10 @@ func (v *vhdImpl) runs() ([]Run, error) {
 		if start < 0 {
 			continue
 		}
+		if seen[start] {
+			return nil, malformed(v.name, "VHD blocks share the file offset %d", start)
+		}
+		seen[start] = true
 		if !v.diff {
 			b.add(off, n, Data)
 			continue

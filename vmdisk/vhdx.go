@@ -515,9 +515,16 @@ func (x *vhdxImpl) readData(p []byte, off int64) error {
 
 func (x *vhdxImpl) runs() ([]Run, error) {
 	var b runBuilder
+	seen := map[uint64]bool{}
 	for off := int64(0); off < x.vsize; {
 		i := off / x.block
 		lim := min(x.vsize, (i+1)*x.block) - off
+		if e := x.payload(i); off == i*x.block && (e&vhdxStateMask == vhdxFullPresent || e&vhdxStateMask == vhdxPartPresent) {
+			if seen[e>>20] {
+				return nil, malformed(x.name, "VHDX blocks share the file offset %d", (e>>20)*vhdxMB)
+			}
+			seen[e>>20] = true
+		}
 		k, n, err := x.lookup(off, lim)
 		if err != nil {
 			return nil, err

@@ -135,7 +135,7 @@ type impl interface {
 type Layer struct {
 	// Info describes the container.
 	Info Info
-	f    *os.File
+	f    io.Closer
 	own  bool // close f in Close
 	impl impl
 }
@@ -220,13 +220,32 @@ func OpenLayer(f *os.File, path string, format Format, lim Limits) (*Layer, erro
 	if err != nil {
 		return nil, fmt.Errorf("stat %s: %w", path, err)
 	}
-	size := st.Size()
+	l, err := open(f, st.Size(), path, format, lim)
+	if err != nil {
+		return nil, err
+	}
+	if r, ok := l.impl.(*rawImpl); ok {
+		r.file = f // SEEK_DATA for the allocation map
+	}
+	l.f = f
+	return l, nil
+}
+
+// OpenReaderAt opens an image held by any io.ReaderAt of size bytes (no
+// parent). A raw image opened this way maps its whole size as data.
+func OpenReaderAt(r io.ReaderAt, size int64, name string, format Format, lim Limits) (*Layer, error) {
+	return open(r, size, name, format, lim)
+}
+
+func open(f io.ReaderAt, size int64, path string, format Format, lim Limits) (*Layer, error) {
+	lim = lim.withDefaults()
+	var err error
 	if format == "" {
 		if format, err = Detect(f, size); err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 	}
-	l := &Layer{f: f, Info: Info{Format: format, Path: path, FileSize: size}}
+	l := &Layer{Info: Info{Format: format, Path: path, FileSize: size}}
 	switch format {
 	case Raw:
 		l.impl, err = openRaw(f, path, size, &l.Info)
