@@ -141,7 +141,8 @@ func runVMDisk(ctx context.Context, env *Env) ([]Table, error) {
 		read.Rows = append(read.Rows, []string{im.name, MiB(st.Size()), MiB(alloc), MiB(logical), MiB(inb[0]), MiB(inb[1]), MiB(inb[2]),
 			Secs(wall[0]), Secs(wall[1]), Secs(wall[2]), Ratio(wall[1].Seconds(), wall[0].Seconds()), Ratio(wall[2].Seconds(), wall[0].Seconds())})
 		pct := func(t int) string { return fmt.Sprintf("%.2f%%", 100*float64(grow[t])/float64(max(first[t], 1))) }
-		dedupe.Rows = append(dedupe.Rows, []string{im.name, MiB(grow[0]), MiB(grow[1]), MiB(grow[2]), pct(0), pct(1), pct(2)})
+		mib3 := func(n int64) string { return fmt.Sprintf("%.3f", float64(n)/(1<<20)) }
+		dedupe.Rows = append(dedupe.Rows, []string{im.name, mib3(grow[0]), mib3(grow[1]), mib3(grow[2]), pct(0), pct(1), pct(2)})
 	}
 	read.Notes = []string{"drpipe's logical read is the allocated part of the virtual disk it chunked; holes, unallocated " +
 		"blocks and container metadata are not chunked. restic and borg read every byte of the container file " +

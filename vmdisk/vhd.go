@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"unicode/utf16"
 )
@@ -99,6 +100,7 @@ func vhdVirtualSize(ft *vhdFooter) int64 {
 
 type vhdImpl struct {
 	f         io.ReaderAt
+	file      *os.File // set by OpenLayer: a fixed VHD's holes are found with SEEK_DATA
 	name      string
 	vsize     int64
 	fixed     bool
@@ -408,7 +410,16 @@ func (v *vhdImpl) readData(p []byte, off int64) error {
 func (v *vhdImpl) runs() ([]Run, error) {
 	var b runBuilder
 	if v.fixed {
-		b.add(0, v.vsize, Data)
+		rs := []Range{{0, v.vsize}}
+		if v.file != nil {
+			var err error
+			if rs, err = dataRanges(v.file, v.vsize); err != nil {
+				return nil, fmt.Errorf("%s: find allocated ranges: %w", v.name, err)
+			}
+		}
+		for _, r := range rs {
+			b.add(r.Off, min(r.Len, v.vsize-r.Off), Data)
+		}
 		return b.rs, nil
 	}
 	seen := map[int64]bool{}

@@ -224,8 +224,11 @@ func OpenLayer(f *os.File, path string, format Format, lim Limits) (*Layer, erro
 	if err != nil {
 		return nil, err
 	}
-	if r, ok := l.impl.(*rawImpl); ok {
-		r.file = f // SEEK_DATA for the allocation map
+	switch x := l.impl.(type) { // SEEK_DATA for the allocation map
+	case *rawImpl:
+		x.file = f
+	case *vhdImpl:
+		x.file = f
 	}
 	l.f = f
 	return l, nil
