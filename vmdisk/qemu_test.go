@@ -3,6 +3,7 @@ package vmdisk
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -231,5 +232,46 @@ func TestDetect(t *testing.T) {
 		if got != want {
 			t.Errorf("%s: detected %s, want %s", p, got, want)
 		}
+	}
+}
+
+// TestConcurrentReads reads images from many goroutines at once (run
+// under -race: the table and cluster caches are shared).
+func TestConcurrentReads(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	src := ext4Raw(t, dir, 16<<20)
+	want, _ := os.ReadFile(src)
+	for _, args := range [][]string{{"-c", "-O", "qcow2", "-o", "cluster_size=4096"}, {"-O", "vhdx", "-o", "block_size=1048576"}, {"-O", "vpc"}} {
+		img := filepath.Join(dir, "c-"+args[len(args)-1])
+		qemuImg(t, append(append([]string{"convert"}, args...), src, img)...)
+		d, err := Open(img, Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		errc := make(chan error, 8)
+		for g := 0; g < 8; g++ {
+			go func(g int) {
+				buf := make([]byte, 12345)
+				for off := int64(g * 4096); off < int64(len(want)); off += 200 << 10 {
+					n, err := d.ReadAt(buf, off)
+					if err != nil && n != len(want)-int(off) {
+						errc <- err
+						return
+					}
+					if !bytes.Equal(buf[:n], want[off:off+int64(n)]) {
+						errc <- fmt.Errorf("%s: wrong bytes at %d", img, off)
+						return
+					}
+				}
+				errc <- nil
+			}(g)
+		}
+		for g := 0; g < 8; g++ {
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+		}
+		d.Close()
 	}
 }
