@@ -52,6 +52,11 @@ type BackupOptions struct {
 	Time time.Time
 	// Program is recorded in the snapshot (e.g. "drpipe 0.1.0").
 	Program string
+	// Flatten backs up differencing disk images as their merged virtual
+	// disk instead of as a chain of layers (see disk.go).
+	Flatten bool
+	// NoDiskImages backs up disk image containers as plain files.
+	NoDiskImages bool
 }
 
 // BackupResult describes a finished backup.
@@ -477,6 +482,8 @@ type fileState struct {
 	f         *os.File
 	size      int64
 	mtime     time.Time
+	src       io.ReaderAt  // f, or the virtual disk of a disk image
+	closeSrc  func() error // closes what src opened besides f
 	fut       *future
 	segs      [][]repo.Extent
 	remaining atomic.Int32
@@ -494,6 +501,12 @@ func (b *backup) file(path string, fi fs.FileInfo, n *repo.Node, parent *repo.No
 	b.files.Add(1)
 	if parent != nil && unchanged(parent, n) && b.contentKnown(parent) {
 		n.Content, n.ContentLists = parent.Content, parent.ContentLists
+		b.bytesDone.Add(n.Size)
+		b.progress.AddDone(1, n.Size)
+		return doneFuture(n)
+	}
+	if parent != nil && parent.Disk != nil && b.diskUnchanged(parent, n) {
+		n.Size, n.Disk, n.Content, n.ContentLists = parent.Size, parent.Disk, parent.Content, parent.ContentLists
 		b.bytesDone.Add(n.Size)
 		b.progress.AddDone(1, n.Size)
 		return doneFuture(n)
@@ -517,8 +530,12 @@ func (b *backup) file(path string, fi fs.FileInfo, n *repo.Node, parent *repo.No
 		return &future{skip: true, done: closed()}
 	}
 	n.Size = st.Size()
-	data, err := chunking.DataRanges(f, n.Size)
-	if err != nil {
+	var src io.ReaderAt = f
+	var closeSrc func() error
+	var data []chunking.Range
+	if ds := b.openDisk(path, f, n); ds != nil {
+		src, closeSrc, data = ds.r, ds.close, ds.data // chunk the virtual disk (disk.go)
+	} else if data, err = chunking.DataRanges(f, n.Size); err != nil {
 		f.Close()
 		b.warn(path, err)
 		return &future{skip: true, done: closed()}
@@ -526,15 +543,20 @@ func (b *backup) file(path string, fi fs.FileInfo, n *repo.Node, parent *repo.No
 	segs := b.ck.Plan(n.Size, data)
 	fut := &future{node: n, done: make(chan struct{})}
 	if len(segs) == 0 {
+		if closeSrc != nil {
+			closeSrc()
+		}
 		f.Close()
 		b.progress.AddDone(1, 0)
 		close(fut.done)
 		return fut
 	}
-	s := &fileState{b: b, path: path, f: f, size: st.Size(), mtime: st.ModTime(), fut: fut, segs: make([][]repo.Extent, len(segs))}
+	s := &fileState{b: b, path: path, f: f, size: st.Size(), mtime: st.ModTime(), src: src, closeSrc: closeSrc, fut: fut, segs: make([][]repo.Extent, len(segs))}
 	s.remaining.Store(int32(len(segs)))
 	for i, seg := range segs {
-		prefetch(f, seg)
+		if closeSrc == nil { // offsets are file offsets (not a virtual disk)
+			prefetch(f, seg)
+		}
 		select {
 		case b.jobs <- segJob{fs: s, i: i, seg: seg}:
 		case <-b.ctx.Done():
@@ -584,6 +606,9 @@ func (s *fileState) segDone(err error) {
 	if st, err := s.f.Stat(); err == nil && (st.Size() != s.size || !st.ModTime().Equal(s.mtime)) {
 		// Kept (like any crash-consistent copy) but the operator is told.
 		s.b.warn(s.path, errors.New("file changed while it was read; the snapshot holds a mix of old and new content"))
+	}
+	if s.closeSrc != nil {
+		s.closeSrc()
 	}
 	s.f.Close()
 	defer close(s.fut.done)
@@ -640,7 +665,7 @@ func (b *backup) segment(ch *chunking.Chunker, j segJob) error {
 		}
 		defer put()
 	}
-	ext, err := ch.ChunkSegment(b.ctx, j.fs.f, j.seg, buf)
+	ext, err := ch.ChunkSegment(b.ctx, j.fs.src, j.seg, buf)
 	if err != nil {
 		return fmt.Errorf("read at offset %d: %w", j.seg.Off, err)
 	}

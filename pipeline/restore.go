@@ -32,6 +32,9 @@ type RestoreOptions struct {
 	Workers int
 	// Progress receives counters (default NoProgress).
 	Progress Progress
+	// DiskFormat is the container for recognised VM disk images: raw,
+	// qcow2, vhdx or original (the default; see disk.go).
+	DiskFormat string
 }
 
 // RestoreResult describes a finished restore.
@@ -58,6 +61,7 @@ type restorer struct {
 	o        RestoreOptions
 	ctx      context.Context
 	progress Progress
+	root     id.ID // the snapshot's tree, for disk chains
 
 	tasks   chan packTask
 	wg      sync.WaitGroup
@@ -125,7 +129,7 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, o Resto
 	if err := os.MkdirAll(o.Target, 0o700); err != nil {
 		return nil, fmt.Errorf("create target %s: %w", o.Target, err)
 	}
-	rs := &restorer{r: r, o: o, ctx: ctx, progress: o.Progress, tasks: make(chan packTask, o.Workers)}
+	rs := &restorer{r: r, o: o, ctx: ctx, progress: o.Progress, root: sn.Tree, tasks: make(chan packTask, o.Workers)}
 	for i := 0; i < o.Workers; i++ {
 		rs.wg.Add(1)
 		go rs.reader()
@@ -233,6 +237,9 @@ func (rs *restorer) node(n *repo.Node, sp, dp string) error {
 		}
 		rs.dirsMD = append(rs.dirsMD, dirMeta{dp, n})
 	case repo.NodeFile:
+		if n.Disk != nil {
+			return rs.restoreDisk(n, sp, dp) // VM disk image (disk.go)
+		}
 		return rs.file(n, dp)
 	case repo.NodeSymlink:
 		_ = os.Remove(dp)

@@ -146,6 +146,7 @@ func (a *app) backupCmd() *cobra.Command {
 			}
 			o := pipeline.BackupOptions{Host: host, Tags: tags, Paths: args, Progress: cnt, Scan: bar != nil,
 				Workers: a.v.GetInt("workers"), Inventory: inv, Program: "drpipe " + version}
+			o.Flatten, o.NoDiskImages = a.diskBackupFlags(cmd)
 			if stdin {
 				o.Stdin, o.StdinName = a.stdin, stdinName
 			}
@@ -178,6 +179,7 @@ func (a *app) backupCmd() *cobra.Command {
 	f.StringArrayVar(&inventories, "inventory", nil, "VM inventory file to store with the snapshot (repeatable)")
 	f.BoolVar(&stdin, "stdin", false, "back up standard input as one file")
 	f.StringVar(&stdinName, "stdin-name", "", "file name for --stdin in the snapshot")
+	addDiskBackupFlags(cmd)
 	return cmd
 }
 
@@ -280,7 +282,11 @@ func (a *app) restoreCmd() *cobra.Command {
 				cnt.AddTotal(sn.Summary.Files, sn.Summary.BytesTotal)
 			}
 			start := time.Now()
-			res, err := pipeline.Restore(ctx, r, sn, pipeline.RestoreOptions{Target: target, Include: paths, Progress: cnt, Workers: a.v.GetInt("restore.workers")})
+			df, err := a.diskFormatFlag(cmd)
+			if err != nil {
+				return err
+			}
+			res, err := pipeline.Restore(ctx, r, sn, pipeline.RestoreOptions{Target: target, Include: paths, Progress: cnt, Workers: a.v.GetInt("restore.workers"), DiskFormat: df})
 			bar.Stop()
 			if res == nil {
 				return err
@@ -308,6 +314,7 @@ func (a *app) restoreCmd() *cobra.Command {
 	cmd.Flags().StringVar(&target, "target", "", "directory to restore into")
 	cmd.Flags().StringArrayVar(&paths, "path", nil, "restore only this snapshot path and what is below it (repeatable)")
 	cmd.Flags().StringVar(&host, "host", "", "with latest: newest snapshot of this host")
+	addDiskFormatFlag(cmd)
 	return cmd
 }
 

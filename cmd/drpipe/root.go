@@ -58,6 +58,7 @@ func newRootCmd() *cobra.Command {
 		a.initCmd(), a.backupCmd(), a.snapshotsCmd(), a.restoreCmd(), a.checkCmd(), a.repairCmd(),
 		a.statsCmd(), a.keyCmd(), a.forgetCmd(), a.pruneCmd(), a.demoCmd(),
 	)
+	root.AddCommand(a.mountCmd())
 	return root
 }
 
@@ -76,6 +77,11 @@ var configDefaults = map[string]any{
 	"init.pack_size":  "16MiB",
 	"backup.tags":     []string{},
 	"restore.workers": 0,
+	// VM disk images (cmd_vmdisk.go).
+	"backup.flatten":        false,
+	"backup.no_disk_images": false,
+	"restore.disk_format":   "original",
+	"mount.cache_size":      "256MiB",
 }
 
 func (a *app) loadConfig(cmd *cobra.Command) error {

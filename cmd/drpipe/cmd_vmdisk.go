@@ -1,0 +1,120 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/drpipe/drpipe/mount"
+	"github.com/drpipe/drpipe/pipeline"
+	"github.com/drpipe/drpipe/vmdisk"
+)
+
+// VM disk image flags of backup and restore, and the mount command.
+
+func addDiskBackupFlags(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.Bool("flatten", false, "back up differencing disk chains (qcow2 overlays, VHD/VHDX differencing disks) as one merged disk (config key backup.flatten)")
+	f.Bool("no-disk-images", false, "back up VM disk image containers as plain files instead of chunking their virtual disk (config key backup.no_disk_images)")
+}
+
+func (a *app) diskBackupFlags(cmd *cobra.Command) (flatten, noDisk bool) {
+	flatten, noDisk = a.v.GetBool("backup.flatten"), a.v.GetBool("backup.no_disk_images")
+	if cmd.Flags().Changed("flatten") {
+		flatten, _ = cmd.Flags().GetBool("flatten")
+	}
+	if cmd.Flags().Changed("no-disk-images") {
+		noDisk, _ = cmd.Flags().GetBool("no-disk-images")
+	}
+	return flatten, noDisk
+}
+
+func addDiskFormatFlag(cmd *cobra.Command) {
+	cmd.Flags().String("disk-format", "original", "container for VM disk images: original, raw, qcow2 or vhdx (config key restore.disk_format); "+
+		"a format other than the original gets that extension and flattens differencing chains")
+}
+
+func (a *app) diskFormatFlag(cmd *cobra.Command) (string, error) {
+	df := a.v.GetString("restore.disk_format")
+	if cmd.Flags().Changed("disk-format") {
+		df, _ = cmd.Flags().GetString("disk-format")
+	}
+	switch df {
+	case "", pipeline.DiskFormatOriginal:
+		return pipeline.DiskFormatOriginal, nil
+	case "vhd", "vpc":
+		return "", usagef("--disk-format vhd is not offered (VHD is restored only as original); use vhdx, qcow2 or raw")
+	}
+	f, err := vmdisk.ParseFormat(df)
+	if err != nil {
+		return "", usagef("--disk-format: %w", err)
+	}
+	return string(f), nil
+}
+
+func (a *app) mountCmd() *cobra.Command {
+	var debug bool
+	cmd := &cobra.Command{
+		Use:   "mount --repo R DIR",
+		Short: "Browse all snapshots as a read-only file system (FUSE)",
+		Long: "Mount the repository's snapshots read-only at DIR: DIR/<host>/<time>/ holds each snapshot's files as they\n" +
+			"were, DIR/<host>/latest points at the newest. Every VM disk image that backup recognised (VHD, VHDX, qcow2)\n" +
+			"appears next to its name as <image>.raw, its flattened virtual disk, read on demand from the repository, so\n" +
+			"one file can be copied out of a guest file system without restoring the VM:\n\n" +
+			"  losetup --find --show --read-only --partscan DIR/hv01/latest/vms/dc01.vhdx.raw\n" +
+			"  mount -o ro /dev/loop0p1 /mnt/dc01   (or mount -o loop,ro ... for a disk without partitions)\n\n" +
+			"A read whose chunks are damaged beyond repair fails with EIO (never wrong bytes). The command runs until\n" +
+			"interrupted (Ctrl-C, SIGTERM) or unmounted with 'fusermount3 -u DIR', and unmounts cleanly.",
+		Example: "  drpipe mount --repo /srv/drpipe/repo /mnt/drpipe &\n" +
+			"  mount -o loop,ro /mnt/drpipe/hv01/latest/var/lib/libvirt/images/web.qcow2.raw /mnt/web\n" +
+			"  cp /mnt/web/etc/nginx/nginx.conf . && umount /mnt/web && kill %1",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			dir := args[0]
+			if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+				return usagef("mount point %s must be an existing directory", dir)
+			}
+			cache, err := parseSize(a.v.GetString("mount.cache_size"))
+			if err != nil {
+				return usagef("mount.cache_size: %w", err)
+			}
+			r, err := a.openRepo(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeRepo(r)
+			srv, err := mount.Mount(ctx, r, dir, mount.Options{CacheBytes: cache, Debug: debug, OnError: func(p string, err error) {
+				fmt.Fprintf(a.stderr, "read error: %s: %v\n", p, err)
+			}})
+			if err != nil {
+				return err
+			}
+			if a.jsonOut() {
+				if err := a.printJSON(map[string]any{"mountpoint": dir, "mounted": true}); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintf(a.stderr, "mounted at %s; press Ctrl-C (or send SIGTERM) to unmount\n", dir)
+			}
+			done := make(chan struct{})
+			go func() { srv.Wait(); close(done) }()
+			select {
+			case <-done: // unmounted from outside (fusermount3 -u)
+				return nil
+			case <-ctx.Done():
+			}
+			if err := srv.Unmount(); err != nil {
+				return fmt.Errorf("unmount %s: %w", dir, err)
+			}
+			<-done
+			if !a.jsonOut() {
+				fmt.Fprintf(a.stderr, "unmounted %s\n", dir)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&debug, "debug", false, "log every FUSE request to stderr")
+	return cmd
+}
