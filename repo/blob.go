@@ -2,6 +2,7 @@ package repo
 
 import (
 	"fmt"
+	"runtime"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -79,7 +80,9 @@ func codecs() {
 			CompressFastest: zstd.SpeedFastest,
 			CompressMax:     zstd.SpeedBetterCompression,
 		} {
-			e, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(lvl), zstd.WithEncoderConcurrency(1), zstd.WithZeroFrames(true))
+			// EncodeAll calls share Concurrency encoders; fewer than the
+			// number of workers would serialise compression.
+			e, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(lvl), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithZeroFrames(true))
 			if err != nil {
 				panic(err) // static options; cannot fail
 			}
