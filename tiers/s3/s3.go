@@ -265,7 +265,7 @@ func (b *Backend) openError(ctx, pctx context.Context, err error) error {
 	err = classify(err)
 	switch {
 	case errors.Is(err, ErrAuth):
-		return fmt.Errorf("open %s: %w: check s3.access_key_id/s3.secret_access_key or the AWS credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE, ...): %w", b.where(), ErrAuth, unwrapAuth(err))
+		return fmt.Errorf("open %s: %w: check s3.access_key_id/s3.secret_access_key or the AWS credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE, ...): %w", b.where(), ErrAuth, detail(err))
 	case errors.Is(err, ErrNoBucket):
 		return fmt.Errorf("open %s: bucket %q does not exist; create it first (drpipe never creates buckets): %w", b.where(), b.cfg.Bucket, err)
 	case errors.Is(err, ErrWrongRegion):
@@ -276,10 +276,11 @@ func (b *Backend) openError(ctx, pctx context.Context, err error) error {
 	return fmt.Errorf("open %s: %w", b.where(), err)
 }
 
-// unwrapAuth drops the duplicate ErrAuth prefix from a classified error.
-func unwrapAuth(err error) error {
+// detail returns the wrapped SDK error of an error made by classify as
+// "<sentinel>: <err>", to avoid repeating the sentinel in messages.
+func detail(err error) error {
 	if uw, ok := err.(interface{ Unwrap() []error }); ok {
-		if es := uw.Unwrap(); len(es) == 2 && es[0] == ErrAuth {
+		if es := uw.Unwrap(); len(es) == 2 {
 			return es[1]
 		}
 	}
@@ -922,8 +923,8 @@ func (b *Backend) lockedError(ctx context.Context, key string, version *string, 
 	}
 	out, herr := b.cli.HeadObject(ctx, &awss3.HeadObjectInput{Bucket: &b.cfg.Bucket, Key: &key, VersionId: version})
 	if herr == nil && out.ObjectLockRetainUntilDate != nil {
-		return fmt.Errorf("%w: retention (%s) until %s; the object can be removed after that date: %w",
-			tiers.ErrLocked, strings.ToLower(string(out.ObjectLockMode)), out.ObjectLockRetainUntilDate.UTC().Format(time.RFC3339), errors.Unwrap(err))
+		return fmt.Errorf("%w (%s) until %s; it can be removed after that date: %w",
+			tiers.ErrLocked, strings.ToLower(string(out.ObjectLockMode)), out.ObjectLockRetainUntilDate.UTC().Format(time.RFC3339), detail(err))
 	}
 	return err
 }
