@@ -391,3 +391,21 @@ func TestS3ConfigFileKeys(t *testing.T) {
 		t.Errorf("snapshots with AWS_* variables: %s", out)
 	}
 }
+
+// configs/s3.yaml holds only known keys with valid values.
+func TestS3ExampleConfig(t *testing.T) {
+	srv := startS3(t)
+	makeBucket(t, srv, "dr-backups", false)
+	e := newEnv(t)
+	b, err := os.ReadFile("../../configs/s3.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(e.dir, "s3.yaml")
+	os.WriteFile(cfg, []byte(strings.Replace(string(b), "ca_file: /etc/drpipe/storage-ca.pem", `ca_file: ""`, 1)), 0o600)
+	s3Env(e, srv) // the endpoint and credentials of the test server
+	e.ok("--config", cfg, "init")
+	if out := e.ok("--config", cfg, "snapshots"); !strings.Contains(out, "0 snapshots") {
+		t.Errorf("snapshots: %s", out)
+	}
+}

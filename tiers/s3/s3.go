@@ -12,8 +12,10 @@
 //	<prefix>/snapshots/<name>
 //	<prefix>/tombstones/<name>
 //
-// Uploads: an object up to Config.PartSize is read into a buffer and stored
-// with one PutObject; a larger one is stored with a multipart upload whose
+// Uploads: an object up to Config.PartSize is stored with one PutObject,
+// sent straight from the caller's reader when it can seek (the caller holds
+// the bytes: a *bytes.Reader, a file section) and read into a buffer first
+// otherwise; a larger one is stored with a multipart upload whose
 // parts are read into buffers of PartSize and sent Config.Concurrency at a
 // time. Buffers come from one pool per backend of Concurrency buffers, so
 // memory stays within Concurrency x PartSize however many Puts run. A
@@ -393,9 +395,13 @@ func (b *Backend) Put(ctx context.Context, h tiers.Handle, rd io.Reader, size in
 	}
 	src := &ctxReader{ctx: ctx, r: rd}
 	var err error
-	if size <= b.cfg.PartSize {
+	rs, seekable := rd.(io.ReadSeeker)
+	switch {
+	case size <= b.cfg.PartSize && seekable:
+		err = b.putSeekable(ctx, h, rs, size)
+	case size <= b.cfg.PartSize:
 		err = b.putSingle(ctx, h, src, size)
-	} else {
+	default:
 		err = b.putMultipart(ctx, h, src, size)
 	}
 	if err != nil && errors.Is(err, tiers.ErrLocked) && h.Type != tiers.TypeConfig {
@@ -407,6 +413,48 @@ func (b *Backend) Put(ctx context.Context, h tiers.Handle, rd io.Reader, size in
 		return b.wrap("put", "to", h, err)
 	}
 	return nil
+}
+
+// putSeekable stores a small object whose reader can seek (the caller
+// already holds its bytes, e.g. a *bytes.Reader or a file section): it is
+// sent as it is, without a copy into an upload buffer. The remaining
+// length is checked against size before anything is sent.
+func (b *Backend) putSeekable(ctx context.Context, h tiers.Handle, rs io.ReadSeeker, size int64) error {
+	cur, err := rs.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return fmt.Errorf("read object body: %w", err)
+	}
+	end, err := rs.Seek(0, io.SeekEnd)
+	if err != nil {
+		return fmt.Errorf("read object body: %w", err)
+	}
+	if _, err := rs.Seek(cur, io.SeekStart); err != nil {
+		return fmt.Errorf("read object body: %w", err)
+	}
+	if end-cur != size {
+		return fmt.Errorf("%w: reader holds %d bytes, want %d", tiers.ErrSizeMismatch, end-cur, size)
+	}
+	in := &awss3.PutObjectInput{
+		Bucket:        &b.cfg.Bucket,
+		Key:           aws.String(b.key(h)),
+		Body:          rs,
+		ContentLength: aws.Int64(size),
+		StorageClass:  b.classFor(h.Type),
+	}
+	if until := b.retention(); until != nil {
+		sum := md5.New()
+		if _, err := io.Copy(sum, rs); err != nil {
+			return fmt.Errorf("read object body: %w", err)
+		}
+		if _, err := rs.Seek(cur, io.SeekStart); err != nil {
+			return fmt.Errorf("read object body: %w", err)
+		}
+		in.ObjectLockMode = types.ObjectLockMode(b.cfg.ObjectLockMode)
+		in.ObjectLockRetainUntilDate = until
+		in.ContentMD5 = aws.String(base64.StdEncoding.EncodeToString(sum.Sum(nil)))
+	}
+	_, err = b.cli.PutObject(ctx, in)
+	return classify(err)
 }
 
 // getBuf takes an upload buffer from the pool, waiting for one.

@@ -741,3 +741,30 @@ func writeSelfSigned(t *testing.T, certFile, keyFile string) {
 		t.Fatal(err)
 	}
 }
+
+// Seekable readers are sent without a copy; their length is still checked
+// before anything is sent.
+func TestPutSeekableSizeChecked(t *testing.T) {
+	ctx := t.Context()
+	be := open(t, baseConfig(newBucket(t, false), "seek"))
+	defer be.Close()
+	h := tiers.Handle{Type: tiers.TypeIndex, Name: "i"}
+	data := []byte("0123456789")
+	for _, size := range []int64{9, 11} {
+		if err := be.Put(ctx, h, bytes.NewReader(data), size); !errors.Is(err, tiers.ErrSizeMismatch) {
+			t.Errorf("Put of 10 seekable bytes as %d: %v", size, err)
+		}
+	}
+	if _, err := be.Stat(ctx, h); !errors.Is(err, tiers.ErrNotFound) {
+		t.Errorf("Stat after refused Puts: %v", err)
+	}
+	// A reader positioned in the middle sends the rest.
+	rd := bytes.NewReader(data)
+	rd.Seek(4, io.SeekStart)
+	if err := be.Put(ctx, h, rd, 6); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := tiers.LoadAll(ctx, be, h, 0, 0); err != nil || string(got) != "456789" {
+		t.Errorf("Load: %q %v", got, err)
+	}
+}
