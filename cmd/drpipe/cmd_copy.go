@@ -74,7 +74,7 @@ func (a *app) copyCmd() *cobra.Command {
 				return err
 			}
 			if a.jsonOut() {
-				if jerr := a.printJSON(copyJSON(src, dst, st, dryRun)); jerr != nil {
+				if jerr := a.printJSON(copyJSON(src, dst, st, pr, dryRun)); jerr != nil {
 					return jerr
 				}
 				return err
@@ -89,7 +89,7 @@ func (a *app) copyCmd() *cobra.Command {
 	return cmd
 }
 
-func copyJSON(src, dst tiers.Backend, st *tiers.CopyStats, dryRun bool) map[string]any {
+func copyJSON(src, dst tiers.Backend, st *tiers.CopyStats, pr *copyProgress, dryRun bool) map[string]any {
 	failures := []map[string]string{}
 	for _, f := range st.Failures {
 		failures = append(failures, map[string]string{"object": f.Handle.String(), "error": f.Err.Error()})
@@ -101,7 +101,8 @@ func copyJSON(src, dst tiers.Backend, st *tiers.CopyStats, dryRun bool) map[stri
 	return map[string]any{
 		"source": src.Location(), "destination": dst.Location(), "dry_run": dryRun,
 		"objects": st.Total.Source, "bytes": st.Total.SourceBytes,
-		"present": st.Total.Present, "copied": st.Total.Copied, "bytes_copied": st.Total.CopiedBytes,
+		"present": st.Total.Present, "to_copy": pr.plannedN.Load(), "to_copy_bytes": pr.plannedB.Load(),
+		"copied": st.Total.Copied, "bytes_copied": st.Total.CopiedBytes,
 		"vanished": st.Total.Vanished, "failed": st.Total.Failed, "failures": failures,
 		"by_type": byType, "duration_s": st.Duration.Seconds(),
 	}
@@ -127,9 +128,14 @@ func (a *app) printCopy(src, dst tiers.Backend, st *tiers.CopyStats, pr *copyPro
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%d\t\n", t, ts.Source, ts.Present, n, humanBytes(b), ts.Failed)
 	}
 	tw.Flush()
+	if dryRun {
+		a.printf("would copy %d of %d objects (%s) from %s to %s; %d are already there\n",
+			pr.plannedN.Load(), st.Total.Source, humanBytes(pr.plannedB.Load()), src.Location(), dst.Location(), st.Total.Present)
+		return
+	}
 	rate := float64(st.Total.CopiedBytes) / max(st.Duration.Seconds(), 0.001)
-	a.printf("%s %d of %d objects (%s) from %s to %s in %.1fs (%s/s); %d were already there\n",
-		verb, st.Total.Copied, st.Total.Source, humanBytes(st.Total.CopiedBytes), src.Location(), dst.Location(),
+	a.printf("copied %d of %d objects (%s) from %s to %s in %.1fs (%s/s); %d were already there\n",
+		st.Total.Copied, st.Total.Source, humanBytes(st.Total.CopiedBytes), src.Location(), dst.Location(),
 		st.Duration.Seconds(), humanBytes(int64(rate)), st.Total.Present)
 	if st.Total.Vanished > 0 {
 		a.printf("%d objects disappeared from the source during the copy (removed by prune)\n", st.Total.Vanished)

@@ -64,6 +64,7 @@ func makeBucket(t *testing.T, srv *versitygw.Server, name string, lock bool) {
 type copyJSONOut struct {
 	Objects     int   `json:"objects"`
 	Present     int   `json:"present"`
+	ToCopy      int   `json:"to_copy"`
 	Copied      int   `json:"copied"`
 	BytesCopied int64 `json:"bytes_copied"`
 	Failed      int   `json:"failed"`
@@ -218,6 +219,11 @@ func TestS3CopyKilledAndResumed(t *testing.T) {
 	before, err := srv.Objects("drsite", "r")
 	if err != nil {
 		t.Fatal(err)
+	}
+	// A dry run reports what is missing and sends nothing.
+	dry := e.copyJSON("--repo", local, "--to", "s3://drsite/r", "--dry-run")
+	if still, _ := srv.Objects("drsite", "r"); dry.ToCopy != dry.Objects-len(before) || dry.Copied != 0 || len(still) != len(before) {
+		t.Errorf("dry run: %+v; server held %d objects, now %d", dry, len(before), len(still))
 	}
 	c := e.copyJSON("--repo", local, "--to", "s3://drsite/r")
 	if c.Present != len(before) || c.Copied != c.Objects-len(before) || c.Copied == 0 || c.Failed != 0 {
