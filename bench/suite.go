@@ -28,6 +28,7 @@ type Suite struct {
 var suites = []Suite{
 	coreSuite,
 	vmdiskSuite,
+	s3Suite,
 }
 
 func suiteNames() []string {

@@ -85,6 +85,9 @@ func exitCode(err error) int {
 }
 
 func hint(err error) string {
+	if h := tierHint(err); h != "" {
+		return h
+	}
 	switch {
 	case errors.Is(err, repo.ErrWrongPassword):
 		return "check --password-file / DRPIPE_PASSWORD; list key slots with 'drpipe key list' using a working password"

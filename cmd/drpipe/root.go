@@ -43,7 +43,7 @@ func newRootCmd() *cobra.Command {
 	}
 	pf := root.PersistentFlags()
 	pf.String("config", "", "config file (YAML); every key can also be set as DRPIPE_<SECTION>_<KEY>")
-	pf.String("repo", "", "repository location: a directory path (config key repo, env DRPIPE_REPO)")
+	pf.String("repo", "", "repository location: a directory path or s3://bucket/prefix (config key repo, env DRPIPE_REPO)")
 	pf.String("password-file", "", "file holding the repository password (env DRPIPE_PASSWORD holds the password itself)")
 	pf.String("cache-dir", "", "local cache directory (default ~/.cache/drpipe)")
 	pf.Bool("json", false, "print machine-readable JSON")
@@ -57,6 +57,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(
 		a.initCmd(), a.backupCmd(), a.snapshotsCmd(), a.restoreCmd(), a.checkCmd(), a.repairCmd(),
 		a.statsCmd(), a.keyCmd(), a.forgetCmd(), a.pruneCmd(), a.demoCmd(),
+		a.copyCmd(), a.warmupCmd(),
 	)
 	root.AddCommand(a.mountCmd())
 	return root
@@ -115,7 +116,7 @@ func (a *app) loadConfig(cmd *cobra.Command) error {
 
 // extraSections lists config sections owned by other commands (s3, site,
 // tape, drsite, tier); their keys are validated by those commands.
-var extraSections = []string{}
+var extraSections = []string{"s3", "copy"}
 
 func knownSection(k string) bool {
 	for _, s := range extraSections {
@@ -210,7 +211,10 @@ func (a *app) openBackend(ctx context.Context, loc string, create bool) (tiers.B
 		if scheme == "file" {
 			return a.openBackend(ctx, strings.TrimPrefix(loc, "file://"), create)
 		}
-		return nil, usagef("unsupported repository location %q: use a directory path", loc)
+		if scheme == "s3" {
+			return a.openS3(ctx, loc)
+		}
+		return nil, usagef("unsupported repository location %q: use a directory path or s3://bucket/prefix", loc)
 	}
 	if create {
 		return tiers.NewLocal(loc)
