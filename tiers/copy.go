@@ -84,7 +84,7 @@ type CopyStats struct {
 // Order: the source is listed metadata first (tombstones, snapshots,
 // index, data, keys, config), so that every snapshot listed has its index
 // and data in the later listings even while backups write to src; the
-// objects are then transferred in AllTypes order, one type after the
+// objects are then transferred in CopyTypes order, one type after the
 // other, so the destination holds a snapshot only after all the data and
 // index objects it may reference.
 //
@@ -106,8 +106,8 @@ func Copy(ctx context.Context, src, dst Backend, o CopyOptions) (*CopyStats, err
 	defer func() { st.Duration = time.Since(start) }()
 
 	srcObjs := make(map[Type]map[string]int64)
-	for i := len(AllTypes) - 1; i >= 0; i-- {
-		t := AllTypes[i]
+	for i := len(CopyTypes) - 1; i >= 0; i-- {
+		t := CopyTypes[i]
 		m, err := listSizes(ctx, src, t)
 		if err != nil {
 			return st, fmt.Errorf("copy from %s: %w", src.Location(), err)
@@ -134,7 +134,7 @@ func Copy(ctx context.Context, src, dst Backend, o CopyOptions) (*CopyStats, err
 			}
 		}
 	)
-	for _, t := range AllTypes {
+	for _, t := range CopyTypes {
 		ts := st.ByType[t]
 		have, err := listSizes(ctx, dst, t)
 		if err != nil {

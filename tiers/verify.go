@@ -57,7 +57,7 @@ func NewObjectVerifier(h Handle) (*ObjectVerifier, error) {
 			return nil, fmt.Errorf("%s: %w: %w", h, ErrVerify, err)
 		}
 		v.shard, v.pack, v.index = true, p, i
-	case TypeKey, TypeIndex, TypeSnapshot:
+	case TypeKey, TypeIndex, TypeSnapshot, TypeTombstone:
 		want, err := id.Parse(h.Name)
 		if err != nil || want.String() != h.Name {
 			return nil, fmt.Errorf("%s: %w: name is not a lower-case SHA-256 hex digest", h, ErrVerify)
