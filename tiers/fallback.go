@@ -1,6 +1,7 @@
 package tiers
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +20,12 @@ import (
 // skipped; if no tier can serve an object and one of them was not ready,
 // the error wraps ErrNotReady so the caller can wait instead of failing.
 type Fallback struct {
+	// Verify makes Load check whole objects against their names (see
+	// ObjectVerifier) before handing them on, so a corrupt copy falls
+	// through to the next tier. Only for repository objects; leave it off
+	// for arbitrary content.
+	Verify bool
+
 	tiers []Backend
 	names []string
 
@@ -94,10 +101,30 @@ func (f *Fallback) Load(ctx context.Context, h Handle, offset, length int64, fn 
 	}
 	var errs []error
 	notReady := false
+	// Whole objects are verified against their name before fn sees them,
+	// so a corrupt copy in one tier falls through to the next. (Ranged
+	// reads are authenticated by the caller, which then asks for whole
+	// shards to rebuild.)
+	verify := f.Verify && offset == 0 && length == 0 && h.Type != TypeConfig && h.Type != TypeSession
 	for i, t := range f.tiers {
 		cr := &countingReader{}
 		err := t.Load(ctx, h, offset, length, func(rd io.Reader) error {
-			cr.r = rd
+			if !verify {
+				cr.r = rd
+				return fn(cr)
+			}
+			v, err := NewObjectVerifier(h)
+			if err != nil {
+				return err
+			}
+			b, err := io.ReadAll(io.TeeReader(rd, v))
+			if err != nil {
+				return err
+			}
+			if err := v.Check(int64(len(b))); err != nil {
+				return err
+			}
+			cr.r = bytes.NewReader(b)
 			return fn(cr)
 		})
 		if err == nil {

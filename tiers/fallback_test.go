@@ -2,6 +2,8 @@ package tiers_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"testing"
 
@@ -58,4 +60,27 @@ func TestFallbackServesFromLaterTiers(t *testing.T) {
 	if _, err := tiers.LoadAll(ctx, f2, h3, 0, 0); !errors.Is(err, tiers.ErrNotReady) {
 		t.Errorf("only an archived copy: %v, want ErrNotReady", err)
 	}
+}
+
+func TestFallbackSkipsCorruptCopies(t *testing.T) {
+	ctx := context.Background()
+	hot, dr := tierstest.NewMemory(), tierstest.NewMemory()
+	good := []byte("index object bytes")
+	h := tiers.Handle{Type: tiers.TypeIndex, Name: sha256hex(good)}
+	tiers.PutBytes(ctx, hot, h, []byte("index object bytez")) // damaged in the hot tier
+	tiers.PutBytes(ctx, dr, h, good)
+	f, _ := tiers.NewFallback([]tiers.Backend{hot, dr}, []string{"hot", "dr"})
+	f.Verify = true
+	got, err := tiers.LoadAll(ctx, f, h, 0, 0)
+	if err != nil || string(got) != string(good) {
+		t.Fatalf("load = %q, %v; want the intact DR copy", got, err)
+	}
+	if u := f.Usage(); u[0].Misses != 1 || u[1].Objects != 1 {
+		t.Errorf("usage %+v, want a miss on hot and a hit on dr", u)
+	}
+}
+
+func sha256hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
 }

@@ -22,7 +22,7 @@ var ErrVerify = errors.New("object does not match its name")
 //     the pack ID, the header names shard i, the object has exactly the
 //     header's size and the payload hashes to the table's entry i;
 //   - keys, index, snapshots: SHA-256 of the bytes is the name;
-//   - config and tombstones carry no hash in their name: only the byte
+//   - config.carry no hash in their name: only the byte
 //     count is checked (against the expected size given to Check).
 //
 // Write never fails; Check reports the verdict. Reset starts over (for a
@@ -128,7 +128,7 @@ func (v *ObjectVerifier) Written() int64 { return v.n }
 
 // Check reports whether the bytes written are the object h names. size
 // is the expected length (-1 if unknown); it is the only check for
-// config and tombstones.
+// config.
 func (v *ObjectVerifier) Check(size int64) error {
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("%s: %w: %s", v.h, ErrVerify, fmt.Sprintf(format, args...))
