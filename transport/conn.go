@@ -15,6 +15,10 @@ type Stream interface {
 	// CloseWrite ends the sending direction: the peer's reads return
 	// io.EOF once it has read everything sent before.
 	CloseWrite() error
+	// CancelRead stops receiving: the peer's pending and later writes
+	// fail, while what this end already wrote is still delivered. The
+	// site uses it to refuse an object without reading its body.
+	CancelRead()
 	// Abort resets both directions: pending and later reads and writes
 	// on either end fail. Used on errors.
 	Abort()

@@ -158,6 +158,10 @@ func (s *quicStream) Write(p []byte) (int, error) {
 
 func (s *quicStream) CloseWrite() error { return s.s.Close() }
 
+func (s *quicStream) CancelRead() { s.s.CancelRead(uint64ToCode(CodeUnsolicited)) }
+
+func uint64ToCode(c ErrorCode) quic.StreamErrorCode { return quic.StreamErrorCode(c) }
+
 func (s *quicStream) Abort() {
 	s.s.CancelRead(1)
 	s.s.CancelWrite(1)

@@ -473,8 +473,9 @@ func (ss *session) receive(ctx context.Context, st Stream) {
 	}
 	st.CloseWrite()
 	if res.Code != CodeOK {
-		// The body may not have been read: reset rather than drain.
-		st.Abort()
+		// The body may not have been read: stop receiving rather than
+		// drain it; the result written above is still delivered.
+		st.CancelRead()
 		return
 	}
 	// The client ends its side right after the body; reading that end
