@@ -64,6 +64,9 @@ type Report struct {
 	SentTotal TypeStats `json:"sent_total"`
 	// Snapshots lists the snapshot objects committed in this run.
 	Snapshots []string `json:"snapshots"`
+	// SiteSnapshots lists every snapshot object the primary offered: when
+	// Replicate returns nil, the site holds all of them completely.
+	SiteSnapshots []string `json:"-"`
 	// WireBytesSent is what the connection put on the network
 	// (protocol, retransmissions and TLS included); 0 when unknown.
 	WireBytesSent     uint64        `json:"wire_bytes_sent"`
@@ -209,6 +212,9 @@ func Replicate(ctx context.Context, c Conn, src tiers.Backend, o ReplicateOption
 		}
 	}
 	stop()
+	for _, e := range lists[tiers.TypeSnapshot] {
+		rep.SiteSnapshots = append(rep.SiteSnapshots, e.Name)
+	}
 	// Say goodbye and wait for the site to acknowledge by ending its side.
 	ctl.SetDeadline(time.Now().Add(o.Timeout))
 	if err := WriteFrame(ctl, FrameBye, nil); err == nil {
