@@ -101,7 +101,13 @@ func (n *nsEnv) start(ctx context.Context, log string, name string, args ...stri
 		f.Close()
 		return nil, err
 	}
-	return func() { c.Process.Signal(os.Interrupt); time.Sleep(200 * time.Millisecond); c.Process.Kill(); c.Wait(); f.Close() }, nil
+	return func() {
+		c.Process.Signal(os.Interrupt)
+		time.Sleep(200 * time.Millisecond)
+		c.Process.Kill()
+		c.Wait()
+		f.Close()
+	}, nil
 }
 
 func (n *nsEnv) proxy(ctx context.Context, kind, target string, delay time.Duration) (addr string, stop func(), err error) {
