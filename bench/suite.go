@@ -29,6 +29,7 @@ var suites = []Suite{
 	coreSuite,
 	vmdiskSuite,
 	s3Suite,
+	quicSuite,
 }
 
 func suiteNames() []string {

@@ -102,7 +102,7 @@ func hint(err error) string {
 	case errors.Is(err, context.Canceled):
 		return "interrupted; everything stored so far is kept and the next run reuses it"
 	}
-	return ""
+	return siteHint(err)
 }
 
 // startProfile writes a CPU profile to $DRPIPE_CPU_PROFILE when set (for

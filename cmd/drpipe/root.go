@@ -58,6 +58,7 @@ func newRootCmd() *cobra.Command {
 		a.initCmd(), a.backupCmd(), a.snapshotsCmd(), a.restoreCmd(), a.checkCmd(), a.repairCmd(),
 		a.statsCmd(), a.keyCmd(), a.forgetCmd(), a.pruneCmd(), a.demoCmd(),
 		a.copyCmd(), a.warmupCmd(),
+		a.siteCmd(), a.replicateCmd(),
 	)
 	root.AddCommand(a.mountCmd())
 	return root
@@ -116,7 +117,7 @@ func (a *app) loadConfig(cmd *cobra.Command) error {
 
 // extraSections lists config sections owned by other commands (s3, site,
 // tape, drsite, tier); their keys are validated by those commands.
-var extraSections = []string{"s3", "copy"}
+var extraSections = []string{"s3", "copy", "site", "replicate"}
 
 func knownSection(k string) bool {
 	for _, s := range extraSections {

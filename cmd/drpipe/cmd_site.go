@@ -1,0 +1,658 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/drpipe/drpipe/internal/id"
+	"github.com/drpipe/drpipe/pipeline"
+	"github.com/drpipe/drpipe/repo"
+	"github.com/drpipe/drpipe/transport"
+)
+
+// siteConfigDefaults are the keys of the site and replicate sections
+// (configs/site.yaml documents them).
+var siteConfigDefaults = map[string]any{
+	"site.listen":            ":7443",
+	"site.repo":              "",
+	"site.tls_dir":           "",
+	"site.name":              "",
+	"site.allow":             []string{},
+	"site.metrics_listen":    "127.0.0.1:9464",
+	"site.max_object_size":   "2GiB",
+	"site.shutdown_grace":    "10s",
+	"site.log_format":        "text",
+	"site.log_level":         "info",
+	"replicate.to":           "",
+	"replicate.tls_dir":      "",
+	"replicate.tls_name":     "",
+	"replicate.streams":      8,
+	"replicate.bwlimit":      "",
+	"replicate.interval":     "10s",
+	"replicate.idle_timeout": "30s",
+	"replicate.timeout":      "2m",
+}
+
+// siteConfig applies the section defaults and rejects unknown keys of the
+// site and replicate sections.
+func (a *app) siteConfig() error {
+	for k, v := range siteConfigDefaults {
+		a.v.SetDefault(k, v)
+	}
+	if a.v.ConfigFileUsed() == "" {
+		return nil
+	}
+	for _, k := range a.v.AllKeys() {
+		if (strings.HasPrefix(k, "site.") || strings.HasPrefix(k, "replicate.")) && siteConfigDefaults[k] == nil {
+			return usagef("config file %s: unknown key %q (see configs/site.yaml for the keys)", a.v.ConfigFileUsed(), k)
+		}
+	}
+	return nil
+}
+
+// flagOr returns the flag's value if it was given, else the config key.
+func (a *app) flagOr(cmd *cobra.Command, flag, key string) string {
+	if f := cmd.Flags().Lookup(flag); f != nil && f.Changed {
+		return f.Value.String()
+	}
+	return a.v.GetString(key)
+}
+
+func (a *app) siteCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "site init|issue|serve|status",
+		Short: "Run and manage the DR site that receives replicated repositories over QUIC",
+		Long: "The DR site stores a replica of the repository as ciphertext, verifying every object against its name\n" +
+			"without the key. Primaries connect with mutual TLS: 'site init' creates a site CA, the site's certificate and\n" +
+			"a first primary's certificate; 'site issue' adds primaries; 'site serve' runs the receiver; 'site status'\n" +
+			"shows per host the newest complete snapshot at the site and its age.",
+		Example: "  drpipe site init --dir /etc/drpipe/site-tls --name dr1 --primary hv01 --host dr1.example.com\n" +
+			"  drpipe site serve --listen :7443 --repo /srv/drpipe/dr --tls-dir /etc/drpipe/site-tls\n" +
+			"  drpipe site status --repo /srv/drpipe/dr",
+	}
+	cmd.AddCommand(a.siteInitCmd(), a.siteIssueCmd(), a.siteServeCmd(), a.siteStatusCmd())
+	return cmd
+}
+
+func (a *app) siteInitCmd() *cobra.Command {
+	var dir, name, primary string
+	var hosts []string
+	var days int
+	cmd := &cobra.Command{
+		Use:   "init --dir TLSDIR [--name SITE] [--primary NAME] [--host DNS|IP]...",
+		Short: "Create the site CA, the site certificate and a first primary's certificate",
+		Long: "Creates in TLSDIR: ca.crt and ca.key (the site CA; keep ca.key safe, it issues primaries), site.crt and\n" +
+			"site.key (the DR site's certificate) and, with --primary, clients/NAME/ (ca.crt, client.crt, client.key): the\n" +
+			"bundle to copy to that primary and pass as its --tls-dir. Primaries verify the site against the CA, so the\n" +
+			"address they dial need not be in the certificate. Refuses a directory that already holds a CA.",
+		Example: "  drpipe site init --dir /etc/drpipe/site-tls --name dr1 --primary hv01\n" +
+			"  scp -r /etc/drpipe/site-tls/clients/hv01 hv01:/etc/drpipe/dr-tls",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dir == "" {
+				return usagef("give --dir TLSDIR")
+			}
+			res, err := transport.InitTLS(dir, name, primary, transport.IssueOptions{Days: days, Hosts: hosts})
+			if err != nil {
+				return err
+			}
+			if a.jsonOut() {
+				return a.printJSON(res)
+			}
+			a.printf("created site CA and site certificate in %s\n", res.Dir)
+			if res.ClientBundle != "" {
+				a.printf("primary %s: copy %s to that host and use it as --tls-dir\n", primary, res.ClientBundle)
+			}
+			a.printf("keep %s private: it issues primaries (drpipe site issue)\n", res.Dir+"/ca.key")
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dir, "dir", "", "directory for the CA and certificates")
+	f.StringVar(&name, "name", "", "site name (certificate common name; default drpipe-site)")
+	f.StringVar(&primary, "primary", "", "also issue a certificate for this primary")
+	f.StringArrayVar(&hosts, "host", nil, "extra DNS name or IP for the site certificate (repeatable)")
+	f.IntVar(&days, "days", 825, "validity of the certificates in days")
+	return cmd
+}
+
+func (a *app) siteIssueCmd() *cobra.Command {
+	var dir, name string
+	var days int
+	cmd := &cobra.Command{
+		Use:   "issue --dir TLSDIR --name NAME",
+		Short: "Issue a certificate for another primary",
+		Long: "Issues a client certificate for primary NAME with the CA in TLSDIR and writes the bundle TLSDIR/clients/NAME/\n" +
+			"(ca.crt, client.crt, client.key) to copy to that host. The name is what the site's allow-list and logs use.",
+		Example: "  drpipe site issue --dir /etc/drpipe/site-tls --name hv02",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dir == "" || name == "" {
+				return usagef("give --dir TLSDIR and --name NAME")
+			}
+			b, err := transport.IssueClient(dir, name, transport.IssueOptions{Days: days})
+			if err != nil {
+				return err
+			}
+			if a.jsonOut() {
+				return a.printJSON(map[string]string{"name": name, "bundle": b})
+			}
+			a.printf("issued a certificate for %s: copy %s to that host and use it as --tls-dir\n", name, b)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "the site's TLS directory (holding ca.key)")
+	cmd.Flags().StringVar(&name, "name", "", "primary name")
+	cmd.Flags().IntVar(&days, "days", 825, "validity in days")
+	return cmd
+}
+
+func (a *app) newLogger(format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, usagef("log level %q: want debug, info, warn or error", level)
+	}
+	o := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(a.stderr, o)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(a.stderr, o)), nil
+	}
+	return nil, usagef("log format %q: want text or json", format)
+}
+
+func (a *app) siteServeCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve --listen ADDR --repo DIR --tls-dir TLSDIR [--metrics ADDR] [--allow NAME]...",
+		Short: "Run the DR-site receiver",
+		Long: "Listens for primaries on UDP (QUIC, ALPN drpipe-site/1, mutual TLS) and stores what they replicate in the\n" +
+			"repository directory DIR. Every object is verified against its name before it is committed (temp file,\n" +
+			"fsync, rename); snapshots are committed only after the client sealed their data and index complete, so the\n" +
+			"site never exposes a snapshot with missing data. No repository key is needed. Logs go to stderr (log/slog);\n" +
+			"Prometheus metrics are served at http://ADDR/metrics. SIGTERM or SIGINT stops accepting and lets running\n" +
+			"sessions finish for the shutdown grace period.",
+		Example: "  drpipe site serve --listen :7443 --repo /srv/drpipe/dr --tls-dir /etc/drpipe/site-tls\n" +
+			"  drpipe site serve --config /etc/drpipe/site.yaml",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := a.siteConfig(); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			dir := a.flagOr(cmd, "repo", "site.repo")
+			if dir == "" {
+				dir = a.v.GetString("repo")
+			}
+			tlsDir := a.flagOr(cmd, "tls-dir", "site.tls_dir")
+			listen := a.flagOr(cmd, "listen", "site.listen")
+			if dir == "" || tlsDir == "" {
+				return usagef("give --repo DIR (site.repo) and --tls-dir TLSDIR (site.tls_dir)")
+			}
+			log, err := a.newLogger(a.v.GetString("site.log_format"), a.v.GetString("site.log_level"))
+			if err != nil {
+				return err
+			}
+			maxObj, err := parseSize(a.v.GetString("site.max_object_size"))
+			if err != nil {
+				return usagef("site.max_object_size: %w", err)
+			}
+			grace, err := time.ParseDuration(a.v.GetString("site.shutdown_grace"))
+			if err != nil {
+				return usagef("site.shutdown_grace: %w", err)
+			}
+			allow, _ := cmd.Flags().GetStringArray("allow")
+			if !cmd.Flags().Changed("allow") {
+				allow = a.v.GetStringSlice("site.allow")
+			}
+			metrics := transport.NewMetrics()
+			tc, err := transport.ServerTLS(tlsDir, transport.ServerTLSOptions{Allow: allow, OnRefuse: func(reason string) {
+				log.Warn("client refused in the TLS handshake", "reason", reason)
+				metrics.Error("tls")
+			}})
+			if err != nil {
+				return err
+			}
+			name := a.flagOr(cmd, "name", "site.name")
+			if name == "" && len(tc.Certificates) > 0 && tc.Certificates[0].Leaf != nil {
+				name = tc.Certificates[0].Leaf.Subject.CommonName
+			}
+			srv, err := transport.NewServer(ctx, transport.ServerOptions{Dir: dir, SiteName: name,
+				Logger: log, Metrics: metrics, MaxObjectSize: maxObj, ShutdownGrace: grace})
+			if err != nil {
+				return err
+			}
+			defer srv.Close()
+			l, err := transport.ListenQUIC(listen, tc, transport.QUICOptions{})
+			if err != nil {
+				return err
+			}
+			defer l.Close()
+			var hs *http.Server
+			if m := a.flagOr(cmd, "metrics", "site.metrics_listen"); m != "" {
+				ml, err := net.Listen("tcp", m)
+				if err != nil {
+					return fmt.Errorf("metrics endpoint: listen on %s: %w", m, err)
+				}
+				mux := http.NewServeMux()
+				mux.Handle("/metrics", metrics.Handler())
+				hs = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+				go hs.Serve(ml)
+				log.Info("metrics", "url", "http://"+ml.Addr().String()+"/metrics")
+			}
+			log.Info("DR site listening", "addr", l.Addr().String(), "repo", dir, "allow", strings.Join(allow, ","))
+			err = srv.Serve(ctx, l)
+			if hs != nil {
+				sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				hs.Shutdown(sctx)
+				cancel()
+			}
+			log.Info("DR site stopped")
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.String("listen", ":7443", "UDP address to listen on (config key site.listen)")
+	f.String("tls-dir", "", "TLS directory from 'site init' (site.tls_dir)")
+	f.String("metrics", "127.0.0.1:9464", "address of the Prometheus /metrics endpoint, empty to disable (site.metrics_listen)")
+	f.StringArray("allow", nil, "only accept these primaries (certificate names; repeatable; site.allow)")
+	f.String("name", "", "site name announced to primaries (site.name)")
+	return cmd
+}
+
+// dialSite connects to the site named by --to with --tls-dir.
+func (a *app) dialSite(ctx context.Context, cmd *cobra.Command) (transport.Conn, error) {
+	to := a.flagOr(cmd, "to", "replicate.to")
+	tlsDir := a.flagOr(cmd, "tls-dir", "replicate.tls_dir")
+	if to == "" || tlsDir == "" {
+		return nil, usagef("give --to HOST:PORT (replicate.to) and --tls-dir DIR (replicate.tls_dir)")
+	}
+	if _, _, err := net.SplitHostPort(to); err != nil {
+		return nil, usagef("--to %q: want HOST:PORT: %v", to, err)
+	}
+	tc, _, err := transport.ClientTLS(tlsDir, a.flagOr(cmd, "tls-name", "replicate.tls_name"))
+	if err != nil {
+		return nil, usageError{err}
+	}
+	idle, err := time.ParseDuration(a.v.GetString("replicate.idle_timeout"))
+	if err != nil {
+		return nil, usagef("replicate.idle_timeout: %w", err)
+	}
+	return transport.DialQUIC(ctx, to, tc, transport.QUICOptions{IdleTimeout: idle, HandshakeTimeout: min(idle, 10*time.Second)})
+}
+
+func (a *app) siteStatusCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "status (--to HOST:PORT --tls-dir DIR | --repo DIR) [--json]",
+		Short: "Show per host the newest complete snapshot at the DR site, its lag and bytes",
+		Long: "Asks a running site over QUIC (--to, --tls-dir) or reads the site's repository directory directly (--repo).\n" +
+			"Per host: the newest snapshot the site holds completely, its time and lag (the recovery point if the primary\n" +
+			"were lost now), when it arrived and how many bytes its session carried. Host and time are asserted by the\n" +
+			"primary that sent the snapshot (the site cannot decrypt snapshots).",
+		Example: "  drpipe site status --to dr1.example.com:7443 --tls-dir /etc/drpipe/dr-tls\n  drpipe site status --repo /srv/drpipe/dr --json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := a.siteConfig(); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			var st *transport.Status
+			var err error
+			if a.flagOr(cmd, "to", "replicate.to") != "" {
+				c, derr := a.dialSite(ctx, cmd)
+				if derr != nil {
+					return derr
+				}
+				st, err = transport.SiteStatus(ctx, c, time.Minute)
+				c.CloseWithError(transport.CodeOK, "")
+			} else {
+				dir := a.v.GetString("repo")
+				if dir == "" {
+					dir = a.v.GetString("site.repo")
+				}
+				if dir == "" {
+					return usagef("give --to HOST:PORT --tls-dir DIR, or --repo DIR of the site")
+				}
+				st, err = transport.ReadStatus(ctx, dir, time.Now())
+			}
+			if err != nil {
+				return err
+			}
+			if a.jsonOut() {
+				return a.printJSON(st)
+			}
+			a.printf("site %s (%s): repository %s, %d objects, %s, %d snapshots (%d without host/time)\n",
+				orDash(st.Site), st.Location, short(st.RepoID), st.Objects, humanBytes(st.StoredBytes), st.Snapshots, st.SnapshotsWithoutMeta)
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "HOST\tLATEST\tSNAPSHOT TIME\tLAG\tREPLICATED AT\tSESSION BYTES\tSNAPSHOTS")
+			for _, h := range st.Hosts {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", h.Host, short(h.LatestSnapshot), h.SnapshotTime.Local().Format(time.DateTime),
+					time.Duration(h.LagSeconds*float64(time.Second)).Round(time.Second), h.ReplicatedAt.Local().Format(time.DateTime),
+					humanBytes(h.SessionBytes), h.Snapshots)
+			}
+			tw.Flush()
+			if len(st.Clients) > 0 {
+				tw = tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "PRIMARY\tSESSIONS\tLAST SESSION\tLAST BYTES\tTOTAL BYTES\tOBJECTS")
+				for _, c := range st.Clients {
+					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\n", c.Name, c.Sessions, c.LastSession.Local().Format(time.DateTime),
+						humanBytes(c.LastSessionBytes), humanBytes(c.BytesReceived), c.ObjectsReceived)
+				}
+				tw.Flush()
+			}
+			a.printf("host and time are asserted by the primaries\n")
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.String("to", "", "site address HOST:PORT (replicate.to)")
+	f.String("tls-dir", "", "this primary's TLS bundle (replicate.tls_dir)")
+	f.String("tls-name", "", "primary name when --tls-dir holds several bundles (replicate.tls_name)")
+	return cmd
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func short(s string) string {
+	if len(s) > 8 {
+		return s[:8]
+	}
+	return orDash(s)
+}
+
+// progressSink adapts transport.Progress to the progress bar's counter.
+type progressSink struct{ c *pipeline.Counter }
+
+func (p progressSink) Want(objects int, bytes int64) {
+	p.c.TotalBytes.Add(bytes)
+	p.c.TotalFiles.Add(int64(objects))
+}
+func (p progressSink) Sent(bytes int64) { p.c.DoneBytes.Add(bytes) }
+
+// snapshotCache reads and remembers snapshot host and time (snapshots
+// are immutable).
+type snapshotCache struct {
+	mu sync.Mutex
+	r  *repo.Repository
+	m  map[string]*transport.SnapshotMeta
+}
+
+func (s *snapshotCache) get(ctx context.Context, name string) (*transport.SnapshotMeta, error) {
+	s.mu.Lock()
+	if m, ok := s.m[name]; ok {
+		s.mu.Unlock()
+		return m, nil
+	}
+	s.mu.Unlock()
+	x, err := id.Parse(name)
+	if err != nil {
+		return nil, err
+	}
+	sn, err := s.r.LoadSnapshot(ctx, x)
+	if err != nil {
+		return nil, err
+	}
+	m := &transport.SnapshotMeta{Host: sn.Host, Time: sn.Time}
+	s.mu.Lock()
+	s.m[name] = m
+	s.mu.Unlock()
+	return m, nil
+}
+
+// hostRPO is one host's recovery point at the site.
+type hostRPO struct {
+	Latest       string    `json:"latest_snapshot"`
+	SnapshotTime time.Time `json:"snapshot_time"`
+	RPOSeconds   float64   `json:"rpo_s"`
+}
+
+// rpo computes, per host, the newest of the given snapshots (complete at
+// the site) and its age at now.
+func (s *snapshotCache) rpo(ctx context.Context, names []string, now time.Time) map[string]hostRPO {
+	out := map[string]hostRPO{}
+	for _, n := range names {
+		m, err := s.get(ctx, n)
+		if err != nil {
+			continue
+		}
+		if cur, ok := out[m.Host]; !ok || m.Time.After(cur.SnapshotTime) {
+			out[m.Host] = hostRPO{Latest: n, SnapshotTime: m.Time}
+		}
+	}
+	for h, v := range out {
+		v.RPOSeconds = now.Sub(v.SnapshotTime).Seconds()
+		out[h] = v
+	}
+	return out
+}
+
+func (a *app) replicateCmd() *cobra.Command {
+	var watch bool
+	cmd := &cobra.Command{
+		Use:   "replicate --repo R --to HOST:PORT --tls-dir DIR [--watch] [--bwlimit RATE] [--json]",
+		Short: "Copy the repository's new objects to the DR site over QUIC",
+		Long: "Negotiates with the site which objects it lacks (names and sizes, in batches) and sends only those, over\n" +
+			"parallel QUIC streams: config and key slots, then data shards, then index objects, then snapshots, each class\n" +
+			"sealed complete at the site before the next may commit, so the site never exposes a snapshot whose data has\n" +
+			"not fully arrived. A run that is cut resumes where it stopped: objects already committed are not resent.\n" +
+			"--bwlimit caps the rate (e.g. 20MiB = 20 MiB/s). --watch keeps running: it polls the repository for new\n" +
+			"snapshots, replicates them and reports the recovery point (RPO) per host: the age of the newest snapshot\n" +
+			"that is complete at the site. With --json, one JSON object per run (NDJSON with --watch).",
+		Example: "  drpipe replicate --repo /srv/drpipe/repo --to dr1.example.com:7443 --tls-dir /etc/drpipe/dr-tls\n" +
+			"  drpipe replicate --repo /srv/drpipe/repo --to dr1:7443 --tls-dir /etc/drpipe/dr-tls --watch --bwlimit 50MiB",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := a.siteConfig(); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			streams := a.v.GetInt("replicate.streams")
+			if cmd.Flags().Changed("streams") {
+				streams, _ = cmd.Flags().GetInt("streams")
+			}
+			var lim *transport.Limiter
+			if bw := a.flagOr(cmd, "bwlimit", "replicate.bwlimit"); bw != "" {
+				n, err := parseSize(bw)
+				if err != nil || n <= 0 {
+					return usagef("--bwlimit %q: want a rate such as 20MiB (per second)", bw)
+				}
+				lim = transport.NewLimiter(n)
+			}
+			interval, err := time.ParseDuration(a.flagOr(cmd, "interval", "replicate.interval"))
+			if err != nil || interval <= 0 {
+				return usagef("--interval: want a duration such as 10s")
+			}
+			timeout, err := time.ParseDuration(a.v.GetString("replicate.timeout"))
+			if err != nil {
+				return usagef("replicate.timeout: %w", err)
+			}
+			// Validate the connection settings before asking for a password.
+			if a.flagOr(cmd, "to", "replicate.to") == "" || a.flagOr(cmd, "tls-dir", "replicate.tls_dir") == "" {
+				return usagef("give --to HOST:PORT (replicate.to) and --tls-dir DIR (replicate.tls_dir)")
+			}
+			r, err := a.openRepo(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeRepo(r)
+			cache := &snapshotCache{r: r, m: map[string]*transport.SnapshotMeta{}}
+			once := func() (*transport.Report, error) {
+				c, err := a.dialSite(ctx, cmd)
+				if err != nil {
+					return nil, err
+				}
+				defer c.CloseWithError(transport.CodeOK, "done")
+				o := transport.ReplicateOptions{Streams: streams, Limiter: lim, SnapshotMeta: cache.get, Program: "drpipe " + version, Timeout: timeout}
+				var bar *progressBar
+				if a.progressEnabled() && !watch {
+					cnt := &pipeline.Counter{Start: time.Now()}
+					o.Progress = progressSink{cnt}
+					bar = startProgress(a.stderr, cnt, "replicate")
+				}
+				rep, err := transport.Replicate(ctx, c, r.Backend(), o)
+				bar.Stop()
+				return rep, err
+			}
+			if !watch {
+				rep, err := once()
+				if err != nil {
+					return err
+				}
+				return a.printReplication(rep, cache.rpo(ctx, rep.SiteSnapshots, time.Now()), "replicated")
+			}
+			return a.watchLoop(ctx, r, cache, once, interval)
+		},
+	}
+	f := cmd.Flags()
+	f.String("to", "", "site address HOST:PORT (config key replicate.to)")
+	f.String("tls-dir", "", "this primary's TLS bundle from 'site init'/'site issue' (replicate.tls_dir)")
+	f.String("tls-name", "", "primary name when --tls-dir holds several bundles (replicate.tls_name)")
+	f.Int("streams", 8, "objects sent in parallel (replicate.streams)")
+	f.String("bwlimit", "", "rate cap per second, e.g. 20MiB (replicate.bwlimit)")
+	f.BoolVar(&watch, "watch", false, "keep running: replicate new snapshots as they appear and report the RPO")
+	f.String("interval", "10s", "with --watch: how often to look for new snapshots (replicate.interval)")
+	return cmd
+}
+
+func (a *app) printReplication(rep *transport.Report, rpo map[string]hostRPO, event string) error {
+	if a.jsonOut() {
+		return a.printJSON(map[string]any{
+			"event": event, "time": time.Now().UTC().Format(time.RFC3339Nano), "site": rep.Site,
+			"offered": rep.Offered, "sent": rep.Sent, "objects_sent": rep.SentTotal.Objects, "bytes_sent": rep.SentTotal.Bytes,
+			"wire_bytes_sent": rep.WireBytesSent, "wire_bytes_received": rep.WireBytesReceived,
+			"snapshots_sent": len(rep.Snapshots), "duration_s": rep.DurationSec, "hosts": rpo,
+		})
+	}
+	var offered int64
+	for _, s := range rep.Offered {
+		offered += s.Objects
+	}
+	a.printf("%s to %s: %d of %d objects sent (%s of object data, %s on the wire), %d snapshots, %.1fs (%s/s)\n",
+		event, orDash(rep.Site), rep.SentTotal.Objects, offered, humanBytes(rep.SentTotal.Bytes), humanBytes(int64(rep.WireBytesSent)),
+		len(rep.Snapshots), rep.DurationSec, humanBytes(int64(float64(rep.SentTotal.Bytes)/max(rep.DurationSec, 0.001))))
+	hosts := make([]string, 0, len(rpo))
+	for h := range rpo {
+		hosts = append(hosts, h)
+	}
+	sort.Strings(hosts)
+	for _, h := range hosts {
+		v := rpo[h]
+		a.printf("  %s: newest complete snapshot at the site %s from %s, RPO %s\n", h, short(v.Latest),
+			v.SnapshotTime.Local().Format(time.DateTime), time.Duration(v.RPOSeconds*float64(time.Second)).Round(time.Second))
+	}
+	return nil
+}
+
+// watchLoop replicates whenever the repository has snapshots the site
+// does not, retrying after failures, and reports the RPO at every poll.
+func (a *app) watchLoop(ctx context.Context, r *repo.Repository, cache *snapshotCache, once func() (*transport.Report, error), interval time.Duration) error {
+	var atSite []string
+	replicated := map[string]bool{}
+	need := true
+	backoff := time.Second
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if need {
+			rep, err := once()
+			switch {
+			case err != nil && ctx.Err() != nil:
+				return nil
+			case err != nil:
+				a.watchEvent("error", map[string]any{"error": err.Error(), "retry_in_s": backoff.Seconds()}, cache.rpo(ctx, atSite, time.Now()))
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(backoff):
+				}
+				backoff = min(2*backoff, max(interval, time.Second))
+				continue
+			}
+			backoff = time.Second
+			need = false
+			atSite = rep.SiteSnapshots
+			for _, n := range atSite {
+				replicated[n] = true
+			}
+			if err := a.printReplication(rep, cache.rpo(ctx, atSite, time.Now()), "replicated"); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		ids, err := r.ListSnapshotIDs(ctx)
+		if err != nil {
+			a.watchEvent("error", map[string]any{"error": err.Error()}, cache.rpo(ctx, atSite, time.Now()))
+			continue
+		}
+		for _, x := range ids {
+			if !replicated[x.String()] {
+				need = true
+			}
+		}
+		if !need {
+			a.watchEvent("rpo", nil, cache.rpo(ctx, atSite, time.Now()))
+		}
+	}
+}
+
+func (a *app) watchEvent(event string, extra map[string]any, rpo map[string]hostRPO) {
+	if a.jsonOut() {
+		m := map[string]any{"event": event, "time": time.Now().UTC().Format(time.RFC3339Nano), "hosts": rpo}
+		for k, v := range extra {
+			m[k] = v
+		}
+		a.printJSON(m)
+		return
+	}
+	parts := []string{}
+	for h, v := range rpo {
+		parts = append(parts, fmt.Sprintf("%s RPO %s", h, time.Duration(v.RPOSeconds*float64(time.Second)).Round(time.Second)))
+	}
+	sort.Strings(parts)
+	msg := ""
+	if e, ok := extra["error"]; ok {
+		msg = fmt.Sprintf(" error: %v (retrying)", e)
+	}
+	fmt.Fprintf(a.stderr, "%s %s:%s %s\n", time.Now().Format(time.TimeOnly), event, msg, strings.Join(parts, ", "))
+}
+
+// siteHint adds operator hints for replication errors.
+func siteHint(err error) string {
+	var re *transport.RemoteError
+	if errors.As(err, &re) {
+		switch re.Code {
+		case transport.CodeRepoMismatch:
+			return "each site directory holds one repository: serve another directory (and port) for this repository"
+		case transport.CodeShutdown:
+			return "the site is restarting; run replicate again (completed objects are not resent)"
+		}
+	}
+	s := err.Error()
+	switch {
+	case strings.Contains(s, "certificate required"), strings.Contains(s, "bad certificate"), strings.Contains(s, "unknown authority"), strings.Contains(s, "expired"):
+		return "check --tls-dir: the site accepts only certificates its CA issued ('drpipe site issue'), unexpired and allowed"
+	case strings.Contains(s, "timeout: no recent network activity"), strings.Contains(s, "handshake did not complete"):
+		return "the site did not answer: check the address, that 'drpipe site serve' runs, and that UDP reaches it; run again to resume"
+	}
+	return ""
+}

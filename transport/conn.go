@@ -1,0 +1,61 @@
+package transport
+
+import (
+	"context"
+	"io"
+	"net"
+	"time"
+)
+
+// Stream is one ordered, reliable byte stream of a Conn, in both
+// directions. It is used by one goroutine at a time.
+type Stream interface {
+	io.Reader
+	io.Writer
+	// CloseWrite ends the sending direction: the peer's reads return
+	// io.EOF once it has read everything sent before.
+	CloseWrite() error
+	// CancelRead stops receiving: the peer's pending and later writes
+	// fail, while what this end already wrote is still delivered. The
+	// site uses it to refuse an object without reading its body.
+	CancelRead()
+	// Abort resets both directions: pending and later reads and writes
+	// on either end fail. Used on errors.
+	Abort()
+	// SetDeadline bounds the next reads and writes; the zero time clears
+	// it.
+	SetDeadline(t time.Time) error
+}
+
+// Conn is an authenticated connection between a primary (the side that
+// opens streams) and the site (the side that accepts them). It is safe
+// for concurrent use.
+type Conn interface {
+	// OpenStream opens a new stream to the peer.
+	OpenStream(ctx context.Context) (Stream, error)
+	// AcceptStream waits for the next stream the peer opens.
+	AcceptStream(ctx context.Context) (Stream, error)
+	// Peer is the authenticated name of the remote end: the common name
+	// of its verified certificate.
+	Peer() string
+	// RemoteAddr is the peer's network address, for logs.
+	RemoteAddr() net.Addr
+	// CloseWithError closes the connection, telling the peer code and
+	// msg where the transport can.
+	CloseWithError(code ErrorCode, msg string) error
+}
+
+// Listener accepts authenticated connections at the site.
+type Listener interface {
+	// Accept waits for the next connection whose handshake (including
+	// client certificate verification) has completed.
+	Accept(ctx context.Context) (Conn, error)
+	Addr() net.Addr
+	Close() error
+}
+
+// WireStats is implemented by Conns that can tell how many bytes they put
+// on the network, retransmissions and protocol overhead included.
+type WireStats interface {
+	WireBytes() (sent, received uint64)
+}

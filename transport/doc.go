@@ -1,0 +1,66 @@
+// Package transport owns drpipe's site-to-site replication: the versioned
+// wire protocol between a primary and its DR site, the TLS identities that
+// authenticate both ends (a site CA, the site's server certificate and one
+// client certificate per primary), the DR-site receiver (Server) and the
+// sending side (Replicate).
+//
+// # Layers
+//
+// The protocol speaks over Conn and Stream, small interfaces that carry
+// ordered byte streams (io.Reader/io.Writer) between two authenticated
+// peers. quic.go adapts github.com/quic-go/quic-go to them (ALPN
+// "drpipe-site/1", mutual TLS 1.3); the tests run two peers over in-memory
+// pipes. Nothing else in the package imports quic-go.
+//
+// # Wire protocol, version 1
+//
+// Every message is a frame: a 6-byte header (protocol version, frame type,
+// big-endian payload length) and a payload of at most MaxFramePayload
+// bytes (see frame.go). A connection has one control stream, opened first
+// by the client, and any number of object streams, each carrying exactly
+// one object:
+//
+//	control:  C Hello → S Welcome
+//	          C Offer(type, names+sizes) → S Want(bitmap)      (batches)
+//	          C Seal(type) → S Sealed                          (type complete)
+//	          C StatusRequest → S StatusReply (JSON)
+//	          C Bye
+//	object:   C Put(type, name, size[, snapshot meta]) + size raw bytes, FIN
+//	          → S PutResult, FIN
+//
+// Errors travel as an Error frame (code and message) before the sender
+// closes the stream or connection.
+//
+// # Ordering and the "complete snapshot" guarantee
+//
+// The site keeps per-connection session state: every object it answered
+// "want" for is outstanding until a verified Put of it commits. Object
+// classes are sealed in the order config, keys, data, index, snapshots: a
+// Seal succeeds only when nothing of that class is outstanding and every
+// earlier class is sealed. The site accepts an index object only after data
+// is sealed and a snapshot object only after index is sealed. The client
+// lists its repository in the reverse order (snapshots, then index, then
+// data) so that every snapshot it offers references only data it also
+// offers. Hence a snapshot becomes visible at the site only when every
+// object its repository held before it is present at the site: a cut at
+// any instant leaves at worst unreferenced data, never a snapshot (or an
+// index) that points at missing objects. A later run offers everything
+// again; objects already committed are answered "have" and not resent.
+//
+// # Verification
+//
+// The site needs no repository key. Before committing, it checks every
+// object against its name: shards with the erasure shard header (the table
+// hashes to the pack ID in the name, the index matches, the payload hashes
+// to the table entry), index, snapshot and key objects by SHA-256 of their
+// bytes, and the config object by parsing its public part. Names must pass
+// tiers.Handle.Validate and be canonical for their type, so nothing is
+// written outside the site's repository directory.
+//
+// # Site metadata
+//
+// The site cannot decrypt snapshots, so the client sends the snapshot's
+// host and time alongside it. The site records them, marked as asserted by
+// the client, in <repo>/.drpipe-site/ (ignored by the repository layer) and
+// reports them in status and metrics.
+package transport

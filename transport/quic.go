@@ -1,0 +1,170 @@
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/quic-go/quic-go"
+)
+
+// This file is the only one that imports quic-go: it adapts quic.Conn and
+// quic.Stream to Conn and Stream.
+
+// QUICOptions tune the QUIC transport; zero values pick defaults suited to
+// bulk replication over long fat links.
+type QUICOptions struct {
+	// IdleTimeout closes a connection without traffic (default 30s).
+	IdleTimeout time.Duration
+	// HandshakeTimeout bounds connection set-up (default 10s).
+	HandshakeTimeout time.Duration
+	// MaxStreams bounds concurrent streams a client may open (default 64).
+	MaxStreams int64
+}
+
+func (o QUICOptions) config() *quic.Config {
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 30 * time.Second
+	}
+	if o.HandshakeTimeout <= 0 {
+		o.HandshakeTimeout = 10 * time.Second
+	}
+	if o.MaxStreams <= 0 {
+		o.MaxStreams = 64
+	}
+	return &quic.Config{
+		HandshakeIdleTimeout:           o.HandshakeTimeout,
+		MaxIdleTimeout:                 o.IdleTimeout,
+		KeepAlivePeriod:                o.IdleTimeout / 3,
+		MaxIncomingStreams:             o.MaxStreams,
+		MaxIncomingUniStreams:          -1,
+		InitialStreamReceiveWindow:     2 << 20,
+		MaxStreamReceiveWindow:         16 << 20,
+		InitialConnectionReceiveWindow: 4 << 20,
+		MaxConnectionReceiveWindow:     64 << 20,
+	}
+}
+
+// ListenQUIC listens on the UDP address addr with the site's TLS
+// configuration (see ServerTLS). Accept returns only connections whose
+// client certificate was verified.
+func ListenQUIC(addr string, tlsConf *tls.Config, o QUICOptions) (Listener, error) {
+	tc := tlsConf.Clone()
+	tc.NextProtos = []string{ALPN}
+	l, err := quic.ListenAddr(addr, tc, o.config())
+	if err != nil {
+		return nil, fmt.Errorf("listen on udp %s: %w", addr, err)
+	}
+	return &quicListener{l: l}, nil
+}
+
+type quicListener struct{ l *quic.Listener }
+
+func (l *quicListener) Accept(ctx context.Context) (Conn, error) {
+	c, err := l.l.Accept(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return newQUICConn(c), nil
+}
+
+func (l *quicListener) Addr() net.Addr { return l.l.Addr() }
+func (l *quicListener) Close() error   { return l.l.Close() }
+
+// DialQUIC connects to the site at addr (host:port) with the primary's TLS
+// configuration (see ClientTLS). It returns once the handshake has
+// completed from the client's side; a site that refuses the client's
+// certificate closes the connection, which makes the first exchange fail.
+func DialQUIC(ctx context.Context, addr string, tlsConf *tls.Config, o QUICOptions) (Conn, error) {
+	tc := tlsConf.Clone()
+	tc.NextProtos = []string{ALPN}
+	c, err := quic.DialAddr(ctx, addr, tc, o.config())
+	if err != nil {
+		return nil, fmt.Errorf("connect to DR site %s: %w", addr, err)
+	}
+	return newQUICConn(c), nil
+}
+
+type quicConn struct {
+	c    *quic.Conn
+	peer string
+}
+
+func newQUICConn(c *quic.Conn) *quicConn {
+	qc := &quicConn{c: c}
+	if cs := c.ConnectionState().TLS.PeerCertificates; len(cs) > 0 {
+		qc.peer = cs[0].Subject.CommonName
+	}
+	return qc
+}
+
+func (c *quicConn) OpenStream(ctx context.Context) (Stream, error) {
+	s, err := c.c.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, quicErr(err)
+	}
+	return &quicStream{s: s}, nil
+}
+
+func (c *quicConn) AcceptStream(ctx context.Context) (Stream, error) {
+	s, err := c.c.AcceptStream(ctx)
+	if err != nil {
+		return nil, quicErr(err)
+	}
+	return &quicStream{s: s}, nil
+}
+
+func (c *quicConn) Peer() string         { return c.peer }
+func (c *quicConn) RemoteAddr() net.Addr { return c.c.RemoteAddr() }
+func (c *quicConn) WireBytes() (uint64, uint64) {
+	st := c.c.ConnectionStats()
+	return st.BytesSent, st.BytesReceived
+}
+
+func (c *quicConn) CloseWithError(code ErrorCode, msg string) error {
+	return c.c.CloseWithError(quic.ApplicationErrorCode(code), msg)
+}
+
+// quicErr turns a connection closed by the site with an application error
+// into a RemoteError.
+func quicErr(err error) error {
+	var ae *quic.ApplicationError
+	if errors.As(err, &ae) && ae.Remote && ae.ErrorCode != 0 {
+		return fmt.Errorf("%w", &RemoteError{Code: ErrorCode(ae.ErrorCode), Message: ae.ErrorMessage})
+	}
+	return err
+}
+
+type quicStream struct{ s *quic.Stream }
+
+func (s *quicStream) Read(p []byte) (int, error) {
+	n, err := s.s.Read(p)
+	if err != nil && n == 0 {
+		err = quicErr(err)
+	}
+	return n, err
+}
+
+func (s *quicStream) Write(p []byte) (int, error) {
+	n, err := s.s.Write(p)
+	if err != nil {
+		err = quicErr(err)
+	}
+	return n, err
+}
+
+func (s *quicStream) CloseWrite() error { return s.s.Close() }
+
+func (s *quicStream) CancelRead() { s.s.CancelRead(uint64ToCode(CodeUnsolicited)) }
+
+func uint64ToCode(c ErrorCode) quic.StreamErrorCode { return quic.StreamErrorCode(c) }
+
+func (s *quicStream) Abort() {
+	s.s.CancelRead(1)
+	s.s.CancelWrite(1)
+}
+
+func (s *quicStream) SetDeadline(t time.Time) error { return s.s.SetDeadline(t) }

@@ -1,0 +1,560 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/drpipe/drpipe/internal/id"
+	"github.com/drpipe/drpipe/repo"
+	"github.com/drpipe/drpipe/tiers"
+)
+
+// DefaultMaxObjectSize bounds objects the site accepts unless configured:
+// larger than any shard of a 1 GiB pack with K=1.
+const DefaultMaxObjectSize = 2 << 30
+
+// ServerOptions configure the DR-site receiver.
+type ServerOptions struct {
+	// Dir is the site's repository directory, created if missing.
+	Dir string
+	// Store overrides the backend over Dir (tests wrap it to count or
+	// inject faults); it must store into Dir. Default tiers.NewLocal(Dir).
+	Store tiers.Backend
+	// SiteName is announced to clients.
+	SiteName string
+	// Logger receives structured logs (default: discard).
+	Logger *slog.Logger
+	// Metrics, if set, is updated.
+	Metrics *Metrics
+	// MaxObjectSize bounds a single object (default DefaultMaxObjectSize).
+	MaxObjectSize int64
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// HandshakeTimeout bounds the wait for a client's Hello and for each
+	// Put header (default 30s).
+	HandshakeTimeout time.Duration
+	// ShutdownGrace is how long Serve lets running sessions finish after
+	// its context ends (default 10s).
+	ShutdownGrace time.Duration
+}
+
+// Server is the DR-site receiver: it accepts sessions from primaries and
+// commits verified objects into its repository directory. It needs no
+// repository key. Safe for concurrent use; one Server serves many
+// sessions at once.
+type Server struct {
+	o      ServerOptions
+	store  tiers.Backend
+	owned  bool
+	state  *siteState
+	log    *slog.Logger
+	m      *Metrics
+	repoMu sync.Mutex
+	repoID id.ID // zero until the site holds a config
+}
+
+// NewServer opens (creating if needed) the site repository directory.
+func NewServer(ctx context.Context, o ServerOptions) (*Server, error) {
+	if o.Dir == "" {
+		return nil, errors.New("site server: no repository directory")
+	}
+	if o.MaxObjectSize <= 0 {
+		o.MaxObjectSize = DefaultMaxObjectSize
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.HandshakeTimeout <= 0 {
+		o.HandshakeTimeout = 30 * time.Second
+	}
+	if o.ShutdownGrace <= 0 {
+		o.ShutdownGrace = 10 * time.Second
+	}
+	s := &Server{o: o, log: o.Logger, m: o.Metrics}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if o.Store != nil {
+		s.store = o.Store
+	} else {
+		l, err := tiers.NewLocal(o.Dir)
+		if err != nil {
+			return nil, fmt.Errorf("site server: %w", err)
+		}
+		s.store, s.owned = l, true
+	}
+	st, err := openState(o.Dir, true)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("site server: %w", err)
+	}
+	s.state = st
+	if c, err := repo.ReadConfig(ctx, s.store); err == nil {
+		s.repoID = c.ID
+	} else if !errors.Is(err, repo.ErrNotRepository) {
+		s.Close()
+		return nil, fmt.Errorf("site server: %s holds something that is not a drpipe repository: %w", o.Dir, err)
+	}
+	for _, r := range st.loadSnapshotRecords() {
+		if _, err := s.store.Stat(ctx, tiers.Handle{Type: tiers.TypeSnapshot, Name: r.ID}); err == nil {
+			s.m.snapshot(r.Host, float64(r.Time.UnixNano())/1e9)
+		}
+	}
+	return s, nil
+}
+
+// Close releases the repository directory.
+func (s *Server) Close() error {
+	var err error
+	if s.state != nil {
+		err = s.state.close()
+	}
+	if s.owned && s.store != nil {
+		err = errors.Join(err, s.store.Close())
+	}
+	return err
+}
+
+// Status reports what the site holds (see Status).
+func (s *Server) Status(ctx context.Context) (*Status, error) {
+	st, err := computeStatus(ctx, s.store, s.state, s.o.Now())
+	if err != nil {
+		return nil, err
+	}
+	st.Site = s.o.SiteName
+	return st, nil
+}
+
+func (s *Server) siteRepo() id.ID {
+	s.repoMu.Lock()
+	defer s.repoMu.Unlock()
+	return s.repoID
+}
+
+// Serve accepts connections from l until ctx ends, serving each in its own
+// goroutine. When ctx ends it stops accepting, lets running sessions
+// finish for ShutdownGrace, then closes them (an object being received is
+// discarded, never half-committed) and returns nil. It returns an error if
+// accepting fails for another reason.
+func (s *Server) Serve(ctx context.Context, l Listener) error {
+	sessCtx, cancelSessions := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelSessions()
+	var wg sync.WaitGroup
+	var acceptErr error
+	for {
+		c, err := l.Accept(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				acceptErr = fmt.Errorf("site server: accept on %s: %w", l.Addr(), err)
+			}
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = s.ServeConn(sessCtx, c)
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(s.o.ShutdownGrace):
+		s.log.Info("shutdown grace period over, closing sessions", "grace", s.o.ShutdownGrace)
+		cancelSessions()
+		<-done
+	}
+	return acceptErr
+}
+
+// session is the per-connection state.
+type session struct {
+	s    *Server
+	c    Conn
+	peer string
+	log  *slog.Logger
+
+	mu          sync.Mutex
+	outstanding map[tiers.Handle]int64
+	pending     map[tiers.Type]int
+	sealed      map[tiers.Type]bool
+
+	bytes   atomic.Int64
+	objects atomic.Int64
+}
+
+// ServeConn runs one session on c until the client says Bye, the
+// connection ends or ctx ends, and closes c. It returns why the session
+// ended (nil after Bye).
+func (s *Server) ServeConn(ctx context.Context, c Conn) (err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ss := &session{s: s, c: c, peer: c.Peer(), outstanding: map[tiers.Handle]int64{}, pending: map[tiers.Type]int{}, sealed: map[tiers.Type]bool{}}
+	ss.log = s.log.With("peer", ss.peer, "remote", c.RemoteAddr().String())
+	s.m.session(1)
+	start := s.o.Now()
+	var streams sync.WaitGroup
+	defer func() {
+		cancel()
+		if err != nil {
+			code := CodeBadFrame
+			var re *RemoteError
+			if errors.As(err, &re) {
+				code = re.Code
+			}
+			if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+				code = CodeShutdown
+			}
+			c.CloseWithError(code, err.Error())
+		} else {
+			c.CloseWithError(CodeOK, "bye")
+		}
+		streams.Wait()
+		s.m.session(-1)
+		if n := ss.objects.Load(); n > 0 {
+			if serr := s.state.addSession(ss.peer, start, ss.bytes.Load(), n); serr != nil {
+				ss.log.Error("record session", "err", serr)
+			}
+		}
+		lvl := slog.LevelInfo
+		if err != nil {
+			lvl = slog.LevelWarn
+			s.m.Error("session")
+		}
+		ss.log.Log(context.Background(), lvl, "session ended", "objects", ss.objects.Load(), "bytes", ss.bytes.Load(),
+			"duration", s.o.Now().Sub(start).Round(time.Millisecond).String(), "err", err)
+	}()
+
+	hctx, hcancel := context.WithTimeout(ctx, s.o.HandshakeTimeout)
+	ctl, err := c.AcceptStream(hctx)
+	hcancel()
+	if err != nil {
+		return fmt.Errorf("wait for control stream: %w", err)
+	}
+	ctl.SetDeadline(s.o.Now().Add(s.o.HandshakeTimeout))
+	f, err := ReadFrame(ctl)
+	if err != nil {
+		return fmt.Errorf("read Hello: %w", err)
+	}
+	if f.Type != FrameHello {
+		return ss.refuse(ctl, CodeBadFrame, "first frame is %s, want Hello", f.Type)
+	}
+	hello, err := decodeHello(f.Payload)
+	if err != nil {
+		return ss.refuse(ctl, CodeBadFrame, "%v", err)
+	}
+	ctl.SetDeadline(time.Time{})
+	ss.log.Info("session started", "purpose", hello.Purpose, "program", hello.Program)
+	site := s.siteRepo()
+	if hello.Purpose == PurposeReplicate {
+		if hello.RepoID.IsNull() {
+			return ss.refuse(ctl, CodeBadFrame, "Hello without a repository id")
+		}
+		if !site.IsNull() && site != hello.RepoID {
+			return ss.refuse(ctl, CodeRepoMismatch, "this site holds repository %s, the client sends repository %s; use another site directory for it", site.Short(), hello.RepoID.Short())
+		}
+	}
+	w := Welcome{RepoID: site, SiteName: s.o.SiteName, MaxObjectSize: uint64(s.o.MaxObjectSize)}
+	if err := WriteFrame(ctl, FrameWelcome, w.encode()); err != nil {
+		return err
+	}
+	if hello.Purpose == PurposeReplicate {
+		streams.Add(1)
+		go func() {
+			defer streams.Done()
+			ss.acceptObjects(ctx, &streams)
+		}()
+	}
+	for {
+		f, err := ReadFrame(ctl)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return errors.New("client closed the control stream without Bye")
+			}
+			return fmt.Errorf("read control stream: %w", err)
+		}
+		switch {
+		case f.Type == FrameBye:
+			ctl.CloseWrite()
+			return nil
+		case f.Type == FrameStatusRequest:
+			st, err := s.Status(ctx)
+			if err != nil {
+				return ss.refuse(ctl, CodeInternal, "%v", err)
+			}
+			b, err := encodeStatus(st)
+			if err != nil {
+				return ss.refuse(ctl, CodeInternal, "%v", err)
+			}
+			if err := WriteFrame(ctl, FrameStatusReply, b); err != nil {
+				return err
+			}
+		case hello.Purpose != PurposeReplicate:
+			return ss.refuse(ctl, CodeBadFrame, "%s frame in a status session", f.Type)
+		case f.Type == FrameOffer:
+			m, err := decodeOffer(f.Payload)
+			if err != nil {
+				return ss.refuse(ctl, CodeBadFrame, "%v", err)
+			}
+			want, err := ss.offer(ctx, m)
+			if err != nil {
+				return ss.refuseErr(ctl, err)
+			}
+			if err := WriteFrame(ctl, FrameWant, want.encode()); err != nil {
+				return err
+			}
+		case f.Type == FrameSeal:
+			m, err := decodeSeal(f.Payload)
+			if err != nil {
+				return ss.refuse(ctl, CodeBadFrame, "%v", err)
+			}
+			if err := ss.seal(m.Type); err != nil {
+				return ss.refuseErr(ctl, err)
+			}
+			if err := WriteFrame(ctl, FrameSealed, Sealed(m).encode()); err != nil {
+				return err
+			}
+		default:
+			return ss.refuse(ctl, CodeBadFrame, "unexpected %s frame on the control stream", f.Type)
+		}
+	}
+}
+
+// refuse sends an Error frame and returns the error that ends the session.
+func (ss *session) refuse(st Stream, code ErrorCode, format string, args ...any) error {
+	re := &RemoteError{Code: code, Message: fmt.Sprintf(format, args...)}
+	ss.s.m.Error(code.String())
+	_ = WriteFrame(st, FrameError, encodeError(re.Code, re.Message))
+	return re
+}
+
+func (ss *session) refuseErr(st Stream, err error) error {
+	var re *RemoteError
+	if errors.As(err, &re) {
+		return ss.refuse(st, re.Code, "%s", re.Message)
+	}
+	return ss.refuse(st, CodeInternal, "%v", err)
+}
+
+func refusal(code ErrorCode, format string, args ...any) error {
+	return &RemoteError{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// offer answers which entries the site lacks and records them as
+// outstanding.
+func (ss *session) offer(ctx context.Context, m Offer) (Want, error) {
+	ss.mu.Lock()
+	sealed := ss.sealed[m.Type]
+	ss.mu.Unlock()
+	if sealed {
+		return Want{}, refusal(CodeOrder, "offer of %s after %s was sealed", m.Type, m.Type)
+	}
+	want := Want{Want: make([]bool, len(m.Entries))}
+	for i, e := range m.Entries {
+		h := tiers.Handle{Type: m.Type, Name: e.Name}
+		if err := CheckName(h); err != nil {
+			return Want{}, refusal(CodeBadName, "offered object name refused: %v", err)
+		}
+		if e.Size > ss.s.o.MaxObjectSize {
+			return Want{}, refusal(CodeTooLarge, "%s is %d bytes, this site accepts at most %d", h, e.Size, ss.s.o.MaxObjectSize)
+		}
+		oi, err := ss.s.store.Stat(ctx, h)
+		if err == nil && oi.Size == e.Size {
+			continue
+		}
+		if err != nil && !errors.Is(err, tiers.ErrNotFound) {
+			return Want{}, refusal(CodeInternal, "stat %s: %v", h, err)
+		}
+		want.Want[i] = true
+		ss.mu.Lock()
+		if _, dup := ss.outstanding[h]; !dup {
+			ss.pending[h.Type]++
+		}
+		ss.outstanding[h] = e.Size
+		ss.mu.Unlock()
+	}
+	return want, nil
+}
+
+// seal marks t complete when nothing of it is outstanding and every
+// earlier class is sealed.
+func (ss *session) seal(t tiers.Type) error {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for _, x := range phaseTypes {
+		if x == t {
+			break
+		}
+		if !ss.sealed[x] {
+			return refusal(CodeOrder, "seal of %s before %s", t, x)
+		}
+	}
+	if n := ss.pending[t]; n > 0 {
+		return refusal(CodeIncomplete, "seal of %s with %d wanted objects not received", t, n)
+	}
+	ss.sealed[t] = true
+	return nil
+}
+
+// admit checks that a Put may proceed now.
+func (ss *session) admit(h tiers.Handle, size int64) error {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	want, ok := ss.outstanding[h]
+	if !ok {
+		return refusal(CodeUnsolicited, "%s was not offered and wanted in this session", h)
+	}
+	if want != size {
+		return refusal(CodeUnsolicited, "%s announced with %d bytes, offered with %d", h, size, want)
+	}
+	switch h.Type {
+	case tiers.TypeIndex:
+		if !ss.sealed[tiers.TypeData] {
+			return refusal(CodeOrder, "index object %s before the data is sealed complete", h.Name)
+		}
+	case tiers.TypeSnapshot:
+		if !ss.sealed[tiers.TypeIndex] {
+			return refusal(CodeOrder, "snapshot %s before the data and index are sealed complete", h.Name)
+		}
+	}
+	return nil
+}
+
+func (ss *session) committed(h tiers.Handle) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if _, ok := ss.outstanding[h]; ok {
+		delete(ss.outstanding, h)
+		ss.pending[h.Type]--
+	}
+}
+
+func (ss *session) acceptObjects(ctx context.Context, wg *sync.WaitGroup) {
+	for {
+		st, err := ss.c.AcceptStream(ctx)
+		if err != nil {
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ss.receive(ctx, st)
+		}()
+	}
+}
+
+// receive handles one object stream.
+func (ss *session) receive(ctx context.Context, st Stream) {
+	s := ss.s
+	st.SetDeadline(s.o.Now().Add(s.o.HandshakeTimeout))
+	f, err := ReadFrame(st)
+	if err != nil {
+		ss.log.Warn("object stream", "err", err)
+		s.m.Error("stream")
+		st.Abort()
+		return
+	}
+	st.SetDeadline(time.Time{})
+	h, res := ss.put(ctx, st, f)
+	if res.Code != CodeOK {
+		s.m.Error(res.Code.String())
+		ss.log.Warn("object refused", "object", h.String(), "code", res.Code.String(), "reason", res.Message)
+	}
+	st.SetDeadline(s.o.Now().Add(s.o.HandshakeTimeout))
+	if err := WriteFrame(st, FramePutResult, res.encode()); err != nil {
+		st.Abort()
+		return
+	}
+	st.CloseWrite()
+	if res.Code != CodeOK {
+		// The body may not have been read: stop receiving rather than
+		// drain it; the result written above is still delivered.
+		st.CancelRead()
+		return
+	}
+	// The client ends its side right after the body; reading that end
+	// completes the stream so it stops counting against the client.
+	var one [1]byte
+	if n, _ := io.ReadFull(st, one[:]); n > 0 {
+		ss.log.Warn("object stream carries bytes after the object", "object", h.String())
+		st.Abort()
+	}
+}
+
+func (ss *session) put(ctx context.Context, st Stream, f Frame) (tiers.Handle, PutResult) {
+	s := ss.s
+	if f.Type != FramePut {
+		return tiers.Handle{}, PutResult{CodeBadFrame, fmt.Sprintf("first frame of an object stream is %s, want Put", f.Type)}
+	}
+	m, err := decodePut(f.Payload)
+	if err != nil {
+		return tiers.Handle{}, PutResult{CodeBadFrame, err.Error()}
+	}
+	h := tiers.Handle{Type: m.Type, Name: m.Name}
+	if err := CheckName(h); err != nil {
+		return h, PutResult{CodeBadName, fmt.Sprintf("object name refused: %v", err)}
+	}
+	if err := ss.admit(h, m.Size); err != nil {
+		re := err.(*RemoteError)
+		return h, PutResult{re.Code, re.Message}
+	}
+	var extra func(*repo.Config) error
+	if h.Type == tiers.TypeConfig {
+		extra = func(c *repo.Config) error {
+			if site := s.siteRepo(); !site.IsNull() {
+				return &VerifyError{h, fmt.Sprintf("the site already holds the config of repository %s; a config is never replaced", site.Short())}
+			}
+			return nil
+		}
+	}
+	v, err := newVerifier(h, m.Size, extra)
+	if err != nil {
+		return h, PutResult{CodeVerify, err.Error()}
+	}
+	if h.Type == tiers.TypeSnapshot && m.Meta != nil {
+		// Record the client's assertion first: a record without its
+		// snapshot object is ignored, a snapshot without a record is
+		// reported as such.
+		rec := SnapshotRecord{ID: h.Name, Host: m.Meta.Host, Time: m.Meta.Time, AssertedBy: "client", Client: ss.peer,
+			ReplicatedAt: s.o.Now(), SessionBytes: ss.bytes.Load() + m.Size}
+		if err := s.state.putSnapshot(rec); err != nil {
+			return h, PutResult{CodeInternal, err.Error()}
+		}
+	}
+	body := newCheckedReader(st, v, m.Size)
+	if err := s.store.Put(ctx, h, body, m.Size); err != nil {
+		var ve *VerifyError
+		if errors.As(err, &ve) {
+			return h, PutResult{CodeVerify, ve.Error()}
+		}
+		if body.err != nil && !errors.As(body.err, &ve) {
+			// The stream failed (cut, reset): nothing was committed.
+			return h, PutResult{CodeBadFrame, fmt.Sprintf("object body: %v", body.err)}
+		}
+		return h, PutResult{CodeInternal, fmt.Sprintf("store %s: %v", h, err)}
+	}
+	ss.committed(h)
+	ss.bytes.Add(m.Size)
+	ss.objects.Add(1)
+	s.m.object(string(h.Type), m.Size)
+	switch h.Type {
+	case tiers.TypeConfig:
+		if c, err := repo.ReadConfig(ctx, s.store); err == nil {
+			s.repoMu.Lock()
+			s.repoID = c.ID
+			s.repoMu.Unlock()
+		}
+	case tiers.TypeSnapshot:
+		if m.Meta != nil {
+			s.m.snapshot(m.Meta.Host, float64(m.Meta.Time.UnixNano())/1e9)
+		}
+	}
+	ss.log.Debug("object committed", "object", h.String(), "bytes", m.Size)
+	return h, PutResult{Code: CodeOK}
+}
