@@ -162,3 +162,11 @@ func decodeIndex(b []byte) (*IndexFile, error) {
 	}
 	return f, nil
 }
+
+// SealIndexObject encodes and seals an index object without storing it and
+// returns its name (the SHA-256 of the sealed bytes) and bytes. Tiering
+// uses it to give a tier an index for exactly the packs it receives.
+func (r *Repository) SealIndexObject(f *IndexFile) (id.ID, []byte) {
+	sealed, _ := r.key.encodeBlob(nil, nil, encodeIndex(f), CompressAuto)
+	return id.Hash(sealed), sealed
+}

@@ -207,3 +207,101 @@ func (l *liveSet) sparsePacks(frac float64) map[id.ID][]BlobEntry {
 	}
 	return out
 }
+
+// NeededPacks returns the packs holding every blob (trees, content lists,
+// chunks) the given snapshots reference, using the first readable copy of
+// each blob. Unindexed blobs are an error: the snapshots cannot be copied
+// whole.
+func (r *Repository) NeededPacks(ctx context.Context, snaps []*Snapshot) (map[id.ID]PackInfo, error) {
+	out := map[id.ID]PackInfo{}
+	seen := map[id.ID]bool{}
+	need := func(x id.ID, what string) error {
+		locs := r.Lookup(x)
+		if len(locs) == 0 {
+			return fmt.Errorf("%s %s is referenced but not in any index (run drpipe check)", what, x.Short())
+		}
+		out[locs[0].Pack.ID] = locs[0].Pack
+		return nil
+	}
+	var walk func(x id.ID) error
+	walk = func(x id.ID) error {
+		if seen[x] {
+			return nil
+		}
+		seen[x] = true
+		if err := need(x, "tree"); err != nil {
+			return err
+		}
+		t, err := r.LoadTree(ctx, x)
+		if err != nil {
+			return err
+		}
+		for _, n := range t.Nodes {
+			switch {
+			case n.Type == NodeDir && n.Subtree != nil:
+				if err := walk(*n.Subtree); err != nil {
+					return err
+				}
+			case n.Type == NodeFile:
+				for _, cl := range n.ContentLists {
+					if err := need(cl, "content list"); err != nil {
+						return err
+					}
+				}
+				err := r.EachExtent(ctx, n, func(e Extent) error {
+					if e.Zero || seen[e.ID] {
+						return nil
+					}
+					seen[e.ID] = true
+					return need(e.ID, "chunk")
+				})
+				if err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	for _, s := range snaps {
+		if err := walk(s.Tree); err != nil {
+			return nil, fmt.Errorf("snapshot %s: %w", s.ID().Short(), err)
+		}
+	}
+	return out, nil
+}
+
+// IndexPacks returns the full index records (all blobs) of the given packs,
+// read from the repository's index objects.
+func (r *Repository) IndexPacks(ctx context.Context, packs map[id.ID]PackInfo) (map[id.ID]IndexPack, error) {
+	out := map[id.ID]IndexPack{}
+	var ids []id.ID
+	err := r.be.List(ctx, tiers.TypeIndex, func(oi tiers.ObjectInfo) error {
+		if x, err := id.Parse(oi.Handle.Name); err == nil {
+			ids = append(ids, x)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, x := range ids {
+		f, err := r.LoadIndexFile(ctx, x)
+		if errors.Is(err, tiers.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range f.Packs {
+			if _, want := packs[p.ID]; want {
+				out[p.ID] = p
+			}
+		}
+	}
+	for p := range packs {
+		if _, ok := out[p]; !ok {
+			return nil, fmt.Errorf("pack %s is in the index cache but in no index object (run drpipe repair)", p.Short())
+		}
+	}
+	return out, nil
+}

@@ -147,6 +147,7 @@ func (r *Repository) Prune(ctx context.Context, o PruneOptions) (*PruneReport, e
 		return nil, err
 	}
 	var fresh []id.ID
+	sweepFresh := false
 	for _, p := range append(dead, orphans...) {
 		if !condemned[p] {
 			fresh = append(fresh, p)
@@ -178,11 +179,18 @@ func (r *Repository) Prune(ctx context.Context, o PruneOptions) (*PruneReport, e
 		}
 		if o.Grace == 0 {
 			due = append(due, ts)
+			sweepFresh = true
 		}
 	}
-	if rep.Repacked > 0 && len(due) > 0 {
-		// The copies are indexed now; liveness must see them so the old
-		// packs count as unused.
+	if (rep.Repacked > 0 || sweepFresh) && len(due) > 0 {
+		// Liveness must be recomputed: repacked copies are indexed now (so
+		// the old packs count as unused), and a tombstone written in this
+		// run needs the session list taken after it became durable — a
+		// backup that started before it could have deduplicated against
+		// its packs — and the snapshots listed after that.
+		if sessions, err = r.liveSessions(ctx, false); err != nil {
+			return rep, err
+		}
 		if sids, err = r.ListSnapshotIDs(ctx); err != nil {
 			return rep, err
 		}
