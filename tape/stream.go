@@ -300,7 +300,11 @@ type FileScan struct {
 // ScanFile return an error wrapping ErrCorrupt after visit saw the error
 // from Body. The drive ends after the file's filemark.
 func ScanFile(ctx context.Context, d Drive, buf []byte, visit func(*ObjectVisit) error) (*FileScan, error) {
-	rr := newRecordReader(ctx, d, buf)
+	return scanFile(newRecordReader(ctx, d, buf), visit)
+}
+
+func scanFile(rr *recordReader, visit func(*ObjectVisit) error) (*FileScan, error) {
+	d := rr.d
 	res := &FileScan{}
 	var hb [fileHeaderSize]byte
 	if _, err := io.ReadFull(rr, hb[:]); err != nil {
