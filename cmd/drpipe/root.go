@@ -56,7 +56,7 @@ func newRootCmd() *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(
 		a.initCmd(), a.backupCmd(), a.snapshotsCmd(), a.restoreCmd(), a.checkCmd(), a.repairCmd(),
-		a.statsCmd(), a.keyCmd(), a.demoCmd(),
+		a.statsCmd(), a.keyCmd(), a.demoCmd(), a.tapeCmd(),
 	)
 	return root
 }
@@ -109,7 +109,7 @@ func (a *app) loadConfig(cmd *cobra.Command) error {
 
 // extraSections lists config sections owned by other commands (s3, site,
 // tape, drsite, tier); their keys are validated by those commands.
-var extraSections = []string{}
+var extraSections = []string{"tape"}
 
 func knownSection(k string) bool {
 	for _, s := range extraSections {
