@@ -321,6 +321,11 @@ func (s *SetInfo) sortTapes() {
 // lock.
 type Catalog struct {
 	dir string
+	// Read caches: the process holding the library lock is the only
+	// writer, so records read once stay valid until it writes them.
+	media    map[string]Media
+	allMedia bool
+	sets     map[string]SetInfo
 }
 
 // OpenCatalog opens (creating if needed) the catalog database in dir.
@@ -330,7 +335,7 @@ func OpenCatalog(dir string) (*Catalog, error) {
 			return nil, fmt.Errorf("open tape catalog %s: %w", dir, err)
 		}
 	}
-	return &Catalog{dir: dir}, nil
+	return &Catalog{dir: dir, media: map[string]Media{}, sets: map[string]SetInfo{}}, nil
 }
 
 // Dir returns the catalog directory.
@@ -405,6 +410,12 @@ func (c *Catalog) Media(barcode string) (*Media, error) {
 	if err := validBarcode(barcode); err != nil {
 		return nil, err
 	}
+	if m, ok := c.media[barcode]; ok {
+		return &m, nil
+	}
+	if c.allMedia {
+		return nil, nil
+	}
 	var m Media
 	err := readJSON(filepath.Join(c.dir, "media", barcode+".json"), &m)
 	if errors.Is(err, os.ErrNotExist) {
@@ -413,6 +424,7 @@ func (c *Catalog) Media(barcode string) (*Media, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.media[barcode] = m
 	return &m, nil
 }
 
@@ -421,11 +433,25 @@ func (c *Catalog) PutMedia(m *Media) error {
 	if err := validBarcode(m.Barcode); err != nil {
 		return err
 	}
-	return writeJSON(filepath.Join(c.dir, "media", m.Barcode+".json"), m)
+	delete(c.media, m.Barcode)
+	if err := writeJSON(filepath.Join(c.dir, "media", m.Barcode+".json"), m); err != nil {
+		return err
+	}
+	c.media[m.Barcode] = *m
+	return nil
 }
 
 // AllMedia returns every cartridge record, by barcode.
 func (c *Catalog) AllMedia() ([]*Media, error) {
+	if c.allMedia {
+		out := make([]*Media, 0, len(c.media))
+		for _, m := range c.media {
+			m := m
+			out = append(out, &m)
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i].Barcode < out[j].Barcode })
+		return out, nil
+	}
 	ents, err := os.ReadDir(filepath.Join(c.dir, "media"))
 	if err != nil {
 		return nil, fmt.Errorf("read tape catalog: %w", err)
@@ -445,6 +471,7 @@ func (c *Catalog) AllMedia() ([]*Media, error) {
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Barcode < out[j].Barcode })
+	c.allMedia = true
 	return out, nil
 }
 
@@ -455,6 +482,9 @@ func (c *Catalog) Set(setID string) (*SetInfo, error) {
 	if _, err := ParseUUID(setID); err != nil {
 		return nil, err
 	}
+	if s, ok := c.sets[setID]; ok {
+		return s.clone(), nil
+	}
 	var s SetInfo
 	err := readJSON(filepath.Join(c.setDir(setID), "set.json"), &s)
 	if errors.Is(err, os.ErrNotExist) {
@@ -463,7 +493,15 @@ func (c *Catalog) Set(setID string) (*SetInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.sets[setID] = *s.clone()
 	return &s, nil
+}
+
+func (s *SetInfo) clone() *SetInfo {
+	c := *s
+	c.Tapes = append([]SetTape(nil), s.Tapes...)
+	c.Snaps = append([]SnapInfo(nil), s.Snaps...)
+	return &c
 }
 
 // PutSet stores s (tapes sorted by column and sequence).
@@ -472,7 +510,12 @@ func (c *Catalog) PutSet(s *SetInfo) error {
 		return fmt.Errorf("tape catalog: %w", err)
 	}
 	s.sortTapes()
-	return writeJSON(filepath.Join(c.setDir(s.ID), "set.json"), s)
+	delete(c.sets, s.ID)
+	if err := writeJSON(filepath.Join(c.setDir(s.ID), "set.json"), s); err != nil {
+		return err
+	}
+	c.sets[s.ID] = *s.clone()
+	return nil
 }
 
 // Sets returns every set, oldest first.
@@ -512,6 +555,7 @@ func (c *Catalog) RemoveSet(setID string) error {
 	if _, err := ParseUUID(setID); err != nil {
 		return err
 	}
+	delete(c.sets, setID)
 	return os.RemoveAll(c.setDir(setID))
 }
 
