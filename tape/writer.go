@@ -142,6 +142,7 @@ type setWriter struct {
 	objects  atomic.Int64
 	rewrites atomic.Int64
 	noCat    []string
+	touched  bool // a tape was marked as written for this set
 }
 
 type metaObject struct {
@@ -249,7 +250,11 @@ func WriteSet(ctx context.Context, ch Changer, cat *Catalog, src tiers.Backend, 
 	res := &WriteResult{Set: w.set, ObjectBytes: w.bytes.Load(), Objects: w.objects.Load(), Duration: time.Since(start),
 		Starved: time.Duration(w.starved.Load()), Rewritten: int(w.rewrites.Load()), NoCatalog: w.noCat}
 	if firstErr != nil {
-		return res, fmt.Errorf("tape write of set %s: %w", w.set.ID, firstErr)
+		if !w.touched {
+			// Nothing reached a tape: forget the set.
+			cat.RemoveSet(w.set.ID)
+		}
+		return res, fmt.Errorf("tape write of set %s: %w", w.set.ID[:8], firstErr)
 	}
 	w.set.Complete = true
 	if err := cat.PutSet(w.set); err != nil {
@@ -465,6 +470,7 @@ func (w *setWriter) writeTape(ctx context.Context, col, seq int, objs []PlanObje
 	err = w.releaseOld(m)
 	if err == nil {
 		m.State, m.SetID, m.Column, m.ColumnSeq = StateWriting, w.set.ID, col, seq
+		w.touched = true
 		err = w.cat.PutMedia(m)
 	}
 	w.mu.Unlock()
