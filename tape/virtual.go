@@ -216,6 +216,9 @@ type VirtualLibrary struct {
 	open map[int]*virtualDrive
 }
 
+// ErrInLibrary: the cartridge to insert is already in the library.
+var ErrInLibrary = errors.New("tape: cartridge is already in the library")
+
 // ErrNotLibrary: the directory holds no virtual library.
 var ErrNotLibrary = errors.New("tape: not a virtual tape library")
 
@@ -289,8 +292,10 @@ func (l *VirtualLibrary) list(k ElementKind) *[]string {
 	return nil
 }
 
-// reconcile drops cartridges whose files were removed by the operator.
+// reconcile drops cartridges whose files were removed by the operator
+// and records that.
 func (l *VirtualLibrary) reconcile() {
+	changed := false
 	for _, lst := range []*[]string{&l.st.Slots, &l.st.Drives, &l.st.MailSlots} {
 		for i, bc := range *lst {
 			if bc == "" {
@@ -298,8 +303,12 @@ func (l *VirtualLibrary) reconcile() {
 			}
 			if _, err := os.Stat(l.cartPath(bc)); errors.Is(err, os.ErrNotExist) {
 				(*lst)[i] = ""
+				changed = true
 			}
 		}
+	}
+	if changed {
+		l.save()
 	}
 }
 
@@ -391,7 +400,7 @@ func (l *VirtualLibrary) Insert(barcode string) (Element, error) {
 	for _, lst := range [][]string{l.st.Slots, l.st.Drives, l.st.MailSlots} {
 		for _, bc := range lst {
 			if bc == barcode {
-				return Element{}, fmt.Errorf("insert tape %s: it is already in the library", barcode)
+				return Element{}, fmt.Errorf("insert tape %s: %w", barcode, ErrInLibrary)
 			}
 		}
 	}

@@ -758,6 +758,10 @@ func (a *app) tapeImportCmd() *cobra.Command {
 				batch := 0
 				for len(want) > 0 {
 					if _, err := te.lib.Insert(want[0]); err != nil {
+						if errors.Is(err, tape.ErrInLibrary) {
+							want = want[1:]
+							continue
+						}
 						if strings.Contains(err.Error(), "mail slot is full") && batch > 0 {
 							break
 						}
