@@ -21,3 +21,7 @@ func WriteObjectFileForTest(ctx context.Context, d Drive, objs ...any) error {
 	}
 	return fw.Finish()
 }
+
+// RecordForTest wraps payload in a valid record header (for fuzzing the
+// payload parsers past the checksums).
+func RecordForTest(k Kind, payload []byte) []byte { return appendRecord(nil, k, 0, payload) }

@@ -52,8 +52,16 @@ func FuzzParseRecord(f *testing.F) {
 func FuzzParseVolumeLabel(f *testing.F) {
 	for _, s := range seedLabels() {
 		f.Add(s)
+		if len(s) > 24 {
+			f.Add(s[24:])
+		}
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) > 0 && b[0] == '{' {
+			// A JSON payload: wrap it in a valid record to reach the
+			// label decoder past the checksums.
+			b = tape.RecordForTest(tape.KindVolumeLabel, b)
+		}
 		l, err := tape.ParseVolumeLabel(b)
 		if err != nil {
 			if !errors.Is(err, tape.ErrCorrupt) && !errors.Is(err, tape.ErrForeignTape) && !errors.Is(err, tape.ErrUnsupportedVersion) {
@@ -75,8 +83,14 @@ func FuzzParseVolumeLabel(f *testing.F) {
 func FuzzParseSetLabel(f *testing.F) {
 	for _, s := range seedLabels() {
 		f.Add(s)
+		if len(s) > 24 {
+			f.Add(s[24:])
+		}
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) > 0 && b[0] == '{' {
+			b = tape.RecordForTest(tape.KindSetLabel, b)
+		}
 		l, err := tape.ParseSetLabel(b)
 		if err != nil {
 			return
@@ -104,8 +118,22 @@ func seedCatalogs() [][]byte {
 func FuzzParseTapeCatalog(f *testing.F) {
 	for _, s := range seedCatalogs() {
 		f.Add(s)
+		if len(s) > 4 {
+			v := append([]byte(nil), s...)
+			v[4] = 0xff
+			f.Add(v)
+		}
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) > 4 && b[4] == 0xff {
+			// Fix up the trailing checksum to reach the entry decoder.
+			b = append([]byte(nil), b...)
+			b[4] = 1
+			if len(b) > 32 {
+				sum := sha256.Sum256(b[:len(b)-32])
+				copy(b[len(b)-32:], sum[:])
+			}
+		}
 		c, err := tape.ParseTapeCatalog(b)
 		if err != nil {
 			if !errors.Is(err, tape.ErrCorrupt) && !errors.Is(err, tape.ErrUnsupportedVersion) {
@@ -205,9 +233,22 @@ func TestWriteFuzzSeeds(t *testing.T) {
 	}
 	labels := seedLabels()
 	write("FuzzParseRecord", labels)
-	write("FuzzParseVolumeLabel", labels)
-	write("FuzzParseSetLabel", labels)
-	write("FuzzParseTapeCatalog", seedCatalogs())
+	var payloads [][]byte
+	for _, l := range labels {
+		payloads = append(payloads, l)
+		if len(l) > 24 {
+			payloads = append(payloads, l[24:])
+		}
+	}
+	write("FuzzParseVolumeLabel", payloads)
+	write("FuzzParseSetLabel", payloads)
+	cats := seedCatalogs()
+	for _, c := range seedCatalogs() {
+		v := append([]byte(nil), c...)
+		v[4] = 0xff
+		cats = append(cats, v)
+	}
+	write("FuzzParseTapeCatalog", cats)
 	m, _ := json.Marshal(tape.Manifest{Version: 1, Packs: []tape.ManifestPack{{K: 1}}, Snapshots: []tape.ManifestSnapshot{{Packs: []int{0}}}})
 	write("FuzzParseManifest", [][]byte{m, []byte(`{"version":2}`)})
 	write("FuzzScanFile", [][]byte{seedFile()})

@@ -331,4 +331,3 @@ func (d *STDrive) Close() error {
 	d.fd = -1
 	return err
 }
-
