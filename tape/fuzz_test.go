@@ -244,9 +244,11 @@ func TestWriteFuzzSeeds(t *testing.T) {
 	write("FuzzParseSetLabel", payloads)
 	cats := seedCatalogs()
 	for _, c := range seedCatalogs() {
-		v := append([]byte(nil), c...)
-		v[4] = 0xff
-		cats = append(cats, v)
+		if len(c) > 4 {
+			v := append([]byte(nil), c...)
+			v[4] = 0xff
+			cats = append(cats, v)
+		}
 	}
 	write("FuzzParseTapeCatalog", cats)
 	m, _ := json.Marshal(tape.Manifest{Version: 1, Packs: []tape.ManifestPack{{K: 1}}, Snapshots: []tape.ManifestSnapshot{{Packs: []int{0}}}})
