@@ -122,7 +122,7 @@ func (w *world) restore(ref string) (*tape.RestorePlan, error) {
 	}
 	w.cacheNo++
 	tmp := filepath.Join(w.dir, "tmprepo"+string(rune('a'+w.cacheNo)))
-	be, err := tiers.NewLocal(tmp)
+	be, err := tape.NewScratch(tmp)
 	if err != nil {
 		w.t.Fatal(err)
 	}

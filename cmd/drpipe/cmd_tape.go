@@ -18,7 +18,6 @@ import (
 	"github.com/drpipe/drpipe/pipeline"
 	"github.com/drpipe/drpipe/repo"
 	"github.com/drpipe/drpipe/tape"
-	"github.com/drpipe/drpipe/tiers"
 )
 
 // tapeDefaults are the tape section's config keys (documented in
@@ -951,7 +950,7 @@ func (a *app) tapeRestoreCmd() *cobra.Command {
 			if !keep {
 				defer os.RemoveAll(work)
 			}
-			be, err := tiers.NewLocal(filepath.Join(work, "repo"))
+			be, err := tape.NewScratch(filepath.Join(work, "repo"))
 			if err != nil {
 				return err
 			}
@@ -960,6 +959,7 @@ func (a *app) tapeRestoreCmd() *cobra.Command {
 			prog := a.startTapeProgress("tape read")
 			err = tape.ReadPlan(ctx, te.lib, plan, be, prog)
 			prog.Stop()
+			readBytes := prog.bytes.Load()
 			if err != nil {
 				return err
 			}
@@ -1002,7 +1002,7 @@ func (a *app) tapeRestoreCmd() *cobra.Command {
 					failed = append(failed, map[string]string{"path": f.Path, "error": f.Err.Error()})
 				}
 				if jerr := a.printJSON(map[string]any{"snapshot_id": sn.ID(), "set_id": plan.Ref.Set.ID, "tapes_mounted": mounted,
-					"tapes_unavailable": plan.Unavailable, "packs": plan.Packs, "packs_rebuilt": rebuilt, "read_s": readDur.Seconds(),
+					"tapes_unavailable": plan.Unavailable, "packs": plan.Packs, "packs_rebuilt": rebuilt, "read_s": readDur.Seconds(), "bytes_read_from_tape": readBytes,
 					"target": target, "files": res.Files, "dirs": res.Dirs, "bytes_total": res.BytesTotal, "duration_s": time.Since(start).Seconds(), "failed": failed}); jerr != nil {
 					return jerr
 				}
