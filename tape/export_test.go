@@ -25,3 +25,8 @@ func WriteObjectFileForTest(ctx context.Context, d Drive, objs ...any) error {
 // RecordForTest wraps payload in a valid record header (for fuzzing the
 // payload parsers past the checksums).
 func RecordForTest(k Kind, payload []byte) []byte { return appendRecord(nil, k, 0, payload) }
+
+// RecordSeqForTest is RecordForTest with a record number.
+func RecordSeqForTest(k Kind, seq uint32, payload []byte) []byte {
+	return appendRecord(nil, k, seq, payload)
+}
