@@ -94,9 +94,9 @@ func runTapeBench(ctx context.Context, env *Env) ([]Table, error) {
 		return nil, err
 	}
 	var r struct {
-		Read     float64 `json:"read_s"`
-		Bytes    int64   `json:"bytes_read_from_tape"`
-		Duration float64 `json:"duration_s"`
+		Read     float64  `json:"read_s"`
+		Bytes    int64    `json:"bytes_read_from_tape"`
+		Duration float64  `json:"duration_s"`
 		Tapes    []string `json:"tapes_mounted"`
 	}
 	if err := json.Unmarshal([]byte(m.Stdout), &r); err != nil {
