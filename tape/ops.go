@@ -588,7 +588,7 @@ func CheckCatalog(ctx context.Context, ch Changer, cat *Catalog, o CheckOptions)
 				if ctx.Err() != nil {
 					return rep, ctx.Err()
 				}
-				errf("tape %s: %v", bc, err)
+				errf("%v", err)
 				continue
 			}
 			if ts.Set == nil || ts.Set.SetID != m.SetID {

@@ -286,10 +286,73 @@ func ReadPlan(ctx context.Context, ch Changer, plan *RestorePlan, dst tiers.Back
 	}
 	for _, pt := range plan.Tapes {
 		if err := readTape(ctx, ch, plan.Ref.Set, pt, dst, progress); err != nil {
-			return err
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return &TapeError{Barcode: pt.Barcode, Err: err}
 		}
 	}
 	return nil
+}
+
+// TapeError is a failure to read one tape; a restore can plan around it
+// with the set's parity.
+type TapeError struct {
+	Barcode string
+	Err     error
+}
+
+func (e *TapeError) Error() string { return e.Err.Error() }
+func (e *TapeError) Unwrap() error { return e.Err }
+
+// RestoreResult reports Restore.
+type RestoreResult struct {
+	Plan    *RestorePlan
+	Failed  map[string]string // tapes that could not be read → why
+	Rebuilt int               // packs rebuilt from parity shards
+}
+
+// Restore reads what the snapshot needs from the tapes of one of refs
+// into dst: it plans the fewest tapes, reads them, and when a tape fails
+// (unreadable, damaged, swapped) plans again without it, as long as the
+// set's parity allows. Packs missing data shards are then rebuilt.
+func Restore(ctx context.Context, ch Changer, cat *Catalog, refs []SnapshotRef, available func(string) bool, dst tiers.Backend, progress Progress) (*RestoreResult, error) {
+	res := &RestoreResult{Failed: map[string]string{}}
+	var firstErr error
+	for _, ref := range refs {
+		for {
+			avail := func(bc string) bool { _, bad := res.Failed[bc]; return !bad && available(bc) }
+			plan, err := PlanRestore(cat, ref, avail)
+			if err != nil {
+				if len(res.Failed) > 0 {
+					var why []string
+					for bc, e := range res.Failed {
+						why = append(why, bc+": "+e)
+					}
+					sort.Strings(why)
+					err = fmt.Errorf("%w (tapes that failed while reading: %s)", err, strings.Join(why, "; "))
+				}
+				if firstErr == nil {
+					firstErr = err
+				}
+				break
+			}
+			res.Plan = plan
+			err = ReadPlan(ctx, ch, plan, dst, progress)
+			var te *TapeError
+			if errors.As(err, &te) {
+				res.Failed[te.Barcode] = te.Err.Error()
+				continue
+			}
+			if err != nil {
+				return res, err
+			}
+			n, err := CompletePacks(ctx, dst, ref)
+			res.Rebuilt = n
+			return res, err
+		}
+	}
+	return res, firstErr
 }
 
 func readTape(ctx context.Context, ch Changer, set *SetInfo, pt PlannedTape, dst tiers.Backend, progress Progress) error {

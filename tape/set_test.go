@@ -34,6 +34,7 @@ type world struct {
 	cat     *tape.Catalog
 	pw      []byte
 	cacheNo int
+	failed  map[string]string
 }
 
 func newWorld(t *testing.T, ec erasure.Params, lib tape.VirtualConfig, files int, bytes int64) *world {
@@ -116,10 +117,6 @@ func (w *world) restore(ref string) (*tape.RestorePlan, error) {
 	for _, b := range inv.Barcodes() {
 		in[b] = true
 	}
-	plan, err := tape.PlanRestore(w.cat, refs[0], func(b string) bool { return in[b] })
-	if err != nil {
-		return nil, err
-	}
 	w.cacheNo++
 	tmp := filepath.Join(w.dir, "tmprepo"+string(rune('a'+w.cacheNo)))
 	be, err := tape.NewScratch(tmp)
@@ -127,12 +124,12 @@ func (w *world) restore(ref string) (*tape.RestorePlan, error) {
 		w.t.Fatal(err)
 	}
 	defer be.Close()
-	if err := tape.ReadPlan(ctx, w.lib, plan, be, nil); err != nil {
-		return plan, err
+	res, err := tape.Restore(ctx, w.lib, w.cat, refs, func(b string) bool { return in[b] }, be, nil)
+	if err != nil {
+		return nil, err
 	}
-	if _, err := tape.CompletePacks(ctx, be, refs[0]); err != nil {
-		return plan, err
-	}
+	plan := res.Plan
+	w.failed = res.Failed
 	r, err := repo.Open(ctx, be, repo.Options{Password: w.pw, CacheDir: filepath.Join(w.dir, "cache2"+tmp[len(tmp)-1:])})
 	if err != nil {
 		return plan, err
@@ -224,6 +221,23 @@ func TestWriteRestoreWithParityLoss(t *testing.T) {
 		}
 		back()
 	}
+	// A damaged tape is planned around like a missing one.
+	plan, err := w.restore("latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := plan.Tapes[1].Barcode
+	b, _ := os.ReadFile(filepath.Join(w.libDir, victim+".tape"))
+	b[len(b)/2] ^= 0x40
+	os.WriteFile(filepath.Join(w.libDir, victim+".tape"), b, 0o644)
+	if _, err := w.restore("latest"); err != nil {
+		t.Fatalf("restore with tape %s damaged: %v", victim, err)
+	}
+	if _, ok := w.failed[victim]; !ok || len(w.failed) != 1 {
+		t.Errorf("failed tapes %v, want just %s", w.failed, victim)
+	}
+	b[len(b)/2] ^= 0x40
+	os.WriteFile(filepath.Join(w.libDir, victim+".tape"), b, 0o644)
 	back := hide(tapes[0], tapes[2], tapes[4])
 	_, err = w.restore("latest")
 	if !errors.Is(err, tape.ErrMissingTapes) {

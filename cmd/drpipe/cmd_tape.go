@@ -921,21 +921,6 @@ func (a *app) tapeRestoreCmd() *cobra.Command {
 			for _, bc := range inv.Barcodes() {
 				in[bc] = true
 			}
-			var plan *tape.RestorePlan
-			var firstErr error
-			for _, ref := range refs {
-				p, err := tape.PlanRestore(te.cat, ref, func(bc string) bool { return in[bc] })
-				if err == nil {
-					plan = p
-					break
-				}
-				if firstErr == nil {
-					firstErr = err
-				}
-			}
-			if plan == nil {
-				return firstErr
-			}
 			pw, err := a.password("repository password: ", false)
 			if err != nil {
 				return err
@@ -957,17 +942,14 @@ func (a *app) tapeRestoreCmd() *cobra.Command {
 			defer be.Close()
 			start := time.Now()
 			prog := a.startTapeProgress("tape read")
-			err = tape.ReadPlan(ctx, te.lib, plan, be, prog)
+			rres, err := tape.Restore(ctx, te.lib, te.cat, refs, func(bc string) bool { return in[bc] }, be, prog)
 			prog.Stop()
+			if err != nil {
+				return err
+			}
+			plan, rebuilt := rres.Plan, rres.Rebuilt
 			readBytes := prog.bytes.Load()
-			if err != nil {
-				return err
-			}
 			readDur := time.Since(start)
-			rebuilt, err := tape.CompletePacks(ctx, be, plan.Ref)
-			if err != nil {
-				return err
-			}
 			o, err := a.repoOptions(pw)
 			if err != nil {
 				return err
@@ -1002,7 +984,7 @@ func (a *app) tapeRestoreCmd() *cobra.Command {
 					failed = append(failed, map[string]string{"path": f.Path, "error": f.Err.Error()})
 				}
 				if jerr := a.printJSON(map[string]any{"snapshot_id": sn.ID(), "set_id": plan.Ref.Set.ID, "tapes_mounted": mounted,
-					"tapes_unavailable": plan.Unavailable, "packs": plan.Packs, "packs_rebuilt": rebuilt, "read_s": readDur.Seconds(), "bytes_read_from_tape": readBytes,
+					"tapes_unavailable": plan.Unavailable, "tapes_failed": rres.Failed, "packs": plan.Packs, "packs_rebuilt": rebuilt, "read_s": readDur.Seconds(), "bytes_read_from_tape": readBytes,
 					"target": target, "files": res.Files, "dirs": res.Dirs, "bytes_total": res.BytesTotal, "duration_s": time.Since(start).Seconds(), "failed": failed}); jerr != nil {
 					return jerr
 				}
@@ -1010,6 +992,9 @@ func (a *app) tapeRestoreCmd() *cobra.Command {
 			}
 			a.printf("restored snapshot %s (host %s, %s) from tape set %s to %s\n", sn.ID().Short(), sn.Host, sn.Time.Format("2006-01-02 15:04"), plan.Ref.Set.ID[:8], target)
 			a.printf("  mounted %d tapes in order: %s\n", len(mounted), strings.Join(mounted, " "))
+			for bc, why := range rres.Failed {
+				a.printf("  tape %s could not be read and was planned around: %s\n", bc, why)
+			}
 			if len(plan.Unavailable) > 0 {
 				a.printf("  not in the library: %s; %d packs rebuilt from parity\n", strings.Join(plan.Unavailable, " "), rebuilt)
 			}
