@@ -555,7 +555,7 @@ func (a *app) printWrite(res *tape.WriteResult, snaps []*repo.Snapshot, werr err
 	}
 	a.printf("tape set %s (%s) %s: pool %s, level %s, expires %s\n", s.ID[:8], s.ID, state, s.Pool, s.Level, s.Expires.Format("2006-01-02"))
 	a.printf("  %d snapshots, %d objects, %s in %.1fs (%s/s), drives starved %.2fs\n", len(snaps), res.Objects, humanBytes(res.ObjectBytes), res.Duration.Seconds(), humanBytes(int64(rate)), res.Starved.Seconds())
-	a.printf("  layout: %d columns, survives the loss of any %d tapes (at most %d shards of a pack per tape)\n", s.Columns, s.Parity, s.PerTape)
+	a.printf("  layout: %d columns, survives the loss of any %d tape(s) (at most %d shard(s) of a pack per tape)\n", s.Columns, s.Parity, s.PerTape)
 	for _, t := range s.Tapes {
 		a.printf("  tape %s  column %d #%d  %d objects  %s\n", t.Barcode, t.Column, t.ColumnSeq, t.Objects, humanBytes(t.Bytes))
 	}
