@@ -30,6 +30,7 @@ var suites = []Suite{
 	vmdiskSuite,
 	s3Suite,
 	quicSuite,
+	tapeSuite,
 }
 
 func suiteNames() []string {

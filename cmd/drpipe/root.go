@@ -59,6 +59,7 @@ func newRootCmd() *cobra.Command {
 		a.statsCmd(), a.keyCmd(), a.forgetCmd(), a.pruneCmd(), a.demoCmd(),
 		a.copyCmd(), a.warmupCmd(),
 		a.siteCmd(), a.replicateCmd(),
+		a.tapeCmd(),
 	)
 	root.AddCommand(a.mountCmd())
 	return root
@@ -117,7 +118,7 @@ func (a *app) loadConfig(cmd *cobra.Command) error {
 
 // extraSections lists config sections owned by other commands (s3, site,
 // tape, drsite, tier); their keys are validated by those commands.
-var extraSections = []string{"s3", "copy", "site", "replicate"}
+var extraSections = []string{"s3", "copy", "site", "replicate", "tape"}
 
 func knownSection(k string) bool {
 	for _, s := range extraSections {

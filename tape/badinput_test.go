@@ -1,0 +1,195 @@
+package tape_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/drpipe/drpipe/tape"
+	"github.com/drpipe/drpipe/tiers/tierstest"
+)
+
+type badWorld struct {
+	t      *testing.T
+	libDir string
+	lib    *tape.VirtualLibrary
+	cat    *tape.Catalog
+	pool   tape.Pool
+	now    time.Time
+	be     *tierstest.Memory
+	run    int
+}
+
+func newBadWorld(t *testing.T) *badWorld {
+	dir := t.TempDir()
+	w := &badWorld{t: t, libDir: filepath.Join(dir, "lib"), pool: tape.DefaultPool("p"), now: time.Date(2026, 5, 4, 22, 0, 0, 0, time.UTC), be: tierstest.NewMemory()}
+	if _, err := tape.InitVirtual(w.libDir, tape.VirtualConfig{Generation: tape.LTO7, Slots: 4, Drives: 1, MailSlots: 1, Capacity: 32 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	if w.lib, err = tape.OpenVirtual(w.libDir); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.lib.Close() })
+	if w.cat, err = tape.OpenCatalog(filepath.Join(w.libDir, "catalog")); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func (w *badWorld) cart(bc string) string { return filepath.Join(w.libDir, bc+".tape") }
+
+func (w *badWorld) read(bc string) []byte {
+	b, err := os.ReadFile(w.cart(bc))
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return b
+}
+
+func (w *badWorld) write() (*tape.WriteResult, error) {
+	w.run++
+	return tape.WriteSet(context.Background(), w.lib, w.cat, w.be, fakePlan(w.t, w.be, w.run), tape.WriteOptions{Pool: w.pool, Level: tape.LevelDaily, Now: func() time.Time { return w.now }, Parity: 0})
+}
+
+// raw writes records and a filemark to a cartridge through a drive.
+func (w *badWorld) raw(bc string, recs ...[]byte) {
+	ctx := context.Background()
+	inv, _ := w.lib.Inventory(ctx)
+	at, _ := inv.Find(bc)
+	if err := w.lib.Move(ctx, at, tape.Element{Kind: tape.ElemDrive}); err != nil {
+		w.t.Fatal(err)
+	}
+	d, _ := w.lib.OpenDrive(ctx, 0)
+	for _, r := range recs {
+		if _, err := d.WriteRecord(ctx, r); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+	d.WriteFilemarks(ctx, 1)
+	d.Unload(ctx)
+	if err := w.lib.Move(ctx, tape.Element{Kind: tape.ElemDrive}, at); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+func (w *badWorld) label(bcs ...string) {
+	if _, err := tape.LabelTapes(context.Background(), w.lib, w.cat, tape.LabelOptions{Pool: w.pool, Barcodes: bcs, Now: func() time.Time { return w.now }}); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// expectRefusal runs a write that must fail with want and leave every
+// cartridge file untouched.
+func (w *badWorld) expectRefusal(want error, words ...string) {
+	w.t.Helper()
+	before := map[string][]byte{}
+	for _, bc := range []string{"DRP001L7", "DRP002L7", "DRP003L7", "DRP004L7"} {
+		before[bc] = w.read(bc)
+	}
+	_, err := w.write()
+	if !errors.Is(err, want) {
+		w.t.Fatalf("write: got %v, want %v", err, want)
+	}
+	for _, s := range words {
+		if !strings.Contains(err.Error(), s) {
+			w.t.Errorf("error %q does not mention %q", err, s)
+		}
+	}
+	for bc, b := range before {
+		if !bytes.Equal(b, w.read(bc)) {
+			w.t.Errorf("cartridge %s was modified by the refused write", bc)
+		}
+	}
+}
+
+func TestBadTapes(t *testing.T) {
+	t.Run("WrongTapeLoaded", func(t *testing.T) {
+		w := newBadWorld(t)
+		w.label("DRP001L7", "DRP002L7")
+		if _, err := w.write(); err != nil { // fills DRP001L7 with an unexpired set
+			t.Fatal(err)
+		}
+		// The cartridge in DRP002L7's slot really is a copy of DRP001L7.
+		os.WriteFile(w.cart("DRP002L7"), w.read("DRP001L7"), 0o644)
+		w.expectRefusal(tape.ErrWrongTape, "DRP002L7", "DRP001L7")
+	})
+	t.Run("BlankWhereLabelled", func(t *testing.T) {
+		w := newBadWorld(t)
+		w.label("DRP001L7")
+		os.Remove(w.cart("DRP001L7"))
+		tape.CreateCartridge(w.libDir, "DRP001L7", tape.LTO7, 32<<20, 1<<20, false)
+		w.expectRefusal(tape.ErrBlankTape, "DRP001L7", "relabel")
+	})
+	t.Run("Foreign", func(t *testing.T) {
+		w := newBadWorld(t)
+		w.label("DRP001L7")
+		// Someone wrote a tar archive over it.
+		os.Remove(w.cart("DRP001L7"))
+		tape.CreateCartridge(w.libDir, "DRP001L7", tape.LTO7, 32<<20, 1<<20, false)
+		w.raw("DRP001L7", bytes.Repeat([]byte("ustar\x00"), 1000))
+		w.expectRefusal(tape.ErrForeignTape, "DRP001L7")
+		// Labelling refuses it too without --force.
+		before := w.read("DRP001L7")
+		_, err := tape.LabelTapes(context.Background(), w.lib, w.cat, tape.LabelOptions{Pool: w.pool, Barcodes: []string{"DRP001L7"}, Now: func() time.Time { return w.now }})
+		if err == nil || !strings.Contains(err.Error(), "--force") {
+			t.Errorf("label of a foreign tape: got %v, want a refusal mentioning --force", err)
+		}
+		if !bytes.Equal(before, w.read("DRP001L7")) {
+			t.Errorf("refused label modified the tape")
+		}
+	})
+	t.Run("WriteProtected", func(t *testing.T) {
+		w := newBadWorld(t)
+		w.label("DRP001L7")
+		if err := w.lib.SetWriteProtect("DRP001L7", true); err != nil {
+			t.Fatal(err)
+		}
+		w.expectRefusal(tape.ErrWriteProtected, "DRP001L7")
+	})
+	t.Run("UnknownVersion", func(t *testing.T) {
+		w := newBadWorld(t)
+		w.label("DRP001L7")
+		m, _ := w.cat.Media("DRP001L7")
+		os.Remove(w.cart("DRP001L7"))
+		tape.CreateCartridge(w.libDir, "DRP001L7", tape.LTO7, 32<<20, 1<<20, false)
+		rec, _ := tape.MarshalLabel(tape.KindVolumeLabel, map[string]any{"format": "drpipe-tape", "version": 99, "barcode": "DRP001L7", "uuid": m.UUID, "pool": "p", "hologram": true})
+		w.raw("DRP001L7", rec)
+		w.expectRefusal(tape.ErrUnsupportedVersion, "version 99", "newer drpipe")
+	})
+	t.Run("CorruptedLabel", func(t *testing.T) {
+		w := newBadWorld(t)
+		w.label("DRP001L7")
+		b := w.read("DRP001L7")
+		i := bytes.Index(b, []byte(`"pool"`))
+		b[i+2] ^= 0x20
+		os.WriteFile(w.cart("DRP001L7"), b, 0o644)
+		w.expectRefusal(tape.ErrCorrupt, "DRP001L7", "checksum")
+	})
+	t.Run("NoWritableTape", func(t *testing.T) {
+		w := newBadWorld(t)
+		w.label("DRP001L7")
+		if _, err := w.write(); err != nil {
+			t.Fatal(err)
+		}
+		// The only tape holds an unexpired set: nothing may be written.
+		before := w.read("DRP001L7")
+		_, err := w.write()
+		if err == nil || !strings.Contains(err.Error(), "no writable tape") {
+			t.Fatalf("got %v, want 'no writable tape'", err)
+		}
+		if !bytes.Equal(before, w.read("DRP001L7")) {
+			t.Errorf("tape with an unexpired set was modified")
+		}
+		// After expiry it is reused.
+		w.now = w.now.AddDate(0, 0, 8)
+		if _, err := w.write(); err != nil {
+			t.Errorf("write after expiry: %v", err)
+		}
+	})
+}

@@ -1,0 +1,207 @@
+package tape
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// ElementKind is the kind of a changer element.
+type ElementKind string
+
+// Element kinds.
+const (
+	ElemSlot     ElementKind = "slot"     // storage slot
+	ElemDrive    ElementKind = "drive"    // data transfer element
+	ElemMailSlot ElementKind = "mailslot" // import/export element
+)
+
+// Element addresses one place a cartridge can be.
+type Element struct {
+	Kind  ElementKind `json:"kind"`
+	Index int         `json:"index"`
+}
+
+// String renders "slot 3".
+func (e Element) String() string { return fmt.Sprintf("%s %d", e.Kind, e.Index) }
+
+// ElementStatus is one element in an inventory.
+type ElementStatus struct {
+	Element
+	Full    bool   `json:"full"`
+	Barcode string `json:"barcode,omitempty"`
+}
+
+// Inventory is what a changer holds, element by element.
+type Inventory struct {
+	Slots     []ElementStatus `json:"slots"`
+	Drives    []ElementStatus `json:"drives"`
+	MailSlots []ElementStatus `json:"mailslots"`
+}
+
+// Find returns the element holding barcode.
+func (inv *Inventory) Find(barcode string) (Element, bool) {
+	for _, l := range [][]ElementStatus{inv.Drives, inv.Slots, inv.MailSlots} {
+		for _, e := range l {
+			if e.Full && e.Barcode == barcode {
+				return e.Element, true
+			}
+		}
+	}
+	return Element{}, false
+}
+
+// FreeSlot returns the first empty storage slot.
+func (inv *Inventory) FreeSlot() (Element, bool) { return firstFree(inv.Slots) }
+
+// FreeMailSlot returns the first empty mail slot.
+func (inv *Inventory) FreeMailSlot() (Element, bool) { return firstFree(inv.MailSlots) }
+
+func firstFree(l []ElementStatus) (Element, bool) {
+	for _, e := range l {
+		if !e.Full {
+			return e.Element, true
+		}
+	}
+	return Element{}, false
+}
+
+// Barcodes lists the barcodes in storage slots, drives and mail slots.
+func (inv *Inventory) Barcodes() []string {
+	var out []string
+	for _, l := range [][]ElementStatus{inv.Slots, inv.Drives, inv.MailSlots} {
+		for _, e := range l {
+			if e.Full && e.Barcode != "" {
+				out = append(out, e.Barcode)
+			}
+		}
+	}
+	return out
+}
+
+// Changer is a tape library's robot: storage slots, drives and
+// import/export mail slots, addressed by Element, with barcodes read by
+// its scanner. A Changer is not safe for concurrent use; the writer
+// serialises moves with its own lock.
+//
+// Contract: Move fails with ErrElementEmpty when from holds nothing and
+// ErrElementFull when to is occupied; moving out of a drive requires the
+// drive to have unloaded the cartridge first (Drive.Unload).
+type Changer interface {
+	// Inventory reports every element.
+	Inventory(ctx context.Context) (*Inventory, error)
+	// Move carries a cartridge from one element to another.
+	Move(ctx context.Context, from, to Element) error
+	// OpenDrive returns drive i (0-based) for I/O on its cartridge.
+	OpenDrive(ctx context.Context, i int) (Drive, error)
+}
+
+// Changer errors.
+var (
+	ErrElementEmpty = errors.New("tape: changer element is empty")
+	ErrElementFull  = errors.New("tape: changer element is occupied")
+)
+
+// mount loads barcode into a drive and returns the open drive and its
+// index. It prefers a drive that already holds the cartridge, then an
+// empty drive; busy lists drives in use by other goroutines.
+func mount(ctx context.Context, ch Changer, barcode string, busy map[int]bool) (Drive, int, error) {
+	inv, err := ch.Inventory(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	at, ok := inv.Find(barcode)
+	if !ok {
+		return nil, 0, fmt.Errorf("%w: tape %s is not in the library", ErrMissingTapes, barcode)
+	}
+	di := -1
+	if at.Kind == ElemDrive {
+		if busy[at.Index] {
+			return nil, 0, fmt.Errorf("tape %s is in drive %d, which is busy", barcode, at.Index)
+		}
+		di = at.Index
+	} else {
+		for _, d := range inv.Drives {
+			if !d.Full && !busy[d.Index] {
+				di = d.Index
+				break
+			}
+		}
+		if di < 0 {
+			// Unload an idle drive.
+			for _, d := range inv.Drives {
+				if busy[d.Index] {
+					continue
+				}
+				if err := unmountIndex(ctx, ch, d.Index); err != nil {
+					return nil, 0, err
+				}
+				di = d.Index
+				break
+			}
+		}
+		if di < 0 {
+			return nil, 0, fmt.Errorf("no free drive to load tape %s", barcode)
+		}
+		if err := ch.Move(ctx, at, Element{Kind: ElemDrive, Index: di}); err != nil {
+			return nil, 0, fmt.Errorf("load tape %s into drive %d: %w", barcode, di, err)
+		}
+	}
+	d, err := ch.OpenDrive(ctx, di)
+	if err != nil {
+		return nil, 0, fmt.Errorf("open drive %d for tape %s: %w", di, barcode, err)
+	}
+	if err := d.Rewind(ctx); err != nil {
+		d.Close()
+		return nil, 0, fmt.Errorf("rewind tape %s in %s: %w", barcode, d.Name(), err)
+	}
+	return d, di, nil
+}
+
+// unmountIndex unloads drive i and puts its cartridge into a free slot.
+func unmountIndex(ctx context.Context, ch Changer, i int) error {
+	inv, err := ch.Inventory(ctx)
+	if err != nil {
+		return err
+	}
+	if i >= len(inv.Drives) || !inv.Drives[i].Full {
+		return nil
+	}
+	d, err := ch.OpenDrive(ctx, i)
+	if err == nil {
+		err = d.Unload(ctx)
+		d.Close()
+	}
+	if err != nil && !errors.Is(err, ErrNoMedia) {
+		return fmt.Errorf("unload drive %d: %w", i, err)
+	}
+	slot, ok := inv.FreeSlot()
+	if !ok {
+		return fmt.Errorf("no free storage slot to put tape %s from drive %d", inv.Drives[i].Barcode, i)
+	}
+	return ch.Move(ctx, Element{Kind: ElemDrive, Index: i}, slot)
+}
+
+// unmount unloads d (drive index i) back into a slot.
+func unmount(ctx context.Context, ch Changer, d Drive, i int) error {
+	if d != nil {
+		d.Close()
+	}
+	return unmountIndex(ctx, ch, i)
+}
+
+// UnloadAll returns every cartridge in a drive to a storage slot.
+func UnloadAll(ctx context.Context, ch Changer) error {
+	inv, err := ch.Inventory(ctx)
+	if err != nil {
+		return err
+	}
+	for _, d := range inv.Drives {
+		if d.Full {
+			if err := unmountIndex(ctx, ch, d.Index); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

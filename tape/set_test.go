@@ -1,0 +1,346 @@
+package tape_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/drpipe/drpipe/erasure"
+	"github.com/drpipe/drpipe/internal/sample"
+	"github.com/drpipe/drpipe/pipeline"
+	"github.com/drpipe/drpipe/repo"
+	"github.com/drpipe/drpipe/tape"
+	"github.com/drpipe/drpipe/tiers"
+)
+
+var testKDF = &repo.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}
+
+// world is a repository with snapshots and a virtual library.
+type world struct {
+	t       *testing.T
+	dir     string
+	src     string
+	r       *repo.Repository
+	snaps   []*repo.Snapshot
+	libDir  string
+	lib     *tape.VirtualLibrary
+	cat     *tape.Catalog
+	pw      []byte
+	cacheNo int
+	failed  map[string]string
+}
+
+func newWorld(t *testing.T, ec erasure.Params, lib tape.VirtualConfig, files int, bytes int64) *world {
+	t.Helper()
+	ctx := context.Background()
+	w := &world{t: t, dir: t.TempDir(), pw: []byte("pw")}
+	be, err := tiers.NewLocal(filepath.Join(w.dir, "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.r, err = repo.Init(ctx, be, repo.InitOptions{EC: ec, PackSize: 1 << 20}, repo.Options{Password: w.pw, CacheDir: filepath.Join(w.dir, "cache"), KDF: testKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.r.Close() })
+	w.src = filepath.Join(w.dir, "src")
+	if _, err := sample.Tree(w.src, sample.TreeOptions{Files: files, Bytes: bytes, Seed: 1, BinaryFraction: 0.8}); err != nil {
+		t.Fatal(err)
+	}
+	w.backup()
+	w.libDir = filepath.Join(w.dir, "library")
+	if _, err := tape.InitVirtual(w.libDir, lib); err != nil {
+		t.Fatal(err)
+	}
+	w.open()
+	return w
+}
+
+func (w *world) backup() {
+	res, err := pipeline.Backup(context.Background(), w.r, pipeline.BackupOptions{Host: "hv01", Paths: []string{w.src}})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.snaps = append(w.snaps, res.Snapshot)
+}
+
+func (w *world) open() {
+	var err error
+	if w.lib, err = tape.OpenVirtual(w.libDir); err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(func() { w.lib.Close() })
+	if w.cat, err = tape.OpenCatalog(filepath.Join(w.libDir, "catalog")); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+func (w *world) label(pool tape.Pool, n int) {
+	if _, err := tape.LabelTapes(context.Background(), w.lib, w.cat, tape.LabelOptions{Pool: pool, Count: n}); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+func (w *world) write(pool tape.Pool, parity int, now time.Time) *tape.WriteResult {
+	w.t.Helper()
+	ctx := context.Background()
+	plan, err := tape.BuildPlan(ctx, w.r, w.snaps)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	res, err := tape.WriteSet(ctx, w.lib, w.cat, w.r.Backend(), plan, tape.WriteOptions{Pool: pool, Level: tape.LevelDaily, Parity: parity,
+		Now: func() time.Time { return now }, BufferSize: 8 << 20})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return res
+}
+
+// restore restores the snapshot from tape alone into a new directory and
+// compares it with the source tree.
+func (w *world) restore(ref string) (*tape.RestorePlan, error) {
+	w.t.Helper()
+	ctx := context.Background()
+	refs, err := tape.FindSnapshots(w.cat, ref, "")
+	if err != nil {
+		return nil, err
+	}
+	inv, _ := w.lib.Inventory(ctx)
+	in := map[string]bool{}
+	for _, b := range inv.Barcodes() {
+		in[b] = true
+	}
+	w.cacheNo++
+	tmp := filepath.Join(w.dir, "tmprepo"+string(rune('a'+w.cacheNo)))
+	be, err := tape.NewScratch(tmp)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	defer be.Close()
+	res, err := tape.Restore(ctx, w.lib, w.cat, refs, func(b string) bool { return in[b] }, be, nil)
+	if err != nil {
+		return nil, err
+	}
+	plan := res.Plan
+	w.failed = res.Failed
+	r, err := repo.Open(ctx, be, repo.Options{Password: w.pw, CacheDir: filepath.Join(w.dir, "cache2"+tmp[len(tmp)-1:])})
+	if err != nil {
+		return plan, err
+	}
+	defer r.Close()
+	sn, err := r.FindSnapshot(ctx, refs[0].Snapshot.ID.String(), "")
+	if err != nil {
+		return plan, err
+	}
+	target := filepath.Join(w.dir, "restore"+tmp[len(tmp)-1:])
+	if _, err := pipeline.Restore(ctx, r, sn, pipeline.RestoreOptions{Target: target}); err != nil {
+		return plan, err
+	}
+	sameTree(w.t, w.src, filepath.Join(target, w.src))
+	return plan, nil
+}
+
+func sameTree(t *testing.T, a, b string) {
+	t.Helper()
+	n := 0
+	filepath.WalkDir(a, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		rel, _ := filepath.Rel(a, p)
+		x, _ := os.ReadFile(p)
+		y, err := os.ReadFile(filepath.Join(b, rel))
+		if err != nil || !bytes.Equal(x, y) {
+			t.Errorf("restored %s differs (%v)", rel, err)
+		}
+		n++
+		return nil
+	})
+	if n == 0 {
+		t.Errorf("no files compared")
+	}
+}
+
+func setTapes(res *tape.WriteResult) []string {
+	var out []string
+	for _, t := range res.Set.Tapes {
+		out = append(out, t.Barcode)
+	}
+	return out
+}
+
+func TestWriteRestoreWithParityLoss(t *testing.T) {
+	w := newWorld(t, erasure.Params{K: 4, M: 2}, tape.VirtualConfig{Generation: tape.LTO9, Slots: 10, Drives: 2, MailSlots: 2}, 60, 6<<20)
+	pool := tape.DefaultPool("daily")
+	w.label(pool, 8)
+	now := time.Date(2026, 3, 2, 22, 0, 0, 0, time.UTC)
+	res := w.write(pool, 2, now)
+	if res.Set.Columns != 6 || len(res.Set.Tapes) != 6 || !res.Set.Complete {
+		t.Fatalf("set: %d columns, %d tapes, complete %v; want 6, 6, true", res.Set.Columns, len(res.Set.Tapes), res.Set.Complete)
+	}
+	rep, err := tape.CheckCatalog(context.Background(), w.lib, w.cat, tape.CheckOptions{ReadData: true})
+	if err != nil || !rep.OK() {
+		t.Fatalf("check: %v %v", err, rep.Errors)
+	}
+	if _, err := w.restore("latest"); err != nil {
+		t.Fatal(err)
+	}
+	// Lose any two tapes: still restorable.
+	tapes := setTapes(res)
+	hide := func(bcs ...string) func() {
+		for _, b := range bcs {
+			os.Rename(filepath.Join(w.libDir, b+".tape"), filepath.Join(w.dir, b+".tape"))
+		}
+		return func() {
+			for _, b := range bcs {
+				os.Rename(filepath.Join(w.dir, b+".tape"), filepath.Join(w.libDir, b+".tape"))
+				if _, err := w.lib.Insert(b); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := tape.Import(context.Background(), w.lib, w.cat, now); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	for _, pair := range [][2]int{{0, 1}, {2, 5}, {3, 4}} {
+		back := hide(tapes[pair[0]], tapes[pair[1]])
+		plan, err := w.restore("latest")
+		if err != nil {
+			t.Fatalf("restore without %s and %s: %v", tapes[pair[0]], tapes[pair[1]], err)
+		}
+		if len(plan.Tapes) != 4 {
+			t.Errorf("restore mounted %d tapes, want 4 (K=4, one shard per tape)", len(plan.Tapes))
+		}
+		back()
+	}
+	// A damaged tape is planned around like a missing one.
+	plan, err := w.restore("latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := plan.Tapes[1].Barcode
+	b, _ := os.ReadFile(filepath.Join(w.libDir, victim+".tape"))
+	b[len(b)/2] ^= 0x40
+	os.WriteFile(filepath.Join(w.libDir, victim+".tape"), b, 0o644)
+	if _, err := w.restore("latest"); err != nil {
+		t.Fatalf("restore with tape %s damaged: %v", victim, err)
+	}
+	if _, ok := w.failed[victim]; !ok || len(w.failed) != 1 {
+		t.Errorf("failed tapes %v, want just %s", w.failed, victim)
+	}
+	b[len(b)/2] ^= 0x40
+	os.WriteFile(filepath.Join(w.libDir, victim+".tape"), b, 0o644)
+	back := hide(tapes[0], tapes[2], tapes[4])
+	_, err = w.restore("latest")
+	if !errors.Is(err, tape.ErrMissingTapes) {
+		t.Fatalf("restore without 3 tapes: got %v, want ErrMissingTapes", err)
+	}
+	for _, b := range []string{tapes[0], tapes[2], tapes[4]} {
+		if !strings.Contains(err.Error(), b) {
+			t.Errorf("error does not name missing tape %s: %v", b, err)
+		}
+	}
+	back()
+}
+
+func TestEndOfMediaObjectWrittenWhole(t *testing.T) {
+	// Tiny cartridges (6 MiB, 64 KiB early warning) and ~1.3 MiB shards:
+	// the end of the medium cuts objects.
+	w := newWorld(t, erasure.Params{K: 1, M: 1}, tape.VirtualConfig{Generation: tape.LTO6, Slots: 20, Drives: 1, Capacity: 6 << 20, EarlyWarning: 64 << 10}, 40, 12<<20)
+	pool := tape.DefaultPool("p")
+	w.label(pool, 20)
+	res := w.write(pool, 1, time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC))
+	if res.Rewritten == 0 {
+		t.Errorf("no object was cut by the end of the medium; the test does not test it")
+	}
+	if len(res.Set.Tapes) < 4 {
+		t.Errorf("set has %d tapes, want several per column", len(res.Set.Tapes))
+	}
+	// Every object is whole on exactly one tape.
+	seen := map[string]string{}
+	for _, st := range res.Set.Tapes {
+		tc, err := w.cat.TapeCatalog(res.Set.ID, st.Column, st.ColumnSeq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range tc.Entries {
+			if e.Type != tiers.TypeData {
+				continue
+			}
+			if prev, dup := seen[e.Name]; dup {
+				t.Errorf("shard %s on %s and %s", e.Name, prev, st.Barcode)
+			}
+			seen[e.Name] = st.Barcode
+		}
+	}
+	rep, err := tape.CheckCatalog(context.Background(), w.lib, w.cat, tape.CheckOptions{ReadData: true})
+	if err != nil || !rep.OK() {
+		t.Fatalf("check: %v %v", err, rep.Errors)
+	}
+	if _, err := w.restore("latest"); err != nil {
+		t.Fatal(err)
+	}
+	// Catalog loss: rebuild from the tapes reproduces it.
+	before := snapshotDir(t, w.cat.Dir())
+	os.RemoveAll(w.cat.Dir())
+	cat, err := tape.OpenCatalog(w.cat.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.cat = cat
+	rr, err := tape.Rebuild(context.Background(), w.lib, w.cat, tape.ScanOptions{}, nil)
+	if err != nil || len(rr.Errors) > 0 {
+		t.Fatalf("rebuild: %v %v", err, rr)
+	}
+	after := snapshotDir(t, w.cat.Dir())
+	compareDirs(t, before, after)
+	if _, err := w.restore("latest"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func snapshotDir(t *testing.T, dir string) map[string][]byte {
+	out := map[string][]byte{}
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			rel, _ := filepath.Rel(dir, p)
+			out[rel], _ = os.ReadFile(p)
+		}
+		return err
+	})
+	return out
+}
+
+func compareDirs(t *testing.T, a, b map[string][]byte) {
+	t.Helper()
+	var names []string
+	for k := range a {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		if !bytes.Equal(a[k], b[k]) {
+			t.Errorf("catalog file %s differs after rebuild:\nbefore %s\nafter  %s", k, clip(a[k]), clip(b[k]))
+		}
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			t.Errorf("rebuild made extra file %s", k)
+		}
+	}
+}
+
+func clip(b []byte) string {
+	if len(b) > 600 {
+		return string(b[:600]) + "…"
+	}
+	return string(b)
+}
