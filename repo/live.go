@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 
 	"github.com/drpipe/drpipe/tiers"
 
@@ -208,65 +209,90 @@ func (l *liveSet) sparsePacks(frac float64) map[id.ID][]BlobEntry {
 	return out
 }
 
-// NeededPacks returns the packs holding every blob (trees, content lists,
-// chunks) the given snapshots reference, using the first readable copy of
-// each blob. Unindexed blobs are an error: the snapshots cannot be copied
-// whole.
-func (r *Repository) NeededPacks(ctx context.Context, snaps []*Snapshot) (map[id.ID]PackInfo, error) {
-	out := map[id.ID]PackInfo{}
-	seen := map[id.ID]bool{}
-	need := func(x id.ID, what string) error {
-		locs := r.Lookup(x)
-		if len(locs) == 0 {
-			return fmt.Errorf("%s %s is referenced but not in any index (run drpipe check)", what, x.Short())
-		}
-		out[locs[0].Pack.ID] = locs[0].Pack
-		return nil
+// PackWalker finds the packs a snapshot needs (trees, content lists and
+// chunks, first readable copy of each blob). Results are memoised per tree,
+// so walking many snapshots that share subtrees visits each tree once. Not
+// safe for concurrent use.
+type PackWalker struct {
+	r     *Repository
+	trees map[id.ID]map[id.ID]PackInfo // tree → packs below it
+}
+
+// NewPackWalker returns a walker over r.
+func (r *Repository) NewPackWalker() *PackWalker {
+	return &PackWalker{r: r, trees: map[id.ID]map[id.ID]PackInfo{}}
+}
+
+// SnapshotPacks returns the packs snapshot s needs, sorted by id. A blob in
+// no index is an error: the snapshot cannot be copied whole.
+func (w *PackWalker) SnapshotPacks(ctx context.Context, s *Snapshot) ([]PackInfo, error) {
+	packs, err := w.tree(ctx, s.Tree)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", s.ID().Short(), err)
 	}
-	var walk func(x id.ID) error
-	walk = func(x id.ID) error {
-		if seen[x] {
-			return nil
-		}
-		seen[x] = true
-		if err := need(x, "tree"); err != nil {
-			return err
-		}
-		t, err := r.LoadTree(ctx, x)
-		if err != nil {
-			return err
-		}
-		for _, n := range t.Nodes {
-			switch {
-			case n.Type == NodeDir && n.Subtree != nil:
-				if err := walk(*n.Subtree); err != nil {
-					return err
-				}
-			case n.Type == NodeFile:
-				for _, cl := range n.ContentLists {
-					if err := need(cl, "content list"); err != nil {
-						return err
-					}
-				}
-				err := r.EachExtent(ctx, n, func(e Extent) error {
-					if e.Zero || seen[e.ID] {
-						return nil
-					}
-					seen[e.ID] = true
-					return need(e.ID, "chunk")
-				})
-				if err != nil {
-					return err
+	out := make([]PackInfo, 0, len(packs))
+	for _, p := range packs {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID.Less(out[j].ID) })
+	return out, nil
+}
+
+func (w *PackWalker) blob(x id.ID, what string, into map[id.ID]PackInfo) error {
+	locs := w.r.Lookup(x)
+	if len(locs) == 0 {
+		return fmt.Errorf("%s %s is referenced but in no index: run 'drpipe check'", what, x.Short())
+	}
+	into[locs[0].Pack.ID] = locs[0].Pack
+	return nil
+}
+
+func (w *PackWalker) tree(ctx context.Context, x id.ID) (map[id.ID]PackInfo, error) {
+	if p, ok := w.trees[x]; ok {
+		return p, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	out := map[id.ID]PackInfo{}
+	if err := w.blob(x, "tree", out); err != nil {
+		return nil, err
+	}
+	t, err := w.r.LoadTree(ctx, x)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range t.Nodes {
+		switch n.Type {
+		case NodeDir:
+			if n.Subtree == nil {
+				continue
+			}
+			sub, err := w.tree(ctx, *n.Subtree)
+			if err != nil {
+				return nil, err
+			}
+			for k, v := range sub {
+				out[k] = v
+			}
+		case NodeFile:
+			for _, cl := range n.ContentLists {
+				if err := w.blob(cl, "content list", out); err != nil {
+					return nil, err
 				}
 			}
+			err := w.r.EachExtent(ctx, n, func(e Extent) error {
+				if e.Zero {
+					return nil
+				}
+				return w.blob(e.ID, "chunk", out)
+			})
+			if err != nil {
+				return nil, fmt.Errorf("file %s: %w", n.Name, err)
+			}
 		}
-		return nil
 	}
-	for _, s := range snaps {
-		if err := walk(s.Tree); err != nil {
-			return nil, fmt.Errorf("snapshot %s: %w", s.ID().Short(), err)
-		}
-	}
+	w.trees[x] = out
 	return out, nil
 }
 

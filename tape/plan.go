@@ -47,11 +47,11 @@ func BuildPlan(ctx context.Context, r *repo.Repository, snaps []*repo.Snapshot) 
 		}
 	}
 	packIdx := map[id.ID]int{}
-	w := &packWalker{r: r, trees: map[id.ID]map[id.ID]repo.PackInfo{}}
+	w := r.NewPackWalker()
 	for _, s := range snaps {
-		packs, err := w.snapshotPacks(ctx, s)
+		packs, err := w.SnapshotPacks(ctx, s)
 		if err != nil {
-			return nil, fmt.Errorf("snapshot %s: %w", s.ID().Short(), err)
+			return nil, err
 		}
 		ms := ManifestSnapshot{ID: s.ID(), Time: s.Time.UTC()}
 		for _, p := range packs {
@@ -69,80 +69,4 @@ func BuildPlan(ctx context.Context, r *repo.Repository, snaps []*repo.Snapshot) 
 		plan.Manifest.Snapshots = append(plan.Manifest.Snapshots, ms)
 	}
 	return plan, nil
-}
-
-type packWalker struct {
-	r     *repo.Repository
-	trees map[id.ID]map[id.ID]repo.PackInfo // tree → packs below it
-}
-
-func (w *packWalker) snapshotPacks(ctx context.Context, s *repo.Snapshot) ([]repo.PackInfo, error) {
-	packs, err := w.tree(ctx, s.Tree)
-	if err != nil {
-		return nil, err
-	}
-	var out []repo.PackInfo
-	for _, p := range packs {
-		out = append(out, p)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID.Less(out[j].ID) })
-	return out, nil
-}
-
-func (w *packWalker) blob(x id.ID, into map[id.ID]repo.PackInfo) error {
-	locs := w.r.Lookup(x)
-	if len(locs) == 0 {
-		return fmt.Errorf("blob %s is in no index: run 'drpipe check' on the repository", x.Short())
-	}
-	into[locs[0].Pack.ID] = locs[0].Pack
-	return nil
-}
-
-func (w *packWalker) tree(ctx context.Context, x id.ID) (map[id.ID]repo.PackInfo, error) {
-	if p, ok := w.trees[x]; ok {
-		return p, nil
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	out := map[id.ID]repo.PackInfo{}
-	if err := w.blob(x, out); err != nil {
-		return nil, err
-	}
-	t, err := w.r.LoadTree(ctx, x)
-	if err != nil {
-		return nil, err
-	}
-	for _, n := range t.Nodes {
-		switch n.Type {
-		case repo.NodeDir:
-			if n.Subtree == nil {
-				continue
-			}
-			sub, err := w.tree(ctx, *n.Subtree)
-			if err != nil {
-				return nil, err
-			}
-			for k, v := range sub {
-				out[k] = v
-			}
-		case repo.NodeFile:
-			for _, cl := range n.ContentLists {
-				if err := w.blob(cl, out); err != nil {
-					return nil, err
-				}
-			}
-			err := w.r.EachExtent(ctx, n, func(e repo.Extent) error {
-				if e.Zero {
-					return nil
-				}
-				return w.blob(e.ID, out)
-			})
-			if err != nil {
-				return nil, fmt.Errorf("file %s: %w", n.Name, err)
-			}
-		}
-	}
-	w.trees[x] = out
-	return out, nil
 }
