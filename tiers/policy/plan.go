@@ -57,6 +57,9 @@ type TierState struct {
 	Shards map[string]ShardState
 	// Packs whose data the tier holds in full by other means (tape sets).
 	Packs map[id.ID]bool
+	// Indexed lists the packs the tier's index objects describe (nil when
+	// the tier cannot tell, e.g. a DR site that holds no key).
+	Indexed map[id.ID]bool
 	// Unreachable is set when the tier could not be inspected; nothing is
 	// planned for it.
 	Unreachable string
@@ -233,7 +236,7 @@ func MakePlan(cfg *Config, cat *Catalog, states map[string]*TierState, now time.
 		for _, c := range tp.Copy {
 			s := primary[c.ID]
 			for _, p := range s.Packs {
-				if t.Kind != KindPrimary && !packPresent(st, cat.Packs[p], p) {
+				if t.Kind != KindPrimary && (!packPresent(st, cat.Packs[p], p) || (st.Indexed != nil && !st.Indexed[p] && !st.Packs[p])) {
 					tp.copyPacks[p] = true
 				}
 			}
@@ -414,3 +417,5 @@ func (p *Plan) WriteText(w io.Writer, currency string) {
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+func sortIDs(xs []id.ID) { sort.Slice(xs, func(i, j int) bool { return xs[i].Less(xs[j]) }) }
