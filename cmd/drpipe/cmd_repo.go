@@ -15,6 +15,7 @@ import (
 	"github.com/drpipe/drpipe/internal/id"
 	"github.com/drpipe/drpipe/pipeline"
 	"github.com/drpipe/drpipe/repo"
+	"github.com/drpipe/drpipe/tiers"
 )
 
 func (a *app) initCmd() *cobra.Command {
@@ -250,6 +251,7 @@ func (a *app) snapshotsCmd() *cobra.Command {
 func (a *app) restoreCmd() *cobra.Command {
 	var target, host string
 	var paths []string
+	var fromTiers bool
 	cmd := &cobra.Command{
 		Use:   "restore --repo R SNAPSHOT|latest --target DIR [--path P]...",
 		Short: "Restore a snapshot (or some paths of it) into a directory",
@@ -264,7 +266,14 @@ func (a *app) restoreCmd() *cobra.Command {
 			if target == "" {
 				return usagef("restore needs --target DIR")
 			}
-			r, err := a.openRepo(ctx)
+			var r *repo.Repository
+			var fb *tiers.Fallback
+			var err error
+			if fromTiers {
+				r, fb, err = a.openTiered(ctx)
+			} else {
+				r, err = a.openRepo(ctx)
+			}
 			if err != nil {
 				return err
 			}
@@ -297,8 +306,12 @@ func (a *app) restoreCmd() *cobra.Command {
 				for _, f := range res.Failed {
 					failed = append(failed, map[string]string{"path": f.Path, "error": f.Err.Error()})
 				}
-				if jerr := a.printJSON(map[string]any{"snapshot_id": sn.ID(), "target": target, "files": res.Files, "dirs": res.Dirs,
-					"bytes_total": res.BytesTotal, "bytes_written": res.BytesWritten, "duration_s": el, "failed": failed}); jerr != nil {
+				out := map[string]any{"snapshot_id": sn.ID(), "target": target, "files": res.Files, "dirs": res.Dirs,
+					"bytes_total": res.BytesTotal, "bytes_written": res.BytesWritten, "duration_s": el, "failed": failed}
+				if fb != nil {
+					out["served_by"] = fb.Usage()
+				}
+				if jerr := a.printJSON(out); jerr != nil {
 					return jerr
 				}
 			} else {
@@ -306,6 +319,11 @@ func (a *app) restoreCmd() *cobra.Command {
 					sn.ID().Short(), target, res.Files, res.Dirs, humanBytes(res.BytesTotal), humanBytes(res.BytesWritten), el)
 				for _, f := range res.Failed {
 					fmt.Fprintf(a.stderr, "FAILED %s: %v\n", f.Path, f.Err)
+				}
+				if fb != nil {
+					for _, u := range fb.Usage() {
+						a.printf("  tier %s served %d objects (%s), missed %d\n", u.Tier, u.Objects, humanBytes(u.Bytes), u.Misses)
+					}
 				}
 			}
 			return err
@@ -315,6 +333,7 @@ func (a *app) restoreCmd() *cobra.Command {
 	cmd.Flags().StringArrayVar(&paths, "path", nil, "restore only this snapshot path and what is below it (repeatable)")
 	cmd.Flags().StringVar(&host, "host", "", "with latest: newest snapshot of this host")
 	addDiskFormatFlag(cmd)
+	cmd.Flags().BoolVar(&fromTiers, "tiers", false, "read each object from the first tier of the tiering policy (--config) that has it intact: hot, other directories, DR site, cloud; report which tiers served")
 	return cmd
 }
 

@@ -59,7 +59,7 @@ func newRootCmd() *cobra.Command {
 		a.statsCmd(), a.keyCmd(), a.forgetCmd(), a.pruneCmd(), a.demoCmd(),
 		a.copyCmd(), a.warmupCmd(),
 		a.siteCmd(), a.replicateCmd(),
-		a.tapeCmd(),
+		a.tapeCmd(), a.tierCmd(),
 	)
 	root.AddCommand(a.mountCmd())
 	return root
@@ -118,7 +118,7 @@ func (a *app) loadConfig(cmd *cobra.Command) error {
 
 // extraSections lists config sections owned by other commands (s3, site,
 // tape, drsite, tier); their keys are validated by those commands.
-var extraSections = []string{"s3", "copy", "site", "replicate", "tape"}
+var extraSections = []string{"s3", "copy", "site", "replicate", "tape", "tiering"}
 
 func knownSection(k string) bool {
 	for _, s := range extraSections {

@@ -1,0 +1,478 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/drpipe/drpipe/internal/id"
+	"github.com/drpipe/drpipe/repo"
+	"github.com/drpipe/drpipe/tape"
+	"github.com/drpipe/drpipe/tiers"
+	"github.com/drpipe/drpipe/tiers/policy"
+	"github.com/drpipe/drpipe/transport"
+)
+
+// tieringConfig reads the tiering section of the config file.
+func (a *app) tieringConfig() (*policy.Config, error) {
+	if !a.v.IsSet("tiering") {
+		return nil, usagef("no tiering policy: add a tiering section to the config file (see configs/tiering.yaml) and pass --config")
+	}
+	var cfg policy.Config
+	if err := a.v.UnmarshalKey("tiering", &cfg); err != nil {
+		return nil, usagef("tiering section: %w", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, usageError{err}
+	}
+	return &cfg, nil
+}
+
+// tierNow is the tiering clock: the wall clock or DRPIPE_TIER_NOW (RFC
+// 3339) for drills.
+func tierNow() (time.Time, error) {
+	if s := os.Getenv("DRPIPE_TIER_NOW"); s != "" {
+		t, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			return time.Time{}, usagef("DRPIPE_TIER_NOW=%q: want an RFC 3339 time", s)
+		}
+		return t, nil
+	}
+	return time.Now(), nil
+}
+
+// tierTargets wires every tier of the policy to a target. The returned
+// closer releases them.
+func (a *app) tierTargets(ctx context.Context, cfg *policy.Config, r *repo.Repository, pw []byte) (map[string]policy.Target, func(), error) {
+	grace := a.v.GetDuration("tiering.prune_grace")
+	if !a.v.IsSet("tiering.prune_grace") {
+		grace = repo.DefaultGrace
+	}
+	prune := &repo.PruneOptions{Grace: grace, GraceSet: true}
+	targets := map[string]policy.Target{}
+	var closers []func()
+	closeAll := func() {
+		for _, c := range closers {
+			c()
+		}
+	}
+	open := func(be tiers.Backend) (*repo.Repository, error) {
+		o, err := a.repoOptions(pw)
+		if err != nil {
+			return nil, err
+		}
+		return repo.Open(ctx, be, o)
+	}
+	for _, t := range cfg.Tiers {
+		switch t.Kind {
+		case policy.KindPrimary:
+			targets[t.Name] = &policy.PrimaryTarget{Repo: r, Prune: prune}
+		case policy.KindLocal:
+			be, err := tiers.NewLocal(t.Location)
+			if err != nil {
+				closeAll()
+				return nil, nil, fmt.Errorf("tier %s: %w", t.Name, err)
+			}
+			closers = append(closers, func() { be.Close() })
+			targets[t.Name] = &policy.BackendTarget{Backend: be, Open: open, Prune: prune}
+		case policy.KindS3:
+			be, err := a.openBackend(ctx, t.Location, true)
+			if err != nil {
+				closeAll()
+				return nil, nil, fmt.Errorf("tier %s: %w", t.Name, err)
+			}
+			closers = append(closers, func() { be.Close() })
+			raw, err := a.openS3Raw(ctx, t.Location)
+			if err != nil {
+				closeAll()
+				return nil, nil, fmt.Errorf("tier %s: %w", t.Name, err)
+			}
+			closers = append(closers, func() { raw.Close() })
+			targets[t.Name] = &policy.BackendTarget{Backend: be, Open: open, Prune: prune, Classes: raw}
+		case policy.KindTape:
+			targets[t.Name] = &tapeTarget{a: a, tier: t, r: r}
+		case policy.KindSite:
+			tg, closer, err := a.siteTarget(ctx, t, open)
+			if err != nil {
+				closeAll()
+				return nil, nil, fmt.Errorf("tier %s: %w", t.Name, err)
+			}
+			closers = append(closers, closer)
+			targets[t.Name] = tg
+		}
+	}
+	return targets, closeAll, nil
+}
+
+// tapeTarget is a tape pool as a tier: it holds the snapshots of the
+// pool's complete, unexpired sets; sending writes a new set.
+type tapeTarget struct {
+	a    *app
+	tier policy.Tier
+	r    *repo.Repository
+}
+
+func (t *tapeTarget) open() (*tapeEnv, error) {
+	lib, err := tape.OpenVirtual(t.tier.Library)
+	if err != nil {
+		return nil, err
+	}
+	cat, err := tape.OpenCatalog(filepath.Join(t.tier.Library, "catalog"))
+	if err != nil {
+		lib.Close()
+		return nil, err
+	}
+	return &tapeEnv{lib: lib, cat: cat}, nil
+}
+
+func (t *tapeTarget) State(ctx context.Context, cat *policy.Catalog) (*policy.TierState, error) {
+	te, err := t.open()
+	if err != nil {
+		return nil, err
+	}
+	defer te.close()
+	now, err := tierNow()
+	if err != nil {
+		return nil, err
+	}
+	sets, err := te.cat.Sets()
+	if err != nil {
+		return nil, err
+	}
+	known := map[id.ID]policy.Snap{}
+	for _, s := range cat.Snaps {
+		known[s.ID] = s
+	}
+	st := &policy.TierState{Shards: map[string]policy.ShardState{}, Packs: map[id.ID]bool{}}
+	seen := map[id.ID]bool{}
+	for _, s := range sets {
+		if s.Pool != t.tier.Pool || !s.Complete || s.Expired(now) {
+			continue
+		}
+		for _, sn := range s.Snaps {
+			if seen[sn.ID] {
+				continue
+			}
+			seen[sn.ID] = true
+			ps, ok := known[sn.ID]
+			if !ok {
+				ps = policy.Snap{ID: sn.ID, Time: sn.Time}
+			}
+			st.Snaps = append(st.Snaps, ps)
+			for _, p := range ps.Packs {
+				st.Packs[p] = true
+			}
+		}
+	}
+	return st, nil
+}
+
+func (t *tapeTarget) Send(ctx context.Context, _ tiers.Backend, snaps []id.ID) (int, int64, error) {
+	te, err := t.open()
+	if err != nil {
+		return 0, 0, err
+	}
+	defer te.close()
+	var sel []*repo.Snapshot
+	for _, x := range snaps {
+		s, err := t.r.LoadSnapshot(ctx, x)
+		if err != nil {
+			return 0, 0, err
+		}
+		sel = append(sel, s)
+	}
+	p, err := t.a.pool(t.tier.Pool)
+	if err != nil {
+		return 0, 0, err
+	}
+	now, err := tierNow()
+	if err != nil {
+		return 0, 0, err
+	}
+	sets, err := te.cat.Sets()
+	if err != nil {
+		return 0, 0, err
+	}
+	var hist []tape.SetRecord
+	for _, s := range sets {
+		if s.Pool == p.Name {
+			hist = append(hist, tape.SetRecord{Created: s.Created, Level: s.Level})
+		}
+	}
+	level, err := p.LevelFor(now, hist)
+	if err != nil {
+		return 0, 0, err
+	}
+	plan, err := tape.BuildPlan(ctx, t.r, sel)
+	if err != nil {
+		return 0, 0, err
+	}
+	parity := t.a.v.GetInt("tape.parity")
+	res, err := tape.WriteSet(ctx, te.lib, te.cat, t.r.Backend(), plan, tape.WriteOptions{Pool: p, Level: level, Parity: parity, Now: func() time.Time { return now }})
+	if res == nil {
+		return 0, 0, err
+	}
+	n := 0
+	for _, tp := range res.Set.Tapes {
+		n += tp.Objects
+	}
+	return n, res.ObjectBytes, err
+}
+
+func (t *tapeTarget) Forget(context.Context, []id.ID) error { return policy.ErrUnsupported }
+
+func (t *tapeTarget) Transition(context.Context, map[string]string) error {
+	return policy.ErrUnsupported
+}
+
+func (a *app) tierCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "tier plan|run --repo R --config FILE",
+		Short: "Tiering: which snapshots each tier (hot disk, DR site, cloud, tape) holds; plan and carry it out",
+		Long: "The tiering section of the config file lists the tiers: the primary repository (kind primary), other\n" +
+			"directories (local), S3 buckets with storage-class transitions by age (s3), the DR site (site) and tape\n" +
+			"pools (tape), each with keep rules (restic semantics, per host and paths). 'tier plan' shows, per tier, the\n" +
+			"snapshots to copy, forget and transition and the estimated monthly storage cost; 'tier run' does it:\n" +
+			"secondaries receive what they lack first (data before metadata), then forget and prune, then the primary.\n" +
+			"A second run does nothing. See configs/tiering.yaml.",
+	}
+	var jsonOut bool
+	plan := &cobra.Command{
+		Use:     "plan --repo R --config FILE [--json]",
+		Short:   "Show what a tier run would copy, forget and transition, and what storage will cost",
+		Example: "  drpipe tier plan --repo /srv/drpipe/repo --config /etc/drpipe/drpipe.yaml",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.runTier(cmd.Context(), false)
+		},
+	}
+	run := &cobra.Command{
+		Use:     "run --repo R --config FILE [--json]",
+		Short:   "Carry out the tiering plan (resumable and idempotent)",
+		Example: "  drpipe tier run --repo /srv/drpipe/repo --config /etc/drpipe/drpipe.yaml",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.runTier(cmd.Context(), true)
+		},
+	}
+	_ = jsonOut
+	cmd.AddCommand(plan, run)
+	return cmd
+}
+
+func (a *app) runTier(ctx context.Context, execute bool) error {
+	cfg, err := a.tieringConfig()
+	if err != nil {
+		return err
+	}
+	now, err := tierNow()
+	if err != nil {
+		return err
+	}
+	r, err := a.openRepo(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeRepo(r)
+	pw, err := a.password("repository password: ", false)
+	if err != nil {
+		return err
+	}
+	for i := range cfg.Tiers {
+		if cfg.Tiers[i].Kind == policy.KindPrimary && cfg.Tiers[i].Location == "" {
+			cfg.Tiers[i].Location = r.Backend().Location()
+		}
+	}
+	targets, closeAll, err := a.tierTargets(ctx, cfg, r, pw)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	currency := a.v.GetString("tiering.currency")
+	if currency == "" {
+		currency = "USD"
+	}
+	if !execute {
+		pl, err := policy.PlanFor(ctx, cfg, r, targets, now)
+		if err != nil {
+			return err
+		}
+		if a.jsonOut() {
+			return a.printJSON(pl)
+		}
+		pl.WriteText(a.stdout, currency)
+		return nil
+	}
+	var progress policy.RunProgress
+	if !a.jsonOut() {
+		progress = func(tier, step string) { fmt.Fprintf(a.stderr, "%s: %s\n", tier, step) }
+	}
+	rep, err := policy.Run(ctx, cfg, r, targets, now, progress)
+	if rep == nil {
+		return err
+	}
+	if a.jsonOut() {
+		if jerr := a.printJSON(rep); jerr != nil {
+			return jerr
+		}
+		return err
+	}
+	for _, t := range rep.Tiers {
+		switch {
+		case t.Error != "":
+			a.printf("%s: FAILED: %s\n", t.Name, t.Error)
+		case t.Skipped != "":
+			a.printf("%s: skipped: %s\n", t.Name, t.Skipped)
+		default:
+			a.printf("%s: copied %d snapshots (%d objects, %s), forgot %d, transitioned %d shards\n",
+				t.Name, t.Copied, t.Objects, humanBytes(t.Bytes), t.Forgotten, t.Transitions)
+		}
+	}
+	a.printf("tier run finished in %.1fs\n", rep.Took)
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	return err
+}
+
+// siteTarget is the DR site as a tier: sending is replication over QUIC.
+type siteTarget struct {
+	a    *app
+	tier policy.Tier
+	open func(tiers.Backend) (*repo.Repository, error)
+}
+
+func (a *app) siteTarget(_ context.Context, t policy.Tier, open func(tiers.Backend) (*repo.Repository, error)) (policy.Target, func(), error) {
+	if t.TLSDir == "" {
+		return nil, nil, usagef("tiering tier %s: a site tier needs tls_dir", t.Name)
+	}
+	return &siteTarget{a: a, tier: t, open: open}, func() {}, nil
+}
+
+func (s *siteTarget) dial(ctx context.Context) (transport.Conn, error) {
+	tc, _, err := transport.ClientTLS(s.tier.TLSDir, "")
+	if err != nil {
+		return nil, usageError{err}
+	}
+	idle := 2 * time.Minute
+	return transport.DialQUIC(ctx, s.tier.Location, tc, transport.QUICOptions{IdleTimeout: idle, HandshakeTimeout: 10 * time.Second})
+}
+
+func (s *siteTarget) State(ctx context.Context, cat *policy.Catalog) (*policy.TierState, error) {
+	return nil, errSiteState
+}
+
+var errSiteState = errors.New("the DR site's contents cannot be listed from here yet; use drpipe replicate and drpipe site status")
+
+func (s *siteTarget) Send(ctx context.Context, view tiers.Backend, _ []id.ID) (int, int64, error) {
+	c, err := s.dial(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer c.CloseWithError(transport.CodeOK, "done")
+	rep, err := transport.Replicate(ctx, c, view, transport.ReplicateOptions{Program: "drpipe " + version + " tier run"})
+	if rep == nil {
+		return 0, 0, err
+	}
+	var n int
+	var b int64
+	for _, ts := range rep.Sent {
+		n += int(ts.Objects)
+		b += ts.Bytes
+	}
+	return n, b, err
+}
+
+func (s *siteTarget) Forget(context.Context, []id.ID) error { return policy.ErrUnsupported }
+
+func (s *siteTarget) Transition(context.Context, map[string]string) error {
+	return policy.ErrUnsupported
+}
+
+// openTiered opens the repository through every backend tier of the
+// tiering policy, fastest first (the primary, other directories, the DR
+// site, buckets), so each object comes from the first tier that holds it
+// intact.
+func (a *app) openTiered(ctx context.Context) (*repo.Repository, *tiers.Fallback, error) {
+	cfg, err := a.tieringConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	var bes []tiers.Backend
+	var names []string
+	closeAll := func() {
+		for _, b := range bes {
+			b.Close()
+		}
+	}
+	order := []policy.Kind{policy.KindPrimary, policy.KindLocal, policy.KindSite, policy.KindS3}
+	for _, k := range order {
+		for _, t := range cfg.Tiers {
+			if t.Kind != k {
+				continue
+			}
+			var be tiers.Backend
+			switch k {
+			case policy.KindPrimary:
+				loc, err := a.repoLocation()
+				if err != nil {
+					closeAll()
+					return nil, nil, err
+				}
+				be, err = a.openBackend(ctx, loc, false)
+				if err != nil {
+					// A lost primary is the reason to restore from tiers.
+					fmt.Fprintf(a.stderr, "tier %s unavailable: %v\n", t.Name, err)
+					continue
+				}
+			case policy.KindLocal:
+				be, err = tiers.OpenLocal(t.Location)
+			case policy.KindS3:
+				be, err = a.openBackend(ctx, t.Location, false)
+			case policy.KindSite:
+				be, err = a.siteBackend(ctx, t)
+			}
+			if err != nil {
+				fmt.Fprintf(a.stderr, "tier %s unavailable: %v\n", t.Name, err)
+				continue
+			}
+			bes = append(bes, be)
+			names = append(names, t.Name)
+		}
+	}
+	if len(bes) == 0 {
+		return nil, nil, errors.New("no tier of the tiering policy is reachable")
+	}
+	fb, err := tiers.NewFallback(bes, names)
+	if err != nil {
+		closeAll()
+		return nil, nil, err
+	}
+	fb.Verify = true
+	pw, err := a.password("repository password: ", false)
+	if err != nil {
+		fb.Close()
+		return nil, nil, err
+	}
+	o, err := a.repoOptions(pw)
+	if err != nil {
+		fb.Close()
+		return nil, nil, err
+	}
+	r, err := repo.Open(ctx, fb, o)
+	if err != nil {
+		fb.Close()
+		return nil, nil, err
+	}
+	return r, fb, nil
+}
+
+// siteBackend reads the DR site's repository over QUIC.
+func (a *app) siteBackend(ctx context.Context, t policy.Tier) (tiers.Backend, error) {
+	return nil, errSiteState
+}

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/drpipe/drpipe/internal/sample"
+)
+
+// TestTieringPlanRunAndFallbackRestore drives 'tier plan' and 'tier run'
+// over a primary, a second directory standing in for the DR site's disk, a
+// real S3 server and a virtual tape library, then restores with the hot
+// tier's data deleted, then with the second tier's deleted too.
+func TestTieringPlanRunAndFallbackRestore(t *testing.T) {
+	e := newEnv(t)
+	srv := startS3(t)
+	s3Env(e, srv)
+	makeBucket(t, srv, "cold", false)
+	repoDir := e.initRepo("--pack-size", "2MiB")
+	lib := filepath.Join(e.dir, "library")
+	e.ok("tape", "library", "init", "--library", lib, "--generation", "LTO-9", "--slots", "12", "--drives", "2")
+	e.ok("tape", "label", "--library", lib, "--pool", "vault", "--count", "8")
+	mirror := filepath.Join(e.dir, "mirror")
+	cfg := writeFile(t, e.dir, "drpipe.yaml", fmt.Sprintf(`repo: %s
+tiering:
+  tiers:
+    - name: hot
+      kind: primary
+      keep: {last: 2}
+    - name: mirror
+      kind: local
+      location: %s
+      keep: {last: 3}
+    - name: cloud
+      kind: s3
+      location: s3://cold/repo
+      keep: {last: 5}
+    - name: vault
+      kind: tape
+      library: %s
+      pool: vault
+      keep: {last: 1}
+`, repoDir, mirror, lib))
+	src := filepath.Join(e.dir, "src")
+	os.MkdirAll(src, 0o755)
+	makeImage(t, src, 512<<20, 30<<20, 21)
+	for i := 0; i < 3; i++ {
+		if _, err := sample.Tree(filepath.Join(src, fmt.Sprintf("etc%d", i)), sample.TreeOptions{Files: 30, Bytes: 2 << 20, Seed: uint64(30 + i)}); err != nil {
+			t.Fatal(err)
+		}
+		e.backup(repoDir, src)
+	}
+	plan := e.ok("--config", cfg, "tier", "plan")
+	for _, want := range []string{"hot (primary)", "forget 1 snapshots", "mirror (local)", "copy 3 snapshots", "cloud (s3)", "vault (tape)", "copy 1 snapshots", "per month"} {
+		if !strings.Contains(plan, want) {
+			t.Errorf("tier plan lacks %q:\n%s", want, plan)
+		}
+	}
+	var rep struct {
+		Tiers []struct {
+			Name      string `json:"name"`
+			Copied    int    `json:"snapshots_copied"`
+			Objects   int    `json:"objects_sent"`
+			Forgotten int    `json:"snapshots_forgotten"`
+			Error     string `json:"error"`
+		} `json:"tiers"`
+	}
+	out := e.ok("--config", cfg, "--json", "tier", "run")
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("tier run --json: %v\n%s", err, out)
+	}
+	byName := map[string]int{}
+	for _, tr := range rep.Tiers {
+		if tr.Error != "" {
+			t.Fatalf("tier %s failed: %s", tr.Name, tr.Error)
+		}
+		byName[tr.Name] = tr.Copied
+	}
+	if byName["mirror"] != 3 || byName["cloud"] != 3 || byName["vault"] != 1 {
+		t.Errorf("copied %v, want mirror 3, cloud 3, vault 1", byName)
+	}
+	// Idempotent: a second run sends and forgets nothing.
+	out = e.ok("--config", cfg, "--json", "tier", "run")
+	json.Unmarshal([]byte(out), &rep)
+	for _, tr := range rep.Tiers {
+		if tr.Copied != 0 || tr.Objects != 0 || tr.Forgotten != 0 {
+			t.Errorf("second tier run changed %s: %+v", tr.Name, tr)
+		}
+	}
+	// The hot tier keeps 2 snapshots now; the latest restores from it.
+	restoreFrom := func(label string, wantServer string) {
+		t.Helper()
+		target := filepath.Join(e.dir, "restore-"+label)
+		var res struct {
+			Served []struct {
+				Tier    string `json:"tier"`
+				Objects int64  `json:"objects"`
+			} `json:"served_by"`
+		}
+		out := e.ok("--config", cfg, "--json", "restore", "--tiers", "latest", "--target", target)
+		if err := json.Unmarshal([]byte(out), &res); err != nil {
+			t.Fatalf("restore --json: %v\n%s", err, out)
+		}
+		compareTrees(t, src, restored(target, src))
+		served := map[string]int64{}
+		for _, s := range res.Served {
+			served[s.Tier] = s.Objects
+		}
+		if served[wantServer] == 0 {
+			t.Errorf("%s: restore served by %v, want objects from %s", label, served, wantServer)
+		}
+		t.Logf("%s: served by %v", label, served)
+	}
+	restoreFrom("all-tiers", "hot")
+	// Lose the hot tier's data: the mirror serves.
+	os.RemoveAll(filepath.Join(repoDir, "data"))
+	restoreFrom("hot-lost", "mirror")
+	// Lose the mirror's data as well: the bucket serves.
+	os.RemoveAll(filepath.Join(mirror, "data"))
+	restoreFrom("hot-and-mirror-lost", "cloud")
+}
