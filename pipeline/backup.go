@@ -42,7 +42,7 @@ type BackupOptions struct {
 	NoParent bool
 	// Inventory is stored in the snapshot (VM inventory, opaque here).
 	Inventory json.RawMessage
-	// Workers is the number of chunking workers (default GOMAXPROCS).
+	// Workers is the number of chunking workers (default GOMAXPROCS+2).
 	Workers int
 	// Progress receives counters (default NoProgress).
 	Progress Progress
@@ -108,7 +108,9 @@ func Backup(ctx context.Context, r *repo.Repository, o BackupOptions) (*BackupRe
 		o.Host = h
 	}
 	if o.Workers <= 0 {
-		o.Workers = runtime.GOMAXPROCS(0)
+		// Two more than cores: while a worker waits for the disk, the
+		// others keep the CPUs busy.
+		o.Workers = runtime.GOMAXPROCS(0) + 2
 	}
 	if o.Progress == nil {
 		o.Progress = NoProgress{}
@@ -739,9 +741,6 @@ func (b *backup) backupStdin() (id.ID, error) {
 // ranges, so the worker that picks it up finds them in the page cache and
 // disk reads overlap with chunking and compression.
 func prefetch(f *os.File, seg chunking.Segment) {
-	if seg.Len < 1<<20 {
-		return
-	}
 	for _, d := range seg.Data {
 		_ = unix.Fadvise(int(f.Fd()), d.Off, d.Len, unix.FADV_WILLNEED)
 	}
