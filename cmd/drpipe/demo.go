@@ -230,7 +230,10 @@ func (d *demo) run(ctx context.Context) error {
 	d.info("%d snapshots, %s logical, %d unique chunks, %d packs, %s stored (%s parity)", st.Snapshots, humanBytes(st.LogicalBytes), st.Chunks, st.Packs, humanBytes(st.StoredBytes), humanBytes(st.ParityBytes))
 	r.Close()
 	be.Close()
-	d.a.printf("\ndemo finished in %.1fs: backup, dedupe, restore, verify, damage, self-heal and repair all worked\n", time.Since(start).Seconds())
+	if err := d.offsite(ctx, repoDir, src, string(pw)); err != nil {
+		return err
+	}
+	d.a.printf("\ndemo finished in %.1fs: backup, dedupe, restore, verify, damage, self-heal, repair, DR site, bucket, tape and tiering all worked\n", time.Since(start).Seconds())
 	return nil
 }
 

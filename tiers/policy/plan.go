@@ -236,7 +236,8 @@ func MakePlan(cfg *Config, cat *Catalog, states map[string]*TierState, now time.
 		for _, c := range tp.Copy {
 			s := primary[c.ID]
 			for _, p := range s.Packs {
-				if t.Kind != KindPrimary && (!packPresent(st, cat.Packs[p], p) || (st.Indexed != nil && !st.Indexed[p] && !st.Packs[p])) {
+				// A tape set must restore on its own: it gets every pack.
+				if t.Kind == KindTape || t.Kind != KindPrimary && (!packPresent(st, cat.Packs[p], p) || (st.Indexed != nil && !st.Indexed[p] && !st.Packs[p])) {
 					tp.copyPacks[p] = true
 				}
 			}
