@@ -494,7 +494,10 @@ func hyperVVM(wk *docWalker, vo *docObj, switchVLANs map[string]map[int]bool) VM
 					}
 				}
 			case 2:
-				if m, err := psMAC(mac); err == nil {
+				m, err := psMAC(mac)
+				if err != nil {
+					wk.fail(e.path+".MacAddress", "%v", err)
+				} else {
 					for k := range vm.NICs {
 						if vm.NICs[k].MAC == m && vm.NICs[k].BootOrder == 0 {
 							vm.NICs[k].BootOrder = order

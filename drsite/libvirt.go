@@ -186,6 +186,7 @@ type drpipeMeta struct {
 	AntiAffinity string   `xml:"urn:drpipe:inventory:1 anti_affinity,omitempty"`
 	Verify       []string `xml:"urn:drpipe:inventory:1 verify,omitempty"`
 	Generation   string   `xml:"urn:drpipe:inventory:1 generation,omitempty"`
+	MemoryMin    string   `xml:"urn:drpipe:inventory:1 memory_min,omitempty"`
 	NICs         []struct {
 		MAC      string   `xml:"mac,attr"`
 		IPv4     []string `xml:"urn:drpipe:inventory:1 ipv4,omitempty"`
@@ -691,6 +692,17 @@ func applyMeta(file string, vm *VM, md *drpipeMeta, w *warnings) error {
 			return err
 		}
 		vm.Generation = int(v)
+	}
+	if md.MemoryMin != "" {
+		v, err := ParseSize(md.MemoryMin)
+		if err != nil {
+			return fieldErr(file, "metadata/vm/memory_min", "%v", err)
+		}
+		if !vm.Memory.Dynamic {
+			w.add("metadata/vm/memory_min", "minimum memory given but the domain's memory is not dynamic (currentMemory below memory); ignored")
+		} else {
+			vm.Memory.MinBytes = v
+		}
 	}
 	for _, d := range md.DependsOn {
 		if d = strings.TrimSpace(d); d != "" {

@@ -41,6 +41,7 @@ type genDrpipeMeta struct {
 	NS           string       `xml:"xmlns:drpipe,attr"`
 	BootPriority int          `xml:"drpipe:boot_priority,omitempty"`
 	Generation   int          `xml:"drpipe:generation,omitempty"`
+	MemoryMin    int64        `xml:"drpipe:memory_min,omitempty"`
 	DependsOn    []string     `xml:"drpipe:depends_on,omitempty"`
 	AntiAffinity string       `xml:"drpipe:anti_affinity,omitempty"`
 	Verify       []string     `xml:"drpipe:verify,omitempty"`
@@ -161,7 +162,7 @@ type genInterface struct {
 	} `xml:"source"`
 	VLAN        *genVLAN `xml:"vlan"`
 	VirtualPort *genAttr `xml:"virtualport"`
-	Model       genAttr  `xml:"model"`
+	Model       *genAttr `xml:"model"`
 	Boot        *genAttr `xml:"boot"`
 }
 
@@ -287,6 +288,9 @@ func DomainXML(vm *VM, o DomainOptions) ([]byte, error) {
 	}
 	d.Clock = genAttr{Offset: "utc"}
 	meta := &genDrpipeMeta{NS: MetadataNS, BootPriority: vm.BootPriority, Generation: vm.Generation, DependsOn: vm.DependsOn, AntiAffinity: vm.AntiAffinity, Verify: vm.Verify}
+	if vm.Memory.Dynamic && vm.Memory.MaxBytes > vm.Memory.StartupBytes {
+		meta.MemoryMin = vm.Memory.MinBytes
+	}
 	used := map[string]bool{}
 	for _, dk := range vm.Disks {
 		if dk.Target != "" {
@@ -398,17 +402,17 @@ func DomainXML(vm *VM, o DomainOptions) ([]byte, error) {
 		if n.VirtualPort != "" {
 			gi.VirtualPort = &genAttr{Type: n.VirtualPort}
 		}
-		gi.Model = genAttr{Type: n.Model}
-		if gi.Model.Type == "" {
-			gi.Model.Type = "virtio"
+		if n.Model != "" {
+			gi.Model = &genAttr{Type: n.Model}
 		}
 		if n.BootOrder > 0 {
 			gi.Boot = &genAttr{Order: n.BootOrder}
 		}
-		if len(n.IPv4)+len(n.IPv6)+len(n.DNS) > 0 || n.Gateway4 != "" || n.Gateway6 != "" || n.DHCP || n.Name != "" {
-			if n.MAC == "" {
-				return nil, fieldErr("", fmt.Sprintf("vms[%s].nics[%d].mac", vm.Name, i), "a NIC with static addresses needs a MAC to be recognised in the guest")
-			}
+		hasAddr := len(n.IPv4)+len(n.IPv6)+len(n.DNS) > 0 || n.Gateway4 != "" || n.Gateway6 != ""
+		if hasAddr && n.MAC == "" {
+			return nil, fieldErr("", fmt.Sprintf("vms[%s].nics[%d].mac", vm.Name, i), "a NIC with static addresses needs a MAC to be recognised in the guest")
+		}
+		if n.MAC != "" && (hasAddr || n.DHCP || n.Name != "") {
 			mn := genMetaNIC{MAC: n.MAC, Name: n.Name, IPv4: n.IPv4, IPv6: n.IPv6, Gateway4: n.Gateway4, Gateway6: n.Gateway6, DNS: n.DNS}
 			if n.DHCP {
 				mn.DHCP = "yes"
@@ -423,7 +427,7 @@ func DomainXML(vm *VM, o DomainOptions) ([]byte, error) {
 		d.Devices.Graphics = &genGraphics{Type: "vnc", Port: "-1", Autoport: "yes", Listen: "127.0.0.1"}
 		d.Devices.Video = &genVideo{Model: genAttr{Type: "vga"}}
 	}
-	if meta.BootPriority != 0 || meta.Generation != 0 || len(meta.DependsOn)+len(meta.Verify)+len(meta.NICs)+len(meta.Disks) > 0 || meta.AntiAffinity != "" {
+	if meta.BootPriority != 0 || meta.Generation != 0 || meta.MemoryMin != 0 || len(meta.DependsOn)+len(meta.Verify)+len(meta.NICs)+len(meta.Disks) > 0 || meta.AntiAffinity != "" {
 		d.Metadata = &genMeta{VM: meta}
 	}
 	var buf bytes.Buffer

@@ -316,6 +316,7 @@ func (inv *Inventory) Normalize() {
 	sort.SliceStable(inv.VMs, func(i, j int) bool { return inv.VMs[i].Name < inv.VMs[j].Name })
 	for i := range inv.VMs {
 		vm := &inv.VMs[i]
+		vm.Notes = strings.ReplaceAll(vm.Notes, "\r\n", "\n")
 		for k := range vm.NICs {
 			n := &vm.NICs[k]
 			if m, err := net.ParseMAC(n.MAC); err == nil && len(m) == 6 {
@@ -336,6 +337,9 @@ func (inv *Inventory) Normalize() {
 func normVLAN(v *VLAN) {
 	if v != nil {
 		v.Trunk = sortedInts(v.Trunk)
+		if v.Mode == VLANTrunk && v.Native != 0 && v.NativeMode == "" {
+			v.NativeMode = "untagged"
+		}
 	}
 }
 

@@ -58,6 +58,7 @@ func newRootCmd() *cobra.Command {
 		a.initCmd(), a.backupCmd(), a.snapshotsCmd(), a.restoreCmd(), a.checkCmd(), a.repairCmd(),
 		a.statsCmd(), a.keyCmd(), a.demoCmd(),
 	)
+	root.AddCommand(a.drsiteCmd())
 	return root
 }
 
@@ -109,7 +110,7 @@ func (a *app) loadConfig(cmd *cobra.Command) error {
 
 // extraSections lists config sections owned by other commands (s3, site,
 // tape, drsite, tier); their keys are validated by those commands.
-var extraSections = []string{}
+var extraSections = []string{"drsite"}
 
 func knownSection(k string) bool {
 	for _, s := range extraSections {
