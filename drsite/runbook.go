@@ -43,6 +43,8 @@ type Runbook struct {
 	Groups     []RunbookGroup
 	Sources    []RunbookSource
 	Skipped    []RunbookVM
+	// QuickStart are the commands that do everything in order.
+	QuickStart []string
 }
 
 // KV is a labelled value.
@@ -211,6 +213,13 @@ func BuildRunbook(p *Plan, o RunbookOptions) *Runbook {
 		}
 		rb.Sources = append(rb.Sources, RunbookSource{Host: s.Host, Snapshot: sid, Time: s.Time.UTC().Format("2006-01-02 15:04 MST"), VMs: fmt.Sprint(s.VMs)})
 	}
+	rb.QuickStart = []string{fmt.Sprintf("drpipe drsite bringup --config %s --repo %s --out %s --execute", shq(o.Config), shq(o.Repo), shq(o.BringupDir))}
+	for _, h := range p.Hosts {
+		if h.Kind == KindHyperV && len(h.VMs) > 0 {
+			rb.QuickStart = append(rb.QuickStart, fmt.Sprintf(`powershell -ExecutionPolicy Bypass -File %s\%s\bringup.ps1 -Start -GuestCredential (Get-Credential)   # on %s, after copying its images`,
+				strings.ReplaceAll(o.BringupDir, "/", `\`), h.Name, h.Name))
+		}
+	}
 	netDefined := map[string]bool{}
 	for _, g := range p.Groups {
 		rg := RunbookGroup{Number: g.Number, VMs: strings.Join(g.VMs, ", "), Data: HumanBytes(g.DataBytes), Restore: HumanDuration(g.RestoreTime), Expected: HumanDuration(g.Expected)}
@@ -231,9 +240,9 @@ func BuildRunbook(p *Plan, o RunbookOptions) *Runbook {
 				hosts = append(hosts, v.DRHost)
 			}
 		}
-		rg.Steps = append(rg.Steps, RunbookStep{Title: "Restore the disks (or let bringup do restore, define, start and verify in one go)",
-			Commands: append([]string{fmt.Sprintf("drpipe drsite bringup --config %s --repo %s --out %s --execute", shq(o.Config), shq(o.Repo), shq(o.BringupDir))}, restore...),
-			Expect:   fmt.Sprintf("%s restored; images in %s/<host>/images/<vm>/", rg.Data, o.BringupDir), Duration: rg.Restore})
+		rg.Steps = append(rg.Steps, RunbookStep{Title: "Restore the disks",
+			Commands: restore,
+			Expect:   fmt.Sprintf("%s restored (bringup places images in %s/<host>/images/<vm>/)", rg.Data, o.BringupDir), Duration: rg.Restore})
 		var define, start, verify []string
 		for _, n := range g.VMs {
 			v := p.VM(n)
@@ -276,8 +285,15 @@ func BuildRunbook(p *Plan, o RunbookOptions) *Runbook {
 						continue
 					}
 					if i < len(pn.From) && pn.From[i] != to && h.Kind == KindLibvirt {
-						verify = append(verify, fmt.Sprintf("# %s in-guest re-IP %s → %s: Linux: nmcli con mod \"$(nmcli -g GENERAL.CONNECTION dev show $(ip -br link | awk '/%s/{print $1}'))\" ipv%d.addresses %s ipv%d.gateway %s; Windows: New-NetIPAddress -IPAddress %s -PrefixLength %d -DefaultGateway %s",
-							v.Name, pn.From[i], to, pn.MAC, ipv(tp), to, ipv(tp), firstNonEmpty(pn.Gateway4, pn.Gateway6, "-"), tp.Addr(), tp.Bits(), firstNonEmpty(pn.Gateway4, pn.Gateway6, "-")))
+						gw := firstNonEmpty(pn.Gateway4, pn.Gateway6)
+						linux := fmt.Sprintf("ip addr replace %s dev \"$(ip -br link | awk '/%s/{print $1}')\"", to, pn.MAC)
+						win := fmt.Sprintf("New-NetIPAddress -InterfaceIndex (Get-NetAdapter | ? MacAddress -eq '%s').ifIndex -IPAddress %s -PrefixLength %d", strings.ToUpper(strings.ReplaceAll(pn.MAC, ":", "-")), tp.Addr(), tp.Bits())
+						if gw != "" {
+							linux += " && ip route replace default via " + gw
+							win += " -DefaultGateway " + gw
+						}
+						verify = append(verify, fmt.Sprintf("# %s: re-IP inside the guest, %s → %s (then make it persistent in the guest's network config)", v.Name, pn.From[i], to),
+							"#   Linux:   "+linux, "#   Windows: "+win)
 					}
 					verify = append(verify, fmt.Sprintf("ping -c 3 %s   # %s", tp.Addr(), v.Name))
 				}
@@ -318,6 +334,16 @@ None: every VM is placed, mapped and re-addressed.
 - **BLOCKING** {{.Kind}}{{if .VM}} ({{.VM}}){{end}}: {{.Message}}{{end}}{{range .Warnings}}
 - {{.Kind}}{{if .VM}} ({{.VM}}){{end}}: {{.Message}}{{end}}
 
+## Quick path
+
+Restore, define, start and verify every boot group in order (libvirt hosts), then run the Hyper-V scripts:
+
+` + "```sh" + `
+{{range .QuickStart}}{{.}}
+{{end}}` + "```" + `
+
+The steps below do the same by hand, group by group.
+
 ## Summary
 
 | | |
@@ -344,7 +370,7 @@ None: every VM is placed, mapped and re-addressed.
 
 | host | network | type | VLANs | VMs |
 | --- | --- | --- | --- | --- |
-{{range .Networks}}| {{.Host}} | {{.Network}} | {{.Type}} | {{.VLANs}} | {{join .VMs}} |
+{{range .Networks}}| {{.Host}} | {{.Network}} | {{.Type}} | {{ints .VLANs}} | {{join .VMs}} |
 {{end}}
 ## Boot groups
 {{range .Groups}}
@@ -373,7 +399,7 @@ h1{border-bottom:3px solid #0b5394;padding-bottom:.3em}h2{margin-top:1.6em;color
 table{border-collapse:collapse;margin:.6em 0;font-size:14px}th,td{border:1px solid #c8ccd0;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#eef2f6}tr.blocked td{background:#fde8e8}.blocking{color:#a40000;font-weight:bold}
 .issues li{margin:.2em 0}pre{background:#f5f7f9;border:1px solid #d8dde2;padding:.6em;overflow-x:auto;font-size:13px}
-.ok{color:#0a7a2f;font-weight:bold}.group{border-left:4px solid #0b5394;padding-left:1em;margin:1.4em 0}
+.ok{color:#0a7a2f;font-weight:bold}.bootgroup{border-left:4px solid #0b5394;padding-left:1em;margin:1.4em 0}
 .meta{color:#57606a}
 </style></head><body>
 <h1>{{.Title}}</h1>
@@ -382,6 +408,11 @@ th{background:#eef2f6}tr.blocked td{background:#fde8e8}.blocking{color:#a40000;f
 {{if and (not .Blocking) (not .Warnings)}}<p class="ok">None: every VM is placed, mapped and re-addressed.</p>{{end}}
 <ul class="issues">{{range .Blocking}}<li><span class="blocking">BLOCKING {{.Kind}}</span>{{if .VM}} ({{.VM}}){{end}}: {{.Message}}</li>{{end}}
 {{range .Warnings}}<li>{{.Kind}}{{if .VM}} ({{.VM}}){{end}}: {{.Message}}</li>{{end}}</ul>
+<h2 id="quick">Quick path</h2>
+<p>Restore, define, start and verify every boot group in order (libvirt hosts), then run the Hyper-V scripts:</p>
+<pre>{{range .QuickStart}}{{.}}
+{{end}}</pre>
+<p>The steps below do the same by hand, group by group.</p>
 <h2 id="summary">Summary</h2>
 <table>{{range .Summary}}<tr><th>{{.Key}}</th><td>{{.Value}}</td></tr>{{end}}</table>
 <h2 id="placement">Placement and networks</h2>
@@ -397,10 +428,10 @@ th{background:#eef2f6}tr.blocked td{background:#fde8e8}.blocking{color:#a40000;f
 {{end}}</table>
 <h3>DR networks</h3>
 <table><tr><th>host</th><th>network</th><th>type</th><th>VLANs</th><th>VMs</th></tr>
-{{range .Networks}}<tr class="network"><td>{{.Host}}</td><td>{{.Network}}</td><td>{{.Type}}</td><td>{{.VLANs}}</td><td>{{join .VMs}}</td></tr>
+{{range .Networks}}<tr class="network"><td>{{.Host}}</td><td>{{.Network}}</td><td>{{.Type}}</td><td>{{ints .VLANs}}</td><td>{{join .VMs}}</td></tr>
 {{end}}</table>
 <h2 id="groups">Boot groups</h2>
-{{range .Groups}}<div class="group" id="group-{{.Number}}"><h3>Boot group {{.Number}}: {{.VMs}}</h3>
+{{range .Groups}}<div class="bootgroup" id="group-{{.Number}}"><h3>Boot group {{.Number}}: {{.VMs}}</h3>
 <p>Data {{.Data}}, restore {{.Restore}}, expected {{.Expected}} in total.</p>
 <ol>{{range .Steps}}<li><b>{{.Title}}</b> (expected {{.Duration}}; {{.Expect}})<pre>{{range .Commands}}{{.}}
 {{end}}</pre></li>{{end}}</ol></div>
@@ -414,6 +445,16 @@ th{background:#eef2f6}tr.blocked td{background:#fde8e8}.blocking{color:#a40000;f
 var tmplFuncs = map[string]any{
 	"join": func(xs []string) string { return strings.Join(xs, ", ") },
 	"inc":  func(i int) int { return i + 1 },
+	"ints": func(xs []int) string {
+		if len(xs) == 0 {
+			return "untagged"
+		}
+		s := make([]string, len(xs))
+		for i, x := range xs {
+			s[i] = itoa(x)
+		}
+		return strings.Join(s, ", ")
+	},
 }
 
 // RenderMarkdown renders the runbook as Markdown.
