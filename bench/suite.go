@@ -27,6 +27,7 @@ type Suite struct {
 // here with one line.
 var suites = []Suite{
 	coreSuite,
+	drsiteSuite,
 }
 
 func suiteNames() []string {

@@ -95,6 +95,60 @@ type diskTarget struct {
 	ref    string // path written into the definition
 	format string
 	conv   bool
+	kind   string // DR host kind
+	detect bool   // the inventory has no format: read it from the image
+}
+
+// retarget recomputes the target for a source format learnt from the
+// restored image.
+func (t diskTarget) retarget(from string) diskTarget {
+	format, conv := targetFormat(t.kind, from)
+	if conv == t.conv && format == t.format {
+		return t
+	}
+	ext := filepath.Ext(t.final)
+	stem := strings.TrimSuffix(filepath.Base(t.final), ext)
+	if conv {
+		ext = "." + format
+	}
+	t.final = filepath.Join(filepath.Dir(t.final), stem+ext)
+	if t.kind == KindHyperV {
+		t.ref = strings.TrimSuffix(t.ref, filepath.Base(t.ref)) + stem + ext
+	} else {
+		t.ref = t.final
+	}
+	t.format, t.conv = format, conv
+	return t
+}
+
+// detectImageFormat reads an image's header (and VHD footer): qcow2,
+// vhdx, vhd, vmdk, or raw.
+func detectImageFormat(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return "raw"
+	}
+	defer f.Close()
+	head := make([]byte, 8)
+	n, _ := f.ReadAt(head, 0)
+	head = head[:n]
+	switch {
+	case len(head) >= 4 && string(head[:4]) == "QFI\xfb":
+		return "qcow2"
+	case len(head) >= 8 && string(head) == "vhdxfile":
+		return "vhdx"
+	case len(head) >= 4 && string(head[:4]) == "KDMV":
+		return "vmdk"
+	case len(head) >= 8 && string(head) == "conectix":
+		return "vhd"
+	}
+	if st, err := f.Stat(); err == nil && st.Size() >= 512 {
+		foot := make([]byte, 8)
+		if _, err := f.ReadAt(foot, st.Size()-512); err == nil && string(foot) == "conectix" {
+			return "vhd"
+		}
+	}
+	return "raw"
 }
 
 // targetFormat decides the DR format: libvirt cannot attach VHDX (→
@@ -271,7 +325,7 @@ func Bringup(ctx context.Context, r *repo.Repository, p *Plan, o BringupOptions)
 				case KindHyperV:
 					ref = v.Name + `\` + base
 				}
-				targets[v.Name][d.File] = diskTarget{final: local, ref: ref, format: format, conv: conv}
+				targets[v.Name][d.File] = diskTarget{final: local, ref: ref, format: format, conv: conv, kind: h.Kind, detect: d.Format == ""}
 			}
 		}
 		if !o.NoRestore {
@@ -440,6 +494,10 @@ func restoreGroup(ctx context.Context, r *repo.Repository, vms []*PlannedVM, tar
 		for _, d := range v.Data.Disks {
 			t := targets[v.Name][d.File]
 			if st, err := os.Stat(t.final); err == nil && st.Mode().IsRegular() {
+				if t.detect {
+					t.format = detectImageFormat(t.final)
+					targets[v.Name][d.File] = t
+				}
 				res.Restored = append(res.Restored, RestoredDisk{VM: v.Name, File: d.File, Path: t.final, Format: t.format, Bytes: st.Size(), Kept: true})
 				progress("  %s: %s exists from an earlier run; kept", v.Name, t.final)
 				continue
@@ -466,12 +524,19 @@ func restoreGroup(ctx context.Context, r *repo.Repository, vms []*PlannedVM, tar
 		}
 		for _, it := range items {
 			src := filepath.Join(staging, filepath.FromSlash(it.disk.Path))
+			from := sourceFormat(it.vm.VM, it.disk.File)
+			if it.t.detect {
+				from = detectImageFormat(src)
+				it.t = it.t.retarget(from)
+				targets[it.vm.Name][it.disk.File] = it.t
+				progress("  %s: %s has no format in the inventory; the image header says %s", it.vm.Name, it.disk.File, from)
+			}
 			if err := os.MkdirAll(filepath.Dir(it.t.final), 0o755); err != nil {
 				return err
 			}
 			rd := RestoredDisk{VM: it.vm.Name, File: it.disk.File, Path: it.t.final, Format: it.t.format, Bytes: it.disk.Size}
 			if it.t.conv {
-				if err := convertImage(ctx, src, it.t.final, sourceFormat(it.vm.VM, it.disk.File), it.t.format); err != nil {
+				if err := convertImage(ctx, src, it.t.final, from, it.t.format); err != nil {
 					return fmt.Errorf("convert disk %s of %s: %w", it.disk.File, it.vm.Name, err)
 				}
 				rd.Converted = true

@@ -528,7 +528,7 @@ func lvDiskToModel(file, field string, x *lvDisk, w *warnings) (Disk, bool, erro
 		}
 	}
 	if d.Format == "" {
-		w.add(field+"/driver/@type", "disk %s has no format (driver type); the DR definition will use raw unless the image header says otherwise", d.File)
+		w.add(field+"/driver/@type", "disk %s has no format (driver type); bringup detects it from the restored image header", d.File)
 	}
 	if x.Target != nil {
 		d.Target, d.Controller = x.Target.Dev, x.Target.Bus

@@ -102,6 +102,8 @@ type Plan struct {
 	Issues      []Issue           `json:"issues"`
 	// Config is the configuration the plan was made with.
 	Config *Config `json:"-"`
+
+	byName map[string]*PlannedVM
 }
 
 // PlannedVM is one VM's place in the plan.
@@ -194,6 +196,9 @@ func (p *Plan) addIssue(kind, vm string, blocking bool, format string, args ...a
 
 // VM returns the planned VM called name, or nil.
 func (p *Plan) VM(name string) *PlannedVM {
+	if p.byName != nil {
+		return p.byName[name]
+	}
 	for _, v := range p.VMs {
 		if v.Name == name {
 			return v
@@ -303,6 +308,10 @@ func MakePlan(in PlanInput) *Plan {
 		if pv.StorageBytes == 0 && len(vm.Disks) > 0 {
 			p.addIssue(IssueInventory, vm.Name, false, "disk sizes unknown; storage planning counts it as 0")
 		}
+	}
+	p.byName = map[string]*PlannedVM{}
+	for _, v := range p.VMs {
+		p.byName[v.Name] = v
 	}
 	for _, h := range c.Hosts {
 		p.Hosts = append(p.Hosts, &HostUse{Name: h.Name, Kind: h.Kind, VCPUs: h.VCPUs, MemoryBytes: h.MemoryBytes, StorageBytes: h.StorageBytes, VMs: []string{}, Networks: []string{}})

@@ -88,6 +88,27 @@ func pathComponents(p string) (parts []string, windows bool) {
 	return parts, windows
 }
 
+// fileIndex groups a snapshot's files by lower-case base name, so disk
+// lookups only compare paths that can match.
+type fileIndex map[string][]fileEntry
+
+func indexFiles(files []fileEntry) fileIndex {
+	idx := fileIndex{}
+	for _, f := range files {
+		k := strings.ToLower(path.Base(f.path))
+		idx[k] = append(idx[k], f)
+	}
+	return idx
+}
+
+func (idx fileIndex) match(file string) (fileEntry, bool) {
+	parts, _ := pathComponents(file)
+	if len(parts) == 0 {
+		return fileEntry{}, false
+	}
+	return matchDisk(idx[strings.ToLower(parts[len(parts)-1])], file)
+}
+
 // matchDisk finds the snapshot file for an inventory disk path: the file
 // whose path shares the longest unique suffix of components with it
 // (exact paths match all components).
@@ -198,6 +219,7 @@ func Gather(ctx context.Context, r *repo.Repository) (*Gathered, error) {
 	g.Inventory = merged
 
 	tf := &treeFiles{r: r, cache: map[id.ID][]fileEntry{}}
+	indexes := map[id.ID]fileIndex{}
 	for i := range merged.VMs {
 		vm := &merged.VMs[i]
 		var files []string
@@ -211,15 +233,20 @@ func Gather(ctx context.Context, r *repo.Repository) (*Gathered, error) {
 		}
 		var newestMissing []string
 		for k, s := range byHost[g.SnapshotHost[vm.Name]] {
-			entries, err := tf.list(ctx, s.Tree, 0)
-			if err != nil {
-				g.Issues = append(g.Issues, Issue{Kind: IssueDisk, VM: vm.Name, Message: fmt.Sprintf("snapshot %s unreadable: %v", s.ID().Short(), err)})
-				continue
+			idx, ok := indexes[s.Tree]
+			if !ok {
+				entries, err := tf.list(ctx, s.Tree, 0)
+				if err != nil {
+					g.Issues = append(g.Issues, Issue{Kind: IssueDisk, VM: vm.Name, Message: fmt.Sprintf("snapshot %s unreadable: %v", s.ID().Short(), err)})
+					continue
+				}
+				idx = indexFiles(entries)
+				indexes[s.Tree] = idx
 			}
 			d := &VMData{Snapshot: s.ID().String(), SnapshotTime: s.Time}
 			var missing []string
 			for _, f := range files {
-				e, ok := matchDisk(entries, f)
+				e, ok := idx.match(f)
 				if !ok {
 					missing = append(missing, f)
 					continue

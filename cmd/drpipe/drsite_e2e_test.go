@@ -562,3 +562,100 @@ func TestDrsitePlanVerdicts(t *testing.T) {
 		}
 	}
 }
+
+// TestDrsiteBringupConversions: a Hyper-V VHDX VM brought up on a
+// libvirt host is converted to qcow2, a libvirt qcow2 VM on a Hyper-V host
+// to VHDX, a disk without a format in the inventory is recognised from its
+// header; contents compare equal with qemu-img, and a second run keeps
+// the placed images.
+func TestDrsiteBringupConversions(t *testing.T) {
+	needTools(t, "qemu-img", "virsh")
+	e := newEnv(t)
+	imgs := filepath.Join(e.dir, "src")
+	os.MkdirAll(imgs, 0o755)
+	raw := filepath.Join(e.dir, "seed.raw")
+	writeBootImage(t, raw, "CONVERT", 16<<20)
+	mk := func(name, format string) string {
+		p := filepath.Join(imgs, name)
+		if out, err := exec.Command("qemu-img", "convert", "-f", "raw", "-O", format, raw, p).CombinedOutput(); err != nil {
+			t.Fatalf("qemu-img: %v %s", err, out)
+		}
+		return p
+	}
+	vhdx, qcow, nofmt := mk("app.vhdx", "vhdx"), mk("web.qcow2", "qcow2"), mk("nofmt.img", "qcow2")
+	inv := filepath.Join(e.dir, "inv.yaml")
+	os.WriteFile(inv, []byte(fmt.Sprintf(`host: hv01
+vms:
+  - {name: hvvm, generation: 2, vcpus: 2, memory: 2GiB, boot_priority: 1, disks: [{file: %s, format: vhdx, size: 16MiB, controller: scsi, boot_order: 1}]}
+  - {name: kvmvm, vcpus: 2, memory: 24GiB, boot_priority: 2, disks: [{file: %s, format: qcow2, size: 16MiB, controller: virtio, boot_order: 1}]}
+  - {name: nofmt, vcpus: 1, memory: 1GiB, boot_priority: 3, disks: [{file: %s, size: 16MiB, controller: virtio}]}
+`, vhdx, qcow, nofmt)), 0o644)
+	r := e.initRepo()
+	e.backup(r, "--inventory", inv, imgs)
+	cfg := drsiteConfigFile(t, e.dir, `drsite:
+  virsh_uri: test:///default
+  hosts:
+    - {name: dr-kvm, kind: libvirt, vcpus: 8, memory: 8GiB, storage: 100GiB}
+    - {name: dr-hv, kind: hyperv, vcpus: 8, memory: 32GiB, storage: 100GiB}
+`)
+	out := filepath.Join(e.dir, "out")
+	js := e.ok("drsite", "bringup", "--json", "--config", cfg, "--repo", r, "--out", out, "--execute")
+	var br struct {
+		Restored []drsite.RestoredDisk `json:"restored"`
+		Started  []string              `json:"started"`
+	}
+	if err := json.Unmarshal([]byte(js), &br); err != nil {
+		t.Fatal(err)
+	}
+	byVM := map[string]drsite.RestoredDisk{}
+	for _, d := range br.Restored {
+		byVM[d.VM] = d
+	}
+	same := func(a, b string) {
+		t.Helper()
+		if o, err := exec.Command("qemu-img", "compare", a, b).CombinedOutput(); err != nil {
+			t.Errorf("qemu-img compare %s %s: %v %s", a, b, err, o)
+		}
+	}
+	if d := byVM["hvvm"]; !d.Converted || d.Format != "qcow2" || !strings.HasSuffix(d.Path, filepath.Join("dr-kvm", "images", "hvvm", "app.qcow2")) {
+		t.Errorf("hvvm disk: %+v", d)
+	} else {
+		same(d.Path, vhdx)
+	}
+	if d := byVM["kvmvm"]; !d.Converted || d.Format != "vhdx" || !strings.HasSuffix(d.Path, filepath.Join("dr-hv", "images", "kvmvm", "web.vhdx")) {
+		t.Errorf("kvmvm disk: %+v", d)
+	} else {
+		same(d.Path, qcow)
+	}
+	if d := byVM["nofmt"]; d.Converted || d.Format != "qcow2" {
+		t.Errorf("nofmt disk: %+v", d)
+	}
+	x, _ := os.ReadFile(filepath.Join(out, "dr-kvm", "domains", "nofmt.xml"))
+	if !strings.Contains(string(x), `<driver name="qemu" type="qcow2">`) {
+		t.Errorf("nofmt domain does not declare qcow2:\n%s", x)
+	}
+	x, _ = os.ReadFile(filepath.Join(out, "dr-kvm", "domains", "hvvm.xml"))
+	if !strings.Contains(string(x), `<os firmware="efi">`) || !strings.Contains(string(x), `type="qcow2"`) {
+		t.Errorf("hvvm domain:\n%s", x)
+	}
+	ps, _ := os.ReadFile(filepath.Join(out, "dr-hv", "bringup.ps1"))
+	if !strings.Contains(string(ps), `Add-VMHardDiskDrive -VMName 'kvmvm' -ControllerType SCSI -ControllerNumber 0 -ControllerLocation 0 -Path (Join-Path $ImageRoot 'kvmvm\web.vhdx')`) {
+		t.Errorf("bringup.ps1:\n%s", ps)
+	}
+	if strings.Join(br.Started, ",") != "hvvm,nofmt" {
+		t.Errorf("started %v, want the libvirt VMs hvvm,nofmt", br.Started)
+	}
+	// A second run keeps what is in place.
+	js = e.ok("drsite", "bringup", "--json", "--config", cfg, "--repo", r, "--out", out)
+	if err := json.Unmarshal([]byte(js), &br); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range br.Restored {
+		if !d.Kept {
+			t.Errorf("second run restored %s again", d.Path)
+		}
+		if d.VM == "nofmt" && d.Format != "qcow2" {
+			t.Errorf("kept nofmt image format %q", d.Format)
+		}
+	}
+}
