@@ -31,10 +31,7 @@ func psMACString(mac string) string {
 func HyperVScript(host *DRHost, nets []*DRNetwork, groups []GroupVMs, now time.Time) []byte {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
-	root := host.ImageDir
-	if root == "" {
-		root = "" // resolved to $PSScriptRoot\images below
-	}
+	root := host.ImageDir // empty: $PSScriptRoot\images
 	w("<#\n.SYNOPSIS\n    drpipe DR bring-up for Hyper-V host %s (generated %s).\n\n", host.Name, now.UTC().Format(time.RFC3339))
 	w(".DESCRIPTION\n    Creates the DR virtual switches and VMs in boot-group order:\n")
 	for _, g := range groups {

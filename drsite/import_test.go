@@ -549,3 +549,27 @@ func jsonDiff(got, want any) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestImportVirtInstallLive imports what virt-install --print-xml writes
+// today (not only the committed fixture).
+func TestImportVirtInstallLive(t *testing.T) {
+	needTool(t, "virt-install")
+	out, err := exec.Command("virt-install", "--connect", "test:///default", "--print-xml", "--name", "live01",
+		"--memory", "2048,maxmemory=4096", "--vcpus", "2,sockets=1,cores=2,threads=1",
+		"--disk", "path=/var/lib/libvirt/images/live01.qcow2,size=8,bus=sata",
+		"--network", "network=default,mac=52:54:00:77:00:01,model=virtio",
+		"--osinfo", "linux2022", "--import", "--noautoconsole").Output()
+	if err != nil {
+		t.Fatalf("virt-install: %v", err)
+	}
+	inv, err := Import("live01.xml", out, ImportOptions{Host: "kvm01"})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	v := inv.VMs[0]
+	if v.Name != "live01" || v.VCPUs != 2 || v.CPU.Cores != 2 || v.Memory.StartupBytes != 2*GiB || v.Memory.MaxBytes != 4*GiB ||
+		len(v.Disks) != 1 || v.Disks[0].Controller != "sata" || v.Disks[0].File != "/var/lib/libvirt/images/live01.qcow2" ||
+		len(v.NICs) != 1 || v.NICs[0].MAC != "52:54:00:77:00:01" || v.NICs[0].Switch != "default" || v.NICs[0].Model != "virtio" {
+		t.Errorf("virt-install domain imported as %+v", v)
+	}
+}

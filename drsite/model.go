@@ -47,6 +47,7 @@ type Warning struct {
 	Message string `json:"message"`
 }
 
+// String renders "file: field: message".
 func (w Warning) String() string {
 	var b strings.Builder
 	if w.File != "" {
@@ -386,6 +387,7 @@ type FieldError struct {
 	Err   error
 }
 
+// Error renders "file: field: problem".
 func (e *FieldError) Error() string {
 	var b strings.Builder
 	if e.File != "" {
@@ -400,6 +402,7 @@ func (e *FieldError) Error() string {
 	return b.String()
 }
 
+// Unwrap returns the underlying problem.
 func (e *FieldError) Unwrap() error { return e.Err }
 
 func fieldErr(file, field, format string, args ...any) error {

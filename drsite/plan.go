@@ -32,6 +32,7 @@ type Issue struct {
 	Message  string `json:"message"`
 }
 
+// String renders "kind vm: message".
 func (i Issue) String() string {
 	s := i.Kind
 	if i.VM != "" {
@@ -222,7 +223,7 @@ func (p *Plan) BlockingIssues() []Issue {
 // the larger of the virtual size and the image file size.
 func storageNeed(vm *VM, d *VMData) int64 {
 	var n int64
-	for i, dk := range vm.Disks {
+	for _, dk := range vm.Disks {
 		size := dk.VirtualSize
 		if d != nil {
 			for _, dd := range d.Disks {
@@ -231,7 +232,6 @@ func storageNeed(vm *VM, d *VMData) int64 {
 				}
 			}
 		}
-		_ = i
 		n += size
 	}
 	return n

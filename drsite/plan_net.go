@@ -217,7 +217,7 @@ func cyclePath(scc []string, byName map[string]*PlannedVM) []string {
 func (c *Config) matchRule(host, sw string, vlan int) *NetworkRule {
 	for i := range c.NetworkMap {
 		r := &c.NetworkMap[i]
-		if r.From.Host != "" && r.From.Host != host {
+		if r.From.Host != "" && !strings.EqualFold(r.From.Host, host) {
 			continue
 		}
 		if r.From.Switch != "*" && !strings.EqualFold(r.From.Switch, sw) {
@@ -649,9 +649,16 @@ func (p *Plan) DRVM(pv *PlannedVM, diskPath func(d Disk) (string, string)) *VM {
 	}
 	vm := *pv.VM
 	vm.Disks = append([]Disk(nil), pv.VM.Disks...)
+	sata := 0
 	for i := range vm.Disks {
 		if diskPath != nil {
 			vm.Disks[i].File, vm.Disks[i].Format = diskPath(vm.Disks[i])
+		}
+		// Windows guests from Hyper-V have no virtio-scsi driver: their
+		// SCSI disks become SATA (AHCI, in the box) on libvirt hosts.
+		if pv.DRKind == KindLibvirt && pv.VM.Source == "hyperv" && vm.Disks[i].Controller == "scsi" {
+			vm.Disks[i].Controller, vm.Disks[i].ControllerIndex, vm.Disks[i].Unit, vm.Disks[i].Target = "sata", sata/6, sata%6, ""
+			sata++
 		}
 	}
 	vm.NICs = nil
