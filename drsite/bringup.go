@@ -39,6 +39,8 @@ type BringupOptions struct {
 	Now time.Time
 	// RestoreWorkers is passed to pipeline.Restore.
 	RestoreWorkers int
+	// RestoreProgress receives the restores' byte counters (may be nil).
+	RestoreProgress pipeline.Progress
 	// CheckInterval is the polling interval of checks (default 2s).
 	CheckInterval time.Duration
 }
@@ -519,7 +521,7 @@ func restoreGroup(ctx context.Context, r *repo.Repository, vms []*PlannedVM, tar
 			include = append(include, it.disk.Path)
 		}
 		progress("  restoring %d disks from snapshot %s", len(include), snapID[:8])
-		if _, err := pipeline.Restore(ctx, r, sn, pipeline.RestoreOptions{Target: staging, Include: include, Workers: o.RestoreWorkers}); err != nil {
+		if _, err := pipeline.Restore(ctx, r, sn, pipeline.RestoreOptions{Target: staging, Include: include, Workers: o.RestoreWorkers, Progress: o.RestoreProgress}); err != nil {
 			return fmt.Errorf("restore disks of %s from snapshot %s: %w", items[0].vm.Name, snapID[:8], err)
 		}
 		for _, it := range items {

@@ -252,7 +252,7 @@ func BuildRunbook(p *Plan, o RunbookOptions) *Runbook {
 			}
 			dir := o.BringupDir + "/" + h.Name
 			if h.Kind == KindHyperV {
-				define = append(define, fmt.Sprintf(`powershell -ExecutionPolicy Bypass -File %s\bringup.ps1   # on %s: creates %s`, strings.ReplaceAll(dir, "/", `\`), h.Name, v.Name))
+				define = append(define, fmt.Sprintf(`powershell -ExecutionPolicy Bypass -File %s\bringup.ps1   # on %s: creates its switches and VMs`, strings.ReplaceAll(dir, "/", `\`), h.Name))
 				start = append(start, fmt.Sprintf(`powershell -ExecutionPolicy Bypass -File %s\bringup.ps1 -Start -GuestCredential (Get-Credential)   # on %s`, strings.ReplaceAll(dir, "/", `\`), h.Name))
 				verify = append(verify, fmt.Sprintf("Get-VM -Name %s | Select-Object Name, State, Heartbeat   # on %s", psq(v.Name), h.Name))
 			} else {
@@ -299,6 +299,7 @@ func BuildRunbook(p *Plan, o RunbookOptions) *Runbook {
 				}
 			}
 		}
+		define, start = uniqStrings(define), uniqStrings(start)
 		rg.Steps = append(rg.Steps,
 			RunbookStep{Title: "Define networks and VMs", Commands: define, Expect: "each definition accepted", Duration: "30s"},
 			RunbookStep{Title: "Start", Commands: start, Expect: "VMs running", Duration: HumanDuration(c.ExpectedBoot.Duration)},
@@ -306,6 +307,18 @@ func BuildRunbook(p *Plan, o RunbookOptions) *Runbook {
 		rb.Groups = append(rb.Groups, rg)
 	}
 	return rb
+}
+
+func uniqStrings(xs []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, x := range xs {
+		if !seen[x] {
+			seen[x] = true
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 func ipv(p netip.Prefix) int {

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/drpipe/drpipe/drsite"
+	"github.com/drpipe/drpipe/pipeline"
 	"github.com/drpipe/drpipe/repo"
 )
 
@@ -53,6 +54,9 @@ func (a *app) drsiteCmd() *cobra.Command {
 			"at the DR site: plan places VMs on the DR hosts and maps their networks and addresses, runbook writes the\n" +
 			"step-by-step runbook, bringup restores the disks and writes (and with --execute starts) the hypervisor\n" +
 			"definitions. The DR site is described by the drsite: section of the --config file (configs/drsite.yaml).",
+		Example: "  drpipe drsite plan --config /etc/drpipe/drsite.yaml --repo /srv/drpipe/dr-repo\n" +
+			"  drpipe drsite runbook --config /etc/drpipe/drsite.yaml --repo /srv/drpipe/dr-repo --out /srv/dr/runbook\n" +
+			"  drpipe drsite bringup --config /etc/drpipe/drsite.yaml --repo /srv/drpipe/dr-repo --out /srv/dr --execute",
 	}
 	cmd.AddCommand(a.drsiteImportCmd(), a.drsitePlanCmd(), a.drsiteRunbookCmd(), a.drsiteBringupCmd())
 	return cmd
@@ -400,11 +404,26 @@ func (a *app) drsiteBringupCmd() *cobra.Command {
 			}
 			defer closeRepo(r)
 			o := drsite.BringupOptions{Out: out, Hosts: hosts, Execute: execute, NoRestore: noRestore, RestoreWorkers: a.v.GetInt("restore.workers")}
+			var bar *progressBar
 			if !a.jsonOut() {
 				o.Progress = func(s string) { fmt.Fprintln(a.stderr, s) }
 			}
+			if a.progressEnabled() {
+				cnt := &pipeline.Counter{Start: time.Now()}
+				for _, v := range p.VMs {
+					if v.Data != nil && !v.Blocked && v.DRHost != "" {
+						for _, d := range v.Data.Disks {
+							cnt.AddTotal(1, d.Size)
+						}
+					}
+				}
+				o.RestoreProgress = cnt
+				bar = startProgress(a.stderr, cnt, "restore")
+				o.Progress = func(s string) { fmt.Fprintf(a.stderr, "\r\033[K%s\n", s) }
+			}
 			start := time.Now()
 			res, err := drsite.Bringup(ctx, r, p, o)
+			bar.Stop()
 			if res == nil {
 				return err
 			}
