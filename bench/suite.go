@@ -31,6 +31,7 @@ var suites = []Suite{
 	s3Suite,
 	quicSuite,
 	tapeSuite,
+	drsiteSuite,
 }
 
 func suiteNames() []string {

@@ -3,8 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
-	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -128,7 +126,7 @@ func (a *app) backupCmd() *cobra.Command {
 			if len(tags) == 0 {
 				tags = a.v.GetStringSlice("backup.tags")
 			}
-			inv, err := a.loadInventories(inventories)
+			inv, invModel, err := a.loadInventories(inventories, host)
 			if err != nil {
 				return err
 			}
@@ -162,11 +160,15 @@ func (a *app) backupCmd() *cobra.Command {
 					"snapshot_id": res.Snapshot.ID(), "host": res.Snapshot.Host, "time": res.Snapshot.Time.Format(time.RFC3339Nano),
 					"bytes_read": s.BytesRead, "bytes_total": s.BytesTotal, "bytes_new": s.BytesNew, "blobs_new": s.BlobsNew,
 					"files": s.Files, "dirs": s.Dirs, "duration_s": s.DurationSec, "warnings": res.Warnings,
+					"inventory": inventorySummary(invModel),
 				}); jerr != nil {
 					return jerr
 				}
 			} else {
 				a.printf("snapshot %s saved (host %s)\n", res.Snapshot.ID().Short(), res.Snapshot.Host)
+				if invModel != nil {
+					a.printf("  inventory: %d VMs, %d warnings\n", len(invModel.VMs), len(invModel.Warnings))
+				}
 				a.printf("  %d files, %d dirs, %s in total, %s read, %s added to the repository, %.1fs (%s/s)\n",
 					s.Files, s.Dirs, humanBytes(s.BytesTotal), humanBytes(s.BytesRead), humanBytes(s.BytesNew), s.DurationSec,
 					humanBytes(int64(float64(s.BytesTotal)/max(s.DurationSec, 0.001))))
@@ -594,24 +596,4 @@ func (a *app) keyCmd() *cobra.Command {
 	}
 	cmd.AddCommand(add, list, remove)
 	return cmd
-}
-
-// loadInventories reads --inventory files; they are stored as a JSON array
-// of {"file": name, "content": ...} until the inventory importers parse
-// them.
-func (a *app) loadInventories(files []string) ([]byte, error) {
-	if len(files) == 0 {
-		return nil, nil
-	}
-	sort.Strings(files)
-	var parts []string
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return nil, usagef("read inventory: %w", err)
-		}
-		q := fmt.Sprintf("%q", string(b))
-		parts = append(parts, fmt.Sprintf(`{"file":%q,"content":%s}`, f, q))
-	}
-	return []byte("[" + strings.Join(parts, ",") + "]"), nil
 }

@@ -62,6 +62,7 @@ func newRootCmd() *cobra.Command {
 		a.tapeCmd(), a.tierCmd(),
 	)
 	root.AddCommand(a.mountCmd())
+	root.AddCommand(a.drsiteCmd())
 	return root
 }
 
@@ -118,7 +119,7 @@ func (a *app) loadConfig(cmd *cobra.Command) error {
 
 // extraSections lists config sections owned by other commands (s3, site,
 // tape, drsite, tier); their keys are validated by those commands.
-var extraSections = []string{"s3", "copy", "site", "replicate", "tape", "tiering"}
+var extraSections = []string{"s3", "copy", "site", "replicate", "tape", "tiering", "drsite"}
 
 func knownSection(k string) bool {
 	for _, s := range extraSections {

@@ -1,0 +1,772 @@
+package drsite
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/drpipe/drpipe/pipeline"
+	"github.com/drpipe/drpipe/repo"
+)
+
+// BringupOptions configure Bringup.
+type BringupOptions struct {
+	// Out is the output directory: per DR host a directory with domain
+	// and network XML (libvirt) or bringup.ps1 (Hyper-V), and images/.
+	Out string
+	// Hosts restricts the bring-up to these DR hosts (empty: all).
+	Hosts []string
+	// NoRestore writes definitions without restoring disks.
+	NoRestore bool
+	// Execute defines and starts libvirt VMs through virsh in boot-group
+	// order, waiting for each group's checks.
+	Execute bool
+	// StartVirsh opens a virsh session (default StartVirsh).
+	StartVirsh func(ctx context.Context, uri string) (*Virsh, error)
+	// Progress receives one line per step (may be nil).
+	Progress func(string)
+	// Now is the generation time (default time.Now).
+	Now time.Time
+	// RestoreWorkers is passed to pipeline.Restore.
+	RestoreWorkers int
+	// RestoreProgress receives the restores' byte counters (may be nil).
+	RestoreProgress pipeline.Progress
+	// CheckInterval is the polling interval of checks (default 2s).
+	CheckInterval time.Duration
+}
+
+// RestoredDisk is one disk image placed for the DR site.
+type RestoredDisk struct {
+	VM   string `json:"vm"`
+	File string `json:"file"`
+	// Path is where the image now is; Format its format.
+	Path      string `json:"path"`
+	Format    string `json:"format"`
+	Bytes     int64  `json:"bytes"`
+	Converted bool   `json:"converted,omitempty"`
+	// Kept is set when the image existed from an earlier run.
+	Kept bool `json:"kept,omitempty"`
+}
+
+// HostOutput is what Bringup wrote for one DR host.
+type HostOutput struct {
+	Name     string            `json:"name"`
+	Kind     string            `json:"kind"`
+	Dir      string            `json:"dir"`
+	Script   string            `json:"script"`
+	Domains  map[string]string `json:"domains,omitempty"`
+	Networks map[string]string `json:"networks,omitempty"`
+}
+
+// CheckResult is one verification after a boot group started.
+type CheckResult struct {
+	VM     string `json:"vm"`
+	Check  string `json:"check"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// BringupResult describes a bring-up.
+type BringupResult struct {
+	Hosts    []*HostOutput  `json:"hosts"`
+	Restored []RestoredDisk `json:"restored"`
+	Defined  []string       `json:"defined,omitempty"`
+	Started  []string       `json:"started,omitempty"`
+	Checks   []CheckResult  `json:"checks,omitempty"`
+	// Skipped lists VMs not brought up with the blocking reasons.
+	Skipped []Issue `json:"skipped,omitempty"`
+}
+
+// ErrBringupIncomplete is wrapped when some VMs were skipped because of
+// blocking plan issues; the others were brought up.
+var ErrBringupIncomplete = errors.New("bring-up incomplete")
+
+// diskTarget is where a VM disk goes and in which format.
+type diskTarget struct {
+	final  string // absolute path on this machine
+	ref    string // path written into the definition
+	format string
+	conv   bool
+	kind   string // DR host kind
+	detect bool   // the inventory has no format: read it from the image
+}
+
+// retarget recomputes the target for a source format learnt from the
+// restored image.
+func (t diskTarget) retarget(from string) diskTarget {
+	format, conv := targetFormat(t.kind, from)
+	if conv == t.conv && format == t.format {
+		return t
+	}
+	ext := filepath.Ext(t.final)
+	stem := strings.TrimSuffix(filepath.Base(t.final), ext)
+	if conv {
+		ext = "." + format
+	}
+	t.final = filepath.Join(filepath.Dir(t.final), stem+ext)
+	if t.kind == KindHyperV {
+		t.ref = strings.TrimSuffix(t.ref, filepath.Base(t.ref)) + stem + ext
+	} else {
+		t.ref = t.final
+	}
+	t.format, t.conv = format, conv
+	return t
+}
+
+// detectImageFormat reads an image's header (and VHD footer): qcow2,
+// vhdx, vhd, vmdk, or raw.
+func detectImageFormat(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return "raw"
+	}
+	defer f.Close()
+	head := make([]byte, 8)
+	n, _ := f.ReadAt(head, 0)
+	head = head[:n]
+	switch {
+	case len(head) >= 4 && string(head[:4]) == "QFI\xfb":
+		return "qcow2"
+	case len(head) >= 8 && string(head) == "vhdxfile":
+		return "vhdx"
+	case len(head) >= 4 && string(head[:4]) == "KDMV":
+		return "vmdk"
+	case len(head) >= 8 && string(head) == "conectix":
+		return "vhd"
+	}
+	if st, err := f.Stat(); err == nil && st.Size() >= 512 {
+		foot := make([]byte, 8)
+		if _, err := f.ReadAt(foot, st.Size()-512); err == nil && string(foot) == "conectix" {
+			return "vhd"
+		}
+	}
+	return "raw"
+}
+
+// targetFormat decides the DR format: libvirt cannot attach VHDX (→
+// qcow2); Hyper-V needs VHD or VHDX (→ vhdx).
+func targetFormat(kind, format string) (string, bool) {
+	f := strings.ToLower(format)
+	switch kind {
+	case KindLibvirt:
+		if f == "vhdx" {
+			return "qcow2", true
+		}
+		if f == "" {
+			return "raw", false
+		}
+		return f, false
+	case KindHyperV:
+		switch f {
+		case "vhd", "vhdx", "iso":
+			return f, false
+		}
+		return "vhdx", true
+	}
+	return f, false
+}
+
+// Bringup restores the disks of every placed, unblocked VM (by boot
+// group), writes the hypervisor definitions per DR host and, with
+// Execute, defines and starts the libvirt VMs group by group, waiting for
+// each group's checks (domain running, then tcp: checks) before the next.
+// VMs with blocking issues are skipped and listed; the error then wraps
+// ErrBringupIncomplete. A failed check stops the bring-up with an error.
+func Bringup(ctx context.Context, r *repo.Repository, p *Plan, o BringupOptions) (*BringupResult, error) {
+	if o.Out == "" {
+		return nil, errors.New("bring-up needs an output directory")
+	}
+	if o.Now.IsZero() {
+		o.Now = time.Now()
+	}
+	abs, err := filepath.Abs(o.Out)
+	if err != nil {
+		return nil, fmt.Errorf("output directory %s: %w", o.Out, err)
+	}
+	o.Out = abs
+	if o.StartVirsh == nil {
+		o.StartVirsh = StartVirsh
+	}
+	if o.CheckInterval <= 0 {
+		o.CheckInterval = 2 * time.Second
+	}
+	progress := func(format string, args ...any) {
+		if o.Progress != nil {
+			o.Progress(fmt.Sprintf(format, args...))
+		}
+	}
+	c := p.Config
+	want := map[string]bool{}
+	for _, h := range o.Hosts {
+		if c.Host(h) == nil {
+			return nil, fmt.Errorf("--dr-host %s is not in drsite.hosts", h)
+		}
+		want[h] = true
+	}
+	selected := func(h string) bool { return len(want) == 0 || want[h] }
+	if err := os.MkdirAll(o.Out, 0o755); err != nil {
+		return nil, fmt.Errorf("create %s: %w", o.Out, err)
+	}
+	res := &BringupResult{}
+	for _, v := range p.VMs {
+		if v.Excluded || (v.DRHost != "" && !selected(v.DRHost)) {
+			continue
+		}
+		if v.Blocked || v.DRHost == "" {
+			var why []string
+			for _, i := range p.Issues {
+				if i.Blocking && (i.VM == v.Name || containsStr(strings.Split(i.VM, ","), v.Name)) {
+					why = append(why, i.Kind+": "+i.Message)
+				}
+			}
+			res.Skipped = append(res.Skipped, Issue{Kind: "skipped", VM: v.Name, Blocking: true, Message: strings.Join(why, "; ")})
+		}
+	}
+	outs := map[string]*HostOutput{}
+	hostOut := func(name string) (*HostOutput, error) {
+		if ho := outs[name]; ho != nil {
+			return ho, nil
+		}
+		h := c.Host(name)
+		dir := filepath.Join(o.Out, name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("create %s: %w", dir, err)
+		}
+		ho := &HostOutput{Name: name, Kind: h.Kind, Dir: dir, Domains: map[string]string{}, Networks: map[string]string{}}
+		outs[name] = ho
+		res.Hosts = append(res.Hosts, ho)
+		return ho, nil
+	}
+	// Networks per host.
+	netsOn := map[string][]*DRNetwork{}
+	for _, u := range p.Networks {
+		if !selected(u.Host) {
+			continue
+		}
+		if dn := c.Network(u.Network); dn != nil {
+			netsOn[u.Host] = append(netsOn[u.Host], dn)
+		}
+	}
+	for _, h := range c.Hosts {
+		if !selected(h.Name) || len(p.hostVMs(h.Name)) == 0 {
+			continue
+		}
+		ho, err := hostOut(h.Name)
+		if err != nil {
+			return nil, err
+		}
+		if h.Kind != KindLibvirt {
+			continue
+		}
+		if err := os.MkdirAll(filepath.Join(ho.Dir, "networks"), 0o755); err != nil {
+			return nil, err
+		}
+		for _, dn := range netsOn[h.Name] {
+			x, err := NetworkXML(DRSwitch(dn))
+			if err != nil {
+				return nil, fmt.Errorf("network %s for %s: %w", dn.Name, h.Name, err)
+			}
+			f := filepath.Join(ho.Dir, "networks", dn.Name+".xml")
+			if err := writeFileAtomic(f, x); err != nil {
+				return nil, err
+			}
+			ho.Networks[dn.Name] = f
+		}
+	}
+	sessions := map[string]*Virsh{}
+	defer func() {
+		for _, s := range sessions {
+			s.Close()
+		}
+	}()
+	netsUp := map[string]bool{}
+	psGroups := map[string][]GroupVMs{}
+	for _, g := range p.Groups {
+		var groupVMs []*PlannedVM
+		for _, n := range g.VMs {
+			if v := p.VM(n); v != nil && selected(v.DRHost) && !v.Blocked && v.DRHost != "" {
+				groupVMs = append(groupVMs, v)
+			}
+		}
+		if len(groupVMs) == 0 {
+			continue
+		}
+		progress("boot group %d: %s", g.Number, strings.Join(g.VMs, ", "))
+		targets := map[string]map[string]diskTarget{} // vm -> inventory file -> target
+		for _, v := range groupVMs {
+			ho, err := hostOut(v.DRHost)
+			if err != nil {
+				return res, err
+			}
+			h := c.Host(v.DRHost)
+			targets[v.Name] = map[string]diskTarget{}
+			for _, d := range v.VM.Disks {
+				format, conv := targetFormat(h.Kind, d.Format)
+				base := winBaseOrUnix(d.File)
+				if conv {
+					base = strings.TrimSuffix(base, filepath.Ext(base)) + "." + format
+				}
+				local := filepath.Join(ho.Dir, "images", v.Name, base)
+				ref := local
+				switch h.Kind {
+				case KindLibvirt:
+					if h.ImageDir != "" {
+						local = filepath.Join(h.ImageDir, v.Name, base)
+						ref = local
+					}
+				case KindHyperV:
+					ref = v.Name + `\` + base
+				}
+				targets[v.Name][d.File] = diskTarget{final: local, ref: ref, format: format, conv: conv, kind: h.Kind, detect: d.Format == ""}
+			}
+		}
+		if !o.NoRestore {
+			if err := restoreGroup(ctx, r, groupVMs, targets, o, res, progress); err != nil {
+				return res, err
+			}
+		}
+		var toStart []*PlannedVM
+		for _, v := range groupVMs {
+			ho := outs[v.DRHost]
+			h := c.Host(v.DRHost)
+			dvm := p.DRVM(v, func(d Disk) (string, string) {
+				t := targets[v.Name][d.File]
+				return t.ref, t.format
+			})
+			if h.Kind == KindHyperV {
+				psGroups[h.Name] = append(psGroups[h.Name], GroupVMs{Number: g.Number, VMs: []*VM{dvm}})
+				continue
+			}
+			x, err := DomainXML(dvm, DomainOptions{Type: c.DomainType, Graphics: c.DomainType != "test"})
+			if err != nil {
+				return res, fmt.Errorf("domain XML for %s: %w", v.Name, err)
+			}
+			if err := os.MkdirAll(filepath.Join(ho.Dir, "domains"), 0o755); err != nil {
+				return res, err
+			}
+			f := filepath.Join(ho.Dir, "domains", v.Name+".xml")
+			if err := writeFileAtomic(f, x); err != nil {
+				return res, err
+			}
+			ho.Domains[v.Name] = f
+			progress("  wrote %s", f)
+			toStart = append(toStart, v)
+		}
+		if !o.Execute || len(toStart) == 0 {
+			continue
+		}
+		for _, v := range toStart {
+			h := c.Host(v.DRHost)
+			uri := c.URIFor(h)
+			s := sessions[uri]
+			if s == nil {
+				var err error
+				if s, err = o.StartVirsh(ctx, uri); err != nil {
+					return res, err
+				}
+				sessions[uri] = s
+			}
+			for _, pn := range v.NICs {
+				key := uri + "\x00" + pn.Network
+				if pn.Network == "" || netsUp[key] {
+					continue
+				}
+				if err := ensureNetwork(ctx, s, pn.Network, outs[v.DRHost].Networks[pn.Network]); err != nil {
+					return res, err
+				}
+				progress("  network %s active on %s", pn.Network, v.DRHost)
+				netsUp[key] = true
+			}
+			if _, err := s.Run(ctx, "define", outs[v.DRHost].Domains[v.Name]); err != nil {
+				return res, fmt.Errorf("define %s on %s: %w", v.Name, v.DRHost, err)
+			}
+			res.Defined = append(res.Defined, v.Name)
+			if _, err := s.Run(ctx, "start", v.Name); err != nil {
+				return res, fmt.Errorf("start %s on %s: %w", v.Name, v.DRHost, err)
+			}
+			res.Started = append(res.Started, v.Name)
+			progress("  started %s on %s", v.Name, v.DRHost)
+		}
+		if err := waitChecks(ctx, p, toStart, sessions, o, res, progress); err != nil {
+			return res, fmt.Errorf("boot group %d: %w", g.Number, err)
+		}
+	}
+	// Per-host scripts.
+	for _, ho := range res.Hosts {
+		h := c.Host(ho.Name)
+		var script []byte
+		switch h.Kind {
+		case KindHyperV:
+			ho.Script = filepath.Join(ho.Dir, "bringup.ps1")
+			script = HyperVScript(h, netsOn[h.Name], mergeGroups(psGroups[h.Name]), o.Now)
+		default:
+			ho.Script = filepath.Join(ho.Dir, "bringup.sh")
+			script = libvirtScript(p, h, ho, o.Now)
+		}
+		if err := writeFileAtomic(ho.Script, script); err != nil {
+			return res, err
+		}
+		if h.Kind == KindLibvirt {
+			os.Chmod(ho.Script, 0o755)
+		}
+	}
+	sort.Slice(res.Hosts, func(i, j int) bool { return res.Hosts[i].Name < res.Hosts[j].Name })
+	if b, err := json.MarshalIndent(p, "", "  "); err == nil {
+		writeFileAtomic(filepath.Join(o.Out, "plan.json"), b)
+	}
+	if len(res.Skipped) > 0 {
+		return res, fmt.Errorf("%w: %d VMs skipped because of blocking issues", ErrBringupIncomplete, len(res.Skipped))
+	}
+	return res, nil
+}
+
+func winBaseOrUnix(p string) string {
+	if strings.Contains(p, `\`) {
+		return winBase(p)
+	}
+	return path.Base(p)
+}
+
+func mergeGroups(gs []GroupVMs) []GroupVMs {
+	var out []GroupVMs
+	for _, g := range gs {
+		if n := len(out); n > 0 && out[n-1].Number == g.Number {
+			out[n-1].VMs = append(out[n-1].VMs, g.VMs...)
+			continue
+		}
+		out = append(out, g)
+	}
+	return out
+}
+
+// hostVMs lists the bring-up VMs placed on a DR host.
+func (p *Plan) hostVMs(host string) []*PlannedVM {
+	var out []*PlannedVM
+	for _, v := range p.VMs {
+		if v.DRHost == host && !v.Blocked {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// DRSwitch turns a DR network into the switch model (for NetworkXML).
+func DRSwitch(n *DRNetwork) *Switch {
+	s := &Switch{Name: n.Name, Type: n.Type, Bridge: n.Bridge}
+	switch n.Type {
+	case SwitchExternal:
+		s.Mode = "bridge"
+		if n.OpenVSwitch {
+			s.VirtualPort = "openvswitch"
+		}
+	case SwitchInternal:
+		s.Mode = n.Forward
+		if s.Mode == "" {
+			s.Mode = "nat"
+		}
+		s.Uplink = n.Uplink
+	case SwitchPrivate:
+		s.Mode = "none"
+	}
+	if n.Address != "" {
+		s.Subnets = []Subnet{{Address: n.Address}}
+	}
+	return s
+}
+
+func restoreGroup(ctx context.Context, r *repo.Repository, vms []*PlannedVM, targets map[string]map[string]diskTarget, o BringupOptions, res *BringupResult, progress func(string, ...any)) error {
+	// One restore per snapshot, for the disks not placed by an earlier run.
+	type item struct {
+		vm   *PlannedVM
+		disk DiskData
+		t    diskTarget
+	}
+	bySnap := map[string][]item{}
+	for _, v := range vms {
+		for _, d := range v.Data.Disks {
+			t := targets[v.Name][d.File]
+			if st, err := os.Stat(t.final); err == nil && st.Mode().IsRegular() {
+				if t.detect {
+					t.format = detectImageFormat(t.final)
+					targets[v.Name][d.File] = t
+				}
+				res.Restored = append(res.Restored, RestoredDisk{VM: v.Name, File: d.File, Path: t.final, Format: t.format, Bytes: st.Size(), Kept: true})
+				progress("  %s: %s exists from an earlier run; kept", v.Name, t.final)
+				continue
+			}
+			key := v.Data.Snapshot + "\x00" + filepath.Dir(filepath.Dir(t.final))
+			bySnap[key] = append(bySnap[key], item{v, d, t})
+		}
+	}
+	for _, key := range sortedKeys(bySnap) {
+		items := bySnap[key]
+		snapID, _, _ := strings.Cut(key, "\x00")
+		sn, err := r.FindSnapshot(ctx, snapID, "")
+		if err != nil {
+			return fmt.Errorf("find snapshot %s: %w", snapID, err)
+		}
+		staging := filepath.Join(filepath.Dir(filepath.Dir(items[0].t.final)), ".drpipe-restore-"+snapID[:8])
+		var include []string
+		for _, it := range items {
+			include = append(include, it.disk.Path)
+		}
+		progress("  restoring %d disks from snapshot %s", len(include), snapID[:8])
+		if _, err := pipeline.Restore(ctx, r, sn, pipeline.RestoreOptions{Target: staging, Include: include, Workers: o.RestoreWorkers, Progress: o.RestoreProgress}); err != nil {
+			return fmt.Errorf("restore disks of %s from snapshot %s: %w", items[0].vm.Name, snapID[:8], err)
+		}
+		for _, it := range items {
+			src := filepath.Join(staging, filepath.FromSlash(it.disk.Path))
+			from := sourceFormat(it.vm.VM, it.disk.File)
+			if it.t.detect {
+				from = detectImageFormat(src)
+				it.t = it.t.retarget(from)
+				targets[it.vm.Name][it.disk.File] = it.t
+				progress("  %s: %s has no format in the inventory; the image header says %s", it.vm.Name, it.disk.File, from)
+			}
+			if err := os.MkdirAll(filepath.Dir(it.t.final), 0o755); err != nil {
+				return err
+			}
+			rd := RestoredDisk{VM: it.vm.Name, File: it.disk.File, Path: it.t.final, Format: it.t.format, Bytes: it.disk.Size}
+			if it.t.conv {
+				if err := convertImage(ctx, src, it.t.final, from, it.t.format); err != nil {
+					return fmt.Errorf("convert disk %s of %s: %w", it.disk.File, it.vm.Name, err)
+				}
+				rd.Converted = true
+				if st, err := os.Stat(it.t.final); err == nil {
+					rd.Bytes = st.Size()
+				}
+			} else if err := os.Rename(src, it.t.final); err != nil {
+				return fmt.Errorf("place disk %s of %s: %w", it.disk.File, it.vm.Name, err)
+			}
+			res.Restored = append(res.Restored, rd)
+			progress("  %s: %s (%s)", it.vm.Name, it.t.final, HumanBytes(rd.Bytes))
+		}
+		os.RemoveAll(staging)
+	}
+	return nil
+}
+
+func sourceFormat(vm *VM, file string) string {
+	for _, d := range vm.Disks {
+		if d.File == file {
+			return d.Format
+		}
+	}
+	return ""
+}
+
+// convertImage converts with qemu-img into a temporary file and renames
+// it into place, so a present target is always complete.
+func convertImage(ctx context.Context, src, dst, from, to string) error {
+	qf := map[string]string{"vhd": "vpc", "": "raw"}[from]
+	if qf == "" {
+		qf = from
+	}
+	qt := map[string]string{"vhd": "vpc"}[to]
+	if qt == "" {
+		qt = to
+	}
+	tmp := dst + ".converting"
+	cmd := exec.CommandContext(ctx, "qemu-img", "convert", "-f", qf, "-O", qt, src, tmp)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("qemu-img convert %s → %s: %w: %s", qf, qt, err, strings.TrimSpace(string(out)))
+	}
+	return os.Rename(tmp, dst)
+}
+
+func ensureNetwork(ctx context.Context, s *Virsh, name, file string) error {
+	if out, err := s.Run(ctx, "net-info", name); err == nil {
+		if strings.Contains(out, "Active:") && strings.Contains(out, "yes") {
+			return nil
+		}
+		_, err := s.Run(ctx, "net-start", name)
+		return err
+	}
+	if file == "" {
+		return fmt.Errorf("network %s is missing and no definition was written", name)
+	}
+	if _, err := s.Run(ctx, "net-define", file); err != nil {
+		return fmt.Errorf("define network %s: %w", name, err)
+	}
+	if _, err := s.Run(ctx, "net-start", name); err != nil {
+		return fmt.Errorf("start network %s: %w", name, err)
+	}
+	s.Run(ctx, "net-autostart", name)
+	return nil
+}
+
+// waitChecks waits until every VM of the group runs and its tcp: checks
+// answer, up to the configured boot timeout.
+func waitChecks(ctx context.Context, p *Plan, vms []*PlannedVM, sessions map[string]*Virsh, o BringupOptions, res *BringupResult, progress func(string, ...any)) error {
+	c := p.Config
+	deadline := time.Now().Add(c.BootTimeout.Duration)
+	for _, v := range vms {
+		s := sessions[c.URIFor(c.Host(v.DRHost))]
+		checks := []string{"running"}
+		checks = append(checks, v.VM.Verify...)
+		for _, chk := range checks {
+			for {
+				ok, detail := runCheck(ctx, s, v.Name, drCheck(v, chk))
+				if ok {
+					res.Checks = append(res.Checks, CheckResult{VM: v.Name, Check: chk, OK: true, Detail: detail})
+					progress("  check %s %s: ok", v.Name, chk)
+					break
+				}
+				if time.Now().After(deadline) {
+					res.Checks = append(res.Checks, CheckResult{VM: v.Name, Check: chk, OK: false, Detail: detail})
+					return fmt.Errorf("check %q of %s did not pass within %s: %s", chk, v.Name, c.BootTimeout.Duration, detail)
+				}
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(o.CheckInterval):
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func runCheck(ctx context.Context, s *Virsh, vm, chk string) (bool, string) {
+	switch {
+	case chk == "running":
+		out, err := s.Run(ctx, "domstate", vm)
+		if err != nil {
+			return false, err.Error()
+		}
+		return strings.TrimSpace(out) == "running", "domain state " + strings.TrimSpace(out)
+	case strings.HasPrefix(chk, "tcp:"):
+		addr := strings.TrimPrefix(chk, "tcp:")
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return false, fmt.Sprintf("%q is not tcp:HOST:PORT", chk)
+		}
+		d := net.Dialer{Timeout: 3 * time.Second}
+		conn, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return false, err.Error()
+		}
+		conn.Close()
+		return true, "connected to " + addr
+	}
+	return true, "not automated; verify by hand"
+}
+
+// libvirtScript renders the virsh commands an operator runs on a libvirt
+// DR host instead of --execute.
+func libvirtScript(p *Plan, h *DRHost, ho *HostOutput, now time.Time) []byte {
+	var b strings.Builder
+	uri := p.Config.URIFor(h)
+	fmt.Fprintf(&b, "#!/bin/sh\n# drpipe DR bring-up for libvirt host %s (generated %s).\n", h.Name, now.UTC().Format(time.RFC3339))
+	fmt.Fprintf(&b, "# Run on %s after the disk images are in place. Stops at the first failure.\nset -eu\nURI=${DRPIPE_VIRSH_URI:-%s}\ncd \"$(dirname \"$0\")\"\n\n", h.Name, shq(uri))
+	for _, n := range sortedKeys(ho.Networks) {
+		rel := "networks/" + n + ".xml"
+		fmt.Fprintf(&b, "virsh -c \"$URI\" net-info %s >/dev/null 2>&1 || { virsh -c \"$URI\" net-define %s && virsh -c \"$URI\" net-autostart %s; }\n", shq(n), shq(rel), shq(n))
+		fmt.Fprintf(&b, "virsh -c \"$URI\" net-start %s 2>/dev/null || true\n", shq(n))
+	}
+	for _, g := range p.Groups {
+		var names []string
+		for _, n := range g.VMs {
+			if _, ok := ho.Domains[n]; ok {
+				names = append(names, n)
+			}
+		}
+		if len(names) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "\n# boot group %d\n", g.Number)
+		for _, n := range names {
+			fmt.Fprintf(&b, "virsh -c \"$URI\" define %s\nvirsh -c \"$URI\" start %s\n", shq("domains/"+n+".xml"), shq(n))
+		}
+		for _, n := range names {
+			fmt.Fprintf(&b, "until [ \"$(virsh -c \"$URI\" domstate %s)\" = running ]; do sleep 2; done\n", shq(n))
+			for _, chk := range p.VM(n).VM.Verify {
+				if a, ok := strings.CutPrefix(drCheck(p.VM(n), chk), "tcp:"); ok {
+					if host, port, err := net.SplitHostPort(a); err == nil {
+						fmt.Fprintf(&b, "until nc -z -w 3 %s %s; do sleep 5; done  # %s\n", shq(host), shq(port), chk)
+					}
+				}
+			}
+		}
+	}
+	b.WriteString("\necho 'drpipe bring-up finished'\n")
+	return []byte(b.String())
+}
+
+// drCheck rewrites a tcp:HOST:PORT check to the VM's DR address.
+func drCheck(v *PlannedVM, chk string) string {
+	a, ok := strings.CutPrefix(chk, "tcp:")
+	if !ok {
+		return chk
+	}
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return chk
+	}
+	if dr := drAddress(v, host); dr != "" {
+		return "tcp:" + net.JoinHostPort(dr, port)
+	}
+	return chk
+}
+
+// drAddress returns the DR address that replaces a source address of the
+// VM (re-IP), or "".
+func drAddress(v *PlannedVM, src string) string {
+	a, err := netip.ParseAddr(src)
+	if err != nil {
+		return ""
+	}
+	for _, n := range v.NICs {
+		for i, f := range n.From {
+			if pf, err := netip.ParsePrefix(f); err == nil && pf.Addr() == a && i < len(n.To) {
+				if tp, err := netip.ParsePrefix(n.To[i]); err == nil {
+					return tp.Addr().String()
+				}
+			}
+		}
+	}
+	return ""
+}
+
+func shq(s string) string {
+	if s != "" && !strings.ContainsAny(s, " \t'\"\\$`;&|<>*?()[]{}!#~") {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// writeFileAtomic writes via a temporary file, fsync and rename.
+func writeFileAtomic(name string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), name)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	return nil
+}
