@@ -20,6 +20,7 @@ const (
 	TreeBlob BlobType = 2 // directory listing, content list or other metadata
 )
 
+// String names the blob type for messages.
 func (t BlobType) String() string {
 	switch t {
 	case DataBlob:

@@ -45,6 +45,7 @@ type Duration struct {
 // Zero reports whether d is empty.
 func (d Duration) Zero() bool { return d == Duration{} }
 
+// String renders d like "1y6m" (the form ParseDuration reads).
 func (d Duration) String() string {
 	var b strings.Builder
 	for _, p := range []struct {

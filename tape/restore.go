@@ -302,7 +302,10 @@ type TapeError struct {
 	Err     error
 }
 
+// Error implements error.
 func (e *TapeError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the underlying error.
 func (e *TapeError) Unwrap() error { return e.Err }
 
 // RestoreResult reports Restore.

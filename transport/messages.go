@@ -333,6 +333,7 @@ type RemoteError struct {
 	Message string
 }
 
+// Error implements error.
 func (e *RemoteError) Error() string { return fmt.Sprintf("site refused (%s): %s", e.Code, e.Message) }
 
 // errorFrame is the payload of an Error frame.

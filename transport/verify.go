@@ -23,6 +23,7 @@ type VerifyError struct {
 	Reason string
 }
 
+// Error implements error.
 func (e *VerifyError) Error() string {
 	return fmt.Sprintf("object %s does not match its name: %s", e.Handle, e.Reason)
 }
