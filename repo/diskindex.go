@@ -271,17 +271,17 @@ func buildDiskIndex(ctx context.Context, path string, old *diskIndex, want []id.
 		}
 	}
 	var basePacks uint64
-	var todo []id.ID
+	var toRead []id.ID
 	if reuse {
 		basePacks = old.nPacks
 		for _, w := range want {
 			if _, ok := old.indexFiles[w]; !ok {
-				todo = append(todo, w)
+				toRead = append(toRead, w)
 			}
 		}
 	} else {
 		old = nil
-		todo = want
+		toRead = want
 	}
 
 	dir := filepath.Dir(path)
@@ -333,7 +333,7 @@ func buildDiskIndex(ctx context.Context, path string, old *diskIndex, want []id.
 		return f.Close()
 	}
 	skipped := map[id.ID]bool{}
-	for _, ixID := range todo {
+	for _, ixID := range toRead {
 		if err := ctx.Err(); err != nil {
 			return err
 		}

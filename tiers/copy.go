@@ -140,26 +140,26 @@ func Copy(ctx context.Context, src, dst Backend, o CopyOptions) (*CopyStats, err
 		if err != nil {
 			return st, fmt.Errorf("copy to %s: %w", dst.Location(), err)
 		}
-		var todo []ObjectInfo
-		var todoBytes int64
+		var missing []ObjectInfo
+		var missingBytes int64
 		for name, size := range srcObjs[t] {
 			if got, ok := have[name]; ok && (got == size || t == TypeConfig) {
 				ts.Present++
 				continue
 			}
-			todo = append(todo, ObjectInfo{Handle: Handle{Type: t, Name: name}, Size: size})
-			todoBytes += size
+			missing = append(missing, ObjectInfo{Handle: Handle{Type: t, Name: name}, Size: size})
+			missingBytes += size
 		}
-		slices.SortFunc(todo, func(a, b ObjectInfo) int { return cmpString(a.Handle.Name, b.Handle.Name) })
+		slices.SortFunc(missing, func(a, b ObjectInfo) int { return cmpString(a.Handle.Name, b.Handle.Name) })
 		if o.Progress != nil {
-			o.Progress.Planned(t, len(todo), todoBytes)
+			o.Progress.Planned(t, len(missing), missingBytes)
 		}
-		if o.DryRun || len(todo) == 0 {
+		if o.DryRun || len(missing) == 0 {
 			continue
 		}
 		jobs := make(chan ObjectInfo)
 		var wg sync.WaitGroup
-		for range min(o.Workers, len(todo)) {
+		for range min(o.Workers, len(missing)) {
 			wg.Go(func() {
 				for oi := range jobs {
 					n, vanished, err := copyObject(ctx, src, dst, oi, o)
@@ -183,7 +183,7 @@ func Copy(ctx context.Context, src, dst Backend, o CopyOptions) (*CopyStats, err
 			})
 		}
 	feed:
-		for _, oi := range todo {
+		for _, oi := range missing {
 			select {
 			case jobs <- oi:
 			case <-ctx.Done():

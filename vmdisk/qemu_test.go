@@ -17,7 +17,7 @@ import (
 func needQemu(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath("qemu-img"); err != nil {
-		t.Skip("qemu-img not installed (run scripts/deps.sh)")
+		t.Fatal("qemu-img not installed: run 'make deps' (package qemu-utils)")
 	}
 }
 
@@ -35,7 +35,7 @@ func qemuImg(t *testing.T, args ...string) string {
 func ext4Raw(t *testing.T, dir string, size int64) string {
 	t.Helper()
 	if !sample.HaveMkfs() {
-		t.Skip("mkfs.ext4 not installed")
+		t.Fatal("mkfs.ext4 not installed: run 'make deps' (package e2fsprogs)")
 	}
 	content := filepath.Join(dir, "content")
 	if err := os.MkdirAll(content, 0o755); err != nil {

@@ -26,7 +26,7 @@ func needDiskTools(t *testing.T) {
 	t.Helper()
 	for _, c := range []string{"qemu-img", "qemu-io", "mkfs.ext4"} {
 		if _, err := exec.LookPath(c); err != nil {
-			t.Skipf("%s not installed (run scripts/deps.sh)", c)
+			t.Fatalf("%s not installed: run 'make deps' (scripts/deps.sh installs it)", c)
 		}
 	}
 }
@@ -235,13 +235,13 @@ func TestDiskDedupeAcrossContainers(t *testing.T) {
 func TestMountDiskImage(t *testing.T) {
 	needDiskTools(t)
 	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skip("no /dev/fuse")
+		t.Fatalf("this test mounts a snapshot with FUSE and needs /dev/fuse: %v", err)
 	}
 	if _, err := exec.LookPath("fusermount3"); err != nil {
-		t.Skip("fusermount3 not installed (run scripts/deps.sh)")
+		t.Fatal("fusermount3 not installed: run 'make deps' (package fuse3)")
 	}
 	if os.Geteuid() != 0 {
-		t.Skip("loop-mounting needs root")
+		t.Fatal("this test loop-mounts the exposed disk image and must run as root (CI does)")
 	}
 	e := newEnv(t)
 	repoDir := e.initRepo("--ec", "4+2", "--pack-size", "4MiB")
