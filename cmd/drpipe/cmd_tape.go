@@ -31,12 +31,6 @@ var tapeDefaults = map[string]any{
 	"tape.file_size":   "16GiB",
 }
 
-func init() {
-	for k, v := range tapeDefaults {
-		configDefaults[k] = v
-	}
-}
-
 // tapeEnv is an open library and catalog.
 type tapeEnv struct {
 	lib *tape.VirtualLibrary

@@ -88,9 +88,15 @@ var configDefaults = map[string]any{
 	"mount.cache_size":      "256MiB",
 }
 
+// sectionDefaults are the defaults of the feature sections, set beside
+// configDefaults (one place, no init-time registration).
+var sectionDefaults = []map[string]any{tapeDefaults}
+
 func (a *app) loadConfig(cmd *cobra.Command) error {
-	for k, v := range configDefaults {
-		a.v.SetDefault(k, v)
+	for _, m := range append([]map[string]any{configDefaults}, sectionDefaults...) {
+		for k, v := range m {
+			a.v.SetDefault(k, v)
+		}
 	}
 	a.v.SetEnvPrefix("DRPIPE")
 	a.v.SetEnvKeyReplacer(strings.NewReplacer(".", "_", "-", "_"))
@@ -105,8 +111,10 @@ func (a *app) loadConfig(cmd *cobra.Command) error {
 			return usagef("read config file %s: %w", file, err)
 		}
 		known := map[string]bool{}
-		for k := range configDefaults {
-			known[k] = true
+		for _, m := range append([]map[string]any{configDefaults}, sectionDefaults...) {
+			for k := range m {
+				known[k] = true
+			}
 		}
 		for _, k := range a.v.AllKeys() {
 			if !known[k] && !knownSection(k) {
