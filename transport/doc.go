@@ -9,7 +9,7 @@
 // The protocol speaks over Conn and Stream, small interfaces that carry
 // ordered byte streams (io.Reader/io.Writer) between two authenticated
 // peers. quic.go adapts github.com/quic-go/quic-go to them (ALPN
-// "drpipe-site/1", mutual TLS 1.3); the tests run two peers over in-memory
+// "drpipe-site/2", mutual TLS 1.3); the tests run two peers over in-memory
 // pipes. Nothing else in the package imports quic-go.
 //
 // # Wire protocol, version 1
