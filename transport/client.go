@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,8 +29,10 @@ type Progress interface {
 
 // ReplicateOptions tune Replicate; zero values pick defaults.
 type ReplicateOptions struct {
-	// Streams is the number of objects sent in parallel over all
-	// connections (default 4 per connection).
+	// Streams is the number of objects written in parallel over all
+	// connections (default one per connection). Each writer sends its
+	// objects back to back, without waiting for the site's verdict on
+	// one before writing the next.
 	Streams int
 	// Connections is the number of connections the session's object
 	// streams are spread over (default 1). The first is the Conn given to
@@ -112,7 +115,7 @@ func Replicate(ctx context.Context, c Conn, src tiers.Backend, o ReplicateOption
 		return nil, errors.New("replicate: several connections requested without a way to dial them")
 	}
 	if o.Streams <= 0 {
-		o.Streams = 4 * o.Connections
+		o.Streams = o.Connections
 	}
 	o.Streams = max(o.Streams, o.Connections)
 	if o.BatchSize <= 0 || o.BatchSize > MaxOfferBatch {
@@ -195,40 +198,59 @@ func Replicate(ctx context.Context, c Conn, src tiers.Backend, o ReplicateOption
 			o.Progress.Want(n, bytes)
 		}
 	}
+	// Largest first: the small objects fill in at the end, so the
+	// connections finish a phase together.
+	for _, l := range perType {
+		slices.SortStableFunc(l, func(a, b OfferEntry) int { return cmp.Compare(b.Size, a.Size) })
+	}
 	conns, err := extra.wait(c)
 	if err != nil {
 		return nil, err
 	}
 
+	// Each writer sends objects back to back on its connection: it
+	// writes the next object while the site verifies and commits the
+	// previous ones, so a connection never idles for a round trip, and
+	// objects complete in order, which keeps the tail of a phase short.
 	var mu sync.Mutex // guards rep.Sent, rep.Snapshots
 	jobs := make(chan job)
 	var workers sync.WaitGroup
 	for i := range o.Streams {
 		wc := conns[i%len(conns)]
-		workers.Add(1)
-		go func() {
-			defer workers.Done()
+		workers.Go(func() {
+			var verdicts sync.WaitGroup
+			defer verdicts.Wait()
+			inFlight := make(chan struct{}, maxAwaiting)
 			for j := range jobs {
 				if ctx.Err() != nil {
 					j.done.Done()
 					continue
 				}
-				if err := sendObject(ctx, wc, src, j, o); err != nil {
+				s, err := sendBody(ctx, wc, src, j, o)
+				if err != nil {
 					cancel(err)
-				} else {
+					j.done.Done()
+					continue
+				}
+				inFlight <- struct{}{}
+				verdicts.Go(func() {
+					defer func() { <-inFlight; j.done.Done() }()
+					if err := s.await(o.Timeout); err != nil {
+						cancel(err)
+						return
+					}
 					mu.Lock()
-					s := rep.Sent[j.h.Type]
-					s.add(j.size)
-					rep.Sent[j.h.Type] = s
+					defer mu.Unlock()
+					st := rep.Sent[j.h.Type]
+					st.add(j.size)
+					rep.Sent[j.h.Type] = st
 					rep.SentTotal.add(j.size)
 					if j.h.Type == tiers.TypeSnapshot {
 						rep.Snapshots = append(rep.Snapshots, j.h.Name)
 					}
-					mu.Unlock()
-				}
-				j.done.Done()
+				})
 			}
-		}()
+		})
 	}
 	stop := func() { close(jobs); workers.Wait() }
 
@@ -311,8 +333,8 @@ func Replicate(ctx context.Context, c Conn, src tiers.Backend, o ReplicateOption
 	for _, j := range extra.joined {
 		byes.Go(func() { byeAll(j.ctl) })
 	}
-	byes.Wait()
 	byeAll(ctl)
+	byes.Wait()
 	for _, wc := range conns {
 		if ws, ok := wc.(WireStats); ok {
 			s, r := ws.WireBytes()
@@ -330,6 +352,14 @@ type job struct {
 	size int64
 	done *sync.WaitGroup
 }
+
+type writerFunc func(p []byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// maxAwaiting bounds the objects a writer has sent whose verdict it has
+// not received yet.
+const maxAwaiting = 8
 
 type joinResult struct {
 	c   Conn
@@ -568,29 +598,46 @@ func exchangeSeal(ctx context.Context, ctl Stream, t tiers.Type, timeout time.Du
 // sendObject sends one object on its own stream and waits for the site's
 // verdict.
 func sendObject(ctx context.Context, c Conn, src tiers.Backend, j job, o ReplicateOptions) error {
+	s, err := sendBody(ctx, c, src, j, o)
+	if err != nil {
+		return err
+	}
+	return s.await(o.Timeout)
+}
+
+// sentObject is an object whose bytes are all written, awaiting the
+// site's verdict.
+type sentObject struct {
+	h         tiers.Handle
+	st        Stream
+	stopWatch func() bool
+}
+
+// sendBody opens a stream and writes the Put frame and the object's
+// bytes, then ends its side; the caller must await the verdict. The
+// stream is aborted if ctx ends before await returns.
+func sendBody(ctx context.Context, c Conn, src tiers.Backend, j job, o ReplicateOptions) (*sentObject, error) {
 	p := Put{Type: j.h.Type, Name: j.h.Name, Size: j.size}
 	if j.h.Type == tiers.TypeSnapshot && o.SnapshotMeta != nil {
 		m, err := o.SnapshotMeta(ctx, j.h.Name)
 		if err != nil {
-			return fmt.Errorf("read snapshot %s for its host and time: %w", j.h.Name[:8], err)
+			return nil, fmt.Errorf("read snapshot %s for its host and time: %w", j.h.Name[:8], err)
 		}
 		p.Meta = m
 	}
 	st, err := c.OpenStream(ctx)
 	if err != nil {
-		return fmt.Errorf("send %s: open stream: %w", j.h, err)
+		return nil, fmt.Errorf("send %s: open stream: %w", j.h, err)
 	}
-	ok := false
-	defer func() {
-		if !ok {
-			st.Abort()
-		}
-	}()
-	// Abort the stream when ctx ends, so a blocked write returns.
-	stopWatch := context.AfterFunc(ctx, st.Abort)
-	defer stopWatch()
+	// Abort the stream when ctx ends, so a blocked write or read returns.
+	s := &sentObject{h: j.h, st: st, stopWatch: context.AfterFunc(ctx, st.Abort)}
+	fail := func(err error) (*sentObject, error) {
+		s.stopWatch()
+		st.Abort()
+		return nil, fmt.Errorf("send %s: %w", j.h, err)
+	}
 	if err := WriteFrame(st, FramePut, p.encode()); err != nil {
-		return fmt.Errorf("send %s: %w", j.h, err)
+		return fail(err)
 	}
 	var calls atomic.Int32
 	w := &limitedWriter{w: st, wait: func(n int) error { return o.Limiter.WaitN(ctx, n) }, n: func(n int) {
@@ -598,38 +645,54 @@ func sendObject(ctx context.Context, c Conn, src tiers.Backend, j job, o Replica
 			o.Progress.Sent(int64(n))
 		}
 	}}
+	var netErr error // a failed write: the network's fault, not the source's
 	lerr := src.Load(ctx, j.h, 0, 0, func(rd io.Reader) error {
 		if calls.Add(1) > 1 {
 			return errors.New("source retried a read after bytes were sent")
 		}
-		n, err := io.Copy(w, rd)
+		n, err := io.Copy(writerFunc(func(p []byte) (int, error) {
+			n, err := w.Write(p)
+			if err != nil {
+				netErr = err
+			}
+			return n, err
+		}), rd)
 		if err == nil && n != j.size {
 			err = fmt.Errorf("object is %d bytes now, %d when listed", n, j.size)
 		}
 		return err
 	})
+	if netErr != nil {
+		lerr = netErr
+	}
 	if lerr != nil {
 		// A refusal may explain a failed write: prefer the site's word.
 		if res, err := readResult(st, o.Timeout); err == nil && res.Code != CodeOK {
-			return fmt.Errorf("send %s: %w", j.h, &RemoteError{res.Code, res.Message})
+			return fail(&RemoteError{res.Code, res.Message})
 		}
-		return fmt.Errorf("send %s: %w", j.h, lerr)
+		return fail(lerr)
 	}
 	if err := st.CloseWrite(); err != nil {
-		return fmt.Errorf("send %s: %w", j.h, err)
+		return fail(err)
 	}
-	res, err := readResult(st, o.Timeout)
+	return s, nil
+}
+
+// await waits for the site's verdict on a sent object.
+func (s *sentObject) await(timeout time.Duration) error {
+	defer s.stopWatch()
+	res, err := readResult(s.st, timeout)
+	if err == nil && res.Code != CodeOK {
+		err = &RemoteError{res.Code, res.Message}
+	}
 	if err != nil {
-		return fmt.Errorf("send %s: %w", j.h, err)
-	}
-	if res.Code != CodeOK {
-		return fmt.Errorf("send %s: %w", j.h, &RemoteError{res.Code, res.Message})
+		s.st.Abort()
+		return fmt.Errorf("send %s: %w", s.h, err)
 	}
 	// Read the site's end of the stream so the stream completes.
-	st.SetDeadline(time.Now().Add(o.Timeout))
+	s.st.SetDeadline(time.Now().Add(timeout))
 	var one [1]byte
-	_, _ = io.ReadFull(st, one[:])
-	ok = true
+	_, _ = io.ReadFull(s.st, one[:])
 	return nil
 }
 

@@ -641,16 +641,16 @@ func (a *app) printReplication(rep *transport.Report, rpo map[string]hostRPO, ev
 			"event": event, "time": time.Now().UTC().Format(time.RFC3339Nano), "site": rep.Site,
 			"offered": rep.Offered, "sent": rep.Sent, "objects_sent": rep.SentTotal.Objects, "bytes_sent": rep.SentTotal.Bytes,
 			"wire_bytes_sent": rep.WireBytesSent, "wire_bytes_received": rep.WireBytesReceived,
-			"snapshots_sent": len(rep.Snapshots), "duration_s": rep.DurationSec, "hosts": rpo,
+			"snapshots_sent": len(rep.Snapshots), "duration_s": rep.DurationSec, "hosts": rpo, "connections": rep.Connections,
 		})
 	}
 	var offered int64
 	for _, s := range rep.Offered {
 		offered += s.Objects
 	}
-	a.printf("%s to %s: %d of %d objects sent (%s of object data, %s on the wire), %d snapshots, %.1fs (%s/s)\n",
+	a.printf("%s to %s: %d of %d objects sent (%s of object data, %s on the wire), %d snapshots, %.1fs (%s/s) over %d connections\n",
 		event, orDash(rep.Site), rep.SentTotal.Objects, offered, humanBytes(rep.SentTotal.Bytes), humanBytes(int64(rep.WireBytesSent)),
-		len(rep.Snapshots), rep.DurationSec, humanBytes(int64(float64(rep.SentTotal.Bytes)/max(rep.DurationSec, 0.001))))
+		len(rep.Snapshots), rep.DurationSec, humanBytes(int64(float64(rep.SentTotal.Bytes)/max(rep.DurationSec, 0.001))), rep.Connections)
 	hosts := make([]string, 0, len(rpo))
 	for h := range rpo {
 		hosts = append(hosts, h)

@@ -71,6 +71,7 @@ type replJSON struct {
 	ObjectsSent   int64   `json:"objects_sent"`
 	BytesSent     int64   `json:"bytes_sent"`
 	WireBytesSent int64   `json:"wire_bytes_sent"`
+	Connections   int     `json:"connections"`
 	SnapshotsSent int     `json:"snapshots_sent"`
 	Duration      float64 `json:"duration_s"`
 	Hosts         map[string]struct {

@@ -379,9 +379,21 @@ func (d *direction) read(l *Link, rng *rand.Rand) {
 			d.dropped.Add(1)
 			continue
 		}
-		due := time.Now().Add(time.Duration(l.delay.Load()))
-		if j := l.jitter.Load(); j > 0 {
-			due = due.Add(time.Duration(rng.Int64N(2*j+1) - j))
+		delay, jitter := l.delay.Load(), l.jitter.Load()
+		if delay == 0 && jitter == 0 && len(d.q) == 0 {
+			// Nothing to hold back: deliver at once, saving the
+			// hand-over to the writer (a packet the writer is still
+			// delivering may be overtaken just after Set removed the
+			// delay).
+			if _, err := d.dst.Write(buf[:n]); err == nil {
+				d.fwd.Add(1)
+				d.bytes.Add(int64(n))
+			}
+			continue
+		}
+		due := time.Now().Add(time.Duration(delay))
+		if jitter > 0 {
+			due = due.Add(time.Duration(rng.Int64N(2*jitter+1) - jitter))
 		}
 		if due.Before(last) {
 			due = last // no reordering
