@@ -529,6 +529,7 @@ func exchangeOffers(ctx context.Context, ctl Stream, offers []Offer, timeout tim
 		for _, m := range offers {
 			if err := WriteFrame(ctl, FrameOffer, m.encode()); err != nil {
 				werr <- fmt.Errorf("offer %d %s objects: %w", len(m.Entries), m.Type, err)
+				ctl.Abort() // unblocks the reader
 				return
 			}
 		}
@@ -546,7 +547,10 @@ func exchangeOffers(ctx context.Context, ctl Stream, offers []Offer, timeout tim
 		}
 		if err != nil {
 			ctl.Abort() // unblocks the writer
-			<-werr
+			var re *RemoteError
+			if werr := <-werr; werr != nil && !errors.As(err, &re) {
+				return nil, werr // the write failed first: the cause
+			}
 			return nil, fmt.Errorf("offer %d %s objects: %w", len(m.Entries), m.Type, err)
 		}
 		// Each answer proves the site alive: extend the deadline.
