@@ -142,6 +142,7 @@ func runQuicSuite(ctx context.Context, env *Env) ([]Table, error) {
 	}
 	tbl := Table{Caption: "Replication of a repository (VM image series) to an empty DR site: throughput, median of " + strconv.Itoa(quicTrials) + " runs", Header: header}
 	var raw []string
+	fsyncNote := ""
 	for _, c := range conds {
 		if err := link.Set(netem.LinkOptions{Delay: c.delay, Loss: c.loss}); err != nil {
 			return []Table{tbl}, err
@@ -187,6 +188,15 @@ func runQuicSuite(ctx context.Context, env *Env) ([]Table, error) {
 			rs[a] = r
 			row = append(row, Secs(r.wall), rate1(c.size, r.wall))
 		}
+		if c.loopback {
+			// Durable writes cost rsync too: the same copy with --fsync.
+			r, err := med("rsync --fsync", func(t int) (quicRun, error) { return q.rsync(c, t, "--fsync") })
+			if err != nil {
+				return []Table{tbl}, err
+			}
+			fsyncNote = fmt.Sprintf("On loopback, rsync --fsync (durable like drpipe's site) took %s s (%s MiB/s): drpipe ÷ rsync --fsync %s.",
+				Secs(r.wall), rate1(c.size, r.wall), Ratio(r.wall.Seconds(), d4.wall.Seconds()))
+		}
 		for _, a := range algos {
 			cells = append(cells, Ratio(rs[a].wall.Seconds(), d4.wall.Seconds()))
 		}
@@ -203,6 +213,7 @@ func runQuicSuite(ctx context.Context, env *Env) ([]Table, error) {
 		"drpipe \"4 conns\" is the default (replicate.connections = 4): the objects are spread over four QUIC connections, each with "+
 			"its own UDP socket and congestion controller (quic-go: CUBIC/NewReno, loss-based). rsync uses one TCP connection.",
 		ccNote,
+		fsyncNote,
 		"All runs: "+strings.Join(raw, "; ")+".")
 
 	rpo, err := q.rpoUnderLoad()
@@ -314,7 +325,7 @@ func (q *quicBench) drpipe(c quicCond, conns, trial int) (quicRun, error) {
 
 var rsyncSent = regexp.MustCompile(`Total bytes sent: ([0-9,]+)`)
 
-func (q *quicBench) rsync(c quicCond, trial int) (quicRun, error) {
+func (q *quicBench) rsync(c quicCond, trial int, opts ...string) (quicRun, error) {
 	q.seq++
 	prim, siteSide, host := q.ends(c)
 	dir := q.env.Path(fmt.Sprintf("rsync-%d", q.seq))
@@ -332,7 +343,8 @@ func (q *quicBench) rsync(c quicCond, trial int) (quicRun, error) {
 		return quicRun{}, err
 	}
 	DropCaches()
-	m, err := Run(q.ctx, nil, "ip", "netns", "exec", q.link.Namespace(prim), "rsync", "-a", "--stats", c.repo+"/", "rsync://"+host+":8730/dr/")
+	args := append([]string{"netns", "exec", q.link.Namespace(prim), "rsync", "-a", "--stats"}, opts...)
+	m, err := Run(q.ctx, nil, "ip", append(args, c.repo+"/", "rsync://"+host+":8730/dr/")...)
 	if err != nil {
 		return quicRun{}, err
 	}
