@@ -26,9 +26,6 @@ func main() {
 	only := flag.String("suites", "", "comma-separated suites to run (default: all): "+strings.Join(suiteNames(), ","))
 	keep := flag.Bool("keep", false, "keep the work directory")
 	flag.Parse()
-	if maybeRunProxy() {
-		return
-	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()

@@ -1,18 +1,16 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/drpipe/drpipe/internal/netem"
@@ -20,159 +18,63 @@ import (
 )
 
 // quicSuite: replication to the DR site over QUIC vs an rsync daemon over
-// TCP, same repository files, same link conditions (issue: DR site).
+// TCP, same repository files, same run, same path.
 //
-// Everything runs inside a network namespace the suite creates, so that
-// packet loss can come from iptables' statistic match on the loopback
-// legs to the proxies (the same loss for UDP and TCP), while delay comes
-// from the user-space proxies of internal/netem.
+// The path is a netem.Link: two network namespaces joined by TUN devices
+// and a user-space bridge that adds the delay, with loss from nftables and
+// no rate cap. drpipe and rsync both run end to end across it (primary in
+// side A, site and rsync daemon in side B), so TCP sees the RTT and the
+// losses exactly as QUIC does.
 var quicSuite = Suite{
 	Name:  "quic",
 	Title: "DR-site replication over QUIC vs rsync daemon over TCP",
-	About: "Same repository files, same run. Links: loopback direct; then through the user-space proxy (internal/netem) " +
-		"with one-way delay D on each direction and random loss p on both directions of the proxy leg (iptables statistic " +
-		"match inside a private network namespace, identical for UDP and TCP). Caveat: the TCP proxy terminates TCP, so " +
-		"rsync's TCP does not see the added delay as RTT and recovers from loss on a sub-millisecond loop; QUIC sees the " +
-		"full RTT. Ratios therefore favour rsync on the delayed, lossy links.",
+	About: "Same repository files, same run, same path. The primary (drpipe replicate, rsync client) runs in one network " +
+		"namespace, the site (drpipe site serve, rsync daemon) in another; they are joined by internal/netem's Link: TUN " +
+		"devices (MTU 1500) and a user-space bridge adding the one-way delay D in each direction, with random loss p on " +
+		"each direction from an nftables rule. Both tools traverse it end to end: TCP sees the RTT and the losses exactly " +
+		"as QUIC does. \"loopback\" runs both ends in one namespace over lo. Each cell is the median of " +
+		strconv.Itoa(quicTrials) + " runs to an empty site, page cache dropped before each.",
 	Run: runQuicSuite,
 }
 
-// proxyMain is the re-executed proxy process (runs inside the namespace):
-// bench -netem-proxy udp|tcp LISTEN TARGET DELAY.
-var proxyFlag = flag.String("netem-proxy", "", "internal: run an impairment proxy (udp|tcp) and block")
+// quicTrials is the number of runs per cell (the median is reported).
+const quicTrials = 3
 
-func maybeRunProxy() bool {
-	if *proxyFlag == "" {
-		return false
-	}
-	args := flag.Args()
-	if len(args) != 3 {
-		fatal(fmt.Errorf("netem-proxy: want LISTEN TARGET DELAY"))
-	}
-	d, err := time.ParseDuration(args[2])
-	if err != nil {
-		fatal(err)
-	}
-	imp := netem.Impairment{Delay: d}
-	var addr string
-	switch *proxyFlag {
-	case "udp":
-		p, err := netem.NewUDP(args[0], args[1], imp, 1)
-		if err != nil {
-			fatal(err)
-		}
-		addr = p.Addr()
-	case "tcp":
-		p, err := netem.NewTCP(args[0], args[1], imp, 1)
-		if err != nil {
-			fatal(err)
-		}
-		addr = p.Addr()
-	}
-	fmt.Println(addr)
-	select {}
+// quicTCPAlgos are the TCP congestion controls rsync is measured with, when
+// the kernel has them: CUBIC, the default of most distributions, and BBR.
+var quicTCPAlgos = []string{"cubic", "bbr"}
+
+type quicCond struct {
+	name     string
+	loopback bool
+	delay    time.Duration
+	loss     float64
+	repo     string
+	size     int64
 }
 
-type nsEnv struct {
-	ns   string
-	self string
-	env  []string
-}
-
-func (n *nsEnv) cmd(ctx context.Context, name string, args ...string) *exec.Cmd {
-	c := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.ns, name}, args...)...)
-	c.Env = append(os.Environ(), n.env...)
-	return c
-}
-
-func (n *nsEnv) run(ctx context.Context, name string, args ...string) (*Measurement, error) {
-	return Run(ctx, n.env, "ip", append([]string{"netns", "exec", n.ns, name}, args...)...)
-}
-
-// start runs a background process in the namespace; stop kills it.
-func (n *nsEnv) start(ctx context.Context, log string, name string, args ...string) (stop func(), err error) {
-	c := n.cmd(ctx, name, args...)
-	f, err := os.Create(log)
-	if err != nil {
-		return nil, err
-	}
-	c.Stdout, c.Stderr = f, f
-	if err := c.Start(); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return func() {
-		c.Process.Signal(os.Interrupt)
-		time.Sleep(200 * time.Millisecond)
-		c.Process.Kill()
-		c.Wait()
-		f.Close()
-	}, nil
-}
-
-func (n *nsEnv) proxy(ctx context.Context, kind, target string, delay time.Duration) (addr string, stop func(), err error) {
-	c := n.cmd(ctx, n.self, "-netem-proxy", kind, "127.0.0.1:0", target, delay.String())
-	out, err := c.StdoutPipe()
-	if err != nil {
-		return "", nil, err
-	}
-	if err := c.Start(); err != nil {
-		return "", nil, err
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		c.Process.Kill()
-		return "", nil, fmt.Errorf("proxy did not start: %w", err)
-	}
-	return strings.TrimSpace(line), func() { c.Process.Kill(); c.Wait() }, nil
-}
-
-// loss installs random drop rules for traffic to and from port.
-func (n *nsEnv) loss(ctx context.Context, proto, port string, p float64) (func(), error) {
-	if p <= 0 {
-		return func() {}, nil
-	}
-	var rules [][]string
-	for _, dir := range []string{"--dport", "--sport"} {
-		rules = append(rules, []string{"INPUT", "-p", proto, dir, port, "-m", "statistic", "--mode", "random", "--probability", strconv.FormatFloat(p, 'f', -1, 64), "-j", "DROP"})
-	}
-	for _, r := range rules {
-		if _, err := n.run(ctx, "iptables", append([]string{"-A"}, r...)...); err != nil {
-			return nil, err
-		}
-	}
-	return func() {
-		for _, r := range rules {
-			n.run(context.Background(), "iptables", append([]string{"-D"}, r...)...)
-		}
-	}, nil
+// quicRun is one measured transfer.
+type quicRun struct {
+	wall time.Duration // process start to exit
+	wire int64         // bytes the client put on the network (drpipe: QUIC stats; rsync: --stats)
 }
 
 func runQuicSuite(ctx context.Context, env *Env) ([]Table, error) {
-	for _, c := range []string{"ip", "iptables", "rsync", "mkfs.ext4"} {
+	for _, c := range []string{"ip", "nft", "tc", "rsync", "mkfs.ext4"} {
 		if !Have(c) {
 			return nil, fmt.Errorf("%s missing: run scripts/deps.sh", c)
 		}
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	ns := fmt.Sprintf("drpipe-bench-%d", os.Getpid())
-	if _, err := Run(ctx, nil, "ip", "netns", "add", ns); err != nil {
-		return nil, fmt.Errorf("create network namespace (needs root): %w", err)
-	}
-	defer Run(context.Background(), nil, "ip", "netns", "del", ns)
-	n := &nsEnv{ns: ns, self: self, env: []string{"DRPIPE_PASSWORD=bench", "DRPIPE_CACHE_DIR=" + env.Path("cache")}}
-	if _, err := n.run(ctx, "ip", "link", "set", "lo", "up"); err != nil {
-		return nil, err
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("the quic suite needs root (network namespaces, TUN devices, nftables): %w", netem.ErrNeedRoot)
 	}
 	d := env.Drpipe
+	penv := []string{"DRPIPE_PASSWORD=bench", "DRPIPE_CACHE_DIR=" + env.Path("cache")}
 
 	// Data: repositories holding a VM image series.
 	mkRepo := func(name string, content int64, seed uint64) (string, int64, error) {
 		repoDir := env.Path(name)
-		if _, err := n.run(ctx, d, "init", "--repo", repoDir); err != nil {
+		if _, err := Run(ctx, penv, d, "init", "--repo", repoDir); err != nil {
 			return "", 0, err
 		}
 		src := env.Path(name + "-src")
@@ -186,11 +88,11 @@ func runQuicSuite(ctx context.Context, env *Env) ([]Table, error) {
 			return "", 0, err
 		}
 		os.RemoveAll(ct)
-		if _, err := n.run(ctx, d, "backup", "--repo", repoDir, "--host", "hv01", src); err != nil {
+		if _, err := Run(ctx, penv, d, "backup", "--repo", repoDir, "--host", "hv01", src); err != nil {
 			return "", 0, err
 		}
 		sample.Rewrite(img, 512<<20, 8<<20, seed+1)
-		if _, err := n.run(ctx, d, "backup", "--repo", repoDir, "--host", "hv01", src); err != nil {
+		if _, err := Run(ctx, penv, d, "backup", "--repo", repoDir, "--host", "hv01", src); err != nil {
 			return "", 0, err
 		}
 		sz, err := DirSize(repoDir)
@@ -210,134 +112,315 @@ func runQuicSuite(ctx context.Context, env *Env) ([]Table, error) {
 	}
 	bundle := filepath.Join(tlsDir, "clients", "hv01")
 
-	// Site daemon and rsync daemon, restarted on fresh directories per run.
-	var lastTransfer time.Duration
-	runQUIC := func(repoDir, via string, siteAddr string) (time.Duration, int64, error) {
-		m, err := n.run(ctx, d, "replicate", "--json", "--repo", repoDir, "--to", via, "--tls-dir", bundle)
-		if err != nil {
-			return 0, 0, err
-		}
-		var r struct {
-			Wire int64   `json:"wire_bytes_sent"`
-			Dur  float64 `json:"duration_s"`
-		}
-		json.Unmarshal([]byte(m.Stdout), &r)
-		lastTransfer = time.Duration(r.Dur * float64(time.Second))
-		return m.Wall, r.Wire, nil
+	link, err := netem.NewLink(netem.LinkOptions{})
+	if err != nil {
+		return nil, err
 	}
-	rsyncStats := regexp.MustCompile(`Total bytes sent: ([0-9,]+)`)
-	runRsync := func(repoDir, via string) (time.Duration, int64, error) {
-		m, err := n.run(ctx, "rsync", "-a", "--stats", repoDir+"/", "rsync://"+via+"/dr/")
-		if err != nil {
-			return 0, 0, err
-		}
-		var wire int64
-		if mm := rsyncStats.FindStringSubmatch(m.Stdout); mm != nil {
-			wire, _ = strconv.ParseInt(strings.ReplaceAll(mm[1], ",", ""), 10, 64)
-		}
-		return m.Wall, wire, nil
+	defer link.Close()
+	algos, restoreTCP, ccNote, err := quicSetupTCP(ctx, link)
+	if err != nil {
+		return nil, err
 	}
+	defer restoreTCP()
 
-	type cond struct {
-		name  string
-		delay time.Duration
-		loss  float64
-		proxy bool
-		repo  string
-		size  int64
+	q := &quicBench{ctx: ctx, env: env, link: link, d: d, penv: penv, tlsDir: tlsDir, bundle: bundle}
+	conds := []quicCond{
+		{name: "loopback (lo, one namespace)", loopback: true, repo: big, size: bigSize},
+		{name: "link 0 ms / 0%", repo: big, size: bigSize},
+		{name: "link 50 ms RTT / 0.1%", delay: 25 * time.Millisecond, loss: 0.001, repo: small, size: smallSize},
+		{name: "link 50 ms RTT / 1%", delay: 25 * time.Millisecond, loss: 0.01, repo: small, size: smallSize},
 	}
-	conds := []cond{
-		{"loopback, direct", 0, 0, false, big, bigSize},
-		{"proxy 0 ms / 0%", 0, 0, true, big, bigSize},
-		{"proxy 50 ms RTT / 0.1%", 25 * time.Millisecond, 0.001, true, small, smallSize},
-		{"proxy 50 ms RTT / 1%", 25 * time.Millisecond, 0.01, true, small, smallSize},
+	header := []string{"path", "repository MiB", "drpipe s (4 conns)", "MiB/s", "wire MiB", "drpipe s (1 conn)", "MiB/s"}
+	for _, a := range algos {
+		header = append(header, "rsync s (TCP "+a+")", "MiB/s")
 	}
-	tbl := Table{
-		Caption: "Replication of a repository (VM image series) to an empty DR site",
-		Header:  []string{"link", "repository MiB", "drpipe QUIC s", "of which session s", "MiB/s", "wire MiB", "rsync TCP s", "MiB/s", "wire MiB", "QUIC / rsync throughput"},
+	for _, a := range algos {
+		header = append(header, "drpipe ÷ rsync "+a)
 	}
-	for i, c := range conds {
-		siteDir := env.Path(fmt.Sprintf("dr-%d", i))
-		rsyncDir := env.Path(fmt.Sprintf("rsync-%d", i))
-		os.MkdirAll(rsyncDir, 0o755)
-		sitePort := 17443 + i
-		rsyncPort := 18730 + i
-		siteAddr := fmt.Sprintf("127.0.0.1:%d", sitePort)
-		stopSite, err := n.start(ctx, env.Path(fmt.Sprintf("site-%d.log", i)), d, "site", "serve", "--listen", siteAddr, "--repo", siteDir, "--tls-dir", tlsDir, "--metrics", "")
+	if slices.Contains(algos, "cubic") {
+		header = append(header, "drpipe 1 conn ÷ rsync cubic")
+	}
+	tbl := Table{Caption: "Replication of a repository (VM image series) to an empty DR site: throughput, median of " + strconv.Itoa(quicTrials) + " runs", Header: header}
+	var raw []string
+	fsyncNote := ""
+	for _, c := range conds {
+		if err := link.Set(netem.LinkOptions{Delay: c.delay, Loss: c.loss}); err != nil {
+			return []Table{tbl}, err
+		}
+		row := []string{c.name, MiB(c.size)}
+		var cells []string
+		med := func(what string, f func(trial int) (quicRun, error)) (quicRun, error) {
+			var runs []quicRun
+			for t := range quicTrials {
+				r, err := f(t)
+				if err != nil {
+					return quicRun{}, fmt.Errorf("%s: %s: %w", c.name, what, err)
+				}
+				runs = append(runs, r)
+			}
+			slices.SortFunc(runs, func(a, b quicRun) int { return int(a.wall - b.wall) })
+			var ws []string
+			for _, r := range runs {
+				ws = append(ws, Secs(r.wall))
+			}
+			raw = append(raw, fmt.Sprintf("%s, %s: %s s", c.name, what, strings.Join(ws, ", ")))
+			fmt.Fprintf(os.Stderr, "quic: %s: %s: %s s\n", c.name, what, strings.Join(ws, ", "))
+			return runs[len(runs)/2], nil
+		}
+		d4, err := med("drpipe 4 connections", func(t int) (quicRun, error) { return q.drpipe(c, 4, t) })
 		if err != nil {
-			return nil, err
+			return []Table{tbl}, err
 		}
-		conf := env.Path(fmt.Sprintf("rsyncd-%d.conf", i))
-		os.WriteFile(conf, []byte(fmt.Sprintf("use chroot = false\n[dr]\npath = %s\nread only = false\nuid = root\ngid = root\n", rsyncDir)), 0o644)
-		stopRsync, err := n.start(ctx, env.Path(fmt.Sprintf("rsyncd-%d.log", i)), "rsync", "--daemon", "--no-detach", "--config="+conf, "--address=127.0.0.1", fmt.Sprintf("--port=%d", rsyncPort))
+		d1, err := med("drpipe 1 connection", func(t int) (quicRun, error) { return q.drpipe(c, 1, t) })
 		if err != nil {
-			stopSite()
-			return nil, err
+			return []Table{tbl}, err
 		}
-		time.Sleep(500 * time.Millisecond)
-		cleanup := []func(){stopRsync, stopSite}
-		quicVia, rsyncVia := siteAddr, fmt.Sprintf("127.0.0.1:%d", rsyncPort)
-		if c.proxy {
-			ua, stopU, err := n.proxy(ctx, "udp", siteAddr, c.delay)
-			if err != nil {
-				return nil, err
+		row = append(row, Secs(d4.wall), rate1(c.size, d4.wall), MiB(d4.wire), Secs(d1.wall), rate1(c.size, d1.wall))
+		rs := map[string]quicRun{}
+		for _, a := range algos {
+			if err := quicSetCC(ctx, link, a); err != nil {
+				return []Table{tbl}, err
 			}
-			ta, stopT, err := n.proxy(ctx, "tcp", rsyncVia, c.delay)
+			r, err := med("rsync TCP "+a, func(t int) (quicRun, error) { return q.rsync(c, t) })
 			if err != nil {
-				stopU()
-				return nil, err
+				return []Table{tbl}, err
 			}
-			cleanup = append(cleanup, stopU, stopT)
-			quicVia, rsyncVia = ua, ta
-			_, up, _ := net.SplitHostPort(ua)
-			_, tp, _ := net.SplitHostPort(ta)
-			lu, err := n.loss(ctx, "udp", up, c.loss)
+			rs[a] = r
+			row = append(row, Secs(r.wall), rate1(c.size, r.wall))
+		}
+		if c.loopback {
+			// Durable writes cost rsync too: the same copy with --fsync.
+			r, err := med("rsync --fsync", func(t int) (quicRun, error) { return q.rsync(c, t, "--fsync") })
 			if err != nil {
-				return nil, err
+				return []Table{tbl}, err
 			}
-			lt, err := n.loss(ctx, "tcp", tp, c.loss)
-			if err != nil {
-				lu()
-				return nil, err
-			}
-			cleanup = append(cleanup, lu, lt)
+			fsyncNote = fmt.Sprintf("On loopback, rsync --fsync (durable like drpipe's site) took %s s (%s MiB/s): drpipe ÷ rsync --fsync %s.",
+				Secs(r.wall), rate1(c.size, r.wall), Ratio(r.wall.Seconds(), d4.wall.Seconds()))
 		}
-		DropCaches()
-		qt, qw, qerr := runQUIC(c.repo, quicVia, siteAddr)
-		DropCaches()
-		rt, rw, rerr := runRsync(c.repo, rsyncVia)
-		for i := len(cleanup) - 1; i >= 0; i-- {
-			cleanup[i]()
+		for _, a := range algos {
+			cells = append(cells, Ratio(rs[a].wall.Seconds(), d4.wall.Seconds()))
 		}
-		if qerr != nil {
-			return []Table{tbl}, fmt.Errorf("%s: drpipe replicate: %w", c.name, qerr)
+		if r, ok := rs["cubic"]; ok {
+			cells = append(cells, Ratio(r.wall.Seconds(), d1.wall.Seconds()))
 		}
-		if rerr != nil {
-			return []Table{tbl}, fmt.Errorf("%s: rsync: %w", c.name, rerr)
-		}
-		qr := float64(c.size) / qt.Seconds()
-		rr := float64(c.size) / rt.Seconds()
-		tbl.Rows = append(tbl.Rows, []string{c.name, MiB(c.size), Secs(qt), Secs(lastTransfer), Rate(c.size, qt), MiB(qw), Secs(rt), Rate(c.size, rt), MiB(rw), Ratio(qr, rr)})
-		fmt.Fprintf(os.Stderr, "quic: %s: drpipe %.2fs, rsync %.2fs\n", c.name, qt.Seconds(), rt.Seconds())
+		tbl.Rows = append(tbl.Rows, append(row, cells...))
 	}
-	tbl.Notes = append(tbl.Notes, "\"of which session\" is drpipe's own duration_s: connection, negotiation, transfer and seals, without start-up. "+
-		"Times include process start, TLS/QUIC handshake (drpipe) and the key unlock (Argon2id) of the primary repository. "+
-		"drpipe verifies every object at the site before committing (shard table and payload hashes); rsync only copies.")
+	tbl.Notes = append(tbl.Notes,
+		"Ratios are throughput ratios (rsync time ÷ drpipe time): above 1× drpipe is faster. Times are wall clock from process start "+
+			"to exit: for drpipe they include the TLS/QUIC handshakes, the negotiation and the site's verification of every object "+
+			"(shard tables and payload hashes) and its fsync of every object before acknowledging; rsync only copies (no fsync). "+
+			"drpipe unlocks the repository key (Argon2id) while the data travels.",
+		"drpipe \"4 conns\" is the default (replicate.connections = 4): the objects are spread over four QUIC connections, each with "+
+			"its own UDP socket and congestion controller (quic-go: CUBIC/NewReno, loss-based). rsync uses one TCP connection.",
+		ccNote,
+		fsyncNote,
+		"All runs: "+strings.Join(raw, "; ")+".")
 
-	rpo, err := rpoUnderLoad(ctx, n, env, d, tlsDir, bundle)
+	rpo, err := q.rpoUnderLoad()
 	if err != nil {
 		return []Table{tbl}, err
 	}
 	return []Table{tbl, rpo}, nil
 }
 
-// rpoUnderLoad runs "replicate --watch" while backups arrive every few
-// seconds and reports the recovery point reached.
-func rpoUnderLoad(ctx context.Context, n *nsEnv, env *Env, d, tlsDir, bundle string) (Table, error) {
-	t := Table{Caption: "RPO in --watch mode under steady backup load (loopback, poll every 1 s, a backup every 5 s)",
+func rate1(n int64, d time.Duration) string {
+	if d <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", float64(n)/(1<<20)/d.Seconds())
+}
+
+type quicBench struct {
+	ctx    context.Context
+	env    *Env
+	link   *netem.Link
+	d      string
+	penv   []string
+	tlsDir string
+	bundle string
+	seq    int
+}
+
+// ends returns the sides the primary and the site run in and the site's
+// address.
+func (q *quicBench) ends(c quicCond) (prim, site netem.Side, host string) {
+	if c.loopback {
+		return netem.A, netem.A, "127.0.0.1"
+	}
+	return netem.A, netem.B, q.link.Addr(netem.B).String()
+}
+
+// daemon starts a background process in side s, logging to log; stop
+// ends it.
+func (q *quicBench) daemon(s netem.Side, log string, env []string, name string, args ...string) (stop func(), err error) {
+	c := q.link.Command(q.ctx, s, name, args...)
+	c.Env = append(os.Environ(), env...)
+	f, err := os.Create(log)
+	if err != nil {
+		return nil, err
+	}
+	c.Stdout, c.Stderr = f, f
+	if err := c.Start(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		c.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { c.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			c.Process.Kill()
+			<-done
+		}
+		f.Close()
+	}, nil
+}
+
+// waitLog waits until the log file contains s.
+func waitLog(log, s string) error {
+	for range 100 {
+		if b, _ := os.ReadFile(log); strings.Contains(string(b), s) {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b, _ := os.ReadFile(log)
+	return fmt.Errorf("%q did not appear in %s:\n%s", s, log, tail(string(b), 2000))
+}
+
+func (q *quicBench) drpipe(c quicCond, conns, trial int) (quicRun, error) {
+	q.seq++
+	prim, siteSide, host := q.ends(c)
+	dir := q.env.Path(fmt.Sprintf("dr-%d", q.seq))
+	defer os.RemoveAll(dir)
+	log := q.env.Path(fmt.Sprintf("site-%d.log", q.seq))
+	addr := host + ":7443"
+	stop, err := q.daemon(siteSide, log, nil, q.d, "site", "serve", "--listen", addr, "--repo", dir, "--tls-dir", q.tlsDir, "--metrics", "")
+	if err != nil {
+		return quicRun{}, err
+	}
+	defer stop()
+	if err := waitLog(log, "DR site listening"); err != nil {
+		return quicRun{}, err
+	}
+	DropCaches()
+	args := []string{"netns", "exec", q.link.Namespace(prim), q.d, "replicate", "--json", "--repo", c.repo, "--to", addr, "--tls-dir", q.bundle,
+		"--connections", strconv.Itoa(conns)}
+	m, err := Run(q.ctx, q.penv, "ip", args...)
+	if err != nil {
+		return quicRun{}, err
+	}
+	var r struct {
+		Wire int64   `json:"wire_bytes_sent"`
+		Dur  float64 `json:"duration_s"`
+		Objs int64   `json:"objects_sent"`
+	}
+	if err := json.Unmarshal([]byte(m.Stdout), &r); err != nil || r.Objs == 0 {
+		return quicRun{}, fmt.Errorf("replicate printed %q (%v)", tail(m.Stdout, 300), err)
+	}
+	return quicRun{wall: m.Wall, wire: r.Wire}, nil
+}
+
+var rsyncSent = regexp.MustCompile(`Total bytes sent: ([0-9,]+)`)
+
+func (q *quicBench) rsync(c quicCond, trial int, opts ...string) (quicRun, error) {
+	q.seq++
+	prim, siteSide, host := q.ends(c)
+	dir := q.env.Path(fmt.Sprintf("rsync-%d", q.seq))
+	os.MkdirAll(dir, 0o755)
+	defer os.RemoveAll(dir)
+	conf := dir + ".conf"
+	os.WriteFile(conf, []byte(fmt.Sprintf("use chroot = false\n[dr]\npath = %s\nread only = false\nuid = root\ngid = root\n", dir)), 0o644)
+	log := q.env.Path(fmt.Sprintf("rsyncd-%d.log", q.seq))
+	stop, err := q.daemon(siteSide, log, nil, "rsync", "--daemon", "--no-detach", "--config="+conf, "--address="+host, "--port=8730", "--log-file="+log)
+	if err != nil {
+		return quicRun{}, err
+	}
+	defer stop()
+	if err := waitLog(log, "rsyncd version"); err != nil {
+		return quicRun{}, err
+	}
+	DropCaches()
+	args := append([]string{"netns", "exec", q.link.Namespace(prim), "rsync", "-a", "--stats"}, opts...)
+	m, err := Run(q.ctx, nil, "ip", append(args, c.repo+"/", "rsync://"+host+":8730/dr/")...)
+	if err != nil {
+		return quicRun{}, err
+	}
+	var wire int64
+	if mm := rsyncSent.FindStringSubmatch(m.Stdout); mm != nil {
+		wire, _ = strconv.ParseInt(strings.ReplaceAll(mm[1], ",", ""), 10, 64)
+	}
+	return quicRun{wall: m.Wall, wire: wire}, nil
+}
+
+// quicSetupTCP finds which of quicTCPAlgos the kernel offers and makes
+// them selectable inside the link's namespaces: a namespace other than
+// the initial one may only pick algorithms listed in the host's
+// net.ipv4.tcp_allowed_congestion_control, so missing ones are added for
+// the run (and the list restored afterwards).
+func quicSetupTCP(ctx context.Context, l *netem.Link) (algos []string, restore func(), note string, err error) {
+	const (
+		avail   = "/proc/sys/net/ipv4/tcp_available_congestion_control"
+		allowed = "/proc/sys/net/ipv4/tcp_allowed_congestion_control"
+		def     = "/proc/sys/net/ipv4/tcp_congestion_control"
+	)
+	read := func(p string) []string {
+		b, _ := os.ReadFile(p)
+		return strings.Fields(string(b))
+	}
+	for _, a := range quicTCPAlgos {
+		if slices.Contains(read(avail), a) {
+			algos = append(algos, a)
+		}
+	}
+	if len(algos) == 0 {
+		return nil, nil, "", fmt.Errorf("the kernel offers none of the TCP congestion controls %v", quicTCPAlgos)
+	}
+	host := strings.Join(read(def), "")
+	orig := read(allowed)
+	want := slices.Clone(orig)
+	for _, a := range algos {
+		if !slices.Contains(want, a) {
+			want = append(want, a)
+		}
+	}
+	restore = func() {}
+	note = fmt.Sprintf("TCP congestion control: rsync is measured with %s, set per run inside the two namespaces; this host's default is %s.", strings.Join(algos, " and "), host)
+	if len(want) != len(orig) {
+		if err := os.WriteFile(allowed, []byte(strings.Join(want, " ")), 0); err != nil {
+			return nil, nil, "", fmt.Errorf("allow %v in the benchmark's namespaces: %w", want, err)
+		}
+		fmt.Fprintf(os.Stderr, "quic: net.ipv4.tcp_allowed_congestion_control temporarily %q (was %q)\n", strings.Join(want, " "), strings.Join(orig, " "))
+		restore = func() { os.WriteFile(allowed, []byte(strings.Join(orig, " ")), 0) }
+		note += fmt.Sprintf(" (net.ipv4.tcp_allowed_congestion_control was extended from %q for the run and restored after it.)", strings.Join(orig, " "))
+	}
+	return algos, restore, note, nil
+}
+
+// quicSetCC selects TCP congestion control algo in both namespaces.
+func quicSetCC(ctx context.Context, l *netem.Link, algo string) error {
+	for _, s := range []netem.Side{netem.A, netem.B} {
+		if _, err := Run(ctx, nil, "ip", "netns", "exec", l.Namespace(s), "sysctl", "-qw", "net.ipv4.tcp_congestion_control="+algo); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rpoUnderLoad runs "replicate --watch" across the link (50 ms RTT,
+// 0.1% loss) while backups arrive every few seconds, and reports the
+// recovery point reached.
+func (q *quicBench) rpoUnderLoad() (Table, error) {
+	ctx, env, d := q.ctx, q.env, q.d
+	t := Table{Caption: "RPO in --watch mode under steady backup load (link 50 ms RTT / 0.1% loss, poll every 1 s, a backup every 5 s)",
 		Header: []string{"backups", "median RPO when replicated s", "max RPO when replicated s", "max RPO sampled s", "mean RPO sampled s"}}
+	if err := q.link.Set(netem.LinkOptions{Delay: 25 * time.Millisecond, Loss: 0.001}); err != nil {
+		return t, err
+	}
 	repoDir := env.Path("repo-watch")
-	if _, err := n.run(ctx, d, "init", "--repo", repoDir); err != nil {
+	if _, err := Run(ctx, q.penv, d, "init", "--repo", repoDir); err != nil {
 		return t, err
 	}
 	src := env.Path("watch-src")
@@ -348,18 +431,21 @@ func rpoUnderLoad(ctx context.Context, n *nsEnv, env *Env, d, tlsDir, bundle str
 	if err := sample.Ext4Image(ctx, img, 1<<30, ct); err != nil {
 		return t, err
 	}
-	if _, err := n.run(ctx, d, "backup", "--repo", repoDir, "--host", "hv01", src); err != nil {
+	if _, err := Run(ctx, q.penv, d, "backup", "--repo", repoDir, "--host", "hv01", src); err != nil {
 		return t, err
 	}
-	siteAddr := "127.0.0.1:17499"
-	stopSite, err := n.start(ctx, env.Path("site-watch.log"), d, "site", "serve", "--listen", siteAddr, "--repo", env.Path("dr-watch"), "--tls-dir", tlsDir, "--metrics", "")
+	addr := q.link.Addr(netem.B).String() + ":7443"
+	slog := env.Path("site-watch.log")
+	stopSite, err := q.daemon(netem.B, slog, nil, d, "site", "serve", "--listen", addr, "--repo", env.Path("dr-watch"), "--tls-dir", q.tlsDir, "--metrics", "")
 	if err != nil {
 		return t, err
 	}
 	defer stopSite()
-	time.Sleep(500 * time.Millisecond)
+	if err := waitLog(slog, "DR site listening"); err != nil {
+		return t, err
+	}
 	wlog := env.Path("watch.ndjson")
-	stopWatch, err := n.start(ctx, wlog, d, "replicate", "--watch", "--interval", "1s", "--json", "--repo", repoDir, "--to", siteAddr, "--tls-dir", bundle)
+	stopWatch, err := q.daemon(netem.A, wlog, q.penv, d, "replicate", "--watch", "--interval", "1s", "--json", "--repo", repoDir, "--to", addr, "--tls-dir", q.bundle)
 	if err != nil {
 		return t, err
 	}
@@ -368,7 +454,7 @@ func rpoUnderLoad(ctx context.Context, n *nsEnv, env *Env, d, tlsDir, bundle str
 	for i := range backups {
 		time.Sleep(5 * time.Second)
 		sample.Rewrite(img, int64(i)*100<<20+4<<20, 4<<20, uint64(50+i))
-		m, err := n.run(ctx, d, "backup", "--json", "--repo", repoDir, "--host", "hv01", src)
+		m, err := Run(ctx, q.penv, d, "backup", "--json", "--repo", repoDir, "--host", "hv01", src)
 		if err != nil {
 			stopWatch()
 			return t, err
@@ -381,11 +467,10 @@ func rpoUnderLoad(ctx context.Context, n *nsEnv, env *Env, d, tlsDir, bundle str
 		tm, _ := time.Parse(time.RFC3339Nano, b.Time)
 		snapTimes[b.ID] = tm
 	}
-	time.Sleep(4 * time.Second)
+	time.Sleep(5 * time.Second)
 	stopWatch()
 	raw, _ := os.ReadFile(wlog)
-	var sampled []float64
-	var atRepl []float64
+	var sampled, atRepl []float64
 	seen := map[string]bool{}
 	dec := json.NewDecoder(strings.NewReader(string(raw)))
 	for {
@@ -423,24 +508,12 @@ func rpoUnderLoad(ctx context.Context, n *nsEnv, env *Env, d, tlsDir, bundle str
 }
 
 func median(x []float64) float64 {
-	s := append([]float64(nil), x...)
-	for i := range s {
-		for j := i + 1; j < len(s); j++ {
-			if s[j] < s[i] {
-				s[i], s[j] = s[j], s[i]
-			}
-		}
-	}
+	s := slices.Clone(x)
+	slices.Sort(s)
 	return s[len(s)/2]
 }
 
-func maxf(x []float64) float64 {
-	m := x[0]
-	for _, v := range x {
-		m = max(m, v)
-	}
-	return m
-}
+func maxf(x []float64) float64 { return slices.Max(x) }
 
 func mean(x []float64) float64 {
 	var s float64

@@ -8,7 +8,9 @@ import (
 )
 
 // Stream is one ordered, reliable byte stream of a Conn, in both
-// directions. It is used by one goroutine at a time.
+// directions. One goroutine may read while another writes; otherwise it
+// is used by one goroutine at a time (Abort and SetDeadline may be called
+// from any goroutine).
 type Stream interface {
 	io.Reader
 	io.Writer

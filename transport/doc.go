@@ -9,10 +9,10 @@
 // The protocol speaks over Conn and Stream, small interfaces that carry
 // ordered byte streams (io.Reader/io.Writer) between two authenticated
 // peers. quic.go adapts github.com/quic-go/quic-go to them (ALPN
-// "drpipe-site/1", mutual TLS 1.3); the tests run two peers over in-memory
+// "drpipe-site/2", mutual TLS 1.3); the tests run two peers over in-memory
 // pipes. Nothing else in the package imports quic-go.
 //
-// # Wire protocol, version 1
+// # Wire protocol, version 2
 //
 // Every message is a frame: a 6-byte header (protocol version, frame type,
 // big-endian payload length) and a payload of at most MaxFramePayload
@@ -20,7 +20,7 @@
 // by the client, and any number of object streams, each carrying exactly
 // one object:
 //
-//	control:  C Hello → S Welcome
+//	control:  C Hello(purpose, repository[, session]) → S Welcome(…, session)
 //	          C Offer(type, names+sizes) → S Want(bitmap)      (batches)
 //	          C Seal(type) → S Sealed                          (type complete)
 //	          C StatusRequest → S StatusReply (JSON)
@@ -29,23 +29,48 @@
 //	          → S PutResult, FIN
 //
 // Errors travel as an Error frame (code and message) before the sender
-// closes the stream or connection.
+// closes the stream or connection. Requests on the control stream may be
+// pipelined: the site answers them in order.
+//
+// # Sessions over several connections
+//
+// A replicate session is started by one connection (Hello purpose
+// replicate); the site answers with a random session id. Further
+// connections of the same primary (same certificate name, same repository)
+// join it with Hello purpose join and that id, and then carry object
+// streams only; offers and seals stay on the first connection's control
+// stream, and objects on any joined connection count for the session. The
+// session, and with it every joined connection, ends with the connection
+// that started it. Each connection has its own congestion controller, so
+// on a lossy long link, where loss caps a single loss-based connection
+// far below the link's capacity, N connections carry about N times as
+// much. Version 1 (one connection per session, no session id) is retired.
+//
+// The client keeps round trips few: it dials the extra connections while
+// the first opens the session, sends all offers before reading the first
+// answer, writes objects back to back on each connection (awaiting each
+// object's PutResult while the next is sent, so connections never idle
+// for a round trip), largest first so connections finish a phase
+// together, and waits for a seal only where the site needs it (data sealed
+// before index objects, index sealed before snapshots); the other seals
+// travel with the next.
 //
 // # Ordering and the "complete snapshot" guarantee
 //
-// The site keeps per-connection session state: every object it answered
-// "want" for is outstanding until a verified Put of it commits. Object
-// classes are sealed in the order config, keys, data, index, snapshots: a
-// Seal succeeds only when nothing of that class is outstanding and every
-// earlier class is sealed. The site accepts an index object only after data
-// is sealed and a snapshot object only after index is sealed. The client
-// lists its repository in the reverse order (snapshots, then index, then
-// data) so that every snapshot it offers references only data it also
-// offers. Hence a snapshot becomes visible at the site only when every
-// object its repository held before it is present at the site: a cut at
-// any instant leaves at worst unreferenced data, never a snapshot (or an
-// index) that points at missing objects. A later run offers everything
-// again; objects already committed are answered "have" and not resent.
+// The site keeps per-session state: every object it answered "want" for is
+// outstanding until a verified Put of it commits. Object classes are
+// sealed in the order config, keys, data, index, snapshots: a Seal succeeds
+// only when nothing of that class is outstanding and every earlier class
+// is sealed. The site accepts an index object only after data is sealed
+// and a snapshot object only after index is sealed. The client lists its
+// repository in the reverse order (snapshots, then index, then data) so
+// that every snapshot it offers references only data it also offers.
+// Hence a snapshot becomes visible at the site only when every object its
+// repository held before it is present at the site: a cut at any instant,
+// of any of the session's connections, leaves at worst unreferenced data,
+// never a snapshot (or an index) that points at missing objects. A later
+// run offers everything again; objects already committed are answered
+// "have" and not resent.
 //
 // # Verification
 //

@@ -9,11 +9,13 @@ import (
 
 // ProtocolVersion is the wire protocol version this drpipe speaks. It is
 // carried in every frame header and in the ALPN name; versions are never
-// reused.
-const ProtocolVersion = 1
+// reused. Version 1 (one connection per session) is retired: version 2
+// added the session id to Hello and Welcome and the Join purpose, so that
+// a primary can spread one session over several connections.
+const ProtocolVersion = 2
 
 // ALPN is the TLS application protocol negotiated on QUIC connections.
-const ALPN = "drpipe-site/1"
+const ALPN = "drpipe-site/2"
 
 // Frame layout and limits.
 const (

@@ -21,7 +21,8 @@ func seedFrames() [][]byte {
 		out = append(out, b.Bytes())
 	}
 	add(FrameHello, Hello{Purpose: PurposeReplicate, RepoID: id.Hash([]byte("r")), Program: "drpipe 1"}.encode())
-	add(FrameWelcome, Welcome{RepoID: id.Hash([]byte("r")), SiteName: "dr", MaxObjectSize: 1 << 31}.encode())
+	add(FrameHello, Hello{Purpose: PurposeJoin, RepoID: id.Hash([]byte("r")), Session: SessionID{1, 2, 3}, Program: "drpipe 1"}.encode())
+	add(FrameWelcome, Welcome{RepoID: id.Hash([]byte("r")), SiteName: "dr", MaxObjectSize: 1 << 31, Session: SessionID{9: 7}}.encode())
 	add(FrameOffer, Offer{Type: tiers.TypeData, Entries: []OfferEntry{{id.Hash(nil).String() + "-3", 4242}, {"x", 1}}}.encode())
 	add(FrameWant, Want{Want: []bool{true, false, true, true, false, false, false, false, true}}.encode())
 	add(FrameSeal, Seal{Type: tiers.TypeIndex}.encode())
@@ -44,8 +45,9 @@ func FuzzReadFrame(f *testing.F) {
 	for _, s := range seedFrames() {
 		f.Add(s)
 	}
-	f.Add([]byte{1, 3, 0xff, 0xff, 0xff, 0xff})
-	f.Add([]byte{2, 1, 0, 0, 0, 0})
+	f.Add([]byte{ProtocolVersion, 3, 0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{1, 1, 0, 0, 0, 0}) // retired version 1
+	f.Add([]byte{ProtocolVersion + 1, 1, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := bytes.NewReader(b)
 		for {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -149,23 +150,46 @@ func (c *putCounter) snapshot() map[tiers.Handle]int {
 	return out
 }
 
-// replicatePipe runs one replication over an in-memory connection cut
-// after cutAfter bytes (<0: never).
+// replicatePipe runs one replication over in-memory connections (as many
+// as o.Connections) that share a budget of cutAfter bytes (<0: never
+// cut): the connection that exhausts it is cut, the others at their next
+// write.
 func (st *site) replicatePipe(ctx context.Context, p *primary, cutAfter int64, o ReplicateOptions) (*Report, error) {
-	cc, sc, link := pipePair("hv-primary", cutAfter)
-	done := make(chan error, 1)
-	go func() { done <- st.s.ServeConn(ctx, sc) }()
+	budget := &atomic.Int64{}
+	budget.Store(cutAfter)
+	var served sync.WaitGroup
+	var mu sync.Mutex
+	var dialed []*pipeConn
+	dial := func(context.Context) (Conn, error) {
+		cc, sc, _ := pipePairShared("hv-primary", budget)
+		served.Go(func() { st.s.ServeConn(ctx, sc) })
+		mu.Lock()
+		dialed = append(dialed, cc)
+		mu.Unlock()
+		return cc, nil
+	}
+	if o.Connections > 1 {
+		o.Dial = dial
+	}
 	if o.SnapshotMeta == nil {
 		o.SnapshotMeta = p.meta
 	}
+	cc, _ := dial(ctx)
 	rep, err := Replicate(ctx, cc, p.be, o)
 	cc.CloseWithError(CodeOK, "done")
+	done := make(chan struct{})
+	go func() { served.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(30 * time.Second):
-		st.t.Fatal("site session did not end 30s after the client closed")
+		st.t.Fatal("site connections did not end 30s after the client closed")
 	}
-	_ = link
+	mu.Lock()
+	n := len(dialed)
+	mu.Unlock()
+	if err == nil && rep.Connections != n {
+		st.t.Errorf("report says %d connections, %d were dialed", rep.Connections, n)
+	}
 	return rep, err
 }
 

@@ -44,15 +44,29 @@ func putType(e *encoder, t tiers.Type) {
 
 // Session purposes announced in Hello.
 const (
-	PurposeReplicate uint8 = 1 // offer and send objects
+	PurposeReplicate uint8 = 1 // start a session: offer and send objects
 	PurposeStatus    uint8 = 2 // only ask for status
+	// PurposeJoin adds this connection to the running replicate session
+	// named by Hello.Session (same primary, same repository): objects
+	// sent on it count for that session. Since protocol version 2.
+	PurposeJoin uint8 = 3
 )
+
+// SessionID names a replicate session at the site so that further
+// connections of the same primary can join it. The site draws it at
+// random; the zero value names no session.
+type SessionID [16]byte
+
+// IsZero reports whether s names no session.
+func (s SessionID) IsZero() bool { return s == SessionID{} }
 
 // Hello opens a session (client → site).
 type Hello struct {
 	Purpose uint8
 	// RepoID is the client repository's id (zero for status sessions).
-	RepoID  id.ID
+	RepoID id.ID
+	// Session is the session to join (PurposeJoin only; zero otherwise).
+	Session SessionID
 	Program string // client software, for logs
 }
 
@@ -61,6 +75,7 @@ func (m Hello) encode() []byte {
 	e.u16(ProtocolVersion)
 	e.u8(m.Purpose)
 	e.bytes(m.RepoID[:])
+	e.bytes(m.Session[:])
 	e.str(m.Program, 256)
 	return e.b
 }
@@ -72,10 +87,14 @@ func decodeHello(p []byte) (Hello, error) {
 		d.fail("protocol version %d, want %d", v, ProtocolVersion)
 	}
 	m.Purpose = d.u8()
-	if d.err == nil && m.Purpose != PurposeReplicate && m.Purpose != PurposeStatus {
+	if d.err == nil && m.Purpose != PurposeReplicate && m.Purpose != PurposeStatus && m.Purpose != PurposeJoin {
 		d.fail("unknown purpose %d", m.Purpose)
 	}
 	copy(m.RepoID[:], d.take(32))
+	copy(m.Session[:], d.take(len(m.Session)))
+	if d.err == nil && (m.Purpose == PurposeJoin) == m.Session.IsZero() {
+		d.fail("purpose %d with session %x: a session is named exactly when joining", m.Purpose, m.Session)
+	}
 	m.Program = d.str(256)
 	return m, d.done()
 }
@@ -87,6 +106,9 @@ type Welcome struct {
 	RepoID        id.ID
 	SiteName      string
 	MaxObjectSize uint64
+	// Session names the replicate session this connection started or
+	// joined (zero for status sessions); further connections join it.
+	Session SessionID
 }
 
 func (m Welcome) encode() []byte {
@@ -95,6 +117,7 @@ func (m Welcome) encode() []byte {
 	e.bytes(m.RepoID[:])
 	e.str(m.SiteName, 256)
 	e.u64(m.MaxObjectSize)
+	e.bytes(m.Session[:])
 	return e.b
 }
 
@@ -107,6 +130,7 @@ func decodeWelcome(p []byte) (Welcome, error) {
 	copy(m.RepoID[:], d.take(32))
 	m.SiteName = d.str(256)
 	m.MaxObjectSize = d.u64()
+	copy(m.Session[:], d.take(len(m.Session)))
 	return m, d.done()
 }
 
@@ -310,13 +334,14 @@ const (
 	CodeUnsolicited  ErrorCode = 8 // object was not offered or not wanted
 	CodeIncomplete   ErrorCode = 9 // Seal with objects still outstanding
 	CodeShutdown     ErrorCode = 10
+	CodeNoSession    ErrorCode = 11 // Join of a session that is not running (since version 2)
 )
 
 var codeNames = map[ErrorCode]string{
 	CodeOK: "ok", CodeBadFrame: "bad frame", CodeBadName: "bad object name", CodeVerify: "verification failed",
 	CodeOrder: "out of order", CodeRepoMismatch: "repository mismatch", CodeTooLarge: "object too large",
 	CodeInternal: "site storage error", CodeUnsolicited: "unsolicited object", CodeIncomplete: "incomplete",
-	CodeShutdown: "site shutting down",
+	CodeShutdown: "site shutting down", CodeNoSession: "no such session",
 }
 
 // String names the code.

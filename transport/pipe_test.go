@@ -23,7 +23,7 @@ type pipeLink struct {
 	streams []*pipeStream
 	accept  chan *pipeStream // client-opened streams, to the server
 	done    chan struct{}
-	budget  atomic.Int64 // bytes left before the cut; <0: unlimited
+	budget  *atomic.Int64 // bytes left before the cut; <0: unlimited (may be shared by links)
 	written atomic.Int64
 }
 
@@ -41,8 +41,16 @@ func (a pipeAddr) String() string  { return string(a) }
 // pipePair returns the client and server ends of a connection whose
 // server sees the client as peer. cutAfter < 0 never cuts.
 func pipePair(peer string, cutAfter int64) (client, server *pipeConn, link *pipeLink) {
-	l := &pipeLink{accept: make(chan *pipeStream, 128), done: make(chan struct{})}
-	l.budget.Store(cutAfter)
+	b := &atomic.Int64{}
+	b.Store(cutAfter)
+	return pipePairShared(peer, b)
+}
+
+// pipePairShared is pipePair with a byte budget shared with other
+// connections: whichever connection exhausts it is cut, and the others
+// are cut at their next write.
+func pipePairShared(peer string, budget *atomic.Int64) (client, server *pipeConn, link *pipeLink) {
+	l := &pipeLink{accept: make(chan *pipeStream, 128), done: make(chan struct{}), budget: budget}
 	return &pipeConn{l: l, client: true, peer: "site"}, &pipeConn{l: l, peer: peer}, l
 }
 

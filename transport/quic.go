@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -23,7 +25,44 @@ type QUICOptions struct {
 	HandshakeTimeout time.Duration
 	// MaxStreams bounds concurrent streams a client may open (default 64).
 	MaxStreams int64
+	// Warn receives warnings about the local network set-up, such as UDP
+	// socket buffers smaller than fast long links need (see
+	// WantUDPBuffer); nil discards them. Once drpipe has warned, quic-go's
+	// own warning about the same thing is switched off (by setting
+	// QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING unless it is set).
+	Warn func(msg string)
 }
+
+// WantUDPBuffer is the UDP receive and send buffer size the QUIC sockets
+// ask for (quic-go's own target). Smaller buffers drop datagrams in
+// bursts on fast links, which the congestion controller reads as loss.
+const WantUDPBuffer = 7 << 20
+
+// listenUDP opens the UDP socket of one QUIC transport and sizes its
+// buffers (see sizeUDPBuffers).
+func listenUDP(addr string, warn func(string)) (*net.UDPConn, error) {
+	var ua *net.UDPAddr
+	if addr != "" {
+		var err error
+		if ua, err = net.ResolveUDPAddr("udp", addr); err != nil {
+			return nil, err
+		}
+	}
+	c, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return nil, err
+	}
+	if msg := sizeUDPBuffers(c); msg != "" && warn != nil {
+		if _, set := os.LookupEnv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING"); !set {
+			os.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
+		}
+		warnOnce.Do(func() { warn(msg) })
+	}
+	return c, nil
+}
+
+// warnOnce: the buffer warning is about the host, not the socket.
+var warnOnce sync.Once
 
 func (o QUICOptions) config() *quic.Config {
 	if o.IdleTimeout <= 0 {
@@ -54,14 +93,25 @@ func (o QUICOptions) config() *quic.Config {
 func ListenQUIC(addr string, tlsConf *tls.Config, o QUICOptions) (Listener, error) {
 	tc := tlsConf.Clone()
 	tc.NextProtos = []string{ALPN}
-	l, err := quic.ListenAddr(addr, tc, o.config())
+	udp, err := listenUDP(addr, o.Warn)
 	if err != nil {
 		return nil, fmt.Errorf("listen on udp %s: %w", addr, err)
 	}
-	return &quicListener{l: l}, nil
+	tr := &quic.Transport{Conn: udp}
+	l, err := tr.Listen(tc, o.config())
+	if err != nil {
+		tr.Close()
+		udp.Close()
+		return nil, fmt.Errorf("listen on udp %s: %w", addr, err)
+	}
+	return &quicListener{l: l, tr: tr, udp: udp}, nil
 }
 
-type quicListener struct{ l *quic.Listener }
+type quicListener struct {
+	l   *quic.Listener
+	tr  *quic.Transport
+	udp *net.UDPConn
+}
 
 func (l *quicListener) Accept(ctx context.Context) (Conn, error) {
 	c, err := l.l.Accept(ctx)
@@ -72,20 +122,46 @@ func (l *quicListener) Accept(ctx context.Context) (Conn, error) {
 }
 
 func (l *quicListener) Addr() net.Addr { return l.l.Addr() }
-func (l *quicListener) Close() error   { return l.l.Close() }
+
+func (l *quicListener) Close() error {
+	err := l.l.Close()
+	l.tr.Close()
+	l.udp.Close()
+	return err
+}
 
 // DialQUIC connects to the site at addr (host:port) with the primary's TLS
 // configuration (see ClientTLS). It returns once the handshake has
 // completed from the client's side; a site that refuses the client's
 // certificate closes the connection, which makes the first exchange fail.
+// Every connection has a UDP socket (and source port) of its own, so that
+// several connections to one site are separate flows for the kernel and
+// the network; the socket is closed with the connection.
 func DialQUIC(ctx context.Context, addr string, tlsConf *tls.Config, o QUICOptions) (Conn, error) {
 	tc := tlsConf.Clone()
 	tc.NextProtos = []string{ALPN}
-	c, err := quic.DialAddr(ctx, addr, tc, o.config())
+	ra, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("connect to DR site %s: %w", addr, err)
 	}
-	return newQUICConn(c), nil
+	udp, err := listenUDP("", o.Warn)
+	if err != nil {
+		return nil, fmt.Errorf("connect to DR site %s: open a UDP socket: %w", addr, err)
+	}
+	tr := &quic.Transport{Conn: udp}
+	c, err := tr.Dial(ctx, ra, tc, o.config())
+	if err != nil {
+		tr.Close()
+		udp.Close()
+		return nil, fmt.Errorf("connect to DR site %s: %w", addr, err)
+	}
+	qc := newQUICConn(c)
+	// Release the socket once the connection is over, however it ended.
+	context.AfterFunc(c.Context(), func() {
+		tr.Close()
+		udp.Close()
+	})
+	return qc, nil
 }
 
 type quicConn struct {

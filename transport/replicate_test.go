@@ -21,7 +21,7 @@ func TestReplicateRoundTripAndIncremental(t *testing.T) {
 	p.backup("hv02", 30, 2<<20)
 	st := newSite(t, "")
 
-	rep, err := st.replicatePipe(ctx, p, -1, ReplicateOptions{Streams: 4})
+	rep, err := st.replicatePipe(ctx, p, -1, ReplicateOptions{Streams: 6, Connections: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +160,8 @@ func TestCutsNeverExposeIncompleteSnapshots(t *testing.T) {
 				}
 			}
 			budget := rng.Int64N(need + need/20 + 1)
-			_, err := st.replicatePipe(ctx, p, budget, ReplicateOptions{Streams: 1 + rng.IntN(6)})
+			conns := 1 + rng.IntN(4)
+			_, err := st.replicatePipe(ctx, p, budget, ReplicateOptions{Streams: conns + rng.IntN(6), Connections: conns})
 			if err != nil {
 				cuts++
 				if !errors.Is(err, errCut) && !isConnLoss(err) {
@@ -171,7 +172,7 @@ func TestCutsNeverExposeIncompleteSnapshots(t *testing.T) {
 				partial[k]++
 			}
 		}
-		rep, err := st.replicatePipe(ctx, p, -1, ReplicateOptions{Streams: 3})
+		rep, err := st.replicatePipe(ctx, p, -1, ReplicateOptions{Streams: 3, Connections: 1 + it%3})
 		if err != nil {
 			t.Fatalf("iteration %d: replicate after cuts: %v", it, err)
 		}

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -278,5 +279,111 @@ func TestShardVerifierAgreesWithErasure(t *testing.T) {
 				t.Errorf("shard %d truncated to %d accepted", i, cut)
 			}
 		}
+	}
+}
+
+// TestSessionJoin: only the primary that owns a running session may add
+// connections to it, objects sent on joined connections count for the
+// owner's seals, and a session's joined connections end with it.
+func TestSessionJoin(t *testing.T) {
+	ctx := context.Background()
+	p := newPrimary(t)
+	p.backup("hv01", 10, 256<<10)
+	cfg := p.r.Config()
+	st := newSite(t, "")
+
+	// dialAs connects as peer; the channel yields how the site's side of
+	// the connection ended.
+	dialAs := func(peer string) (*pipeConn, chan error) {
+		cc, sc, _ := pipePair(peer, -1)
+		done := make(chan error, 1)
+		var served sync.WaitGroup
+		served.Go(func() { done <- st.s.ServeConn(ctx, sc) })
+		t.Cleanup(func() { cc.CloseWithError(CodeOK, ""); served.Wait() })
+		return cc, done
+	}
+	join := func(peer string, repoID id.ID, sess SessionID) (*pipeConn, Stream, error) {
+		cc, _ := dialAs(peer)
+		ctl, w, err := openSession(ctx, cc, Hello{Purpose: PurposeJoin, RepoID: repoID, Session: sess, Program: "test"}, 10*time.Second)
+		if err == nil && w.Session != sess {
+			t.Errorf("joined session %x, asked for %x", w.Session, sess)
+		}
+		return cc, ctl, err
+	}
+
+	owner, ownerDone := dialAs("raw-client")
+	ctl, w, err := openSession(ctx, owner, Hello{Purpose: PurposeReplicate, RepoID: cfg.ID, Program: "test"}, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Session.IsZero() {
+		t.Fatal("Welcome of a replicate session names no session")
+	}
+	// Unknown session, another primary's session, another repository.
+	var bogus SessionID
+	bogus[0] = 1
+	if _, _, err := join("raw-client", cfg.ID, bogus); code(err) != CodeNoSession {
+		t.Errorf("join of an unknown session: got %v, want no-session", err)
+	}
+	if _, _, err := join("hv-other", cfg.ID, w.Session); code(err) != CodeNoSession {
+		t.Errorf("join by another primary: got %v, want no-session", err)
+	}
+	if _, _, err := join("raw-client", id.Hash([]byte("other repo")), w.Session); code(err) != CodeRepoMismatch {
+		t.Errorf("join naming another repository: got %v, want repository mismatch", err)
+	}
+	// A good join: the object offered on the owner's control stream and
+	// sent on the joined connection lets the owner seal.
+	jc, jctl, err := join("raw-client", cfg.ID, w.Session)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := tiers.LoadAll(ctx, p.be, tiers.Handle{Type: tiers.TypeConfig, Name: "config"}, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, err := exchangeOffer(ctx, ctl, Offer{Type: tiers.TypeConfig, Entries: []OfferEntry{{"config", int64(len(raw))}}}, 10*time.Second); err != nil || !want[0] {
+		t.Fatalf("offer config: %v %v", want, err)
+	}
+	if err := exchangeSeal(ctx, ctl, tiers.TypeConfig, 10*time.Second); code(err) != CodeIncomplete {
+		t.Fatalf("seal before the config arrived: got %v, want incomplete", err)
+	}
+	// That refusal ended the session: its joined connection is closed
+	// and refuses further objects.
+	if err := <-ownerDone; code(err) != CodeIncomplete {
+		t.Errorf("owner connection ended with %v", err)
+	}
+	if err := sendObject(ctx, jc, &bytesBackend{raw}, job{h: tiers.Handle{Type: tiers.TypeConfig, Name: "config"}, size: int64(len(raw))}, ReplicateOptions{Timeout: 5 * time.Second}); err == nil {
+		t.Error("object accepted on a connection whose session has ended")
+	}
+	if _, _, err := join("raw-client", cfg.ID, w.Session); code(err) != CodeNoSession {
+		t.Errorf("join of an ended session: got %v, want no-session", err)
+	}
+	_ = jctl
+
+	// Again, properly: the config goes over the joined connection.
+	owner, _ = dialAs("raw-client")
+	ctl, w, err = openSession(ctx, owner, Hello{Purpose: PurposeReplicate, RepoID: cfg.ID, Program: "test"}, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jc, jctl, err = join("raw-client", cfg.ID, w.Session)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, err := exchangeOffer(ctx, ctl, Offer{Type: tiers.TypeConfig, Entries: []OfferEntry{{"config", int64(len(raw))}}}, 10*time.Second); err != nil || !want[0] {
+		t.Fatalf("offer config: %v %v", want, err)
+	}
+	if err := sendObject(ctx, jc, &bytesBackend{raw}, job{h: tiers.Handle{Type: tiers.TypeConfig, Name: "config"}, size: int64(len(raw))}, ReplicateOptions{Timeout: 5 * time.Second}); err != nil {
+		t.Fatalf("config over the joined connection: %v", err)
+	}
+	if err := exchangeSeal(ctx, ctl, tiers.TypeConfig, 10*time.Second); err != nil {
+		t.Fatalf("seal after the config arrived on a joined connection: %v", err)
+	}
+	// A joined connection carries objects only: control frames are refused.
+	if _, err := exchangeOffer(ctx, jctl, Offer{Type: tiers.TypeKey, Entries: nil}, 5*time.Second); code(err) != CodeBadFrame {
+		t.Errorf("offer on a joined connection: got %v, want bad frame", err)
+	}
+	if c, err := repo.ReadConfig(ctx, st.s.store); err != nil || c.ID != cfg.ID {
+		t.Errorf("site config %v (%v), want %s", c, err, cfg.ID)
 	}
 }

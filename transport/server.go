@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -57,6 +58,9 @@ type Server struct {
 	m      *Metrics
 	repoMu sync.Mutex
 	repoID id.ID // zero until the site holds a config
+
+	sessMu   sync.Mutex
+	sessions map[SessionID]*session // running replicate sessions, joinable
 }
 
 // NewServer opens (creating if needed) the site repository directory.
@@ -173,33 +177,116 @@ func (s *Server) Serve(ctx context.Context, l Listener) error {
 	return acceptErr
 }
 
-// session is the per-connection state.
+// session is the state of one replicate (or status) session: started by
+// one connection, the owner, whose control stream carries the offers and
+// seals; other connections of the same primary may join it and carry
+// object streams.
 type session struct {
 	s    *Server
-	c    Conn
+	id   SessionID
 	peer string
+	repo id.ID
 	log  *slog.Logger
 
 	mu          sync.Mutex
 	outstanding map[tiers.Handle]int64
 	pending     map[tiers.Type]int
 	sealed      map[tiers.Type]bool
+	ended       bool            // the owner is gone: no more joins or objects
+	joined      map[Conn]string // joined connections -> remote address
 
+	joins   sync.WaitGroup // joined connections still being served
 	bytes   atomic.Int64
 	objects atomic.Int64
 }
 
-// ServeConn runs one session on c until the client says Bye, the
-// connection ends or ctx ends, and closes c. It returns why the session
+// register gives ss a fresh random id and makes it joinable.
+func (s *Server) register(ss *session) error {
+	s.sessMu.Lock()
+	defer s.sessMu.Unlock()
+	if s.sessions == nil {
+		s.sessions = map[SessionID]*session{}
+	}
+	for {
+		if _, err := rand.Read(ss.id[:]); err != nil {
+			return fmt.Errorf("draw a session id: %w", err)
+		}
+		if _, dup := s.sessions[ss.id]; !dup && !ss.id.IsZero() {
+			break
+		}
+	}
+	s.sessions[ss.id] = ss
+	return nil
+}
+
+func (s *Server) unregister(ss *session) {
+	s.sessMu.Lock()
+	delete(s.sessions, ss.id)
+	s.sessMu.Unlock()
+}
+
+// join adds c to the running session named by h, which must belong to
+// the same primary and repository.
+func (s *Server) join(c Conn, peer string, h Hello) (*session, error) {
+	s.sessMu.Lock()
+	ss := s.sessions[h.Session]
+	s.sessMu.Unlock()
+	if ss == nil || ss.peer != peer {
+		// Another primary's session is as unknown as a finished one.
+		return nil, refusal(CodeNoSession, "no running session %x of primary %s to join (it ended, or this is another primary's)", h.Session[:4], peer)
+	}
+	if ss.repo != h.RepoID {
+		return nil, refusal(CodeRepoMismatch, "session %x replicates repository %s, the joining connection names %s", h.Session[:4], ss.repo.Short(), h.RepoID.Short())
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.ended {
+		return nil, refusal(CodeNoSession, "session %x has ended", h.Session[:4])
+	}
+	ss.joined[c] = c.RemoteAddr().String()
+	ss.joins.Add(1)
+	return ss, nil
+}
+
+// leave removes a joined connection.
+func (ss *session) leave(c Conn) {
+	ss.mu.Lock()
+	delete(ss.joined, c)
+	ss.mu.Unlock()
+	ss.joins.Done()
+}
+
+// end marks the session over, closes the connections that joined it and
+// waits until they are done.
+func (ss *session) end() {
+	ss.mu.Lock()
+	ss.ended = true
+	conns := make([]Conn, 0, len(ss.joined))
+	for c := range ss.joined {
+		conns = append(conns, c)
+	}
+	ss.mu.Unlock()
+	for _, c := range conns {
+		c.CloseWithError(CodeShutdown, "the session this connection joined has ended")
+	}
+	ss.joins.Wait()
+}
+
+// ServeConn serves one connection until the client says Bye, the
+// connection ends or ctx ends, and closes c. The connection either starts
+// a session (replicate or status) or joins a running replicate session of
+// the same primary; a session ends with the connection that started it,
+// closing the connections that joined it. It returns why the connection
 // ended (nil after Bye).
 func (s *Server) ServeConn(ctx context.Context, c Conn) (err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ss := &session{s: s, c: c, peer: c.Peer(), outstanding: map[tiers.Handle]int64{}, pending: map[tiers.Type]int{}, sealed: map[tiers.Type]bool{}}
-	ss.log = s.log.With("peer", ss.peer, "remote", c.RemoteAddr().String())
-	s.m.session(1)
+	peer := c.Peer()
+	log := s.log.With("peer", peer, "remote", c.RemoteAddr().String())
 	start := s.o.Now()
 	var streams sync.WaitGroup
+	var ss *session
+	owner := false
 	defer func() {
 		cancel()
 		if err != nil {
@@ -216,10 +303,23 @@ func (s *Server) ServeConn(ctx context.Context, c Conn) (err error) {
 			c.CloseWithError(CodeOK, "bye")
 		}
 		streams.Wait()
+		if ss != nil && !owner {
+			ss.leave(c)
+			log.Debug("joined connection ended", "session", fmt.Sprintf("%x", ss.id[:4]), "err", err)
+			return
+		}
+		if ss != nil {
+			s.unregister(ss)
+			ss.end()
+		}
 		s.m.session(-1)
-		if n := ss.objects.Load(); n > 0 {
-			if serr := s.state.addSession(ss.peer, start, ss.bytes.Load(), n); serr != nil {
-				ss.log.Error("record session", "err", serr)
+		var objs, bytes int64
+		if ss != nil {
+			objs, bytes = ss.objects.Load(), ss.bytes.Load()
+		}
+		if objs > 0 {
+			if serr := s.state.addSession(peer, start, bytes, objs); serr != nil {
+				log.Error("record session", "err", serr)
 			}
 		}
 		lvl := slog.LevelInfo
@@ -227,9 +327,11 @@ func (s *Server) ServeConn(ctx context.Context, c Conn) (err error) {
 			lvl = slog.LevelWarn
 			s.m.Error("session")
 		}
-		ss.log.Log(context.Background(), lvl, "session ended", "objects", ss.objects.Load(), "bytes", ss.bytes.Load(),
+		log.Log(context.Background(), lvl, "session ended", "objects", objs, "bytes", bytes,
 			"duration", s.o.Now().Sub(start).Round(time.Millisecond).String(), "err", err)
 	}()
+	owner = true // until a Join says otherwise
+	s.m.session(1)
 
 	hctx, hcancel := context.WithTimeout(ctx, s.o.HandshakeTimeout)
 	ctl, err := c.AcceptStream(hctx)
@@ -243,32 +345,55 @@ func (s *Server) ServeConn(ctx context.Context, c Conn) (err error) {
 		return fmt.Errorf("read Hello: %w", err)
 	}
 	if f.Type != FrameHello {
-		return ss.refuse(ctl, CodeBadFrame, "first frame is %s, want Hello", f.Type)
+		return refuseOn(s, ctl, CodeBadFrame, "first frame is %s, want Hello", f.Type)
 	}
 	hello, err := decodeHello(f.Payload)
 	if err != nil {
-		return ss.refuse(ctl, CodeBadFrame, "%v", err)
+		return refuseOn(s, ctl, CodeBadFrame, "%v", err)
 	}
 	ctl.SetDeadline(time.Time{})
-	ss.log.Info("session started", "purpose", hello.Purpose, "program", hello.Program)
 	site := s.siteRepo()
-	if hello.Purpose == PurposeReplicate {
+	switch hello.Purpose {
+	case PurposeReplicate, PurposeJoin:
 		if hello.RepoID.IsNull() {
-			return ss.refuse(ctl, CodeBadFrame, "Hello without a repository id")
+			return refuseOn(s, ctl, CodeBadFrame, "Hello without a repository id")
 		}
 		if !site.IsNull() && site != hello.RepoID {
-			return ss.refuse(ctl, CodeRepoMismatch, "this site holds repository %s, the client sends repository %s; use another site directory for it", site.Short(), hello.RepoID.Short())
+			return refuseOn(s, ctl, CodeRepoMismatch, "this site holds repository %s, the client sends repository %s; use another site directory for it", site.Short(), hello.RepoID.Short())
 		}
 	}
 	w := Welcome{RepoID: site, SiteName: s.o.SiteName, MaxObjectSize: uint64(s.o.MaxObjectSize)}
+	switch hello.Purpose {
+	case PurposeJoin:
+		j, err := s.join(c, peer, hello)
+		if err != nil {
+			return refuseOnErr(s, ctl, err)
+		}
+		// From here the connection counts as part of j, not as a session.
+		ss, owner = j, false
+		s.m.session(-1)
+		w.Session = ss.id
+		log = ss.log.With("remote", c.RemoteAddr().String())
+		log.Debug("connection joined session", "session", fmt.Sprintf("%x", ss.id[:4]))
+	default:
+		ss = &session{s: s, peer: peer, repo: hello.RepoID, log: log, outstanding: map[tiers.Handle]int64{},
+			pending: map[tiers.Type]int{}, sealed: map[tiers.Type]bool{}, joined: map[Conn]string{}}
+		if hello.Purpose == PurposeReplicate {
+			if err := s.register(ss); err != nil {
+				return refuseOn(s, ctl, CodeInternal, "%v", err)
+			}
+			w.Session = ss.id
+		}
+		log.Info("session started", "purpose", hello.Purpose, "program", hello.Program)
+	}
 	if err := WriteFrame(ctl, FrameWelcome, w.encode()); err != nil {
 		return err
 	}
-	if hello.Purpose == PurposeReplicate {
+	if hello.Purpose != PurposeStatus {
 		streams.Add(1)
 		go func() {
 			defer streams.Done()
-			ss.acceptObjects(ctx, &streams)
+			ss.acceptObjects(ctx, c, &streams)
 		}()
 	}
 	for {
@@ -283,7 +408,7 @@ func (s *Server) ServeConn(ctx context.Context, c Conn) (err error) {
 		case f.Type == FrameBye:
 			ctl.CloseWrite()
 			return nil
-		case f.Type == FrameStatusRequest:
+		case f.Type == FrameStatusRequest && hello.Purpose != PurposeJoin:
 			st, err := s.Status(ctx)
 			if err != nil {
 				return ss.refuse(ctl, CodeInternal, "%v", err)
@@ -296,7 +421,7 @@ func (s *Server) ServeConn(ctx context.Context, c Conn) (err error) {
 				return err
 			}
 		case hello.Purpose != PurposeReplicate:
-			return ss.refuse(ctl, CodeBadFrame, "%s frame in a status session", f.Type)
+			return ss.refuse(ctl, CodeBadFrame, "%s frame on the control stream of a connection that does not own a replicate session", f.Type)
 		case f.Type == FrameOffer:
 			m, err := decodeOffer(f.Payload)
 			if err != nil {
@@ -324,6 +449,23 @@ func (s *Server) ServeConn(ctx context.Context, c Conn) (err error) {
 			return ss.refuse(ctl, CodeBadFrame, "unexpected %s frame on the control stream", f.Type)
 		}
 	}
+}
+
+// refuseOn sends an Error frame before a session exists and returns the
+// error that ends the connection.
+func refuseOn(s *Server, st Stream, code ErrorCode, format string, args ...any) error {
+	re := &RemoteError{Code: code, Message: fmt.Sprintf(format, args...)}
+	s.m.Error(code.String())
+	_ = WriteFrame(st, FrameError, encodeError(re.Code, re.Message))
+	return re
+}
+
+func refuseOnErr(s *Server, st Stream, err error) error {
+	var re *RemoteError
+	if errors.As(err, &re) {
+		return refuseOn(s, st, re.Code, "%s", re.Message)
+	}
+	return refuseOn(s, st, CodeInternal, "%v", err)
 }
 
 // refuse sends an Error frame and returns the error that ends the session.
@@ -406,6 +548,9 @@ func (ss *session) seal(t tiers.Type) error {
 func (ss *session) admit(h tiers.Handle, size int64) error {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
+	if ss.ended {
+		return refusal(CodeNoSession, "%s arrived after its session ended", h)
+	}
 	want, ok := ss.outstanding[h]
 	if !ok {
 		return refusal(CodeUnsolicited, "%s was not offered and wanted in this session", h)
@@ -435,9 +580,9 @@ func (ss *session) committed(h tiers.Handle) {
 	}
 }
 
-func (ss *session) acceptObjects(ctx context.Context, wg *sync.WaitGroup) {
+func (ss *session) acceptObjects(ctx context.Context, c Conn, wg *sync.WaitGroup) {
 	for {
-		st, err := ss.c.AcceptStream(ctx)
+		st, err := c.AcceptStream(ctx)
 		if err != nil {
 			return
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/drpipe/drpipe/internal/id"
 	"github.com/drpipe/drpipe/pipeline"
 	"github.com/drpipe/drpipe/repo"
+	"github.com/drpipe/drpipe/tiers"
 	"github.com/drpipe/drpipe/transport"
 )
 
@@ -37,7 +38,8 @@ var siteConfigDefaults = map[string]any{
 	"replicate.to":           "",
 	"replicate.tls_dir":      "",
 	"replicate.tls_name":     "",
-	"replicate.streams":      8,
+	"replicate.streams":      0,
+	"replicate.connections":  4,
 	"replicate.bwlimit":      "",
 	"replicate.interval":     "10s",
 	"replicate.idle_timeout": "30s",
@@ -177,7 +179,7 @@ func (a *app) siteServeCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve --listen ADDR --repo DIR --tls-dir TLSDIR [--metrics ADDR] [--allow NAME]...",
 		Short: "Run the DR-site receiver",
-		Long: "Listens for primaries on UDP (QUIC, ALPN drpipe-site/1, mutual TLS) and stores what they replicate in the\n" +
+		Long: "Listens for primaries on UDP (QUIC, ALPN drpipe-site/2, mutual TLS) and stores what they replicate in the\n" +
 			"repository directory DIR. Every object is verified against its name before it is committed (temp file,\n" +
 			"fsync, rename); snapshots are committed only after the client sealed their data and index complete, so the\n" +
 			"site never exposes a snapshot with missing data. No repository key is needed. Logs go to stderr (log/slog);\n" +
@@ -234,7 +236,7 @@ func (a *app) siteServeCmd() *cobra.Command {
 				return err
 			}
 			defer srv.Close()
-			l, err := transport.ListenQUIC(listen, tc, transport.QUICOptions{})
+			l, err := transport.ListenQUIC(listen, tc, transport.QUICOptions{Warn: func(msg string) { log.Warn(msg) }})
 			if err != nil {
 				return err
 			}
@@ -289,7 +291,8 @@ func (a *app) dialSite(ctx context.Context, cmd *cobra.Command) (transport.Conn,
 	if err != nil {
 		return nil, usagef("replicate.idle_timeout: %w", err)
 	}
-	return transport.DialQUIC(ctx, to, tc, transport.QUICOptions{IdleTimeout: idle, HandshakeTimeout: min(idle, 10*time.Second)})
+	return transport.DialQUIC(ctx, to, tc, transport.QUICOptions{IdleTimeout: idle, HandshakeTimeout: min(idle, 10*time.Second),
+		Warn: func(msg string) { fmt.Fprintf(a.stderr, "drpipe: warning: %s\n", msg) }})
 }
 
 func (a *app) siteStatusCmd() *cobra.Command {
@@ -388,9 +391,9 @@ func (p progressSink) Sent(bytes int64) { p.c.DoneBytes.Add(bytes) }
 // snapshotCache reads and remembers snapshot host and time (snapshots
 // are immutable).
 type snapshotCache struct {
-	mu sync.Mutex
-	r  *repo.Repository
-	m  map[string]*transport.SnapshotMeta
+	mu   sync.Mutex
+	repo func(ctx context.Context) (*repo.Repository, error) // the unlocked repository, once ready
+	m    map[string]*transport.SnapshotMeta
 }
 
 func (s *snapshotCache) get(ctx context.Context, name string) (*transport.SnapshotMeta, error) {
@@ -404,7 +407,11 @@ func (s *snapshotCache) get(ctx context.Context, name string) (*transport.Snapsh
 	if err != nil {
 		return nil, err
 	}
-	sn, err := s.r.LoadSnapshot(ctx, x)
+	r, err := s.repo(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sn, err := r.LoadSnapshot(ctx, x)
 	if err != nil {
 		return nil, err
 	}
@@ -413,6 +420,79 @@ func (s *snapshotCache) get(ctx context.Context, name string) (*transport.Snapsh
 	s.m[name] = m
 	s.mu.Unlock()
 	return m, nil
+}
+
+// asyncRepo is a repository being unlocked in the background.
+type asyncRepo struct {
+	done chan struct{}
+	r    *repo.Repository
+	e    error
+}
+
+// wait returns the unlocked repository once ready.
+func (u *asyncRepo) wait(ctx context.Context) (*repo.Repository, error) {
+	select {
+	case <-u.done:
+		return u.r, u.e
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+}
+
+// err returns the unlock error if the unlock has finished and failed.
+func (u *asyncRepo) err() error {
+	select {
+	case <-u.done:
+		return u.e
+	default:
+		return nil
+	}
+}
+
+// close waits for the unlock and releases the repository (not its
+// backend).
+func (u *asyncRepo) close() {
+	<-u.done
+	if u.r != nil {
+		u.r.Close()
+	}
+}
+
+// openRepoAsync opens the backend named by --repo, checks it holds a
+// repository, reads the password, and unlocks the key in the background.
+// An unlock failure (such as a wrong password) cancels fail.
+func (a *app) openRepoAsync(ctx context.Context, fail context.CancelCauseFunc) (tiers.Backend, *asyncRepo, error) {
+	loc, err := a.repoLocation()
+	if err != nil {
+		return nil, nil, err
+	}
+	be, err := a.openBackend(ctx, loc, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := repo.ReadConfig(ctx, be); err != nil {
+		be.Close()
+		return nil, nil, err
+	}
+	pw, err := a.password("repository password: ", false)
+	if err != nil {
+		be.Close()
+		return nil, nil, err
+	}
+	o, err := a.repoOptions(pw)
+	if err != nil {
+		be.Close()
+		return nil, nil, err
+	}
+	u := &asyncRepo{done: make(chan struct{})}
+	go func() {
+		defer close(u.done)
+		u.r, u.e = repo.Open(ctx, be, o)
+		if u.e != nil {
+			fail(u.e)
+		}
+	}()
+	return be, u, nil
 }
 
 // hostRPO is one host's recovery point at the site.
@@ -451,11 +531,15 @@ func (a *app) replicateCmd() *cobra.Command {
 			"parallel QUIC streams: config and key slots, then data shards, then index objects, then snapshots, each class\n" +
 			"sealed complete at the site before the next may commit, so the site never exposes a snapshot whose data has\n" +
 			"not fully arrived. A run that is cut resumes where it stopped: objects already committed are not resent.\n" +
+			"The objects are spread over --connections QUIC connections (default 4) that share one session at the site;\n" +
+			"on long lossy links, where loss caps each connection's rate, more connections carry more (the cut and\n" +
+			"completeness guarantees hold across all of them). The repository key is unlocked while the data travels.\n" +
 			"--bwlimit caps the rate (e.g. 20MiB = 20 MiB/s). --watch keeps running: it polls the repository for new\n" +
 			"snapshots, replicates them and reports the recovery point (RPO) per host: the age of the newest snapshot\n" +
 			"that is complete at the site. With --json, one JSON object per run (NDJSON with --watch).",
 		Example: "  drpipe replicate --repo /srv/drpipe/repo --to dr1.example.com:7443 --tls-dir /etc/drpipe/dr-tls\n" +
-			"  drpipe replicate --repo /srv/drpipe/repo --to dr1:7443 --tls-dir /etc/drpipe/dr-tls --watch --bwlimit 50MiB",
+			"  drpipe replicate --repo /srv/drpipe/repo --to dr1:7443 --tls-dir /etc/drpipe/dr-tls --watch --bwlimit 50MiB\n" +
+			"  drpipe replicate --repo /srv/drpipe/repo --to dr-far:7443 --tls-dir /etc/drpipe/dr-tls --connections 8 --json",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := a.siteConfig(); err != nil {
@@ -482,39 +566,68 @@ func (a *app) replicateCmd() *cobra.Command {
 			if err != nil {
 				return usagef("replicate.timeout: %w", err)
 			}
+			conns := a.v.GetInt("replicate.connections")
+			if cmd.Flags().Changed("connections") {
+				conns, _ = cmd.Flags().GetInt("connections")
+			}
+			if conns < 1 || conns > 64 {
+				return usagef("--connections %d: want 1 to 64 (replicate.connections)", conns)
+			}
+			if streams < 0 {
+				return usagef("--streams %d: want 0 (one per connection) or more (replicate.streams)", streams)
+			}
 			// Validate the connection settings before asking for a password.
 			if a.flagOr(cmd, "to", "replicate.to") == "" || a.flagOr(cmd, "tls-dir", "replicate.tls_dir") == "" {
 				return usagef("give --to HOST:PORT (replicate.to) and --tls-dir DIR (replicate.tls_dir)")
 			}
-			r, err := a.openRepo(ctx)
+			// The key is needed only for the snapshots' host and time, sent
+			// last: unlock it (Argon2id) while the data travels.
+			ctx, cancel := context.WithCancelCause(ctx)
+			defer cancel(nil)
+			be, unlock, err := a.openRepoAsync(ctx, cancel)
 			if err != nil {
 				return err
 			}
-			defer closeRepo(r)
-			cache := &snapshotCache{r: r, m: map[string]*transport.SnapshotMeta{}}
+			defer be.Close()
+			defer unlock.close()
+			cache := &snapshotCache{repo: unlock.wait, m: map[string]*transport.SnapshotMeta{}}
 			once := func() (*transport.Report, error) {
 				c, err := a.dialSite(ctx, cmd)
 				if err != nil {
 					return nil, err
 				}
 				defer c.CloseWithError(transport.CodeOK, "done")
-				o := transport.ReplicateOptions{Streams: streams, Limiter: lim, SnapshotMeta: cache.get, Program: "drpipe " + version, Timeout: timeout}
+				o := transport.ReplicateOptions{Streams: streams, Connections: conns, Limiter: lim, SnapshotMeta: cache.get,
+					Program: "drpipe " + version, Timeout: timeout,
+					Dial: func(ctx context.Context) (transport.Conn, error) { return a.dialSite(ctx, cmd) }}
 				var bar *progressBar
 				if a.progressEnabled() && !watch {
 					cnt := &pipeline.Counter{Start: time.Now()}
 					o.Progress = progressSink{cnt}
 					bar = startProgress(a.stderr, cnt, "replicate")
 				}
-				rep, err := transport.Replicate(ctx, c, r.Backend(), o)
+				rep, err := transport.Replicate(ctx, c, be, o)
 				bar.Stop()
 				return rep, err
 			}
 			if !watch {
 				rep, err := once()
+				if uerr := unlock.err(); uerr != nil {
+					return uerr // e.g. a wrong password: it cancelled the run
+				}
 				if err != nil {
 					return err
 				}
+				// A run with no snapshot to send did not need the key:
+				// the report (RPO per host) does.
+				if _, err := unlock.wait(ctx); err != nil {
+					return err
+				}
 				return a.printReplication(rep, cache.rpo(ctx, rep.SiteSnapshots, time.Now()), "replicated")
+			}
+			r, err := unlock.wait(ctx)
+			if err != nil {
+				return err
 			}
 			return a.watchLoop(ctx, r, cache, once, interval)
 		},
@@ -523,7 +636,8 @@ func (a *app) replicateCmd() *cobra.Command {
 	f.String("to", "", "site address HOST:PORT (config key replicate.to)")
 	f.String("tls-dir", "", "this primary's TLS bundle from 'site init'/'site issue' (replicate.tls_dir)")
 	f.String("tls-name", "", "primary name when --tls-dir holds several bundles (replicate.tls_name)")
-	f.Int("streams", 8, "objects sent in parallel (replicate.streams)")
+	f.Int("streams", 0, "objects written in parallel over all connections; 0: one per connection (replicate.streams)")
+	f.Int("connections", 4, "QUIC connections (separate flows) the objects are spread over (replicate.connections)")
 	f.String("bwlimit", "", "rate cap per second, e.g. 20MiB (replicate.bwlimit)")
 	f.BoolVar(&watch, "watch", false, "keep running: replicate new snapshots as they appear and report the RPO")
 	f.String("interval", "10s", "with --watch: how often to look for new snapshots (replicate.interval)")
@@ -536,16 +650,16 @@ func (a *app) printReplication(rep *transport.Report, rpo map[string]hostRPO, ev
 			"event": event, "time": time.Now().UTC().Format(time.RFC3339Nano), "site": rep.Site,
 			"offered": rep.Offered, "sent": rep.Sent, "objects_sent": rep.SentTotal.Objects, "bytes_sent": rep.SentTotal.Bytes,
 			"wire_bytes_sent": rep.WireBytesSent, "wire_bytes_received": rep.WireBytesReceived,
-			"snapshots_sent": len(rep.Snapshots), "duration_s": rep.DurationSec, "hosts": rpo,
+			"snapshots_sent": len(rep.Snapshots), "duration_s": rep.DurationSec, "hosts": rpo, "connections": rep.Connections,
 		})
 	}
 	var offered int64
 	for _, s := range rep.Offered {
 		offered += s.Objects
 	}
-	a.printf("%s to %s: %d of %d objects sent (%s of object data, %s on the wire), %d snapshots, %.1fs (%s/s)\n",
+	a.printf("%s to %s: %d of %d objects sent (%s of object data, %s on the wire), %d snapshots, %.1fs (%s/s) over %d connections\n",
 		event, orDash(rep.Site), rep.SentTotal.Objects, offered, humanBytes(rep.SentTotal.Bytes), humanBytes(int64(rep.WireBytesSent)),
-		len(rep.Snapshots), rep.DurationSec, humanBytes(int64(float64(rep.SentTotal.Bytes)/max(rep.DurationSec, 0.001))))
+		len(rep.Snapshots), rep.DurationSec, humanBytes(int64(float64(rep.SentTotal.Bytes)/max(rep.DurationSec, 0.001))), rep.Connections)
 	hosts := make([]string, 0, len(rpo))
 	for h := range rpo {
 		hosts = append(hosts, h)
@@ -651,6 +765,8 @@ func siteHint(err error) string {
 	switch {
 	case strings.Contains(s, "certificate required"), strings.Contains(s, "bad certificate"), strings.Contains(s, "unknown authority"), strings.Contains(s, "expired"):
 		return "check --tls-dir: the site accepts only certificates its CA issued ('drpipe site issue'), unexpired and allowed"
+	case strings.Contains(s, "no application protocol"):
+		return "the site and this primary speak different protocol versions (" + transport.ALPN + " here): run the same drpipe release on both"
 	case strings.Contains(s, "timeout: no recent network activity"), strings.Contains(s, "handshake did not complete"):
 		return "the site did not answer: check the address, that 'drpipe site serve' runs, and that UDP reaches it; run again to resume"
 	}

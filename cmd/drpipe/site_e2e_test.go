@@ -71,6 +71,7 @@ type replJSON struct {
 	ObjectsSent   int64   `json:"objects_sent"`
 	BytesSent     int64   `json:"bytes_sent"`
 	WireBytesSent int64   `json:"wire_bytes_sent"`
+	Connections   int     `json:"connections"`
 	SnapshotsSent int     `json:"snapshots_sent"`
 	Duration      float64 `json:"duration_s"`
 	Hosts         map[string]struct {
@@ -172,6 +173,14 @@ func TestSiteReplicateVMImageSeries(t *testing.T) {
 	if r3.ObjectsSent != 0 {
 		t.Errorf("third replicate with nothing new sent %d objects", r3.ObjectsSent)
 	}
+	// A wrong password fails the run (exit 4) even when nothing needs
+	// sending (the key is unlocked in the background while data travels).
+	pw := e.pw
+	e.pw = "wrong"
+	if r := e.run("replicate", "--json", "--repo", repoDir, "--to", sp.addr, "--tls-dir", bundle); r.code != 4 || !strings.Contains(r.stderr, "password") {
+		t.Errorf("replicate with a wrong password: exit %d, want 4\n%s", r.code, r.stderr)
+	}
+	e.pw = pw
 
 	// Status, remote and local.
 	var st struct {

@@ -1,10 +1,17 @@
-// Package netem is a user-space network impairment proxy for tests and
-// benchmarks (this kernel has no netem qdisc). A UDP proxy (for QUIC) and
-// a TCP proxy forward traffic between a listening address and a target
-// while adding delay, jitter, random loss and a bandwidth cap, and can cut
-// the link on command.
+// Package netem impairs network paths for tests and benchmarks (this
+// kernel has no netem qdisc). It offers two tools.
 //
-// Model: each direction is a link with a serialization rate (bandwidth
+// Link (Linux, root) is a packet-level path between two network
+// namespaces: TUN devices joined by a user-space bridge that adds the
+// delay, with loss from nftables and a rate cap from htb inside the
+// namespaces. Nothing is terminated, so TCP and QUIC endpoints see the
+// same round-trip time, losses and rate end to end; comparisons of QUIC
+// with TCP (drpipe with rsync) use it. See link_linux.go.
+//
+// The proxies are lighter and need no privileges: a UDP proxy (for QUIC)
+// and a TCP proxy forward traffic between a listening address and a
+// target while adding delay, jitter, random loss and a bandwidth cap, and
+// can cut the link on command. Proxy model: each direction is a link with a serialization rate (bandwidth
 // cap; 0 = unlimited) and a bounded queue (tail drop when the queue
 // holds more than QueueDelay of traffic at that rate), then a propagation
 // delay of Delay ± Jitter. UDP datagrams are lost independently with
