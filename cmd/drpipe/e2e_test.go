@@ -415,11 +415,9 @@ func TestErasureCodingDamageAndRepair(t *testing.T) {
 
 	// m+1 = 3 lost shards of one pack: restore and check fail, naming the
 	// pack and the files.
-	var victim string
-	for pack := range packs {
-		victim = pack
-		break
-	}
+	// The pack with the largest shards holds file data (tree packs are
+	// small), so the damage shows up as failed files, not an unreadable tree.
+	victim := largestPack(t, packs)
 	for _, s := range shardFiles(t, repoDir)[victim][:3] {
 		os.Remove(s)
 	}
@@ -540,11 +538,7 @@ func TestBadInput(t *testing.T) {
 	// Tampered pack: every shard of one pack gets a flipped byte in its
 	// payload -> the blobs there fail authentication and cannot be rebuilt.
 	packs := shardFiles(t, repoDir)
-	var victim string
-	for p := range packs {
-		victim = p
-		break
-	}
+	victim := largestPack(t, packs)
 	backupCopy := filepath.Join(e.dir, "pristine")
 	copyDir(t, repoDir, backupCopy)
 	for _, s := range packs[victim] {
@@ -631,4 +625,21 @@ func TestDemo(t *testing.T) {
 			t.Errorf("demo output lacks %q", want)
 		}
 	}
+}
+
+// largestPack returns the pack whose first shard is largest.
+func largestPack(t *testing.T, packs map[string][]string) string {
+	t.Helper()
+	var best string
+	var size int64
+	for p, shards := range packs {
+		fi, err := os.Stat(shards[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Size() > size || (fi.Size() == size && p < best) {
+			best, size = p, fi.Size()
+		}
+	}
+	return best
 }
