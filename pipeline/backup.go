@@ -81,6 +81,7 @@ type backup struct {
 	cancel   context.CancelCauseFunc
 
 	jobs    chan segJob
+	walkSem chan struct{}
 	workers sync.WaitGroup
 	bigBufs sync.Pool
 	smlBufs sync.Pool
@@ -93,6 +94,9 @@ type backup struct {
 }
 
 const smallBuf = 4 << 20
+
+// walkers bounds the directories listed concurrently.
+const walkers = 4
 
 // Backup backs up o.Paths (or o.Stdin) into r and writes a snapshot. On a
 // fatal error nothing is referenced by a snapshot, and what was stored is
@@ -160,6 +164,7 @@ func Backup(ctx context.Context, r *repo.Repository, o BackupOptions) (*BackupRe
 	}
 
 	b.jobs = make(chan segJob, 2*o.Workers)
+	b.walkSem = make(chan struct{}, walkers)
 	for i := 0; i < o.Workers; i++ {
 		ch, err := chunking.NewChunker(b.ck)
 		if err != nil {
@@ -434,11 +439,23 @@ func (b *backup) entry(path string, fi fs.FileInfo, parent *repo.Node) *future {
 	case fi.Mode().IsRegular():
 		return b.file(path, fi, n, parent)
 	case fi.IsDir():
-		var sub map[string]*repo.Node
-		if parent != nil && parent.Type == repo.NodeDir && parent.Subtree != nil {
-			sub = b.parentTreeNodes(*parent.Subtree)
+		// Directories are listed by up to walkers goroutines at once, so
+		// metadata reads (cold inodes, parent trees) overlap; with no slot
+		// free the walk continues inline, which can never deadlock.
+		select {
+		case b.walkSem <- struct{}{}:
+			f := &future{done: make(chan struct{})}
+			go func() {
+				inner := b.dir(path, fi, b.parentSubtree(parent))
+				<-b.walkSem
+				f.err = inner.wait()
+				f.node, f.skip = inner.node, inner.skip
+				close(f.done)
+			}()
+			return f
+		default:
+			return b.dir(path, fi, b.parentSubtree(parent))
 		}
-		return b.dir(path, fi, sub)
 	case fi.Mode()&fs.ModeSymlink != 0:
 		t, err := os.Readlink(path)
 		if err != nil {
@@ -451,6 +468,14 @@ func (b *backup) entry(path string, fi fs.FileInfo, parent *repo.Node) *future {
 	}
 	b.files.Add(1)
 	return doneFuture(n)
+}
+
+// parentSubtree loads the parent snapshot's listing of a directory.
+func (b *backup) parentSubtree(parent *repo.Node) map[string]*repo.Node {
+	if parent != nil && parent.Type == repo.NodeDir && parent.Subtree != nil {
+		return b.parentTreeNodes(*parent.Subtree)
+	}
+	return nil
 }
 
 func (b *backup) dir(path string, fi fs.FileInfo, parent map[string]*repo.Node) *future {
