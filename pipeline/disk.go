@@ -114,8 +114,14 @@ type diskSource struct {
 // raw images and other files (backed up as they are), and otherwise fills
 // n.Size and n.Disk and returns the virtual disk to chunk. An image that
 // cannot be parsed is reported as a warning and backed up as a plain file.
+// minDiskImage is the smallest file probed for a disk-image header.
+const minDiskImage = 1 << 20
+
 func (b *backup) openDisk(path string, f *os.File, n *repo.Node) *diskSource {
-	if b.o.NoDiskImages {
+	// Files below minDiskImage are never treated as disk images: no VM
+	// disk is that small, and probing every small file's first and last
+	// block would put a synchronous read in the walker's path.
+	if b.o.NoDiskImages || n.Size < minDiskImage {
 		return nil
 	}
 	format, err := vmdisk.Detect(f, n.Size)
