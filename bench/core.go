@@ -316,19 +316,7 @@ func borgTool(env *Env) *tool {
 		if err := os.MkdirAll(target, 0o755); err != nil {
 			return nil, err
 		}
-		c := exec.CommandContext(ctx, "borg", "extract", t.repo+"::"+label)
-		c.Dir = target
-		c.Env = append(os.Environ(), t.env...)
-		start := time.Now()
-		out, err := c.CombinedOutput()
-		m := &Measurement{Wall: time.Since(start)}
-		if ru, ok := rusage(c); ok {
-			m.MaxRSS = ru
-		}
-		if err != nil {
-			return m, fmt.Errorf("borg extract: %w: %s", err, out)
-		}
-		return m, nil
+		return run(ctx, t.env, nil, target, "borg", "extract", t.repo+"::"+label)
 	}
 	return t
 }
@@ -393,13 +381,4 @@ func rewriteAllocated(img string, count, size int) (int64, error) {
 		}
 	}
 	return done, f.Sync()
-}
-
-func rusage(c *exec.Cmd) (int64, bool) {
-	if c.ProcessState == nil {
-		return 0, false
-	}
-	m := &Measurement{}
-	fillRusage(c, m)
-	return m.MaxRSS, true
 }

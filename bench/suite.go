@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -64,26 +63,9 @@ type Measurement struct {
 }
 
 // Run executes a command with env additions and measures wall time, CPU
-// and peak RSS (from the child's rusage).
+// and peak RSS (see timed).
 func Run(ctx context.Context, env []string, name string, args ...string) (*Measurement, error) {
-	c := exec.CommandContext(ctx, name, args...)
-	c.Env = append(os.Environ(), env...)
-	var so, se bytes.Buffer
-	c.Stdout, c.Stderr = &so, &se
-	start := time.Now()
-	err := c.Run()
-	m := &Measurement{Wall: time.Since(start), Stdout: so.String(), Stderr: se.String()}
-	if c.ProcessState != nil {
-		if ru, ok := c.ProcessState.SysUsage().(*syscall.Rusage); ok {
-			m.MaxRSS = ru.Maxrss * 1024
-			m.UserCPU = time.Duration(ru.Utime.Nano())
-			m.SysCPU = time.Duration(ru.Stime.Nano())
-		}
-	}
-	if err != nil {
-		return m, fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, tail(se.String(), 2000))
-	}
-	return m, nil
+	return run(ctx, env, nil, "", name, args...)
 }
 
 // RunStdin is Run with a file as standard input.
@@ -93,21 +75,67 @@ func RunStdin(ctx context.Context, env []string, stdin string, name string, args
 		return nil, err
 	}
 	defer f.Close()
-	c := exec.CommandContext(ctx, name, args...)
+	return run(ctx, env, f, "", name, args...)
+}
+
+// run is Run with an optional standard input and working directory.
+func run(ctx context.Context, env []string, stdin *os.File, dir, name string, args ...string) (*Measurement, error) {
+	c, finish := timed(ctx, name, args...)
 	c.Env = append(os.Environ(), env...)
-	c.Stdin = f
+	c.Dir = dir
+	if stdin != nil {
+		c.Stdin = stdin
+	}
 	var so, se bytes.Buffer
 	c.Stdout, c.Stderr = &so, &se
 	start := time.Now()
-	err = c.Run()
+	err := c.Run()
 	m := &Measurement{Wall: time.Since(start), Stdout: so.String(), Stderr: se.String()}
-	if ru, ok := c.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		m.MaxRSS = ru.Maxrss * 1024
-	}
+	finish(m)
 	if err != nil {
-		return m, fmt.Errorf("%s: %w\n%s", name, err, tail(se.String(), 2000))
+		return m, fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, tail(se.String(), 2000))
 	}
 	return m, nil
+}
+
+// timeBin is GNU time, through which commands are started when present.
+const timeBin = "/usr/bin/time"
+
+// timed returns the command for name and args and a function that fills
+// in its peak RSS and CPU times once it has run. Linux charges a child
+// started by vfork+exec (how os/exec starts processes) with the parent's
+// peak RSS at exec time, so a bench process that once held a large buffer
+// would inflate every later command's figure; GNU time, started in
+// between, forks the command from its own small address space and reports
+// the command's own peak. Without GNU time the child's rusage is used.
+func timed(ctx context.Context, name string, args ...string) (*exec.Cmd, func(*Measurement)) {
+	out, err := os.CreateTemp("", "drpipe-bench-time-")
+	if _, lerr := os.Stat(timeBin); err != nil || lerr != nil {
+		if out != nil {
+			out.Close()
+			os.Remove(out.Name())
+		}
+		c := exec.CommandContext(ctx, name, args...)
+		return c, func(m *Measurement) { fillRusage(c, m) }
+	}
+	out.Close()
+	c := exec.CommandContext(ctx, timeBin, append([]string{"-f", "%M %U %S", "-o", out.Name(), "--", name}, args...)...)
+	return c, func(m *Measurement) {
+		defer os.Remove(out.Name())
+		b, err := os.ReadFile(out.Name())
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		var kb int64
+		var u, sy float64
+		if err == nil && len(lines) > 0 {
+			if n, _ := fmt.Sscanf(lines[len(lines)-1], "%d %f %f", &kb, &u, &sy); n == 3 {
+				m.MaxRSS = kb << 10
+				m.UserCPU = time.Duration(u * float64(time.Second))
+				m.SysCPU = time.Duration(sy * float64(time.Second))
+				return
+			}
+		}
+		fillRusage(c, m)
+	}
 }
 
 func tail(s string, n int) string {

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -17,8 +18,14 @@ func dataAt(f *os.File, off int64) (bool, error) {
 	return d == off, nil
 }
 
+// fillRusage sets m's peak RSS and CPU times from the child's rusage.
 func fillRusage(c *exec.Cmd, m *Measurement) {
+	if c.ProcessState == nil {
+		return
+	}
 	if ru, ok := c.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		m.MaxRSS = ru.Maxrss * 1024
+		m.UserCPU = time.Duration(ru.Utime.Nano())
+		m.SysCPU = time.Duration(ru.Stime.Nano())
 	}
 }

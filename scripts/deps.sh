@@ -27,6 +27,7 @@ declare -A PKG=(
   [ip]=iproute2
   [tc]=iproute2
   [strace]=strace
+  [/usr/bin/time]=time
 )
 # Optional groups can be skipped: DRPIPE_DEPS_SKIP="chromium qemu-system-x86_64"
 skip=" ${DRPIPE_DEPS_SKIP:-} "
