@@ -105,6 +105,7 @@ type backupJSON struct {
 	SnapshotID string  `json:"snapshot_id"`
 	BytesRead  int64   `json:"bytes_read"`
 	BytesNew   int64   `json:"bytes_new"`
+	BlobsNew   int64   `json:"blobs_new"`
 	BytesTotal int64   `json:"bytes_total"`
 	Duration   float64 `json:"duration_s"`
 }
@@ -384,7 +385,17 @@ func TestErasureCodingDamageAndRepair(t *testing.T) {
 		}
 		del, bad := i%6, (i+3)%6
 		os.Remove(shards[del])
-		flipByte(t, shards[bad], 200)
+		// Alternate between the payload (the middle of the shard) and the
+		// header's hash table (offset 200 of a 216-byte 4+2 header).
+		off := int64(200)
+		if i%2 == 0 {
+			fi, err := os.Stat(shards[bad])
+			if err != nil {
+				t.Fatal(err)
+			}
+			off = fi.Size() / 2
+		}
+		flipByte(t, shards[bad], off)
 		i++
 	}
 	target := filepath.Join(e.dir, "r1")
@@ -440,7 +451,7 @@ func TestErasureCodingDamageAndRepair(t *testing.T) {
 }
 
 func TestCrashSafetySIGKILL(t *testing.T) {
-	iterations := 12
+	iterations := 16
 	if !testing.Short() && os.Getenv("DRPIPE_LONG") != "" {
 		iterations = 60
 	}
@@ -452,27 +463,63 @@ func TestCrashSafetySIGKILL(t *testing.T) {
 	if _, err := sample.Tree(filepath.Join(src, "etc"), sample.TreeOptions{Files: 400, Bytes: 10 << 20, Seed: 9}); err != nil {
 		t.Fatal(err)
 	}
+	img := filepath.Join(src, "vm8.raw")
+	// Reference: what a complete backup of this data stores and how long
+	// it takes, in a scratch repository.
+	scratch := filepath.Join(e.dir, "scratch-repo")
+	e.ok("init", "--repo", scratch)
+	ref := e.backup(scratch, src)
+	os.RemoveAll(scratch)
+	if ref.BytesNew == 0 || ref.Duration <= 0 {
+		t.Fatalf("reference backup: %+v", ref)
+	}
+	// A first complete backup: what every later round can dedupe against.
+	t0 := time.Now()
+	e.backup(repoDir, src)
 	rng := newRandSource(42)
-	var full backupJSON
-	killedWithData := 0
+	// est is the wall time (process start to exit) of the most recent
+	// backup that ran to the end; kills are drawn from 5–95% of it so that
+	// they land inside a run: while unlocking the key, scanning, writing
+	// packs, writing the index or the snapshot.
+	est := time.Since(t0)
+	killed, completed, killedWithData, sinceComplete := 0, 0, 0, 0
 	for i := 0; i < iterations; i++ {
-		// Change a little each round so there is always new data.
-		sample.Rewrite(filepath.Join(src, "vm8.raw"), int64(i)*(8<<20), 1<<20, uint64(i))
-		delay := time.Duration(50+rng.IntN(1500)) * time.Millisecond
+		// Change 6 MiB at a new place each round: enough new data for
+		// several packs, so kills land between pack and index writes too.
+		if err := sample.Rewrite(img, int64(i)*(8<<20)+(1<<20), 6<<20, uint64(i)); err != nil {
+			t.Fatal(err)
+		}
+		sinceComplete++
+		delay := est/20 + time.Duration(rng.Int64N(int64(est)*9/10+1))
 		ctx, cancel := context.WithCancel(context.Background())
-		c := e.cmd(ctx, "backup", "--repo", repoDir, "--host", "hv01", src)
+		c := e.cmd(ctx, "backup", "--json", "--repo", repoDir, "--host", "hv01", src)
+		var out strings.Builder
+		c.Stdout = &out
+		started := time.Now()
 		if err := c.Start(); err != nil {
 			t.Fatal(err)
 		}
 		done := make(chan error, 1)
 		go func() { done <- c.Wait() }()
+		ran := false
 		select {
 		case <-time.After(delay):
 			c.Process.Signal(syscall.SIGKILL)
-			<-done
-		case <-done:
+			ran = <-done == nil
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("iteration %d: backup failed without a kill: %v", i, err)
+			}
+			ran = true
 		}
 		cancel()
+		if ran {
+			completed++
+			sinceComplete = 0
+			est = time.Since(started)
+		} else {
+			killed++
+		}
 		r := e.run("check", "--repo", repoDir)
 		if r.code != 0 {
 			t.Fatalf("iteration %d (kill after %v): check failed: exit %d\n%s\n%s", i, delay, r.code, r.stdout, r.stderr)
@@ -481,12 +528,23 @@ func TestCrashSafetySIGKILL(t *testing.T) {
 			killedWithData++
 		}
 	}
-	// The next backup completes and reuses what survived.
-	full = e.backup(repoDir, src)
-	t.Logf("%d kills; %d left unreferenced packs; final backup: total %d, stored %d new bytes", iterations, killedWithData, full.BytesTotal, full.BytesNew)
-	alloc, _ := sample.AllocatedBytes(filepath.Join(src, "vm8.raw"))
-	if full.BytesNew > alloc {
-		t.Errorf("final backup stored %d bytes, more than the image's %d allocated bytes: it did not dedupe against what survived", full.BytesNew, alloc)
+	t.Logf("%d iterations: %d killed mid-run (%d left packs in no index), %d ran to the end", iterations, killed, killedWithData, completed)
+	if killed < iterations/2 {
+		t.Errorf("only %d of %d backups were killed mid-run; the test must interrupt most of them", killed, iterations)
+	}
+	if killedWithData == 0 {
+		t.Errorf("no kill landed after packs were written: the data-before-metadata window was never exercised")
+	}
+	// The next backup completes and reuses what survived: each 6 MiB
+	// rewrite since the last complete backup makes at most about ten new
+	// chunks (1 MiB on average); everything else must dedupe (a full
+	// backup of this data adds ref.BlobsNew blobs).
+	full := e.backup(repoDir, src)
+	limit := int64(10*sinceComplete + 16)
+	t.Logf("final backup: %d new blobs, %d new bytes (%d rounds since the last complete backup; a full backup adds %d blobs, %d bytes)",
+		full.BlobsNew, full.BytesNew, sinceComplete, ref.BlobsNew, ref.BytesNew)
+	if full.BlobsNew > limit || full.BlobsNew*2 > ref.BlobsNew {
+		t.Errorf("final backup added %d blobs, want at most %d (a full backup adds %d): it did not dedupe against what survived", full.BlobsNew, limit, ref.BlobsNew)
 	}
 	target := filepath.Join(e.dir, "restore")
 	e.ok("restore", "--repo", repoDir, "latest", "--target", target)
