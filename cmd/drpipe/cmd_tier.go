@@ -394,10 +394,10 @@ func (s *siteTarget) Transition(context.Context, map[string]string) error {
 	return policy.ErrUnsupported
 }
 
-// openTiered opens the repository through every backend tier of the
-// tiering policy, fastest first (the primary, other directories, the DR
-// site, buckets), so each object comes from the first tier that holds it
-// intact.
+// openTiered opens the repository through every tier of the tiering
+// policy, fastest first (the primary, other directories, the DR site,
+// buckets, tape pools), so each object comes from the first tier that
+// holds it intact.
 func (a *app) openTiered(ctx context.Context) (*repo.Repository, *tiers.Fallback, error) {
 	cfg, err := a.tieringConfig()
 	if err != nil {
@@ -410,7 +410,7 @@ func (a *app) openTiered(ctx context.Context) (*repo.Repository, *tiers.Fallback
 			b.Close()
 		}
 	}
-	order := []policy.Kind{policy.KindPrimary, policy.KindLocal, policy.KindSite, policy.KindS3}
+	order := []policy.Kind{policy.KindPrimary, policy.KindLocal, policy.KindSite, policy.KindS3, policy.KindTape}
 	for _, k := range order {
 		for _, t := range cfg.Tiers {
 			if t.Kind != k {
@@ -436,6 +436,8 @@ func (a *app) openTiered(ctx context.Context) (*repo.Repository, *tiers.Fallback
 				be, err = a.openBackend(ctx, t.Location, false)
 			case policy.KindSite:
 				be, err = a.siteBackend(ctx, t)
+			case policy.KindTape:
+				be = a.tapeTier(t)
 			}
 			if err != nil {
 				fmt.Fprintf(a.stderr, "tier %s unavailable: %v\n", t.Name, err)
@@ -472,7 +474,38 @@ func (a *app) openTiered(ctx context.Context) (*repo.Repository, *tiers.Fallback
 	return r, fb, nil
 }
 
-// siteBackend reads the DR site's repository over QUIC.
+// siteBackend would read the DR site's repository over QUIC. The site
+// protocol (package transport, version 2) has no read path yet — no frames
+// to list or fetch objects, and the site server only accepts them — so a
+// site tier is reported unavailable and the restore falls through to the
+// next tier.
 func (a *app) siteBackend(ctx context.Context, t policy.Tier) (tiers.Backend, error) {
 	return nil, errSiteState
+}
+
+// tapeTier reads a tape pool as the last tier: objects are read off the
+// cartridges that hold them (mounted through the library's changer) and
+// verified. The library is opened, and locked, only when the restore first
+// needs it; which tape served what goes to stderr.
+func (a *app) tapeTier(t policy.Tier) *tape.Tier {
+	return tape.NewTier(tape.TierOptions{
+		Name: t.Name,
+		Pool: t.Pool,
+		Open: func(ctx context.Context) (tape.Changer, *tape.Catalog, func() error, error) {
+			lib, err := tape.OpenVirtual(t.Library)
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			cat, err := tape.OpenCatalog(filepath.Join(t.Library, "catalog"))
+			if err == nil {
+				err = tape.Reconcile(ctx, lib, cat)
+			}
+			if err != nil {
+				lib.Close()
+				return nil, nil, nil, err
+			}
+			return lib, cat, lib.Close, nil
+		},
+		Report: func(line string) { fmt.Fprintf(a.stderr, "tier %s: %s\n", t.Name, line) },
+	})
 }
