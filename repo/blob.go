@@ -71,6 +71,10 @@ var (
 	encOnce  sync.Once
 	encoders map[Compression]*zstd.Encoder
 	decoder  *zstd.Decoder
+	// sizedDecoder decodes blobs of known length: it stops at the spare
+	// capacity of the destination, so a frame that claims or expands to
+	// more than the index says fails before allocating for it.
+	sizedDecoder *zstd.Decoder
 )
 
 func codecs() {
@@ -95,6 +99,11 @@ func codecs() {
 			panic(err)
 		}
 		decoder = d
+		sd, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(MaxBlobSize), zstd.WithDecodeAllCapLimit(true))
+		if err != nil {
+			panic(err)
+		}
+		sizedDecoder = sd
 	})
 }
 
@@ -158,12 +167,21 @@ func (r *Repository) decodeBlobWith(dst, sealed []byte, rawLen int, want id.ID, 
 		if rawLen > MaxBlobSize {
 			return nil, fmt.Errorf("blob claims %d bytes, more than the %d limit", rawLen, MaxBlobSize)
 		}
-		if cap(dst)-len(dst) < rawLen {
-			nd := make([]byte, len(dst), len(dst)+rawLen)
-			copy(nd, dst)
-			dst = nd
+		dec := decoder
+		if rawLen >= 0 {
+			// Exactly rawLen bytes of room (plus one, so that a longer
+			// frame is caught by the length check below, not mistaken
+			// for a fit).
+			if cap(dst)-len(dst) <= rawLen {
+				nd := make([]byte, len(dst), len(dst)+rawLen+1)
+				copy(nd, dst)
+				dst = nd
+			} else {
+				dst = dst[: len(dst) : len(dst)+rawLen+1]
+			}
+			dec = sizedDecoder
 		}
-		out, err = decoder.DecodeAll(plain[1:], dst)
+		out, err = dec.DecodeAll(plain[1:], dst)
 		if err != nil {
 			return nil, fmt.Errorf("decompress blob: %w", err)
 		}

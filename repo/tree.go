@@ -160,6 +160,9 @@ func (r *Repository) EachExtent(ctx context.Context, n *Node, fn func(Extent) er
 		if err := json.Unmarshal(b, &cl); err != nil {
 			return fmt.Errorf("content list %s of %q: malformed: %w", x.Short(), n.Name, err)
 		}
+		if cl.Version != TreeVersion {
+			return fmt.Errorf("content list %s of %q: %w: version %d", x.Short(), n.Name, ErrUnsupportedVersion, cl.Version)
+		}
 		for _, e := range cl.Extents {
 			if err := fn(e); err != nil {
 				return err

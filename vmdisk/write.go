@@ -69,7 +69,7 @@ func Write(ctx context.Context, path string, src Source, o WriteOptions) (*Write
 		}
 	}
 	for i, r := range src.Own {
-		if r.Off < 0 || r.Len <= 0 || r.End() > src.Size || i > 0 && r.Off < src.Own[i-1].End() {
+		if r.Off < 0 || r.Len <= 0 || r.Len > src.Size-r.Off || i > 0 && r.Off < src.Own[i-1].End() {
 			return nil, fmt.Errorf("write %s: map run [%d,+%d) is empty, unsorted or outside the %d-byte disk", path, r.Off, r.Len, src.Size)
 		}
 	}
