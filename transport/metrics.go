@@ -92,12 +92,21 @@ func (m *Metrics) snapshot(host string, unix float64) {
 	}
 }
 
+// session adds delta to the sessions in progress (a connection counts
+// from its handshake until it ends or joins another's session).
 func (m *Metrics) session(delta int) {
 	if m == nil {
 		return
 	}
-	if delta > 0 {
-		m.sessions.Inc()
-	}
 	m.active.Add(float64(delta))
+}
+
+// sessionStarted counts a session that started (replicate or status),
+// once its Hello is accepted; connections joining a running session are
+// part of it and not counted.
+func (m *Metrics) sessionStarted() {
+	if m == nil {
+		return
+	}
+	m.sessions.Inc()
 }

@@ -384,6 +384,7 @@ func (s *Server) ServeConn(ctx context.Context, c Conn) (err error) {
 			}
 			w.Session = ss.id
 		}
+		s.m.sessionStarted()
 		log.Info("session started", "purpose", hello.Purpose, "program", hello.Program)
 	}
 	if err := WriteFrame(ctl, FrameWelcome, w.encode()); err != nil {
