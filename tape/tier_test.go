@@ -112,6 +112,9 @@ func TestTierFallbackRestore(t *testing.T) {
 		served += u.Served
 		read += u.Objects
 		mounts += u.Mounts
+		if u.Mounts > 1 {
+			t.Errorf("tape %s mounted %d times, want once", u.Barcode, u.Mounts)
+		}
 		if u.SetID != res.Set.ID {
 			t.Errorf("tape %s served for set %s, want %s", u.Barcode, u.SetID, res.Set.ID)
 		}
@@ -123,12 +126,14 @@ func TestTierFallbackRestore(t *testing.T) {
 	// Objects are staged: none is read off tape twice. The objects the
 	// head streams past and those that follow (within ReadAhead, which
 	// covers this small set) are staged with the first one asked for, so
-	// each tape is mounted once although there are fewer drives.
+	// each tape is mounted at most once although there are fewer drives.
+	// Which shards a pack is rebuilt from depends on which reads finish
+	// first, so a set with one parity tape may need only two of its three.
 	if read > int64(len(orig)) {
 		t.Errorf("%d objects read off tape, the set has %d", read, len(orig))
 	}
-	if mounts != len(res.Set.Tapes) {
-		t.Errorf("%d mounts for a set of %d tapes and 2 drives, want each tape mounted once", mounts, len(res.Set.Tapes))
+	if mounts < len(res.Set.Tapes)-1 || mounts > len(res.Set.Tapes) {
+		t.Errorf("%d mounts for a set of %d tapes (one parity) and 2 drives, want %d or %d", mounts, len(res.Set.Tapes), len(res.Set.Tapes)-1, len(res.Set.Tapes))
 	}
 	if err := tt.Close(); err != nil {
 		t.Fatal(err)
