@@ -169,15 +169,15 @@ func (r *Repository) decodeBlobWith(dst, sealed []byte, rawLen int, want id.ID, 
 		}
 		dec := decoder
 		if rawLen >= 0 {
-			// Exactly rawLen bytes of room (plus one, so that a longer
+			// At least rawLen bytes of room (plus one, so that a longer
 			// frame is caught by the length check below, not mistaken
-			// for a fit).
+			// for a fit). Spare capacity the caller already has is used
+			// as it is: decoding into it allocates nothing, and capping
+			// it would shrink the caller's reusable buffer.
 			if cap(dst)-len(dst) <= rawLen {
 				nd := make([]byte, len(dst), len(dst)+rawLen+1)
 				copy(nd, dst)
 				dst = nd
-			} else {
-				dst = dst[: len(dst) : len(dst)+rawLen+1]
 			}
 			dec = sizedDecoder
 		}
