@@ -55,6 +55,7 @@ type Tier struct {
 	objs     map[tiers.Handle][]tierLoc
 	onTape   map[string][]tierLoc // by set id + barcode, in tape order
 	staged   map[tiers.Handle]stagedObj
+	stagedN  int64 // bytes in staged
 	mounts   []*tierMount
 	tick     uint64
 	use      map[string]*TapeUse
@@ -71,12 +72,21 @@ type TierOptions struct {
 	// Open opens the library's changer and its catalog on first use; the
 	// returned function releases them (at Close).
 	Open func(ctx context.Context) (Changer, *Catalog, func() error, error)
+	// Catalog, when set, opens the catalog alone: List, Stat and a
+	// restore that never reaches tape then neither open nor lock the
+	// library, and Open is called on the first read off tape (a failure
+	// there is retried on the next read).
+	Catalog func(ctx context.Context) (*Catalog, error)
 	// StageDir holds the objects read off tape until Close; "" makes a
 	// temporary directory, removed at Close.
 	StageDir string
 	// ReadAhead bounds the bytes staged after each object read off tape
 	// (0: DefaultReadAhead; negative: none).
 	ReadAhead int64
+	// StageLimit bounds the staged bytes: past it, the objects asked for
+	// least recently are dropped (and read off tape again if asked for
+	// once more). 0: the larger of 4×ReadAhead and 1 GiB.
+	StageLimit int64
 	// Report, when set, receives one line per tape mounted and, at Close,
 	// one per tape that served objects.
 	Report func(line string)
@@ -101,6 +111,7 @@ type TapeUse struct {
 type stagedObj struct {
 	size    int64
 	barcode string
+	used    uint64 // t.tick when last asked for
 }
 
 type tierLoc struct {
@@ -134,6 +145,9 @@ func NewTier(o TierOptions) *Tier {
 	}
 	if o.ReadAhead == 0 {
 		o.ReadAhead = DefaultReadAhead
+	}
+	if o.StageLimit <= 0 {
+		o.StageLimit = max(4*o.ReadAhead, 1<<30)
 	}
 	return &Tier{o: o, use: map[string]*TapeUse{}, staged: map[tiers.Handle]stagedObj{}}
 }
@@ -169,7 +183,15 @@ func (t *Tier) open(ctx context.Context) error {
 	if t.o.Open == nil {
 		return errors.New("tape tier without a library")
 	}
-	ch, cat, closeLib, err := t.o.Open(ctx)
+	var ch Changer
+	var cat *Catalog
+	closeLib := func() error { return nil }
+	var err error
+	if t.o.Catalog != nil {
+		cat, err = t.o.Catalog(ctx)
+	} else {
+		ch, cat, closeLib, err = t.o.Open(ctx)
+	}
 	if err != nil {
 		return err
 	}
@@ -297,19 +319,24 @@ func (t *Tier) Load(ctx context.Context, h tiers.Handle, offset, length int64, f
 		}
 		so = t.staged[h]
 	}
-	size, path := so.size, t.stagePath(h)
+	t.tick++
+	so.used = t.tick
+	t.staged[h] = so
+	// Opened under the lock: eviction may remove the name, not the file.
+	f, err := os.Open(t.stagePath(h))
+	t.evict(h)
 	t.mu.Unlock()
-	if length == 0 {
-		length = size - offset
-	}
-	if offset+length > size || length < 0 {
-		return fmt.Errorf("%w: %s is %d bytes, asked for %d at %d", tiers.ErrShortRead, h, size, length, offset)
-	}
-	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("%s: staged copy: %w", h, err)
 	}
 	defer f.Close()
+	size := so.size
+	if length == 0 {
+		length = size - offset
+	}
+	if offset > size || length < 0 || length > size-offset {
+		return fmt.Errorf("%w: %s is %d bytes, asked for %d at %d", tiers.ErrShortRead, h, size, length, offset)
+	}
 	if err := fn(io.NewSectionReader(f, offset, length)); err != nil {
 		return err
 	}
@@ -319,13 +346,53 @@ func (t *Tier) Load(ctx context.Context, h tiers.Handle, offset, length int64, f
 	return nil
 }
 
+// evict drops the least recently asked-for staged objects other than
+// keep until the staged bytes fit StageLimit; t.mu is held.
+func (t *Tier) evict(keep tiers.Handle) {
+	for t.stagedN > t.o.StageLimit {
+		var victim tiers.Handle
+		var oldest uint64
+		found := false
+		for h, so := range t.staged {
+			if h != keep && (!found || so.used < oldest) {
+				victim, oldest, found = h, so.used, true
+			}
+		}
+		if !found {
+			return
+		}
+		os.Remove(t.stagePath(victim))
+		t.stagedN -= t.staged[victim].size
+		delete(t.staged, victim)
+	}
+}
+
 func (t *Tier) stagePath(h tiers.Handle) string {
 	return filepath.Join(t.stage, string(h.Type)+"-"+h.Name)
+}
+
+// openLib opens the library when only the catalog was opened; t.mu is
+// held.
+func (t *Tier) openLib(ctx context.Context) error {
+	if t.ch != nil {
+		return nil
+	}
+	ch, _, closeLib, err := t.o.Open(ctx)
+	if err != nil {
+		return fmt.Errorf("tape tier %s: open the library: %w", t.o.Name, err)
+	}
+	t.ch, t.closeLib = ch, closeLib
+	return nil
 }
 
 // fetch reads h from the first tape that yields it intact, preferring
 // the mounted tape, then newer sets; t.mu is held.
 func (t *Tier) fetch(ctx context.Context, h tiers.Handle) error {
+	if len(t.objs[h]) > 0 {
+		if err := t.openLib(ctx); err != nil {
+			return err
+		}
+	}
 	locs := append([]tierLoc(nil), t.objs[h]...)
 	if len(locs) == 0 {
 		return t.notFound(h)
@@ -381,7 +448,9 @@ func (t *Tier) readFrom(ctx context.Context, l tierLoc, h tiers.Handle) error {
 		}
 		return err
 	}
-	t.staged[h] = stagedObj{size: l.e.Size, barcode: l.tape.Barcode}
+	t.tick++
+	t.staged[h] = stagedObj{size: l.e.Size, barcode: l.tape.Barcode, used: t.tick}
+	t.stagedN += l.e.Size
 	u := t.useOf(l)
 	u.Objects++
 	u.Bytes += l.e.Size
@@ -690,7 +759,12 @@ func (t *Tier) Close() error {
 	err := t.closeLib()
 	if t.ownStage {
 		os.RemoveAll(t.stage)
+	} else {
+		for h := range t.staged {
+			os.Remove(t.stagePath(h))
+		}
 	}
+	t.staged, t.stagedN = map[tiers.Handle]stagedObj{}, 0
 	return err
 }
 

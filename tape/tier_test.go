@@ -190,6 +190,58 @@ func TestTierFallbackRestore(t *testing.T) {
 	}
 	tt.Close()
 
+	// A staging limit below one object: every object is dropped once the
+	// next is asked for, read off tape again when asked for once more,
+	// and never returned wrong; the staging directory stays bounded.
+	// With Catalog set, listing and stat open only the catalog; the
+	// library is opened on the first read off tape.
+	stageDir := t.TempDir()
+	libOpens := 0
+	small := tape.NewTier(tape.TierOptions{
+		Name: "vault", Pool: "vault", StageDir: stageDir, ReadAhead: -1, StageLimit: 1,
+		Catalog: func(context.Context) (*tape.Catalog, error) { return w.cat, nil },
+		Open: func(context.Context) (tape.Changer, *tape.Catalog, func() error, error) {
+			libOpens++
+			return w.lib, w.cat, func() error { return nil }, nil
+		},
+	})
+	for h := range orig {
+		if _, err := small.Stat(ctx, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := small.List(ctx, tiers.TypeData, func(tiers.ObjectInfo) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if libOpens != 0 {
+		t.Errorf("Stat and List opened the library %d times, want only the catalog", libOpens)
+	}
+	for round := 0; round < 2; round++ {
+		for h, want := range orig {
+			got, err := tiers.LoadAll(ctx, small, h, 0, 0)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("round %d: %s off tape with a 1-byte staging limit: %d bytes, err %v; want %d bytes", round, h, len(got), err, len(want))
+			}
+			if ents, _ := os.ReadDir(stageDir); len(ents) > 1 {
+				t.Fatalf("round %d: %d staged files with a 1-byte staging limit, want at most 1", round, len(ents))
+			}
+		}
+	}
+	total = 0
+	for _, u := range small.Usage() {
+		total += u.Objects
+	}
+	if total < int64(2*len(orig))-1 {
+		t.Errorf("%d objects read off tape in two rounds over %d objects with nothing kept staged", total, len(orig))
+	}
+	if libOpens != 1 {
+		t.Errorf("library opened %d times, want once", libOpens)
+	}
+	small.Close()
+	if ents, _ := os.ReadDir(stageDir); len(ents) != 0 {
+		t.Errorf("%d staged files left after Close", len(ents))
+	}
+
 	// Another pool's tier holds nothing.
 	other := w.tier("other", nil)
 	if _, err := tiers.LoadAll(ctx, other, tiers.Handle{Type: tiers.TypeConfig, Name: "config"}, 0, 0); !errors.Is(err, tiers.ErrNotFound) {
