@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -120,6 +121,11 @@ func timed(ctx context.Context, name string, args ...string) (*exec.Cmd, func(*M
 	}
 	out.Close()
 	c := exec.CommandContext(ctx, timeBin, append([]string{"-f", "%M %U %S", "-o", out.Name(), "--", name}, args...)...)
+	// On cancellation kill the whole group: GNU time and the command it
+	// runs (which would otherwise keep the output pipes open).
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
+	c.WaitDelay = 5 * time.Second
 	return c, func(m *Measurement) {
 		defer os.Remove(out.Name())
 		b, err := os.ReadFile(out.Name())

@@ -93,7 +93,7 @@ func (m *DiskMeta) ownRuns(ctx context.Context, r *repo.Repository) ([]vmdisk.Ru
 	out := make([]vmdisk.Run, 0, len(raw))
 	var prev int64
 	for _, x := range raw {
-		if x[0] < prev || x[1] <= 0 || x[1] > m.VirtualSize-x[0] || x[2] != int64(vmdisk.Data) && x[2] != int64(vmdisk.Zero) {
+		if x[0] < prev || x[1] <= 0 || x[0] > m.VirtualSize || x[1] > m.VirtualSize-x[0] || x[2] != int64(vmdisk.Data) && x[2] != int64(vmdisk.Zero) {
 			return nil, fmt.Errorf("layer map run %v is unsorted, empty or outside the disk", x)
 		}
 		out = append(out, vmdisk.Run{Off: x[0], Len: x[1], Kind: vmdisk.Kind(x[2])})

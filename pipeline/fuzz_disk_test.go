@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"os"
 	"reflect"
 	"testing"
@@ -122,6 +123,7 @@ func FuzzDiskLayerMapBlob(f *testing.F) {
 	f.Add([]byte(`[[0,65536,2],[131072,65536,1]]`), int64(1<<20))
 	// Overflow: off+len wraps past MaxInt64 (found by this target).
 	f.Add([]byte(`[[0,65536,2],[65536,9223372036854775807,2],[0,65536,2]]`), int64(4<<20))
+	f.Add([]byte(`[[1,5,2]]`), int64(math.MinInt64)) // negative disk size
 	f.Add([]byte(`[]`), int64(0))
 	f.Add([]byte(`null`), int64(5))
 	f.Add([]byte(`[[4096,1,2],[0,-5,9]]`), int64(4096))
