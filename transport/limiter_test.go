@@ -29,8 +29,10 @@ func TestLimiterRate(t *testing.T) {
 	probe := time.AfterFunc(time.Second, func() {
 		probeMu.Lock()
 		defer probeMu.Unlock()
-		probeAt = time.Since(start)
+		// Bytes first, then the time: a pause between the two reads can
+		// only loosen the bound checked below.
 		probeSent = sent.Load()
+		probeAt = time.Since(start)
 	})
 	defer probe.Stop()
 	var wg sync.WaitGroup
