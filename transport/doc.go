@@ -1,8 +1,8 @@
 // Package transport owns drpipe's site-to-site replication: the versioned
 // wire protocol between a primary and its DR site, the TLS identities that
 // authenticate both ends (a site CA, the site's server certificate and one
-// client certificate per primary), the DR-site receiver (Server) and the
-// sending side (Replicate).
+// client certificate per primary), the DR-site receiver (Server), the
+// sending side (Replicate) and the read-only reading side (SiteBackend).
 //
 // # Layers
 //
@@ -27,7 +27,11 @@
 //	          C Bye
 //	object:   C Put(type, name, size[, snapshot meta]) + size raw bytes, FIN
 //	          → S PutResult, FIN
+//	read:     C List(type), FIN → S ListPage(entries, more)… ListPage(done), FIN
+//	          C Get(type, name, offset, length[, head]), FIN
+//	          → S GetReply(size, mtime, length) + length raw bytes, FIN
 //
+// (read streams exist only in read sessions, see below).
 // Errors travel as an Error frame (code and message) before the sender
 // closes the stream or connection. Requests on the control stream may be
 // pipelined: the site answers them in order.
@@ -54,6 +58,38 @@
 // together, and waits for a seal only where the site needs it (data sealed
 // before index objects, index sealed before snapshots); the other seals
 // travel with the next.
+//
+// # Read sessions (an optional capability of version 2)
+//
+// Hello purpose read (4) opens a read-only session: a primary restoring
+// from tiers, or planning a site tier, lists and fetches what the site
+// holds. It is authenticated exactly like replication (the same mutual
+// TLS, client CA and allow-list: the handshake happens before any frame)
+// and, when the client names a repository, refused with repository
+// mismatch if the site holds another. Every request is a stream of its
+// own whose first frame is List or Get; the site answers on it and ends
+// it, so requests run concurrently and a failed one does not end the
+// session. List streams names and sizes in pages of at most MaxListPage
+// entries (memory stays bounded at both ends); Get streams an object or a
+// byte range of it after a GetReply giving the object's size and the
+// range's length (with head set: the size only, i.e. Stat). A missing
+// object is refused with code not found, a range beyond the end with
+// code short read. Nothing is ever written or removed in a read session.
+// Names pass CheckName (path tricks are refused with bad object name) and
+// only replicated classes are served, through the site's store rooted at
+// its repository directory (os.Root), so only complete objects committed
+// by a verified Put are listed or read: never the temporary files of
+// objects being received, never .drpipe-site/ or anything outside the
+// directory.
+//
+// Compatibility: the read capability adds frame types 0x0d–0x10 and codes
+// 12–13 to version 2 without a version bump, because it is negotiated at
+// session start. A site that predates it refuses the unknown Hello
+// purpose before any new frame is sent; the client reports that as
+// ErrSiteReadUnsupported ("upgrade drpipe at the site"). Replication and
+// status sessions are unchanged, so older primaries keep working with a
+// newer site. Only new frame types and purposes are added this way;
+// any change to an existing frame bumps ProtocolVersion and the ALPN.
 //
 // # Ordering and the "complete snapshot" guarantee
 //

@@ -53,10 +53,21 @@ const (
 	FrameBye           FrameType = 0x0c
 )
 
+// Frame types of the read capability (Hello purpose read, see doc.go):
+// the first frame of a read stream is List or Get. Older sites of
+// version 2 refuse the purpose, so they never see these frames.
+const (
+	FrameList     FrameType = 0x0d // C→S: list the objects of a type
+	FrameListPage FrameType = 0x0e // S→C: a page of names and sizes; the last says Done
+	FrameGet      FrameType = 0x0f // C→S: an object or a byte range of it (or only its size)
+	FrameGetReply FrameType = 0x10 // S→C: object size and range length; the range's raw bytes follow
+)
+
 var frameNames = map[FrameType]string{
 	FrameHello: "Hello", FrameWelcome: "Welcome", FrameOffer: "Offer", FrameWant: "Want",
 	FrameSeal: "Seal", FrameSealed: "Sealed", FramePut: "Put", FramePutResult: "PutResult",
 	FrameStatusRequest: "StatusRequest", FrameStatusReply: "StatusReply", FrameError: "Error", FrameBye: "Bye",
+	FrameList: "List", FrameListPage: "ListPage", FrameGet: "Get", FrameGetReply: "GetReply",
 }
 
 // String names the frame type for messages.

@@ -34,6 +34,13 @@ func seedFrames() [][]byte {
 	add(FrameStatusRequest, nil)
 	add(FrameStatusReply, []byte(`{"hosts":[]}`))
 	add(FrameBye, nil)
+	add(FrameHello, Hello{Purpose: PurposeRead, Program: "drpipe restore"}.encode())
+	add(FrameList, List{Type: tiers.TypeSnapshot}.encode())
+	add(FrameListPage, ListPage{Entries: []OfferEntry{{id.Hash(nil).String(), 512}, {"config", 300}}}.encode())
+	add(FrameListPage, ListPage{Done: true}.encode())
+	add(FrameGet, Get{Type: tiers.TypeData, Name: id.Hash(nil).String() + "-1", Offset: 4096, Length: 8192}.encode())
+	add(FrameGet, Get{Type: tiers.TypeKey, Name: "../../etc/passwd", Head: true}.encode())
+	add(FrameGetReply, GetReply{Size: 1 << 20, ModTime: time.Unix(1700000000, 9), Length: 8192}.encode())
 	return out
 }
 
@@ -91,6 +98,20 @@ func FuzzReadFrame(f *testing.F) {
 					t.Fatalf("host of %d bytes accepted", len(v.Meta.Host))
 				}
 			case PutResult:
+				again = v.encode()
+			case List:
+				again = v.encode()
+			case ListPage:
+				if len(v.Entries) > MaxListPage {
+					t.Fatalf("list page of %d entries accepted", len(v.Entries))
+				}
+				again = v.encode()
+			case Get:
+				again = v.encode()
+			case GetReply:
+				if v.Length > v.Size {
+					t.Fatalf("reply range %d beyond size %d accepted", v.Length, v.Size)
+				}
 				again = v.encode()
 			case *RemoteError:
 				again = encodeError(v.Code, v.Message)

@@ -50,6 +50,12 @@ const (
 	// named by Hello.Session (same primary, same repository): objects
 	// sent on it count for that session. Since protocol version 2.
 	PurposeJoin uint8 = 3
+	// PurposeRead opens a read-only session: the client lists and fetches
+	// committed objects on read streams (List, Get) and sends nothing to
+	// store. An optional capability of version 2: a site that predates
+	// it refuses the purpose ("unknown purpose 4"), which the client
+	// reports as a site too old to serve reads.
+	PurposeRead uint8 = 4
 )
 
 // SessionID names a replicate session at the site so that further
@@ -87,7 +93,7 @@ func decodeHello(p []byte) (Hello, error) {
 		d.fail("protocol version %d, want %d", v, ProtocolVersion)
 	}
 	m.Purpose = d.u8()
-	if d.err == nil && m.Purpose != PurposeReplicate && m.Purpose != PurposeStatus && m.Purpose != PurposeJoin {
+	if d.err == nil && m.Purpose != PurposeReplicate && m.Purpose != PurposeStatus && m.Purpose != PurposeJoin && m.Purpose != PurposeRead {
 		d.fail("unknown purpose %d", m.Purpose)
 	}
 	copy(m.RepoID[:], d.take(32))
@@ -335,6 +341,8 @@ const (
 	CodeIncomplete   ErrorCode = 9 // Seal with objects still outstanding
 	CodeShutdown     ErrorCode = 10
 	CodeNoSession    ErrorCode = 11 // Join of a session that is not running (since version 2)
+	CodeNotFound     ErrorCode = 12 // read: the site holds no such committed object
+	CodeShortRead    ErrorCode = 13 // read: the range lies beyond the object's end
 )
 
 var codeNames = map[ErrorCode]string{
@@ -342,6 +350,7 @@ var codeNames = map[ErrorCode]string{
 	CodeOrder: "out of order", CodeRepoMismatch: "repository mismatch", CodeTooLarge: "object too large",
 	CodeInternal: "site storage error", CodeUnsolicited: "unsolicited object", CodeIncomplete: "incomplete",
 	CodeShutdown: "site shutting down", CodeNoSession: "no such session",
+	CodeNotFound: "no such object", CodeShortRead: "range beyond the object",
 }
 
 // String names the code.
@@ -403,6 +412,143 @@ func decodeAny(f Frame) (any, error) {
 		return nil, nil
 	case FrameStatusReply:
 		return f.Payload, nil
+	case FrameList:
+		return decodeList(f.Payload)
+	case FrameListPage:
+		return decodeListPage(f.Payload)
+	case FrameGet:
+		return decodeGet(f.Payload)
+	case FrameGetReply:
+		return decodeGetReply(f.Payload)
 	}
 	return nil, fmt.Errorf("%w: unknown frame type %s", ErrProtocol, f.Type)
+}
+
+// MaxListPage bounds the entries of one ListPage.
+const MaxListPage = MaxOfferBatch
+
+// List asks for every committed object of Type (client → site, first
+// frame of a read stream). The site answers with ListPage frames, the
+// last of which has Done set, and closes the stream.
+type List struct{ Type tiers.Type }
+
+func (m List) encode() []byte { return Seal(m).encode() }
+
+func decodeList(p []byte) (List, error) {
+	d := decoder{b: p, ctx: "List"}
+	m := List{Type: typeOf(&d)}
+	return m, d.done()
+}
+
+// ListPage carries up to MaxListPage names and sizes (site → client).
+type ListPage struct {
+	Entries []OfferEntry
+	Done    bool // no page follows
+}
+
+func (m ListPage) encode() []byte {
+	var e encoder
+	if m.Done {
+		e.u8(1)
+	} else {
+		e.u8(0)
+	}
+	e.bytes(Offer{Type: tiers.TypeConfig, Entries: m.Entries}.encode()[1:])
+	return e.b
+}
+
+func decodeListPage(p []byte) (ListPage, error) {
+	d := decoder{b: p, ctx: "ListPage"}
+	var m ListPage
+	switch f := d.u8(); {
+	case d.err != nil:
+	case f == 1:
+		m.Done = true
+	case f != 0:
+		d.fail("done flag %d, want 0 or 1", f)
+	}
+	if d.err != nil {
+		return m, d.err
+	}
+	// The rest is an Offer's entry list.
+	o, err := decodeOffer(append([]byte{1}, p[1:]...))
+	if err != nil {
+		return m, fmt.Errorf("%w (ListPage entries)", err)
+	}
+	m.Entries = o.Entries
+	return m, nil
+}
+
+// Get asks for Length bytes of an object at Offset (Length 0: to the
+// end), or with Head only for its size (client → site, first frame of a
+// read stream).
+type Get struct {
+	Type           tiers.Type
+	Name           string
+	Offset, Length int64
+	Head           bool
+}
+
+func (m Get) encode() []byte {
+	var e encoder
+	putType(&e, m.Type)
+	e.str(m.Name, 255)
+	e.u64(uint64(m.Offset))
+	e.u64(uint64(m.Length))
+	if m.Head {
+		e.u8(1)
+	} else {
+		e.u8(0)
+	}
+	return e.b
+}
+
+func decodeGet(p []byte) (Get, error) {
+	d := decoder{b: p, ctx: "Get"}
+	var m Get
+	m.Type = typeOf(&d)
+	m.Name = d.str(255)
+	off, n := d.u64(), d.u64()
+	if d.err == nil && (off > math.MaxInt64 || n > math.MaxInt64) {
+		d.fail("range %d+%d out of range", off, n)
+	}
+	m.Offset, m.Length = int64(off), int64(n)
+	switch f := d.u8(); {
+	case d.err != nil:
+	case f == 1:
+		m.Head = true
+	case f != 0:
+		d.fail("head flag %d, want 0 or 1", f)
+	}
+	return m, d.done()
+}
+
+// GetReply answers a Get (site → client): the object's size and
+// modification time, and the length of the range whose raw bytes follow
+// (0 for Head).
+type GetReply struct {
+	Size    int64
+	ModTime time.Time
+	Length  int64
+}
+
+func (m GetReply) encode() []byte {
+	var e encoder
+	e.u64(uint64(m.Size))
+	e.u64(uint64(m.ModTime.UnixNano()))
+	e.u64(uint64(m.Length))
+	return e.b
+}
+
+func decodeGetReply(p []byte) (GetReply, error) {
+	d := decoder{b: p, ctx: "GetReply"}
+	var m GetReply
+	size := d.u64()
+	ns := int64(d.u64())
+	n := d.u64()
+	if d.err == nil && (size > math.MaxInt64 || n > size) {
+		d.fail("range length %d of an object of %d bytes", n, size)
+	}
+	m.Size, m.ModTime, m.Length = int64(size), time.Unix(0, ns).UTC(), int64(n)
+	return m, d.done()
 }

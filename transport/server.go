@@ -362,6 +362,9 @@ func (s *Server) ServeConn(ctx context.Context, c Conn) (err error) {
 			return refuseOn(s, ctl, CodeRepoMismatch, "this site holds repository %s, the client sends repository %s; use another site directory for it", site.Short(), hello.RepoID.Short())
 		}
 	}
+	if hello.Purpose == PurposeRead && !hello.RepoID.IsNull() && !site.IsNull() && site != hello.RepoID {
+		return refuseOn(s, ctl, CodeRepoMismatch, "this site holds repository %s, the client reads repository %s", site.Short(), hello.RepoID.Short())
+	}
 	w := Welcome{RepoID: site, SiteName: s.o.SiteName, MaxObjectSize: uint64(s.o.MaxObjectSize)}
 	switch hello.Purpose {
 	case PurposeJoin:
@@ -390,7 +393,13 @@ func (s *Server) ServeConn(ctx context.Context, c Conn) (err error) {
 	if err := WriteFrame(ctl, FrameWelcome, w.encode()); err != nil {
 		return err
 	}
-	if hello.Purpose != PurposeStatus {
+	if hello.Purpose == PurposeRead {
+		streams.Add(1)
+		go func() {
+			defer streams.Done()
+			s.acceptReads(ctx, c, log, &streams)
+		}()
+	} else if hello.Purpose != PurposeStatus {
 		streams.Add(1)
 		go func() {
 			defer streams.Done()

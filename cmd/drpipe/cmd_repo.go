@@ -335,7 +335,7 @@ func (a *app) restoreCmd() *cobra.Command {
 	cmd.Flags().StringArrayVar(&paths, "path", nil, "restore only this snapshot path and what is below it (repeatable)")
 	cmd.Flags().StringVar(&host, "host", "", "with latest: newest snapshot of this host")
 	addDiskFormatFlag(cmd)
-	cmd.Flags().BoolVar(&fromTiers, "tiers", false, "read each object from the first tier of the tiering policy (--config) that has it intact: hot, other directories, cloud, tape pools; report which tiers served")
+	cmd.Flags().BoolVar(&fromTiers, "tiers", false, "read each object from the first tier of the tiering policy (--config) that has it intact: hot, other directories, the DR site (read over QUIC), cloud, tape pools; report which tiers served")
 	return cmd
 }
 

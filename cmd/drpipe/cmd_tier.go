@@ -355,19 +355,50 @@ func (a *app) siteTarget(_ context.Context, t policy.Tier, open func(tiers.Backe
 }
 
 func (s *siteTarget) dial(ctx context.Context) (transport.Conn, error) {
-	tc, _, err := transport.ClientTLS(s.tier.TLSDir, "")
+	return dialSite(ctx, s.tier)
+}
+
+// dialSite opens a mutually authenticated QUIC connection to a site tier
+// with the client certificate in its tls_dir.
+func dialSite(ctx context.Context, t policy.Tier) (transport.Conn, error) {
+	if t.TLSDir == "" {
+		return nil, usagef("tiering tier %s: a site tier needs tls_dir", t.Name)
+	}
+	tc, _, err := transport.ClientTLS(t.TLSDir, "")
 	if err != nil {
 		return nil, usageError{err}
 	}
 	idle := 2 * time.Minute
-	return transport.DialQUIC(ctx, s.tier.Location, tc, transport.QUICOptions{IdleTimeout: idle, HandshakeTimeout: 10 * time.Second})
+	return transport.DialQUIC(ctx, t.Location, tc, transport.QUICOptions{IdleTimeout: idle, HandshakeTimeout: 10 * time.Second})
 }
 
+// openSiteBackend opens a read session with a site tier: a read-only
+// tiers.Backend over the site's committed objects.
+func openSiteBackend(ctx context.Context, t policy.Tier, program string) (*transport.SiteBackend, error) {
+	c, err := dialSite(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	b, err := transport.OpenSiteBackend(ctx, c, transport.SiteBackendOptions{
+		Location: "site://" + t.Location, Program: program, Timeout: time.Minute})
+	if err != nil {
+		c.CloseWithError(transport.CodeOK, "done")
+		return nil, err
+	}
+	return b, nil
+}
+
+// State lists what the site holds over a read session (snapshots and
+// shards by name; the index and any snapshot the primary no longer has
+// are read with the repository key, as for any other tier).
 func (s *siteTarget) State(ctx context.Context, cat *policy.Catalog) (*policy.TierState, error) {
-	return nil, errSiteState
+	b, err := openSiteBackend(ctx, s.tier, "drpipe "+version+" tier plan")
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	return policy.BackendState(ctx, b, cat, s.open)
 }
-
-var errSiteState = errors.New("the DR site's contents cannot be listed from here yet; use drpipe replicate and drpipe site status")
 
 func (s *siteTarget) Send(ctx context.Context, view tiers.Backend, _ []id.ID) (int, int64, error) {
 	c, err := s.dial(ctx)
@@ -474,13 +505,12 @@ func (a *app) openTiered(ctx context.Context) (*repo.Repository, *tiers.Fallback
 	return r, fb, nil
 }
 
-// siteBackend would read the DR site's repository over QUIC. The site
-// protocol (package transport, version 2) has no read path yet — no frames
-// to list or fetch objects, and the site server only accepts them — so a
-// site tier is reported unavailable and the restore falls through to the
-// next tier.
+// siteBackend reads the DR site's repository over QUIC: a read session
+// of the site protocol (mutual TLS with the tier's tls_dir, read-only,
+// committed objects only), so a restore falls through hot → site → cloud
+// → tape.
 func (a *app) siteBackend(ctx context.Context, t policy.Tier) (tiers.Backend, error) {
-	return nil, errSiteState
+	return openSiteBackend(ctx, t, "drpipe "+version+" restore")
 }
 
 // tapeTier reads a tape pool as the last tier: objects are read off the

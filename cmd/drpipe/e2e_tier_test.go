@@ -14,13 +14,12 @@ import (
 )
 
 // TestTieringPlanRunAndFallbackRestore drives 'tier plan' and 'tier run'
-// over a primary, a second directory standing in for the DR site's disk, a
-// real S3 server and a virtual tape library, then restores with the hot
-// tier's data deleted, then with the second tier's deleted too, then with
-// the bucket's deleted as well: the tape pool serves, read off the
-// cartridges through the changer.
-// (The DR site itself cannot serve a restore yet: the site protocol has
-// no read path, see siteBackend.)
+// over a primary, a real DR site ('drpipe site serve' on loopback, planned
+// and fed over the site protocol), a real S3 server and a virtual tape
+// library, then restores with the hot tier's data deleted (the site serves
+// over its read path), then with the site's deleted too, then with the
+// bucket's deleted as well: the tape pool serves, read off the cartridges
+// through the changer.
 func TestTieringPlanRunAndFallbackRestore(t *testing.T) {
 	e := newEnv(t)
 	srv := startS3(t)
@@ -30,16 +29,21 @@ func TestTieringPlanRunAndFallbackRestore(t *testing.T) {
 	lib := filepath.Join(e.dir, "library")
 	e.ok("tape", "library", "init", "--library", lib, "--generation", "LTO-9", "--slots", "12", "--drives", "2")
 	e.ok("tape", "label", "--library", lib, "--pool", "vault", "--count", "8")
-	mirror := filepath.Join(e.dir, "mirror")
+	tlsDir := filepath.Join(e.dir, "tls")
+	e.ok("site", "init", "--dir", tlsDir, "--name", "dr-e2e", "--primary", "hv01")
+	drDir := filepath.Join(e.dir, "dr")
+	sp := e.startSite(t, tlsDir, drDir)
+	bundle := filepath.Join(tlsDir, "clients", "hv01")
 	cfg := writeFile(t, e.dir, "drpipe.yaml", fmt.Sprintf(`repo: %s
 tiering:
   tiers:
     - name: hot
       kind: primary
       keep: {last: 2}
-    - name: mirror
-      kind: local
+    - name: dr
+      kind: site
       location: %s
+      tls_dir: %s
       keep: {last: 3}
     - name: cloud
       kind: s3
@@ -50,7 +54,7 @@ tiering:
       library: %s
       pool: vault
       keep: {last: 1}
-`, repoDir, mirror, lib))
+`, repoDir, sp.addr, bundle, lib))
 	src := filepath.Join(e.dir, "src")
 	os.MkdirAll(src, 0o755)
 	makeImage(t, src, 512<<20, 30<<20, 21)
@@ -61,7 +65,10 @@ tiering:
 		e.backup(repoDir, src)
 	}
 	plan := e.ok("--config", cfg, "tier", "plan")
-	for _, want := range []string{"hot (primary)", "forget 1 snapshots", "mirror (local)", "copy 3 snapshots", "cloud (s3)", "vault (tape)", "copy 1 snapshots", "per month"} {
+	if strings.Contains(plan, "UNREACHABLE") {
+		t.Errorf("tier plan cannot inspect a tier:\n%s", plan)
+	}
+	for _, want := range []string{"hot (primary)", "forget 1 snapshots", "dr (site)", "copy 3 snapshots", "cloud (s3)", "vault (tape)", "copy 1 snapshots", "per month"} {
 		if !strings.Contains(plan, want) {
 			t.Errorf("tier plan lacks %q:\n%s", want, plan)
 		}
@@ -86,8 +93,36 @@ tiering:
 		}
 		byName[tr.Name] = tr.Copied
 	}
-	if byName["mirror"] != 3 || byName["cloud"] != 3 || byName["vault"] != 1 {
-		t.Errorf("copied %v, want mirror 3, cloud 3, vault 1", byName)
+	if byName["dr"] != 3 || byName["cloud"] != 3 || byName["vault"] != 1 {
+		t.Errorf("copied %v, want dr 3, cloud 3, vault 1", byName)
+	}
+	if n := len(repoObjects(t, drDir)); n == 0 {
+		t.Fatal("tier run left the DR site empty")
+	}
+	// The plan now sees what the site holds: nothing left to copy there.
+	var pl struct {
+		Tiers []struct {
+			Name        string            `json:"name"`
+			Holds       int               `json:"holds"`
+			Copy        []json.RawMessage `json:"copy"`
+			Unreachable string            `json:"unreachable"`
+		} `json:"tiers"`
+	}
+	out = e.ok("--config", cfg, "--json", "tier", "plan")
+	if err := json.Unmarshal([]byte(out), &pl); err != nil {
+		t.Fatalf("tier plan --json: %v\n%s", err, out)
+	}
+	sawSite := false
+	for _, tp := range pl.Tiers {
+		if tp.Name == "dr" {
+			sawSite = true
+			if tp.Unreachable != "" || len(tp.Copy) != 0 || tp.Holds != 3 {
+				t.Errorf("plan for the site after the run: unreachable %q, holds %d (want 3), %d snapshots to copy", tp.Unreachable, tp.Holds, len(tp.Copy))
+			}
+		}
+	}
+	if !sawSite {
+		t.Errorf("tier plan --json has no dr tier:\n%s", out)
 	}
 	// Idempotent: a second run sends and forgets nothing.
 	out = e.ok("--config", cfg, "--json", "tier", "run")
@@ -130,18 +165,18 @@ tiering:
 		return r.stderr
 	}
 	restoreFrom("all-tiers", "hot")
-	// Lose the hot tier's data: the mirror serves.
+	// Lose the hot tier's data: the DR site serves over its read path.
 	os.RemoveAll(filepath.Join(repoDir, "data"))
-	restoreFrom("hot-lost", "mirror")
-	// Lose the mirror's data as well: the bucket serves.
-	os.RemoveAll(filepath.Join(mirror, "data"))
-	restoreFrom("hot-and-mirror-lost", "cloud")
+	restoreFrom("hot-lost", "dr")
+	// Lose the site's data as well: the bucket serves.
+	os.RemoveAll(filepath.Join(drDir, "data"))
+	restoreFrom("hot-and-site-lost", "cloud")
 	// Lose the bucket's data too: the tape pool serves. The output names
 	// the tapes mounted and what each served.
 	if err := os.RemoveAll(filepath.Join(srv.Dir, "cold", "repo", "data")); err != nil {
 		t.Fatal(err)
 	}
-	stderr := restoreFrom("hot-mirror-cloud-lost", "vault")
+	stderr := restoreFrom("hot-site-cloud-lost", "vault")
 	if !regexp.MustCompile(`tier vault: tape \S+ \(set [0-9a-f]{8}, column \d+\.\d+\) mounted in drive \d`).MatchString(stderr) ||
 		!regexp.MustCompile(`tier vault: tape \S+ \(set [0-9a-f]{8}\) served [1-9]\d* objects`).MatchString(stderr) {
 		t.Errorf("restore from tape does not say which tapes served:\n%s", stderr)
