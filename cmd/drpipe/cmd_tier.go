@@ -521,6 +521,11 @@ func (a *app) tapeTier(t policy.Tier) *tape.Tier {
 	return tape.NewTier(tape.TierOptions{
 		Name: t.Name,
 		Pool: t.Pool,
+		// Listing and stat read the catalog only; the library is opened
+		// (and locked) when an object must come off tape.
+		Catalog: func(ctx context.Context) (*tape.Catalog, error) {
+			return tape.OpenCatalog(filepath.Join(t.Library, "catalog"))
+		},
 		Open: func(ctx context.Context) (tape.Changer, *tape.Catalog, func() error, error) {
 			lib, err := tape.OpenVirtual(t.Library)
 			if err != nil {
