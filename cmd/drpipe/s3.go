@@ -120,7 +120,7 @@ func tierHint(err error) string {
 	case errors.Is(err, tiers.ErrLocked):
 		return "the object is under S3 Object Lock retention (s3.object_lock_mode/s3.object_lock_days when it was written); it can be removed only after its retention date"
 	case errors.Is(err, tiers.ErrNotReady):
-		return "the data is in an archive storage class (GLACIER, DEEP_ARCHIVE): run 'drpipe warmup --repo R' to request a restore and retry when it reports the objects ready"
+		return "the data is in an archive storage class (GLACIER, DEEP_ARCHIVE): the read requested the restore of what it touched; 'drpipe warmup --repo R --wait' requests the rest and waits until all is ready, then retry"
 	case errors.Is(err, s3tier.ErrAuth):
 		return "set s3.access_key_id and s3.secret_access_key (env DRPIPE_S3_ACCESS_KEY_ID, DRPIPE_S3_SECRET_ACCESS_KEY) or the AWS credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE, ...)"
 	case errors.Is(err, s3tier.ErrNoBucket):

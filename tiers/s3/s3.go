@@ -723,7 +723,8 @@ func (c *ctxReader) Read(p []byte) (int, error) {
 // Load calls fn with a reader over length bytes of h at offset (0 = to the
 // end); see tiers.Backend. A body that ends early (connection lost) makes
 // Load fail with a retriable error. An archived object that is not
-// restored yields an error wrapping tiers.ErrNotReady.
+// restored yields an error wrapping tiers.ErrNotReady, after Load has
+// requested its restore (see Warmup) and saying when it will be ready.
 func (b *Backend) Load(ctx context.Context, h tiers.Handle, offset, length int64, fn func(rd io.Reader) error) error {
 	if err := h.Validate(); err != nil {
 		return b.wrap("load", "from", h, err)
@@ -748,7 +749,16 @@ func (b *Backend) Load(ctx context.Context, h tiers.Handle, offset, length int64
 			return b.loadBeyond(ctx, h, offset, length, fn)
 		}
 		if errors.Is(err, tiers.ErrNotReady) {
-			err = fmt.Errorf("%w (archived in a cold storage class; run drpipe warmup to request a restore)", err)
+			// Ask for the restore now (idempotent: a restore in progress
+			// is not requested twice) and say when to come back.
+			switch eta, werr := b.warmOne(ctx, h); {
+			case werr != nil:
+				err = fmt.Errorf("%w (archived in a cold storage class; requesting its restore failed: %v; run drpipe warmup to retry)", err, werr)
+			case eta > 0:
+				err = fmt.Errorf("%w (archived in a cold storage class: restore requested, ready in about %s; drpipe warmup --wait polls until then)", err, eta)
+			default:
+				err = fmt.Errorf("%w (archived in a cold storage class; its restore has just completed: retry)", err)
+			}
 		}
 		return b.wrap("load", "from", h, err)
 	}

@@ -628,11 +628,17 @@ func TestWarmupArchivedObjects(t *testing.T) {
 		p.glacier["cold/data/"+h.Name[:2]+"/"+h.Name] = true
 	}
 	p.mu.Unlock()
-	// Reading an archived object: not ready, with a hint, not retried.
+	// Reading an archived object: not ready, not retried; the read
+	// requests its restore and says when it will be ready.
 	_, err := tiers.LoadAll(ctx, be, cold[0], 0, 0)
-	if !errors.Is(err, tiers.ErrNotReady) || !strings.Contains(err.Error(), "warmup") || tiers.IsRetriable(err) {
+	if !errors.Is(err, tiers.ErrNotReady) || !strings.Contains(err.Error(), "restore requested, ready in about 5h0m0s") || tiers.IsRetriable(err) {
 		t.Fatalf("Load of an archived object: %v", err)
 	}
+	p.mu.Lock()
+	if len(p.restoring) != 1 {
+		t.Errorf("after reading one archived object: %d restore requests, want 1", len(p.restoring))
+	}
+	p.mu.Unlock()
 	ready, pending, err := be.Warmup(ctx, append([]tiers.Handle{hot}, cold...))
 	if err != nil {
 		t.Fatal(err)
