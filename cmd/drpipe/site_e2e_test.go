@@ -192,16 +192,8 @@ func TestSiteReplicateVMImageSeries(t *testing.T) {
 	e.pw = pw
 
 	// Status, remote and local.
-	var st struct {
-		Hosts []struct {
-			Host           string `json:"host"`
-			LatestSnapshot string `json:"latest_snapshot"`
-		} `json:"hosts"`
-	}
-	if err := json.Unmarshal([]byte(e.ok("site", "status", "--to", sp.addr, "--tls-dir", bundle, "--json")), &st); err != nil {
-		t.Fatal(err)
-	}
-	if len(st.Hosts) != 1 || st.Hosts[0].LatestSnapshot != b2.SnapshotID {
+	st := e.siteStatus(t, "--to", sp.addr, "--tls-dir", bundle)
+	if len(st.Hosts) != 1 || st.Hosts[0].Latest != b2.SnapshotID {
 		t.Errorf("site status: %+v, want hv01 at %s", st, b2.SnapshotID)
 	}
 	if out := e.ok("site", "status", "--repo", drDir); !strings.Contains(out, b2.SnapshotID[:8]) {
@@ -398,16 +390,7 @@ func TestSiteCutsAndImpairedLink(t *testing.T) {
 			}
 		}
 		if _, err := os.Stat(filepath.Join(drDir, "config")); err == nil {
-			var st struct {
-				Snapshots int `json:"snapshots"`
-				Hosts     []struct {
-					Host   string `json:"host"`
-					Latest string `json:"latest_snapshot"`
-				} `json:"hosts"`
-			}
-			if err := json.Unmarshal([]byte(e.ok("site", "status", "--repo", drDir, "--json")), &st); err != nil {
-				t.Fatal(err)
-			}
+			st := e.siteStatus(t, "--repo", drDir)
 			if st.Snapshots != len(siteSnaps) {
 				t.Errorf("iteration %d: site status counts %d snapshots, the site directory holds %d", it, st.Snapshots, len(siteSnaps))
 			}
@@ -496,6 +479,26 @@ func siteMetricsURL(t *testing.T, sp *siteProc) string {
 // scrapeSettled scrapes until the active-sessions gauge reads 0: a client
 // returns once the site has answered, and the site ends the session
 // (lowering the gauge) a moment later in its own process.
+// siteStatusJSON is what the tests read of `site status --json`.
+type siteStatusJSON struct {
+	Snapshots int `json:"snapshots"`
+	Hosts     []struct {
+		Host   string `json:"host"`
+		Latest string `json:"latest_snapshot"`
+	} `json:"hosts"`
+}
+
+// siteStatus runs `drpipe site status --json` with args (--repo DIR, or
+// --to ADDR --tls-dir DIR) and decodes it.
+func (e *env) siteStatus(t *testing.T, args ...string) siteStatusJSON {
+	t.Helper()
+	var st siteStatusJSON
+	if err := json.Unmarshal([]byte(e.ok(append([]string{"site", "status", "--json"}, args...)...)), &st); err != nil {
+		t.Fatalf("site status --json: %v", err)
+	}
+	return st
+}
+
 func scrapeSettled(t *testing.T, url string) map[string]float64 {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -871,15 +874,7 @@ func TestReplicateWatch(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(drDir, "snapshots", b2.SnapshotID)); err != nil {
 		t.Errorf("the site lacks the snapshot watch reported: %v", err)
 	}
-	var st struct {
-		Hosts []struct {
-			Host   string `json:"host"`
-			Latest string `json:"latest_snapshot"`
-		} `json:"hosts"`
-	}
-	if err := json.Unmarshal([]byte(e.ok("site", "status", "--repo", drDir, "--json")), &st); err != nil {
-		t.Fatal(err)
-	}
+	st := e.siteStatus(t, "--repo", drDir)
 	if len(st.Hosts) != 1 || st.Hosts[0].Latest != b2.SnapshotID {
 		t.Errorf("site status %+v, want hv01 at %s", st, b2.SnapshotID)
 	}
