@@ -491,7 +491,13 @@ func TestCrashSafetySIGKILL(t *testing.T) {
 			t.Fatal(err)
 		}
 		sinceComplete++
+		// Even rounds kill at a random point of the run; odd rounds kill
+		// as soon as a new pack shard appears, so the window between the
+		// data and the index that names it is always exercised (a random
+		// delay alone may miss it on a machine of another speed).
 		delay := est/20 + time.Duration(rng.Int64N(int64(est)*9/10+1))
+		onPack := i%2 == 1
+		before := countShards(t, repoDir)
 		ctx, cancel := context.WithCancel(context.Background())
 		c := e.cmd(ctx, "backup", "--repo", repoDir, "--host", "hv01", src)
 		started := time.Now()
@@ -500,9 +506,13 @@ func TestCrashSafetySIGKILL(t *testing.T) {
 		}
 		done := make(chan error, 1)
 		go func() { done <- c.Wait() }()
+		trigger := time.After(delay)
+		if onPack {
+			trigger = whenShardsExceed(ctx, repoDir, before)
+		}
 		ran := false
 		select {
-		case <-time.After(delay):
+		case <-trigger:
 			c.Process.Signal(syscall.SIGKILL)
 			ran = <-done == nil
 		case err := <-done:
@@ -515,7 +525,9 @@ func TestCrashSafetySIGKILL(t *testing.T) {
 		if ran {
 			completed++
 			sinceComplete = 0
-			est = time.Since(started)
+			if !onPack {
+				est = time.Since(started)
+			}
 		} else {
 			killed++
 		}
@@ -557,6 +569,46 @@ func TestCrashSafetySIGKILL(t *testing.T) {
 	e.ok("restore", "--repo", repoDir, "latest", "--target", target)
 	compareTrees(t, src, restored(target, src))
 	e.ok("check", "--repo", repoDir, "--read-data")
+}
+
+// countShards counts the committed shard files under repoDir/data
+// (temporary files start with a dot and are skipped).
+func countShards(t *testing.T, repoDir string) int {
+	t.Helper()
+	n := 0
+	for _, shards := range shardFiles(t, repoDir) {
+		n += len(shards)
+	}
+	return n
+}
+
+// whenShardsExceed polls repoDir/data and fires once it holds more than
+// n committed shard files, or never if ctx ends first.
+func whenShardsExceed(ctx context.Context, repoDir string, n int) <-chan time.Time {
+	ch := make(chan time.Time, 1)
+	go func() {
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-tick.C:
+				count := 0
+				filepath.WalkDir(filepath.Join(repoDir, "data"), func(p string, d fs.DirEntry, err error) error {
+					if err == nil && !d.IsDir() && !strings.HasPrefix(d.Name(), ".") {
+						count++
+					}
+					return nil
+				})
+				if count > n {
+					ch <- now
+					return
+				}
+			}
+		}
+	}()
+	return ch
 }
 
 func TestBadInput(t *testing.T) {
