@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/drpipe/drpipe/erasure"
 	"github.com/drpipe/drpipe/internal/id"
@@ -276,23 +280,94 @@ func PlanRestore(cat *Catalog, ref SnapshotRef, available func(barcode string) b
 	return plan, nil
 }
 
-// ReadPlan mounts the plan's tapes in order and stores what it reads into
-// dst: every metadata object from the first tape and the planned shard
-// objects from all. Every object is verified against its SHA-256 as it is
-// read.
+// ReadPlan mounts the plan's tapes and stores what it reads into dst:
+// every metadata object from the first tape and the planned shard
+// objects from all. Tapes are read in parallel, one per drive (as many
+// at once as the library has drives), so a restore from a set written
+// across several drives reads at the drives' combined rate. Every object
+// is verified against its SHA-256 as it is read. The first tape that
+// fails stops the others and is returned as a *TapeError.
 func ReadPlan(ctx context.Context, ch Changer, plan *RestorePlan, dst tiers.Backend, progress Progress) error {
 	if progress == nil {
 		progress = NoProgress{}
 	}
-	for _, pt := range plan.Tapes {
-		if err := readTape(ctx, ch, plan.Ref.Set, pt, dst, progress); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
+	if len(plan.Tapes) == 0 {
+		return nil
+	}
+	inv, err := ch.Inventory(ctx)
+	if err != nil {
+		return err
+	}
+	par := max(min(len(inv.Drives), len(plan.Tapes)), 1)
+	parent := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	m := &mounter{ch: ch, busy: map[int]bool{}}
+	jobs := make(chan int)
+	errs := make([]error, len(plan.Tapes))
+	var wg sync.WaitGroup
+	for w := 0; w < par; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				if err := readTape(ctx, m, plan.Ref.Set, plan.Tapes[i], dst, progress); err != nil {
+					errs[i] = err
+					cancel()
+				}
 			}
-			return &TapeError{Barcode: pt.Barcode, Err: err}
+		}()
+	}
+feed:
+	for i := range plan.Tapes {
+		select {
+		case jobs <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if err := parent.Err(); err != nil {
+		return err
+	}
+	// Report the tape that failed, not the ones stopped because of it.
+	for i, err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return &TapeError{Barcode: plan.Tapes[i].Barcode, Err: err}
+		}
+	}
+	for i, err := range errs {
+		if err != nil {
+			return &TapeError{Barcode: plan.Tapes[i].Barcode, Err: err}
 		}
 	}
 	return nil
+}
+
+// mounter serialises changer moves between goroutines reading tapes in
+// parallel: busy holds the drives in use.
+type mounter struct {
+	ch   Changer
+	mu   sync.Mutex
+	busy map[int]bool
+}
+
+func (m *mounter) mount(ctx context.Context, barcode string) (Drive, int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d, di, err := mount(ctx, m.ch, barcode, m.busy)
+	if err == nil {
+		m.busy[di] = true
+	}
+	return d, di, err
+}
+
+func (m *mounter) unmount(ctx context.Context, d Drive, di int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	unmount(ctx, m.ch, d, di)
+	delete(m.busy, di)
 }
 
 // TapeError is a failure to read one tape; a restore can plan around it
@@ -313,6 +388,9 @@ type RestoreResult struct {
 	Plan    *RestorePlan
 	Failed  map[string]string // tapes that could not be read → why
 	Rebuilt int               // packs rebuilt from parity shards
+	// ReadTime is the time spent reading tapes (mounts included, every
+	// attempt); RebuildTime the time spent rebuilding packs from parity.
+	ReadTime, RebuildTime time.Duration
 }
 
 // Restore reads what the snapshot needs from the tapes of one of refs
@@ -341,7 +419,9 @@ func Restore(ctx context.Context, ch Changer, cat *Catalog, refs []SnapshotRef, 
 				break
 			}
 			res.Plan = plan
+			t0 := time.Now()
 			err = ReadPlan(ctx, ch, plan, dst, progress)
+			res.ReadTime += time.Since(t0)
 			var te *TapeError
 			if errors.As(err, &te) {
 				res.Failed[te.Barcode] = te.Err.Error()
@@ -350,20 +430,22 @@ func Restore(ctx context.Context, ch Changer, cat *Catalog, refs []SnapshotRef, 
 			if err != nil {
 				return res, err
 			}
+			t0 = time.Now()
 			n, err := CompletePacks(ctx, dst, ref)
 			res.Rebuilt = n
+			res.RebuildTime = time.Since(t0)
 			return res, err
 		}
 	}
 	return res, firstErr
 }
 
-func readTape(ctx context.Context, ch Changer, set *SetInfo, pt PlannedTape, dst tiers.Backend, progress Progress) error {
-	d, di, err := mount(ctx, ch, pt.Barcode, nil)
+func readTape(ctx context.Context, m *mounter, set *SetInfo, pt PlannedTape, dst tiers.Backend, progress Progress) error {
+	d, di, err := m.mount(ctx, pt.Barcode)
 	if err != nil {
 		return err
 	}
-	defer unmount(context.WithoutCancel(ctx), ch, d, di)
+	defer m.unmount(context.WithoutCancel(ctx), d, di)
 	progress.Tape(pt.Barcode, pt.Column, pt.ColumnSeq)
 	label, err := VerifyLabel(ctx, d, pt.Barcode, nil)
 	if err != nil {
@@ -453,46 +535,96 @@ func readTape(ctx context.Context, ch Changer, set *SetInfo, pt PlannedTape, dst
 // were (erasure.Reconstruct) and their missing shards stored. It returns
 // the number of packs rebuilt.
 func CompletePacks(ctx context.Context, dst tiers.Backend, ref SnapshotRef) (int, error) {
-	rebuilt := 0
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		rebuilt  atomic.Int64
+		mu       sync.Mutex
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	jobs := make(chan int)
+	// Rebuilding is CPU work (Reed-Solomon, one pack in memory per
+	// worker): one worker per core.
+	for w := 0; w < runtime.GOMAXPROCS(0); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for pi := range jobs {
+				done, err := completePack(ctx, dst, ref.Manifest.Packs[pi])
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					cancel()
+					continue
+				}
+				if done {
+					rebuilt.Add(1)
+				}
+			}
+		}()
+	}
+feed:
 	for _, pi := range ref.Snapshot.Packs {
-		p := ref.Manifest.Packs[pi]
-		n := p.K + p.M
-		present := make([]bool, n)
-		allData := true
-		for i := 0; i < n; i++ {
-			_, err := dst.Stat(ctx, tiers.Handle{Type: tiers.TypeData, Name: erasure.ShardName(p.ID, i)})
-			present[i] = err == nil
-			if i < p.K && !present[i] {
+		select {
+		case jobs <- pi:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if firstErr == nil {
+		firstErr = ctx.Err()
+	}
+	return int(rebuilt.Load()), firstErr
+}
+
+// completePack rebuilds the missing data shards of one pack from the
+// shards present in dst; it reports whether it had to.
+func completePack(ctx context.Context, dst tiers.Backend, p ManifestPack) (bool, error) {
+	n := p.K + p.M
+	size := make([]int64, n)
+	allData := true
+	for i := 0; i < n; i++ {
+		fi, err := dst.Stat(ctx, tiers.Handle{Type: tiers.TypeData, Name: erasure.ShardName(p.ID, i)})
+		if err != nil {
+			size[i] = -1
+			if i < p.K {
 				allData = false
 			}
-		}
-		if allData {
 			continue
 		}
-		shards := make([][]byte, n)
-		for i := 0; i < n; i++ {
-			if !present[i] {
-				continue
-			}
-			b, err := tiers.LoadAll(ctx, dst, tiers.Handle{Type: tiers.TypeData, Name: erasure.ShardName(p.ID, i)}, 0, 0)
-			if err != nil {
-				return rebuilt, err
-			}
-			shards[i] = b
-		}
-		res, err := erasure.Reconstruct(p.ID, shards)
-		if err != nil {
-			return rebuilt, fmt.Errorf("rebuild pack %s from the shards read off tape: %w", p.ID.Short(), err)
-		}
-		for i, obj := range res.Rebuilt {
-			if i >= p.K {
-				continue
-			}
-			if err := tiers.PutBytes(ctx, dst, tiers.Handle{Type: tiers.TypeData, Name: erasure.ShardName(p.ID, i)}, obj); err != nil {
-				return rebuilt, err
-			}
-		}
-		rebuilt++
+		size[i] = fi.Size
 	}
-	return rebuilt, nil
+	if allData {
+		return false, nil
+	}
+	shards := make([][]byte, n)
+	for i := 0; i < n; i++ {
+		if size[i] < 0 {
+			continue
+		}
+		b, err := tiers.LoadAll(ctx, dst, tiers.Handle{Type: tiers.TypeData, Name: erasure.ShardName(p.ID, i)}, 0, size[i])
+		if err != nil {
+			return false, err
+		}
+		shards[i] = b
+	}
+	res, err := erasure.Reconstruct(p.ID, shards)
+	if err != nil {
+		return false, fmt.Errorf("rebuild pack %s from the shards read off tape: %w", p.ID.Short(), err)
+	}
+	for i, obj := range res.Rebuilt {
+		if i >= p.K {
+			continue
+		}
+		if err := tiers.PutBytes(ctx, dst, tiers.Handle{Type: tiers.TypeData, Name: erasure.ShardName(p.ID, i)}, obj); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
 }

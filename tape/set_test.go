@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,6 +36,7 @@ type world struct {
 	pw      []byte
 	cacheNo int
 	failed  map[string]string
+	changer tape.Changer // restores use it instead of lib when set
 }
 
 func newWorld(t *testing.T, ec erasure.Params, lib tape.VirtualConfig, files int, bytes int64) *world {
@@ -124,7 +126,11 @@ func (w *world) restore(ref string) (*tape.RestorePlan, error) {
 		w.t.Fatal(err)
 	}
 	defer be.Close()
-	res, err := tape.Restore(ctx, w.lib, w.cat, refs, func(b string) bool { return in[b] }, be, nil)
+	var ch tape.Changer = w.lib
+	if w.changer != nil {
+		ch = w.changer
+	}
+	res, err := tape.Restore(ctx, ch, w.cat, refs, func(b string) bool { return in[b] }, be, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -174,6 +180,86 @@ func setTapes(res *tape.WriteResult) []string {
 		out = append(out, t.Barcode)
 	}
 	return out
+}
+
+// overlapChanger counts the drives open at once; a drive's first read
+// waits (up to a few seconds) for a second drive to open, so a restore
+// that reads its tapes one after another shows as a maximum of one.
+type overlapChanger struct {
+	tape.Changer
+	mu        sync.Mutex
+	open, max int
+	second    chan struct{}
+}
+
+func (c *overlapChanger) OpenDrive(ctx context.Context, i int) (tape.Drive, error) {
+	d, err := c.Changer.OpenDrive(ctx, i)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.open++
+	c.max = max(c.max, c.open)
+	if c.open == 2 {
+		close(c.second)
+		c.second = make(chan struct{}) // later pairs wait afresh
+	}
+	wait := c.second
+	c.mu.Unlock()
+	return &overlapDrive{Drive: d, c: c, wait: wait}, nil
+}
+
+type overlapDrive struct {
+	tape.Drive
+	c      *overlapChanger
+	wait   chan struct{}
+	waited bool
+	closed sync.Once
+}
+
+func (d *overlapDrive) ReadRecord(ctx context.Context, p []byte) (int, error) {
+	if !d.waited {
+		d.waited = true
+		select {
+		case <-d.wait:
+		case <-time.After(3 * time.Second):
+		}
+	}
+	return d.Drive.ReadRecord(ctx, p)
+}
+
+func (d *overlapDrive) Close() error {
+	d.closed.Do(func() {
+		d.c.mu.Lock()
+		d.c.open--
+		d.c.mu.Unlock()
+	})
+	return d.Drive.Close()
+}
+
+// TestRestoreReadsTapesInParallel: a restore needing several tapes of a
+// set reads them at the same time, one per drive, and the result is
+// byte-identical.
+func TestRestoreReadsTapesInParallel(t *testing.T) {
+	w := newWorld(t, erasure.Params{K: 4, M: 2}, tape.VirtualConfig{Generation: tape.LTO9, Slots: 10, Drives: 3, MailSlots: 2}, 60, 6<<20)
+	pool := tape.DefaultPool("daily")
+	w.label(pool, 4)
+	res := w.write(pool, 1, time.Date(2026, 3, 2, 22, 0, 0, 0, time.UTC))
+	if res.Set.Columns != 3 {
+		t.Fatalf("set has %d columns, want 3", res.Set.Columns)
+	}
+	oc := &overlapChanger{Changer: w.lib, second: make(chan struct{})}
+	w.changer = oc
+	plan, err := w.restore("latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.Tapes) < 2 {
+		t.Fatalf("the restore planned %d tapes, want at least 2", len(plan.Tapes))
+	}
+	if oc.max < 2 {
+		t.Errorf("at most %d drive open at once: the %d tapes were read one after another", oc.max, len(plan.Tapes))
+	}
 }
 
 func TestWriteRestoreWithParityLoss(t *testing.T) {

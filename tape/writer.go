@@ -572,13 +572,77 @@ type producer struct {
 
 const chunkSize = 1 << 20
 
+// prefetcher is a source that can start reading an object before it is
+// loaded (tiers.Local: a page-cache read-ahead hint).
+type prefetcher interface {
+	Prefetch(h tiers.Handle)
+}
+
+// prefetchWindow is how far ahead of the object being read the producer
+// asks the source to read: with one producer per drive on one disk, a
+// cold read of each object otherwise stalls its drive.
+const prefetchWindow = 64 << 20
+
+// startPrefetch hints objs[start:] to the source, staying at most
+// prefetchWindow bytes ahead of the object the producer is reading (sent
+// on at); it returns nil if the source takes no hints.
+func (w *setWriter) startPrefetch(ctx context.Context, objs []PlanObject, start int) chan<- int {
+	pf, ok := w.src.(prefetcher)
+	if !ok {
+		return nil
+	}
+	at := make(chan int, 1)
+	go func() {
+		next, cur := start, start
+		var ahead int64 // bytes hinted beyond cur
+		for {
+			for next < len(objs) && (next <= cur || ahead < prefetchWindow) {
+				pf.Prefetch(objs[next].Handle)
+				if next > cur {
+					ahead += objs[next].Size
+				}
+				next++
+			}
+			select {
+			case i, ok := <-at:
+				if !ok {
+					return
+				}
+				// ahead counts the hinted objects after cur.
+				for cur < i {
+					cur++
+					if cur < next {
+						ahead -= objs[cur].Size
+					}
+				}
+				if next < cur {
+					next = cur // the producer overtook the hints
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return at
+}
+
 func (w *setWriter) startProducer(ctx context.Context, objs []PlanObject, start int, free chan []byte) *producer {
 	pctx, cancel := context.WithCancel(ctx)
 	p := &producer{out: make(chan chunk, cap(free)), free: free, cancel: cancel, done: make(chan struct{})}
+	at := w.startPrefetch(pctx, objs, start)
 	go func() {
 		defer close(p.done)
 		defer close(p.out)
+		if at != nil {
+			defer close(at)
+		}
 		for i := start; i < len(objs); i++ {
+			if at != nil {
+				select {
+				case at <- i:
+				default: // the hinter is busy; it catches up on the next object
+				}
+			}
 			var sent int64
 			err := w.src.Load(pctx, objs[i].Handle, 0, 0, func(rd io.Reader) error {
 				var pos int64

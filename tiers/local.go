@@ -362,6 +362,22 @@ func syncDirPath(dir string) error {
 	return err
 }
 
+// Prefetch asks the kernel to start reading the object into the page
+// cache, so that a Load soon after does not wait for the disk. It is a
+// hint: a missing object or an error is ignored. Callers streaming many
+// objects in order (the tape writer) call it for the next few.
+func (l *Local) Prefetch(h Handle) {
+	if h.Validate() != nil {
+		return
+	}
+	f, err := l.root.Open(objPath(h))
+	if err != nil {
+		return
+	}
+	willNeed(f)
+	f.Close()
+}
+
 // Load calls fn with a reader over length bytes of h at offset (0 = to the
 // end); see Backend. The range is checked against the object's size before
 // fn is called, so a short object yields ErrShortRead without calling fn.

@@ -404,3 +404,22 @@ func TestLocalPutFinal(t *testing.T) {
 		t.Errorf("index directory holds %v", ents)
 	}
 }
+
+// TestLocalPrefetchIsAHint: Prefetch of a present, a missing and an
+// invalid handle neither fails nor changes what Load returns.
+func TestLocalPrefetchIsAHint(t *testing.T) {
+	ctx := context.Background()
+	l := newLocal(t)
+	h := tiers.Handle{Type: tiers.TypeData, Name: strings.Repeat("ab", 32)}
+	want := bytes.Repeat([]byte("prefetch"), 1<<16)
+	if err := tiers.PutBytes(ctx, l, h, want); err != nil {
+		t.Fatal(err)
+	}
+	l.Prefetch(h)
+	l.Prefetch(tiers.Handle{Type: tiers.TypeData, Name: strings.Repeat("cd", 32)})
+	l.Prefetch(tiers.Handle{Type: tiers.TypeData, Name: "../../etc/passwd"})
+	got, err := tiers.LoadAll(ctx, l, h, 0, 0)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("load after prefetch: %d bytes, %v", len(got), err)
+	}
+}

@@ -763,7 +763,8 @@ func siteHint(err error) string {
 	}
 	s := err.Error()
 	switch {
-	case strings.Contains(s, "certificate required"), strings.Contains(s, "bad certificate"), strings.Contains(s, "unknown authority"), strings.Contains(s, "expired"):
+	case strings.Contains(s, "certificate required"), strings.Contains(s, "bad certificate"), strings.Contains(s, "unknown authority"),
+		strings.Contains(s, "certificate has expired"), strings.Contains(s, "expired certificate"):
 		return "check --tls-dir: the site accepts only certificates its CA issued ('drpipe site issue'), unexpired and allowed"
 	case strings.Contains(s, "no application protocol"):
 		return "the site and this primary speak different protocol versions (" + transport.ALPN + " here): run the same drpipe release on both"

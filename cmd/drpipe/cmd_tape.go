@@ -943,7 +943,6 @@ func (a *app) tapeRestoreCmd() *cobra.Command {
 			}
 			plan, rebuilt := rres.Plan, rres.Rebuilt
 			readBytes := prog.bytes.Load()
-			readDur := time.Since(start)
 			o, err := a.repoOptions(pw)
 			if err != nil {
 				return err
@@ -978,19 +977,21 @@ func (a *app) tapeRestoreCmd() *cobra.Command {
 					failed = append(failed, map[string]string{"path": f.Path, "error": f.Err.Error()})
 				}
 				if jerr := a.printJSON(map[string]any{"snapshot_id": sn.ID(), "set_id": plan.Ref.Set.ID, "tapes_mounted": mounted,
-					"tapes_unavailable": plan.Unavailable, "tapes_failed": rres.Failed, "packs": plan.Packs, "packs_rebuilt": rebuilt, "read_s": readDur.Seconds(), "bytes_read_from_tape": readBytes,
+					"tapes_unavailable": plan.Unavailable, "tapes_failed": rres.Failed, "packs": plan.Packs, "packs_rebuilt": rebuilt, "read_s": rres.ReadTime.Seconds(), "rebuild_s": rres.RebuildTime.Seconds(), "bytes_read_from_tape": readBytes,
 					"target": target, "files": res.Files, "dirs": res.Dirs, "bytes_total": res.BytesTotal, "duration_s": time.Since(start).Seconds(), "failed": failed}); jerr != nil {
 					return jerr
 				}
 				return err
 			}
 			a.printf("restored snapshot %s (host %s, %s) from tape set %s to %s\n", sn.ID().Short(), sn.Host, sn.Time.Format("2006-01-02 15:04"), plan.Ref.Set.ID[:8], target)
-			a.printf("  mounted %d tapes in order: %s\n", len(mounted), strings.Join(mounted, " "))
+			a.printf("  mounted %d tapes: %s\n", len(mounted), strings.Join(mounted, " "))
+			a.printf("  read %s from tape in %.1fs (%s/s); rebuilt %d packs from parity in %.1fs\n", humanBytes(readBytes), rres.ReadTime.Seconds(),
+				humanBytes(int64(float64(readBytes)/max(rres.ReadTime.Seconds(), 0.001))), rebuilt, rres.RebuildTime.Seconds())
 			for bc, why := range rres.Failed {
 				a.printf("  tape %s could not be read and was planned around: %s\n", bc, why)
 			}
 			if len(plan.Unavailable) > 0 {
-				a.printf("  not in the library: %s; %d packs rebuilt from parity\n", strings.Join(plan.Unavailable, " "), rebuilt)
+				a.printf("  not in the library: %s\n", strings.Join(plan.Unavailable, " "))
 			}
 			a.printf("  %d files, %d dirs, %s, %.1fs\n", res.Files, res.Dirs, humanBytes(res.BytesTotal), time.Since(start).Seconds())
 			for _, f := range res.Failed {
