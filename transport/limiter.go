@@ -36,7 +36,8 @@ func (l *Limiter) Rate() int64 {
 }
 
 // WaitN blocks until n bytes may be sent or ctx ends. n may exceed the
-// bucket: the caller then waits for the deficit.
+// bucket: the caller then waits for the deficit. A wait that ends with
+// ctx is not charged.
 func (l *Limiter) WaitN(ctx context.Context, n int) error {
 	if l == nil || n <= 0 {
 		return nil
@@ -59,6 +60,11 @@ func (l *Limiter) WaitN(ctx context.Context, n int) error {
 	case <-t.C:
 		return nil
 	case <-ctx.Done():
+		// Nothing was sent: give the bytes back, or a cancelled wait
+		// would hold up the streams that go on.
+		l.mu.Lock()
+		l.tokens = min(l.burst, l.tokens+float64(n))
+		l.mu.Unlock()
 		return ctx.Err()
 	}
 }

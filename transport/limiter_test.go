@@ -86,8 +86,12 @@ func TestLimiterAccounting(t *testing.T) {
 	if err := l.WaitN(done, 10_000); !errors.Is(err, context.Canceled) {
 		t.Fatalf("beyond the burst with no time passed: %v, want to wait", err)
 	}
-	// That request was charged: 100000 + 10000 - 104857.6 = 5142.4 in
-	// debt. Ten seconds idle refill the bucket to the burst, not beyond.
+	// That request was not sent, so it is not charged: the 4857.6 bytes
+	// left in the bucket still pass at once.
+	if err := l.WaitN(done, 4_800); err != nil {
+		t.Fatalf("after a cancelled request: %v (a cancelled wait was charged)", err)
+	}
+	// Ten seconds idle refill the bucket to the burst, not beyond.
 	now = now.Add(10 * time.Second)
 	if err := l.WaitN(done, 104_857); err != nil {
 		t.Fatalf("a full burst after idling: %v", err)
