@@ -46,8 +46,8 @@ func TestUDPDelayLossCut(t *testing.T) {
 	if _, err := c.Read(buf); err != nil {
 		t.Fatal(err)
 	}
-	if rtt := time.Since(start); rtt < 50*time.Millisecond || rtt > 200*time.Millisecond {
-		t.Errorf("RTT %v through a 25 ms each-way link, want about 50 ms", rtt)
+	if rtt := time.Since(start); rtt < 50*time.Millisecond || rtt > time.Second {
+		t.Errorf("RTT %v through a 25 ms each-way link, want about 50 ms (at most a second on a busy machine)", rtt)
 	}
 
 	// 10% loss each way: about 19% of round trips fail.
