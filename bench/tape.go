@@ -93,14 +93,17 @@ func runTapeBench(ctx context.Context, env *Env) ([]Table, error) {
 	var wMem *writeOut
 	if memLib, err := os.MkdirTemp("/dev/shm", "drpipe-bench-vtl-"); err == nil {
 		defer os.RemoveAll(memLib)
-		if _, err := dp("tape", "library", "init", "--library", memLib, "--generation", "LTO-9", "--slots", "4", "--drives", "3", "--mailslots", "1"); err != nil {
-			return nil, err
+		// A small /dev/shm (containers) skips the row, not the suite.
+		_, err := dp("tape", "library", "init", "--library", memLib, "--generation", "LTO-9", "--slots", "4", "--drives", "3", "--mailslots", "1")
+		if err == nil {
+			_, err = dp("tape", "label", "--library", memLib, "--pool", "bench", "--count", "3")
 		}
-		if _, err := dp("tape", "label", "--library", memLib, "--pool", "bench", "--count", "3"); err != nil {
-			return nil, err
+		if err == nil {
+			wMem, err = write(memLib, "1", "2026-01-09T00:00:00Z")
 		}
-		if wMem, err = write(memLib, "1", "2026-01-09T00:00:00Z"); err != nil {
-			return nil, err
+		if err != nil {
+			wMem = nil
+			fmt.Fprintf(os.Stderr, "tape: skipping the in-RAM write (%v)\n", err)
 		}
 		os.RemoveAll(memLib)
 	}

@@ -106,18 +106,32 @@ var (
 // index. It prefers a drive that already holds the cartridge, then an
 // empty drive; busy lists drives in use by other goroutines.
 func mount(ctx context.Context, ch Changer, barcode string, busy map[int]bool) (Drive, int, error) {
-	inv, err := ch.Inventory(ctx)
+	di, err := place(ctx, ch, barcode, busy)
 	if err != nil {
 		return nil, 0, err
 	}
+	d, err := openPlaced(ctx, ch, di, barcode)
+	if err != nil {
+		return nil, 0, err
+	}
+	return d, di, nil
+}
+
+// place moves barcode into a drive (the one holding it, else an empty
+// one, else an idle one it unloads) and returns the drive's index.
+func place(ctx context.Context, ch Changer, barcode string, busy map[int]bool) (int, error) {
+	inv, err := ch.Inventory(ctx)
+	if err != nil {
+		return 0, err
+	}
 	at, ok := inv.Find(barcode)
 	if !ok {
-		return nil, 0, fmt.Errorf("%w: tape %s is not in the library", ErrMissingTapes, barcode)
+		return 0, fmt.Errorf("%w: tape %s is not in the library", ErrMissingTapes, barcode)
 	}
 	di := -1
 	if at.Kind == ElemDrive {
 		if busy[at.Index] {
-			return nil, 0, fmt.Errorf("tape %s is in drive %d, which is busy", barcode, at.Index)
+			return 0, fmt.Errorf("tape %s is in drive %d, which is busy", barcode, at.Index)
 		}
 		di = at.Index
 	} else {
@@ -134,28 +148,33 @@ func mount(ctx context.Context, ch Changer, barcode string, busy map[int]bool) (
 					continue
 				}
 				if err := unmountIndex(ctx, ch, d.Index); err != nil {
-					return nil, 0, err
+					return 0, err
 				}
 				di = d.Index
 				break
 			}
 		}
 		if di < 0 {
-			return nil, 0, fmt.Errorf("no free drive to load tape %s", barcode)
+			return 0, fmt.Errorf("no free drive to load tape %s", barcode)
 		}
 		if err := ch.Move(ctx, at, Element{Kind: ElemDrive, Index: di}); err != nil {
-			return nil, 0, fmt.Errorf("load tape %s into drive %d: %w", barcode, di, err)
+			return 0, fmt.Errorf("load tape %s into drive %d: %w", barcode, di, err)
 		}
 	}
+	return di, nil
+}
+
+// openPlaced opens drive di, which holds barcode, and rewinds it.
+func openPlaced(ctx context.Context, ch Changer, di int, barcode string) (Drive, error) {
 	d, err := ch.OpenDrive(ctx, di)
 	if err != nil {
-		return nil, 0, fmt.Errorf("open drive %d for tape %s: %w", di, barcode, err)
+		return nil, fmt.Errorf("open drive %d for tape %s: %w", di, barcode, err)
 	}
 	if err := d.Rewind(ctx); err != nil {
 		d.Close()
-		return nil, 0, fmt.Errorf("rewind tape %s in %s: %w", barcode, d.Name(), err)
+		return nil, fmt.Errorf("rewind tape %s in %s: %w", barcode, d.Name(), err)
 	}
-	return d, di, nil
+	return d, nil
 }
 
 // unmountIndex unloads drive i and puts its cartridge into a free slot.

@@ -311,6 +311,10 @@ func ReadPlan(ctx context.Context, ch Changer, plan *RestorePlan, dst tiers.Back
 		go func() {
 			defer wg.Done()
 			for i := range jobs {
+				if err := ctx.Err(); err != nil {
+					errs[i] = err // a tape failed: mount no more
+					continue
+				}
 				if err := readTape(ctx, m, plan.Ref.Set, plan.Tapes[i], dst, progress); err != nil {
 					errs[i] = err
 					cancel()
@@ -353,14 +357,26 @@ type mounter struct {
 	busy map[int]bool
 }
 
+// mount moves barcode into a drive under the lock, then opens and
+// rewinds the drive (slow on real drives) outside it.
 func (m *mounter) mount(ctx context.Context, barcode string) (Drive, int, error) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	d, di, err := mount(ctx, m.ch, barcode, m.busy)
+	di, err := place(ctx, m.ch, barcode, m.busy)
 	if err == nil {
 		m.busy[di] = true
 	}
-	return d, di, err
+	m.mu.Unlock()
+	if err != nil {
+		return nil, 0, err
+	}
+	d, err := openPlaced(ctx, m.ch, di, barcode)
+	if err != nil {
+		m.mu.Lock()
+		delete(m.busy, di)
+		m.mu.Unlock()
+		return nil, 0, err
+	}
+	return d, di, nil
 }
 
 func (m *mounter) unmount(ctx context.Context, d Drive, di int) {
@@ -545,8 +561,8 @@ func CompletePacks(ctx context.Context, dst tiers.Backend, ref SnapshotRef) (int
 	)
 	jobs := make(chan int)
 	// Rebuilding is CPU work (Reed-Solomon, one pack in memory per
-	// worker): one worker per core.
-	for w := 0; w < runtime.GOMAXPROCS(0); w++ {
+	// worker): one worker per core, at most four (packs may be large).
+	for w := 0; w < min(runtime.GOMAXPROCS(0), 4); w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -591,6 +607,9 @@ func completePack(ctx context.Context, dst tiers.Backend, p ManifestPack) (bool,
 	allData := true
 	for i := 0; i < n; i++ {
 		fi, err := dst.Stat(ctx, tiers.Handle{Type: tiers.TypeData, Name: erasure.ShardName(p.ID, i)})
+		if err != nil && !errors.Is(err, tiers.ErrNotFound) {
+			return false, fmt.Errorf("pack %s: %w", p.ID.Short(), err)
+		}
 		if err != nil {
 			size[i] = -1
 			if i < p.K {

@@ -37,7 +37,8 @@ func (l *Limiter) Rate() int64 {
 
 // WaitN blocks until n bytes may be sent or ctx ends. n may exceed the
 // bucket: the caller then waits for the deficit. A wait that ends with
-// ctx is not charged.
+// ctx is not charged (its bytes go back to the bucket for later
+// requests; callers already waiting keep their computed wait).
 func (l *Limiter) WaitN(ctx context.Context, n int) error {
 	if l == nil || n <= 0 {
 		return nil
