@@ -57,7 +57,7 @@ func NewChunker(cfg Config) (*Chunker, error) {
 	}
 	ch := &Chunker{
 		cfg:   cfg,
-		fresh: *chunker.NewBase(cfg.Pol, chunker.WithBaseBoundaries(cfg.MinSize, cfg.MaxSize)),
+		fresh: *chunker.NewBase(cfg.Pol, chunker.WithBaseBoundaries(cfg.MinSize, cfg.MaxSize), chunker.WithBaseAverageBits(cfg.AverageBits)),
 		blk:   make([]bool, cfg.SegmentSize/int64(cfg.ZeroBlock)),
 	}
 	ch.cdc = ch.fresh

@@ -29,6 +29,8 @@ func TestConfigValidate(t *testing.T) {
 		{"min at window", mod(func(c *Config) { c.MinSize = 64 }), false},
 		{"max below min", mod(func(c *Config) { c.MaxSize = c.MinSize - 1 }), true},
 		{"max equals min", mod(func(c *Config) { c.MaxSize = c.MinSize }), false},
+		{"average bits unset", mod(func(c *Config) { c.AverageBits = 0 }), true},
+		{"average bits too large", mod(func(c *Config) { c.AverageBits = 31 }), true},
 		{"zero block too small", mod(func(c *Config) { c.ZeroBlock = 256 }), true},
 		{"segment not multiple of zero block", mod(func(c *Config) { c.SegmentSize = 3 << 20; c.ZeroBlock = 40 << 10 }), true},
 		{"segment smaller than zero block", mod(func(c *Config) { c.SegmentSize = 512; c.ZeroBlock = 1024 }), true},
@@ -408,29 +410,34 @@ func TestChunkStreamErrors(t *testing.T) {
 }
 
 // TestCDCMatchesRestic checks that a random run inside one segment is cut
-// exactly where restic's own streaming chunker cuts it.
+// exactly where restic's own streaming chunker cuts it, with the default
+// and with the legacy (restic's) chunk sizes.
 func TestCDCMatchesRestic(t *testing.T) {
-	cfg := DefaultConfig(testPol)
-	content := randBytes(15, int(cfg.SegmentSize))
-	got := chunkAll(t, cfg, bytes.NewReader(content), int64(len(content)), []Range{{0, int64(len(content))}})
+	for _, cfg := range []Config{DefaultConfig(testPol), LegacyConfig(testPol)} {
+		content := randBytes(15, int(cfg.SegmentSize))
+		got := chunkAll(t, cfg, bytes.NewReader(content), int64(len(content)), []Range{{0, int64(len(content))}})
 
-	rc := chunker.New(bytes.NewReader(content), testPol, chunker.WithBoundaries(cfg.MinSize, cfg.MaxSize))
-	var want []int64
-	for {
-		c, err := rc.Next(nil)
-		if err == io.EOF {
-			break
+		rc := chunker.New(bytes.NewReader(content), testPol, chunker.WithBoundaries(cfg.MinSize, cfg.MaxSize), chunker.WithAverageBits(cfg.AverageBits))
+		var want []int64
+		for {
+			c, err := rc.Next(nil)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, int64(c.Start))
 		}
-		if err != nil {
-			t.Fatal(err)
+		var gotOffs []int64
+		for _, e := range got {
+			gotOffs = append(gotOffs, e.Off)
 		}
-		want = append(want, int64(c.Start))
-	}
-	var gotOffs []int64
-	for _, e := range got {
-		gotOffs = append(gotOffs, e.Off)
-	}
-	if fmt.Sprint(gotOffs) != fmt.Sprint(want) {
-		t.Fatalf("got chunk starts %v, want %v", gotOffs, want)
+		if fmt.Sprint(gotOffs) != fmt.Sprint(want) {
+			t.Fatalf("min %d avg bits %d: got chunk starts %v, want %v", cfg.MinSize, cfg.AverageBits, gotOffs, want)
+		}
+		if len(want) < 4 {
+			t.Fatalf("min %d avg bits %d: only %d chunks in %d bytes", cfg.MinSize, cfg.AverageBits, len(want), len(content))
+		}
 	}
 }

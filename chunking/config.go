@@ -9,10 +9,24 @@ import (
 
 // Defaults used by DefaultConfig.
 const (
-	// DefaultMinSize is the smallest chunk CDC produces (restic's default).
-	DefaultMinSize = chunker.MinSize
-	// DefaultMaxSize is the largest chunk CDC produces (restic's default).
-	DefaultMaxSize = chunker.MaxSize
+	// DefaultMinSize is the smallest chunk CDC produces. Half restic's:
+	// with DefaultAverageBits, a small in-place rewrite of a disk image
+	// costs about half as many new bytes as with restic's sizes.
+	DefaultMinSize = 256 << 10
+	// DefaultMaxSize is the largest chunk CDC produces.
+	DefaultMaxSize = 4 << 20
+	// DefaultAverageBits makes CDC cut with probability 2^-19 per byte
+	// after MinSize: chunks average MinSize + 512 KiB = 768 KiB.
+	DefaultAverageBits = 19
+
+	// LegacyMinSize, LegacyMaxSize and LegacyAverageBits are restic's
+	// sizes (512 KiB to 8 MiB, about 1.5 MiB on average), which
+	// repositories whose config names no chunk sizes use.
+	LegacyMinSize     = chunker.MinSize
+	LegacyMaxSize     = chunker.MaxSize
+	LegacyAverageBits = 20
+	// MinAverageBits and MaxAverageBits bound Config.AverageBits.
+	MinAverageBits, MaxAverageBits = 12, 30
 	// DefaultSegmentSize is the distance between fixed segment boundaries.
 	DefaultSegmentSize = 32 << 20
 	// DefaultZeroBlock is the granularity of zero detection.
@@ -39,6 +53,9 @@ type Config struct {
 	// than MinSize at the end of a segment, before a zero region and at
 	// the end of the input.
 	MinSize, MaxSize uint
+	// AverageBits sets the cut probability after MinSize to
+	// 2^-AverageBits per byte.
+	AverageBits int
 	// SegmentSize is the distance between fixed segment boundaries; it
 	// must be a multiple of ZeroBlock.
 	SegmentSize int64
@@ -48,16 +65,25 @@ type Config struct {
 }
 
 // DefaultConfig returns the default configuration for polynomial pol:
-// restic's chunk size bounds (512 KiB to 8 MiB, about 1 MiB on average),
-// 32 MiB segments and 64 KiB zero blocks.
+// chunks of 256 KiB to 4 MiB, 768 KiB on average, 32 MiB segments and
+// 64 KiB zero blocks.
 func DefaultConfig(pol chunker.Pol) Config {
 	return Config{
 		Pol:         pol,
 		MinSize:     DefaultMinSize,
 		MaxSize:     DefaultMaxSize,
+		AverageBits: DefaultAverageBits,
 		SegmentSize: DefaultSegmentSize,
 		ZeroBlock:   DefaultZeroBlock,
 	}
+}
+
+// LegacyConfig is DefaultConfig with restic's chunk sizes, for
+// repositories created before chunk sizes were recorded in their config.
+func LegacyConfig(pol chunker.Pol) Config {
+	c := DefaultConfig(pol)
+	c.MinSize, c.MaxSize, c.AverageBits = LegacyMinSize, LegacyMaxSize, LegacyAverageBits
+	return c
 }
 
 // ErrConfig is wrapped by the errors Validate returns.
@@ -74,6 +100,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: MinSize %d is below the %d-byte Rabin window", ErrConfig, c.MinSize, windowSize)
 	case c.MaxSize < c.MinSize:
 		return fmt.Errorf("%w: MaxSize %d is below MinSize %d", ErrConfig, c.MaxSize, c.MinSize)
+	case c.AverageBits < MinAverageBits || c.AverageBits > MaxAverageBits:
+		return fmt.Errorf("%w: AverageBits %d is outside [%d, %d]", ErrConfig, c.AverageBits, MinAverageBits, MaxAverageBits)
 	case c.ZeroBlock < MinZeroBlock:
 		return fmt.Errorf("%w: ZeroBlock %d is below %d", ErrConfig, c.ZeroBlock, MinZeroBlock)
 	case c.SegmentSize < int64(c.ZeroBlock) || c.SegmentSize > MaxSegmentSize:

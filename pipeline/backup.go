@@ -147,7 +147,7 @@ func Backup(ctx context.Context, r *repo.Repository, o BackupOptions) (*BackupRe
 	if err := r.LoadIndex(ctx); err != nil {
 		return nil, err
 	}
-	b := &backup{r: r, o: o, ck: chunking.DefaultConfig(r.ChunkerPolynomial()), progress: o.Progress}
+	b := &backup{r: r, o: o, ck: r.ChunkConfig(), progress: o.Progress}
 	b.ctx, b.cancel = context.WithCancelCause(ctx)
 	defer b.cancel(nil)
 	b.bigBufs.New = func() any { s := make([]byte, b.ck.SegmentSize); return &s }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/restic/chunker"
 
+	"github.com/drpipe/drpipe/chunking"
 	"github.com/drpipe/drpipe/erasure"
 	"github.com/drpipe/drpipe/internal/id"
 )
@@ -41,6 +42,9 @@ type Config struct {
 	Created  time.Time      `json:"created"`
 	EC       erasure.Params `json:"ec"`
 	PackSize int            `json:"pack_size"`
+	// Chunks holds the content-defined chunking sizes; a config without
+	// it (written before they were recorded) uses restic's sizes.
+	Chunks *ChunkSizes `json:"chunks,omitempty"`
 	// Sealed is the secret part (configSecret JSON), sealed with the
 	// master key.
 	Sealed []byte `json:"sealed"`
@@ -49,11 +53,36 @@ type Config struct {
 	ChunkerPolynomial chunker.Pol `json:"-"`
 }
 
+// ChunkSizes are a repository's content-defined chunking sizes: chunks
+// are cut with probability 2^-AverageBits per byte after Min bytes, and
+// at Max bytes at the latest.
+type ChunkSizes struct {
+	Min         uint `json:"min"`
+	Max         uint `json:"max"`
+	AverageBits int  `json:"average_bits"`
+}
+
+// DefaultChunkSizes are the sizes new repositories record.
+func DefaultChunkSizes() *ChunkSizes {
+	return &ChunkSizes{Min: chunking.DefaultMinSize, Max: chunking.DefaultMaxSize, AverageBits: chunking.DefaultAverageBits}
+}
+
+// ChunkConfig returns the chunking configuration for backups into a
+// repository with this config (restic's sizes if it records none).
+func (c *Config) ChunkConfig() chunking.Config {
+	cc := chunking.LegacyConfig(c.ChunkerPolynomial)
+	if c.Chunks != nil {
+		cc.MinSize, cc.MaxSize, cc.AverageBits = c.Chunks.Min, c.Chunks.Max, c.Chunks.AverageBits
+	}
+	return cc
+}
+
 type configSecret struct {
 	ID                id.ID          `json:"id"`
 	Version           int            `json:"version"`
 	EC                erasure.Params `json:"ec"`
 	PackSize          int            `json:"pack_size"`
+	Chunks            *ChunkSizes    `json:"chunks,omitempty"`
 	ChunkerPolynomial chunker.Pol    `json:"chunker_polynomial"`
 }
 
@@ -76,6 +105,13 @@ func parseConfigPublic(raw []byte) (*Config, error) {
 	if c.PackSize < 1<<20 || c.PackSize > 1<<30 {
 		return nil, fmt.Errorf("config object: pack size %d outside 1 MiB..1 GiB", c.PackSize)
 	}
+	if c.Chunks != nil {
+		cc := chunking.DefaultConfig(chunkingCheckPol)
+		cc.MinSize, cc.MaxSize, cc.AverageBits = c.Chunks.Min, c.Chunks.Max, c.Chunks.AverageBits
+		if err := cc.Validate(); err != nil {
+			return nil, fmt.Errorf("config object: chunk sizes: %w", err)
+		}
+	}
 	return &c, nil
 }
 
@@ -89,7 +125,7 @@ func (c *Config) openSecret(mk *MasterKey) error {
 	if err := json.Unmarshal(plain, &s); err != nil {
 		return fmt.Errorf("config object: sealed part is malformed: %w", err)
 	}
-	if s.ID != c.ID || s.Version != c.Version || s.EC != c.EC || s.PackSize != c.PackSize {
+	if s.ID != c.ID || s.Version != c.Version || s.EC != c.EC || s.PackSize != c.PackSize || !sameChunkSizes(s.Chunks, c.Chunks) {
 		return errors.New("config object: public fields do not match the sealed copy (tampered with)")
 	}
 	if s.ChunkerPolynomial == 0 || !s.ChunkerPolynomial.Irreducible() {
@@ -100,7 +136,7 @@ func (c *Config) openSecret(mk *MasterKey) error {
 }
 
 func (c *Config) seal(mk *MasterKey) ([]byte, error) {
-	s := configSecret{ID: c.ID, Version: c.Version, EC: c.EC, PackSize: c.PackSize, ChunkerPolynomial: c.ChunkerPolynomial}
+	s := configSecret{ID: c.ID, Version: c.Version, EC: c.EC, PackSize: c.PackSize, Chunks: c.Chunks, ChunkerPolynomial: c.ChunkerPolynomial}
 	plain, err := json.Marshal(s)
 	if err != nil {
 		return nil, err
@@ -108,3 +144,14 @@ func (c *Config) seal(mk *MasterKey) ([]byte, error) {
 	c.Sealed = mk.Seal(nil, plain)
 	return json.MarshalIndent(c, "", "  ")
 }
+
+func sameChunkSizes(a, b *ChunkSizes) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+// chunkingCheckPol is an irreducible polynomial used only to validate
+// recorded chunk sizes before the secret polynomial is known.
+const chunkingCheckPol = chunker.Pol(0x3DA3358B4DC173)

@@ -397,7 +397,7 @@ func FuzzContentList(f *testing.F) {
 func FuzzOpenConfigSecret(f *testing.F) {
 	r := fuzzRepo(f)
 	pub := *r.cfg
-	good := configSecret{ID: pub.ID, Version: pub.Version, EC: pub.EC, PackSize: pub.PackSize, ChunkerPolynomial: pub.ChunkerPolynomial}
+	good := configSecret{ID: pub.ID, Version: pub.Version, EC: pub.EC, PackSize: pub.PackSize, Chunks: pub.Chunks, ChunkerPolynomial: pub.ChunkerPolynomial}
 	f.Add(mustJSON(f, good), false)
 	bad := good
 	bad.EC.M++

@@ -3,15 +3,18 @@ package repo
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/drpipe/drpipe/chunking"
 	"github.com/drpipe/drpipe/erasure"
 	"github.com/drpipe/drpipe/internal/id"
 	"github.com/drpipe/drpipe/tiers"
@@ -408,3 +411,54 @@ func TestCheckAndRepairInProcess(t *testing.T) {
 }
 
 var _ = os.Remove
+
+// TestConfigChunkSizes: a new repository records the default chunk
+// sizes; a config without them (written before they were recorded) cuts
+// with restic's; invalid recorded sizes are refused and a public copy
+// that differs from the sealed one is caught.
+func TestConfigChunkSizes(t *testing.T) {
+	be := tierstest.NewMemory()
+	r := testRepo(t, be, InitOptions{})
+	cc := r.ChunkConfig()
+	if cc.MinSize != chunking.DefaultMinSize || cc.MaxSize != chunking.DefaultMaxSize || cc.AverageBits != chunking.DefaultAverageBits || cc.Pol != r.ChunkerPolynomial() {
+		t.Fatalf("new repository chunks with %+v, want the defaults", cc)
+	}
+	legacy := Config{ChunkerPolynomial: r.ChunkerPolynomial()}
+	if lc := legacy.ChunkConfig(); lc.MinSize != chunking.LegacyMinSize || lc.MaxSize != chunking.LegacyMaxSize || lc.AverageBits != chunking.LegacyAverageBits {
+		t.Fatalf("a config without chunk sizes chunks with %+v, want restic's", lc)
+	}
+	raw, err := tiers.LoadAll(context.Background(), be, tiers.Handle{Type: tiers.TypeConfig, Name: "config"}, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit := func(f func(c *Config)) []byte {
+		c, err := parseConfigPublic(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f(c)
+		b, err := json.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	if _, err := parseConfigPublic(edit(func(c *Config) { c.Chunks.AverageBits = 40 })); err == nil || !strings.Contains(err.Error(), "chunk sizes") {
+		t.Errorf("average bits 40: %v, want a chunk sizes error", err)
+	}
+	if _, err := parseConfigPublic(edit(func(c *Config) { c.Chunks.Max = c.Chunks.Min - 1 })); err == nil {
+		t.Error("max below min accepted")
+	}
+	for name, f := range map[string]func(c *Config){
+		"changed": func(c *Config) { c.Chunks.Min *= 2 },
+		"removed": func(c *Config) { c.Chunks = nil },
+	} {
+		c, err := parseConfigPublic(edit(f))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if err := c.openSecret(r.key); err == nil || !strings.Contains(err.Error(), "tampered") {
+			t.Errorf("public chunk sizes %s: %v, want a tampering error", name, err)
+		}
+	}
+}

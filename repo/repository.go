@@ -164,7 +164,7 @@ func Init(ctx context.Context, be tiers.Backend, io InitOptions, o Options) (*Re
 	if err != nil {
 		return nil, fmt.Errorf("choose chunker polynomial: %w", err)
 	}
-	cfg := &Config{Format: formatName, Version: FormatVersion, Created: o.Now().UTC(), EC: io.EC, PackSize: io.PackSize, ChunkerPolynomial: pol}
+	cfg := &Config{Format: formatName, Version: FormatVersion, Created: o.Now().UTC(), EC: io.EC, PackSize: io.PackSize, Chunks: DefaultChunkSizes(), ChunkerPolynomial: pol}
 	if _, err := randRead(cfg.ID[:]); err != nil {
 		return nil, err
 	}
@@ -289,6 +289,10 @@ func (r *Repository) BlobID(plain []byte) id.ID { return r.hasher.ID(plain) }
 
 // ChunkerPolynomial returns the repository's secret chunker polynomial.
 func (r *Repository) ChunkerPolynomial() chunker.Pol { return r.cfg.ChunkerPolynomial }
+
+// ChunkConfig returns the chunking configuration backups into this
+// repository use (its polynomial and recorded chunk sizes).
+func (r *Repository) ChunkConfig() chunking.Config { return r.cfg.ChunkConfig() }
 
 // Now returns the repository clock's current time.
 func (r *Repository) Now() time.Time { return r.now() }
