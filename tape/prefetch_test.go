@@ -23,8 +23,7 @@ func (r *hintRecorder) Prefetch(h tiers.Handle) {
 
 // TestPrefetchStaysAWindowAhead: the tape writer hints the objects to the
 // source in order, never more than prefetchWindow bytes beyond the object
-// being read, skips the ones the producer has already passed, and stops
-// when the producer does.
+// being read, and skips the ones the producer has already passed.
 func TestPrefetchStaysAWindowAhead(t *testing.T) {
 	const size = 4 << 20
 	objs := make([]PlanObject, 100)
