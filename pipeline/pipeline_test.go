@@ -59,6 +59,19 @@ func makeSource(t *testing.T) string {
 	os.Symlink("sparse.img", filepath.Join(src, "link"))
 	os.Mkdir(filepath.Join(src, "empty"), 0o711)
 	os.WriteFile(filepath.Join(src, "empty-file"), nil, 0o640)
+	os.WriteFile(filepath.Join(src, "zeros"), make([]byte, 1<<20), 0o644) // no data extent at all
+	// Special mode bits, set through the descriptor on restore.
+	for name, mode := range map[string]fs.FileMode{"setuid": 0o755 | fs.ModeSetuid, "setgid": 0o750 | fs.ModeSetgid, "readonly": 0o444} {
+		p := filepath.Join(src, name)
+		os.WriteFile(p, []byte(name), 0o600)
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Mkdir(filepath.Join(src, "sticky"), 0o755)
+	if err := os.Chmod(filepath.Join(src, "sticky"), 0o777|fs.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
 	return src
 }
 

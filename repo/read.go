@@ -119,12 +119,30 @@ type BlobRef struct {
 // rebuild of the pack. fn is called at most once per entry; the order
 // follows the pack. The first error from fn stops the call.
 func (r *Repository) LoadBlobs(ctx context.Context, p PackInfo, entries []BlobEntry, fn func(BlobEntry, []byte) error) error {
+	return r.LoadBlobsBuf(ctx, p, entries, nil, fn)
+}
+
+// ReadBuffers hold LoadBlobsBuf's read and decode buffers between calls.
+// A reader that loads many packs one after another passes the same value
+// each time: fresh multi-MiB buffers per pack cost zeroing and a page
+// fault per 4 KiB, about a tenth of a small-file restore's CPU. Not safe
+// for concurrent use.
+type ReadBuffers struct {
+	raw, plain []byte
+}
+
+// LoadBlobsBuf is LoadBlobs with reusable buffers (nil: fresh ones).
+func (r *Repository) LoadBlobsBuf(ctx context.Context, p PackInfo, entries []BlobEntry, bufs *ReadBuffers, fn func(BlobEntry, []byte) error) error {
+	if bufs == nil {
+		bufs = &ReadBuffers{}
+	}
+	rawBuf, buf := bufs.raw, bufs.plain
+	defer func() { bufs.raw, bufs.plain = rawBuf, buf }()
 	es := append([]BlobEntry(nil), entries...)
 	sort.Slice(es, func(i, j int) bool { return es[i].Offset < es[j].Offset })
 	const maxGap = 1 << 20
-	const maxSpan = 32 << 20
+	const maxSpan = 8 << 20
 	var failed []BlobEntry
-	var buf, rawBuf []byte
 	for i := 0; i < len(es); {
 		j := i + 1
 		start := int64(es[i].Offset)

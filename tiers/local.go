@@ -217,7 +217,7 @@ func (l *Local) Put(ctx context.Context, h Handle, rd io.Reader, size int64) (er
 	}()
 
 	src := &trackedReader{ctx: ctx, r: rd}
-	n, err := io.CopyN(f, src, size)
+	n, err := copyToFile(f, src, size)
 	if err != nil {
 		switch {
 		case src.err != nil:

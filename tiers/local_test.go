@@ -238,6 +238,10 @@ func TestLocalFailedPutLeavesNoTempFile(t *testing.T) {
 		{"failing", ctx, io.MultiReader(strings.NewReader("ab"), errReader{boom}), 4, boom},
 		{"cancelled", cctx, strings.NewReader("abcd"), 4, context.Canceled},
 		{"negative", ctx, strings.NewReader(""), -1, nil},
+		// Large objects take the direct-I/O path.
+		{"short large", ctx, bytes.NewReader(make([]byte, 5<<20)), 6 << 20, tiers.ErrSizeMismatch},
+		{"long large", ctx, bytes.NewReader(make([]byte, 6<<20+1)), 6 << 20, tiers.ErrSizeMismatch},
+		{"failing large", ctx, io.MultiReader(bytes.NewReader(make([]byte, 5<<20)), errReader{boom}), 6 << 20, boom},
 	}
 	for _, c := range cases {
 		err := l.Put(c.ctx, h, c.rd, c.size)

@@ -1,0 +1,106 @@
+package tiers
+
+import (
+	"errors"
+	"io"
+	"os"
+	"sync"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Large objects are written with O_DIRECT: on virtualised hosts copying
+// into the page cache and writing it back costs more CPU than compressing
+// the data did (1 GiB: 2.0 s of system time buffered, 0.1 s direct, on the
+// benchmark machine), and a backup never reads its own output back.
+const (
+	// directAlign is the buffer, offset and length alignment O_DIRECT
+	// needs: the largest logical block size in common use.
+	directAlign = 4096
+	// directMin is the object size from which writes bypass the page
+	// cache; smaller objects (index, snapshots, small packs) do not gain.
+	directMin = 1 << 20
+	// directChunk is the size of one direct write.
+	directChunk = 4 << 20
+)
+
+var directBufs = sync.Pool{New: func() any {
+	b := make([]byte, directChunk+directAlign)
+	off := int(uintptr(unsafe.Pointer(&b[0])) & (directAlign - 1))
+	if off != 0 {
+		off = directAlign - off
+	}
+	b = b[off : off+directChunk : off+directChunk]
+	return &b
+}}
+
+// copyToFile writes exactly size bytes from src to the new, empty file f
+// and reports how many bytes it took from src; a src shorter than size
+// gives io.EOF (as io.CopyN does). Large objects go around the page cache
+// when the file system allows it, otherwise through it.
+func copyToFile(f *os.File, src io.Reader, size int64) (int64, error) {
+	if size < directMin {
+		return io.CopyN(f, src, size)
+	}
+	fd := int(f.Fd())
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil || setFlags(fd, fl|unix.O_DIRECT) != nil {
+		return io.CopyN(f, src, size)
+	}
+	bp := directBufs.Get().(*[]byte)
+	defer directBufs.Put(bp)
+	buf := *bp
+	var n int64
+	direct := true
+	for n < size {
+		m, rerr := io.ReadFull(src, buf[:min(int64(len(buf)), size-n)])
+		chunk := buf[:m]
+		if direct && m > 0 {
+			// The last block is padded to the alignment and the file cut
+			// back to size below.
+			padded := (m + directAlign - 1) &^ (directAlign - 1)
+			clear(buf[m:padded])
+			if _, werr := f.Write(buf[:padded]); werr != nil {
+				if !errors.Is(werr, unix.EINVAL) || n > 0 {
+					return n, werr
+				}
+				// The file system refuses O_DIRECT (or this alignment):
+				// nothing was written; go on through the page cache.
+				direct = false
+				if err := setFlags(fd, fl); err != nil {
+					return n, err
+				}
+			}
+		}
+		if !direct && m > 0 {
+			if _, werr := f.Write(chunk); werr != nil {
+				return n, werr
+			}
+		}
+		n += int64(m)
+		if rerr != nil {
+			if errors.Is(rerr, io.ErrUnexpectedEOF) {
+				rerr = io.EOF
+			}
+			if direct {
+				_ = f.Truncate(n)
+			}
+			return n, rerr
+		}
+	}
+	if direct {
+		if err := f.Truncate(size); err != nil {
+			return n, err
+		}
+		if err := setFlags(fd, fl); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func setFlags(fd, fl int) error {
+	_, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl)
+	return err
+}
