@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/drpipe/drpipe/internal/id"
-	"lukechampine.com/blake3"
+	"github.com/zeebo/blake3"
 )
 
 // BenchmarkChunkSegment chunks a random 32 MiB segment with the default
@@ -76,7 +76,7 @@ func BenchmarkHasherID(b *testing.B) {
 		b.SetBytes(int64(len(data)))
 		b.ReportAllocs()
 		for b.Loop() {
-			bh := blake3.New(32, key[:])
+			bh, _ := blake3.NewKeyed(key[:])
 			bh.Write(data)
 			var out id.ID
 			bh.Sum(out[:0])
@@ -101,7 +101,7 @@ func BenchmarkHasherID(b *testing.B) {
 		b.SetBytes(4096)
 		b.ReportAllocs()
 		for b.Loop() {
-			bh := blake3.New(32, key[:])
+			bh, _ := blake3.NewKeyed(key[:])
 			bh.Write(data[:4096])
 			var out id.ID
 			bh.Sum(out[:0])

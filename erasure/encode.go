@@ -49,8 +49,18 @@ func EncodedSize(p Params, packLen int) int {
 // is at least EncodedSize(p, len(pack)), so a caller can reuse one buffer
 // for many packs; otherwise it allocates. The returned shards alias buf.
 func EncodeBuf(p Params, pack []byte, buf []byte) (packID id.ID, shards [][]byte, err error) {
+	return EncodeVersion(Version, p, pack, buf)
+}
+
+// EncodeVersion is EncodeBuf writing shard format version v
+// (MinVersion..Version); repositories of an older format keep writing the
+// shard version their readers know.
+func EncodeVersion(v int, p Params, pack []byte, buf []byte) (packID id.ID, shards [][]byte, err error) {
 	if err := p.Validate(); err != nil {
 		return id.ID{}, nil, err
+	}
+	if v < MinVersion || v > Version {
+		return id.ID{}, nil, fmt.Errorf("erasure: encode: shard format version %d, want %d..%d", v, MinVersion, Version)
 	}
 	l := len(pack)
 	if l == 0 {
@@ -79,7 +89,7 @@ func EncodeBuf(p Params, pack []byte, buf []byte) (packID id.ID, shards [][]byte
 		payloads[i] = shards[i][hs:]
 	}
 
-	h := Header{Version: Version, K: p.K, M: p.M, PackLen: int64(l), ShardSize: s, Hashes: make([]id.ID, n)}
+	h := Header{Version: v, K: p.K, M: p.M, PackLen: int64(l), ShardSize: s, Hashes: make([]id.ID, n)}
 
 	// Copy the data shards and hash them while they are hot in the cache,
 	// then compute and hash the parity.
@@ -89,7 +99,7 @@ func EncodeBuf(p Params, pack []byte, buf []byte) (packID id.ID, shards [][]byte
 			c = copy(payloads[i], pack[off:min(off+s, l)])
 		}
 		clear(payloads[i][c:])
-		h.Hashes[i] = id.Hash(payloads[i])
+		h.Hashes[i] = h.PayloadHash(payloads[i])
 	})
 	if p.M > 0 {
 		enc, err := encoder(p)
@@ -100,7 +110,7 @@ func EncodeBuf(p Params, pack []byte, buf []byte) (packID id.ID, shards [][]byte
 			return id.ID{}, nil, fmt.Errorf("erasure: encode %s of %d bytes: %w", p, l, err)
 		}
 		parallel(p.M, int64(p.M)*int64(s), func(j int) {
-			h.Hashes[k+j] = id.Hash(payloads[k+j])
+			h.Hashes[k+j] = h.PayloadHash(payloads[k+j])
 		})
 	}
 

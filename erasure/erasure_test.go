@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/klauspost/reedsolomon"
+	"lukechampine.com/blake3"
 
 	"github.com/drpipe/drpipe/internal/id"
 )
@@ -124,30 +125,40 @@ func TestHeaderSize(t *testing.T) {
 	}
 }
 
-// TestGolden pins the byte layout with an independently built object.
+// TestGolden pins the byte layout of both shard versions with
+// independently built objects: version 1 tables hold SHA-256 payload
+// hashes, version 2 BLAKE3-256; the pack id is SHA-256 of the table.
 func TestGolden(t *testing.T) {
 	pack := []byte("hello")
-	pid, shards := mustEncode(t, Params{K: 2, M: 0}, pack)
-	payloads := [][]byte{[]byte("hel"), []byte("lo\x00")}
-	var table []byte
-	table = append(table, 'D', 'R', 'P', 'S', 1, 2, 0, 0)
-	table = binary.LittleEndian.AppendUint64(table, 5)
-	table = binary.LittleEndian.AppendUint32(table, 3)
-	for _, p := range payloads {
-		sum := sha256.Sum256(p)
-		table = append(table, sum[:]...)
-	}
-	if got, want := pid, id.ID(sha256.Sum256(table)); got != want {
-		t.Errorf("pack id = %s, want %s", got, want)
-	}
-	for i, p := range payloads {
-		want := slices.Concat(table, []byte{byte(i), 0, 0, 0}, p)
-		if !bytes.Equal(shards[i], want) {
-			t.Errorf("shard %d =\n%x\nwant\n%x", i, shards[i], want)
+	for v := MinVersion; v <= Version; v++ {
+		pid, shards, err := EncodeVersion(v, Params{K: 2, M: 0}, pack, nil)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if got, want := ShardName(pid, 1), pid.String()+"-1"; got != want {
-		t.Errorf("ShardName = %q, want %q", got, want)
+		payloads := [][]byte{[]byte("hel"), []byte("lo\x00")}
+		var table []byte
+		table = append(table, 'D', 'R', 'P', 'S', byte(v), 2, 0, 0)
+		table = binary.LittleEndian.AppendUint64(table, 5)
+		table = binary.LittleEndian.AppendUint32(table, 3)
+		for _, p := range payloads {
+			sum := sha256.Sum256(p)
+			if v == 2 {
+				sum = blake3.Sum256(p)
+			}
+			table = append(table, sum[:]...)
+		}
+		if got, want := pid, id.ID(sha256.Sum256(table)); got != want {
+			t.Errorf("v%d: pack id = %s, want %s", v, got, want)
+		}
+		for i, p := range payloads {
+			want := slices.Concat(table, []byte{byte(i), 0, 0, 0}, p)
+			if !bytes.Equal(shards[i], want) {
+				t.Errorf("v%d: shard %d =\n%x\nwant\n%x", v, i, shards[i], want)
+			}
+		}
+		if got, want := ShardName(pid, 1), pid.String()+"-1"; got != want {
+			t.Errorf("ShardName = %q, want %q", got, want)
+		}
 	}
 }
 
@@ -236,7 +247,7 @@ func checkShards(t *testing.T, p Params, pid id.ID, pack []byte, shards [][]byte
 		if err != nil {
 			t.Fatalf("VerifyShard(%d): %v", i, err)
 		}
-		if h.K != p.K || h.M != p.M || h.PackLen != int64(l) || h.ShardSize != s || h.Index != i || h.Version != 1 ||
+		if h.K != p.K || h.M != p.M || h.PackLen != int64(l) || h.ShardSize != s || h.Index != i || h.Version != Version ||
 			h.Size() != hs || h.ObjectSize() != int64(hs+s) || h.PackID() != pid || HeaderSize(p) != hs {
 			t.Errorf("shard %d: header %+v (size %d, object %d, id %s) does not match %s L=%d S=%d",
 				i, h, h.Size(), h.ObjectSize(), h.PackID().Short(), p, l, s)
@@ -476,7 +487,7 @@ func TestReconstructInconsistent(t *testing.T) {
 	}
 	hs := h.Size()
 	shards[4][hs] ^= 0xff // damage parity 4 and re-sign the table
-	h.Hashes[4] = id.Hash(shards[4][hs:])
+	h.Hashes[4] = h.PayloadHash(shards[4][hs:])
 	for i, sh := range shards {
 		h.putHeader(sh, i)
 	}
@@ -528,7 +539,8 @@ func TestVerifyShardErrors(t *testing.T) {
 		{"prefix19", obj[:19], 2, "have 19 bytes, need at least 20"},
 		{"prefix-table", obj[:100], 2, fmt.Sprintf("have 100 bytes, need %d for a 4+2 header", hs)},
 		{"magic", mutate(obj, set(0, 'X')), 2, `offset 0: magic "XRPS"`},
-		{"version", mutate(obj, set(4, 2)), 2, "offset 4: format version 2, want 1"},
+		{"version", mutate(obj, set(4, 3)), 2, "offset 4: format version 3, this drpipe reads 1..2"},
+		{"version 0", mutate(obj, set(4, 0)), 2, "offset 4: format version 0, this drpipe reads 1..2"},
 		{"k0", mutate(obj, set(5, 0)), 2, "offset 5: K=0"},
 		{"k129", mutate(obj, set(5, 129)), 2, "offset 5: K=129"},
 		{"m200", mutate(obj, set(6, 200)), 2, "offset 6: M=200"},
@@ -789,5 +801,64 @@ func TestEncodeBufReusesDirtyBuffer(t *testing.T) {
 				t.Fatalf("len %d: shard %d does not alias the given buffer", n, i)
 			}
 		}
+	}
+}
+
+// TestShardVersions checks both shard versions: version 1 tables hold
+// SHA-256 payload hashes, version 2 BLAKE3-256; each verifies, detects a
+// flipped payload bit and rebuilds lost shards byte-identically in its own
+// version; unknown versions are refused.
+func TestShardVersions(t *testing.T) {
+	r := newRand(t)
+	pack := randBytes(r, 100_000)
+	p := Params{4, 2}
+	for v := MinVersion; v <= Version; v++ {
+		pid, shards, err := EncodeVersion(v, p, pack, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := ParseHeader(shards[0])
+		if err != nil || h.Version != v || int(shards[0][4]) != v {
+			t.Fatalf("v%d: header version %d (byte %d), %v", v, h.Version, shards[0][4], err)
+		}
+		hs := h.Size()
+		var want id.ID
+		if v == 1 {
+			want = sha256.Sum256(shards[3][hs:])
+		} else {
+			want = blake3.Sum256(shards[3][hs:])
+		}
+		if h.Hashes[3] != want {
+			t.Errorf("v%d: table hash of shard 3 is not the version's payload hash", v)
+		}
+		for i, sh := range shards {
+			if _, err := VerifyShard(pid, i, sh); err != nil {
+				t.Fatalf("v%d shard %d: %v", v, i, err)
+			}
+		}
+		bad := bytes.Clone(shards[1])
+		bad[hs+10] ^= 1
+		if _, err := VerifyShard(pid, 1, bad); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("v%d: flipped payload bit: %v, want ErrCorrupt", v, err)
+		}
+		in := cloneShards(shards)
+		in[0], in[5] = nil, bad
+		res, err := Reconstruct(pid, in)
+		if err != nil || !bytes.Equal(res.Pack, pack) {
+			t.Fatalf("v%d: reconstruct: %v", v, err)
+		}
+		for i, sh := range res.Rebuilt {
+			if !bytes.Equal(sh, shards[i]) {
+				t.Errorf("v%d: rebuilt shard %d differs from the original", v, i)
+			}
+		}
+	}
+	if _, _, err := EncodeVersion(Version+1, p, pack, nil); err == nil {
+		t.Error("EncodeVersion accepted an unknown version")
+	}
+	_, shards, _ := Encode(p, pack)
+	shards[0][4] = Version + 1
+	if _, err := ParseHeader(shards[0]); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "newer drpipe") {
+		t.Errorf("unknown shard version: %v, want ErrCorrupt naming a newer drpipe", err)
 	}
 }

@@ -20,11 +20,13 @@ func seedShards(f *testing.F) [][]byte {
 		for i := range pack {
 			pack[i] = byte(i * 7)
 		}
-		_, shards, err := Encode(c.p, pack)
-		if err != nil {
-			f.Fatal(err)
+		for v := MinVersion; v <= Version; v++ {
+			_, shards, err := EncodeVersion(v, c.p, pack, nil)
+			if err != nil {
+				f.Fatal(err)
+			}
+			out = append(out, shards...)
 		}
-		out = append(out, shards...)
 	}
 	return out
 }
@@ -96,7 +98,7 @@ func FuzzVerifyShard(f *testing.F) {
 			}
 			return
 		}
-		if h.Index != index || int64(len(obj)) != h.ObjectSize() || id.Hash(obj[h.Size():]) != h.Hashes[index] || h.PackID() != pid {
+		if h.Index != index || int64(len(obj)) != h.ObjectSize() || h.PayloadHash(obj[h.Size():]) != h.Hashes[index] || h.PackID() != pid {
 			t.Fatalf("VerifyShard accepted an inconsistent shard: %+v", h)
 		}
 		slots := make([][]byte, h.K+h.M)

@@ -133,7 +133,7 @@ func Reconstruct(packID id.ID, shards [][]byte) (*Result, error) {
 		mismatch := make([]bool, len(bad))
 		parallel(len(bad), int64(len(bad))*int64(s), func(j int) {
 			i := bad[j]
-			mismatch[j] = id.Hash(payloads[i]) != h.Hashes[i]
+			mismatch[j] = h.PayloadHash(payloads[i]) != h.Hashes[i]
 		})
 		for j, m := range mismatch {
 			if m {

@@ -15,7 +15,19 @@ import (
 
 // FormatVersion is the repository format version this drpipe writes and the
 // newest it reads. Versions are never reused; see docs/REPOSITORY-FORMAT.md.
-const FormatVersion = 1
+// Version 2 stores shards of version 2 (BLAKE3 payload hashes); version 1
+// repositories are read and written as before, with version 1 shards, so
+// an older drpipe can still use them.
+const FormatVersion = 2
+
+// ShardVersion is the erasure shard format version a repository of this
+// format version writes.
+func (c *Config) ShardVersion() int {
+	if c.Version == 1 {
+		return 1
+	}
+	return erasure.Version
+}
 
 // formatName marks a drpipe repository config.
 const formatName = "drpipe-repository"

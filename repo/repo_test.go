@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -144,7 +145,7 @@ func TestUnknownVersionAndNotRepository(t *testing.T) {
 	}
 	testRepo(t, be, InitOptions{})
 	raw, _ := tiers.LoadAll(ctx, be, configHandle, 0, 0)
-	bad := bytes.Replace(raw, []byte(`"version": 1`), []byte(`"version": 7`), 1)
+	bad := bytes.Replace(raw, []byte(`"version": 2`), []byte(`"version": 7`), 1)
 	tiers.PutBytes(ctx, be, configHandle, bad)
 	_, err := Open(ctx, be, Options{Password: []byte("pw"), CacheDir: t.TempDir()})
 	if !errors.Is(err, ErrUnsupportedVersion) {
@@ -354,10 +355,22 @@ func TestSnapshotNeedsDurableTree(t *testing.T) {
 }
 
 // TestCheckAndRepairInProcess damages shards of a small repository.
+// TestCheckAndRepairInProcess runs check and repair on repositories of
+// both format versions: format 1 keeps writing version 1 shards (SHA-256),
+// format 2 writes version 2 (BLAKE3); damage is found and repaired in each.
 func TestCheckAndRepairInProcess(t *testing.T) {
+	for _, fv := range []int{1, FormatVersion} {
+		t.Run(fmt.Sprintf("format%d", fv), func(t *testing.T) { checkAndRepair(t, fv) })
+	}
+}
+
+func checkAndRepair(t *testing.T, fv int) {
 	ctx := context.Background()
 	be := tierstest.NewMemory()
-	r := testRepo(t, be, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20})
+	r := testRepo(t, be, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20, Version: fv})
+	if r.Config().Version != fv {
+		t.Fatalf("repository format %d, want %d", r.Config().Version, fv)
+	}
 	rng := rand.New(rand.NewPCG(7, 8))
 	var ext []Extent
 	for i := 0; i < 40; i++ {
@@ -384,8 +397,29 @@ func TestCheckAndRepairInProcess(t *testing.T) {
 		t.Fatalf("healthy repository: %v %+v", err, rep)
 	}
 	victim := r.Lookup(ext[0].ID)[0].Pack // a data pack
+	shard, err := tiers.LoadAll(ctx, be, victim.ShardHandle(0), 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := erasure.Version // format 1 repositories stay readable by format-1 drpipe
+	if fv == 1 {
+		want = 1
+	}
+	if int(shard[4]) != want {
+		t.Fatalf("format %d repository wrote shard version %d, want %d", fv, shard[4], want)
+	}
+	// A flipped payload bit is found by check --read-data and repaired.
+	shard[len(shard)-100] ^= 1
+	tiers.PutBytes(ctx, be, victim.ShardHandle(0), shard)
+	rep, err := r.Check(ctx, CheckOptions{ReadData: true})
+	if !errors.Is(err, ErrCheckFailed) || len(rep.Damaged) != 1 || !slices.Equal(rep.Damaged[0].Corrupt, []int{0}) {
+		t.Fatalf("flipped bit in shard 0: err %v, damaged %+v", err, rep.Damaged)
+	}
+	if _, err := r.Repair(ctx, CheckOptions{ReadData: true}); err != nil {
+		t.Fatal(err)
+	}
 	be.Remove(ctx, victim.ShardHandle(1))
-	rep, err := r.Check(ctx, CheckOptions{})
+	rep, err = r.Check(ctx, CheckOptions{})
 	if !errors.Is(err, ErrCheckFailed) || len(rep.Damaged) != 1 || rep.Damaged[0].Pack != victim.ID || !rep.Damaged[0].Repairable {
 		t.Fatalf("one shard gone: err %v, damaged %+v", err, rep.Damaged)
 	}

@@ -50,6 +50,10 @@ type Options struct {
 type InitOptions struct {
 	EC       erasure.Params
 	PackSize int
+	// Version is the repository format version to create: 0 for
+	// FormatVersion; 1 keeps the repository usable by drpipe releases
+	// that know only format 1 (SHA-256 shard hashes).
+	Version int
 }
 
 // Repository is an open, unlocked repository. It is safe for concurrent
@@ -164,7 +168,14 @@ func Init(ctx context.Context, be tiers.Backend, io InitOptions, o Options) (*Re
 	if err != nil {
 		return nil, fmt.Errorf("choose chunker polynomial: %w", err)
 	}
-	cfg := &Config{Format: formatName, Version: FormatVersion, Created: o.Now().UTC(), EC: io.EC, PackSize: io.PackSize, Chunks: DefaultChunkSizes(), ChunkerPolynomial: pol}
+	version := io.Version
+	if version == 0 {
+		version = FormatVersion
+	}
+	if version < 1 || version > FormatVersion {
+		return nil, fmt.Errorf("%w: cannot create a repository of format version %d, this drpipe writes 1..%d", ErrUnsupportedVersion, version, FormatVersion)
+	}
+	cfg := &Config{Format: formatName, Version: version, Created: o.Now().UTC(), EC: io.EC, PackSize: io.PackSize, Chunks: DefaultChunkSizes(), ChunkerPolynomial: pol}
 	if _, err := randRead(cfg.ID[:]); err != nil {
 		return nil, err
 	}

@@ -146,7 +146,7 @@ func (r *Repository) uploadPack(ctx context.Context, pack []byte, entries []Blob
 	defer r.putPackBuf(pack)
 	sbuf := r.getShardBuf(len(pack))
 	defer r.putShardBuf(sbuf)
-	packID, shards, err := erasure.EncodeBuf(r.cfg.EC, pack, sbuf)
+	packID, shards, err := erasure.EncodeVersion(r.cfg.ShardVersion(), r.cfg.EC, pack, sbuf)
 	if err != nil {
 		return fmt.Errorf("erasure-code pack: %w", err)
 	}

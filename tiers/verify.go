@@ -71,7 +71,8 @@ func NewObjectVerifier(h Handle) (*ObjectVerifier, error) {
 // Reset forgets everything written.
 func (v *ObjectVerifier) Reset() {
 	v.n, v.head, v.hdr, v.bad = 0, v.head[:0], nil, nil
-	if v.shard || v.hashAll {
+	v.sum = nil
+	if v.hashAll {
 		v.sum = sha256.New()
 	}
 }
@@ -121,6 +122,7 @@ func (v *ObjectVerifier) parseHead() {
 		return
 	}
 	v.hdr = &hd
+	v.sum = hd.NewPayloadHash() // the header's version decides the hash
 }
 
 // Written returns the number of bytes written since the last Reset.

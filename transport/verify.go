@@ -167,7 +167,7 @@ func (v *shardVerifier) Write(p []byte) (int, error) {
 		if want := h.ObjectSize(); want != v.size {
 			return n, v.fail("object is %d bytes, its header says %d", v.size, want)
 		}
-		v.sum = sha256.New()
+		v.sum = h.NewPayloadHash()
 		// Header bytes past the header size are payload.
 		v.sum.Write(v.head[v.hsize:])
 		v.head = v.head[:v.hsize]

@@ -59,7 +59,11 @@ func (a *app) initCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			r, err := repo.Init(ctx, be, repo.InitOptions{EC: ec, PackSize: int(ps)}, o)
+			fv, _ := cmd.Flags().GetInt("format-version")
+			if fv < 0 || fv > repo.FormatVersion {
+				return usagef("--format-version %d: this drpipe creates format 1..%d", fv, repo.FormatVersion)
+			}
+			r, err := repo.Init(ctx, be, repo.InitOptions{EC: ec, PackSize: int(ps), Version: fv}, o)
 			if err != nil {
 				return err
 			}
@@ -76,6 +80,7 @@ func (a *app) initCmd() *cobra.Command {
 	}
 	cmd.Flags().String("ec", "4+2", "erasure coding K+M (config key init.ec)")
 	cmd.Flags().String("pack-size", "16MiB", "target pack size before erasure coding (config key init.pack_size)")
+	cmd.Flags().Int("format-version", 0, "repository format to create: 0 = newest; 1 stays readable by drpipe releases that know only format 1")
 	return cmd
 }
 
