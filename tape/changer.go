@@ -81,8 +81,12 @@ func (inv *Inventory) Barcodes() []string {
 
 // Changer is a tape library's robot: storage slots, drives and
 // import/export mail slots, addressed by Element, with barcodes read by
-// its scanner. A Changer is not safe for concurrent use; the writer
-// serialises moves with its own lock.
+// its scanner. Inventory and Move are not safe for concurrent use: the
+// writer and the restore serialise them with their own lock. OpenDrive
+// and the drives it returns must work while another goroutine
+// inventories the changer or moves cartridges between other elements:
+// the restore opens, rewinds and unloads drives (tens of seconds each on
+// real hardware) outside its lock.
 //
 // Contract: Move fails with ErrElementEmpty when from holds nothing and
 // ErrElementFull when to is occupied; moving out of a drive requires the
@@ -124,44 +128,58 @@ func place(ctx context.Context, ch Changer, barcode string, busy map[int]bool) (
 	if err != nil {
 		return 0, err
 	}
-	at, ok := inv.Find(barcode)
-	if !ok {
-		return 0, fmt.Errorf("%w: tape %s is not in the library", ErrMissingTapes, barcode)
+	at, di, evict, err := pick(inv, barcode, busy)
+	if err != nil {
+		return 0, err
 	}
-	di := -1
-	if at.Kind == ElemDrive {
-		if busy[at.Index] {
-			return 0, fmt.Errorf("tape %s is in drive %d, which is busy", barcode, at.Index)
+	if evict {
+		if err := unmountIndex(ctx, ch, di); err != nil {
+			return 0, err
 		}
-		di = at.Index
-	} else {
-		for _, d := range inv.Drives {
-			if !d.Full && !busy[d.Index] {
-				di = d.Index
-				break
-			}
-		}
-		if di < 0 {
-			// Unload an idle drive.
-			for _, d := range inv.Drives {
-				if busy[d.Index] {
-					continue
-				}
-				if err := unmountIndex(ctx, ch, d.Index); err != nil {
-					return 0, err
-				}
-				di = d.Index
-				break
-			}
-		}
-		if di < 0 {
-			return 0, fmt.Errorf("no free drive to load tape %s", barcode)
-		}
-		if err := ch.Move(ctx, at, Element{Kind: ElemDrive, Index: di}); err != nil {
-			return 0, fmt.Errorf("load tape %s into drive %d: %w", barcode, di, err)
+	}
+	if at.Kind != ElemDrive {
+		if err := loadInto(ctx, ch, barcode, at, di); err != nil {
+			return 0, err
 		}
 	}
 	return di, nil
+}
+
+// loadInto has the changer carry barcode from at into empty drive di.
+func loadInto(ctx context.Context, ch Changer, barcode string, at Element, di int) error {
+	if err := ch.Move(ctx, at, Element{Kind: ElemDrive, Index: di}); err != nil {
+		return fmt.Errorf("load tape %s into drive %d: %w", barcode, di, err)
+	}
+	return nil
+}
+
+// pick chooses, from inv, the drive to mount barcode in: the drive
+// holding it, else the first empty drive, else the first full one not in
+// busy (evict: its cartridge must be unloaded and put away first). at is
+// where the cartridge is now; when at is a drive it is drive di and no
+// move is needed.
+func pick(inv *Inventory, barcode string, busy map[int]bool) (at Element, di int, evict bool, err error) {
+	at, ok := inv.Find(barcode)
+	if !ok {
+		return at, 0, false, fmt.Errorf("%w: tape %s is not in the library", ErrMissingTapes, barcode)
+	}
+	if at.Kind == ElemDrive {
+		if busy[at.Index] {
+			return at, 0, false, fmt.Errorf("tape %s is in drive %d, which is busy", barcode, at.Index)
+		}
+		return at, at.Index, false, nil
+	}
+	for _, d := range inv.Drives {
+		if !d.Full && !busy[d.Index] {
+			return at, d.Index, false, nil
+		}
+	}
+	for _, d := range inv.Drives {
+		if !busy[d.Index] {
+			return at, d.Index, true, nil
+		}
+	}
+	return at, 0, false, fmt.Errorf("no free drive to load tape %s: all %d drives are in use", barcode, len(inv.Drives))
 }
 
 // openPlaced opens drive di, which holds barcode, and rewinds it.
@@ -186,19 +204,58 @@ func unmountIndex(ctx context.Context, ch Changer, i int) error {
 	if i >= len(inv.Drives) || !inv.Drives[i].Full {
 		return nil
 	}
-	d, err := ch.OpenDrive(ctx, i)
-	if err == nil {
-		err = d.Unload(ctx)
-		d.Close()
+	if err := unloadDrive(ctx, ch, i); err != nil {
+		return err
 	}
-	if err != nil && !errors.Is(err, ErrNoMedia) {
+	return stow(ctx, ch, i)
+}
+
+// unloadDrive rewinds and ejects the cartridge in drive i so that the
+// changer can take it out. It is the slow part of an unmount (tens of
+// seconds on a real drive) and involves the drive alone: callers sharing
+// a changer run it outside their changer lock, with the drive marked as
+// theirs. An empty drive is not an error.
+func unloadDrive(ctx context.Context, ch Changer, i int) error {
+	d, err := ch.OpenDrive(ctx, i)
+	if err != nil {
+		if errors.Is(err, ErrNoMedia) {
+			return nil
+		}
 		return fmt.Errorf("unload drive %d: %w", i, err)
 	}
+	return unloadOpen(ctx, d, i)
+}
+
+// unloadOpen is unloadDrive for drive i already open as d; it closes d.
+func unloadOpen(ctx context.Context, d Drive, i int) error {
+	name := d.Name()
+	err := d.Unload(ctx)
+	d.Close()
+	if err != nil && !errors.Is(err, ErrNoMedia) {
+		return fmt.Errorf("unload drive %d (%s): %w; the tape stays in the drive (see 'drpipe tape library status')", i, name, err)
+	}
+	return nil
+}
+
+// stow has the changer put the cartridge in drive i, which the drive has
+// unloaded, into a free storage slot. An empty drive is left alone.
+func stow(ctx context.Context, ch Changer, i int) error {
+	inv, err := ch.Inventory(ctx)
+	if err != nil {
+		return err
+	}
+	if i >= len(inv.Drives) || !inv.Drives[i].Full {
+		return nil
+	}
+	bc := inv.Drives[i].Barcode
 	slot, ok := inv.FreeSlot()
 	if !ok {
-		return fmt.Errorf("no free storage slot to put tape %s from drive %d", inv.Drives[i].Barcode, i)
+		return fmt.Errorf("no free storage slot to put tape %s from drive %d: free a slot (export a tape) and unload the drive", bc, i)
 	}
-	return ch.Move(ctx, Element{Kind: ElemDrive, Index: i}, slot)
+	if err := ch.Move(ctx, Element{Kind: ElemDrive, Index: i}, slot); err != nil {
+		return fmt.Errorf("put tape %s from drive %d back into %s: %w", bc, i, slot, err)
+	}
+	return nil
 }
 
 // unmount unloads d (drive index i) back into a slot.

@@ -303,35 +303,17 @@ func ReadPlan(ctx context.Context, ch Changer, plan *RestorePlan, dst tiers.Back
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	m := &mounter{ch: ch, busy: map[int]bool{}}
-	jobs := make(chan int)
 	errs := make([]error, len(plan.Tapes))
-	var wg sync.WaitGroup
-	for w := 0; w < par; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range jobs {
-				if err := ctx.Err(); err != nil {
-					errs[i] = err // a tape failed: mount no more
-					continue
-				}
-				if err := readTape(ctx, m, plan.Ref.Set, plan.Tapes[i], dst, progress); err != nil {
-					errs[i] = err
-					cancel()
-				}
-			}
-		}()
-	}
-feed:
-	for i := range plan.Tapes {
-		select {
-		case jobs <- i:
-		case <-ctx.Done():
-			break feed
+	feedWorkers(ctx, par, len(plan.Tapes), func(i int) {
+		if err := ctx.Err(); err != nil {
+			errs[i] = err // a tape failed: mount no more
+			return
 		}
-	}
-	close(jobs)
-	wg.Wait()
+		if err := readTape(ctx, m, plan.Ref.Set, plan.Tapes[i], dst, progress); err != nil {
+			errs[i] = err
+			cancel()
+		}
+	})
 	if err := parent.Err(); err != nil {
 		return err
 	}
@@ -349,41 +331,110 @@ feed:
 	return nil
 }
 
-// mounter serialises changer moves between goroutines reading tapes in
-// parallel: busy holds the drives in use.
+// mounter shares one changer between the goroutines of ReadPlan, each
+// reading one tape in its own drive. mu serialises the changer's own
+// work (Inventory, Move) and guards busy; opening, rewinding and
+// unloading a drive (tens of seconds each on a real library) happen
+// outside it, so a tape being unloaded does not hold up the mounts of
+// the others. A drive is in busy from the moment a mount chooses it
+// until its cartridge is back in a slot (or the mount failed): no mount
+// is handed a drive that is still unloading.
 type mounter struct {
 	ch   Changer
 	mu   sync.Mutex
 	busy map[int]bool
 }
 
-// mount moves barcode into a drive under the lock, then opens and
-// rewinds the drive (slow on real drives) outside it.
+// mount puts barcode into a drive and returns the drive, open and
+// rewound, and its index.
 func (m *mounter) mount(ctx context.Context, barcode string) (Drive, int, error) {
-	m.mu.Lock()
-	di, err := place(ctx, m.ch, barcode, m.busy)
-	if err == nil {
-		m.busy[di] = true
-	}
-	m.mu.Unlock()
+	di, evict, err := m.claim(ctx, barcode)
 	if err != nil {
 		return nil, 0, err
 	}
-	d, err := openPlaced(ctx, m.ch, di, barcode)
+	if evict {
+		err = m.evict(ctx, barcode, di)
+	}
+	var d Drive
+	if err == nil {
+		d, err = openPlaced(ctx, m.ch, di, barcode)
+	}
 	if err != nil {
-		m.mu.Lock()
-		delete(m.busy, di)
-		m.mu.Unlock()
+		m.release(di)
 		return nil, 0, err
 	}
 	return d, di, nil
 }
 
-func (m *mounter) unmount(ctx context.Context, d Drive, di int) {
+// claim chooses a drive for barcode and marks it busy, under the lock.
+// Unless the drive holds an idle cartridge that must go first (evict),
+// it also moves barcode into it.
+func (m *mounter) claim(ctx context.Context, barcode string) (di int, evict bool, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	unmount(ctx, m.ch, d, di)
+	inv, err := m.ch.Inventory(ctx)
+	if err != nil {
+		return 0, false, err
+	}
+	at, di, evict, err := pick(inv, barcode, m.busy)
+	if err != nil {
+		return 0, false, err
+	}
+	if !evict && at.Kind != ElemDrive {
+		if err := loadInto(ctx, m.ch, barcode, at, di); err != nil {
+			return 0, false, err
+		}
+	}
+	m.busy[di] = true
+	return di, evict, nil
+}
+
+// evict empties drive di, claimed by this mount but holding an idle
+// cartridge, and loads barcode into it: the unload outside the lock, the
+// changer's moves under it.
+func (m *mounter) evict(ctx context.Context, barcode string, di int) error {
+	if err := unloadDrive(ctx, m.ch, di); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := stow(ctx, m.ch, di); err != nil {
+		return err
+	}
+	inv, err := m.ch.Inventory(ctx)
+	if err != nil {
+		return err
+	}
+	at, ok := inv.Find(barcode)
+	switch {
+	case !ok:
+		return fmt.Errorf("%w: tape %s is not in the library", ErrMissingTapes, barcode)
+	case at.Kind == ElemDrive:
+		return fmt.Errorf("tape %s is in drive %d, which is busy", barcode, at.Index)
+	}
+	return loadInto(ctx, m.ch, barcode, at, di)
+}
+
+// unmount unloads d (drive di) outside the lock, then, under it, has the
+// changer put the cartridge back into a slot and frees the drive. When
+// the unload fails the cartridge stays in the drive, which is freed all
+// the same: the next mount that needs the drive unloads it again.
+func (m *mounter) unmount(ctx context.Context, d Drive, di int) error {
+	err := unloadOpen(ctx, d, di)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	defer delete(m.busy, di)
+	if err != nil {
+		return err
+	}
+	return stow(ctx, m.ch, di)
+}
+
+// release frees drive di after a failed mount.
+func (m *mounter) release(di int) {
+	m.mu.Lock()
 	delete(m.busy, di)
+	m.mu.Unlock()
 }
 
 // TapeError is a failure to read one tape; a restore can plan around it
@@ -461,6 +512,8 @@ func readTape(ctx context.Context, m *mounter, set *SetInfo, pt PlannedTape, dst
 	if err != nil {
 		return err
 	}
+	// An unmount error is not this tape's: what it yielded is stored, and
+	// a drive left loaded is unloaded by the next mount that needs it.
 	defer m.unmount(context.WithoutCancel(ctx), d, di)
 	progress.Tape(pt.Barcode, pt.Column, pt.ColumnSeq)
 	label, err := VerifyLabel(ctx, d, pt.Barcode, nil)
@@ -557,42 +610,24 @@ func CompletePacks(ctx context.Context, dst tiers.Backend, ref SnapshotRef) (int
 		rebuilt  atomic.Int64
 		mu       sync.Mutex
 		firstErr error
-		wg       sync.WaitGroup
 	)
-	jobs := make(chan int)
 	// Rebuilding is CPU work (Reed-Solomon, one pack in memory per
 	// worker): one worker per core, at most four (packs may be large).
-	for w := 0; w < min(runtime.GOMAXPROCS(0), 4); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for pi := range jobs {
-				done, err := completePack(ctx, dst, ref.Manifest.Packs[pi])
-				if err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-					cancel()
-					continue
-				}
-				if done {
-					rebuilt.Add(1)
-				}
+	feedWorkers(ctx, min(runtime.GOMAXPROCS(0), 4), len(ref.Snapshot.Packs), func(j int) {
+		done, err := completePack(ctx, dst, ref.Manifest.Packs[ref.Snapshot.Packs[j]])
+		if err != nil {
+			mu.Lock()
+			if firstErr == nil {
+				firstErr = err
 			}
-		}()
-	}
-feed:
-	for _, pi := range ref.Snapshot.Packs {
-		select {
-		case jobs <- pi:
-		case <-ctx.Done():
-			break feed
+			mu.Unlock()
+			cancel()
+			return
 		}
-	}
-	close(jobs)
-	wg.Wait()
+		if done {
+			rebuilt.Add(1)
+		}
+	})
 	if firstErr == nil {
 		firstErr = ctx.Err()
 	}

@@ -253,6 +253,9 @@ func (t *Tier) Stat(ctx context.Context, h tiers.Handle) (tiers.ObjectInfo, erro
 	if err := h.Validate(); err != nil {
 		return tiers.ObjectInfo{}, err
 	}
+	if err := ctx.Err(); err != nil {
+		return tiers.ObjectInfo{}, fmt.Errorf("stat %s on %s: %w", h, t.Location(), err)
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if err := t.init(ctx); err != nil {
@@ -276,6 +279,9 @@ func (t *Tier) notFound(h tiers.Handle) error {
 func (t *Tier) List(ctx context.Context, typ tiers.Type, fn func(tiers.ObjectInfo) error) error {
 	if !typ.Valid() {
 		return fmt.Errorf("%w: unknown object type %q", tiers.ErrInvalidHandle, typ)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("list %s on %s: %w", typ, t.Location(), err)
 	}
 	t.mu.Lock()
 	if err := t.init(ctx); err != nil {
@@ -305,6 +311,9 @@ func (t *Tier) Load(ctx context.Context, h tiers.Handle, offset, length int64, f
 	}
 	if offset < 0 || length < 0 {
 		return fmt.Errorf("%s: negative offset or length", h)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("load %s from %s: %w", h, t.Location(), err)
 	}
 	t.mu.Lock()
 	if err := t.init(ctx); err != nil {
@@ -716,11 +725,25 @@ func (t *Tier) readObject(ctx context.Context, m *tierMount, l tierLoc, h tiers.
 	return os.Rename(tmp.Name(), final)
 }
 
-// Put is refused: the tier is read-only.
-func (t *Tier) Put(context.Context, tiers.Handle, io.Reader, int64) error { return ErrReadOnly }
+// Put is refused: the tier is read-only. The error wraps
+// tiers.ErrReadOnly and ErrReadOnly, or tiers.ErrInvalidHandle for a bad
+// handle.
+func (t *Tier) Put(_ context.Context, h tiers.Handle, _ io.Reader, _ int64) error {
+	if err := h.Validate(); err != nil {
+		return err
+	}
+	return fmt.Errorf("put %s to %s: %w: %w", h, t.Location(), tiers.ErrReadOnly, ErrReadOnly)
+}
 
-// Remove is refused: the tier is read-only.
-func (t *Tier) Remove(context.Context, tiers.Handle) error { return ErrReadOnly }
+// Remove is refused: the tier is read-only. The error wraps
+// tiers.ErrReadOnly and ErrReadOnly, or tiers.ErrInvalidHandle for a bad
+// handle.
+func (t *Tier) Remove(_ context.Context, h tiers.Handle) error {
+	if err := h.Validate(); err != nil {
+		return err
+	}
+	return fmt.Errorf("remove %s from %s: %w: %w", h, t.Location(), tiers.ErrReadOnly, ErrReadOnly)
+}
 
 // Usage returns what each tape served, in the order first used.
 func (t *Tier) Usage() []TapeUse {
