@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -689,7 +690,11 @@ func TestBadInput(t *testing.T) {
 	cfgPath := filepath.Join(repoDir, "config")
 	orig, _ := os.ReadFile(cfgPath)
 	os.Chmod(cfgPath, 0o600)
-	os.WriteFile(cfgPath, bytes.Replace(orig, []byte(`"version": 1`), []byte(`"version": 99`), 1), 0o600)
+	bumped := regexp.MustCompile(`"version": [0-9]+`).ReplaceAll(orig, []byte(`"version": 99`))
+	if bytes.Equal(bumped, orig) {
+		t.Fatalf("test setup: no version field in the config: %s", orig)
+	}
+	os.WriteFile(cfgPath, bumped, 0o600)
 	expect("unknown version", e.run("snapshots", "--repo", repoDir), 1, "version 99", "newer drpipe")
 	os.WriteFile(cfgPath, orig, 0o400)
 
@@ -699,6 +704,10 @@ func TestBadInput(t *testing.T) {
 	expect("bad ec", e.run("init", "--repo", filepath.Join(e.dir, "x"), "--ec", "0+9"), 2, "K=0")
 	expect("bad config key", e.run("--config", writeFile(t, e.dir, "bad.yaml", "repo: /x\nbogus_key: 1\n"), "snapshots"), 2, "bogus_key")
 	expect("init over repo", e.run("init", "--repo", repoDir), 1, "already holds")
+	expect("bad format version", e.run("init", "--repo", filepath.Join(e.dir, "x"), "--format-version", "9"), 2, "--format-version 9")
+	// A format 1 repository (for older drpipe releases) is created on request.
+	v1 := e.run("init", "--repo", filepath.Join(e.dir, "v1"), "--format-version", "1", "--json")
+	expect("format 1 init", v1, 0, `"version": 1`)
 
 	// Unreadable source file: the snapshot is written without it, the exit
 	// code is 3 and the file is named. (A separate source, because running
