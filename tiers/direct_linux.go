@@ -21,8 +21,9 @@ const (
 	// directMin is the object size from which writes bypass the page
 	// cache; smaller objects (index, snapshots, small packs) do not gain.
 	directMin = 1 << 20
-	// directChunk is the size of one direct write.
-	directChunk = 4 << 20
+	// directChunk is the size of one direct write and of each pooled
+	// aligned buffer (one per concurrent Put: a dozen during a backup).
+	directChunk = 1 << 20
 )
 
 var directBufs = sync.Pool{New: func() any {
