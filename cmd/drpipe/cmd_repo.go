@@ -18,10 +18,11 @@ import (
 
 func (a *app) initCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "init --repo R [--ec K+M]",
+		Use:   "init --repo R [--ec K+M] [--pack-size SIZE] [--format-version N]",
 		Short: "Create a new repository",
 		Long: "Create a new, empty repository with a random chunker polynomial and a password-wrapped master key.\n" +
-			"--ec chooses the erasure coding of every pack: K data + M parity shards; any K rebuild the pack.",
+			"--ec chooses the erasure coding of every pack: K data + M parity shards; any K rebuild the pack.\n" +
+			"--format-version 1 creates a repository that drpipe releases knowing only format 1 can still use (SHA-256 shard hashes; the default, format 2, uses BLAKE3).",
 		Example: "  drpipe init --repo /srv/drpipe/repo --password-file /etc/drpipe/pw --ec 4+2",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
