@@ -85,8 +85,8 @@ func (inv *Inventory) Barcodes() []string {
 // writer and the restore serialise them with their own lock. OpenDrive
 // and the drives it returns must work while another goroutine
 // inventories the changer or moves cartridges between other elements:
-// the restore opens, rewinds and unloads drives (tens of seconds each on
-// real hardware) outside its lock.
+// the writer and the restore open, rewind and unload drives (tens of
+// seconds each on real hardware) outside that lock.
 //
 // Contract: Move fails with ErrElementEmpty when from holds nothing and
 // ErrElementFull when to is occupied; moving out of a drive requires the

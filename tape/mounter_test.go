@@ -94,7 +94,7 @@ func TestMounterUnloadsOutsideTheChangerLock(t *testing.T) {
 	t.Cleanup(func() { lib.Close() })
 	ta, tb, tc, td := bcs[0], bcs[1], bcs[2], bcs[3]
 	gc := &gateChanger{VirtualLibrary: lib, gated: -1}
-	m := &mounter{ch: gc, busy: map[int]bool{}}
+	m := newMounter(gc)
 	wait := 10 * time.Second // only ever reached when the code under test is wrong
 
 	// Tape tc was left in drive 1 by an earlier run; ta goes to drive 0,

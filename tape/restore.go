@@ -302,7 +302,7 @@ func ReadPlan(ctx context.Context, ch Changer, plan *RestorePlan, dst tiers.Back
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	m := &mounter{ch: ch, busy: map[int]bool{}}
+	m := newMounter(ch)
 	errs := make([]error, len(plan.Tapes))
 	feedWorkers(ctx, par, len(plan.Tapes), func(i int) {
 		if err := ctx.Err(); err != nil {
@@ -329,112 +329,6 @@ func ReadPlan(ctx context.Context, ch Changer, plan *RestorePlan, dst tiers.Back
 		}
 	}
 	return nil
-}
-
-// mounter shares one changer between the goroutines of ReadPlan, each
-// reading one tape in its own drive. mu serialises the changer's own
-// work (Inventory, Move) and guards busy; opening, rewinding and
-// unloading a drive (tens of seconds each on a real library) happen
-// outside it, so a tape being unloaded does not hold up the mounts of
-// the others. A drive is in busy from the moment a mount chooses it
-// until its cartridge is back in a slot (or the mount failed): no mount
-// is handed a drive that is still unloading.
-type mounter struct {
-	ch   Changer
-	mu   sync.Mutex
-	busy map[int]bool
-}
-
-// mount puts barcode into a drive and returns the drive, open and
-// rewound, and its index.
-func (m *mounter) mount(ctx context.Context, barcode string) (Drive, int, error) {
-	di, evict, err := m.claim(ctx, barcode)
-	if err != nil {
-		return nil, 0, err
-	}
-	if evict {
-		err = m.evict(ctx, barcode, di)
-	}
-	var d Drive
-	if err == nil {
-		d, err = openPlaced(ctx, m.ch, di, barcode)
-	}
-	if err != nil {
-		m.release(di)
-		return nil, 0, err
-	}
-	return d, di, nil
-}
-
-// claim chooses a drive for barcode and marks it busy, under the lock.
-// Unless the drive holds an idle cartridge that must go first (evict),
-// it also moves barcode into it.
-func (m *mounter) claim(ctx context.Context, barcode string) (di int, evict bool, err error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	inv, err := m.ch.Inventory(ctx)
-	if err != nil {
-		return 0, false, err
-	}
-	at, di, evict, err := pick(inv, barcode, m.busy)
-	if err != nil {
-		return 0, false, err
-	}
-	if !evict && at.Kind != ElemDrive {
-		if err := loadInto(ctx, m.ch, barcode, at, di); err != nil {
-			return 0, false, err
-		}
-	}
-	m.busy[di] = true
-	return di, evict, nil
-}
-
-// evict empties drive di, claimed by this mount but holding an idle
-// cartridge, and loads barcode into it: the unload outside the lock, the
-// changer's moves under it.
-func (m *mounter) evict(ctx context.Context, barcode string, di int) error {
-	if err := unloadDrive(ctx, m.ch, di); err != nil {
-		return err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := stow(ctx, m.ch, di); err != nil {
-		return err
-	}
-	inv, err := m.ch.Inventory(ctx)
-	if err != nil {
-		return err
-	}
-	at, ok := inv.Find(barcode)
-	switch {
-	case !ok:
-		return fmt.Errorf("%w: tape %s is not in the library", ErrMissingTapes, barcode)
-	case at.Kind == ElemDrive:
-		return fmt.Errorf("tape %s is in drive %d, which is busy", barcode, at.Index)
-	}
-	return loadInto(ctx, m.ch, barcode, at, di)
-}
-
-// unmount unloads d (drive di) outside the lock, then, under it, has the
-// changer put the cartridge back into a slot and frees the drive. When
-// the unload fails the cartridge stays in the drive, which is freed all
-// the same: the next mount that needs the drive unloads it again.
-func (m *mounter) unmount(ctx context.Context, d Drive, di int) error {
-	err := unloadOpen(ctx, d, di)
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	defer delete(m.busy, di)
-	if err != nil {
-		return err
-	}
-	return stow(ctx, m.ch, di)
-}
-
-// release frees drive di after a failed mount.
-func (m *mounter) release(di int) {
-	m.mu.Lock()
-	delete(m.busy, di)
-	m.mu.Unlock()
 }
 
 // TapeError is a failure to read one tape; a restore can plan around it

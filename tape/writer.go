@@ -125,7 +125,6 @@ func (o *WriteOptions) defaults() error {
 }
 
 type setWriter struct {
-	ch   Changer
 	cat  *Catalog
 	src  tiers.Backend
 	plan *WritePlan
@@ -134,8 +133,11 @@ type setWriter struct {
 	set  *SetInfo
 	meta []metaObject
 
-	mu       sync.Mutex // guards changer moves, the catalog, set and used
-	busy     map[int]bool
+	// mnt serialises the changer between the columns' goroutines and
+	// keeps track of the drives they use. Its lock and mu are never held
+	// together.
+	mnt      *mounter
+	mu       sync.Mutex // guards the catalog, set, used, noCat and touched
 	used     map[string]bool
 	starved  atomic.Int64
 	bytes    atomic.Int64
@@ -180,7 +182,7 @@ func WriteSet(ctx context.Context, ch Changer, cat *Catalog, src tiers.Backend, 
 			return nil, fmt.Errorf("tape write: pack %s: %w", p.ID.Short(), err)
 		}
 	}
-	w := &setWriter{ch: ch, cat: cat, src: src, plan: plan, o: o, lay: lay, busy: map[int]bool{}, used: map[string]bool{}}
+	w := &setWriter{cat: cat, src: src, plan: plan, o: o, lay: lay, mnt: newMounter(ch), used: map[string]bool{}}
 	start := time.Now()
 	now := o.Now()
 	w.set = &SetInfo{ID: o.SetID.String(), Pool: o.Pool.Name, Created: now.UTC(), Level: o.Level, Expires: o.Pool.Expires(o.Level, now).UTC(),
@@ -281,13 +283,9 @@ func (w *setWriter) loadMeta(ctx context.Context) error {
 	return nil
 }
 
-// allocate picks the next writable tape of the pool in the library and
-// marks it as being written. Caller holds w.mu.
-func (w *setWriter) allocate(ctx context.Context, col, seq int) (*Media, error) {
-	inv, err := w.ch.Inventory(ctx)
-	if err != nil {
-		return nil, err
-	}
+// allocate picks the next writable tape of the pool in the library inv
+// and marks it as being written. Caller holds w.mu.
+func (w *setWriter) allocate(inv *Inventory, col, seq int) (*Media, error) {
 	all, err := w.cat.AllMedia()
 	if err != nil {
 		return nil, err
@@ -430,26 +428,31 @@ func (w *setWriter) writeColumn(ctx context.Context, col int, objs []PlanObject)
 // writeTape writes one tape of a column, starting at object start, and
 // returns the index of the first object not on it.
 func (w *setWriter) writeTape(ctx context.Context, col, seq int, objs []PlanObject, start int) (int, error) {
+	// The inventory may be stale by the time the tape is chosen, but only
+	// by the moves of other columns' tapes, which are in w.used, and by
+	// idle cartridges going from drives to slots: it still tells which
+	// tapes are in the library and out of the mail slots.
+	inv, err := w.mnt.inventory(ctx)
+	if err != nil {
+		return start, err
+	}
 	w.mu.Lock()
-	m, err := w.allocate(ctx, col, seq)
-	var d Drive
-	var di int
-	if err == nil {
-		d, di, err = mount(ctx, w.ch, m.Barcode, w.busy)
-	}
-	if err == nil {
-		w.busy[di] = true
-	}
+	m, err := w.allocate(inv, col, seq)
 	w.mu.Unlock()
 	if err != nil {
 		return start, err
 	}
-	defer func() {
-		w.mu.Lock()
-		unmount(context.WithoutCancel(ctx), w.ch, d, di)
-		delete(w.busy, di)
-		w.mu.Unlock()
-	}()
+	// Mounting and unmounting hold the changer lock only for the
+	// changer's moves: one column's tape rewinding and unloading does not
+	// hold up the mounts of the others.
+	d, di, err := w.mnt.mount(ctx, m.Barcode)
+	if err != nil {
+		return start, err
+	}
+	// An unmount error is not the tape's: what it holds is in the
+	// catalog, and a drive left loaded is unloaded by the next mount that
+	// needs it.
+	defer w.mnt.unmount(context.WithoutCancel(ctx), d, di)
 	label, err := VerifyLabel(ctx, d, m.Barcode, m)
 	if err != nil {
 		return start, err

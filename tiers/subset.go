@@ -38,11 +38,21 @@ func (s *Subset) visible(h Handle) bool {
 // Location describes the view.
 func (s *Subset) Location() string { return "subset of " + s.src.Location() }
 
-// Put is refused.
-func (s *Subset) Put(context.Context, Handle, io.Reader, int64) error { return ErrReadOnly }
+// Put is refused (after the handle is checked, as for every backend).
+func (s *Subset) Put(_ context.Context, h Handle, _ io.Reader, _ int64) error {
+	if err := h.Validate(); err != nil {
+		return err
+	}
+	return fmt.Errorf("put %s to %s: %w: a selection is copied from, never written to", h, s.Location(), ErrReadOnly)
+}
 
-// Remove is refused.
-func (s *Subset) Remove(context.Context, Handle) error { return ErrReadOnly }
+// Remove is refused (after the handle is checked).
+func (s *Subset) Remove(_ context.Context, h Handle) error {
+	if err := h.Validate(); err != nil {
+		return err
+	}
+	return fmt.Errorf("remove %s from %s: %w: a selection is copied from, never written to", h, s.Location(), ErrReadOnly)
+}
 
 // Close does not close the underlying backend.
 func (s *Subset) Close() error { return nil }

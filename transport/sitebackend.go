@@ -80,11 +80,17 @@ func (b *SiteBackend) Location() string { return b.loc }
 
 // Put implements tiers.Backend: the site is read-only here.
 func (b *SiteBackend) Put(_ context.Context, h tiers.Handle, _ io.Reader, _ int64) error {
+	if err := h.Validate(); err != nil {
+		return err
+	}
 	return fmt.Errorf("put %s to %s: %w: objects reach the DR site only by replication (drpipe replicate, tier run)", h, b.loc, tiers.ErrReadOnly)
 }
 
 // Remove implements tiers.Backend: the site is read-only here.
 func (b *SiteBackend) Remove(_ context.Context, h tiers.Handle) error {
+	if err := h.Validate(); err != nil {
+		return err
+	}
 	return fmt.Errorf("remove %s from %s: %w: the DR site's objects are removed only at the site", h, b.loc, tiers.ErrReadOnly)
 }
 
@@ -102,6 +108,20 @@ func (b *SiteBackend) Close() error {
 func replicated(t tiers.Type) bool {
 	_, ok := typeCode(t)
 	return ok
+}
+
+// absent reports why h cannot be at a site at all (nil if it can): its
+// type is not replicated, or its name is not one the site accepts (a
+// shard name for data, a SHA-256 digest for keys, index and snapshots).
+// Such an object is simply not there, so reads say ErrNotFound.
+func absent(h tiers.Handle) error {
+	if !replicated(h.Type) {
+		return fmt.Errorf("%w: %s objects are not replicated to the site", tiers.ErrNotFound, h.Type)
+	}
+	if _, err := tiers.NewObjectVerifier(h); err != nil {
+		return fmt.Errorf("%w: no %s object of that name can be stored at a site (%v)", tiers.ErrNotFound, h.Type, err)
+	}
+	return nil
 }
 
 func (b *SiteBackend) wrap(op, prep string, h tiers.Handle, err error) error {
@@ -180,8 +200,8 @@ func (b *SiteBackend) Load(ctx context.Context, h tiers.Handle, offset, length i
 	if offset < 0 || length < 0 {
 		return b.wrap("load", "from", h, fmt.Errorf("%w: invalid range: offset %d, length %d", tiers.ErrInvalidHandle, offset, length))
 	}
-	if !replicated(h.Type) {
-		return b.wrap("load", "from", h, fmt.Errorf("%w: %s objects are not replicated to the site", tiers.ErrNotFound, h.Type))
+	if err := absent(h); err != nil {
+		return b.wrap("load", "from", h, err)
 	}
 	st, stop, r, err := b.get(ctx, Get{Type: h.Type, Name: h.Name, Offset: offset, Length: length})
 	if err != nil {
@@ -227,8 +247,8 @@ func (b *SiteBackend) Stat(ctx context.Context, h tiers.Handle) (tiers.ObjectInf
 	if err := h.Validate(); err != nil {
 		return tiers.ObjectInfo{}, b.wrap("stat", "in", h, err)
 	}
-	if !replicated(h.Type) {
-		return tiers.ObjectInfo{}, b.wrap("stat", "in", h, fmt.Errorf("%w: %s objects are not replicated to the site", tiers.ErrNotFound, h.Type))
+	if err := absent(h); err != nil {
+		return tiers.ObjectInfo{}, b.wrap("stat", "in", h, err)
 	}
 	st, stop, r, err := b.get(ctx, Get{Type: h.Type, Name: h.Name, Head: true})
 	if err != nil {

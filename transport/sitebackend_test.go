@@ -13,6 +13,7 @@ import (
 	"github.com/drpipe/drpipe/pipeline"
 	"github.com/drpipe/drpipe/repo"
 	"github.com/drpipe/drpipe/tiers"
+	"github.com/drpipe/drpipe/tiers/tierstest"
 )
 
 // readPipe opens a SiteBackend over an in-memory connection to st.
@@ -295,4 +296,33 @@ func TestSiteBackendOverQUIC(t *testing.T) {
 			t.Fatal("a foreign client certificate opened a read session")
 		}
 	}
+}
+
+// TestSiteBackendReadOnlyConformance runs the read-only conformance suite
+// over a site read session: the site's committed objects, read through
+// the protocol, refusing writes.
+func TestSiteBackendReadOnlyConformance(t *testing.T) {
+	ctx := context.Background()
+	p := newPrimary(t)
+	p.backup("hv01", 10, 1<<20)
+	st := newSite(t, "")
+	if _, err := st.replicatePipe(ctx, p, -1, ReplicateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	local, err := tiers.OpenLocal(st.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local.Close()
+	want := map[tiers.Handle][]byte{}
+	for h := range objects(t, st.dir) {
+		b, err := tiers.LoadAll(ctx, local, h, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[h] = b
+	}
+	tierstest.RunReadOnly(t, func(t *testing.T) tiers.Backend {
+		return st.readPipe(t, SiteBackendOptions{RepoID: p.r.Config().ID})
+	}, want)
 }

@@ -3,7 +3,10 @@
 //
 // Run is the conformance suite: every backend (local directory, S3, DR
 // site) and every wrapper calls it from its tests, and it checks each point
-// of the tiers.Backend contract through the interface only. Faulty wraps a
+// of the tiers.Backend contract through the interface only. RunReadOnly is
+// its read side for read-only backends (the tape tier), which cannot store
+// the objects Run reads back: it runs the same checks against objects the
+// backend already holds, and checks that writes are refused. Faulty wraps a
 // backend to inject errors, truncation and corruption deterministically;
 // CountingBackend counts calls and bytes per object type so tests can
 // assert what was transferred.
@@ -11,12 +14,14 @@ package tierstest
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -67,19 +72,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) tiers.Backend) {
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()
-				be := newBackend(t)
-				if be == nil {
-					t.Fatal("newBackend returned nil")
-				}
-				t.Cleanup(func() {
-					removeAll(t, be)
-					if err := be.Close(); err != nil {
-						t.Errorf("Close: %v", err)
-					}
-				})
-				if be.Location() == "" {
-					t.Error("Location() is empty")
-				}
+				be := subtestBackend(t, newBackend, removeAll)
 				if got := listAll(t, be); len(got) != 0 {
 					t.Fatalf("newBackend must return an empty backend; %s holds %v", be.Location(), got)
 				}
@@ -90,6 +83,29 @@ func Run(t *testing.T, newBackend func(t *testing.T) tiers.Backend) {
 }
 
 // --- helpers ---
+
+// subtestBackend returns a backend made by newBackend for one subtest and
+// checks its Location. A t.Cleanup runs cleanup (if not nil), then closes
+// the backend.
+func subtestBackend(t *testing.T, newBackend func(t *testing.T) tiers.Backend, cleanup func(t *testing.T, be tiers.Backend)) tiers.Backend {
+	t.Helper()
+	be := newBackend(t)
+	if be == nil {
+		t.Fatal("newBackend returned nil")
+	}
+	t.Cleanup(func() {
+		if cleanup != nil {
+			cleanup(t, be)
+		}
+		if err := be.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	if be.Location() == "" {
+		t.Error("Location() is empty")
+	}
+	return be
+}
 
 // payload returns n deterministic pseudo-random bytes derived from seed.
 func payload(seed string, n int) []byte {
@@ -239,20 +255,15 @@ func removeAll(t *testing.T, be tiers.Backend) {
 // --- subtests ---
 
 func testEmpty(t *testing.T, be tiers.Backend) {
-	ctx := t.Context()
-	for _, typ := range tiers.AllTypes {
-		h := handleFor(typ, []byte("missing "+string(typ)))
+	for _, h := range absentHandles(nil) {
 		mustNotExist(t, be, h)
-		if err := be.Remove(ctx, h); err != nil {
+		if err := be.Remove(t.Context(), h); err != nil {
 			t.Errorf("Remove of missing %v: %v, want nil", h, err)
 		}
 	}
-	// A data object with a one-byte name (shortest fan-out prefix).
-	mustNotExist(t, be, tiers.Handle{Type: tiers.TypeData, Name: "a"})
 }
 
 func testRoundTrip(t *testing.T, be tiers.Backend) {
-	ctx := t.Context()
 	sizes := map[tiers.Type][]int{
 		tiers.TypeConfig:    {1},
 		tiers.TypeKey:       {1, 417},
@@ -261,40 +272,18 @@ func testRoundTrip(t *testing.T, be tiers.Backend) {
 		tiers.TypeSnapshot:  {1, 333},
 		tiers.TypeTombstone: {1, 64},
 	}
+	stored := make(map[tiers.Handle]int64)
 	for _, typ := range tiers.AllTypes {
 		for _, n := range sizes[typ] {
 			b := payload(fmt.Sprintf("roundtrip %s %d", typ, n), n)
 			h := handleFor(typ, b)
 			put(t, be, h, b)
-			oi, err := be.Stat(ctx, h)
-			if err != nil {
-				t.Fatalf("Stat %v: %v", h, err)
-			}
-			if oi.Handle != h || oi.Size != int64(n) {
-				t.Errorf("Stat %v: got handle %v size %d, want size %d", h, oi.Handle, oi.Size, n)
-			}
-			mustLoad(t, be, h, b)
-			got, err := tiers.LoadAll(ctx, be, h, 0, int64(n))
-			if err != nil || !bytes.Equal(got, b) {
-				t.Errorf("LoadAll %v (0, %d): %d bytes, %v", h, n, len(got), err)
-			}
-			if n > 1<<20 {
-				// A range in the middle of a large object.
-				off, ln := int64(n/2-12345), int64(1<<20+7)
-				got, _, err := load(ctx, be, h, off, ln)
-				if err != nil || !bytes.Equal(got, b[off:off+ln]) {
-					t.Errorf("Load %v (%d, %d): %d bytes, %v", h, off, ln, len(got), err)
-				}
-			}
+			checkObject(t, be, h, b)
+			stored[h] = int64(n)
 		}
 	}
 	// Every object put is listed with its size.
-	for _, typ := range tiers.AllTypes {
-		got := listType(t, be, typ)
-		if len(got) != len(sizes[typ]) {
-			t.Errorf("List %s: %d objects, want %d", typ, len(got), len(sizes[typ]))
-		}
-	}
+	checkListing(t, be, stored)
 }
 
 func testNames(t *testing.T, be tiers.Backend) {
@@ -320,78 +309,29 @@ func testNames(t *testing.T, be tiers.Backend) {
 }
 
 func testRangedLoad(t *testing.T, be tiers.Backend) {
-	ctx := t.Context()
-	const size = 4099
-	b := payload("ranged", size)
+	b := payload("ranged", 4099)
 	h := handleFor(tiers.TypeData, b)
 	put(t, be, h, b)
-	cases := []struct{ off, ln int64 }{
-		{0, 0}, {0, size}, {0, 1}, {1, 0}, {100, 50}, {size / 2, size / 2},
-		{size - 10, 10}, {size - 10, 0}, {size - 1, 1}, {size - 1, 0},
-		{size, 0}, // empty range at the very end
-	}
-	for _, c := range cases {
-		want := b[c.off:]
-		if c.ln > 0 {
-			want = b[c.off : c.off+c.ln]
-		}
-		got, calls, err := load(ctx, be, h, c.off, c.ln)
-		if err != nil {
-			t.Errorf("Load(%d, %d): %v", c.off, c.ln, err)
-			continue
-		}
-		if calls < 1 {
-			t.Errorf("Load(%d, %d): callback not called", c.off, c.ln)
-		}
-		if !bytes.Equal(got, want) {
-			t.Errorf("Load(%d, %d): got %d bytes %s, want %d bytes %s", c.off, c.ln, len(got), digest(got), len(want), digest(want))
-		}
-		got, err = tiers.LoadAll(ctx, be, h, c.off, c.ln)
-		if err != nil || !bytes.Equal(got, want) {
-			t.Errorf("LoadAll(%d, %d): %d bytes, %v", c.off, c.ln, len(got), err)
-		}
-	}
+	checkRanges(t, be, h, b)
 }
 
 func testShortRead(t *testing.T, be tiers.Backend) {
-	ctx := t.Context()
-	const size = 1000
-	b := payload("short", size)
+	b := payload("short", 1000)
 	h := handleFor(tiers.TypeIndex, b)
 	put(t, be, h, b)
-	cases := []struct{ off, ln int64 }{
-		{0, size + 1}, {size - 10, 11}, {size, 1}, {size + 1, 0}, {size + 100, 5}, {1 << 40, 1},
-	}
-	for _, c := range cases {
-		_, _, err := load(ctx, be, h, c.off, c.ln)
-		if !errors.Is(err, tiers.ErrShortRead) {
-			t.Errorf("Load(%d, %d) of a %d-byte object: got %v, want ErrShortRead", c.off, c.ln, size, err)
-		}
-		if _, err := tiers.LoadAll(ctx, be, h, c.off, c.ln); !errors.Is(err, tiers.ErrShortRead) {
-			t.Errorf("LoadAll(%d, %d) of a %d-byte object: got %v, want ErrShortRead", c.off, c.ln, size, err)
-		}
-	}
-	// The object is unharmed.
-	mustLoad(t, be, h, b)
+	checkShortReads(t, be, h, b)
 }
 
 func testInvalidRange(t *testing.T, be tiers.Backend) {
-	ctx := t.Context()
 	b := payload("invalid range", 100)
 	h := handleFor(tiers.TypeData, b)
 	put(t, be, h, b)
-	for _, c := range []struct{ off, ln int64 }{{-1, 0}, {0, -1}, {-5, 10}} {
-		_, calls, err := load(ctx, be, h, c.off, c.ln)
-		if err == nil || calls != 0 {
-			t.Errorf("Load(%d, %d): got %v with %d callback calls, want an error and none", c.off, c.ln, err, calls)
-		}
-	}
+	checkInvalidRanges(t, be, h)
 }
 
 func testList(t *testing.T, be tiers.Backend) {
-	want := make(map[tiers.Type]map[string]int64)
+	want := make(map[tiers.Handle]int64)
 	for i, typ := range tiers.AllTypes {
-		want[typ] = make(map[string]int64)
 		n := 5
 		if typ == tiers.TypeConfig {
 			n = 1
@@ -400,27 +340,10 @@ func testList(t *testing.T, be tiers.Backend) {
 			b := payload(fmt.Sprintf("list %s %d", typ, j), 1+100*i+j)
 			h := handleFor(typ, b)
 			put(t, be, h, b)
-			want[typ][h.Name] = int64(len(b))
+			want[h] = int64(len(b))
 		}
 	}
-	for _, typ := range tiers.AllTypes {
-		got := listType(t, be, typ)
-		if len(got) != len(want[typ]) {
-			t.Errorf("List %s: %d objects, want %d", typ, len(got), len(want[typ]))
-		}
-		for n, sz := range want[typ] {
-			if g, ok := got[n]; !ok {
-				t.Errorf("List %s: %s missing", typ, n)
-			} else if g != sz {
-				t.Errorf("List %s: %s has size %d, want %d", typ, n, g, sz)
-			}
-		}
-		for n := range got {
-			if _, ok := want[typ][n]; !ok {
-				t.Errorf("List %s: unexpected %s", typ, n)
-			}
-		}
-	}
+	checkListing(t, be, want)
 }
 
 func testListCallbackError(t *testing.T, be tiers.Backend) {
@@ -428,18 +351,7 @@ func testListCallbackError(t *testing.T, be tiers.Backend) {
 		b := payload(fmt.Sprint("listerr ", i), 10)
 		put(t, be, handleFor(tiers.TypeSnapshot, b), b)
 	}
-	stop := errors.New("stop listing")
-	calls := 0
-	err := be.List(t.Context(), tiers.TypeSnapshot, func(tiers.ObjectInfo) error {
-		calls++
-		return stop
-	})
-	if !errors.Is(err, stop) {
-		t.Errorf("List with failing callback: got %v, want the callback's error", err)
-	}
-	if calls != 1 {
-		t.Errorf("List went on after the callback failed: %d calls", calls)
-	}
+	checkListCallbackError(t, be, tiers.TypeSnapshot)
 }
 
 func testTypesAreSeparate(t *testing.T, be tiers.Backend) {
@@ -555,6 +467,14 @@ var badHandles = []tiers.Handle{
 }
 
 func testInvalidHandle(t *testing.T, be tiers.Backend) {
+	checkInvalidHandles(t, be)
+	mustBeEmpty(t, be)
+}
+
+// checkInvalidHandles checks that every method refuses the bad handles
+// and types with ErrInvalidHandle, Load and List without calling fn.
+func checkInvalidHandles(t *testing.T, be tiers.Backend) {
+	t.Helper()
 	ctx := t.Context()
 	for _, h := range badHandles {
 		if err := tiers.PutBytes(ctx, be, h, []byte("x")); !errors.Is(err, tiers.ErrInvalidHandle) {
@@ -577,7 +497,6 @@ func testInvalidHandle(t *testing.T, be tiers.Backend) {
 			t.Errorf("List %q: got %v (callback called: %v), want ErrInvalidHandle", typ, err, called)
 		}
 	}
-	mustBeEmpty(t, be)
 }
 
 // sizedReader yields the given bytes; it is not an io.Seeker or WriterTo so
@@ -732,12 +651,14 @@ func testConcurrentPuts(t *testing.T, be tiers.Backend) {
 		t.Error(err)
 	}
 	want := make(map[tiers.Type][]string)
+	stored := make(map[tiers.Handle][]byte)
 	for w := range workers {
 		for i, h := range objs[w] {
 			want[h.Type] = append(want[h.Type], h.Name)
-			mustLoad(t, be, h, payload(fmt.Sprintf("concurrent %d %d", w, i), 1+(w*each+i)*997%(64<<10)))
+			stored[h] = payload(fmt.Sprintf("concurrent %d %d", w, i), 1+(w*each+i)*997%(64<<10))
 		}
 	}
+	checkConcurrentLoads(t, be, stored)
 	for _, typ := range types {
 		slices.Sort(want[typ])
 		if got := listNames(t, be, typ); !slices.Equal(got, want[typ]) {
@@ -791,32 +712,10 @@ func testConcurrentSameName(t *testing.T, be tiers.Backend) {
 }
 
 func testLoadCallback(t *testing.T, be tiers.Backend) {
-	ctx := t.Context()
 	b := payload("callback", 5000)
 	h := handleFor(tiers.TypeIndex, b)
 	put(t, be, h, b)
-	fail := errors.New("callback failed")
-	calls := 0
-	err := be.Load(ctx, h, 0, 0, func(rd io.Reader) error {
-		calls++
-		if _, err := io.Copy(io.Discard, rd); err != nil {
-			return err
-		}
-		return fail
-	})
-	if !errors.Is(err, fail) {
-		t.Errorf("Load: got %v, want the callback's error", err)
-	}
-	if calls < 1 {
-		t.Error("Load did not call the callback")
-	}
-	// A callback failing before reading anything.
-	err = be.Load(ctx, h, 10, 20, func(io.Reader) error { return fail })
-	if !errors.Is(err, fail) {
-		t.Errorf("Load with callback not reading: got %v, want the callback's error", err)
-	}
-	// The object is unharmed and a successful callback yields nil.
-	mustLoad(t, be, h, b)
+	checkLoadCallback(t, be, h, b)
 }
 
 // cancelReader yields b and cancels ctx after n bytes.
@@ -845,6 +744,7 @@ func testContextCanceled(t *testing.T, be tiers.Backend) {
 	b := payload("cancel", 1<<20)
 	h := handleFor(tiers.TypeData, b)
 	put(t, be, h, b)
+	checkCanceledReads(t, be, h, b)
 
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
@@ -854,15 +754,6 @@ func testContextCanceled(t *testing.T, be tiers.Backend) {
 		t.Errorf("Put with cancelled context: got %v, want context.Canceled", err)
 	}
 	mustNotExist(t, be, oh)
-	if _, _, err := load(ctx, be, h, 0, 0); !errors.Is(err, context.Canceled) {
-		t.Errorf("Load with cancelled context: got %v, want context.Canceled", err)
-	}
-	if _, err := be.Stat(ctx, h); !errors.Is(err, context.Canceled) {
-		t.Errorf("Stat with cancelled context: got %v, want context.Canceled", err)
-	}
-	if err := be.List(ctx, tiers.TypeData, func(tiers.ObjectInfo) error { return nil }); !errors.Is(err, context.Canceled) {
-		t.Errorf("List with cancelled context: got %v, want context.Canceled", err)
-	}
 	if err := be.Remove(ctx, oh); !errors.Is(err, context.Canceled) {
 		t.Errorf("Remove of missing object with cancelled context: got %v, want context.Canceled", err)
 	}
@@ -878,4 +769,282 @@ func testContextCanceled(t *testing.T, be tiers.Backend) {
 		t.Errorf("Put cancelled midway: got %v, want context.Canceled", err)
 	}
 	mustNotExist(t, be, bh)
+}
+
+// --- read-side checks, shared by Run and RunReadOnly ---
+//
+// Each checks objects the backend already holds, through reads only, and
+// leaves them as they are.
+
+// absentHandles returns the handles the Empty checks expect to find
+// missing: one of each type and a data object with a one-byte name (the
+// shortest fan-out prefix), less those in present.
+func absentHandles(present map[tiers.Handle][]byte) []tiers.Handle {
+	var hs []tiers.Handle
+	for _, typ := range tiers.AllTypes {
+		hs = append(hs, handleFor(typ, []byte("missing "+string(typ))))
+	}
+	hs = append(hs, tiers.Handle{Type: tiers.TypeData, Name: "a"})
+	return slices.DeleteFunc(hs, func(h tiers.Handle) bool {
+		_, ok := present[h]
+		return ok
+	})
+}
+
+// checkObject checks that be holds b under h: Stat reports h and its size,
+// and Load, LoadAll with the exact length and a range in the middle (across
+// buffer boundaries of a large object) yield b.
+func checkObject(t *testing.T, be tiers.Backend, h tiers.Handle, b []byte) {
+	t.Helper()
+	ctx := t.Context()
+	n := int64(len(b))
+	oi, err := be.Stat(ctx, h)
+	if err != nil {
+		t.Fatalf("Stat %v: %v", h, err)
+	}
+	if oi.Handle != h || oi.Size != n {
+		t.Errorf("Stat %v: got handle %v size %d, want size %d", h, oi.Handle, oi.Size, n)
+	}
+	mustLoad(t, be, h, b)
+	got, err := tiers.LoadAll(ctx, be, h, 0, n)
+	if err != nil || !bytes.Equal(got, b) {
+		t.Errorf("LoadAll %v (0, %d): got %d bytes %s, %v; want %d bytes %s", h, n, len(got), digest(got), err, n, digest(b))
+	}
+	if n >= 3 {
+		off, ln := n/3, n/3+1
+		got, _, err := load(ctx, be, h, off, ln)
+		if err != nil || !bytes.Equal(got, b[off:off+ln]) {
+			t.Errorf("Load %v (%d, %d): got %d bytes %s, %v; want %d bytes %s", h, off, ln, len(got), digest(got), err, ln, digest(b[off:off+ln]))
+		}
+	}
+}
+
+// checkListing checks that List reports, for every type, exactly the
+// objects in want with their sizes.
+func checkListing(t *testing.T, be tiers.Backend, want map[tiers.Handle]int64) {
+	t.Helper()
+	for _, typ := range tiers.AllTypes {
+		got := listType(t, be, typ)
+		n := 0
+		for h, sz := range want {
+			if h.Type != typ {
+				continue
+			}
+			n++
+			if g, ok := got[h.Name]; !ok {
+				t.Errorf("List %s: %s missing", typ, h.Name)
+			} else if g != sz {
+				t.Errorf("List %s: %s has size %d, want %d", typ, h.Name, g, sz)
+			}
+		}
+		for name := range got {
+			if _, ok := want[tiers.Handle{Type: typ, Name: name}]; !ok {
+				t.Errorf("List %s: unexpected %s", typ, name)
+			}
+		}
+		if len(got) != n {
+			t.Errorf("List %s: %d objects, want %d", typ, len(got), n)
+		}
+	}
+}
+
+// checkRanges checks ranged loads of h, which holds b: at the start, in
+// the middle and at the very end, with and without a length. Ranges that do
+// not fit in a small object are left out.
+func checkRanges(t *testing.T, be tiers.Backend, h tiers.Handle, b []byte) {
+	t.Helper()
+	ctx := t.Context()
+	size := int64(len(b))
+	cases := []struct{ off, ln int64 }{
+		{0, 0}, {0, size}, {0, 1}, {1, 0}, {100, 50}, {size / 2, size / 2},
+		{size - 10, 10}, {size - 10, 0}, {size - 1, 1}, {size - 1, 0},
+		{size, 0}, // empty range at the very end
+	}
+	for _, c := range cases {
+		if c.off < 0 || c.off+c.ln > size {
+			continue
+		}
+		want := b[c.off:]
+		if c.ln > 0 {
+			want = b[c.off : c.off+c.ln]
+		}
+		got, calls, err := load(ctx, be, h, c.off, c.ln)
+		if err != nil {
+			t.Errorf("Load %v (%d, %d): %v", h, c.off, c.ln, err)
+			continue
+		}
+		if calls < 1 {
+			t.Errorf("Load %v (%d, %d): callback not called", h, c.off, c.ln)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("Load %v (%d, %d): got %d bytes %s, want %d bytes %s", h, c.off, c.ln, len(got), digest(got), len(want), digest(want))
+		}
+		got, err = tiers.LoadAll(ctx, be, h, c.off, c.ln)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("LoadAll %v (%d, %d): got %d bytes %s, %v; want %d bytes %s", h, c.off, c.ln, len(got), digest(got), err, len(want), digest(want))
+		}
+	}
+}
+
+// checkShortReads checks that ranges reaching past the end of h, which
+// holds b, fail with ErrShortRead and leave the object unharmed.
+func checkShortReads(t *testing.T, be tiers.Backend, h tiers.Handle, b []byte) {
+	t.Helper()
+	ctx := t.Context()
+	size := int64(len(b))
+	cases := []struct{ off, ln int64 }{
+		{0, size + 1}, {size - 10, 11}, {size, 1}, {size + 1, 0}, {size + 100, 5}, {1 << 40, 1},
+	}
+	for _, c := range cases {
+		if c.off < 0 {
+			continue // {size-10, 11} of an object under 10 bytes
+		}
+		if _, _, err := load(ctx, be, h, c.off, c.ln); !errors.Is(err, tiers.ErrShortRead) {
+			t.Errorf("Load %v (%d, %d) of a %d-byte object: got %v, want ErrShortRead", h, c.off, c.ln, size, err)
+		}
+		if _, err := tiers.LoadAll(ctx, be, h, c.off, c.ln); !errors.Is(err, tiers.ErrShortRead) {
+			t.Errorf("LoadAll %v (%d, %d) of a %d-byte object: got %v, want ErrShortRead", h, c.off, c.ln, size, err)
+		}
+	}
+	mustLoad(t, be, h, b)
+}
+
+// checkInvalidRanges checks that negative offsets and lengths fail
+// without calling fn.
+func checkInvalidRanges(t *testing.T, be tiers.Backend, h tiers.Handle) {
+	t.Helper()
+	for _, c := range []struct{ off, ln int64 }{{-1, 0}, {0, -1}, {-5, 10}} {
+		_, calls, err := load(t.Context(), be, h, c.off, c.ln)
+		if err == nil || calls != 0 {
+			t.Errorf("Load %v (%d, %d): got %v with %d callback calls, want an error and none", h, c.off, c.ln, err, calls)
+		}
+	}
+}
+
+// checkListCallbackError checks that List of typ, which must hold an
+// object, stops at the callback's first error and returns it.
+func checkListCallbackError(t *testing.T, be tiers.Backend, typ tiers.Type) {
+	t.Helper()
+	stop := errors.New("stop listing")
+	calls := 0
+	err := be.List(t.Context(), typ, func(tiers.ObjectInfo) error {
+		calls++
+		return stop
+	})
+	if !errors.Is(err, stop) {
+		t.Errorf("List %s with failing callback: got %v, want the callback's error", typ, err)
+	}
+	if calls != 1 {
+		t.Errorf("List %s went on after the callback failed: %d calls", typ, calls)
+	}
+}
+
+// checkLoadCallback checks that Load of h, which holds b, returns the
+// callback's error, whether the callback read everything or nothing, and
+// that the object is unharmed.
+func checkLoadCallback(t *testing.T, be tiers.Backend, h tiers.Handle, b []byte) {
+	t.Helper()
+	ctx := t.Context()
+	fail := errors.New("callback failed")
+	calls := 0
+	err := be.Load(ctx, h, 0, 0, func(rd io.Reader) error {
+		calls++
+		if _, err := io.Copy(io.Discard, rd); err != nil {
+			return err
+		}
+		return fail
+	})
+	if !errors.Is(err, fail) {
+		t.Errorf("Load %v: got %v, want the callback's error", h, err)
+	}
+	if calls < 1 {
+		t.Errorf("Load %v did not call the callback", h)
+	}
+	// A callback failing before reading anything, on a range.
+	size := int64(len(b))
+	off, ln := size/2, min(20, size-size/2)
+	err = be.Load(ctx, h, off, ln, func(io.Reader) error { return fail })
+	if !errors.Is(err, fail) {
+		t.Errorf("Load %v (%d, %d) with callback not reading: got %v, want the callback's error", h, off, ln, err)
+	}
+	// The object is unharmed and a successful callback yields nil.
+	mustLoad(t, be, h, b)
+}
+
+// checkCanceledReads checks that Load, Stat and List with a cancelled
+// context fail with context.Canceled without calling fn, both before h
+// (which holds b) was loaded and after: a backend that caches must not
+// serve a cached object to a cancelled caller.
+func checkCanceledReads(t *testing.T, be tiers.Backend, h tiers.Handle, b []byte) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	check := func(when string) {
+		t.Helper()
+		if _, calls, err := load(ctx, be, h, 0, 0); !errors.Is(err, context.Canceled) || calls != 0 {
+			t.Errorf("Load %v %s with cancelled context: got %v with %d callback calls, want context.Canceled and none", h, when, err, calls)
+		}
+		if _, err := be.Stat(ctx, h); !errors.Is(err, context.Canceled) {
+			t.Errorf("Stat %v %s with cancelled context: got %v, want context.Canceled", h, when, err)
+		}
+		called := false
+		err := be.List(ctx, h.Type, func(tiers.ObjectInfo) error { called = true; return nil })
+		if !errors.Is(err, context.Canceled) || called {
+			t.Errorf("List %s %s with cancelled context: got %v (callback called: %v), want context.Canceled", h.Type, when, err, called)
+		}
+	}
+	check("before any load")
+	mustLoad(t, be, h, b)
+	check("once loaded")
+}
+
+// checkConcurrentLoads checks that readers loading every object of objs
+// at once, each in its own order, whole and ranged, all get the right
+// bytes.
+func checkConcurrentLoads(t *testing.T, be tiers.Backend, objs map[tiers.Handle][]byte) {
+	t.Helper()
+	ctx := t.Context()
+	hs := sortedHandles(objs)
+	const readers = 6
+	errs := make(chan error, readers*len(hs)*2)
+	var wg sync.WaitGroup
+	for r := range readers {
+		wg.Go(func() {
+			for i := range hs {
+				k := (i + r*len(hs)/readers) % len(hs)
+				if r%2 == 1 {
+					k = len(hs) - 1 - k
+				}
+				h, b := hs[k], objs[hs[k]]
+				got, err := tiers.LoadAll(ctx, be, h, 0, 0)
+				if err != nil || !bytes.Equal(got, b) {
+					errs <- fmt.Errorf("reader %d: LoadAll %v: got %d bytes %s, %v; want %d bytes %s", r, h, len(got), digest(got), err, len(b), digest(b))
+				}
+				if len(b) > 20 {
+					got, err = tiers.LoadAll(ctx, be, h, 10, 10)
+					if err != nil || !bytes.Equal(got, b[10:20]) {
+						errs <- fmt.Errorf("reader %d: LoadAll %v (10, 10): got %d bytes %s, %v; want 10 bytes %s", r, h, len(got), digest(got), err, digest(b[10:20]))
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// sortedHandles returns the handles of objs in the order of
+// tiers.AllTypes, then by name.
+func sortedHandles(objs map[tiers.Handle][]byte) []tiers.Handle {
+	hs := slices.Collect(maps.Keys(objs))
+	slices.SortFunc(hs, func(a, b tiers.Handle) int {
+		if c := cmp.Compare(slices.Index(tiers.AllTypes, a.Type), slices.Index(tiers.AllTypes, b.Type)); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	return hs
 }

@@ -2,7 +2,9 @@ package tierstest_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"path/filepath"
 	"slices"
@@ -28,6 +30,50 @@ func TestCountingConformance(t *testing.T) {
 		}
 		return tierstest.NewCounting(l)
 	})
+}
+
+// readOnly refuses writes to the backend it wraps and leaves it open at
+// Close, as a read-only view of a shared store does.
+type readOnly struct{ tiers.Backend }
+
+func (r readOnly) Put(_ context.Context, h tiers.Handle, _ io.Reader, _ int64) error {
+	if err := h.Validate(); err != nil {
+		return err
+	}
+	return fmt.Errorf("put %s: %w", h, tiers.ErrReadOnly)
+}
+
+func (r readOnly) Remove(_ context.Context, h tiers.Handle) error {
+	if err := h.Validate(); err != nil {
+		return err
+	}
+	return fmt.Errorf("remove %s: %w", h, tiers.ErrReadOnly)
+}
+
+func (r readOnly) Close() error { return nil }
+
+func TestMemoryReadOnlyConformance(t *testing.T) {
+	mem := tierstest.NewMemory()
+	want := map[tiers.Handle][]byte{
+		{Type: tiers.TypeConfig, Name: "config"}:   []byte("config"),
+		{Type: tiers.TypeData, Name: "d1"}:         bytes.Repeat([]byte("0123456789"), 1000),
+		{Type: tiers.TypeData, Name: "d2"}:         []byte("a short shard"),
+		{Type: tiers.TypeIndex, Name: "i1"}:        bytes.Repeat([]byte("index "), 40),
+		{Type: tiers.TypeSnapshot, Name: "s1"}:     []byte("s"),
+		{Type: tiers.TypeTombstone, Name: "t1"}:    []byte("tombstone"),
+		{Type: tiers.TypeKey, Name: "k1"}:          bytes.Repeat([]byte{0xff}, 417),
+		{Type: tiers.TypeData, Name: "d3.partial"}: []byte("0123456789abcdef0123"),
+	}
+	for h, b := range want {
+		if err := tiers.PutBytes(t.Context(), mem, h, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tierstest.RunReadOnly(t, func(*testing.T) tiers.Backend { return readOnly{mem} }, want)
+}
+
+func TestEmptyReadOnlyConformance(t *testing.T) {
+	tierstest.RunReadOnly(t, func(*testing.T) tiers.Backend { return readOnly{tierstest.NewMemory()} }, nil)
 }
 
 var (
