@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -70,10 +71,15 @@ func ParseCompression(s string) (Compression, error) {
 var (
 	encOnce  sync.Once
 	encoders map[Compression]*zstd.Encoder
-	decoder  *zstd.Decoder
-	// sizedDecoder decodes blobs of known length: it stops at the spare
-	// capacity of the destination, so a frame that claims or expands to
-	// more than the index says fails before allocating for it.
+	// sizedDecoder decodes every zstd payload. It stops at the spare
+	// capacity of the destination (WithDecodeAllCapLimit), so the caller
+	// decides how much may be allocated before decoding starts: the
+	// plaintext length from the index for blobs, the bound zstdBound reads
+	// from the frame headers for metadata objects. A frame that claims or
+	// expands to more fails before memory is allocated for it. It also
+	// refuses frames declaring more than MaxBlobSize of content or window;
+	// the window is only checked, never allocated: DecodeAll decodes in
+	// place into the destination, which doubles as the history.
 	sizedDecoder *zstd.Decoder
 )
 
@@ -94,11 +100,6 @@ func codecs() {
 			}
 			encoders[c] = e
 		}
-		d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(64<<20))
-		if err != nil {
-			panic(err)
-		}
-		decoder = d
 		sd, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(MaxBlobSize), zstd.WithDecodeAllCapLimit(true))
 		if err != nil {
 			panic(err)
@@ -108,8 +109,18 @@ func codecs() {
 }
 
 // MaxBlobSize bounds a blob's plaintext; chunks are at most 8 MiB and tree
-// blobs are split well below this.
+// blobs are split well below this. It is also the limit of an index,
+// snapshot or tombstone object's plaintext (see maxObjectPlain).
 const MaxBlobSize = 64 << 20
+
+// ErrTooLarge is wrapped when a stored object, or the content it
+// decompresses to, is larger than drpipe allows for its kind (MaxBlobSize
+// for blobs and for index, snapshot and tombstone objects; see
+// docs/REPOSITORY-FORMAT.md). drpipe never writes such an object: it was
+// written by a newer or faulty drpipe or by someone else holding the
+// repository key. It is refused before memory is allocated for its
+// content.
+var ErrTooLarge = errors.New("object larger than drpipe allows for its kind")
 
 // encodeBlob compresses (when it helps) and seals plain, appending to dst.
 // scratch is a reusable buffer for the compressed form; the grown scratch
@@ -145,6 +156,24 @@ func (r *Repository) decodeBlobInPlace(dst, sealed []byte, rawLen int, want id.I
 }
 
 func (r *Repository) decodeBlobWith(dst, sealed []byte, rawLen int, want id.ID, inPlace bool) ([]byte, error) {
+	return r.decodeSealed(dst, sealed, rawLen, MaxBlobSize, want, inPlace)
+}
+
+// decodeObject opens a sealed metadata object (index, snapshot, tombstone
+// or session) whose plaintext length is recorded nowhere, refusing
+// content of more than limit bytes with an error wrapping ErrTooLarge.
+// Decoding allocates at most a copy of the decrypted envelope and a buffer
+// of limit + 128 KiB: a zstd payload is bounded from its frame headers
+// (zstdBound) before anything is allocated, so a small frame that claims
+// or expands to gigabytes costs nothing, and the decoder never grows the
+// buffer. The caller names the object in its error.
+func (r *Repository) decodeObject(sealed []byte, limit int) ([]byte, error) {
+	return r.decodeSealed(nil, sealed, -1, limit, id.ID{}, false)
+}
+
+// decodeSealed is decodeBlobWith with an explicit plaintext limit for
+// content of unknown length (rawLen < 0).
+func (r *Repository) decodeSealed(dst, sealed []byte, rawLen, limit int, want id.ID, inPlace bool) ([]byte, error) {
 	codecs()
 	var plain []byte
 	var err error
@@ -162,12 +191,14 @@ func (r *Repository) decodeBlobWith(dst, sealed []byte, rawLen int, want id.ID, 
 	var out []byte
 	switch plain[0] {
 	case compNone:
+		if rawLen < 0 && len(plain)-1 > limit {
+			return nil, fmt.Errorf("%w: %d bytes of content, more than the %d-byte limit", ErrTooLarge, len(plain)-1, limit)
+		}
 		out = append(dst, plain[1:]...)
 	case compZstd:
-		if rawLen > MaxBlobSize {
-			return nil, fmt.Errorf("blob claims %d bytes, more than the %d limit", rawLen, MaxBlobSize)
+		if rawLen > limit {
+			return nil, fmt.Errorf("%w: blob claims %d bytes, more than the %d limit", ErrTooLarge, rawLen, limit)
 		}
-		dec := decoder
 		if rawLen >= 0 {
 			// At least rawLen bytes of room (plus one, so that a longer
 			// frame is caught by the length check below, not mistaken
@@ -179,9 +210,26 @@ func (r *Repository) decodeBlobWith(dst, sealed []byte, rawLen int, want id.ID, 
 				copy(nd, dst)
 				dst = nd
 			}
-			dec = sizedDecoder
+		} else {
+			// Unknown length: room for what the frame headers allow and
+			// no more (the decoder stops at the capacity; the slack only
+			// lets it detect a lying frame without reallocating).
+			bound, slack, err := zstdBound(plain[1:], limit)
+			if err != nil {
+				return nil, fmt.Errorf("zstd content: %w", err)
+			}
+			if room := bound + slack; cap(dst)-len(dst) < room {
+				nd := make([]byte, len(dst), len(dst)+room)
+				copy(nd, dst)
+				dst = nd
+			} else {
+				dst = dst[: len(dst) : len(dst)+room]
+			}
 		}
-		out, err = dec.DecodeAll(plain[1:], dst)
+		out, err = sizedDecoder.DecodeAll(plain[1:], dst)
+		if err != nil && rawLen < 0 {
+			return nil, fmt.Errorf("decompress: %w", err)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("decompress blob: %w", err)
 		}

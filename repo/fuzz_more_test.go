@@ -9,6 +9,7 @@ import (
 	"os"
 	"reflect"
 	"runtime/metrics"
+	"strings"
 	"testing"
 	"time"
 
@@ -212,7 +213,11 @@ func FuzzLoadTombstones(f *testing.F) {
 }
 
 // FuzzSessionRecord covers the decoding of session heartbeats
-// (liveSessions), sealed the way Session.put seals them.
+// (liveSessions), sealed the way Session.put seals them. A record this
+// drpipe understands (version 1, or no version: written before sessions
+// were versioned) is live or stale by its refresh time; anything else —
+// another version, bytes that do not open, decode or parse — makes
+// liveSessions refuse, naming the object and removing nothing.
 func FuzzSessionRecord(f *testing.F) {
 	r := fuzzRepo(f)
 	ctx := context.Background()
@@ -226,8 +231,8 @@ func FuzzSessionRecord(f *testing.F) {
 			t.Fatal(err)
 		}
 	}
-	fresh := sessionRecord{Host: "hv01", PID: 4242, Started: fuzzNow.Add(-time.Hour), Refreshed: fuzzNow.Add(-time.Minute)}
-	stale := sessionRecord{Host: "hv02", PID: 1, Started: fuzzNow.Add(-48 * time.Hour), Refreshed: fuzzNow.Add(-SessionTTL - ClockSkew - time.Second)}
+	fresh := sessionRecord{Version: sessionVersion, Host: "hv01", PID: 4242, Started: fuzzNow.Add(-time.Hour), Refreshed: fuzzNow.Add(-time.Minute)}
+	stale := sessionRecord{Version: sessionVersion, Host: "hv02", PID: 1, Started: fuzzNow.Add(-48 * time.Hour), Refreshed: fuzzNow.Add(-SessionTTL - ClockSkew - time.Second)}
 	put(f, mustJSON(f, fresh), false)
 	got, err := r.liveSessions(ctx, false)
 	if err != nil || len(got) != 1 || !reflect.DeepEqual(got[0], fresh) {
@@ -236,27 +241,57 @@ func FuzzSessionRecord(f *testing.F) {
 	_ = r.be.Remove(ctx, h)
 	f.Add(mustJSON(f, fresh), false)
 	f.Add(mustJSON(f, stale), false)
+	// As written by releases before sessions carried a version.
+	f.Add([]byte(`{"host":"hv01","pid":4242,"started":"2025-06-01T11:00:00Z","refreshed":"2025-06-01T11:59:00Z"}`), false)
+	f.Add([]byte(`{"host":"hv02","pid":1,"started":"2025-05-30T12:00:00Z","refreshed":"2025-06-01T11:44:59Z"}`), false)
+	// Versions this drpipe does not know.
+	f.Add([]byte(`{"version":2,"host":"hv01","pid":4242,"started":"2025-06-01T11:00:00Z","refreshed":"2025-06-01T11:59:00Z"}`), false)
+	f.Add([]byte(`{"version":2,"refreshed":"2000-01-01T00:00:00Z"}`), false)
+	f.Add([]byte(`{"version":0,"host":"hv01","refreshed":"2025-06-01T11:59:00Z"}`), false)
+	f.Add([]byte(`{"version":-1}`), false)
+	f.Add([]byte(`{"version":1.5}`), false)
+	f.Add([]byte(`{"version":"1"}`), false)
+	f.Add([]byte(`{"version":null,"refreshed":"2025-06-01T11:59:00Z"}`), false)
+	f.Add([]byte(`{"version":9223372036854775808}`), false)
 	f.Add([]byte(`{"host":"x","pid":-1,"refreshed":"2025-06-01T12:00:00+23:59"}`), false)
 	f.Add([]byte(`{"refreshed":"9999-12-31T23:59:59.999999999Z"}`), false)
 	f.Add([]byte(`null`), false)
+	f.Add([]byte(`[]`), false)
 	f.Add(mustJSON(f, fresh), true)
 	f.Fuzz(func(t *testing.T, b []byte, raw bool) {
 		put(t, b, raw)
 		defer func() { _ = r.be.Remove(ctx, h) }()
+		rec, perr := parseSessionRecord(b)
+		understood := !raw && perr == nil && rec.Version == sessionVersion && len(b) <= maxSessionPlain
 		live, err := r.liveSessions(ctx, true)
 		if err != nil {
-			t.Fatal(err)
-		}
-		if len(live) == 0 {
+			if understood {
+				t.Fatalf("version %d record refused: %v", rec.Version, err)
+			}
+			if !errors.Is(err, ErrPruneUnsafe) || !strings.Contains(err.Error(), h.String()) {
+				t.Fatalf("refusal does not wrap ErrPruneUnsafe or name %s: %v", h, err)
+			}
+			if perr == nil && rec.Version > sessionVersion && !raw && !errors.Is(err, ErrUnsupportedVersion) {
+				t.Fatalf("version %d refused without ErrUnsupportedVersion: %v", rec.Version, err)
+			}
+			if _, serr := r.be.Stat(ctx, h); serr != nil {
+				t.Fatalf("refused session object was removed: %v", serr)
+			}
 			return
 		}
-		if raw {
-			t.Fatal("unsealed bytes accepted as a session")
+		if !understood {
+			t.Fatalf("accepted a session record this drpipe does not understand (raw %v, parse %v, version %d): %+v", raw, perr, rec.Version, live)
 		}
 		if !json.Valid(b) {
 			t.Fatal("invalid JSON accepted as a session")
 		}
-		if len(live) != 1 || fuzzNow.Sub(live[0].Refreshed) > SessionTTL+ClockSkew {
+		if len(live) == 0 {
+			if _, serr := r.be.Stat(ctx, h); !errors.Is(serr, tiers.ErrNotFound) {
+				t.Fatalf("stale session not removed: %v", serr)
+			}
+			return
+		}
+		if len(live) != 1 || live[0].Version != sessionVersion || fuzzNow.Sub(live[0].Refreshed) > SessionTTL+ClockSkew {
 			t.Fatalf("liveSessions returned %+v", live)
 		}
 		e1, err := json.Marshal(live[0])
@@ -572,11 +607,13 @@ func FuzzDecodeBlobEnvelope(f *testing.F) {
 	})
 }
 
-// maxDecodeAlloc bounds what decoding one blob may allocate in total. The
-// output is at most MaxBlobSize, but without a content size in the frame
-// (or a rawLen to preallocate) it grows by append: about 5.5 times the
-// final size summed over the reallocations.
-const maxDecodeAlloc = 6 * MaxBlobSize
+// maxDecodeAlloc bounds what decoding one blob may allocate in total. With
+// rawLen known the output buffer holds rawLen+1 bytes, and a frame that
+// overruns it by a block is caught after append grew it once (about
+// 2.25×MaxBlobSize at most); with rawLen unknown the buffer is the bound
+// zstdBound reads from the headers plus at most one block of slack, and
+// never grows.
+const maxDecodeAlloc = 3 * MaxBlobSize
 
 // allocated returns the bytes allocated while fn ran.
 func allocated(fn func()) uint64 {
@@ -622,9 +659,11 @@ func TestDecodeBlobSizeLimits(t *testing.T) {
 		if alloc > maxDecodeAlloc {
 			t.Errorf("%s: allocated %d bytes", tc.name, alloc)
 		}
-		// With the length known from the index, decoding stops at it.
-		if tc.rawLen >= 0 && !tc.ok && alloc > 1<<20 {
-			t.Errorf("%s: allocated %d bytes for a %d-byte blob", tc.name, alloc, tc.rawLen)
+		// With the length known from the index, decoding stops at it;
+		// with the length unknown, the frame headers refuse a bomb
+		// before anything is allocated for its content.
+		if !tc.ok && alloc > 1<<20 {
+			t.Errorf("%s: allocated %d bytes to refuse a %d-byte envelope (rawLen %d)", tc.name, alloc, len(tc.env), tc.rawLen)
 		}
 	}
 }

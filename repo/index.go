@@ -17,12 +17,17 @@ import (
 //	pack: id [32] | length u64 | shard size u32 | K u8 | M u8 | nBlobs u32 | nBlobs × blob
 //	blob: type u8 | offset u32 | length u32 | raw length u32 | id [32]
 const (
-	indexMagic       = "DRPI"
-	indexVersion     = 1
-	indexPackFixed   = 32 + 8 + 4 + 1 + 1 + 4
-	indexBlobSize    = 1 + 4 + 4 + 4 + 32
-	maxIndexPlainLen = 512 << 20
+	indexMagic     = "DRPI"
+	indexVersion   = 1
+	indexPackFixed = 32 + 8 + 4 + 1 + 1 + 4
+	indexBlobSize  = 1 + 4 + 4 + 4 + 32
 )
+
+// maxIndexPlainLen bounds an index object's plaintext: readers refuse a
+// larger one before allocating for it, and SaveIndexFile splits an index
+// that would exceed it. (Before the limit was stated, readers already
+// capped zstd-compressed index objects at 64 MiB.)
+const maxIndexPlainLen = maxObjectPlain
 
 // PackInfo is what a reader needs to locate a pack's shards.
 type PackInfo struct {

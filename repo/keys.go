@@ -143,7 +143,7 @@ func unlock(ctx context.Context, be tiers.Backend, password []byte) (*MasterKey,
 	var lastErr error = ErrWrongPassword
 	for _, n := range names {
 		h := tiers.Handle{Type: tiers.TypeKey, Name: n}
-		raw, err := tiers.LoadAll(ctx, be, h, 0, 0)
+		raw, err := loadLimited(ctx, be, h, maxSmallObject)
 		if err != nil {
 			lastErr = fmt.Errorf("read key slot %s: %w", n, err)
 			continue
@@ -183,7 +183,7 @@ func (r *Repository) AddKey(ctx context.Context, password []byte, label string) 
 func (r *Repository) ListKeys(ctx context.Context) ([]KeyInfo, error) {
 	var out []KeyInfo
 	err := r.be.List(ctx, tiers.TypeKey, func(oi tiers.ObjectInfo) error {
-		raw, err := tiers.LoadAll(ctx, r.be, oi.Handle, 0, 0)
+		raw, err := loadLimited(ctx, r.be, oi.Handle, maxSmallObject)
 		if err != nil {
 			return fmt.Errorf("read key slot %s: %w", oi.Handle.Name, err)
 		}

@@ -88,7 +88,11 @@ type PruneReport struct {
 // index); it then removes nothing.
 var ErrPruneUnsafe = errors.New("prune refused: cannot establish which data is in use")
 
-// Prune marks unreferenced packs and sweeps packs condemned earlier.
+// Prune marks unreferenced packs and sweeps packs condemned earlier. It
+// refuses with an error wrapping ErrPruneUnsafe, changing nothing, while
+// the repository holds a session object it cannot understand (a session
+// version it does not know, written by a newer drpipe, or one it cannot
+// read); the error names the object.
 func (r *Repository) Prune(ctx context.Context, o PruneOptions) (*PruneReport, error) {
 	if !o.GraceSet {
 		o.Grace = DefaultGrace
@@ -359,7 +363,7 @@ func (r *Repository) loadTombstones(ctx context.Context) ([]*tombstone, error) {
 		return nil, fmt.Errorf("list tombstones in %s: %w", r.be.Location(), err)
 	}
 	for _, x := range names {
-		b, err := r.loadObject(ctx, tiers.TypeTombstone, x)
+		b, err := r.loadObject(ctx, tiers.TypeTombstone, x, maxObjectPlain)
 		if errors.Is(err, tiers.ErrNotFound) {
 			continue
 		}

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -209,7 +210,7 @@ var configHandle = tiers.Handle{Type: tiers.TypeConfig, Name: "config"}
 
 // ReadConfig reads the public part of the config without a key.
 func ReadConfig(ctx context.Context, be tiers.Backend) (*Config, error) {
-	raw, err := tiers.LoadAll(ctx, be, configHandle, 0, 0)
+	raw, err := loadLimited(ctx, be, configHandle, maxSmallObject)
 	if errors.Is(err, tiers.ErrNotFound) {
 		return nil, fmt.Errorf("%w: no repository at %s (create one with drpipe init)", ErrNotRepository, be.Location())
 	}
@@ -415,18 +416,13 @@ func (r *Repository) swapDisk(d *diskIndex) {
 	old.close()
 }
 
-// LoadIndexFile reads, verifies and decodes one index object.
+// LoadIndexFile reads, verifies and decodes one index object. An object
+// larger than the index limit (MaxBlobSize of plaintext) is refused with
+// an error wrapping ErrTooLarge before memory is allocated for it.
 func (r *Repository) LoadIndexFile(ctx context.Context, x id.ID) (*IndexFile, error) {
-	raw, err := r.loadVerified(ctx, tiers.Handle{Type: tiers.TypeIndex, Name: x.String()})
+	plain, err := r.loadObject(ctx, tiers.TypeIndex, x, maxIndexPlainLen)
 	if err != nil {
 		return nil, err
-	}
-	plain, err := r.decodeBlob(nil, raw, -1, id.ID{})
-	if err != nil {
-		return nil, fmt.Errorf("index %s: %w", x.Short(), err)
-	}
-	if len(plain) > maxIndexPlainLen {
-		return nil, fmt.Errorf("index %s: %d bytes exceeds limit", x.Short(), len(plain))
 	}
 	f, err := decodeIndex(plain)
 	if err != nil {
@@ -435,13 +431,87 @@ func (r *Repository) LoadIndexFile(ctx context.Context, x id.ID) (*IndexFile, er
 	return f, nil
 }
 
-// loadVerified loads a content-addressed object and checks its name.
-func (r *Repository) loadVerified(ctx context.Context, h tiers.Handle) ([]byte, error) {
+// Size limits of objects whose length is recorded nowhere else (a blob's
+// is in the index). Reading one allocates at most about twice its stored
+// size limit for the stored bytes (loadLimited) plus its plaintext limit
+// for the content (decodeObject); anything larger is refused with an error
+// wrapping ErrTooLarge.
+const (
+	// maxObjectPlain bounds the plaintext of snapshot and tombstone
+	// objects (and, as maxIndexPlainLen, of index objects).
+	maxObjectPlain = MaxBlobSize
+	// maxSmallObject bounds the stored size of the config and of key
+	// slots, a few hundred bytes in practice.
+	maxSmallObject = 1 << 20
+)
+
+// sealedLimit is the largest stored object that can hold plain bytes of
+// plaintext: content is stored uncompressed when zstd does not shrink it.
+func sealedLimit(plain int) int64 { return int64(plain) + 1 + sealOverhead }
+
+// loadLimited loads the whole object h, refusing one of more than limit
+// bytes (wrapping ErrTooLarge) after reading at most limit+1 of it and
+// allocating at most about 2×limit.
+func loadLimited(ctx context.Context, be tiers.Backend, h tiers.Handle, limit int64) ([]byte, error) {
+	var out []byte
+	err := be.Load(ctx, h, 0, 0, func(rd io.Reader) error {
+		b, err := readLimited(rd, limit)
+		out = b
+		return err
+	})
+	return out, err
+}
+
+// readLimited reads rd to its end into memory, failing with ErrTooLarge
+// if more than limit bytes arrive. The buffer starts at 4 KiB or less and
+// doubles up to exactly limit, so at most about 2×limit bytes are
+// allocated in total; one byte past the limit is read to tell "exactly
+// limit" from "too large".
+func readLimited(rd io.Reader, limit int64) ([]byte, error) {
+	start := limit
+	for start > 4<<10 {
+		start = (start + 1) / 2
+	}
+	b := make([]byte, 0, start)
+	for {
+		if len(b) == cap(b) {
+			if int64(len(b)) >= limit {
+				var one [1]byte
+				n, err := io.ReadFull(rd, one[:])
+				if n > 0 {
+					return nil, fmt.Errorf("%w: more than %d bytes stored", ErrTooLarge, limit)
+				}
+				if err == io.EOF {
+					return b, nil
+				}
+				return nil, err
+			}
+			nb := make([]byte, len(b), min(2*int64(cap(b)), limit))
+			copy(nb, b)
+			b = nb
+		}
+		n, err := rd.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// loadVerified loads a content-addressed object of at most limit bytes
+// and checks its name.
+func (r *Repository) loadVerified(ctx context.Context, h tiers.Handle, limit int64) ([]byte, error) {
 	want, err := id.Parse(h.Name)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", h, err)
 	}
-	raw, err := tiers.LoadAll(ctx, r.be, h, 0, 0)
+	raw, err := loadLimited(ctx, r.be, h, limit)
+	if errors.Is(err, ErrTooLarge) {
+		return nil, fmt.Errorf("load %s from %s: %w (%s)", h, r.be.Location(), err, objectHint(h.Type))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("load %s from %s: %w", h, r.be.Location(), err)
 	}
@@ -467,17 +537,37 @@ func (r *Repository) saveObject(ctx context.Context, t tiers.Type, plain []byte)
 	return x, nil
 }
 
-// loadObject loads, verifies and opens a metadata object.
-func (r *Repository) loadObject(ctx context.Context, t tiers.Type, x id.ID) ([]byte, error) {
-	raw, err := r.loadVerified(ctx, tiers.Handle{Type: t, Name: x.String()})
+// loadObject loads, verifies and opens a metadata object of at most limit
+// bytes of plaintext. Its length is recorded nowhere, so the bound is
+// enforced on the stored bytes and, before decompressing, on what the
+// zstd frame headers allow (decodeObject).
+func (r *Repository) loadObject(ctx context.Context, t tiers.Type, x id.ID, limit int) ([]byte, error) {
+	h := tiers.Handle{Type: t, Name: x.String()}
+	raw, err := r.loadVerified(ctx, h, sealedLimit(limit))
 	if err != nil {
 		return nil, err
 	}
-	plain, err := r.decodeBlob(nil, raw, -1, id.ID{})
+	plain, err := r.decodeObject(raw, limit)
 	if err != nil {
-		return nil, fmt.Errorf("%s/%s: %w", t, x.Short(), err)
+		return nil, fmt.Errorf("%s in %s: %w (%s)", h, r.be.Location(), err, objectHint(t))
 	}
 	return plain, nil
+}
+
+// objectHint says what an operator can do about a metadata object of type
+// t that drpipe refuses to read. Its name matches its content (checked
+// first), so the object was stored like this: by a newer or faulty
+// drpipe, or by someone else.
+func objectHint(t tiers.Type) string {
+	switch t {
+	case tiers.TypeIndex:
+		return "this drpipe cannot use the index object: unless a newer drpipe uses this repository, move the object out of it and run drpipe repair, which indexes its packs again"
+	case tiers.TypeSnapshot:
+		return "this drpipe cannot use the snapshot: upgrade drpipe if a newer one wrote it, otherwise move the object out of the repository"
+	case tiers.TypeTombstone:
+		return "this drpipe cannot use the tombstone: removing it is safe, the next prune condemns unused packs again"
+	}
+	return "this drpipe cannot use the object"
 }
 
 // Lookup returns every indexed location of blob x (several when concurrent

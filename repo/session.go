@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -28,8 +29,18 @@ const (
 	ClockSkew = 5 * time.Minute
 )
 
+// sessionVersion is the format version of session records. Records
+// written before sessions carried a version have no "version" field and
+// are version 1.
+const sessionVersion = 1
+
+// maxSessionPlain bounds a session record's plaintext (real ones are about
+// 150 bytes); a larger session object is not one this drpipe wrote.
+const maxSessionPlain = 64 << 10
+
 // sessionRecord is the sealed content of a session object.
 type sessionRecord struct {
+	Version   int       `json:"version"`
 	Host      string    `json:"host"`
 	PID       int       `json:"pid"`
 	Started   time.Time `json:"started"`
@@ -56,7 +67,7 @@ func (r *Repository) BeginSession(ctx context.Context, host string) (*Session, e
 	}
 	now := r.now().UTC()
 	s := &Session{r: r, h: tiers.Handle{Type: tiers.TypeSession, Name: hex.EncodeToString(nb[:])},
-		rec: sessionRecord{Host: host, PID: os.Getpid(), Started: now, Refreshed: now}, stop: make(chan struct{})}
+		rec: sessionRecord{Version: sessionVersion, Host: host, PID: os.Getpid(), Started: now, Refreshed: now}, stop: make(chan struct{})}
 	if err := s.put(ctx); err != nil {
 		return nil, fmt.Errorf("announce backup session: %w", err)
 	}
@@ -81,7 +92,9 @@ func (r *Repository) BeginSession(ctx context.Context, host string) (*Session, e
 }
 
 func (s *Session) put(ctx context.Context) error {
-	b, err := json.Marshal(s.rec)
+	rec := s.rec
+	rec.Version = sessionVersion // always the version this drpipe writes
+	b, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
@@ -99,27 +112,86 @@ func (s *Session) End(ctx context.Context) error {
 	return s.endErr
 }
 
+// parseSessionRecord decodes a session record's plaintext. A record
+// without a version (written before sessions carried one) is version 1;
+// the version is not checked here.
+func parseSessionRecord(b []byte) (sessionRecord, error) {
+	rec := sessionRecord{Version: sessionVersion}
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return sessionRecord{}, err
+	}
+	return rec, nil
+}
+
 // liveSessions returns the sessions refreshed within SessionTTL; stale
 // ones are removed as a side effect when clean is true.
+//
+// A session object that this drpipe cannot understand — a record version
+// it does not know, or one that does not open, decode or parse — makes
+// liveSessions fail with an error wrapping ErrPruneUnsafe (and, for an
+// unknown version, ErrUnsupportedVersion) that names the object; nothing
+// is removed then, not even stale sessions. Prune therefore refuses to run
+// rather than treat such a session as a live one of unknown age, which
+// would look safe but is not: it would only postpone sweeps, while this
+// prune would still condemn and repack packs, rewrite index objects and
+// remove stale sessions under rules the newer writer may have changed (it
+// may depend on more than "packs condemned after I started stay", e.g.
+// deduplicating against condemned packs, or protect objects other than
+// packs); and since its refresh time cannot be trusted to mean what it
+// means here, it could never be aged out, so every sweep would be
+// postponed forever behind a "waiting for" line that tells the operator
+// nothing. Refusing changes nothing in the repository and says what to
+// do: prune with the newer drpipe, or remove the session object once no
+// backup of the newer drpipe is running. Failing to read a session
+// object for any other reason than its disappearance (a backup that ended)
+// is an error too: skipping it would let prune delete packs its backup is
+// using.
 func (r *Repository) liveSessions(ctx context.Context, clean bool) ([]sessionRecord, error) {
 	var out []sessionRecord
 	var stale []tiers.Handle
+	var unknown []error
 	now := r.now()
+	maxSealed := sealedLimit(maxSessionPlain)
 	err := r.be.List(ctx, tiers.TypeSession, func(oi tiers.ObjectInfo) error {
-		raw, err := tiers.LoadAll(ctx, r.be, oi.Handle, 0, 0)
-		if err != nil {
-			return nil // removed meanwhile
-		}
-		plain, err := r.decodeBlob(nil, raw, -1, [32]byte{})
-		if err != nil {
+		h := oi.Handle
+		if oi.Size > maxSealed {
+			unknown = append(unknown, r.unreadableSession(h, fmt.Errorf("%w: %d bytes stored, a session object is at most %d", ErrTooLarge, oi.Size, maxSealed)))
 			return nil
 		}
-		var rec sessionRecord
-		if json.Unmarshal(plain, &rec) != nil {
+		raw, err := loadLimited(ctx, r.be, h, maxSealed)
+		if errors.Is(err, tiers.ErrNotFound) {
+			return nil // the backup ended meanwhile
+		}
+		if errors.Is(err, ErrTooLarge) {
+			unknown = append(unknown, r.unreadableSession(h, err))
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read session %s: %w", h, err)
+		}
+		plain, err := r.decodeObject(raw, maxSessionPlain)
+		if err != nil {
+			unknown = append(unknown, r.unreadableSession(h, err))
+			return nil
+		}
+		rec, err := parseSessionRecord(plain)
+		if err != nil {
+			unknown = append(unknown, r.unreadableSession(h, fmt.Errorf("malformed record: %w", err)))
+			return nil
+		}
+		if rec.Version < sessionVersion {
+			unknown = append(unknown, r.unreadableSession(h, fmt.Errorf("%w: version %d, which no drpipe writes", ErrUnsupportedVersion, rec.Version)))
+			return nil
+		}
+		if rec.Version > sessionVersion {
+			unknown = append(unknown, fmt.Errorf("%w: session object %s in %s has version %d, which this drpipe does not know (%w): "+
+				"a newer drpipe is backing up into this repository and may depend on data prune would remove. "+
+				"Prune with that newer drpipe, or, once you are sure no backup of it is running, remove %s and prune again",
+				ErrPruneUnsafe, h, r.be.Location(), rec.Version, ErrUnsupportedVersion, h))
 			return nil
 		}
 		if now.Sub(rec.Refreshed) > SessionTTL+ClockSkew {
-			stale = append(stale, oi.Handle)
+			stale = append(stale, h)
 			return nil
 		}
 		out = append(out, rec)
@@ -128,10 +200,24 @@ func (r *Repository) liveSessions(ctx context.Context, clean bool) ([]sessionRec
 	if err != nil {
 		return nil, fmt.Errorf("list sessions in %s: %w", r.be.Location(), err)
 	}
+	if len(unknown) > 0 {
+		if len(unknown) > 1 {
+			return nil, fmt.Errorf("%w (and %d more session objects this drpipe cannot read)", unknown[0], len(unknown)-1)
+		}
+		return nil, unknown[0]
+	}
 	if clean {
 		for _, h := range stale {
 			_ = r.be.Remove(ctx, h)
 		}
 	}
 	return out, nil
+}
+
+// unreadableSession is the error for a session object that does not open,
+// decode or parse: it may announce a backup of a newer drpipe.
+func (r *Repository) unreadableSession(h tiers.Handle, why error) error {
+	return fmt.Errorf("%w: session object %s in %s cannot be read (%w): it may announce a backup by a newer drpipe, which could depend on data prune would remove. "+
+		"Prune with a newer drpipe, or, once you are sure no backup of a newer drpipe is running, remove %s and prune again",
+		ErrPruneUnsafe, h, r.be.Location(), why, h)
 }

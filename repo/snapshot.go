@@ -74,7 +74,7 @@ func (r *Repository) SaveSnapshot(ctx context.Context, s *Snapshot) (id.ID, erro
 
 // LoadSnapshot reads and verifies snapshot x.
 func (r *Repository) LoadSnapshot(ctx context.Context, x id.ID) (*Snapshot, error) {
-	b, err := r.loadObject(ctx, tiers.TypeSnapshot, x)
+	b, err := r.loadObject(ctx, tiers.TypeSnapshot, x, maxObjectPlain)
 	if err != nil {
 		return nil, err
 	}

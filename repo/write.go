@@ -216,16 +216,59 @@ func (r *Repository) writePendingIndex(ctx context.Context) error {
 	return nil
 }
 
-// SaveIndexFile stores an index object and returns its id.
+// SaveIndexFile stores f as an index object and returns its id. An index
+// whose encoding would exceed the limit readers enforce (MaxBlobSize) is
+// stored as several objects, each holding whole packs; the last one
+// written carries f.Supersedes, so superseded objects are only removable
+// once all parts are durable. The id returned is that last one's.
 func (r *Repository) SaveIndexFile(ctx context.Context, f *IndexFile) (id.ID, error) {
-	x, err := r.saveObject(ctx, tiers.TypeIndex, encodeIndex(f))
+	parts, err := splitIndex(f, maxIndexPlainLen)
 	if err != nil {
-		return id.ID{}, err
+		return id.ID{}, fmt.Errorf("store index in %s: %w", r.be.Location(), err)
 	}
-	r.statsMu.Lock()
-	r.stats.Indexes++
-	r.statsMu.Unlock()
+	var x id.ID
+	for _, p := range parts {
+		if x, err = r.saveObject(ctx, tiers.TypeIndex, encodeIndex(p)); err != nil {
+			return id.ID{}, err
+		}
+		r.statsMu.Lock()
+		r.stats.Indexes++
+		r.statsMu.Unlock()
+	}
 	return x, nil
+}
+
+// splitIndex splits f into index files that each encode to at most limit
+// bytes, keeping packs whole and in order; only the last part carries
+// f.Supersedes (alone, if it does not fit beside the packs). It fails if
+// one pack, or the Supersedes list, does not fit in an object by itself.
+func splitIndex(f *IndexFile, limit int) ([]*IndexFile, error) {
+	const fixed = 8 + 4 + 4 // magic and version, nSupersedes, nPacks
+	supers := 32 * len(f.Supersedes)
+	if fixed+supers > limit {
+		return nil, fmt.Errorf("%d superseded index objects exceed the %d-byte index object limit", len(f.Supersedes), limit)
+	}
+	var parts []*IndexFile
+	cur := &IndexFile{}
+	size := fixed
+	for _, p := range f.Packs {
+		n := indexPackFixed + indexBlobSize*len(p.Blobs)
+		if fixed+n > limit {
+			return nil, fmt.Errorf("pack %s lists %d blobs: its index entry alone exceeds the %d-byte index object limit", p.ID.Short(), len(p.Blobs), limit)
+		}
+		if size+n > limit {
+			parts = append(parts, cur)
+			cur, size = &IndexFile{}, fixed
+		}
+		cur.Packs = append(cur.Packs, p)
+		size += n
+	}
+	if size+supers > limit {
+		parts = append(parts, cur)
+		cur = &IndexFile{}
+	}
+	cur.Supersedes = f.Supersedes
+	return append(parts, cur), nil
 }
 
 // Flush makes every blob saved so far durable: it closes the open packs,
