@@ -97,6 +97,8 @@ func hint(err error) string {
 		return "this repository was written by a newer drpipe; upgrade drpipe to read it"
 	case errors.Is(err, repo.ErrCheckFailed):
 		return "run 'drpipe repair --repo R' to rebuild damaged shards and indexes"
+	case errors.Is(err, repo.ErrTooLarge):
+		return "the object named above is larger than drpipe reads for its kind: it is damaged or was not written by drpipe; the message says what to do for that kind (an index, for one, is rebuilt from the packs by 'drpipe repair --repo R')"
 	case errors.Is(err, repo.ErrBlobLost):
 		return "the data is damaged beyond this repository's parity; restore from another tier (DR site, bucket, tape)"
 	case errors.Is(err, context.Canceled):
