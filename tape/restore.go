@@ -13,6 +13,7 @@ import (
 
 	"github.com/drpipe/drpipe/erasure"
 	"github.com/drpipe/drpipe/internal/id"
+	"github.com/drpipe/drpipe/internal/workpool"
 	"github.com/drpipe/drpipe/tiers"
 )
 
@@ -304,7 +305,7 @@ func ReadPlan(ctx context.Context, ch Changer, plan *RestorePlan, dst tiers.Back
 	defer cancel()
 	m := newMounter(ch)
 	errs := make([]error, len(plan.Tapes))
-	feedWorkers(ctx, par, len(plan.Tapes), func(i int) {
+	workpool.Feed(ctx, par, len(plan.Tapes), func(i int) {
 		if err := ctx.Err(); err != nil {
 			errs[i] = err // a tape failed: mount no more
 			return
@@ -507,7 +508,7 @@ func CompletePacks(ctx context.Context, dst tiers.Backend, ref SnapshotRef) (int
 	)
 	// Rebuilding is CPU work (Reed-Solomon, one pack in memory per
 	// worker): one worker per core, at most four (packs may be large).
-	feedWorkers(ctx, min(runtime.GOMAXPROCS(0), 4), len(ref.Snapshot.Packs), func(j int) {
+	workpool.Feed(ctx, min(runtime.GOMAXPROCS(0), 4), len(ref.Snapshot.Packs), func(j int) {
 		done, err := completePack(ctx, dst, ref.Manifest.Packs[ref.Snapshot.Packs[j]])
 		if err != nil {
 			mu.Lock()

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/drpipe/drpipe/internal/workpool"
 )
 
 // Copy errors.
@@ -157,41 +159,26 @@ func Copy(ctx context.Context, src, dst Backend, o CopyOptions) (*CopyStats, err
 		if o.DryRun || len(missing) == 0 {
 			continue
 		}
-		jobs := make(chan ObjectInfo)
-		var wg sync.WaitGroup
-		for range min(o.Workers, len(missing)) {
-			wg.Go(func() {
-				for oi := range jobs {
-					n, vanished, err := copyObject(ctx, src, dst, oi, o)
-					switch {
-					case vanished:
-						mu.Lock()
-						ts.Vanished++
-						mu.Unlock()
-					case err == nil:
-						mu.Lock()
-						ts.Copied++
-						ts.CopiedBytes += n
-						mu.Unlock()
-						if o.Progress != nil {
-							o.Progress.Transferred(oi.Handle, n)
-						}
-					default:
-						fail(oi.Handle, err)
-					}
+		workpool.Feed(ctx, min(o.Workers, len(missing)), len(missing), func(j int) {
+			oi := missing[j]
+			n, vanished, err := copyObject(ctx, src, dst, oi, o)
+			switch {
+			case vanished:
+				mu.Lock()
+				ts.Vanished++
+				mu.Unlock()
+			case err == nil:
+				mu.Lock()
+				ts.Copied++
+				ts.CopiedBytes += n
+				mu.Unlock()
+				if o.Progress != nil {
+					o.Progress.Transferred(oi.Handle, n)
 				}
-			})
-		}
-	feed:
-		for _, oi := range missing {
-			select {
-			case jobs <- oi:
-			case <-ctx.Done():
-				break feed
+			default:
+				fail(oi.Handle, err)
 			}
-		}
-		close(jobs)
-		wg.Wait()
+		})
 		if err := ctx.Err(); err != nil {
 			st.sum()
 			return st, fmt.Errorf("copy %s to %s: %w", src.Location(), dst.Location(), err)

@@ -16,6 +16,25 @@ import (
 	"github.com/drpipe/drpipe/tiers/tierstest"
 )
 
+// replicatedSite backs up files files of about size bytes on a new
+// primary, replicates them to a new site and opens the site's directory
+// as a local tier (closed at cleanup).
+func replicatedSite(t *testing.T, files int, size int64) (*primary, *site, *tiers.Local) {
+	t.Helper()
+	p := newPrimary(t)
+	p.backup("hv01", files, size)
+	st := newSite(t, "")
+	if _, err := st.replicatePipe(context.Background(), p, -1, ReplicateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	local, err := tiers.OpenLocal(st.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { local.Close() })
+	return p, st, local
+}
+
 // readPipe opens a SiteBackend over an in-memory connection to st.
 func (st *site) readPipe(t *testing.T, o SiteBackendOptions) *SiteBackend {
 	t.Helper()
@@ -40,17 +59,7 @@ func (st *site) readPipe(t *testing.T, o SiteBackendOptions) *SiteBackend {
 
 func TestSiteBackendReadsCommittedObjects(t *testing.T) {
 	ctx := context.Background()
-	p := newPrimary(t)
-	p.backup("hv01", 20, 2<<20)
-	st := newSite(t, "")
-	if _, err := st.replicatePipe(ctx, p, -1, ReplicateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	local, err := tiers.OpenLocal(st.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer local.Close()
+	p, st, local := replicatedSite(t, 20, 2<<20)
 	b := st.readPipe(t, SiteBackendOptions{RepoID: p.r.Config().ID})
 	if b.RepoID() != p.r.Config().ID || b.SiteName() != "dr-test" {
 		t.Errorf("welcome: repo %s site %q", b.RepoID().Short(), b.SiteName())
@@ -303,17 +312,7 @@ func TestSiteBackendOverQUIC(t *testing.T) {
 // the protocol, refusing writes.
 func TestSiteBackendReadOnlyConformance(t *testing.T) {
 	ctx := context.Background()
-	p := newPrimary(t)
-	p.backup("hv01", 10, 1<<20)
-	st := newSite(t, "")
-	if _, err := st.replicatePipe(ctx, p, -1, ReplicateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	local, err := tiers.OpenLocal(st.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer local.Close()
+	p, st, local := replicatedSite(t, 10, 1<<20)
 	want := map[tiers.Handle][]byte{}
 	for h := range objects(t, st.dir) {
 		b, err := tiers.LoadAll(ctx, local, h, 0, 0)

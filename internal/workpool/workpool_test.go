@@ -1,4 +1,4 @@
-package tape
+package workpool
 
 import (
 	"context"
@@ -8,10 +8,10 @@ import (
 	"time"
 )
 
-// TestFeedWorkers: every job runs once on exactly `workers` goroutines
+// TestFeed: every job runs once on exactly `workers` goroutines
 // (at least one); when work cancels the context the feeding stops, and
-// feedWorkers returns only after the jobs handed out have finished.
-func TestFeedWorkers(t *testing.T) {
+// Feed returns only after the jobs handed out have finished.
+func TestFeed(t *testing.T) {
 	ctx := context.Background()
 
 	// All jobs, once each, three at a time: each of the first three
@@ -25,7 +25,7 @@ func TestFeedWorkers(t *testing.T) {
 		stuck         atomic.Bool
 		arrived       atomic.Int32
 	)
-	feedWorkers(ctx, workers, jobs, func(j int) {
+	Feed(ctx, workers, jobs, func(j int) {
 		mu.Lock()
 		ran[j]++
 		running++
@@ -64,14 +64,14 @@ func TestFeedWorkers(t *testing.T) {
 	// until the deadline.)
 	n := 0
 	dctx, stop := context.WithTimeout(ctx, 10*time.Second)
-	feedWorkers(dctx, 0, 5, func(int) { n++ })
+	Feed(dctx, 0, 5, func(int) { n++ })
 	stop()
 	if n != 5 {
 		t.Errorf("with 0 workers asked for, %d of 5 jobs ran, want all (on one worker)", n)
 	}
 
 	// Job 2 cancels: the rest of a long list is not handed out, and the
-	// jobs that were have finished when feedWorkers returns. (A worker
+	// jobs that were have finished when Feed returns. (A worker
 	// back for more while the feeder sees the cancellation may still get
 	// one job: callers check ctx in work, as ReadPlan does.)
 	cctx, cancel := context.WithCancel(ctx)
@@ -79,7 +79,7 @@ func TestFeedWorkers(t *testing.T) {
 	const many = 1000
 	var started, finished atomic.Int32
 	var last atomic.Int32
-	feedWorkers(cctx, 1, many, func(j int) {
+	Feed(cctx, 1, many, func(j int) {
 		started.Add(1)
 		if int32(j) < last.Load() {
 			t.Errorf("job %d handed out after job %d: not in order", j, last.Load())
@@ -92,7 +92,7 @@ func TestFeedWorkers(t *testing.T) {
 		finished.Add(1)
 	})
 	if s, f := started.Load(), finished.Load(); s != f {
-		t.Errorf("feedWorkers returned with %d of %d jobs handed out still running", s-f, s)
+		t.Errorf("Feed returned with %d of %d jobs handed out still running", s-f, s)
 	}
 	if s := started.Load(); s >= many/2 {
 		t.Errorf("%d of %d jobs were handed out after the context was cancelled at job 2", s-3, many-3)
