@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
@@ -47,6 +48,9 @@ func main() {
 	report := &strings.Builder{}
 	fmt.Fprintf(report, "# drpipe benchmark — %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(report, "Machine: %s\n\n", machine())
+	if out, err := exec.Command(bin, "--version").Output(); err == nil {
+		fmt.Fprintf(report, "Binary: %s\n\n", strings.TrimSpace(string(out)))
+	}
 	want := map[string]bool{}
 	for _, s := range strings.Split(*only, ",") {
 		if s != "" {

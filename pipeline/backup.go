@@ -538,9 +538,9 @@ func (b *backup) file(path string, fi fs.FileInfo, n *repo.Node, parent *repo.No
 		b.progress.AddDone(1, n.Size)
 		return doneFuture(n)
 	}
-	f, err := os.Open(path)
+	f, err := openNoPoll(path, unix.O_RDONLY, 0)
 	if err != nil {
-		b.warn(path, fmt.Errorf("open: %w", err))
+		b.warn(path, err)
 		return &future{skip: true, done: closed()}
 	}
 	// Size from the open file, so a file replaced since Lstat is still
@@ -562,6 +562,12 @@ func (b *backup) file(path string, fi fs.FileInfo, n *repo.Node, parent *repo.No
 	var data []chunking.Range
 	if ds := b.openDisk(path, f, n); ds != nil {
 		src, closeSrc, data = ds.r, ds.close, ds.data // chunk the virtual disk (disk.go)
+	} else if smallAndAllocated(st) {
+		// Skip the SEEK_DATA/SEEK_HOLE walk (four syscalls) for small
+		// files that look fully allocated. A wrong guess (preallocated
+		// or unwritten blocks) only means reading under 1 MiB of zeros,
+		// which the chunker still records as zeros.
+		data = []chunking.Range{{Off: 0, Len: n.Size}}
 	} else if data, err = chunking.DataRanges(f, n.Size); err != nil {
 		f.Close()
 		b.warn(path, err)
@@ -760,6 +766,33 @@ func (b *backup) backupStdin() (id.ID, error) {
 	b.files.Add(1)
 	b.progress.AddDone(1, 0)
 	return b.r.SaveTree(b.ctx, &repo.Tree{Nodes: []*repo.Node{n}})
+}
+
+// openNoPoll opens a regular file with flags (plus O_CLOEXEC) without
+// registering it with the runtime poller, which a regular file gains
+// nothing from: os.Open costs four more syscalls per file (fcntl pairs
+// around a failing epoll_ctl). Like os.Open it retries when interrupted
+// (network and FUSE file systems). Errors are *fs.PathError.
+func openNoPoll(path string, flags int, perm uint32) (*os.File, error) {
+	for {
+		fd, err := unix.Open(path, flags|unix.O_CLOEXEC, perm)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+		}
+		return os.NewFile(uintptr(fd), path), nil
+	}
+}
+
+// smallAndAllocated reports whether a regular file is at most 1 MiB and
+// has at least as many blocks allocated as its size needs. Such a file
+// usually has no holes; it still may (blocks reserved by fallocate or past
+// the end, metadata blocks), so only small files are taken on trust.
+func smallAndAllocated(fi fs.FileInfo) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && st.Size > 0 && st.Size <= 1<<20 && st.Blocks*512 >= st.Size
 }
 
 // prefetch asks the kernel to start reading a queued segment's allocated

@@ -277,14 +277,11 @@ func (rs *restorer) node(n *repo.Node, sp, dp string) error {
 }
 
 func (rs *restorer) file(n *repo.Node, dp string) error {
-	// unix.Open, not os.OpenFile: a regular file gains nothing from the
-	// runtime poller, and registering it costs syscalls per file.
-	fd, err := unix.Open(dp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC, 0o600)
+	f, err := openNoPoll(dp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC, 0o600)
 	if err != nil {
-		rs.fail(dp, &fs.PathError{Op: "open", Path: dp, Err: err})
+		rs.fail(dp, err)
 		return nil
 	}
-	f := os.NewFile(uintptr(fd), dp)
 	of := &outFile{path: dp, node: n, f: f, res: rs}
 	of.pending.Store(1) // held by the walker until all extents are queued
 	rs.files.Add(1)

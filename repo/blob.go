@@ -3,7 +3,6 @@ package repo
 import (
 	"errors"
 	"fmt"
-	"runtime"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -69,8 +68,7 @@ func ParseCompression(s string) (Compression, error) {
 }
 
 var (
-	encOnce  sync.Once
-	encoders map[Compression]*zstd.Encoder
+	decOnce sync.Once
 	// sizedDecoder decodes every zstd payload. It stops at the spare
 	// capacity of the destination (WithDecodeAllCapLimit), so the caller
 	// decides how much may be allocated before decoding starts: the
@@ -84,25 +82,10 @@ var (
 )
 
 func codecs() {
-	encOnce.Do(func() {
-		encoders = map[Compression]*zstd.Encoder{}
-		for c, lvl := range map[Compression]zstd.EncoderLevel{
-			CompressAuto:    zstd.SpeedDefault,
-			CompressFastest: zstd.SpeedFastest,
-			CompressMax:     zstd.SpeedBetterCompression,
-		} {
-			// EncodeAll calls share Concurrency encoders; fewer than the
-			// number of workers would serialise compression. No frame
-			// checksum: every blob is authenticated by AES-GCM already.
-			e, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(lvl), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithZeroFrames(true), zstd.WithEncoderCRC(false))
-			if err != nil {
-				panic(err) // static options; cannot fail
-			}
-			encoders[c] = e
-		}
+	decOnce.Do(func() {
 		sd, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(MaxBlobSize), zstd.WithDecodeAllCapLimit(true))
 		if err != nil {
-			panic(err)
+			panic(err) // static options; cannot fail
 		}
 		sizedDecoder = sd
 	})
@@ -129,10 +112,10 @@ func (k *MasterKey) encodeBlob(dst, scratch, plain []byte, c Compression) (out, 
 	codecs()
 	scratch = append(scratch[:0], compNone)
 	if c != CompressOff && len(plain) >= 64 {
-		scratch = append(scratch[:0], compZstd)
-		scratch = encoders[c].EncodeAll(plain, scratch)
+		var ok bool
+		scratch, ok = compressZstd(append(scratch[:0], compZstd), plain, c)
 		// Keep the compressed form only if it saves at least 1/32.
-		if len(scratch)-1 > len(plain)-len(plain)/32 {
+		if !ok || len(scratch)-1 > len(plain)-len(plain)/32 {
 			scratch = append(scratch[:0], compNone)
 			scratch = append(scratch, plain...)
 		}

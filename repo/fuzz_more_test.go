@@ -545,7 +545,7 @@ func FuzzDecodeBlobEnvelope(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	two := encoders[CompressFastest].EncodeAll([]byte("first frame first frame first frame"), []byte{compZstd})
+	two := append([]byte{compZstd}, zstdFrame([]byte("first frame first frame first frame"), CompressFastest)...)
 	two = crc.EncodeAll([]byte("second frame second frame second frame"), two)
 	f.Add(two, int32(-1), false, uint8(0))
 	f.Add([]byte{}, int32(-1), false, uint8(0))

@@ -28,6 +28,7 @@ declare -A PKG=(
   [tc]=iproute2
   [strace]=strace
   [/usr/bin/time]=time
+  [gcc]=gcc
 )
 # Optional groups can be skipped: DRPIPE_DEPS_SKIP="chromium qemu-system-x86_64"
 skip=" ${DRPIPE_DEPS_SKIP:-} "
@@ -37,6 +38,10 @@ for cmd in "${!PKG[@]}"; do
   [[ "$skip" == *" $cmd "* ]] && continue
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${PKG[$cmd]}")
 done
+# cgo (the C zstd encoder) needs libc headers and, for the static binary,
+# libc.a besides the compiler (libc6-dev has both). With gcc but without
+# them a cgo build fails; `make build` then falls back to a pure-Go build.
+[ -e /usr/include/stdlib.h ] || missing+=(libc6-dev)
 if ((${#missing[@]})); then
   mapfile -t uniq < <(printf '%s\n' "${missing[@]}" | sort -u)
   echo "deps: installing Debian packages: ${uniq[*]}"

@@ -32,7 +32,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	drpipeBin = filepath.Join(dir, "drpipe")
-	out, err := exec.Command("go", "build", "-o", drpipeBin, ".").CombinedOutput()
+	// The same build tags as `make build` (Go's own user and DNS lookups).
+	out, err := exec.Command("go", "build", "-tags", "osusergo,netgo", "-o", drpipeBin, ".").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build drpipe: %v\n%s", err, out)
 		os.Exit(1)

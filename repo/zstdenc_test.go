@@ -1,0 +1,94 @@
+package repo
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// zstdFrame is one frame of p as new blobs are compressed at level c.
+func zstdFrame(p []byte, c Compression) []byte {
+	fr, ok := compressZstd(nil, p, c)
+	if !ok {
+		panic("compressZstd failed")
+	}
+	return fr
+}
+
+// logText is n bytes of log-like lines: what most of a host's files and a
+// guest file system hold between binaries.
+func logText(seed uint64, n int) []byte {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	words := []string{"error", "request", "restore", "kernel", "snapshot", "port", "was", "been", "group", "driver", "replica", "certificate", "the", "to"}
+	var b bytes.Buffer
+	for b.Len() < n {
+		fmt.Fprintf(&b, "2026-%02d-%02dT%02d:%02d:%02d ", rng.IntN(12)+1, rng.IntN(28)+1, rng.IntN(24), rng.IntN(60), rng.IntN(60))
+		for range rng.IntN(12) + 1 {
+			b.WriteString(words[rng.IntN(len(words))])
+			b.WriteByte(' ')
+		}
+		b.WriteByte('\n')
+	}
+	return b.Bytes()[:n]
+}
+
+// TestCompressZstdRoundTrip checks, for the implementation this binary was
+// built with (see ZstdEncoder), that every level appends one standard frame
+// after what dst holds, that the frame records its content size (the
+// metadata decoder bounds memory with it) and that the reader used for all
+// stored blobs decodes it to the input, for empty, tiny, text, random and
+// multi-MiB input, with and without spare capacity in dst.
+func TestCompressZstdRoundTrip(t *testing.T) {
+	codecs()
+	t.Logf("encoder: %s", ZstdEncoder)
+	inputs := map[string][]byte{
+		"empty":  {},
+		"byte":   {42},
+		"text":   logText(1, 100_000),
+		"zeros":  make([]byte, 1<<20),
+		"random": randBytesSeeded(3 << 20),
+		"big":    logText(2, 6<<20),
+	}
+	for name, p := range inputs {
+		for _, c := range []Compression{CompressAuto, CompressFastest, CompressMax} {
+			for _, spare := range []int{0, 64 << 20} {
+				prefix := []byte{compZstd, 9, 9}
+				dst := append(make([]byte, 0, len(prefix)+spare), prefix...)
+				out, ok := compressZstd(dst, p, c)
+				if !ok {
+					t.Fatalf("%s level %d: compression failed", name, c)
+				}
+				if !bytes.Equal(out[:len(prefix)], prefix) {
+					t.Fatalf("%s level %d: prefix clobbered: % x", name, c, out[:len(prefix)])
+				}
+				fr := out[len(prefix):]
+				var h zstd.Header
+				if err := h.Decode(fr); err != nil {
+					t.Fatalf("%s level %d: frame header: %v", name, c, err)
+				}
+				if len(p) >= 64 && (!h.HasFCS || h.FrameContentSize != uint64(len(p))) {
+					t.Fatalf("%s level %d: content size %v/%d, want %d", name, c, h.HasFCS, h.FrameContentSize, len(p))
+				}
+				got, err := sizedDecoder.DecodeAll(fr, make([]byte, 0, len(p)))
+				if err != nil || !bytes.Equal(got, p) {
+					t.Fatalf("%s level %d: round trip: err %v, %d bytes back of %d", name, c, err, len(got), len(p))
+				}
+			}
+		}
+	}
+}
+
+// TestCompressZstdLevelsOrdered checks that the levels mean what the
+// configuration promises on compressible text: max stores no more than
+// auto, and auto no more than fastest.
+func TestCompressZstdLevelsOrdered(t *testing.T) {
+	p := logText(3, 4<<20)
+	f, a, m := len(zstdFrame(p, CompressFastest)), len(zstdFrame(p, CompressAuto)), len(zstdFrame(p, CompressMax))
+	t.Logf("%s: fastest %d, auto %d, max %d bytes of %d", ZstdEncoder, f, a, m, len(p))
+	if !(m <= a && a <= f) || f >= len(p)/2 {
+		t.Fatalf("levels out of order or not compressing: fastest %d, auto %d, max %d of %d", f, a, m, len(p))
+	}
+}
