@@ -74,9 +74,64 @@ type ChunkSizes struct {
 	AverageBits int  `json:"average_bits"`
 }
 
-// DefaultChunkSizes are the sizes new repositories record.
+// DefaultChunkSizes are the sizes new repositories record unless init is
+// told otherwise: 256 KiB to 4 MiB, 768 KiB on average.
 func DefaultChunkSizes() *ChunkSizes {
 	return &ChunkSizes{Min: chunking.DefaultMinSize, Max: chunking.DefaultMaxSize, AverageBits: chunking.DefaultAverageBits}
+}
+
+// ResticChunkSizes are restic's sizes, which repositories that record none
+// use: 512 KiB to 8 MiB, 1.5 MiB on average.
+func ResticChunkSizes() *ChunkSizes {
+	return &ChunkSizes{Min: chunking.LegacyMinSize, Max: chunking.LegacyMaxSize, AverageBits: chunking.LegacyAverageBits}
+}
+
+// Bounds on the chunk sizes a new repository may record: below 64 KiB the
+// per-chunk index and pack overhead dominates; above 8 MiB one chunk
+// would not fit the backup's small-segment buffers (chunks never cross
+// segments, so the limit is also what a segment buffer must hold).
+const (
+	MinChunkSize = 64 << 10
+	MaxChunkSize = 8 << 20
+)
+
+// Average is the expected chunk size: Min plus the mean distance to a cut.
+func (s ChunkSizes) Average() uint { return s.Min + 1<<s.AverageBits }
+
+// String formats the sizes as init's --chunk-sizes takes them.
+func (s ChunkSizes) String() string {
+	return fmt.Sprintf("%s:%s:%s", sizeString(uint64(s.Min)), sizeString(uint64(s.Average())), sizeString(uint64(s.Max)))
+}
+
+// sizeString writes n in the largest binary unit that divides it.
+func sizeString(n uint64) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%dKiB", n>>10)
+	}
+	return fmt.Sprintf("%d", n)
+}
+
+// ErrChunkSizes is wrapped by the errors ChunkSizes.Validate returns.
+var ErrChunkSizes = errors.New("invalid chunk sizes")
+
+// Validate reports whether a new repository may record these sizes: Min
+// at least MinChunkSize, Max at most MaxChunkSize, and the average strictly
+// between them.
+func (s ChunkSizes) Validate() error {
+	switch {
+	case s.Min < MinChunkSize:
+		return fmt.Errorf("%w: minimum %s is below %s", ErrChunkSizes, sizeString(uint64(s.Min)), sizeString(MinChunkSize))
+	case s.Max > MaxChunkSize:
+		return fmt.Errorf("%w: maximum %s is above %s", ErrChunkSizes, sizeString(uint64(s.Max)), sizeString(MaxChunkSize))
+	case s.AverageBits < chunking.MinAverageBits || s.AverageBits > chunking.MaxAverageBits:
+		return fmt.Errorf("%w: average minus minimum must be a power of two from %s to %s", ErrChunkSizes, sizeString(1<<chunking.MinAverageBits), sizeString(1<<chunking.MaxAverageBits))
+	case s.Average() >= s.Max:
+		return fmt.Errorf("%w: average %s is not below the maximum %s", ErrChunkSizes, sizeString(uint64(s.Average())), sizeString(uint64(s.Max)))
+	}
+	return nil
 }
 
 // ChunkConfig returns the chunking configuration for backups into a

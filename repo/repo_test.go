@@ -496,3 +496,49 @@ func TestConfigChunkSizes(t *testing.T) {
 		}
 	}
 }
+
+// TestInitChunkSizes checks that init records the chunk sizes it is given,
+// that a reopened repository chunks with them, and that sizes outside the
+// documented bounds are refused before anything is stored.
+func TestInitChunkSizes(t *testing.T) {
+	ctx := context.Background()
+	want := ChunkSizes{Min: 1 << 20, Max: 8 << 20, AverageBits: 21}
+	be := tierstest.NewMemory()
+	r := testRepo(t, be, InitOptions{Chunks: &want})
+	if got := *r.Config().Chunks; got != want {
+		t.Fatalf("config records %+v, want %+v", got, want)
+	}
+	r2, err := Open(ctx, be, Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	if cc := r2.ChunkConfig(); cc.MinSize != want.Min || cc.MaxSize != want.Max || cc.AverageBits != want.AverageBits {
+		t.Fatalf("reopened repository chunks with %+v, want %+v", cc, want)
+	}
+	if s := want.String(); s != "1MiB:3MiB:8MiB" {
+		t.Errorf("String() = %q", s)
+	}
+	for name, bad := range map[string]ChunkSizes{
+		"min too small": {Min: 32 << 10, Max: 4 << 20, AverageBits: 19},
+		"max too large": {Min: 1 << 20, Max: 16 << 20, AverageBits: 21},
+		"average ≥ max": {Min: 1 << 20, Max: 2 << 20, AverageBits: 20},
+		"bits too few":  {Min: 256 << 10, Max: 4 << 20, AverageBits: 4},
+	} {
+		empty := tierstest.NewMemory()
+		_, err := Init(ctx, empty, InitOptions{Chunks: &bad}, Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF})
+		if !errors.Is(err, ErrChunkSizes) {
+			t.Errorf("%s: %v, want ErrChunkSizes", name, err)
+		}
+		keys := 0
+		empty.List(ctx, tiers.TypeKey, func(tiers.ObjectInfo) error { keys++; return nil })
+		if keys != 0 {
+			t.Errorf("%s: a key was stored before the sizes were refused", name)
+		}
+	}
+	for _, ok := range []*ChunkSizes{DefaultChunkSizes(), ResticChunkSizes()} {
+		if err := ok.Validate(); err != nil {
+			t.Errorf("%+v: %v", *ok, err)
+		}
+	}
+}

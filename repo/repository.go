@@ -55,6 +55,9 @@ type InitOptions struct {
 	// FormatVersion; 1 keeps the repository usable by drpipe releases
 	// that know only format 1 (SHA-256 shard hashes).
 	Version int
+	// Chunks are the content-defined chunk sizes every backup into the
+	// repository uses; nil for DefaultChunkSizes. See ChunkSizes.Validate.
+	Chunks *ChunkSizes
 }
 
 // Repository is an open, unlocked repository. It is safe for concurrent
@@ -145,6 +148,11 @@ func Init(ctx context.Context, be tiers.Backend, io InitOptions, o Options) (*Re
 	if io.PackSize < 1<<20 || io.PackSize > 1<<30 {
 		return nil, fmt.Errorf("pack size %d outside 1 MiB..1 GiB", io.PackSize)
 	}
+	if io.Chunks != nil {
+		if err := io.Chunks.Validate(); err != nil {
+			return nil, err
+		}
+	}
 	if _, err := be.Stat(ctx, configHandle); err == nil {
 		return nil, fmt.Errorf("%s already holds a drpipe repository; refusing to overwrite it", be.Location())
 	} else if !errors.Is(err, tiers.ErrNotFound) {
@@ -176,7 +184,12 @@ func Init(ctx context.Context, be tiers.Backend, io InitOptions, o Options) (*Re
 	if version < 1 || version > FormatVersion {
 		return nil, fmt.Errorf("%w: cannot create a repository of format version %d, this drpipe writes 1..%d", ErrUnsupportedVersion, version, FormatVersion)
 	}
-	cfg := &Config{Format: formatName, Version: version, Created: o.Now().UTC(), EC: io.EC, PackSize: io.PackSize, Chunks: DefaultChunkSizes(), ChunkerPolynomial: pol}
+	chunks := DefaultChunkSizes()
+	if io.Chunks != nil {
+		c := *io.Chunks
+		chunks = &c
+	}
+	cfg := &Config{Format: formatName, Version: version, Created: o.Now().UTC(), EC: io.EC, PackSize: io.PackSize, Chunks: chunks, ChunkerPolynomial: pol}
 	if _, err := randRead(cfg.ID[:]); err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -18,13 +19,18 @@ import (
 
 func (a *app) initCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "init --repo R [--ec K+M] [--pack-size SIZE] [--format-version N]",
+		Use:   "init --repo R [--ec K+M] [--pack-size SIZE] [--chunk-sizes MIN:AVG:MAX] [--format-version N]",
 		Short: "Create a new repository",
 		Long: "Create a new, empty repository with a random chunker polynomial and a password-wrapped master key.\n" +
 			"--ec chooses the erasure coding of every pack: K data + M parity shards; any K rebuild the pack.\n" +
+			"--chunk-sizes sets the content-defined chunk sizes every backup into the repository uses, fixed for its life:\n" +
+			"\"default\" (256KiB:768KiB:4MiB), \"restic\" (512KiB:1536KiB:8MiB) or MIN:AVG:MAX with AVG-MIN a power of two,\n" +
+			"MIN at least 64KiB and MAX at most 8MiB. Smaller chunks dedupe small in-place changes better; larger ones\n" +
+			"mean fewer index entries for very large repositories.\n" +
 			"--format-version 1 creates a repository that drpipe releases knowing only format 1 can still use (SHA-256 shard hashes; the default, format 2, uses BLAKE3).",
-		Example: "  drpipe init --repo /srv/drpipe/repo --password-file /etc/drpipe/pw --ec 4+2",
-		Args:    cobra.NoArgs,
+		Example: "  drpipe init --repo /srv/drpipe/repo --password-file /etc/drpipe/pw --ec 4+2\n" +
+			"  drpipe init --repo /srv/drpipe/big --chunk-sizes 1MiB:3MiB:8MiB",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			ecs, _ := cmd.Flags().GetString("ec")
@@ -43,6 +49,18 @@ func (a *app) initCmd() *cobra.Command {
 			if err != nil {
 				return usagef("--pack-size: %w", err)
 			}
+			css, _ := cmd.Flags().GetString("chunk-sizes")
+			if !cmd.Flags().Changed("chunk-sizes") {
+				css = a.v.GetString("init.chunk_sizes")
+			}
+			chunks, err := parseChunkSizes(css)
+			if err != nil {
+				return usagef("--chunk-sizes: %w", err)
+			}
+			fv, _ := cmd.Flags().GetInt("format-version")
+			if fv < 0 || fv > repo.FormatVersion {
+				return usagef("--format-version %d: this drpipe creates format 1..%d", fv, repo.FormatVersion)
+			}
 			loc, err := a.repoLocation()
 			if err != nil {
 				return err
@@ -60,29 +78,63 @@ func (a *app) initCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fv, _ := cmd.Flags().GetInt("format-version")
-			if fv < 0 || fv > repo.FormatVersion {
-				return usagef("--format-version %d: this drpipe creates format 1..%d", fv, repo.FormatVersion)
-			}
-			r, err := repo.Init(ctx, be, repo.InitOptions{EC: ec, PackSize: int(ps), Version: fv}, o)
+			r, err := repo.Init(ctx, be, repo.InitOptions{EC: ec, PackSize: int(ps), Version: fv, Chunks: chunks}, o)
 			if err != nil {
 				return err
 			}
 			defer r.Close()
 			cfg := r.Config()
 			if a.jsonOut() {
-				return a.printJSON(map[string]any{"id": cfg.ID, "location": be.Location(), "ec": ec.String(), "pack_size": cfg.PackSize, "version": cfg.Version})
+				return a.printJSON(map[string]any{"id": cfg.ID, "location": be.Location(), "ec": ec.String(), "pack_size": cfg.PackSize, "version": cfg.Version,
+					"chunks": map[string]uint{"min": cfg.Chunks.Min, "avg": cfg.Chunks.Average(), "max": cfg.Chunks.Max}})
 			}
-			a.printf("created repository %s at %s\n  erasure coding %s (any %d of %d shards rebuild a pack), packs of %s, format version %d\n",
-				cfg.ID.Short(), be.Location(), ec, ec.K, ec.K+ec.M, humanBytes(int64(cfg.PackSize)), cfg.Version)
+			a.printf("created repository %s at %s\n  erasure coding %s (any %d of %d shards rebuild a pack), packs of %s, chunks %s (min:avg:max), format version %d\n",
+				cfg.ID.Short(), be.Location(), ec, ec.K, ec.K+ec.M, humanBytes(int64(cfg.PackSize)), cfg.Chunks, cfg.Version)
 			a.printf("keep the password safe: without it the repository cannot be read\n")
 			return nil
 		},
 	}
 	cmd.Flags().String("ec", "4+2", "erasure coding K+M (config key init.ec)")
 	cmd.Flags().String("pack-size", "16MiB", "target pack size before erasure coding (config key init.pack_size)")
+	cmd.Flags().String("chunk-sizes", "default", "content-defined chunk sizes MIN:AVG:MAX, or default or restic (config key init.chunk_sizes)")
 	cmd.Flags().Int("format-version", 0, "repository format to create: 0 = newest; 1 stays readable by drpipe releases that know only format 1")
 	return cmd
+}
+
+// parseChunkSizes parses init's --chunk-sizes: "default", "restic" or
+// MIN:AVG:MAX (sizes as parseSize reads them; AVG-MIN a power of two).
+func parseChunkSizes(s string) (*repo.ChunkSizes, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "", "default":
+		return repo.DefaultChunkSizes(), nil
+	case "restic":
+		return repo.ResticChunkSizes(), nil
+	}
+	parts := strings.Split(s, ":")
+	if len(parts) != 3 {
+		return nil, fmt.Errorf("%q: want default, restic or MIN:AVG:MAX (e.g. 256KiB:768KiB:4MiB)", s)
+	}
+	var v [3]int64
+	for i, p := range parts {
+		n, err := parseSize(p)
+		if err != nil {
+			return nil, err
+		}
+		v[i] = n
+	}
+	min, avg, max := v[0], v[1], v[2]
+	if min <= 0 || avg <= min || max > 1<<40 {
+		return nil, fmt.Errorf("%q: want MIN < AVG < MAX", s)
+	}
+	gap := avg - min
+	c := &repo.ChunkSizes{Min: uint(min), Max: uint(max), AverageBits: bits.Len64(uint64(gap)) - 1}
+	if gap&(gap-1) != 0 {
+		return nil, fmt.Errorf("%q: AVG-MIN is %d bytes, not a power of two (the chunker cuts with probability 1/(AVG-MIN) per byte past MIN); the nearest below is %s", s, gap, c)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // parseSize parses "16MiB", "512k", "1G" or plain bytes.

@@ -706,6 +706,16 @@ func TestBadInput(t *testing.T) {
 	expect("bad config key", e.run("--config", writeFile(t, e.dir, "bad.yaml", "repo: /x\nbogus_key: 1\n"), "snapshots"), 2, "bogus_key")
 	expect("init over repo", e.run("init", "--repo", repoDir), 1, "already holds")
 	expect("bad format version", e.run("init", "--repo", filepath.Join(e.dir, "x"), "--format-version", "9"), 2, "--format-version 9")
+	// Chunk sizes: presets and explicit sizes are recorded; impossible ones
+	// are usage errors that say what would work.
+	expect("chunk sizes not a power of two", e.run("init", "--repo", filepath.Join(e.dir, "x"), "--chunk-sizes", "256KiB:1MiB:4MiB"), 2, "--chunk-sizes", "not a power of two", "256KiB:768KiB:4MiB")
+	expect("chunk sizes too large", e.run("init", "--repo", filepath.Join(e.dir, "x"), "--chunk-sizes", "1MiB:2MiB:16MiB"), 2, "above 8MiB")
+	expect("chunk sizes garbage", e.run("init", "--repo", filepath.Join(e.dir, "x"), "--chunk-sizes", "big"), 2, "MIN:AVG:MAX")
+	if _, err := os.Stat(filepath.Join(e.dir, "x")); err == nil {
+		t.Error("a refused init created the repository directory")
+	}
+	expect("restic chunk sizes", e.run("init", "--repo", filepath.Join(e.dir, "cr"), "--chunk-sizes", "restic", "--json"), 0, `"min": 524288`, `"avg": 1572864`, `"max": 8388608`)
+	expect("explicit chunk sizes", e.run("init", "--repo", filepath.Join(e.dir, "cx"), "--chunk-sizes", "1MiB:3MiB:8MiB"), 0, "chunks 1MiB:3MiB:8MiB")
 	// A format 1 repository (for older drpipe releases) is created on request.
 	v1 := e.run("init", "--repo", filepath.Join(e.dir, "v1"), "--format-version", "1", "--json")
 	expect("format 1 init", v1, 0, `"version": 1`)
