@@ -14,7 +14,6 @@ import (
 	"github.com/drpipe/drpipe/internal/id"
 	"github.com/drpipe/drpipe/pipeline"
 	"github.com/drpipe/drpipe/repo"
-	"github.com/drpipe/drpipe/tiers"
 )
 
 func (a *app) initCmd() *cobra.Command {
@@ -326,14 +325,7 @@ func (a *app) restoreCmd() *cobra.Command {
 			if target == "" {
 				return usagef("restore needs --target DIR")
 			}
-			var r *repo.Repository
-			var fb *tiers.Fallback
-			var err error
-			if fromTiers {
-				r, fb, err = a.openTiered(ctx)
-			} else {
-				r, err = a.openRepo(ctx)
-			}
+			r, fb, err := a.openMaybeTiered(ctx, fromTiers)
 			if err != nil {
 				return err
 			}
@@ -380,11 +372,7 @@ func (a *app) restoreCmd() *cobra.Command {
 				for _, f := range res.Failed {
 					fmt.Fprintf(a.stderr, "FAILED %s: %v\n", f.Path, f.Err)
 				}
-				if fb != nil {
-					for _, u := range fb.Usage() {
-						a.printf("  tier %s served %d objects (%s), missed %d\n", u.Tier, u.Objects, humanBytes(u.Bytes), u.Misses)
-					}
-				}
+				a.printTierUsage(a.stdout, fb)
 			}
 			return err
 		},

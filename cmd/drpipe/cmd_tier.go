@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -429,6 +430,28 @@ func (s *siteTarget) Transition(context.Context, map[string]string) error {
 // policy, fastest first (the primary, other directories, the DR site,
 // buckets, tape pools), so each object comes from the first tier that
 // holds it intact.
+// openMaybeTiered opens the repository from the tiering policy's tiers
+// (see openTiered) when fromTiers is set, else from --repo alone (and the
+// Fallback is nil).
+func (a *app) openMaybeTiered(ctx context.Context, fromTiers bool) (*repo.Repository, *tiers.Fallback, error) {
+	if fromTiers {
+		return a.openTiered(ctx)
+	}
+	r, err := a.openRepo(ctx)
+	return r, nil, err
+}
+
+// printTierUsage writes, for a repository opened from tiers, which tier
+// served how many objects; nothing for a nil Fallback.
+func (a *app) printTierUsage(w io.Writer, fb *tiers.Fallback) {
+	if fb == nil {
+		return
+	}
+	for _, u := range fb.Usage() {
+		fmt.Fprintf(w, "  tier %s served %d objects (%s), missed %d\n", u.Tier, u.Objects, humanBytes(u.Bytes), u.Misses)
+	}
+}
+
 func (a *app) openTiered(ctx context.Context) (*repo.Repository, *tiers.Fallback, error) {
 	cfg, err := a.tieringConfig()
 	if err != nil {

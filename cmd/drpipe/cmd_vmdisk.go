@@ -54,9 +54,9 @@ func (a *app) diskFormatFlag(cmd *cobra.Command) (string, error) {
 }
 
 func (a *app) mountCmd() *cobra.Command {
-	var debug bool
+	var debug, fromTiers bool
 	cmd := &cobra.Command{
-		Use:   "mount --repo R DIR",
+		Use:   "mount --repo R [--tiers] DIR",
 		Short: "Browse all snapshots as a read-only file system (FUSE)",
 		Long: "Mount the repository's snapshots read-only at DIR: DIR/<host>/<time>/ holds each snapshot's files as they\n" +
 			"were, DIR/<host>/latest points at the newest. Every VM disk image that backup recognised (VHD, VHDX, qcow2)\n" +
@@ -65,8 +65,12 @@ func (a *app) mountCmd() *cobra.Command {
 			"  losetup --find --show --read-only --partscan DIR/hv01/latest/vms/dc01.vhdx.raw\n" +
 			"  mount -o ro /dev/loop0p1 /mnt/dc01   (or mount -o loop,ro ... for a disk without partitions)\n\n" +
 			"A read whose chunks are damaged beyond repair fails with EIO (never wrong bytes). The command runs until\n" +
-			"interrupted (Ctrl-C, SIGTERM) or unmounted with 'fusermount3 -u DIR', and unmounts cleanly.",
+			"interrupted (Ctrl-C, SIGTERM) or unmounted with 'fusermount3 -u DIR', and unmounts cleanly.\n" +
+			"With --tiers (and --config holding a tiering policy) every object is read from the first tier that has it\n" +
+			"intact, as restore --tiers does: browse a snapshot whose data is only at the DR site, in a bucket or on tape;\n" +
+			"on unmount drpipe says which tiers served.",
 		Example: "  drpipe mount --repo /srv/drpipe/repo /mnt/drpipe &\n" +
+			"  drpipe mount --config /etc/drpipe/drpipe.yaml --tiers /mnt/drpipe &   (objects from any tier)\n" +
 			"  mount -o loop,ro /mnt/drpipe/hv01/latest/var/lib/libvirt/images/web.qcow2.raw /mnt/web\n" +
 			"  cp /mnt/web/etc/nginx/nginx.conf . && umount /mnt/web && kill %1",
 		Args: cobra.ExactArgs(1),
@@ -80,7 +84,7 @@ func (a *app) mountCmd() *cobra.Command {
 			if err != nil {
 				return usagef("mount.cache_size: %w", err)
 			}
-			r, err := a.openRepo(ctx)
+			r, fb, err := a.openMaybeTiered(ctx, fromTiers)
 			if err != nil {
 				return err
 			}
@@ -111,10 +115,12 @@ func (a *app) mountCmd() *cobra.Command {
 			<-done
 			if !a.jsonOut() {
 				fmt.Fprintf(a.stderr, "unmounted %s\n", dir)
+				a.printTierUsage(a.stderr, fb)
 			}
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&debug, "debug", false, "log every FUSE request to stderr")
+	cmd.Flags().BoolVar(&fromTiers, "tiers", false, "read each object from the first tier of the tiering policy (--config) that has it intact")
 	return cmd
 }

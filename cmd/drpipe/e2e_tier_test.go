@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -168,6 +169,31 @@ tiering:
 	// Lose the hot tier's data: the DR site serves over its read path.
 	os.RemoveAll(filepath.Join(repoDir, "data"))
 	restoreFrom("hot-lost", "dr")
+	// Browse the latest snapshot through mount --tiers: its data comes from
+	// the DR site, and unmounting says so.
+	mnt := filepath.Join(e.dir, "mnt-tiers")
+	os.MkdirAll(mnt, 0o755)
+	stop := startMount(t, e, mnt, "--config", cfg, "--tiers")
+	for _, rel := range []string{"etc2", "etc0"} {
+		want, err := os.ReadDir(filepath.Join(src, rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, de := range want {
+			if !de.Type().IsRegular() {
+				continue
+			}
+			p := filepath.Join(src, rel, de.Name())
+			orig, _ := os.ReadFile(p)
+			got, err := os.ReadFile(filepath.Join(mnt, "hv01", "latest", p))
+			if err != nil || !bytes.Equal(got, orig) {
+				t.Errorf("mount --tiers: %s: %v (%d bytes, want %d)", p, err, len(got), len(orig))
+			}
+		}
+	}
+	if se := stop(); !regexp.MustCompile(`tier dr served [1-9]\d* objects`).MatchString(se) {
+		t.Errorf("mount --tiers does not say the DR site served:\n%s", se)
+	}
 	// Lose the site's data as well: the bucket serves.
 	os.RemoveAll(filepath.Join(drDir, "data"))
 	restoreFrom("hot-and-site-lost", "cloud")

@@ -255,7 +255,7 @@ func TestMountDiskImage(t *testing.T) {
 
 	mnt := filepath.Join(e.dir, "mnt")
 	os.MkdirAll(mnt, 0o755)
-	stop := startMount(t, e, repoDir, mnt)
+	stop := startMount(t, e, mnt, "--repo", repoDir)
 	snap := filepath.Join(mnt, "hv01", "latest")
 	got, err := os.ReadFile(filepath.Join(snap, src, "notes.bin"))
 	if err != nil || !bytes.Equal(got, plain) {
@@ -299,7 +299,7 @@ func TestMountDiskImage(t *testing.T) {
 	for _, s := range packs[victim][:3] {
 		os.Remove(s)
 	}
-	stop = startMount(t, e, repoDir, mnt)
+	stop = startMount(t, e, mnt, "--repo", repoDir)
 	defer stop()
 	f, err := os.Open(filepath.Join(snap, src, "notes.bin"))
 	if err != nil {
@@ -338,12 +338,14 @@ func errorsIsEIO(err error) bool {
 	return strings.Contains(err.Error(), "input/output error")
 }
 
-// startMount runs drpipe mount in the background until the snapshot tree
-// appears; the returned stop sends SIGINT and checks a clean unmount.
-func startMount(t *testing.T, e *env, repoDir, mnt string) func() {
+// startMount runs drpipe mount with flags (e.g. --repo R) in the
+// background until the snapshot tree appears; the returned stop sends
+// SIGINT, checks a clean unmount and returns what the command wrote to
+// standard error.
+func startMount(t *testing.T, e *env, mnt string, flags ...string) func() string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	c := e.cmd(ctx, "mount", "--repo", repoDir, mnt)
+	c := e.cmd(ctx, append(append([]string{"mount"}, flags...), mnt)...)
 	var se bytes.Buffer
 	c.Stderr = &se
 	if err := c.Start(); err != nil {
@@ -371,9 +373,9 @@ func startMount(t *testing.T, e *env, repoDir, mnt string) func() {
 		time.Sleep(100 * time.Millisecond)
 	}
 	stopped := false
-	return func() {
+	return func() string {
 		if stopped {
-			return
+			return se.String()
 		}
 		stopped = true
 		defer cancel()
@@ -394,6 +396,7 @@ func startMount(t *testing.T, e *env, repoDir, mnt string) func() {
 		if !strings.Contains(se.String(), "unmounted") {
 			t.Errorf("drpipe mount did not report unmounting:\n%s", se.String())
 		}
+		return se.String()
 	}
 }
 

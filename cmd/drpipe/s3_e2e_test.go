@@ -215,10 +215,23 @@ func TestS3CopyKilledAndResumed(t *testing.T) {
 			killed = true
 		}
 	}
-	// What the server holds after the kill: only complete objects.
+	// What the server holds after the kill: only complete objects. A PUT
+	// whose body was sent before the kill may still be committed by the
+	// server a moment later, so wait until the listing stops changing.
 	before, err := srv.Objects("drsite", "r")
 	if err != nil {
 		t.Fatal(err)
+	}
+	for settle := time.Now().Add(10 * time.Second); time.Now().Before(settle); {
+		time.Sleep(300 * time.Millisecond)
+		now, err := srv.Objects("drsite", "r")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(now) == len(before) {
+			break
+		}
+		before = now
 	}
 	// A dry run reports what is missing and sends nothing.
 	dry := e.copyJSON("--repo", local, "--to", "s3://drsite/r", "--dry-run")
