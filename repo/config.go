@@ -42,6 +42,12 @@ var ErrNotRepository = errors.New("not a drpipe repository")
 // DefaultPackSize is the target size of a pack before erasure coding.
 const DefaultPackSize = 16 << 20
 
+// MinPackSize and MaxPackSize bound the pack size a config may record.
+const (
+	MinPackSize = 1 << 20
+	MaxPackSize = 1 << 30
+)
+
 // Config is the repository's configuration, stored as the object
 // "config". Fields outside Sealed are readable without the key so that a
 // DR site, scrubber or tape reader can identify the repository and its
@@ -169,7 +175,7 @@ func parseConfigPublic(raw []byte) (*Config, error) {
 	if err := c.EC.Validate(); err != nil {
 		return nil, fmt.Errorf("config object: %w", err)
 	}
-	if c.PackSize < 1<<20 || c.PackSize > 1<<30 {
+	if c.PackSize < MinPackSize || c.PackSize > MaxPackSize {
 		return nil, fmt.Errorf("config object: pack size %d outside 1 MiB..1 GiB", c.PackSize)
 	}
 	if c.Chunks != nil {

@@ -145,7 +145,7 @@ func Init(ctx context.Context, be tiers.Backend, io InitOptions, o Options) (*Re
 	if io.PackSize == 0 {
 		io.PackSize = DefaultPackSize
 	}
-	if io.PackSize < 1<<20 || io.PackSize > 1<<30 {
+	if io.PackSize < MinPackSize || io.PackSize > MaxPackSize {
 		return nil, fmt.Errorf("pack size %d outside 1 MiB..1 GiB", io.PackSize)
 	}
 	if io.Chunks != nil {

@@ -48,6 +48,9 @@ func (a *app) initCmd() *cobra.Command {
 			if err != nil {
 				return usagef("--pack-size: %w", err)
 			}
+			if ps < repo.MinPackSize || ps > repo.MaxPackSize {
+				return usagef("--pack-size %s: must be from 1MiB to 1GiB", pss)
+			}
 			css, _ := cmd.Flags().GetString("chunk-sizes")
 			if !cmd.Flags().Changed("chunk-sizes") {
 				css = a.v.GetString("init.chunk_sizes")

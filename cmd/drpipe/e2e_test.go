@@ -711,6 +711,7 @@ func TestBadInput(t *testing.T) {
 	expect("chunk sizes not a power of two", e.run("init", "--repo", filepath.Join(e.dir, "x"), "--chunk-sizes", "256KiB:1MiB:4MiB"), 2, "--chunk-sizes", "not a power of two", "256KiB:768KiB:4MiB")
 	expect("chunk sizes too large", e.run("init", "--repo", filepath.Join(e.dir, "x"), "--chunk-sizes", "1MiB:2MiB:16MiB"), 2, "above 8MiB")
 	expect("chunk sizes garbage", e.run("init", "--repo", filepath.Join(e.dir, "x"), "--chunk-sizes", "big"), 2, "MIN:AVG:MAX")
+	expect("pack size too small", e.run("init", "--repo", filepath.Join(e.dir, "x"), "--pack-size", "100k"), 2, "--pack-size 100k", "1MiB to 1GiB")
 	if _, err := os.Stat(filepath.Join(e.dir, "x")); err == nil {
 		t.Error("a refused init created the repository directory")
 	}
