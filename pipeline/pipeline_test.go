@@ -11,9 +11,13 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/drpipe/drpipe/erasure"
+	"github.com/drpipe/drpipe/internal/id"
 	"github.com/drpipe/drpipe/internal/sample"
 	"github.com/drpipe/drpipe/repo"
 	"github.com/drpipe/drpipe/tiers"
@@ -290,5 +294,105 @@ func TestBackupRejectsBadInput(t *testing.T) {
 	}
 	if _, err := Restore(ctx, r, &repo.Snapshot{}, RestoreOptions{}); err == nil {
 		t.Error("restore without target succeeded")
+	}
+}
+
+// TestSmallFileHoleShortcut checks smallAndAllocated, which lets backup skip
+// the SEEK_DATA/SEEK_HOLE walk: true only for small files with every block
+// allocated; and that a small file the shortcut misjudges (a hole covered by
+// blocks preallocated past its end) still restores byte for byte with its
+// zero block recorded as zeros, not stored.
+func TestSmallFileHoleShortcut(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	isShortcut := func(p string) bool {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return smallAndAllocated(fi)
+	}
+	text := bytes.Repeat([]byte("drpipe small file\n"), 4000)
+	if p := write("small", text); !isShortcut(p) {
+		t.Errorf("a fully written %d-byte file is not taken as allocated", len(text))
+	}
+	if p := write("big", bytes.Repeat(text, 20)); isShortcut(p) {
+		t.Error("a file over 1 MiB is taken on trust")
+	}
+	if p := write("empty", nil); isShortcut(p) {
+		t.Error("an empty file is taken on trust")
+	}
+	sparse := filepath.Join(dir, "sparse")
+	if err := os.WriteFile(sparse, []byte("head"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(sparse, 512<<10); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(sparse); fi.Sys().(*syscall.Stat_t).Blocks*512 < fi.Size() && isShortcut(sparse) {
+		t.Error("a sparse file is taken as fully allocated")
+	}
+
+	// A 256 KiB file: data, a 128 KiB hole, data; then blocks reserved past
+	// its end (fallocate KEEP_SIZE) so the block count covers the hole.
+	odd := filepath.Join(dir, "odd")
+	f, err := os.Create(odd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := bytes.Repeat([]byte{0xa5}, 64<<10)
+	f.WriteAt(head, 0)
+	f.WriteAt(head, 192<<10)
+	if err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_KEEP_SIZE, 256<<10, 512<<10); err != nil {
+		f.Close()
+		t.Skipf("fallocate KEEP_SIZE unsupported here: %v", err)
+	}
+	f.Close()
+	if !isShortcut(odd) {
+		t.Skip("the file system did not count the preallocated blocks; nothing to check")
+	}
+	ctx := context.Background()
+	r, _ := newRepo(t)
+	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{odd}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var zero int64
+	var walk func(x id.ID)
+	walk = func(x id.ID) {
+		tr, err := r.LoadTree(ctx, x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range tr.Nodes {
+			if n.Subtree != nil {
+				walk(*n.Subtree)
+			}
+			if n.Type == repo.NodeFile {
+				r.EachExtent(ctx, n, func(e repo.Extent) error {
+					if e.Zero {
+						zero += e.Len
+					}
+					return nil
+				})
+			}
+		}
+	}
+	walk(res.Snapshot.Tree)
+	if zero < 64<<10 {
+		t.Errorf("the 128 KiB hole was stored as data (%d zero bytes recorded)", zero)
+	}
+	dst := filepath.Join(t.TempDir(), "dst")
+	if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
+		t.Fatal(err)
+	}
+	if same, err := sample.SameContent(odd, filepath.Join(dst, odd)); err != nil || !same {
+		t.Fatalf("restored file differs: %v", err)
 	}
 }
