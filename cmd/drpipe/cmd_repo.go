@@ -32,18 +32,11 @@ func (a *app) initCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			ecs, _ := cmd.Flags().GetString("ec")
-			if !cmd.Flags().Changed("ec") {
-				ecs = a.v.GetString("init.ec")
-			}
-			ec, err := erasure.ParseParams(ecs)
+			ec, err := erasure.ParseParams(a.flagOr(cmd, "ec", "init.ec"))
 			if err != nil {
 				return usageError{err}
 			}
-			pss, _ := cmd.Flags().GetString("pack-size")
-			if !cmd.Flags().Changed("pack-size") {
-				pss = a.v.GetString("init.pack_size")
-			}
+			pss := a.flagOr(cmd, "pack-size", "init.pack_size")
 			ps, err := parseSize(pss)
 			if err != nil {
 				return usagef("--pack-size: %w", err)
@@ -51,11 +44,7 @@ func (a *app) initCmd() *cobra.Command {
 			if ps < repo.MinPackSize || ps > repo.MaxPackSize {
 				return usagef("--pack-size %s: must be from 1MiB to 1GiB", pss)
 			}
-			css, _ := cmd.Flags().GetString("chunk-sizes")
-			if !cmd.Flags().Changed("chunk-sizes") {
-				css = a.v.GetString("init.chunk_sizes")
-			}
-			chunks, err := parseChunkSizes(css)
+			chunks, err := parseChunkSizes(a.flagOr(cmd, "chunk-sizes", "init.chunk_sizes"))
 			if err != nil {
 				return usagef("--chunk-sizes: %w", err)
 			}
