@@ -142,6 +142,12 @@ func (b *SiteBackend) wrap(op, prep string, h tiers.Handle, err error) error {
 // request opens a read stream, sends f and ends the sending side; the
 // stream is reset when ctx ends until stop is called.
 func (b *SiteBackend) request(ctx context.Context, t FrameType, payload []byte) (Stream, func() bool, error) {
+	// OpenStream need not look at ctx when a stream is free, and the abort
+	// below runs asynchronously: a cancelled caller must not start a
+	// request that could still be answered.
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
 	octx, cancel := context.WithTimeout(ctx, b.timeout)
 	st, err := b.c.OpenStream(octx)
 	cancel()
@@ -286,6 +292,10 @@ func (b *SiteBackend) List(ctx context.Context, t tiers.Type, fn func(tiers.Obje
 			if ctx.Err() != nil {
 				err = ctx.Err()
 			}
+			return b.wrap("list", "in", lh, err)
+		}
+		if err := ctx.Err(); err != nil {
+			st.Abort() // cancelled while the page was on its way
 			return b.wrap("list", "in", lh, err)
 		}
 		for _, e := range p.Entries {
