@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/drpipe/drpipe/chunking"
+	"github.com/drpipe/drpipe/internal/hugepage"
 	"github.com/drpipe/drpipe/internal/id"
 	"github.com/drpipe/drpipe/repo"
 )
@@ -150,7 +151,7 @@ func Backup(ctx context.Context, r *repo.Repository, o BackupOptions) (*BackupRe
 	b := &backup{r: r, o: o, ck: r.ChunkConfig(), progress: o.Progress}
 	b.ctx, b.cancel = context.WithCancelCause(ctx)
 	defer b.cancel(nil)
-	b.bigBufs.New = func() any { s := make([]byte, b.ck.SegmentSize); return &s }
+	b.bigBufs.New = func() any { s := hugepage.Make(int(b.ck.SegmentSize)); return &s }
 	b.smlBufs.New = func() any { s := make([]byte, smallBuf); return &s }
 	before := r.SessionStats()
 

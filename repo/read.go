@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/drpipe/drpipe/erasure"
+	"github.com/drpipe/drpipe/internal/hugepage"
 	"github.com/drpipe/drpipe/internal/id"
 	"github.com/drpipe/drpipe/tiers"
 )
@@ -95,7 +96,7 @@ func (r *Repository) readPackRange(ctx context.Context, p PackInfo, off, n int64
 		return nil, err
 	}
 	if int64(cap(buf)) < n {
-		buf = make([]byte, n)
+		buf = hugepage.Make(int(n))
 	}
 	buf = buf[:n]
 	pos := int64(0)

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/drpipe/drpipe/erasure"
+	"github.com/drpipe/drpipe/internal/hugepage"
 	"github.com/drpipe/drpipe/internal/id"
 	"github.com/drpipe/drpipe/tiers"
 )
@@ -302,7 +303,7 @@ func (r *Repository) getPackBuf() []byte {
 	if b, ok := r.packBufs.Get().(*[]byte); ok {
 		return (*b)[:0]
 	}
-	return make([]byte, 0, r.cfg.PackSize+r.cfg.PackSize/8)
+	return hugepage.MakeCap(r.cfg.PackSize + r.cfg.PackSize/8)
 }
 
 func (r *Repository) putPackBuf(b []byte) {
@@ -315,7 +316,7 @@ func (r *Repository) getShardBuf(packLen int) []byte {
 	if b, ok := r.shardBufs.Get().(*[]byte); ok && cap(*b) >= erasure.EncodedSize(r.cfg.EC, packLen) {
 		return *b
 	}
-	return make([]byte, 0, erasure.EncodedSize(r.cfg.EC, max(packLen, r.cfg.PackSize+r.cfg.PackSize/8)))
+	return hugepage.MakeCap(erasure.EncodedSize(r.cfg.EC, max(packLen, r.cfg.PackSize+r.cfg.PackSize/8)))
 }
 
 func (r *Repository) putShardBuf(b []byte) {

@@ -13,6 +13,10 @@ package repo
 // Both bound concurrent compressions to GOMAXPROCS, so callers with more
 // workers than CPUs queue for an encoder instead of oversubscribing them.
 
+// maxZstdLevel is the highest level zstdLevel returns; the C encoder sizes
+// its fixed workspaces for it.
+const maxZstdLevel = 7
+
 // zstdLevel is the C library level each setting uses; the pure-Go encoder
 // picks its nearest preset.
 func zstdLevel(c Compression) int {
@@ -20,7 +24,7 @@ func zstdLevel(c Compression) int {
 	case CompressFastest:
 		return 1
 	case CompressMax:
-		return 7
+		return maxZstdLevel
 	}
 	return 3
 }

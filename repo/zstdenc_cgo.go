@@ -2,11 +2,27 @@
 
 package repo
 
+/*
+#include <stdlib.h>
+
+// The reference library is compiled into the binary by
+// github.com/DataDog/zstd (imported below); drpipe calls these exported
+// entry points of it directly, to give each context a fixed workspace.
+typedef struct ZSTD_CCtx_s ZSTD_CCtx;
+ZSTD_CCtx* ZSTD_initStaticCCtx(void* workspace, size_t workspaceSize);
+size_t ZSTD_estimateCCtxSize(int compressionLevel);
+size_t ZSTD_compressCCtx(ZSTD_CCtx* cctx, void* dst, size_t dstCapacity, const void* src, size_t srcSize, int compressionLevel);
+unsigned ZSTD_isError(size_t code);
+size_t ZSTD_compressBound(size_t srcSize);
+*/
+import "C"
+
 import (
 	"runtime"
 	"sync"
+	"unsafe"
 
-	ddzstd "github.com/DataDog/zstd"
+	_ "github.com/DataDog/zstd" // links the C library the declarations above name
 )
 
 // ZstdEncoder names the implementation that compresses new blobs, for
@@ -15,34 +31,56 @@ const ZstdEncoder = "libzstd 1.5.7 (C, cgo)"
 
 var (
 	cctxOnce sync.Once
-	cctxs    chan ddzstd.Ctx
+	// cctxs holds GOMAXPROCS compression contexts, each in a workspace
+	// allocated once and never resized or freed. A context the library
+	// manages itself frees and reallocates its workspace whenever the
+	// input size class changes for long enough (small files after large
+	// chunks and back): hundreds of fresh multi-MiB allocations per
+	// backup, each paid again in page faults. A static context cannot
+	// resize, so its workspace is sized for the largest level drpipe uses
+	// at any input size (ZSTD_estimateCCtxSize) and a static context
+	// never counts as oversized.
+	cctxs chan *C.ZSTD_CCtx
 )
 
-// compressZstd appends one zstd frame holding src, compressed at c's
-// level, to dst. ok is false only if the library failed (out of memory);
-// the caller then stores the blob uncompressed.
-func compressZstd(dst, src []byte, c Compression) (out []byte, ok bool) {
-	cctxOnce.Do(func() {
-		n := runtime.GOMAXPROCS(0) // as at the first compression
-		cctxs = make(chan ddzstd.Ctx, n)
-		for range n {
-			cctxs <- ddzstd.NewCtx() // C workspace is allocated on first use
+func initCCtxs() {
+	n := runtime.GOMAXPROCS(0) // as at the first compression
+	size := C.ZSTD_estimateCCtxSize(maxZstdLevel)
+	cctxs = make(chan *C.ZSTD_CCtx, n)
+	for range n {
+		ws := C.malloc(size) // 16-aligned; lives as long as the process
+		var cc *C.ZSTD_CCtx
+		if ws != nil {
+			cc = C.ZSTD_initStaticCCtx(ws, size)
 		}
-	})
+		cctxs <- cc // nil: compressZstd reports failure, the blob is stored raw
+	}
+}
+
+// compressZstd appends one zstd frame holding src, compressed at c's
+// level, to dst. ok is false only if the library failed (no memory for a
+// context); the caller then stores the blob uncompressed.
+func compressZstd(dst, src []byte, c Compression) (out []byte, ok bool) {
+	cctxOnce.Do(initCCtxs)
 	cc := <-cctxs
 	defer func() { cctxs <- cc }()
-	bound := ddzstd.CompressBound(len(src))
+	if cc == nil {
+		return dst, false
+	}
+	bound := int(C.ZSTD_compressBound(C.size_t(len(src))))
 	if cap(dst)-len(dst) < bound {
 		grown := make([]byte, len(dst), len(dst)+bound)
 		copy(grown, dst)
 		dst = grown
 	}
-	frame, err := cc.CompressLevel(dst[len(dst):len(dst)+bound], src, zstdLevel(c))
-	if err != nil {
+	out = dst[len(dst) : len(dst)+bound]
+	var srcPtr unsafe.Pointer
+	if len(src) > 0 {
+		srcPtr = unsafe.Pointer(&src[0])
+	}
+	n := C.ZSTD_compressCCtx(cc, unsafe.Pointer(&out[0]), C.size_t(bound), srcPtr, C.size_t(len(src)), C.int(zstdLevel(c)))
+	if C.ZSTD_isError(n) != 0 {
 		return dst, false
 	}
-	if len(frame) > 0 && &frame[0] != &dst[:len(dst)+1][len(dst)] {
-		return append(dst, frame...), true // not written in place after all
-	}
-	return dst[:len(dst)+len(frame)], true
+	return dst[:len(dst)+int(n)], true
 }

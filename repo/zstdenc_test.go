@@ -92,3 +92,42 @@ func TestCompressZstdLevelsOrdered(t *testing.T) {
 		t.Fatalf("levels out of order or not compressing: fastest %d, auto %d, max %d of %d", f, a, m, len(p))
 	}
 }
+
+// TestCompressZstdSizeClassChanges runs one encoder through long runs of
+// small inputs between large ones, at every level, as a backup of many
+// small files between VM-image chunks does. The C library would resize a
+// context's workspace there (and a fixed workspace must then still
+// suffice); the pure-Go encoder is checked the same way. Every call must
+// compress and round-trip: a failure would silently store blobs raw.
+func TestCompressZstdSizeClassChanges(t *testing.T) {
+	codecs()
+	small := logText(4, 3000)
+	mid := logText(5, 200_000)
+	large := logText(6, 8<<20)
+	var dst []byte
+	check := func(step string, p []byte, c Compression) {
+		t.Helper()
+		var ok bool
+		dst, ok = compressZstd(dst[:0], p, c)
+		if !ok {
+			t.Fatalf("%s (%d bytes, level %d): compression failed", step, len(p), c)
+		}
+		if len(dst) >= len(p)/2 {
+			t.Fatalf("%s (%d bytes, level %d): %d bytes compressed, not compressing", step, len(p), c, len(dst))
+		}
+		got, err := sizedDecoder.DecodeAll(dst, make([]byte, 0, len(p)))
+		if err != nil || !bytes.Equal(got, p) {
+			t.Fatalf("%s (%d bytes, level %d): round trip: %v", step, len(p), c, err)
+		}
+	}
+	for round := range 3 {
+		for _, c := range []Compression{CompressMax, CompressAuto, CompressFastest} {
+			check(fmt.Sprintf("round %d large", round), large, c)
+			for i := range 300 {
+				check(fmt.Sprintf("round %d small %d", round, i), small, c)
+			}
+			check(fmt.Sprintf("round %d mid", round), mid, c)
+			check(fmt.Sprintf("round %d large again", round), large, CompressMax)
+		}
+	}
+}
