@@ -69,9 +69,11 @@ type KeyInfo struct {
 // the repository on this project's test machine; the collection afterwards
 // hands the area back at once, for the pipeline buffers that follow.
 func deriveWrapKey(password []byte, salt []byte, p KDFParams) []byte {
-	hugepage.Prime(int(p.MemoryKiB) * 1024)
+	primed := hugepage.Prime(int(p.MemoryKiB) * 1024)
 	k := argon2.IDKey(password, salt, p.Time, p.MemoryKiB, p.Threads, 32)
-	runtime.GC()
+	if primed {
+		runtime.GC()
+	}
 	return k
 }
 

@@ -41,10 +41,11 @@ func MakeCap(n int) []byte { return Make(n)[:0] }
 // with a garbage collection; the heap hands the lowest free addresses out
 // first, which is that region. The cost is one collection of a heap that
 // is still small, and a few dozen 2 MiB page faults instead of thousands
-// of 4 KiB ones. Where advice is not supported Prime does nothing.
-func Prime(n int) {
-	if !supported || n <= 0 {
-		return
+// of 4 KiB ones. Prime reports whether it did so: not for n under two huge
+// pages (where it would gain nothing), nor where advice is unsupported.
+func Prime(n int) bool {
+	if !supported || n < 2*Size {
+		return false
 	}
 	b := Make(n + 2*Size)
 	for i := 0; i < len(b); i += 4096 {
@@ -53,4 +54,5 @@ func Prime(n int) {
 	runtime.KeepAlive(b)
 	b = nil
 	runtime.GC()
+	return true
 }

@@ -92,7 +92,12 @@ func TestPrimeLandsNextAllocation(t *testing.T) {
 		t.Skipf("transparent huge pages unavailable here (%q)", mode)
 	}
 	const n = 64 << 20
-	Prime(n)
+	if !Prime(n) {
+		t.Fatal("Prime(64 MiB) did nothing where huge pages are available")
+	}
+	if Prime(Size) {
+		t.Fatal("Prime primed for less than two huge pages")
+	}
 	b := make([]byte, n)
 	for _, at := range []int{Size, n / 2, n - Size - 1} {
 		if p := uintptr(unsafe.Pointer(&b[at])); !eligible(t, p) {
