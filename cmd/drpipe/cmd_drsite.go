@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -152,7 +151,7 @@ func (a *app) drsiteImportCmd() *cobra.Command {
 			if a.jsonOut() {
 				return a.printJSON(inv)
 			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+			tw := a.table()
 			fmt.Fprintln(tw, "VM\tHOST\tFIRMWARE\tvCPU\tMEMORY\tDISKS\tNICS\tPRIORITY\tDEPENDS ON")
 			for _, vm := range inv.VMs {
 				var nics []string
@@ -250,7 +249,7 @@ func (a *app) drsitePlanCmd() *cobra.Command {
 }
 
 func (a *app) printPlan(p *drsite.Plan) {
-	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+	tw := a.table()
 	fmt.Fprintln(tw, "VM\tFROM\tDR HOST\tGROUP\tvCPU\tMEMORY\tSTORAGE\tRPO\tNETWORKS\tADDRESSES\tSTATUS")
 	for _, v := range p.VMs {
 		host, group, status, rpo := v.DRHost, "-", "ok", "-"
@@ -292,7 +291,7 @@ func (a *app) printPlan(p *drsite.Plan) {
 	}
 	tw.Flush()
 	a.printf("\n")
-	tw = tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+	tw = a.table()
 	fmt.Fprintln(tw, "DR HOST\tKIND\tvCPU\tMEMORY\tSTORAGE\tNETWORKS\tVMS")
 	for _, h := range p.Hosts {
 		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s/%s\t%s/%s\t%s\t%s\n", h.Name, h.Kind, h.UsedVCPUs, h.VCPUs, drsite.HumanBytes(h.UsedMemory), drsite.HumanBytes(h.MemoryBytes),

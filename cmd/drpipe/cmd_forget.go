@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -173,7 +172,7 @@ func (a *app) forgetCmd() *cobra.Command {
 					return err
 				}
 			} else {
-				tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+				tw := a.table()
 				fmt.Fprintln(tw, "ID\tTIME\tHOST\tDECISION\tREASONS")
 				for _, d := range decisions {
 					dec := "remove"

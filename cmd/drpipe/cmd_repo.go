@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/bits"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -281,7 +280,7 @@ func (a *app) snapshotsCmd() *cobra.Command {
 				}
 				return lerr
 			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+			tw := a.table()
 			fmt.Fprintln(tw, "ID\tTIME\tHOST\tTAGS\tSIZE\tPATHS")
 			for _, s := range out {
 				size := ""
@@ -520,7 +519,7 @@ func (a *app) statsCmd() *cobra.Command {
 			if a.jsonOut() {
 				return a.printJSON(st)
 			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+			tw := a.table()
 			fmt.Fprintf(tw, "snapshots\t%d\n", st.Snapshots)
 			fmt.Fprintf(tw, "logical size (all snapshots)\t%s\n", humanBytes(st.LogicalBytes))
 			fmt.Fprintf(tw, "unique chunks\t%d (%s plaintext)\n", st.Chunks, humanBytes(st.UniqueBytes))
@@ -589,7 +588,7 @@ func (a *app) keyCmd() *cobra.Command {
 			if a.jsonOut() {
 				return a.printJSON(keys)
 			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+			tw := a.table()
 			fmt.Fprintln(tw, " \tID\tLABEL\tCREATED\tHOST\tUSER")
 			for _, k := range keys {
 				cur := " "

@@ -10,7 +10,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -337,7 +336,7 @@ func (a *app) siteStatusCmd() *cobra.Command {
 			}
 			a.printf("site %s (%s): repository %s, %d objects, %s, %d snapshots (%d without host/time)\n",
 				orDash(st.Site), st.Location, short(st.RepoID), st.Objects, humanBytes(st.StoredBytes), st.Snapshots, st.SnapshotsWithoutMeta)
-			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			tw := a.table()
 			fmt.Fprintln(tw, "HOST\tLATEST\tSNAPSHOT TIME\tLAG\tREPLICATED AT\tSESSION BYTES\tSNAPSHOTS")
 			for _, h := range st.Hosts {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", h.Host, short(h.LatestSnapshot), h.SnapshotTime.Local().Format(time.DateTime),
@@ -346,7 +345,7 @@ func (a *app) siteStatusCmd() *cobra.Command {
 			}
 			tw.Flush()
 			if len(st.Clients) > 0 {
-				tw = tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+				tw = a.table()
 				fmt.Fprintln(tw, "PRIMARY\tSESSIONS\tLAST SESSION\tLAST BYTES\tTOTAL BYTES\tOBJECTS")
 				for _, c := range st.Clients {
 					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\n", c.Name, c.Sessions, c.LastSession.Local().Format(time.DateTime),

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -300,7 +299,7 @@ func (a *app) tapeLibraryCmd() *cobra.Command {
 				return a.printJSON(map[string]any{"generation": te.lib.Generation().String(), "capacity": capy, "early_warning": ew, "inventory": inv, "outside": outside})
 			}
 			a.printf("virtual %s library %s, cartridges of %s (early warning %s before the end)\n", te.lib.Generation(), te.lib.Dir(), humanBytes(capy), humanBytes(ew))
-			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+			tw := a.table()
 			fmt.Fprintln(tw, "ELEMENT\tBARCODE\tUSED\tFLAGS")
 			for _, l := range [][]tape.ElementStatus{inv.Drives, inv.Slots, inv.MailSlots} {
 				for _, e := range l {
@@ -609,7 +608,7 @@ func (a *app) printCourier(title string, items []tape.CourierItem) {
 		return
 	}
 	a.printf("%s:\n", title)
-	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+	tw := a.table()
 	fmt.Fprintln(tw, "  BARCODE\tPOOL\tLEVEL\tSET\tWRITTEN\tEXPIRES")
 	for _, it := range items {
 		set := it.SetID
@@ -850,7 +849,7 @@ func (a *app) tapeInventoryCmd() *cobra.Command {
 				}
 				return a.printJSON(rows)
 			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+			tw := a.table()
 			fmt.Fprintln(tw, "BARCODE\tPOOL\tSTATE\tSET\tCOL\tLEVEL\tEXPIRES\tLOCATION\tELEMENT")
 			for _, r := range rows {
 				set, col := "-", "-"
