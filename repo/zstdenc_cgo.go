@@ -57,10 +57,17 @@ func initCCtxs() {
 	}
 }
 
-// compressZstd appends one zstd frame holding src, compressed at c's
-// level, to dst. ok is false only if the library failed (no memory for a
-// context); the caller then stores the blob uncompressed.
+// compressZstd appends one zstd frame holding src, compressed at the
+// level c gives for its size (zstdLevel), to dst. ok is false only if the
+// library failed (no memory for a context); the caller then stores the
+// blob uncompressed.
 func compressZstd(dst, src []byte, c Compression) (out []byte, ok bool) {
+	return compressZstdLevel(dst, src, zstdLevel(c, len(src)))
+}
+
+// compressZstdLevel is compressZstd at an explicit C library level, at
+// most maxZstdLevel.
+func compressZstdLevel(dst, src []byte, level int) (out []byte, ok bool) {
 	cctxOnce.Do(initCCtxs)
 	cc := <-cctxs
 	defer func() { cctxs <- cc }()
@@ -78,7 +85,7 @@ func compressZstd(dst, src []byte, c Compression) (out []byte, ok bool) {
 	if len(src) > 0 {
 		srcPtr = unsafe.Pointer(&src[0])
 	}
-	n := C.ZSTD_compressCCtx(cc, unsafe.Pointer(&out[0]), C.size_t(bound), srcPtr, C.size_t(len(src)), C.int(zstdLevel(c)))
+	n := C.ZSTD_compressCCtx(cc, unsafe.Pointer(&out[0]), C.size_t(bound), srcPtr, C.size_t(len(src)), C.int(level))
 	if C.ZSTD_isError(n) != 0 {
 		return dst, false
 	}

@@ -43,3 +43,16 @@ func compressZstd(dst, src []byte, c Compression) (out []byte, ok bool) {
 	}
 	return e.EncodeAll(src, dst), true
 }
+
+// compressZstdLevel is compressZstd at the preset nearest a C library
+// level: 1 fastest, 2 to 6 default, 7 and above better compression.
+func compressZstdLevel(dst, src []byte, level int) (out []byte, ok bool) {
+	c := CompressAuto
+	switch {
+	case level <= 1:
+		c = CompressFastest
+	case level >= maxZstdLevel:
+		c = CompressMax
+	}
+	return compressZstd(dst, src, c)
+}
