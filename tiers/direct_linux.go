@@ -58,23 +58,31 @@ func copyToFile(f *os.File, src io.Reader, size int64) (int64, error) {
 		m, rerr := io.ReadFull(src, buf[:min(int64(len(buf)), size-n)])
 		chunk := buf[:m]
 		if direct && m > 0 {
-			// The last block is padded to the alignment and the file cut
-			// back to size below.
-			padded := (m + directAlign - 1) &^ (directAlign - 1)
-			clear(buf[m:padded])
-			if _, werr := f.Write(buf[:padded]); werr != nil {
-				if !errors.Is(werr, unix.EINVAL) || n > 0 {
-					return n, werr
+			// Whole blocks go around the page cache. A last partial block
+			// goes through it: padding it and cutting the file back would
+			// make the file system read that block back from disk,
+			// synchronously, to zero its tail.
+			aligned := m &^ (directAlign - 1)
+			if aligned > 0 {
+				if _, werr := f.Write(buf[:aligned]); werr != nil {
+					if !errors.Is(werr, unix.EINVAL) || n > 0 {
+						return n, werr
+					}
+					// The file system refuses O_DIRECT (or this
+					// alignment): nothing was written; go on through the
+					// page cache.
+					aligned = 0
 				}
-				// The file system refuses O_DIRECT (or this alignment):
-				// nothing was written; go on through the page cache.
+			}
+			chunk = buf[aligned:m]
+			if len(chunk) > 0 {
 				direct = false
 				if err := setFlags(fd, fl); err != nil {
 					return n, err
 				}
 			}
 		}
-		if !direct && m > 0 {
+		if !direct && len(chunk) > 0 {
 			if _, werr := f.Write(chunk); werr != nil {
 				return n, werr
 			}
@@ -84,16 +92,10 @@ func copyToFile(f *os.File, src io.Reader, size int64) (int64, error) {
 			if errors.Is(rerr, io.ErrUnexpectedEOF) {
 				rerr = io.EOF
 			}
-			if direct {
-				_ = f.Truncate(n)
-			}
 			return n, rerr
 		}
 	}
 	if direct {
-		if err := f.Truncate(size); err != nil {
-			return n, err
-		}
 		if err := setFlags(fd, fl); err != nil {
 			return n, err
 		}
