@@ -20,10 +20,12 @@ const maxZstdLevel = 7
 // autoSmallBlob is the blob size up to which "auto" uses level 2 instead
 // of 3. The C library picks its parameters by level and input size, and
 // for inputs up to 128 KiB (whole small files) level 3 switches to a
-// slower match finder: on log-like text of that size level 2 compresses
-// about 30% faster for about 3% more bytes. From 128 KiB on, level 2 is
-// no faster (128-256 KiB) or loses 5% of the ratio (larger chunks), so
-// those stay at level 3. BenchmarkCompressZstdAuto measures both sides.
+// slower match finder. At that size level 2 was about 25% faster on the
+// benchmark tree's text and 5-19% faster on source and documentation
+// files, for about 3% more bytes; on very repetitive logs it gains nothing
+// and stores 8% more. From 128 KiB on, level 2 is no faster (128-256 KiB)
+// or loses 5% of the ratio (larger chunks), so those stay at level 3.
+// BenchmarkCompressZstdAuto measures both sides.
 const autoSmallBlob = 128 << 10
 
 // zstdLevel is the C library level a setting uses for a blob of n bytes;

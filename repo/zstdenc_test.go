@@ -164,7 +164,7 @@ func TestZstdLevelPolicy(t *testing.T) {
 // text: "words" is the benchmark tree's (internal/sample), "log" is
 // logText's timestamped lines with a small vocabulary. It is the evidence
 // for autoSmallBlob, and it shows the trade depends on the data: at 44 KiB
-// level 2 is about 30% faster on "words" and about as fast on "log" (for
+// level 2 is about 25% faster on "words" and about as fast on "log" (for
 // 8% more bytes there); above 128 KiB level 3 is as fast or faster at a
 // better ratio on both.
 func BenchmarkCompressZstdAuto(b *testing.B) {
