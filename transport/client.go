@@ -89,10 +89,16 @@ type Report struct {
 	Connections int `json:"connections"`
 	// WireBytesSent is what the connections put on the network
 	// (protocol, retransmissions and TLS included); 0 when unknown.
-	WireBytesSent     uint64        `json:"wire_bytes_sent"`
-	WireBytesReceived uint64        `json:"wire_bytes_received"`
-	Duration          time.Duration `json:"-"`
-	DurationSec       float64       `json:"duration_s"`
+	WireBytesSent     uint64 `json:"wire_bytes_sent"`
+	WireBytesReceived uint64 `json:"wire_bytes_received"`
+	// WireBytesLost is the part of WireBytesSent that the congestion
+	// controller declared lost and sent again: on a link that drops
+	// packets (or a receiver too busy to drain its socket) this, not
+	// drpipe's framing, is what pushes the wire bytes above the object
+	// bytes.
+	WireBytesLost uint64        `json:"wire_bytes_lost"`
+	Duration      time.Duration `json:"-"`
+	DurationSec   float64       `json:"duration_s"`
 }
 
 // Replicate copies to the site every object of src that the site lacks,
@@ -337,9 +343,10 @@ func Replicate(ctx context.Context, c Conn, src tiers.Backend, o ReplicateOption
 	byes.Wait()
 	for _, wc := range conns {
 		if ws, ok := wc.(WireStats); ok {
-			s, r := ws.WireBytes()
+			s, r, l := ws.WireBytes()
 			rep.WireBytesSent += s
 			rep.WireBytesReceived += r
+			rep.WireBytesLost += l
 		}
 	}
 	rep.Duration = time.Since(start)

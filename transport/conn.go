@@ -57,7 +57,8 @@ type Listener interface {
 }
 
 // WireStats is implemented by Conns that can tell how many bytes they put
-// on the network, retransmissions and protocol overhead included.
+// on the network, retransmissions and protocol overhead included, and how
+// many of the sent bytes were declared lost (and so sent again).
 type WireStats interface {
-	WireBytes() (sent, received uint64)
+	WireBytes() (sent, received, lost uint64)
 }

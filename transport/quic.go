@@ -195,9 +195,9 @@ func (c *quicConn) AcceptStream(ctx context.Context) (Stream, error) {
 
 func (c *quicConn) Peer() string         { return c.peer }
 func (c *quicConn) RemoteAddr() net.Addr { return c.c.RemoteAddr() }
-func (c *quicConn) WireBytes() (uint64, uint64) {
+func (c *quicConn) WireBytes() (uint64, uint64, uint64) {
 	st := c.c.ConnectionStats()
-	return st.BytesSent, st.BytesReceived
+	return st.BytesSent, st.BytesReceived, st.BytesLost
 }
 
 func (c *quicConn) CloseWithError(code ErrorCode, msg string) error {

@@ -648,7 +648,7 @@ func (a *app) printReplication(rep *transport.Report, rpo map[string]hostRPO, ev
 		return a.printJSON(map[string]any{
 			"event": event, "time": time.Now().UTC().Format(time.RFC3339Nano), "site": rep.Site,
 			"offered": rep.Offered, "sent": rep.Sent, "objects_sent": rep.SentTotal.Objects, "bytes_sent": rep.SentTotal.Bytes,
-			"wire_bytes_sent": rep.WireBytesSent, "wire_bytes_received": rep.WireBytesReceived,
+			"wire_bytes_sent": rep.WireBytesSent, "wire_bytes_received": rep.WireBytesReceived, "wire_bytes_lost": rep.WireBytesLost,
 			"snapshots_sent": len(rep.Snapshots), "duration_s": rep.DurationSec, "hosts": rpo, "connections": rep.Connections,
 		})
 	}
@@ -656,8 +656,12 @@ func (a *app) printReplication(rep *transport.Report, rpo map[string]hostRPO, ev
 	for _, s := range rep.Offered {
 		offered += s.Objects
 	}
+	wire := humanBytes(int64(rep.WireBytesSent))
+	if rep.WireBytesLost > 0 {
+		wire += ", " + humanBytes(int64(rep.WireBytesLost)) + " of it resent after loss"
+	}
 	a.printf("%s to %s: %d of %d objects sent (%s of object data, %s on the wire), %d snapshots, %.1fs (%s/s) over %d connections\n",
-		event, orDash(rep.Site), rep.SentTotal.Objects, offered, humanBytes(rep.SentTotal.Bytes), humanBytes(int64(rep.WireBytesSent)),
+		event, orDash(rep.Site), rep.SentTotal.Objects, offered, humanBytes(rep.SentTotal.Bytes), wire,
 		len(rep.Snapshots), rep.DurationSec, humanBytes(int64(float64(rep.SentTotal.Bytes)/max(rep.DurationSec, 0.001))), rep.Connections)
 	hosts := make([]string, 0, len(rpo))
 	for h := range rpo {
