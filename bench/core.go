@@ -215,14 +215,14 @@ func runCore(ctx context.Context, env *Env) ([]Table, error) {
 	}
 	checks = append(checks, fmt.Sprintf("drpipe peak RSS %s MiB (bound 512 MiB): %s", MiB(maxRSS), passFail(maxRSS <= 512<<20)))
 
-	rt := Table{Caption: "Restore (latest image snapshot, then the file tree)", Header: []string{"tool", "image wall s", "image MiB/s", "tree wall s", "tree MiB/s", "peak RSS MiB", "drpipe speed-up vs restic"}}
+	rt := Table{Caption: "Restore (latest image snapshot, then the file tree)", Header: []string{"tool", "image wall s", "image CPU s", "image MiB/s", "tree wall s", "tree CPU s", "tree MiB/s", "peak RSS MiB", "drpipe speed-up vs restic"}}
 	for _, t := range tools {
 		r := restores[t.name]
 		up := ""
 		if t.name == "drpipe" {
 			up = fmt.Sprintf("image %s, tree %s", Ratio(restores["restic"].img.Wall.Seconds(), r.img.Wall.Seconds()), Ratio(restores["restic"].tree.Wall.Seconds(), r.tree.Wall.Seconds()))
 		}
-		rt.Rows = append(rt.Rows, []string{t.name, Secs(r.img.Wall), Rate(imgSize(), r.img.Wall), Secs(r.tree.Wall), Rate(treeSize, r.tree.Wall), MiB(max(r.img.MaxRSS, r.tree.MaxRSS)), up})
+		rt.Rows = append(rt.Rows, []string{t.name, Secs(r.img.Wall), Secs(r.img.UserCPU + r.img.SysCPU), Rate(imgSize(), r.img.Wall), Secs(r.tree.Wall), Secs(r.tree.UserCPU + r.tree.SysCPU), Rate(treeSize, r.tree.Wall), MiB(max(r.img.MaxRSS, r.tree.MaxRSS)), up})
 	}
 	d, rs := restores["drpipe"], restores["restic"]
 	checks = append(checks, fmt.Sprintf("restore image %s, tree %s faster than restic (target ≥ 2×): %s",
