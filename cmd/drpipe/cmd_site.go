@@ -656,11 +656,11 @@ func (a *app) printReplication(rep *transport.Report, rpo map[string]hostRPO, ev
 	for _, s := range rep.Offered {
 		offered += s.Objects
 	}
-	wire := humanBytes(int64(rep.WireBytesSent))
+	wire := humanBytes(int64(rep.WireBytesSent)) + " on the wire"
 	if rep.WireBytesLost > 0 {
 		wire += ", " + humanBytes(int64(rep.WireBytesLost)) + " of it resent after loss"
 	}
-	a.printf("%s to %s: %d of %d objects sent (%s of object data, %s on the wire), %d snapshots, %.1fs (%s/s) over %d connections\n",
+	a.printf("%s to %s: %d of %d objects sent (%s of object data, %s), %d snapshots, %.1fs (%s/s) over %d connections\n",
 		event, orDash(rep.Site), rep.SentTotal.Objects, offered, humanBytes(rep.SentTotal.Bytes), wire,
 		len(rep.Snapshots), rep.DurationSec, humanBytes(int64(float64(rep.SentTotal.Bytes)/max(rep.DurationSec, 0.001))), rep.Connections)
 	hosts := make([]string, 0, len(rpo))
