@@ -93,7 +93,7 @@ type Report struct {
 	WireBytesReceived uint64 `json:"wire_bytes_received"`
 	// WireBytesLost is the part of WireBytesSent that the congestion
 	// controller declared lost and sent again: on a link that drops
-	// packets (or a receiver too busy to drain its socket) this, not
+	// packets (or a receiver too busy to keep up) this, not
 	// drpipe's framing, is what pushes the wire bytes above the object
 	// bytes.
 	WireBytesLost uint64        `json:"wire_bytes_lost"`
