@@ -107,3 +107,99 @@ func setFlags(fd, fl int) error {
 	_, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl)
 	return err
 }
+
+// rangeReader returns a reader over [off, off+n) of f, which the caller
+// opened for this read alone. Ranges of at least directMin bytes are read
+// around the page cache, like large writes: a restore reads each pack
+// range once, and filling the page cache costs more system time than the
+// copy it saves (2 GiB of shards from a cold cache on the benchmark
+// machine: 0.3 s of system time direct, 0.5 to 1.2 s buffered). Smaller
+// ranges, and file systems that refuse O_DIRECT, go through the page
+// cache. done returns the pooled buffer and f to ordinary I/O; call it
+// after the last Read.
+func rangeReader(f *os.File, off, n int64) (rd io.Reader, done func()) {
+	buffered := io.NewSectionReader(f, off, n)
+	if n < directMin {
+		return buffered, func() {}
+	}
+	fd := int(f.Fd())
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil || setFlags(fd, fl|unix.O_DIRECT) != nil {
+		return buffered, func() {}
+	}
+	d := &directReader{f: f, fd: fd, fl: fl, pos: off, end: off + n}
+	return d, d.release
+}
+
+// directReader reads a byte range with O_DIRECT, in aligned blocks of
+// directChunk bytes through a pooled aligned buffer.
+type directReader struct {
+	f        *os.File
+	fd, fl   int     // f's descriptor and its flags without O_DIRECT
+	pos, end int64   // next byte to deliver; end of the range
+	bp       *[]byte // pooled buffer, taken on the first Read
+	lo       int64   // file offset of the buffer's first byte
+	have     int     // valid bytes in the buffer
+	buffered bool    // O_DIRECT reads were refused: read through the page cache
+}
+
+func (d *directReader) Read(p []byte) (int, error) {
+	if d.pos >= d.end {
+		return 0, io.EOF
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if d.buffered {
+		m, err := d.f.ReadAt(p[:min(int64(len(p)), d.end-d.pos)], d.pos)
+		d.pos += int64(m)
+		if err == io.EOF && m > 0 {
+			err = nil
+		}
+		return m, err
+	}
+	if d.bp == nil {
+		d.bp = directBufs.Get().(*[]byte)
+	}
+	buf := *d.bp
+	if d.pos < d.lo || d.pos >= d.lo+int64(d.have) {
+		d.lo = d.pos &^ (directAlign - 1)
+		// Never read past the range's last block.
+		want := min(int64(len(buf)), (d.end-d.lo+directAlign-1)&^(directAlign-1))
+		m, err := unix.Pread(d.fd, buf[:want], d.lo)
+		for err == unix.EINTR {
+			m, err = unix.Pread(d.fd, buf[:want], d.lo)
+		}
+		if err == unix.EINVAL {
+			// The file system takes the flag but not this alignment.
+			if err := setFlags(d.fd, d.fl); err != nil {
+				return 0, &os.PathError{Op: "read", Path: d.f.Name(), Err: err}
+			}
+			d.buffered = true
+			d.have = 0
+			return d.Read(p)
+		}
+		if err != nil {
+			return 0, &os.PathError{Op: "read", Path: d.f.Name(), Err: err}
+		}
+		d.have = max(m, 0)
+		if d.pos >= d.lo+int64(d.have) {
+			return 0, io.EOF // the file is shorter than the range
+		}
+	}
+	k := copy(p, buf[d.pos-d.lo:min(int64(d.have), d.end-d.lo)])
+	d.pos += int64(k)
+	return k, nil
+}
+
+// release returns the pooled buffer and f to ordinary I/O.
+func (d *directReader) release() {
+	if d.bp != nil {
+		directBufs.Put(d.bp)
+		d.bp = nil
+	}
+	if !d.buffered {
+		d.buffered = true
+		_ = setFlags(d.fd, d.fl)
+	}
+}

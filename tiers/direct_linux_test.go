@@ -107,3 +107,128 @@ func TestCopyToFileShortSource(t *testing.T) {
 		t.Errorf("file is %d bytes after a short copy, want the %d bytes read", fi.Size(), have)
 	}
 }
+
+// rangeFile writes size random bytes to a new file and returns it opened
+// for reading, with its content.
+func rangeFile(t *testing.T, size int) (*os.File, []byte) {
+	t.Helper()
+	want := make([]byte, size)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range want {
+		want[i] = byte(rng.Uint32())
+	}
+	p := filepath.Join(t.TempDir(), "obj")
+	// Written through the page cache and not synced: direct reads must
+	// still see it (the kernel writes dirty pages back first).
+	if err := os.WriteFile(p, want, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f, want
+}
+
+// oddReads reads r to the end in calls of varying sizes.
+func oddReads(r io.Reader) ([]byte, error) {
+	var out []byte
+	sizes := []int{1, 777, directAlign, 3 << 20, 100_000}
+	for i := 0; ; i++ {
+		b := make([]byte, sizes[i%len(sizes)])
+		n, err := r.Read(b)
+		out = append(out, b[:n]...)
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
+		}
+	}
+}
+
+func TestRangeReaderRanges(t *testing.T) {
+	size := 3*directChunk + 1234
+	f, want := rangeFile(t, size)
+	s := int64(size)
+	cases := []struct{ off, n int64 }{
+		{0, s}, {1, s - 1}, {0, directMin}, {0, directMin - 1}, {4095, directMin + 1},
+		{directAlign, 2 * directChunk}, {directChunk - 1, directChunk + 2}, {s - directMin, directMin},
+		{s - directMin - 17, directMin + 17}, {12345, s - 12345 - 999}, {s - 10, 10},
+	}
+	for _, c := range cases {
+		rd, done := rangeReader(f, c.off, c.n)
+		got, err := oddReads(rd)
+		done()
+		if err != nil || !bytes.Equal(got, want[c.off:c.off+c.n]) {
+			t.Errorf("range (%d, %d): %d bytes (equal %v), %v", c.off, c.n, len(got), bytes.Equal(got, want[c.off:c.off+c.n]), err)
+		}
+	}
+}
+
+func TestRangeReaderPastEnd(t *testing.T) {
+	size := 2*directChunk + 100
+	f, _ := rangeFile(t, size)
+	// The file ends 100 bytes into the range's last block.
+	rd, done := rangeReader(f, directChunk, directChunk+4096)
+	defer done()
+	b := make([]byte, directChunk+4096)
+	n, err := io.ReadFull(rd, b)
+	if !errors.Is(err, io.ErrUnexpectedEOF) || n != directChunk+100 {
+		t.Fatalf("range past the end: read %d, %v; want %d, unexpected EOF", n, err, directChunk+100)
+	}
+}
+
+func TestRangeReaderBypassesPageCache(t *testing.T) {
+	size := 3 * directChunk
+	f, want := rangeFile(t, size)
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	// Sync wrote the pages back; drop them so only the read could bring
+	// them back.
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	if n := cachedPages(t, f.Name()); n > 4 {
+		t.Skipf("%d pages still cached after FADV_DONTNEED: cannot tell direct reads here", n)
+	}
+	rd, done := rangeReader(f, 10, int64(size-10))
+	got, err := io.ReadAll(rd)
+	done()
+	if err != nil || !bytes.Equal(got, want[10:]) {
+		t.Fatalf("read %d bytes, %v", len(got), err)
+	}
+	if _, ok := rd.(*directReader); !ok {
+		t.Skipf("file system of %s has no O_DIRECT", f.Name())
+	}
+	if n := cachedPages(t, f.Name()); n > 4 {
+		t.Errorf("%d of %d pages in the page cache after a direct read", n, size/4096)
+	}
+}
+
+func TestRangeReaderFallsBack(t *testing.T) {
+	size := 2*directChunk + 5
+	f, want := rangeFile(t, size)
+	rd, done := rangeReader(f, 3, int64(size-3))
+	defer done()
+	d, ok := rd.(*directReader)
+	if !ok {
+		t.Skipf("file system of %s has no O_DIRECT", f.Name())
+	}
+	head := make([]byte, 5000)
+	if _, err := io.ReadFull(d, head); err != nil {
+		t.Fatal(err)
+	}
+	// What the reader does when a read is refused with EINVAL: clear the
+	// flag and go on through the page cache from the same position.
+	if err := setFlags(d.fd, d.fl); err != nil {
+		t.Fatal(err)
+	}
+	d.buffered = true
+	rest, err := oddReads(d)
+	if err != nil || !bytes.Equal(append(head, rest...), want[3:]) {
+		t.Fatalf("after the fallback: %d bytes, %v", len(head)+len(rest), err)
+	}
+}

@@ -414,7 +414,15 @@ func (l *Local) Load(ctx context.Context, h Handle, offset, length int64, fn fun
 	if err := l.check(ctx); err != nil {
 		return l.wrap("load", "from", h, err)
 	}
-	rd := &trackedReader{ctx: ctx, r: io.NewSectionReader(f, offset, n)}
+	// Whole objects are read through the page cache, where Prefetch puts
+	// them; ranges (what a restore asks for) may go around it.
+	var body io.Reader = io.NewSectionReader(f, offset, n)
+	if length > 0 {
+		var done func()
+		body, done = rangeReader(f, offset, n)
+		defer done()
+	}
+	rd := &trackedReader{ctx: ctx, r: body}
 	if err := fn(rd); err != nil {
 		return l.wrap("load", "from", h, err)
 	}

@@ -309,10 +309,14 @@ func testNames(t *testing.T, be tiers.Backend) {
 }
 
 func testRangedLoad(t *testing.T, be tiers.Backend) {
-	b := payload("ranged", 4099)
-	h := handleFor(tiers.TypeData, b)
-	put(t, be, h, b)
-	checkRanges(t, be, h, b)
+	// A small object, and one large enough for the local tier's direct
+	// reads (ranges of 1 MiB and more), with an unaligned size.
+	for _, size := range []int{4099, 2<<20 + 4099} {
+		b := payload(fmt.Sprintf("ranged %d", size), size)
+		h := handleFor(tiers.TypeData, b)
+		put(t, be, h, b)
+		checkRanges(t, be, h, b)
+	}
 }
 
 func testShortRead(t *testing.T, be tiers.Backend) {
