@@ -48,6 +48,12 @@ func main() {
 	report := &strings.Builder{}
 	fmt.Fprintf(report, "# drpipe benchmark — %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(report, "Machine: %s\n\n", machine())
+	touchNote := func(when string) {
+		if d, err := touchCost(touchProbe); err == nil {
+			fmt.Fprintf(report, "First touch of %d MiB of fresh memory after dropping the page cache (%s): %.2f ms/MiB\n\n", touchProbe>>20, when, float64(d)/float64(time.Millisecond))
+		}
+	}
+	touchNote("before the suites")
 	if out, err := exec.Command(bin, "--version").Output(); err == nil {
 		fmt.Fprintf(report, "Binary: %s\n\n", strings.TrimSpace(string(out)))
 	}
@@ -81,6 +87,7 @@ func main() {
 		}
 		fmt.Fprintf(os.Stderr, "== suite %s done in %s\n", s.Name, time.Since(start).Truncate(time.Second))
 	}
+	touchNote("after the suites")
 	fmt.Print(report.String())
 	if *out != "" {
 		if err := os.MkdirAll(*out, 0o755); err != nil {
@@ -96,6 +103,9 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// touchProbe is the size of the memory first-touch probe (see touchCost).
+const touchProbe = 256 << 20
 
 func fatal(err error) {
 	fmt.Fprintln(os.Stderr, "bench:", err)

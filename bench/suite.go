@@ -2,13 +2,14 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -61,6 +62,14 @@ type Measurement struct {
 	SysCPU  time.Duration
 	Stdout  string
 	Stderr  string
+}
+
+// MedianWall returns the measurement with the median wall time of ms (the
+// upper middle one when there is an even number); ms must not be empty.
+func MedianWall(ms []*Measurement) *Measurement {
+	s := slices.Clone(ms)
+	slices.SortFunc(s, func(a, b *Measurement) int { return cmp.Compare(a.Wall, b.Wall) })
+	return s[len(s)/2]
 }
 
 // Run executes a command with env additions and measures wall time, CPU
@@ -224,5 +233,3 @@ func Ratio(a, b float64) string {
 }
 
 var errSkip = errors.New("skipped")
-
-var _ = sort.Strings

@@ -29,3 +29,24 @@ func fillRusage(c *exec.Cmd, m *Measurement) {
 		m.SysCPU = time.Duration(ru.Stime.Nano())
 	}
 }
+
+// touchCost drops the page cache, maps n bytes of fresh anonymous memory,
+// writes one byte to each 4 KiB page and returns the time this took per
+// MiB. It is the price every benchmarked process pays for memory it
+// touches for the first time (heap, buffers, page cache). On a virtual
+// machine that hands freed memory back to its host (virtio-balloon free
+// page reporting) that price is milliseconds per MiB and changes from
+// minute to minute, which shows in the processes' system time.
+func touchCost(n int) (time.Duration, error) {
+	DropCaches()
+	b, err := unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Munmap(b)
+	start := time.Now()
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1
+	}
+	return time.Since(start) / time.Duration(n>>20), nil
+}
