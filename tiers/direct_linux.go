@@ -18,11 +18,13 @@ const (
 	// directAlign is the buffer, offset and length alignment O_DIRECT
 	// needs: the largest logical block size in common use.
 	directAlign = 4096
-	// directMin is the object size from which writes bypass the page
-	// cache; smaller objects (index, snapshots, small packs) do not gain.
+	// directMin is the object size from which writes, and the size of a
+	// ranged read from which reads, bypass the page cache; smaller objects
+	// (index, snapshots, small packs) do not gain.
 	directMin = 1 << 20
-	// directChunk is the size of one direct write and of each pooled
-	// aligned buffer (one per concurrent Put: a dozen during a backup).
+	// directChunk is the size of one direct write or read and of each
+	// pooled aligned buffer (one per concurrent Put or ranged Load: a
+	// dozen during a backup, one per reader during a restore).
 	directChunk = 1 << 20
 )
 
@@ -166,10 +168,7 @@ func (d *directReader) Read(p []byte) (int, error) {
 		d.lo = d.pos &^ (directAlign - 1)
 		// Never read past the range's last block.
 		want := min(int64(len(buf)), (d.end-d.lo+directAlign-1)&^(directAlign-1))
-		m, err := unix.Pread(d.fd, buf[:want], d.lo)
-		for err == unix.EINTR {
-			m, err = unix.Pread(d.fd, buf[:want], d.lo)
-		}
+		m, err := d.fill(buf[:want])
 		if err == unix.EINVAL {
 			// The file system takes the flag but not this alignment.
 			if err := setFlags(d.fd, d.fl); err != nil {
@@ -182,7 +181,7 @@ func (d *directReader) Read(p []byte) (int, error) {
 		if err != nil {
 			return 0, &os.PathError{Op: "read", Path: d.f.Name(), Err: err}
 		}
-		d.have = max(m, 0)
+		d.have = m
 		if d.pos >= d.lo+int64(d.have) {
 			return 0, io.EOF // the file is shorter than the range
 		}
@@ -190,6 +189,27 @@ func (d *directReader) Read(p []byte) (int, error) {
 	k := copy(p, buf[d.pos-d.lo:min(int64(d.have), d.end-d.lo)])
 	d.pos += int64(k)
 	return k, nil
+}
+
+// fill reads b from d.lo on, continuing after short reads that stop on a
+// block boundary; it stops at the end of the file (a read of 0 bytes, or
+// one that ends inside a block).
+func (d *directReader) fill(b []byte) (int, error) {
+	got := 0
+	for got < len(b) {
+		m, err := unix.Pread(d.fd, b[got:], d.lo+int64(got))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return got, err
+		}
+		got += m
+		if m == 0 || got%directAlign != 0 {
+			break
+		}
+	}
+	return got, nil
 }
 
 // release returns the pooled buffer and f to ordinary I/O.

@@ -131,6 +131,21 @@ func rangeFile(t *testing.T, size int) (*os.File, []byte) {
 	return f, want
 }
 
+// directOK reports whether f's file system accepts O_DIRECT, leaving f's
+// flags as they were.
+func directOK(t *testing.T, f *os.File) bool {
+	t.Helper()
+	fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_SETFL, fl|unix.O_DIRECT); err != nil {
+		return false
+	}
+	unix.FcntlInt(f.Fd(), unix.F_SETFL, fl)
+	return true
+}
+
 // oddReads reads r to the end in calls of varying sizes.
 func oddReads(r io.Reader) ([]byte, error) {
 	var out []byte
@@ -157,10 +172,17 @@ func TestRangeReaderRanges(t *testing.T) {
 		{directAlign, 2 * directChunk}, {directChunk - 1, directChunk + 2}, {s - directMin, directMin},
 		{s - directMin - 17, directMin + 17}, {12345, s - 12345 - 999}, {s - 10, 10},
 	}
+	direct := directOK(t, f)
 	for _, c := range cases {
 		rd, done := rangeReader(f, c.off, c.n)
+		if _, isDirect := rd.(*directReader); isDirect != (direct && c.n >= directMin) {
+			t.Errorf("range (%d, %d): direct reader %v, want %v", c.off, c.n, isDirect, direct && c.n >= directMin)
+		}
 		got, err := oddReads(rd)
 		done()
+		if fl, _ := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0); fl&unix.O_DIRECT != 0 {
+			t.Errorf("range (%d, %d): O_DIRECT still set after done", c.off, c.n)
+		}
 		if err != nil || !bytes.Equal(got, want[c.off:c.off+c.n]) {
 			t.Errorf("range (%d, %d): %d bytes (equal %v), %v", c.off, c.n, len(got), bytes.Equal(got, want[c.off:c.off+c.n]), err)
 		}
@@ -183,6 +205,9 @@ func TestRangeReaderPastEnd(t *testing.T) {
 func TestRangeReaderBypassesPageCache(t *testing.T) {
 	size := 3 * directChunk
 	f, want := rangeFile(t, size)
+	if !directOK(t, f) {
+		t.Skipf("file system of %s has no O_DIRECT", f.Name())
+	}
 	if err := f.Sync(); err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +226,7 @@ func TestRangeReaderBypassesPageCache(t *testing.T) {
 		t.Fatalf("read %d bytes, %v", len(got), err)
 	}
 	if _, ok := rd.(*directReader); !ok {
-		t.Skipf("file system of %s has no O_DIRECT", f.Name())
+		t.Fatalf("O_DIRECT works on %s but the range was read through the page cache", f.Name())
 	}
 	if n := cachedPages(t, f.Name()); n > 4 {
 		t.Errorf("%d of %d pages in the page cache after a direct read", n, size/4096)

@@ -150,7 +150,10 @@ func (s *Server) serveGet(ctx context.Context, st Stream, m Get) error {
 		return WriteFrame(st, FrameGetReply, GetReply{Size: oi.Size, ModTime: oi.ModTime}.encode())
 	}
 	started := false
-	err = s.store.Load(ctx, h, m.Offset, n, func(rd io.Reader) error {
+	// The request's own length (0 = to the end) goes to the store, so a
+	// whole-object read stays one (the local tier reads those through the
+	// page cache, with the kernel's read-ahead).
+	err = s.store.Load(ctx, h, m.Offset, m.Length, func(rd io.Reader) error {
 		started = true
 		if err := WriteFrame(st, FrameGetReply, GetReply{Size: oi.Size, ModTime: oi.ModTime, Length: n}.encode()); err != nil {
 			return err
