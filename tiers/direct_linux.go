@@ -46,9 +46,8 @@ func copyToFile(f *os.File, src io.Reader, size int64) (int64, error) {
 	if size < directMin {
 		return io.CopyN(f, src, size)
 	}
-	fd := int(f.Fd())
-	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
-	if err != nil || setFlags(fd, fl|unix.O_DIRECT) != nil {
+	fd, fl, ok := setDirect(f)
+	if !ok {
 		return io.CopyN(f, src, size)
 	}
 	bp := directBufs.Get().(*[]byte)
@@ -105,6 +104,18 @@ func copyToFile(f *os.File, src io.Reader, size int64) (int64, error) {
 	return n, nil
 }
 
+// setDirect turns on O_DIRECT for f and returns its descriptor and its
+// flags before (to restore with setFlags); ok is false, and f unchanged,
+// when the file system refuses the flag.
+func setDirect(f *os.File) (fd, fl int, ok bool) {
+	fd = int(f.Fd())
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil || setFlags(fd, fl|unix.O_DIRECT) != nil {
+		return fd, fl, false
+	}
+	return fd, fl, true
+}
+
 func setFlags(fd, fl int) error {
 	_, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl)
 	return err
@@ -124,9 +135,8 @@ func rangeReader(f *os.File, off, n int64) (rd io.Reader, done func()) {
 	if n < directMin {
 		return buffered, func() {}
 	}
-	fd := int(f.Fd())
-	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
-	if err != nil || setFlags(fd, fl|unix.O_DIRECT) != nil {
+	fd, fl, ok := setDirect(f)
+	if !ok {
 		return buffered, func() {}
 	}
 	d := &directReader{f: f, fd: fd, fl: fl, pos: off, end: off + n}

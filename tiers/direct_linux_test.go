@@ -76,10 +76,9 @@ func TestCopyToFileBypassesPageCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := unix.FcntlInt(f.Fd(), unix.F_SETFL, unix.O_WRONLY|unix.O_DIRECT); err != nil {
-		t.Skipf("file system of %s has no O_DIRECT: %v", p, err)
+	if !directOK(t, f) {
+		t.Skipf("file system of %s has no O_DIRECT", p)
 	}
-	unix.FcntlInt(f.Fd(), unix.F_SETFL, unix.O_WRONLY)
 	size := 3*directChunk + 5
 	if _, err := copyToFile(f, bytes.NewReader(bytes.Repeat([]byte{7}, size)), int64(size)); err != nil {
 		t.Fatal(err)
@@ -135,15 +134,13 @@ func rangeFile(t *testing.T, size int) (*os.File, []byte) {
 // flags as they were.
 func directOK(t *testing.T, f *os.File) bool {
 	t.Helper()
-	fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
-	if err != nil {
-		t.Fatal(err)
+	fd, fl, ok := setDirect(f)
+	if ok {
+		if err := setFlags(fd, fl); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if _, err := unix.FcntlInt(f.Fd(), unix.F_SETFL, fl|unix.O_DIRECT); err != nil {
-		return false
-	}
-	unix.FcntlInt(f.Fd(), unix.F_SETFL, fl)
-	return true
+	return ok
 }
 
 // oddReads reads r to the end in calls of varying sizes.
