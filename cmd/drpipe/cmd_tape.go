@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -29,6 +30,9 @@ var tapeDefaults = map[string]any{
 	"tape.buffer":      "256MiB",
 	"tape.file_size":   "16GiB",
 }
+
+// poolKeys are the keys of a tape pool's section, tape.pools.NAME.
+var poolKeys = []string{"daily", "weekly", "monthly", "yearly", "weekly_on", "offsite", "worm"}
 
 // tapeEnv is an open library and catalog.
 type tapeEnv struct {
@@ -99,10 +103,8 @@ func (a *app) pool(name string) (tape.Pool, error) {
 		return p, usagef("config %s: want a section with daily, weekly, monthly, yearly, weekly_on, offsite, worm", key)
 	}
 	for _, k := range sub.AllKeys() {
-		switch k {
-		case "daily", "weekly", "monthly", "yearly", "weekly_on", "offsite", "worm":
-		default:
-			return p, usagef("config %s: unknown key %q (want daily, weekly, monthly, yearly, weekly_on, offsite, worm)", key, k)
+		if !slices.Contains(poolKeys, k) {
+			return p, usagef("config %s: unknown key %q (want %s)", key, k, strings.Join(poolKeys, ", "))
 		}
 	}
 	if sub.IsSet("daily") {

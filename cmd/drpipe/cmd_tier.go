@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/cobra"
 
 	"github.com/drpipe/drpipe/internal/id"
@@ -24,10 +25,19 @@ func (a *app) tieringConfig() (*policy.Config, error) {
 	if !a.v.IsSet("tiering") {
 		return nil, usagef("no tiering policy: add a tiering section to the config file (see configs/tiering.yaml) and pass --config")
 	}
-	var cfg policy.Config
-	if err := a.v.UnmarshalKey("tiering", &cfg); err != nil {
-		return nil, usagef("tiering section: %w", err)
+	// Decode strictly, so that a misspelt key (keep.dialy, storage_clas)
+	// is an error rather than a tier that silently keeps everything.
+	// prune_grace and currency are read by tierTargets and tierPlan.
+	var sec struct {
+		policy.Config `mapstructure:",squash"`
+		PruneGrace    any `mapstructure:"prune_grace"`
+		Currency      any `mapstructure:"currency"`
 	}
+	strict := func(c *mapstructure.DecoderConfig) { c.ErrorUnused = true }
+	if err := a.v.UnmarshalKey("tiering", &sec, strict); err != nil {
+		return nil, usagef("tiering section: %w (see configs/tiering.yaml for the keys)", err)
+	}
+	cfg := sec.Config
 	if err := cfg.Validate(); err != nil {
 		return nil, usageError{err}
 	}

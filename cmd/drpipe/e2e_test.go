@@ -704,6 +704,19 @@ func TestBadInput(t *testing.T) {
 	expect("no repo flag", e.run("snapshots"), 2, "no repository")
 	expect("bad ec", e.run("init", "--repo", filepath.Join(e.dir, "x"), "--ec", "0+9"), 2, "K=0")
 	expect("bad config key", e.run("--config", writeFile(t, e.dir, "bad.yaml", "repo: /x\nbogus_key: 1\n"), "snapshots"), 2, "bogus_key")
+	// Misspelt keys of the sections other commands own are errors too,
+	// not settings silently ignored.
+	expect("bad tape key", e.run("--config", writeFile(t, e.dir, "badtape.yaml", "repo: /x\ntape:\n  recordsize: 1MiB\n"), "snapshots"), 2, `"tape.recordsize"`)
+	expect("bad tape pool key", e.run("--config", writeFile(t, e.dir, "badpool.yaml", "repo: /x\ntape:\n  pools:\n    daily:\n      dayly: 3\n"), "snapshots"), 2, "tape pool daily", `"dayly"`, "weekly_on")
+	expect("good tape keys", e.run("--config", writeFile(t, e.dir, "goodtape.yaml", "tape:\n  record_size: 1MiB\n  pools:\n    daily:\n      daily: 3\n      offsite: [weekly]\n"), "snapshots", "--repo", repoDir), 0)
+	// The shipped examples load: every key they document is known. They
+	// name repositories that do not exist here, so the commands fail
+	// later, opening the repository (exit 1), not on the config (exit 2).
+	for _, c := range [][]string{{"drpipe.yaml", "snapshots"}, {"tiering.yaml", "tier", "plan"}} {
+		res := e.run(append([]string{"--config", filepath.Join("..", "..", "configs", c[0]), "--repo", filepath.Join(e.dir, "none")}, c[1:]...)...)
+		expect("configs/"+c[0]+" loads", res, 1, "directory does not exist")
+	}
+	expect("bad tiering key", e.run("--config", writeFile(t, e.dir, "badtier.yaml", "tiering:\n  tiers:\n    - name: hot\n      kind: primary\n      keep: {dialy: 7}\n"), "tier", "plan", "--repo", repoDir), 2, "tiering section", "dialy")
 	expect("init over repo", e.run("init", "--repo", repoDir), 1, "already holds")
 	expect("bad format version", e.run("init", "--repo", filepath.Join(e.dir, "x"), "--format-version", "9"), 2, "--format-version 9")
 	// Chunk sizes: presets and explicit sizes are recorded; impossible ones

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -120,23 +121,34 @@ func (a *app) loadConfig(cmd *cobra.Command) error {
 			}
 		}
 		for _, k := range a.v.AllKeys() {
-			if !known[k] && !knownSection(k) {
-				return usagef("config file %s: unknown key %q (see configs/drpipe.yaml for the keys)", file, k)
+			if known[k] || knownSection(k) {
+				continue
 			}
+			if rest, ok := strings.CutPrefix(k, "tape.pools."); ok {
+				pool, key, _ := strings.Cut(rest, ".")
+				return usagef("config file %s: tape pool %s: unknown key %q (a pool is a section of %s)", file, pool, key, strings.Join(poolKeys, ", "))
+			}
+			return usagef("config file %s: unknown key %q (see configs/drpipe.yaml and, for the s3, site, drsite and tiering sections, configs/s3.yaml, site.yaml, drsite.yaml, tiering.yaml)", file, k)
 		}
 	}
 	return nil
 }
 
 // extraSections lists config sections owned by other commands (s3, site,
-// tape, drsite, tier); their keys are validated by those commands.
-var extraSections = []string{"s3", "copy", "site", "replicate", "tape", "tiering", "drsite"}
+// drsite, tier); their keys are validated by those commands. The tape
+// section is checked here: its keys have defaults (tapeDefaults) and its
+// pools (tape.pools.NAME.KEY) take poolKeys.
+var extraSections = []string{"s3", "copy", "site", "replicate", "tiering", "drsite"}
 
 func knownSection(k string) bool {
 	for _, s := range extraSections {
 		if strings.HasPrefix(k, s+".") {
 			return true
 		}
+	}
+	if rest, ok := strings.CutPrefix(k, "tape.pools."); ok {
+		_, key, ok := strings.Cut(rest, ".")
+		return ok && slices.Contains(poolKeys, key)
 	}
 	return false
 }

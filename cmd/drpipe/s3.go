@@ -13,7 +13,7 @@ import (
 )
 
 // s3Keys are the config keys of the s3 section (README and
-// configs/drpipe.yaml document them).
+// configs/s3.yaml document them).
 var s3Keys = map[string]bool{
 	"s3.endpoint": true, "s3.region": true, "s3.path_style": true, "s3.ca_file": true,
 	"s3.access_key_id": true, "s3.secret_access_key": true, "s3.session_token": true, "s3.profile": true,
@@ -39,7 +39,7 @@ func (a *app) checkSectionKeys() error {
 	}
 	if len(bad) > 0 {
 		sort.Strings(bad)
-		return usagef("unknown config keys %s (see configs/drpipe.yaml for the s3 and copy keys)", strings.Join(bad, ", "))
+		return usagef("unknown config keys %s (see configs/s3.yaml for the s3 and copy keys)", strings.Join(bad, ", "))
 	}
 	return nil
 }
