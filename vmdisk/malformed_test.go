@@ -96,6 +96,22 @@ func TestMalformedImages(t *testing.T) {
 			})
 			return p
 		}, []string{"beyond the limit"}, ErrMalformed},
+		{"fixed vhd size with the top bit set", func() string {
+			// Read as int64 this size was negative, which passed the limit
+			// and the fixed-disk length checks (found by FuzzVHDFooter).
+			b := make([]byte, 1<<20+512) // 1 MiB of data, then the footer
+			ft := b[1<<20:]
+			copy(ft, "conectix")
+			copy(ft[28:32], "win ")
+			binary.BigEndian.PutUint64(ft[48:], 1<<63|512)
+			binary.BigEndian.PutUint32(ft[60:], vhdFixed)
+			binary.BigEndian.PutUint32(ft[64:], vhdChecksum(ft, 64))
+			p := filepath.Join(dir, "neg.vhd")
+			if err := os.WriteFile(p, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}, []string{"beyond any disk"}, ErrMalformed},
 		{"qcow2 L1 beyond EOF", func() string {
 			p := writeImage(t, dir, "l1.qcow2", QCOW2, 8<<20, Source{}, WriteOptions{})
 			mutate(t, p, func(b []byte) []byte { binary.BigEndian.PutUint64(b[40:], 1<<40); return b })

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strings"
 	"unicode/utf16"
@@ -75,6 +76,9 @@ func parseVHDFooter(b []byte, name string) (*vhdFooter, error) {
 		heads:       b[58],
 		secs:        b[59],
 		diskType:    be.Uint32(b[60:]),
+	}
+	if ft.currentSize > math.MaxInt64 {
+		return nil, malformed(name, "VHD footer size %d is beyond any disk", ft.currentSize)
 	}
 	copy(ft.uuid[:], b[68:84])
 	return ft, nil
