@@ -22,7 +22,8 @@ import (
 )
 
 // siteConfigDefaults are the keys of the site and replicate sections
-// (configs/site.yaml documents them).
+// (configs/site.yaml documents them), set and checked with the others when
+// the config is loaded (sectionDefaults).
 var siteConfigDefaults = map[string]any{
 	"site.listen":            ":7443",
 	"site.repo":              "",
@@ -43,23 +44,6 @@ var siteConfigDefaults = map[string]any{
 	"replicate.interval":     "10s",
 	"replicate.idle_timeout": "30s",
 	"replicate.timeout":      "2m",
-}
-
-// siteConfig applies the section defaults and rejects unknown keys of the
-// site and replicate sections.
-func (a *app) siteConfig() error {
-	for k, v := range siteConfigDefaults {
-		a.v.SetDefault(k, v)
-	}
-	if a.v.ConfigFileUsed() == "" {
-		return nil
-	}
-	for _, k := range a.v.AllKeys() {
-		if (strings.HasPrefix(k, "site.") || strings.HasPrefix(k, "replicate.")) && siteConfigDefaults[k] == nil {
-			return usagef("config file %s: unknown key %q (see configs/site.yaml for the keys)", a.v.ConfigFileUsed(), k)
-		}
-	}
-	return nil
 }
 
 // flagOr returns the flag's value if it was given, else the config key.
@@ -188,9 +172,6 @@ func (a *app) siteServeCmd() *cobra.Command {
 			"  drpipe site serve --config /etc/drpipe/site.yaml",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := a.siteConfig(); err != nil {
-				return err
-			}
 			ctx := cmd.Context()
 			dir := a.flagOr(cmd, "repo", "site.repo")
 			if dir == "" {
@@ -305,9 +286,6 @@ func (a *app) siteStatusCmd() *cobra.Command {
 		Example: "  drpipe site status --to dr1.example.com:7443 --tls-dir /etc/drpipe/dr-tls\n  drpipe site status --repo /srv/drpipe/dr --json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := a.siteConfig(); err != nil {
-				return err
-			}
 			ctx := cmd.Context()
 			var st *transport.Status
 			var err error
@@ -541,9 +519,6 @@ func (a *app) replicateCmd() *cobra.Command {
 			"  drpipe replicate --repo /srv/drpipe/repo --to dr-far:7443 --tls-dir /etc/drpipe/dr-tls --connections 8 --json",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := a.siteConfig(); err != nil {
-				return err
-			}
 			ctx := cmd.Context()
 			streams := a.v.GetInt("replicate.streams")
 			if cmd.Flags().Changed("streams") {

@@ -708,11 +708,16 @@ func TestBadInput(t *testing.T) {
 	// not settings silently ignored.
 	expect("bad tape key", e.run("--config", writeFile(t, e.dir, "badtape.yaml", "repo: /x\ntape:\n  recordsize: 1MiB\n"), "snapshots"), 2, `"tape.recordsize"`)
 	expect("bad tape pool key", e.run("--config", writeFile(t, e.dir, "badpool.yaml", "repo: /x\ntape:\n  pools:\n    daily:\n      dayly: 3\n"), "snapshots"), 2, "tape pool daily", `"dayly"`, "weekly_on")
+	expect("scalar tape pool", e.run("--config", writeFile(t, e.dir, "scalarpool.yaml", "repo: /x\ntape:\n  pools:\n    daily: 3\n"), "snapshots"), 2, "tape.pools.daily must be a section")
+	expect("empty tape pools", e.run("--config", writeFile(t, e.dir, "emptypool.yaml", "tape:\n  pools:\n    # vault:\n    #   yearly: 7\n"), "snapshots", "--repo", repoDir), 0)
+	expect("bad s3 key, local repository", e.run("--config", writeFile(t, e.dir, "bads3.yaml", "s3:\n  regoin: eu-west-1\n"), "snapshots", "--repo", repoDir), 2, `"s3.regoin"`, "configs/s3.yaml")
+	expect("bad copy key", e.run("--config", writeFile(t, e.dir, "badcopy.yaml", "copy:\n  wokers: 8\n"), "copy", "--repo", repoDir, "--to", filepath.Join(e.dir, "copydst")), 2, `"copy.wokers"`)
+	expect("bad site key", e.run("--config", writeFile(t, e.dir, "badsite.yaml", "replicate:\n  conections: 8\n"), "snapshots", "--repo", repoDir), 2, `"replicate.conections"`, "configs/site.yaml")
 	expect("good tape keys", e.run("--config", writeFile(t, e.dir, "goodtape.yaml", "tape:\n  record_size: 1MiB\n  pools:\n    daily:\n      daily: 3\n      offsite: [weekly]\n"), "snapshots", "--repo", repoDir), 0)
 	// The shipped examples load: every key they document is known. They
 	// name repositories that do not exist here, so the commands fail
 	// later, opening the repository (exit 1), not on the config (exit 2).
-	for _, c := range [][]string{{"drpipe.yaml", "snapshots"}, {"tiering.yaml", "tier", "plan"}} {
+	for _, c := range [][]string{{"drpipe.yaml", "snapshots"}, {"tiering.yaml", "tier", "plan"}, {"site.yaml", "snapshots"}, {"s3.yaml", "snapshots"}, {"drsite.yaml", "snapshots"}} {
 		res := e.run(append([]string{"--config", filepath.Join("..", "..", "configs", c[0]), "--repo", filepath.Join(e.dir, "none")}, c[1:]...)...)
 		expect("configs/"+c[0]+" loads", res, 1, "directory does not exist")
 	}

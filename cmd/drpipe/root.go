@@ -94,7 +94,7 @@ var configDefaults = map[string]any{
 
 // sectionDefaults are the defaults of the feature sections, set beside
 // configDefaults (one place, no init-time registration).
-var sectionDefaults = []map[string]any{tapeDefaults}
+var sectionDefaults = []map[string]any{tapeDefaults, siteConfigDefaults}
 
 func (a *app) loadConfig(cmd *cobra.Command) error {
 	for _, m := range append([]map[string]any{configDefaults}, sectionDefaults...) {
@@ -124,23 +124,46 @@ func (a *app) loadConfig(cmd *cobra.Command) error {
 			if known[k] || knownSection(k) {
 				continue
 			}
+			if a.v.Get(k) == nil && (k == "tape.pools" || strings.HasPrefix(k, "tape.pools.")) {
+				continue // an empty section (all of it commented out): the defaults apply
+			}
 			if rest, ok := strings.CutPrefix(k, "tape.pools."); ok {
 				pool, key, _ := strings.Cut(rest, ".")
+				if key == "" {
+					return usagef("config file %s: tape.pools.%s must be a section of %s", file, pool, strings.Join(poolKeys, ", "))
+				}
 				return usagef("config file %s: tape pool %s: unknown key %q (a pool is a section of %s)", file, pool, key, strings.Join(poolKeys, ", "))
 			}
-			return usagef("config file %s: unknown key %q (see configs/drpipe.yaml and, for the s3, site, drsite and tiering sections, configs/s3.yaml, site.yaml, drsite.yaml, tiering.yaml)", file, k)
+			return usagef("config file %s: unknown key %q (see %s for the keys)", file, k, keysDocumentedIn(k))
 		}
 	}
 	return nil
 }
 
-// extraSections lists config sections owned by other commands (s3, site,
-// drsite, tier); their keys are validated by those commands. The tape
-// section is checked here: its keys have defaults (tapeDefaults) and its
-// pools (tape.pools.NAME.KEY) take poolKeys.
-var extraSections = []string{"s3", "copy", "site", "replicate", "tiering", "drsite"}
+// extraSections lists the structured config sections (lists of hosts,
+// tiers, ...) that their commands decode strictly: drsite and tiering.
+// Every other key is checked here: the main keys and the tape and site
+// sections have defaults (configDefaults, sectionDefaults), the s3 and
+// copy keys are listed (s3Keys, copyKeys) and tape pools
+// (tape.pools.NAME.KEY) take poolKeys.
+var extraSections = []string{"tiering", "drsite"}
+
+// keysDocumentedIn names the example config file that documents key k.
+func keysDocumentedIn(k string) string {
+	section, _, _ := strings.Cut(k, ".")
+	switch section {
+	case "s3", "copy":
+		return "configs/s3.yaml"
+	case "site", "replicate":
+		return "configs/site.yaml"
+	}
+	return "configs/drpipe.yaml"
+}
 
 func knownSection(k string) bool {
+	if s3Keys[k] || copyKeys[k] {
+		return true
+	}
 	for _, s := range extraSections {
 		if strings.HasPrefix(k, s+".") {
 			return true

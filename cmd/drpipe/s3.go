@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
@@ -13,7 +12,7 @@ import (
 )
 
 // s3Keys are the config keys of the s3 section (README and
-// configs/s3.yaml document them).
+// configs/s3.yaml document them); loadConfig rejects others.
 var s3Keys = map[string]bool{
 	"s3.endpoint": true, "s3.region": true, "s3.path_style": true, "s3.ca_file": true,
 	"s3.access_key_id": true, "s3.secret_access_key": true, "s3.session_token": true, "s3.profile": true,
@@ -28,27 +27,8 @@ var s3Keys = map[string]bool{
 // copyKeys are the config keys of the copy section.
 var copyKeys = map[string]bool{"copy.workers": true}
 
-// checkSectionKeys rejects unknown keys of the s3 and copy sections in the
-// config file.
-func (a *app) checkSectionKeys() error {
-	var bad []string
-	for _, k := range a.v.AllKeys() {
-		if (strings.HasPrefix(k, "s3.") && !s3Keys[k]) || (strings.HasPrefix(k, "copy.") && !copyKeys[k]) {
-			bad = append(bad, k)
-		}
-	}
-	if len(bad) > 0 {
-		sort.Strings(bad)
-		return usagef("unknown config keys %s (see configs/s3.yaml for the s3 and copy keys)", strings.Join(bad, ", "))
-	}
-	return nil
-}
-
 // s3Config builds the S3 tier configuration for loc from the s3.* keys.
 func (a *app) s3Config(loc string) (s3tier.Config, error) {
-	if err := a.checkSectionKeys(); err != nil {
-		return s3tier.Config{}, err
-	}
 	bucket, prefix, err := s3tier.ParseURL(loc)
 	if err != nil {
 		return s3tier.Config{}, usageError{err}

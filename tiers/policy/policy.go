@@ -135,10 +135,16 @@ func (k Keep) policy() (retention.Policy, error) {
 	return p, p.Validate()
 }
 
-// Validate checks the policy and says what and where is wrong.
+// Validate checks the policy and says what and where is wrong. It also
+// puts the price keys in canonical form (storage classes upper case, tier
+// kinds lower case): configuration loaders lowercase map keys, so
+// "DEEP_ARCHIVE" in a file arrives as "deep_archive".
 func (c *Config) Validate() error {
 	if len(c.Tiers) == 0 {
 		return fmt.Errorf("tiering.tiers is empty: define at least the primary tier and one other")
+	}
+	if err := c.canonicalPrices(); err != nil {
+		return err
 	}
 	names := map[string]bool{}
 	primaries := 0
@@ -235,6 +241,33 @@ func (t Tier) classAt(created, now time.Time) string {
 		}
 	}
 	return c
+}
+
+// canonicalPrices rewrites c.Prices with canonical keys and rejects keys
+// that name neither a storage class nor a tier kind, and negative prices.
+func (c *Config) canonicalPrices() error {
+	if len(c.Prices) == 0 {
+		return nil
+	}
+	out := make(map[string]float64, len(c.Prices))
+	for _, k := range sortedKeys(c.Prices) {
+		key := strings.ToUpper(k)
+		if classRank(key) < 0 {
+			key = strings.ToLower(k)
+			if _, ok := DefaultPrices[key]; !ok {
+				return fmt.Errorf("tiering.prices: unknown key %q (want a storage class, %s, or a tier kind: primary, local, site, tape)", k, strings.Join(StorageClasses, ", "))
+			}
+		}
+		if _, dup := out[key]; dup {
+			return fmt.Errorf("tiering.prices: %q is given twice", key)
+		}
+		if p := c.Prices[k]; p < 0 {
+			return fmt.Errorf("tiering.prices.%s: negative price %g", k, p)
+		}
+		out[key] = c.Prices[k]
+	}
+	c.Prices = out
+	return nil
 }
 
 func (c *Config) price(key string) float64 {

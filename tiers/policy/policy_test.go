@@ -221,6 +221,50 @@ func TestTransitionsAndCost(t *testing.T) {
 	}
 }
 
+// TestPriceKeysAnyCase: a config file's map keys arrive lowercased
+// ("deep_archive"); the prices set there must still be the ones used.
+func TestPriceKeysAnyCase(t *testing.T) {
+	now := time.Date(2026, 6, 30, 12, 0, 0, 0, time.UTC)
+	cfg := &policy.Config{
+		Prices: map[string]float64{"standard": 1, "Deep_Archive": 0.5, "SITE": 0.25},
+		Tiers: []policy.Tier{
+			{Name: "hot", Kind: policy.KindPrimary, Keep: policy.Keep{Daily: 3}},
+			{Name: "cloud", Kind: policy.KindS3, Location: "s3://b/p", Keep: policy.Keep{Monthly: 12},
+				Transitions: []policy.Transition{{After: "90d", Class: "DEEP_ARCHIVE"}}},
+			{Name: "dr", Kind: policy.KindSite, Location: "dr:7443", Keep: policy.Keep{Monthly: 12}},
+		},
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	cat := &policy.Catalog{Packs: map[id.ID]policy.PackMeta{}, SnapBytes: map[id.ID]int64{}}
+	cloud := &policy.TierState{Shards: map[string]policy.ShardState{}}
+	dr := &policy.TierState{Shards: map[string]policy.ShardState{}}
+	for m, month := range []time.Month{time.January, time.June} {
+		sid, pid := id.ID{byte(m + 1)}, id.ID{0xbb, byte(m)}
+		shard := pid.String() + "-0"
+		cat.Packs[pid] = policy.PackMeta{Shards: []policy.Shard{{Name: shard, Size: 1 << 30}}, Blobs: 1}
+		s := policy.Snap{ID: sid, Time: time.Date(2026, month, 28, 0, 0, 0, 0, time.UTC), Host: "h", Paths: []string{"/"}, Packs: []id.ID{pid}}
+		cat.Snaps = append(cat.Snaps, s)
+		cat.SnapBytes[sid] = 1
+		for _, st := range []*policy.TierState{cloud, dr} {
+			st.Snaps = append(st.Snaps, s)
+			st.Shards[shard] = policy.ShardState{Size: 1 << 30, Class: "STANDARD"}
+		}
+	}
+	pl, err := policy.MakePlan(cfg, cat, map[string]*policy.TierState{"cloud": cloud, "dr": dr}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// January's GiB is past 90 days (DEEP_ARCHIVE at 0.5), June's stays
+	// STANDARD (1); the site holds both GiB at 0.25.
+	for i, want := range map[int]float64{1: 1.5, 2: 0.5} {
+		if got := pl.Tiers[i].MonthlyCost; got < want-1e-9 || got > want+1e-9 {
+			t.Errorf("tier %s: monthly cost %.4f, want %.4f (configured prices, whatever their case)", pl.Tiers[i].Name, got, want)
+		}
+	}
+}
+
 func TestConfigValidation(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -235,6 +279,8 @@ func TestConfigValidation(t *testing.T) {
 		{"colder", policy.Config{Tiers: []policy.Tier{{Name: "h", Kind: policy.KindPrimary, Keep: policy.Keep{Daily: 1}},
 			{Name: "c", Kind: policy.KindS3, Location: "s3://b", Keep: policy.Keep{Daily: 1}, Transitions: []policy.Transition{{After: "30d", Class: "STANDARD"}}}}}, "not colder"},
 		{"tape needs pool", policy.Config{Tiers: []policy.Tier{{Name: "h", Kind: policy.KindPrimary, Keep: policy.Keep{Daily: 1}}, {Name: "t", Kind: policy.KindTape, Keep: policy.Keep{Daily: 1}}}}, "library and pool"},
+		{"unknown price key", policy.Config{Prices: map[string]float64{"glacier_deep": 0.001}, Tiers: []policy.Tier{{Name: "h", Kind: policy.KindPrimary, Keep: policy.Keep{Daily: 1}}}}, `unknown key "glacier_deep"`},
+		{"negative price", policy.Config{Prices: map[string]float64{"site": -1}, Tiers: []policy.Tier{{Name: "h", Kind: policy.KindPrimary, Keep: policy.Keep{Daily: 1}}}}, "negative price"},
 	} {
 		err := tc.cfg.Validate()
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
