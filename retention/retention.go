@@ -14,14 +14,19 @@
 //     snapshots; if a rule still has count left when the oldest snapshot
 //     of the group is reached, the oldest is kept too;
 //   - keep-within D keeps everything newer than (newest snapshot − D), and
-//     keep-within-hourly/daily/... D keep one per period inside that window;
-//   - keep-tag T keeps every snapshot carrying all tags of T;
-//   - N = -1 means unlimited.
+//     keep-within-hourly/daily/... D keep the newest per period inside that
+//     window (without the group's oldest: that rule is the counts' only);
+//   - keep-tag T keeps every snapshot carrying all tags of T ("a,b": both;
+//     spaces around names are ignored, an empty name is refused);
+//   - N = -1 means unlimited;
+//   - snapshots with the same time are taken in ID order, so decisions do
+//     not depend on the order of the input.
 package retention
 
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -129,14 +134,31 @@ func (p Policy) Empty() bool {
 		p.WithinMonthly.Zero() && p.WithinYearly.Zero() && len(p.Tags) == 0
 }
 
-// Validate rejects negative counts other than -1.
+// Validate rejects negative counts other than -1 and empty tag names: a
+// keep-tag rule that can match nothing must not pass for a rule (forget
+// would remove the whole group).
 func (p Policy) Validate() error {
 	for name, n := range map[string]int{"last": p.Last, "hourly": p.Hourly, "daily": p.Daily, "weekly": p.Weekly, "monthly": p.Monthly, "yearly": p.Yearly} {
 		if n < -1 {
 			return fmt.Errorf("keep-%s %d: use a positive count or -1 (unlimited)", name, n)
 		}
 	}
+	for _, tl := range p.Tags {
+		if len(tl) == 0 || slices.Contains(tl, "") {
+			return fmt.Errorf("keep-tag %q: empty tag name (give tag names separated by commas, e.g. prod,monthly)", strings.Join(tl, ","))
+		}
+	}
 	return nil
+}
+
+// SplitTags parses one keep-tag value, "a,b" or "a, b": the tags a
+// snapshot must all carry. Empty names are left for Validate to reject.
+func SplitTags(s string) []string {
+	tags := strings.Split(s, ",")
+	for i, t := range tags {
+		tags[i] = strings.TrimSpace(t)
+	}
+	return tags
 }
 
 // Decision is the outcome for one snapshot.
@@ -158,7 +180,14 @@ func yearOf(t time.Time) int  { return t.Year() }
 // anchor keep-within).
 func Apply(items []Item, p Policy, now time.Time) []Decision {
 	list := append([]Item(nil), items...)
-	sort.SliceStable(list, func(i, j int) bool { return list[i].Time.After(list[j].Time) })
+	// Newest first; snapshots of the same time in ID order, so that the
+	// decisions do not depend on the order items come in.
+	sort.Slice(list, func(i, j int) bool {
+		if !list[i].Time.Equal(list[j].Time) {
+			return list[i].Time.After(list[j].Time)
+		}
+		return list[i].ID < list[j].ID
+	})
 	out := make([]Decision, len(list))
 	if len(list) == 0 {
 		return out
@@ -239,15 +268,11 @@ func Apply(items []Item, p Policy, now time.Time) []Decision {
 			if w.d.Zero() || !it.Time.After(w.d.before(newest)) {
 				continue
 			}
-			bucket := w.period(it.Time)
-			newBucket := !w.seen || bucket != w.last
-			if newBucket || oldest {
+			// Unlike the counted rules, a window does not also keep the
+			// group's oldest snapshot (restic's rule).
+			if bucket := w.period(it.Time); !w.seen || bucket != w.last {
 				d.Keep = true
-				reason := w.name + " within " + w.d.String()
-				if !newBucket {
-					reason = "oldest " + reason
-				}
-				d.Reasons = append(d.Reasons, reason)
+				d.Reasons = append(d.Reasons, w.name+" within "+w.d.String())
 				w.last, w.seen = bucket, true
 			}
 		}
@@ -304,14 +329,29 @@ func (g GroupBy) Key(it Item) string {
 	if g.Paths {
 		ps := append([]string(nil), it.Paths...)
 		sort.Strings(ps)
-		parts = append(parts, "paths="+strings.Join(ps, ":"))
+		parts = append(parts, "paths="+joinQuoted(ps, ":"))
 	}
 	if g.Tags {
 		ts := append([]string(nil), it.Tags...)
 		sort.Strings(ts)
-		parts = append(parts, "tags="+strings.Join(ts, ","))
+		parts = append(parts, "tags="+joinQuoted(ts, ","))
 	}
 	return strings.Join(parts, " ")
+}
+
+// joinQuoted joins xs with sep, quoting (Go syntax) the elements that
+// contain a separator, a space, a quote or an unprintable character, so
+// that different lists never give the same key: ["/a:/b"] is not
+// ["/a", "/b"].
+func joinQuoted(xs []string, sep string) string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		if x == "" || strings.ContainsAny(x, ":, \"=") || strconv.Quote(x) != `"`+x+`"` {
+			x = strconv.Quote(x)
+		}
+		out[i] = x
+	}
+	return strings.Join(out, sep)
 }
 
 // Group applies p to every group of items and returns the decisions per

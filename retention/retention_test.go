@@ -229,3 +229,80 @@ func TestGroupingAndParsing(t *testing.T) {
 		t.Error("Empty() wrong")
 	}
 }
+
+// TestTiesDoNotDependOnInputOrder: two snapshots with the same time give
+// the same decisions whatever order they come in (the tiering plan feeds
+// Apply from a map).
+func TestTiesDoNotDependOnInputOrder(t *testing.T) {
+	at := time.Date(2026, 5, 1, 20, 0, 0, 0, time.UTC)
+	a := Item{ID: "aa", Time: at}
+	b := Item{ID: "bb", Time: at}
+	older := Item{ID: "cc", Time: at.Add(-time.Hour)}
+	for _, in := range [][]Item{{a, b, older}, {b, a, older}, {older, b, a}} {
+		ds := Apply(in, Policy{Last: 1}, at.Add(time.Hour))
+		if got := strings.Join(kept(ds), " "); got != "aa" {
+			t.Errorf("input %s %s %s: keep-last 1 kept %q, want aa (ties in ID order)", in[0].ID, in[1].ID, in[2].ID, got)
+		}
+		if ds[0].Item.ID != "aa" || ds[1].Item.ID != "bb" || ds[2].Item.ID != "cc" {
+			t.Errorf("decision order %s %s %s, want aa bb cc", ds[0].Item.ID, ds[1].Item.ID, ds[2].Item.ID)
+		}
+	}
+}
+
+// TestWithinWindowKeepsNoExtraOldest: keep-within-daily keeps the newest
+// snapshot of each day in the window and nothing more; only the counted
+// rules add the group's oldest (restic's semantics).
+func TestWithinWindowKeepsNoExtraOldest(t *testing.T) {
+	items := []Item{
+		{ID: "may1-08", Time: time.Date(2026, 5, 1, 8, 0, 0, 0, time.UTC)},
+		{ID: "may1-20", Time: time.Date(2026, 5, 1, 20, 0, 0, 0, time.UTC)},
+		{ID: "may2-20", Time: time.Date(2026, 5, 2, 20, 0, 0, 0, time.UTC)},
+	}
+	now := time.Date(2026, 5, 3, 0, 0, 0, 0, time.UTC)
+	if got := strings.Join(kept(Apply(items, Policy{WithinDaily: Duration{Days: 30}}, now)), " "); got != "may1-20 may2-20" {
+		t.Errorf("within-daily 30d kept %q, want may1-20 may2-20", got)
+	}
+	// A count with some left still keeps the oldest.
+	if got := strings.Join(kept(Apply(items, Policy{Daily: 5}, now)), " "); got != "may1-08 may1-20 may2-20" {
+		t.Errorf("keep-daily 5 kept %q, want all three (the oldest while a count is left)", got)
+	}
+}
+
+// TestGroupKeysAreUnambiguous: lists that join to the same text are
+// different groups.
+func TestGroupKeysAreUnambiguous(t *testing.T) {
+	g := GroupBy{Host: true, Paths: true, Tags: true}
+	pairs := [][2]Item{
+		{{Paths: []string{"/a:/b"}}, {Paths: []string{"/a", "/b"}}},
+		{{Tags: []string{"x,y"}}, {Tags: []string{"x", "y"}}},
+		{{Host: "h paths=/x"}, {Host: "h", Paths: []string{"/x"}}},
+		{{Paths: []string{""}}, {Paths: nil}},
+	}
+	for _, p := range pairs {
+		if k0, k1 := g.Key(p[0]), g.Key(p[1]); k0 == k1 {
+			t.Errorf("%+v and %+v share the group key %q", p[0], p[1], k0)
+		}
+	}
+	if k := g.Key(Item{Host: "hv01", Paths: []string{"/var/lib/libvirt/images", "/etc/libvirt"}, Tags: []string{"nightly"}}); k != "host=hv01 paths=/etc/libvirt:/var/lib/libvirt/images tags=nightly" {
+		t.Errorf("plain key %q: ordinary names should read as before", k)
+	}
+}
+
+// TestKeepTagParsing: spaces around tag names are ignored and an empty
+// name is an error, not a rule that matches nothing (which would forget
+// the whole group).
+func TestKeepTagParsing(t *testing.T) {
+	if got := SplitTags(" nightly , keep"); strings.Join(got, "|") != "nightly|keep" {
+		t.Errorf("SplitTags = %q", got)
+	}
+	for _, v := range []string{"", "a,", ",b", " , "} {
+		p := Policy{Tags: [][]string{SplitTags(v)}}
+		if err := p.Validate(); err == nil || !strings.Contains(err.Error(), "empty tag name") {
+			t.Errorf("keep-tag %q: Validate() = %v, want an empty-tag error", v, err)
+		}
+	}
+	items := []Item{{ID: "t", Time: time.Unix(100, 0), Tags: []string{"nightly", "keep"}}, {ID: "u", Time: time.Unix(200, 0), Tags: []string{"nightly"}}}
+	if got := strings.Join(kept(Apply(items, Policy{Tags: [][]string{SplitTags("nightly, keep")}}, time.Unix(300, 0))), " "); got != "t" {
+		t.Errorf("keep-tag \"nightly, keep\" kept %q, want t", got)
+	}
+}

@@ -55,7 +55,7 @@ func (k *keepFlags) policy() (retention.Policy, error) {
 		*d.dst = v
 	}
 	for _, t := range k.tags {
-		p.Tags = append(p.Tags, strings.Split(t, ","))
+		p.Tags = append(p.Tags, retention.SplitTags(t))
 	}
 	if err := p.Validate(); err != nil {
 		return p, usageError{err}

@@ -722,6 +722,9 @@ func TestBadInput(t *testing.T) {
 		expect("configs/"+c[0]+" loads", res, 1, "directory does not exist")
 	}
 	expect("bad tiering key", e.run("--config", writeFile(t, e.dir, "badtier.yaml", "tiering:\n  tiers:\n    - name: hot\n      kind: primary\n      keep: {dialy: 7}\n"), "tier", "plan", "--repo", repoDir), 2, "tiering section", "dialy")
+	// An empty --keep-tag (an unset shell variable) must not become a rule
+	// that keeps nothing: forget would remove every snapshot.
+	expect("empty keep-tag", e.run("forget", "--repo", repoDir, "--keep-tag", "", "--dry-run"), 2, "empty tag name")
 	expect("init over repo", e.run("init", "--repo", repoDir), 1, "already holds")
 	expect("bad format version", e.run("init", "--repo", filepath.Join(e.dir, "x"), "--format-version", "9"), 2, "--format-version 9")
 	// Chunk sizes: presets and explicit sizes are recorded; impossible ones

@@ -130,7 +130,7 @@ func (k Keep) policy() (retention.Policy, error) {
 		*d.dst = v
 	}
 	for _, t := range k.Tags {
-		p.Tags = append(p.Tags, strings.Split(t, ","))
+		p.Tags = append(p.Tags, retention.SplitTags(t))
 	}
 	return p, p.Validate()
 }
