@@ -73,6 +73,8 @@ type restorer struct {
 	mu     sync.Mutex
 	failed []FileError
 	dirsMD []dirMeta
+
+	matched map[string]bool // the includes some snapshot path matched (walker only)
 }
 
 type dirMeta struct {
@@ -129,15 +131,13 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, o Resto
 	if err := os.MkdirAll(o.Target, 0o700); err != nil {
 		return nil, fmt.Errorf("create target %s: %w", o.Target, err)
 	}
-	rs := &restorer{r: r, o: o, ctx: ctx, progress: o.Progress, root: sn.Tree, tasks: make(chan packTask, o.Workers)}
+	rs := &restorer{r: r, o: o, ctx: ctx, progress: o.Progress, root: sn.Tree, tasks: make(chan packTask, o.Workers), matched: map[string]bool{"/": true}}
 	for i := 0; i < o.Workers; i++ {
 		rs.wg.Add(1)
 		go rs.reader()
 	}
 	walkErr := rs.walk(sn.Tree, "/", o.Target)
-	if walkErr == nil {
-		rs.flushBatch()
-	}
+	rs.flushBatch() // files already created get their data (or an error) even if the walk stopped
 	close(rs.tasks)
 	rs.wg.Wait()
 	if walkErr != nil {
@@ -145,6 +145,11 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, o Resto
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	for _, inc := range o.Include {
+		if !rs.matched[inc] {
+			rs.fail(inc, fmt.Errorf("no such path in snapshot %s (give it as it was backed up, e.g. /var/lib/libvirt/images/vm.qcow2)", sn.ID().Short()))
+		}
 	}
 	// Directory metadata last, deepest first, so writing files inside does
 	// not disturb their times.
@@ -176,6 +181,7 @@ func (rs *restorer) selected(p string) (full, onPath bool) {
 	}
 	for _, inc := range rs.o.Include {
 		if p == inc || inc == "/" || strings.HasPrefix(p, inc+"/") {
+			rs.matched[inc] = true
 			return true, true
 		}
 		if p == "/" || strings.HasPrefix(inc, p+"/") {
@@ -188,7 +194,12 @@ func (rs *restorer) selected(p string) (full, onPath bool) {
 func (rs *restorer) walk(tree id.ID, snapPath, dst string) error {
 	t, err := rs.r.LoadTree(rs.ctx, tree)
 	if err != nil {
-		return fmt.Errorf("load tree of %s: %w", snapPath, err)
+		err = fmt.Errorf("load tree of %s: %w", snapPath, err)
+		if snapPath == "/" || rs.ctx.Err() != nil {
+			return err
+		}
+		rs.fail(dst, err) // the rest of the snapshot is still restored
+		return nil
 	}
 	for _, n := range t.Nodes {
 		if err := rs.ctx.Err(); err != nil {
@@ -206,8 +217,9 @@ func (rs *restorer) walk(tree id.ID, snapPath, dst string) error {
 		dp := filepath.Join(dst, n.Name)
 		if !full {
 			if n.Type == repo.NodeDir && n.Subtree != nil {
-				if err := os.MkdirAll(dp, 0o700); err != nil {
-					return fmt.Errorf("create %s: %w", dp, err)
+				if err := ensureDir(dp); err != nil {
+					rs.fail(dp, err)
+					continue
 				}
 				if err := rs.walk(*n.Subtree, sp, dp); err != nil {
 					return err
@@ -226,8 +238,9 @@ func (rs *restorer) walk(tree id.ID, snapPath, dst string) error {
 func (rs *restorer) node(n *repo.Node, sp, dp string) error {
 	switch n.Type {
 	case repo.NodeDir:
-		if err := os.Mkdir(dp, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("create directory %s: %w", dp, err)
+		if err := ensureDir(dp); err != nil {
+			rs.fail(dp, err) // and skip what it holds; the rest is still restored
+			return nil
 		}
 		rs.dirs.Add(1)
 		if n.Subtree != nil {
@@ -242,7 +255,10 @@ func (rs *restorer) node(n *repo.Node, sp, dp string) error {
 		}
 		return rs.file(n, dp)
 	case repo.NodeSymlink:
-		_ = os.Remove(dp)
+		if err := clearEntry(dp); err != nil {
+			rs.fail(dp, err)
+			return nil
+		}
 		if err := os.Symlink(n.LinkTarget, dp); err != nil {
 			rs.fail(dp, err)
 			return nil
@@ -261,7 +277,10 @@ func (rs *restorer) node(n *repo.Node, sp, dp string) error {
 		default:
 			mode |= unix.S_IFIFO
 		}
-		_ = os.Remove(dp)
+		if err := clearEntry(dp); err != nil {
+			rs.fail(dp, err)
+			return nil
+		}
 		if err := unix.Mknod(dp, mode, int(n.Rdev)); err != nil {
 			rs.fail(dp, fmt.Errorf("mknod: %w", err))
 			return nil
@@ -276,8 +295,50 @@ func (rs *restorer) node(n *repo.Node, sp, dp string) error {
 	return nil
 }
 
+// ensureDir makes p a directory: it creates it, keeps a directory already
+// there, and replaces anything else (a file, or a symlink, which is never
+// followed: writing through it would put the restore outside the target).
+func ensureDir(p string) error {
+	err := os.Mkdir(p, 0o700)
+	if err == nil || !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	if fi, lerr := os.Lstat(p); lerr != nil || fi.IsDir() {
+		return lerr
+	}
+	if err := unix.Unlink(p); err != nil {
+		return &fs.PathError{Op: "replace with a directory", Path: p, Err: err}
+	}
+	return os.Mkdir(p, 0o700)
+}
+
+// clearEntry makes way at p for a new file, symlink or device: whatever
+// non-directory is there is unlinked, not opened or followed (a symlink
+// out of the target, a FIFO that would block the open, a hard link whose
+// other names must keep their content). An empty directory is removed; a
+// directory with entries is an error for this item.
+func clearEntry(p string) error {
+	err := unix.Unlink(p)
+	if err == nil || err == unix.ENOENT {
+		return nil
+	}
+	if err == unix.EISDIR || err == unix.EPERM {
+		if rerr := unix.Rmdir(p); rerr == nil {
+			return nil
+		} else if rerr == unix.ENOTEMPTY || rerr == unix.EEXIST {
+			return fmt.Errorf("a directory with entries is in the way at %s (move it away or restore into an empty target)", p)
+		}
+	}
+	return &fs.PathError{Op: "unlink", Path: p, Err: err}
+}
+
 func (rs *restorer) file(n *repo.Node, dp string) error {
-	f, err := openNoPoll(dp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC, 0o600)
+	if err := clearEntry(dp); err != nil {
+		rs.fail(dp, err)
+		return nil
+	}
+	// O_EXCL: a fresh inode, never one that appeared here meanwhile.
+	f, err := openNoPoll(dp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		rs.fail(dp, err)
 		return nil
@@ -286,7 +347,7 @@ func (rs *restorer) file(n *repo.Node, dp string) error {
 	of.pending.Store(1) // held by the walker until all extents are queued
 	rs.files.Add(1)
 	rs.total.Add(n.Size)
-	var off, dataEnd int64
+	var off int64
 	err = rs.r.EachExtent(rs.ctx, n, func(e repo.Extent) error {
 		if e.Len < 0 || off+e.Len > n.Size {
 			return fmt.Errorf("extent at %d (+%d) beyond file size %d", off, e.Len, n.Size)
@@ -294,7 +355,6 @@ func (rs *restorer) file(n *repo.Node, dp string) error {
 		if !e.Zero {
 			of.pending.Add(1)
 			rs.add(target{file: of, off: off, id: e.ID, len: e.Len})
-			dataEnd = off + e.Len
 		} else {
 			rs.progress.AddDone(0, e.Len)
 		}
@@ -304,10 +364,11 @@ func (rs *restorer) file(n *repo.Node, dp string) error {
 	if err == nil && off != n.Size {
 		err = fmt.Errorf("extents cover %d bytes, file size is %d", off, n.Size)
 	}
-	// Writes extend the file to the end of its last data extent; only a
-	// trailing hole needs the size set. Growing the file while chunks
-	// below dataEnd are being written is safe.
-	if err == nil && dataEnd < n.Size {
+	// Set the size now: writes only extend the file to the end of the last
+	// extent written, and extents that turn out all zeros (a chunk cut
+	// inside trailing zeros is stored as data) are skipped, not written.
+	// Growing the file while extents below are being written is safe.
+	if err == nil {
 		err = f.Truncate(n.Size)
 	}
 	if err != nil {
