@@ -135,3 +135,44 @@ func TestRestoreUnknownPath(t *testing.T) {
 		t.Errorf("the path that exists was not restored: %q", b)
 	}
 }
+
+// TestNonUTF8Names: Linux names are bytes. Two names that differ only in
+// bytes that are not UTF-8 stay two files, and link targets keep their
+// bytes (JSON strings would have turned both into U+FFFD).
+func TestNonUTF8Names(t *testing.T) {
+	ctx := context.Background()
+	r, _ := newRepo(t)
+	src := filepath.Join(t.TempDir(), "src")
+	os.MkdirAll(src, 0o755)
+	one, two := filepath.Join(src, "a\xff"), filepath.Join(src, "a\xfe")
+	if err := os.WriteFile(one, []byte("one"), 0o644); err != nil {
+		t.Skipf("file system refuses non-UTF-8 names: %v", err)
+	}
+	os.WriteFile(two, []byte("two"), 0o644)
+	os.Mkdir(filepath.Join(src, "dir\xc3"), 0o755)
+	os.WriteFile(filepath.Join(src, "dir\xc3", "in"), []byte("in"), 0o644)
+	os.Symlink("/x\xfftarget", filepath.Join(src, "lnk"))
+	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), "dst")
+	if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
+		t.Fatal(err)
+	}
+	compare(t, src, filepath.Join(dst, src))
+	if got, _ := os.Readlink(filepath.Join(dst, src, "lnk")); got != "/x\xfftarget" {
+		t.Errorf("link target %q, want %q", got, "/x\xfftarget")
+	}
+	if ents, _ := os.ReadDir(filepath.Join(dst, src)); len(ents) != 4 {
+		t.Errorf("restored %d entries, want 4 (a\\xff, a\\xfe, dir\\xc3, lnk)", len(ents))
+	}
+	// --path with the raw bytes finds the file.
+	dst2 := filepath.Join(t.TempDir(), "dst2")
+	if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst2, Include: []string{two}}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dst2, two)); string(b) != "two" {
+		t.Errorf("--path %q restored %q", two, b)
+	}
+}

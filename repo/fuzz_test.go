@@ -100,13 +100,24 @@ func FuzzOpenKeyFile(f *testing.F) {
 func FuzzDecodeTree(f *testing.F) {
 	b, _ := json.Marshal(&Tree{Version: 1, Nodes: []*Node{{Name: "a", Type: NodeFile, Size: 5, Content: []Extent{{ID: id.ID{1}, Len: 3}, {Zero: true, Len: 2}}}}})
 	f.Add(b)
+	f.Add([]byte(`{"version":1,"nodes":[{"name":"\ufffd","name_raw":"Yf8=","type":"file","linktarget_raw":"L3j/"},null]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var tr Tree
-		if json.Unmarshal(b, &tr) != nil {
+		tr, err := decodeTree(b)
+		if err != nil {
 			return
 		}
-		if _, err := json.Marshal(&tr); err != nil {
+		enc, err := encodeTree(tr)
+		if err != nil {
 			t.Fatalf("decoded tree does not re-encode: %v", err)
+		}
+		again, err := decodeTree(enc)
+		if err != nil {
+			t.Fatalf("re-encoded tree does not decode: %v", err)
+		}
+		for i, n := range tr.Nodes {
+			if m := again.Nodes[i]; m.Name != n.Name || m.LinkTarget != n.LinkTarget {
+				t.Fatalf("node %d: %q -> %q, %q -> %q after a round trip", i, n.Name, m.Name, n.LinkTarget, m.LinkTarget)
+			}
 		}
 	})
 }

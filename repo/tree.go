@@ -3,9 +3,11 @@ package repo
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"time"
+	"unicode/utf8"
 
 	"github.com/drpipe/drpipe/internal/id"
 )
@@ -59,6 +61,12 @@ type Node struct {
 	Links      uint64      `json:"links,omitempty"`
 	Rdev       uint64      `json:"rdev,omitempty"`
 	LinkTarget string      `json:"linktarget,omitempty"`
+	// NameRaw and LinkTargetRaw carry Name and LinkTarget when they are
+	// not valid UTF-8 (Linux names are bytes; a JSON string would turn
+	// them into U+FFFD and two names could become one). SaveTree sets
+	// them, LoadTree puts them back into Name and LinkTarget.
+	NameRaw       []byte `json:"name_raw,omitempty"`
+	LinkTargetRaw []byte `json:"linktarget_raw,omitempty"`
 	// Content holds the extents of a small file inline.
 	Content []Extent `json:"content,omitempty"`
 	// ContentLists holds, for a large file, the ids of tree blobs that
@@ -94,8 +102,7 @@ const (
 
 // SaveTree stores t as a tree blob and returns its id.
 func (r *Repository) SaveTree(ctx context.Context, t *Tree) (id.ID, error) {
-	t.Version = TreeVersion
-	b, err := json.Marshal(t)
+	b, err := encodeTree(t)
 	if err != nil {
 		return id.ID{}, err
 	}
@@ -109,14 +116,51 @@ func (r *Repository) LoadTree(ctx context.Context, x id.ID) (*Tree, error) {
 	if err != nil {
 		return nil, err
 	}
+	t, err := decodeTree(b)
+	if err != nil {
+		return nil, fmt.Errorf("tree %s: %w", x.Short(), err)
+	}
+	return t, nil
+}
+
+// encodeTree is the plaintext of tree blob t (its version set).
+func encodeTree(t *Tree) ([]byte, error) {
+	t.Version = TreeVersion
+	for _, n := range t.Nodes {
+		n.NameRaw, n.LinkTargetRaw = rawIfInvalid(n.Name), rawIfInvalid(n.LinkTarget)
+	}
+	return json.Marshal(t)
+}
+
+// decodeTree parses the plaintext of a tree blob.
+func decodeTree(b []byte) (*Tree, error) {
 	var t Tree
 	if err := json.Unmarshal(b, &t); err != nil {
-		return nil, fmt.Errorf("tree %s: malformed: %w", x.Short(), err)
+		return nil, fmt.Errorf("malformed: %w", err)
 	}
 	if t.Version != TreeVersion {
-		return nil, fmt.Errorf("tree %s: %w: version %d", x.Short(), ErrUnsupportedVersion, t.Version)
+		return nil, fmt.Errorf("%w: version %d", ErrUnsupportedVersion, t.Version)
+	}
+	for _, n := range t.Nodes {
+		if n == nil {
+			return nil, errors.New("malformed: null node")
+		}
+		if n.NameRaw != nil {
+			n.Name = string(n.NameRaw)
+		}
+		if n.LinkTargetRaw != nil {
+			n.LinkTarget = string(n.LinkTargetRaw)
+		}
 	}
 	return &t, nil
+}
+
+// rawIfInvalid returns s's bytes if s is not valid UTF-8, else nil.
+func rawIfInvalid(s string) []byte {
+	if utf8.ValidString(s) {
+		return nil
+	}
+	return []byte(s)
 }
 
 // SetContent stores extents in n: inline when short, otherwise as content
