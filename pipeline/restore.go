@@ -75,6 +75,7 @@ type restorer struct {
 	dirsMD []dirMeta
 
 	matched map[string]bool // the includes some snapshot path matched (walker only)
+	created map[string]bool // directories this restore created, empty at first (walker only)
 }
 
 type dirMeta struct {
@@ -131,7 +132,7 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, o Resto
 	if err := os.MkdirAll(o.Target, 0o700); err != nil {
 		return nil, fmt.Errorf("create target %s: %w", o.Target, err)
 	}
-	rs := &restorer{r: r, o: o, ctx: ctx, progress: o.Progress, root: sn.Tree, tasks: make(chan packTask, o.Workers), matched: map[string]bool{"/": true}}
+	rs := &restorer{r: r, o: o, ctx: ctx, progress: o.Progress, root: sn.Tree, tasks: make(chan packTask, o.Workers), matched: map[string]bool{"/": true}, created: map[string]bool{}}
 	for i := 0; i < o.Workers; i++ {
 		rs.wg.Add(1)
 		go rs.reader()
@@ -217,7 +218,7 @@ func (rs *restorer) walk(tree id.ID, snapPath, dst string) error {
 		dp := filepath.Join(dst, n.Name)
 		if !full {
 			if n.Type == repo.NodeDir && n.Subtree != nil {
-				if err := ensureDir(dp); err != nil {
+				if err := rs.ensureDir(dp); err != nil {
 					rs.fail(dp, err)
 					continue
 				}
@@ -238,7 +239,7 @@ func (rs *restorer) walk(tree id.ID, snapPath, dst string) error {
 func (rs *restorer) node(n *repo.Node, sp, dp string) error {
 	switch n.Type {
 	case repo.NodeDir:
-		if err := ensureDir(dp); err != nil {
+		if err := rs.ensureDir(dp); err != nil {
 			rs.fail(dp, err) // and skip what it holds; the rest is still restored
 			return nil
 		}
@@ -255,7 +256,7 @@ func (rs *restorer) node(n *repo.Node, sp, dp string) error {
 		}
 		return rs.file(n, dp)
 	case repo.NodeSymlink:
-		if err := clearEntry(dp); err != nil {
+		if err := rs.clearEntry(dp); err != nil {
 			rs.fail(dp, err)
 			return nil
 		}
@@ -277,7 +278,7 @@ func (rs *restorer) node(n *repo.Node, sp, dp string) error {
 		default:
 			mode |= unix.S_IFIFO
 		}
-		if err := clearEntry(dp); err != nil {
+		if err := rs.clearEntry(dp); err != nil {
 			rs.fail(dp, err)
 			return nil
 		}
@@ -298,8 +299,11 @@ func (rs *restorer) node(n *repo.Node, sp, dp string) error {
 // ensureDir makes p a directory: it creates it, keeps a directory already
 // there, and replaces anything else (a file, or a symlink, which is never
 // followed: writing through it would put the restore outside the target).
-func ensureDir(p string) error {
+func (rs *restorer) ensureDir(p string) error {
 	err := os.Mkdir(p, 0o700)
+	if err == nil {
+		rs.created[p] = true
+	}
 	if err == nil || !errors.Is(err, fs.ErrExist) {
 		return err
 	}
@@ -316,8 +320,12 @@ func ensureDir(p string) error {
 // non-directory is there is unlinked, not opened or followed (a symlink
 // out of the target, a FIFO that would block the open, a hard link whose
 // other names must keep their content). An empty directory is removed; a
-// directory with entries is an error for this item.
-func clearEntry(p string) error {
+// directory with entries is an error for this item. In a directory this
+// restore created there is nothing to clear (and O_EXCL still checks).
+func (rs *restorer) clearEntry(p string) error {
+	if rs.created[filepath.Dir(p)] {
+		return nil
+	}
 	err := unix.Unlink(p)
 	if err == nil || err == unix.ENOENT {
 		return nil
@@ -333,7 +341,7 @@ func clearEntry(p string) error {
 }
 
 func (rs *restorer) file(n *repo.Node, dp string) error {
-	if err := clearEntry(dp); err != nil {
+	if err := rs.clearEntry(dp); err != nil {
 		rs.fail(dp, err)
 		return nil
 	}
@@ -347,7 +355,7 @@ func (rs *restorer) file(n *repo.Node, dp string) error {
 	of.pending.Store(1) // held by the walker until all extents are queued
 	rs.files.Add(1)
 	rs.total.Add(n.Size)
-	var off int64
+	var off, dataEnd int64
 	err = rs.r.EachExtent(rs.ctx, n, func(e repo.Extent) error {
 		if e.Len < 0 || off+e.Len > n.Size {
 			return fmt.Errorf("extent at %d (+%d) beyond file size %d", off, e.Len, n.Size)
@@ -355,6 +363,7 @@ func (rs *restorer) file(n *repo.Node, dp string) error {
 		if !e.Zero {
 			of.pending.Add(1)
 			rs.add(target{file: of, off: off, id: e.ID, len: e.Len})
+			dataEnd = off + e.Len
 		} else {
 			rs.progress.AddDone(0, e.Len)
 		}
@@ -364,11 +373,12 @@ func (rs *restorer) file(n *repo.Node, dp string) error {
 	if err == nil && off != n.Size {
 		err = fmt.Errorf("extents cover %d bytes, file size is %d", off, n.Size)
 	}
-	// Set the size now: writes only extend the file to the end of the last
-	// extent written, and extents that turn out all zeros (a chunk cut
-	// inside trailing zeros is stored as data) are skipped, not written.
-	// Growing the file while extents below are being written is safe.
-	if err == nil {
+	// Writes extend the file to the end of its last data extent; a
+	// trailing hole needs the size set here, and a last data extent that
+	// turns out all zeros (a chunk cut inside trailing zeros) is skipped
+	// by readPack, which sets the size then. Growing the file while
+	// extents below are being written is safe.
+	if err == nil && dataEnd < n.Size {
 		err = f.Truncate(n.Size)
 	}
 	if err != nil {
@@ -479,6 +489,11 @@ func (rs *restorer) readPack(task packTask, bufs *repo.ReadBuffers) {
 					t.file.setErr(fmt.Errorf("write at offset %d: %w", t.off, err))
 				} else {
 					rs.written.Add(t.len)
+				}
+			} else if end := t.off + t.len; end == t.file.node.Size {
+				// Not written (a hole), but it ends the file: set the size.
+				if err := t.file.f.Truncate(end); err != nil {
+					t.file.setErr(fmt.Errorf("set size %d: %w", end, err))
 				}
 			}
 			rs.progress.AddDone(0, t.len)
