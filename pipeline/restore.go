@@ -156,7 +156,7 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, o Resto
 	// not disturb their times.
 	sort.Slice(rs.dirsMD, func(i, j int) bool { return len(rs.dirsMD[i].path) > len(rs.dirsMD[j].path) })
 	for _, d := range rs.dirsMD {
-		if err := applyMeta(d.path, d.node); err != nil {
+		if err := applyDirMeta(d.path, d.node); err != nil {
 			rs.fail(d.path, err)
 		}
 	}
@@ -182,14 +182,14 @@ func (rs *restorer) selected(p string) (full, onPath bool) {
 	}
 	for _, inc := range rs.o.Include {
 		if p == inc || inc == "/" || strings.HasPrefix(p, inc+"/") {
-			rs.matched[inc] = true
-			return true, true
+			rs.matched[inc] = true // every include that matches (they may overlap)
+			full = true
 		}
 		if p == "/" || strings.HasPrefix(inc, p+"/") {
 			onPath = true
 		}
 	}
-	return false, onPath
+	return full, onPath || full
 }
 
 func (rs *restorer) walk(tree id.ID, snapPath, dst string) error {
@@ -202,6 +202,7 @@ func (rs *restorer) walk(tree id.ID, snapPath, dst string) error {
 		rs.fail(dst, err) // the rest of the snapshot is still restored
 		return nil
 	}
+	seen := make(map[string]bool, len(t.Nodes))
 	for _, n := range t.Nodes {
 		if err := rs.ctx.Err(); err != nil {
 			return err
@@ -210,6 +211,11 @@ func (rs *restorer) walk(tree id.ID, snapPath, dst string) error {
 			rs.fail(filepath.Join(snapPath, n.Name), fmt.Errorf("refusing unsafe name %q in tree %s", n.Name, tree.Short()))
 			continue
 		}
+		if seen[n.Name] {
+			rs.fail(filepath.Join(snapPath, n.Name), fmt.Errorf("tree %s names %q twice; the second is skipped", tree.Short(), n.Name))
+			continue
+		}
+		seen[n.Name] = true
 		sp := filepath.Join(snapPath, n.Name)
 		full, onPath := rs.selected(sp)
 		if !full && !onPath {
@@ -546,6 +552,10 @@ func applyMeta(path string, n *repo.Node) error {
 		}
 	}
 	if n.Type != repo.NodeSymlink {
+		// chmod follows symlinks: make sure none took this entry's place.
+		if fi, err := os.Lstat(path); err != nil || fi.Mode()&fs.ModeSymlink != 0 {
+			return fmt.Errorf("chmod: %s is no longer what was restored (a symlink now?): %v", path, err)
+		}
 		if err := os.Chmod(path, n.Mode&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
 			return fmt.Errorf("chmod: %w", err)
 		}
@@ -562,6 +572,18 @@ func applyMeta(path string, n *repo.Node) error {
 }
 
 // applyMetaFd is applyMeta for an open regular file.
+// applyDirMeta sets a restored directory's metadata through a descriptor
+// opened without following a symlink: if something replaced the directory
+// since it was made, its target outside the restore is left alone.
+func applyDirMeta(path string, n *repo.Node) error {
+	f, err := openNoPoll(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return fmt.Errorf("set directory metadata: %w", err)
+	}
+	defer f.Close()
+	return applyMetaFd(f, n)
+}
+
 func applyMetaFd(f *os.File, n *repo.Node) error {
 	fd := int(f.Fd())
 	if isRoot {
