@@ -437,7 +437,16 @@ func (rs *restorer) restoreDisk(n *repo.Node, sp, dp string) error {
 		return err
 	}
 	if format != m.Format {
-		dp = strings.TrimSuffix(dp, filepath.Ext(dp)) + format.Ext()
+		// dc01.vhdx -> dc01.raw, unless another entry of the directory has
+		// that name or an earlier conversion took it (disk.qcow2 and
+		// disk.vhdx both to raw): then dc01.vhdx.raw. Never two disks
+		// written to one file.
+		conv := strings.TrimSuffix(dp, filepath.Ext(dp)) + format.Ext()
+		if rs.dirNames[filepath.Base(conv)] || rs.converted[conv] {
+			conv = dp + format.Ext()
+		}
+		rs.converted[conv] = true
+		dp = conv
 	}
 	if format == vmdisk.Raw && !m.Layer {
 		return rs.file(rawNode(n, filepath.Base(dp)), dp)

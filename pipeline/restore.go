@@ -76,6 +76,11 @@ type restorer struct {
 
 	matched map[string]bool // the includes some snapshot path matched (walker only)
 	created map[string]bool // directories this restore created, empty at first (walker only)
+
+	// For disks restored in another format (walker only): the names in
+	// the directory being walked, and the converted paths already used.
+	dirNames  map[string]bool
+	converted map[string]bool
 }
 
 type dirMeta struct {
@@ -132,7 +137,7 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, o Resto
 	if err := os.MkdirAll(o.Target, 0o700); err != nil {
 		return nil, fmt.Errorf("create target %s: %w", o.Target, err)
 	}
-	rs := &restorer{r: r, o: o, ctx: ctx, progress: o.Progress, root: sn.Tree, tasks: make(chan packTask, o.Workers), matched: map[string]bool{"/": true}, created: map[string]bool{}}
+	rs := &restorer{r: r, o: o, ctx: ctx, progress: o.Progress, root: sn.Tree, tasks: make(chan packTask, o.Workers), matched: map[string]bool{"/": true}, created: map[string]bool{}, converted: map[string]bool{}}
 	for i := 0; i < o.Workers; i++ {
 		rs.wg.Add(1)
 		go rs.reader()
@@ -203,7 +208,12 @@ func (rs *restorer) walk(tree id.ID, snapPath, dst string) error {
 		return nil
 	}
 	seen := make(map[string]bool, len(t.Nodes))
+	names := make(map[string]bool, len(t.Nodes))
 	for _, n := range t.Nodes {
+		names[n.Name] = true
+	}
+	for _, n := range t.Nodes {
+		rs.dirNames = names // restored after each subtree's walk
 		if err := rs.ctx.Err(); err != nil {
 			return err
 		}

@@ -144,10 +144,22 @@ func TestDiskImagesBackupRestore(t *testing.T) {
 		dst := filepath.Join(e.dir, "r-"+df)
 		e.ok("restore", "--repo", repoDir, b.SnapshotID, "--target", dst, "--disk-format", df)
 		dd := filepath.Join(dst, src)
-		for _, name := range append(sortedKeys(imgs), "top.qcow2") {
-			out := filepath.Join(dd, strings.TrimSuffix(name, filepath.Ext(name))+"."+df)
-			if df == "qcow2" && filepath.Ext(name) == ".qcow2" {
-				out = filepath.Join(dd, name) // same format keeps the name
+		all := append(sortedKeys(imgs), "top.qcow2")
+		taken, used := map[string]bool{}, map[string]bool{}
+		for _, name := range all {
+			taken[name] = true
+		}
+		for _, name := range all {
+			out := filepath.Join(dd, name) // same format keeps the name
+			if filepath.Ext(name) != "."+df {
+				// dc01.vhdx -> dc01.raw; when that name is another entry's or
+				// an earlier conversion's (disk.qcow2, disk.vhdx), dc01.vhdx.raw.
+				conv := strings.TrimSuffix(name, filepath.Ext(name)) + "." + df
+				if taken[conv] || used[conv] {
+					conv = name + "." + df
+				}
+				used[conv] = true
+				out = filepath.Join(dd, conv)
 			}
 			qcompare(t, filepath.Join(src, name), out)
 			if df != "raw" {
