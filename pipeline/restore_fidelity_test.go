@@ -121,14 +121,7 @@ func TestRestoreOverExistingTarget(t *testing.T) {
 // error that names it, not an empty success.
 func TestRestoreUnknownPath(t *testing.T) {
 	ctx := context.Background()
-	r, _ := newRepo(t)
-	src := filepath.Join(t.TempDir(), "src")
-	os.MkdirAll(src, 0o755)
-	os.WriteFile(filepath.Join(src, "a"), []byte("a"), 0o644)
-	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, src, res := backupFiles(t, map[string]string{"a": "a"})
 	dst := filepath.Join(t.TempDir(), "dst")
 	rr, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst, Include: []string{filepath.Join(src, "a"), "/does/not/exist"}})
 	if !errors.Is(err, ErrRestoreIncomplete) || rr == nil || len(rr.Failed) != 1 || rr.Failed[0].Path != "/does/not/exist" || !strings.Contains(rr.Failed[0].Err.Error(), "no such path") {
@@ -185,14 +178,7 @@ func TestNonUTF8Names(t *testing.T) {
 // reported as missing).
 func TestOverlappingIncludes(t *testing.T) {
 	ctx := context.Background()
-	r, _ := newRepo(t)
-	src := filepath.Join(t.TempDir(), "src")
-	os.MkdirAll(filepath.Join(src, "d"), 0o755)
-	os.WriteFile(filepath.Join(src, "d", "a"), []byte("a"), 0o644)
-	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, src, res := backupFiles(t, map[string]string{"d/a": "a"})
 	d, a := filepath.Join(src, "d"), filepath.Join(src, "d", "a")
 	for _, inc := range [][]string{{d, a}, {a, d}, {"/", a}} {
 		dst := filepath.Join(t.TempDir(), "dst")
@@ -242,4 +228,26 @@ func TestDuplicateNamesInTree(t *testing.T) {
 	if fi, _ := os.Stat(outside); fi.Mode().Perm() != 0o700 {
 		t.Errorf("directory outside the target changed to %v", fi.Mode().Perm())
 	}
+}
+
+// backupFiles backs up a new source directory holding files (relative
+// path -> content) into a new repository.
+func backupFiles(t *testing.T, files map[string]string) (*repo.Repository, string, *BackupResult) {
+	t.Helper()
+	r, _ := newRepo(t)
+	src := filepath.Join(t.TempDir(), "src")
+	for rel, content := range files {
+		p := filepath.Join(src, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := Backup(context.Background(), r, BackupOptions{Host: "h", Paths: []string{src}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, src, res
 }
