@@ -208,12 +208,15 @@ func (rs *restorer) walk(tree id.ID, snapPath, dst string) error {
 		return nil
 	}
 	seen := make(map[string]bool, len(t.Nodes))
-	names := make(map[string]bool, len(t.Nodes))
-	for _, n := range t.Nodes {
-		names[n.Name] = true
+	var names map[string]bool // only needed when disks may be renamed
+	if f := rs.o.DiskFormat; f != "" && f != DiskFormatOriginal {
+		names = make(map[string]bool, len(t.Nodes))
+		for _, n := range t.Nodes {
+			names[n.Name] = true
+		}
 	}
 	for _, n := range t.Nodes {
-		rs.dirNames = names // restored after each subtree's walk
+		rs.dirNames = names // set again after each subtree's walk
 		if err := rs.ctx.Err(); err != nil {
 			return err
 		}
