@@ -373,6 +373,7 @@ func (b *backup) vdirFuture(v *vdir, n *repo.Node, parent map[string]*repo.Node)
 			return &future{err: fmt.Errorf("stat %s: %w", v.path, err), done: closed()}
 		}
 		n = nodeFromInfo(filepath.Base(v.path), fi)
+		b.xattrs(v.path, n)
 	}
 	names := make([]string, 0, len(v.children))
 	for k := range v.children {
@@ -451,6 +452,9 @@ func (b *backup) entry(path string, fi fs.FileInfo, parent *repo.Node) *future {
 		return &future{err: context.Cause(b.ctx), done: closed()}
 	}
 	n := nodeFromInfo(filepath.Base(path), fi)
+	if !fi.IsDir() && fi.Mode()&fs.ModeSocket == 0 { // dir reads a directory's own
+		b.xattrs(path, n)
+	}
 	switch {
 	case fi.Mode().IsRegular():
 		return b.file(path, fi, n, parent)
@@ -486,6 +490,16 @@ func (b *backup) entry(path string, fi fs.FileInfo, parent *repo.Node) *future {
 	return doneFuture(n)
 }
 
+// xattrs records the extended attributes of path in n; any that cannot
+// be read are a warning, and the entry is kept without them.
+func (b *backup) xattrs(path string, n *repo.Node) {
+	x, err := readXattrs(path)
+	n.Xattrs = x
+	if err != nil {
+		b.warn(path, err)
+	}
+}
+
 // parentSubtree loads the parent snapshot's listing of a directory.
 func (b *backup) parentSubtree(parent *repo.Node) map[string]*repo.Node {
 	if parent != nil && parent.Type == repo.NodeDir && parent.Subtree != nil {
@@ -499,6 +513,7 @@ func (b *backup) dir(path string, fi fs.FileInfo, parent map[string]*repo.Node) 
 	if path == "/" {
 		n.Name = ""
 	}
+	b.xattrs(path, n)
 	ents, err := os.ReadDir(path)
 	if err != nil {
 		b.warn(path, fmt.Errorf("read directory: %w", err))

@@ -486,7 +486,7 @@ func (rs *restorer) restoreDisk(n *repo.Node, sp, dp string) error {
 	}
 	rs.written.Add(res.DataBytes)
 	rs.progress.AddDone(1, n.Size)
-	if err := applyMeta(dp, n); err != nil {
+	if err := rs.applyMeta(dp, n); err != nil {
 		rs.fail(dp, err)
 	}
 	return nil

@@ -1,13 +1,16 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -74,6 +77,15 @@ type restorer struct {
 	failed []FileError
 	dirsMD []dirMeta
 
+	// Extended attributes the target file system refused as unsupported:
+	// how many, and the first (reported once, at the end).
+	xattrUnsupported int
+	xattrFirst       string
+
+	// Files restored so far that had more than one name in the snapshot,
+	// by device and inode: their other names become hard links (walker only).
+	linked map[linkKey]*outFile
+
 	matched map[string]bool // the includes some snapshot path matched (walker only)
 	created map[string]bool // directories this restore created, empty at first (walker only)
 
@@ -82,6 +94,9 @@ type restorer struct {
 	dirNames  map[string]bool
 	converted map[string]bool
 }
+
+// linkKey identifies a file of the backed-up system: its device and inode.
+type linkKey struct{ dev, ino uint64 }
 
 type dirMeta struct {
 	path string
@@ -98,6 +113,10 @@ type outFile struct {
 	mu      sync.Mutex
 	err     error
 	res     *restorer
+	// Under mu: finished once the file is complete (err final), and
+	// the hard links made to it meanwhile (reported with it if it fails).
+	finished bool
+	links    []string
 }
 
 type target struct {
@@ -137,7 +156,7 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, o Resto
 	if err := os.MkdirAll(o.Target, 0o700); err != nil {
 		return nil, fmt.Errorf("create target %s: %w", o.Target, err)
 	}
-	rs := &restorer{r: r, o: o, ctx: ctx, progress: o.Progress, root: sn.Tree, tasks: make(chan packTask, o.Workers), matched: map[string]bool{"/": true}, created: map[string]bool{}, converted: map[string]bool{}}
+	rs := &restorer{r: r, o: o, ctx: ctx, progress: o.Progress, root: sn.Tree, tasks: make(chan packTask, o.Workers), matched: map[string]bool{"/": true}, created: map[string]bool{}, linked: map[linkKey]*outFile{}, converted: map[string]bool{}}
 	for i := 0; i < o.Workers; i++ {
 		rs.wg.Add(1)
 		go rs.reader()
@@ -161,9 +180,12 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, o Resto
 	// not disturb their times.
 	sort.Slice(rs.dirsMD, func(i, j int) bool { return len(rs.dirsMD[i].path) > len(rs.dirsMD[j].path) })
 	for _, d := range rs.dirsMD {
-		if err := applyDirMeta(d.path, d.node); err != nil {
+		if err := rs.applyDirMeta(d.path, d.node); err != nil {
 			rs.fail(d.path, err)
 		}
+	}
+	if rs.xattrUnsupported > 0 {
+		rs.fail(rs.o.Target, fmt.Errorf("%d extended attributes were not restored because the target file system does not support them (first: %s); restore onto a file system that keeps extended attributes (ext4, XFS, Btrfs) to keep them", rs.xattrUnsupported, rs.xattrFirst))
 	}
 	res := &RestoreResult{Files: rs.files.Load(), Dirs: rs.dirs.Load(), BytesWritten: rs.written.Load(), BytesTotal: rs.total.Load(), Failed: rs.failed}
 	if len(res.Failed) > 0 {
@@ -284,7 +306,7 @@ func (rs *restorer) node(n *repo.Node, sp, dp string) error {
 			return nil
 		}
 		rs.files.Add(1)
-		if err := applyMeta(dp, n); err != nil {
+		if err := rs.applyMeta(dp, n); err != nil {
 			rs.fail(dp, err)
 		}
 	case repo.NodeDev, repo.NodeCharDev, repo.NodeFIFO:
@@ -306,7 +328,7 @@ func (rs *restorer) node(n *repo.Node, sp, dp string) error {
 			return nil
 		}
 		rs.files.Add(1)
-		if err := applyMeta(dp, n); err != nil {
+		if err := rs.applyMeta(dp, n); err != nil {
 			rs.fail(dp, err)
 		}
 	default:
@@ -360,6 +382,13 @@ func (rs *restorer) clearEntry(p string) error {
 }
 
 func (rs *restorer) file(n *repo.Node, dp string) error {
+	var key linkKey
+	if n.Links > 1 && n.Inode != 0 {
+		key = linkKey{n.DeviceID, n.Inode}
+		if first := rs.linked[key]; first != nil && sameInodeData(first.node, n) && rs.link(first, dp) {
+			return nil
+		}
+	}
 	if err := rs.clearEntry(dp); err != nil {
 		rs.fail(dp, err)
 		return nil
@@ -372,6 +401,9 @@ func (rs *restorer) file(n *repo.Node, dp string) error {
 	}
 	of := &outFile{path: dp, node: n, f: f, res: rs}
 	of.pending.Store(1) // held by the walker until all extents are queued
+	if key != (linkKey{}) && rs.linked[key] == nil {
+		rs.linked[key] = of
+	}
 	rs.files.Add(1)
 	rs.total.Add(n.Size)
 	var off, dataEnd int64
@@ -407,6 +439,40 @@ func (rs *restorer) file(n *repo.Node, dp string) error {
 	return rs.ctx.Err()
 }
 
+// link makes dp another name of the file first was restored to, as the
+// two were one file when backed up. It reports false when dp is to be
+// restored as a file of its own instead: the first name failed, or the
+// file system cannot link (dp is then a copy).
+func (rs *restorer) link(first *outFile, dp string) bool {
+	first.mu.Lock()
+	defer first.mu.Unlock()
+	if first.finished && first.err != nil {
+		return false
+	}
+	if err := rs.clearEntry(dp); err != nil {
+		rs.fail(dp, err)
+		return true
+	}
+	if err := os.Link(first.path, dp); err != nil {
+		return false
+	}
+	first.links = append(first.links, dp)
+	rs.files.Add(1)
+	if first.finished {
+		rs.progress.AddDone(1, 0)
+	}
+	return true
+}
+
+// sameInodeData reports whether two nodes of one inode recorded the same
+// content and metadata (a file changed between reading its two names is
+// restored as two files).
+func sameInodeData(a, b *repo.Node) bool {
+	return a.Size == b.Size && a.ModTime.Equal(b.ModTime) && a.Mode == b.Mode && a.UID == b.UID && a.GID == b.GID &&
+		slices.Equal(a.Content, b.Content) && slices.Equal(a.ContentLists, b.ContentLists) &&
+		maps.EqualFunc(a.Xattrs, b.Xattrs, bytes.Equal)
+}
+
 func (of *outFile) setErr(err error) {
 	of.mu.Lock()
 	if of.err == nil {
@@ -424,19 +490,26 @@ func (of *outFile) release() {
 	rs := of.res
 	if of.err == nil {
 		// Through the descriptor: no path lookups, and after the last write.
-		if err := applyMetaFd(of.f, of.node); err != nil {
+		if err := rs.applyMetaFd(of.f, of.path, of.node); err != nil {
 			of.err = err
 		}
 	}
 	cerr := of.f.Close()
+	of.mu.Lock()
 	if of.err == nil && cerr != nil {
 		of.err = cerr
 	}
+	of.finished = true
+	links := of.links
+	of.mu.Unlock()
 	if of.err != nil {
 		rs.fail(of.path, of.err)
+		for _, l := range links {
+			rs.fail(l, fmt.Errorf("hard link to %s, which could not be restored", of.path))
+		}
 		return
 	}
-	rs.progress.AddDone(1, 0)
+	rs.progress.AddDone(1+int64(len(links)), 0)
 }
 
 func (rs *restorer) add(t target) {
@@ -556,14 +629,16 @@ var zeroBlock [64 << 10]byte
 // isRoot is whether restores may set ownership (asked once, not per file).
 var isRoot = os.Geteuid() == 0
 
-// applyMeta sets ownership (when permitted), mode and times of a restored
-// item without following symlinks.
-func applyMeta(path string, n *repo.Node) error {
+// applyMeta sets ownership (when permitted), extended attributes, mode
+// and times of a restored item without following symlinks.
+func (rs *restorer) applyMeta(path string, n *repo.Node) error {
 	if isRoot {
 		if err := os.Lchown(path, int(n.UID), int(n.GID)); err != nil {
 			return fmt.Errorf("chown: %w", err)
 		}
 	}
+	// After chown, which clears security.capability.
+	xerr := rs.setXattrs(-1, path, n)
 	if n.Type != repo.NodeSymlink {
 		// chmod follows symlinks: make sure none took this entry's place.
 		if fi, err := os.Lstat(path); err != nil || fi.Mode()&fs.ModeSymlink != 0 {
@@ -581,29 +656,32 @@ func applyMeta(path string, n *repo.Node) error {
 	if err := unix.UtimesNanoAt(unix.AT_FDCWD, path, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return fmt.Errorf("set times: %w", err)
 	}
-	return nil
+	return xerr
 }
 
-// applyMetaFd is applyMeta for an open regular file.
 // applyDirMeta sets a restored directory's metadata through a descriptor
 // opened without following a symlink: if something replaced the directory
 // since it was made, its target outside the restore is left alone.
-func applyDirMeta(path string, n *repo.Node) error {
+func (rs *restorer) applyDirMeta(path string, n *repo.Node) error {
 	f, err := openNoPoll(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return fmt.Errorf("set directory metadata: %w", err)
 	}
 	defer f.Close()
-	return applyMetaFd(f, n)
+	return rs.applyMetaFd(f, path, n)
 }
 
-func applyMetaFd(f *os.File, n *repo.Node) error {
+// applyMetaFd is applyMeta for an open file or directory.
+func (rs *restorer) applyMetaFd(f *os.File, path string, n *repo.Node) error {
 	fd := int(f.Fd())
 	if isRoot {
 		if err := unix.Fchown(fd, int(n.UID), int(n.GID)); err != nil {
 			return fmt.Errorf("chown: %w", err)
 		}
 	}
+	xerr := rs.setXattrs(fd, path, n)
+	// After the extended attributes: setting an ACL changes the group
+	// bits, and the mode recorded with it matches that ACL.
 	if err := unix.Fchmod(fd, uint32(n.Mode.Perm())|unixModeBits(n.Mode)); err != nil {
 		return fmt.Errorf("chmod: %w", err)
 	}
@@ -616,7 +694,23 @@ func applyMetaFd(f *os.File, n *repo.Node) error {
 	if _, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0); e != 0 {
 		return fmt.Errorf("set times: %w", e)
 	}
-	return nil
+	return xerr
+}
+
+// setXattrs sets n's extended attributes on fd (or path when fd < 0). Those
+// the target file system does not support are counted and reported once,
+// at the end of the restore; other failures are this item's error.
+func (rs *restorer) setXattrs(fd int, path string, n *repo.Node) error {
+	unsupported, err := setXattrs(fd, path, n.Xattrs)
+	if len(unsupported) > 0 {
+		rs.mu.Lock()
+		if rs.xattrUnsupported == 0 {
+			rs.xattrFirst = fmt.Sprintf("%s on %s", unsupported[0], path)
+		}
+		rs.xattrUnsupported += len(unsupported)
+		rs.mu.Unlock()
+	}
+	return err
 }
 
 // unixModeBits maps Go's setuid, setgid and sticky flags to chmod bits.
