@@ -159,9 +159,13 @@ type entry struct {
 }
 
 var (
-	_ gofs.NodeLookuper  = (*dirNode)(nil)
-	_ gofs.NodeReaddirer = (*dirNode)(nil)
-	_ gofs.NodeGetattrer = (*dirNode)(nil)
+	_ gofs.NodeLookuper    = (*dirNode)(nil)
+	_ gofs.NodeReaddirer   = (*dirNode)(nil)
+	_ gofs.NodeGetattrer   = (*dirNode)(nil)
+	_ gofs.NodeGetxattrer  = (*dirNode)(nil)
+	_ gofs.NodeListxattrer = (*dirNode)(nil)
+	_ gofs.NodeGetxattrer  = (*fileNode)(nil)
+	_ gofs.NodeListxattrer = (*specialNode)(nil)
 )
 
 func (d *dirNode) load(ctx context.Context) error {
@@ -296,9 +300,71 @@ func fillAttr(a *fuse.Attr, n *repo.Node, _ int) {
 	}
 }
 
+// getXattr serves one of n's recorded extended attributes (n may be nil:
+// a directory made up for the snapshot's paths, which has none).
+func getXattr(n *repo.Node, attr string, dest []byte) (uint32, syscall.Errno) {
+	var v []byte
+	ok := false
+	if n != nil {
+		v, ok = n.Xattrs[attr]
+	}
+	if !ok {
+		return 0, syscall.ENODATA
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+// listXattr serves the names of n's recorded extended attributes, each
+// NUL-terminated, in sorted order.
+func listXattr(n *repo.Node, dest []byte) (uint32, syscall.Errno) {
+	if n == nil || len(n.Xattrs) == 0 {
+		return 0, 0
+	}
+	names := make([]string, 0, len(n.Xattrs))
+	size := 0
+	for k := range n.Xattrs {
+		names = append(names, k)
+		size += len(k) + 1
+	}
+	if len(dest) < size {
+		return uint32(size), syscall.ERANGE
+	}
+	sort.Strings(names)
+	off := 0
+	for _, k := range names {
+		off += copy(dest[off:], k)
+		dest[off] = 0
+		off++
+	}
+	return uint32(off), 0
+}
+
+// Getxattr implements gofs.NodeGetxattrer.
+func (d *dirNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	return getXattr(d.node, attr, dest)
+}
+
+// Listxattr implements gofs.NodeListxattrer.
+func (d *dirNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	return listXattr(d.node, dest)
+}
+
 type specialNode struct {
 	gofs.Inode
 	n *repo.Node
+}
+
+// Getxattr implements gofs.NodeGetxattrer.
+func (s *specialNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	return getXattr(s.n, attr, dest)
+}
+
+// Listxattr implements gofs.NodeListxattrer.
+func (s *specialNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	return listXattr(s.n, dest)
 }
 
 func (s *specialNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -334,6 +400,23 @@ func (f *fileNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.Att
 		out.Mode = fuse.S_IFREG | 0o444
 	}
 	return 0
+}
+
+// Getxattr implements gofs.NodeGetxattrer. The raw view of a disk image
+// is made by drpipe and has none.
+func (f *fileNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if f.disk {
+		return 0, syscall.ENODATA
+	}
+	return getXattr(f.n, attr, dest)
+}
+
+// Listxattr implements gofs.NodeListxattrer.
+func (f *fileNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	if f.disk {
+		return 0, 0
+	}
+	return listXattr(f.n, dest)
 }
 
 func (f *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {

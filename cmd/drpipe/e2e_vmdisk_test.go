@@ -263,6 +263,9 @@ func TestMountDiskImage(t *testing.T) {
 	qimg(t, "convert", "-f", "raw", "-O", "qcow2", raw, filepath.Join(src, "web.qcow2"))
 	plain := sample.Binary(rand.New(rand.NewPCG(9, 9)), 24<<20)
 	os.WriteFile(filepath.Join(src, "notes.bin"), plain, 0o640)
+	if err := syscall.Setxattr(filepath.Join(src, "notes.bin"), "user.origin", []byte("hv01:/srv"), 0); err != nil {
+		t.Fatalf("set an extended attribute on the source (ext4 keeps them): %v", err)
+	}
 	e.backup(repoDir, src)
 
 	mnt := filepath.Join(e.dir, "mnt")
@@ -272,6 +275,21 @@ func TestMountDiskImage(t *testing.T) {
 	got, err := os.ReadFile(filepath.Join(snap, src, "notes.bin"))
 	if err != nil || !bytes.Equal(got, plain) {
 		t.Fatalf("read notes.bin through the mount: %v (equal %v)", err, bytes.Equal(got, plain))
+	}
+	// The recorded extended attributes are served: size probe, value, list.
+	notes := filepath.Join(snap, src, "notes.bin")
+	if n, err := syscall.Getxattr(notes, "user.origin", nil); err != nil || n != len("hv01:/srv") {
+		t.Errorf("size of user.origin through the mount: %d, %v", n, err)
+	}
+	xv := make([]byte, 64)
+	if n, err := syscall.Getxattr(notes, "user.origin", xv); err != nil || string(xv[:n]) != "hv01:/srv" {
+		t.Errorf("user.origin through the mount: %q, %v", xv[:max(n, 0)], err)
+	}
+	if n, err := syscall.Listxattr(notes, xv); err != nil || string(xv[:n]) != "user.origin\x00" {
+		t.Errorf("xattr list through the mount: %q, %v", xv[:max(n, 0)], err)
+	}
+	if _, err := syscall.Getxattr(notes, "user.none", xv); err != syscall.ENODATA {
+		t.Errorf("missing attribute through the mount: %v, want ENODATA", err)
 	}
 	rawView := filepath.Join(snap, src, "web.qcow2.raw")
 	st, err := os.Stat(rawView)
