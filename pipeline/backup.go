@@ -557,14 +557,14 @@ type segJob struct {
 
 func (b *backup) file(path string, fi fs.FileInfo, n *repo.Node, parent *repo.Node) *future {
 	b.files.Add(1)
-	if parent != nil && unchanged(parent, n) && b.contentKnown(parent) {
+	if parent != nil && parent.Disk == nil && unchanged(parent, n) && b.contentKnown(parent) {
 		n.Content, n.ContentLists = parent.Content, parent.ContentLists
 		b.bytesDone.Add(n.Size)
 		b.progress.AddDone(1, n.Size)
 		return doneFuture(n)
 	}
 	if parent != nil && parent.Disk != nil && b.diskUnchanged(parent, n) {
-		n.Size, n.Disk, n.Content, n.ContentLists = parent.Size, parent.Disk, parent.Content, parent.ContentLists
+		n.Size, n.Disk, n.Content, n.ContentLists, n.Refs = parent.Size, parent.Disk, parent.Content, parent.ContentLists, parent.Refs
 		b.bytesDone.Add(n.Size)
 		b.progress.AddDone(1, n.Size)
 		return doneFuture(n)

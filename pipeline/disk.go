@@ -186,6 +186,7 @@ func (b *backup) openDisk(path string, f *os.File, n *repo.Node) *diskSource {
 					return nil
 				}
 				meta.OwnBlob = &x
+				n.Refs = []id.ID{x} // so prune, copy and check know the blob
 			}
 		}
 		ds = &diskSource{r: top, size: top.Size(), data: toChunkRanges(data), close: top.Close}
@@ -244,7 +245,8 @@ func (b *backup) diskUnchanged(p, n *repo.Node) bool {
 		return false
 	}
 	return p.Type == repo.NodeFile && m.FileSize == n.Size && p.ModTime.Equal(n.ModTime) &&
-		p.ChangeTime.Equal(n.ChangeTime) && p.Inode == n.Inode && b.contentKnown(p)
+		p.ChangeTime.Equal(n.ChangeTime) && p.Inode == n.Inode && b.contentKnown(p) &&
+		(m.OwnBlob == nil || b.r.Has(*m.OwnBlob))
 }
 
 // DiskFormatOriginal restores a disk image in the format it was backed up

@@ -413,7 +413,15 @@ func (w *treeWalker) walk(ctx context.Context, x id.ID) ([]hit, error) {
 		w.memo[x] = out
 		return out, nil
 	}
+	for _, px := range t.Parts {
+		if pk, ok := w.damagedPack(px); ok {
+			out = append(out, hit{path: "/", blob: px, pack: pk})
+		}
+	}
 	for _, n := range t.Nodes {
+		for _, x := range n.Refs {
+			blobHit("/"+n.Name, x)
+		}
 		switch n.Type {
 		case NodeDir:
 			if n.Subtree == nil {

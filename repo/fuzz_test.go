@@ -101,6 +101,8 @@ func FuzzDecodeTree(f *testing.F) {
 	b, _ := json.Marshal(&Tree{Version: 1, Nodes: []*Node{{Name: "a", Type: NodeFile, Size: 5, Content: []Extent{{ID: id.ID{1}, Len: 3}, {Zero: true, Len: 2}}}}})
 	f.Add(b)
 	f.Add([]byte(`{"version":1,"nodes":[{"name":"\ufffd","name_raw":"Yf8=","type":"file","linktarget_raw":"L3j/"},null]}`))
+	f.Add([]byte(`{"version":2,"nodes":[],"parts":["0100000000000000000000000000000000000000000000000000000000000000"]}`))
+	f.Add([]byte(`{"version":1,"nodes":[{"name":"d.qcow2","type":"file","disk":{"v":1},"refs":["0200000000000000000000000000000000000000000000000000000000000000"]}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		tr, err := decodeTree(b)
 		if err != nil {

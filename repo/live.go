@@ -127,7 +127,17 @@ func (r *Repository) liveSet(ctx context.Context, rep *PruneReport, condemned ma
 		if err != nil {
 			return fmt.Errorf("%w: tree %s: %v", ErrPruneUnsafe, x.Short(), err)
 		}
+		for _, px := range t.Parts {
+			if err := need(px, "tree part"); err != nil {
+				return err
+			}
+		}
 		for _, n := range t.Nodes {
+			for _, x := range n.Refs {
+				if err := need(x, "disk layer map"); err != nil {
+					return err
+				}
+			}
 			switch {
 			case n.Type == NodeDir && n.Subtree != nil:
 				if err := walk(*n.Subtree); err != nil {
@@ -262,7 +272,17 @@ func (w *PackWalker) tree(ctx context.Context, x id.ID) (map[id.ID]PackInfo, err
 	if err != nil {
 		return nil, err
 	}
+	for _, px := range t.Parts {
+		if err := w.blob(px, "tree part", out); err != nil {
+			return nil, err
+		}
+	}
 	for _, n := range t.Nodes {
+		for _, x := range n.Refs {
+			if err := w.blob(x, "disk layer map", out); err != nil {
+				return nil, err
+			}
+		}
 		switch n.Type {
 		case NodeDir:
 			if n.Subtree == nil {

@@ -12,8 +12,24 @@ import (
 	"github.com/drpipe/drpipe/internal/id"
 )
 
-// TreeVersion is the format version of tree blobs.
+// TreeVersion is the format version of tree blobs. The head of a
+// directory listing too large for one blob has version treeVersionParts.
 const TreeVersion = 1
+
+// treeVersionParts marks the head of a split tree: it has no nodes of its
+// own, and Parts names the tree blobs (version 1) holding the listing in
+// order. Readers that only know version 1 refuse it instead of restoring
+// part of a directory.
+const treeVersionParts = 2
+
+// treePartBytes is the encoded size above which a tree is split into
+// parts (a variable for tests). Directories of about 25000 entries and
+// more, or with large extended attributes, are split; without splitting
+// a listing could outgrow MaxBlobSize and fail the backup.
+var treePartBytes = 8 << 20
+
+// maxTreeParts bounds the parts of one tree a reader accepts.
+const maxTreeParts = 1 << 16
 
 // NodeType is the kind of a tree entry.
 type NodeType string
@@ -79,12 +95,20 @@ type Node struct {
 	// Disk describes a VM disk image recognised in this file (set by the
 	// disk-image layer; opaque here).
 	Disk json.RawMessage `json:"disk,omitempty"`
+	// Refs names further tree blobs the node needs besides its content:
+	// the layer map a Disk record keeps out of line. Prune, copy and
+	// check keep and verify them like content.
+	Refs []id.ID `json:"refs,omitempty"`
 }
 
 // Tree is a directory listing, sorted by name.
 type Tree struct {
 	Version int     `json:"version"`
 	Nodes   []*Node `json:"nodes"`
+	// Parts lists, in a loaded tree, the blobs its listing was split
+	// into (LoadTree has already put their nodes in Nodes); walkers that
+	// account for blobs mark them too. SaveTree ignores it.
+	Parts []id.ID `json:"parts,omitempty"`
 }
 
 // ContentList is the tree blob behind Node.ContentLists.
@@ -100,9 +124,57 @@ const (
 	ContentListExtents = 8192
 )
 
-// SaveTree stores t as a tree blob and returns its id.
+// SaveTree stores t as a tree blob and returns its id. A listing larger
+// than treePartBytes is stored as a head blob and parts (see
+// treeVersionParts); the same listing always splits the same way, so
+// unchanged large directories still deduplicate.
 func (r *Repository) SaveTree(ctx context.Context, t *Tree) (id.ID, error) {
+	t.Parts = nil
 	b, err := encodeTree(t)
+	if err != nil {
+		return id.ID{}, err
+	}
+	if len(b) > treePartBytes {
+		return r.saveSplitTree(ctx, t.Nodes)
+	}
+	x, _, err := r.SaveBlob(ctx, TreeBlob, b, id.ID{})
+	return x, err
+}
+
+// saveSplitTree stores nodes as parts of at most treePartBytes each
+// (at least one node each), then the head that lists them.
+func (r *Repository) saveSplitTree(ctx context.Context, nodes []*Node) (id.ID, error) {
+	const overhead = 64 // {"version":1,"nodes":[…]} around the nodes
+	var parts [][]*Node
+	start, size := 0, overhead
+	for i, n := range nodes {
+		nb, err := json.Marshal(n)
+		if err != nil {
+			return id.ID{}, err
+		}
+		if i > start && size+len(nb)+1 > treePartBytes {
+			parts = append(parts, nodes[start:i])
+			start, size = i, overhead
+		}
+		size += len(nb) + 1
+	}
+	parts = append(parts, nodes[start:])
+	if len(parts) > maxTreeParts {
+		return id.ID{}, fmt.Errorf("directory listing of %d entries needs %d parts, more than the %d a tree may have", len(nodes), len(parts), maxTreeParts)
+	}
+	head := &Tree{Nodes: []*Node{}}
+	for _, p := range parts {
+		b, err := encodeTree(&Tree{Nodes: p})
+		if err != nil {
+			return id.ID{}, err
+		}
+		x, _, err := r.SaveBlob(ctx, TreeBlob, b, id.ID{})
+		if err != nil {
+			return id.ID{}, err
+		}
+		head.Parts = append(head.Parts, x)
+	}
+	b, err := encodeTree(head)
 	if err != nil {
 		return id.ID{}, err
 	}
@@ -110,7 +182,8 @@ func (r *Repository) SaveTree(ctx context.Context, t *Tree) (id.ID, error) {
 	return x, err
 }
 
-// LoadTree reads tree x.
+// LoadTree reads tree x, with the nodes of all its parts when it was
+// split (t.Parts names them).
 func (r *Repository) LoadTree(ctx context.Context, x id.ID) (*Tree, error) {
 	b, err := r.LoadBlob(ctx, TreeBlob, x, nil)
 	if err != nil {
@@ -120,12 +193,30 @@ func (r *Repository) LoadTree(ctx context.Context, x id.ID) (*Tree, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tree %s: %w", x.Short(), err)
 	}
+	for i, px := range t.Parts {
+		b, err := r.LoadBlob(ctx, TreeBlob, px, nil)
+		if err != nil {
+			return nil, fmt.Errorf("tree %s, part %d (%s): %w", x.Short(), i+1, px.Short(), err)
+		}
+		p, err := decodeTree(b)
+		if err == nil && len(p.Parts) > 0 {
+			err = errors.New("malformed: a part names parts of its own")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("tree %s, part %d (%s): %w", x.Short(), i+1, px.Short(), err)
+		}
+		t.Nodes = append(t.Nodes, p.Nodes...)
+	}
 	return t, nil
 }
 
-// encodeTree is the plaintext of tree blob t (its version set).
+// encodeTree is the plaintext of tree blob t (its version set: 1, or the
+// head of a split tree when t has Parts).
 func encodeTree(t *Tree) ([]byte, error) {
 	t.Version = TreeVersion
+	if len(t.Parts) > 0 {
+		t.Version = treeVersionParts
+	}
 	for _, n := range t.Nodes {
 		n.NameRaw, n.LinkTargetRaw = rawIfInvalid(n.Name), rawIfInvalid(n.LinkTarget)
 	}
@@ -138,7 +229,12 @@ func decodeTree(b []byte) (*Tree, error) {
 	if err := json.Unmarshal(b, &t); err != nil {
 		return nil, fmt.Errorf("malformed: %w", err)
 	}
-	if t.Version != TreeVersion {
+	switch {
+	case t.Version == TreeVersion && len(t.Parts) == 0:
+	case t.Version == treeVersionParts && len(t.Parts) > 0 && len(t.Parts) <= maxTreeParts:
+	case t.Version == TreeVersion || t.Version == treeVersionParts:
+		return nil, fmt.Errorf("malformed: version %d tree with %d parts", t.Version, len(t.Parts))
+	default:
 		return nil, fmt.Errorf("%w: version %d", ErrUnsupportedVersion, t.Version)
 	}
 	for _, n := range t.Nodes {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -456,4 +457,42 @@ func assertFixedVHD(t *testing.T, path string) {
 	if cookie != "conectix" || typ != 2 || fi.Size() != size+512 {
 		t.Errorf("%s restored as cookie %q, disk type %d, file %d bytes for a %d-byte disk; want a fixed VHD (type 2, disk + 512-byte footer)", path, cookie, typ, fi.Size(), size)
 	}
+}
+
+// TestLayerMapSurvivesPrune: an overlay whose layer map is too long to
+// keep in its node (more than 256 runs) stores the map in a blob of its
+// own. A later backup reuses the unchanged overlay's record while its
+// directory's tree changes; once the first snapshot is forgotten and
+// pruned, the map must still be there. It was not known to prune (the
+// pack holding it and the old trees was deleted, restore then failed
+// with "load layer map ... not in any index") nor to check.
+func TestLayerMapSurvivesPrune(t *testing.T) {
+	needDiskTools(t)
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	src := filepath.Join(e.dir, "images")
+	os.MkdirAll(src, 0o755)
+	base := filepath.Join(src, "base.qcow2")
+	qimg(t, "create", "-q", "-f", "qcow2", base, "64M")
+	if out, err := exec.Command("qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 64M", base).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-io: %v\n%s", err, out)
+	}
+	top := filepath.Join(src, "top.qcow2")
+	qimg(t, "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", top)
+	args := []string{"-f", "qcow2"}
+	for c := 0; c < 600; c += 2 { // every other 64 KiB cluster: 300 runs
+		args = append(args, "-c", fmt.Sprintf("write -P 0x22 %d 64k", c<<16))
+	}
+	if out, err := exec.Command("qemu-io", append(args, top)...).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-io: %v\n%s", err, out)
+	}
+	first := e.backup(repoDir, src)
+	os.WriteFile(filepath.Join(src, "notes.txt"), []byte("changes the directory's tree"), 0o644)
+	second := e.backup(repoDir, src)
+	e.ok("forget", "--repo", repoDir, first.SnapshotID)
+	e.ok("prune", "--repo", repoDir, "--grace", "0")
+	e.ok("check", "--repo", repoDir)
+	dst := filepath.Join(e.dir, "restored")
+	e.ok("restore", "--repo", repoDir, second.SnapshotID, "--target", dst)
+	qcompare(t, top, filepath.Join(dst, top))
 }
