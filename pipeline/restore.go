@@ -1,8 +1,8 @@
 package pipeline
 
 import (
-	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -84,7 +84,7 @@ type restorer struct {
 
 	// Files restored so far that had more than one name in the snapshot,
 	// by device and inode: their other names become hard links (walker only).
-	linked map[linkKey]*outFile
+	linked map[linkKey]linkFirst
 
 	matched map[string]bool // the includes some snapshot path matched (walker only)
 	created map[string]bool // directories this restore created, empty at first (walker only)
@@ -97,6 +97,14 @@ type restorer struct {
 
 // linkKey identifies a file of the backed-up system: its device and inode.
 type linkKey struct{ dev, ino uint64 }
+
+// linkFirst is the restored file later names of the same inode link to,
+// with a digest of what its node recorded (inodeDataSum) rather than the
+// node itself, so that trees with many hard links cost little memory.
+type linkFirst struct {
+	of  *outFile
+	sum [32]byte
+}
 
 type dirMeta struct {
 	path string
@@ -156,7 +164,7 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, o Resto
 	if err := os.MkdirAll(o.Target, 0o700); err != nil {
 		return nil, fmt.Errorf("create target %s: %w", o.Target, err)
 	}
-	rs := &restorer{r: r, o: o, ctx: ctx, progress: o.Progress, root: sn.Tree, tasks: make(chan packTask, o.Workers), matched: map[string]bool{"/": true}, created: map[string]bool{}, linked: map[linkKey]*outFile{}, converted: map[string]bool{}}
+	rs := &restorer{r: r, o: o, ctx: ctx, progress: o.Progress, root: sn.Tree, tasks: make(chan packTask, o.Workers), matched: map[string]bool{"/": true}, created: map[string]bool{}, linked: map[linkKey]linkFirst{}, converted: map[string]bool{}}
 	for i := 0; i < o.Workers; i++ {
 		rs.wg.Add(1)
 		go rs.reader()
@@ -383,10 +391,19 @@ func (rs *restorer) clearEntry(p string) error {
 
 func (rs *restorer) file(n *repo.Node, dp string) error {
 	var key linkKey
+	var sum [32]byte
+	newFirst := false
 	if n.Links > 1 && n.Inode != 0 {
-		key = linkKey{n.DeviceID, n.Inode}
-		if first := rs.linked[key]; first != nil && sameInodeData(first.node, n) && rs.link(first, dp) {
-			return nil
+		key, sum = linkKey{n.DeviceID, n.Inode}, inodeDataSum(n)
+		first, ok := rs.linked[key]
+		switch {
+		case !ok:
+			newFirst = true
+		case first.sum == sum:
+			if rs.link(first.of, n, dp) {
+				return nil
+			}
+			newFirst = true // the first failed: this name is the one to link to
 		}
 	}
 	if err := rs.clearEntry(dp); err != nil {
@@ -401,8 +418,8 @@ func (rs *restorer) file(n *repo.Node, dp string) error {
 	}
 	of := &outFile{path: dp, node: n, f: f, res: rs}
 	of.pending.Store(1) // held by the walker until all extents are queued
-	if key != (linkKey{}) && rs.linked[key] == nil {
-		rs.linked[key] = of
+	if newFirst {
+		rs.linked[key] = linkFirst{of: of, sum: sum}
 	}
 	rs.files.Add(1)
 	rs.total.Add(n.Size)
@@ -440,10 +457,10 @@ func (rs *restorer) file(n *repo.Node, dp string) error {
 }
 
 // link makes dp another name of the file first was restored to, as the
-// two were one file when backed up. It reports false when dp is to be
-// restored as a file of its own instead: the first name failed, or the
-// file system cannot link (dp is then a copy).
-func (rs *restorer) link(first *outFile, dp string) bool {
+// two were one file (node n here) when backed up. It reports false when
+// dp is to be restored as a file of its own instead: the first name
+// failed, or the file system cannot link (dp is then a copy).
+func (rs *restorer) link(first *outFile, n *repo.Node, dp string) bool {
 	first.mu.Lock()
 	defer first.mu.Unlock()
 	if first.finished && first.err != nil {
@@ -458,20 +475,43 @@ func (rs *restorer) link(first *outFile, dp string) bool {
 	}
 	first.links = append(first.links, dp)
 	rs.files.Add(1)
+	// The progress total counts every name's bytes; these need no writing.
 	if first.finished {
-		rs.progress.AddDone(1, 0)
+		rs.progress.AddDone(1, n.Size)
+	} else {
+		rs.progress.AddDone(0, n.Size)
 	}
 	return true
 }
 
-// sameInodeData reports whether two nodes of one inode recorded the same
-// content and metadata (a file changed between reading its two names is
-// restored as two files).
-func sameInodeData(a, b *repo.Node) bool {
-	return a.Size == b.Size && a.ModTime.Equal(b.ModTime) && a.Mode == b.Mode && a.UID == b.UID && a.GID == b.GID &&
-		slices.Equal(a.Content, b.Content) && slices.Equal(a.ContentLists, b.ContentLists) &&
-		maps.EqualFunc(a.Xattrs, b.Xattrs, bytes.Equal)
+// inodeDataSum digests what a file's node recorded about its inode: size,
+// times, mode, owner, attributes and content. Two names of one inode with
+// different sums (the file changed between reading the two) are restored
+// as two files.
+func inodeDataSum(n *repo.Node) [32]byte {
+	h := sha256.New()
+	fmt.Fprintf(h, "%d %d %d %d %d %d\n", n.Size, n.ModTime.UnixNano(), uint32(n.Mode), n.UID, n.GID, len(n.Content))
+	for _, e := range n.Content {
+		fmt.Fprintf(h, "%x %d %t\n", e.ID[:], e.Len, e.Zero)
+	}
+	fmt.Fprintf(h, "lists %d\n", len(n.ContentLists))
+	for _, x := range n.ContentLists {
+		h.Write(x[:])
+	}
+	names := slices.Sorted(maps.Keys(n.Xattrs))
+	fmt.Fprintf(h, "\nxattrs %d\n", len(names))
+	for _, k := range names {
+		fmt.Fprintf(h, "%d %s %d ", len(k), k, len(n.Xattrs[k]))
+		h.Write(n.Xattrs[k])
+	}
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
 }
+
+// sameInodeData reports whether two nodes of one inode recorded the same
+// data (inodeDataSum).
+func sameInodeData(a, b *repo.Node) bool { return inodeDataSum(a) == inodeDataSum(b) }
 
 func (of *outFile) setErr(err error) {
 	of.mu.Lock()
@@ -501,11 +541,12 @@ func (of *outFile) release() {
 	}
 	of.finished = true
 	links := of.links
+	of.node, of.f = nil, nil // kept by rs.linked: only path and err are used from here
 	of.mu.Unlock()
 	if of.err != nil {
 		rs.fail(of.path, of.err)
 		for _, l := range links {
-			rs.fail(l, fmt.Errorf("hard link to %s, which could not be restored", of.path))
+			rs.fail(l, fmt.Errorf("hard link to %s, which failed (the same file: see there)", of.path))
 		}
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"unicode/utf8"
 
@@ -14,25 +15,37 @@ import (
 // kept as system.posix_acl_*) are backed up with each entry and set again
 // on restore. Reading never follows a symlink.
 
+// maxXattrBytes bounds the names and values kept for one entry: room for
+// the largest value Linux allows (64 KiB) several times over. They are
+// stored inline in the directory's tree, which is split into parts of a
+// few MiB, so one entry must stay well below a part; file systems that
+// allow more (XFS, ext4 with ea_inode) are cut here with a warning. Real
+// attribute sets (SELinux labels, ACLs, capabilities, user tags) are tens
+// to hundreds of bytes.
+const maxXattrBytes = 256 << 10
+
 // readXattrs returns the extended attributes of path, nil when it has none
 // or its file system keeps none. Names that are not valid UTF-8 cannot be
-// recorded in a tree (JSON keys); they are left out and reported in err
-// along with the attributes that were read.
+// recorded in a tree (JSON keys), and attributes beyond maxXattrBytes are
+// not kept; both are left out and reported in err along with the
+// attributes that were read.
 func readXattrs(path string) (map[string][]byte, error) {
-	var stack [1024]byte
-	names, err := xattrList(path, stack[:])
-	if err != nil || len(names) == 0 {
+	names, err := xattrList(path)
+	if err != nil {
 		if err == unix.ENOTSUP || err == unix.ENOENT {
 			return nil, nil // no xattrs on this file system; or gone (the caller reports that)
 		}
-		if err != nil {
-			return nil, fmt.Errorf("list extended attributes: %w", err)
-		}
+		return nil, fmt.Errorf("list extended attributes: %w", err)
+	}
+	if len(names) == 0 {
 		return nil, nil
 	}
+	list := bytes.Split(bytes.TrimRight(names, "\x00"), []byte{0})
+	sort.Slice(list, func(i, j int) bool { return bytes.Compare(list[i], list[j]) < 0 })
 	out := map[string][]byte{}
 	var errs []error
-	for _, nb := range bytes.Split(bytes.TrimRight(names, "\x00"), []byte{0}) {
+	total, dropped := 0, 0
+	for _, nb := range list {
 		if len(nb) == 0 {
 			continue
 		}
@@ -49,7 +62,15 @@ func readXattrs(path string) (map[string][]byte, error) {
 			errs = append(errs, fmt.Errorf("read extended attribute %s: %w", name, err))
 			continue
 		}
+		if total+len(name)+len(v) > maxXattrBytes {
+			dropped++
+			continue
+		}
+		total += len(name) + len(v)
 		out[name] = v
+	}
+	if dropped > 0 {
+		errs = append(errs, fmt.Errorf("%d extended attributes not backed up: drpipe keeps at most %d KiB of names and values per entry", dropped, maxXattrBytes>>10))
 	}
 	if len(out) == 0 {
 		out = nil
@@ -57,21 +78,24 @@ func readXattrs(path string) (map[string][]byte, error) {
 	return out, errors.Join(errs...)
 }
 
-// xattrList returns the NUL-separated attribute names of path, using buf
-// when it is large enough.
-func xattrList(path string, buf []byte) ([]byte, error) {
+// xattrList returns the NUL-separated attribute names of path. Asking
+// for the size first costs no allocation for the usual entry, which has
+// none.
+func xattrList(path string) ([]byte, error) {
 	for range 4 { // the list can grow between asking its size and reading it
-		n, err := unix.Llistxattr(path, buf)
-		if err == nil {
-			return buf[:n], nil
-		}
-		if err != unix.ERANGE {
+		n, err := unix.Llistxattr(path, nil)
+		if err != nil || n == 0 {
 			return nil, err
 		}
-		if n, err = unix.Llistxattr(path, nil); err != nil {
+		buf := make([]byte, n+64)
+		n, err = unix.Llistxattr(path, buf)
+		if err == unix.ERANGE {
+			continue
+		}
+		if err != nil {
 			return nil, err
 		}
-		buf = make([]byte, n+256)
+		return buf[:n], nil
 	}
 	return nil, unix.ERANGE
 }
@@ -113,7 +137,8 @@ func setXattrs(fd int, path string, x map[string][]byte) (unsupported []string, 
 		names = append(names, k)
 	}
 	sort.Strings(names)
-	var errs []error
+	var first error
+	failed := 0
 	for _, name := range names {
 		var err error
 		if fd >= 0 {
@@ -126,8 +151,24 @@ func setXattrs(fd int, path string, x map[string][]byte) (unsupported []string, 
 		case err == unix.ENOTSUP:
 			unsupported = append(unsupported, name)
 		default:
-			errs = append(errs, fmt.Errorf("set extended attribute %s: %w", name, err))
+			failed++
+			if first == nil {
+				first = fmt.Errorf("set extended attribute %s: %w", name, err)
+			}
+			if err == unix.ENOSPC || err == unix.E2BIG || err == unix.EDQUOT {
+				failed += len(names) - 1 - slices.Index(names, name) // no room for the rest either
+				return unsupported, xattrFailures(first, failed)
+			}
 		}
 	}
-	return unsupported, errors.Join(errs...)
+	return unsupported, xattrFailures(first, failed)
+}
+
+// xattrFailures is the first error of n failed attributes, with the count
+// of the others (one line per item, however many attributes failed).
+func xattrFailures(first error, n int) error {
+	if n <= 1 {
+		return first
+	}
+	return fmt.Errorf("%w (and %d more extended attributes not set)", first, n-1)
 }
