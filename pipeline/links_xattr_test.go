@@ -323,3 +323,63 @@ func TestLargeXattrDirectory(t *testing.T) {
 		}
 	}
 }
+
+// TestXattrsFromParent: an entry whose inode is unchanged takes its
+// attributes from the parent snapshot, but only when that snapshot
+// recorded them; a changed attribute (which changes the inode's change
+// time) is read again.
+func TestXattrsFromParent(t *testing.T) {
+	ctx := context.Background()
+	r, _ := newRepo(t)
+	src := filepath.Join(t.TempDir(), "src")
+	os.MkdirAll(filepath.Join(src, "d"), 0o755)
+	f := filepath.Join(src, "d", "f")
+	os.WriteFile(f, []byte("data"), 0o644)
+	if err := unix.Lsetxattr(f, "user.v", []byte("1"), 0); err != nil {
+		t.Skipf("the test file system keeps no user attributes: %v", err)
+	}
+	unix.Lsetxattr(filepath.Join(src, "d"), "user.dir", []byte("x"), 0)
+	restored := func(sn *repo.Snapshot) (file, dir map[string][]byte) {
+		t.Helper()
+		dst := filepath.Join(t.TempDir(), "dst")
+		if _, err := Restore(ctx, r, sn, RestoreOptions{Target: dst}); err != nil {
+			t.Fatal(err)
+		}
+		file, _ = readXattrs(filepath.Join(dst, f))
+		dir, _ = readXattrs(filepath.Join(dst, src, "d"))
+		return file, dir
+	}
+	backup := func() *repo.Snapshot {
+		t.Helper()
+		res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Snapshot
+	}
+	// A parent from a build that did not record attributes: nothing is
+	// taken from it though the inodes are unchanged.
+	recordXattrs = false
+	old := backup()
+	recordXattrs = true
+	if old.Has(repo.FeatureXattrs) {
+		t.Fatal("a snapshot without attributes claims them")
+	}
+	sn := backup()
+	if !sn.Has(repo.FeatureXattrs) {
+		t.Fatal("the snapshot does not say it records attributes")
+	}
+	if file, dir := restored(sn); string(file["user.v"]) != "1" || string(dir["user.dir"]) != "x" {
+		t.Fatalf("after a parent without attributes: %v %v", names(file), names(dir))
+	}
+	// Unchanged: taken over from the parent.
+	if file, dir := restored(backup()); string(file["user.v"]) != "1" || string(dir["user.dir"]) != "x" {
+		t.Fatalf("unchanged: %v %v", names(file), names(dir))
+	}
+	// Changed value and a removed attribute: read again.
+	unix.Lsetxattr(f, "user.v", []byte("2"), 0)
+	unix.Lremovexattr(filepath.Join(src, "d"), "user.dir")
+	if file, dir := restored(backup()); string(file["user.v"]) != "2" || len(dir) != 0 {
+		t.Fatalf("changed: file %q, dir %v", file["user.v"], names(dir))
+	}
+}

@@ -193,7 +193,7 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, o Resto
 		}
 	}
 	if rs.xattrUnsupported > 0 {
-		rs.fail(rs.o.Target, fmt.Errorf("%d extended attributes were not restored because the target file system does not support them (first: %s); restore onto a file system that keeps extended attributes (ext4, XFS, Btrfs) to keep them", rs.xattrUnsupported, rs.xattrFirst))
+		rs.fail(rs.o.Target, fmt.Errorf("%d extended attributes were not restored: the target file system refused them as unsupported (first: %s); restore onto a file system that supports these attribute namespaces to keep them", rs.xattrUnsupported, rs.xattrFirst))
 	}
 	res := &RestoreResult{Files: rs.files.Load(), Dirs: rs.dirs.Load(), BytesWritten: rs.written.Load(), BytesTotal: rs.total.Load(), Failed: rs.failed}
 	if len(res.Failed) > 0 {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -33,9 +34,20 @@ type Snapshot struct {
 	// Inventory is the VM inventory captured with the backup (package
 	// drsite's model, stored opaquely here).
 	Inventory json.RawMessage `json:"inventory,omitempty"`
+	// Features names what the backup recorded beyond the first format
+	// (FeatureXattrs), so a later backup knows what it may take over from
+	// this one as its parent.
+	Features []string `json:"features,omitempty"`
 
 	id id.ID
 }
+
+// FeatureXattrs marks a snapshot whose nodes carry every entry's extended
+// attributes (an entry without the field has none).
+const FeatureXattrs = "xattrs"
+
+// Has reports whether the snapshot lists feature f.
+func (s *Snapshot) Has(f string) bool { return slices.Contains(s.Features, f) }
 
 // Summary records what a backup did.
 type Summary struct {
