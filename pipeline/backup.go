@@ -83,6 +83,7 @@ type backup struct {
 	// parentXattrs: the parent snapshot recorded extended attributes, so
 	// an unchanged entry's may be taken from it (see xattrs).
 	parentXattrs bool
+	xattrErrors  atomic.Int64 // entries whose attributes were not all read
 
 	// jobs queues segments larger than smallBuf (2 per worker: each may
 	// have a whole segment prefetched); smallJobs queues smaller ones,
@@ -99,6 +100,14 @@ type backup struct {
 	files     atomic.Int64
 	dirs      atomic.Int64
 	warnings  atomic.Int64
+}
+
+// currentUser is the name of the user running the backup ("" if unknown).
+func currentUser() string {
+	if u, err := user.Current(); err == nil {
+		return u.Username
+	}
+	return ""
 }
 
 // recordXattrs is whether backups read extended attributes (false only in
@@ -182,7 +191,9 @@ func Backup(ctx context.Context, r *repo.Repository, o BackupOptions) (*BackupRe
 	var parentTree id.ID
 	if parent != nil {
 		parentTree = parent.Tree
-		b.parentXattrs = parent.Has(repo.FeatureXattrs)
+		// Only from a snapshot whose user saw the same attributes
+		// (trusted.* are root's alone, for one).
+		b.parentXattrs = parent.Has(repo.FeatureXattrs) && parent.Username == currentUser()
 	}
 
 	b.jobs = make(chan segJob, 2*o.Workers)
@@ -228,12 +239,13 @@ func Backup(ctx context.Context, r *repo.Repository, o BackupOptions) (*BackupRe
 		t = r.Now()
 	}
 	sn := &repo.Snapshot{Time: t, Host: o.Host, Tags: o.Tags, Paths: paths, Tree: rootTree, Program: o.Program, Inventory: o.Inventory}
-	if recordXattrs {
+	// A snapshot where some attributes could not be read does not claim
+	// them all: the next backup reads every entry's again (and warns
+	// again) rather than take over an incomplete set.
+	if recordXattrs && b.xattrErrors.Load() == 0 {
 		sn.Features = []string{repo.FeatureXattrs}
 	}
-	if u, err := user.Current(); err == nil {
-		sn.Username = u.Username
-	}
+	sn.Username = currentUser()
 	if parent != nil {
 		pid := parent.ID()
 		sn.Parent = &pid
@@ -518,6 +530,7 @@ func (b *backup) xattrs(path string, n, p *repo.Node) {
 	x, err := readXattrs(path)
 	n.Xattrs = x
 	if err != nil {
+		b.xattrErrors.Add(1)
 		b.warn(path, err)
 	}
 }
@@ -588,7 +601,10 @@ func (b *backup) file(path string, fi fs.FileInfo, n *repo.Node, parent *repo.No
 		return doneFuture(n)
 	}
 	if parent != nil && parent.Disk != nil && b.diskUnchanged(parent, n) {
-		n.Size, n.Disk, n.Content, n.ContentLists, n.Refs = parent.Size, parent.Disk, parent.Content, parent.ContentLists, parent.Refs
+		n.Size, n.Disk, n.Content, n.ContentLists = parent.Size, parent.Disk, parent.Content, parent.ContentLists
+		// From the record itself: a parent written before nodes had
+		// refs names its layer map only there.
+		n.Refs = diskRefs(parent)
 		b.bytesDone.Add(n.Size)
 		b.progress.AddDone(1, n.Size)
 		return doneFuture(n)

@@ -249,6 +249,15 @@ func (b *backup) diskUnchanged(p, n *repo.Node) bool {
 		(m.OwnBlob == nil || b.r.Has(*m.OwnBlob))
 }
 
+// diskRefs returns the blobs disk node n's record names besides its
+// content (its layer map, when kept out of line), for Node.Refs.
+func diskRefs(n *repo.Node) []id.ID {
+	if m, err := ParseDiskMeta(n); err == nil && m != nil && m.OwnBlob != nil {
+		return []id.ID{*m.OwnBlob}
+	}
+	return nil
+}
+
 // DiskFormatOriginal restores a disk image in the format it was backed up
 // from (the default).
 const DiskFormatOriginal = "original"

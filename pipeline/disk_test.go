@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"testing"
 
+	"github.com/drpipe/drpipe/internal/id"
 	"github.com/drpipe/drpipe/repo"
 	"github.com/drpipe/drpipe/vmdisk"
 )
@@ -41,4 +42,22 @@ func FuzzParseDiskMeta(f *testing.F) {
 			prev = r.End()
 		}
 	})
+}
+
+// TestDiskRefsFromRecord: a reused disk record names its layer map in the
+// node's refs even when the parent node, written before nodes had refs,
+// does not (prune, copy and check know blobs only through refs).
+func TestDiskRefsFromRecord(t *testing.T) {
+	x := id.Hash([]byte("layer map"))
+	rec, _ := json.Marshal(DiskMeta{Version: DiskMetaVersion, Info: vmdisk.Info{Format: vmdisk.QCOW2, VirtualSize: 1 << 30, Backing: "base.qcow2",
+		QCOW2: &vmdisk.QCOW2Params{Version: 3, ClusterBits: 16}}, Layer: true, OwnBlob: &x})
+	old := &repo.Node{Name: "top.qcow2", Type: repo.NodeFile, Size: 1 << 30, Disk: rec}
+	if got := diskRefs(old); len(got) != 1 || got[0] != x {
+		t.Fatalf("refs of a record with an out-of-line layer map: %v, want [%s]", got, x.Short())
+	}
+	inline, _ := json.Marshal(DiskMeta{Version: DiskMetaVersion, Info: vmdisk.Info{Format: vmdisk.QCOW2, VirtualSize: 1 << 20,
+		QCOW2: &vmdisk.QCOW2Params{Version: 3, ClusterBits: 16}}})
+	if got := diskRefs(&repo.Node{Name: "flat.qcow2", Type: repo.NodeFile, Size: 1 << 20, Disk: inline}); got != nil {
+		t.Fatalf("refs of a flat record: %v", got)
+	}
 }

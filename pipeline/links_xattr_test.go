@@ -269,6 +269,14 @@ func TestXattrNameNotUTF8(t *testing.T) {
 	if !errors.Is(err, ErrPartial) || res == nil || res.Warnings != 1 {
 		t.Fatalf("backup: %v (%+v), want a partial backup with one warning", err, res)
 	}
+	// The snapshot does not claim every attribute, so the next backup
+	// reads them again and warns again instead of taking over the set.
+	if res.Snapshot.Has(repo.FeatureXattrs) {
+		t.Error("a snapshot missing an attribute claims them all")
+	}
+	if again, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}}); !errors.Is(err, ErrPartial) || again.Warnings != 1 {
+		t.Errorf("second backup: %v, want the warning again", err)
+	}
 	dst := filepath.Join(t.TempDir(), "dst")
 	if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
 		t.Fatal(err)
@@ -382,4 +390,76 @@ func TestXattrsFromParent(t *testing.T) {
 	if file, dir := restored(backup()); string(file["user.v"]) != "2" || len(dir) != 0 {
 		t.Fatalf("changed: file %q, dir %v", file["user.v"], names(dir))
 	}
+}
+
+// TestXattrsNotFromAnotherUser: attributes are taken over only from a
+// parent snapshot made by the same user; another user may not have seen
+// them all (trusted.* are root's alone).
+func TestXattrsNotFromAnotherUser(t *testing.T) {
+	ctx := context.Background()
+	r, _ := newRepo(t)
+	src := filepath.Join(t.TempDir(), "src")
+	os.MkdirAll(src, 0o755)
+	f := filepath.Join(src, "f")
+	os.WriteFile(f, []byte("data"), 0o644)
+	if err := unix.Lsetxattr(f, "user.v", []byte("1"), 0); err != nil {
+		t.Skipf("the test file system keeps no user attributes: %v", err)
+	}
+	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A parent whose node of f records no attributes, same inode and
+	// change time: as made by a user who could not see them.
+	tree, err := rewriteTree(ctx, r, res.Snapshot.Tree, func(n *repo.Node) {
+		if n.Type == repo.NodeFile {
+			n.Xattrs = nil
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		user string
+		want string
+	}{{res.Snapshot.Username, ""}, {"someone-else", "1"}} {
+		parent := *res.Snapshot
+		parent.Tree, parent.Username = tree, tc.user
+		again, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}, Parent: &parent})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst := filepath.Join(t.TempDir(), "dst")
+		if _, err := Restore(ctx, r, again.Snapshot, RestoreOptions{Target: dst}); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := readXattrs(filepath.Join(dst, f))
+		if string(got["user.v"]) != tc.want {
+			t.Errorf("parent made by %q: user.v restored as %q, want %q", tc.user, got["user.v"], tc.want)
+		}
+	}
+}
+
+// rewriteTree saves a copy of tree x and everything below it with fn
+// applied to every node.
+func rewriteTree(ctx context.Context, r *repo.Repository, x id.ID, fn func(*repo.Node)) (id.ID, error) {
+	t, err := r.LoadTree(ctx, x)
+	if err != nil {
+		return id.ID{}, err
+	}
+	for _, n := range t.Nodes {
+		if n.Subtree != nil {
+			sub, err := rewriteTree(ctx, r, *n.Subtree, fn)
+			if err != nil {
+				return id.ID{}, err
+			}
+			n.Subtree = &sub
+		}
+		fn(n)
+	}
+	nx, err := r.SaveTree(ctx, t)
+	if err != nil {
+		return id.ID{}, err
+	}
+	return nx, r.Flush(ctx)
 }

@@ -42,8 +42,9 @@ type Snapshot struct {
 	id id.ID
 }
 
-// FeatureXattrs marks a snapshot whose nodes carry every entry's extended
-// attributes (an entry without the field has none).
+// FeatureXattrs marks a snapshot whose nodes carry all of every entry's
+// extended attributes that its user could see (an entry without the
+// field has none); a backup that could not read some leaves it out.
 const FeatureXattrs = "xattrs"
 
 // Has reports whether the snapshot lists feature f.

@@ -231,9 +231,9 @@ func decodeTree(b []byte) (*Tree, error) {
 	}
 	switch {
 	case t.Version == TreeVersion && len(t.Parts) == 0:
-	case t.Version == treeVersionParts && len(t.Parts) > 0 && len(t.Parts) <= maxTreeParts:
+	case t.Version == treeVersionParts && len(t.Parts) > 0 && len(t.Parts) <= maxTreeParts && len(t.Nodes) == 0:
 	case t.Version == TreeVersion || t.Version == treeVersionParts:
-		return nil, fmt.Errorf("malformed: version %d tree with %d parts", t.Version, len(t.Parts))
+		return nil, fmt.Errorf("malformed: version %d tree with %d parts and %d nodes of its own", t.Version, len(t.Parts), len(t.Nodes))
 	default:
 		return nil, fmt.Errorf("%w: version %d", ErrUnsupportedVersion, t.Version)
 	}
