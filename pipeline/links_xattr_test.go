@@ -226,17 +226,7 @@ func TestXattrsUnsupportedReportedOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tid, err := r.SaveTree(ctx, &repo.Tree{Nodes: []*repo.Node{{Name: "d", Type: repo.NodeDir, Mode: fs.ModeDir | 0o750, ModTime: now, Subtree: &sid, Xattrs: bogus}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	sn := &repo.Snapshot{Time: now, Host: "h", Paths: []string{"/d"}, Tree: tid}
-	if _, err := r.SaveSnapshot(ctx, sn); err != nil {
-		t.Fatal(err)
-	}
+	sn := snapshotOf(t, r, &repo.Tree{Nodes: []*repo.Node{{Name: "d", Type: repo.NodeDir, Mode: fs.ModeDir | 0o750, ModTime: now, Subtree: &sid, Xattrs: bogus}}}, "/d")
 	dst := filepath.Join(t.TempDir(), "dst")
 	rr, err := Restore(ctx, r, sn, RestoreOptions{Target: dst})
 	if !errors.Is(err, ErrRestoreIncomplete) || rr == nil || len(rr.Failed) != 1 {

@@ -205,17 +205,7 @@ func TestDuplicateNamesInTree(t *testing.T) {
 		{Name: "x", Type: repo.NodeDir, Mode: fs.ModeDir | 0o777, ModTime: now},
 		{Name: "x", Type: repo.NodeSymlink, Mode: fs.ModeSymlink | 0o777, ModTime: now, LinkTarget: outside},
 	}}
-	tid, err := r.SaveTree(ctx, tr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	sn := &repo.Snapshot{Time: now, Host: "h", Paths: []string{"/x"}, Tree: tid}
-	if _, err := r.SaveSnapshot(ctx, sn); err != nil {
-		t.Fatal(err)
-	}
+	sn := snapshotOf(t, r, tr, "/x")
 	dst := filepath.Join(t.TempDir(), "dst")
 	os.MkdirAll(dst, 0o755) // the target exists: entries are cleared before use
 	rr, err := Restore(ctx, r, sn, RestoreOptions{Target: dst})
@@ -228,6 +218,25 @@ func TestDuplicateNamesInTree(t *testing.T) {
 	if fi, _ := os.Stat(outside); fi.Mode().Perm() != 0o700 {
 		t.Errorf("directory outside the target changed to %v", fi.Mode().Perm())
 	}
+}
+
+// snapshotOf stores tree tr (made by hand) as the root of a new snapshot
+// of paths.
+func snapshotOf(t *testing.T, r *repo.Repository, tr *repo.Tree, paths ...string) *repo.Snapshot {
+	t.Helper()
+	ctx := context.Background()
+	tid, err := r.SaveTree(ctx, tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sn := &repo.Snapshot{Time: time.Now(), Host: "h", Paths: paths, Tree: tid}
+	if _, err := r.SaveSnapshot(ctx, sn); err != nil {
+		t.Fatal(err)
+	}
+	return sn
 }
 
 // backupFiles backs up a new source directory holding files (relative
