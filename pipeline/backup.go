@@ -80,6 +80,10 @@ type backup struct {
 	progress Progress
 	ctx      context.Context
 	cancel   context.CancelCauseFunc
+	// linkFirst maps each multi-name file seen to the read of its first
+	// name (under linkMu; see file).
+	linkMu    sync.Mutex
+	linkFirst map[inodeKey]*linkedRead
 	// parentXattrs: the parent snapshot recorded extended attributes, so
 	// an unchanged entry's may be taken from it (see xattrs).
 	parentXattrs bool
@@ -609,6 +613,69 @@ func (b *backup) file(path string, fi fs.FileInfo, n *repo.Node, parent *repo.No
 		b.progress.AddDone(1, n.Size)
 		return doneFuture(n)
 	}
+	if n.Links > 1 && n.Inode != 0 {
+		// Hard links: the first name of an inode is read, later names
+		// take its content.
+		key := inodeKey{n.DeviceID, n.Inode}
+		b.linkMu.Lock()
+		if b.linkFirst == nil {
+			b.linkFirst = map[inodeKey]*linkedRead{}
+		}
+		first := b.linkFirst[key]
+		if first == nil {
+			first = &linkedRead{ready: make(chan struct{})}
+			b.linkFirst[key] = first
+			b.linkMu.Unlock()
+			first.fut = b.readFile(path, n)
+			close(first.ready)
+			return first.fut
+		}
+		b.linkMu.Unlock()
+		return b.sameAs(first, path, n)
+	}
+	return b.readFile(path, n)
+}
+
+// inodeKey identifies a file of the source: its device and inode.
+type inodeKey struct{ dev, ino uint64 }
+
+// linkedRead is the read of the first name of a file with several names;
+// fut is set when ready is closed.
+type linkedRead struct {
+	ready chan struct{}
+	fut   *future
+}
+
+// sameAs completes n, a later name of the file first reads, with the
+// content first stored, once it is done. If the first name could not be
+// read, or the file changed between the two names' lstat (its change
+// time differs), n is read itself.
+func (b *backup) sameAs(first *linkedRead, path string, n *repo.Node) *future {
+	f := &future{node: n, done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		<-first.ready
+		<-first.fut.done
+		if fn := first.fut.node; first.fut.err == nil && !first.fut.skip && fn != nil &&
+			fn.ModTime.Equal(n.ModTime) && fn.ChangeTime.Equal(n.ChangeTime) {
+			n.Size, n.Content, n.ContentLists, n.Disk, n.Refs = fn.Size, fn.Content, fn.ContentLists, fn.Disk, fn.Refs
+			b.bytesDone.Add(n.Size)
+			b.progress.AddDone(1, n.Size)
+			return
+		}
+		if first.fut.err != nil {
+			f.err = first.fut.err
+			return
+		}
+		own := b.readFile(path, n)
+		<-own.done
+		f.err, f.skip = own.err, own.skip
+	}()
+	return f
+}
+
+// readFile reads regular file path and stores its content in n.
+func (b *backup) readFile(path string, n *repo.Node) *future {
 	f, err := openNoPoll(path, unix.O_RDONLY, 0)
 	if err != nil {
 		b.warn(path, err)

@@ -44,9 +44,13 @@ func TestHardLinksRestored(t *testing.T) {
 			t.Skipf("the test file system cannot hard-link: %v", err)
 		}
 	}
-	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
+	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}, NoParent: true})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Each file is read once, whatever its number of names.
+	if res.Summary.BytesRead >= 4<<20 || res.Summary.Files != 6 {
+		t.Errorf("backup read %d bytes of %d files: the second name of big was read again", res.Summary.BytesRead, res.Summary.Files)
 	}
 	dst := filepath.Join(t.TempDir(), "dst")
 	var cnt Counter
