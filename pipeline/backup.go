@@ -333,6 +333,15 @@ type future struct {
 	done chan struct{}
 	err  error // fatal error only; per-item problems are warnings
 	skip bool  // item could not be backed up (warned)
+	// read identifies the file a regular file's content was read from
+	// (fstat of the open descriptor), for its other names (sameAs).
+	read inodeIdent
+}
+
+// inodeIdent identifies one state of a file: device, inode and change time.
+type inodeIdent struct {
+	dev, ino uint64
+	ctime    time.Time
 }
 
 func doneFuture(n *repo.Node) *future {
@@ -452,14 +461,19 @@ func (b *backup) finishDir(path string, n *repo.Node, kids []*future) *future {
 	go func() {
 		defer close(f.done)
 		t := &repo.Tree{}
+		// Every child is waited for, also after one failed: the
+		// backup closes its job queues once the root is done, and no
+		// child may still be queueing segments then.
 		for _, k := range kids {
-			if err := k.wait(); err != nil {
+			if err := k.wait(); err != nil && f.err == nil {
 				f.err = err
-				return
 			}
 			if !k.skip {
 				t.Nodes = append(t.Nodes, k.node)
 			}
+		}
+		if f.err != nil {
+			return
 		}
 		sort.Slice(t.Nodes, func(i, j int) bool { return t.Nodes[i].Name < t.Nodes[j].Name })
 		x, err := b.r.SaveTree(b.ctx, t)
@@ -623,12 +637,19 @@ func (b *backup) file(path string, fi fs.FileInfo, n *repo.Node, parent *repo.No
 		}
 		first := b.linkFirst[key]
 		if first == nil {
-			first = &linkedRead{ready: make(chan struct{})}
+			if len(b.linkFirst) >= maxLinkedReads {
+				b.linkMu.Unlock()
+				return b.readFile(path, n)
+			}
+			first = &linkedRead{ready: make(chan struct{}), left: n.Links - 1}
 			b.linkFirst[key] = first
 			b.linkMu.Unlock()
 			first.fut = b.readFile(path, n)
 			close(first.ready)
 			return first.fut
+		}
+		if first.left--; first.left == 0 {
+			delete(b.linkFirst, key) // every name seen
 		}
 		b.linkMu.Unlock()
 		return b.sameAs(first, path, n)
@@ -636,35 +657,50 @@ func (b *backup) file(path string, fi fs.FileInfo, n *repo.Node, parent *repo.No
 	return b.readFile(path, n)
 }
 
+// maxLinkedReads bounds the files with several names whose first read
+// is remembered at once (about 200 bytes each once read, more for large
+// files); beyond it, further such files are read under every name.
+const maxLinkedReads = 1 << 20
+
 // inodeKey identifies a file of the source: its device and inode.
 type inodeKey struct{ dev, ino uint64 }
 
 // linkedRead is the read of the first name of a file with several names;
-// fut is set when ready is closed.
+// fut is set when ready is closed. left counts the names still to come
+// (under linkMu); the entry is dropped when it reaches 0.
 type linkedRead struct {
 	ready chan struct{}
 	fut   *future
+	left  uint64
 }
 
 // sameAs completes n, a later name of the file first reads, with the
-// content first stored, once it is done. If the first name could not be
-// read, or the file changed between the two names' lstat (its change
-// time differs), n is read itself.
+// content first stored, once it is done. The content is shared only if
+// the first name's open descriptor was this name's inode in the state
+// its lstat saw (device, inode and change time: a file renamed over the
+// first name in between is another file), and is not a disk image (whose
+// record depends on the name's path: backing files are found next to
+// it). Otherwise n is read itself.
 func (b *backup) sameAs(first *linkedRead, path string, n *repo.Node) *future {
 	f := &future{node: n, done: make(chan struct{})}
 	go func() {
 		defer close(f.done)
 		<-first.ready
 		<-first.fut.done
-		if fn := first.fut.node; first.fut.err == nil && !first.fut.skip && fn != nil &&
-			fn.ModTime.Equal(n.ModTime) && fn.ChangeTime.Equal(n.ChangeTime) {
-			n.Size, n.Content, n.ContentLists, n.Disk, n.Refs = fn.Size, fn.Content, fn.ContentLists, fn.Disk, fn.Refs
+		fn, rd := first.fut.node, first.fut.read
+		if first.fut.err == nil && !first.fut.skip && fn != nil && fn.Disk == nil &&
+			rd.dev == n.DeviceID && rd.ino == n.Inode && rd.ctime.Equal(n.ChangeTime) {
+			n.Size, n.Content, n.ContentLists = fn.Size, fn.Content, fn.ContentLists
 			b.bytesDone.Add(n.Size)
 			b.progress.AddDone(1, n.Size)
 			return
 		}
-		if first.fut.err != nil {
-			f.err = first.fut.err
+		if err := first.fut.err; err != nil {
+			f.err = err
+			return
+		}
+		if err := b.ctx.Err(); err != nil {
+			f.err = context.Cause(b.ctx)
 			return
 		}
 		own := b.readFile(path, n)
@@ -695,6 +731,10 @@ func (b *backup) readFile(path string, n *repo.Node) *future {
 		return &future{skip: true, done: closed()}
 	}
 	n.Size = st.Size()
+	var read inodeIdent
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		read = inodeIdent{uint64(sys.Dev), sys.Ino, time.Unix(sys.Ctim.Sec, sys.Ctim.Nsec)}
+	}
 	var src io.ReaderAt = f
 	var closeSrc func() error
 	var data []chunking.Range
@@ -712,7 +752,7 @@ func (b *backup) readFile(path string, n *repo.Node) *future {
 		return &future{skip: true, done: closed()}
 	}
 	segs := b.ck.Plan(n.Size, data)
-	fut := &future{node: n, done: make(chan struct{})}
+	fut := &future{node: n, done: make(chan struct{}), read: read}
 	if len(segs) == 0 {
 		if closeSrc != nil {
 			closeSrc()

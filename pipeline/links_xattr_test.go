@@ -457,3 +457,46 @@ func rewriteTree(ctx context.Context, r *repo.Repository, x id.ID, fn func(*repo
 	}
 	return nx, r.Flush(ctx)
 }
+
+// TestBackupCancelledWithLinks: cancelling a backup at any moment, while
+// hard-linked files change under it (so later names read themselves),
+// returns an error and never panics. A directory used to finish at its
+// first failed child while others still queued segments, and the backup
+// then closed the queues under them ("send on closed channel").
+func TestBackupCancelledWithLinks(t *testing.T) {
+	r, _ := newRepo(t)
+	src := filepath.Join(t.TempDir(), "src")
+	for d := range 10 {
+		os.MkdirAll(filepath.Join(src, fmt.Sprintf("d%d", d)), 0o755)
+	}
+	var names []string
+	for i := range 600 {
+		p := filepath.Join(src, fmt.Sprintf("d%d", i%10), fmt.Sprintf("f%03d", i))
+		os.WriteFile(p, []byte(strings.Repeat("x", 100+i)), 0o644)
+		for k := range 2 {
+			os.Link(p, filepath.Join(src, fmt.Sprintf("d%d", (i+k+1)%10), fmt.Sprintf("l%d-%03d", k, i)))
+		}
+		names = append(names, p)
+	}
+	stop := make(chan struct{})
+	go func() { // changes the files' change times all along
+		for m := 0; ; m++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			os.Chmod(names[m%len(names)], fs.FileMode(0o600+m%2*0o44))
+		}
+	}()
+	defer close(stop)
+	rng := rand.New(rand.NewPCG(4, 4))
+	for i := range 25 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(rng.IntN(60))*time.Millisecond)
+		_, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}, NoParent: true})
+		cancel()
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, ErrPartial) {
+			t.Fatalf("run %d: %v", i, err)
+		}
+	}
+}
