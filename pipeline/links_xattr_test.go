@@ -6,10 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -135,7 +136,6 @@ func TestHardLinkNeedsSameData(t *testing.T) {
 // binary values, long lists (more than the first read's buffer) and, as
 // root, the trusted namespace come back on restore.
 func TestXattrsRoundTrip(t *testing.T) {
-	ctx := context.Background()
 	r, src, _ := backupFiles(t, map[string]string{"f": "data", "d/g": "more", "plain": "none"})
 	set := func(p, name string, v []byte) {
 		t.Helper()
@@ -171,47 +171,19 @@ func TestXattrsRoundTrip(t *testing.T) {
 	}
 	// A second backup, whose parent (from backupFiles) has the same
 	// content for f and d/g: their attributes are read all the same.
-	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst := filepath.Join(t.TempDir(), "dst")
-	if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
-		t.Fatal(err)
-	}
-	compare(t, src, filepath.Join(dst, src))
+	_, dst := backupRestore(t, r, src)
 	for rel, x := range want {
 		got, err := readXattrs(filepath.Join(dst, src, rel))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !sameXattrs(got, x) {
+		if !maps.EqualFunc(got, x, bytes.Equal) {
 			t.Errorf("%s: restored xattrs %v, want %v", rel, names(got), names(x))
 		}
 	}
 }
 
-func sameXattrs(a, b map[string][]byte) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		w, ok := b[k]
-		if !ok || !bytes.Equal(v, w) {
-			return false
-		}
-	}
-	return true
-}
-
-func names(x map[string][]byte) []string {
-	var out []string
-	for k := range x {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
+func names(x map[string][]byte) []string { return slices.Sorted(maps.Keys(x)) }
 
 // TestXattrsUnsupportedReportedOnce: attributes the target refuses as
 // unsupported (here a namespace Linux does not know, as a file system

@@ -23,7 +23,6 @@ import (
 // last chunk is then all zeros, stored as data and skipped on restore,
 // and the file was left short (a tar archive lost its end blocks).
 func TestTrailingZerosRestored(t *testing.T) {
-	ctx := context.Background()
 	r, _ := newRepo(t)
 	src := filepath.Join(t.TempDir(), "src")
 	os.Mkdir(src, 0o755)
@@ -37,15 +36,7 @@ func TestTrailingZerosRestored(t *testing.T) {
 	// A tar archive: its end is two zero records and padding to 10 KiB.
 	tarLike := append(sample.Binary(rng, 400000), make([]byte, 409600-400000)...)
 	os.WriteFile(filepath.Join(src, "archive.tar"), tarLike, 0o644)
-	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst := filepath.Join(t.TempDir(), "dst")
-	if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
-		t.Fatal(err)
-	}
-	compare(t, src, filepath.Join(dst, src))
+	backupRestore(t, r, src)
 }
 
 // TestRestoreOverExistingTarget: what is already in the target never
@@ -148,15 +139,7 @@ func TestNonUTF8Names(t *testing.T) {
 	os.Mkdir(filepath.Join(src, "dir\xc3"), 0o755)
 	os.WriteFile(filepath.Join(src, "dir\xc3", "in"), []byte("in"), 0o644)
 	os.Symlink("/x\xfftarget", filepath.Join(src, "lnk"))
-	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst := filepath.Join(t.TempDir(), "dst")
-	if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
-		t.Fatal(err)
-	}
-	compare(t, src, filepath.Join(dst, src))
+	sn, dst := backupRestore(t, r, src)
 	if got, _ := os.Readlink(filepath.Join(dst, src, "lnk")); got != "/x\xfftarget" {
 		t.Errorf("link target %q, want %q", got, "/x\xfftarget")
 	}
@@ -165,7 +148,7 @@ func TestNonUTF8Names(t *testing.T) {
 	}
 	// --path with the raw bytes finds the file.
 	dst2 := filepath.Join(t.TempDir(), "dst2")
-	if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst2, Include: []string{two}}); err != nil {
+	if _, err := Restore(ctx, r, sn, RestoreOptions{Target: dst2, Include: []string{two}}); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(filepath.Join(dst2, two)); string(b) != "two" {
@@ -218,6 +201,24 @@ func TestDuplicateNamesInTree(t *testing.T) {
 	if fi, _ := os.Stat(outside); fi.Mode().Perm() != 0o700 {
 		t.Errorf("directory outside the target changed to %v", fi.Mode().Perm())
 	}
+}
+
+// backupRestore backs up src into r, restores the snapshot into a new
+// target, checks the restored tree against src (compare) and returns the
+// snapshot and the target.
+func backupRestore(t *testing.T, r *repo.Repository, src string) (*repo.Snapshot, string) {
+	t.Helper()
+	ctx := context.Background()
+	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), "dst")
+	if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
+		t.Fatal(err)
+	}
+	compare(t, src, filepath.Join(dst, src))
+	return res.Snapshot, dst
 }
 
 // snapshotOf stores tree tr (made by hand) as the root of a new snapshot
