@@ -70,6 +70,7 @@ type restorer struct {
 	wg      sync.WaitGroup
 	batch   []target
 	batchSz int64
+	batchN  int // batches flushed so far (for the ramp in batchLimits)
 
 	files, dirs, written, total atomic.Int64
 
@@ -140,10 +141,23 @@ type packTask struct {
 	targets map[id.ID][]target
 }
 
+// A batch of extents is flushed to the readers at batchBytes or
+// batchTargets, large enough to group many extents per pack. The first
+// batches are smaller (batchRamp halvings less, doubling with each
+// flush), so readers start while the walker is still creating the first
+// few thousand files instead of after them.
 const (
 	batchBytes   = 256 << 20
 	batchTargets = 8192
+	batchRamp    = 5
 )
+
+// batchLimits is the size and extent count at which the next batch is
+// flushed.
+func (rs *restorer) batchLimits() (int64, int) {
+	shift := max(batchRamp-rs.batchN, 0)
+	return batchBytes >> shift, batchTargets >> shift
+}
 
 // Restore writes snapshot sn (or its Include subset) below o.Target.
 // Files whose data cannot be read are reported in the result and make the
@@ -556,7 +570,7 @@ func (of *outFile) release() {
 func (rs *restorer) add(t target) {
 	rs.batch = append(rs.batch, t)
 	rs.batchSz += t.len
-	if rs.batchSz >= batchBytes || len(rs.batch) >= batchTargets {
+	if maxBytes, maxTargets := rs.batchLimits(); rs.batchSz >= maxBytes || len(rs.batch) >= maxTargets {
 		rs.flushBatch()
 	}
 }
@@ -588,6 +602,7 @@ func (rs *restorer) flushBatch() {
 		pt.targets[t.id] = append(pt.targets[t.id], t)
 	}
 	rs.batch, rs.batchSz = nil, 0
+	rs.batchN++
 	for _, p := range order {
 		select {
 		case rs.tasks <- *byPack[p]:

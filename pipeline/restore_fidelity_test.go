@@ -261,3 +261,25 @@ func backupFiles(t *testing.T, files map[string]string) (*repo.Repository, strin
 	}
 	return r, src, res
 }
+
+// TestRestoreBatchRamp checks that the first batches handed to the
+// readers are small (so reading starts while the walker still creates
+// files) and that they grow to the full size and stay there.
+func TestRestoreBatchRamp(t *testing.T) {
+	var rs restorer
+	prevB, prevN := int64(0), 0
+	for i := 0; i < 12; i++ {
+		b, n := rs.batchLimits()
+		if i == 0 && (b > 8<<20 || n > 256) {
+			t.Fatalf("first batch flushes at %d bytes / %d extents; want at most 8 MiB / 256", b, n)
+		}
+		if b < prevB || n < prevN || b > batchBytes || n > batchTargets {
+			t.Fatalf("batch %d: limits %d / %d after %d / %d (cap %d / %d)", i, b, n, prevB, prevN, batchBytes, batchTargets)
+		}
+		prevB, prevN = b, n
+		rs.batchN++ // as flushBatch does
+	}
+	if prevB != batchBytes || prevN != batchTargets {
+		t.Fatalf("limits settle at %d / %d, want %d / %d", prevB, prevN, batchBytes, batchTargets)
+	}
+}
