@@ -248,12 +248,20 @@ func (r *Repository) sweep(ctx context.Context, ts *tombstone, live *liveSet, se
 		gone[p] = true
 	}
 	// Index objects first: rewrite those that list removed packs.
-	n, err := r.rewriteIndexWithout(ctx, gone)
+	n, pinned, err := r.rewriteIndexWithout(ctx, gone)
 	if err != nil {
 		return err
 	}
 	rep.IndexRewritten += n
 	for _, p := range remove {
+		if why, ok := pinned[p]; ok {
+			// An index object that could not be removed still lists
+			// the pack: removing its shards would leave the index
+			// advertising blobs that are gone.
+			rep.Locked = append(rep.Locked, fmt.Sprintf("pack %s: still listed by %s", p.Short(), why))
+			keep = append(keep, p)
+			continue
+		}
 		freed, locked, err := r.removePack(ctx, p, shards[p])
 		if err != nil {
 			return err
@@ -293,8 +301,10 @@ func (r *Repository) removePack(ctx context.Context, pid id.ID, shards []shardIn
 }
 
 // rewriteIndexWithout replaces every index object that lists a pack in
-// gone by one without those packs. It returns how many were replaced.
-func (r *Repository) rewriteIndexWithout(ctx context.Context, gone map[id.ID]bool) (int, error) {
+// gone by one without those packs. It returns how many were replaced and,
+// for the packs in gone still listed by an index object that could not be
+// removed (under retention), why: those packs must stay.
+func (r *Repository) rewriteIndexWithout(ctx context.Context, gone map[id.ID]bool) (int, map[id.ID]string, error) {
 	var ids []id.ID
 	err := r.be.List(ctx, tiers.TypeIndex, func(oi tiers.ObjectInfo) error {
 		if x, err := id.Parse(oi.Handle.Name); err == nil {
@@ -303,13 +313,14 @@ func (r *Repository) rewriteIndexWithout(ctx context.Context, gone map[id.ID]boo
 		return nil
 	})
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	n := 0
+	pinned := map[id.ID]string{}
 	for _, x := range ids {
 		f, err := r.LoadIndexFile(ctx, x)
 		if err != nil {
-			return n, fmt.Errorf("%w: %v (run drpipe repair)", ErrPruneUnsafe, err)
+			return n, pinned, fmt.Errorf("%w: %v (run drpipe repair)", ErrPruneUnsafe, err)
 		}
 		var keep []IndexPack
 		for _, p := range f.Packs {
@@ -322,15 +333,23 @@ func (r *Repository) rewriteIndexWithout(ctx context.Context, gone map[id.ID]boo
 		}
 		if len(keep) > 0 {
 			if _, err := r.SaveIndexFile(ctx, &IndexFile{Packs: keep, Supersedes: []id.ID{x}}); err != nil {
-				return n, err
+				return n, pinned, err
 			}
 		}
-		if err := r.be.Remove(ctx, tiers.Handle{Type: tiers.TypeIndex, Name: x.String()}); err != nil && !errors.Is(err, tiers.ErrLocked) {
-			return n, err
+		if err := r.be.Remove(ctx, tiers.Handle{Type: tiers.TypeIndex, Name: x.String()}); err != nil {
+			if !errors.Is(err, tiers.ErrLocked) {
+				return n, pinned, err
+			}
+			for _, p := range f.Packs {
+				if gone[p.ID] {
+					pinned[p.ID] = fmt.Sprintf("index object %s (%v)", x.Short(), err)
+				}
+			}
+			continue
 		}
 		n++
 	}
-	return n, nil
+	return n, pinned, nil
 }
 
 func (r *Repository) saveTombstone(ctx context.Context, packs []id.ID) (*tombstone, error) {

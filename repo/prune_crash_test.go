@@ -1,0 +1,129 @@
+package repo
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/drpipe/drpipe/erasure"
+	"github.com/drpipe/drpipe/internal/id"
+	"github.com/drpipe/drpipe/tiers"
+	"github.com/drpipe/drpipe/tiers/tierstest"
+)
+
+// condemnedFixture stores a snapshot of the chunks plain (forgotten, its
+// packs condemned by a prune at the returned mark) and a second, unrelated
+// snapshot that stays; the repository clock then stands two hours after
+// the mark, so the next prune with sweepOpts sweeps.
+func condemnedFixture(t *testing.T, be tiers.Backend) (r *Repository, clock *time.Time, plain [][]byte, ids []id.ID) {
+	t.Helper()
+	ctx := context.Background()
+	c := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock = &c
+	r, err := Init(ctx, be, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20},
+		Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF, Now: func() time.Time { return *clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	rng := rand.New(rand.NewPCG(9, 9))
+	for i := 0; i < 40; i++ {
+		plain = append(plain, randBytes(rng, 30000))
+	}
+	s1 := snapOf(t, r, plain)
+	snapOf(t, r, [][]byte{randBytes(rng, 30000)})
+	for _, b := range plain {
+		ids = append(ids, r.BlobID(b))
+	}
+	if err := r.ForgetSnapshot(ctx, s1); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := r.Prune(ctx, sweepOpts)
+	if err != nil || rep.Condemned == 0 || rep.Removed != 0 {
+		t.Fatalf("fixture mark: %+v, %v", rep, err)
+	}
+	c = c.Add(2 * time.Hour)
+	return r, clock, plain, ids
+}
+
+// snapOf stores the chunks as one file and a snapshot of it.
+func snapOf(t *testing.T, r *Repository, chunks [][]byte) id.ID {
+	t.Helper()
+	ctx := context.Background()
+	node := &Node{Name: "f", Type: NodeFile}
+	var ext []Extent
+	for _, b := range chunks {
+		x, _, err := r.SaveBlob(ctx, DataBlob, b, id.ID{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ext = append(ext, Extent{ID: x, Len: int64(len(b))})
+		node.Size += int64(len(b))
+	}
+	r.SetContent(ctx, node, ext)
+	tree, err := r.SaveTree(ctx, &Tree{Nodes: []*Node{node}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sid, err := r.SaveSnapshot(ctx, &Snapshot{Tree: tree, Host: "h", Time: r.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sid
+}
+
+// mustCheck fails the test unless check finds the repository healthy.
+func mustCheck(t *testing.T, r *Repository, what string) {
+	t.Helper()
+	rep, err := r.Check(context.Background(), CheckOptions{})
+	if err != nil || len(rep.Errors) > 0 || len(rep.Damaged) > 0 {
+		t.Fatalf("%s: check: %v %v %+v", what, err, rep.Errors, rep.Damaged)
+	}
+}
+
+// TestSweepKeepsPacksOfLockedIndex: when an index object listing condemned
+// packs cannot be removed (object lock: rewritten index objects are locked
+// longer than the packs they list), the sweep must not remove those packs:
+// the surviving index object would keep advertising their blobs, and the
+// next backup would deduplicate against data that is gone.
+func TestSweepKeepsPacksOfLockedIndex(t *testing.T) {
+	ctx := context.Background()
+	be := tierstest.NewFaulty(tierstest.NewMemory(), 1)
+	r, _, plain, ids := condemnedFixture(t, be)
+	be.Inject(tierstest.Fault{Op: tierstest.OpRemove, Type: tiers.TypeIndex,
+		Err: fmt.Errorf("%w (compliance) until 2027-01-01T00:00:00Z", tiers.ErrLocked)})
+	rep, err := r.Prune(ctx, sweepOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("sweep under an index lock: %+v", rep)
+	if rep.Removed != 0 || len(rep.Locked) == 0 {
+		t.Errorf("sweep under an index lock removed %d packs, reported locked %v; want 0 and the packs", rep.Removed, rep.Locked)
+	}
+	if err := r.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range ids {
+		if !r.Has(x) {
+			continue
+		}
+		if _, err := r.LoadBlob(ctx, DataBlob, x, nil); err != nil {
+			t.Fatalf("blob %s is advertised by the index but unreadable: %v", x.Short(), err)
+		}
+	}
+	// A backup deduplicating against what the index advertises leaves a
+	// healthy repository.
+	snapOf(t, r, plain)
+	mustCheck(t, r, "backup after a sweep under index lock")
+	// Once the lock is gone, prune works through the kept tombstone.
+	be.Reset()
+	if _, err := r.Prune(ctx, sweepOpts); err != nil {
+		t.Fatal(err)
+	}
+	mustCheck(t, r, "prune after the lock expired")
+}
