@@ -402,13 +402,15 @@ func (r *Repository) loadTombstones(ctx context.Context) ([]*tombstone, error) {
 	return out, nil
 }
 
-// loadCondemned returns the packs listed in tombstones (best effort: a
-// repository whose tombstones cannot be read simply deduplicates against
-// everything, which the sweep's session rule keeps safe).
-func (r *Repository) loadCondemned(ctx context.Context) map[id.ID]bool {
+// loadCondemned returns the packs listed in tombstones. When they cannot
+// all be read it returns the error: a writer must then not deduplicate
+// against indexed packs, since some may be condemned and swept while it
+// runs (its session, started after the mark, does not hold the sweep
+// back).
+func (r *Repository) loadCondemned(ctx context.Context) (map[id.ID]bool, error) {
 	stones, err := r.loadTombstones(ctx)
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	m := map[id.ID]bool{}
 	for _, ts := range stones {
@@ -416,7 +418,7 @@ func (r *Repository) loadCondemned(ctx context.Context) map[id.ID]bool {
 			m[p] = true
 		}
 	}
-	return m
+	return m, nil
 }
 
 type shardInfo struct {

@@ -80,6 +80,9 @@ func snapOf(t *testing.T, r *Repository, chunks [][]byte) id.ID {
 // mustCheck fails the test unless check finds the repository healthy.
 func mustCheck(t *testing.T, r *Repository, what string) {
 	t.Helper()
+	if err := r.LoadIndex(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	rep, err := r.Check(context.Background(), CheckOptions{})
 	if err != nil || len(rep.Errors) > 0 || len(rep.Damaged) > 0 {
 		t.Fatalf("%s: check: %v %v %+v", what, err, rep.Errors, rep.Damaged)
@@ -126,4 +129,61 @@ func TestSweepKeepsPacksOfLockedIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustCheck(t, r, "prune after the lock expired")
+}
+
+// TestBackupDoesNotDedupeWhenTombstonesUnreadable: a backup that cannot
+// read the prune tombstones (a transient error) must not deduplicate
+// against every indexed pack: its session started after the mark, so it
+// does not hold back the sweep, which removes condemned packs the backup
+// used, and its snapshot then references missing data.
+func TestBackupDoesNotDedupeWhenTombstonesUnreadable(t *testing.T) {
+	ctx := context.Background()
+	be := tierstest.NewFaulty(tierstest.NewMemory(), 1)
+	pruner, clock, plain, _ := condemnedFixture(t, be)
+	// A backup on another host starts after the mark (plus the skew).
+	b, err := Open(ctx, be, Options{Password: []byte("pw"), CacheDir: t.TempDir(), Now: func() time.Time { return *clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	sess, err := b.BeginSession(ctx, "hv02")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.End(ctx)
+	be.Inject(tierstest.Fault{Op: tierstest.OpLoad, Type: tiers.TypeTombstone, Times: 1,
+		Err: fmt.Errorf("connection reset by peer")})
+	loadErr := b.LoadIndex(ctx)
+	// The backup saves its data (or fails); meanwhile prune sweeps.
+	node := &Node{Name: "f", Type: NodeFile}
+	var ext []Extent
+	var saveErr error
+	for _, p := range plain {
+		x, _, err := b.SaveBlob(ctx, DataBlob, p, id.ID{})
+		if err != nil {
+			saveErr = err
+			break
+		}
+		ext = append(ext, Extent{ID: x, Len: int64(len(p))})
+		node.Size += int64(len(p))
+	}
+	if rep, err := pruner.Prune(ctx, sweepOpts); err != nil || rep.Removed == 0 {
+		t.Fatalf("sweep beside a backup that started after the mark: %+v, %v", rep, err)
+	}
+	if loadErr != nil || saveErr != nil {
+		t.Logf("backup refused: load %v, save %v", loadErr, saveErr)
+		return
+	}
+	b.SetContent(ctx, node, ext)
+	tree, err := b.SaveTree(ctx, &Tree{Nodes: []*Node{node}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.SaveSnapshot(ctx, &Snapshot{Tree: tree, Host: "hv02", Time: b.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	mustCheck(t, pruner, "snapshot of a backup that could not read the tombstones")
 }

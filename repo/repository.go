@@ -75,14 +75,18 @@ type Repository struct {
 	cacheDir string
 	opts     Options
 
-	idxMu      sync.RWMutex
-	disk       *diskIndex
-	condemned  map[id.ID]bool // packs listed in prune tombstones
-	pending    map[id.ID]pendingBlob
-	unindexed  []IndexPack
-	lastIndex  time.Time
-	newIndexes []id.ID
-	indexing   sync.Mutex // serialises index object writes
+	idxMu     sync.RWMutex
+	disk      *diskIndex
+	condemned map[id.ID]bool // packs listed in prune tombstones
+	// condemnedErr is why the tombstones could not be read at the last
+	// LoadIndex: then no indexed blob counts for deduplication and
+	// SaveBlob refuses.
+	condemnedErr error
+	pending      map[id.ID]pendingBlob
+	unindexed    []IndexPack
+	lastIndex    time.Time
+	newIndexes   []id.ID
+	indexing     sync.Mutex // serialises index object writes
 
 	packers [3]*packer // by BlobType
 
@@ -368,9 +372,13 @@ func (r *Repository) loadIndexOnce(ctx context.Context) (complete bool, err erro
 	if err != nil {
 		return false, fmt.Errorf("list index objects in %s: %w", r.be.Location(), err)
 	}
-	cond := r.loadCondemned(ctx)
+	cond, cerr := r.loadCondemned(ctx)
+	if cerr != nil {
+		cerr = fmt.Errorf("cannot read the prune tombstones in %s (%w): a backup must not deduplicate against packs a prune may be removing; "+
+			"run it again once they can be read", r.be.Location(), cerr)
+	}
 	r.idxMu.Lock()
-	r.condemned = cond
+	r.condemned, r.condemnedErr = cond, cerr
 	r.idxMu.Unlock()
 	path := filepath.Join(r.cacheDir, "index.db")
 	cur, _ := openDiskIndex(path)
@@ -620,6 +628,10 @@ func (r *Repository) hasLocked(x id.ID) bool {
 	}
 	// A copy in a pack condemned by prune does not count: deduplicating
 	// against it would let the sweep remove data a new snapshot needs.
+	// Without the tombstones no copy counts.
+	if r.condemnedErr != nil {
+		return false
+	}
 	found := false
 	r.disk.lookup(x, func(p PackInfo, _ BlobEntry) bool {
 		found = !r.condemned[p.ID]

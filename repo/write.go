@@ -43,6 +43,12 @@ func (r *Repository) SaveBlob(ctx context.Context, t BlobType, plain []byte, x i
 	if err := r.firstUploadErr(); err != nil {
 		return id.ID{}, false, err
 	}
+	r.idxMu.RLock()
+	cerr := r.condemnedErr
+	r.idxMu.RUnlock()
+	if cerr != nil {
+		return id.ID{}, false, cerr
+	}
 	if x.IsNull() {
 		x = r.BlobID(plain)
 	}
