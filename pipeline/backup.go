@@ -266,6 +266,11 @@ func Backup(ctx context.Context, r *repo.Repository, o BackupOptions) (*BackupRe
 	// BytesNew counts every stored byte this backup added, including the
 	// snapshot object itself, so it is filled in after saving.
 	sum.DurationSec = time.Since(start).Seconds()
+	// A session that lapsed may have let a prune remove packs this
+	// backup deduplicated against: no snapshot then.
+	if err := sess.Check(); err != nil {
+		return nil, err
+	}
 	if _, err := r.SaveSnapshot(ctx, sn); err != nil {
 		return nil, err
 	}

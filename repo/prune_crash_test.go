@@ -187,3 +187,49 @@ func TestBackupDoesNotDedupeWhenTombstonesUnreadable(t *testing.T) {
 	}
 	mustCheck(t, pruner, "snapshot of a backup that could not read the tombstones")
 }
+
+// TestSessionLapse: a writer whose session went unrefreshed for longer
+// than SessionTTL (process suspended, storage unreachable) may have been
+// taken for a crashed one: prune removed its session and swept packs it
+// deduplicated against. The writer must learn this before it writes a
+// snapshot, also after a later refresh succeeded again.
+func TestSessionLapse(t *testing.T) {
+	ctx := context.Background()
+	be := tierstest.NewFaulty(tierstest.NewMemory(), 1)
+	pruner, clock, _, _ := condemnedFixture(t, be)
+	// A backup that started before the mark holds the sweep back while
+	// its session is fresh.
+	*clock = clock.Add(-2 * time.Hour).Add(-time.Minute)
+	b, err := Open(ctx, be, Options{Password: []byte("pw"), CacheDir: t.TempDir(), Now: func() time.Time { return *clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	sess, err := b.BeginSession(ctx, "hv02")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.End(ctx)
+	if err := sess.Check(); err != nil {
+		t.Fatalf("fresh session: %v", err)
+	}
+	*clock = clock.Add(2*time.Hour + time.Minute)
+	// The backup is suspended: prune sees a stale session and sweeps.
+	rep, err := pruner.Prune(ctx, sweepOpts)
+	if err != nil || rep.Removed == 0 {
+		t.Fatalf("sweep beside a stale session: %+v, %v", rep, err)
+	}
+	if err := sess.Check(); err == nil {
+		t.Fatal("lapsed session: Check passed; the backup would write a snapshot referencing swept packs")
+	} else {
+		t.Log(err)
+	}
+	// A refresh after the gap does not make the session whole again.
+	sess.rec.Refreshed = *clock
+	if err := sess.put(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.Check(); err == nil {
+		t.Fatal("session refreshed after a lapse: Check passed")
+	}
+}

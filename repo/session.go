@@ -56,6 +56,10 @@ type Session struct {
 	wg     sync.WaitGroup
 	endErr error
 	once   sync.Once
+
+	mu     sync.Mutex
+	lastOK time.Time // Refreshed of the last record stored
+	lapsed error     // set once refreshes were further apart than SessionTTL
 }
 
 // BeginSession announces a writer and keeps the announcement fresh until
@@ -84,7 +88,9 @@ func (r *Repository) BeginSession(ctx context.Context, host string) (*Session, e
 				return
 			case <-t.C:
 				s.rec.Refreshed = r.now().UTC()
-				_ = s.put(ctx) // a missed refresh only makes prune more careful
+				// A missed refresh is retried on the next tick; too many
+				// in a row make the session lapse (see Check).
+				_ = s.put(ctx)
 			}
 		}
 	}()
@@ -99,7 +105,47 @@ func (s *Session) put(ctx context.Context) error {
 		return err
 	}
 	sealed, _ := s.r.key.encodeBlob(nil, nil, b, CompressOff)
-	return tiers.PutBytes(ctx, s.r.be, s.h, sealed)
+	if err := tiers.PutBytes(ctx, s.r.be, s.h, sealed); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if gap := sinceWall(s.lastOK, rec.Refreshed); !s.lastOK.IsZero() && gap > SessionTTL && s.lapsed == nil {
+		s.lapsed = s.lapseError(gap)
+	}
+	s.lastOK = rec.Refreshed
+	return nil
+}
+
+// sinceWall returns how long after a b is, by the wall clock and by the
+// monotonic clock, whichever is longer: a suspended host's monotonic
+// clock stands still while prune on another host sees time pass.
+func sinceWall(a, b time.Time) time.Duration {
+	return max(b.Sub(a), b.Round(0).Sub(a.Round(0)))
+}
+
+func (s *Session) lapseError(gap time.Duration) error {
+	return fmt.Errorf("backup session %s lapsed: it was not refreshed for %s (longer than %s; was the process suspended or %s unreachable?), "+
+		"so a prune may have taken the backup for a crashed one and removed data it deduplicated against; "+
+		"no snapshot was written: run the backup again", s.h.Name, gap.Round(time.Second), SessionTTL, s.r.be.Location())
+}
+
+// Check reports whether the session has been announced without a gap
+// since it began. It fails when refreshes were ever further apart than
+// SessionTTL, or the last one is that old: prune may then have treated
+// the session as stale and swept packs the writer deduplicated against,
+// so the writer must not write a snapshot.
+func (s *Session) Check() error {
+	now := s.r.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lapsed != nil {
+		return s.lapsed
+	}
+	if gap := sinceWall(s.lastOK, now); gap > SessionTTL {
+		return s.lapseError(gap)
+	}
+	return nil
 }
 
 // End removes the session announcement.
