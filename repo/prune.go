@@ -319,6 +319,12 @@ func (r *Repository) rewriteIndexWithout(ctx context.Context, gone map[id.ID]boo
 	pinned := map[id.ID]string{}
 	for _, x := range ids {
 		f, err := r.LoadIndexFile(ctx, x)
+		if errors.Is(err, tiers.ErrNotFound) {
+			// Another prune (or a repair) replaced it meanwhile; what
+			// replaced it may list packs this sweep would remove.
+			return n, pinned, fmt.Errorf("%w: index object %s vanished while this prune rewrote the index: another prune or a repair is running against %s; "+
+				"nothing was removed, run prune again once it has finished", ErrPruneUnsafe, x.Short(), r.be.Location())
+		}
 		if err != nil {
 			return n, pinned, fmt.Errorf("%w: %v (run drpipe repair)", ErrPruneUnsafe, err)
 		}

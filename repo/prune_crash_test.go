@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -232,4 +233,24 @@ func TestSessionLapse(t *testing.T) {
 	if err := sess.Check(); err == nil {
 		t.Fatal("session refreshed after a lapse: Check passed")
 	}
+}
+
+// TestSweepIndexVanished: an index object that disappears while the sweep
+// rewrites the index was replaced by a concurrent prune; the error says
+// so instead of sending the operator to repair a healthy repository.
+func TestSweepIndexVanished(t *testing.T) {
+	ctx := context.Background()
+	be := tierstest.NewFaulty(tierstest.NewMemory(), 1)
+	r, _, _, _ := condemnedFixture(t, be)
+	be.Inject(tierstest.Fault{Op: tierstest.OpLoad, Type: tiers.TypeIndex, Times: 1,
+		Err: fmt.Errorf("superseded: %w", tiers.ErrNotFound)})
+	_, err := r.Prune(ctx, sweepOpts)
+	if err == nil || strings.Contains(err.Error(), "run drpipe repair") || !strings.Contains(err.Error(), "another prune") {
+		t.Fatalf("sweep whose index object vanished: %v", err)
+	}
+	be.Reset()
+	if rep, err := r.Prune(ctx, sweepOpts); err != nil || rep.Removed == 0 {
+		t.Fatalf("prune again: %+v, %v", rep, err)
+	}
+	mustCheck(t, r, "after the retried sweep")
 }
