@@ -58,7 +58,7 @@ type Session struct {
 	once   sync.Once
 
 	mu     sync.Mutex
-	lastOK time.Time // Refreshed of the last record stored
+	lastOK time.Time // when the last record was stored (with its monotonic reading)
 	lapsed error     // set once refreshes were further apart than SessionTTL
 }
 
@@ -108,12 +108,13 @@ func (s *Session) put(ctx context.Context) error {
 	if err := tiers.PutBytes(ctx, s.r.be, s.h, sealed); err != nil {
 		return err
 	}
+	now := s.r.now() // not rec.Refreshed: UTC() dropped its monotonic reading
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if gap := sinceWall(s.lastOK, rec.Refreshed); !s.lastOK.IsZero() && gap > SessionTTL && s.lapsed == nil {
+	if gap := sinceWall(s.lastOK, now); !s.lastOK.IsZero() && gap > SessionTTL && s.lapsed == nil {
 		s.lapsed = s.lapseError(gap)
 	}
-	s.lastOK = rec.Refreshed
+	s.lastOK = now
 	return nil
 }
 
