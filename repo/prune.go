@@ -104,6 +104,21 @@ func (r *Repository) Prune(ctx context.Context, o PruneOptions) (*PruneReport, e
 		o.RepackBelow = 0.5
 	}
 	rep := &PruneReport{DryRun: o.DryRun}
+	// A prune announces itself before it lists sessions: of two prunes
+	// started at once, at least one sees the other and stops. Two at
+	// once could each rewrite the same index object from what it read,
+	// and the later one put back packs the earlier removed, or remove
+	// the other's repacked copies as orphans before they were indexed.
+	var own string
+	if !o.DryRun {
+		host, _ := os.Hostname()
+		sess, err := r.beginSession(ctx, host, sessionPrune)
+		if err != nil {
+			return nil, err
+		}
+		defer sess.End(context.WithoutCancel(ctx))
+		own = sess.h.Name
+	}
 	stones, err := r.loadTombstones(ctx)
 	if err != nil {
 		return nil, err
@@ -119,6 +134,9 @@ func (r *Repository) Prune(ctx context.Context, o PruneOptions) (*PruneReport, e
 	// to the walk below.
 	sessions, err := r.liveSessions(ctx, !o.DryRun)
 	if err != nil {
+		return nil, err
+	}
+	if sessions, err = r.othersThanPrune(sessions, own); err != nil {
 		return nil, err
 	}
 	// Snapshots are listed before the index is loaded: every listed
@@ -195,6 +213,9 @@ func (r *Repository) Prune(ctx context.Context, o PruneOptions) (*PruneReport, e
 		if sessions, err = r.liveSessions(ctx, false); err != nil {
 			return rep, err
 		}
+		if sessions, err = r.othersThanPrune(sessions, own); err != nil {
+			return rep, err
+		}
 		if sids, err = r.ListSnapshotIDs(ctx); err != nil {
 			return rep, err
 		}
@@ -216,6 +237,25 @@ func (r *Repository) Prune(ctx context.Context, o PruneOptions) (*PruneReport, e
 		}
 	}
 	return rep, nil
+}
+
+// othersThanPrune drops this prune's own session (named own) from
+// sessions and fails, changing nothing, when another prune is running.
+func (r *Repository) othersThanPrune(sessions []sessionRecord, own string) ([]sessionRecord, error) {
+	out := sessions[:0:0]
+	for _, s := range sessions {
+		switch {
+		case own != "" && s.name == own:
+			continue
+		case s.Kind == sessionPrune:
+			return nil, fmt.Errorf("%w: another prune is running against %s (host %s, pid %d, since %s; session object sessions/%s): "+
+				"run prune again once it has finished. If no prune is running, one was killed: its record expires %s after %s, or remove that object",
+				ErrPruneUnsafe, r.be.Location(), s.Host, s.PID, s.Started.Format(time.RFC3339), s.name,
+				SessionTTL+ClockSkew, s.Refreshed.Format(time.RFC3339))
+		}
+		out = append(out, s)
+	}
+	return out, nil
 }
 
 // sweep removes the packs of one due tombstone that are still unused.

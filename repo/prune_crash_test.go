@@ -2,7 +2,9 @@ package repo
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -253,4 +255,94 @@ func TestSweepIndexVanished(t *testing.T) {
 		t.Fatalf("prune again: %+v, %v", rep, err)
 	}
 	mustCheck(t, r, "after the retried sweep")
+}
+
+type putHook struct {
+	tiers.Backend
+	before func(h tiers.Handle)
+}
+
+func (p *putHook) Put(ctx context.Context, h tiers.Handle, rd io.Reader, size int64) error {
+	if p.before != nil {
+		p.before(h)
+	}
+	return p.Backend.Put(ctx, h, rd, size)
+}
+
+// TestConcurrentPrunesRewriteSameIndex: a prune started while another is
+// rewriting the index stops without changing anything. (Before prunes
+// announced themselves, each rewrote the same index object from what it
+// had read, and the later one put back a pack the earlier had removed.)
+func TestConcurrentPrunesRewriteSameIndex(t *testing.T) {
+	ctx := context.Background()
+	mem := tierstest.NewMemory()
+	c := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return c }
+	hookA := &putHook{Backend: mem}
+	a, err := Init(ctx, hookA, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20},
+		Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 3))
+	var trees []id.ID
+	for _, n := range []int{35, 35, 5} { // packs P1, P2, Q in one index object
+		node := &Node{Name: "f", Type: NodeFile}
+		var ext []Extent
+		for i := 0; i < n; i++ {
+			b := randBytes(rng, 30000)
+			x, _, _ := a.SaveBlob(ctx, DataBlob, b, id.ID{})
+			ext = append(ext, Extent{ID: x, Len: int64(len(b))})
+			node.Size += int64(len(b))
+		}
+		a.SetContent(ctx, node, ext)
+		tr, _ := a.SaveTree(ctx, &Tree{Nodes: []*Node{node}})
+		trees = append(trees, tr)
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var sids []id.ID
+	for _, tr := range trees {
+		s, err := a.SaveSnapshot(ctx, &Snapshot{Tree: tr, Host: "h", Time: c})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sids = append(sids, s)
+	}
+	a.ForgetSnapshot(ctx, sids[0])
+	if rep, err := a.Prune(ctx, sweepOpts); err != nil || rep.Condemned == 0 {
+		t.Fatalf("mark: %+v %v", rep, err)
+	}
+	c = c.Add(2 * time.Hour)
+	a.ForgetSnapshot(ctx, sids[1])
+	b, err := Open(ctx, mem, Options{Password: []byte("pw"), CacheDir: t.TempDir(), Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reached, resume := make(chan struct{}), make(chan struct{})
+	hookA.before = func(h tiers.Handle) {
+		if h.Type == tiers.TypeIndex {
+			hookA.before = nil
+			close(reached)
+			<-resume
+		}
+	}
+	done := make(chan error)
+	go func() { _, err := a.Prune(ctx, sweepOpts); done <- err }()
+	<-reached
+	_, errB := b.Prune(ctx, PruneOptions{Grace: 0, GraceSet: true, RepackBelow: -1, RepackBelowSet: true})
+	close(resume)
+	if err := <-done; err != nil {
+		t.Fatalf("prune A: %v", err)
+	}
+	if !errors.Is(errB, ErrPruneUnsafe) || !strings.Contains(errB.Error(), "another prune is running") {
+		t.Fatalf("prune B beside a running prune: %v, want it to stop with ErrPruneUnsafe", errB)
+	}
+	mustCheck(t, b, "after two concurrent prunes")
+	// With A finished, B runs.
+	if _, err := b.Prune(ctx, sweepOpts); err != nil {
+		t.Fatalf("prune after the other finished: %v", err)
+	}
+	mustCheck(t, b, "after the second prune")
 }

@@ -45,7 +45,16 @@ type sessionRecord struct {
 	PID       int       `json:"pid"`
 	Started   time.Time `json:"started"`
 	Refreshed time.Time `json:"refreshed"`
+	// Kind is "prune" for a prune's own announcement and empty for a
+	// writer's. Older drpipe versions ignore the field and take a prune's
+	// session for a backup's, which only postpones their sweeps.
+	Kind string `json:"kind,omitempty"`
+
+	name string // the session object's name, set by liveSessions
 }
+
+// sessionPrune is the Kind of a prune's session.
+const sessionPrune = "prune"
 
 // Session is a running writer's announcement. End it when done.
 type Session struct {
@@ -65,15 +74,23 @@ type Session struct {
 // BeginSession announces a writer and keeps the announcement fresh until
 // End. It returns an error only if the session cannot be written at all.
 func (r *Repository) BeginSession(ctx context.Context, host string) (*Session, error) {
+	return r.beginSession(ctx, host, "")
+}
+
+func (r *Repository) beginSession(ctx context.Context, host, kind string) (*Session, error) {
 	var nb [16]byte
 	if _, err := rand.Read(nb[:]); err != nil {
 		return nil, err
 	}
 	now := r.now().UTC()
 	s := &Session{r: r, h: tiers.Handle{Type: tiers.TypeSession, Name: hex.EncodeToString(nb[:])},
-		rec: sessionRecord{Version: sessionVersion, Host: host, PID: os.Getpid(), Started: now, Refreshed: now}, stop: make(chan struct{})}
+		rec: sessionRecord{Version: sessionVersion, Host: host, PID: os.Getpid(), Started: now, Refreshed: now, Kind: kind}, stop: make(chan struct{})}
 	if err := s.put(ctx); err != nil {
-		return nil, fmt.Errorf("announce backup session: %w", err)
+		what := "backup"
+		if kind != "" {
+			what = kind
+		}
+		return nil, fmt.Errorf("announce %s session: %w", what, err)
 	}
 	s.wg.Add(1)
 	go func() {
@@ -241,6 +258,7 @@ func (r *Repository) liveSessions(ctx context.Context, clean bool) ([]sessionRec
 			stale = append(stale, h)
 			return nil
 		}
+		rec.name = h.Name
 		out = append(out, rec)
 		return nil
 	})

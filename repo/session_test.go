@@ -143,7 +143,7 @@ func TestOldSessionRecordWithoutVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := sessionRecord{Version: 1, Host: "old-release", PID: 77, Started: mark.Add(-time.Hour), Refreshed: *clock}
+	want := sessionRecord{Version: 1, Host: "old-release", PID: 77, Started: mark.Add(-time.Hour), Refreshed: *clock, name: h.Name}
 	if len(live) != 1 || !reflect.DeepEqual(live[0], want) {
 		t.Fatalf("liveSessions = %+v, want [%+v]", live, want)
 	}
