@@ -80,7 +80,22 @@ type PruneReport struct {
 	Locked         []string `json:"locked,omitempty"`
 	IndexRewritten int      `json:"index_objects_rewritten"`
 	Repacked       int      `json:"packs_repacked"`
-	DryRun         bool     `json:"dry_run"`
+	// TempRemoved and TempBytes count the temporary files of interrupted
+	// writes that were removed (see StaleTempAge).
+	TempRemoved int   `json:"temp_files_removed"`
+	TempBytes   int64 `json:"temp_bytes_removed"`
+	DryRun      bool  `json:"dry_run"`
+}
+
+// StaleTempAge is how long a temporary file of an interrupted write must
+// have been left alone before prune removes it. A write in progress keeps
+// its file's modification time current, and none pauses this long.
+const StaleTempAge = time.Hour
+
+// tempSweeper is a backend that can remove the temporary files writes
+// interrupted by a crash left behind (tiers.Local).
+type tempSweeper interface {
+	RemoveStaleTemp(ctx context.Context, before time.Time) (int, int64, error)
 }
 
 // ErrPruneUnsafe is returned when prune cannot establish which data is in
@@ -232,6 +247,14 @@ func (r *Repository) Prune(ctx context.Context, o PruneOptions) (*PruneReport, e
 		}
 	}
 	if !o.DryRun {
+		if ts, ok := r.be.(tempSweeper); ok {
+			// Real time, not the repository clock: file times are real.
+			n, size, err := ts.RemoveStaleTemp(ctx, time.Now().Add(-StaleTempAge))
+			rep.TempRemoved, rep.TempBytes = n, size
+			if err != nil {
+				return rep, err
+			}
+		}
 		if err := r.LoadIndex(ctx); err != nil {
 			return rep, err
 		}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -345,4 +347,50 @@ func TestConcurrentPrunesRewriteSameIndex(t *testing.T) {
 		t.Fatalf("prune after the other finished: %v", err)
 	}
 	mustCheck(t, b, "after the second prune")
+}
+
+// TestPruneRemovesStaleTemp: prune removes the temporary files that
+// interrupted writes left in a local repository once they are an hour
+// old; a dry run and recent ones leave them.
+func TestPruneRemovesStaleTemp(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	be, err := tiers.NewLocal(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Init(ctx, be, InitOptions{EC: erasure.Params{K: 2, M: 1}}, Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	plant := func(rel string, age time.Duration) string {
+		p := filepath.Join(dir, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, make([]byte, 1000), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		mt := time.Now().Add(-age)
+		if err := os.Chtimes(p, mt, mt); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	stale := plant("data/ab/.ab01.tmp-killed", StaleTempAge+time.Minute)
+	recent := plant("index/.cd02.tmp-writing", time.Minute)
+	if rep, err := r.Prune(ctx, PruneOptions{DryRun: true}); err != nil || rep.TempRemoved != 0 {
+		t.Fatalf("dry run: %+v, %v", rep, err)
+	}
+	rep, err := r.Prune(ctx, sweepOpts)
+	if err != nil || rep.TempRemoved != 1 || rep.TempBytes != 1000 {
+		t.Fatalf("prune: %+v, %v; want 1 temporary file of 1000 bytes removed", rep, err)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("stale temporary file kept: %v", err)
+	}
+	if _, err := os.Stat(recent); err != nil {
+		t.Errorf("recent temporary file: %v", err)
+	}
 }

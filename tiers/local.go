@@ -12,7 +12,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync/atomic"
+	"time"
 )
 
 // Permissions of a local tier. A repository holds key material (wrapped
@@ -43,7 +45,8 @@ const (
 // directory, fsyncs it, renames it into place and fsyncs the directory, so a
 // stored object is complete and durable and a crash leaves at most a hidden
 // temporary file, which List ignores (a later Put of the same object simply
-// creates a new one; stale ones can be deleted by hand).
+// creates a new one; prune removes those older than an hour, see
+// RemoveStaleTemp).
 //
 // All access goes through an os.Root opened on the root directory: besides
 // the name validation of Handle.Validate, no path can resolve outside the
@@ -624,4 +627,56 @@ func (t *trackedReader) Read(p []byte) (int, error) {
 		t.err = err
 	}
 	return n, err
+}
+
+// RemoveStaleTemp removes the hidden temporary files (".<name>.tmp-…")
+// that writes interrupted by a crash or SIGKILL left in the repository's
+// directories, if they were last modified before before, and reports how
+// many it removed and their bytes. A Put in progress keeps its temporary
+// file's modification time current, so a cut-off well in the past never
+// touches one. Stored objects and foreign files are never touched.
+func (l *Local) RemoveStaleTemp(ctx context.Context, before time.Time) (int, int64, error) {
+	if err := l.check(ctx); err != nil {
+		return 0, 0, err
+	}
+	dirs := []string{"."}
+	for _, t := range AllTypes {
+		if t != TypeConfig {
+			dirs = append(dirs, string(t))
+		}
+	}
+	err := l.listDir(ctx, string(TypeData), func(e fs.DirEntry) error {
+		if e.IsDir() && e.Name()[0] != '.' {
+			dirs = append(dirs, path.Join(string(TypeData), e.Name()))
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("list %s: %w", l.path, err)
+	}
+	var n int
+	var size int64
+	for _, dir := range dirs {
+		err := l.listDir(ctx, dir, func(e fs.DirEntry) error {
+			name := e.Name()
+			if !e.Type().IsRegular() || !strings.HasPrefix(name, ".") || !strings.Contains(name, ".tmp-") {
+				return nil
+			}
+			fi, err := e.Info()
+			if err != nil || !fi.ModTime().Before(before) {
+				return nil // gone meanwhile, or recent
+			}
+			p := path.Join(dir, name)
+			if err := l.root.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("remove stale temporary file %s: %w", filepath.Join(l.path, p), err)
+			}
+			n++
+			size += fi.Size()
+			return nil
+		})
+		if err != nil {
+			return n, size, err
+		}
+	}
+	return n, size, nil
 }

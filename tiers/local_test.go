@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/drpipe/drpipe/tiers"
 	"github.com/drpipe/drpipe/tiers/tierstest"
@@ -192,6 +193,56 @@ func TestLocalLeftoverTempFile(t *testing.T) {
 	}
 	if !slices.Equal(names, []string{name}) {
 		t.Errorf("List data: %q", names)
+	}
+}
+
+// TestLocalRemoveStaleTemp: old temporary files of interrupted writes are
+// removed (in every object directory), recent ones and everything else
+// stay.
+func TestLocalRemoveStaleTemp(t *testing.T) {
+	ctx := t.Context()
+	l := newLocal(t)
+	defer l.Close()
+	name := "ab" + strings.Repeat("0", 62)
+	if err := tiers.PutBytes(ctx, l, tiers.Handle{Type: tiers.TypeData, Name: name}, []byte("object")); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-2 * time.Hour)
+	write := func(rel string, mtime time.Time) {
+		p := filepath.Join(l.Root(), filepath.FromSlash(rel))
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stale := []string{"data/ab/." + name + ".tmp-crashed", "keys/.k1.tmp-crashed", ".config.tmp-crashed", "index/.x.tmp-1", "sessions/.s.tmp-2"}
+	kept := []string{"data/ab/." + name + ".tmp-writing", "snapshots/.y.tmp-3", // recent
+		"data/ab/.notatemp", "index/README"} // not temporary files of a write
+	for _, rel := range stale {
+		write(rel, old)
+	}
+	write(kept[0], time.Now())
+	write(kept[1], time.Now())
+	write(kept[2], old)
+	write(kept[3], old)
+	n, size, err := l.RemoveStaleTemp(ctx, time.Now().Add(-time.Hour))
+	if err != nil || n != len(stale) || size != int64(len(stale)*len("partial")) {
+		t.Fatalf("RemoveStaleTemp = %d files, %d bytes, %v; want %d files", n, size, err, len(stale))
+	}
+	for _, rel := range stale {
+		if _, err := os.Lstat(filepath.Join(l.Root(), filepath.FromSlash(rel))); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s: still there (%v)", rel, err)
+		}
+	}
+	for _, rel := range append(kept, "data/ab/"+name) {
+		if _, err := os.Lstat(filepath.Join(l.Root(), filepath.FromSlash(rel))); err != nil {
+			t.Errorf("%s: %v", rel, err)
+		}
 	}
 }
 

@@ -288,4 +288,7 @@ func (a *app) printPrune(rep *repo.PruneReport) {
 	for _, l := range rep.Locked {
 		a.printf("  kept (retention): %s\n", l)
 	}
+	if rep.TempRemoved > 0 {
+		a.printf("  removed %d temporary files (%s) that interrupted writes left behind\n", rep.TempRemoved, humanBytes(rep.TempBytes))
+	}
 }
