@@ -45,6 +45,11 @@ type Options struct {
 	// IndexInterval also writes an index object when this much time passed
 	// since the last one and packs are waiting (default 30 s).
 	IndexInterval time.Duration
+	// SkipUnreadableIndex leaves index objects that cannot be read out of
+	// the index cache instead of failing Open and LoadIndex. Check and
+	// Repair need it: they are how an unreadable index is reported and
+	// replaced, so they must open a repository that has one.
+	SkipUnreadableIndex bool
 }
 
 // InitOptions are the format parameters chosen at init.
@@ -401,6 +406,9 @@ func (r *Repository) loadIndexOnce(ctx context.Context) (complete bool, err erro
 		if errors.Is(err, tiers.ErrNotFound) {
 			vanished = true
 			return nil, nil
+		}
+		if err != nil && r.opts.SkipUnreadableIndex && ctx.Err() == nil {
+			return nil, nil // left out of the cache; Check reports it
 		}
 		return f, err
 	}

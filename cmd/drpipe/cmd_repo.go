@@ -388,6 +388,7 @@ func (a *app) checkCmd() *cobra.Command {
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			a.skipBadIndex = true // check reports them
 			r, err := a.openRepo(ctx)
 			if err != nil {
 				return err
@@ -463,6 +464,7 @@ func (a *app) repairCmd() *cobra.Command {
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			a.skipBadIndex = true // repair replaces them
 			r, err := a.openRepo(ctx)
 			if err != nil {
 				return err

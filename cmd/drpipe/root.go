@@ -29,6 +29,9 @@ type app struct {
 	stdout io.Writer
 	stderr io.Writer
 	stdin  io.Reader
+	// skipBadIndex opens repositories with repo.Options.SkipUnreadableIndex
+	// (check and repair, which report and replace unreadable index objects).
+	skipBadIndex bool
 }
 
 func newRootCmd() *cobra.Command {
@@ -282,7 +285,7 @@ func (a *app) repoOptions(pw []byte) (repo.Options, error) {
 	if err != nil {
 		return repo.Options{}, usageError{err}
 	}
-	return repo.Options{Password: pw, CacheDir: a.v.GetString("cache_dir"), Compression: comp}, nil
+	return repo.Options{Password: pw, CacheDir: a.v.GetString("cache_dir"), Compression: comp, SkipUnreadableIndex: a.skipBadIndex}, nil
 }
 
 // openRepo opens and unlocks the repository named by --repo.
