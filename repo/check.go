@@ -61,6 +61,22 @@ type CheckReport struct {
 	Unreferenced []id.ID `json:"unreferenced_packs,omitempty"`
 	// MissingBlobs counts blobs referenced by snapshots but not indexed.
 	MissingBlobs int `json:"missing_blobs,omitempty"`
+	// DamagedIndexes lists index objects whose stored bytes are damaged
+	// (they do not match their name or do not authenticate). Their packs
+	// are among Unreferenced; repair indexes them again and removes these
+	// objects. Index objects unreadable for other reasons (a newer format,
+	// a storage error) are reported in Errors only and left alone.
+	DamagedIndexes []id.ID `json:"damaged_indexes,omitempty"`
+	// UnreadableIndexes counts all index objects that could not be read.
+	UnreadableIndexes int `json:"unreadable_indexes,omitempty"`
+}
+
+// indexDamaged reports whether err, from reading an index object, says
+// that its stored bytes are damaged, so that it can be replaced by an
+// index rebuilt from the packs. A newer format, an unknown compression
+// or a storage error is not damage: the object may be fine.
+func indexDamaged(err error) bool {
+	return errors.Is(err, ErrCorrupt) || errors.Is(err, ErrDecrypt)
 }
 
 // OK reports whether the repository is healthy.
@@ -236,7 +252,16 @@ func (r *Repository) scanPacks(ctx context.Context, rep *CheckReport) (map[id.ID
 			continue // superseded and removed by a concurrent prune
 		}
 		if err != nil {
-			rep.Errors = append(rep.Errors, fmt.Sprintf("index %s unreadable: %v (run drpipe repair)", x.Short(), err))
+			if ctx.Err() != nil {
+				return nil, nil, ctx.Err()
+			}
+			rep.UnreadableIndexes++
+			if indexDamaged(err) {
+				rep.DamagedIndexes = append(rep.DamagedIndexes, x)
+				rep.Errors = append(rep.Errors, fmt.Sprintf("index %s unreadable: %v (run drpipe repair: it indexes the packs again and removes the object)", x.Short(), err))
+			} else {
+				rep.Errors = append(rep.Errors, fmt.Sprintf("index %s unreadable: %v (repair leaves it in place: it is not damaged, or may not be)", x.Short(), err))
+			}
 			continue
 		}
 		rep.IndexFiles++

@@ -74,20 +74,19 @@ func (r *Repository) Repair(ctx context.Context, o CheckOptions) (*RepairReport,
 		rep.PacksRepaired = append(rep.PacksRepaired, d.Pack)
 	}
 
-	// Re-index packs that are in storage but in no readable index.
+	// Re-index packs that are in storage but in no readable index, and
+	// replace the index objects that check found damaged (and that are
+	// still damaged: never one that reads now, or that is unreadable for
+	// another reason, such as a newer format or a storage error).
 	var badIndexes []id.ID
-	err = r.be.List(ctx, tiers.TypeIndex, func(oi tiers.ObjectInfo) error {
-		x, perr := id.Parse(oi.Handle.Name)
-		if perr != nil {
-			return nil
+	for _, x := range chk.DamagedIndexes {
+		_, lerr := r.LoadIndexFile(ctx, x)
+		if ctx.Err() != nil {
+			return rep, ctx.Err()
 		}
-		if _, lerr := r.LoadIndexFile(ctx, x); lerr != nil && ctx.Err() == nil && !errors.Is(lerr, tiers.ErrNotFound) {
+		if lerr != nil && indexDamaged(lerr) {
 			badIndexes = append(badIndexes, x)
 		}
-		return nil
-	})
-	if err != nil {
-		return rep, err
 	}
 	present := map[id.ID][]int{}
 	if len(chk.Unreferenced) > 0 {
@@ -126,6 +125,9 @@ func (r *Repository) Repair(ctx context.Context, o CheckOptions) (*RepairReport,
 	}
 	if len(rep.Lost) > 0 {
 		return rep, ErrUnrepairable
+	}
+	if n := chk.UnreadableIndexes - rep.IndexesReplaced; n > 0 {
+		return rep, fmt.Errorf("%d unreadable index objects left in place, because they may not be damaged (drpipe check says why: upgrade drpipe if a newer one wrote them, retry after a storage error)", n)
 	}
 	return rep, nil
 }

@@ -1,0 +1,120 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/drpipe/drpipe/erasure"
+	"github.com/drpipe/drpipe/internal/id"
+	"github.com/drpipe/drpipe/tiers"
+	"github.com/drpipe/drpipe/tiers/tierstest"
+)
+
+// smallSnapshot stores one file of a few blobs and a snapshot of it.
+func smallSnapshot(t *testing.T, r *Repository) []Extent {
+	t.Helper()
+	ctx := context.Background()
+	var ext []Extent
+	for i := 0; i < 4; i++ {
+		b := make([]byte, 50000)
+		for j := range b {
+			b[j] = byte(i*7 + j*13 + j>>8)
+		}
+		x, _, err := r.SaveBlob(ctx, DataBlob, b, id.ID{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ext = append(ext, Extent{ID: x, Len: int64(len(b))})
+	}
+	n := &Node{Name: "f", Type: NodeFile, Size: 4 * 50000}
+	if err := r.SetContent(ctx, n, ext); err != nil {
+		t.Fatal(err)
+	}
+	tree, err := r.SaveTree(ctx, &Tree{Nodes: []*Node{n}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.SaveSnapshot(ctx, &Snapshot{Tree: tree, Host: "h", Time: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	return ext
+}
+
+func indexIDs(t *testing.T, be tiers.Backend) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	if err := be.List(context.Background(), tiers.TypeIndex, func(oi tiers.ObjectInfo) error {
+		out[oi.Handle.Name] = true
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestRepairKeepsIndexOnStorageError: an index object that check read
+// but that fails to load during repair (a storage error) is not removed:
+// nothing indexed its packs again, so removing it would unindex live data
+// (and let prune delete it).
+func TestRepairKeepsIndexOnStorageError(t *testing.T) {
+	ctx := context.Background()
+	mem := tierstest.NewMemory()
+	fb := tierstest.NewFaulty(mem, 1)
+	r := testRepo(t, fb, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20})
+	smallSnapshot(t, r)
+	before := indexIDs(t, mem)
+	// Check's read succeeds, the next read of an index object fails.
+	fb.Inject(tierstest.Fault{Op: tierstest.OpLoad, Type: tiers.TypeIndex, Skip: len(before), Times: 1})
+	if _, err := r.Repair(ctx, CheckOptions{}); err != nil {
+		t.Logf("repair: %v", err)
+	}
+	fb.Reset()
+	after := indexIDs(t, mem)
+	for x := range before {
+		if !after[x] {
+			t.Errorf("repair removed index %s after a storage error reading it", x[:8])
+		}
+	}
+	r2, err := Open(ctx, mem, Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	if rep, err := r2.Check(ctx, CheckOptions{}); err != nil {
+		t.Fatalf("check after repair: %v %v", err, rep.Errors)
+	}
+}
+
+// TestRepairKeepsNewerIndex: an index object of a format this drpipe does
+// not know (a newer drpipe shares the repository) is reported, not
+// removed, and repair exits with an error saying why it is kept.
+func TestRepairKeepsNewerIndex(t *testing.T) {
+	ctx := context.Background()
+	mem := tierstest.NewMemory()
+	r := testRepo(t, mem, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20})
+	smallSnapshot(t, r)
+	newer, err := r.saveObject(ctx, tiers.TypeIndex, []byte("DRPI\x02\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := Open(ctx, mem, Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF, SkipUnreadableIndex: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	rep, err := r2.Check(ctx, CheckOptions{})
+	if !errors.Is(err, ErrCheckFailed) || rep.UnreadableIndexes != 1 || len(rep.DamagedIndexes) != 0 {
+		t.Fatalf("check: %v, unreadable %d, damaged %v; want 1 unreadable, not damaged", err, rep.UnreadableIndexes, rep.DamagedIndexes)
+	}
+	if _, err := r2.Repair(ctx, CheckOptions{}); err == nil {
+		t.Error("repair succeeded although it left an unreadable index object")
+	}
+	if !indexIDs(t, mem)[newer.String()] {
+		t.Fatal("repair removed an index object of a newer format")
+	}
+}
