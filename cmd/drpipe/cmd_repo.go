@@ -445,7 +445,9 @@ func (a *app) printCheck(rep *repo.CheckReport) {
 	if rep.MissingBlobs > 0 {
 		a.printf("%d referenced blobs are in no index\n", rep.MissingBlobs)
 	}
-	if n := len(rep.Unreferenced); n > 0 {
+	if n := len(rep.Unreferenced); n > 0 && rep.UnreadableIndexes > 0 {
+		a.printf("%d packs are in no readable index: they may hold data that the unreadable index objects above list; run drpipe repair before prune, which would remove them\n", n)
+	} else if n > 0 {
 		a.printf("%d packs are in no index (left by interrupted backups; harmless, removed by prune)\n", n)
 	}
 	if rep.OK() {

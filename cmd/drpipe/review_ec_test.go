@@ -36,6 +36,9 @@ func TestRepairUnreadableIndexColdCache(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stdout, "unreadable") {
 		t.Fatalf("check with an unreadable index and a cold cache: exit %d, want 1 reporting it\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 	}
+	if strings.Contains(r.stdout, "harmless") {
+		t.Errorf("check calls the packs of an unreadable index harmless:\n%s", r.stdout)
+	}
 	os.RemoveAll(e.cache)
 	out := e.ok("repair", "--repo", repoDir)
 	if !strings.Contains(out, "replaced 1 unreadable index") {
