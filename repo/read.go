@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"sync"
 
@@ -254,36 +255,64 @@ func (r *Repository) rebuiltPack(ctx context.Context, p PackInfo) ([]byte, error
 
 // ReconstructPack loads every shard of p (missing ones tolerated) and
 // rebuilds the pack with erasure.Reconstruct. The result reports missing
-// and corrupt shards and carries rebuilt shard objects for repair.
+// and corrupt shards and carries rebuilt shard objects for repair. A shard
+// that cannot be read (a storage error other than "not found") counts as
+// corrupt, with the error as its damage. At most one byte more than the
+// index says a shard has is read: a longer object is corrupt, and costs
+// no more memory than an intact one.
 func (r *Repository) ReconstructPack(ctx context.Context, p PackInfo) (*erasure.Result, error) {
 	n := int(p.K) + int(p.M)
+	want := int64(erasure.HeaderSize(p.Params())) + int64(p.ShardSize)
 	shards := make([][]byte, n)
+	loadErrs := make([]error, n)
+	long := make([]bool, n)
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var hardErr error
 	for i := 0; i < n; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			b, err := tiers.LoadAll(ctx, r.be, p.ShardHandle(i), 0, 0)
-			if err != nil {
-				if !errors.Is(err, tiers.ErrNotFound) && !errors.Is(err, tiers.ErrShortRead) {
-					mu.Lock()
-					if hardErr == nil && ctx.Err() != nil {
-						hardErr = ctx.Err()
-					}
-					mu.Unlock()
+			var b []byte
+			err := r.be.Load(ctx, p.ShardHandle(i), 0, 0, func(rd io.Reader) error {
+				b = make([]byte, want+1)
+				m, err := io.ReadFull(rd, b)
+				if err == io.ErrUnexpectedEOF || err == io.EOF {
+					err = nil
 				}
-				return
+				b = b[:m]
+				return err
+			})
+			switch {
+			case errors.Is(err, tiers.ErrNotFound):
+			case err != nil:
+				// Non-nil and empty: Reconstruct counts it as corrupt.
+				shards[i], loadErrs[i] = []byte{}, err
+			default:
+				shards[i], long[i] = b, int64(len(b)) > want
 			}
-			shards[i] = b
 		}()
 	}
 	wg.Wait()
-	if hardErr != nil {
-		return nil, hardErr
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	res, err := erasure.Reconstruct(p.ID, shards)
+	if res != nil {
+		for i := range shards {
+			if _, ok := res.Damage[i]; !ok {
+				continue
+			}
+			switch {
+			case loadErrs[i] != nil:
+				res.Damage[i] = fmt.Errorf("%w: shard %d of pack %s cannot be read: %w", erasure.ErrCorrupt, i, p.ID.Short(), loadErrs[i])
+			case long[i]:
+				size := fmt.Sprintf("longer than %d bytes", want)
+				if oi, serr := r.be.Stat(ctx, p.ShardHandle(i)); serr == nil {
+					size = fmt.Sprintf("%d bytes", oi.Size)
+				}
+				res.Damage[i] = fmt.Errorf("%w: shard %d of pack %s: object is %s, want %d (%d-byte header + %d-byte payload)", erasure.ErrCorrupt, i, p.ID.Short(), size, want, want-int64(p.ShardSize), p.ShardSize)
+			}
+		}
+	}
 	if err != nil {
 		return res, fmt.Errorf("pack %s: %w", p.ID.Short(), err)
 	}

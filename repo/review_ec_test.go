@@ -3,6 +3,8 @@ package repo
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,5 +118,57 @@ func TestRepairKeepsNewerIndex(t *testing.T) {
 	}
 	if !indexIDs(t, mem)[newer.String()] {
 		t.Fatal("repair removed an index object of a newer format")
+	}
+}
+
+// TestReconstructExtendedShardBounded: a shard object longer than the
+// index says is corrupt, and reading it costs no more than an intact one
+// (a hostile or damaged tier cannot make check, restore or repair load an
+// arbitrarily large object into memory).
+func TestReconstructExtendedShardBounded(t *testing.T) {
+	ctx := context.Background()
+	mem := tierstest.NewMemory()
+	cb := tierstest.NewCounting(mem)
+	r := testRepo(t, cb, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20})
+	ext := smallSnapshot(t, r)
+	p := r.Lookup(ext[0].ID)[0].Pack
+	obj, err := tiers.LoadAll(ctx, mem, p.ShardHandle(0), 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := int64(len(obj))
+	if err := tiers.PutBytes(ctx, mem, p.ShardHandle(0), append(obj, make([]byte, 32<<20)...)); err != nil {
+		t.Fatal(err)
+	}
+	cb.Reset()
+	res, err := r.ReconstructPack(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Corrupt) != 1 || res.Corrupt[0] != 0 || !strings.Contains(res.Damage[0].Error(), fmt.Sprintf("object is %d bytes, want %d", want+32<<20, want)) {
+		t.Errorf("extended shard 0: corrupt %v, damage %v", res.Corrupt, res.Damage)
+	}
+	if got := cb.Counts(tiers.TypeData).BytesLoaded; got > 3*(want+1) {
+		t.Errorf("read %d bytes of shards to rebuild a pack of three %d-byte shards", got, want)
+	}
+}
+
+// TestCheckReadErrorIsNotMissing: a shard that exists but cannot be read
+// is reported with the error, not as a missing shard.
+func TestCheckReadErrorIsNotMissing(t *testing.T) {
+	ctx := context.Background()
+	mem := tierstest.NewMemory()
+	fb := tierstest.NewFaulty(mem, 1)
+	r := testRepo(t, fb, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20})
+	ext := smallSnapshot(t, r)
+	p := r.Lookup(ext[0].ID)[0].Pack
+	fb.Inject(tierstest.Fault{Op: tierstest.OpLoad, Type: tiers.TypeData, Name: p.ShardHandle(1).Name, Err: errors.New("input/output error")})
+	rep, err := r.Check(ctx, CheckOptions{ReadData: true})
+	if !errors.Is(err, ErrCheckFailed) || len(rep.Damaged) != 1 {
+		t.Fatalf("check: %v, damaged %+v", err, rep.Damaged)
+	}
+	d := rep.Damaged[0]
+	if len(d.Missing) != 0 || len(d.Corrupt) != 1 || !strings.Contains(strings.Join(d.Details, "\n"), "input/output error") {
+		t.Errorf("unreadable shard 1: missing %v corrupt %v details %q; want it corrupt with the read error", d.Missing, d.Corrupt, d.Details)
 	}
 }
