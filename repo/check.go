@@ -40,6 +40,11 @@ type PackDamage struct {
 	// Files and Snapshots are what the damage touches.
 	Files     []string `json:"files,omitempty"`
 	Snapshots []string `json:"snapshots,omitempty"`
+	// Unusable is true when reading the pack failed although enough
+	// shards may be intact: the shards do not rebuild a consistent pack,
+	// or the pack's header does not open (Details say which). Repair
+	// cannot fix such a pack.
+	Unusable bool `json:"unusable,omitempty"`
 }
 
 // CheckReport is the outcome of Check.
@@ -147,7 +152,7 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 		}
 	}
 	for _, d := range damaged {
-		d.Repairable = len(d.Missing)+len(d.Corrupt) <= d.M && d.BadBlobs == 0
+		d.Repairable = len(d.Missing)+len(d.Corrupt) <= d.M && d.BadBlobs == 0 && !d.Unusable
 	}
 
 	// Which files and snapshots does the damage touch?
@@ -316,7 +321,7 @@ func (r *Repository) readAllPacks(ctx context.Context, o CheckOptions, packs map
 					read = int64(len(res.Pack))
 					entries, perr := r.ParsePack(res.Pack)
 					if perr != nil {
-						err = fmt.Errorf("pack header: %w", perr)
+						err = perr
 					} else {
 						for _, e := range entries {
 							end := int64(e.Offset) + int64(e.Length)
@@ -343,9 +348,7 @@ func (r *Repository) readAllPacks(ctx context.Context, o CheckOptions, packs map
 					}
 					if err != nil && ctx.Err() == nil {
 						d.Details = append(d.Details, err.Error())
-						if res == nil || res.Pack == nil {
-							d.BadBlobs = -1
-						}
+						d.Unusable = true
 					}
 					d.BadBlobs += len(bad)
 					for _, b := range bad {
@@ -368,12 +371,6 @@ func (r *Repository) readAllPacks(ctx context.Context, o CheckOptions, packs map
 	}
 	close(work)
 	wg.Wait()
-	for _, d := range damaged {
-		if d.BadBlobs < 0 {
-			d.BadBlobs = 0
-			d.Repairable = false
-		}
-	}
 	return ctx.Err()
 }
 

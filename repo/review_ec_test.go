@@ -172,3 +172,50 @@ func TestCheckReadErrorIsNotMissing(t *testing.T) {
 		t.Errorf("unreadable shard 1: missing %v corrupt %v details %q; want it corrupt with the read error", d.Missing, d.Corrupt, d.Details)
 	}
 }
+
+// TestCheckPackThatCannotBeRebuilt: a pack whose shards are all intact but
+// whose content is unusable (here its sealed pack header) is not
+// "repairable": repair cannot fix it, and must not report success.
+func TestCheckPackThatCannotBeRebuilt(t *testing.T) {
+	ctx := context.Background()
+	mem := tierstest.NewMemory()
+	r := testRepo(t, mem, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20})
+	ext := smallSnapshot(t, r)
+	p := r.Lookup(ext[0].ID)[0].Pack
+	res, err := r.ReconstructPack(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := r.ParsePack(res.Pack)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pack := append([]byte(nil), res.Pack...)
+	pack[len(pack)-packTrailerSize-20] ^= 1 // inside the sealed pack header
+	pid, shards, err := erasure.Encode(p.Params(), pack)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, sh := range shards {
+		if err := tiers.PutBytes(ctx, mem, tiers.Handle{Type: tiers.TypeData, Name: erasure.ShardName(pid, i)}, sh); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bad := PackInfo{ID: pid, Length: int64(len(pack)), ShardSize: p.ShardSize, K: p.K, M: p.M}
+	if _, err := r.SaveIndexFile(ctx, &IndexFile{Packs: []IndexPack{{PackInfo: bad, Blobs: entries}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := r.Check(ctx, CheckOptions{ReadData: true})
+	if !errors.Is(err, ErrCheckFailed) || len(rep.Damaged) != 1 || rep.Damaged[0].Pack != pid {
+		t.Fatalf("check: %v, damaged %+v", err, rep.Damaged)
+	}
+	if rep.Damaged[0].Repairable || len(rep.Lost()) != 1 {
+		t.Errorf("a pack with an unreadable header is reported repairable: %+v", rep.Damaged[0])
+	}
+	if _, err := r.Repair(ctx, CheckOptions{}); !errors.Is(err, ErrUnrepairable) {
+		t.Errorf("repair of a pack it cannot fix: %v, want ErrUnrepairable", err)
+	}
+}

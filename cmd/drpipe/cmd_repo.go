@@ -430,8 +430,14 @@ func (a *app) printCheck(rep *repo.CheckReport) {
 	}
 	for _, d := range rep.Damaged {
 		state := "repairable (run drpipe repair)"
-		if !d.Repairable {
+		switch {
+		case d.Repairable:
+		case d.K+d.M-len(d.Missing)-len(d.Corrupt) < d.K:
 			state = "LOST: fewer than K intact shards"
+		case d.BadBlobs > 0:
+			state = fmt.Sprintf("LOST: %d blobs do not decrypt although the pack was rebuilt", d.BadBlobs)
+		default:
+			state = "NOT REPAIRABLE: its shards do not give a usable pack (see below)"
 		}
 		a.printf("damaged pack %s (%d+%d): missing shards %v, corrupt shards %v: %s\n", d.Pack, d.K, d.M, d.Missing, d.Corrupt, state)
 		for _, det := range d.Details {
@@ -492,7 +498,11 @@ func (a *app) repairCmd() *cobra.Command {
 			a.printf("rewrote %d shards of %d packs, re-indexed %d packs, replaced %d unreadable index objects\n",
 				rep.ShardsRewritten, len(rep.PacksRepaired), rep.PacksReindexed, rep.IndexesReplaced)
 			for _, d := range rep.Lost {
-				a.printf("LOST pack %s: only %d of %d shards intact (needs %d); affects: %s\n", d.Pack, d.K+d.M-len(d.Missing)-len(d.Corrupt), d.K+d.M, d.K, strings.Join(d.Files, ", "))
+				if intact := d.K + d.M - len(d.Missing) - len(d.Corrupt); intact < d.K {
+					a.printf("LOST pack %s: only %d of %d shards intact (needs %d); affects: %s\n", d.Pack, intact, d.K+d.M, d.K, strings.Join(d.Files, ", "))
+				} else {
+					a.printf("LOST pack %s: cannot be rebuilt from its %d intact shards (%s); affects: %s\n", d.Pack, intact, strings.Join(d.Details, "; "), strings.Join(d.Files, ", "))
+				}
 			}
 			if errors.Is(err, repo.ErrUnrepairable) {
 				a.printf("restore the affected files from another tier (DR site, bucket, tape)\n")
