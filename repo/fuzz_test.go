@@ -89,7 +89,7 @@ func FuzzOpenKeyFile(f *testing.F) {
 		if json.Unmarshal(b, &probe) == nil && (probe.MemoryKiB > 1<<16 || probe.Time > 4) {
 			// Valid but expensive parameters are allowed by the format;
 			// only check that out-of-range ones are refused quickly.
-			if probe.MemoryKiB <= 4*1024*1024 && probe.Time <= 64 {
+			if probe.MemoryKiB <= maxKDFMemoryKiB && probe.Time <= maxKDFTime {
 				return
 			}
 		}

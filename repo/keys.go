@@ -70,12 +70,32 @@ type KeyInfo struct {
 // hands the area back at once, for the pipeline buffers that follow.
 func deriveWrapKey(password []byte, salt []byte, p KDFParams) []byte {
 	primed := hugepage.Prime(int(p.MemoryKiB) * 1024)
-	k := argon2.IDKey(password, salt, p.Time, p.MemoryKiB, p.Threads, 32)
+	k := argon2IDKey(password, salt, p.Time, p.MemoryKiB, p.Threads, 32)
 	if primed {
 		runtime.GC()
 	}
 	return k
 }
+
+// argon2IDKey is the KDF (a variable so tests can see which slots it
+// runs for).
+var argon2IDKey = argon2.IDKey
+
+// Bounds on a key slot's KDF parameters. Anyone who can write the
+// repository can add a key slot, and every client runs the KDF of a slot
+// before it can tell whether the slot is genuine, so the bounds limit
+// what a planted slot costs: at most maxKDFMemoryKiB (16 times the
+// default) and maxKDFTime passes. Slots are also tried cheapest first
+// (unlock), so a planted slot that costs more than a genuine one is never
+// run when the password is right.
+const (
+	maxKDFTime      = 64
+	minKDFMemoryKiB = 8
+	maxKDFMemoryKiB = 1 << 20 // 1 GiB
+)
+
+// cost orders key slots for unlocking: memory × passes.
+func (p KDFParams) cost() uint64 { return uint64(p.Time) * uint64(p.MemoryKiB) }
 
 // sealKeyFile wraps mk with password in a new key file and returns the
 // encoded bytes.
@@ -116,7 +136,7 @@ func openKeyFile(raw []byte, password []byte) (*MasterKey, *keyFile, error) {
 	}
 	// Bound the parameters so a hostile key file cannot make us allocate
 	// absurd memory or spin for hours.
-	if kf.Time == 0 || kf.Time > 64 || kf.MemoryKiB < 8 || kf.MemoryKiB > 4*1024*1024 || kf.Threads == 0 || len(kf.Salt) < 16 || len(kf.Salt) > 256 {
+	if kf.Time == 0 || kf.Time > maxKDFTime || kf.MemoryKiB < minKDFMemoryKiB || kf.MemoryKiB > maxKDFMemoryKiB || kf.Threads == 0 || len(kf.Salt) < 16 || len(kf.Salt) > 256 {
 		return nil, nil, fmt.Errorf("key file has out-of-range KDF parameters (time %d, memory %d KiB, threads %d, salt %d bytes)", kf.Time, kf.MemoryKiB, kf.Threads, len(kf.Salt))
 	}
 	a, err := newAEAD(deriveWrapKey(password, kf.Salt, kf.KDFParams))
@@ -152,8 +172,28 @@ func unlock(ctx context.Context, be tiers.Backend, password []byte) (*MasterKey,
 		return nil, id.ID{}, fmt.Errorf("repository %s has no key slots: it is damaged or not a drpipe repository", be.Location())
 	}
 	sort.Strings(names)
-	var lastErr error = ErrWrongPassword
+	// Read every slot's KDF parameters first and try the cheapest slots
+	// first: a slot planted with expensive parameters then never runs
+	// before a genuine, cheaper one that opens. Only the parameters are
+	// kept, so many slots cost little memory.
+	type slot struct {
+		name string
+		cost uint64
+	}
+	slots := make([]slot, 0, len(names))
 	for _, n := range names {
+		var kf keyFile
+		raw, err := loadLimited(ctx, be, tiers.Handle{Type: tiers.TypeKey, Name: n}, maxSmallObject)
+		if err != nil || json.Unmarshal(raw, &kf) != nil {
+			slots = append(slots, slot{n, 0}) // reported when tried
+			continue
+		}
+		slots = append(slots, slot{n, kf.KDFParams.cost()})
+	}
+	sort.SliceStable(slots, func(i, j int) bool { return slots[i].cost < slots[j].cost })
+	var lastErr error = ErrWrongPassword
+	for _, s := range slots {
+		n := s.name
 		h := tiers.Handle{Type: tiers.TypeKey, Name: n}
 		raw, err := loadLimited(ctx, be, h, maxSmallObject)
 		if err != nil {

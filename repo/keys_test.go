@@ -1,0 +1,89 @@
+package repo
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/drpipe/drpipe/internal/id"
+	"github.com/drpipe/drpipe/tiers"
+	"github.com/drpipe/drpipe/tiers/tierstest"
+)
+
+// plantKeySlot stores a key slot that no password opens, with KDF
+// parameters p, under a name that sorts before every other slot.
+func plantKeySlot(t *testing.T, be tiers.Backend, p KDFParams) {
+	t.Helper()
+	for i := 0; ; i++ {
+		kf := keyFile{Version: KeyFileVersion, Label: "planted " + strings.Repeat("x", i), KDF: "argon2id", KDFParams: p,
+			Salt: make([]byte, 32), Data: make([]byte, 80)}
+		raw, err := json.Marshal(kf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if x := id.Hash(raw); x[0] == 0 {
+			if err := tiers.PutBytes(context.Background(), be, tiers.Handle{Type: tiers.TypeKey, Name: x.String()}, raw); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+	}
+}
+
+// A key slot planted by someone who can write the repository, with KDF
+// parameters more expensive than the genuine slot's, is not run when the
+// password opens the genuine slot.
+func TestUnlockTriesCheapSlotsFirst(t *testing.T) {
+	be := tierstest.NewMemory()
+	testRepo(t, be, InitOptions{}).Close()
+	plantKeySlot(t, be, KDFParams{Time: 3, MemoryKiB: 256, Threads: 1})
+
+	var mu sync.Mutex
+	var ran []uint32
+	orig := argon2IDKey
+	argon2IDKey = func(pw, salt []byte, time, mem uint32, threads uint8, n uint32) []byte {
+		mu.Lock()
+		ran = append(ran, mem)
+		mu.Unlock()
+		return orig(pw, salt, time, mem, threads, n)
+	}
+	defer func() { argon2IDKey = orig }()
+
+	r, err := Open(context.Background(), be, Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	if len(ran) != 1 || ran[0] != testKDF.MemoryKiB {
+		t.Fatalf("KDF ran with memory %v KiB, want only the genuine slot's %d", ran, testKDF.MemoryKiB)
+	}
+}
+
+// A key slot demanding more than 1 GiB of KDF memory is refused without
+// running the KDF.
+func TestKeySlotKDFMemoryBound(t *testing.T) {
+	mk, err := NewMasterKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := sealKeyFile(mk, []byte("pw"), "t", *testKDF, time.Unix(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kf keyFile
+	if err := json.Unmarshal(raw, &kf); err != nil {
+		t.Fatal(err)
+	}
+	kf.MemoryKiB = 4 << 20 // 4 GiB
+	raw, _ = json.Marshal(kf)
+	start := time.Now()
+	if _, _, err := openKeyFile(raw, []byte("pw")); err == nil || !strings.Contains(err.Error(), "out-of-range KDF") {
+		t.Fatalf("4 GiB KDF memory: err %v, want out-of-range", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("refusing took %v", d)
+	}
+}
