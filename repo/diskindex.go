@@ -151,6 +151,16 @@ func (d *diskIndex) parse() error {
 	if binary.LittleEndian.Uint64(d.mm[d.offFanout+(fanoutEntries-1)*8:]) != d.nBlobs {
 		return errors.New("index cache: fanout does not match blob count")
 	}
+	// Lookups index the blob records with the fanout: it must never
+	// decrease (so it never exceeds the blob count checked above).
+	prev := uint64(0)
+	for b := 0; b < fanoutEntries; b++ {
+		v := binary.LittleEndian.Uint64(d.mm[d.offFanout+8*b:])
+		if v < prev {
+			return fmt.Errorf("index cache: fanout decreases at entry %d", b)
+		}
+		prev = v
+	}
 	d.indexFiles = make(map[id.ID]struct{}, d.nFiles)
 	for i := 0; i < int(d.nFiles); i++ {
 		var x id.ID
@@ -199,6 +209,9 @@ func (d *diskIndex) lookup(x id.ID, fn func(PackInfo, BlobEntry) bool) {
 		if !bytes.Equal(r[:32], x[:]) {
 			return
 		}
+		if uint64(r.packNo()) >= d.nPacks {
+			continue // damaged record: the blob is not found there
+		}
 		if !fn(d.pack(r.packNo()), r.entry()) {
 			return
 		}
@@ -242,6 +255,9 @@ func (d *diskIndex) eachBlob(fn func(p PackInfo, e BlobEntry) error) error {
 	}
 	for i := uint64(0); i < d.nBlobs; i++ {
 		r := d.blob(i)
+		if uint64(r.packNo()) >= d.nPacks {
+			return fmt.Errorf("index cache %s is damaged (blob record %d names pack %d of %d): remove it, drpipe rebuilds it from the repository", d.path, i, r.packNo(), d.nPacks)
+		}
 		if err := fn(d.pack(r.packNo()), r.entry()); err != nil {
 			return err
 		}

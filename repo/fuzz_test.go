@@ -130,6 +130,7 @@ func FuzzDiskIndexParse(f *testing.F) {
 	binary.LittleEndian.PutUint32(hdr[4:], cacheVersion)
 	f.Add(hdr)
 	f.Add([]byte("DRPC\x01\x00\x00\x00"))
+	f.Add(damagedCache(7))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if len(b) < cacheHdrSize {
 			return
