@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/restic/chunker"
@@ -296,6 +297,10 @@ func (r *Repository) setupCache(dir string) error {
 		}
 		cands = append(cands, filepath.Join(os.TempDir(), fmt.Sprintf("drpipe-cache-%d", os.Getuid())))
 	}
+	shared := ""
+	if dir == "" {
+		shared = cands[len(cands)-1]
+	}
 	var lastErr error
 	for _, c := range cands {
 		p := filepath.Join(c, sub)
@@ -303,10 +308,42 @@ func (r *Repository) setupCache(dir string) error {
 			lastErr = err
 			continue
 		}
+		if c == shared {
+			// The fallback lies in a directory everyone may write (the
+			// default when $HOME is unset, as for a system service):
+			// anyone could have made it first and then swap the cache,
+			// or the build files in it, for symlinks.
+			if err := privateDir(c); err != nil {
+				lastErr = err
+				continue
+			}
+			if err := privateDir(p); err != nil {
+				lastErr = err
+				continue
+			}
+		}
 		r.cacheDir = p
 		return nil
 	}
 	return fmt.Errorf("no usable cache directory (tried %v): %w; set --cache-dir", cands, lastErr)
+}
+
+// privateDir checks that dir is a directory (not a symlink) owned by this
+// user that no one else may write.
+func privateDir(dir string) error {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok || int(st.Uid) != os.Getuid() || fi.Mode().Perm()&0o022 != 0 {
+		owner := -1
+		if ok {
+			owner = int(st.Uid)
+		}
+		return fmt.Errorf("cache directory %s is not private to this user (mode %v, owner uid %d): remove it or set --cache-dir", dir, fi.Mode(), owner)
+	}
+	return nil
 }
 
 // Backend returns the storage the repository lives on.
