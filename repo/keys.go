@@ -192,6 +192,7 @@ func unlock(ctx context.Context, be tiers.Backend, password []byte) (*MasterKey,
 	}
 	sort.SliceStable(slots, func(i, j int) bool { return slots[i].cost < slots[j].cost })
 	var lastErr error = ErrWrongPassword
+	refused := false // an intact slot did not open with the password
 	for _, s := range slots {
 		n := s.name
 		h := tiers.Handle{Type: tiers.TypeKey, Name: n}
@@ -209,9 +210,16 @@ func unlock(ctx context.Context, be tiers.Backend, password []byte) (*MasterKey,
 		if err == nil {
 			return mk, kid, nil
 		}
-		if !errors.Is(err, ErrWrongPassword) {
+		if errors.Is(err, ErrWrongPassword) {
+			refused = true
+		} else {
 			lastErr = fmt.Errorf("key slot %s: %w", n, err)
 		}
+	}
+	if refused && lastErr != ErrWrongPassword {
+		// The password is what is wrong; a damaged or foreign slot beside
+		// the intact ones is worth a mention, not the verdict.
+		return nil, id.ID{}, fmt.Errorf("%w (besides, %v)", ErrWrongPassword, lastErr)
 	}
 	return nil, id.ID{}, lastErr
 }

@@ -3,6 +3,7 @@ package repo
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -86,4 +87,24 @@ func TestKeySlotKDFMemoryBound(t *testing.T) {
 	if d := time.Since(start); d > time.Second {
 		t.Fatalf("refusing took %v", d)
 	}
+}
+
+// A wrong password is reported as such even when a damaged key slot sorts
+// after the genuine one.
+func TestWrongPasswordBesideDamagedSlot(t *testing.T) {
+	be := tierstest.NewMemory()
+	testRepo(t, be, InitOptions{}).Close()
+	junk := tiers.Handle{Type: tiers.TypeKey, Name: strings.Repeat("f", 64)}
+	if err := tiers.PutBytes(context.Background(), be, junk, []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(context.Background(), be, Options{Password: []byte("wrong"), CacheDir: t.TempDir(), KDF: testKDF})
+	if !errors.Is(err, ErrWrongPassword) {
+		t.Fatalf("wrong password beside a damaged slot: %v, want ErrWrongPassword", err)
+	}
+	r, err := Open(context.Background(), be, Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF})
+	if err != nil {
+		t.Fatalf("right password beside a damaged slot: %v", err)
+	}
+	r.Close()
 }
