@@ -67,7 +67,8 @@ type CheckReport struct {
 	// MissingBlobs counts blobs referenced by snapshots but not indexed.
 	MissingBlobs int `json:"missing_blobs,omitempty"`
 	// DamagedIndexes lists index objects whose stored bytes are damaged
-	// (they do not match their name or do not authenticate). Their packs
+	// (they do not match their name, do not authenticate or do not
+	// decode: ErrIndexDamaged). Their packs
 	// are among Unreferenced; repair indexes them again and removes these
 	// objects. Index objects unreadable for other reasons (a newer format,
 	// a storage error) are reported in Errors only and left alone.
@@ -81,7 +82,7 @@ type CheckReport struct {
 // index rebuilt from the packs. A newer format, an unknown compression
 // or a storage error is not damage: the object may be fine.
 func indexDamaged(err error) bool {
-	return errors.Is(err, ErrCorrupt) || errors.Is(err, ErrDecrypt)
+	return errors.Is(err, ErrIndexDamaged)
 }
 
 // OK reports whether the repository is healthy.

@@ -160,7 +160,7 @@ func (r *Repository) Prune(ctx context.Context, o PruneOptions) (*PruneReport, e
 	if err != nil {
 		return nil, err
 	}
-	if err := r.LoadIndex(ctx); err != nil {
+	if err := r.loadCompleteIndex(ctx); err != nil {
 		return nil, err
 	}
 	live, err := r.liveSet(ctx, rep, condemned, sids)
@@ -234,7 +234,7 @@ func (r *Repository) Prune(ctx context.Context, o PruneOptions) (*PruneReport, e
 		if sids, err = r.ListSnapshotIDs(ctx); err != nil {
 			return rep, err
 		}
-		if err := r.LoadIndex(ctx); err != nil {
+		if err := r.loadCompleteIndex(ctx); err != nil {
 			return rep, err
 		}
 		if live, err = r.liveSet(ctx, &PruneReport{}, condemned, sids); err != nil {
@@ -279,6 +279,19 @@ func (r *Repository) othersThanPrune(sessions []sessionRecord, own string) ([]se
 		out = append(out, s)
 	}
 	return out, nil
+}
+
+// loadCompleteIndex loads the index and refuses, wrapping ErrPruneUnsafe,
+// while an index object is damaged: the packs only it lists would look
+// unused.
+func (r *Repository) loadCompleteIndex(ctx context.Context) error {
+	if err := r.LoadIndex(ctx); err != nil {
+		return err
+	}
+	for x, err := range r.DamagedIndexes() {
+		return fmt.Errorf("%w: index object %s is damaged (%v); run drpipe repair first", ErrPruneUnsafe, x.Short(), err)
+	}
+	return nil
 }
 
 // sweep removes the packs of one due tombstone that are still unused.

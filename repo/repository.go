@@ -88,11 +88,14 @@ type Repository struct {
 	// LoadIndex: then no indexed blob counts for deduplication and
 	// SaveBlob refuses.
 	condemnedErr error
-	pending      map[id.ID]pendingBlob
-	unindexed    []IndexPack
-	lastIndex    time.Time
-	newIndexes   []id.ID
-	indexing     sync.Mutex // serialises index object writes
+	// damaged holds the index objects the last LoadIndex left out
+	// because they are damaged (DamagedIndexes).
+	damaged    map[id.ID]error
+	pending    map[id.ID]pendingBlob
+	unindexed  []IndexPack
+	lastIndex  time.Time
+	newIndexes []id.ID
+	indexing   sync.Mutex // serialises index object writes
 
 	packers [3]*packer // by BlobType
 
@@ -433,15 +436,26 @@ func (r *Repository) loadIndexOnce(ctx context.Context) (complete bool, err erro
 			}
 		}
 		if same {
+			r.idxMu.Lock()
+			r.damaged = nil
+			r.idxMu.Unlock()
 			r.swapDisk(cur)
 			return true, nil
 		}
 	}
 	vanished := false
+	damaged := map[id.ID]error{}
 	load := func(ctx context.Context, x id.ID) (*IndexFile, error) {
 		f, err := r.LoadIndexFile(ctx, x)
 		if errors.Is(err, tiers.ErrNotFound) {
 			vanished = true
+			return nil, nil
+		}
+		if errors.Is(err, ErrIndexDamaged) {
+			// Left out of the cache (so read again next time): one
+			// damaged object must not make every snapshot unreadable,
+			// nor stop drpipe repair from replacing it.
+			damaged[x] = err
 			return nil, nil
 		}
 		if err != nil && r.opts.SkipUnreadableIndex && ctx.Err() == nil {
@@ -450,6 +464,9 @@ func (r *Repository) loadIndexOnce(ctx context.Context) (complete bool, err erro
 		return f, err
 	}
 	err = buildDiskIndex(ctx, path, cur, ids, load)
+	r.idxMu.Lock()
+	r.damaged = damaged
+	r.idxMu.Unlock()
 	cur.close()
 	if err != nil {
 		return false, fmt.Errorf("build index cache in %s: %w", r.cacheDir, err)
@@ -485,16 +502,60 @@ func (r *Repository) swapDisk(d *diskIndex) {
 // LoadIndexFile reads, verifies and decodes one index object. An object
 // larger than the index limit (MaxBlobSize of plaintext) is refused with
 // an error wrapping ErrTooLarge before memory is allocated for it.
+//
+// An object that was read but is damaged (its content does not match its
+// name, does not authenticate, is too large or does not decode) gives an
+// error wrapping ErrIndexDamaged; a failure to read it does not.
 func (r *Repository) LoadIndexFile(ctx context.Context, x id.ID) (*IndexFile, error) {
-	plain, err := r.loadObject(ctx, tiers.TypeIndex, x, maxIndexPlainLen)
+	h := tiers.Handle{Type: tiers.TypeIndex, Name: x.String()}
+	raw, err := r.loadVerified(ctx, h, sealedLimit(maxIndexPlainLen))
 	if err != nil {
+		if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrTooLarge) {
+			return nil, damagedIndex{err}
+		}
 		return nil, err
+	}
+	plain, err := r.decodeObject(raw, maxIndexPlainLen)
+	if err != nil {
+		return nil, damagedIndex{fmt.Errorf("%s in %s: %w (%s)", h, r.be.Location(), err, objectHint(tiers.TypeIndex))}
 	}
 	f, err := decodeIndex(plain)
 	if err != nil {
-		return nil, fmt.Errorf("index %s: %w", x.Short(), err)
+		err = fmt.Errorf("index %s: %w", x.Short(), err)
+		if errors.Is(err, ErrUnsupportedVersion) {
+			return nil, err // a newer drpipe's index: not damage
+		}
+		return nil, damagedIndex{err}
 	}
 	return f, nil
+}
+
+// ErrIndexDamaged is wrapped by LoadIndexFile's errors for an index object
+// that was read but cannot be used. LoadIndex leaves such objects out (see
+// DamagedIndexes), so that the rest of the repository stays readable and
+// drpipe repair can replace them.
+var ErrIndexDamaged = errors.New("index object damaged")
+
+// damagedIndex marks an error as ErrIndexDamaged without changing its
+// message.
+type damagedIndex struct{ err error }
+
+func (e damagedIndex) Error() string        { return e.err.Error() }
+func (e damagedIndex) Unwrap() error        { return e.err }
+func (e damagedIndex) Is(target error) bool { return target == ErrIndexDamaged }
+
+// DamagedIndexes returns the index objects the last LoadIndex left out
+// because they are damaged, with why. Blobs only they list are unknown to
+// this session: reads of them fail and backups store them again; prune
+// refuses to run until drpipe repair has replaced them.
+func (r *Repository) DamagedIndexes() map[id.ID]error {
+	r.idxMu.RLock()
+	defer r.idxMu.RUnlock()
+	out := make(map[id.ID]error, len(r.damaged))
+	for x, err := range r.damaged {
+		out[x] = err
+	}
+	return out
 }
 
 // Size limits of objects whose length is recorded nowhere else (a blob's

@@ -323,6 +323,9 @@ func (a *app) openRepoAt(ctx context.Context, loc string) (*repo.Repository, err
 		be.Close()
 		return nil, err
 	}
+	for x, err := range r.DamagedIndexes() {
+		fmt.Fprintf(a.stderr, "warning: index object %s is damaged and was left out (%v); blobs only it lists cannot be read until 'drpipe repair' replaces it\n", x.Short(), err)
+	}
 	return r, nil
 }
 
