@@ -105,10 +105,10 @@ const MaxBlobSize = 64 << 20
 // content.
 var ErrTooLarge = errors.New("object larger than drpipe allows for its kind")
 
-// encodeBlob compresses (when it helps) and seals plain, appending to dst.
-// scratch is a reusable buffer for the compressed form; the grown scratch
-// is returned for reuse.
-func (k *MasterKey) encodeBlob(dst, scratch, plain []byte, c Compression) (out, newScratch []byte) {
+// encodeBlob compresses (when it helps) and seals plain as bytes of kind
+// (kindBlob for pack blobs), appending to dst. scratch is a reusable
+// buffer for the compressed form; the grown scratch is returned for reuse.
+func (k *MasterKey) encodeBlob(kind string, dst, scratch, plain []byte, c Compression) (out, newScratch []byte) {
 	codecs()
 	scratch = append(scratch[:0], compNone)
 	if c != CompressOff && len(plain) >= 64 {
@@ -122,7 +122,7 @@ func (k *MasterKey) encodeBlob(dst, scratch, plain []byte, c Compression) (out, 
 	} else {
 		scratch = append(scratch, plain...)
 	}
-	return k.Seal(dst, scratch), scratch
+	return k.sealAs(kind, dst, scratch), scratch
 }
 
 // decodeBlob opens a sealed blob and decompresses it, appending to dst. It
@@ -139,7 +139,7 @@ func (r *Repository) decodeBlobInPlace(dst, sealed []byte, rawLen int, want id.I
 }
 
 func (r *Repository) decodeBlobWith(dst, sealed []byte, rawLen int, want id.ID, inPlace bool) ([]byte, error) {
-	return r.decodeSealed(dst, sealed, rawLen, MaxBlobSize, want, inPlace)
+	return r.decodeSealed(kindBlob, dst, sealed, rawLen, MaxBlobSize, want, inPlace)
 }
 
 // decodeObject opens a sealed metadata object (index, snapshot, tombstone
@@ -150,20 +150,20 @@ func (r *Repository) decodeBlobWith(dst, sealed []byte, rawLen int, want id.ID, 
 // (zstdBound) before anything is allocated, so a small frame that claims
 // or expands to gigabytes costs nothing, and the decoder never grows the
 // buffer. The caller names the object in its error.
-func (r *Repository) decodeObject(sealed []byte, limit int) ([]byte, error) {
-	return r.decodeSealed(nil, sealed, -1, limit, id.ID{}, false)
+func (r *Repository) decodeObject(kind string, sealed []byte, limit int) ([]byte, error) {
+	return r.decodeSealed(kind, nil, sealed, -1, limit, id.ID{}, false)
 }
 
 // decodeSealed is decodeBlobWith with an explicit plaintext limit for
 // content of unknown length (rawLen < 0).
-func (r *Repository) decodeSealed(dst, sealed []byte, rawLen, limit int, want id.ID, inPlace bool) ([]byte, error) {
+func (r *Repository) decodeSealed(kind string, dst, sealed []byte, rawLen, limit int, want id.ID, inPlace bool) ([]byte, error) {
 	codecs()
 	var plain []byte
 	var err error
 	if inPlace && len(sealed) >= sealOverhead {
-		plain, err = r.key.Open(sealed[nonceSize:nonceSize], sealed)
+		plain, err = r.key.openAs(kind, sealed[nonceSize:nonceSize], sealed)
 	} else {
-		plain, err = r.key.Open(nil, sealed)
+		plain, err = r.key.openAs(kind, nil, sealed)
 	}
 	if err != nil {
 		return nil, err

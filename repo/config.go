@@ -15,10 +15,11 @@ import (
 
 // FormatVersion is the repository format version this drpipe writes and the
 // newest it reads. Versions are never reused; see docs/REPOSITORY-FORMAT.md.
-// Version 2 stores shards of version 2 (BLAKE3 payload hashes); version 1
-// repositories are read and written as before, with version 1 shards, so
-// an older drpipe can still use them.
-const FormatVersion = 2
+// Version 2 stores shards of version 2 (BLAKE3 payload hashes); version 3
+// also seals every metadata object with its kind as associated data
+// (MasterKey.kindAD). Version 1 and 2 repositories are read and written as
+// before, so an older drpipe can still use them.
+const FormatVersion = 3
 
 // ShardVersion is the erasure shard format version a repository of this
 // format version writes.
@@ -190,7 +191,8 @@ func parseConfigPublic(raw []byte) (*Config, error) {
 
 // openSecret decrypts the sealed part with mk and cross-checks it.
 func (c *Config) openSecret(mk *MasterKey) error {
-	plain, err := mk.Open(nil, c.Sealed)
+	mk.setFormat(c.Version)
+	plain, err := mk.openAs(kindConfig, nil, c.Sealed)
 	if err != nil {
 		return fmt.Errorf("config object: %w", err)
 	}
@@ -214,7 +216,8 @@ func (c *Config) seal(mk *MasterKey) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.Sealed = mk.Seal(nil, plain)
+	mk.setFormat(c.Version)
+	c.Sealed = mk.sealAs(kindConfig, nil, plain)
 	return json.MarshalIndent(c, "", "  ")
 }
 

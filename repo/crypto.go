@@ -1,6 +1,8 @@
 package repo
 
 import (
+	"github.com/drpipe/drpipe/tiers"
+
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -31,7 +33,52 @@ type MasterKey struct {
 	ChunkID [32]byte `json:"chunk_id"`
 
 	aead cipher.AEAD
+	// typed binds sealed metadata to its kind (format version 3 on, see
+	// kindAD); set once the repository's format version is known.
+	typed bool
 }
+
+// Kinds of sealed bytes. From format version 3 on, everything but pack
+// blobs is sealed with "drpipe:<kind>" as associated data, so sealed bytes
+// of one kind do not open as another: a data blob, whose plaintext anyone
+// who can write a backed-up file chooses, cannot be copied into the
+// repository as a snapshot, index, tombstone, session, pack header or
+// config. Earlier versions seal everything without associated data.
+const (
+	kindBlob       = "" // data and tree blobs: found only through the index
+	kindIndex      = "index"
+	kindSnapshot   = "snapshot"
+	kindTombstone  = "tombstone"
+	kindSession    = "session"
+	kindPackHeader = "pack-header"
+	kindConfig     = "config"
+)
+
+// objectKind is the sealing kind of a metadata object type.
+func objectKind(t tiers.Type) string {
+	switch t {
+	case tiers.TypeIndex:
+		return kindIndex
+	case tiers.TypeSnapshot:
+		return kindSnapshot
+	case tiers.TypeTombstone:
+		return kindTombstone
+	case tiers.TypeSession:
+		return kindSession
+	}
+	return string(t)
+}
+
+// kindAD is the associated data for sealing bytes of kind.
+func (k *MasterKey) kindAD(kind string) []byte {
+	if !k.typed || kind == kindBlob {
+		return nil
+	}
+	return []byte("drpipe:" + kind)
+}
+
+// setFormat sets how k seals for a repository of format version v.
+func (k *MasterKey) setFormat(v int) { k.typed = v >= 3 }
 
 // NewMasterKey returns a fresh random master key.
 func NewMasterKey() (*MasterKey, error) {
@@ -69,17 +116,27 @@ func newAEAD(key []byte) (cipher.AEAD, error) {
 // Seal appends nonce||ciphertext||tag of plain to dst and returns it.
 // Safe for concurrent use.
 func (k *MasterKey) Seal(dst, plain []byte) []byte {
-	return seal(k.aead, dst, plain)
+	return seal(k.aead, dst, plain, nil)
+}
+
+// sealAs is Seal for bytes of kind (see kindAD).
+func (k *MasterKey) sealAs(kind string, dst, plain []byte) []byte {
+	return seal(k.aead, dst, plain, k.kindAD(kind))
+}
+
+// openAs is Open for bytes of kind (see kindAD).
+func (k *MasterKey) openAs(kind string, dst, sealed []byte) ([]byte, error) {
+	return open(k.aead, dst, sealed, k.kindAD(kind))
 }
 
 // Open authenticates and decrypts sealed (as produced by Seal), appending
 // the plaintext to dst. It returns an error wrapping ErrDecrypt on failure.
 // Safe for concurrent use.
 func (k *MasterKey) Open(dst, sealed []byte) ([]byte, error) {
-	return open(k.aead, dst, sealed)
+	return open(k.aead, dst, sealed, nil)
 }
 
-func seal(a cipher.AEAD, dst, plain []byte) []byte {
+func seal(a cipher.AEAD, dst, plain, ad []byte) []byte {
 	n := len(dst)
 	if cap(dst)-n < nonceSize+len(plain)+tagSize {
 		nd := make([]byte, n, n+nonceSize+len(plain)+tagSize)
@@ -92,14 +149,14 @@ func seal(a cipher.AEAD, dst, plain []byte) []byte {
 		// (Go 1.24+); a failure here means the OS RNG is broken.
 		panic("drpipe: crypto/rand failed: " + err.Error())
 	}
-	return a.Seal(dst, dst[n:n+nonceSize], plain, nil)
+	return a.Seal(dst, dst[n:n+nonceSize], plain, ad)
 }
 
-func open(a cipher.AEAD, dst, sealed []byte) ([]byte, error) {
+func open(a cipher.AEAD, dst, sealed, ad []byte) ([]byte, error) {
 	if len(sealed) < sealOverhead {
 		return nil, fmt.Errorf("%w: %d bytes is shorter than the %d-byte envelope", ErrDecrypt, len(sealed), sealOverhead)
 	}
-	out, err := a.Open(dst, sealed[:nonceSize], sealed[nonceSize:], nil)
+	out, err := a.Open(dst, sealed[:nonceSize], sealed[nonceSize:], ad)
 	if err != nil {
 		return nil, ErrDecrypt
 	}

@@ -225,7 +225,7 @@ func FuzzSessionRecord(f *testing.F) {
 	put := func(t testing.TB, plain []byte, raw bool) {
 		sealed := plain
 		if !raw {
-			sealed, _ = r.key.encodeBlob(nil, nil, plain, CompressOff)
+			sealed, _ = r.key.encodeBlob(kindSession, nil, nil, plain, CompressOff)
 		}
 		if err := tiers.PutBytes(ctx, r.be, h, sealed); err != nil {
 			t.Fatal(err)
@@ -468,7 +468,7 @@ func FuzzOpenConfigSecret(f *testing.F) {
 		if raw {
 			c.Sealed = b
 		} else {
-			c.Sealed = r.key.Seal(nil, b)
+			c.Sealed = r.key.sealAs(kindConfig, nil, b)
 		}
 		if err := c.openSecret(r.key); err != nil {
 			if c.ChunkerPolynomial != 0 {
@@ -529,7 +529,7 @@ func FuzzDecodeBlobEnvelope(f *testing.F) {
 	codecs()
 	for _, p := range [][]byte{nil, []byte("short"), bytes.Repeat([]byte("compressible tree json "), 200), randBytesSeeded(5000)} {
 		for _, c := range []Compression{CompressAuto, CompressOff, CompressFastest, CompressMax} {
-			sealed, _ := r.key.encodeBlob(nil, nil, p, c)
+			sealed, _ := r.key.encodeBlob(kindBlob, nil, nil, p, c)
 			env, err := r.key.Open(nil, sealed)
 			if err != nil {
 				f.Fatal(err)
@@ -600,7 +600,7 @@ func FuzzDecodeBlobEnvelope(f *testing.F) {
 			return // keep executions fast; the small case covers the path
 		}
 		for _, c := range []Compression{CompressAuto, CompressOff} {
-			s2, _ := r.key.encodeBlob(nil, nil, plain, c)
+			s2, _ := r.key.encodeBlob(kindBlob, nil, nil, plain, c)
 			again, err := r.decodeBlob(nil, s2, len(plain), id.ID{})
 			if err != nil || !bytes.Equal(again, plain) {
 				t.Fatalf("re-encoded blob (compression %d) decodes to %d bytes, %v", c, len(again), err)

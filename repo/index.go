@@ -172,6 +172,6 @@ func decodeIndex(b []byte) (*IndexFile, error) {
 // returns its name (the SHA-256 of the sealed bytes) and bytes. Tiering
 // uses it to give a tier an index for exactly the packs it receives.
 func (r *Repository) SealIndexObject(f *IndexFile) (id.ID, []byte) {
-	sealed, _ := r.key.encodeBlob(nil, nil, encodeIndex(f), CompressAuto)
+	sealed, _ := r.key.encodeBlob(kindIndex, nil, nil, encodeIndex(f), CompressAuto)
 	return id.Hash(sealed), sealed
 }

@@ -118,7 +118,7 @@ func sealKeyFile(mk *MasterKey, password []byte, label string, p KDFParams, now 
 	if err != nil {
 		return nil, err
 	}
-	kf.Data = seal(a, nil, plain)
+	kf.Data = seal(a, nil, plain, nil) // its own key, derived from the password
 	return json.MarshalIndent(kf, "", "  ")
 }
 
@@ -143,7 +143,7 @@ func openKeyFile(raw []byte, password []byte) (*MasterKey, *keyFile, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	plain, err := open(a, nil, kf.Data)
+	plain, err := open(a, nil, kf.Data, nil)
 	if err != nil {
 		return nil, nil, ErrWrongPassword
 	}

@@ -103,7 +103,7 @@ func TestMetadataObjectZstdBombs(t *testing.T) {
 	for _, k := range kinds {
 		for _, b := range bombs {
 			t.Run(string(k.typ)+"/"+b.name, func(t *testing.T) {
-				sealed := r.key.Seal(nil, b.env())
+				sealed := r.key.sealAs(objectKind(k.typ), nil, b.env())
 				x := id.Hash(sealed)
 				h := tiers.Handle{Type: k.typ, Name: x.String()}
 				if err := tiers.PutBytes(ctx, r.be, h, sealed); err != nil {
@@ -149,7 +149,7 @@ func TestDecodeObjectLimit(t *testing.T) {
 	exact := r.key.Seal(nil, append([]byte{compZstd}, zstdRLEFrame(MaxBlobSize/(128<<10))...))
 	var out []byte
 	var err error
-	alloc := minAllocated(func() { out, err = r.decodeObject(exact, MaxBlobSize) })
+	alloc := minAllocated(func() { out, err = r.decodeObject(kindBlob, exact, MaxBlobSize) })
 	if err != nil || len(out) != MaxBlobSize {
 		t.Fatalf("exactly MaxBlobSize: %d bytes, %v", len(out), err)
 	}
@@ -169,7 +169,7 @@ func TestDecodeObjectLimit(t *testing.T) {
 		{"declared size at limit", append([]byte{compZstd}, zstdFCSFrame(1000, 1000)...), 1000, true},
 		{"declared size over limit", append([]byte{compZstd}, zstdFCSFrame(1001, 1001)...), 1000, false},
 	} {
-		out, err := r.decodeObject(r.key.Seal(nil, tc.env), tc.limit)
+		out, err := r.decodeObject(kindBlob, r.key.Seal(nil, tc.env), tc.limit)
 		if tc.ok && (err != nil || len(out) > tc.limit) {
 			t.Errorf("%s: %d bytes, %v", tc.name, len(out), err)
 		}
@@ -194,7 +194,7 @@ func TestZstdBoundOfOwnFrames(t *testing.T) {
 			"random": randBytesSeeded(n),
 		} {
 			for _, c := range []Compression{CompressAuto, CompressFastest, CompressMax} {
-				sealed, _ := r.key.encodeBlob(nil, nil, p, c)
+				sealed, _ := r.key.encodeBlob(kindBlob, nil, nil, p, c)
 				env, err := r.key.Open(nil, sealed)
 				if err != nil {
 					t.Fatal(err)
@@ -207,7 +207,7 @@ func TestZstdBoundOfOwnFrames(t *testing.T) {
 				if err != nil || !exact || slack > min(max(2*n, 1024), zstdMaxBlock) {
 					t.Errorf("%s, %d bytes, compression %d: bound %d, slack %d, %v", name, n, c, bound, slack, err)
 				}
-				out, err := r.decodeObject(sealed, MaxBlobSize)
+				out, err := r.decodeObject(kindBlob, sealed, MaxBlobSize)
 				if err != nil || !bytes.Equal(out, p) || cap(out) != bound+slack {
 					t.Errorf("%s, %d bytes, compression %d: decoded %d bytes (cap %d), %v", name, n, c, len(out), cap(out), err)
 				}
@@ -331,7 +331,7 @@ func TestZstdLyingContentSize(t *testing.T) {
 			if err == nil || out != nil && cap(out) != bound+slack {
 				t.Errorf("compression %d, %d bytes declared as %d: %d bytes (cap %d, bound %d+%d), %v", c, tc.n, tc.fcs, len(out), cap(out), bound, slack, err)
 			}
-			if _, err := r.decodeObject(r.key.Seal(nil, append([]byte{compZstd}, fr...)), MaxBlobSize); err == nil {
+			if _, err := r.decodeObject(kindBlob, r.key.Seal(nil, append([]byte{compZstd}, fr...)), MaxBlobSize); err == nil {
 				t.Errorf("compression %d, %d bytes declared as %d: accepted", c, tc.n, tc.fcs)
 			}
 		}

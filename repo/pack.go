@@ -118,7 +118,7 @@ func (r *Repository) ParsePack(pack []byte) ([]BlobEntry, error) {
 	if err != nil {
 		return nil, err
 	}
-	plain, err := r.key.Open(nil, pack[hdrOff:hdrOff+hdrLen])
+	plain, err := r.key.openAs(kindPackHeader, nil, pack[hdrOff:hdrOff+hdrLen])
 	if err != nil {
 		return nil, fmt.Errorf("pack header: %w", err)
 	}

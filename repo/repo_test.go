@@ -145,7 +145,7 @@ func TestUnknownVersionAndNotRepository(t *testing.T) {
 	}
 	testRepo(t, be, InitOptions{})
 	raw, _ := tiers.LoadAll(ctx, be, configHandle, 0, 0)
-	bad := bytes.Replace(raw, []byte(`"version": 2`), []byte(`"version": 7`), 1)
+	bad := bytes.Replace(raw, []byte(fmt.Sprintf(`"version": %d`, FormatVersion)), []byte(`"version": 7`), 1)
 	tiers.PutBytes(ctx, be, configHandle, bad)
 	_, err := Open(ctx, be, Options{Password: []byte("pw"), CacheDir: t.TempDir()})
 	if !errors.Is(err, ErrUnsupportedVersion) {
@@ -354,12 +354,12 @@ func TestSnapshotNeedsDurableTree(t *testing.T) {
 	}
 }
 
-// TestCheckAndRepairInProcess damages shards of a small repository.
 // TestCheckAndRepairInProcess runs check and repair on repositories of
-// both format versions: format 1 keeps writing version 1 shards (SHA-256),
-// format 2 writes version 2 (BLAKE3); damage is found and repaired in each.
+// every format version: format 1 keeps writing version 1 shards (SHA-256),
+// formats 2 and 3 write version 2 (BLAKE3), format 3 also binds sealed
+// metadata to its kind; damage is found and repaired in each.
 func TestCheckAndRepairInProcess(t *testing.T) {
-	for _, fv := range []int{1, FormatVersion} {
+	for fv := 1; fv <= FormatVersion; fv++ {
 		t.Run(fmt.Sprintf("format%d", fv), func(t *testing.T) { checkAndRepair(t, fv) })
 	}
 }
@@ -540,5 +540,44 @@ func TestInitChunkSizes(t *testing.T) {
 		if err := ok.Validate(); err != nil {
 			t.Errorf("%+v: %v", *ok, err)
 		}
+	}
+}
+
+// TestSealedKindsDoNotMix: from format 3 on, the sealed bytes of a data
+// blob (whose plaintext anyone who can write a backed-up file chooses)
+// do not open as a snapshot, index object, session, tombstone, pack header
+// or config, and each kind opens as itself. Format 2 repositories, which
+// seal everything alike, still read and write as before.
+func TestSealedKindsDoNotMix(t *testing.T) {
+	ctx := context.Background()
+	r := testRepo(t, nil, InitOptions{})
+	if r.Config().Version < 3 {
+		t.Fatalf("new repositories are format %d", r.Config().Version)
+	}
+	// A "snapshot" planted from a data blob's sealed bytes.
+	plain := []byte(`{"time":"2099-01-01T00:00:00Z","tree":"` + strings.Repeat("ab", 32) + `","paths":["/srv"],"hostname":"h"}`)
+	sealed, _ := r.key.encodeBlob(kindBlob, nil, nil, plain, CompressOff)
+	x := id.Hash(sealed)
+	if err := tiers.PutBytes(ctx, r.be, tiers.Handle{Type: tiers.TypeSnapshot, Name: x.String()}, sealed); err != nil {
+		t.Fatal(err)
+	}
+	if sn, err := r.LoadSnapshot(ctx, x); !errors.Is(err, ErrDecrypt) {
+		t.Fatalf("data blob planted as a snapshot: %+v, %v; want ErrDecrypt", sn, err)
+	}
+	kinds := []string{kindIndex, kindSnapshot, kindTombstone, kindSession, kindPackHeader, kindConfig}
+	for _, a := range append(kinds, kindBlob) {
+		s := r.key.sealAs(a, nil, []byte("payload"))
+		for _, b := range append(kinds, kindBlob) {
+			_, err := r.key.openAs(b, nil, s)
+			if (a == b) != (err == nil) {
+				t.Errorf("sealed as %q, opened as %q: %v", a, b, err)
+			}
+		}
+	}
+	// Format 2: one kind for all, as that format's readers expect.
+	r2 := testRepo(t, nil, InitOptions{Version: 2})
+	s := r2.key.sealAs(kindSnapshot, nil, []byte("payload"))
+	if _, err := r2.key.Open(nil, s); err != nil {
+		t.Errorf("format 2 snapshot sealing differs from blob sealing: %v", err)
 	}
 }

@@ -515,7 +515,7 @@ func (r *Repository) LoadIndexFile(ctx context.Context, x id.ID) (*IndexFile, er
 		}
 		return nil, err
 	}
-	plain, err := r.decodeObject(raw, maxIndexPlainLen)
+	plain, err := r.decodeObject(kindIndex, raw, maxIndexPlainLen)
 	if err != nil {
 		return nil, damagedIndex{fmt.Errorf("%s in %s: %w (%s)", h, r.be.Location(), err, objectHint(tiers.TypeIndex))}
 	}
@@ -653,7 +653,7 @@ var ErrCorrupt = errors.New("object corrupted")
 
 // saveObject seals and stores a content-addressed metadata object.
 func (r *Repository) saveObject(ctx context.Context, t tiers.Type, plain []byte) (id.ID, error) {
-	sealed, _ := r.key.encodeBlob(nil, nil, plain, CompressAuto)
+	sealed, _ := r.key.encodeBlob(objectKind(t), nil, nil, plain, CompressAuto)
 	x := id.Hash(sealed)
 	if err := tiers.PutBytes(ctx, r.be, tiers.Handle{Type: t, Name: x.String()}, sealed); err != nil {
 		return id.ID{}, fmt.Errorf("store %s/%s in %s: %w", t, x.Short(), r.be.Location(), err)
@@ -674,7 +674,7 @@ func (r *Repository) loadObject(ctx context.Context, t tiers.Type, x id.ID, limi
 	if err != nil {
 		return nil, err
 	}
-	plain, err := r.decodeObject(raw, limit)
+	plain, err := r.decodeObject(objectKind(t), raw, limit)
 	if err != nil {
 		return nil, fmt.Errorf("%s in %s: %w (%s)", h, r.be.Location(), err, objectHint(t))
 	}

@@ -121,7 +121,7 @@ func (s *Session) put(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	sealed, _ := s.r.key.encodeBlob(nil, nil, b, CompressOff)
+	sealed, _ := s.r.key.encodeBlob(kindSession, nil, nil, b, CompressOff)
 	if err := tiers.PutBytes(ctx, s.r.be, s.h, sealed); err != nil {
 		return err
 	}
@@ -233,7 +233,7 @@ func (r *Repository) liveSessions(ctx context.Context, clean bool) ([]sessionRec
 		if err != nil {
 			return fmt.Errorf("read session %s: %w", h, err)
 		}
-		plain, err := r.decodeObject(raw, maxSessionPlain)
+		plain, err := r.decodeObject(kindSession, raw, maxSessionPlain)
 		if err != nil {
 			unknown = append(unknown, r.unreadableSession(h, err))
 			return nil

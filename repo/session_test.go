@@ -60,7 +60,7 @@ func putSession(t *testing.T, r *Repository, name string, plain []byte, raw bool
 	h := tiers.Handle{Type: tiers.TypeSession, Name: name}
 	sealed := plain
 	if !raw {
-		sealed, _ = r.key.encodeBlob(nil, nil, plain, CompressOff)
+		sealed, _ = r.key.encodeBlob(kindSession, nil, nil, plain, CompressOff)
 	}
 	if err := tiers.PutBytes(context.Background(), r.be, h, sealed); err != nil {
 		t.Fatal(err)
@@ -99,7 +99,7 @@ func TestSessionRecordVersion(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		plain, err := r.decodeObject(raw, maxSessionPlain)
+		plain, err := r.decodeObject(kindSession, raw, maxSessionPlain)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -189,10 +189,10 @@ func TestPruneRefusesSessionItCannotRead(t *testing.T) {
 		{"wrong type", record(`{"version":1,"started":42}`), nil, "malformed record"},
 		{"not sealed", func(*Repository, time.Time) ([]byte, bool) { return []byte(`{"version":1}`), true }, []error{ErrDecrypt}, "cannot be read"},
 		{"unknown compression", func(r *Repository, _ time.Time) ([]byte, bool) {
-			return r.key.Seal(nil, []byte{9, '{', '}'}), true
+			return r.key.sealAs(kindSession, nil, []byte{9, '{', '}'}), true
 		}, nil, "unknown compression id 9"},
 		{"zstd bomb", func(r *Repository, _ time.Time) ([]byte, bool) {
-			return r.key.Seal(nil, append([]byte{compZstd}, zstdRLEFrame(MaxBlobSize/(128<<10)+1)...)), true
+			return r.key.sealAs(kindSession, nil, append([]byte{compZstd}, zstdRLEFrame(MaxBlobSize/(128<<10)+1)...)), true
 		}, []error{ErrTooLarge}, "cannot be read"},
 		{"too large", func(r *Repository, _ time.Time) ([]byte, bool) {
 			return []byte(`{"version":1,"host":"` + strings.Repeat("x", maxSessionPlain) + `"}`), false

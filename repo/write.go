@@ -82,7 +82,7 @@ func (r *Repository) addBlob(ctx context.Context, t BlobType, plain []byte, x id
 
 	sp := scratchPool.Get().(*[]byte)
 	sb := sealPool.Get().(*[]byte)
-	sealed, scratch := r.key.encodeBlob((*sb)[:0], *sp, plain, r.comp)
+	sealed, scratch := r.key.encodeBlob(kindBlob, (*sb)[:0], *sp, plain, r.comp)
 	*sp = scratch
 	scratchPool.Put(sp)
 	defer func() { *sb = sealed[:0]; sealPool.Put(sb) }()
@@ -129,7 +129,7 @@ func (r *Repository) setUploadErr(err error) {
 // startPack seals the pack header, then erasure-codes and uploads the pack
 // in the background; it blocks while Options.Uploads packs are in flight.
 func (r *Repository) startPack(ctx context.Context, buf []byte, entries []BlobEntry) error {
-	hdr := r.key.Seal(nil, encodePackHeader(entries))
+	hdr := r.key.sealAs(kindPackHeader, nil, encodePackHeader(entries))
 	buf = append(buf, hdr...)
 	buf = binary.LittleEndian.AppendUint32(buf, uint32(len(hdr)))
 	buf = append(buf, packTrailerMagic...)

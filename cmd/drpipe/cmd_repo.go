@@ -25,7 +25,7 @@ func (a *app) initCmd() *cobra.Command {
 			"\"default\" (256KiB:768KiB:4MiB), \"restic\" (512KiB:1536KiB:8MiB) or MIN:AVG:MAX with AVG-MIN a power of two,\n" +
 			"MIN at least 64KiB and MAX at most 8MiB. Smaller chunks dedupe small in-place changes better; larger ones\n" +
 			"mean fewer index entries for very large repositories.\n" +
-			"--format-version 1 creates a repository that drpipe releases knowing only format 1 can still use (SHA-256 shard hashes; the default, format 2, uses BLAKE3).",
+			"--format-version 1 or 2 creates a repository that drpipe releases knowing only that format can still use (format 1: SHA-256 shard hashes; 2: BLAKE3; the default, format 3, also binds every sealed metadata object to its kind).",
 		Example: "  drpipe init --repo /srv/drpipe/repo --password-file /etc/drpipe/pw --ec 4+2\n" +
 			"  drpipe init --repo /srv/drpipe/big --chunk-sizes 1MiB:3MiB:8MiB",
 		Args: cobra.NoArgs,
@@ -87,7 +87,7 @@ func (a *app) initCmd() *cobra.Command {
 	cmd.Flags().String("ec", "4+2", "erasure coding K+M (config key init.ec)")
 	cmd.Flags().String("pack-size", "16MiB", "target pack size before erasure coding (config key init.pack_size)")
 	cmd.Flags().String("chunk-sizes", "default", "content-defined chunk sizes MIN:AVG:MAX, or default or restic (config key init.chunk_sizes)")
-	cmd.Flags().Int("format-version", 0, "repository format to create: 0 = newest; 1 stays readable by drpipe releases that know only format 1")
+	cmd.Flags().Int("format-version", 0, "repository format to create: 0 = newest (3); 1 or 2 stay readable by drpipe releases that know only that format")
 	return cmd
 }
 
