@@ -260,14 +260,36 @@ func (r *Repository) ListKeys(ctx context.Context) ([]KeyInfo, error) {
 }
 
 // RemoveKey deletes a key slot. The slot used to open this repository
-// cannot be removed, so at least one working slot always remains.
+// cannot be removed, and a slot removed while another session removed this
+// session's own is put back, so at least one working slot always remains.
 func (r *Repository) RemoveKey(ctx context.Context, kid id.ID) error {
 	if kid == r.keyID {
 		return errors.New("refusing to remove the key slot this session was opened with: open the repository with another password first")
 	}
 	h := tiers.Handle{Type: tiers.TypeKey, Name: kid.String()}
-	if _, err := r.be.Stat(ctx, h); err != nil {
+	own := tiers.Handle{Type: tiers.TypeKey, Name: r.keyID.String()}
+	// Another session may be removing this session's own slot at the same
+	// time (each protects only its own): both could succeed and leave no
+	// slot, and the master key would be lost. So this session's slot must
+	// exist before, and still exist after; if it vanished meanwhile, the
+	// removed slot is put back.
+	if _, err := r.be.Stat(ctx, own); err != nil {
+		return fmt.Errorf("refusing to remove key slot %s: the slot this session was opened with (%s) is gone (%w); "+
+			"another session removed it, check with 'drpipe key list' before removing more", kid.Short(), r.keyID.Short(), err)
+	}
+	raw, err := loadLimited(ctx, r.be, h, maxSmallObject)
+	if err != nil {
 		return fmt.Errorf("key slot %s: %w", kid.Short(), err)
 	}
-	return r.be.Remove(ctx, h)
+	if err := r.be.Remove(ctx, h); err != nil {
+		return err
+	}
+	if _, err := r.be.Stat(ctx, own); err != nil {
+		if perr := tiers.PutBytes(context.WithoutCancel(ctx), r.be, h, raw); perr != nil {
+			return fmt.Errorf("key slot %s removed while another session removed this session's slot %s, and putting it back failed (%v): "+
+				"add a password now with 'drpipe key add' from this or another open session, or the repository may have no key slot left", kid.Short(), r.keyID.Short(), perr)
+		}
+		return fmt.Errorf("key slot %s was put back: the slot this session was opened with (%s) was removed meanwhile by another session (%w); check with 'drpipe key list'", kid.Short(), r.keyID.Short(), err)
+	}
+	return nil
 }

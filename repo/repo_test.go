@@ -581,3 +581,59 @@ func TestSealedKindsDoNotMix(t *testing.T) {
 		t.Errorf("format 2 snapshot sealing differs from blob sealing: %v", err)
 	}
 }
+
+// removeHook runs before each Remove.
+type removeHook struct {
+	tiers.Backend
+	before func(h tiers.Handle)
+}
+
+func (b *removeHook) Remove(ctx context.Context, h tiers.Handle) error {
+	if f := b.before; f != nil {
+		f(h)
+	}
+	return b.Backend.Remove(ctx, h)
+}
+
+// TestRemoveKeysCrosswise: two sessions opened with different slots each
+// remove the other's slot. Removing protects only a session's own slot,
+// so both could succeed and leave none; the second removal is refused,
+// and one that raced with the other is undone.
+func TestRemoveKeysCrosswise(t *testing.T) {
+	ctx := context.Background()
+	hook := &removeHook{Backend: tierstest.NewMemory()}
+	r1 := testRepo(t, hook, InitOptions{})
+	k2, err := r1.AddKey(ctx, []byte("second"), "second")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := Open(ctx, hook, Options{Password: []byte("second"), CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	// Racing: both pass their checks, then r2 removes r1's slot just
+	// before r1 removes k2.
+	hook.before = func(h tiers.Handle) {
+		if h.Name == k2.String() {
+			hook.before = nil
+			if err := r2.RemoveKey(ctx, r1.KeyID()); err != nil {
+				t.Errorf("r2 removing r1's slot: %v", err)
+			}
+		}
+	}
+	err = r1.RemoveKey(ctx, k2)
+	if err == nil || !strings.Contains(err.Error(), "was put back") {
+		t.Fatalf("crosswise removal: %v, want the removed slot put back", err)
+	}
+	if _, err := Open(ctx, hook, Options{Password: []byte("second"), CacheDir: t.TempDir()}); err != nil {
+		t.Fatalf("no slot left: %v", err)
+	}
+	// Sequential: r1's own slot is gone now, so it may not remove more.
+	if err := r1.RemoveKey(ctx, k2); err == nil || !strings.Contains(err.Error(), "is gone") {
+		t.Fatalf("removal by a session whose slot is gone: %v", err)
+	}
+	if _, err := Open(ctx, hook, Options{Password: []byte("second"), CacheDir: t.TempDir()}); err != nil {
+		t.Fatalf("second slot removed: %v", err)
+	}
+}
