@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"testing"
-	"time"
 
 	"github.com/drpipe/drpipe/erasure"
 	"github.com/drpipe/drpipe/internal/id"
@@ -21,22 +20,7 @@ func TestDamagedIndexObjectIsSkippedAndRepaired(t *testing.T) {
 	be := tierstest.NewMemory()
 	r := testRepo(t, be, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20})
 	save := func(content string) (id.ID, id.ID) {
-		x, _, err := r.SaveBlob(ctx, DataBlob, []byte(content), id.ID{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		tree, err := r.SaveTree(ctx, &Tree{Nodes: []*Node{{Name: "f", Type: NodeFile, Size: int64(len(content)), Content: []Extent{{ID: x, Len: int64(len(content))}}}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := r.Flush(ctx); err != nil {
-			t.Fatal(err)
-		}
-		sid, err := r.SaveSnapshot(ctx, &Snapshot{Tree: tree, Host: "h", Time: time.Now()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return x, sid
+		return r.BlobID([]byte(content)), snapOf(t, r, [][]byte{[]byte(content)})
 	}
 	indexNames := func() map[string]bool {
 		out := map[string]bool{}

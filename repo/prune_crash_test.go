@@ -25,14 +25,7 @@ import (
 func condemnedFixture(t *testing.T, be tiers.Backend) (r *Repository, clock *time.Time, plain [][]byte, ids []id.ID) {
 	t.Helper()
 	ctx := context.Background()
-	c := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	clock = &c
-	r, err := Init(ctx, be, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20},
-		Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF, Now: func() time.Time { return *clock }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
+	r, clock = clockedRepo(t, be)
 	rng := rand.New(rand.NewPCG(9, 9))
 	for i := 0; i < 40; i++ {
 		plain = append(plain, randBytes(rng, 30000))
@@ -49,16 +42,38 @@ func condemnedFixture(t *testing.T, be tiers.Backend) (r *Repository, clock *tim
 	if err != nil || rep.Condemned == 0 || rep.Removed != 0 {
 		t.Fatalf("fixture mark: %+v, %v", rep, err)
 	}
-	c = c.Add(2 * time.Hour)
+	*clock = clock.Add(2 * time.Hour)
 	return r, clock, plain, ids
 }
 
-// snapOf stores the chunks as one file and a snapshot of it.
-func snapOf(t *testing.T, r *Repository, chunks [][]byte) id.ID {
+// openWriter opens the repository in be as a writer on host hv02 with the
+// clock, and begins its session; both end with the test.
+func openWriter(t *testing.T, be tiers.Backend, clock *time.Time) (*Repository, *Session) {
 	t.Helper()
 	ctx := context.Background()
-	node := &Node{Name: "f", Type: NodeFile}
+	b, err := Open(ctx, be, Options{Password: []byte("pw"), CacheDir: t.TempDir(), Now: func() time.Time { return *clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	sess, err := b.BeginSession(ctx, "hv02")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sess.End(ctx) })
+	return b, sess
+}
+
+// snapOf stores the chunks as one file and a snapshot of it; the file
+// starts with the already stored blobs shared (as 1-byte extents).
+func snapOf(t *testing.T, r *Repository, chunks [][]byte, shared ...id.ID) id.ID {
+	t.Helper()
+	ctx := context.Background()
+	node := &Node{Name: "f", Type: NodeFile, Size: int64(len(shared))}
 	var ext []Extent
+	for _, x := range shared {
+		ext = append(ext, Extent{ID: x, Len: 1})
+	}
 	for _, b := range chunks {
 		x, _, err := r.SaveBlob(ctx, DataBlob, b, id.ID{})
 		if err != nil {
@@ -67,7 +82,17 @@ func snapOf(t *testing.T, r *Repository, chunks [][]byte) id.ID {
 		ext = append(ext, Extent{ID: x, Len: int64(len(b))})
 		node.Size += int64(len(b))
 	}
-	r.SetContent(ctx, node, ext)
+	return fileSnapshot(t, r, node, ext)
+}
+
+// fileSnapshot gives node the content ext (blobs already saved), stores a
+// tree of it, flushes and stores a snapshot of that tree.
+func fileSnapshot(t *testing.T, r *Repository, node *Node, ext []Extent) id.ID {
+	t.Helper()
+	ctx := context.Background()
+	if err := r.SetContent(ctx, node, ext); err != nil {
+		t.Fatal(err)
+	}
 	tree, err := r.SaveTree(ctx, &Tree{Nodes: []*Node{node}})
 	if err != nil {
 		t.Fatal(err)
@@ -146,16 +171,7 @@ func TestBackupDoesNotDedupeWhenTombstonesUnreadable(t *testing.T) {
 	be := tierstest.NewFaulty(tierstest.NewMemory(), 1)
 	pruner, clock, plain, _ := condemnedFixture(t, be)
 	// A backup on another host starts after the mark (plus the skew).
-	b, err := Open(ctx, be, Options{Password: []byte("pw"), CacheDir: t.TempDir(), Now: func() time.Time { return *clock }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	sess, err := b.BeginSession(ctx, "hv02")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.End(ctx)
+	b, _ := openWriter(t, be, clock)
 	be.Inject(tierstest.Fault{Op: tierstest.OpLoad, Type: tiers.TypeTombstone, Times: 1,
 		Err: fmt.Errorf("connection reset by peer")})
 	loadErr := b.LoadIndex(ctx)
@@ -179,17 +195,7 @@ func TestBackupDoesNotDedupeWhenTombstonesUnreadable(t *testing.T) {
 		t.Logf("backup refused: load %v, save %v", loadErr, saveErr)
 		return
 	}
-	b.SetContent(ctx, node, ext)
-	tree, err := b.SaveTree(ctx, &Tree{Nodes: []*Node{node}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.SaveSnapshot(ctx, &Snapshot{Tree: tree, Host: "hv02", Time: b.Now()}); err != nil {
-		t.Fatal(err)
-	}
+	fileSnapshot(t, b, node, ext)
 	mustCheck(t, pruner, "snapshot of a backup that could not read the tombstones")
 }
 
@@ -205,16 +211,7 @@ func TestSessionLapse(t *testing.T) {
 	// A backup that started before the mark holds the sweep back while
 	// its session is fresh.
 	*clock = clock.Add(-2 * time.Hour).Add(-time.Minute)
-	b, err := Open(ctx, be, Options{Password: []byte("pw"), CacheDir: t.TempDir(), Now: func() time.Time { return *clock }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	sess, err := b.BeginSession(ctx, "hv02")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.End(ctx)
+	_, sess := openWriter(t, be, clock)
 	if err := sess.Check(); err != nil {
 		t.Fatalf("fresh session: %v", err)
 	}

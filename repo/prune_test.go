@@ -13,41 +13,17 @@ import (
 	"github.com/drpipe/drpipe/tiers/tierstest"
 )
 
-// snap stores n random chunks as one file and a snapshot of it.
+// snap stores n random chunks (after the already stored shared ones) as
+// one file and a snapshot of it.
 func snap(t *testing.T, r *Repository, rng *rand.Rand, n int, shared []id.ID) (id.ID, []id.ID) {
 	t.Helper()
-	ctx := context.Background()
-	var ext []Extent
+	var chunks [][]byte
 	var ids []id.ID
-	for _, x := range shared {
-		ext = append(ext, Extent{ID: x, Len: 1})
-	}
 	for i := 0; i < n; i++ {
-		b := randBytes(rng, 30000)
-		x, _, err := r.SaveBlob(ctx, DataBlob, b, id.ID{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ext = append(ext, Extent{ID: x, Len: int64(len(b))})
-		ids = append(ids, x)
+		chunks = append(chunks, randBytes(rng, 30000))
+		ids = append(ids, r.BlobID(chunks[i]))
 	}
-	node := &Node{Name: "f", Type: NodeFile}
-	for _, e := range ext {
-		node.Size += e.Len
-	}
-	r.SetContent(ctx, node, ext)
-	tree, err := r.SaveTree(ctx, &Tree{Nodes: []*Node{node}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	sid, err := r.SaveSnapshot(ctx, &Snapshot{Tree: tree, Host: "h", Time: r.Now()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sid, ids
+	return snapOf(t, r, chunks, shared...), ids
 }
 
 func TestPruneTwoPhase(t *testing.T) {

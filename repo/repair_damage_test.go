@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/drpipe/drpipe/erasure"
 	"github.com/drpipe/drpipe/internal/id"
@@ -30,20 +29,7 @@ func smallSnapshot(t *testing.T, r *Repository) []Extent {
 		}
 		ext = append(ext, Extent{ID: x, Len: int64(len(b))})
 	}
-	n := &Node{Name: "f", Type: NodeFile, Size: 4 * 50000}
-	if err := r.SetContent(ctx, n, ext); err != nil {
-		t.Fatal(err)
-	}
-	tree, err := r.SaveTree(ctx, &Tree{Nodes: []*Node{n}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.SaveSnapshot(ctx, &Snapshot{Tree: tree, Host: "h", Time: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
+	fileSnapshot(t, r, &Node{Name: "f", Type: NodeFile, Size: 4 * 50000}, ext)
 	return ext
 }
 

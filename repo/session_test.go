@@ -20,6 +20,21 @@ import (
 // prune changes the repository only by sweeping.
 var sweepOpts = PruneOptions{Grace: time.Hour, GraceSet: true, RepackBelow: -1, RepackBelowSet: true}
 
+// clockedRepo creates a small-pack 2+1 repository on be whose clock reads
+// *clock (2026-01-01 00:00 UTC to start with).
+func clockedRepo(t *testing.T, be tiers.Backend) (*Repository, *time.Time) {
+	t.Helper()
+	c := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := &c
+	r, err := Init(context.Background(), be, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20},
+		Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF, Now: func() time.Time { return *clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r, clock
+}
+
 // sweepFixture returns a repository on be whose first snapshot was
 // forgotten and whose unused packs were condemned at mark, two hours
 // before the repository clock (*clock) now stands: the next prune with
@@ -27,14 +42,7 @@ var sweepOpts = PruneOptions{Grace: time.Hour, GraceSet: true, RepackBelow: -1, 
 func sweepFixture(t *testing.T, be tiers.Backend) (r *Repository, clock *time.Time, mark time.Time) {
 	t.Helper()
 	ctx := context.Background()
-	c := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	clock = &c
-	r, err := Init(ctx, be, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20},
-		Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF, Now: func() time.Time { return *clock }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
+	r, clock = clockedRepo(t, be)
 	rng := rand.New(rand.NewPCG(5, 5))
 	s1, _ := snap(t, r, rng, 40, nil)
 	snap(t, r, rng, 5, nil)
@@ -48,8 +56,8 @@ func sweepFixture(t *testing.T, be tiers.Backend) (r *Repository, clock *time.Ti
 	if rep.Condemned == 0 || rep.Removed != 0 {
 		t.Fatalf("fixture: condemned %d removed %d, want > 0 and 0", rep.Condemned, rep.Removed)
 	}
-	mark = c
-	c = c.Add(2 * time.Hour)
+	mark = *clock
+	*clock = clock.Add(2 * time.Hour)
 	return r, clock, mark
 }
 
