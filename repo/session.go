@@ -82,10 +82,11 @@ func (r *Repository) beginSession(ctx context.Context, host, kind string) (*Sess
 	if _, err := rand.Read(nb[:]); err != nil {
 		return nil, err
 	}
-	now := r.now().UTC()
+	start := r.now()
+	now := start.UTC()
 	s := &Session{r: r, h: tiers.Handle{Type: tiers.TypeSession, Name: hex.EncodeToString(nb[:])},
 		rec: sessionRecord{Version: sessionVersion, Host: host, PID: os.Getpid(), Started: now, Refreshed: now, Kind: kind}, stop: make(chan struct{})}
-	if err := s.put(ctx); err != nil {
+	if err := s.putAt(ctx, start); err != nil {
 		what := "backup"
 		if kind != "" {
 			what = kind
@@ -104,10 +105,11 @@ func (r *Repository) beginSession(ctx context.Context, host, kind string) (*Sess
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				s.rec.Refreshed = r.now().UTC()
+				now := r.now()
+				s.rec.Refreshed = now.UTC()
 				// A missed refresh is retried on the next tick; too many
 				// in a row make the session lapse (see Check).
-				_ = s.put(ctx)
+				_ = s.putAt(ctx, now)
 			}
 		}
 	}()
@@ -115,6 +117,16 @@ func (r *Repository) beginSession(ctx context.Context, host, kind string) (*Sess
 }
 
 func (s *Session) put(ctx context.Context) error {
+	return s.putAt(ctx, s.r.now())
+}
+
+// putAt stores the session record, whose Refreshed time was read at now
+// (a reading that keeps the monotonic clock; rec.Refreshed, in UTC, does
+// not). Gaps are measured between these readings, taken before each
+// write, not between the ends of the writes: a prune judges the session
+// by the Refreshed time it reads, so a write that took minutes must not
+// count as a refresh at its end.
+func (s *Session) putAt(ctx context.Context, now time.Time) error {
 	rec := s.rec
 	rec.Version = sessionVersion // always the version this drpipe writes
 	b, err := json.Marshal(rec)
@@ -125,7 +137,6 @@ func (s *Session) put(ctx context.Context) error {
 	if err := tiers.PutBytes(ctx, s.r.be, s.h, sealed); err != nil {
 		return err
 	}
-	now := s.r.now() // not rec.Refreshed: UTC() dropped its monotonic reading
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if gap := sinceWall(s.lastOK, now); !s.lastOK.IsZero() && gap > SessionTTL && s.lapsed == nil {

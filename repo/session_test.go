@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"reflect"
 	"strings"
@@ -279,5 +280,59 @@ func TestPruneFailsWhenSessionUnreadable(t *testing.T) {
 	be.Inject(tierstest.Fault{Op: tierstest.OpLoad, Type: tiers.TypeSession, Err: fmt.Errorf("session ended: %w", tiers.ErrNotFound)})
 	if live, err := r.liveSessions(ctx, false); err != nil || len(live) != 0 {
 		t.Fatalf("session removed meanwhile: %+v, %v", live, err)
+	}
+}
+
+// slowSessionPut advances the repository clock by delay while it stores a
+// session object: a refresh whose write takes that long.
+type slowSessionPut struct {
+	tiers.Backend
+	clock *time.Time
+	delay time.Duration
+}
+
+func (b *slowSessionPut) Put(ctx context.Context, h tiers.Handle, rd io.Reader, size int64) error {
+	if h.Type == tiers.TypeSession && b.delay > 0 {
+		*b.clock = b.clock.Add(b.delay)
+	}
+	return b.Backend.Put(ctx, h, rd, size)
+}
+
+// TestSessionLapseSlowRefresh: a refresh whose write took longer than
+// ClockSkew stores a record that is that much older than the write's end.
+// Once a prune may take the session for a crashed one (by the Refreshed
+// time it reads), Check must fail, also when the gap since the end of the
+// last write is still shorter than SessionTTL.
+func TestSessionLapseSlowRefresh(t *testing.T) {
+	ctx := context.Background()
+	be := &slowSessionPut{Backend: tierstest.NewMemory()}
+	r, clock := clockedRepo(t, be)
+	be.clock = clock
+	sess, err := r.BeginSession(ctx, "hv01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.End(ctx)
+	*clock = clock.Add(SessionRefresh)
+	sess.rec.Refreshed = *clock // as the refresher does before storing
+	be.delay = ClockSkew + time.Minute
+	if err := sess.put(ctx); err != nil {
+		t.Fatal(err)
+	}
+	be.delay = 0
+	stored := sess.rec.Refreshed
+	// Later refreshes fail; time passes until a prune drops the session.
+	*clock = stored.Add(SessionTTL + ClockSkew + time.Second)
+	live, err := r.liveSessions(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range live {
+		if s.name == sess.h.Name {
+			t.Fatalf("prune still counts the session (refreshed %s, now %s)", s.Refreshed, *clock)
+		}
+	}
+	if err := sess.Check(); err == nil {
+		t.Fatal("Check passed although a prune already takes the session for a crashed one")
 	}
 }
