@@ -124,6 +124,24 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 		return nil, err
 	}
 	rep.Unreferenced = unref
+	// Tombstones: one that cannot be read stops every backup (it must
+	// not deduplicate against packs it may condemn) and every prune.
+	err = r.be.List(ctx, tiers.TypeTombstone, func(oi tiers.ObjectInfo) error {
+		x, perr := id.Parse(oi.Handle.Name)
+		if perr != nil {
+			return nil
+		}
+		if _, lerr := r.loadTombstone(ctx, x); lerr != nil && !errors.Is(lerr, tiers.ErrNotFound) {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			rep.Errors = append(rep.Errors, fmt.Sprintf("%v (until then backups store no data and prune refuses)", lerr))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list tombstones in %s: %w", r.be.Location(), err)
+	}
 
 	damaged := map[id.ID]*PackDamage{}
 	badBlob := map[id.ID]bool{}

@@ -464,24 +464,44 @@ func (r *Repository) loadTombstones(ctx context.Context) ([]*tombstone, error) {
 		return nil, fmt.Errorf("list tombstones in %s: %w", r.be.Location(), err)
 	}
 	for _, x := range names {
-		b, err := r.loadObject(ctx, tiers.TypeTombstone, x, maxObjectPlain)
+		ts, err := r.loadTombstone(ctx, x)
 		if errors.Is(err, tiers.ErrNotFound) {
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		var ts tombstone
-		if err := json.Unmarshal(b, &ts); err != nil {
-			return nil, fmt.Errorf("tombstone %s: malformed: %w", x.Short(), err)
-		}
-		if ts.Version != tombstoneVersion {
-			return nil, fmt.Errorf("tombstone %s: %w: version %d", x.Short(), ErrUnsupportedVersion, ts.Version)
-		}
-		ts.name = x
-		out = append(out, &ts)
+		out = append(out, ts)
 	}
 	return out, nil
+}
+
+// loadTombstone reads one tombstone object. The error for one that is
+// damaged (its bytes do not match its name, do not open or do not parse)
+// says how to get rid of it: nothing else does, and while it stays every
+// backup refuses to store data and every prune fails.
+func (r *Repository) loadTombstone(ctx context.Context, x id.ID) (*tombstone, error) {
+	h := tiers.Handle{Type: tiers.TypeTombstone, Name: x.String()}
+	damaged := func(err error) error {
+		return fmt.Errorf("tombstone %s is damaged: %w; once no prune is running, remove the object %s from %s: "+
+			"that is safe, the next prune condemns the unused packs it listed again", x.Short(), err, h, r.be.Location())
+	}
+	b, err := r.loadObject(ctx, tiers.TypeTombstone, x, maxObjectPlain)
+	if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrDecrypt) {
+		return nil, damaged(err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var ts tombstone
+	if err := json.Unmarshal(b, &ts); err != nil {
+		return nil, damaged(fmt.Errorf("malformed: %w", err))
+	}
+	if ts.Version != tombstoneVersion {
+		return nil, fmt.Errorf("tombstone %s: %w: version %d (written by a newer drpipe: use that one)", x.Short(), ErrUnsupportedVersion, ts.Version)
+	}
+	ts.name = x
+	return &ts, nil
 }
 
 // loadCondemned returns the packs listed in tombstones. When they cannot

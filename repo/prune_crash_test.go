@@ -391,3 +391,61 @@ func TestPruneRemovesStaleTemp(t *testing.T) {
 		t.Errorf("recent temporary file: %v", err)
 	}
 }
+
+// TestDamagedTombstone: a tombstone whose bytes rotted stops every backup
+// (which must not deduplicate without the tombstones) and every prune.
+// Check must report it, and the errors must say how to get rid of it;
+// removing it lets backups and prunes run again.
+func TestDamagedTombstone(t *testing.T) {
+	ctx := context.Background()
+	be := tierstest.NewMemory()
+	r, _, _, _ := condemnedFixture(t, be)
+	var stone tiers.Handle
+	be.List(ctx, tiers.TypeTombstone, func(oi tiers.ObjectInfo) error { stone = oi.Handle; return nil })
+	raw, err := tiers.LoadAll(ctx, be, stone, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw[len(raw)/2] ^= 0x40
+	be.Remove(ctx, stone)
+	if err := tiers.PutBytes(ctx, be, stone, raw); err != nil {
+		t.Fatal(err)
+	}
+	w, err := Open(ctx, be, Options{Password: []byte("pw"), CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	_, _, err = w.SaveBlob(ctx, DataBlob, []byte("new data"), id.ID{})
+	if err == nil || !strings.Contains(err.Error(), "drpipe check") {
+		t.Fatalf("backup beside a damaged tombstone: %v, want a refusal that points to drpipe check", err)
+	}
+	rep, err := w.Check(ctx, CheckOptions{})
+	if err == nil || rep.OK() {
+		t.Fatalf("check with a damaged tombstone: %v, %+v", err, rep)
+	}
+	found := false
+	for _, e := range rep.Errors {
+		if strings.Contains(e, stone.Name[:8]) && strings.Contains(e, "remove the object "+stone.String()) {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("check does not name the damaged tombstone and its remedy: %q", rep.Errors)
+	}
+	if _, err := r.Prune(ctx, sweepOpts); err == nil || !strings.Contains(err.Error(), "remove the object "+stone.String()) {
+		t.Fatalf("prune with a damaged tombstone: %v", err)
+	}
+	// Doing what the message says makes the repository usable again.
+	be.Remove(ctx, stone)
+	if err := w.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := w.SaveBlob(ctx, DataBlob, []byte("new data"), id.ID{}); err != nil {
+		t.Fatalf("backup after removing the tombstone: %v", err)
+	}
+	if _, err := r.Prune(ctx, sweepOpts); err != nil {
+		t.Fatalf("prune after removing the tombstone: %v", err)
+	}
+	mustCheck(t, r, "after removing a damaged tombstone")
+}

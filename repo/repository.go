@@ -420,7 +420,7 @@ func (r *Repository) loadIndexOnce(ctx context.Context) (complete bool, err erro
 	cond, cerr := r.loadCondemned(ctx)
 	if cerr != nil {
 		cerr = fmt.Errorf("cannot read the prune tombstones in %s (%w): a backup must not deduplicate against packs a prune may be removing; "+
-			"run it again once they can be read", r.be.Location(), cerr)
+			"run it again once they can be read (drpipe check reports each one it cannot read)", r.be.Location(), cerr)
 	}
 	r.idxMu.Lock()
 	r.condemned, r.condemnedErr = cond, cerr
