@@ -125,6 +125,10 @@ func (r *Repository) Prune(ctx context.Context, o PruneOptions) (*PruneReport, e
 	// and the later one put back packs the earlier removed, or remove
 	// the other's repacked copies as orphans before they were indexed.
 	var own string
+	// stillAlone fails once this prune's session lapsed: another prune
+	// may then have taken it for a crashed one and be running too. It is
+	// asked before each step that changes the repository.
+	stillAlone := func() error { return nil }
 	if !o.DryRun {
 		host, _ := os.Hostname()
 		sess, err := r.beginSession(ctx, host, sessionPrune)
@@ -133,6 +137,7 @@ func (r *Repository) Prune(ctx context.Context, o PruneOptions) (*PruneReport, e
 		}
 		defer sess.End(context.WithoutCancel(ctx))
 		own = sess.h.Name
+		stillAlone = sess.Check
 	}
 	stones, err := r.loadTombstones(ctx)
 	if err != nil {
@@ -194,6 +199,9 @@ func (r *Repository) Prune(ctx context.Context, o PruneOptions) (*PruneReport, e
 	// Repack sparse packs: copy their used blobs into new packs (durable
 	// and indexed before the old pack is condemned), then condemn them.
 	if o.RepackBelow > 0 && !o.DryRun {
+		if err := stillAlone(); err != nil {
+			return rep, err
+		}
 		sparse := live.sparsePacks(o.RepackBelow)
 		n, err := r.repack(ctx, sparse)
 		if err != nil {
@@ -210,6 +218,9 @@ func (r *Repository) Prune(ctx context.Context, o PruneOptions) (*PruneReport, e
 	rep.UnusedPacks = len(dead) + len(orphans)
 	rep.Condemned = len(fresh)
 	if len(fresh) > 0 && !o.DryRun {
+		if err := stillAlone(); err != nil {
+			return rep, err
+		}
 		ts, err := r.saveTombstone(ctx, fresh)
 		if err != nil {
 			return rep, err
@@ -242,6 +253,9 @@ func (r *Repository) Prune(ctx context.Context, o PruneOptions) (*PruneReport, e
 		}
 	}
 	for _, ts := range due {
+		if err := stillAlone(); err != nil {
+			return rep, err
+		}
 		if err := r.sweep(ctx, ts, live, sessions, shards, o, rep); err != nil {
 			return rep, err
 		}

@@ -449,3 +449,43 @@ func TestDamagedTombstone(t *testing.T) {
 	}
 	mustCheck(t, r, "after removing a damaged tombstone")
 }
+
+// listHook runs before each List.
+type listHook struct {
+	tiers.Backend
+	before func(t tiers.Type)
+}
+
+func (b *listHook) List(ctx context.Context, t tiers.Type, fn func(tiers.ObjectInfo) error) error {
+	if f := b.before; f != nil {
+		f(t)
+	}
+	return b.Backend.List(ctx, t, fn)
+}
+
+// TestPruneSessionLapse: a prune whose own session lapsed (the process
+// was suspended longer than SessionTTL) may have been taken for a crashed
+// one by another prune, which then ran beside it. It must stop before it
+// changes the repository instead of sweeping from what it read before.
+func TestPruneSessionLapse(t *testing.T) {
+	ctx := context.Background()
+	be := &listHook{Backend: tierstest.NewMemory()}
+	r, clock, _, _ := condemnedFixture(t, be)
+	be.before = func(typ tiers.Type) {
+		if typ == tiers.TypeSnapshot {
+			be.before = nil
+			*clock = clock.Add(SessionTTL + ClockSkew + time.Minute) // suspended
+		}
+	}
+	rep, err := r.Prune(ctx, sweepOpts)
+	if !errors.Is(err, ErrPruneUnsafe) || !strings.Contains(err.Error(), "lapsed") {
+		t.Fatalf("prune whose session lapsed: %v, want it to stop", err)
+	}
+	if rep != nil && (rep.Removed != 0 || rep.IndexRewritten != 0) {
+		t.Fatalf("prune whose session lapsed changed the repository: %+v", rep)
+	}
+	if rep, err := r.Prune(ctx, sweepOpts); err != nil || rep.Removed == 0 {
+		t.Fatalf("prune again: %+v, %v", rep, err)
+	}
+	mustCheck(t, r, "after the prune whose session lapsed")
+}

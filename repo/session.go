@@ -154,6 +154,11 @@ func sinceWall(a, b time.Time) time.Duration {
 }
 
 func (s *Session) lapseError(gap time.Duration) error {
+	if s.rec.Kind == sessionPrune {
+		return fmt.Errorf("%w: this prune's session %s lapsed: it was not refreshed for %s (longer than %s; was the process suspended or %s unreachable?), "+
+			"so another prune may have taken it for a crashed one and started; this prune stopped before changing more: run prune again",
+			ErrPruneUnsafe, s.h.Name, gap.Round(time.Second), SessionTTL, s.r.be.Location())
+	}
 	return fmt.Errorf("backup session %s lapsed: it was not refreshed for %s (longer than %s; was the process suspended or %s unreachable?), "+
 		"so a prune may have taken the backup for a crashed one and removed data it deduplicated against; "+
 		"no snapshot was written: run the backup again", s.h.Name, gap.Round(time.Second), SessionTTL, s.r.be.Location())
