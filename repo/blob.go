@@ -154,6 +154,10 @@ func (r *Repository) decodeObject(kind string, sealed []byte, limit int) ([]byte
 	return r.decodeSealed(kind, nil, sealed, -1, limit, id.ID{}, false)
 }
 
+// errUnknownCompression is wrapped when sealed content names a compression
+// this drpipe does not know: not damage, a newer drpipe may have written it.
+var errUnknownCompression = errors.New("blob uses unknown compression id")
+
 // decodeSealed is decodeBlobWith with an explicit plaintext limit for
 // content of unknown length (rawLen < 0).
 func (r *Repository) decodeSealed(kind string, dst, sealed []byte, rawLen, limit int, want id.ID, inPlace bool) ([]byte, error) {
@@ -217,7 +221,7 @@ func (r *Repository) decodeSealed(kind string, dst, sealed []byte, rawLen, limit
 			return nil, fmt.Errorf("decompress blob: %w", err)
 		}
 	default:
-		return nil, fmt.Errorf("blob uses unknown compression id %d (written by a newer drpipe?)", plain[0])
+		return nil, fmt.Errorf("%w %d (written by a newer drpipe?)", errUnknownCompression, plain[0])
 	}
 	if rawLen >= 0 && len(out)-len(dst) != rawLen {
 		return nil, fmt.Errorf("blob decoded to %d bytes, index says %d", len(out)-len(dst), rawLen)

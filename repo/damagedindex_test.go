@@ -86,3 +86,35 @@ func mustParse(t *testing.T, s string) id.ID {
 	}
 	return x
 }
+
+// TestIndexOfNewerCompressionIsNotDamage: an index object that opens but
+// names a compression this drpipe does not know may have been written by
+// a newer drpipe. It is not damage: Open fails instead of leaving it out,
+// and repair, which removes damaged index objects, leaves it in place.
+func TestIndexOfNewerCompressionIsNotDamage(t *testing.T) {
+	ctx := context.Background()
+	be := tierstest.NewMemory()
+	r := testRepo(t, be, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20})
+	snapOf(t, r, [][]byte{[]byte("some data")})
+	sealed := r.key.sealAs(kindIndex, nil, []byte{0x7f, 'n', 'e', 'w'})
+	x := id.Hash(sealed)
+	h := tiers.Handle{Type: tiers.TypeIndex, Name: x.String()}
+	if err := tiers.PutBytes(ctx, be, h, sealed); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.LoadIndexFile(ctx, x); err == nil || errors.Is(err, ErrIndexDamaged) {
+		t.Fatalf("index object with an unknown compression: %v, want an error that is not ErrIndexDamaged", err)
+	}
+	if _, err := Open(ctx, be, Options{Password: []byte("pw"), CacheDir: t.TempDir()}); err == nil {
+		t.Fatal("Open left out an index object a newer drpipe may have written")
+	}
+	c, err := Open(ctx, be, Options{Password: []byte("pw"), CacheDir: t.TempDir(), SkipUnreadableIndex: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Repair(ctx, CheckOptions{})
+	if _, err := be.Stat(ctx, h); err != nil {
+		t.Fatalf("repair removed an index object a newer drpipe may have written: %v", err)
+	}
+}

@@ -516,6 +516,9 @@ func (r *Repository) LoadIndexFile(ctx context.Context, x id.ID) (*IndexFile, er
 		return nil, err
 	}
 	plain, err := r.decodeObject(kindIndex, raw, maxIndexPlainLen)
+	if errors.Is(err, errUnknownCompression) {
+		return nil, fmt.Errorf("%s in %s: %w (upgrade drpipe: a newer one wrote it)", h, r.be.Location(), err) // not damage
+	}
 	if err != nil {
 		return nil, damagedIndex{fmt.Errorf("%s in %s: %w (%s)", h, r.be.Location(), err, objectHint(tiers.TypeIndex))}
 	}
