@@ -427,14 +427,22 @@ func (r *Repository) rewriteIndexWithout(ctx context.Context, gone map[id.ID]boo
 		if len(keep) == len(f.Packs) {
 			continue
 		}
+		var replacement id.ID
 		if len(keep) > 0 {
-			if _, err := r.SaveIndexFile(ctx, &IndexFile{Packs: keep, Supersedes: []id.ID{x}}); err != nil {
+			if replacement, err = r.SaveIndexFile(ctx, &IndexFile{Packs: keep, Supersedes: []id.ID{x}}); err != nil {
 				return n, pinned, err
 			}
 		}
 		if err := r.be.Remove(ctx, tiers.Handle{Type: tiers.TypeIndex, Name: x.String()}); err != nil {
 			if !errors.Is(err, tiers.ErrLocked) {
 				return n, pinned, err
+			}
+			// The original stays and lists everything the replacement
+			// does: drop the replacement, or every sweep until the lock
+			// expires would add one more (best effort: on a bucket that
+			// locks every new object it stays, which is harmless).
+			if !replacement.IsNull() {
+				_ = r.be.Remove(ctx, tiers.Handle{Type: tiers.TypeIndex, Name: replacement.String()})
 			}
 			for _, p := range f.Packs {
 				if gone[p.ID] {
