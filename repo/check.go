@@ -68,10 +68,10 @@ type CheckReport struct {
 	MissingBlobs int `json:"missing_blobs,omitempty"`
 	// DamagedIndexes lists index objects whose stored bytes are damaged
 	// (they do not match their name, do not authenticate or do not
-	// decode: ErrIndexDamaged). Their packs
-	// are among Unreferenced; repair indexes them again and removes these
-	// objects. Index objects unreadable for other reasons (a newer format,
-	// a storage error) are reported in Errors only and left alone.
+	// decode: ErrIndexDamaged). Their packs are among Unreferenced;
+	// repair indexes them again and removes these objects. Index objects
+	// unreadable for other reasons (a newer format or compression, a
+	// storage error) are reported in Errors only and left alone.
 	DamagedIndexes []id.ID `json:"damaged_indexes,omitempty"`
 	// UnreadableIndexes counts all index objects that could not be read.
 	UnreadableIndexes int `json:"unreadable_indexes,omitempty"`

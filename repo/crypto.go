@@ -1,13 +1,13 @@
 package repo
 
 import (
-	"github.com/drpipe/drpipe/tiers"
-
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
 	"errors"
 	"fmt"
+
+	"github.com/drpipe/drpipe/tiers"
 )
 
 // Sealing: every encrypted object and blob is nonce(12) || AES-256-GCM
