@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"slices"
 	"strings"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/drpipe/drpipe/internal/id"
 	"github.com/drpipe/drpipe/pipeline"
 	"github.com/drpipe/drpipe/repo"
+	"github.com/drpipe/drpipe/retention"
 )
 
 func (a *app) initCmd() *cobra.Command {
@@ -174,6 +176,10 @@ func (a *app) backupCmd() *cobra.Command {
 			if len(tags) == 0 {
 				tags = a.v.GetStringSlice("backup.tags")
 			}
+			tags, err := backupTags(tags)
+			if err != nil {
+				return err
+			}
 			inv, invModel, err := a.loadInventories(inventories, host)
 			if err != nil {
 				return err
@@ -226,12 +232,32 @@ func (a *app) backupCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&host, "host", "", "host name recorded in the snapshot (config key host; default: this machine's hostname)")
-	f.StringArrayVar(&tags, "tag", nil, "tag for the snapshot (repeatable; config key backup.tags)")
+	f.StringArrayVar(&tags, "tag", nil, "tags for the snapshot, separated by commas (repeatable; config key backup.tags)")
 	f.StringArrayVar(&inventories, "inventory", nil, "VM inventory file to store with the snapshot (repeatable)")
 	f.BoolVar(&stdin, "stdin", false, "back up standard input as one file")
 	f.StringVar(&stdinName, "stdin-name", "", "file name for --stdin in the snapshot")
 	addDiskBackupFlags(cmd)
 	return cmd
+}
+
+// backupTags turns the --tag values (or backup.tags) into the snapshot's
+// tags: each value is a comma-separated list, as forget --keep-tag and
+// --tag read it, so "nightly,monthly" records the two tags nightly and
+// monthly rather than one tag that no keep rule could ever match. An empty
+// name (an unset shell variable) is refused, as forget refuses it.
+func backupTags(in []string) ([]string, error) {
+	var out []string
+	for _, v := range in {
+		for _, t := range retention.SplitTags(v) {
+			if t == "" {
+				return nil, usagef("--tag %q: empty tag name (give tag names, several separated by commas, e.g. --tag nightly,prod)", v)
+			}
+			if !slices.Contains(out, t) {
+				out = append(out, t)
+			}
+		}
+	}
+	return out, nil
 }
 
 func (a *app) snapshotsCmd() *cobra.Command {

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// snapshotsJSON runs 'snapshots --json' and decodes it.
+func (e *env) snapshotsJSON(repoDir string, args ...string) []map[string]any {
+	e.t.Helper()
+	out := e.ok(append([]string{"snapshots", "--repo", repoDir, "--json"}, args...)...)
+	var list []map[string]any
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		e.t.Fatalf("snapshots --json printed %q: %v", out, err)
+	}
+	return list
+}
+
+// A --tag value is a comma-separated list, as forget reads it: a snapshot
+// tagged "nightly,monthly" must be kept by --keep-tag monthly, and an empty
+// tag (an unset shell variable) is refused rather than recorded.
+func TestBackupTagList(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	stdin := func(data string, args ...string) result {
+		return e.runIn([]byte(data), append([]string{"backup", "--repo", repoDir, "--host", "db01", "--stdin", "--stdin-name", "dump.sql"}, args...)...)
+	}
+	if r := stdin("one", "--tag", "nightly, monthly", "--json"); r.code != 0 {
+		t.Fatalf("backup: exit %d: %s", r.code, r.stderr)
+	}
+	list := e.snapshotsJSON(repoDir)
+	if len(list) != 1 {
+		t.Fatalf("%d snapshots, want 1", len(list))
+	}
+	var tags []string
+	for _, x := range list[0]["tags"].([]any) {
+		tags = append(tags, x.(string))
+	}
+	if !slices.Equal(tags, []string{"nightly", "monthly"}) {
+		t.Errorf("tags %q, want [nightly monthly]", tags)
+	}
+	if r := stdin("two", "--tag", "nightly"); r.code != 0 {
+		t.Fatalf("backup: exit %d: %s", r.code, r.stderr)
+	}
+	out := e.ok("forget", "--repo", repoDir, "--keep-last", "1", "--keep-tag", "monthly", "--dry-run")
+	if !strings.Contains(out, "would forget 0 of 2") {
+		t.Errorf("forget --keep-tag monthly would remove the snapshot tagged nightly,monthly:\n%s", out)
+	}
+	for _, bad := range []string{"", "a,,b", " "} {
+		r := stdin("three", "--tag", bad)
+		if r.code != 2 || !strings.Contains(r.stderr, "empty tag name") {
+			t.Errorf("--tag %q: exit %d, want 2 with 'empty tag name':\n%s", bad, r.code, r.stderr)
+		}
+	}
+	if n := len(e.snapshotsJSON(repoDir)); n != 2 {
+		t.Errorf("%d snapshots after refused backups, want 2", n)
+	}
+}
