@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -57,4 +58,26 @@ func TestBackupTagList(t *testing.T) {
 	if n := len(e.snapshotsJSON(repoDir)); n != 2 {
 		t.Errorf("%d snapshots after refused backups, want 2", n)
 	}
+}
+
+// --password-file on the command line wins over an exported
+// DRPIPE_PASSWORD, as flags win over the environment: init creates the
+// repository with the password in the named file, not the exported one.
+func TestPasswordFileFlagWinsOverEnv(t *testing.T) {
+	e := newEnv(t)
+	pwFile := writeFile(t, e.dir, "offsite.pw", "offsite-password\n")
+	repoDir := filepath.Join(e.dir, "offsite")
+	e.pw = "exported-for-another-repository"
+	e.ok("init", "--repo", repoDir, "--password-file", pwFile)
+	e.ok("snapshots", "--repo", repoDir, "--password-file", pwFile)
+	e.pw = "offsite-password"
+	e.ok("snapshots", "--repo", repoDir)
+	e.pw = "exported-for-another-repository"
+	if r := e.run("snapshots", "--repo", repoDir); r.code != 4 {
+		t.Errorf("the exported password opened the repository (exit %d): init used it instead of --password-file", r.code)
+	}
+	// Without the flag, DRPIPE_PASSWORD still comes before DRPIPE_PASSWORD_FILE.
+	e.pw = "offsite-password"
+	e.extra = []string{"DRPIPE_PASSWORD_FILE=" + filepath.Join(e.dir, "none")}
+	e.ok("snapshots", "--repo", repoDir)
 }

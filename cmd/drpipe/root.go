@@ -32,6 +32,8 @@ type app struct {
 	// skipBadIndex opens repositories with repo.Options.SkipUnreadableIndex
 	// (check and repair, which report and replace unreadable index objects).
 	skipBadIndex bool
+	// root is the root command; its persistent flags are the global ones.
+	root *cobra.Command
 }
 
 func newRootCmd() *cobra.Command {
@@ -54,6 +56,7 @@ func newRootCmd() *cobra.Command {
 	pf.String("cache-dir", "", "local cache directory (default ~/.cache/drpipe)")
 	pf.Bool("json", false, "print machine-readable JSON")
 	pf.Bool("no-progress", false, "never draw progress, even on a terminal")
+	a.root = root
 	for flag, key := range map[string]string{
 		"repo": "repo", "password-file": "password_file", "cache-dir": "cache_dir", "json": "json", "no-progress": "no_progress",
 	} {
@@ -206,9 +209,17 @@ func (a *app) progressEnabled() bool {
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
-// password returns the repository password from DRPIPE_PASSWORD,
-// --password-file / DRPIPE_PASSWORD_FILE, or a terminal prompt.
+// password returns the repository password from --password-file given on
+// the command line, DRPIPE_PASSWORD, the password_file key
+// (DRPIPE_PASSWORD_FILE, config file), or a terminal prompt.
 func (a *app) password(prompt string, confirm bool) ([]byte, error) {
+	// --password-file on the command line wins over the environment, as
+	// every flag does: init must not create the repository with an
+	// exported DRPIPE_PASSWORD instead of the file the admin named.
+	if pf := a.root.PersistentFlags(); pf.Changed("password-file") {
+		f, _ := pf.GetString("password-file")
+		return readSecretFile(f)
+	}
 	if p, ok := os.LookupEnv("DRPIPE_PASSWORD"); ok && p != "" {
 		return []byte(p), nil
 	}
