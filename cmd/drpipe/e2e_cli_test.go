@@ -81,3 +81,34 @@ func TestPasswordFileFlagWinsOverEnv(t *testing.T) {
 	e.extra = []string{"DRPIPE_PASSWORD_FILE=" + filepath.Join(e.dir, "none")}
 	e.ok("snapshots", "--repo", repoDir)
 }
+
+// Wrong arguments are usage errors (exit 2), and an unknown subcommand of a
+// command group is not answered with its help and exit 0.
+func TestArgumentErrorsExit2(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bogus"}, `unknown command "bogus"`},
+		{[]string{"snapshot", "--repo", repoDir}, "did you mean snapshots?"},
+		{[]string{"key", "remve", "--repo", repoDir, "0123"}, "did you mean remove?"},
+		{[]string{"key", "bogus"}, `unknown command "bogus" for "drpipe key"`},
+		{[]string{"tape", "bogus"}, `unknown command "bogus" for "drpipe tape"`},
+		{[]string{"key", "list", "--repo", repoDir, "extra"}, `unknown command "extra"`},
+		{[]string{"restore", "--repo", repoDir, "--target", filepath.Join(e.dir, "t")}, "usage: drpipe restore"},
+		{[]string{"restore", "--repo", repoDir, "latest", "x", "--target", filepath.Join(e.dir, "t")}, "received 2"},
+		{[]string{"key", "remove", "--repo", repoDir}, "usage: drpipe key remove"},
+		{[]string{"snapshots", "--repo", repoDir, "extra"}, `unknown command "extra"`},
+	} {
+		r := e.run(c.args...)
+		if r.code != 2 || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("drpipe %s: exit %d, want 2 with %q\nstdout: %s\nstderr: %s", strings.Join(c.args, " "), r.code, c.want, r.stdout, r.stderr)
+		}
+	}
+	// A group without a subcommand still shows its help.
+	if r := e.run("key"); r.code != 0 || !strings.Contains(r.stdout, "Available Commands") {
+		t.Errorf("drpipe key: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}

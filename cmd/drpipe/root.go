@@ -72,7 +72,42 @@ func newRootCmd() *cobra.Command {
 	)
 	root.AddCommand(a.mountCmd())
 	root.AddCommand(a.drsiteCmd())
+	usageArgs(root)
 	return root
+}
+
+// usageArgs makes every argument error of c and its subcommands a usage
+// error (exit 2, README): a wrong number of arguments, and an unknown
+// subcommand of a command group, which cobra otherwise answers with the
+// group's help and exit 0 ('drpipe key remve X' must not pass for success).
+func usageArgs(c *cobra.Command) {
+	if c.HasSubCommands() && !c.Runnable() {
+		c.Args = cobra.ArbitraryArgs
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return cmd.Help()
+			}
+			if cmd.SuggestionsMinimumDistance <= 0 {
+				cmd.SuggestionsMinimumDistance = 2
+			}
+			msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				msg += "; did you mean " + strings.Join(s, " or ") + "?"
+			}
+			return usagef("%s (see '%s --help')", msg, cmd.CommandPath())
+		}
+	}
+	if check := c.Args; check != nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if err := check(cmd, args); err != nil {
+				return usagef("%v (usage: %s)", err, cmd.UseLine())
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		usageArgs(sub)
+	}
 }
 
 // configDefaults lists every config key with its default. README and
