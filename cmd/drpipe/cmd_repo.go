@@ -667,6 +667,9 @@ func (a *app) keyCmd() *cobra.Command {
 			if err := r.RemoveKey(ctx, match[0].ID); err != nil {
 				return err
 			}
+			if a.jsonOut() {
+				return a.printJSON(map[string]any{"removed": match[0].ID})
+			}
 			a.printf("removed key slot %s\n", match[0].ID.Short())
 			return nil
 		},

@@ -112,3 +112,29 @@ func TestArgumentErrorsExit2(t *testing.T) {
 		t.Errorf("drpipe key: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }
+
+// key add, list and remove print JSON with --json, nothing else.
+func TestKeyCommandsJSON(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	keyFile := writeFile(t, e.dir, "second.pw", "second password")
+	var added struct {
+		ID string `json:"id"`
+	}
+	out := e.ok("key", "add", "--repo", repoDir, "--new-password-file", keyFile, "--json")
+	if err := json.Unmarshal([]byte(out), &added); err != nil || added.ID == "" {
+		t.Fatalf("key add --json printed %q: %v", out, err)
+	}
+	out = e.ok("key", "remove", "--repo", repoDir, added.ID[:8], "--json")
+	var removed struct {
+		Removed string `json:"removed"`
+	}
+	if err := json.Unmarshal([]byte(out), &removed); err != nil || removed.Removed != added.ID {
+		t.Fatalf("key remove --json printed %q (%v), want {\"removed\": %q}", out, err, added.ID)
+	}
+	var keys []map[string]any
+	out = e.ok("key", "list", "--repo", repoDir, "--json")
+	if err := json.Unmarshal([]byte(out), &keys); err != nil || len(keys) != 1 {
+		t.Fatalf("key list --json after remove printed %q: %v", out, err)
+	}
+}
