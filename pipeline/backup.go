@@ -263,8 +263,10 @@ func Backup(ctx context.Context, r *repo.Repository, o BackupOptions) (*BackupRe
 		BlobsNew:   after.Blobs - before.Blobs,
 	}
 	sn.Summary = &sum
-	// BytesNew counts every stored byte this backup added, including the
-	// snapshot object itself, so it is filled in after saving.
+	// BytesNew counts every stored byte this backup added. The summary
+	// saved in the snapshot counts all but the snapshot object itself
+	// (which cannot hold its own size); the result adds it after saving.
+	sum.BytesNew = after.StoredBytes - before.StoredBytes
 	sum.DurationSec = time.Since(start).Seconds()
 	// A session that lapsed may have let a prune remove packs this
 	// backup deduplicated against: no snapshot then.

@@ -138,3 +138,21 @@ func TestKeyCommandsJSON(t *testing.T) {
 		t.Fatalf("key list --json after remove printed %q: %v", out, err)
 	}
 }
+
+// The summary saved in a snapshot (snapshots --json) records the bytes the
+// backup added, not 0: all of them but the snapshot object's own.
+func TestSnapshotSummaryBytesNew(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	src := writeFile(t, e.dir, "data.bin", strings.Repeat("drpipe summary test data\n", 40000))
+	b := e.backup(repoDir, src)
+	list := e.snapshotsJSON(repoDir)
+	if len(list) != 1 {
+		t.Fatalf("%d snapshots, want 1", len(list))
+	}
+	sum, _ := list[0]["summary"].(map[string]any)
+	stored, _ := sum["bytes_new"].(float64)
+	if stored <= 0 || int64(stored) > b.BytesNew || b.BytesNew-int64(stored) > 64<<10 {
+		t.Errorf("snapshots --json summary.bytes_new = %v; backup --json said bytes_new %d", sum["bytes_new"], b.BytesNew)
+	}
+}
