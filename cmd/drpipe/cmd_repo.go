@@ -170,6 +170,19 @@ func (a *app) backupCmd() *cobra.Command {
 			if !stdin && len(args) == 0 {
 				return usagef("give one or more PATHs to back up, or --stdin --stdin-name NAME")
 			}
+			switch {
+			case !stdin && stdinName != "":
+				return usagef("--stdin-name is only used with --stdin")
+			case stdin && stdinName == "":
+				return usagef("--stdin needs --stdin-name NAME (the file name in the snapshot)")
+			case stdin && (strings.ContainsAny(stdinName, "/\x00") || stdinName == "." || stdinName == ".."):
+				return usagef("--stdin-name %q must be a plain file name, without /", stdinName)
+			}
+			for _, p := range args {
+				if p == "" {
+					return usagef("an empty PATH argument (an unset shell variable?): give the paths to back up")
+				}
+			}
 			if host == "" {
 				host = a.v.GetString("host")
 			}
@@ -341,6 +354,11 @@ func (a *app) restoreCmd() *cobra.Command {
 			ctx := cmd.Context()
 			if target == "" {
 				return usagef("restore needs --target DIR")
+			}
+			for _, p := range paths {
+				if strings.TrimSpace(p) == "" {
+					return usagef("--path %q is empty (an unset shell variable?): give a path as it was backed up, or leave --path out to restore the whole snapshot", p)
+				}
 			}
 			r, fb, err := a.openMaybeTiered(ctx, fromTiers)
 			if err != nil {

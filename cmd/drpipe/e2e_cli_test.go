@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -154,5 +155,35 @@ func TestSnapshotSummaryBytesNew(t *testing.T) {
 	stored, _ := sum["bytes_new"].(float64)
 	if stored <= 0 || int64(stored) > b.BytesNew || b.BytesNew-int64(stored) > 64<<10 {
 		t.Errorf("snapshots --json summary.bytes_new = %v; backup --json said bytes_new %d", sum["bytes_new"], b.BytesNew)
+	}
+}
+
+// Bad backup and restore arguments are usage errors (exit 2) that change
+// nothing; an empty --path does not turn into a restore of everything.
+func TestBackupRestoreBadArguments(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	b := e.backup(repoDir, writeFile(t, e.dir, "a.txt", "a"))
+	target := filepath.Join(e.dir, "restore")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"backup", "--repo", repoDir, "--stdin"}, "--stdin needs --stdin-name"},
+		{[]string{"backup", "--repo", repoDir, "--stdin", "--stdin-name", "a/b"}, "plain file name"},
+		{[]string{"backup", "--repo", repoDir, "--stdin-name", "x", filepath.Join(e.dir, "a.txt")}, "only used with --stdin"},
+		{[]string{"backup", "--repo", repoDir, ""}, "empty PATH"},
+		{[]string{"restore", "--repo", repoDir, b.SnapshotID, "--target", target, "--path", ""}, "--path \"\" is empty"},
+	} {
+		r := e.runIn([]byte("data"), c.args...)
+		if r.code != 2 || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("drpipe %q: exit %d, want 2 with %q\nstdout: %s\nstderr: %s", c.args, r.code, c.want, r.stdout, r.stderr)
+		}
+	}
+	if n := len(e.snapshotsJSON(repoDir)); n != 1 {
+		t.Errorf("%d snapshots, want 1: a refused backup wrote one", n)
+	}
+	if _, err := os.Stat(target); err == nil {
+		t.Errorf("restore with an empty --path wrote %s", target)
 	}
 }
