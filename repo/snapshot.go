@@ -149,7 +149,8 @@ var ErrNoSnapshot = errors.New("no matching snapshot")
 
 // FindSnapshot resolves a snapshot reference: a full id, a unique id
 // prefix, or "latest" (newest; restricted to host when host is not
-// empty).
+// empty). latest is an error when some snapshot cannot be read, since
+// that one may be the newest.
 func (r *Repository) FindSnapshot(ctx context.Context, ref, host string) (*Snapshot, error) {
 	ref = strings.TrimSpace(ref)
 	if ref == "" {
@@ -174,6 +175,12 @@ func (r *Repository) FindSnapshot(ctx context.Context, ref, host string) (*Snaps
 				return nil, fmt.Errorf("%w: no snapshot of host %q in %s", ErrNoSnapshot, host, r.be.Location())
 			}
 			return nil, fmt.Errorf("%w: %s has no snapshots", ErrNoSnapshot, r.be.Location())
+		}
+		if err != nil {
+			// An unreadable snapshot may be the newest: latest would
+			// silently be an older one (a restore of last week's data
+			// that exits 0).
+			return nil, fmt.Errorf("latest: some snapshots could not be read, so which is newest is not known; the newest readable one is %s (give its id to use it, or run 'drpipe check'): %w", newest.ID().Short(), err)
 		}
 		return newest, nil
 	}

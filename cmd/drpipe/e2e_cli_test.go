@@ -187,3 +187,25 @@ func TestBackupRestoreBadArguments(t *testing.T) {
 		t.Errorf("restore with an empty --path wrote %s", target)
 	}
 }
+
+// latest is not silently an older snapshot when the newest cannot be read:
+// restore refuses and names the newest readable one, which works by id.
+func TestLatestWithUnreadableSnapshot(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	old := e.backup(repoDir, writeFile(t, e.dir, "a.txt", "old"))
+	newest := e.backup(repoDir, writeFile(t, e.dir, "a.txt", "new"))
+	obj := filepath.Join(repoDir, "snapshots", newest.SnapshotID)
+	fi, err := os.Stat(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := corruptAt(obj, fi.Size()/2); err != nil {
+		t.Fatal(err)
+	}
+	r := e.run("restore", "--repo", repoDir, "latest", "--target", filepath.Join(e.dir, "t1"))
+	if r.code == 0 || !strings.Contains(r.stderr, old.SnapshotID[:8]) {
+		t.Errorf("restore latest with the newest snapshot damaged: exit %d, want an error naming %s\nstdout: %s\nstderr: %s", r.code, old.SnapshotID[:8], r.stdout, r.stderr)
+	}
+	e.ok("restore", "--repo", repoDir, old.SnapshotID[:8], "--target", filepath.Join(e.dir, "t2"))
+}
