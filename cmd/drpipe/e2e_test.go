@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -382,11 +384,13 @@ func TestErasureCodingDamageAndRepair(t *testing.T) {
 	// Up to m = 2 damaged shards in every pack: delete one, corrupt another
 	// (which one varies per pack).
 	i := 0
-	for _, shards := range packs {
+	wantDamage := map[string]string{}
+	for pack, shards := range packs {
 		if len(shards) != 6 {
 			t.Fatalf("pack has %d shards, want 6", len(shards))
 		}
 		del, bad := i%6, (i+3)%6
+		wantDamage[pack] = fmt.Sprintf("damaged pack %s (4+2): missing shards [%d], corrupt shards [%d]: repairable", pack, del, bad)
 		os.Remove(shards[del])
 		// Alternate between the payload (the middle of the shard) and the
 		// header's hash table (offset 200 of a 216-byte 4+2 header).
@@ -409,9 +413,9 @@ func TestErasureCodingDamageAndRepair(t *testing.T) {
 	if r.code == 0 {
 		t.Fatalf("check --read-data passed on a damaged repository:\n%s", r.stdout)
 	}
-	for pack := range packs {
-		if !strings.Contains(r.stdout, pack) {
-			t.Errorf("check output does not name damaged pack %s", pack[:8])
+	for pack, want := range wantDamage {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("check output does not name the damage of pack %s: want the line %q", pack[:8], want)
 		}
 	}
 	if !strings.Contains(r.stdout, "repairable") || !strings.Contains(r.stdout, "affects files") {
@@ -439,6 +443,7 @@ func TestErasureCodingDamageAndRepair(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stdout, victim) || !strings.Contains(r.stdout, "LOST") || !strings.Contains(r.stdout, "affects files") {
 		t.Errorf("check with 3 of 6 shards gone: exit %d, want non-zero naming pack %s as LOST with files:\n%s", r.code, victim[:8], r.stdout)
 	}
+	checkOut := r.stdout
 	target2 := filepath.Join(e.dir, "r2")
 	r = e.run("restore", "--repo", repoDir, "latest", "--target", target2)
 	if r.code == 0 {
@@ -446,6 +451,41 @@ func TestErasureCodingDamageAndRepair(t *testing.T) {
 	}
 	if !strings.Contains(r.stderr, victim[:8]) || !strings.Contains(r.stderr, "FAILED") {
 		t.Errorf("restore error does not name the pack %s and the failed files:\n%s", victim[:8], r.stderr)
+	}
+	// The files the lost pack really affects are those the restore could
+	// not bring back intact. check must name exactly these (as paths in
+	// the snapshot) and restore must report each as FAILED, and no other.
+	lostFiles := damagedFiles(t, src, restored(target2, src))
+	if len(lostFiles) == 0 {
+		t.Fatalf("every file restored intact although pack %s lost 3 of 6 shards", victim[:8])
+	}
+	var wantPaths []string
+	for _, rel := range lostFiles {
+		wantPaths = append(wantPaths, filepath.Join(src, rel))
+	}
+	if got := affectedFiles(checkOut, victim); !slices.Equal(got, wantPaths) {
+		unnamed, wrong := setDiff(wantPaths, got), setDiff(got, wantPaths)
+		t.Errorf("check names %d files as affected by lost pack %s, the restore could not bring back %d: not named %q, named but intact %q",
+			len(got), victim[:8], len(wantPaths), firstN(unnamed, 5), firstN(wrong, 5))
+	}
+	if !strings.Contains(checkOut, "in snapshots: "+b.SnapshotID[:8]) {
+		t.Errorf("check does not name snapshot %s as affected:\n%s", b.SnapshotID[:8], checkOut)
+	}
+	var failed []string
+	for _, line := range strings.Split(r.stderr, "\n") {
+		if p, ok := strings.CutPrefix(line, "FAILED "); ok {
+			p, _, _ = strings.Cut(p, ": ")
+			failed = append(failed, p)
+		}
+	}
+	sort.Strings(failed)
+	var wantFailed []string
+	for _, rel := range lostFiles {
+		wantFailed = append(wantFailed, filepath.Join(restored(target2, src), rel))
+	}
+	if !slices.Equal(failed, wantFailed) {
+		t.Errorf("restore reports %d files FAILED, %d are not restored intact: not reported %q, reported but intact %q",
+			len(failed), len(wantFailed), firstN(setDiff(wantFailed, failed), 5), firstN(setDiff(failed, wantFailed), 5))
 	}
 	r = e.run("repair", "--repo", repoDir)
 	if r.code == 0 || !strings.Contains(r.stdout, "LOST pack "+victim) {
@@ -807,3 +847,67 @@ func largestPack(t *testing.T, packs map[string][]string) string {
 	}
 	return best
 }
+
+// damagedFiles returns, sorted, the regular files under src (relative
+// paths) that are missing under dst or whose content differs.
+func damagedFiles(t *testing.T, src, dst string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		same, err := sample.SameContent(p, filepath.Join(dst, rel))
+		if errors.Is(err, fs.ErrNotExist) {
+			same, err = false, nil
+		}
+		if err != nil {
+			return err
+		}
+		if !same {
+			out = append(out, rel)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// affectedFiles returns, sorted, the files that check's human output
+// lists under "affects files:" for the damaged pack.
+func affectedFiles(out, pack string) []string {
+	lines := strings.Split(out, "\n")
+	for i, l := range lines {
+		if !strings.HasPrefix(l, "damaged pack "+pack+" ") {
+			continue
+		}
+		for _, m := range lines[i+1:] {
+			if !strings.HasPrefix(m, "  ") {
+				break
+			}
+			if list, ok := strings.CutPrefix(m, "  affects files: "); ok {
+				files := strings.Split(list, ", ")
+				sort.Strings(files)
+				return files
+			}
+		}
+	}
+	return nil
+}
+
+// setDiff returns the elements of a that are not in b.
+func setDiff(a, b []string) []string {
+	var out []string
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func firstN(xs []string, n int) []string { return xs[:min(n, len(xs))] }
