@@ -618,6 +618,149 @@ func TestCrashSafetySIGKILL(t *testing.T) {
 	e.ok("check", "--repo", repoDir, "--read-data")
 }
 
+// TestCrashNextBackupReusesSurvivors kills a backup right after it wrote
+// its first index object mid-run (IndexEvery = 16 packs): the packs that
+// index names survived the kill, and the next backup must deduplicate
+// against them, storing only what an uninterrupted backup from the state
+// before the killed run stores minus what survived. (In
+// TestCrashSafetySIGKILL each round writes fewer than 16 packs, so killed
+// runs rarely leave indexed data behind.)
+func TestCrashNextBackupReusesSurvivors(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo("--pack-size", "1MiB")
+	src := filepath.Join(e.dir, "src")
+	os.MkdirAll(src, 0o755)
+	write := func(name string, n int, seed uint64) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(src, name), sample.Binary(newRand(seed), n), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("base.bin", 4<<20, 1)
+	e.backup(repoDir, src)
+	var before string
+	var survived int64
+	for try := 0; ; try++ {
+		if try == 3 {
+			t.Fatal("three backups ran to the end before they could be killed after their first index write")
+		}
+		// 64 MiB of incompressible data: 64 packs, so an index object
+		// is written after the 16th while more packs follow.
+		write(fmt.Sprintf("new%d.bin", try), 64<<20, uint64(10+try))
+		before = filepath.Join(e.dir, fmt.Sprintf("before%d", try))
+		copyDir(t, repoDir, before)
+		blobs0 := indexedBlobs(e, repoDir)
+		snaps0 := countFiles(t, filepath.Join(repoDir, "snapshots"))
+		ctx, cancel := context.WithCancel(context.Background())
+		c := e.cmd(ctx, "backup", "--repo", repoDir, "--host", "hv01", src)
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- c.Wait() }()
+		select {
+		case <-whenFilesExceed(ctx, filepath.Join(repoDir, "index"), countFiles(t, filepath.Join(repoDir, "index"))):
+			c.Process.Signal(syscall.SIGKILL)
+			<-done
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("backup failed without a kill: %v", err)
+			}
+		}
+		cancel()
+		if countFiles(t, filepath.Join(repoDir, "snapshots")) > snaps0 {
+			t.Logf("try %d: the backup wrote its snapshot before the kill; again with new data", try)
+			os.RemoveAll(before)
+			continue
+		}
+		e.ok("check", "--repo", repoDir)
+		survived = indexedBlobs(e, repoDir) - blobs0
+		break
+	}
+	if survived < 8 {
+		t.Fatalf("the killed backup left %d indexed blobs, want the 16 packs of its first index object", survived)
+	}
+	// Reference: the same backup, uninterrupted, from the repository as
+	// it was before the killed run (its own cache: the copy has the same
+	// repository id).
+	ref := *e
+	ref.cache = filepath.Join(e.dir, "cache-ref")
+	want := ref.backup(before, src).BlobsNew
+	os.RemoveAll(before)
+	got := e.backup(repoDir, src).BlobsNew
+	t.Logf("killed backup left %d indexed blobs; the next backup added %d, an uninterrupted one adds %d", survived, got, want)
+	// A few tree blobs may differ; the data blobs that survived must not
+	// be stored again.
+	if got+survived > want+4 {
+		t.Errorf("next backup added %d blobs; with %d surviving from the killed run it should add at most %d (an uninterrupted backup adds %d): it did not dedupe against what survived",
+			got, survived, want-survived+4, want)
+	}
+	target := filepath.Join(e.dir, "restore")
+	e.ok("restore", "--repo", repoDir, "latest", "--target", target)
+	compareTrees(t, src, restored(target, src))
+	e.ok("check", "--repo", repoDir, "--read-data")
+}
+
+// indexedBlobs counts the unique blobs (data and tree) the repository's
+// index objects list.
+func indexedBlobs(e *env, repoDir string) int64 {
+	e.t.Helper()
+	var st struct {
+		Chunks    int64 `json:"chunks"`
+		TreeBlobs int64 `json:"tree_blobs"`
+	}
+	if err := json.Unmarshal([]byte(e.ok("stats", "--repo", repoDir, "--json")), &st); err != nil {
+		e.t.Fatal(err)
+	}
+	return st.Chunks + st.TreeBlobs
+}
+
+// countFiles counts the committed files under dir (temporary files start
+// with a dot and are skipped).
+func countFiles(t *testing.T, dir string) int {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && !strings.HasPrefix(d.Name(), ".") {
+			n++
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// whenFilesExceed polls dir and fires once it holds more than n
+// committed files, or never if ctx ends first.
+func whenFilesExceed(ctx context.Context, dir string, n int) <-chan time.Time {
+	ch := make(chan time.Time, 1)
+	go func() {
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-tick.C:
+				count := 0
+				filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+					if err == nil && !d.IsDir() && !strings.HasPrefix(d.Name(), ".") {
+						count++
+					}
+					return nil
+				})
+				if count > n {
+					ch <- now
+					return
+				}
+			}
+		}
+	}()
+	return ch
+}
+
 // countShards counts the committed shard files under repoDir/data
 // (temporary files start with a dot and are skipped).
 func countShards(t *testing.T, repoDir string) int {
