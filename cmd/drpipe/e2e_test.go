@@ -471,14 +471,7 @@ func TestErasureCodingDamageAndRepair(t *testing.T) {
 	if !strings.Contains(checkOut, "in snapshots: "+b.SnapshotID[:8]) {
 		t.Errorf("check does not name snapshot %s as affected:\n%s", b.SnapshotID[:8], checkOut)
 	}
-	var failed []string
-	for _, line := range strings.Split(r.stderr, "\n") {
-		if p, ok := strings.CutPrefix(line, "FAILED "); ok {
-			p, _, _ = strings.Cut(p, ": ")
-			failed = append(failed, p)
-		}
-	}
-	sort.Strings(failed)
+	failed := failedPaths(r.stderr)
 	var wantFailed []string
 	for _, rel := range lostFiles {
 		wantFailed = append(wantFailed, filepath.Join(restored(target2, src), rel))
@@ -854,6 +847,41 @@ func TestBadInput(t *testing.T) {
 	}
 	r := e.run("check", "--repo", repoDir, "--read-data")
 	expect("tampered pack", r, 1, victim)
+	named := affectedFiles(r.stdout, victim)
+	// Restoring from the tampered repository fails loudly, naming the
+	// pack and each file it could not bring back (all of them named by
+	// check, which may name more: it counts every file with data in the
+	// pack, the restore reads the blobs the tampering missed); check
+	// removed nothing.
+	tampered := filepath.Join(e.dir, "tampered-restore")
+	r = e.run("restore", "--repo", repoDir, good.SnapshotID, "--target", tampered)
+	if r.code == 0 || !strings.Contains(r.stderr, victim[:8]) {
+		t.Errorf("restore with a tampered pack: exit %d, want non-zero naming pack %s:\n%s", r.code, victim[:8], r.stderr)
+	}
+	lost := damagedFiles(t, src, restored(tampered, src))
+	all := compareCount(t, src)
+	if len(lost) == 0 || len(lost) >= all {
+		t.Errorf("restore with one tampered pack: %d of %d files not restored intact, want some but not all", len(lost), all)
+	}
+	var lostPaths []string
+	for _, rel := range lost {
+		lostPaths = append(lostPaths, filepath.Join(src, rel))
+	}
+	if unnamed := setDiff(lostPaths, named); len(unnamed) > 0 {
+		t.Errorf("check names %d files as affected by tampered pack %s; the restore could not bring back %d more: %q",
+			len(named), victim[:8], len(unnamed), firstN(unnamed, 5))
+	}
+	var wantFailed []string
+	for _, rel := range lost {
+		wantFailed = append(wantFailed, filepath.Join(restored(tampered, src), rel))
+	}
+	if failed := failedPaths(r.stderr); !slices.Equal(failed, wantFailed) {
+		t.Errorf("restore reports %d files FAILED, %d are not restored intact: not reported %q, reported but intact %q",
+			len(failed), len(wantFailed), firstN(setDiff(wantFailed, failed), 5), firstN(setDiff(failed, wantFailed), 5))
+	}
+	if n := len(shardFiles(t, repoDir)[victim]); n != 6 {
+		t.Errorf("the tampered pack has %d shards after check, want all 6 left in place", n)
+	}
 	os.RemoveAll(repoDir)
 	copyDir(t, backupCopy, repoDir)
 
@@ -942,6 +970,12 @@ func TestBadInput(t *testing.T) {
 		r2 = e.run("backup", "--repo", repoDir, "--host", "hv01", src2)
 	}
 	expect("unreadable source", r2, 3, "unreadable.bin", "permission denied")
+	// The snapshot was written and holds every other file.
+	partial := filepath.Join(e.dir, "partial")
+	e.ok("restore", "--repo", repoDir, "latest", "--target", partial)
+	if got := damagedFiles(t, src2, restored(partial, src2)); !slices.Equal(got, []string{"unreadable.bin"}) {
+		t.Errorf("snapshot with an unreadable source file: files not restored intact %q, want just unreadable.bin", got)
+	}
 	stillRestores("end")
 }
 
@@ -1054,3 +1088,32 @@ func setDiff(a, b []string) []string {
 }
 
 func firstN(xs []string, n int) []string { return xs[:min(n, len(xs))] }
+
+// compareCount counts the regular files under dir.
+func compareCount(t *testing.T, dir string) int {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			n++
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// failedPaths returns, sorted, the paths restore reports as FAILED.
+func failedPaths(stderr string) []string {
+	var out []string
+	for _, line := range strings.Split(stderr, "\n") {
+		if p, ok := strings.CutPrefix(line, "FAILED "); ok {
+			p, _, _ = strings.Cut(p, ": ")
+			out = append(out, p)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
