@@ -110,7 +110,7 @@ func OpenLocal(dir string) (*Local, error) {
 	fi, err := os.Stat(abs)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("open local tier %s: directory does not exist (create it first): %w", abs, err)
+			return nil, fmt.Errorf("open local tier %s: directory does not exist: %w", abs, err)
 		}
 		return nil, fmt.Errorf("open local tier %s: %w", abs, err)
 	}

@@ -208,7 +208,11 @@ func (a *app) backupCmd() *cobra.Command {
 				bar = startProgress(a.stderr, cnt, "backup")
 			}
 			cnt.OnWarn = func(w pipeline.Warning) {
-				fmt.Fprintf(a.stderr, "\rwarning: %s: %v\n", w.Path, w.Err)
+				clear := "" // a warning line clears the progress line it interrupts
+				if bar != nil {
+					clear = "\r\033[K"
+				}
+				fmt.Fprintf(a.stderr, "%swarning: %s: %v\n", clear, w.Path, w.Err)
 			}
 			o := pipeline.BackupOptions{Host: host, Tags: tags, Paths: args, Progress: cnt, Scan: bar != nil,
 				Workers: a.v.GetInt("workers"), Inventory: inv, Program: "drpipe " + version}

@@ -932,6 +932,7 @@ func TestBadInput(t *testing.T) {
 		res := e.run(append([]string{"--config", filepath.Join("..", "..", "configs", c[0]), "--repo", filepath.Join(e.dir, "none")}, c[1:]...)...)
 		expect("configs/"+c[0]+" loads", res, 1, "directory does not exist")
 	}
+	expect("no repository there", e.run("snapshots", "--repo", filepath.Join(e.dir, "none")), 1, "no repository at", "drpipe init --repo")
 	expect("bad tiering key", e.run("--config", writeFile(t, e.dir, "badtier.yaml", "tiering:\n  tiers:\n    - name: hot\n      kind: primary\n      keep: {dialy: 7}\n"), "tier", "plan", "--repo", repoDir), 2, "tiering section", "dialy")
 	// An empty --keep-tag (an unset shell variable) must not become a rule
 	// that keeps nothing: forget would remove every snapshot.
@@ -970,6 +971,9 @@ func TestBadInput(t *testing.T) {
 		r2 = e.run("backup", "--repo", repoDir, "--host", "hv01", src2)
 	}
 	expect("unreadable source", r2, 3, "unreadable.bin", "permission denied")
+	if strings.Contains(r2.stderr, "\r") {
+		t.Errorf("warnings carry a progress-line carriage return although no progress is drawn: %q", r2.stderr)
+	}
 	// The snapshot was written and holds every other file.
 	partial := filepath.Join(e.dir, "partial")
 	e.ok("restore", "--repo", repoDir, "latest", "--target", partial)

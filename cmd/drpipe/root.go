@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"runtime"
 	"slices"
@@ -345,6 +347,9 @@ func (a *app) openRepo(ctx context.Context) (*repo.Repository, error) {
 
 func (a *app) openRepoAt(ctx context.Context, loc string) (*repo.Repository, error) {
 	be, err := a.openBackend(ctx, loc, false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("no repository at %s: %w (check --repo / DRPIPE_REPO; 'drpipe init --repo %s' creates one)", loc, err, loc)
+	}
 	if err != nil {
 		return nil, err
 	}
