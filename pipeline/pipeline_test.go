@@ -281,6 +281,9 @@ func TestRestoreReportsLostData(t *testing.T) {
 			t.Errorf("failure for %s does not name pack %s: %v", f.Path, victim.ID.Short(), f.Err)
 		}
 	}
+	if rr.Files+int64(len(rr.Failed)) != res.Summary.Files {
+		t.Errorf("restored %d files and %d failed, the snapshot has %d: failed files must not count as restored", rr.Files, len(rr.Failed), res.Summary.Files)
+	}
 }
 
 func TestBackupRejectsBadInput(t *testing.T) {

@@ -558,6 +558,9 @@ func (of *outFile) release() {
 	of.node, of.f = nil, nil // kept by rs.linked: only path and err are used from here
 	of.mu.Unlock()
 	if of.err != nil {
+		// Not restored: counted when created, uncounted now (the result
+		// and the summary say how many files came back).
+		rs.files.Add(-1 - int64(len(links)))
 		rs.fail(of.path, of.err)
 		for _, l := range links {
 			rs.fail(l, fmt.Errorf("hard link to %s, which failed (the same file: see there)", of.path))
