@@ -94,6 +94,9 @@ func (a *app) forgetCmd() *cobra.Command {
 			if err != nil {
 				return usageError{err}
 			}
+			if tags, err = parseTags(tags); err != nil {
+				return err
+			}
 			r, err := a.openRepo(ctx)
 			if err != nil {
 				return err
@@ -196,7 +199,7 @@ func (a *app) forgetCmd() *cobra.Command {
 	}
 	kf.register(cmd)
 	cmd.Flags().StringVar(&host, "host", "", "only consider snapshots of this host")
-	cmd.Flags().StringArrayVar(&tags, "tag", nil, "only consider snapshots carrying these tags")
+	cmd.Flags().StringArrayVar(&tags, "tag", nil, "only consider snapshots carrying all of these comma-separated tags (repeatable)")
 	cmd.Flags().StringVar(&groupBy, "group-by", "host,paths", "group snapshots by these fields before applying the rules (host, paths, tags)")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show what would be removed; change nothing")
 	cmd.Flags().BoolVar(&prune, "prune", false, "run prune afterwards")

@@ -189,7 +189,7 @@ func (a *app) backupCmd() *cobra.Command {
 			if len(tags) == 0 {
 				tags = a.v.GetStringSlice("backup.tags")
 			}
-			tags, err := backupTags(tags)
+			tags, err := parseTags(tags)
 			if err != nil {
 				return err
 			}
@@ -257,12 +257,12 @@ func (a *app) backupCmd() *cobra.Command {
 	return cmd
 }
 
-// backupTags turns the --tag values (or backup.tags) into the snapshot's
-// tags: each value is a comma-separated list, as forget --keep-tag and
-// --tag read it, so "nightly,monthly" records the two tags nightly and
+// parseTags turns --tag values (backup's, or backup.tags; forget's filter)
+// into tag names: each value is a comma-separated list, as forget
+// --keep-tag reads it, so "nightly,monthly" is the two tags nightly and
 // monthly rather than one tag that no keep rule could ever match. An empty
-// name (an unset shell variable) is refused, as forget refuses it.
-func backupTags(in []string) ([]string, error) {
+// name (an unset shell variable) is refused, as --keep-tag refuses it.
+func parseTags(in []string) ([]string, error) {
 	var out []string
 	for _, v := range in {
 		for _, t := range retention.SplitTags(v) {

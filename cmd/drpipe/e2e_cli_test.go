@@ -50,6 +50,15 @@ func TestBackupTagList(t *testing.T) {
 	if !strings.Contains(out, "would forget 0 of 2") {
 		t.Errorf("forget --keep-tag monthly would remove the snapshot tagged nightly,monthly:\n%s", out)
 	}
+	// forget's --tag filter reads a list the same way: both snapshots carry
+	// nightly, only one carries nightly and monthly.
+	out = e.ok("forget", "--repo", repoDir, "--tag", "monthly, nightly", "--keep-last", "1", "--dry-run")
+	if !strings.Contains(out, "would forget 0 of 1") {
+		t.Errorf("forget --tag \"monthly, nightly\" does not select the one snapshot with both tags:\n%s", out)
+	}
+	if r := e.run("forget", "--repo", repoDir, "--tag", "", "--keep-last", "1", "--dry-run"); r.code != 2 || !strings.Contains(r.stderr, "empty tag name") {
+		t.Errorf("forget --tag \"\": exit %d, want 2 with 'empty tag name':\n%s", r.code, r.stderr)
+	}
 	for _, bad := range []string{"", "a,,b", " "} {
 		r := stdin("three", "--tag", bad)
 		if r.code != 2 || !strings.Contains(r.stderr, "empty tag name") {
