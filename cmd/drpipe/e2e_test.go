@@ -765,33 +765,10 @@ func countShards(t *testing.T, repoDir string) int {
 	return n
 }
 
-// whenShardsExceed polls repoDir/data and fires once it holds more than
-// n committed shard files, or never if ctx ends first.
+// whenShardsExceed fires once repoDir/data holds more than n committed
+// shard files, or never if ctx ends first.
 func whenShardsExceed(ctx context.Context, repoDir string, n int) <-chan time.Time {
-	ch := make(chan time.Time, 1)
-	go func() {
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-tick.C:
-				count := 0
-				filepath.WalkDir(filepath.Join(repoDir, "data"), func(p string, d fs.DirEntry, err error) error {
-					if err == nil && !d.IsDir() && !strings.HasPrefix(d.Name(), ".") {
-						count++
-					}
-					return nil
-				})
-				if count > n {
-					ch <- now
-					return
-				}
-			}
-		}
-	}()
-	return ch
+	return whenFilesExceed(ctx, filepath.Join(repoDir, "data"), n)
 }
 
 func TestBadInput(t *testing.T) {
