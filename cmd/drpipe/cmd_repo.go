@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -55,6 +57,9 @@ func (a *app) initCmd() *cobra.Command {
 			}
 			loc, err := a.repoLocation()
 			if err != nil {
+				return err
+			}
+			if err := initTargetEmpty(loc); err != nil {
 				return err
 			}
 			pw, err := a.password("new repository password: ", true)
@@ -255,6 +260,25 @@ func (a *app) backupCmd() *cobra.Command {
 	f.StringVar(&stdinName, "stdin-name", "", "file name for --stdin in the snapshot")
 	addDiskBackupFlags(cmd)
 	return cmd
+}
+
+// initTargetEmpty refuses to create a repository in an existing local
+// directory that holds other files (a mistyped path such as /etc would
+// otherwise get a repository's folders mixed into it). A directory that
+// already holds a repository gets repo.Init's own refusal.
+func initTargetEmpty(loc string) error {
+	if strings.Contains(loc, "://") && !strings.HasPrefix(loc, "file://") {
+		return nil
+	}
+	dir := strings.TrimPrefix(loc, "file://")
+	ents, err := os.ReadDir(dir)
+	if err != nil || len(ents) == 0 {
+		return nil // new, empty, or not a directory (opening it says why)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "config")); err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s is not empty (%d entries, e.g. %q) and holds no drpipe repository: give a new or empty directory, so the repository's files do not mix with others", dir, len(ents), ents[0].Name())
 }
 
 // parseTags turns --tag values (backup's, or backup.tags; forget's filter)

@@ -915,6 +915,15 @@ func TestBadInput(t *testing.T) {
 	// that keeps nothing: forget would remove every snapshot.
 	expect("empty keep-tag", e.run("forget", "--repo", repoDir, "--keep-tag", "", "--dry-run"), 2, "empty tag name")
 	expect("init over repo", e.run("init", "--repo", repoDir), 1, "already holds")
+	// A directory with other files (a mistyped path) does not get a
+	// repository mixed into it.
+	busy := filepath.Join(e.dir, "busy")
+	os.MkdirAll(busy, 0o755)
+	os.WriteFile(filepath.Join(busy, "notes.txt"), []byte("x"), 0o644)
+	expect("init into a non-empty directory", e.run("init", "--repo", busy), 1, "is not empty", "notes.txt")
+	if ents, _ := os.ReadDir(busy); len(ents) != 1 {
+		t.Errorf("a refused init wrote into the directory: %d entries", len(ents))
+	}
 	expect("bad format version", e.run("init", "--repo", filepath.Join(e.dir, "x"), "--format-version", "9"), 2, "--format-version 9")
 	// Chunk sizes: presets and explicit sizes are recorded; impossible ones
 	// are usage errors that say what would work.
