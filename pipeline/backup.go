@@ -464,7 +464,9 @@ func (b *backup) parentTreeNodes(t id.ID) map[string]*repo.Node {
 // finishDir saves the tree of n's children once they are all complete.
 func (b *backup) finishDir(path string, n *repo.Node, kids []*future) *future {
 	f := &future{node: n, done: make(chan struct{})}
-	b.dirs.Add(1)
+	if path != "/" { // the snapshot's root is where a restore's target is
+		b.dirs.Add(1)
+	}
 	go func() {
 		defer close(f.done)
 		t := &repo.Tree{}

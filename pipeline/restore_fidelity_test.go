@@ -214,10 +214,14 @@ func backupRestore(t *testing.T, r *repo.Repository, src string) (*repo.Snapshot
 		t.Fatal(err)
 	}
 	dst := filepath.Join(t.TempDir(), "dst")
-	if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
+	rr, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst})
+	if err != nil {
 		t.Fatal(err)
 	}
 	compare(t, src, filepath.Join(dst, src))
+	if rr.Dirs != res.Summary.Dirs {
+		t.Errorf("backup counted %d directories, restore %d", res.Summary.Dirs, rr.Dirs)
+	}
 	return res.Snapshot, dst
 }
 
