@@ -267,10 +267,10 @@ func (a *app) backupCmd() *cobra.Command {
 // otherwise get a repository's folders mixed into it). A directory that
 // already holds a repository gets repo.Init's own refusal.
 func initTargetEmpty(loc string) error {
-	if strings.Contains(loc, "://") && !strings.HasPrefix(loc, "file://") {
+	dir, ok := localDir(loc)
+	if !ok {
 		return nil
 	}
-	dir := strings.TrimPrefix(loc, "file://")
 	ents, err := os.ReadDir(dir)
 	if err != nil || len(ents) == 0 {
 		return nil // new, empty, or not a directory (opening it says why)

@@ -309,23 +309,27 @@ func (a *app) repoLocation() (string, error) {
 	return loc, nil
 }
 
+// localDir returns the directory a location names when it is a local
+// one: a plain path or file://PATH.
+func localDir(loc string) (string, bool) {
+	if !strings.Contains(loc, "://") {
+		return loc, true
+	}
+	return strings.CutPrefix(loc, "file://")
+}
+
 // openBackend maps a location string to a backend.
 func (a *app) openBackend(ctx context.Context, loc string, create bool) (tiers.Backend, error) {
-	switch {
-	case strings.Contains(loc, "://"):
-		scheme, _, _ := strings.Cut(loc, "://")
-		if scheme == "file" {
-			return a.openBackend(ctx, strings.TrimPrefix(loc, "file://"), create)
+	if dir, ok := localDir(loc); ok {
+		if create {
+			return tiers.NewLocal(dir)
 		}
-		if scheme == "s3" {
-			return a.openS3(ctx, loc)
-		}
-		return nil, usagef("unsupported repository location %q: use a directory path or s3://bucket/prefix", loc)
+		return tiers.OpenLocal(dir)
 	}
-	if create {
-		return tiers.NewLocal(loc)
+	if strings.HasPrefix(loc, "s3://") {
+		return a.openS3(ctx, loc)
 	}
-	return tiers.OpenLocal(loc)
+	return nil, usagef("unsupported repository location %q: use a directory path or s3://bucket/prefix", loc)
 }
 
 func (a *app) repoOptions(pw []byte) (repo.Options, error) {
