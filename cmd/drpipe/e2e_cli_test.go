@@ -218,3 +218,19 @@ func TestLatestWithUnreadableSnapshot(t *testing.T) {
 	}
 	e.ok("restore", "--repo", repoDir, old.SnapshotID[:8], "--target", filepath.Join(e.dir, "t2"))
 }
+
+// TestLocalDir: plain paths and file:// name local directories; other
+// schemes do not. A file:// repository opens like its path.
+func TestLocalDir(t *testing.T) {
+	for _, c := range []struct {
+		loc, dir string
+		ok       bool
+	}{{"/srv/r", "/srv/r", true}, {"rel/r", "rel/r", true}, {"file:///srv/r", "/srv/r", true}, {"s3://b/p", "", false}, {"ftp://x", "", false}} {
+		if dir, ok := localDir(c.loc); dir != c.dir || ok != c.ok {
+			t.Errorf("localDir(%q) = %q, %v; want %q, %v", c.loc, dir, ok, c.dir, c.ok)
+		}
+	}
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	e.ok("snapshots", "--repo", "file://"+repoDir)
+}
