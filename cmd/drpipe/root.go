@@ -315,7 +315,10 @@ func localDir(loc string) (string, bool) {
 	if !strings.Contains(loc, "://") {
 		return loc, true
 	}
-	return strings.CutPrefix(loc, "file://")
+	if dir, ok := strings.CutPrefix(loc, "file://"); ok {
+		return dir, true
+	}
+	return "", false
 }
 
 // openBackend maps a location string to a backend.
