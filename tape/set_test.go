@@ -393,6 +393,113 @@ func TestEndOfMediaObjectWrittenWhole(t *testing.T) {
 	}
 }
 
+func TestCutLastCatalogFileAddsClosingTape(t *testing.T) {
+	// The end of the medium cuts the catalog file of every tape that
+	// holds data. The tape with a column's last object then cannot say
+	// that it ends the column, so the writer adds a tape with no objects
+	// and a catalog file that does, and a rebuild from the tapes alone
+	// finds the set complete.
+	w := newWorld(t, erasure.Params{K: 1, M: 1}, tape.VirtualConfig{Generation: tape.LTO6, Slots: 20, Drives: 1, Capacity: 6 << 20, EarlyWarning: 64 << 10}, 20, 6<<20)
+	pool := tape.DefaultPool("p")
+	w.label(pool, 20)
+	lib := w.lib
+	ch := catalogCutChanger{Changer: lib}
+	ctx := context.Background()
+	plan, err := tape.BuildPlan(ctx, w.r, w.snaps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := tape.WriteSet(ctx, ch, w.cat, w.r.Backend(), plan, tape.WriteOptions{Pool: pool, Level: tape.LevelDaily, Parity: 1,
+		Now: func() time.Time { return time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC) }, BufferSize: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Set.Complete {
+		t.Fatalf("set written incomplete: %+v", res.Set)
+	}
+	cols := map[int][]tape.SetTape{}
+	for _, st := range res.Set.Tapes {
+		cols[st.Column] = append(cols[st.Column], st)
+	}
+	if len(cols) != res.Set.Columns {
+		t.Fatalf("%d columns have tapes, want %d", len(cols), res.Set.Columns)
+	}
+	for c, tapes := range cols {
+		for i, st := range tapes {
+			tc, err := w.cat.TapeCatalog(res.Set.ID, st.Column, st.ColumnSeq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data := 0
+			for _, e := range tc.Entries {
+				if e.Type == tiers.TypeData {
+					data++
+				}
+			}
+			closing := i == len(tapes)-1
+			if st.Last != closing || tc.Last != closing || (closing && data != 0) || (!closing && data == 0) {
+				t.Errorf("column %d tape %d (%s): last %v with %d data objects; want only a closing tape without data marked last", c, i, st.Barcode, st.Last, data)
+			}
+		}
+	}
+	if len(res.NoCatalog) != len(res.Set.Tapes)-res.Set.Columns {
+		t.Errorf("%d tapes reported without a catalog file, want %d", len(res.NoCatalog), len(res.Set.Tapes)-res.Set.Columns)
+	}
+	rep, err := tape.CheckCatalog(ctx, lib, w.cat, tape.CheckOptions{ReadData: true})
+	if err != nil || !rep.OK() {
+		t.Fatalf("check: %v %v", err, rep.Errors)
+	}
+	before := snapshotDir(t, w.cat.Dir())
+	os.RemoveAll(w.cat.Dir())
+	if w.cat, err = tape.OpenCatalog(w.cat.Dir()); err != nil {
+		t.Fatal(err)
+	}
+	rr, err := tape.Rebuild(ctx, lib, w.cat, tape.ScanOptions{}, nil)
+	if err != nil || len(rr.Errors) > 0 {
+		t.Fatalf("rebuild: %v %v", err, rr)
+	}
+	compareDirs(t, before, snapshotDir(t, w.cat.Dir()))
+	if _, err := w.restore("latest"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// catalogCutChanger hands out drives on which the end of the medium cuts
+// the catalog file of every tape that holds data.
+type catalogCutChanger struct{ tape.Changer }
+
+func (c catalogCutChanger) OpenDrive(ctx context.Context, i int) (tape.Drive, error) {
+	d, err := c.Changer.OpenDrive(ctx, i)
+	if err != nil {
+		return nil, err
+	}
+	return &catalogCutDrive{Drive: d}, nil
+}
+
+type catalogCutDrive struct {
+	tape.Drive
+	data bool // a data record went onto the tape since it was rewound
+}
+
+func (d *catalogCutDrive) Rewind(ctx context.Context) error {
+	d.data = false
+	return d.Drive.Rewind(ctx)
+}
+
+func (d *catalogCutDrive) WriteRecord(ctx context.Context, p []byte) (bool, error) {
+	if h, _, err := tape.ParseRecord(p); err == nil {
+		switch h.Kind {
+		case tape.KindData:
+			d.data = true
+		case tape.KindCatalog:
+			if d.data {
+				return true, tape.ErrEndOfMedia
+			}
+		}
+	}
+	return d.Drive.WriteRecord(ctx, p)
+}
+
 func snapshotDir(t *testing.T, dir string) map[string][]byte {
 	out := map[string][]byte{}
 	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {

@@ -412,42 +412,49 @@ func VerifyLabel(ctx context.Context, d Drive, barcode string, m *Media) (*Volum
 // they need.
 func (w *setWriter) writeColumn(ctx context.Context, col int, objs []PlanObject) error {
 	next := 0
-	for seq := 0; seq == 0 || next < len(objs); seq++ {
-		n, err := w.writeTape(ctx, col, seq, objs, next)
+	for seq := 0; ; seq++ {
+		n, last, err := w.writeTape(ctx, col, seq, objs, next)
 		if err != nil {
 			return err
+		}
+		if last {
+			return nil
 		}
 		if n == next && next < len(objs) {
 			return fmt.Errorf("column %d: tape %d took no object: the cartridges are too small for a %d-byte object", col, seq, objs[next].Size)
 		}
 		next = n
 	}
-	return nil
 }
 
 // writeTape writes one tape of a column, starting at object start, and
-// returns the index of the first object not on it.
-func (w *setWriter) writeTape(ctx context.Context, col, seq int, objs []PlanObject, start int) (int, error) {
+// returns the index of the first object not on it and whether the tape
+// ends the column: it holds the column's last object and a catalog file
+// that says so. A rebuild learns that a column is whole only from that
+// catalog file, so when the end of the medium cuts the catalog file of
+// the tape with the last object, the column goes on to one more tape
+// that holds no objects, only the set's metadata and a catalog file.
+func (w *setWriter) writeTape(ctx context.Context, col, seq int, objs []PlanObject, start int) (int, bool, error) {
 	// The inventory may be stale by the time the tape is chosen, but only
 	// by the moves of other columns' tapes, which are in w.used, and by
 	// idle cartridges going from drives to slots: it still tells which
 	// tapes are in the library and out of the mail slots.
 	inv, err := w.mnt.inventory(ctx)
 	if err != nil {
-		return start, err
+		return start, false, err
 	}
 	w.mu.Lock()
 	m, err := w.allocate(inv, col, seq)
 	w.mu.Unlock()
 	if err != nil {
-		return start, err
+		return start, false, err
 	}
 	// Mounting and unmounting hold the changer lock only for the
 	// changer's moves: one column's tape rewinding and unloading does not
 	// hold up the mounts of the others.
 	d, di, err := w.mnt.mount(ctx, m.Barcode)
 	if err != nil {
-		return start, err
+		return start, false, err
 	}
 	// An unmount error is not the tape's: what it holds is in the
 	// catalog, and a drive left loaded is unloaded by the next mount that
@@ -455,16 +462,16 @@ func (w *setWriter) writeTape(ctx context.Context, col, seq int, objs []PlanObje
 	defer w.mnt.unmount(context.WithoutCancel(ctx), d, di)
 	label, err := VerifyLabel(ctx, d, m.Barcode, m)
 	if err != nil {
-		return start, err
+		return start, false, err
 	}
 	if st, err := d.Status(ctx); err != nil {
-		return start, err
+		return start, false, err
 	} else if st.WriteProtected {
-		return start, fmt.Errorf("tape %s: %w: slide the tab back or take another tape; nothing was written", m.Barcode, ErrWriteProtected)
+		return start, false, fmt.Errorf("tape %s: %w: slide the tab back or take another tape; nothing was written", m.Barcode, ErrWriteProtected)
 	}
 	vol, err := ParseUUID(label.UUID)
 	if err != nil {
-		return start, fmt.Errorf("tape %s: %w: volume uuid: %v", m.Barcode, ErrCorrupt, err)
+		return start, false, fmt.Errorf("tape %s: %w: volume uuid: %v", m.Barcode, ErrCorrupt, err)
 	}
 	w.o.Progress.Tape(m.Barcode, col, seq)
 
@@ -478,7 +485,7 @@ func (w *setWriter) writeTape(ctx context.Context, col, seq int, objs []PlanObje
 	}
 	w.mu.Unlock()
 	if err != nil {
-		return start, err
+		return start, false, err
 	}
 
 	sl := SetLabel{Format: formatName, Version: FormatVersion, SetID: w.set.ID, Pool: w.set.Pool, Barcode: m.Barcode, UUID: label.UUID,
@@ -486,13 +493,13 @@ func (w *setWriter) writeTape(ctx context.Context, col, seq int, objs []PlanObje
 		Column: col, ColumnSeq: seq}
 	rec, err := MarshalLabel(KindSetLabel, sl)
 	if err != nil {
-		return start, err
+		return start, false, err
 	}
 	if _, err := d.WriteRecord(ctx, rec); err != nil {
-		return start, fmt.Errorf("write set label on tape %s: %w", m.Barcode, err)
+		return start, false, fmt.Errorf("write set label on tape %s: %w", m.Barcode, err)
 	}
 	if err := d.WriteFilemarks(ctx, 1); err != nil {
-		return start, fmt.Errorf("write set label on tape %s: %w", m.Barcode, err)
+		return start, false, fmt.Errorf("write set label on tape %s: %w", m.Barcode, err)
 	}
 	setID := o2u(w.set.ID)
 	tc := &TapeCatalog{SetID: setID, Volume: vol, Barcode: m.Barcode, Column: col, ColumnSeq: seq}
@@ -506,28 +513,34 @@ func (w *setWriter) writeTape(ctx context.Context, col, seq int, objs []PlanObje
 			_, err = fw.Write(mo.data)
 		}
 		if err != nil {
-			return start, fmt.Errorf("write metadata to tape %s: %w", m.Barcode, err)
+			return start, false, fmt.Errorf("write metadata to tape %s: %w", m.Barcode, err)
 		}
 		tc.Entries = append(tc.Entries, CatalogEntry{Type: mo.h.Type, Name: mo.h.Name, File: fileNo, Offset: off, Size: int64(len(mo.data)), SHA256: sha256.Sum256(mo.data)})
 		w.bytes.Add(int64(len(mo.data)))
 		w.objects.Add(1)
 	}
 	if err := fw.Finish(); err != nil {
-		return start, fmt.Errorf("write metadata to tape %s (the set's metadata must fit on every tape): %w", m.Barcode, err)
+		return start, false, fmt.Errorf("write metadata to tape %s (the set's metadata must fit on every tape): %w", m.Barcode, err)
 	}
 	fileNo++
 
 	next, err := w.writeData(ctx, d, m.Barcode, tc, &fileNo, objs, start)
 	if err != nil {
-		return start, err
+		return start, false, err
 	}
 	tc.Last = next == len(objs)
-	// The tape's catalog as its last file; at the physical end it may not
-	// fit, which only slows a rebuild down.
+	// The tape's catalog as its last file. At the physical end it may not
+	// fit: a rebuild then scans the data files, which is slower but finds
+	// the same objects. It cannot find that the column ends here, though,
+	// so a column whose last catalog file was cut goes on to another tape.
 	if err := writeCatalogFile(ctx, d, tc, w.o.RecordSize); err != nil {
 		if !errors.Is(err, ErrEndOfMedia) {
-			return start, fmt.Errorf("write catalog to tape %s: %w", m.Barcode, err)
+			return start, false, fmt.Errorf("write catalog to tape %s: %w", m.Barcode, err)
 		}
+		if tc.Last && start == len(objs) {
+			return start, false, fmt.Errorf("column %d: tape %s: %w before the end of its catalog file, which holds only the set's metadata: the cartridges are too small for this set", col, m.Barcode, err)
+		}
+		tc.Last = false
 		w.mu.Lock()
 		w.noCat = append(w.noCat, m.Barcode)
 		w.mu.Unlock()
@@ -541,17 +554,17 @@ func (w *setWriter) writeTape(ctx context.Context, col, seq int, objs []PlanObje
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err := w.cat.PutTapeCatalog(w.set.ID, tc); err != nil {
-		return start, err
+		return start, false, err
 	}
 	m.State = StateFull
 	if err := w.cat.PutMedia(m); err != nil {
-		return start, err
+		return start, false, err
 	}
 	w.set.Tapes = append(w.set.Tapes, SetTape{Barcode: m.Barcode, UUID: label.UUID, Column: col, ColumnSeq: seq, Last: tc.Last, Objects: objects, Bytes: bytes})
 	if err := w.cat.PutSet(w.set); err != nil {
-		return start, err
+		return start, false, err
 	}
-	return next, nil
+	return next, tc.Last, nil
 }
 
 func o2u(s string) UUID { u, _ := ParseUUID(s); return u }
