@@ -334,10 +334,13 @@ func TestFindSnapshot(t *testing.T) {
 			t.Errorf("FindSnapshot(%q, %q) = %v, %v; want %s", tc.ref, tc.host, s, err, tc.want.Short())
 		}
 	}
-	for _, bad := range []string{"", "zz", "latest!", "0000000000000000000000"} {
-		if _, err := r.FindSnapshot(ctx, bad, ""); err == nil {
-			t.Errorf("FindSnapshot(%q) succeeded", bad)
+	for _, bad := range []string{"", "zz", "latest!"} {
+		if _, err := r.FindSnapshot(ctx, bad, ""); !errors.Is(err, ErrBadSnapshotRef) {
+			t.Errorf("FindSnapshot(%q) = %v, want a bad reference", bad, err)
 		}
+	}
+	if _, err := r.FindSnapshot(ctx, "0000000000000000000000", ""); !errors.Is(err, ErrNoSnapshot) {
+		t.Errorf("FindSnapshot of an id prefix that matches nothing: %v", err)
 	}
 	if _, err := r.FindSnapshot(ctx, "latest", "nohost"); !errors.Is(err, ErrNoSnapshot) {
 		t.Errorf("latest of unknown host: %v", err)

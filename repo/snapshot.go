@@ -147,6 +147,11 @@ func (r *Repository) ListSnapshots(ctx context.Context) ([]*Snapshot, error) {
 // ErrNoSnapshot is wrapped when a snapshot reference matches nothing.
 var ErrNoSnapshot = errors.New("no matching snapshot")
 
+// ErrBadSnapshotRef is wrapped when a snapshot reference cannot name one
+// snapshot whatever the repository holds (empty, not hex) or names more
+// than one (an ambiguous prefix): the caller's argument is wrong.
+var ErrBadSnapshotRef = errors.New("bad snapshot reference")
+
 // FindSnapshot resolves a snapshot reference: a full id, a unique id
 // prefix, or "latest" (newest; restricted to host when host is not
 // empty). latest is an error when some snapshot cannot be read, since
@@ -154,7 +159,7 @@ var ErrNoSnapshot = errors.New("no matching snapshot")
 func (r *Repository) FindSnapshot(ctx context.Context, ref, host string) (*Snapshot, error) {
 	ref = strings.TrimSpace(ref)
 	if ref == "" {
-		return nil, errors.New("empty snapshot reference: give an id, a unique id prefix, or latest")
+		return nil, fmt.Errorf("%w: it is empty; give an id, a unique id prefix, or latest", ErrBadSnapshotRef)
 	}
 	if ref == "latest" {
 		all, err := r.ListSnapshots(ctx)
@@ -187,7 +192,7 @@ func (r *Repository) FindSnapshot(ctx context.Context, ref, host string) (*Snaps
 	ref = strings.ToLower(ref)
 	for _, c := range ref {
 		if !strings.ContainsRune("0123456789abcdef", c) {
-			return nil, fmt.Errorf("snapshot reference %q is neither latest nor a hex id prefix", ref)
+			return nil, fmt.Errorf("%w %q: it is neither latest nor a hex id prefix", ErrBadSnapshotRef, ref)
 		}
 	}
 	ids, err := r.ListSnapshotIDs(ctx)
@@ -206,7 +211,7 @@ func (r *Repository) FindSnapshot(ctx context.Context, ref, host string) (*Snaps
 	case 1:
 		return r.LoadSnapshot(ctx, match[0])
 	}
-	return nil, fmt.Errorf("snapshot prefix %q is ambiguous: it matches %d snapshots; give more digits", ref, len(match))
+	return nil, fmt.Errorf("%w: prefix %q is ambiguous: it matches %d snapshots; give more digits", ErrBadSnapshotRef, ref, len(match))
 }
 
 // ForgetSnapshot removes a snapshot object. Its data stays until prune

@@ -14,6 +14,7 @@ import (
 	"github.com/drpipe/drpipe/erasure"
 	"github.com/drpipe/drpipe/internal/id"
 	"github.com/drpipe/drpipe/internal/workpool"
+	"github.com/drpipe/drpipe/repo"
 	"github.com/drpipe/drpipe/tiers"
 )
 
@@ -37,7 +38,10 @@ func FindSnapshots(cat *Catalog, ref, setID string) ([]SnapshotRef, error) {
 	}
 	ref = strings.ToLower(strings.TrimSpace(ref))
 	if ref == "" {
-		return nil, errors.New("empty snapshot reference: give an id, a unique id prefix, or latest")
+		return nil, fmt.Errorf("%w: it is empty; give an id, a unique id prefix, or latest", repo.ErrBadSnapshotRef)
+	}
+	if ref != "latest" && strings.Trim(ref, "0123456789abcdef") != "" {
+		return nil, fmt.Errorf("%w %q: it is neither latest nor a hex id prefix", repo.ErrBadSnapshotRef, ref)
 	}
 	var all []SnapshotRef
 	matchIDs := map[id.ID]bool{}
@@ -85,7 +89,7 @@ func FindSnapshots(cat *Catalog, ref, setID string) ([]SnapshotRef, error) {
 	case 1:
 		return all, nil
 	}
-	return nil, fmt.Errorf("snapshot prefix %q matches %d snapshots on tape; give more digits", ref, len(matchIDs))
+	return nil, fmt.Errorf("%w: prefix %q matches %d snapshots on tape; give more digits", repo.ErrBadSnapshotRef, ref, len(matchIDs))
 }
 
 // PlannedTape is one tape to mount for a restore and what to read from it.

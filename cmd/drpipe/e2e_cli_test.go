@@ -111,11 +111,18 @@ func TestArgumentErrorsExit2(t *testing.T) {
 		{[]string{"restore", "--repo", repoDir, "latest", "x", "--target", filepath.Join(e.dir, "t")}, "received 2"},
 		{[]string{"key", "remove", "--repo", repoDir}, "usage: drpipe key remove"},
 		{[]string{"snapshots", "--repo", repoDir, "extra"}, `unknown command "extra"`},
+		{[]string{"restore", "--repo", repoDir, "zzzz", "--target", filepath.Join(e.dir, "t")}, "neither latest nor a hex id prefix"},
+		{[]string{"forget", "--repo", repoDir, "latest!"}, "neither latest nor a hex id prefix"},
 	} {
 		r := e.run(c.args...)
 		if r.code != 2 || !strings.Contains(r.stderr, c.want) {
 			t.Errorf("drpipe %s: exit %d, want 2 with %q\nstdout: %s\nstderr: %s", strings.Join(c.args, " "), r.code, c.want, r.stdout, r.stderr)
 		}
+	}
+	// A well-formed reference that matches nothing is a failure, not a
+	// usage error.
+	if r := e.run("restore", "--repo", repoDir, "abcdef12", "--target", filepath.Join(e.dir, "t")); r.code != 1 || !strings.Contains(r.stderr, "no snapshot id starts with") {
+		t.Errorf("restore of a missing snapshot: exit %d, want 1\n%s", r.code, r.stderr)
 	}
 	// A group without a subcommand still shows its help.
 	if r := e.run("key"); r.code != 0 || !strings.Contains(r.stdout, "Available Commands") {

@@ -74,7 +74,7 @@ func exitCode(err error) int {
 	}
 	var ue usageError
 	switch {
-	case errors.As(err, &ue):
+	case errors.As(err, &ue), errors.Is(err, repo.ErrBadSnapshotRef):
 		return exitUsage
 	case errors.Is(err, repo.ErrWrongPassword):
 		return exitAuth
