@@ -8,6 +8,8 @@
 //	                              RFC 3339 to the second; a short id is
 //	                              appended when two share a second)
 //	/<host>/latest                symlink to the newest snapshot of host
+//	                              (of those that could be read: see
+//	                              Server.Unreadable)
 //	.../<file>                    files, directories, symlinks as they were
 //	.../<image>.raw               each VM disk image that backup recognised
 //	                              (repo.Node.Disk), as its flattened raw
@@ -53,6 +55,10 @@ type Options struct {
 // Server is a mounted file system.
 type Server struct {
 	srv *fuse.Server
+	// Unreadable is set when some snapshots could not be read: they are
+	// not shown, and a host's latest link names its newest readable
+	// snapshot, which may not be its newest. The caller tells the user.
+	Unreadable error
 }
 
 // Unmount unmounts the file system (retrying while it is busy, up to a
@@ -90,14 +96,14 @@ func Mount(ctx context.Context, r *repo.Repository, dir string, o Options) (*Ser
 	m := &mfs{r: r, cache: pipeline.NewBlobCache(r, o.CacheBytes), o: o}
 	root := &rootNode{m: m, snaps: snaps}
 	sec := time.Second
-	srv, err := gofs.Mount(dir, root, &gofs.Options{
+	srv, merr := gofs.Mount(dir, root, &gofs.Options{
 		EntryTimeout: &sec, AttrTimeout: &sec,
 		MountOptions: fuse.MountOptions{FsName: "drpipe", Name: "drpipe", Options: []string{"ro"}, Debug: o.Debug, MaxReadAhead: 1 << 20},
 	})
-	if err != nil {
-		return nil, fmt.Errorf("mount FUSE file system at %s: %w (needs /dev/fuse and fusermount3)", dir, err)
+	if merr != nil {
+		return nil, fmt.Errorf("mount FUSE file system at %s: %w (needs /dev/fuse and fusermount3)", dir, merr)
 	}
-	return &Server{srv: srv}, nil
+	return &Server{srv: srv, Unreadable: err}, nil
 }
 
 type rootNode struct {

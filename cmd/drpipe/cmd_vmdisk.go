@@ -95,8 +95,15 @@ func (a *app) mountCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if srv.Unreadable != nil {
+				fmt.Fprintf(a.stderr, "warning: some snapshots could not be read and are not shown; each host's latest link names its newest readable snapshot, which may not be its newest (run 'drpipe check'): %v\n", srv.Unreadable)
+			}
 			if a.jsonOut() {
-				if err := a.printJSON(map[string]any{"mountpoint": dir, "mounted": true}); err != nil {
+				out := map[string]any{"mountpoint": dir, "mounted": true}
+				if srv.Unreadable != nil {
+					out["unreadable_snapshots"] = srv.Unreadable.Error()
+				}
+				if err := a.printJSON(out); err != nil {
 					return err
 				}
 			} else {

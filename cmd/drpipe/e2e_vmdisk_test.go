@@ -496,3 +496,53 @@ func TestLayerMapSurvivesPrune(t *testing.T) {
 	e.ok("restore", "--repo", repoDir, second.SnapshotID, "--target", dst)
 	qcompare(t, top, filepath.Join(dst, top))
 }
+
+// TestMountWarnsOfUnreadableSnapshots: a snapshot that cannot be read is
+// left out of the mount, and the user is told that latest may then not
+// be the newest snapshot.
+func TestMountWarnsOfUnreadableSnapshots(t *testing.T) {
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Fatalf("this test mounts a snapshot with FUSE and needs /dev/fuse: %v", err)
+	}
+	if _, err := exec.LookPath("fusermount3"); err != nil {
+		t.Fatal("fusermount3 not installed: run 'make deps' (package fuse3)")
+	}
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	src := filepath.Join(e.dir, "src")
+	os.MkdirAll(src, 0o755)
+	os.WriteFile(filepath.Join(src, "a.txt"), []byte("first"), 0o644)
+	older := e.backup(repoDir, src)
+	os.WriteFile(filepath.Join(src, "a.txt"), []byte("second"), 0o644)
+	newer := e.backup(repoDir, src)
+	var olderTime string
+	for _, s := range e.snapshotsJSON(repoDir) {
+		if s["id"] == older.SnapshotID {
+			tm, err := time.Parse(time.RFC3339Nano, s["time"].(string))
+			if err != nil {
+				t.Fatal(err)
+			}
+			olderTime = tm.UTC().Format("2006-01-02T15:04:05Z")
+		}
+	}
+	if olderTime == "" {
+		t.Fatalf("snapshot %s not listed", older.SnapshotID)
+	}
+	obj := filepath.Join(repoDir, "snapshots", newer.SnapshotID)
+	os.Chmod(obj, 0o600)
+	if err := os.WriteFile(obj, bytes.Repeat([]byte{0x5a}, 200), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mnt := filepath.Join(e.dir, "mnt")
+	os.MkdirAll(mnt, 0o755)
+	stop := startMount(t, e, mnt, "--repo", repoDir)
+	link, err := os.Readlink(filepath.Join(mnt, "hv01", "latest"))
+	got, rerr := os.ReadFile(filepath.Join(mnt, "hv01", "latest", src, "a.txt"))
+	stderr := stop()
+	if err != nil || link != olderTime || rerr != nil || string(got) != "first" {
+		t.Errorf("latest -> %q (%v), a.txt %q (%v); want the older snapshot %s", link, err, got, rerr, olderTime)
+	}
+	if !strings.Contains(stderr, "some snapshots could not be read") || !strings.Contains(stderr, newer.SnapshotID[:8]) {
+		t.Errorf("mount did not warn about the unreadable snapshot %s:\n%s", newer.SnapshotID[:8], stderr)
+	}
+}
