@@ -364,6 +364,13 @@ func (b *backup) warn(path string, err error) {
 	b.progress.Warn(path, err)
 }
 
+// skipFile warns that the regular file at path is left out of the
+// snapshot and takes it back out of the file count (file counted it).
+func (b *backup) skipFile(path string, err error) {
+	b.warn(path, err)
+	b.files.Add(-1)
+}
+
 func (b *backup) fatal(err error) { b.cancel(err) }
 
 // vdir is a directory on the way from / to the given paths.
@@ -723,7 +730,7 @@ func (b *backup) sameAs(first *linkedRead, path string, n *repo.Node) *future {
 func (b *backup) readFile(path string, n *repo.Node) *future {
 	f, err := openNoPoll(path, unix.O_RDONLY, 0)
 	if err != nil {
-		b.warn(path, err)
+		b.skipFile(path, err)
 		return &future{skip: true, done: closed()}
 	}
 	// Size from the open file, so a file replaced since Lstat is still
@@ -731,12 +738,12 @@ func (b *backup) readFile(path string, n *repo.Node) *future {
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
-		b.warn(path, err)
+		b.skipFile(path, err)
 		return &future{skip: true, done: closed()}
 	}
 	if !st.Mode().IsRegular() {
 		f.Close()
-		b.warn(path, errors.New("changed type during backup"))
+		b.skipFile(path, errors.New("changed type during backup"))
 		return &future{skip: true, done: closed()}
 	}
 	n.Size = st.Size()
@@ -757,7 +764,7 @@ func (b *backup) readFile(path string, n *repo.Node) *future {
 		data = []chunking.Range{{Off: 0, Len: n.Size}}
 	} else if data, err = chunking.DataRanges(f, n.Size); err != nil {
 		f.Close()
-		b.warn(path, err)
+		b.skipFile(path, err)
 		return &future{skip: true, done: closed()}
 	}
 	segs := b.ck.Plan(n.Size, data)
@@ -842,7 +849,7 @@ func (s *fileState) segDone(err error) {
 			s.fut.err = context.Cause(b.ctx)
 			return
 		}
-		b.warn(s.path, s.err)
+		b.skipFile(s.path, s.err)
 		s.fut.skip = true
 		return
 	}

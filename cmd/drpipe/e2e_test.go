@@ -960,6 +960,18 @@ func TestBadInput(t *testing.T) {
 	if strings.Contains(r2.stderr, "\r") {
 		t.Errorf("warnings carry a progress-line carriage return although no progress is drawn: %q", r2.stderr)
 	}
+	// The summary counts the files the snapshot holds, not the one left out.
+	entries := 0
+	filepath.WalkDir(src2, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			entries++
+		}
+		return nil
+	})
+	snaps := e.snapshotsJSON(repoDir)
+	if sum, _ := snaps[len(snaps)-1]["summary"].(map[string]any); sum == nil || sum["files"] != float64(entries-1) {
+		t.Errorf("summary of the backup with an unreadable file: %v, want %d files", sum, entries-1)
+	}
 	// The snapshot was written and holds every other file.
 	partial := filepath.Join(e.dir, "partial")
 	e.ok("restore", "--repo", repoDir, "latest", "--target", partial)
