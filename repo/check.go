@@ -35,9 +35,17 @@ type PackDamage struct {
 	Details []string `json:"details,omitempty"`
 	// Repairable is true while at least K shards are intact.
 	Repairable bool `json:"repairable"`
-	// BadBlobs counts blobs that failed to decrypt even after rebuild.
+	// BadBlobs counts blobs that failed to decrypt even after rebuild,
+	// or, for a pack that cannot be rebuilt (BlobsRead), that cannot be
+	// read from its data shards either.
 	BadBlobs int `json:"bad_blobs,omitempty"`
-	// Files and Snapshots are what the damage touches.
+	// BlobsRead is true when the pack could not be rebuilt and check read
+	// every blob the index lists for it from the data shards, one by one,
+	// as a restore does: blobs the damage missed still read intact.
+	BlobsRead bool `json:"blobs_read,omitempty"`
+	// Files and Snapshots are what the damage touches: every file with
+	// data in the pack, or, once check --read-data found blobs lost
+	// (BadBlobs), only the files with data in those blobs.
 	Files     []string `json:"files,omitempty"`
 	Snapshots []string `json:"snapshots,omitempty"`
 	// Unusable is true when reading the pack failed although enough
@@ -174,10 +182,11 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 		d.Repairable = len(d.Missing)+len(d.Corrupt) <= d.M && d.BadBlobs == 0 && !d.Unusable
 	}
 
-	// Which files and snapshots does the damage touch?
+	// Which files and snapshots does the damage touch? Where every blob
+	// of a pack was read and some were lost, the others are not touched.
 	damagedPack := func(x id.ID) (id.ID, bool) {
 		for _, l := range r.Lookup(x) {
-			if d := damaged[l.Pack.ID]; d != nil {
+			if d := damaged[l.Pack.ID]; d != nil && (d.BadBlobs == 0 || badBlob[x]) {
 				return l.Pack.ID, true
 			}
 		}
@@ -327,6 +336,7 @@ func (r *Repository) readAllPacks(ctx context.Context, o CheckOptions, packs map
 	var wg sync.WaitGroup
 	work := make(chan id.ID)
 	done := 0
+	var unbuilt []id.ID // packs that did not rebuild: their blobs are read one by one
 	for i := 0; i < o.Workers; i++ {
 		wg.Add(1)
 		go func() {
@@ -367,7 +377,12 @@ func (r *Repository) readAllPacks(ctx context.Context, o CheckOptions, packs map
 					}
 					if err != nil && ctx.Err() == nil {
 						d.Details = append(d.Details, err.Error())
-						d.Unusable = true
+						if res == nil || res.Pack != nil || d.K+d.M-len(d.Missing)-len(d.Corrupt) >= d.K {
+							d.Unusable = true
+						}
+						if res != nil && res.Pack == nil {
+							unbuilt = append(unbuilt, pid)
+						}
 					}
 					d.BadBlobs += len(bad)
 					for _, b := range bad {
@@ -390,7 +405,58 @@ func (r *Repository) readAllPacks(ctx context.Context, o CheckOptions, packs map
 	}
 	close(work)
 	wg.Wait()
-	return ctx.Err()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return r.readUnbuilt(ctx, unbuilt, packs, damaged, badBlob)
+}
+
+// readUnbuilt reads, one by one from the data shards, every blob the index
+// lists in the packs that could not be rebuilt, as a restore reads them,
+// and counts those that do not read intact as lost (BadBlobs, badBlob).
+// The damage of such a pack often spares most of its blobs: a missing
+// data shard loses only the blobs stored in it, a flipped byte only the
+// blob it lies in.
+func (r *Repository) readUnbuilt(ctx context.Context, unbuilt []id.ID, packs map[id.ID]*packState, damaged map[id.ID]*PackDamage, badBlob map[id.ID]bool) error {
+	if len(unbuilt) == 0 {
+		return nil
+	}
+	entries := map[id.ID][]BlobEntry{}
+	for _, pid := range unbuilt {
+		entries[pid] = nil
+	}
+	if err := r.EachBlob(func(p PackInfo, e BlobEntry) error {
+		if es, ok := entries[p.ID]; ok {
+			entries[p.ID] = append(es, e)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, pid := range unbuilt {
+		intact := map[id.ID]bool{}
+		err := r.LoadBlobs(ctx, packs[pid].info, entries[pid], func(e BlobEntry, _ []byte) error {
+			intact[e.ID] = true
+			return nil
+		})
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
+		d := damaged[pid]
+		d.BlobsRead = true
+		for _, e := range entries[pid] {
+			if !intact[e.ID] && !badBlob[e.ID] {
+				badBlob[e.ID] = true
+				d.BadBlobs++
+			}
+		}
+		if err == nil && d.BadBlobs == 0 {
+			d.Details = append(d.Details, fmt.Sprintf("all %d blobs still read intact from the data shards", len(entries[pid])))
+		} else {
+			d.Details = append(d.Details, fmt.Sprintf("%d of %d blobs cannot be read from the data shards either", d.BadBlobs, len(entries[pid])))
+		}
+	}
+	return nil
 }
 
 func mergeInts(a, b []int) []int {

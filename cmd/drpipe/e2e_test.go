@@ -826,10 +826,10 @@ func TestBadInput(t *testing.T) {
 	expect("tampered pack", r, 1, victim)
 	named := affectedFiles(r.stdout, victim)
 	// Restoring from the tampered repository fails loudly, naming the
-	// pack and each file it could not bring back (all of them named by
-	// check, which may name more: it counts every file with data in the
-	// pack, the restore reads the blobs the tampering missed); check
-	// removed nothing.
+	// pack and each file it could not bring back: exactly the files check
+	// named (it reads the blobs of a pack that does not rebuild one by
+	// one, as the restore does, so files whose blobs the tampering missed
+	// are not named); check removed nothing.
 	tampered := filepath.Join(e.dir, "tampered-restore")
 	r = e.run("restore", "--repo", repoDir, good.SnapshotID, "--target", tampered)
 	if r.code == 0 || !strings.Contains(r.stderr, victim[:8]) {
@@ -844,9 +844,9 @@ func TestBadInput(t *testing.T) {
 	for _, rel := range lost {
 		lostPaths = append(lostPaths, filepath.Join(src, rel))
 	}
-	if unnamed := setDiff(lostPaths, named); len(unnamed) > 0 {
-		t.Errorf("check names %d files as affected by tampered pack %s; the restore could not bring back %d more: %q",
-			len(named), victim[:8], len(unnamed), firstN(unnamed, 5))
+	if unnamed, intact := setDiff(lostPaths, named), setDiff(named, lostPaths); len(unnamed)+len(intact) > 0 {
+		t.Errorf("check names %d files as affected by tampered pack %s, the restore lost %d: not named %q, named but restored intact %q",
+			len(named), victim[:8], len(lostPaths), firstN(unnamed, 5), firstN(intact, 5))
 	}
 	var wantFailed []string
 	for _, rel := range lost {
