@@ -616,9 +616,15 @@ type fileState struct {
 	fut       *future
 	segs      [][]repo.Extent
 	remaining atomic.Int32
+	counted   atomic.Int64 // bytes of finished segments, in the totals
+	retried   bool         // the second read of a file that shrank
 	mu        sync.Mutex
 	err       error
 }
+
+// testHookSegmentsPlanned, when set (by tests), runs after a file's
+// segments are planned and before they are read.
+var testHookSegmentsPlanned func(path string)
 
 type segJob struct {
 	fs  *fileState
@@ -727,7 +733,19 @@ func (b *backup) sameAs(first *linkedRead, path string, n *repo.Node) *future {
 }
 
 // readFile reads regular file path and stores its content in n.
-func (b *backup) readFile(path string, n *repo.Node) *future {
+func (b *backup) readFile(path string, n *repo.Node) *future { return b.read(path, n, false) }
+
+// shrankAgain says whether a read that failed with err is to be tried
+// once more: the file shrank while it was read (a log truncated or
+// rotated in place), and a second read takes it as it is now instead of
+// leaving it out of the snapshot.
+func (b *backup) shrankAgain(err error, retried bool) bool {
+	return !retried && errors.Is(err, chunking.ErrShortRead) && b.ctx.Err() == nil
+}
+
+// read is readFile; retried is set on the second read of a file that
+// shrank during the first.
+func (b *backup) read(path string, n *repo.Node, retried bool) *future {
 	f, err := openNoPoll(path, unix.O_RDONLY, 0)
 	if err != nil {
 		b.skipFile(path, err)
@@ -750,6 +768,10 @@ func (b *backup) readFile(path string, n *repo.Node) *future {
 	var read inodeIdent
 	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
 		read = inodeIdent{uint64(sys.Dev), sys.Ino, time.Unix(sys.Ctim.Sec, sys.Ctim.Nsec)}
+		if retried {
+			// The node takes the times of what is read now.
+			n.ModTime, n.ChangeTime = st.ModTime(), read.ctime
+		}
 	}
 	var src io.ReaderAt = f
 	var closeSrc func() error
@@ -764,6 +786,9 @@ func (b *backup) readFile(path string, n *repo.Node) *future {
 		data = []chunking.Range{{Off: 0, Len: n.Size}}
 	} else if data, err = chunking.DataRanges(f, n.Size); err != nil {
 		f.Close()
+		if b.shrankAgain(err, retried) {
+			return b.read(path, n, true)
+		}
 		b.skipFile(path, err)
 		return &future{skip: true, done: closed()}
 	}
@@ -778,8 +803,11 @@ func (b *backup) readFile(path string, n *repo.Node) *future {
 		close(fut.done)
 		return fut
 	}
-	s := &fileState{b: b, path: path, f: f, size: st.Size(), mtime: st.ModTime(), src: src, closeSrc: closeSrc, fut: fut, segs: make([][]repo.Extent, len(segs))}
+	s := &fileState{b: b, path: path, f: f, size: st.Size(), mtime: st.ModTime(), src: src, closeSrc: closeSrc, fut: fut, segs: make([][]repo.Extent, len(segs)), retried: retried}
 	s.remaining.Store(int32(len(segs)))
+	if testHookSegmentsPlanned != nil {
+		testHookSegmentsPlanned(path)
+	}
 	for i, seg := range segs {
 		if closeSrc == nil { // offsets are file offsets (not a virtual disk)
 			prefetch(f, seg)
@@ -834,16 +862,30 @@ func (s *fileState) segDone(err error) {
 	if s.remaining.Add(-1) != 0 {
 		return
 	}
-	if st, err := s.f.Stat(); err == nil && (st.Size() != s.size || !st.ModTime().Equal(s.mtime)) {
+	b := s.b
+	if b.shrankAgain(s.err, s.retried) && s.closeSrc == nil {
+		// Read it again as it is now; what the first read counted is
+		// taken back out of the totals.
+		s.f.Close()
+		b.bytesDone.Add(-s.counted.Load())
+		b.progress.AddDone(0, -s.counted.Load())
+		go func() {
+			own := b.read(s.path, s.fut.node, true)
+			<-own.done
+			s.fut.err, s.fut.skip, s.fut.read = own.err, own.skip, own.read
+			close(s.fut.done)
+		}()
+		return
+	}
+	if st, err := s.f.Stat(); err == nil && s.err == nil && (st.Size() != s.size || !st.ModTime().Equal(s.mtime)) {
 		// Kept (like any crash-consistent copy) but the operator is told.
-		s.b.warn(s.path, errors.New("file changed while it was read; the snapshot holds a mix of old and new content"))
+		b.warn(s.path, errors.New("file changed while it was read; the snapshot holds a mix of old and new content"))
 	}
 	if s.closeSrc != nil {
 		s.closeSrc()
 	}
 	s.f.Close()
 	defer close(s.fut.done)
-	b := s.b
 	if s.err != nil {
 		if b.ctx.Err() != nil {
 			s.fut.err = context.Cause(b.ctx)
@@ -935,6 +977,7 @@ func (b *backup) segment(ch *chunking.Chunker, j segJob) error {
 		out = append(out, repo.Extent{ID: x, Len: e.Len})
 	}
 	j.fs.segs[j.i] = out
+	j.fs.counted.Add(j.seg.Len)
 	b.bytesDone.Add(j.seg.Len)
 	b.progress.AddDone(0, j.seg.Len)
 	return nil

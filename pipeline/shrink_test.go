@@ -1,0 +1,91 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+
+	"github.com/drpipe/drpipe/internal/sample"
+)
+
+// shrinkWhilePlanned makes the file at path shrink to keep bytes after
+// its segments are planned and before they are read, the first times
+// times it is read. It returns how often that happened.
+func shrinkWhilePlanned(t *testing.T, path string, keep int64, times int32) *atomic.Int32 {
+	t.Helper()
+	var n atomic.Int32
+	testHookSegmentsPlanned = func(p string) {
+		if p != path || n.Load() >= times {
+			return
+		}
+		n.Add(1)
+		if err := os.Truncate(p, keep); err != nil {
+			t.Error(err)
+		}
+	}
+	t.Cleanup(func() { testHookSegmentsPlanned = nil })
+	return &n
+}
+
+// A file truncated while it is read (a log rotated in place) is read
+// again as it is now, not left out of the snapshot, and without warning.
+func TestShrinkingFileReadAgain(t *testing.T) {
+	r, _ := newRepo(t)
+	src := filepath.Join(t.TempDir(), "src")
+	os.MkdirAll(src, 0o755)
+	log := filepath.Join(src, "app.log")
+	os.WriteFile(log, sample.Text(rand.New(rand.NewPCG(4, 4)), 6<<20), 0o644)
+	os.WriteFile(filepath.Join(src, "other"), []byte("unchanged"), 0o644)
+	shrunk := shrinkWhilePlanned(t, log, 1<<20, 1)
+	res, err := Backup(context.Background(), r, BackupOptions{Host: "h", Paths: []string{src}})
+	if err != nil || res.Warnings != 0 {
+		t.Fatalf("backup of a file that shrank once: %v, %d warnings", err, res.Warnings)
+	}
+	if shrunk.Load() != 1 {
+		t.Fatalf("the file shrank %d times, want 1", shrunk.Load())
+	}
+	if res.Summary.Files != 2 || res.Summary.BytesTotal != 1<<20+int64(len("unchanged")) {
+		t.Errorf("summary %d files, %d bytes; want 2 files of %d bytes, counted once", res.Summary.Files, res.Summary.BytesTotal, 1<<20+len("unchanged"))
+	}
+	dst := filepath.Join(t.TempDir(), "dst")
+	if _, err := Restore(context.Background(), r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile(log)
+	got, err := os.ReadFile(filepath.Join(dst, log))
+	if err != nil || !bytes.Equal(got, want) {
+		t.Errorf("restored app.log: %d bytes (%v), want the %d bytes it holds now", len(got), err, len(want))
+	}
+	compare(t, src, filepath.Join(dst, src))
+}
+
+// A file that shrinks during both reads is left out with a warning, once.
+func TestShrinkingFileTwiceLeftOut(t *testing.T) {
+	r, _ := newRepo(t)
+	src := filepath.Join(t.TempDir(), "src")
+	os.MkdirAll(src, 0o755)
+	log := filepath.Join(src, "app.log")
+	os.WriteFile(log, sample.Text(rand.New(rand.NewPCG(5, 5)), 6<<20), 0o644)
+	os.WriteFile(filepath.Join(src, "other"), []byte("unchanged"), 0o644)
+	var keep int64 = 3 << 20
+	var n atomic.Int32
+	testHookSegmentsPlanned = func(p string) {
+		if p == log && n.Add(1) <= 2 {
+			os.Truncate(p, keep)
+			keep /= 2
+		}
+	}
+	t.Cleanup(func() { testHookSegmentsPlanned = nil })
+	res, err := Backup(context.Background(), r, BackupOptions{Host: "h", Paths: []string{src}})
+	if !errors.Is(err, ErrPartial) || res == nil || res.Warnings != 1 {
+		t.Fatalf("backup of a file that shrank twice: %v, %+v; want one warning", err, res)
+	}
+	if res.Summary.Files != 1 || res.Summary.BytesTotal != int64(len("unchanged")) {
+		t.Errorf("summary %d files, %d bytes; want only the other file", res.Summary.Files, res.Summary.BytesTotal)
+	}
+}
