@@ -40,8 +40,8 @@ type PackDamage struct {
 	// read from its data shards either.
 	BadBlobs int `json:"bad_blobs,omitempty"`
 	// BlobsRead is true when the pack could not be rebuilt and check read
-	// every blob the index lists for it from the data shards, one by one,
-	// as a restore does: blobs the damage missed still read intact.
+	// every blob the index lists for it from the data shards, as a
+	// restore does (LoadBlobs): blobs the damage missed still read intact.
 	BlobsRead bool `json:"blobs_read,omitempty"`
 	// Files and Snapshots are what the damage touches: every file with
 	// data in the pack, or, once check --read-data found blobs lost
@@ -152,7 +152,7 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 	}
 
 	damaged := map[id.ID]*PackDamage{}
-	badBlob := map[id.ID]bool{}
+	badBlob := map[packBlob]bool{}
 	for pid, ps := range packs {
 		n := int(ps.info.K) + int(ps.info.M)
 		want := int64(erasure.HeaderSize(ps.info.Params())) + int64(ps.info.ShardSize)
@@ -186,7 +186,9 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 	// of a pack was read and some were lost, the others are not touched.
 	damagedPack := func(x id.ID) (id.ID, bool) {
 		for _, l := range r.Lookup(x) {
-			if d := damaged[l.Pack.ID]; d != nil && (d.BadBlobs == 0 || badBlob[x]) {
+			// A pack whose blobs were each decoded (rebuilt, or read one
+			// by one) touches only the files of the blobs it lost there.
+			if d := damaged[l.Pack.ID]; d != nil && (!d.BlobsRead && d.BadBlobs == 0 || badBlob[packBlob{l.Pack.ID, x}]) {
 				return l.Pack.ID, true
 			}
 		}
@@ -326,7 +328,7 @@ func (r *Repository) scanPacks(ctx context.Context, rep *CheckReport) (map[id.ID
 }
 
 // readAllPacks verifies every shard and blob.
-func (r *Repository) readAllPacks(ctx context.Context, o CheckOptions, packs map[id.ID]*packState, damaged map[id.ID]*PackDamage, badBlob map[id.ID]bool, rep *CheckReport) error {
+func (r *Repository) readAllPacks(ctx context.Context, o CheckOptions, packs map[id.ID]*packState, damaged map[id.ID]*PackDamage, badBlob map[packBlob]bool, rep *CheckReport) error {
 	ids := make([]id.ID, 0, len(packs))
 	for pid := range packs {
 		ids = append(ids, pid)
@@ -336,7 +338,7 @@ func (r *Repository) readAllPacks(ctx context.Context, o CheckOptions, packs map
 	var wg sync.WaitGroup
 	work := make(chan id.ID)
 	done := 0
-	var unbuilt []id.ID // packs that did not rebuild: their blobs are read one by one
+	var unbuilt []id.ID // packs that did not rebuild: their blobs are read from the data shards
 	for i := 0; i < o.Workers; i++ {
 		wg.Add(1)
 		go func() {
@@ -386,7 +388,7 @@ func (r *Repository) readAllPacks(ctx context.Context, o CheckOptions, packs map
 					}
 					d.BadBlobs += len(bad)
 					for _, b := range bad {
-						badBlob[b] = true
+						badBlob[packBlob{pid, b}] = true
 					}
 				}
 				done++
@@ -411,13 +413,14 @@ func (r *Repository) readAllPacks(ctx context.Context, o CheckOptions, packs map
 	return r.readUnbuilt(ctx, unbuilt, packs, damaged, badBlob)
 }
 
-// readUnbuilt reads, one by one from the data shards, every blob the index
-// lists in the packs that could not be rebuilt, as a restore reads them,
+// readUnbuilt reads from the data shards every blob the index lists in the
+// packs that could not be rebuilt, as a restore reads them (LoadBlobs,
+// which reads the blobs of each shard on their own when a range fails),
 // and counts those that do not read intact as lost (BadBlobs, badBlob).
 // The damage of such a pack often spares most of its blobs: a missing
 // data shard loses only the blobs stored in it, a flipped byte only the
 // blob it lies in.
-func (r *Repository) readUnbuilt(ctx context.Context, unbuilt []id.ID, packs map[id.ID]*packState, damaged map[id.ID]*PackDamage, badBlob map[id.ID]bool) error {
+func (r *Repository) readUnbuilt(ctx context.Context, unbuilt []id.ID, packs map[id.ID]*packState, damaged map[id.ID]*PackDamage, badBlob map[packBlob]bool) error {
 	if len(unbuilt) == 0 {
 		return nil
 	}
@@ -435,7 +438,9 @@ func (r *Repository) readUnbuilt(ctx context.Context, unbuilt []id.ID, packs map
 	}
 	for _, pid := range unbuilt {
 		intact := map[id.ID]bool{}
-		err := r.LoadBlobs(ctx, packs[pid].info, entries[pid], func(e BlobEntry, _ []byte) error {
+		// Its error names the blobs that did not read; every blob not
+		// delivered is counted below.
+		_ = r.LoadBlobs(ctx, packs[pid].info, entries[pid], func(e BlobEntry, _ []byte) error {
 			intact[e.ID] = true
 			return nil
 		})
@@ -444,20 +449,26 @@ func (r *Repository) readUnbuilt(ctx context.Context, unbuilt []id.ID, packs map
 		}
 		d := damaged[pid]
 		d.BlobsRead = true
+		blobs := map[id.ID]bool{} // a pack listed by two index objects lists its blobs twice
 		for _, e := range entries[pid] {
-			if !intact[e.ID] && !badBlob[e.ID] {
-				badBlob[e.ID] = true
+			blobs[e.ID] = true
+			if k := (packBlob{pid, e.ID}); !intact[e.ID] && !badBlob[k] {
+				badBlob[k] = true
 				d.BadBlobs++
 			}
 		}
-		if err == nil && d.BadBlobs == 0 {
-			d.Details = append(d.Details, fmt.Sprintf("all %d blobs still read intact from the data shards", len(entries[pid])))
+		if d.BadBlobs == 0 {
+			d.Details = append(d.Details, fmt.Sprintf("all %d blobs still read intact from the data shards", len(blobs)))
 		} else {
-			d.Details = append(d.Details, fmt.Sprintf("%d of %d blobs cannot be read from the data shards either", d.BadBlobs, len(entries[pid])))
+			d.Details = append(d.Details, fmt.Sprintf("%d of %d blobs cannot be read from the data shards either", d.BadBlobs, len(blobs)))
 		}
 	}
 	return nil
 }
+
+// packBlob is one blob in one pack: a blob stored in several packs may be
+// lost in one and intact in another.
+type packBlob struct{ pack, blob id.ID }
 
 func mergeInts(a, b []int) []int {
 	m := map[int]bool{}

@@ -117,9 +117,12 @@ type BlobRef struct {
 
 // LoadBlobs reads the given blobs, all from pack p, calling fn for each
 // with its plaintext (valid only during the call). Nearby blobs are read
-// with one ranged request. Blobs that fail are retried through a parity
-// rebuild of the pack. fn is called at most once per entry; the order
-// follows the pack. The first error from fn stops the call.
+// with one ranged request; when it fails, the blobs of each shard it spans
+// are read on their own, so a missing shard costs only its own blobs.
+// Blobs that still fail are retried through a parity rebuild of the pack.
+// fn is called at most once per entry; the order follows the pack, except
+// that blobs delivered through the rebuild come last. The first error from
+// fn stops the call.
 func (r *Repository) LoadBlobs(ctx context.Context, p PackInfo, entries []BlobEntry, fn func(BlobEntry, []byte) error) error {
 	return r.LoadBlobsBuf(ctx, p, entries, nil, fn)
 }
@@ -145,6 +148,49 @@ func (r *Repository) LoadBlobsBuf(ctx context.Context, p PackInfo, entries []Blo
 	const maxGap = 1 << 20
 	const maxSpan = 8 << 20
 	var failed []BlobEntry
+	// readSpan reads es (sorted, one ranged request) and hands each blob
+	// to fn. When the request fails and the blobs lie in more than one
+	// shard (a missing or unreadable shard fails the whole request), each
+	// run of blobs in the same shards is read alone, so that the blobs the
+	// damage spared are still read directly.
+	var readSpan func(es []BlobEntry, split bool) error
+	readSpan = func(es []BlobEntry, split bool) error {
+		start := int64(es[0].Offset)
+		end := start
+		for _, e := range es {
+			end = max(end, int64(e.Offset)+int64(e.Length))
+		}
+		raw, err := r.readPackRange(ctx, p, start, end-start, rawBuf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if groups := shardGroups(p, es); split && len(groups) > 1 {
+				for _, g := range groups {
+					if err := readSpan(g, false); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			failed = append(failed, es...)
+			return nil
+		}
+		rawBuf = raw
+		for _, e := range es {
+			o := int64(e.Offset) - start
+			out, derr := r.decodeBlobInPlace(buf[:0], raw[o:o+int64(e.Length)], int(e.RawLength), e.ID)
+			if derr != nil {
+				failed = append(failed, e)
+				continue
+			}
+			buf = out
+			if err := fn(e, out); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	for i := 0; i < len(es); {
 		j := i + 1
 		start := int64(es[i].Offset)
@@ -157,28 +203,9 @@ func (r *Repository) LoadBlobsBuf(ctx context.Context, p PackInfo, entries []Blo
 			end = max(end, s+int64(es[j].Length))
 			j++
 		}
-		raw, err := r.readPackRange(ctx, p, start, end-start, rawBuf)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			failed = append(failed, es[i:j]...)
-			i = j
-			continue
+		if err := readSpan(es[i:j], true); err != nil {
+			return err
 		}
-		for _, e := range es[i:j] {
-			o := int64(e.Offset) - start
-			out, derr := r.decodeBlobInPlace(buf[:0], raw[o:o+int64(e.Length)], int(e.RawLength), e.ID)
-			if derr != nil {
-				failed = append(failed, e)
-				continue
-			}
-			buf = out
-			if err := fn(e, out); err != nil {
-				return err
-			}
-		}
-		rawBuf = raw
 		i = j
 	}
 	if len(failed) == 0 {
@@ -203,6 +230,38 @@ func (r *Repository) LoadBlobsBuf(ctx context.Context, p PackInfo, entries []Blo
 		}
 	}
 	return nil
+}
+
+// shardGroups cuts es (sorted by offset) into runs of blobs that lie in
+// the same shards of p.
+func shardGroups(p PackInfo, es []BlobEntry) [][]BlobEntry {
+	ss := int64(p.ShardSize)
+	if ss <= 0 {
+		return [][]BlobEntry{es}
+	}
+	shards := func(e BlobEntry) (int64, int64) {
+		first := int64(e.Offset) / ss
+		last := first
+		if e.Length > 0 {
+			last = (int64(e.Offset) + int64(e.Length) - 1) / ss
+		}
+		return first, last
+	}
+	var out [][]BlobEntry
+	i := 0
+	for i < len(es) {
+		f, l := shards(es[i])
+		j := i + 1
+		for j < len(es) {
+			if f2, l2 := shards(es[j]); f2 != f || l2 != l {
+				break
+			}
+			j++
+		}
+		out = append(out, es[i:j])
+		i = j
+	}
+	return out
 }
 
 type reconstructed struct {

@@ -504,10 +504,14 @@ func (a *app) printCheck(rep *repo.CheckReport) {
 		state := "repairable (run drpipe repair)"
 		switch {
 		case d.Repairable:
+		case d.K+d.M-len(d.Missing)-len(d.Corrupt) < d.K && d.BlobsRead && d.BadBlobs == 0:
+			state = "LOST: fewer than K intact shards, but every blob still reads from the data shards"
 		case d.K+d.M-len(d.Missing)-len(d.Corrupt) < d.K && d.BlobsRead:
 			state = fmt.Sprintf("LOST: fewer than K intact shards; %d blobs cannot be read (the files below), the others still can", d.BadBlobs)
 		case d.K+d.M-len(d.Missing)-len(d.Corrupt) < d.K:
 			state = "LOST: fewer than K intact shards"
+		case d.BlobsRead && d.BadBlobs == 0:
+			state = "NOT REPAIRABLE: its shards do not give a usable pack, but every blob still reads from the data shards"
 		case d.BlobsRead:
 			state = fmt.Sprintf("NOT REPAIRABLE: its shards do not give a usable pack; %d blobs cannot be read (the files below), the others still can", d.BadBlobs)
 		case d.BadBlobs > 0:

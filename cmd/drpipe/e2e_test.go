@@ -443,6 +443,13 @@ func TestErasureCodingDamageAndRepair(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stdout, victim) || !strings.Contains(r.stdout, "LOST") || !strings.Contains(r.stdout, "affects files") {
 		t.Errorf("check with 3 of 6 shards gone: exit %d, want non-zero naming pack %s as LOST with files:\n%s", r.code, victim[:8], r.stdout)
 	}
+	// Without --read-data check names every file with data in the pack;
+	// with it, only the files whose blobs do not read (checked below).
+	plainNamed := affectedFiles(r.stdout, victim)
+	r = e.run("check", "--repo", repoDir, "--read-data")
+	if r.code == 0 || !strings.Contains(r.stdout, victim) || !strings.Contains(r.stdout, "LOST") {
+		t.Errorf("check --read-data with 3 of 6 shards gone: exit %d, want non-zero naming pack %s as LOST:\n%s", r.code, victim[:8], r.stdout)
+	}
 	checkOut := r.stdout
 	target2 := filepath.Join(e.dir, "r2")
 	r = e.run("restore", "--repo", repoDir, "latest", "--target", target2)
@@ -467,6 +474,9 @@ func TestErasureCodingDamageAndRepair(t *testing.T) {
 		unnamed, wrong := setDiff(wantPaths, got), setDiff(got, wantPaths)
 		t.Errorf("check names %d files as affected by lost pack %s, the restore could not bring back %d: not named %q, named but intact %q",
 			len(got), victim[:8], len(wantPaths), firstN(unnamed, 5), firstN(wrong, 5))
+	}
+	if missed := setDiff(wantPaths, plainNamed); len(missed) > 0 {
+		t.Errorf("check without --read-data does not name %q, which the restore lost", firstN(missed, 5))
 	}
 	if !strings.Contains(checkOut, "in snapshots: "+b.SnapshotID[:8]) {
 		t.Errorf("check does not name snapshot %s as affected:\n%s", b.SnapshotID[:8], checkOut)
