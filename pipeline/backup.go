@@ -437,7 +437,7 @@ func (b *backup) vdirFuture(v *vdir, n *repo.Node, parent map[string]*repo.Node)
 		if c.leaf {
 			fi, err := os.Lstat(c.path)
 			if err != nil {
-				return &future{err: fmt.Errorf("stat %s: %w", c.path, err), done: closed()}
+				return b.abandon(fmt.Errorf("stat %s: %w", c.path, err), kids)
 			}
 			kids = append(kids, b.entry(c.path, fi, pn))
 			continue
@@ -449,6 +449,22 @@ func (b *backup) vdirFuture(v *vdir, n *repo.Node, parent map[string]*repo.Node)
 		kids = append(kids, b.vdirFuture(c, nil, sub))
 	}
 	return b.finishDir(v.path, n, kids)
+}
+
+// abandon fails the backup with err and returns a future that completes
+// with err once the children already started have stopped: until then
+// they may still be queueing segments, and the queues close only after
+// the root's future is done.
+func (b *backup) abandon(err error, kids []*future) *future {
+	b.fatal(err)
+	f := &future{err: err, done: make(chan struct{})}
+	go func() {
+		for _, k := range kids {
+			k.wait()
+		}
+		close(f.done)
+	}()
+	return f
 }
 
 // parentTreeNodes loads a parent tree as a name map (nil on any problem:
@@ -769,8 +785,10 @@ func (b *backup) read(path string, n *repo.Node, retried bool) *future {
 	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
 		read = inodeIdent{uint64(sys.Dev), sys.Ino, time.Unix(sys.Ctim.Sec, sys.Ctim.Nsec)}
 		if retried {
-			// The node takes the times of what is read now.
-			n.ModTime, n.ChangeTime = st.ModTime(), read.ctime
+			// The node describes what is read now (the same inode after
+			// an in-place truncation; a rotation may have replaced it).
+			n.Mode, n.ModTime, n.ChangeTime = st.Mode(), st.ModTime(), read.ctime
+			n.UID, n.GID, n.Inode, n.DeviceID = sys.Uid, sys.Gid, sys.Ino, uint64(sys.Dev)
 		}
 	}
 	var src io.ReaderAt = f
@@ -892,6 +910,9 @@ func (s *fileState) segDone(err error) {
 			return
 		}
 		b.skipFile(s.path, s.err)
+		// The segments read before the failure are not in the snapshot.
+		b.bytesDone.Add(-s.counted.Load())
+		b.progress.AddDone(0, -s.counted.Load())
 		s.fut.skip = true
 		return
 	}

@@ -89,3 +89,94 @@ func TestShrinkingFileTwiceLeftOut(t *testing.T) {
 		t.Errorf("summary %d files, %d bytes; want only the other file", res.Summary.Files, res.Summary.BytesTotal)
 	}
 }
+
+// A file of two segments that shrinks during both reads is left out, and
+// the segments read before each failure are taken back out of the totals.
+func TestShrinkingLargeFileTwiceNotCounted(t *testing.T) {
+	r, _ := newRepo(t)
+	src := filepath.Join(t.TempDir(), "src")
+	os.MkdirAll(src, 0o755)
+	log := filepath.Join(src, "app.log")
+	os.WriteFile(log, sample.Text(rand.New(rand.NewPCG(5, 5)), 40<<20), 0o644)
+	os.WriteFile(filepath.Join(src, "other"), []byte("unchanged"), 0o644)
+	sizes := []int64{36 << 20, 33 << 20}
+	var n atomic.Int32
+	testHookSegmentsPlanned = func(p string) {
+		if p == log {
+			if i := n.Add(1); i <= 2 {
+				os.Truncate(p, sizes[i-1])
+			}
+		}
+	}
+	t.Cleanup(func() { testHookSegmentsPlanned = nil })
+	res, err := Backup(context.Background(), r, BackupOptions{Host: "h", Paths: []string{src}})
+	if !errors.Is(err, ErrPartial) || res == nil || res.Warnings != 1 {
+		t.Fatalf("backup: %v, %+v", err, res)
+	}
+	if res.Summary.Files != 1 || res.Summary.BytesTotal != int64(len("unchanged")) {
+		t.Errorf("summary %d files, %d bytes; want 1 file of %d bytes (the left-out file's bytes are counted)", res.Summary.Files, res.Summary.BytesTotal, len("unchanged"))
+	}
+}
+
+// A file of two segments shrinking once: the totals count it once, as it
+// is now.
+func TestShrinkingLargeFileOnceCountedOnce(t *testing.T) {
+	r, _ := newRepo(t)
+	src := filepath.Join(t.TempDir(), "src")
+	os.MkdirAll(src, 0o755)
+	log := filepath.Join(src, "app.log")
+	os.WriteFile(log, sample.Text(rand.New(rand.NewPCG(5, 5)), 40<<20), 0o644)
+	shrinkWhilePlanned(t, log, 36<<20, 1)
+	res, err := Backup(context.Background(), r, BackupOptions{Host: "h", Paths: []string{src}})
+	if err != nil || res.Warnings != 0 {
+		t.Fatalf("backup: %v, %+v", err, res)
+	}
+	if res.Summary.Files != 1 || res.Summary.BytesTotal != 36<<20 {
+		t.Errorf("summary %d files, %d bytes; want 1 of %d", res.Summary.Files, res.Summary.BytesTotal, 36<<20)
+	}
+}
+
+// A file with two names that shrinks while its first name is read: once,
+// both names hold what it is now; twice, both are left out.
+func TestShrinkingHardLinkedFile(t *testing.T) {
+	for _, times := range []int32{1, 2} {
+		r, _ := newRepo(t)
+		src := filepath.Join(t.TempDir(), "src")
+		os.MkdirAll(src, 0o755)
+		log := filepath.Join(src, "a.log")
+		os.WriteFile(log, sample.Text(rand.New(rand.NewPCG(4, 4)), 6<<20), 0o644)
+		if err := os.Link(log, filepath.Join(src, "b.log")); err != nil {
+			t.Fatal(err)
+		}
+		var shrunk atomic.Int32
+		keeps := []int64{3 << 20, 1 << 20}
+		if times == 1 {
+			keeps = []int64{1 << 20}
+		}
+		testHookSegmentsPlanned = func(p string) {
+			if p == log {
+				if i := shrunk.Add(1); int(i) <= len(keeps) {
+					os.Truncate(p, keeps[i-1])
+				}
+			}
+		}
+		res, err := Backup(context.Background(), r, BackupOptions{Host: "h", Paths: []string{src}})
+		if (times == 1) != (err == nil) {
+			t.Fatalf("times %d: backup: %v", times, err)
+		}
+		wantWarn := int(times - 1)
+		if res.Warnings != wantWarn || res.Summary.Files != int64(2-wantWarn) || res.Summary.BytesTotal != int64(2-wantWarn)<<20 {
+			t.Errorf("times %d: %d warnings, %d files, %d bytes", times, res.Warnings, res.Summary.Files, res.Summary.BytesTotal)
+		}
+		dst := filepath.Join(t.TempDir(), "dst")
+		if _, err := Restore(context.Background(), r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
+			t.Fatal(err)
+		}
+		want, _ := os.ReadFile(log)
+		got, err := os.ReadFile(filepath.Join(dst, src, "b.log"))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("times %d: restored b.log: %d bytes (%v), want %d", times, len(got), err, len(want))
+		}
+		testHookSegmentsPlanned = nil
+	}
+}
