@@ -512,17 +512,22 @@ func restoreGroup(ctx context.Context, r *repo.Repository, vms []*PlannedVM, tar
 		items := bySnap[key]
 		snapID, _, _ := strings.Cut(key, "\x00")
 		sn, err := r.FindSnapshot(ctx, snapID, "")
+		if errors.Is(err, repo.ErrBadSnapshotRef) {
+			// Not the operator's argument (exit 2): the VM's record
+			// names it.
+			return fmt.Errorf("VM %s names snapshot %q, which is not one snapshot id (%v); run drpipe drsite plan again", items[0].vm.Name, snapID, err)
+		}
 		if err != nil {
 			return fmt.Errorf("find snapshot %s: %w", snapID, err)
 		}
-		staging := filepath.Join(filepath.Dir(filepath.Dir(items[0].t.final)), ".drpipe-restore-"+snapID[:8])
+		staging := filepath.Join(filepath.Dir(filepath.Dir(items[0].t.final)), ".drpipe-restore-"+sn.ID().Short())
 		var include []string
 		for _, it := range items {
 			include = append(include, it.disk.Path)
 		}
-		progress("  restoring %d disks from snapshot %s", len(include), snapID[:8])
+		progress("  restoring %d disks from snapshot %s", len(include), sn.ID().Short())
 		if _, err := pipeline.Restore(ctx, r, sn, pipeline.RestoreOptions{Target: staging, Include: include, Workers: o.RestoreWorkers, Progress: o.RestoreProgress}); err != nil {
-			return fmt.Errorf("restore disks of %s from snapshot %s: %w", items[0].vm.Name, snapID[:8], err)
+			return fmt.Errorf("restore disks of %s from snapshot %s: %w", items[0].vm.Name, sn.ID().Short(), err)
 		}
 		for _, it := range items {
 			src := filepath.Join(staging, filepath.FromSlash(it.disk.Path))

@@ -334,7 +334,7 @@ func TestFindSnapshot(t *testing.T) {
 			t.Errorf("FindSnapshot(%q, %q) = %v, %v; want %s", tc.ref, tc.host, s, err, tc.want.Short())
 		}
 	}
-	for _, bad := range []string{"", "zz", "latest!"} {
+	for _, bad := range []string{"", "zz", "latest!", ids[0].String() + "0"} {
 		if _, err := r.FindSnapshot(ctx, bad, ""); !errors.Is(err, ErrBadSnapshotRef) {
 			t.Errorf("FindSnapshot(%q) = %v, want a bad reference", bad, err)
 		}

@@ -195,6 +195,9 @@ func (r *Repository) FindSnapshot(ctx context.Context, ref, host string) (*Snaps
 			return nil, fmt.Errorf("%w %q: it is neither latest nor a hex id prefix", ErrBadSnapshotRef, ref)
 		}
 	}
+	if len(ref) > 2*len(id.ID{}) {
+		return nil, fmt.Errorf("%w %q: longer than a snapshot id (%d hex digits)", ErrBadSnapshotRef, ref, 2*len(id.ID{}))
+	}
 	ids, err := r.ListSnapshotIDs(ctx)
 	if err != nil {
 		return nil, err

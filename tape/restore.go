@@ -43,6 +43,9 @@ func FindSnapshots(cat *Catalog, ref, setID string) ([]SnapshotRef, error) {
 	if ref != "latest" && strings.Trim(ref, "0123456789abcdef") != "" {
 		return nil, fmt.Errorf("%w %q: it is neither latest nor a hex id prefix", repo.ErrBadSnapshotRef, ref)
 	}
+	if len(ref) > 2*len(id.ID{}) {
+		return nil, fmt.Errorf("%w %q: longer than a snapshot id (%d hex digits)", repo.ErrBadSnapshotRef, ref, 2*len(id.ID{}))
+	}
 	var all []SnapshotRef
 	matchIDs := map[id.ID]bool{}
 	var newest *SnapshotRef
