@@ -452,9 +452,15 @@ func (rs *restorer) restoreDisk(n *repo.Node, sp, dp string) error {
 		// that name or an earlier conversion took it (disk.qcow2 and
 		// disk.vhdx both to raw): then dc01.vhdx.raw. Never two disks
 		// written to one file.
+		taken := func(p string) bool { return rs.dirNames[filepath.Base(p)] || rs.converted[p] }
 		conv := strings.TrimSuffix(dp, filepath.Ext(dp)) + format.Ext()
-		if rs.dirNames[filepath.Base(conv)] || rs.converted[conv] {
+		if taken(conv) {
 			conv = dp + format.Ext()
+		}
+		// The fallback may be taken too (the snapshot holds dc01.raw and
+		// dc01.vhdx.raw): dc01.vhdx.2.raw, and so on.
+		for i := 2; taken(conv); i++ {
+			conv = fmt.Sprintf("%s.%d%s", dp, i, format.Ext())
 		}
 		rs.converted[conv] = true
 		dp = conv
@@ -462,7 +468,6 @@ func (rs *restorer) restoreDisk(n *repo.Node, sp, dp string) error {
 	if format == vmdisk.Raw && !m.Layer {
 		return rs.file(rawNode(n, filepath.Base(dp)), dp)
 	}
-	rs.files.Add(1)
 	rs.total.Add(n.Size)
 	o := vmdisk.WriteOptions{Format: format}
 	var src vmdisk.Source
@@ -495,9 +500,10 @@ func (rs *restorer) restoreDisk(n *repo.Node, sp, dp string) error {
 		rs.fail(dp, err)
 		return nil
 	}
+	rs.files.Add(1) // only now: a disk that failed is listed, not counted
 	rs.written.Add(res.DataBytes)
 	rs.progress.AddDone(1, n.Size)
-	if err := rs.applyMeta(dp, n); err != nil {
+	if err := rs.applyMeta(dp, n, rs.inheritsACL(dp)); err != nil {
 		rs.fail(dp, err)
 	}
 	return nil

@@ -66,8 +66,12 @@ type restorer struct {
 	progress Progress
 	root     id.ID // the snapshot's tree, for disk chains
 
-	tasks   chan packTask
-	wg      sync.WaitGroup
+	tasks chan packTask
+	wg    sync.WaitGroup
+	// open holds a token per output file open from creation until its
+	// last extent is written (openLimit), so that a batch of thousands
+	// of small files cannot run the process out of descriptors.
+	open    chan struct{}
 	batch   []target
 	batchSz int64
 	batchN  int // batches flushed so far (for the ramp in batchLimits)
@@ -89,6 +93,9 @@ type restorer struct {
 
 	matched map[string]bool // the includes some snapshot path matched (walker only)
 	created map[string]bool // directories this restore created, empty at first (walker only)
+	// Directories holding a default ACL (walker only): what is created in
+	// them inherits it, and drops what the snapshot did not record.
+	defACL map[string]bool
 
 	// For disks restored in another format (walker only): the names in
 	// the directory being walked, and the converted paths already used.
@@ -110,6 +117,7 @@ type linkFirst struct {
 type dirMeta struct {
 	path string
 	node *repo.Node
+	acl  bool // created with an inherited ACL
 }
 
 // outFile is a file being restored; it is finalised when its last extent
@@ -122,6 +130,7 @@ type outFile struct {
 	mu      sync.Mutex
 	err     error
 	res     *restorer
+	acl     bool // created with an inherited ACL (see dropInheritedACLs)
 	// Under mu: finished once the file is complete (err final), and
 	// the hard links made to it meanwhile (reported with it if it fails).
 	finished bool
@@ -159,6 +168,37 @@ func (rs *restorer) batchLimits() (int64, int) {
 	return batchBytes >> shift, batchTargets >> shift
 }
 
+// openLimit is how many output files a restore keeps open at once: more
+// than a full batch's worth where descriptors are plentiful, half the
+// soft RLIMIT_NOFILE otherwise (the other half for pack reads, the index
+// and the backend's connections).
+func openLimit() int {
+	n := 2 * batchTargets
+	var lim unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) == nil && lim.Cur != unix.RLIM_INFINITY {
+		n = min(n, int(lim.Cur/2))
+	}
+	return max(n, 16)
+}
+
+// acquireOpen takes a token for one more open output file. When none is
+// free, the batch being gathered is handed to the readers first: its
+// files hold tokens until their extents are written.
+func (rs *restorer) acquireOpen() error {
+	select {
+	case rs.open <- struct{}{}:
+		return nil
+	default:
+	}
+	rs.flushBatch()
+	select {
+	case rs.open <- struct{}{}:
+		return nil
+	case <-rs.ctx.Done():
+		return rs.ctx.Err()
+	}
+}
+
 // Restore writes snapshot sn (or its Include subset) below o.Target.
 // Files whose data cannot be read are reported in the result and make the
 // error wrap ErrRestoreIncomplete; everything else is still restored.
@@ -178,7 +218,7 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, o Resto
 	if err := os.MkdirAll(o.Target, 0o700); err != nil {
 		return nil, fmt.Errorf("create target %s: %w", o.Target, err)
 	}
-	rs := &restorer{r: r, o: o, ctx: ctx, progress: o.Progress, root: sn.Tree, tasks: make(chan packTask, o.Workers), matched: map[string]bool{"/": true}, created: map[string]bool{}, linked: map[linkKey]linkFirst{}, converted: map[string]bool{}}
+	rs := &restorer{r: r, o: o, ctx: ctx, progress: o.Progress, root: sn.Tree, tasks: make(chan packTask, o.Workers), open: make(chan struct{}, openLimit()), matched: map[string]bool{"/": true}, created: map[string]bool{}, defACL: map[string]bool{}, linked: map[linkKey]linkFirst{}, converted: map[string]bool{}}
 	for i := 0; i < o.Workers; i++ {
 		rs.wg.Add(1)
 		go rs.reader()
@@ -202,7 +242,7 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, o Resto
 	// not disturb their times.
 	sort.Slice(rs.dirsMD, func(i, j int) bool { return len(rs.dirsMD[i].path) > len(rs.dirsMD[j].path) })
 	for _, d := range rs.dirsMD {
-		if err := rs.applyDirMeta(d.path, d.node); err != nil {
+		if err := rs.applyDirMeta(d.path, d.node, d.acl); err != nil {
 			rs.fail(d.path, err)
 		}
 	}
@@ -249,6 +289,13 @@ func (rs *restorer) walk(tree id.ID, snapPath, dst string) error {
 			return err
 		}
 		rs.fail(dst, err) // the rest of the snapshot is still restored
+		// Includes below are accounted for by this failure: they may well
+		// exist, and are not to be reported as missing from the snapshot.
+		for _, inc := range rs.o.Include {
+			if strings.HasPrefix(inc, snapPath+"/") {
+				rs.matched[inc] = true
+			}
+		}
 		return nil
 	}
 	seen := make(map[string]bool, len(t.Nodes))
@@ -288,7 +335,7 @@ func (rs *restorer) walk(tree id.ID, snapPath, dst string) error {
 				if err := rs.walk(*n.Subtree, sp, dp); err != nil {
 					return err
 				}
-				rs.dirsMD = append(rs.dirsMD, dirMeta{dp, n})
+				rs.dirsMD = append(rs.dirsMD, dirMeta{dp, n, rs.created[dp] && rs.inheritsACL(dp)})
 			}
 			continue
 		}
@@ -312,7 +359,7 @@ func (rs *restorer) node(n *repo.Node, sp, dp string) error {
 				return err
 			}
 		}
-		rs.dirsMD = append(rs.dirsMD, dirMeta{dp, n})
+		rs.dirsMD = append(rs.dirsMD, dirMeta{dp, n, rs.created[dp] && rs.inheritsACL(dp)})
 	case repo.NodeFile:
 		if n.Disk != nil {
 			return rs.restoreDisk(n, sp, dp) // VM disk image (disk.go)
@@ -328,7 +375,7 @@ func (rs *restorer) node(n *repo.Node, sp, dp string) error {
 			return nil
 		}
 		rs.files.Add(1)
-		if err := rs.applyMeta(dp, n); err != nil {
+		if err := rs.applyMeta(dp, n, false); err != nil { // symlinks have no ACLs
 			rs.fail(dp, err)
 		}
 	case repo.NodeDev, repo.NodeCharDev, repo.NodeFIFO:
@@ -350,7 +397,7 @@ func (rs *restorer) node(n *repo.Node, sp, dp string) error {
 			return nil
 		}
 		rs.files.Add(1)
-		if err := rs.applyMeta(dp, n); err != nil {
+		if err := rs.applyMeta(dp, n, rs.inheritsACL(dp)); err != nil {
 			rs.fail(dp, err)
 		}
 	default:
@@ -376,7 +423,11 @@ func (rs *restorer) ensureDir(p string) error {
 	if err := unix.Unlink(p); err != nil {
 		return &fs.PathError{Op: "replace with a directory", Path: p, Err: err}
 	}
-	return os.Mkdir(p, 0o700)
+	err = os.Mkdir(p, 0o700)
+	if err == nil {
+		rs.created[p] = true
+	}
+	return err
 }
 
 // clearEntry makes way at p for a new file, symlink or device: whatever
@@ -424,13 +475,17 @@ func (rs *restorer) file(n *repo.Node, dp string) error {
 		rs.fail(dp, err)
 		return nil
 	}
+	if err := rs.acquireOpen(); err != nil {
+		return err
+	}
 	// O_EXCL: a fresh inode, never one that appeared here meanwhile.
 	f, err := openNoPoll(dp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
+		<-rs.open
 		rs.fail(dp, err)
 		return nil
 	}
-	of := &outFile{path: dp, node: n, f: f, res: rs}
+	of := &outFile{path: dp, node: n, f: f, res: rs, acl: rs.inheritsACL(dp)}
 	of.pending.Store(1) // held by the walker until all extents are queued
 	if newFirst {
 		rs.linked[key] = linkFirst{of: of, sum: sum}
@@ -544,11 +599,12 @@ func (of *outFile) release() {
 	rs := of.res
 	if of.err == nil {
 		// Through the descriptor: no path lookups, and after the last write.
-		if err := rs.applyMetaFd(of.f, of.path, of.node); err != nil {
+		if err := rs.applyMetaFd(of.f, of.path, of.node, of.acl); err != nil {
 			of.err = err
 		}
 	}
 	cerr := of.f.Close()
+	<-rs.open
 	of.mu.Lock()
 	if of.err == nil && cerr != nil {
 		of.err = cerr
@@ -561,6 +617,15 @@ func (of *outFile) release() {
 		// Not restored: counted when created, uncounted now (the result
 		// and the summary say how many files came back).
 		rs.files.Add(-1 - int64(len(links)))
+		if errors.Is(of.err, context.Canceled) || errors.Is(of.err, context.DeadlineExceeded) {
+			// Interrupted: no file is left under its real name with only
+			// part of its content (nothing lists it after Ctrl-C). A
+			// file with lost chunks is kept, listed, for salvage.
+			for _, p := range append(links, of.path) {
+				os.Remove(p)
+			}
+			return
+		}
 		rs.fail(of.path, of.err)
 		for _, l := range links {
 			rs.fail(l, fmt.Errorf("hard link to %s, which failed (the same file: see there)", of.path))
@@ -631,25 +696,7 @@ func (rs *restorer) reader() {
 func (rs *restorer) readPack(task packTask, bufs *repo.ReadBuffers) {
 	done := map[id.ID]bool{}
 	err := rs.r.LoadBlobsBuf(rs.ctx, task.pack, task.entries, bufs, func(e repo.BlobEntry, data []byte) error {
-		zero := isZero(data)
-		for _, t := range task.targets[e.ID] {
-			if int64(len(data)) != t.len {
-				t.file.setErr(fmt.Errorf("chunk %s has %d bytes, extent says %d", e.ID.Short(), len(data), t.len))
-			} else if !zero {
-				if _, err := t.file.f.WriteAt(data, t.off); err != nil {
-					t.file.setErr(fmt.Errorf("write at offset %d: %w", t.off, err))
-				} else {
-					rs.written.Add(t.len)
-				}
-			} else if end := t.off + t.len; end == t.file.node.Size {
-				// Not written (a hole), but it ends the file: set the size.
-				if err := t.file.f.Truncate(end); err != nil {
-					t.file.setErr(fmt.Errorf("set size %d: %w", end, err))
-				}
-			}
-			rs.progress.AddDone(0, t.len)
-			t.file.release()
-		}
+		rs.deliver(e.ID, data, task.targets[e.ID])
 		done[e.ID] = true
 		return nil
 	})
@@ -661,10 +708,44 @@ func (rs *restorer) readPack(task packTask, bufs *repo.ReadBuffers) {
 		if cause == nil {
 			cause = errors.New("blob not delivered")
 		}
+		// The batch read only the first copy the index lists. Another
+		// writer (or a repack) may have stored the blob in another pack
+		// too: LoadBlob tries every copy, rebuilding from parity as needed.
+		if rs.ctx.Err() == nil && len(rs.r.Lookup(x)) > 1 {
+			data, lerr := rs.r.LoadBlob(rs.ctx, repo.DataBlob, x, nil)
+			if lerr == nil {
+				rs.deliver(x, data, ts)
+				continue
+			}
+			cause = lerr
+		}
 		for _, t := range ts {
 			t.file.setErr(fmt.Errorf("chunk %s at offset %d in pack %s: %w", x.Short(), t.off, task.pack.ID.Short(), cause))
 			t.file.release()
 		}
+	}
+}
+
+// deliver writes the plaintext of blob x to its targets, and releases them.
+func (rs *restorer) deliver(x id.ID, data []byte, ts []target) {
+	zero := isZero(data)
+	for _, t := range ts {
+		if int64(len(data)) != t.len {
+			t.file.setErr(fmt.Errorf("chunk %s has %d bytes, extent says %d", x.Short(), len(data), t.len))
+		} else if !zero {
+			if _, err := t.file.f.WriteAt(data, t.off); err != nil {
+				t.file.setErr(fmt.Errorf("write at offset %d: %w", t.off, err))
+			} else {
+				rs.written.Add(t.len)
+			}
+		} else if end := t.off + t.len; end == t.file.node.Size {
+			// Not written (a hole), but it ends the file: set the size.
+			if err := t.file.f.Truncate(end); err != nil {
+				t.file.setErr(fmt.Errorf("set size %d: %w", end, err))
+			}
+		}
+		rs.progress.AddDone(0, t.len)
+		t.file.release()
 	}
 }
 
@@ -690,7 +771,7 @@ var isRoot = os.Geteuid() == 0
 
 // applyMeta sets ownership (when permitted), extended attributes, mode
 // and times of a restored item without following symlinks.
-func (rs *restorer) applyMeta(path string, n *repo.Node) error {
+func (rs *restorer) applyMeta(path string, n *repo.Node, acl bool) error {
 	if isRoot {
 		if err := os.Lchown(path, int(n.UID), int(n.GID)); err != nil {
 			return fmt.Errorf("chown: %w", err)
@@ -698,6 +779,9 @@ func (rs *restorer) applyMeta(path string, n *repo.Node) error {
 	}
 	// After chown, which clears security.capability.
 	xerr := rs.setXattrs(-1, path, n)
+	if acl {
+		xerr = errors.Join(xerr, dropInheritedACLs(-1, path, n))
+	}
 	if n.Type != repo.NodeSymlink {
 		// chmod follows symlinks: make sure none took this entry's place.
 		if fi, err := os.Lstat(path); err != nil || fi.Mode()&fs.ModeSymlink != 0 {
@@ -721,17 +805,17 @@ func (rs *restorer) applyMeta(path string, n *repo.Node) error {
 // applyDirMeta sets a restored directory's metadata through a descriptor
 // opened without following a symlink: if something replaced the directory
 // since it was made, its target outside the restore is left alone.
-func (rs *restorer) applyDirMeta(path string, n *repo.Node) error {
+func (rs *restorer) applyDirMeta(path string, n *repo.Node, acl bool) error {
 	f, err := openNoPoll(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return fmt.Errorf("set directory metadata: %w", err)
 	}
 	defer f.Close()
-	return rs.applyMetaFd(f, path, n)
+	return rs.applyMetaFd(f, path, n, acl)
 }
 
 // applyMetaFd is applyMeta for an open file or directory.
-func (rs *restorer) applyMetaFd(f *os.File, path string, n *repo.Node) error {
+func (rs *restorer) applyMetaFd(f *os.File, path string, n *repo.Node, acl bool) error {
 	fd := int(f.Fd())
 	if isRoot {
 		if err := unix.Fchown(fd, int(n.UID), int(n.GID)); err != nil {
@@ -739,6 +823,9 @@ func (rs *restorer) applyMetaFd(f *os.File, path string, n *repo.Node) error {
 		}
 	}
 	xerr := rs.setXattrs(fd, path, n)
+	if acl {
+		xerr = errors.Join(xerr, dropInheritedACLs(fd, path, n))
+	}
 	// After the extended attributes: setting an ACL changes the group
 	// bits, and the mode recorded with it matches that ACL.
 	if err := unix.Fchmod(fd, uint32(n.Mode.Perm())|unixModeBits(n.Mode)); err != nil {
@@ -770,6 +857,48 @@ func (rs *restorer) setXattrs(fd int, path string, n *repo.Node) error {
 		rs.mu.Unlock()
 	}
 	return err
+}
+
+// inheritsACL reports whether an entry created at p inherited an ACL from
+// its directory's default ACL, asked once per directory. A directory this
+// restore made there inherited it as its own default ACL too.
+func (rs *restorer) inheritsACL(p string) bool {
+	dir := filepath.Dir(p)
+	has, ok := rs.defACL[dir]
+	if !ok {
+		_, err := unix.Getxattr(dir, aclDefault, nil)
+		has = err == nil
+		rs.defACL[dir] = has
+	}
+	return has
+}
+
+const (
+	aclAccess  = "system.posix_acl_access"
+	aclDefault = "system.posix_acl_default"
+)
+
+// dropInheritedACLs removes the POSIX ACLs an entry inherited from the
+// target directory's default ACL when the snapshot recorded none for it:
+// a restore into a shared directory must not grant its users access to
+// what is restored (an ACL entry "user:bob:rwx" with a restored mode of
+// 0640 lets bob read the file).
+func dropInheritedACLs(fd int, path string, n *repo.Node) error {
+	for _, name := range []string{aclAccess, aclDefault} {
+		if _, ok := n.Xattrs[name]; ok {
+			continue
+		}
+		var err error
+		if fd >= 0 {
+			err = unix.Fremovexattr(fd, name)
+		} else {
+			err = unix.Lremovexattr(path, name)
+		}
+		if err != nil && err != unix.ENODATA && err != unix.ENOTSUP {
+			return fmt.Errorf("remove inherited %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // unixModeBits maps Go's setuid, setgid and sticky flags to chmod bits.
