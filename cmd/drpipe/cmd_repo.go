@@ -388,6 +388,10 @@ func (a *app) restoreCmd() *cobra.Command {
 					return usagef("--path %q is empty (an unset shell variable?): give a path as it was backed up, or leave --path out to restore the whole snapshot", p)
 				}
 			}
+			df, err := a.diskFormatFlag(cmd) // a usage error before anything is opened
+			if err != nil {
+				return err
+			}
 			r, fb, err := a.openMaybeTiered(ctx, fromTiers)
 			if err != nil {
 				return err
@@ -406,10 +410,6 @@ func (a *app) restoreCmd() *cobra.Command {
 				cnt.AddTotal(sn.Summary.Files, sn.Summary.BytesTotal)
 			}
 			start := time.Now()
-			df, err := a.diskFormatFlag(cmd)
-			if err != nil {
-				return err
-			}
 			res, err := pipeline.Restore(ctx, r, sn, pipeline.RestoreOptions{Target: target, Include: paths, Progress: cnt, Workers: a.v.GetInt("restore.workers"), DiskFormat: df})
 			bar.Stop()
 			if res == nil {

@@ -113,6 +113,7 @@ func TestArgumentErrorsExit2(t *testing.T) {
 		{[]string{"snapshots", "--repo", repoDir, "extra"}, `unknown command "extra"`},
 		{[]string{"restore", "--repo", repoDir, "zzzz", "--target", filepath.Join(e.dir, "t")}, "neither latest nor a hex id prefix"},
 		{[]string{"forget", "--repo", repoDir, "latest!"}, "neither latest nor a hex id prefix"},
+		{[]string{"restore", "--repo", filepath.Join(e.dir, "none"), "latest", "--target", filepath.Join(e.dir, "t"), "--disk-format", "bogus"}, "unknown disk format"},
 	} {
 		r := e.run(c.args...)
 		if r.code != 2 || !strings.Contains(r.stderr, c.want) {
