@@ -172,14 +172,7 @@ func TestRestoreManySmallFilesFewDescriptors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var old syscall.Rlimit
-	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old)
-	lim := old
-	lim.Cur = 4096
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old)
+	limitOpenFiles(t, 4096)
 	dst := filepath.Join(t.TempDir(), "dst")
 	start := time.Now()
 	rr, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst})

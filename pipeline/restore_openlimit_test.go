@@ -31,14 +31,7 @@ func TestRestoreTinyOpenLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var old syscall.Rlimit
-	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old)
-	lim := old
-	lim.Cur = 128
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old)
+	limitOpenFiles(t, 128)
 	dst := filepath.Join(t.TempDir(), "dst")
 	if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
 		t.Fatal(err)
@@ -60,4 +53,20 @@ func TestRestoreTinyOpenLimit(t *testing.T) {
 	if !errors.Is(err, ErrRestoreIncomplete) || rr == nil || len(rr.Failed) == 0 {
 		t.Fatalf("restore with a lost pack: %v", err)
 	}
+}
+
+// limitOpenFiles lowers the process's soft descriptor limit to n for the
+// rest of the test.
+func limitOpenFiles(t *testing.T, n uint64) {
+	t.Helper()
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	lim := old
+	lim.Cur = n
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) })
 }

@@ -32,15 +32,28 @@ func shrinkWhilePlanned(t *testing.T, path string, keep int64, times int32) *ato
 	return &n
 }
 
+// logSource makes a source directory holding app.log (size bytes of text)
+// and, with other, a small file named other; it returns the source and
+// the log's path.
+func logSource(t *testing.T, size int, seed uint64, other bool) (src, log string) {
+	t.Helper()
+	src = filepath.Join(t.TempDir(), "src")
+	os.MkdirAll(src, 0o755)
+	log = filepath.Join(src, "app.log")
+	if err := os.WriteFile(log, sample.Text(rand.New(rand.NewPCG(seed, seed)), size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if other {
+		os.WriteFile(filepath.Join(src, "other"), []byte("unchanged"), 0o644)
+	}
+	return src, log
+}
+
 // A file truncated while it is read (a log rotated in place) is read
 // again as it is now, not left out of the snapshot, and without warning.
 func TestShrinkingFileReadAgain(t *testing.T) {
 	r, _ := newRepo(t)
-	src := filepath.Join(t.TempDir(), "src")
-	os.MkdirAll(src, 0o755)
-	log := filepath.Join(src, "app.log")
-	os.WriteFile(log, sample.Text(rand.New(rand.NewPCG(4, 4)), 6<<20), 0o644)
-	os.WriteFile(filepath.Join(src, "other"), []byte("unchanged"), 0o644)
+	src, log := logSource(t, 6<<20, 4, true)
 	shrunk := shrinkWhilePlanned(t, log, 1<<20, 1)
 	res, err := Backup(context.Background(), r, BackupOptions{Host: "h", Paths: []string{src}})
 	if err != nil || res.Warnings != 0 {
@@ -67,11 +80,7 @@ func TestShrinkingFileReadAgain(t *testing.T) {
 // A file that shrinks during both reads is left out with a warning, once.
 func TestShrinkingFileTwiceLeftOut(t *testing.T) {
 	r, _ := newRepo(t)
-	src := filepath.Join(t.TempDir(), "src")
-	os.MkdirAll(src, 0o755)
-	log := filepath.Join(src, "app.log")
-	os.WriteFile(log, sample.Text(rand.New(rand.NewPCG(5, 5)), 6<<20), 0o644)
-	os.WriteFile(filepath.Join(src, "other"), []byte("unchanged"), 0o644)
+	src, log := logSource(t, 6<<20, 5, true)
 	var keep int64 = 3 << 20
 	var n atomic.Int32
 	testHookSegmentsPlanned = func(p string) {
@@ -94,11 +103,7 @@ func TestShrinkingFileTwiceLeftOut(t *testing.T) {
 // the segments read before each failure are taken back out of the totals.
 func TestShrinkingLargeFileTwiceNotCounted(t *testing.T) {
 	r, _ := newRepo(t)
-	src := filepath.Join(t.TempDir(), "src")
-	os.MkdirAll(src, 0o755)
-	log := filepath.Join(src, "app.log")
-	os.WriteFile(log, sample.Text(rand.New(rand.NewPCG(5, 5)), 40<<20), 0o644)
-	os.WriteFile(filepath.Join(src, "other"), []byte("unchanged"), 0o644)
+	src, log := logSource(t, 40<<20, 5, true)
 	sizes := []int64{36 << 20, 33 << 20}
 	var n atomic.Int32
 	testHookSegmentsPlanned = func(p string) {
@@ -122,10 +127,7 @@ func TestShrinkingLargeFileTwiceNotCounted(t *testing.T) {
 // is now.
 func TestShrinkingLargeFileOnceCountedOnce(t *testing.T) {
 	r, _ := newRepo(t)
-	src := filepath.Join(t.TempDir(), "src")
-	os.MkdirAll(src, 0o755)
-	log := filepath.Join(src, "app.log")
-	os.WriteFile(log, sample.Text(rand.New(rand.NewPCG(5, 5)), 40<<20), 0o644)
+	src, log := logSource(t, 40<<20, 5, false)
 	shrinkWhilePlanned(t, log, 36<<20, 1)
 	res, err := Backup(context.Background(), r, BackupOptions{Host: "h", Paths: []string{src}})
 	if err != nil || res.Warnings != 0 {
@@ -141,10 +143,7 @@ func TestShrinkingLargeFileOnceCountedOnce(t *testing.T) {
 func TestShrinkingHardLinkedFile(t *testing.T) {
 	for _, times := range []int32{1, 2} {
 		r, _ := newRepo(t)
-		src := filepath.Join(t.TempDir(), "src")
-		os.MkdirAll(src, 0o755)
-		log := filepath.Join(src, "a.log")
-		os.WriteFile(log, sample.Text(rand.New(rand.NewPCG(4, 4)), 6<<20), 0o644)
+		src, log := logSource(t, 6<<20, 4, false)
 		if err := os.Link(log, filepath.Join(src, "b.log")); err != nil {
 			t.Fatal(err)
 		}
