@@ -419,6 +419,13 @@ func closed() chan struct{} { c := make(chan struct{}); close(c); return c }
 func (b *backup) vdirFuture(v *vdir, n *repo.Node, parent map[string]*repo.Node) *future {
 	if v.path != "/" {
 		fi, err := os.Lstat(v.path)
+		if err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+			// A directory above a backup path reached through a symlink
+			// (/var/lib/libvirt -> /srv/libvirt): the snapshot holds the
+			// path as given, so this name is a directory there (a symlink
+			// node cannot hold the entries below it).
+			fi, err = os.Stat(v.path)
+		}
 		if err != nil {
 			return &future{err: fmt.Errorf("stat %s: %w", v.path, err), done: closed()}
 		}
@@ -762,7 +769,10 @@ func (b *backup) shrankAgain(err error, retried bool) bool {
 // read is readFile; retried is set on the second read of a file that
 // shrank during the first.
 func (b *backup) read(path string, n *repo.Node, retried bool) *future {
-	f, err := openNoPoll(path, unix.O_RDONLY, 0)
+	// O_NONBLOCK: the path may no longer be a regular file (a FIFO put
+	// in its place would block the open, and the whole backup, forever);
+	// regular files ignore the flag. The type is checked below.
+	f, err := openSource(path)
 	if err != nil {
 		b.skipFile(path, err)
 		return &future{skip: true, done: closed()}
@@ -896,8 +906,10 @@ func (s *fileState) segDone(err error) {
 		return
 	}
 	if st, err := s.f.Stat(); err == nil && s.err == nil && (st.Size() != s.size || !st.ModTime().Equal(s.mtime)) {
-		// Kept (like any crash-consistent copy) but the operator is told.
-		b.warn(s.path, errors.New("file changed while it was read; the snapshot holds a mix of old and new content"))
+		// Kept (like any crash-consistent copy) but the operator is told;
+		// not a warning that makes the snapshot incomplete (exit 3): a
+		// live log grows under every backup.
+		b.progress.Warn(s.path, errors.New("file changed while it was read; the snapshot holds a mix of old and new content"))
 	}
 	if s.closeSrc != nil {
 		s.closeSrc()
@@ -1059,6 +1071,28 @@ func openNoPoll(path string, flags int, perm uint32) (*os.File, error) {
 		}
 		if err != nil {
 			return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+		}
+		return os.NewFile(uintptr(fd), path), nil
+	}
+}
+
+// openSource opens a file the walk saw as regular for reading. It opens
+// with O_NONBLOCK, so that a FIFO renamed over it since cannot block the
+// open (and the backup, beyond Ctrl-C) forever, then clears the flag
+// (the caller rejects what fstat does not show as regular) so that
+// os.NewFile does not try the runtime poller.
+func openSource(path string) (*os.File, error) {
+	for {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+		}
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, 0); err != nil {
+			unix.Close(fd)
+			return nil, &fs.PathError{Op: "fcntl", Path: path, Err: err}
 		}
 		return os.NewFile(uintptr(fd), path), nil
 	}

@@ -1,0 +1,145 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/drpipe/drpipe/repo"
+)
+
+// A backup path below a symlinked directory (/var/lib/libvirt -> /data/libvirt)
+// must restore the path's content.
+func TestBackupSymlinkedAncestor(t *testing.T) {
+	r, _ := newRepo(t)
+	base := t.TempDir()
+	real := filepath.Join(base, "real", "sub")
+	os.MkdirAll(real, 0o755)
+	os.WriteFile(filepath.Join(real, "f"), []byte("hello"), 0o644)
+	os.Symlink("real", filepath.Join(base, "link"))
+	p := filepath.Join(base, "link", "sub")
+	res, err := Backup(context.Background(), r, BackupOptions{Host: "h", Paths: []string{p}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := FindNode(context.Background(), r, res.Snapshot.Tree, filepath.Join(base, "link"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("node link: type %v target %q subtree %v", n.Type, n.LinkTarget, n.Subtree != nil)
+	dst := filepath.Join(t.TempDir(), "dst")
+	_, rerr := Restore(context.Background(), r, res.Snapshot, RestoreOptions{Target: dst})
+	got, err := os.ReadFile(filepath.Join(dst, p, "f"))
+	if rerr != nil || err != nil || string(got) != "hello" {
+		t.Fatalf("restore: %v; %s/f: %q %v", rerr, p, got, err)
+	}
+	if n.Type == repo.NodeSymlink {
+		t.Errorf("intermediate node recorded as a symlink with a subtree")
+	}
+}
+
+// An empty standard input is one empty file.
+func TestBackupStdinEmpty(t *testing.T) {
+	r, _ := newRepo(t)
+	res, err := Backup(context.Background(), r, BackupOptions{Host: "h", Stdin: bytes.NewReader(nil), StdinName: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Summary.Files != 1 || res.Summary.BytesTotal != 0 {
+		t.Errorf("summary %+v", res.Summary)
+	}
+	dst := filepath.Join(t.TempDir(), "dst")
+	if _, err := Restore(context.Background(), r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dst, "x"))
+	if err != nil || fi.Size() != 0 {
+		t.Fatalf("restored: %v %v", fi, err)
+	}
+}
+
+// Paths given twice or nested are backed up once.
+func TestBackupNestedPaths(t *testing.T) {
+	r, _ := newRepo(t)
+	src := filepath.Join(t.TempDir(), "src")
+	os.MkdirAll(filepath.Join(src, "sub"), 0o755)
+	os.WriteFile(filepath.Join(src, "sub", "f"), []byte("abc"), 0o644)
+	os.WriteFile(filepath.Join(src, "g"), []byte("de"), 0o644)
+	wd, _ := os.Getwd()
+	defer os.Chdir(wd)
+	os.Chdir(src)
+	res, err := Backup(context.Background(), r, BackupOptions{Host: "h", Paths: []string{src, "sub", src + "/", "./sub/f"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Summary.Files != 2 || res.Summary.BytesTotal != 5 || len(res.Snapshot.Paths) != 1 {
+		t.Errorf("summary %+v paths %v", res.Summary, res.Snapshot.Paths)
+	}
+}
+
+// A log that grows while it is read is kept as read with a notice: only a
+// file left out makes the snapshot incomplete (ErrPartial, exit code 3).
+func TestBackupGrowingFileNotPartial(t *testing.T) {
+	r, _ := newRepo(t)
+	src, log := logSource(t, 6<<20, 9, true)
+	testHookSegmentsPlanned = func(p string) {
+		if p == log {
+			f, _ := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+			f.Write([]byte("one more line\n"))
+			f.Close()
+		}
+	}
+	t.Cleanup(func() { testHookSegmentsPlanned = nil })
+	res, err := Backup(context.Background(), r, BackupOptions{Host: "h", Paths: []string{src}})
+	if err != nil || res.Summary.Files != 2 {
+		t.Errorf("a file that grew while read (kept in the snapshot): %v, %d files; want success with both files", err, res.Summary.Files)
+	}
+}
+
+// A later name of a hard-linked file that is read itself (the file changed
+// after its first name was opened) and that has meanwhile been replaced by a
+// FIFO: the open must not block the backup forever.
+func TestBackupReplacedByFIFONoHang(t *testing.T) {
+	r, _ := newRepo(t)
+	src := filepath.Join(t.TempDir(), "src")
+	os.MkdirAll(src, 0o755)
+	a, b, c := filepath.Join(src, "a"), filepath.Join(src, "b"), filepath.Join(src, "c")
+	big := make([]byte, 96<<20)
+	for i := range big {
+		big[i] = byte(i*7 + i>>13)
+	}
+	os.WriteFile(a, big, 0o644)
+	os.Link(a, b)
+	os.WriteFile(c, []byte("third"), 0o644)
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := unixMkfifo(fifo); err != nil {
+		t.Fatal(err)
+	}
+	testHookSegmentsPlanned = func(p string) {
+		switch p {
+		case a:
+			os.Chmod(a, 0o600) // b's lstat sees a new change time: b is read itself
+		case c:
+			os.Rename(fifo, b) // b is now a FIFO, after its lstat
+		}
+	}
+	t.Cleanup(func() { testHookSegmentsPlanned = nil })
+	done := make(chan error, 1)
+	go func() {
+		_, err := Backup(context.Background(), r, BackupOptions{Host: "h", Paths: []string{src}, Workers: 1})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Logf("backup: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("backup hangs opening a FIFO that replaced a regular file")
+	}
+}
+
+func unixMkfifo(p string) error { return unix.Mkfifo(p, 0o644) }
