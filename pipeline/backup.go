@@ -446,6 +446,13 @@ func (b *backup) vdirFuture(v *vdir, n *repo.Node, parent map[string]*repo.Node)
 			if err != nil {
 				return b.abandon(fmt.Errorf("stat %s: %w", c.path, err), kids)
 			}
+			if fi.Mode()&fs.ModeSymlink != 0 {
+				if st, err := os.Stat(c.path); err == nil && st.IsDir() {
+					// Stored as the link it is (as restic does), but an
+					// admin who meant the directory learns it now.
+					b.progress.Warn(c.path, errors.New("is a symlink to a directory: only the link is stored; give the directory it points to (or a path through it) to back up its contents"))
+				}
+			}
 			kids = append(kids, b.entry(c.path, fi, pn))
 			continue
 		}

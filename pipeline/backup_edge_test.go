@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -143,3 +144,25 @@ func TestBackupReplacedByFIFONoHang(t *testing.T) {
 }
 
 func unixMkfifo(p string) error { return unix.Mkfifo(p, 0o644) }
+
+// A backup path that is a symlink to a directory is stored as the link,
+// with a notice saying so; it does not make the snapshot incomplete.
+func TestBackupPathSymlinkToDirNotice(t *testing.T) {
+	r, _ := newRepo(t)
+	base := t.TempDir()
+	os.MkdirAll(filepath.Join(base, "real"), 0o755)
+	os.WriteFile(filepath.Join(base, "real", "f"), []byte("abc"), 0o644)
+	link := filepath.Join(base, "link")
+	if err := os.Symlink("real", link); err != nil {
+		t.Fatal(err)
+	}
+	var cnt Counter
+	res, err := Backup(context.Background(), r, BackupOptions{Host: "h", Paths: []string{link}, Progress: &cnt})
+	if err != nil || res.Warnings != 0 {
+		t.Fatalf("backup of a symlink path: %v, %d warnings", err, res.Warnings)
+	}
+	ws := cnt.Warnings()
+	if len(ws) != 1 || ws[0].Path != link || !strings.Contains(ws[0].Err.Error(), "symlink to a directory") {
+		t.Errorf("notices %v, want one about %s", ws, link)
+	}
+}
