@@ -49,6 +49,21 @@ func oneBlobFiles(t *testing.T, r *Repository, n, size int) []Extent {
 	return ext
 }
 
+// onlyDamage reloads r's index, runs check --read-data and returns the
+// damage of the one damaged pack it must find.
+func onlyDamage(t *testing.T, r *Repository) PackDamage {
+	t.Helper()
+	ctx := context.Background()
+	if err := r.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rep, _ := r.Check(ctx, CheckOptions{ReadData: true})
+	if len(rep.Damaged) != 1 {
+		t.Fatalf("damaged %+v", rep.Damaged)
+	}
+	return rep.Damaged[0]
+}
+
 // flipAt flips the byte at offset packOff of pack p in its data shard.
 func flipAt(t *testing.T, be tiers.Backend, p PackInfo, packOff int64) {
 	t.Helper()
@@ -79,14 +94,7 @@ func TestCheckUnbuiltPackIntactBlobsNameNoFiles(t *testing.T) {
 	be.Remove(ctx, p.ShardHandle(3))
 	be.Remove(ctx, p.ShardHandle(4))
 	flipAt(t, be, p, p.Length-2) // in the pack trailer: no blob lies there
-	if err := r.LoadIndex(ctx); err != nil {
-		t.Fatal(err)
-	}
-	rep, _ := r.Check(ctx, CheckOptions{ReadData: true})
-	if len(rep.Damaged) != 1 {
-		t.Fatalf("damaged %+v", rep.Damaged)
-	}
-	d := rep.Damaged[0]
+	d := onlyDamage(t, r)
 	if !d.BlobsRead || d.BadBlobs != 0 || len(d.Files) != 0 {
 		t.Errorf("pack without parity and a flipped trailer byte: blobs read %v, %d lost, files named %v; want every blob read intact and no file named (details %q)", d.BlobsRead, d.BadBlobs, d.Files, d.Details)
 	}
@@ -104,14 +112,7 @@ func TestCheckUnbuiltPackMissingDataShard(t *testing.T) {
 	for _, i := range []int{2, 3, 4} {
 		be.Remove(ctx, p.ShardHandle(i))
 	}
-	if err := r.LoadIndex(ctx); err != nil {
-		t.Fatal(err)
-	}
-	rep, _ := r.Check(ctx, CheckOptions{ReadData: true})
-	if len(rep.Damaged) != 1 {
-		t.Fatalf("damaged %+v", rep.Damaged)
-	}
-	d := rep.Damaged[0]
+	d := onlyDamage(t, r)
 	readable := 0
 	for _, e := range ext {
 		l := r.Lookup(e.ID)[0]
