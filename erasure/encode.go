@@ -3,12 +3,12 @@ package erasure
 import (
 	"fmt"
 	"math"
-	"runtime"
 	"sync"
 	"sync/atomic"
 
 	"github.com/klauspost/reedsolomon"
 
+	"github.com/drpipe/drpipe/internal/cpus"
 	"github.com/drpipe/drpipe/internal/id"
 )
 
@@ -124,11 +124,11 @@ func EncodeVersion(v int, p Params, pack []byte, buf []byte) (packID id.ID, shar
 // it over goroutines does not pay.
 const parallelMin = 256 << 10
 
-// parallel calls fn(i) for every i in [0, n), spread over up to GOMAXPROCS
+// parallel calls fn(i) for every i in [0, n), spread over up to cpus.N()
 // goroutines when the total work (in bytes) is large enough. It returns
 // when all calls are done.
 func parallel(n int, work int64, fn func(i int)) {
-	workers := min(runtime.GOMAXPROCS(0), n)
+	workers := min(cpus.N(), n)
 	if workers <= 1 || work < parallelMin {
 		for i := range n {
 			fn(i)

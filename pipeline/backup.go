@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -22,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/drpipe/drpipe/chunking"
+	"github.com/drpipe/drpipe/internal/cpus"
 	"github.com/drpipe/drpipe/internal/hugepage"
 	"github.com/drpipe/drpipe/internal/id"
 	"github.com/drpipe/drpipe/repo"
@@ -43,7 +43,7 @@ type BackupOptions struct {
 	NoParent bool
 	// Inventory is stored in the snapshot (VM inventory, opaque here).
 	Inventory json.RawMessage
-	// Workers is the number of chunking workers (default GOMAXPROCS+2).
+	// Workers is the number of chunking workers (default cpus.N()+2).
 	Workers int
 	// Progress receives counters (default NoProgress).
 	Progress Progress
@@ -148,7 +148,7 @@ func Backup(ctx context.Context, r *repo.Repository, o BackupOptions) (*BackupRe
 	if o.Workers <= 0 {
 		// Two more than cores: while a worker waits for the disk, the
 		// others keep the CPUs busy.
-		o.Workers = runtime.GOMAXPROCS(0) + 2
+		o.Workers = cpus.N() + 2
 	}
 	if o.Progress == nil {
 		o.Progress = NoProgress{}

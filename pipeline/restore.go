@@ -9,7 +9,6 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -19,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/drpipe/drpipe/internal/cpus"
 	"github.com/drpipe/drpipe/internal/id"
 	"github.com/drpipe/drpipe/repo"
 )
@@ -31,7 +31,7 @@ type RestoreOptions struct {
 	// listed in the snapshot) and everything below them. Empty restores
 	// everything.
 	Include []string
-	// Workers is the number of concurrent pack readers (default 2×GOMAXPROCS).
+	// Workers is the number of concurrent pack readers (default 2×cpus.N()).
 	Workers int
 	// Progress receives counters (default NoProgress).
 	Progress Progress
@@ -207,7 +207,7 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, o Resto
 		return nil, errors.New("restore needs --target DIR")
 	}
 	if o.Workers <= 0 {
-		o.Workers = 2 * runtime.GOMAXPROCS(0)
+		o.Workers = 2 * cpus.N()
 	}
 	if o.Progress == nil {
 		o.Progress = NoProgress{}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/drpipe/drpipe/internal/cpus"
 	"github.com/drpipe/drpipe/internal/id"
 )
 
@@ -83,7 +84,7 @@ var (
 
 func codecs() {
 	decOnce.Do(func() {
-		sd, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(MaxBlobSize), zstd.WithDecodeAllCapLimit(true))
+		sd, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(cpus.N()), zstd.WithDecoderMaxMemory(MaxBlobSize), zstd.WithDecodeAllCapLimit(true))
 		if err != nil {
 			panic(err) // static options; cannot fail
 		}

@@ -18,11 +18,12 @@ size_t ZSTD_compressBound(size_t srcSize);
 import "C"
 
 import (
-	"runtime"
 	"sync"
 	"unsafe"
 
 	_ "github.com/DataDog/zstd" // links the C library the declarations above name
+
+	"github.com/drpipe/drpipe/internal/cpus"
 )
 
 // ZstdEncoder names the implementation that compresses new blobs, for
@@ -31,7 +32,7 @@ const ZstdEncoder = "libzstd 1.5.7 (C, cgo)"
 
 var (
 	cctxOnce sync.Once
-	// cctxs holds GOMAXPROCS compression contexts, each in a workspace
+	// cctxs holds cpus.N() compression contexts, each in a workspace
 	// allocated once and never resized or freed. A context the library
 	// manages itself frees and reallocates its workspace whenever the
 	// input size class changes for long enough (small files after large
@@ -44,7 +45,7 @@ var (
 )
 
 func initCCtxs() {
-	n := runtime.GOMAXPROCS(0) // as at the first compression
+	n := cpus.N()
 	size := C.ZSTD_estimateCCtxSize(maxZstdLevel)
 	cctxs = make(chan *C.ZSTD_CCtx, n)
 	for range n {

@@ -3,10 +3,11 @@
 package repo
 
 import (
-	"runtime"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/drpipe/drpipe/internal/cpus"
 )
 
 // ZstdEncoder names the implementation that compresses new blobs, for
@@ -30,7 +31,7 @@ func compressZstd(dst, src []byte, c Compression) (out []byte, ok bool) {
 		} {
 			// EncodeAll calls share Concurrency encoders. No frame
 			// checksum: every blob is authenticated by AES-GCM already.
-			e, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(lvl), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithZeroFrames(true), zstd.WithEncoderCRC(false))
+			e, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(lvl), zstd.WithEncoderConcurrency(cpus.N()), zstd.WithZeroFrames(true), zstd.WithEncoderCRC(false))
 			if err != nil {
 				panic(err) // static options; cannot fail
 			}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/drpipe/drpipe/erasure"
+	"github.com/drpipe/drpipe/internal/cpus"
 	"github.com/drpipe/drpipe/internal/id"
 	"github.com/drpipe/drpipe/internal/workpool"
 	"github.com/drpipe/drpipe/repo"
@@ -515,7 +515,7 @@ func CompletePacks(ctx context.Context, dst tiers.Backend, ref SnapshotRef) (int
 	)
 	// Rebuilding is CPU work (Reed-Solomon, one pack in memory per
 	// worker): one worker per core, at most four (packs may be large).
-	workpool.Feed(ctx, min(runtime.GOMAXPROCS(0), 4), len(ref.Snapshot.Packs), func(j int) {
+	workpool.Feed(ctx, min(cpus.N(), 4), len(ref.Snapshot.Packs), func(j int) {
 		done, err := completePack(ctx, dst, ref.Manifest.Packs[ref.Snapshot.Packs[j]])
 		if err != nil {
 			mu.Lock()

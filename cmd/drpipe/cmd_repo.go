@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/drpipe/drpipe/erasure"
+	"github.com/drpipe/drpipe/internal/cpus"
 	"github.com/drpipe/drpipe/internal/id"
 	"github.com/drpipe/drpipe/pipeline"
 	"github.com/drpipe/drpipe/repo"
@@ -380,6 +381,7 @@ func (a *app) restoreCmd() *cobra.Command {
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			cpus.Oversubscribe()
 			if target == "" {
 				return usagef("restore needs --target DIR")
 			}
