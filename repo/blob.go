@@ -70,7 +70,8 @@ func ParseCompression(s string) (Compression, error) {
 
 var (
 	decOnce sync.Once
-	// sizedDecoder decodes every zstd payload. It stops at the spare
+	// sizedDecoder decodes every zstd payload that decompressZstd does
+	// not (all of them in a pure-Go build). It stops at the spare
 	// capacity of the destination (WithDecodeAllCapLimit), so the caller
 	// decides how much may be allocated before decoding starts: the
 	// plaintext length from the index for blobs, the bound zstdBound reads
@@ -214,7 +215,13 @@ func (r *Repository) decodeSealed(kind string, dst, sealed []byte, rawLen, limit
 				dst = dst[: len(dst) : len(dst)+room]
 			}
 		}
-		out, err = sizedDecoder.DecodeAll(plain[1:], dst)
+		done := false
+		if rawLen >= 0 {
+			out, done = decompressZstd(dst, plain[1:], rawLen+1)
+		}
+		if !done {
+			out, err = sizedDecoder.DecodeAll(plain[1:], dst)
+		}
 		if err != nil && rawLen < 0 {
 			return nil, fmt.Errorf("decompress: %w", err)
 		}

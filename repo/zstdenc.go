@@ -2,7 +2,8 @@ package repo
 
 // New blobs are compressed by compressZstd, which has two implementations
 // producing standard zstd frames that every drpipe reads the same way
-// (reading always uses klauspost/compress, see codecs):
+// (blobs of known length through decompressZstd, the C library in cgo
+// builds, everything else through klauspost/compress, see codecs):
 //
 //   - zstdenc_cgo.go, the default wherever a C compiler is present: the
 //     reference C library, bundled with github.com/DataDog/zstd. On log-like
@@ -10,7 +11,7 @@ package repo
 //     slightly better ratio (level 3 against SpeedDefault).
 //   - zstdenc_nocgo.go, for CGO_ENABLED=0 builds: klauspost/compress.
 //
-// Both bound concurrent compressions to GOMAXPROCS, so callers with more
+// Both bound concurrent compressions to cpus.N(), so callers with more
 // workers than CPUs queue for an encoder instead of oversubscribing them.
 
 // maxZstdLevel is the highest level zstdLevel returns; the C encoder sizes

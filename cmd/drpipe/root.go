@@ -44,7 +44,7 @@ func newRootCmd() *cobra.Command {
 		Use:           "drpipe",
 		Short:         "Disaster-recovery replication and offsite tiering for virtualised hosts",
 		Long:          "drpipe backs up VM disk images, VM configuration and virtual-network setup into an encrypted,\ndeduplicated, erasure-coded repository and replicates it to a DR site, cloud buckets and tape.",
-		Version:       version + " (" + runtime.Version() + ", zstd encoder: " + repo.ZstdEncoder + ")",
+		Version:       version + " (" + runtime.Version() + ", zstd encoder: " + repo.ZstdEncoder + "; decoder: " + repo.ZstdDecoder + ")",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
