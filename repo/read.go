@@ -62,7 +62,7 @@ func (r *Repository) LoadBlob(ctx context.Context, t BlobType, x id.ID, buf []by
 // readBlobAt reads one blob from one pack: ranged reads of the data
 // shards first, a full rebuild from parity if that fails.
 func (r *Repository) readBlobAt(ctx context.Context, p PackInfo, e BlobEntry, dst []byte) ([]byte, error) {
-	sealed, err := r.readPackRange(ctx, p, int64(e.Offset), int64(e.Length), nil)
+	sealed, _, err := r.readPackRange(ctx, p, int64(e.Offset), int64(e.Length), nil)
 	if err == nil {
 		out, derr := r.decodeBlobInPlace(dst, sealed, int(e.RawLength), e.ID)
 		if derr == nil {
@@ -89,25 +89,38 @@ func (r *Repository) readBlobAt(ctx context.Context, p PackInfo, e BlobEntry, ds
 }
 
 // readPackRange reads [off, off+n) of the logical pack from its data
-// shards into buf's storage when it is large enough, without verification
-// (callers authenticate the content).
-func (r *Repository) readPackRange(ctx context.Context, p PackInfo, off, n int64, buf []byte) ([]byte, error) {
+// shards, without verification (callers authenticate the content). It
+// reads into buf's storage when its capacity allows (n + tiers.ReadAlign),
+// else into a new buffer, and returns that whole storage as backing for
+// the caller to pass again. The range is placed in it so that its longest
+// span, usually most of it, reads from a local directory without a copy
+// (tiers.Placed).
+func (r *Repository) readPackRange(ctx context.Context, p PackInfo, off, n int64, buf []byte) (data, backing []byte, err error) {
 	spans, err := p.header().Locate(off, n)
 	if err != nil {
-		return nil, err
+		return nil, buf, err
 	}
-	if int64(cap(buf)) < n {
-		buf = hugepage.Make(int(n))
+	if int64(cap(buf)) < n+tiers.ReadAlign {
+		buf = hugepage.Make(int(n + tiers.ReadAlign))
 	}
-	buf = buf[:n]
+	backing = buf[:cap(buf)]
+	var at, longestAt, longest int64
+	var objOff int64
+	for _, s := range spans {
+		if s.Len > longest {
+			longest, longestAt, objOff = s.Len, at, s.ObjOffset
+		}
+		at += s.Len
+	}
+	data = tiers.Placed(backing, n, longestAt, objOff)
 	pos := int64(0)
 	for _, s := range spans {
-		if _, err := tiers.LoadInto(ctx, r.be, p.ShardHandle(s.Shard), s.ObjOffset, s.Len, buf[pos:pos+s.Len]); err != nil {
-			return nil, err
+		if _, err := tiers.LoadInto(ctx, r.be, p.ShardHandle(s.Shard), s.ObjOffset, s.Len, data[pos:pos+s.Len]); err != nil {
+			return nil, backing, err
 		}
 		pos += s.Len
 	}
-	return buf, nil
+	return data, backing, nil
 }
 
 // BlobRef names one blob to read in LoadBlobs.
@@ -160,7 +173,8 @@ func (r *Repository) LoadBlobsBuf(ctx context.Context, p PackInfo, entries []Blo
 		for _, e := range es {
 			end = max(end, int64(e.Offset)+int64(e.Length))
 		}
-		raw, err := r.readPackRange(ctx, p, start, end-start, rawBuf)
+		raw, backing, err := r.readPackRange(ctx, p, start, end-start, rawBuf)
+		rawBuf = backing
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -176,7 +190,6 @@ func (r *Repository) LoadBlobsBuf(ctx context.Context, p PackInfo, entries []Blo
 			failed = append(failed, es...)
 			return nil
 		}
-		rawBuf = raw
 		for _, e := range es {
 			o := int64(e.Offset) - start
 			out, derr := r.decodeBlobInPlace(buf[:0], raw[o:o+int64(e.Length)], int(e.RawLength), e.ID)

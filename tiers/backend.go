@@ -19,6 +19,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unsafe"
 )
 
 // Type is the class of a repository object. The set is fixed by the
@@ -184,6 +185,29 @@ type Warmer interface {
 // none).
 type Retainer interface {
 	RetainUntil(ctx context.Context, h Handle) (time.Time, error)
+}
+
+// ReadAlign is the memory alignment that lets ranged reads from a local
+// directory skip a copy: a range read into memory whose address is
+// congruent to the object offset modulo ReadAlign goes from the device
+// straight into it (O_DIRECT on Linux), all but its first and last partial
+// blocks. Placed lays buffers out that way; other backends ignore it.
+const ReadAlign = 4096
+
+// Placed returns n bytes of buf's storage, which must have a capacity of
+// at least n + ReadAlign - 1, placed so that byte at of the result lies at
+// an address congruent to objOffset modulo ReadAlign: a ranged read of an
+// object from objOffset on into result[at:] then skips a copy where the
+// backend can (see ReadAlign). The result aliases buf; its capacity ends
+// with it.
+func Placed(buf []byte, n, at, objOffset int64) []byte {
+	buf = buf[:cap(buf)]
+	if len(buf) == 0 {
+		return buf[:n] // n == 0; a larger n panics as slicing past cap does
+	}
+	addr := int64(uintptr(unsafe.Pointer(&buf[0])) % ReadAlign)
+	shift := ((objOffset-at-addr)%ReadAlign + ReadAlign) % ReadAlign
+	return buf[shift : shift+n : shift+n]
 }
 
 // LoadAll reads length bytes of h at offset (0 = to the end) into memory.

@@ -17,7 +17,7 @@ import (
 const (
 	// directAlign is the buffer, offset and length alignment O_DIRECT
 	// needs: the largest logical block size in common use.
-	directAlign = 4096
+	directAlign = ReadAlign
 	// directMin is the object size from which writes, and the size of a
 	// ranged read from which reads, bypass the page cache; smaller objects
 	// (index, snapshots, small packs) do not gain.
@@ -153,6 +153,7 @@ type directReader struct {
 	lo       int64   // file offset of the buffer's first byte
 	have     int     // valid bytes in the buffer
 	buffered bool    // O_DIRECT reads were refused: read through the page cache
+	direct   int64   // bytes read straight into the caller's memory (tests)
 }
 
 func (d *directReader) Read(p []byte) (int, error) {
@@ -170,23 +171,42 @@ func (d *directReader) Read(p []byte) (int, error) {
 		}
 		return m, err
 	}
+	inBuf := d.pos >= d.lo && d.pos < d.lo+int64(d.have)
+	// Whole blocks go straight into p when the position and p's memory
+	// are both block-aligned: no copy through the pooled buffer.
+	if !inBuf && d.pos%directAlign == 0 && memAligned(p) {
+		if want := min(int64(len(p)), d.end-d.pos) &^ (directAlign - 1); want > 0 {
+			m, err := d.fill(p[:want], d.pos)
+			if err == unix.EINVAL {
+				return d.refused(p)
+			}
+			if err != nil {
+				return 0, &os.PathError{Op: "read", Path: d.f.Name(), Err: err}
+			}
+			d.direct += int64(m)
+			if m == 0 {
+				return 0, io.EOF // the file is shorter than the range
+			}
+			d.pos += int64(m)
+			return m, nil
+		}
+	}
 	if d.bp == nil {
 		d.bp = directBufs.Get().(*[]byte)
 	}
 	buf := *d.bp
-	if d.pos < d.lo || d.pos >= d.lo+int64(d.have) {
+	if !inBuf {
 		d.lo = d.pos &^ (directAlign - 1)
 		// Never read past the range's last block.
 		want := min(int64(len(buf)), (d.end-d.lo+directAlign-1)&^(directAlign-1))
-		m, err := d.fill(buf[:want])
+		if placedFor(p, d.pos) && int64(len(p)) > d.lo+directAlign-d.pos {
+			// p continues block-aligned after this block: read only the
+			// block, so that the rest goes straight into p.
+			want = min(want, directAlign)
+		}
+		m, err := d.fill(buf[:want], d.lo)
 		if err == unix.EINVAL {
-			// The file system takes the flag but not this alignment.
-			if err := setFlags(d.fd, d.fl); err != nil {
-				return 0, &os.PathError{Op: "read", Path: d.f.Name(), Err: err}
-			}
-			d.buffered = true
-			d.have = 0
-			return d.Read(p)
+			return d.refused(p)
 		}
 		if err != nil {
 			return 0, &os.PathError{Op: "read", Path: d.f.Name(), Err: err}
@@ -201,13 +221,38 @@ func (d *directReader) Read(p []byte) (int, error) {
 	return k, nil
 }
 
-// fill reads b from d.lo on, continuing after short reads that stop on a
-// block boundary; it stops at the end of the file (a read of 0 bytes, or
-// one that ends inside a block).
-func (d *directReader) fill(b []byte) (int, error) {
+// refused handles EINVAL from an O_DIRECT read (the file system takes the
+// flag but not this alignment): the flag is cleared and the read goes on
+// through the page cache from the same position.
+func (d *directReader) refused(p []byte) (int, error) {
+	if err := setFlags(d.fd, d.fl); err != nil {
+		return 0, &os.PathError{Op: "read", Path: d.f.Name(), Err: err}
+	}
+	d.buffered = true
+	d.have = 0
+	return d.Read(p)
+}
+
+// memAligned reports whether p starts on a directAlign boundary in memory.
+func memAligned(p []byte) bool {
+	return uintptr(unsafe.Pointer(unsafe.SliceData(p)))%directAlign == 0
+}
+
+// placedFor reports whether p, to be filled from file offset pos on, is
+// placed as Placed places buffers: each later block boundary of the file
+// falls on a block boundary of memory.
+func placedFor(p []byte, pos int64) bool {
+	addr := int64(uintptr(unsafe.Pointer(unsafe.SliceData(p))) % directAlign)
+	return addr == pos%directAlign
+}
+
+// fill reads b from file offset off on, continuing after short reads that
+// stop on a block boundary; it stops at the end of the file (a read of 0
+// bytes, or one that ends inside a block).
+func (d *directReader) fill(b []byte, off int64) (int, error) {
 	got := 0
 	for got < len(b) {
-		m, err := unix.Pread(d.fd, b[got:], d.lo+int64(got))
+		m, err := unix.Pread(d.fd, b[got:], off+int64(got))
 		if err == unix.EINTR {
 			continue
 		}

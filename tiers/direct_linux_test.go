@@ -254,3 +254,89 @@ func TestRangeReaderFallsBack(t *testing.T) {
 		t.Fatalf("after the fallback: %d bytes, %v", len(head)+len(rest), err)
 	}
 }
+
+// TestRangeReaderStraightIntoPlaced checks that a range read into a buffer
+// laid out by Placed goes straight into it for all but its first and last
+// partial blocks, and that the bytes are right whether or not the buffer
+// is placed, for ranges that start and end on and off block boundaries and
+// one that runs past the end of the file.
+func TestRangeReaderStraightIntoPlaced(t *testing.T) {
+	size := 3*directChunk + 1234
+	f, want := rangeFile(t, size)
+	s := int64(size)
+	direct := directOK(t, f)
+	cases := []struct{ off, n int64 }{
+		{0, s}, {1, s - 1}, {4095, directMin + 1}, {directAlign, 2 * directChunk},
+		{12345, s - 12345 - 999}, {s - directMin - 17, directMin + 17}, {directChunk - 1, directChunk + 2},
+	}
+	for _, c := range cases {
+		for _, placed := range []bool{true, false} {
+			backing := make([]byte, c.n+ReadAlign)
+			buf := Placed(backing, c.n, 0, c.off)
+			if !placed {
+				buf = Placed(backing, c.n, 0, c.off+1)
+			}
+			rd, done := rangeReader(f, c.off, c.n)
+			_, err := io.ReadFull(rd, buf)
+			done()
+			if err != nil || !bytes.Equal(buf, want[c.off:c.off+c.n]) {
+				t.Fatalf("range (%d, %d) placed %v: equal %v, %v", c.off, c.n, placed, bytes.Equal(buf, want[c.off:c.off+c.n]), err)
+			}
+			d, ok := rd.(*directReader)
+			if !ok {
+				if direct {
+					t.Fatalf("range (%d, %d): not read directly", c.off, c.n)
+				}
+				continue
+			}
+			head := (directAlign - c.off%directAlign) % directAlign
+			tail := (c.off + c.n) % directAlign
+			switch {
+			case placed && d.direct != c.n-head-tail:
+				t.Errorf("range (%d, %d): %d bytes straight into the placed buffer, want %d", c.off, c.n, d.direct, c.n-head-tail)
+			case !placed && d.direct != 0:
+				t.Errorf("range (%d, %d): %d bytes straight into a misaligned buffer", c.off, c.n, d.direct)
+			}
+		}
+	}
+	// Past the end of the file, straight reads stop where the file does.
+	rd, done := rangeReader(f, directChunk, s-directChunk+5000)
+	defer done()
+	buf := Placed(make([]byte, s+ReadAlign), s-directChunk+5000, 0, directChunk)
+	n, err := io.ReadFull(rd, buf)
+	if !errors.Is(err, io.ErrUnexpectedEOF) || int64(n) != s-directChunk || !bytes.Equal(buf[:n], want[directChunk:]) {
+		t.Fatalf("range past the end: read %d, %v; want %d, unexpected EOF", n, err, s-directChunk)
+	}
+}
+
+// TestPlaced checks Placed's layout: the requested length and capacity,
+// inside the storage given, with byte at on the address the object offset
+// asks for.
+func TestPlaced(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for range 2000 {
+		n := rng.Int64N(3 * ReadAlign)
+		slack := rng.Int64N(200)
+		skip := rng.Int64N(64)
+		backing := make([]byte, skip, skip+n+ReadAlign-1+slack)[skip:] // starts anywhere
+		if cap(backing) < int(n+ReadAlign-1) {
+			continue
+		}
+		at := rng.Int64N(n + 1)
+		obj := rng.Int64N(1 << 40)
+		b := Placed(backing, n, at, obj)
+		if int64(len(b)) != n || cap(b) != len(b) {
+			t.Fatalf("len %d cap %d, want %d", len(b), cap(b), n)
+		}
+		base := uintptr(unsafe.Pointer(unsafe.SliceData(backing[:1])))
+		start := uintptr(unsafe.Pointer(unsafe.SliceData(b[:cap(b)])))
+		if n > 0 && (start < base || start+uintptr(n) > base+uintptr(cap(backing))) {
+			t.Fatal("result outside the storage given")
+		}
+		if n > at {
+			if got := int64((start + uintptr(at)) % ReadAlign); got != obj%ReadAlign {
+				t.Fatalf("byte %d at address %d mod %d, want %d", at, got, ReadAlign, obj%ReadAlign)
+			}
+		}
+	}
+}
