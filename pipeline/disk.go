@@ -500,12 +500,13 @@ func (rs *restorer) restoreDisk(n *repo.Node, sp, dp string) error {
 		rs.fail(dp, err)
 		return nil
 	}
-	rs.files.Add(1) // only now: a disk that failed is listed, not counted
 	rs.written.Add(res.DataBytes)
 	rs.progress.AddDone(1, n.Size)
 	if err := rs.applyMeta(dp, n, rs.inheritsACL(dp)); err != nil {
 		rs.fail(dp, err)
+		return nil
 	}
+	rs.files.Add(1) // only now: a disk that failed, or its metadata, is listed, not counted
 	return nil
 }
 

@@ -374,10 +374,11 @@ func (rs *restorer) node(n *repo.Node, sp, dp string) error {
 			rs.fail(dp, err)
 			return nil
 		}
-		rs.files.Add(1)
 		if err := rs.applyMeta(dp, n, false); err != nil { // symlinks have no ACLs
-			rs.fail(dp, err)
+			rs.fail(dp, err) // listed, not counted, as a file would be
+			return nil
 		}
+		rs.files.Add(1)
 	case repo.NodeDev, repo.NodeCharDev, repo.NodeFIFO:
 		mode := uint32(n.Mode.Perm())
 		switch n.Type {
@@ -396,10 +397,11 @@ func (rs *restorer) node(n *repo.Node, sp, dp string) error {
 			rs.fail(dp, fmt.Errorf("mknod: %w", err))
 			return nil
 		}
-		rs.files.Add(1)
 		if err := rs.applyMeta(dp, n, rs.inheritsACL(dp)); err != nil {
 			rs.fail(dp, err)
+			return nil
 		}
+		rs.files.Add(1)
 	default:
 		rs.fail(dp, fmt.Errorf("unknown node type %q", n.Type))
 	}

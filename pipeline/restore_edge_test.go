@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -437,5 +439,41 @@ func TestRestoreCancelledLeavesNoImpostors(t *testing.T) {
 		if bad > 0 {
 			t.Errorf("cancelled after %v: %d files are left under their names without their content", d*time.Millisecond, bad)
 		}
+	}
+}
+
+// TestRestoreMetaFailureNotCounted: an entry whose metadata cannot be set
+// is listed as failed and, like a regular file in that case, not counted
+// as restored. Linux refuses user.* attributes on symlinks and FIFOs.
+func TestRestoreMetaFailureNotCounted(t *testing.T) {
+	ctx := context.Background()
+	r, _ := newRepo(t)
+	now := time.Now().Truncate(time.Second)
+	user := map[string][]byte{"user.note": []byte("1")}
+	sub := &repo.Tree{Nodes: []*repo.Node{
+		{Name: "empty", Type: repo.NodeFile, Mode: 0o640, ModTime: now},
+		{Name: "fifo", Type: repo.NodeFIFO, Mode: fs.ModeNamedPipe | 0o600, ModTime: now, Xattrs: user},
+		{Name: "link", Type: repo.NodeSymlink, Mode: fs.ModeSymlink | 0o777, ModTime: now, LinkTarget: "empty", Xattrs: user},
+	}}
+	sid, err := r.SaveTree(ctx, sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn := snapshotOf(t, r, &repo.Tree{Nodes: []*repo.Node{{Name: "d", Type: repo.NodeDir, Mode: fs.ModeDir | 0o750, ModTime: now, Subtree: &sid}}}, "/d")
+	dst := filepath.Join(t.TempDir(), "dst")
+	rr, err := Restore(ctx, r, sn, RestoreOptions{Target: dst})
+	if !errors.Is(err, ErrRestoreIncomplete) || rr == nil {
+		t.Fatalf("restore: %v, want incomplete", err)
+	}
+	var failed []string
+	for _, f := range rr.Failed {
+		failed = append(failed, filepath.Base(f.Path))
+	}
+	slices.Sort(failed)
+	if !slices.Equal(failed, []string{"fifo", "link"}) {
+		t.Fatalf("failed %v (%v), want fifo and link", failed, rr.Failed)
+	}
+	if rr.Files != 1 {
+		t.Errorf("%d files counted as restored, want 1 (only the regular file)", rr.Files)
 	}
 }
