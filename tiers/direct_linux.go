@@ -173,9 +173,10 @@ func (d *directReader) Read(p []byte) (int, error) {
 	}
 	inBuf := d.pos >= d.lo && d.pos < d.lo+int64(d.have)
 	// Whole blocks go straight into p when the position and p's memory
-	// are both block-aligned: no copy through the pooled buffer.
+	// are both block-aligned (no copy through the pooled buffer), if the
+	// read is worth a device request of its own.
 	if !inBuf && d.pos%directAlign == 0 && memAligned(p) {
-		if want := min(int64(len(p)), d.end-d.pos) &^ (directAlign - 1); want > 0 {
+		if want := d.straight(d.pos, int64(len(p))); want > 0 {
 			m, err := d.fill(p[:want], d.pos)
 			if err == unix.EINVAL {
 				return d.refused(p)
@@ -199,7 +200,7 @@ func (d *directReader) Read(p []byte) (int, error) {
 		d.lo = d.pos &^ (directAlign - 1)
 		// Never read past the range's last block.
 		want := min(int64(len(buf)), (d.end-d.lo+directAlign-1)&^(directAlign-1))
-		if placedFor(p, d.pos) && int64(len(p)) > d.lo+directAlign-d.pos {
+		if next := d.lo + directAlign; placedFor(p, d.pos) && int64(len(p)) > next-d.pos && d.straight(next, int64(len(p))-(next-d.pos)) > 0 {
 			// p continues block-aligned after this block: read only the
 			// block, so that the rest goes straight into p.
 			want = min(want, directAlign)
@@ -219,6 +220,20 @@ func (d *directReader) Read(p []byte) (int, error) {
 	k := copy(p, buf[d.pos-d.lo:min(int64(d.have), d.end-d.lo)])
 	d.pos += int64(k)
 	return k, nil
+}
+
+// straight is how many bytes, from file offset from on, a read of room
+// bytes of caller memory would take straight from the device: whole blocks
+// within the range, if they make a full chunk or reach the range's last
+// whole block; 0 otherwise. Smaller reads (a stream copied through 32 KiB
+// buffers) go through the pooled buffer in chunks, one request per MiB
+// instead of one per call.
+func (d *directReader) straight(from, room int64) int64 {
+	want := min(room, d.end-from) &^ (directAlign - 1)
+	if want <= 0 || (want < directChunk && from+want < d.end&^(directAlign-1)) {
+		return 0
+	}
+	return want
 }
 
 // refused handles EINVAL from an O_DIRECT read (the file system takes the

@@ -340,3 +340,48 @@ func TestPlaced(t *testing.T) {
 		}
 	}
 }
+
+// plainWriter hides bytes.Buffer's ReadFrom, as a network stream does, so
+// io.Copy reads through its own 32 KiB buffer.
+type plainWriter struct{ b bytes.Buffer }
+
+func (w *plainWriter) Write(p []byte) (int, error) { return w.b.Write(p) }
+
+// directCounter counts the Reads of a directReader that went straight
+// into the caller's memory (d.direct grew): one device request each.
+type directCounter struct {
+	d      *directReader
+	direct int
+}
+
+func (c *directCounter) Read(p []byte) (int, error) {
+	before := c.d.direct
+	n, err := c.d.Read(p)
+	if c.d.direct > before {
+		c.direct++
+	}
+	return n, err
+}
+
+// TestStreamedRangeReadsInChunks: a ranged Load streamed with io.Copy (as
+// the DR site's server sends one) reads the device in 1 MiB chunks, not one
+// request per 32 KiB copy buffer, although those buffers are page-aligned
+// and could be read into directly.
+func TestStreamedRangeReadsInChunks(t *testing.T) {
+	size := 8 * directChunk
+	f, want := rangeFile(t, size)
+	if !directOK(t, f) {
+		t.Skip("no O_DIRECT here")
+	}
+	off, n := int64(directAlign), int64(size-2*directAlign)
+	rd, done := rangeReader(f, off, n)
+	defer done()
+	c := &directCounter{d: rd.(*directReader)}
+	var w plainWriter
+	if _, err := io.Copy(&w, c); err != nil || !bytes.Equal(w.b.Bytes(), want[off:off+n]) {
+		t.Fatalf("copy: %v", err)
+	}
+	if limit := int(n/directChunk) + 2; c.direct > limit {
+		t.Errorf("%d direct reads of %d bytes for a %d-byte range (1 MiB chunks: at most %d)", c.direct, c.d.direct/int64(c.direct), n, limit)
+	}
+}
