@@ -501,12 +501,14 @@ func (rs *restorer) restoreDisk(n *repo.Node, sp, dp string) error {
 		return nil
 	}
 	rs.written.Add(res.DataBytes)
-	rs.progress.AddDone(1, n.Size)
+	rs.progress.AddDone(0, n.Size)
 	if err := rs.applyMeta(dp, n, rs.inheritsACL(dp)); err != nil {
 		rs.fail(dp, err)
 		return nil
 	}
-	rs.files.Add(1) // only now: a disk that failed, or its metadata, is listed, not counted
+	// Only now: a disk that failed, or its metadata, is listed, not counted.
+	rs.files.Add(1)
+	rs.progress.AddDone(1, 0)
 	return nil
 }
 
