@@ -509,6 +509,9 @@ func (rs *restorer) restoreDisk(n *repo.Node, sp, dp string) error {
 	// Only now: a disk that failed, or its metadata, is listed, not counted.
 	rs.files.Add(1)
 	rs.progress.AddDone(1, 0)
+	if src.Backing != "" {
+		rs.layers = append(rs.layers, restoredLayer{dp, src.Backing})
+	}
 	return nil
 }
 

@@ -48,6 +48,10 @@ type RestoreResult struct {
 	BytesTotal   int64
 	// Failed lists files whose content could not be restored, with why.
 	Failed []FileError
+	// Notices lists restored entries that need the operator's attention
+	// but did not fail: a disk restored as a layer whose parent is not
+	// there.
+	Notices []FileError
 }
 
 // FileError names a file that could not be restored and the cause.
@@ -101,6 +105,38 @@ type restorer struct {
 	// the directory being walked, and the converted paths already used.
 	dirNames  map[string]bool
 	converted map[string]bool
+
+	// Layers restored as layers (walker only): each with the backing
+	// file it names, checked once everything is restored, and what that
+	// check found.
+	layers  []restoredLayer
+	notices []FileError
+}
+
+// restoredLayer is a differencing disk restored as such, and the path of
+// the parent it names (as recorded: relative to its directory, or
+// absolute).
+type restoredLayer struct{ path, backing string }
+
+// checkLayers notes each restored layer whose parent is nowhere to be
+// found: the layer alone is not a usable disk. It is not a failure: the
+// operator may put the parent in place afterwards. Run after the walk and
+// the readers are done (the parent may come later in the snapshot).
+func (rs *restorer) checkLayers() {
+	for _, l := range rs.layers {
+		b := l.backing
+		if !filepath.IsAbs(b) {
+			b = filepath.Join(filepath.Dir(l.path), b)
+		}
+		if _, err := os.Stat(b); err == nil {
+			continue
+		}
+		hint := "restore that file too (--path)"
+		if filepath.IsAbs(l.backing) {
+			hint = "the reference is absolute: put the chain back in its place, or rebase this layer (qemu-img rebase -u)"
+		}
+		rs.notices = append(rs.notices, FileError{Path: l.path, Err: fmt.Errorf("restored as a layer over %s, which is not there: the disk will not open without it; %s, or restore with --disk-format raw (or qcow2, vhdx) for a self-contained disk", b, hint)})
+	}
 }
 
 // linkKey identifies a file of the backed-up system: its device and inode.
@@ -233,6 +269,7 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, o Resto
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	rs.checkLayers()
 	for _, inc := range o.Include {
 		if !rs.matched[inc] {
 			rs.fail(inc, fmt.Errorf("no such path in snapshot %s (give it as it was backed up, e.g. /var/lib/libvirt/images/vm.qcow2)", sn.ID().Short()))
@@ -249,7 +286,7 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, o Resto
 	if rs.xattrUnsupported > 0 {
 		rs.fail(rs.o.Target, fmt.Errorf("%d extended attributes were not restored: the target file system refused them as unsupported (first: %s); restore onto a file system that supports these attribute namespaces to keep them", rs.xattrUnsupported, rs.xattrFirst))
 	}
-	res := &RestoreResult{Files: rs.files.Load(), Dirs: rs.dirs.Load(), BytesWritten: rs.written.Load(), BytesTotal: rs.total.Load(), Failed: rs.failed}
+	res := &RestoreResult{Files: rs.files.Load(), Dirs: rs.dirs.Load(), BytesWritten: rs.written.Load(), BytesTotal: rs.total.Load(), Failed: rs.failed, Notices: rs.notices}
 	if len(res.Failed) > 0 {
 		return res, fmt.Errorf("%w: %d items failed", ErrRestoreIncomplete, len(res.Failed))
 	}

@@ -419,12 +419,9 @@ func (a *app) restoreCmd() *cobra.Command {
 			}
 			el := time.Since(start).Seconds()
 			if a.jsonOut() {
-				failed := []map[string]string{}
-				for _, f := range res.Failed {
-					failed = append(failed, map[string]string{"path": f.Path, "error": f.Err.Error()})
-				}
+				failed, notices := restoreIssuesJSON(res)
 				out := map[string]any{"snapshot_id": sn.ID(), "target": target, "files": res.Files, "dirs": res.Dirs,
-					"bytes_total": res.BytesTotal, "bytes_written": res.BytesWritten, "duration_s": el, "failed": failed}
+					"bytes_total": res.BytesTotal, "bytes_written": res.BytesWritten, "duration_s": el, "failed": failed, "notices": notices}
 				if fb != nil {
 					out["served_by"] = fb.Usage()
 				}
@@ -434,9 +431,7 @@ func (a *app) restoreCmd() *cobra.Command {
 			} else {
 				a.printf("restored snapshot %s to %s: %d files, %d dirs, %s (%s written, holes kept), %.1fs\n",
 					sn.ID().Short(), target, res.Files, res.Dirs, humanBytes(res.BytesTotal), humanBytes(res.BytesWritten), el)
-				for _, f := range res.Failed {
-					fmt.Fprintf(a.stderr, "FAILED %s: %v\n", f.Path, f.Err)
-				}
+				a.printRestoreIssues(res)
 				a.printTierUsage(a.stdout, fb)
 			}
 			return err
@@ -448,6 +443,30 @@ func (a *app) restoreCmd() *cobra.Command {
 	addDiskFormatFlag(cmd)
 	cmd.Flags().BoolVar(&fromTiers, "tiers", false, "read each object from the first tier of the tiering policy (--config) that has it intact: hot, other directories, the DR site (read over QUIC), cloud, tape pools; report which tiers served")
 	return cmd
+}
+
+// restoreIssuesJSON gives a restore's failed entries and notices as the
+// "failed" and "notices" arrays of --json output.
+func restoreIssuesJSON(res *pipeline.RestoreResult) (failed, notices []map[string]string) {
+	failed, notices = []map[string]string{}, []map[string]string{}
+	for _, f := range res.Failed {
+		failed = append(failed, map[string]string{"path": f.Path, "error": f.Err.Error()})
+	}
+	for _, f := range res.Notices {
+		notices = append(notices, map[string]string{"path": f.Path, "notice": f.Err.Error()})
+	}
+	return failed, notices
+}
+
+// printRestoreIssues prints a restore's failed entries and notices on
+// stderr, one line each.
+func (a *app) printRestoreIssues(res *pipeline.RestoreResult) {
+	for _, f := range res.Failed {
+		fmt.Fprintf(a.stderr, "FAILED %s: %v\n", f.Path, f.Err)
+	}
+	for _, f := range res.Notices {
+		fmt.Fprintf(a.stderr, "NOTICE %s: %v\n", f.Path, f.Err)
+	}
 }
 
 func (a *app) checkCmd() *cobra.Command {

@@ -973,13 +973,10 @@ func (a *app) tapeRestoreCmd() *cobra.Command {
 				mounted = append(mounted, t.Barcode)
 			}
 			if a.jsonOut() {
-				failed := []map[string]string{}
-				for _, f := range res.Failed {
-					failed = append(failed, map[string]string{"path": f.Path, "error": f.Err.Error()})
-				}
+				failed, notices := restoreIssuesJSON(res)
 				if jerr := a.printJSON(map[string]any{"snapshot_id": sn.ID(), "set_id": plan.Ref.Set.ID, "tapes_mounted": mounted,
 					"tapes_unavailable": plan.Unavailable, "tapes_failed": rres.Failed, "packs": plan.Packs, "packs_rebuilt": rebuilt, "read_s": rres.ReadTime.Seconds(), "rebuild_s": rres.RebuildTime.Seconds(), "bytes_read_from_tape": readBytes,
-					"target": target, "files": res.Files, "dirs": res.Dirs, "bytes_total": res.BytesTotal, "duration_s": time.Since(start).Seconds(), "failed": failed}); jerr != nil {
+					"target": target, "files": res.Files, "dirs": res.Dirs, "bytes_total": res.BytesTotal, "duration_s": time.Since(start).Seconds(), "failed": failed, "notices": notices}); jerr != nil {
 					return jerr
 				}
 				return err
@@ -995,9 +992,7 @@ func (a *app) tapeRestoreCmd() *cobra.Command {
 				a.printf("  not in the library: %s\n", strings.Join(plan.Unavailable, " "))
 			}
 			a.printf("  %d files, %d dirs, %s, %.1fs\n", res.Files, res.Dirs, humanBytes(res.BytesTotal), time.Since(start).Seconds())
-			for _, f := range res.Failed {
-				fmt.Fprintf(a.stderr, "FAILED %s: %v\n", f.Path, f.Err)
-			}
+			a.printRestoreIssues(res)
 			return err
 		},
 	}

@@ -138,6 +138,15 @@ func TestDiskImagesBackupRestore(t *testing.T) {
 	if info := qimg(t, "info", filepath.Join(od, "top.qcow2")); !strings.Contains(info, "backing file: base.qcow2") {
 		t.Errorf("restored overlay lost its backing file:\n%s", info)
 	}
+	if r := e.run("restore", "--repo", repoDir, b.SnapshotID, "--target", filepath.Join(e.dir, "r-again")); r.code != 0 || strings.Contains(r.stderr, "layer over") {
+		t.Errorf("whole chain restored: exit %d, stderr:\n%s\nwant no warning about the layer", r.code, r.stderr)
+	}
+	// The overlay alone: restored, with a warning that names its parent.
+	alone := filepath.Join(e.dir, "r-alone")
+	r := e.run("restore", "--repo", repoDir, b.SnapshotID, "--target", alone, "--path", top)
+	if r.code != 0 || !strings.Contains(r.stderr, "restored as a layer over "+filepath.Join(alone, src, "base.qcow2")) {
+		t.Errorf("overlay restored without its parent: exit %d, stderr:\n%s\nwant exit 0 and a warning naming base.qcow2", r.code, r.stderr)
+	}
 	assertFixedVHD(t, filepath.Join(od, "fixed.vhd"))
 
 	// Raw, qcow2 and vhdx targets: chains are flattened.
