@@ -343,7 +343,7 @@ func TestMountDiskImage(t *testing.T) {
 	defer stop()
 	f, err := os.Open(filepath.Join(snap, src, "notes.bin"))
 	if err != nil {
-		t.Fatalf("open notes.bin: %v", err)
+		t.Fatalf("open notes.bin: %v\nmount's stderr:\n%s", err, stop())
 	}
 	defer f.Close()
 	buf := make([]byte, 1<<20)
