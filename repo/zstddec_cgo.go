@@ -20,8 +20,6 @@ import (
 	"encoding/binary"
 	"sync"
 	"unsafe"
-
-	"github.com/drpipe/drpipe/internal/cpus"
 )
 
 // ZstdDecoder names the implementation that decompresses blobs of known
@@ -37,17 +35,15 @@ var (
 	dctxs chan *C.ZSTD_DCtx
 )
 
+// initDCtxs fills dctxs. A nil context (no memory) makes decompressZstd
+// decline: the Go decoder runs.
 func initDCtxs() {
-	n := cpus.N()
-	size := C.ZSTD_estimateDCtxSize()
-	dctxs = make(chan *C.ZSTD_DCtx, n)
-	for range n {
-		ws := C.malloc(size) // lives as long as the process
-		var dc *C.ZSTD_DCtx
-		if ws != nil {
-			dc = C.ZSTD_initStaticDCtx(ws, size)
-		}
-		dctxs <- dc // nil: decompressZstd declines, the Go decoder runs
+	all := staticContexts(C.ZSTD_estimateDCtxSize(), func(ws unsafe.Pointer, size C.size_t) unsafe.Pointer {
+		return unsafe.Pointer(C.ZSTD_initStaticDCtx(ws, size))
+	})
+	dctxs = make(chan *C.ZSTD_DCtx, len(all))
+	for _, c := range all {
+		dctxs <- (*C.ZSTD_DCtx)(c)
 	}
 }
 

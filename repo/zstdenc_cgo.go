@@ -44,18 +44,29 @@ var (
 	cctxs chan *C.ZSTD_CCtx
 )
 
+// initCCtxs fills cctxs. A nil context (no memory) makes compressZstd
+// report failure: the blob is stored raw.
 func initCCtxs() {
-	n := cpus.N()
-	size := C.ZSTD_estimateCCtxSize(maxZstdLevel)
-	cctxs = make(chan *C.ZSTD_CCtx, n)
-	for range n {
-		ws := C.malloc(size) // 16-aligned; lives as long as the process
-		var cc *C.ZSTD_CCtx
-		if ws != nil {
-			cc = C.ZSTD_initStaticCCtx(ws, size)
-		}
-		cctxs <- cc // nil: compressZstd reports failure, the blob is stored raw
+	all := staticContexts(C.ZSTD_estimateCCtxSize(maxZstdLevel), func(ws unsafe.Pointer, size C.size_t) unsafe.Pointer {
+		return unsafe.Pointer(C.ZSTD_initStaticCCtx(ws, size))
+	})
+	cctxs = make(chan *C.ZSTD_CCtx, len(all))
+	for _, c := range all {
+		cctxs <- (*C.ZSTD_CCtx)(c)
 	}
+}
+
+// staticContexts returns cpus.N() library contexts, each made by init in
+// a workspace of size bytes allocated once (16-aligned) and kept for the
+// life of the process. An entry is nil where the allocation failed.
+func staticContexts(size C.size_t, init func(ws unsafe.Pointer, size C.size_t) unsafe.Pointer) []unsafe.Pointer {
+	all := make([]unsafe.Pointer, cpus.N())
+	for i := range all {
+		if ws := C.malloc(size); ws != nil {
+			all[i] = init(ws, size)
+		}
+	}
+	return all
 }
 
 // compressZstd appends one zstd frame holding src, compressed at the
