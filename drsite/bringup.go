@@ -526,7 +526,7 @@ func restoreGroup(ctx context.Context, r *repo.Repository, vms []*PlannedVM, tar
 			include = append(include, it.disk.Path)
 		}
 		progress("  restoring %d disks from snapshot %s", len(include), sn.ID().Short())
-		if _, err := pipeline.Restore(ctx, r, sn, pipeline.RestoreOptions{Target: staging, Include: include, Workers: o.RestoreWorkers, Progress: o.RestoreProgress}); err != nil {
+		if _, err := pipeline.Restore(ctx, r, sn, pipeline.RestoreOptions{Target: staging, Include: include, Workers: o.RestoreWorkers, Progress: o.RestoreProgress, Flatten: true}); err != nil {
 			return fmt.Errorf("restore disks of %s from snapshot %s: %w", items[0].vm.Name, sn.ID().Short(), err)
 		}
 		for _, it := range items {

@@ -474,7 +474,13 @@ func (rs *restorer) restoreDisk(n *repo.Node, sp, dp string) error {
 	if format == m.Format {
 		o.QCOW2, o.VHD, o.VHDX = m.QCOW2, m.VHD, m.VHDX
 	}
-	if format == m.Format && m.Layer {
+	// A layer stays a layer (its parent reference, only its own data) in
+	// its own format, as long as the parent keeps its name: in a restore
+	// in the original formats, or when the format asked for is the
+	// parent's too (a converted parent gets another name), and unless the
+	// caller asked for self-contained disks (Flatten). Otherwise it is
+	// flattened.
+	if format == m.Format && m.Layer && !rs.o.Flatten && (want == DiskFormatOriginal || m.BackingFormat == format) {
 		// Keep the chain: the same parent reference, only this layer's data.
 		nr, err := NewNodeReader(rs.ctx, rs.r, n, nil)
 		if err == nil {

@@ -38,6 +38,10 @@ type RestoreOptions struct {
 	// DiskFormat is the container for recognised VM disk images: raw,
 	// qcow2, vhdx or original (the default; see disk.go).
 	DiskFormat string
+	// Flatten restores every differencing disk as a self-contained image
+	// (in the format DiskFormat gives), never as a layer: for callers that
+	// place disks one by one, such as DR-site bring-up.
+	Flatten bool
 }
 
 // RestoreResult describes a finished restore.
@@ -106,9 +110,9 @@ type restorer struct {
 	dirNames  map[string]bool
 	converted map[string]bool
 
-	// Layers restored as layers (walker only): each with the backing
-	// file it names, checked once everything is restored, and what that
-	// check found.
+	// Disks restored as layers (walker only): each with the backing file
+	// it names, checked once everything is restored, and what that check
+	// found.
 	layers  []restoredLayer
 	notices []FileError
 }
@@ -118,25 +122,48 @@ type restorer struct {
 // absolute).
 type restoredLayer struct{ path, backing string }
 
-// checkLayers notes each restored layer whose parent is nowhere to be
-// found: the layer alone is not a usable disk. It is not a failure: the
-// operator may put the parent in place afterwards. Run after the walk and
-// the readers are done (the parent may come later in the snapshot).
+// checkLayers notes each restored layer whose parent is not where it
+// points, or is outside the restore target: the layer alone is not a
+// usable disk, or silently reads a live file that may have changed since
+// the backup. It is not a failure: the operator may put the parent in
+// place afterwards. Run after the walk and the readers are done (the
+// parent may come later in the snapshot). Parents named by a URL or a
+// qemu json: description are not files and are not checked.
 func (rs *restorer) checkLayers() {
+	const flat = "or restore with --disk-format raw for a self-contained disk"
+	target := filepath.Clean(rs.o.Target)
 	for _, l := range rs.layers {
-		b := l.backing
-		if !filepath.IsAbs(b) {
-			b = filepath.Join(filepath.Dir(l.path), b)
-		}
-		if _, err := os.Stat(b); err == nil {
+		if strings.HasPrefix(l.backing, "json:") || strings.Contains(l.backing, "://") {
 			continue
 		}
-		hint := "restore that file too (--path)"
-		if filepath.IsAbs(l.backing) {
-			hint = "the reference is absolute: put the chain back in its place, or rebase this layer (qemu-img rebase -u)"
+		var msg string
+		switch {
+		case !filepath.IsAbs(l.backing):
+			b := filepath.Join(filepath.Dir(l.path), l.backing)
+			if exists(b) {
+				continue
+			}
+			msg = fmt.Sprintf("restored as a layer over %s, which is not there: the disk will not open without it; restore that file too (--path), %s", b, flat)
+		case target == "/":
+			if exists(l.backing) {
+				continue
+			}
+			msg = fmt.Sprintf("restored as a layer over %s, which is not there: the disk will not open without it; restore that file too (--path), %s", l.backing, flat)
+		case exists(filepath.Join(target, l.backing)):
+			msg = fmt.Sprintf("restored as a layer that names its parent by the absolute path %s; the restored parent is %s: move the chain into place, or rebase this layer onto it (qemu-img rebase -u -b), %s", l.backing, filepath.Join(target, l.backing), flat)
+		case exists(l.backing):
+			msg = fmt.Sprintf("restored as a layer over %s, outside the restore target: it reads that live file, which may have changed since the backup; restore the parent too and rebase this layer onto it (qemu-img rebase -u -b), %s", l.backing, flat)
+		default:
+			msg = fmt.Sprintf("restored as a layer over %s, which is not there: the disk will not open without it; restore that file too (--path) and rebase this layer onto it (qemu-img rebase -u -b), %s", l.backing, flat)
 		}
-		rs.notices = append(rs.notices, FileError{Path: l.path, Err: fmt.Errorf("restored as a layer over %s, which is not there: the disk will not open without it; %s, or restore with --disk-format raw (or qcow2, vhdx) for a self-contained disk", b, hint)})
+		rs.notices = append(rs.notices, FileError{Path: l.path, Err: errors.New(msg)})
 	}
+}
+
+// exists reports whether p names something (following symlinks).
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // linkKey identifies a file of the backed-up system: its device and inode.

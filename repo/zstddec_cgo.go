@@ -35,8 +35,8 @@ var (
 	dctxs chan *C.ZSTD_DCtx
 )
 
-// initDCtxs fills dctxs. A nil context (no memory) makes decompressZstd
-// decline: the Go decoder runs.
+// initDCtxs fills dctxs. A nil context makes decompressZstd decline: the
+// Go decoder runs.
 func initDCtxs() {
 	all := staticContexts(C.ZSTD_estimateDCtxSize(), func(ws unsafe.Pointer, size C.size_t) unsafe.Pointer {
 		return unsafe.Pointer(C.ZSTD_initStaticDCtx(ws, size))

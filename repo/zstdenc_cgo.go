@@ -44,8 +44,8 @@ var (
 	cctxs chan *C.ZSTD_CCtx
 )
 
-// initCCtxs fills cctxs. A nil context (no memory) makes compressZstd
-// report failure: the blob is stored raw.
+// initCCtxs fills cctxs. A nil context makes compressZstd report
+// failure: the blob is stored raw.
 func initCCtxs() {
 	all := staticContexts(C.ZSTD_estimateCCtxSize(maxZstdLevel), func(ws unsafe.Pointer, size C.size_t) unsafe.Pointer {
 		return unsafe.Pointer(C.ZSTD_initStaticCCtx(ws, size))
@@ -58,12 +58,15 @@ func initCCtxs() {
 
 // staticContexts returns cpus.N() library contexts, each made by init in
 // a workspace of size bytes allocated once (16-aligned) and kept for the
-// life of the process. An entry is nil where the allocation failed.
+// life of the process. An entry is nil where the allocation failed or the
+// library refused the workspace (which is then freed).
 func staticContexts(size C.size_t, init func(ws unsafe.Pointer, size C.size_t) unsafe.Pointer) []unsafe.Pointer {
 	all := make([]unsafe.Pointer, cpus.N())
 	for i := range all {
 		if ws := C.malloc(size); ws != nil {
-			all[i] = init(ws, size)
+			if all[i] = init(ws, size); all[i] == nil {
+				C.free(ws)
+			}
 		}
 	}
 	return all

@@ -896,6 +896,10 @@ func (a *app) tapeRestoreCmd() *cobra.Command {
 			if target == "" {
 				return usagef("restore needs --target DIR")
 			}
+			df, err := a.diskFormatFlag(cmd) // a usage error before a tape is touched
+			if err != nil {
+				return err
+			}
 			te, err := a.openTape()
 			if err != nil {
 				return err
@@ -963,7 +967,7 @@ func (a *app) tapeRestoreCmd() *cobra.Command {
 			if a.progressEnabled() {
 				bar = startProgress(a.stderr, cnt, "restore")
 			}
-			res, err := pipeline.Restore(ctx, r, sn, pipeline.RestoreOptions{Target: target, Include: paths, Progress: cnt, Workers: a.v.GetInt("restore.workers")})
+			res, err := pipeline.Restore(ctx, r, sn, pipeline.RestoreOptions{Target: target, Include: paths, Progress: cnt, Workers: a.v.GetInt("restore.workers"), DiskFormat: df})
 			bar.Stop()
 			if res == nil {
 				return err
@@ -1002,6 +1006,7 @@ func (a *app) tapeRestoreCmd() *cobra.Command {
 	f.StringArrayVar(&paths, "path", nil, "restore only this snapshot path (repeatable)")
 	f.StringVar(&work, "work", "", "directory for the temporary repository read from tape (default: a temp dir)")
 	f.BoolVar(&keep, "keep-work", false, "keep the temporary repository (it is a complete drpipe repository for the snapshot)")
+	addDiskFormatFlag(cmd)
 	return cmd
 }
 

@@ -32,7 +32,8 @@ func (a *app) diskBackupFlags(cmd *cobra.Command) (flatten, noDisk bool) {
 
 func addDiskFormatFlag(cmd *cobra.Command) {
 	cmd.Flags().String("disk-format", "original", "container for VM disk images: original, raw, qcow2 or vhdx (config key restore.disk_format); "+
-		"a format other than the original gets that extension and flattens differencing chains")
+		"a format other than the original gets that extension and flattens differencing chains; "+
+		"a layer already in that format stays a layer only if its parent is in it too")
 }
 
 func (a *app) diskFormatFlag(cmd *cobra.Command) (string, error) {

@@ -555,3 +555,61 @@ func TestMountWarnsOfUnreadableSnapshots(t *testing.T) {
 		t.Errorf("mount did not warn about the unreadable snapshot %s:\n%s", newer.SnapshotID[:8], stderr)
 	}
 }
+
+// TestLayerRestoreNotices: a layer is kept only where its parent keeps its
+// name, and the notice after a restore says what is wrong with the parent
+// a restored layer names (found by review):
+//  1. a qcow2 overlay over a VHDX parent, restored with --disk-format
+//     qcow2: the parent becomes base.qcow2, so the overlay is flattened
+//     and opens;
+//  2. a qcow2 overlay over qcow2 restored alone with --disk-format qcow2
+//     stays a layer, and the notice does not suggest qcow2 to flatten it;
+//  3. an overlay naming its parent by an absolute path, restored into a
+//     target: alone, it would read the live source file; with the chain,
+//     it still names the live file, not the restored one.
+func TestLayerRestoreNotices(t *testing.T) {
+	needDiskTools(t)
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	src := filepath.Join(e.dir, "images")
+	os.MkdirAll(src, 0o755)
+	qimg(t, "create", "-q", "-f", "vhdx", filepath.Join(src, "base.vhdx"), "16M")
+	qimg(t, "create", "-q", "-f", "qcow2", "-b", "base.vhdx", "-F", "vhdx", filepath.Join(src, "top.qcow2"))
+	qimg(t, "create", "-q", "-f", "qcow2", filepath.Join(src, "b2.qcow2"), "16M")
+	qimg(t, "create", "-q", "-f", "qcow2", "-b", "b2.qcow2", "-F", "qcow2", filepath.Join(src, "t2.qcow2"))
+	qimg(t, "create", "-q", "-f", "qcow2", filepath.Join(src, "ab.qcow2"), "16M")
+	qimg(t, "create", "-q", "-f", "qcow2", "-b", filepath.Join(src, "ab.qcow2"), "-F", "qcow2", filepath.Join(src, "at.qcow2"))
+	for _, f := range []string{"top.qcow2", "t2.qcow2", "at.qcow2"} {
+		if out, err := exec.Command("qemu-io", "-f", "qcow2", "-c", "write -P 0x6b 1M 2M", filepath.Join(src, f)).CombinedOutput(); err != nil {
+			t.Fatalf("qemu-io: %v\n%s", err, out)
+		}
+	}
+	b := e.backup(repoDir, src)
+
+	d1 := filepath.Join(e.dir, "r1")
+	r := e.run("restore", "--repo", repoDir, b.SnapshotID, "--target", d1, "--disk-format", "qcow2")
+	if r.code != 0 || strings.Contains(r.stderr, "top.qcow2: restored as a layer") {
+		t.Errorf("case 1: exit %d, stderr:\n%s\nwant exit 0 and no notice for top.qcow2", r.code, r.stderr)
+	}
+	if out, err := exec.Command("qemu-img", "info", "--backing-chain", filepath.Join(d1, src, "top.qcow2")).CombinedOutput(); err != nil || strings.Contains(string(out), "backing file") {
+		t.Errorf("case 1: top.qcow2 after a whole restore to qcow2: %v\n%s\nwant a self-contained disk", err, out)
+	}
+	qcompare(t, filepath.Join(src, "top.qcow2"), filepath.Join(d1, src, "top.qcow2"))
+
+	d2 := filepath.Join(e.dir, "r2")
+	r = e.run("restore", "--repo", repoDir, b.SnapshotID, "--target", d2, "--disk-format", "qcow2", "--path", filepath.Join(src, "t2.qcow2"))
+	if r.code != 0 || !strings.Contains(r.stderr, "t2.qcow2: restored as a layer over "+filepath.Join(d2, src, "b2.qcow2")+", which is not there") || strings.Contains(r.stderr, "or qcow2") {
+		t.Errorf("case 2: exit %d, stderr:\n%s\nwant a notice naming b2.qcow2 that does not suggest qcow2", r.code, r.stderr)
+	}
+
+	d3 := filepath.Join(e.dir, "r3")
+	r = e.run("restore", "--repo", repoDir, b.SnapshotID, "--target", d3, "--path", filepath.Join(src, "at.qcow2"))
+	if r.code != 0 || !strings.Contains(r.stderr, "restored as a layer over "+filepath.Join(src, "ab.qcow2")+", outside the restore target") {
+		t.Errorf("case 3, overlay alone: exit %d, stderr:\n%s\nwant a notice that it reads the live parent", r.code, r.stderr)
+	}
+	d4 := filepath.Join(e.dir, "r4")
+	r = e.run("restore", "--repo", repoDir, b.SnapshotID, "--target", d4, "--path", filepath.Join(src, "at.qcow2"), "--path", filepath.Join(src, "ab.qcow2"))
+	if r.code != 0 || !strings.Contains(r.stderr, "the restored parent is "+filepath.Join(d4, src, "ab.qcow2")) {
+		t.Errorf("case 3, with its parent: exit %d, stderr:\n%s\nwant a notice naming the restored parent", r.code, r.stderr)
+	}
+}
