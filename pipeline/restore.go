@@ -443,6 +443,7 @@ func (rs *restorer) node(n *repo.Node, sp, dp string) error {
 			return nil
 		}
 		rs.files.Add(1)
+		rs.progress.AddDone(1, 0) // the snapshot's file count includes it
 	case repo.NodeDev, repo.NodeCharDev, repo.NodeFIFO:
 		mode := uint32(n.Mode.Perm())
 		switch n.Type {
@@ -466,6 +467,7 @@ func (rs *restorer) node(n *repo.Node, sp, dp string) error {
 			return nil
 		}
 		rs.files.Add(1)
+		rs.progress.AddDone(1, 0)
 	default:
 		rs.fail(dp, fmt.Errorf("unknown node type %q", n.Type))
 	}

@@ -477,3 +477,29 @@ func TestRestoreMetaFailureNotCounted(t *testing.T) {
 		t.Errorf("%d files counted as restored, want 1 (only the regular file)", rr.Files)
 	}
 }
+
+// TestRestoreProgressCountsEveryFile: the progress display's done count
+// reaches the snapshot's file count, which includes symlinks and FIFOs.
+func TestRestoreProgressCountsEveryFile(t *testing.T) {
+	ctx := context.Background()
+	r, _ := newRepo(t)
+	src := filepath.Join(t.TempDir(), "src")
+	os.MkdirAll(src, 0o755)
+	os.WriteFile(filepath.Join(src, "f"), []byte("data"), 0o644)
+	os.Symlink("f", filepath.Join(src, "link"))
+	if err := syscall.Mkfifo(filepath.Join(src, "fifo"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cnt := &Counter{}
+	rr, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: filepath.Join(t.TempDir(), "dst"), Progress: cnt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rr.Files != 3 || cnt.DoneFiles.Load() != res.Summary.Files || res.Summary.Files != 3 {
+		t.Errorf("restored %d files, progress done %d, snapshot counts %d; want 3 each", rr.Files, cnt.DoneFiles.Load(), res.Summary.Files)
+	}
+}
