@@ -134,13 +134,21 @@ func (b *backup) openDisk(path string, f *os.File, n *repo.Node) *diskSource {
 		return nil
 	}
 	meta := &DiskMeta{Version: DiskMetaVersion, Info: top.Info}
-	flatten := top.Info.Backing != "" && (b.o.Flatten || !b.inBackup(top.Info.Path, top.Info.Backing))
+	parentIn := top.Info.Backing != "" && b.inBackup(top.Info.Path, top.Info.Backing)
+	flatten := top.Info.Backing != "" && (b.o.Flatten || !parentIn)
 	var ds *diskSource
 	if flatten {
 		d, err := vmdisk.OpenFile(f, path, vmdisk.Limits{})
-		if err != nil {
+		switch {
+		case err != nil && parentIn:
+			// --flatten asked for it; the parent is backed up as well, so
+			// the chain still restores.
 			b.progress.Warn(path, fmt.Errorf("cannot flatten the backing chain, backing up this image as a layer: %w", err))
-		} else {
+		case err != nil:
+			// The snapshot gets the layer alone: a restore cannot give a
+			// usable disk. The backup is partial (exit 3).
+			b.warn(path, fmt.Errorf("cannot read the backing chain, and its parent %s is not in the backup paths: backing up this image as a layer alone, which does not restore to a usable disk; make the parent readable or add its directory to the backup: %w", top.Info.Backing, err))
+		default:
 			al, err := d.Allocated()
 			if err != nil {
 				d.Close()

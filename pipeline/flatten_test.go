@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -57,5 +58,43 @@ func TestRestoreFlattenLayers(t *testing.T) {
 		if !strings.Contains(info, "backing file: base.qcow2") || len(rr.Notices) != 1 || !strings.Contains(rr.Notices[0].Err.Error(), "which is not there") {
 			t.Errorf("layer restore: notices %v, image:\n%s\nwant the layer and one notice about base.qcow2", rr.Notices, info)
 		}
+	}
+}
+
+// TestBackupLayerWithoutParentIsPartial: an overlay whose parent is
+// outside the backup paths and cannot be read is stored as a layer alone,
+// which cannot restore to a usable disk: the backup says so and is
+// partial.
+func TestBackupLayerWithoutParentIsPartial(t *testing.T) {
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Fatal("qemu-img not installed: run 'make deps' (package qemu-utils)")
+	}
+	ctx := context.Background()
+	r, _ := newRepo(t)
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.qcow2")
+	src := filepath.Join(dir, "vms")
+	os.MkdirAll(src, 0o755)
+	top := filepath.Join(src, "top.qcow2")
+	for _, args := range [][]string{
+		{"create", "-q", "-f", "qcow2", base, "16M"},
+		{"create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", top},
+	} {
+		if out, err := exec.Command("qemu-img", args...).CombinedOutput(); err != nil {
+			t.Fatalf("qemu-img %v: %v\n%s", args, err, out)
+		}
+	}
+	// Big enough to be read as a disk image (minDiskImage).
+	if out, err := exec.Command("qemu-io", "-f", "qcow2", "-c", "write -P 0x33 0 4M", top).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-io: %v\n%s", err, out)
+	}
+	os.Remove(base)
+	cnt := &Counter{}
+	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}, Progress: cnt})
+	if !errors.Is(err, ErrPartial) || res == nil || res.Warnings != 1 {
+		t.Fatalf("backup of an overlay without its parent: %v, %+v; want partial with one warning", err, res)
+	}
+	if w := cnt.Warnings(); len(w) != 1 || !strings.Contains(w[0].Err.Error(), "not in the backup paths") || !strings.Contains(w[0].Err.Error(), base) {
+		t.Errorf("warnings %v, want one naming the missing parent %s", w, base)
 	}
 }
