@@ -136,21 +136,23 @@ func (rs *restorer) checkLayers() {
 		if strings.HasPrefix(l.backing, "json:") || strings.Contains(l.backing, "://") {
 			continue
 		}
-		var msg string
+		// Where the layer will look for its parent, when that is inside
+		// the restored tree: next to it, or anywhere for a restore to /.
+		inside := ""
 		switch {
 		case !filepath.IsAbs(l.backing):
-			b := filepath.Join(filepath.Dir(l.path), l.backing)
-			if exists(b) {
-				continue
-			}
-			msg = fmt.Sprintf("restored as a layer over %s, which is not there: the disk will not open without it; restore that file too (--path), %s", b, flat)
+			inside = filepath.Join(filepath.Dir(l.path), l.backing)
 		case target == "/":
-			if exists(l.backing) {
-				continue
-			}
-			msg = fmt.Sprintf("restored as a layer over %s, which is not there: the disk will not open without it; restore that file too (--path), %s", l.backing, flat)
-		case exists(filepath.Join(target, l.backing)):
-			msg = fmt.Sprintf("restored as a layer that names its parent by the absolute path %s; the restored parent is %s: move the chain into place, or rebase this layer onto it (qemu-img rebase -u -b), %s", l.backing, filepath.Join(target, l.backing), flat)
+			inside = l.backing
+		}
+		var msg string
+		switch restored := filepath.Join(target, l.backing); {
+		case inside != "" && exists(inside):
+			continue
+		case inside != "":
+			msg = fmt.Sprintf("restored as a layer over %s, which is not there: the disk will not open without it; restore that file too (--path), %s", inside, flat)
+		case exists(restored):
+			msg = fmt.Sprintf("restored as a layer that names its parent by the absolute path %s; the restored parent is %s: move the chain into place, or rebase this layer onto it (qemu-img rebase -u -b), %s", l.backing, restored, flat)
 		case exists(l.backing):
 			msg = fmt.Sprintf("restored as a layer over %s, outside the restore target: it reads that live file, which may have changed since the backup; restore the parent too and rebase this layer onto it (qemu-img rebase -u -b), %s", l.backing, flat)
 		default:
