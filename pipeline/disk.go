@@ -439,7 +439,7 @@ func (s sdReaderAt) ReadAt(p []byte, off int64) (int, error) {
 // restoreDisk writes disk node n as an image file in the requested format
 // (a flat record restored as raw takes the plain, batched file path).
 // Problems with this file are recorded as failures; the error is fatal.
-func (rs *restorer) restoreDisk(n *repo.Node, sp, dp string) error {
+func (rs *restorer) restoreDisk(n *repo.Node, sp string, dir *restoreDir, dp string) error {
 	m, err := ParseDiskMeta(n)
 	if err != nil {
 		rs.fail(dp, err)
@@ -474,10 +474,10 @@ func (rs *restorer) restoreDisk(n *repo.Node, sp, dp string) error {
 		dp = conv
 	}
 	if format == vmdisk.Raw && !m.Layer {
-		return rs.file(rawNode(n, filepath.Base(dp)), dp)
+		return rs.file(rawNode(n, filepath.Base(dp)), dir, filepath.Base(dp), dp)
 	}
 	rs.total.Add(n.Size)
-	o := vmdisk.WriteOptions{Format: format}
+	o := vmdisk.WriteOptions{Format: format, Dir: dir.f}
 	var src vmdisk.Source
 	if format == m.Format {
 		o.QCOW2, o.VHD, o.VHDX = m.QCOW2, m.VHD, m.VHDX
@@ -516,7 +516,7 @@ func (rs *restorer) restoreDisk(n *repo.Node, sp, dp string) error {
 	}
 	rs.written.Add(res.DataBytes)
 	rs.progress.AddDone(0, n.Size)
-	if err := rs.applyMeta(dp, n, rs.inheritsACL(dp)); err != nil {
+	if err := rs.applyMeta(dir, filepath.Base(dp), dp, n, rs.inheritsACL(dir)); err != nil {
 		rs.fail(dp, err)
 		return nil
 	}

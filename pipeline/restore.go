@@ -72,7 +72,8 @@ type restorer struct {
 	o        RestoreOptions
 	ctx      context.Context
 	progress Progress
-	root     id.ID // the snapshot's tree, for disk chains
+	root     id.ID       // the snapshot's tree, for disk chains
+	top      *restoreDir // the target, held open for the whole restore
 
 	tasks chan packTask
 	wg    sync.WaitGroup
@@ -195,9 +196,11 @@ type outFile struct {
 	mu      sync.Mutex
 	err     error
 	res     *restorer
-	acl     bool // created with an inherited ACL (see dropInheritedACLs)
-	// Under mu: finished once the file is complete (err final), and
-	// the hard links made to it meanwhile (reported with it if it fails).
+	acl     bool   // created with an inherited ACL (see dropInheritedACLs)
+	id      fileID // device and inode, for a file later names link to
+	// Under mu: finished once the file is complete (err final) and f
+	// closed, and the hard links made to it meanwhile (reported with it
+	// if it fails).
 	finished bool
 	links    []string
 }
@@ -283,12 +286,19 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, o Resto
 	if err := os.MkdirAll(o.Target, 0o700); err != nil {
 		return nil, fmt.Errorf("create target %s: %w", o.Target, err)
 	}
-	rs := &restorer{r: r, o: o, ctx: ctx, progress: o.Progress, root: sn.Tree, tasks: make(chan packTask, o.Workers), open: make(chan struct{}, openLimit()), matched: map[string]bool{"/": true}, created: map[string]bool{}, defACL: map[string]bool{}, linked: map[linkKey]linkFirst{}, converted: map[string]bool{}}
+	// The target's own path is followed (the operator chose it); nothing
+	// below it is (restoreDir).
+	top, err := openNoPoll(o.Target, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open target %s: %w", o.Target, err)
+	}
+	defer top.Close()
+	rs := &restorer{r: r, o: o, ctx: ctx, progress: o.Progress, root: sn.Tree, top: &restoreDir{f: top, path: filepath.Clean(o.Target)}, tasks: make(chan packTask, o.Workers), open: make(chan struct{}, openLimit()), matched: map[string]bool{"/": true}, created: map[string]bool{}, defACL: map[string]bool{}, linked: map[linkKey]linkFirst{}, converted: map[string]bool{}}
 	for i := 0; i < o.Workers; i++ {
 		rs.wg.Add(1)
 		go rs.reader()
 	}
-	walkErr := rs.walk(sn.Tree, "/", o.Target)
+	walkErr := rs.walk(sn.Tree, "/", rs.top)
 	rs.flushBatch() // files already created get their data (or an error) even if the walk stopped
 	close(rs.tasks)
 	rs.wg.Wait()
@@ -347,7 +357,16 @@ func (rs *restorer) selected(p string) (full, onPath bool) {
 	return full, onPath || full
 }
 
-func (rs *restorer) walk(tree id.ID, snapPath, dst string) error {
+// testHookWalk, when set by a test, is called with the path of each
+// directory as its walk starts (the directory is open by then).
+var testHookWalk func(dir string)
+
+// walk restores tree (snapshot path snapPath) into dir.
+func (rs *restorer) walk(tree id.ID, snapPath string, dir *restoreDir) error {
+	dst := dir.path
+	if testHookWalk != nil {
+		testHookWalk(dst)
+	}
 	t, err := rs.r.LoadTree(rs.ctx, tree)
 	if err != nil {
 		err = fmt.Errorf("load tree of %s: %w", snapPath, err)
@@ -394,53 +413,63 @@ func (rs *restorer) walk(tree id.ID, snapPath, dst string) error {
 		dp := filepath.Join(dst, n.Name)
 		if !full {
 			if n.Type == repo.NodeDir && n.Subtree != nil {
-				if err := rs.ensureDir(dp); err != nil {
-					rs.fail(dp, err)
-					continue
-				}
-				if err := rs.walk(*n.Subtree, sp, dp); err != nil {
+				if err := rs.subdir(n, sp, dir, dp, false); err != nil {
 					return err
 				}
-				rs.dirsMD = append(rs.dirsMD, dirMeta{dp, n, rs.created[dp] && rs.inheritsACL(dp)})
 			}
 			continue
 		}
-		if err := rs.node(n, sp, dp); err != nil {
+		if err := rs.node(n, sp, dir, dp); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (rs *restorer) node(n *repo.Node, sp, dp string) error {
+// subdir restores directory node n (snapshot path sp) at dp in dir and,
+// when it has a subtree, what it holds; count: as a restored directory
+// (not one only on the way to an included path). A directory that cannot
+// be made is listed as failed, and what it holds is skipped; the rest of
+// the snapshot is still restored.
+func (rs *restorer) subdir(n *repo.Node, sp string, dir *restoreDir, dp string, count bool) error {
+	child, err := rs.ensureDir(dir, n.Name, dp)
+	if err != nil {
+		rs.fail(dp, err)
+		return nil
+	}
+	defer child.close()
+	if count {
+		rs.dirs.Add(1)
+	}
+	if n.Subtree != nil {
+		if err := rs.walk(*n.Subtree, sp, child); err != nil {
+			return err
+		}
+	}
+	rs.dirsMD = append(rs.dirsMD, dirMeta{dp, n, rs.created[dp] && rs.inheritsACL(dir)})
+	return nil
+}
+
+// node restores n (snapshot path sp) as entry dp of dir.
+func (rs *restorer) node(n *repo.Node, sp string, dir *restoreDir, dp string) error {
 	switch n.Type {
 	case repo.NodeDir:
-		if err := rs.ensureDir(dp); err != nil {
-			rs.fail(dp, err) // and skip what it holds; the rest is still restored
-			return nil
-		}
-		rs.dirs.Add(1)
-		if n.Subtree != nil {
-			if err := rs.walk(*n.Subtree, sp, dp); err != nil {
-				return err
-			}
-		}
-		rs.dirsMD = append(rs.dirsMD, dirMeta{dp, n, rs.created[dp] && rs.inheritsACL(dp)})
+		return rs.subdir(n, sp, dir, dp, true)
 	case repo.NodeFile:
 		if n.Disk != nil {
-			return rs.restoreDisk(n, sp, dp) // VM disk image (disk.go)
+			return rs.restoreDisk(n, sp, dir, dp) // VM disk image (disk.go)
 		}
-		return rs.file(n, dp)
+		return rs.file(n, dir, n.Name, dp)
 	case repo.NodeSymlink:
-		if err := rs.clearEntry(dp); err != nil {
+		if err := rs.clearEntry(dir, n.Name, dp); err != nil {
 			rs.fail(dp, err)
 			return nil
 		}
-		if err := os.Symlink(n.LinkTarget, dp); err != nil {
-			rs.fail(dp, err)
+		if err := unix.Symlinkat(n.LinkTarget, dir.fd(), n.Name); err != nil {
+			rs.fail(dp, &os.LinkError{Op: "symlink", Old: n.LinkTarget, New: dp, Err: err})
 			return nil
 		}
-		if err := rs.applyMeta(dp, n, false); err != nil { // symlinks have no ACLs
+		if err := rs.applyMeta(dir, n.Name, dp, n, false); err != nil { // symlinks have no ACLs
 			rs.fail(dp, err) // listed, not counted, as a file would be
 			return nil
 		}
@@ -456,15 +485,15 @@ func (rs *restorer) node(n *repo.Node, sp, dp string) error {
 		default:
 			mode |= unix.S_IFIFO
 		}
-		if err := rs.clearEntry(dp); err != nil {
+		if err := rs.clearEntry(dir, n.Name, dp); err != nil {
 			rs.fail(dp, err)
 			return nil
 		}
-		if err := unix.Mknod(dp, mode, int(n.Rdev)); err != nil {
+		if err := unix.Mknodat(dir.fd(), n.Name, mode, int(n.Rdev)); err != nil {
 			rs.fail(dp, fmt.Errorf("mknod: %w", err))
 			return nil
 		}
-		if err := rs.applyMeta(dp, n, rs.inheritsACL(dp)); err != nil {
+		if err := rs.applyMeta(dir, n.Name, dp, n, rs.inheritsACL(dir)); err != nil {
 			rs.fail(dp, err)
 			return nil
 		}
@@ -476,46 +505,66 @@ func (rs *restorer) node(n *repo.Node, sp, dp string) error {
 	return nil
 }
 
-// ensureDir makes p a directory: it creates it, keeps a directory already
-// there, and replaces anything else (a file, or a symlink, which is never
-// followed: writing through it would put the restore outside the target).
-func (rs *restorer) ensureDir(p string) error {
-	err := os.Mkdir(p, 0o700)
-	if err == nil {
+// ensureDir makes entry name of dir (path p) a directory and opens it: it
+// creates it, keeps a directory already there, and replaces anything else
+// (a file, or a symlink, which is never followed: writing through it
+// would put the restore outside the target).
+func (rs *restorer) ensureDir(dir *restoreDir, name, p string) (*restoreDir, error) {
+	err := mkdirAt(dir.fd(), name)
+	switch {
+	case err == nil:
 		rs.created[p] = true
-	}
-	if err == nil || !errors.Is(err, fs.ErrExist) {
-		return err
-	}
-	if fi, lerr := os.Lstat(p); lerr != nil || fi.IsDir() {
-		return lerr
-	}
-	if err := unix.Unlink(p); err != nil {
-		return &fs.PathError{Op: "replace with a directory", Path: p, Err: err}
-	}
-	err = os.Mkdir(p, 0o700)
-	if err == nil {
+	case err == unix.EEXIST:
+		var st unix.Stat_t
+		if err := unix.Fstatat(dir.fd(), name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return nil, &fs.PathError{Op: "stat", Path: p, Err: err}
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			break
+		}
+		if err := unix.Unlinkat(dir.fd(), name, 0); err != nil {
+			return nil, &fs.PathError{Op: "replace with a directory", Path: p, Err: err}
+		}
+		if err := mkdirAt(dir.fd(), name); err != nil {
+			return nil, &fs.PathError{Op: "mkdir", Path: p, Err: err}
+		}
 		rs.created[p] = true
+	default:
+		return nil, &fs.PathError{Op: "mkdir", Path: p, Err: err}
 	}
-	return err
+	d, err := openDirAt(dir.fd(), name, p)
+	if err != nil {
+		return nil, notFollowed(err)
+	}
+	return d, nil
 }
 
-// clearEntry makes way at p for a new file, symlink or device: whatever
+// mkdirAt makes directory name in dir, private until its metadata is set
+// at the end of the restore, retrying when interrupted.
+func mkdirAt(dir int, name string) error {
+	for {
+		if err := unix.Mkdirat(dir, name, 0o700); err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+// clearEntry makes way at entry name of dir (path p) for a new file, symlink or device: whatever
 // non-directory is there is unlinked, not opened or followed (a symlink
 // out of the target, a FIFO that would block the open, a hard link whose
 // other names must keep their content). An empty directory is removed; a
 // directory with entries is an error for this item. In a directory this
 // restore created there is nothing to clear (and O_EXCL still checks).
-func (rs *restorer) clearEntry(p string) error {
-	if rs.created[filepath.Dir(p)] {
+func (rs *restorer) clearEntry(dir *restoreDir, name, p string) error {
+	if rs.created[dir.path] {
 		return nil
 	}
-	err := unix.Unlink(p)
+	err := unix.Unlinkat(dir.fd(), name, 0)
 	if err == nil || err == unix.ENOENT {
 		return nil
 	}
 	if err == unix.EISDIR || err == unix.EPERM {
-		if rerr := unix.Rmdir(p); rerr == nil {
+		if rerr := unix.Unlinkat(dir.fd(), name, unix.AT_REMOVEDIR); rerr == nil {
 			return nil
 		} else if rerr == unix.ENOTEMPTY || rerr == unix.EEXIST {
 			return fmt.Errorf("a directory with entries is in the way at %s (move it away or restore into an empty target)", p)
@@ -524,7 +573,10 @@ func (rs *restorer) clearEntry(p string) error {
 	return &fs.PathError{Op: "unlink", Path: p, Err: err}
 }
 
-func (rs *restorer) file(n *repo.Node, dp string) error {
+// file restores regular file n as entry name of dir (path dp): it creates
+// the file and queues its extents for the readers, or links it to an
+// earlier name of the same inode.
+func (rs *restorer) file(n *repo.Node, dir *restoreDir, name, dp string) error {
 	var key linkKey
 	var sum [32]byte
 	newFirst := false
@@ -535,13 +587,13 @@ func (rs *restorer) file(n *repo.Node, dp string) error {
 		case !ok:
 			newFirst = true
 		case first.sum == sum:
-			if rs.link(first.of, n, dp) {
+			if rs.link(first.of, n, dir, name, dp) {
 				return nil
 			}
 			newFirst = true // the first failed: this name is the one to link to
 		}
 	}
-	if err := rs.clearEntry(dp); err != nil {
+	if err := rs.clearEntry(dir, name, dp); err != nil {
 		rs.fail(dp, err)
 		return nil
 	}
@@ -549,15 +601,18 @@ func (rs *restorer) file(n *repo.Node, dp string) error {
 		return err
 	}
 	// O_EXCL: a fresh inode, never one that appeared here meanwhile.
-	f, err := openNoPoll(dp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW, 0o600)
+	f, err := openNoPollAt(dir.fd(), name, dp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		<-rs.open
 		rs.fail(dp, err)
 		return nil
 	}
-	of := &outFile{path: dp, node: n, f: f, res: rs, acl: rs.inheritsACL(dp)}
+	of := &outFile{path: dp, node: n, f: f, res: rs, acl: rs.inheritsACL(dir)}
 	of.pending.Store(1) // held by the walker until all extents are queued
 	if newFirst {
+		// Later names link to this inode, checked by its identity once
+		// the file is closed (link).
+		of.id, _ = fileIDOf(f)
 		rs.linked[key] = linkFirst{of: of, sum: sum}
 	}
 	rs.files.Add(1)
@@ -595,21 +650,35 @@ func (rs *restorer) file(n *repo.Node, dp string) error {
 	return rs.ctx.Err()
 }
 
-// link makes dp another name of the file first was restored to, as the
-// two were one file (node n here) when backed up. It reports false when
-// dp is to be restored as a file of its own instead: the first name
-// failed, or the file system cannot link (dp is then a copy).
-func (rs *restorer) link(first *outFile, n *repo.Node, dp string) bool {
+// link makes entry name of dir (path dp) another name of the file first
+// was restored to, as the two were one file (node n here) when backed up.
+// It links the inode restored, never whatever first's path names now. It
+// reports false when dp is to be restored as a file of its own instead:
+// the first name failed or was replaced, or the file system cannot link
+// (dp is then a copy).
+func (rs *restorer) link(first *outFile, n *repo.Node, dir *restoreDir, name, dp string) bool {
 	first.mu.Lock()
 	defer first.mu.Unlock()
 	if first.finished && first.err != nil {
 		return false
 	}
-	if err := rs.clearEntry(dp); err != nil {
+	if err := rs.clearEntry(dir, name, dp); err != nil {
 		rs.fail(dp, err)
 		return true
 	}
-	if err := os.Link(first.path, dp); err != nil {
+	src := first.f
+	if first.finished { // closed: found again below the target
+		f, err := rs.openBeneath(first.path, unix.O_PATH)
+		if err != nil {
+			return false
+		}
+		defer f.Close()
+		if got, err := fileIDOf(f); err != nil || first.id == (fileID{}) || got != first.id {
+			return false
+		}
+		src = f
+	}
+	if err := linkFile(src, dir.fd(), name); err != nil {
 		return false
 	}
 	first.links = append(first.links, dp)
@@ -673,9 +742,9 @@ func (of *outFile) release() {
 			of.err = err
 		}
 	}
+	of.mu.Lock() // link uses f until it is closed
 	cerr := of.f.Close()
 	<-rs.open
-	of.mu.Lock()
 	if of.err == nil && cerr != nil {
 		of.err = cerr
 	}
@@ -692,7 +761,7 @@ func (of *outFile) release() {
 			// part of its content (nothing lists it after Ctrl-C). A
 			// file with lost chunks is kept, listed, for salvage.
 			for _, p := range append(links, of.path) {
-				os.Remove(p)
+				rs.removeBeneath(p)
 			}
 			return
 		}
@@ -840,24 +909,31 @@ var zeroBlock [64 << 10]byte
 var isRoot = os.Geteuid() == 0
 
 // applyMeta sets ownership (when permitted), extended attributes, mode
-// and times of a restored item without following symlinks.
-func (rs *restorer) applyMeta(path string, n *repo.Node, acl bool) error {
+// and times of entry name of dir (path p, a symlink, device, FIFO or
+// disk image), through dir and without following a symlink.
+func (rs *restorer) applyMeta(dir *restoreDir, name, p string, n *repo.Node, acl bool) error {
+	fd := dir.fd()
 	if isRoot {
-		if err := os.Lchown(path, int(n.UID), int(n.GID)); err != nil {
+		if err := unix.Fchownat(fd, name, int(n.UID), int(n.GID), unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return fmt.Errorf("chown: %w", err)
 		}
 	}
 	// After chown, which clears security.capability.
-	xerr := rs.setXattrs(-1, path, n)
+	xerr := rs.setXattrs(-1, dir.pinned(name), p, n)
 	if acl {
-		xerr = errors.Join(xerr, dropInheritedACLs(-1, path, n))
+		xerr = errors.Join(xerr, dropInheritedACLs(-1, dir.pinned(name), n))
 	}
 	if n.Type != repo.NodeSymlink {
-		// chmod follows symlinks: make sure none took this entry's place.
-		if fi, err := os.Lstat(path); err != nil || fi.Mode()&fs.ModeSymlink != 0 {
-			return fmt.Errorf("chmod: %s is no longer what was restored (a symlink now?): %v", path, err)
+		mode := uint32(n.Mode.Perm()) | unixModeBits(n.Mode)
+		err := unix.Fchmodat(fd, name, mode, unix.AT_SYMLINK_NOFOLLOW)
+		if err == unix.EOPNOTSUPP { // no fchmodat2 (Linux before 6.6): chmod follows symlinks
+			var st unix.Stat_t
+			if serr := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); serr != nil || st.Mode&unix.S_IFMT == unix.S_IFLNK {
+				return fmt.Errorf("chmod: %s is no longer what was restored (a symlink now?): %v", p, serr)
+			}
+			err = unix.Fchmodat(fd, name, mode, 0)
 		}
-		if err := os.Chmod(path, n.Mode&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
+		if err != nil {
 			return fmt.Errorf("chmod: %w", err)
 		}
 	}
@@ -866,19 +942,20 @@ func (rs *restorer) applyMeta(path string, n *repo.Node, acl bool) error {
 		at = n.ModTime
 	}
 	ts := []unix.Timespec{unix.NsecToTimespec(at.UnixNano()), unix.NsecToTimespec(n.ModTime.UnixNano())}
-	if err := unix.UtimesNanoAt(unix.AT_FDCWD, path, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := unix.UtimesNanoAt(fd, name, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return fmt.Errorf("set times: %w", err)
 	}
 	return xerr
 }
 
 // applyDirMeta sets a restored directory's metadata through a descriptor
-// opened without following a symlink: if something replaced the directory
-// since it was made, its target outside the restore is left alone.
+// opened from the target without following a symlink: if something
+// replaced the directory, or one above it, since it was made, a target
+// outside the restore is left alone.
 func (rs *restorer) applyDirMeta(path string, n *repo.Node, acl bool) error {
-	f, err := openNoPoll(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	f, err := rs.openBeneath(path, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
-		return fmt.Errorf("set directory metadata: %w", err)
+		return fmt.Errorf("set directory metadata: %w", notFollowed(err))
 	}
 	defer f.Close()
 	return rs.applyMetaFd(f, path, n, acl)
@@ -892,7 +969,7 @@ func (rs *restorer) applyMetaFd(f *os.File, path string, n *repo.Node, acl bool)
 			return fmt.Errorf("chown: %w", err)
 		}
 	}
-	xerr := rs.setXattrs(fd, path, n)
+	xerr := rs.setXattrs(fd, path, path, n)
 	if acl {
 		xerr = errors.Join(xerr, dropInheritedACLs(fd, path, n))
 	}
@@ -913,15 +990,16 @@ func (rs *restorer) applyMetaFd(f *os.File, path string, n *repo.Node, acl bool)
 	return xerr
 }
 
-// setXattrs sets n's extended attributes on fd (or path when fd < 0). Those
-// the target file system does not support are counted and reported once,
-// at the end of the restore; other failures are this item's error.
-func (rs *restorer) setXattrs(fd int, path string, n *repo.Node) error {
+// setXattrs sets n's extended attributes on fd (or path when fd < 0; shown
+// is the path for messages). Those the target file system does not
+// support are counted and reported once, at the end of the restore; other
+// failures are this item's error.
+func (rs *restorer) setXattrs(fd int, path, shown string, n *repo.Node) error {
 	unsupported, err := setXattrs(fd, path, n.Xattrs)
 	if len(unsupported) > 0 {
 		rs.mu.Lock()
 		if rs.xattrUnsupported == 0 {
-			rs.xattrFirst = fmt.Sprintf("%s on %s", unsupported[0], path)
+			rs.xattrFirst = fmt.Sprintf("%s on %s", unsupported[0], shown)
 		}
 		rs.xattrUnsupported += len(unsupported)
 		rs.mu.Unlock()
@@ -929,16 +1007,15 @@ func (rs *restorer) setXattrs(fd int, path string, n *repo.Node) error {
 	return err
 }
 
-// inheritsACL reports whether an entry created at p inherited an ACL from
-// its directory's default ACL, asked once per directory. A directory this
+// inheritsACL reports whether an entry created in dir inherited an ACL
+// from dir's default ACL, asked once per directory. A directory this
 // restore made there inherited it as its own default ACL too.
-func (rs *restorer) inheritsACL(p string) bool {
-	dir := filepath.Dir(p)
-	has, ok := rs.defACL[dir]
+func (rs *restorer) inheritsACL(dir *restoreDir) bool {
+	has, ok := rs.defACL[dir.path]
 	if !ok {
-		_, err := unix.Getxattr(dir, aclDefault, nil)
+		_, err := unix.Fgetxattr(dir.fd(), aclDefault, nil)
 		has = err == nil
-		rs.defACL[dir] = has
+		rs.defACL[dir.path] = has
 	}
 	return has
 }

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -285,5 +286,100 @@ func TestRestoreBatchRamp(t *testing.T) {
 	}
 	if prevB != batchBytes || prevN != batchTargets {
 		t.Fatalf("limits settle at %d / %d, want %d / %d", prevB, prevN, batchBytes, batchTargets)
+	}
+}
+
+// TestRestoreDirSwappedForSymlink: a directory already in the target that
+// someone replaces by a symlink while the restore runs (a user's home
+// directory in a restore to /) cannot send the restore out of the target.
+// What belongs below it goes into the directory the restore opened;
+// nothing outside is created, replaced or removed; and the directory's
+// metadata is not set through the symlink, which is reported.
+func TestRestoreDirSwappedForSymlink(t *testing.T) {
+	ctx := context.Background()
+	r, _ := newRepo(t)
+	src := filepath.Join(t.TempDir(), "src")
+	for _, d := range []string{"home/sub/deeper", "home/other"} {
+		os.MkdirAll(filepath.Join(src, d), 0o755)
+	}
+	files := map[string]string{"home/sub/file": "snapshot file", "home/sub/deeper/x": "snapshot x", "home/sub/h1": "linked"}
+	for f, c := range files {
+		os.WriteFile(filepath.Join(src, f), []byte(c), 0o644)
+	}
+	os.Symlink("file", filepath.Join(src, "home/sub/ln"))
+	if err := os.Link(filepath.Join(src, "home/sub/h1"), filepath.Join(src, "home/other/h2")); err != nil {
+		t.Skipf("no hard links here: %v", err)
+	}
+	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	outside := t.TempDir()
+	os.Chmod(outside, 0o711)
+	os.WriteFile(filepath.Join(outside, "file"), []byte("outside"), 0o600)
+	os.WriteFile(filepath.Join(outside, "h1"), []byte("outside h1"), 0o600)
+	dst := filepath.Join(t.TempDir(), "dst")
+	root := filepath.Join(dst, src)
+	sub := filepath.Join(root, "home/sub")
+	os.MkdirAll(sub, 0o755) // already there: the restore keeps it
+	swapped := false
+	testHookWalk = func(dir string) {
+		if dir != sub || swapped {
+			return
+		}
+		swapped = true
+		if err := os.Rename(sub, sub+".moved"); err != nil {
+			t.Error(err)
+		}
+		if err := os.Symlink(outside, sub); err != nil {
+			t.Error(err)
+		}
+	}
+	defer func() { testHookWalk = nil }()
+
+	rres, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst})
+	if !swapped {
+		t.Fatal("the walk never entered the directory to swap")
+	}
+	if !errors.Is(err, ErrRestoreIncomplete) {
+		t.Fatalf("restore: %v, want ErrRestoreIncomplete (the swapped directory's metadata)", err)
+	}
+	// The metadata of sub and of deeper (now reached only through
+	// sub.moved) is not set, and both say why.
+	var failed []string
+	for _, f := range rres.Failed {
+		failed = append(failed, f.Path)
+		if !strings.Contains(f.Err.Error(), "a symlink or file is there now") {
+			t.Errorf("%s: %v, want it to name the symlink", f.Path, f.Err)
+		}
+	}
+	slices.Sort(failed)
+	if want := []string{sub, filepath.Join(sub, "deeper")}; !slices.Equal(failed, want) {
+		t.Errorf("failed %v, want %v", failed, want)
+	}
+	ents, _ := os.ReadDir(outside)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if !slices.Equal(names, []string{"file", "h1"}) {
+		t.Errorf("outside the target now holds %v, want [file h1]", names)
+	}
+	for f, want := range map[string]string{"file": "outside", "h1": "outside h1"} {
+		if b, _ := os.ReadFile(filepath.Join(outside, f)); string(b) != want {
+			t.Errorf("%s outside the target now holds %q", f, b)
+		}
+	}
+	if fi, _ := os.Stat(outside); fi.Mode().Perm() != 0o711 {
+		t.Errorf("outside directory's mode is now %v", fi.Mode().Perm())
+	}
+	for f, want := range map[string]string{"home/sub.moved/file": "snapshot file", "home/sub.moved/deeper/x": "snapshot x", "home/sub.moved/h1": "linked", "home/other/h2": "linked"} {
+		if b, err := os.ReadFile(filepath.Join(root, f)); string(b) != want {
+			t.Errorf("%s = %q, %v; want %q", f, b, err, want)
+		}
+	}
+	if l, err := os.Readlink(filepath.Join(root, "home/sub.moved/ln")); l != "file" {
+		t.Errorf("symlink ln = %q, %v", l, err)
 	}
 }

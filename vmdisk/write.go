@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Source is what a writer turns into an image file.
@@ -39,6 +41,12 @@ type WriteOptions struct {
 	QCOW2 *QCOW2Params
 	VHD   *VHDParams
 	VHDX  *VHDXParams
+	// Dir, when set, is the open directory the image is written in: its
+	// temporary file, the rename and the sync go through the descriptor
+	// with path's last element as the name, so a directory of path
+	// replaced by a symlink meanwhile cannot redirect the image. path
+	// is then only named in messages.
+	Dir *os.File
 }
 
 // WriteResult reports what a writer did.
@@ -49,9 +57,9 @@ type WriteResult struct {
 	FileSize int64
 }
 
-// Write writes src as an image file at path in the chosen format. It
-// writes a temporary file next to path, syncs it and renames it into
-// place, so path is either the complete image or untouched.
+// Write writes src as an image file at path (or in o.Dir) in the chosen
+// format. It writes a temporary file next to path, syncs it and renames
+// it into place, so path is either the complete image or untouched.
 func Write(ctx context.Context, path string, src Source, o WriteOptions) (*WriteResult, error) {
 	if src.Size < 0 {
 		return nil, fmt.Errorf("write %s: negative virtual size %d", path, src.Size)
@@ -73,7 +81,17 @@ func Write(ctx context.Context, path string, src Source, o WriteOptions) (*Write
 			return nil, fmt.Errorf("write %s: map run [%d,+%d) is empty, unsorted or outside the %d-byte disk", path, r.Off, r.Len, src.Size)
 		}
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	dir := o.Dir
+	if dir == nil {
+		d, err := os.Open(filepath.Dir(path))
+		if err != nil {
+			return nil, fmt.Errorf("write disk image %s: %w", path, err)
+		}
+		defer d.Close()
+		dir = d
+	}
+	dfd, name := int(dir.Fd()), filepath.Base(path)
+	tmp, tmpName, err := createTemp(dfd, "."+name+".tmp-", path)
 	if err != nil {
 		return nil, fmt.Errorf("write disk image %s: %w", path, err)
 	}
@@ -81,7 +99,7 @@ func Write(ctx context.Context, path string, src Source, o WriteOptions) (*Write
 	defer func() {
 		if !ok {
 			tmp.Close()
-			os.Remove(tmp.Name())
+			unix.Unlinkat(dfd, tmpName, 0)
 		}
 	}()
 	w := &imgWriter{ctx: ctx, f: tmp, name: path, src: src}
@@ -107,21 +125,36 @@ func Write(ctx context.Context, path string, src Source, o WriteOptions) (*Write
 	if err := tmp.Sync(); err != nil {
 		return nil, fmt.Errorf("sync %s: %w", path, err)
 	}
+	if err := tmp.Chmod(0o600); err != nil { // whatever the umask
+		return nil, err
+	}
 	if err := tmp.Close(); err != nil {
 		return nil, fmt.Errorf("close %s: %w", path, err)
 	}
-	if err := os.Chmod(tmp.Name(), 0o600); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := unix.Renameat(dfd, tmpName, dfd, name); err != nil {
 		return nil, fmt.Errorf("rename into %s: %w", path, err)
 	}
 	ok = true
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
+	_ = dir.Sync()
 	return &WriteResult{DataBytes: w.data, FileSize: st.Size()}, nil
+}
+
+// createTemp creates a new file, mode 0600, named prefix and a random
+// suffix in directory dfd without following a symlink; path names the
+// image in messages.
+func createTemp(dfd int, prefix, path string) (*os.File, string, error) {
+	for try := 0; ; try++ {
+		var b [8]byte
+		rand.Read(b[:])
+		name := fmt.Sprintf("%s%x", prefix, b)
+		fd, err := unix.Openat(dfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err == nil {
+			return os.NewFile(uintptr(fd), filepath.Join(filepath.Dir(path), name)), name, nil
+		}
+		if (err != unix.EEXIST && err != unix.EINTR) || try == 100 {
+			return nil, "", err
+		}
+	}
 }
 
 type imgWriter struct {

@@ -1,0 +1,156 @@
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// restoreDir is a directory of the restore target held open while its
+// entries are restored. Entries are made through its descriptor (the *at
+// system calls), and each directory below is opened from it without
+// following a symlink: a directory of the target that someone replaces by
+// a symlink while the restore runs (a user's directory in a restore to /)
+// cannot send what is restored below it out of the target.
+type restoreDir struct {
+	f    *os.File
+	path string // the directory's path, for messages and later passes
+}
+
+func (d *restoreDir) fd() int { return int(d.f.Fd()) }
+
+// close releases the descriptor.
+func (d *restoreDir) close() { d.f.Close() }
+
+// pinned is a path for entry name of d that system calls without an *at
+// form (extended attributes) resolve through d's descriptor, never
+// through d's path. Without /proc it is the plain path.
+func (d *restoreDir) pinned(name string) string {
+	if !procFD {
+		return filepath.Join(d.path, name)
+	}
+	return "/proc/self/fd/" + strconv.Itoa(d.fd()) + "/" + name
+}
+
+// procFD reports whether /proc/self/fd resolves descriptors (procfs is
+// mounted), asked once.
+var procFD = func() bool {
+	_, err := os.Stat("/proc/self/fd/0")
+	return err == nil
+}()
+
+// openDirAt opens directory name of dir without following a symlink,
+// retrying when interrupted.
+func openDirAt(dir int, name, path string) (*restoreDir, error) {
+	f, err := openNoPollAt(dir, name, path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &restoreDir{f: f, path: path}, nil
+}
+
+// openNoPollAt is openNoPoll relative to directory descriptor dir; path
+// names the file in errors and in the *os.File.
+func openNoPollAt(dir int, name, path string, flags int, perm uint32) (*os.File, error) {
+	for {
+		fd, err := unix.Openat(dir, name, flags|unix.O_CLOEXEC, perm)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+		}
+		return os.NewFile(uintptr(fd), path), nil
+	}
+}
+
+// openBeneath opens path, a path below the restore target, by walking
+// from the target's descriptor one component at a time without following
+// a symlink anywhere: for the passes after the walk (directory metadata,
+// links to finished files, clean-up) whose directories are no longer
+// held open. flags apply to the last component (O_NOFOLLOW is added).
+func (rs *restorer) openBeneath(path string, flags int) (*os.File, error) {
+	rel, err := filepath.Rel(rs.top.path, path)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return nil, fmt.Errorf("%s is not below the restore target %s", path, rs.top.path)
+	}
+	if rel == "." {
+		return openNoPollAt(rs.top.fd(), ".", path, flags, 0)
+	}
+	parts := strings.Split(rel, "/")
+	dir := rs.top.fd()
+	for i, p := range parts[:len(parts)-1] {
+		fd, err := unix.Openat(dir, p, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		for err == unix.EINTR {
+			fd, err = unix.Openat(dir, p, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		}
+		if dir != rs.top.fd() {
+			unix.Close(dir)
+		}
+		if err != nil {
+			return nil, &fs.PathError{Op: "open", Path: filepath.Join(rs.top.path, filepath.Join(parts[:i+1]...)), Err: notFollowed(err)}
+		}
+		dir = fd
+	}
+	f, err := openNoPollAt(dir, parts[len(parts)-1], path, flags|unix.O_NOFOLLOW, 0)
+	if dir != rs.top.fd() {
+		unix.Close(dir)
+	}
+	return f, err
+}
+
+// removeBeneath unlinks the file at path below the restore target (see
+// openBeneath).
+func (rs *restorer) removeBeneath(path string) error {
+	d, err := rs.openBeneath(filepath.Dir(path), unix.O_PATH|unix.O_DIRECTORY)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := unix.Unlinkat(int(d.Fd()), filepath.Base(path), 0); err != nil {
+		return &fs.PathError{Op: "remove", Path: path, Err: err}
+	}
+	return nil
+}
+
+// notFollowed explains ELOOP or ENOTDIR from an O_NOFOLLOW open of a
+// directory: a symlink (or a file) took the place of a directory of the
+// target since the restore made or kept it.
+func notFollowed(err error) error {
+	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+		return fmt.Errorf("%w (a symlink or file is there now, not the directory restored; not followed)", err)
+	}
+	return err
+}
+
+// linkFile makes name in dir another name of the open file f, through
+// /proc/self/fd (no privilege needed) or AT_EMPTY_PATH (needs
+// CAP_DAC_READ_SEARCH): never by path, which someone may have changed.
+func linkFile(f *os.File, dir int, name string) error {
+	err := unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(int(f.Fd())), dir, name, unix.AT_SYMLINK_FOLLOW)
+	if err == nil || err == unix.EEXIST {
+		return err
+	}
+	if err2 := unix.Linkat(int(f.Fd()), "", dir, name, unix.AT_EMPTY_PATH); err2 == nil {
+		return nil
+	}
+	return err
+}
+
+// fileID is a file's device and inode.
+type fileID struct{ dev, ino uint64 }
+
+// fileIDOf is the device and inode of open file f.
+func fileIDOf(f *os.File) (fileID, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return fileID{}, err
+	}
+	return fileID{st.Dev, st.Ino}, nil
+}
