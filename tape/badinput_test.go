@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/drpipe/drpipe/erasure"
 	"github.com/drpipe/drpipe/tape"
+	"github.com/drpipe/drpipe/tiers"
 	"github.com/drpipe/drpipe/tiers/tierstest"
 )
 
@@ -192,4 +194,62 @@ func TestBadTapes(t *testing.T) {
 			t.Errorf("write after expiry: %v", err)
 		}
 	})
+}
+
+// TestAbortedSetTapesReused: a write that stops after reaching a tape (a
+// source object that cannot be read, or Ctrl-C) records its set as
+// aborted, and the pool takes that tape back when it has nothing else,
+// instead of refusing every write until the set expires. Scratch tapes
+// still go first.
+func TestAbortedSetTapesReused(t *testing.T) {
+	ctx := context.Background()
+	w := newBadWorld(t)
+	w.label("DRP001L7")
+	w.run++
+	plan := fakePlan(t, w.be, w.run)
+	shard := tiers.Handle{Type: tiers.TypeData, Name: erasure.ShardName(plan.Packs[0].ID, 0)}
+	data, err := tiers.LoadAll(ctx, w.be, shard, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.be.Remove(ctx, shard) // lost after the plan was made: the write fails on the tape
+	opts := tape.WriteOptions{Pool: w.pool, Level: tape.LevelDaily, Now: func() time.Time { return w.now }}
+	res, err := tape.WriteSet(ctx, w.lib, w.cat, w.be, plan, opts)
+	if err == nil {
+		t.Fatal("write with a lost source object succeeded")
+	}
+	aborted, _ := w.cat.Set(res.Set.ID)
+	if aborted == nil || aborted.Complete || aborted.Aborted == "" {
+		t.Fatalf("aborted set in the catalog: %+v, want incomplete with the reason", aborted)
+	}
+	rep, err := tape.CheckCatalog(ctx, nil, w.cat, tape.CheckOptions{})
+	if err != nil || rep == nil || !strings.Contains(strings.Join(rep.Warnings, "\n"), "its write stopped") {
+		t.Errorf("check after the aborted write: %v, %+v; want a warning that names the stopped write", err, rep)
+	}
+
+	// A scratch tape labelled meanwhile is taken before the aborted set's.
+	tiers.PutBytes(ctx, w.be, shard, data)
+	w.label("DRP002L7")
+	res2, err := w.write()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res2.Set.Tapes) != 1 || res2.Set.Tapes[0].Barcode != "DRP002L7" {
+		t.Fatalf("second write used %+v, want the scratch tape DRP002L7", res2.Set.Tapes)
+	}
+	// With only the aborted set's tape left, the pool reuses it.
+	res3, err := w.write()
+	if err != nil {
+		t.Fatalf("write with only the aborted set's tape left: %v", err)
+	}
+	if len(res3.Set.Tapes) != 1 || res3.Set.Tapes[0].Barcode != "DRP001L7" || !res3.Set.Complete {
+		t.Fatalf("third write: %+v, want a complete set on DRP001L7", res3.Set)
+	}
+	if s, _ := w.cat.Set(res.Set.ID); s != nil && len(s.Tapes) != 0 {
+		t.Errorf("the aborted set still lists tapes: %+v", s.Tapes)
+	}
+	// A complete, unexpired set's tape is never taken.
+	if _, err := w.write(); err == nil || !strings.Contains(err.Error(), "no writable tape") {
+		t.Errorf("write with every tape holding a live set: %v, want no writable tape", err)
+	}
 }

@@ -265,17 +265,22 @@ type Media struct {
 
 // SetInfo is the catalog's record of one media set.
 type SetInfo struct {
-	ID       string     `json:"id"`
-	Pool     string     `json:"pool"`
-	Created  time.Time  `json:"created"`
-	Level    Level      `json:"level"`
-	Expires  time.Time  `json:"expires"`
-	Columns  int        `json:"columns"`
-	Parity   int        `json:"parity"`
-	PerTape  int        `json:"per_tape"`
-	Complete bool       `json:"complete"`
-	Tapes    []SetTape  `json:"tapes"`
-	Snaps    []SnapInfo `json:"snapshots"`
+	ID       string    `json:"id"`
+	Pool     string    `json:"pool"`
+	Created  time.Time `json:"created"`
+	Level    Level     `json:"level"`
+	Expires  time.Time `json:"expires"`
+	Columns  int       `json:"columns"`
+	Parity   int       `json:"parity"`
+	PerTape  int       `json:"per_tape"`
+	Complete bool      `json:"complete"`
+	// Aborted, on a set that is not complete, says why its write
+	// stopped (an error, or Ctrl-C). Its tapes are reused when the pool
+	// has no scratch or expired tape left. An incomplete set without it
+	// is being written, or its writer was killed.
+	Aborted string     `json:"aborted,omitempty"`
+	Tapes   []SetTape  `json:"tapes"`
+	Snaps   []SnapInfo `json:"snapshots"`
 }
 
 // SetTape is one tape of a set.

@@ -492,8 +492,11 @@ func CheckCatalog(ctx context.Context, ch Changer, cat *Catalog, o CheckOptions)
 	}
 	for _, s := range sets {
 		rep.Sets++
-		if !s.Complete {
-			rep.Warnings = append(rep.Warnings, fmt.Sprintf("set %s (%s, %s) is incomplete: its write did not finish; only what is on its tapes can be restored", s.ID[:8], s.Level, s.Created.Format("2006-01-02")))
+		switch {
+		case !s.Complete && s.Aborted != "":
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("set %s (%s, %s) is incomplete: its write stopped (%s); only what is on its tapes can be restored, and the pool reuses them when it has no scratch or expired tape left", s.ID[:8], s.Level, s.Created.Format("2006-01-02"), s.Aborted))
+		case !s.Complete:
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("set %s (%s, %s) is incomplete: its write did not finish (still running, or killed); only what is on its tapes can be restored", s.ID[:8], s.Level, s.Created.Format("2006-01-02")))
 		}
 		mf, err := cat.Manifest(s.ID)
 		if err != nil {

@@ -255,6 +255,13 @@ func WriteSet(ctx context.Context, ch Changer, cat *Catalog, src tiers.Backend, 
 		if !w.touched {
 			// Nothing reached a tape: forget the set.
 			cat.RemoveSet(w.set.ID)
+		} else {
+			// Keep what reached its tapes for a partial restore, but let
+			// the pool take them back when it runs out (allocate).
+			w.set.Aborted = firstErr.Error()
+			if err := cat.PutSet(w.set); err != nil {
+				firstErr = fmt.Errorf("%w (and recording the set as aborted failed: %v)", firstErr, err)
+			}
 		}
 		return res, fmt.Errorf("tape write of set %s: %w", w.set.ID[:8], firstErr)
 	}
@@ -284,7 +291,9 @@ func (w *setWriter) loadMeta(ctx context.Context) error {
 }
 
 // allocate picks the next writable tape of the pool in the library inv
-// and marks it as being written. Caller holds w.mu.
+// and marks it as being written. Scratch tapes go first, then those of
+// expired sets (the longest expired first), then those of sets whose
+// write was aborted (the oldest first). Caller holds w.mu.
 func (w *setWriter) allocate(inv *Inventory, col, seq int) (*Media, error) {
 	all, err := w.cat.AllMedia()
 	if err != nil {
@@ -293,7 +302,8 @@ func (w *setWriter) allocate(inv *Inventory, col, seq int) (*Media, error) {
 	now := w.o.Now()
 	type cand struct {
 		m       *Media
-		expires time.Time
+		rank    int       // 0 scratch, 1 expired set, 2 aborted set
+		expires time.Time // of the expired set; the aborted set's creation
 	}
 	var cands []cand
 	var scratch, expired, other int
@@ -321,13 +331,16 @@ func (w *setWriter) allocate(inv *Inventory, col, seq int) (*Media, error) {
 			if err != nil {
 				return nil, err
 			}
-			if s == nil || s.Expired(now) {
+			switch {
+			case s == nil || s.Expired(now):
 				expired++
 				exp := time.Time{}
 				if s != nil {
 					exp = s.Expires
 				}
-				cands = append(cands, cand{m: m, expires: exp.Add(time.Nanosecond)})
+				cands = append(cands, cand{m: m, rank: 1, expires: exp})
+			case !s.Complete && s.Aborted != "":
+				cands = append(cands, cand{m: m, rank: 2, expires: s.Created})
 			}
 		}
 	}
@@ -337,8 +350,8 @@ func (w *setWriter) allocate(inv *Inventory, col, seq int) (*Media, error) {
 	}
 	sort.Slice(cands, func(i, j int) bool {
 		a, b := cands[i], cands[j]
-		if a.expires.IsZero() != b.expires.IsZero() {
-			return a.expires.IsZero()
+		if a.rank != b.rank {
+			return a.rank < b.rank
 		}
 		if !a.expires.Equal(b.expires) {
 			return a.expires.Before(b.expires)

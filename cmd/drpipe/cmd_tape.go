@@ -546,7 +546,7 @@ func (a *app) printWrite(res *tape.WriteResult, snaps []*repo.Snapshot, werr err
 	}
 	state := "complete"
 	if !s.Complete {
-		state = "INCOMPLETE"
+		state = "INCOMPLETE (its tapes go back to the pool when it has no scratch or expired tape left; what reached them can still be restored until then)"
 	}
 	a.printf("tape set %s (%s) %s: pool %s, level %s, expires %s\n", s.ID[:8], s.ID, state, s.Pool, s.Level, s.Expires.Format("2006-01-02"))
 	a.printf("  %d snapshots, %d objects, %s in %.1fs (%s/s), drives starved %.2fs\n", len(snaps), res.Objects, humanBytes(res.ObjectBytes), res.Duration.Seconds(), humanBytes(int64(rate)), res.Starved.Seconds())
