@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/spf13/cast"
 	"github.com/spf13/cobra"
 
 	"github.com/drpipe/drpipe/pipeline"
@@ -87,56 +88,64 @@ func tapeNow() (time.Time, error) {
 	return time.Now(), nil
 }
 
-// pool returns the named pool's policy from tape.pools.NAME.* or the
-// built-in default for a pool without configuration.
+// pool returns the named pool's policy from tape.pools.NAME.* (the
+// config file, or DRPIPE_TAPE_POOLS_NAME_KEY in the environment, which
+// wins) or the built-in default for what neither sets.
 func (a *app) pool(name string) (tape.Pool, error) {
 	p := tape.DefaultPool(name)
 	key := "tape.pools." + strings.ToLower(name)
-	if !a.v.IsSet(key) {
-		if err := p.Validate(); err != nil {
-			return p, usageError{err}
+	if a.v.IsSet(key) {
+		sub := a.v.Sub(key)
+		if sub == nil {
+			return p, usagef("config %s: want a section with %s", key, strings.Join(poolKeys, ", "))
 		}
-		return p, nil
-	}
-	sub := a.v.Sub(key)
-	if sub == nil {
-		return p, usagef("config %s: want a section with daily, weekly, monthly, yearly, weekly_on, offsite, worm", key)
-	}
-	for _, k := range sub.AllKeys() {
-		if !slices.Contains(poolKeys, k) {
-			return p, usagef("config %s: unknown key %q (want %s)", key, k, strings.Join(poolKeys, ", "))
+		for _, k := range sub.AllKeys() {
+			if !slices.Contains(poolKeys, k) {
+				return p, usagef("config %s: unknown key %q (want %s)", key, k, strings.Join(poolKeys, ", "))
+			}
 		}
 	}
-	if sub.IsSet("daily") {
-		p.Daily = sub.GetInt("daily")
+	// Each key through a.v, not the section: viper's sections do not see
+	// the environment, its keys do.
+	set := func(k string) bool { return a.v.IsSet(key + "." + k) }
+	for _, lv := range []struct {
+		k string
+		n *int
+	}{{"daily", &p.Daily}, {"weekly", &p.Weekly}, {"monthly", &p.Monthly}, {"yearly", &p.Yearly}} {
+		if set(lv.k) {
+			v, err := cast.ToIntE(a.v.Get(key + "." + lv.k))
+			if err != nil {
+				return p, usagef("config %s.%s: want a whole number of periods to keep (0 disables the level): %v", key, lv.k, err)
+			}
+			*lv.n = v
+		}
 	}
-	if sub.IsSet("weekly") {
-		p.Weekly = sub.GetInt("weekly")
-	}
-	if sub.IsSet("monthly") {
-		p.Monthly = sub.GetInt("monthly")
-	}
-	if sub.IsSet("yearly") {
-		p.Yearly = sub.GetInt("yearly")
-	}
-	if sub.IsSet("weekly_on") {
-		d, err := tape.ParseWeekday(sub.GetString("weekly_on"))
+	if set("weekly_on") {
+		d, err := tape.ParseWeekday(a.v.GetString(key + ".weekly_on"))
 		if err != nil {
 			return p, usagef("config %s.weekly_on: %w", key, err)
 		}
 		p.WeeklyOn = d
 	}
-	if sub.IsSet("offsite") {
+	if set("offsite") {
 		p.Offsite = nil
-		for _, s := range sub.GetStringSlice("offsite") {
-			l, err := tape.ParseLevel(s)
-			if err != nil {
-				return p, usagef("config %s.offsite: %w", key, err)
+		for _, s := range a.v.GetStringSlice(key + ".offsite") {
+			for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
+				l, err := tape.ParseLevel(f)
+				if err != nil {
+					return p, usagef("config %s.offsite: %w", key, err)
+				}
+				p.Offsite = append(p.Offsite, l)
 			}
-			p.Offsite = append(p.Offsite, l)
 		}
 	}
-	p.WORM = sub.GetBool("worm")
+	if set("worm") {
+		w, err := cast.ToBoolE(a.v.Get(key + ".worm"))
+		if err != nil {
+			return p, usagef("config %s.worm: want true or false: %v", key, err)
+		}
+		p.WORM = w
+	}
 	if err := p.Validate(); err != nil {
 		return p, usageError{err}
 	}
