@@ -87,6 +87,10 @@ func TestHardLinksRestored(t *testing.T) {
 	if rr.Files != 6 {
 		t.Errorf("restored %d files, want 6 (links count as files)", rr.Files)
 	}
+	// bytes_total counts every name, as the backup's does.
+	if rr.BytesTotal != res.Summary.BytesTotal {
+		t.Errorf("restore bytes_total %d, backup's %d", rr.BytesTotal, res.Summary.BytesTotal)
+	}
 
 	// Only one name of a group selected: a file of its own.
 	dst2 := filepath.Join(t.TempDir(), "dst2")

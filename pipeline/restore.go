@@ -46,10 +46,17 @@ type RestoreOptions struct {
 
 // RestoreResult describes a finished restore.
 type RestoreResult struct {
-	Files        int64
-	Dirs         int64
+	// Files counts the files, symlinks, devices, FIFOs and hard links
+	// restored (not those listed in Failed); Dirs the directories.
+	Files int64
+	Dirs  int64
+	// BytesWritten is the file data written (holes and all-zero chunks
+	// are not written, nor the content of a hard link's later names).
 	BytesWritten int64
-	BytesTotal   int64
+	// BytesTotal is the size of every file name restored or attempted:
+	// a file with several names counts once per name, as in a backup's
+	// bytes_total.
+	BytesTotal int64
 	// Failed lists files whose content could not be restored, with why.
 	Failed []FileError
 	// Notices lists restored entries that need the operator's attention
@@ -683,6 +690,7 @@ func (rs *restorer) link(first *outFile, n *repo.Node, dir *restoreDir, name, dp
 	}
 	first.links = append(first.links, dp)
 	rs.files.Add(1)
+	rs.total.Add(n.Size) // every name's size, as the backup's bytes_total
 	// The progress total counts every name's bytes; these need no writing.
 	if first.finished {
 		rs.progress.AddDone(1, n.Size)
