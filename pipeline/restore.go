@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -81,6 +82,7 @@ type restorer struct {
 	progress Progress
 	root     id.ID       // the snapshot's tree, for disk chains
 	top      *restoreDir // the target, held open for the whole restore
+	topAbs   string      // its absolute path (whereNow)
 
 	tasks chan packTask
 	wg    sync.WaitGroup
@@ -91,6 +93,7 @@ type restorer struct {
 	batch   []target
 	batchSz int64
 	batchN  int // batches flushed so far (for the ramp in batchLimits)
+	depth   int // directories the walker holds open below the target
 
 	files, dirs, written, total atomic.Int64
 
@@ -296,11 +299,14 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, o Resto
 	// The target's own path is followed (the operator chose it); nothing
 	// below it is (restoreDir).
 	top, err := openNoPoll(o.Target, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if errors.Is(err, fs.ErrPermission) { // a target one may write but not list
+		top, err = openNoPoll(o.Target, unix.O_PATH|unix.O_DIRECTORY, 0)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open target %s: %w", o.Target, err)
 	}
 	defer top.Close()
-	rs := &restorer{r: r, o: o, ctx: ctx, progress: o.Progress, root: sn.Tree, top: &restoreDir{f: top, path: filepath.Clean(o.Target)}, tasks: make(chan packTask, o.Workers), open: make(chan struct{}, openLimit()), matched: map[string]bool{"/": true}, created: map[string]bool{}, defACL: map[string]bool{}, linked: map[linkKey]linkFirst{}, converted: map[string]bool{}}
+	rs := &restorer{r: r, o: o, ctx: ctx, progress: o.Progress, root: sn.Tree, top: &restoreDir{f: top, path: filepath.Clean(o.Target)}, topAbs: absDir(top, o.Target), tasks: make(chan packTask, o.Workers), open: make(chan struct{}, openLimit()), matched: map[string]bool{"/": true}, created: map[string]bool{}, defACL: map[string]bool{}, linked: map[linkKey]linkFirst{}, converted: map[string]bool{}}
 	for i := 0; i < o.Workers; i++ {
 		rs.wg.Add(1)
 		go rs.reader()
@@ -439,12 +445,32 @@ func (rs *restorer) walk(tree id.ID, snapPath string, dir *restoreDir) error {
 // be made is listed as failed, and what it holds is skipped; the rest of
 // the snapshot is still restored.
 func (rs *restorer) subdir(n *repo.Node, sp string, dir *restoreDir, dp string, count bool) error {
+	// The directory's descriptor, held while what it holds is restored,
+	// takes a token of the open-file budget (openLimit), as output files
+	// do, except at depths that would leave fewer than 8 for the files:
+	// the walker would wait for tokens only its own ancestors hold.
+	token := rs.depth < cap(rs.open)-8
+	if token {
+		if err := rs.acquireOpen(); err != nil {
+			return err
+		}
+	}
 	child, err := rs.ensureDir(dir, n.Name, dp)
 	if err != nil {
+		if token {
+			<-rs.open
+		}
 		rs.fail(dp, err)
 		return nil
 	}
-	defer child.close()
+	rs.depth++
+	defer func() {
+		rs.depth--
+		child.close()
+		if token {
+			<-rs.open
+		}
+	}()
 	if count {
 		rs.dirs.Add(1)
 	}
@@ -751,6 +777,11 @@ func (of *outFile) release() {
 		}
 	}
 	of.mu.Lock() // link uses f until it is closed
+	where := of.path
+	interrupted := errors.Is(of.err, context.Canceled) || errors.Is(of.err, context.DeadlineExceeded)
+	if interrupted {
+		where = rs.whereNow(of.f, of.path)
+	}
 	cerr := of.f.Close()
 	<-rs.open
 	if of.err == nil && cerr != nil {
@@ -764,11 +795,11 @@ func (of *outFile) release() {
 		// Not restored: counted when created, uncounted now (the result
 		// and the summary say how many files came back).
 		rs.files.Add(-1 - int64(len(links)))
-		if errors.Is(of.err, context.Canceled) || errors.Is(of.err, context.DeadlineExceeded) {
+		if interrupted {
 			// Interrupted: no file is left under its real name with only
 			// part of its content (nothing lists it after Ctrl-C). A
 			// file with lost chunks is kept, listed, for salvage.
-			for _, p := range append(links, of.path) {
+			for _, p := range append(links, where) {
 				rs.removeBeneath(p)
 			}
 			return
@@ -927,9 +958,14 @@ func (rs *restorer) applyMeta(dir *restoreDir, name, p string, n *repo.Node, acl
 		}
 	}
 	// After chown, which clears security.capability.
-	xerr := rs.setXattrs(-1, dir.pinned(name), p, n)
-	if acl {
-		xerr = errors.Join(xerr, dropInheritedACLs(-1, dir.pinned(name), n))
+	var xerr error
+	if pp, ok := dir.pinned(name); ok {
+		xerr = rs.setXattrs(-1, pp, p, n)
+		if acl {
+			xerr = errors.Join(xerr, dropInheritedACLs(-1, pp, n))
+		}
+	} else if len(n.Xattrs) > 0 || acl {
+		xerr = fmt.Errorf("extended attributes not set: %w", errNoProc)
 	}
 	if n.Type != repo.NodeSymlink {
 		mode := uint32(n.Mode.Perm()) | unixModeBits(n.Mode)
@@ -963,7 +999,7 @@ func (rs *restorer) applyMeta(dir *restoreDir, name, p string, n *repo.Node, acl
 func (rs *restorer) applyDirMeta(path string, n *repo.Node, acl bool) error {
 	f, err := rs.openBeneath(path, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
-		return fmt.Errorf("set directory metadata: %w", notFollowed(err))
+		return fmt.Errorf("set directory metadata: %w", err)
 	}
 	defer f.Close()
 	return rs.applyMetaFd(f, path, n, acl)
@@ -1022,6 +1058,9 @@ func (rs *restorer) inheritsACL(dir *restoreDir) bool {
 	has, ok := rs.defACL[dir.path]
 	if !ok {
 		_, err := unix.Fgetxattr(dir.fd(), aclDefault, nil)
+		if err == unix.EBADF && procFD { // the target opened with O_PATH
+			_, err = unix.Getxattr("/proc/self/fd/"+strconv.Itoa(dir.fd()), aclDefault, nil)
+		}
 		has = err == nil
 		rs.defACL[dir.path] = has
 	}

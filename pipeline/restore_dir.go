@@ -30,13 +30,18 @@ func (d *restoreDir) close() { d.f.Close() }
 
 // pinned is a path for entry name of d that system calls without an *at
 // form (extended attributes) resolve through d's descriptor, never
-// through d's path. Without /proc it is the plain path.
-func (d *restoreDir) pinned(name string) string {
+// through d's path. Without /proc there is none (ok false): the plain
+// path would follow a directory swapped for a symlink.
+func (d *restoreDir) pinned(name string) (p string, ok bool) {
 	if !procFD {
-		return filepath.Join(d.path, name)
+		return "", false
 	}
-	return "/proc/self/fd/" + strconv.Itoa(d.fd()) + "/" + name
+	return "/proc/self/fd/" + strconv.Itoa(d.fd()) + "/" + name, true
 }
+
+// errNoProc is why extended attributes of symlinks, devices, FIFOs and
+// disk images are not set without /proc.
+var errNoProc = errors.New("/proc is not mounted, and without it they cannot be set without following a directory someone may have swapped for a symlink; mount it (mount -t proc proc /proc) and restore this path again")
 
 // procFD reports whether /proc/self/fd resolves descriptors (procfs is
 // mounted), asked once.
@@ -102,6 +107,9 @@ func (rs *restorer) openBeneath(path string, flags int) (*os.File, error) {
 	if dir != rs.top.fd() {
 		unix.Close(dir)
 	}
+	if err != nil && flags&unix.O_DIRECTORY != 0 {
+		err = notFollowed(err)
+	}
 	return f, err
 }
 
@@ -117,6 +125,36 @@ func (rs *restorer) removeBeneath(path string) error {
 		return &fs.PathError{Op: "remove", Path: path, Err: err}
 	}
 	return nil
+}
+
+// absDir is the absolute path of open directory f (path as given).
+func absDir(f *os.File, path string) string {
+	if procFD {
+		if p, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(f.Fd()))); err == nil && filepath.IsAbs(p) {
+			return p
+		}
+	}
+	p, _ := filepath.Abs(path)
+	return p
+}
+
+// whereNow is where open file f, restored at path, is now, below the
+// target: after Ctrl-C the files not yet complete are removed, also from
+// a directory someone moved meanwhile. It is path when that cannot be
+// told (no /proc) or the file is no longer below the target.
+func (rs *restorer) whereNow(f *os.File, path string) string {
+	if !procFD {
+		return path
+	}
+	p, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(f.Fd())))
+	if err != nil || !filepath.IsAbs(p) {
+		return path
+	}
+	rel, err := filepath.Rel(rs.topAbs, p)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return path
+	}
+	return filepath.Join(rs.top.path, rel)
 }
 
 // notFollowed explains ELOOP or ENOTDIR from an O_NOFOLLOW open of a
