@@ -180,14 +180,7 @@ func TestRestoreManySmallFilesFewDescriptors(t *testing.T) {
 	rr, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst})
 	t.Logf("restore took %v", time.Since(start))
 	if err != nil {
-		n := 0
-		for _, f := range rr.Failed {
-			if n < 3 {
-				t.Logf("FAILED %s: %v", f.Path, f.Err)
-			}
-			n++
-		}
-		t.Fatalf("restore of 12000 tiny files with RLIMIT_NOFILE 4096: %v (%d failed)", err, n)
+		fatalRestore(t, "restore of 12000 tiny files with RLIMIT_NOFILE 4096", rr, err)
 	}
 }
 

@@ -80,3 +80,19 @@ func limitOpenFiles(t *testing.T, n uint64) {
 	}
 	t.Cleanup(func() { syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) })
 }
+
+// fatalRestore fails the test for a restore that returned err, logging
+// the first few failed items of rr (which may be nil).
+func fatalRestore(t *testing.T, what string, rr *RestoreResult, err error) {
+	t.Helper()
+	n := 0
+	if rr != nil {
+		for _, f := range rr.Failed {
+			if n < 3 {
+				t.Logf("FAILED %s: %v", f.Path, f.Err)
+			}
+			n++
+		}
+	}
+	t.Fatalf("%s: %v (%d failed)", what, err, n)
+}

@@ -54,14 +54,7 @@ func TestRestoreDeepTreeFewDescriptors(t *testing.T) {
 	dst := filepath.Join(t.TempDir(), "dst")
 	rr, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst})
 	if err != nil {
-		n := 0
-		for _, f := range rr.Failed {
-			if n < 3 {
-				t.Logf("FAILED %s: %v", f.Path, f.Err)
-			}
-			n++
-		}
-		t.Fatalf("restore of an 80-deep tree with RLIMIT_NOFILE 128: %v (%d failed)", err, n)
+		fatalRestore(t, "restore of an 80-deep tree with RLIMIT_NOFILE 128", rr, err)
 	}
 }
 
