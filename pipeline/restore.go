@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -99,7 +98,6 @@ type restorer struct {
 
 	mu     sync.Mutex
 	failed []FileError
-	dirsMD []dirMeta
 
 	// Extended attributes the target file system refused as unsupported:
 	// how many, and the first (reported once, at the end).
@@ -111,10 +109,6 @@ type restorer struct {
 	linked map[linkKey]linkFirst
 
 	matched map[string]bool // the includes some snapshot path matched (walker only)
-	created map[string]bool // directories this restore created, empty at first (walker only)
-	// Directories holding a default ACL (walker only): what is created in
-	// them inherits it, and drops what the snapshot did not record.
-	defACL map[string]bool
 
 	// For disks restored in another format (walker only): the names in
 	// the directory being walked, and the converted paths already used.
@@ -188,12 +182,6 @@ type linkKey struct{ dev, ino uint64 }
 type linkFirst struct {
 	of  *outFile
 	sum [32]byte
-}
-
-type dirMeta struct {
-	path string
-	node *repo.Node
-	acl  bool // created with an inherited ACL
 }
 
 // outFile is a file being restored; it is finalised when its last extent
@@ -306,7 +294,7 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, o Resto
 		return nil, fmt.Errorf("open target %s: %w", o.Target, err)
 	}
 	defer top.Close()
-	rs := &restorer{r: r, o: o, ctx: ctx, progress: o.Progress, root: sn.Tree, top: &restoreDir{f: top, path: filepath.Clean(o.Target)}, topAbs: absDir(top, o.Target), tasks: make(chan packTask, o.Workers), open: make(chan struct{}, openLimit()), matched: map[string]bool{"/": true}, created: map[string]bool{}, defACL: map[string]bool{}, linked: map[linkKey]linkFirst{}, converted: map[string]bool{}}
+	rs := &restorer{r: r, o: o, ctx: ctx, progress: o.Progress, root: sn.Tree, top: &restoreDir{f: top, path: filepath.Clean(o.Target)}, topAbs: absDir(top, o.Target), tasks: make(chan packTask, o.Workers), open: make(chan struct{}, openLimit()), matched: map[string]bool{"/": true}, linked: map[linkKey]linkFirst{}, converted: map[string]bool{}}
 	for i := 0; i < o.Workers; i++ {
 		rs.wg.Add(1)
 		go rs.reader()
@@ -325,14 +313,6 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, o Resto
 	for _, inc := range o.Include {
 		if !rs.matched[inc] {
 			rs.fail(inc, fmt.Errorf("no such path in snapshot %s (give it as it was backed up, e.g. /var/lib/libvirt/images/vm.qcow2)", sn.ID().Short()))
-		}
-	}
-	// Directory metadata last, deepest first, so writing files inside does
-	// not disturb their times.
-	sort.Slice(rs.dirsMD, func(i, j int) bool { return len(rs.dirsMD[i].path) > len(rs.dirsMD[j].path) })
-	for _, d := range rs.dirsMD {
-		if err := rs.applyDirMeta(d.path, d.node, d.acl); err != nil {
-			rs.fail(d.path, err)
 		}
 	}
 	if rs.xattrUnsupported > 0 {
@@ -479,7 +459,14 @@ func (rs *restorer) subdir(n *repo.Node, sp string, dir *restoreDir, dp string, 
 			return err
 		}
 	}
-	rs.dirsMD = append(rs.dirsMD, dirMeta{dp, n, rs.created[dp] && rs.inheritsACL(dir)})
+	// Its metadata now, through its descriptor, as the walk leaves it
+	// (so deepest first): everything it holds has been created, and
+	// nothing changes it any more (data still being written into its
+	// files does not). Memory stays bounded by the depth, not the
+	// number of directories.
+	if err := rs.applyMetaFd(child.f, dp, n, child.created && rs.inheritsACL(dir)); err != nil {
+		rs.fail(dp, err)
+	}
 	return nil
 }
 
@@ -544,9 +531,9 @@ func (rs *restorer) node(n *repo.Node, sp string, dir *restoreDir, dp string) er
 // would put the restore outside the target).
 func (rs *restorer) ensureDir(dir *restoreDir, name, p string) (*restoreDir, error) {
 	err := mkdirAt(dir.fd(), name)
+	created := err == nil
 	switch {
 	case err == nil:
-		rs.created[p] = true
 	case err == unix.EEXIST:
 		var st unix.Stat_t
 		if err := unix.Fstatat(dir.fd(), name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
@@ -561,7 +548,7 @@ func (rs *restorer) ensureDir(dir *restoreDir, name, p string) (*restoreDir, err
 		if err := mkdirAt(dir.fd(), name); err != nil {
 			return nil, &fs.PathError{Op: "mkdir", Path: p, Err: err}
 		}
-		rs.created[p] = true
+		created = true
 	default:
 		return nil, &fs.PathError{Op: "mkdir", Path: p, Err: err}
 	}
@@ -569,6 +556,7 @@ func (rs *restorer) ensureDir(dir *restoreDir, name, p string) (*restoreDir, err
 	if err != nil {
 		return nil, notFollowed(err)
 	}
+	d.created = created
 	return d, nil
 }
 
@@ -589,7 +577,7 @@ func mkdirAt(dir int, name string) error {
 // directory with entries is an error for this item. In a directory this
 // restore created there is nothing to clear (and O_EXCL still checks).
 func (rs *restorer) clearEntry(dir *restoreDir, name, p string) error {
-	if rs.created[dir.path] {
+	if dir.created {
 		return nil
 	}
 	err := unix.Unlinkat(dir.fd(), name, 0)
@@ -992,19 +980,6 @@ func (rs *restorer) applyMeta(dir *restoreDir, name, p string, n *repo.Node, acl
 	return xerr
 }
 
-// applyDirMeta sets a restored directory's metadata through a descriptor
-// opened from the target without following a symlink: if something
-// replaced the directory, or one above it, since it was made, a target
-// outside the restore is left alone.
-func (rs *restorer) applyDirMeta(path string, n *repo.Node, acl bool) error {
-	f, err := rs.openBeneath(path, unix.O_RDONLY|unix.O_DIRECTORY)
-	if err != nil {
-		return fmt.Errorf("set directory metadata: %w", err)
-	}
-	defer f.Close()
-	return rs.applyMetaFd(f, path, n, acl)
-}
-
 // applyMetaFd is applyMeta for an open file or directory.
 func (rs *restorer) applyMetaFd(f *os.File, path string, n *repo.Node, acl bool) error {
 	fd := int(f.Fd())
@@ -1055,16 +1030,17 @@ func (rs *restorer) setXattrs(fd int, path, shown string, n *repo.Node) error {
 // from dir's default ACL, asked once per directory. A directory this
 // restore made there inherited it as its own default ACL too.
 func (rs *restorer) inheritsACL(dir *restoreDir) bool {
-	has, ok := rs.defACL[dir.path]
-	if !ok {
+	if dir.acl == 0 {
 		_, err := unix.Fgetxattr(dir.fd(), aclDefault, nil)
 		if err == unix.EBADF && procFD { // the target opened with O_PATH
 			_, err = unix.Getxattr("/proc/self/fd/"+strconv.Itoa(dir.fd()), aclDefault, nil)
 		}
-		has = err == nil
-		rs.defACL[dir.path] = has
+		dir.acl = 1
+		if err == nil {
+			dir.acl = 2
+		}
 	}
-	return has
+	return dir.acl == 2
 }
 
 const (

@@ -19,8 +19,10 @@ import (
 // a symlink while the restore runs (a user's directory in a restore to /)
 // cannot send what is restored below it out of the target.
 type restoreDir struct {
-	f    *os.File
-	path string // the directory's path, for messages and later passes
+	f       *os.File
+	path    string // the directory's path, for messages and later passes
+	created bool   // made by this restore, empty at first
+	acl     int8   // whether it holds a default ACL: 0 not asked yet, 1 no, 2 yes (inheritsACL)
 }
 
 func (d *restoreDir) fd() int { return int(d.f.Fd()) }
@@ -77,9 +79,9 @@ func openNoPollAt(dir int, name, path string, flags int, perm uint32) (*os.File,
 
 // openBeneath opens path, a path below the restore target, by walking
 // from the target's descriptor one component at a time without following
-// a symlink anywhere: for the passes after the walk (directory metadata,
-// links to finished files, clean-up) whose directories are no longer
-// held open. flags apply to the last component (O_NOFOLLOW is added).
+// a symlink anywhere: for what comes after the walk left a directory
+// (links to finished files, clean-up after Ctrl-C), when it is no
+// longer held open. flags apply to the last component (O_NOFOLLOW is added).
 func (rs *restorer) openBeneath(path string, flags int) (*os.File, error) {
 	rel, err := filepath.Rel(rs.top.path, path)
 	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {

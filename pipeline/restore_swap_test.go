@@ -356,35 +356,6 @@ func TestRestoreXattrsNonRegular(t *testing.T) {
 	}
 }
 
-// TestRestoreNotFollowedOnce: the operator's message says "not followed"
-// once.
-func TestRestoreNotFollowedOnce(t *testing.T) {
-	ctx := context.Background()
-	r, _ := newRepo(t)
-	src := filepath.Join(t.TempDir(), "src")
-	os.MkdirAll(filepath.Join(src, "home/sub/deeper"), 0o755)
-	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst := filepath.Join(t.TempDir(), "dst")
-	sub := filepath.Join(dst, src, "home/sub")
-	os.MkdirAll(sub, 0o755)
-	testHookWalk = func(dir string) {
-		if dir == sub {
-			os.Rename(sub, sub+".moved")
-			os.Symlink(t.TempDir(), sub)
-		}
-	}
-	defer func() { testHookWalk = nil }()
-	rr, _ := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst})
-	for _, f := range rr.Failed {
-		if n := strings.Count(f.Err.Error(), "not followed"); n != 1 {
-			t.Errorf("%s: %q says it %d times", f.Path, f.Err, n)
-		}
-	}
-}
-
 // TestRestoreNoProcPathInMessages: xattr failures on symlinks and FIFOs
 // (set through /proc/self/fd/N/name) name the entry, not /proc.
 func TestRestoreNoProcPathInMessages(t *testing.T) {
