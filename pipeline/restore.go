@@ -42,6 +42,12 @@ type RestoreOptions struct {
 	// (in the format DiskFormat gives), never as a layer: for callers that
 	// place disks one by one, such as DR-site bring-up.
 	Flatten bool
+	// Delta keeps regular files already at their target paths and writes
+	// only the chunks that differ from the snapshot's (restore_delta.go),
+	// to resume an interrupted restore or refresh a copy. Files it cannot
+	// safely write in place are replaced as usual. Interrupted, it leaves
+	// the files it was writing for the next run.
+	Delta bool
 }
 
 // RestoreResult describes a finished restore.
@@ -57,6 +63,11 @@ type RestoreResult struct {
 	// a file with several names counts once per name, as in a backup's
 	// bytes_total.
 	BytesTotal int64
+	// BytesKept counts the data a delta restore found already in place
+	// (chunks compared equal, holes) and did not write; FilesKept the
+	// files it wrote in place rather than anew.
+	BytesKept int64
+	FilesKept int64
 	// Failed lists files whose content could not be restored, with why.
 	Failed []FileError
 	// Notices lists restored entries that need the operator's attention
@@ -95,6 +106,8 @@ type restorer struct {
 	depth   int // directories the walker holds open below the target
 
 	files, dirs, written, total atomic.Int64
+	kept, keptFiles             atomic.Int64
+	deltaBuf                    []byte // the walker's buffer for comparing extents in place (Delta)
 
 	mu     sync.Mutex
 	failed []FileError
@@ -195,6 +208,7 @@ type outFile struct {
 	err     error
 	res     *restorer
 	acl     bool   // created with an inherited ACL (see dropInheritedACLs)
+	reused  bool   // written in place by a delta restore, not created
 	id      fileID // device and inode, for a file later names link to
 	// Under mu: finished once the file is complete (err final) and f
 	// closed, and the hard links made to it meanwhile (reported with it
@@ -318,7 +332,8 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, o Resto
 	if rs.xattrUnsupported > 0 {
 		rs.fail(rs.o.Target, fmt.Errorf("%d extended attributes were not restored: the target file system refused them as unsupported (first: %s); restore onto a file system that supports these attribute namespaces to keep them", rs.xattrUnsupported, rs.xattrFirst))
 	}
-	res := &RestoreResult{Files: rs.files.Load(), Dirs: rs.dirs.Load(), BytesWritten: rs.written.Load(), BytesTotal: rs.total.Load(), Failed: rs.failed, Notices: rs.notices}
+	res := &RestoreResult{Files: rs.files.Load(), Dirs: rs.dirs.Load(), BytesWritten: rs.written.Load(), BytesTotal: rs.total.Load(),
+		BytesKept: rs.kept.Load(), FilesKept: rs.keptFiles.Load(), Failed: rs.failed, Notices: rs.notices}
 	if len(res.Failed) > 0 {
 		return res, fmt.Errorf("%w: %d items failed", ErrRestoreIncomplete, len(res.Failed))
 	}
@@ -614,21 +629,30 @@ func (rs *restorer) file(n *repo.Node, dir *restoreDir, name, dp string) error {
 			newFirst = true // the first failed: this name is the one to link to
 		}
 	}
-	if err := rs.clearEntry(dir, name, dp); err != nil {
-		rs.fail(dp, err)
-		return nil
-	}
 	if err := rs.acquireOpen(); err != nil {
 		return err
 	}
-	// O_EXCL: a fresh inode, never one that appeared here meanwhile.
-	f, err := openNoPollAt(dir.fd(), name, dp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW, 0o600)
-	if err != nil {
-		<-rs.open
-		rs.fail(dp, err)
-		return nil
+	var f *os.File
+	if rs.o.Delta && !dir.created {
+		f = rs.reusable(dir, name, dp, n)
 	}
-	of := &outFile{path: dp, node: n, f: f, res: rs, acl: rs.inheritsACL(dir)}
+	reused := f != nil
+	if !reused {
+		if err := rs.clearEntry(dir, name, dp); err != nil {
+			<-rs.open
+			rs.fail(dp, err)
+			return nil
+		}
+		// O_EXCL: a fresh inode, never one that appeared here meanwhile.
+		var err error
+		f, err = openNoPollAt(dir.fd(), name, dp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW, 0o600)
+		if err != nil {
+			<-rs.open
+			rs.fail(dp, err)
+			return nil
+		}
+	}
+	of := &outFile{path: dp, node: n, f: f, res: rs, acl: !reused && rs.inheritsACL(dir), reused: reused}
 	of.pending.Store(1) // held by the walker until all extents are queued
 	if newFirst {
 		// Later names link to this inode, checked by its identity once
@@ -639,9 +663,36 @@ func (rs *restorer) file(n *repo.Node, dir *restoreDir, name, dp string) error {
 	rs.files.Add(1)
 	rs.total.Add(n.Size)
 	var off, dataEnd int64
+	var err error
+	if reused {
+		// In place: the size first (what lies beyond is gone, what is
+		// missing reads as a hole), then each extent compared.
+		rs.keptFiles.Add(1)
+		if err = f.Truncate(n.Size); err != nil {
+			err = fmt.Errorf("set the size of the file in place: %w", err)
+		}
+		dataEnd = n.Size
+	}
 	err = rs.r.EachExtent(rs.ctx, n, func(e repo.Extent) error {
+		if err != nil {
+			return err
+		}
 		if e.Len < 0 || off+e.Len > n.Size {
 			return fmt.Errorf("extent at %d (+%d) beyond file size %d", off, e.Len, n.Size)
+		}
+		if reused {
+			same, done, err := rs.sameExtent(f, e, off)
+			if err != nil {
+				return err
+			}
+			if same {
+				rs.kept.Add(e.Len)
+			}
+			if done {
+				rs.progress.AddDone(0, e.Len)
+				off += e.Len
+				return nil
+			}
 		}
 		if !e.Zero {
 			of.pending.Add(1)
@@ -758,6 +809,9 @@ func (of *outFile) release() {
 		return
 	}
 	rs := of.res
+	if of.err == nil && of.reused {
+		of.err = dropExtraXattrs(int(of.f.Fd()), of.node)
+	}
 	if of.err == nil {
 		// Through the descriptor: no path lookups, and after the last write.
 		if err := rs.applyMetaFd(of.f, of.path, of.node, of.acl); err != nil {
@@ -785,10 +839,14 @@ func (of *outFile) release() {
 		rs.files.Add(-1 - int64(len(links)))
 		if interrupted {
 			// Interrupted: no file is left under its real name with only
-			// part of its content (nothing lists it after Ctrl-C). A
-			// file with lost chunks is kept, listed, for salvage.
-			for _, p := range append(links, where) {
-				rs.removeBeneath(p)
+			// part of its content (nothing lists it after Ctrl-C), but
+			// for a delta restore, whose next run goes on from what
+			// was written. A file with lost chunks is kept, listed, for
+			// salvage.
+			if !rs.o.Delta {
+				for _, p := range append(links, where) {
+					rs.removeBeneath(p)
+				}
 			}
 			return
 		}
@@ -898,7 +956,7 @@ func (rs *restorer) deliver(x id.ID, data []byte, ts []target) {
 	for _, t := range ts {
 		if int64(len(data)) != t.len {
 			t.file.setErr(fmt.Errorf("chunk %s has %d bytes, extent says %d", x.Short(), len(data), t.len))
-		} else if !zero {
+		} else if !zero || t.file.reused { // in place, zeros overwrite what differed
 			if _, err := t.file.f.WriteAt(data, t.off); err != nil {
 				t.file.setErr(fmt.Errorf("write at offset %d: %w", t.off, err))
 			} else {

@@ -377,7 +377,8 @@ func (a *app) restoreCmd() *cobra.Command {
 			"prefix, or latest (with --host: the newest of that host). Damaged packs are rebuilt from parity on the fly.\n" +
 			"Exit code 3 means some files could not be restored; they are listed.",
 		Example: "  drpipe restore --repo /srv/drpipe/repo latest --target /restore\n" +
-			"  drpipe restore --repo /srv/drpipe/repo 3fa2c1d9 --target /restore --path /var/lib/libvirt/images/dc01.qcow2",
+			"  drpipe restore --repo /srv/drpipe/repo 3fa2c1d9 --target /restore --path /var/lib/libvirt/images/dc01.qcow2\n" +
+			"  drpipe restore --repo /srv/drpipe/repo latest --target /restore --delta   # resume: write only what differs",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -393,6 +394,10 @@ func (a *app) restoreCmd() *cobra.Command {
 			df, err := a.diskFormatFlag(cmd) // a usage error before anything is opened
 			if err != nil {
 				return err
+			}
+			delta := a.v.GetBool("restore.delta")
+			if cmd.Flags().Changed("delta") {
+				delta, _ = cmd.Flags().GetBool("delta")
 			}
 			r, fb, err := a.openMaybeTiered(ctx, fromTiers)
 			if err != nil {
@@ -412,7 +417,7 @@ func (a *app) restoreCmd() *cobra.Command {
 				cnt.AddTotal(sn.Summary.Files, sn.Summary.BytesTotal)
 			}
 			start := time.Now()
-			res, err := pipeline.Restore(ctx, r, sn, pipeline.RestoreOptions{Target: target, Include: paths, Progress: cnt, Workers: a.v.GetInt("restore.workers"), DiskFormat: df})
+			res, err := pipeline.Restore(ctx, r, sn, pipeline.RestoreOptions{Target: target, Include: paths, Progress: cnt, Workers: a.v.GetInt("restore.workers"), DiskFormat: df, Delta: delta})
 			bar.Stop()
 			if res == nil {
 				return err
@@ -422,6 +427,9 @@ func (a *app) restoreCmd() *cobra.Command {
 				failed, notices := restoreIssuesJSON(res)
 				out := map[string]any{"snapshot_id": sn.ID(), "target": target, "files": res.Files, "dirs": res.Dirs,
 					"bytes_total": res.BytesTotal, "bytes_written": res.BytesWritten, "duration_s": el, "failed": failed, "notices": notices}
+				if delta {
+					out["bytes_kept"], out["files_kept"] = res.BytesKept, res.FilesKept
+				}
 				if fb != nil {
 					out["served_by"] = fb.Usage()
 				}
@@ -431,6 +439,9 @@ func (a *app) restoreCmd() *cobra.Command {
 			} else {
 				a.printf("restored snapshot %s to %s: %d files, %d dirs, %s (%s written, holes kept), %.1fs\n",
 					sn.ID().Short(), target, res.Files, res.Dirs, humanBytes(res.BytesTotal), humanBytes(res.BytesWritten), el)
+				if delta {
+					a.printf("  delta: %d files written in place, %s already there and not written\n", res.FilesKept, humanBytes(res.BytesKept))
+				}
 				a.printRestoreIssues(res)
 				a.printTierUsage(a.stdout, fb)
 			}
@@ -441,6 +452,7 @@ func (a *app) restoreCmd() *cobra.Command {
 	cmd.Flags().StringArrayVar(&paths, "path", nil, "restore only this snapshot path and what is below it (repeatable)")
 	cmd.Flags().StringVar(&host, "host", "", "with latest: newest snapshot of this host")
 	addDiskFormatFlag(cmd)
+	cmd.Flags().Bool("delta", false, "keep files already in the target and write only the chunks that differ from the snapshot (compared locally), to resume an interrupted restore or refresh a copy; files others could write to are replaced (config key restore.delta)")
 	cmd.Flags().BoolVar(&fromTiers, "tiers", false, "read each object from the first tier of the tiering policy (--config) that has it intact: hot, other directories, the DR site (read over QUIC), cloud, tape pools; report which tiers served")
 	return cmd
 }

@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/drpipe/drpipe/internal/sample"
 )
 
@@ -238,6 +240,60 @@ func TestRoundTripImageTreeAndStdin(t *testing.T) {
 	t.Logf("restored image allocates %d bytes (source %d)", ralloc, alloc)
 	if ralloc > alloc+alloc/20 {
 		t.Errorf("restored image allocates %d bytes, source %d: not sparse", ralloc, alloc)
+	}
+
+	// --delta over that restore, after 1 MiB of the image was rewritten
+	// and a file of the tree removed: only those are written again, every
+	// other file (the image too) is kept in place, and the image stays
+	// sparse.
+	rimg := filepath.Join(restored(target, src), "images", filepath.Base(img))
+	f, err := os.OpenFile(rimg, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Over data of the image (a MiB that is not all zeros in the source),
+	// and into a hole.
+	sf, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dataAt, blk := int64(-1), make([]byte, 1<<20)
+	for off := int64(16 << 20); off < st.Size() && dataAt < 0; off += 1 << 20 {
+		if d, err := unix.Seek(int(sf.Fd()), off, unix.SEEK_DATA); err != nil {
+			break
+		} else if off = d &^ (1<<20 - 1); true {
+			if n, _ := sf.ReadAt(blk, off); n == len(blk) && !bytes.Equal(blk, make([]byte, len(blk))) {
+				dataAt = off
+			}
+		}
+	}
+	sf.Close()
+	if dataAt < 0 {
+		t.Fatal("no MiB of data in the image past 16 MiB")
+	}
+	f.WriteAt(sample.Binary(newRand(77), 1<<20), dataAt)
+	f.WriteAt(sample.Binary(newRand(78), 64<<10), st.Size()-(1<<20))
+	f.Close()
+	matches, _ := filepath.Glob(filepath.Join(restored(target, treeDir), "dir001", "file*.log"))
+	if len(matches) == 0 {
+		t.Fatal("no file in dir001 of the restored tree")
+	}
+	os.Remove(matches[0])
+	var d struct {
+		BytesWritten int64 `json:"bytes_written"`
+		BytesKept    int64 `json:"bytes_kept"`
+		FilesKept    int64 `json:"files_kept"`
+	}
+	if err := json.Unmarshal([]byte(e.ok("restore", "--json", "--delta", "--repo", repoDir, b.SnapshotID[:10], "--target", target)), &d); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("delta restore: %d bytes written, %d kept in %d files", d.BytesWritten, d.BytesKept, d.FilesKept)
+	compareTrees(t, src, restored(target, src))
+	if d.BytesWritten < 512<<10 || d.BytesWritten > 16<<20 || d.FilesKept < 3000 || d.BytesKept < st.Size()/2 {
+		t.Errorf("delta restore wrote %d bytes and kept %d bytes in %d files; want the rewritten MiB and one file written, the rest (3000 files) kept", d.BytesWritten, d.BytesKept, d.FilesKept)
+	}
+	if a, _ := sample.AllocatedBytes(rimg); a > alloc+alloc/20 {
+		t.Errorf("image allocates %d bytes after the delta restore, source %d: not sparse", a, alloc)
 	}
 
 	// --path restores just one item.

@@ -102,7 +102,7 @@ func hint(err error) string {
 	case errors.Is(err, repo.ErrBlobLost):
 		return "the data is damaged beyond this repository's parity; restore from another tier (DR site, bucket, tape)"
 	case errors.Is(err, context.Canceled):
-		return "interrupted; a backup keeps everything stored so far and the next run reuses it; a restore removed the files it had not finished"
+		return "interrupted; a backup keeps everything stored so far and the next run reuses it; a restore removed the files it had not finished (with --delta it keeps them, and the next --delta run goes on from them)"
 	}
 	return siteHint(err)
 }

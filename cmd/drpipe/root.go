@@ -132,6 +132,7 @@ var configDefaults = map[string]any{
 	"backup.flatten":        false,
 	"backup.no_disk_images": false,
 	"restore.disk_format":   "original",
+	"restore.delta":         false,
 	"mount.cache_size":      "256MiB",
 }
 

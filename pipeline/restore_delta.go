@@ -1,0 +1,173 @@
+package pipeline
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/drpipe/drpipe/repo"
+)
+
+// A delta restore (RestoreOptions.Delta) keeps a regular file already at
+// its target path and writes only the chunks that differ from the
+// snapshot's: each extent of the file is read locally and hashed with the
+// repository's chunk hash (or, for a hole, checked to be zeros). Resuming
+// an interrupted restore or refreshing a DR copy then reads from the
+// repository, which may be a remote site or a bucket, only what changed.
+
+// reusable opens entry name of dir (path dp) for a delta restore of n, or
+// returns nil when the entry is to be replaced as in a full restore. A
+// file is written in place only when no one but the restoring user and
+// the file's recorded owner can hold it open for writing: a regular file
+// with one name (a second name could be a hard link planted to a file
+// outside the target), owned by the restoring user or by n's recorded
+// owner and group, writable by no one else (no group or other write bit
+// beyond what n records, no POSIX ACL). Anyone else could have opened it
+// before the restore and keep writing into it after.
+func (rs *restorer) reusable(dir *restoreDir, name, dp string, n *repo.Node) *os.File {
+	// O_NONBLOCK: a FIFO there must not block the open.
+	f, err := openNoPollAt(dir.fd(), name, dp, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil
+	}
+	var st unix.Stat_t
+	euid := uint32(os.Geteuid())
+	ok := unix.Fstat(int(f.Fd()), &st) == nil &&
+		st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink == 1 &&
+		(st.Uid == euid || st.Uid == n.UID && st.Gid == n.GID) &&
+		st.Mode&0o022&^uint32(n.Mode.Perm()) == 0 &&
+		!hasACL(int(f.Fd()))
+	if ok {
+		_, err = unix.FcntlInt(f.Fd(), unix.F_SETFL, 0) // blocking again
+		ok = err == nil
+	}
+	if !ok {
+		f.Close()
+		return nil
+	}
+	return f
+}
+
+// hasACL reports whether open file fd carries a POSIX access ACL.
+func hasACL(fd int) bool {
+	_, err := unix.Fgetxattr(fd, aclAccess, nil)
+	return err == nil
+}
+
+// deltaBufMax bounds the walker's read buffer for comparing extents; a
+// longer extent (chunks are far shorter) is compared in pieces.
+const deltaBufMax = 8 << 20
+
+// sameExtent reports whether the bytes of f at [off, off+e.Len) are
+// extent e's. For a zero extent that is not, it makes them so, punching a
+// hole (or writing zeros where the file system cannot punch), and reports
+// done. A data extent over a hole differs without being read.
+func (rs *restorer) sameExtent(f *os.File, e repo.Extent, off int64) (same, done bool, err error) {
+	fd := int(f.Fd())
+	data, err := unix.Seek(fd, off, unix.SEEK_DATA)
+	hole := errors.Is(err, unix.ENXIO) || err == nil && data >= off+e.Len
+	if e.Zero {
+		if hole {
+			return true, true, nil
+		}
+		zero, err := rs.readZero(f, off, e.Len)
+		if err != nil || zero {
+			return zero, zero, err
+		}
+		return false, true, punchZeros(f, off, e.Len)
+	}
+	if hole {
+		return false, false, nil
+	}
+	if e.Len > deltaBufMax {
+		return false, false, nil // not a chunk this restore would compare
+	}
+	if int64(cap(rs.deltaBuf)) < e.Len {
+		rs.deltaBuf = make([]byte, e.Len)
+	}
+	buf := rs.deltaBuf[:e.Len]
+	if _, err := f.ReadAt(buf, off); err != nil {
+		if err == io.EOF {
+			return false, false, nil
+		}
+		return false, false, fmt.Errorf("read the file in place at offset %d: %w", off, err)
+	}
+	same = rs.r.BlobID(buf) == e.ID
+	return same, same, nil
+}
+
+// readZero reports whether f holds only zeros at [off, off+n).
+func (rs *restorer) readZero(f *os.File, off, n int64) (bool, error) {
+	if cap(rs.deltaBuf) < 1<<20 {
+		rs.deltaBuf = make([]byte, 1<<20)
+	}
+	for n > 0 {
+		buf := rs.deltaBuf[:min(n, 1<<20)]
+		k, err := f.ReadAt(buf, off)
+		if !isZero(buf[:k]) {
+			return false, nil
+		}
+		if err == io.EOF {
+			return true, nil // past the end reads as zeros
+		}
+		if err != nil {
+			return false, fmt.Errorf("read the file in place at offset %d: %w", off, err)
+		}
+		off, n = off+int64(k), n-int64(k)
+	}
+	return true, nil
+}
+
+// punchZeros makes [off, off+n) of f zeros: a hole where the file system
+// can punch one, written zeros otherwise.
+func punchZeros(f *os.File, off, n int64) error {
+	err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+	if err == nil {
+		return nil
+	}
+	if err != unix.EOPNOTSUPP && err != unix.ENOSYS {
+		return fmt.Errorf("punch a hole at offset %d: %w", off, err)
+	}
+	zeros := bytes.Repeat([]byte{0}, int(min(n, 1<<20)))
+	for n > 0 {
+		k := min(n, int64(len(zeros)))
+		if _, err := f.WriteAt(zeros[:k], off); err != nil {
+			return fmt.Errorf("write zeros at offset %d: %w", off, err)
+		}
+		off, n = off+k, n-k
+	}
+	return nil
+}
+
+// dropExtraXattrs removes from a file restored in place the extended
+// attributes n does not record (set ones are rewritten by applyMetaFd).
+func dropExtraXattrs(fd int, n *repo.Node) error {
+	size, err := unix.Flistxattr(fd, nil)
+	if err != nil || size == 0 {
+		if err == unix.ENOTSUP {
+			err = nil
+		}
+		return err
+	}
+	buf := make([]byte, size+64)
+	size, err = unix.Flistxattr(fd, buf)
+	if err != nil {
+		return fmt.Errorf("list extended attributes: %w", err)
+	}
+	for _, name := range bytes.Split(buf[:size], []byte{0}) {
+		if len(name) == 0 {
+			continue
+		}
+		if _, ok := n.Xattrs[string(name)]; ok {
+			continue
+		}
+		if err := unix.Fremovexattr(fd, string(name)); err != nil && err != unix.ENODATA {
+			return fmt.Errorf("remove extended attribute %s, which the snapshot does not record: %w", name, err)
+		}
+	}
+	return nil
+}
