@@ -99,7 +99,10 @@ type restorer struct {
 	// open holds a token per output file open from creation until its
 	// last extent is written (openLimit), so that a batch of thousands
 	// of small files cannot run the process out of descriptors.
-	open    chan struct{}
+	open chan struct{}
+	// The batch of extents not yet handed to the readers, under batchMu
+	// (the walker and the comparers add to it).
+	batchMu sync.Mutex
 	batch   []target
 	batchSz int64
 	batchN  int // batches flushed so far (for the ramp in batchLimits)
@@ -107,7 +110,10 @@ type restorer struct {
 
 	files, dirs, written, total atomic.Int64
 	kept, keptFiles             atomic.Int64
-	deltaBuf                    []byte // the walker's buffer for comparing extents in place (Delta)
+	// Comparers (delta): files to write in place, compared extent by
+	// extent by these goroutines (started with the first such file).
+	cmpJobs chan *outFile
+	cmpWG   sync.WaitGroup
 
 	mu     sync.Mutex
 	failed []FileError
@@ -314,6 +320,10 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, o Resto
 		go rs.reader()
 	}
 	walkErr := rs.walk(sn.Tree, "/", rs.top)
+	if rs.cmpJobs != nil {
+		close(rs.cmpJobs)
+		rs.cmpWG.Wait()
+	}
 	rs.flushBatch() // files already created get their data (or an error) even if the walk stopped
 	close(rs.tasks)
 	rs.wg.Wait()
@@ -662,48 +672,70 @@ func (rs *restorer) file(n *repo.Node, dir *restoreDir, name, dp string) error {
 	}
 	rs.files.Add(1)
 	rs.total.Add(n.Size)
+	if reused {
+		// Compared in place by a comparer, many files at once: the
+		// walker would read them one after the other.
+		rs.keptFiles.Add(1)
+		rs.startComparers()
+		select {
+		case rs.cmpJobs <- of:
+		case <-rs.ctx.Done():
+			of.setErr(rs.ctx.Err())
+			of.release()
+		}
+		return rs.ctx.Err()
+	}
+	rs.queue(of, nil)
+	return rs.ctx.Err()
+}
+
+// queue hands the data extents of of to the readers, and releases the
+// hold on it of whoever made it. For a file written in place (delta: buf
+// is the caller's comparison buffer) it sets the size first (what lies
+// beyond is gone, what is missing reads as a hole) and queues only the
+// extents that differ from what is there. Called by the walker and, for
+// files in place, the comparers.
+func (rs *restorer) queue(of *outFile, buf *[]byte) {
+	n, f := of.node, of.f
 	var off, dataEnd int64
 	var err error
-	if reused {
-		// In place: the size first (what lies beyond is gone, what is
-		// missing reads as a hole), then each extent compared.
-		rs.keptFiles.Add(1)
+	var queued bool
+	if of.reused {
 		if err = f.Truncate(n.Size); err != nil {
 			err = fmt.Errorf("set the size of the file in place: %w", err)
 		}
 		dataEnd = n.Size
 	}
-	err = rs.r.EachExtent(rs.ctx, n, func(e repo.Extent) error {
-		if err != nil {
-			return err
-		}
-		if e.Len < 0 || off+e.Len > n.Size {
-			return fmt.Errorf("extent at %d (+%d) beyond file size %d", off, e.Len, n.Size)
-		}
-		if reused {
-			same, done, err := rs.sameExtent(f, e, off)
-			if err != nil {
-				return err
+	if err == nil {
+		err = rs.r.EachExtent(rs.ctx, n, func(e repo.Extent) error {
+			if e.Len < 0 || off+e.Len > n.Size {
+				return fmt.Errorf("extent at %d (+%d) beyond file size %d", off, e.Len, n.Size)
 			}
-			if same {
-				rs.kept.Add(e.Len)
+			if of.reused {
+				same, done, err := rs.sameExtent(f, e, off, buf)
+				if err != nil {
+					return err
+				}
+				if same {
+					rs.kept.Add(e.Len)
+				}
+				if done {
+					rs.progress.AddDone(0, e.Len)
+					off += e.Len
+					return rs.ctx.Err()
+				}
 			}
-			if done {
+			if !e.Zero {
+				of.pending.Add(1)
+				rs.add(target{file: of, off: off, id: e.ID, len: e.Len})
+				dataEnd, queued = off+e.Len, true
+			} else {
 				rs.progress.AddDone(0, e.Len)
-				off += e.Len
-				return nil
 			}
-		}
-		if !e.Zero {
-			of.pending.Add(1)
-			rs.add(target{file: of, off: off, id: e.ID, len: e.Len})
-			dataEnd = off + e.Len
-		} else {
-			rs.progress.AddDone(0, e.Len)
-		}
-		off += e.Len
-		return nil
-	})
+			off += e.Len
+			return nil
+		})
+	}
 	if err == nil && off != n.Size {
 		err = fmt.Errorf("extents cover %d bytes, file size is %d", off, n.Size)
 	}
@@ -718,8 +750,36 @@ func (rs *restorer) file(n *repo.Node, dir *restoreDir, name, dp string) error {
 	if err != nil {
 		of.setErr(err)
 	}
+	if queued && of.reused {
+		// A comparer hands over what it found at once: the walker may be
+		// waiting for descriptors this file holds (acquireOpen).
+		rs.flushBatch()
+	}
 	of.release()
-	return rs.ctx.Err()
+}
+
+// startComparers starts the goroutines that compare files in place
+// (delta), once.
+func (rs *restorer) startComparers() {
+	if rs.cmpJobs != nil {
+		return
+	}
+	rs.cmpJobs = make(chan *outFile, 64)
+	for range 2 * cpus.N() {
+		rs.cmpWG.Add(1)
+		go func() {
+			defer rs.cmpWG.Done()
+			var buf []byte
+			for of := range rs.cmpJobs {
+				if err := rs.ctx.Err(); err != nil {
+					of.setErr(err)
+					of.release()
+					continue
+				}
+				rs.queue(of, &buf)
+			}
+		}()
+	}
 }
 
 // link makes entry name of dir (path dp) another name of the file first
@@ -860,15 +920,24 @@ func (of *outFile) release() {
 }
 
 func (rs *restorer) add(t target) {
+	rs.batchMu.Lock()
+	defer rs.batchMu.Unlock()
 	rs.batch = append(rs.batch, t)
 	rs.batchSz += t.len
 	if maxBytes, maxTargets := rs.batchLimits(); rs.batchSz >= maxBytes || len(rs.batch) >= maxTargets {
-		rs.flushBatch()
+		rs.flushLocked()
 	}
 }
 
 // flushBatch groups the batch by pack and queues one task per pack.
 func (rs *restorer) flushBatch() {
+	rs.batchMu.Lock()
+	defer rs.batchMu.Unlock()
+	rs.flushLocked()
+}
+
+// flushLocked is flushBatch with batchMu held.
+func (rs *restorer) flushLocked() {
 	if len(rs.batch) == 0 {
 		return
 	}

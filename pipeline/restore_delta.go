@@ -58,15 +58,15 @@ func hasACL(fd int) bool {
 	return err == nil
 }
 
-// deltaBufMax bounds the walker's read buffer for comparing extents; a
-// longer extent (chunks are far shorter) is compared in pieces.
+// deltaBufMax bounds a comparer's read buffer: a longer data extent
+// (chunks are far shorter) is not compared, only written.
 const deltaBufMax = 8 << 20
 
 // sameExtent reports whether the bytes of f at [off, off+e.Len) are
 // extent e's. For a zero extent that is not, it makes them so, punching a
 // hole (or writing zeros where the file system cannot punch), and reports
 // done. A data extent over a hole differs without being read.
-func (rs *restorer) sameExtent(f *os.File, e repo.Extent, off int64) (same, done bool, err error) {
+func (rs *restorer) sameExtent(f *os.File, e repo.Extent, off int64, buf *[]byte) (same, done bool, err error) {
 	fd := int(f.Fd())
 	data, err := unix.Seek(fd, off, unix.SEEK_DATA)
 	hole := errors.Is(err, unix.ENXIO) || err == nil && data >= off+e.Len
@@ -74,7 +74,7 @@ func (rs *restorer) sameExtent(f *os.File, e repo.Extent, off int64) (same, done
 		if hole {
 			return true, true, nil
 		}
-		zero, err := rs.readZero(f, off, e.Len)
+		zero, err := readZero(f, off, e.Len, buf)
 		if err != nil || zero {
 			return zero, zero, err
 		}
@@ -86,29 +86,30 @@ func (rs *restorer) sameExtent(f *os.File, e repo.Extent, off int64) (same, done
 	if e.Len > deltaBufMax {
 		return false, false, nil // not a chunk this restore would compare
 	}
-	if int64(cap(rs.deltaBuf)) < e.Len {
-		rs.deltaBuf = make([]byte, e.Len)
+	if int64(cap(*buf)) < e.Len {
+		*buf = make([]byte, e.Len)
 	}
-	buf := rs.deltaBuf[:e.Len]
-	if _, err := f.ReadAt(buf, off); err != nil {
+	b := (*buf)[:e.Len]
+	if _, err := f.ReadAt(b, off); err != nil {
 		if err == io.EOF {
 			return false, false, nil
 		}
 		return false, false, fmt.Errorf("read the file in place at offset %d: %w", off, err)
 	}
-	same = rs.r.BlobID(buf) == e.ID
+	same = rs.r.BlobID(b) == e.ID
 	return same, same, nil
 }
 
-// readZero reports whether f holds only zeros at [off, off+n).
-func (rs *restorer) readZero(f *os.File, off, n int64) (bool, error) {
-	if cap(rs.deltaBuf) < 1<<20 {
-		rs.deltaBuf = make([]byte, 1<<20)
+// readZero reports whether f holds only zeros at [off, off+n), reading
+// into *buf.
+func readZero(f *os.File, off, n int64, buf *[]byte) (bool, error) {
+	if cap(*buf) < 1<<20 {
+		*buf = make([]byte, 1<<20)
 	}
 	for n > 0 {
-		buf := rs.deltaBuf[:min(n, 1<<20)]
-		k, err := f.ReadAt(buf, off)
-		if !isZero(buf[:k]) {
+		b := (*buf)[:min(n, 1<<20)]
+		k, err := f.ReadAt(b, off)
+		if !isZero(b[:k]) {
 			return false, nil
 		}
 		if err == io.EOF {
