@@ -139,6 +139,9 @@ type restorer struct {
 	// found.
 	layers  []restoredLayer
 	notices []FileError
+
+	// Directories whose metadata is set at the end (walker only).
+	lateDirs []lateDir
 }
 
 // restoredLayer is a differencing disk restored as such, and the path of
@@ -333,6 +336,17 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, o Resto
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	// Children were left, and listed, before their parents.
+	for _, d := range rs.lateDirs {
+		f, err := rs.openBeneath(d.path, unix.O_RDONLY|unix.O_DIRECTORY)
+		if err == nil {
+			err = rs.applyMetaFd(f, d.path, d.node, d.acl)
+			f.Close()
+		}
+		if err != nil {
+			rs.fail(d.path, fmt.Errorf("set directory metadata: %w", err))
+		}
+	}
 	rs.checkLayers()
 	for _, inc := range o.Include {
 		if !rs.matched[inc] {
@@ -489,10 +503,28 @@ func (rs *restorer) subdir(n *repo.Node, sp string, dir *restoreDir, dp string, 
 	// nothing changes it any more (data still being written into its
 	// files does not). Memory stays bounded by the depth, not the
 	// number of directories.
-	if err := rs.applyMetaFd(child.f, dp, n, child.created && rs.inheritsACL(dir)); err != nil {
+	acl := child.created && rs.inheritsACL(dir)
+	if !isRoot && n.Mode.Perm()&0o300 != 0o300 {
+		// Without privilege, a directory the owner may not write or
+		// search blocks what may still come after the walk left it: a
+		// later name linked to a finished file in it (openBeneath), the
+		// removal of its incomplete files after Ctrl-C. Such directories
+		// (few) get their metadata at the end, as before.
+		rs.lateDirs = append(rs.lateDirs, lateDir{dp, n, acl})
+		return nil
+	}
+	if err := rs.applyMetaFd(child.f, dp, n, acl); err != nil {
 		rs.fail(dp, err)
 	}
 	return nil
+}
+
+// lateDir is a directory whose metadata waits for the end of the
+// restore (subdir).
+type lateDir struct {
+	path string
+	node *repo.Node
+	acl  bool
 }
 
 // node restores n (snapshot path sp) as entry dp of dir.
@@ -905,7 +937,9 @@ func (of *outFile) release() {
 			// salvage.
 			if !rs.o.Delta {
 				for _, p := range append(links, where) {
-					rs.removeBeneath(p)
+					if p != "" {
+						rs.removeBeneath(p)
+					}
 				}
 			}
 			return

@@ -143,7 +143,8 @@ func absDir(f *os.File, path string) string {
 // whereNow is where open file f, restored at path, is now, below the
 // target: after Ctrl-C the files not yet complete are removed, also from
 // a directory someone moved meanwhile. It is path when that cannot be
-// told (no /proc) or the file is no longer below the target.
+// told (no /proc), and "" (nothing to remove: whatever is at path now is
+// not this file) when the file is no longer below the target.
 func (rs *restorer) whereNow(f *os.File, path string) string {
 	if !procFD {
 		return path
@@ -154,7 +155,7 @@ func (rs *restorer) whereNow(f *os.File, path string) string {
 	}
 	rel, err := filepath.Rel(rs.topAbs, p)
 	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
-		return path
+		return ""
 	}
 	return filepath.Join(rs.top.path, rel)
 }

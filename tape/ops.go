@@ -492,12 +492,17 @@ func CheckCatalog(ctx context.Context, ch Changer, cat *Catalog, o CheckOptions)
 	}
 	for _, s := range sets {
 		rep.Sets++
+		reuse := "the pool reuses them when it has no scratch or expired tape left"
+		if s.worm(byBarcode) {
+			reuse = "they are WORM and are never reused"
+		}
 		switch {
 		case !s.Complete && s.Aborted != "":
-			rep.Warnings = append(rep.Warnings, fmt.Sprintf("set %s (%s, %s) is incomplete: its write stopped (%s); only what is on its tapes can be restored, and the pool reuses them when it has no scratch or expired tape left", s.ID[:8], s.Level, s.Created.Format("2006-01-02"), s.Aborted))
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("set %s (%s, %s) is incomplete: its write stopped (%s); only what is on its tapes can be restored, and %s", s.ID[:8], s.Level, s.Created.Format("2006-01-02"), s.Aborted, reuse))
 		case !s.Complete:
 			rep.Warnings = append(rep.Warnings, fmt.Sprintf("set %s (%s, %s) is incomplete: its write did not finish (still running, or killed); only what is on its tapes can be restored", s.ID[:8], s.Level, s.Created.Format("2006-01-02")))
 		}
+		short := 0 // packs of an incomplete set without K shards on tape
 		mf, err := cat.Manifest(s.ID)
 		if err != nil {
 			errf("set %s: %v", s.ID[:8], err)
@@ -557,6 +562,8 @@ func CheckCatalog(ctx context.Context, ch Changer, cat *Catalog, o CheckOptions)
 				p := mf.Packs[pi]
 				have := len(shards[p.ID])
 				switch {
+				case have < p.K && !s.Complete:
+					short++ // what an unfinished write leaves: not damage
 				case have < p.K:
 					errf("set %s: snapshot %s: pack %s has %d of %d shards on tape, needs %d", s.ID[:8], sn.ID.Short(), p.ID.Short(), have, p.K+p.M, p.K)
 				case s.Complete && have < p.K+p.M:
@@ -569,12 +576,23 @@ func CheckCatalog(ctx context.Context, ch Changer, cat *Catalog, o CheckOptions)
 				}
 			}
 		}
+		if short > 0 {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("set %s is incomplete: %d pack references of its snapshots lack enough shards on its tapes to be restored from it", s.ID[:8], short))
+		}
 	}
 	if o.ReadData && ch != nil {
 		for _, bc := range inv.Barcodes() {
 			m := byBarcode[bc]
 			if m == nil || m.SetID == "" {
 				continue
+			}
+			if m.State == StateWriting {
+				// The tape an unfinished write was on: its catalog was
+				// never written, and there is nothing to compare.
+				if s, _ := cat.Set(m.SetID); s == nil || !s.Complete {
+					rep.Warnings = append(rep.Warnings, fmt.Sprintf("tape %s was being written when the write of set %s stopped; not read", bc, m.SetID[:8]))
+					continue
+				}
 			}
 			d, di, err := mount(ctx, ch, bc, nil)
 			if err != nil {
@@ -611,4 +629,20 @@ func CheckCatalog(ctx context.Context, ch Changer, cat *Catalog, o CheckOptions)
 	}
 	sort.Strings(rep.Errors)
 	return rep, nil
+}
+
+// worm reports whether the set's tapes are WORM cartridges (byBarcode:
+// the catalog's media).
+func (s *SetInfo) worm(byBarcode map[string]*Media) bool {
+	for _, t := range s.Tapes {
+		if m := byBarcode[t.Barcode]; m != nil {
+			return m.WORM
+		}
+	}
+	for _, m := range byBarcode {
+		if m.SetID == s.ID {
+			return m.WORM
+		}
+	}
+	return false
 }

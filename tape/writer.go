@@ -233,7 +233,14 @@ func WriteSet(ctx context.Context, ch Changer, cat *Catalog, src tiers.Backend, 
 		go func() {
 			defer wg.Done()
 			for c := range queue {
-				if wctx.Err() != nil {
+				if err := wctx.Err(); err != nil {
+					// A column left unwritten: the set is not complete
+					// (Ctrl-C between two columns of one drive).
+					errMu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					errMu.Unlock()
 					return
 				}
 				if err := w.writeColumn(wctx, c, cols[c]); err != nil {

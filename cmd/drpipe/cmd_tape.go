@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -113,7 +114,7 @@ func (a *app) pool(name string) (tape.Pool, error) {
 		n *int
 	}{{"daily", &p.Daily}, {"weekly", &p.Weekly}, {"monthly", &p.Monthly}, {"yearly", &p.Yearly}} {
 		if set(lv.k) {
-			v, err := cast.ToIntE(a.v.Get(key + "." + lv.k))
+			v, err := wholeNumber(a.v.Get(key + "." + lv.k))
 			if err != nil {
 				return p, usagef("config %s.%s: want a whole number of periods to keep (0 disables the level): %v", key, lv.k, err)
 			}
@@ -131,6 +132,9 @@ func (a *app) pool(name string) (tape.Pool, error) {
 		p.Offsite = nil
 		for _, s := range a.v.GetStringSlice(key + ".offsite") {
 			for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
+				if f == "none" { // the environment cannot give an empty list
+					continue
+				}
 				l, err := tape.ParseLevel(f)
 				if err != nil {
 					return p, usagef("config %s.offsite: %w", key, err)
@@ -150,6 +154,39 @@ func (a *app) pool(name string) (tape.Pool, error) {
 		return p, usageError{err}
 	}
 	return p, nil
+}
+
+// wholeNumber is a config value that must be a whole number: an integer
+// from the config file, or decimal digits from the environment (not
+// octal: "010" is ten).
+func wholeNumber(v any) (int, error) {
+	switch x := v.(type) {
+	case int:
+		return x, nil
+	case int64:
+		return int(x), nil
+	case uint64:
+		return int(x), nil
+	case float64:
+		if x != float64(int(x)) {
+			return 0, fmt.Errorf("%v is not a whole number", x)
+		}
+		return int(x), nil
+	case string:
+		n, err := strconv.Atoi(strings.TrimSpace(x))
+		if err != nil {
+			return 0, fmt.Errorf("%q is not a whole number", x)
+		}
+		return n, nil
+	}
+	return 0, fmt.Errorf("%v (%T) is not a whole number", v, v)
+}
+
+// poolWORM reports whether pool name is a WORM pool (its tapes are never
+// reused).
+func (a *app) poolWORM(name string) bool {
+	p, err := a.pool(name)
+	return err == nil && p.WORM
 }
 
 // tapeProgress draws tape progress on a terminal.
@@ -554,7 +591,12 @@ func (a *app) printWrite(res *tape.WriteResult, snaps []*repo.Snapshot, werr err
 		return werr
 	}
 	state := "complete"
-	if !s.Complete {
+	switch {
+	case !s.Complete && len(s.Tapes) == 0 && s.Aborted == "":
+		state = "NOT WRITTEN (nothing reached a tape)"
+	case !s.Complete && a.poolWORM(s.Pool):
+		state = "INCOMPLETE (WORM: its tapes are never reused; what reached them can still be restored)"
+	case !s.Complete:
 		state = "INCOMPLETE (its tapes go back to the pool when it has no scratch or expired tape left; what reached them can still be restored until then)"
 	}
 	a.printf("tape set %s (%s) %s: pool %s, level %s, expires %s\n", s.ID[:8], s.ID, state, s.Pool, s.Level, s.Expires.Format("2006-01-02"))
