@@ -2,7 +2,6 @@ package tape_test
 
 import (
 	"context"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -62,32 +61,5 @@ func TestCancelBetweenColumnsLeavesSetIncomplete(t *testing.T) {
 	t.Logf("err=%v set=%+v", err, s)
 	if err == nil || (s != nil && s.Complete) {
 		t.Fatalf("interrupted write: err %v, set complete=%v with %d of %d columns' tapes", err, s != nil && s.Complete, len(s.Tapes), s.Columns)
-	}
-}
-
-// TestCheckAfterAbortedWrite: a set whose write stopped (the state
-// TestAbortedSetTapesReused makes) is not damage: tape check passes, and
-// warns that the set is incomplete, which packs it cannot give, and that
-// the tape being written then was not read.
-func TestCheckAfterAbortedWrite(t *testing.T) {
-	ctx := context.Background()
-	w := newBadWorld(t)
-	w.label("DRP001L7")
-	w.run++
-	plan := fakePlan(t, w.be, w.run)
-	shard := tiers.Handle{Type: tiers.TypeData, Name: erasure.ShardName(plan.Packs[0].ID, 0)}
-	w.be.Remove(ctx, shard)
-	if _, err := tape.WriteSet(ctx, w.lib, w.cat, w.be, plan, tape.WriteOptions{Pool: w.pool, Level: tape.LevelDaily, Now: func() time.Time { return w.now }}); err == nil {
-		t.Fatal("write succeeded")
-	}
-	rep, err := tape.CheckCatalog(ctx, w.lib, w.cat, tape.CheckOptions{ReadData: true})
-	if err != nil || !rep.OK() {
-		t.Fatalf("tape check after an aborted write (a state the pool now handles): err %v, errors %q", err, rep.Errors)
-	}
-	all := strings.Join(rep.Warnings, "\n")
-	for _, want := range []string{"its write stopped", "lack enough shards", "was being written when the write of set"} {
-		if !strings.Contains(all, want) {
-			t.Errorf("warnings %q: want one saying %q", rep.Warnings, want)
-		}
 	}
 }
