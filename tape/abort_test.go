@@ -2,6 +2,10 @@ package tape_test
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -61,5 +65,66 @@ func TestCancelBetweenColumnsLeavesSetIncomplete(t *testing.T) {
 	t.Logf("err=%v set=%+v", err, s)
 	if err == nil || (s != nil && s.Complete) {
 		t.Fatalf("interrupted write: err %v, set complete=%v with %d of %d columns' tapes", err, s != nil && s.Complete, len(s.Tapes), s.Columns)
+	}
+}
+
+// TestKilledWriterSetTapesReused: a write killed outright (SIGKILL, a
+// power cut) leaves an incomplete set with no reason recorded. Once its
+// writer is known to be gone (no such process on this host, or the host
+// restarted since), the pool reuses its tapes as an aborted set's; while
+// the writer may still run, never.
+func TestKilledWriterSetTapesReused(t *testing.T) {
+	ctx := context.Background()
+	w := newBadWorld(t)
+	w.label("DRP001L7")
+	w.run++
+	plan := fakePlan(t, w.be, w.run)
+	shard := tiers.Handle{Type: tiers.TypeData, Name: erasure.ShardName(plan.Packs[0].ID, 0)}
+	data, err := tiers.LoadAll(ctx, w.be, shard, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.be.Remove(ctx, shard)
+	res, err := tape.WriteSet(ctx, w.lib, w.cat, w.be, plan, tape.WriteOptions{Pool: w.pool, Level: tape.LevelDaily, Now: func() time.Time { return w.now }})
+	if err == nil {
+		t.Fatal("write with a lost source object succeeded")
+	}
+	tiers.PutBytes(ctx, w.be, shard, data)
+	s, _ := w.cat.Set(res.Set.ID)
+	if s == nil || s.Writer == "" {
+		t.Fatalf("set %+v: want its writer recorded", s)
+	}
+	host, _ := os.Hostname()
+	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		writer string
+		reuse  bool
+	}{
+		{fmt.Sprintf("%s %s %d", host, strings.TrimSpace(string(boot)), os.Getpid()), false},       // still running
+		{fmt.Sprintf("elsewhere %s %d", strings.TrimSpace(string(boot)), dead.Process.Pid), false}, // cannot be told
+		{fmt.Sprintf("%s %s %d", host, strings.TrimSpace(string(boot)), dead.Process.Pid), true},   // no such process
+		{fmt.Sprintf("%s 00000000-0000-0000-0000-000000000000 %d", host, os.Getpid()), true},       // restarted since
+	} {
+		s.Aborted, s.Writer = "", c.writer // as a killed write leaves it
+		if err := w.cat.PutSet(s); err != nil {
+			t.Fatal(err)
+		}
+		if got := s.WriterGone(); got != c.reuse {
+			t.Errorf("writer %q: gone %v, want %v", c.writer, got, c.reuse)
+		}
+		if c.reuse {
+			continue
+		}
+		if _, err := w.write(); err == nil || !strings.Contains(err.Error(), "no writable tape") {
+			t.Errorf("writer %q may still run: write got %v, want no writable tape", c.writer, err)
+		}
+	}
+	res2, err := w.write()
+	if err != nil || len(res2.Set.Tapes) != 1 || res2.Set.Tapes[0].Barcode != "DRP001L7" {
+		t.Fatalf("write after the writer was gone: %v, %+v; want DRP001L7 reused", err, res2)
 	}
 }

@@ -278,9 +278,14 @@ type SetInfo struct {
 	// stopped (an error, or Ctrl-C). Its tapes are reused when the pool
 	// has no scratch or expired tape left. An incomplete set without it
 	// is being written, or its writer was killed.
-	Aborted string     `json:"aborted,omitempty"`
-	Tapes   []SetTape  `json:"tapes"`
-	Snaps   []SnapInfo `json:"snapshots"`
+	Aborted string `json:"aborted,omitempty"`
+	// Writer names the process writing the set (host, boot id, pid),
+	// so that a later write can tell that an incomplete set without
+	// Aborted has no writer any more (killed, or the machine went
+	// down) and treat it as aborted (WriterGone).
+	Writer string     `json:"writer,omitempty"`
+	Tapes  []SetTape  `json:"tapes"`
+	Snaps  []SnapInfo `json:"snapshots"`
 }
 
 // SetTape is one tape of a set.

@@ -499,6 +499,8 @@ func CheckCatalog(ctx context.Context, ch Changer, cat *Catalog, o CheckOptions)
 		switch {
 		case !s.Complete && s.Aborted != "":
 			rep.Warnings = append(rep.Warnings, fmt.Sprintf("set %s (%s, %s) is incomplete: its write stopped (%s); only what is on its tapes can be restored, and %s", s.ID[:8], s.Level, s.Created.Format("2006-01-02"), s.Aborted, reuse))
+		case !s.Complete && s.WriterGone():
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("set %s (%s, %s) is incomplete: its writer (%s) is gone, killed or stopped by a restart; only what is on its tapes can be restored, and %s", s.ID[:8], s.Level, s.Created.Format("2006-01-02"), s.Writer, reuse))
 		case !s.Complete:
 			rep.Warnings = append(rep.Warnings, fmt.Sprintf("set %s (%s, %s) is incomplete: its write did not finish (still running, or killed); only what is on its tapes can be restored", s.ID[:8], s.Level, s.Created.Format("2006-01-02")))
 		}

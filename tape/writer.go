@@ -7,9 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/drpipe/drpipe/erasure"
@@ -185,7 +189,7 @@ func WriteSet(ctx context.Context, ch Changer, cat *Catalog, src tiers.Backend, 
 	w := &setWriter{cat: cat, src: src, plan: plan, o: o, lay: lay, mnt: newMounter(ch), used: map[string]bool{}}
 	start := time.Now()
 	now := o.Now()
-	w.set = &SetInfo{ID: o.SetID.String(), Pool: o.Pool.Name, Created: now.UTC(), Level: o.Level, Expires: o.Pool.Expires(o.Level, now).UTC(),
+	w.set = &SetInfo{ID: o.SetID.String(), Pool: o.Pool.Name, Created: now.UTC(), Level: o.Level, Expires: o.Pool.Expires(o.Level, now).UTC(), Writer: thisWriter(),
 		Columns: lay.Columns, Parity: lay.Parity, PerTape: lay.PerTape}
 	plan.Manifest.Version = FormatVersion
 	plan.Manifest.SetID = w.set.ID
@@ -346,7 +350,7 @@ func (w *setWriter) allocate(inv *Inventory, col, seq int) (*Media, error) {
 					exp = s.Expires
 				}
 				cands = append(cands, cand{m: m, rank: 1, expires: exp})
-			case !s.Complete && s.Aborted != "":
+			case !s.Complete && (s.Aborted != "" || s.WriterGone()):
 				cands = append(cands, cand{m: m, rank: 2, expires: s.Created})
 			}
 		}
@@ -900,4 +904,42 @@ func readCatalogFile(ctx context.Context, d Drive, buf []byte) (*TapeCatalog, er
 		return nil, fmt.Errorf("%w: expected the catalog file on %s, found a %s file", ErrCorrupt, d.Name(), rr.kind)
 	}
 	return ParseTapeCatalog(b)
+}
+
+// thisWriter names this process as a set's writer: host, boot id, pid.
+func thisWriter() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s %s %d", host, bootID(), os.Getpid())
+}
+
+// bootID identifies the running kernel's boot ("" where unknown).
+func bootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// WriterGone reports whether the process that was writing an incomplete
+// set is known to be gone: on this host, the machine was restarted since
+// (another boot id) or no process has that pid. A writer on another host,
+// or one that cannot be told, is not gone.
+func (s *SetInfo) WriterGone() bool {
+	f := strings.Fields(s.Writer)
+	if len(f) != 3 {
+		return false
+	}
+	host, _ := os.Hostname()
+	if f[0] != host {
+		return false
+	}
+	if boot := bootID(); boot != "" && f[1] != boot {
+		return true
+	}
+	pid, err := strconv.Atoi(f[2])
+	if err != nil || pid <= 0 {
+		return false
+	}
+	return syscall.Kill(pid, 0) == syscall.ESRCH
 }
