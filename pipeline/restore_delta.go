@@ -22,24 +22,32 @@ import (
 // reusable opens entry name of dir (path dp) for a delta restore of n, or
 // returns nil when the entry is to be replaced as in a full restore. A
 // file is written in place only when no one but the restoring user and
-// the file's recorded owner can hold it open for writing: a regular file
-// with one name (a second name could be a hard link planted to a file
-// outside the target), owned by the restoring user or by n's recorded
-// owner and group, writable by no one else (no group or other write bit
-// beyond what n records, no POSIX ACL). Anyone else could have opened it
-// before the restore and keep writing into it after.
+// the file's recorded owner can hold it open: a regular file with one
+// name (a second name could be a hard link planted to a file outside the
+// target), owned by the restoring user or by n's recorded owner and
+// group, with no group or other access n does not record (a descriptor
+// opened before the restore keeps reading or writing what is restored),
+// group access only for n's group, no POSIX ACL, and no setuid or setgid
+// bit (a privileged program is not rewritten while it can run).
 func (rs *restorer) reusable(dir *restoreDir, name, dp string, n *repo.Node) *os.File {
-	// O_NONBLOCK: a FIFO there must not block the open.
+	// Only a regular file is opened: opening a device can do something
+	// (rewind a tape, arm a watchdog).
+	var st unix.Stat_t
+	if unix.Fstatat(dir.fd(), name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil
+	}
+	// O_NONBLOCK: a FIFO swapped in meanwhile must not block the open.
 	f, err := openNoPollAt(dir.fd(), name, dp, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
 	if err != nil {
 		return nil
 	}
-	var st unix.Stat_t
 	euid := uint32(os.Geteuid())
 	ok := unix.Fstat(int(f.Fd()), &st) == nil &&
 		st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink == 1 &&
 		(st.Uid == euid || st.Uid == n.UID && st.Gid == n.GID) &&
-		st.Mode&0o022&^uint32(n.Mode.Perm()) == 0 &&
+		st.Mode&0o066&^uint32(n.Mode.Perm()) == 0 &&
+		(st.Mode&0o060 == 0 || st.Gid == n.GID) &&
+		st.Mode&(unix.S_ISUID|unix.S_ISGID) == 0 &&
 		!hasACL(int(f.Fd()))
 	if ok {
 		_, err = unix.FcntlInt(f.Fd(), unix.F_SETFL, 0) // blocking again
@@ -72,11 +80,20 @@ func (rs *restorer) sameExtent(f *os.File, e repo.Extent, off int64, buf *[]byte
 	hole := errors.Is(err, unix.ENXIO) || err == nil && data >= off+e.Len
 	if e.Zero {
 		if hole {
+			// SEEK_DATA reports preallocated (unwritten) blocks as a hole
+			// too: free them, as a full restore leaves none there.
+			unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, e.Len)
 			return true, true, nil
 		}
 		zero, err := readZero(f, off, e.Len, buf)
-		if err != nil || zero {
-			return zero, zero, err
+		if err != nil {
+			return false, false, err
+		}
+		if zero {
+			// Allocated zeros where the snapshot has a hole: a hole, as a
+			// full restore leaves it, where the file system can punch one.
+			unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, e.Len)
+			return true, true, nil
 		}
 		return false, true, punchZeros(f, off, e.Len)
 	}
@@ -166,7 +183,14 @@ func dropExtraXattrs(fd int, n *repo.Node) error {
 		if _, ok := n.Xattrs[string(name)]; ok {
 			continue
 		}
-		if err := unix.Fremovexattr(fd, string(name)); err != nil && err != unix.ENODATA {
+		err := unix.Fremovexattr(fd, string(name))
+		if (err == unix.EPERM || err == unix.EACCES || err == unix.ENOTSUP) && bytes.HasPrefix(name, []byte("security.")) {
+			// A label the security module keeps (security.selinux: no one
+			// may remove it; any security.* without CAP_SYS_ADMIN). A new
+			// file would carry the policy's label too.
+			err = nil
+		}
+		if err != nil && err != unix.ENODATA {
 			return fmt.Errorf("remove extended attribute %s, which the snapshot does not record: %w", name, err)
 		}
 	}

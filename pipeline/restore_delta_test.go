@@ -19,7 +19,7 @@ import (
 // extra extended attribute), keeps those files' inodes, and gives the
 // snapshot back exactly. Files it must not write in place are replaced:
 // one writable by others, one owned by someone else, one with a second
-// name outside the tree (which keeps its content). An interrupted delta
+// name outside the tree (which keeps its content), a setuid program. An interrupted delta
 // restore leaves what it wrote, and the next run completes it.
 func TestRestoreDelta(t *testing.T) {
 	if os.Geteuid() != 0 {
@@ -36,13 +36,14 @@ func TestRestoreDelta(t *testing.T) {
 		}
 	}
 	write("big", sample.Binary(rng, 8<<20))
-	for _, n := range []string{"d/a", "d/b", "d/open", "d/other", "d/linked", "d/gone"} {
+	for _, n := range []string{"d/a", "d/b", "d/open", "d/other", "d/linked", "d/gone", "d/suid"} {
 		write(n, sample.Text(rng, 20<<10))
 	}
 	write("d/x", []byte("with an attribute"))
 	if err := unix.Setxattr(filepath.Join(src, "d/x"), "user.keep", []byte("1"), 0); err != nil {
 		t.Skipf("no user extended attributes here: %v", err)
 	}
+	os.Chmod(filepath.Join(src, "d/suid"), os.ModeSetuid|0o755)
 	sparse := filepath.Join(src, "sparse")
 	sf, _ := os.Create(sparse)
 	sf.WriteAt(sample.Binary(rng, 1<<20), 0)
@@ -80,7 +81,7 @@ func TestRestoreDelta(t *testing.T) {
 	// Held open, so that a replaced file's inode number is not reused:
 	// a file written in place is still the one at its path.
 	held := map[string]*os.File{}
-	for _, n := range []string{"big", "sparse", "d/a", "d/b", "d/x", "d/open", "d/other", "d/linked"} {
+	for _, n := range []string{"big", "sparse", "d/a", "d/b", "d/x", "d/open", "d/other", "d/linked", "d/suid"} {
 		if held[n], err = os.Open(at(n)); err != nil {
 			t.Fatal(err)
 		}
@@ -95,7 +96,7 @@ func TestRestoreDelta(t *testing.T) {
 	if v, err := xattrGet(at("d/x"), "user.extra"); err == nil {
 		t.Errorf("user.extra, which the snapshot does not record, survived: %q", v)
 	}
-	for n, want := range map[string]bool{"big": true, "sparse": true, "d/a": true, "d/b": true, "d/x": true, "d/open": false, "d/other": false, "d/linked": false} {
+	for n, want := range map[string]bool{"big": true, "sparse": true, "d/a": true, "d/b": true, "d/x": true, "d/open": false, "d/other": false, "d/linked": false, "d/suid": false} {
 		a, _ := held[n].Stat()
 		b, _ := os.Stat(at(n))
 		if inPlace := a != nil && b != nil && os.SameFile(a, b); inPlace != want {

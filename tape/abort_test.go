@@ -96,6 +96,7 @@ func TestKilledWriterSetTapesReused(t *testing.T) {
 	}
 	host, _ := os.Hostname()
 	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	ns, _ := os.Readlink("/proc/self/ns/pid")
 	dead := exec.Command("true")
 	if err := dead.Run(); err != nil {
 		t.Fatal(err)
@@ -104,10 +105,10 @@ func TestKilledWriterSetTapesReused(t *testing.T) {
 		writer string
 		reuse  bool
 	}{
-		{fmt.Sprintf("%s %s %d", host, strings.TrimSpace(string(boot)), os.Getpid()), false},       // still running
-		{fmt.Sprintf("elsewhere %s %d", strings.TrimSpace(string(boot)), dead.Process.Pid), false}, // cannot be told
-		{fmt.Sprintf("%s %s %d", host, strings.TrimSpace(string(boot)), dead.Process.Pid), true},   // no such process
-		{fmt.Sprintf("%s 00000000-0000-0000-0000-000000000000 %d", host, os.Getpid()), true},       // restarted since
+		{fmt.Sprintf("%s %s %d %s", host, strings.TrimSpace(string(boot)), os.Getpid(), ns), false},     // still running
+		{fmt.Sprintf("elsewhere %s %d", strings.TrimSpace(string(boot)), dead.Process.Pid), false},      // cannot be told
+		{fmt.Sprintf("%s %s %d %s", host, strings.TrimSpace(string(boot)), dead.Process.Pid, ns), true}, // no such process
+		{fmt.Sprintf("%s 00000000-0000-0000-0000-000000000000 %d", host, os.Getpid()), true},            // restarted since
 	} {
 		s.Aborted, s.Writer = "", c.writer // as a killed write leaves it
 		if err := w.cat.PutSet(s); err != nil {

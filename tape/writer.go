@@ -277,6 +277,7 @@ func WriteSet(ctx context.Context, ch Changer, cat *Catalog, src tiers.Backend, 
 		return res, fmt.Errorf("tape write of set %s: %w", w.set.ID[:8], firstErr)
 	}
 	w.set.Complete = true
+	w.set.Writer = "" // only an incomplete set needs it; a complete one is as rebuilt from its tapes
 	if err := cat.PutSet(w.set); err != nil {
 		return res, err
 	}
@@ -906,10 +907,20 @@ func readCatalogFile(ctx context.Context, d Drive, buf []byte) (*TapeCatalog, er
 	return ParseTapeCatalog(b)
 }
 
-// thisWriter names this process as a set's writer: host, boot id, pid.
+// thisWriter names this process as a set's writer: host, boot id, pid,
+// and the pid namespace that pid belongs to.
 func thisWriter() string {
 	host, _ := os.Hostname()
-	return fmt.Sprintf("%s %s %d", host, bootID(), os.Getpid())
+	return fmt.Sprintf("%s %s %d %s", host, bootID(), os.Getpid(), pidNS())
+}
+
+// pidNS identifies this process's pid namespace ("" where unknown).
+func pidNS() string {
+	ns, err := os.Readlink("/proc/self/ns/pid")
+	if err != nil || strings.ContainsAny(ns, " \t\n") {
+		return ""
+	}
+	return ns
 }
 
 // bootID identifies the running kernel's boot ("" where unknown).
@@ -927,7 +938,7 @@ func bootID() string {
 // or one that cannot be told, is not gone.
 func (s *SetInfo) WriterGone() bool {
 	f := strings.Fields(s.Writer)
-	if len(f) != 3 {
+	if len(f) != 3 && len(f) != 4 {
 		return false
 	}
 	host, _ := os.Hostname()
@@ -936,6 +947,11 @@ func (s *SetInfo) WriterGone() bool {
 	}
 	if boot := bootID(); boot != "" && f[1] != boot {
 		return true
+	}
+	// kill answers for the caller's pid namespace only: a writer in
+	// another one (a container) cannot be told gone by its pid.
+	if len(f) != 4 || f[3] != pidNS() {
+		return false
 	}
 	pid, err := strconv.Atoi(f[2])
 	if err != nil || pid <= 0 {
