@@ -34,14 +34,7 @@ func TestRestoreDeltaGroupWritableByAnotherGroup(t *testing.T) {
 	os.WriteFile(p, []byte("snapshot content"), 0o664)
 	os.Chmod(p, 0o664)
 	os.Chown(p, 0, 0)
-	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst := filepath.Join(t.TempDir(), "dst")
-	if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
-		t.Fatal(err)
-	}
+	res, dst := backupRestored(t, r, src)
 	at := filepath.Join(dst, p)
 	if err := os.Chown(at, 0, 4242); err != nil {
 		t.Fatal(err)
@@ -80,14 +73,7 @@ func TestRestoreDeltaAllocatedZerosStayAllocated(t *testing.T) {
 	f.WriteAt(sample.Binary(rng, 1<<20), 0)
 	f.WriteAt(sample.Binary(rng, 1<<20), 33<<20)
 	f.Close()
-	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst := filepath.Join(t.TempDir(), "dst")
-	if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
-		t.Fatal(err)
-	}
+	res, dst := backupRestored(t, r, src)
 	at := filepath.Join(dst, p)
 	// Fill the hole with allocated zeros, as a non-sparse copy would.
 	g, _ := os.OpenFile(at, os.O_WRONLY, 0)
@@ -226,14 +212,7 @@ func TestRestoreDeltaReadableByOthers(t *testing.T) {
 	p := filepath.Join(src, "key")
 	secret := []byte("-----BEGIN PRIVATE KEY----- snapshot secret")
 	os.WriteFile(p, secret, 0o600)
-	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst := filepath.Join(t.TempDir(), "dst")
-	if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
-		t.Fatal(err)
-	}
+	res, dst := backupRestored(t, r, src)
 	at := filepath.Join(dst, p)
 	os.WriteFile(at, []byte("an older, public version of the file......."), 0o644)
 	os.Chmod(at, 0o644)

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/drpipe/drpipe/internal/sample"
+	"github.com/drpipe/drpipe/repo"
 )
 
 // TestRestoreDelta: a delta restore over an earlier restore that was
@@ -49,14 +50,7 @@ func TestRestoreDelta(t *testing.T) {
 	sf.WriteAt(sample.Binary(rng, 1<<20), 0)
 	sf.WriteAt(sample.Binary(rng, 1<<20), 5<<20)
 	sf.Close()
-	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst := filepath.Join(t.TempDir(), "dst")
-	if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
-		t.Fatal(err)
-	}
+	res, dst := backupRestored(t, r, src)
 	root := filepath.Join(dst, src)
 	at := func(name string) string { return filepath.Join(root, name) }
 
@@ -82,6 +76,7 @@ func TestRestoreDelta(t *testing.T) {
 	// a file written in place is still the one at its path.
 	held := map[string]*os.File{}
 	for _, n := range []string{"big", "sparse", "d/a", "d/b", "d/x", "d/open", "d/other", "d/linked", "d/suid"} {
+		var err error
 		if held[n], err = os.Open(at(n)); err != nil {
 			t.Fatal(err)
 		}
@@ -143,4 +138,20 @@ func TestRestoreDelta(t *testing.T) {
 		t.Fatal(err)
 	}
 	compare(t, src, root)
+}
+
+// backupRestored backs src up into r and restores the snapshot into a new
+// directory, dst: the copy a delta restore then works on.
+func backupRestored(t *testing.T, r *repo.Repository, src string) (*BackupResult, string) {
+	t.Helper()
+	ctx := context.Background()
+	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), "dst")
+	if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
+		t.Fatal(err)
+	}
+	return res, dst
 }

@@ -74,22 +74,10 @@ func TestCancelBetweenColumnsLeavesSetIncomplete(t *testing.T) {
 // restarted since), the pool reuses its tapes as an aborted set's; while
 // the writer may still run, never.
 func TestKilledWriterSetTapesReused(t *testing.T) {
-	ctx := context.Background()
 	w := newBadWorld(t)
 	w.label("DRP001L7")
-	w.run++
-	plan := fakePlan(t, w.be, w.run)
-	shard := tiers.Handle{Type: tiers.TypeData, Name: erasure.ShardName(plan.Packs[0].ID, 0)}
-	data, err := tiers.LoadAll(ctx, w.be, shard, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.be.Remove(ctx, shard)
-	res, err := tape.WriteSet(ctx, w.lib, w.cat, w.be, plan, tape.WriteOptions{Pool: w.pool, Level: tape.LevelDaily, Now: func() time.Time { return w.now }})
-	if err == nil {
-		t.Fatal("write with a lost source object succeeded")
-	}
-	tiers.PutBytes(ctx, w.be, shard, data)
+	res, restoreSource := w.abortedWrite()
+	restoreSource()
 	s, _ := w.cat.Set(res.Set.ID)
 	if s == nil || s.Writer == "" {
 		t.Fatalf("set %+v: want its writer recorded", s)

@@ -196,6 +196,27 @@ func TestBadTapes(t *testing.T) {
 	})
 }
 
+// abortedWrite writes a set whose source loses a pack shard after the
+// plan was made, so the write fails on the tape, after reaching it; the
+// returned func puts the shard back.
+func (w *badWorld) abortedWrite() (*tape.WriteResult, func()) {
+	w.t.Helper()
+	ctx := context.Background()
+	w.run++
+	plan := fakePlan(w.t, w.be, w.run)
+	shard := tiers.Handle{Type: tiers.TypeData, Name: erasure.ShardName(plan.Packs[0].ID, 0)}
+	data, err := tiers.LoadAll(ctx, w.be, shard, 0, 0)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.be.Remove(ctx, shard)
+	res, err := tape.WriteSet(ctx, w.lib, w.cat, w.be, plan, tape.WriteOptions{Pool: w.pool, Level: tape.LevelDaily, Now: func() time.Time { return w.now }})
+	if err == nil {
+		w.t.Fatal("write with a lost source object succeeded")
+	}
+	return res, func() { tiers.PutBytes(ctx, w.be, shard, data) }
+}
+
 // TestAbortedSetTapesReused: a write that stops after reaching a tape (a
 // source object that cannot be read, or Ctrl-C) records its set as
 // aborted, and the pool takes that tape back when it has nothing else,
@@ -205,19 +226,7 @@ func TestAbortedSetTapesReused(t *testing.T) {
 	ctx := context.Background()
 	w := newBadWorld(t)
 	w.label("DRP001L7")
-	w.run++
-	plan := fakePlan(t, w.be, w.run)
-	shard := tiers.Handle{Type: tiers.TypeData, Name: erasure.ShardName(plan.Packs[0].ID, 0)}
-	data, err := tiers.LoadAll(ctx, w.be, shard, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.be.Remove(ctx, shard) // lost after the plan was made: the write fails on the tape
-	opts := tape.WriteOptions{Pool: w.pool, Level: tape.LevelDaily, Now: func() time.Time { return w.now }}
-	res, err := tape.WriteSet(ctx, w.lib, w.cat, w.be, plan, opts)
-	if err == nil {
-		t.Fatal("write with a lost source object succeeded")
-	}
+	res, restoreSource := w.abortedWrite()
 	aborted, _ := w.cat.Set(res.Set.ID)
 	if aborted == nil || aborted.Complete || aborted.Aborted == "" {
 		t.Fatalf("aborted set in the catalog: %+v, want incomplete with the reason", aborted)
@@ -236,7 +245,7 @@ func TestAbortedSetTapesReused(t *testing.T) {
 	}
 
 	// A scratch tape labelled meanwhile is taken before the aborted set's.
-	tiers.PutBytes(ctx, w.be, shard, data)
+	restoreSource()
 	w.label("DRP002L7")
 	res2, err := w.write()
 	if err != nil {
