@@ -27,8 +27,9 @@ import (
 // target), owned by the restoring user or by n's recorded owner and
 // group, with no group or other access n does not record (a descriptor
 // opened before the restore keeps reading or writing what is restored),
-// group access only for n's group, no POSIX ACL, and no setuid or setgid
-// bit (a privileged program is not rewritten while it can run).
+// group access only for n's group, no POSIX ACL, no setuid or setgid bit
+// (a privileged program is not rewritten while it can run), and not a
+// mount point (a file bind-mounted there).
 func (rs *restorer) reusable(dir *restoreDir, name, dp string, n *repo.Node) *os.File {
 	// Only a regular file is opened: opening a device can do something
 	// (rewind a tape, arm a watchdog).
@@ -48,7 +49,8 @@ func (rs *restorer) reusable(dir *restoreDir, name, dp string, n *repo.Node) *os
 		st.Mode&0o066&^uint32(n.Mode.Perm()) == 0 &&
 		(st.Mode&0o060 == 0 || st.Gid == n.GID) &&
 		st.Mode&(unix.S_ISUID|unix.S_ISGID) == 0 &&
-		!hasACL(int(f.Fd()))
+		!hasACL(int(f.Fd())) &&
+		!mountedOn(int(f.Fd()), dir.fd())
 	if ok {
 		_, err = unix.FcntlInt(f.Fd(), unix.F_SETFL, 0) // blocking again
 		ok = err == nil
@@ -58,6 +60,18 @@ func (rs *restorer) reusable(dir *restoreDir, name, dp string, n *repo.Node) *os
 		return nil
 	}
 	return f
+}
+
+// mountedOn reports whether open file fd is a mount point in directory
+// dir (a file bind-mounted there): writing it in place would write the
+// mount's source, where a full restore fails with EBUSY. Without statx's
+// mount ids it cannot tell, and says no.
+func mountedOn(fd, dir int) bool {
+	var a, b unix.Statx_t
+	if unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &a) != nil || unix.Statx(dir, "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &b) != nil {
+		return false
+	}
+	return a.Mask&b.Mask&unix.STATX_MNT_ID != 0 && a.Mnt_id != b.Mnt_id
 }
 
 // hasACL reports whether open file fd carries a POSIX access ACL.

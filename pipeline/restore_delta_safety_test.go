@@ -231,3 +231,32 @@ func TestRestoreDeltaReadableByOthers(t *testing.T) {
 		t.Errorf("a descriptor opened while the file was 0644 reads the restored 0600 content: %q", got[:n])
 	}
 }
+
+// TestRestoreDeltaBindMountedFile: a file bind-mounted over a restored
+// file is not written in place (that would write the mount's source,
+// outside the target); the restore treats it as a full restore does.
+func TestRestoreDeltaBindMountedFile(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (mount --bind)")
+	}
+	ctx := context.Background()
+	r, _ := newRepo(t)
+	src := filepath.Join(t.TempDir(), "src")
+	os.MkdirAll(src, 0o755)
+	os.WriteFile(filepath.Join(src, "f"), []byte("snapshot content"), 0o644)
+	res, dst := backupRestored(t, r, src)
+	outside := filepath.Join(t.TempDir(), "outside")
+	os.WriteFile(outside, []byte("outside, not to be written"), 0o644)
+	at := filepath.Join(dst, src, "f")
+	if err := unix.Mount(outside, at, "", unix.MS_BIND, ""); err != nil {
+		t.Skipf("cannot bind-mount a file here: %v", err)
+	}
+	defer unix.Unmount(at, unix.MNT_DETACH)
+	rr, _ := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst, Delta: true})
+	if b, _ := os.ReadFile(outside); string(b) != "outside, not to be written" {
+		t.Errorf("the bind mount's source now holds %q", b)
+	}
+	if rr == nil || rr.FilesKept != 0 {
+		t.Errorf("delta restore kept files in place: %+v", rr)
+	}
+}
