@@ -34,7 +34,7 @@ func TestRestoreDeltaGroupWritableByAnotherGroup(t *testing.T) {
 	os.WriteFile(p, []byte("snapshot content"), 0o664)
 	os.Chmod(p, 0o664)
 	os.Chown(p, 0, 0)
-	res, dst := backupRestored(t, r, src)
+	sn, dst := backupRestore(t, r, src)
 	at := filepath.Join(dst, p)
 	if err := os.Chown(at, 0, 4242); err != nil {
 		t.Fatal(err)
@@ -46,7 +46,7 @@ func TestRestoreDeltaGroupWritableByAnotherGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer held.Close()
-	if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst, Delta: true}); err != nil {
+	if _, err := Restore(ctx, r, sn, RestoreOptions{Target: dst, Delta: true}); err != nil {
 		t.Fatal(err)
 	}
 	a, _ := held.Stat()
@@ -73,7 +73,7 @@ func TestRestoreDeltaAllocatedZerosStayAllocated(t *testing.T) {
 	f.WriteAt(sample.Binary(rng, 1<<20), 0)
 	f.WriteAt(sample.Binary(rng, 1<<20), 33<<20)
 	f.Close()
-	res, dst := backupRestored(t, r, src)
+	sn, dst := backupRestore(t, r, src)
 	at := filepath.Join(dst, p)
 	// Fill the hole with allocated zeros, as a non-sparse copy would.
 	g, _ := os.OpenFile(at, os.O_WRONLY, 0)
@@ -82,7 +82,7 @@ func TestRestoreDeltaAllocatedZerosStayAllocated(t *testing.T) {
 	}
 	g.Close()
 	before, _ := sample.AllocatedBytes(at)
-	if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst, Delta: true}); err != nil {
+	if _, err := Restore(ctx, r, sn, RestoreOptions{Target: dst, Delta: true}); err != nil {
 		t.Fatal(err)
 	}
 	compare(t, src, filepath.Join(dst, src))
@@ -96,7 +96,7 @@ func TestRestoreDeltaAllocatedZerosStayAllocated(t *testing.T) {
 	g.WriteAt(make([]byte, 32<<20), 1<<20)
 	g.Close()
 	before, _ = sample.AllocatedBytes(at)
-	if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst, Delta: true}); err != nil {
+	if _, err := Restore(ctx, r, sn, RestoreOptions{Target: dst, Delta: true}); err != nil {
 		t.Fatal(err)
 	}
 	compare(t, src, filepath.Join(dst, src))
@@ -212,7 +212,7 @@ func TestRestoreDeltaReadableByOthers(t *testing.T) {
 	p := filepath.Join(src, "key")
 	secret := []byte("-----BEGIN PRIVATE KEY----- snapshot secret")
 	os.WriteFile(p, secret, 0o600)
-	res, dst := backupRestored(t, r, src)
+	sn, dst := backupRestore(t, r, src)
 	at := filepath.Join(dst, p)
 	os.WriteFile(at, []byte("an older, public version of the file......."), 0o644)
 	os.Chmod(at, 0o644)
@@ -222,7 +222,7 @@ func TestRestoreDeltaReadableByOthers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer held.Close()
-	if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst, Delta: true}); err != nil {
+	if _, err := Restore(ctx, r, sn, RestoreOptions{Target: dst, Delta: true}); err != nil {
 		t.Fatal(err)
 	}
 	got := make([]byte, len(secret))
@@ -244,7 +244,7 @@ func TestRestoreDeltaBindMountedFile(t *testing.T) {
 	src := filepath.Join(t.TempDir(), "src")
 	os.MkdirAll(src, 0o755)
 	os.WriteFile(filepath.Join(src, "f"), []byte("snapshot content"), 0o644)
-	res, dst := backupRestored(t, r, src)
+	sn, dst := backupRestore(t, r, src)
 	outside := filepath.Join(t.TempDir(), "outside")
 	os.WriteFile(outside, []byte("outside, not to be written"), 0o644)
 	at := filepath.Join(dst, src, "f")
@@ -252,7 +252,7 @@ func TestRestoreDeltaBindMountedFile(t *testing.T) {
 		t.Skipf("cannot bind-mount a file here: %v", err)
 	}
 	defer unix.Unmount(at, unix.MNT_DETACH)
-	rr, _ := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst, Delta: true})
+	rr, _ := Restore(ctx, r, sn, RestoreOptions{Target: dst, Delta: true})
 	if b, _ := os.ReadFile(outside); string(b) != "outside, not to be written" {
 		t.Errorf("the bind mount's source now holds %q", b)
 	}

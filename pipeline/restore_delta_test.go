@@ -11,7 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/drpipe/drpipe/internal/sample"
-	"github.com/drpipe/drpipe/repo"
 )
 
 // TestRestoreDelta: a delta restore over an earlier restore that was
@@ -50,7 +49,7 @@ func TestRestoreDelta(t *testing.T) {
 	sf.WriteAt(sample.Binary(rng, 1<<20), 0)
 	sf.WriteAt(sample.Binary(rng, 1<<20), 5<<20)
 	sf.Close()
-	res, dst := backupRestored(t, r, src)
+	sn, dst := backupRestore(t, r, src)
 	root := filepath.Join(dst, src)
 	at := func(name string) string { return filepath.Join(root, name) }
 
@@ -83,7 +82,7 @@ func TestRestoreDelta(t *testing.T) {
 		defer held[n].Close()
 	}
 
-	rr, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst, Delta: true})
+	rr, err := Restore(ctx, r, sn, RestoreOptions{Target: dst, Delta: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +128,7 @@ func TestRestoreDelta(t *testing.T) {
 			cancel()
 		}
 	}
-	_, err = Restore(cctx, r, res.Snapshot, RestoreOptions{Target: dst, Delta: true})
+	_, err = Restore(cctx, r, sn, RestoreOptions{Target: dst, Delta: true})
 	testHookWalk = nil
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("interrupted delta restore: %v", err)
@@ -137,24 +136,8 @@ func TestRestoreDelta(t *testing.T) {
 	if _, err := os.Stat(at("big")); err != nil {
 		t.Fatalf("the interrupted delta restore removed big: %v", err)
 	}
-	if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst, Delta: true}); err != nil {
+	if _, err := Restore(ctx, r, sn, RestoreOptions{Target: dst, Delta: true}); err != nil {
 		t.Fatal(err)
 	}
 	compare(t, src, root)
-}
-
-// backupRestored backs src up into r and restores the snapshot into a new
-// directory, dst: the copy a delta restore then works on.
-func backupRestored(t *testing.T, r *repo.Repository, src string) (*BackupResult, string) {
-	t.Helper()
-	ctx := context.Background()
-	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst := filepath.Join(t.TempDir(), "dst")
-	if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
-		t.Fatal(err)
-	}
-	return res, dst
 }
