@@ -2,6 +2,7 @@ package drsite
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -310,12 +311,21 @@ func Bringup(ctx context.Context, r *repo.Repository, p *Plan, o BringupOptions)
 			}
 			h := c.Host(v.DRHost)
 			targets[v.Name] = map[string]diskTarget{}
+			taken := map[string]bool{} // image names of the VM, lower-case (NTFS)
 			for _, d := range v.VM.Disks {
 				format, conv := targetFormat(h.Kind, d.Format)
 				base := winBaseOrUnix(d.File)
 				if conv {
 					base = strings.TrimSuffix(base, filepath.Ext(base)) + "." + format
 				}
+				// Disks with the same file name in different source
+				// directories (data.vhdx on D: and on E:) get their own
+				// images: data.vhdx, data-2.vhdx.
+				ext := filepath.Ext(base)
+				for k, stem := 2, strings.TrimSuffix(base, ext); taken[strings.ToLower(base)]; k++ {
+					base = fmt.Sprintf("%s-%d%s", stem, k, ext)
+				}
+				taken[strings.ToLower(base)] = true
 				local := filepath.Join(ho.Dir, "images", v.Name, base)
 				ref := local
 				switch h.Kind {
@@ -346,6 +356,12 @@ func Bringup(ctx context.Context, r *repo.Repository, p *Plan, o BringupOptions)
 			if h.Kind == KindHyperV {
 				psGroups[h.Name] = append(psGroups[h.Name], GroupVMs{Number: g.Number, VMs: []*VM{dvm}})
 				continue
+			}
+			if !uuidRE.MatchString(dvm.ID) {
+				// Without a UUID libvirt makes up a new one on every
+				// define, and defining the VM again (a second run)
+				// fails: "domain already exists with uuid".
+				dvm.ID = stableUUID(dvm.Name)
 			}
 			x, err := DomainXML(dvm, DomainOptions{Type: c.DomainType, Graphics: c.DomainType != "test"})
 			if err != nil {
@@ -391,6 +407,10 @@ func Bringup(ctx context.Context, r *repo.Repository, p *Plan, o BringupOptions)
 				return res, fmt.Errorf("define %s on %s: %w", v.Name, v.DRHost, err)
 			}
 			res.Defined = append(res.Defined, v.Name)
+			if st, err := s.Run(ctx, "domstate", v.Name); err == nil && strings.TrimSpace(st) == "running" {
+				progress("  %s on %s is running from an earlier run; left running", v.Name, v.DRHost)
+				continue
+			}
 			if _, err := s.Run(ctx, "start", v.Name); err != nil {
 				return res, fmt.Errorf("start %s on %s: %w", v.Name, v.DRHost, err)
 			}
@@ -672,8 +692,8 @@ func runCheck(ctx context.Context, s *Virsh, vm, chk string) (bool, string) {
 func libvirtScript(p *Plan, h *DRHost, ho *HostOutput, now time.Time) []byte {
 	var b strings.Builder
 	uri := p.Config.URIFor(h)
-	fmt.Fprintf(&b, "#!/bin/sh\n# drpipe DR bring-up for libvirt host %s (generated %s).\n", h.Name, now.UTC().Format(time.RFC3339))
-	fmt.Fprintf(&b, "# Run on %s after the disk images are in place. Stops at the first failure.\nset -eu\nURI=${DRPIPE_VIRSH_URI:-%s}\ncd \"$(dirname \"$0\")\"\n\n", h.Name, shq(uri))
+	fmt.Fprintf(&b, "#!/bin/sh\n# drpipe DR bring-up for libvirt host %s (generated %s).\n", commentText(h.Name), now.UTC().Format(time.RFC3339))
+	fmt.Fprintf(&b, "# Run on %s after the disk images are in place. Stops at the first failure.\nset -eu\nURI=${DRPIPE_VIRSH_URI:-%s}\ncd \"$(dirname \"$0\")\"\n\n", commentText(h.Name), shq(uri))
 	for _, n := range sortedKeys(ho.Networks) {
 		rel := "networks/" + n + ".xml"
 		fmt.Fprintf(&b, "virsh -c \"$URI\" net-info %s >/dev/null 2>&1 || { virsh -c \"$URI\" net-define %s && virsh -c \"$URI\" net-autostart %s; }\n", shq(n), shq(rel), shq(n))
@@ -691,14 +711,16 @@ func libvirtScript(p *Plan, h *DRHost, ho *HostOutput, now time.Time) []byte {
 		}
 		fmt.Fprintf(&b, "\n# boot group %d\n", g.Number)
 		for _, n := range names {
-			fmt.Fprintf(&b, "virsh -c \"$URI\" define %s\nvirsh -c \"$URI\" start %s\n", shq("domains/"+n+".xml"), shq(n))
+			// A domain still running from an earlier run is left running.
+			fmt.Fprintf(&b, "virsh -c \"$URI\" define %s\n[ \"$(virsh -c \"$URI\" domstate %s 2>/dev/null)\" = running ] || virsh -c \"$URI\" start %s\n",
+				shq("domains/"+n+".xml"), shq(n), shq(n))
 		}
 		for _, n := range names {
 			fmt.Fprintf(&b, "until [ \"$(virsh -c \"$URI\" domstate %s)\" = running ]; do sleep 2; done\n", shq(n))
 			for _, chk := range p.VM(n).VM.Verify {
 				if a, ok := strings.CutPrefix(drCheck(p.VM(n), chk), "tcp:"); ok {
 					if host, port, err := net.SplitHostPort(a); err == nil {
-						fmt.Fprintf(&b, "until nc -z -w 3 %s %s; do sleep 5; done  # %s\n", shq(host), shq(port), chk)
+						fmt.Fprintf(&b, "until nc -z -w 3 %s %s; do sleep 5; done  # %s\n", shq(host), shq(port), commentText(chk))
 					}
 				}
 			}
@@ -744,10 +766,32 @@ func drAddress(v *PlannedVM, src string) string {
 }
 
 func shq(s string) string {
-	if s != "" && !strings.ContainsAny(s, " \t'\"\\$`;&|<>*?()[]{}!#~") {
+	if s != "" && !strings.ContainsAny(s, " \t\n\r'\"\\$`;&|<>*?()[]{}!#~") {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// stableUUID derives a domain UUID from a VM name (RFC 9562 version 8,
+// from SHA-256), so that every bring-up defines the same domain.
+func stableUUID(name string) string {
+	h := sha256.Sum256([]byte("drpipe DR domain\x00" + name))
+	h[6] = h[6]&0x0f | 0x80
+	h[8] = h[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
+}
+
+// commentText makes s (from the inventory) safe in a one-line shell or
+// PowerShell comment: line breaks and other control characters become
+// spaces, and "#>" cannot end a PowerShell block comment.
+func commentText(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == 0x85 || r == 0x2028 || r == 0x2029 {
+			return ' '
+		}
+		return r
+	}, s)
+	return strings.ReplaceAll(s, "#>", "# >")
 }
 
 // writeFileAtomic writes via a temporary file, fsync and rename.

@@ -13,8 +13,22 @@ type GroupVMs struct {
 	VMs    []*VM
 }
 
-// psq quotes a PowerShell single-quoted string.
-func psq(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+// psq quotes a PowerShell single-quoted string. PowerShell takes the
+// typographic quotes U+2018, U+2019, U+201A and U+201B as single quotes
+// too ("Don’t" in VM notes would end the string), so each of the five is
+// doubled.
+func psq(s string) string {
+	var b strings.Builder
+	b.WriteByte('\'')
+	for _, r := range s {
+		if strings.ContainsRune("'\u2018\u2019\u201a\u201b", r) {
+			b.WriteRune(r)
+		}
+		b.WriteRune(r)
+	}
+	b.WriteByte('\'')
+	return b.String()
+}
 
 // psMACString renders a MAC the way Hyper-V takes it: 00155D0A0B02.
 func psMACString(mac string) string {
@@ -32,12 +46,12 @@ func HyperVScript(host *DRHost, nets []*DRNetwork, groups []GroupVMs, now time.T
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	root := host.ImageDir // empty: $PSScriptRoot\images
-	w("<#\n.SYNOPSIS\n    drpipe DR bring-up for Hyper-V host %s (generated %s).\n\n", host.Name, now.UTC().Format(time.RFC3339))
+	w("<#\n.SYNOPSIS\n    drpipe DR bring-up for Hyper-V host %s (generated %s).\n\n", commentText(host.Name), now.UTC().Format(time.RFC3339))
 	w(".DESCRIPTION\n    Creates the DR virtual switches and VMs in boot-group order:\n")
 	for _, g := range groups {
 		var names []string
 		for _, vm := range g.VMs {
-			names = append(names, vm.Name)
+			names = append(names, commentText(vm.Name))
 		}
 		w("        group %d: %s\n", g.Number, strings.Join(names, ", "))
 	}
@@ -174,7 +188,7 @@ func writePSVM(b *strings.Builder, vm *VM) {
 			gen = 2
 		}
 	}
-	w("\n# VM %s: %d vCPUs, %s, generation %d\n", vm.Name, vm.VCPUs, HumanBytes(vm.Memory.StartupBytes), gen)
+	w("\n# VM %s: %d vCPUs, %s, generation %d\n", commentText(vm.Name), vm.VCPUs, HumanBytes(vm.Memory.StartupBytes), gen)
 	w("if (Get-VM -Name %s -ErrorAction SilentlyContinue) {\n    Write-Warning %s\n} else {\n", name, psq("VM "+vm.Name+" already exists; left as it is"))
 	w("    New-VM -Name %s -Generation %d -MemoryStartupBytes %d -NoVHD -Path (Join-Path $ImageRoot %s) | Out-Null\n", name, gen, vm.Memory.StartupBytes, psq(vm.Name))
 	w("    Set-VMProcessor -VMName %s -Count %d\n", name, vm.VCPUs)

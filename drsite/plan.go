@@ -232,9 +232,18 @@ func storageNeed(vm *VM, d *VMData) int64 {
 				}
 			}
 		}
-		n += size
+		n = addSat(n, size)
 	}
 	return n
+}
+
+// addSat adds non-negative sizes, stopping at math.MaxInt64 instead of
+// wrapping around to a negative need that fits any host.
+func addSat(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
 }
 
 // MakePlan places the inventory's VMs on the DR hosts, derives boot
@@ -407,8 +416,8 @@ func (p *Plan) place() {
 	for _, v := range p.VMs {
 		if !v.Excluded {
 			needC += v.VCPUs
-			needM += v.MemoryBytes
-			needS += v.StorageBytes
+			needM = addSat(needM, v.MemoryBytes)
+			needS = addSat(needS, v.StorageBytes)
 		}
 	}
 	for _, h := range p.Hosts {

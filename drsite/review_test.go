@@ -1,0 +1,328 @@
+package drsite
+
+import (
+	"context"
+	"encoding/xml"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// reviewFakeBin writes stand-ins for virsh and nc that behave like the
+// real ones as far as bringup.sh uses them (a started domain stays
+// running; starting it again fails, as libvirt does), and a "pwned"
+// command that leaves a marker when anything runs it.
+func reviewFakeBin(t *testing.T, dir string) (bin, marker, state string) {
+	t.Helper()
+	bin, state = filepath.Join(dir, "bin"), filepath.Join(dir, "state")
+	marker = filepath.Join(dir, "PWNED")
+	os.MkdirAll(bin, 0o755)
+	os.MkdirAll(state, 0o755)
+	scripts := map[string]string{
+		"virsh": `#!/bin/sh
+shift 2 # -c URI
+case "$1" in
+start) if [ -e "` + state + `/$2" ]; then echo "error: Requested operation is not valid: domain is already running" >&2; exit 1; fi
+       echo running > "` + state + `/$2" ;;
+domstate) if [ -e "` + state + `/$2" ]; then echo running; else echo "shut off"; fi ;;
+esac
+exit 0
+`,
+		"nc":    "#!/bin/sh\nexit 0\n",
+		"pwned": "#!/bin/sh\ntouch " + marker + "\n",
+	}
+	for name, body := range scripts {
+		if err := os.WriteFile(filepath.Join(bin, name), []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return bin, marker, state
+}
+
+func runScript(t *testing.T, bin, script string) error {
+	t.Helper()
+	cmd := exec.Command(needTool(t, "sh"), script)
+	cmd.Env = append(os.Environ(), "PATH="+bin+":/usr/bin:/bin")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return errors.New(err.Error() + ": " + string(out))
+	}
+	return nil
+}
+
+// TestReviewLibvirtScriptQuoting: VM names and checks come from the
+// inventory, i.e. from the primary site. A newline in them must not turn
+// into a command of the bringup.sh the operator runs as root at the DR
+// site.
+func TestReviewLibvirtScriptQuoting(t *testing.T) {
+	p := planFrom(t, `
+domain_type: test
+hosts:
+  - {name: dr-kvm, kind: libvirt, vcpus: 8, memory: 16GiB, storage: 1TiB}
+`, `vms:
+  - name: "web\npwned"
+    vcpus: 1
+    memory: 1GiB
+    disks: [{file: /img/web.qcow2, format: qcow2, size: 1GiB}]
+    verify: ["tcp:10.0.0.5:22\npwned", "tcp:10.0.0.5:22 # x\npwned"]
+`)
+	if b := p.BlockingIssues(); len(b) > 0 {
+		t.Fatalf("blocking: %v", b)
+	}
+	dir := t.TempDir()
+	res, err := Bringup(context.Background(), nil, p, BringupOptions{Out: filepath.Join(dir, "out"), NoRestore: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, marker, _ := reviewFakeBin(t, dir)
+	if err := runScript(t, bin, res.Hosts[0].Script); err != nil {
+		t.Fatalf("bringup.sh: %v", err)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		s, _ := os.ReadFile(res.Hosts[0].Script)
+		t.Fatalf("bringup.sh ran a command smuggled in through the inventory:\n%s", s)
+	}
+	for _, s := range []string{"a\nb", "a\rb", "x", "it's", "$(id)", ""} {
+		out, err := exec.Command("sh", "-c", "printf %s "+shq(s)).Output()
+		if err != nil || string(out) != s {
+			t.Errorf("shq(%q) = %s reads back as %q (%v)", s, shq(s), out, err)
+		}
+	}
+}
+
+// TestReviewLibvirtRerun: bringup's help and its hint say to run it
+// again after resolving issues (placed images are kept). A VM started by
+// the first run is running then; the second run must not fail on it, with
+// --execute nor through bringup.sh.
+func TestReviewLibvirtRerun(t *testing.T) {
+	virsh := needTool(t, "virsh")
+	_ = virsh
+	p := planFrom(t, `
+domain_type: test
+virsh_uri: test:///default
+hosts:
+  - {name: dr-kvm, kind: libvirt, vcpus: 8, memory: 16GiB, storage: 1TiB}
+`, `vms:
+  - {name: dc01, vcpus: 1, memory: 1GiB, boot_priority: 1, disks: [{file: /img/dc01.qcow2, format: qcow2, size: 1GiB}]}
+  - {name: app01, vcpus: 1, memory: 1GiB, depends_on: [dc01], disks: [{file: /img/app01.qcow2, format: qcow2, size: 1GiB}]}
+`)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	ctx := context.Background()
+	o := BringupOptions{Out: out, NoRestore: true, Execute: true, CheckInterval: 10 * time.Millisecond}
+	if _, err := Bringup(ctx, nil, p, o); err != nil {
+		t.Fatalf("first run: %v", err)
+	}
+	// test:///default forgets its domains with the connection: the
+	// second run's session starts with dc01 running, as a real host
+	// would still have it.
+	o.StartVirsh = func(ctx context.Context, uri string) (*Virsh, error) {
+		v, err := StartVirsh(ctx, uri)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := v.Run(ctx, "define", filepath.Join(out, "dr-kvm", "domains", "dc01.xml")); err != nil {
+			return nil, err
+		}
+		if _, err := v.Run(ctx, "start", "dc01"); err != nil {
+			return nil, err
+		}
+		return v, nil
+	}
+	res, err := Bringup(ctx, nil, p, o)
+	if err != nil {
+		t.Fatalf("second run: %v", err)
+	}
+	if strings.Join(res.Started, ",") != "app01" && strings.Join(res.Started, ",") != "dc01,app01" {
+		t.Errorf("second run started %v", res.Started)
+	}
+	// The same through the script.
+	bin, _, _ := reviewFakeBin(t, dir)
+	script := res.Hosts[0].Script
+	if err := runScript(t, bin, script); err != nil {
+		t.Fatalf("bringup.sh, first run: %v", err)
+	}
+	if err := runScript(t, bin, script); err != nil {
+		t.Fatalf("bringup.sh, second run: %v", err)
+	}
+}
+
+// TestReviewSameDiskFileNames: a VM whose disks have the same file name
+// in different directories (data.qcow2 on two volumes) must get two
+// images at the DR site, not one image written twice.
+func TestReviewSameDiskFileNames(t *testing.T) {
+	for _, kind := range []string{KindLibvirt, KindHyperV} {
+		t.Run(kind, func(t *testing.T) {
+			p := planFrom(t, `
+domain_type: test
+hosts:
+  - {name: dr1, kind: `+kind+`, vcpus: 8, memory: 16GiB, storage: 1TiB}
+`, `vms:
+  - name: sql01
+    vcpus: 2
+    memory: 4GiB
+    generation: 2
+    disks:
+      - {file: 'D:\VMs\sql01\disk.vhdx', format: vhdx, size: 10GiB, controller: scsi, unit: 0}
+      - {file: 'E:\Data\sql01\disk.vhdx', format: vhdx, size: 10GiB, controller: scsi, unit: 1}
+      - {file: 'E:\Logs\sql01\DISK.vhdx', format: vhdx, size: 10GiB, controller: scsi, unit: 2}
+`)
+			res, err := Bringup(context.Background(), nil, p, BringupOptions{Out: t.TempDir(), NoRestore: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var files []string
+			if kind == KindLibvirt {
+				var d struct {
+					Disks []struct {
+						Source struct {
+							File string `xml:"file,attr"`
+						} `xml:"source"`
+					} `xml:"devices>disk"`
+				}
+				x, _ := os.ReadFile(res.Hosts[0].Domains["sql01"])
+				if err := xml.Unmarshal(x, &d); err != nil {
+					t.Fatal(err)
+				}
+				for _, dk := range d.Disks {
+					files = append(files, dk.Source.File)
+				}
+			} else {
+				s, _ := os.ReadFile(res.Hosts[0].Script)
+				for _, l := range strings.Split(string(s), "\r\n") {
+					if _, path, ok := strings.Cut(l, "Add-VMHardDiskDrive -VMName 'sql01'"); ok {
+						files = append(files, path[strings.Index(path, "-Path"):])
+					}
+				}
+			}
+			if len(files) != 3 {
+				t.Fatalf("disks %q", files)
+			}
+			seen := map[string]bool{}
+			for _, f := range files {
+				if seen[strings.ToLower(f)] {
+					t.Errorf("two disks of sql01 share the DR image %s: %q", f, files)
+				}
+				seen[strings.ToLower(f)] = true
+			}
+		})
+	}
+}
+
+// psSingleQuoted reads a PowerShell single-quoted string literal at the
+// start of s the way PowerShell's tokenizer does (CharTraits.IsSingleQuote:
+// ' U+2018 U+2019 U+201A U+201B all open and close it; two in a row stand
+// for the second) and returns its value and what follows it.
+func psSingleQuoted(s string) (val, rest string, ok bool) {
+	isQ := func(r rune) bool { return strings.ContainsRune("'\u2018\u2019\u201a\u201b", r) }
+	rs := []rune(s)
+	if len(rs) == 0 || !isQ(rs[0]) {
+		return "", s, false
+	}
+	var b strings.Builder
+	for i := 1; i < len(rs); i++ {
+		if isQ(rs[i]) {
+			if i+1 < len(rs) && isQ(rs[i+1]) {
+				i++
+				b.WriteRune(rs[i])
+				continue
+			}
+			return b.String(), string(rs[i+1:]), true
+		}
+		b.WriteRune(rs[i])
+	}
+	return "", "", false
+}
+
+// TestReviewPowerShellQuoting: names and notes with typographic quotes
+// (Hyper-V notes typed in Word or Outlook: "Don’t shut down") and names
+// with line breaks must not break out of the quoting or comments of
+// bringup.ps1. PowerShell parses the whole script before it runs any of
+// it, so one broken string stops the whole DR bring-up.
+func TestReviewPowerShellQuoting(t *testing.T) {
+	for _, s := range []string{"it's", "Don\u2019t shut down", "\u2018x\u2019", "a\u201a\u201bb", "''", ""} {
+		if v, rest, ok := psSingleQuoted(psq(s)); !ok || v != s || rest != "" {
+			t.Errorf("psq(%q) = %s reads back as %q + %q (ok %v)", s, psq(s), v, rest, ok)
+		}
+	}
+	vm := &VM{Name: "DC01\nRemove-Item -Recurse C:\\ #> Stop-Computer <#", VCPUs: 1, Generation: 2, Memory: Memory{StartupBytes: 1 << 30},
+		Notes: "Don\u2019t shut down", Verify: []string{"by hand: Don\u2019t Stop-Computer"}}
+	s := string(HyperVScript(&DRHost{Name: "dr-hv1", Kind: KindHyperV}, nil, []GroupVMs{{Number: 1, VMs: []*VM{vm}}}, time.Unix(0, 0)))
+	code := psCode(t, s)
+	for _, bad := range []string{"Remove-Item", "Stop-Computer", "shut down"} {
+		if strings.Contains(code, bad) {
+			t.Errorf("%q from the inventory is PowerShell code in bringup.ps1 (outside strings and comments):\n%s", bad, code)
+		}
+	}
+}
+
+// psCode returns a PowerShell script with its comments and string
+// literals removed: what PowerShell runs as code.
+func psCode(t *testing.T, s string) string {
+	t.Helper()
+	var b strings.Builder
+	for len(s) > 0 {
+		r := []rune(s)[0]
+		switch {
+		case strings.HasPrefix(s, "<#"):
+			i := strings.Index(s, "#>")
+			if i < 0 {
+				t.Fatalf("unterminated block comment")
+			}
+			s = s[i+2:]
+		case r == '#':
+			i := strings.IndexAny(s, "\r\n")
+			if i < 0 {
+				i = len(s)
+			}
+			s = s[i:]
+		case strings.ContainsRune("'\u2018\u2019\u201a\u201b", r):
+			_, rest, ok := psSingleQuoted(s)
+			if !ok {
+				t.Fatalf("unterminated string at %.40q", s)
+			}
+			s = rest
+			b.WriteString("''")
+		case r == '"':
+			i := 1
+			for i < len(s) && s[i] != '"' {
+				if s[i] == '`' {
+					i++
+				}
+				i++
+			}
+			s = s[min(i+1, len(s)):]
+			b.WriteString(`""`)
+		default:
+			b.WriteRune(r)
+			s = s[len(string(r)):]
+		}
+	}
+	return b.String()
+}
+
+// TestReviewStorageOverflow: disk sizes are added up for placement; huge
+// sizes must not wrap around to a negative need that fits any host.
+func TestReviewStorageOverflow(t *testing.T) {
+	p := planFrom(t, `
+hosts:
+  - {name: dr1, kind: libvirt, vcpus: 8, memory: 16GiB, storage: 100GiB}
+`, `vms:
+  - name: big
+    vcpus: 1
+    memory: 1GiB
+    disks:
+      - {file: /img/a.qcow2, format: qcow2, size: 4096PiB}
+      - {file: /img/b.qcow2, format: qcow2, size: 4096PiB}
+`)
+	if v := p.VM("big"); v.DRHost != "" || v.StorageBytes <= 0 {
+		t.Errorf("big (two 4096 PiB disks) placed on %q with storage need %d", v.DRHost, v.StorageBytes)
+	}
+	if len(issuesOf(p, IssueCapacity)) == 0 {
+		t.Errorf("no capacity issue: %v", p.Issues)
+	}
+}
