@@ -326,3 +326,46 @@ hosts:
 		t.Errorf("no capacity issue: %v", p.Issues)
 	}
 }
+
+// TestReviewRunbookGatewayFamily: the runbook's re-IP commands for an
+// IPv6 address must use the IPv6 gateway (New-NetIPAddress and ip route
+// refuse a gateway of the other family).
+func TestReviewRunbookGatewayFamily(t *testing.T) {
+	p := planFrom(t, `
+hosts:
+  - {name: dr-kvm, kind: libvirt, vcpus: 8, memory: 16GiB, storage: 1TiB}
+networks:
+  - {name: dr-lan, type: external, bridge: br0}
+network_map:
+  - {from: {switch: lan}, to: {network: dr-lan}}
+reip:
+  - {from: 10.0.10.0/24, to: 10.50.10.0/24, gateway: 10.50.10.1}
+  - {from: 'fd00:10::/64', to: 'fd00:50::/64', gateway: 'fd00:50::1'}
+`, `vms:
+  - name: web
+    vcpus: 1
+    memory: 1GiB
+    disks: [{file: /img/web.qcow2, format: qcow2, size: 1GiB}]
+    nics: [{mac: '52:54:00:00:00:01', switch: lan, ipv4: [10.0.10.5/24], ipv6: ['fd00:10::5/64'], gateway4: 10.0.10.1, gateway6: 'fd00:10::1'}]
+`)
+	if b := p.BlockingIssues(); len(b) > 0 {
+		t.Fatalf("blocking: %v", b)
+	}
+	rb := BuildRunbook(p, RunbookOptions{})
+	found := 0
+	for _, g := range rb.Groups {
+		for _, s := range g.Steps {
+			for _, c := range s.Commands {
+				if strings.Contains(c, "fd00:50::5") && (strings.Contains(c, "ip addr replace") || strings.Contains(c, "New-NetIPAddress")) {
+					found++
+					if !strings.Contains(c, "fd00:50::1") || strings.Contains(c, "10.50.10.1") {
+						t.Errorf("IPv6 re-IP command with the wrong gateway: %s", c)
+					}
+				}
+			}
+		}
+	}
+	if found != 2 {
+		t.Errorf("found %d IPv6 re-IP commands, want 2 (Linux and Windows)", found)
+	}
+}

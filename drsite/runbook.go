@@ -285,11 +285,14 @@ func BuildRunbook(p *Plan, o RunbookOptions) *Runbook {
 						continue
 					}
 					if i < len(pn.From) && pn.From[i] != to && h.Kind == KindLibvirt {
-						gw := firstNonEmpty(pn.Gateway4, pn.Gateway6)
+						gw, route := pn.Gateway4, "ip route"
+						if tp.Addr().Is6() {
+							gw, route = pn.Gateway6, "ip -6 route"
+						}
 						linux := fmt.Sprintf("ip addr replace %s dev \"$(ip -br link | awk '/%s/{print $1}')\"", to, pn.MAC)
 						win := fmt.Sprintf("New-NetIPAddress -InterfaceIndex (Get-NetAdapter | ? MacAddress -eq '%s').ifIndex -IPAddress %s -PrefixLength %d", strings.ToUpper(strings.ReplaceAll(pn.MAC, ":", "-")), tp.Addr(), tp.Bits())
 						if gw != "" {
-							linux += " && ip route replace default via " + gw
+							linux += " && " + route + " replace default via " + gw
 							win += " -DefaultGateway " + gw
 						}
 						verify = append(verify, fmt.Sprintf("# %s: re-IP inside the guest, %s → %s (then make it persistent in the guest's network config)", v.Name, pn.From[i], to),
