@@ -451,10 +451,14 @@ func Bringup(ctx context.Context, r *repo.Repository, p *Plan, o BringupOptions)
 }
 
 func winBaseOrUnix(p string) string {
+	b := path.Base(p)
 	if strings.Contains(p, `\`) {
-		return winBase(p)
+		b = winBase(p)
 	}
-	return path.Base(p)
+	if b == "" || b == "." || b == ".." || b == "/" {
+		return "disk" // a file name that would name the VM's folder or its parent
+	}
+	return b
 }
 
 func mergeGroups(gs []GroupVMs) []GroupVMs {

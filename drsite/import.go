@@ -319,6 +319,11 @@ func DecodeInventory(data []byte) (*Inventory, error) {
 		return nil, errors.New("decode inventory JSON: trailing data after the object")
 	}
 	inv.Normalize()
+	// Inventories come from the hosts backed up: one from a compromised
+	// host is checked as a file given on the command line is.
+	if err := inv.Validate(""); err != nil {
+		return nil, err
+	}
 	return &inv, nil
 }
 

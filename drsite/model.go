@@ -477,6 +477,9 @@ func (inv *Inventory) Validate(file string) error {
 			add(f+".name", "missing VM name")
 		} else {
 			f = fmt.Sprintf("vms[%s]", vm.Name)
+			if err := fileNameOK(vm.Name); err != nil {
+				add(f+".name", "%v", err)
+			}
 			if names[vm.Name] {
 				add(f+".name", "VM %q appears twice; VM names must be unique across hosts", vm.Name)
 			}
@@ -570,6 +573,23 @@ func (inv *Inventory) Validate(file string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// fileNameOK says whether a VM name can name the VM's files at the DR
+// site (domains/NAME.xml, images/NAME/) without leaving their folder: a
+// name from a compromised source host must not write elsewhere when the
+// DR operator runs bringup as root.
+func fileNameOK(name string) error {
+	if name == "." || name == ".." {
+		return fmt.Errorf("%q cannot name the VM's files at the DR site; rename the VM", name)
+	}
+	if i := strings.IndexFunc(name, func(r rune) bool { return r == '/' || r == '\\' || r < 0x20 || r == 0x7f }); i >= 0 {
+		return fmt.Errorf("%q holds %q, which cannot be in the VM's file names at the DR site; rename the VM", name, name[i:i+1])
+	}
+	if len(name) > 200 {
+		return fmt.Errorf("%d bytes is too long for the VM's file names at the DR site (at most 200); rename the VM", len(name))
+	}
+	return nil
 }
 
 func (v *VLAN) validate() error {

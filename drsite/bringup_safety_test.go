@@ -2,8 +2,10 @@ package drsite
 
 import (
 	"context"
+	"encoding/json"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,11 +14,11 @@ import (
 	"time"
 )
 
-// reviewFakeBin writes stand-ins for virsh and nc that behave like the
+// fakeVirshBin writes stand-ins for virsh and nc that behave like the
 // real ones as far as bringup.sh uses them (a started domain stays
 // running; starting it again fails, as libvirt does), and a "pwned"
 // command that leaves a marker when anything runs it.
-func reviewFakeBin(t *testing.T, dir string) (bin, marker, state string) {
+func fakeVirshBin(t *testing.T, dir string) (bin, marker, state string) {
 	t.Helper()
 	bin, state = filepath.Join(dir, "bin"), filepath.Join(dir, "state")
 	marker = filepath.Join(dir, "PWNED")
@@ -54,17 +56,18 @@ func runScript(t *testing.T, bin, script string) error {
 	return nil
 }
 
-// TestReviewLibvirtScriptQuoting: VM names and checks come from the
+// TestLibvirtScriptQuoting: VM names and checks come from the
 // inventory, i.e. from the primary site. A newline in them must not turn
 // into a command of the bringup.sh the operator runs as root at the DR
-// site.
-func TestReviewLibvirtScriptQuoting(t *testing.T) {
+// site. (A VM name with a line break is refused at import: see
+// TestVMNamesThatLeaveTheirFolder.)
+func TestLibvirtScriptQuoting(t *testing.T) {
 	p := planFrom(t, `
 domain_type: test
 hosts:
   - {name: dr-kvm, kind: libvirt, vcpus: 8, memory: 16GiB, storage: 1TiB}
 `, `vms:
-  - name: "web\npwned"
+  - name: "web;pwned #"
     vcpus: 1
     memory: 1GiB
     disks: [{file: /img/web.qcow2, format: qcow2, size: 1GiB}]
@@ -78,7 +81,7 @@ hosts:
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin, marker, _ := reviewFakeBin(t, dir)
+	bin, marker, _ := fakeVirshBin(t, dir)
 	if err := runScript(t, bin, res.Hosts[0].Script); err != nil {
 		t.Fatalf("bringup.sh: %v", err)
 	}
@@ -94,11 +97,11 @@ hosts:
 	}
 }
 
-// TestReviewLibvirtRerun: bringup's help and its hint say to run it
+// TestLibvirtBringupRerun: bringup's help and its hint say to run it
 // again after resolving issues (placed images are kept). A VM started by
 // the first run is running then; the second run must not fail on it, with
 // --execute nor through bringup.sh.
-func TestReviewLibvirtRerun(t *testing.T) {
+func TestLibvirtBringupRerun(t *testing.T) {
 	virsh := needTool(t, "virsh")
 	_ = virsh
 	p := planFrom(t, `
@@ -141,7 +144,7 @@ hosts:
 		t.Errorf("second run started %v", res.Started)
 	}
 	// The same through the script.
-	bin, _, _ := reviewFakeBin(t, dir)
+	bin, _, _ := fakeVirshBin(t, dir)
 	script := res.Hosts[0].Script
 	if err := runScript(t, bin, script); err != nil {
 		t.Fatalf("bringup.sh, first run: %v", err)
@@ -151,10 +154,10 @@ hosts:
 	}
 }
 
-// TestReviewSameDiskFileNames: a VM whose disks have the same file name
+// TestSameDiskFileNames: a VM whose disks have the same file name
 // in different directories (data.qcow2 on two volumes) must get two
 // images at the DR site, not one image written twice.
-func TestReviewSameDiskFileNames(t *testing.T) {
+func TestSameDiskFileNames(t *testing.T) {
 	for _, kind := range []string{KindLibvirt, KindHyperV} {
 		t.Run(kind, func(t *testing.T) {
 			p := planFrom(t, `
@@ -238,12 +241,12 @@ func psSingleQuoted(s string) (val, rest string, ok bool) {
 	return "", "", false
 }
 
-// TestReviewPowerShellQuoting: names and notes with typographic quotes
+// TestPowerShellQuoting: names and notes with typographic quotes
 // (Hyper-V notes typed in Word or Outlook: "Don’t shut down") and names
 // with line breaks must not break out of the quoting or comments of
 // bringup.ps1. PowerShell parses the whole script before it runs any of
 // it, so one broken string stops the whole DR bring-up.
-func TestReviewPowerShellQuoting(t *testing.T) {
+func TestPowerShellQuoting(t *testing.T) {
 	for _, s := range []string{"it's", "Don\u2019t shut down", "\u2018x\u2019", "a\u201a\u201bb", "''", ""} {
 		if v, rest, ok := psSingleQuoted(psq(s)); !ok || v != s || rest != "" {
 			t.Errorf("psq(%q) = %s reads back as %q + %q (ok %v)", s, psq(s), v, rest, ok)
@@ -305,9 +308,9 @@ func psCode(t *testing.T, s string) string {
 	return b.String()
 }
 
-// TestReviewStorageOverflow: disk sizes are added up for placement; huge
+// TestStorageOverflow: disk sizes are added up for placement; huge
 // sizes must not wrap around to a negative need that fits any host.
-func TestReviewStorageOverflow(t *testing.T) {
+func TestStorageOverflow(t *testing.T) {
 	p := planFrom(t, `
 hosts:
   - {name: dr1, kind: libvirt, vcpus: 8, memory: 16GiB, storage: 100GiB}
@@ -327,10 +330,10 @@ hosts:
 	}
 }
 
-// TestReviewRunbookGatewayFamily: the runbook's re-IP commands for an
+// TestRunbookGatewayFamily: the runbook's re-IP commands for an
 // IPv6 address must use the IPv6 gateway (New-NetIPAddress and ip route
 // refuse a gateway of the other family).
-func TestReviewRunbookGatewayFamily(t *testing.T) {
+func TestRunbookGatewayFamily(t *testing.T) {
 	p := planFrom(t, `
 hosts:
   - {name: dr-kvm, kind: libvirt, vcpus: 8, memory: 16GiB, storage: 1TiB}
@@ -367,5 +370,35 @@ reip:
 	}
 	if found != 2 {
 		t.Errorf("found %d IPv6 re-IP commands, want 2 (Linux and Windows)", found)
+	}
+}
+
+// TestVMNamesThatLeaveTheirFolder: a VM's name names its files at the DR
+// site (domains/NAME.xml, images/NAME/), written by bringup as root. A
+// name from a compromised source host that holds a path separator, a
+// line break or is a dot-name is refused, at import and when decoded from
+// a snapshot; a disk file name that is a dot-name gets a plain one.
+func TestVMNamesThatLeaveTheirFolder(t *testing.T) {
+	for _, name := range []string{"../../etc/cron.d/x", "a/b", `a\b`, "..", ".", "web\npwned"} {
+		y := fmt.Sprintf("vms:\n  - name: %q\n    vcpus: 1\n    memory: 1GiB\n", name)
+		if _, err := Import("inv.yaml", []byte(y), ImportOptions{Host: "hv01"}); err == nil || !strings.Contains(err.Error(), "rename the VM") {
+			t.Errorf("import of VM %q: %v, want refused", name, err)
+		}
+		inv := &Inventory{Format: InventoryFormat, Version: InventoryVersion, VMs: []VM{{Name: name, VCPUs: 1}}}
+		b, err := json.Marshal(inv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := DecodeInventory(b); err == nil {
+			t.Errorf("decoding an inventory with VM %q: no error", name)
+		}
+	}
+	if _, err := Import("inv.yaml", []byte("vms:\n  - {name: 'sql 01 (prod)', vcpus: 1, memory: 1GiB}\n"), ImportOptions{Host: "hv01"}); err != nil {
+		t.Errorf("an ordinary VM name: %v", err)
+	}
+	for _, f := range []string{"/img/..", `C:\VMs\..`, "/"} {
+		if b := winBaseOrUnix(f); b != "disk" {
+			t.Errorf("image name of disk file %q: %q", f, b)
+		}
 	}
 }
