@@ -519,6 +519,11 @@ func restoreGroup(ctx context.Context, r *repo.Repository, vms []*PlannedVM, tar
 	for _, v := range vms {
 		for _, d := range v.Data.Disks {
 			t := targets[v.Name][d.File]
+			if t.detect {
+				// An image whose format came from its header may have
+				// been converted by an earlier run, under another name.
+				t = placedDetected(t)
+			}
 			if st, err := os.Stat(t.final); err == nil && st.Mode().IsRegular() {
 				if t.detect {
 					t.format = detectImageFormat(t.final)
@@ -583,6 +588,23 @@ func restoreGroup(ctx context.Context, r *repo.Repository, vms []*PlannedVM, tar
 		os.RemoveAll(staging)
 	}
 	return nil
+}
+
+// placedDetected returns the target of a disk without a format in the
+// inventory as an earlier run placed it: under the name for the format
+// its header gave, which differs when the image was converted (a VHDX
+// on a libvirt host becomes NAME.qcow2). Without such an image, t.
+func placedDetected(t diskTarget) diskTarget {
+	for _, f := range []string{"qcow2", "vhdx", "vhd", "vmdk", "raw"} {
+		c := t.retarget(f)
+		if c.final == t.final {
+			continue
+		}
+		if st, err := os.Stat(c.final); err == nil && st.Mode().IsRegular() {
+			return c
+		}
+	}
+	return t
 }
 
 func sourceFormat(vm *VM, file string) string {

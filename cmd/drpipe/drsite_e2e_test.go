@@ -758,13 +758,17 @@ func TestDrsiteBringupConversions(t *testing.T) {
 		return p
 	}
 	vhdx, qcow, nofmt := mk("app.vhdx", "vhdx"), mk("web.qcow2", "qcow2"), mk("nofmt.img", "qcow2")
+	// Recognised as VHDX, so converted: its image's name is known only
+	// from the header, which a second run must find again.
+	nofmtVHDX := mk("nofmt2.img", "vhdx")
 	inv := filepath.Join(e.dir, "inv.yaml")
 	os.WriteFile(inv, []byte(fmt.Sprintf(`host: hv01
 vms:
   - {name: hvvm, generation: 2, vcpus: 2, memory: 2GiB, boot_priority: 1, disks: [{file: %s, format: vhdx, size: 16MiB, controller: scsi, boot_order: 1}]}
   - {name: kvmvm, vcpus: 2, memory: 24GiB, boot_priority: 2, disks: [{file: %s, format: qcow2, size: 16MiB, controller: virtio, boot_order: 1}]}
   - {name: nofmt, vcpus: 1, memory: 1GiB, boot_priority: 3, disks: [{file: %s, size: 16MiB, controller: virtio}]}
-`, vhdx, qcow, nofmt)), 0o644)
+  - {name: nofmt2, vcpus: 1, memory: 1GiB, boot_priority: 4, disks: [{file: %s, size: 16MiB, controller: virtio}]}
+`, vhdx, qcow, nofmt, nofmtVHDX)), 0o644)
 	r := e.initRepo()
 	e.backup(r, "--inventory", inv, imgs)
 	cfg := drsiteConfigFile(t, e.dir, `drsite:
@@ -805,6 +809,11 @@ vms:
 	if d := byVM["nofmt"]; d.Converted || d.Format != "qcow2" {
 		t.Errorf("nofmt disk: %+v", d)
 	}
+	if d := byVM["nofmt2"]; !d.Converted || d.Format != "qcow2" || !strings.HasSuffix(d.Path, filepath.Join("dr-kvm", "images", "nofmt2", "nofmt2.qcow2")) {
+		t.Errorf("nofmt2 disk: %+v", d)
+	} else {
+		same(d.Path, nofmtVHDX)
+	}
 	x, _ := os.ReadFile(filepath.Join(out, "dr-kvm", "domains", "nofmt.xml"))
 	if !strings.Contains(string(x), `<driver name="qemu" type="qcow2">`) {
 		t.Errorf("nofmt domain does not declare qcow2:\n%s", x)
@@ -817,8 +826,8 @@ vms:
 	if !strings.Contains(string(ps), `Add-VMHardDiskDrive -VMName 'kvmvm' -ControllerType SCSI -ControllerNumber 0 -ControllerLocation 0 -Path (Join-Path $ImageRoot 'kvmvm\web.vhdx')`) {
 		t.Errorf("bringup.ps1:\n%s", ps)
 	}
-	if strings.Join(br.Started, ",") != "hvvm,nofmt" {
-		t.Errorf("started %v, want the libvirt VMs hvvm,nofmt", br.Started)
+	if strings.Join(br.Started, ",") != "hvvm,nofmt,nofmt2" {
+		t.Errorf("started %v, want the libvirt VMs hvvm,nofmt,nofmt2", br.Started)
 	}
 	// A second run keeps what is in place.
 	js = e.ok("drsite", "bringup", "--json", "--config", cfg, "--repo", r, "--out", out)
@@ -829,8 +838,11 @@ vms:
 		if !d.Kept {
 			t.Errorf("second run restored %s again", d.Path)
 		}
-		if d.VM == "nofmt" && d.Format != "qcow2" {
-			t.Errorf("kept nofmt image format %q", d.Format)
+		if (d.VM == "nofmt" || d.VM == "nofmt2") && d.Format != "qcow2" {
+			t.Errorf("kept %s image format %q", d.VM, d.Format)
 		}
+	}
+	if len(br.Restored) != 4 {
+		t.Errorf("second run: %d disks, want 4: %+v", len(br.Restored), br.Restored)
 	}
 }
