@@ -524,14 +524,11 @@ func (p *Plan) reIP() {
 						v.Blocked = true
 						continue
 					}
-					bits := r.to.Bits()
-					if pf.Bits() > r.from.Bits() {
-						bits = pf.Bits() - r.from.Bits() + r.to.Bits()
-					}
-					if bits > a.BitLen() {
-						bits = a.BitLen()
-					}
-					np = netip.PrefixFrom(na, bits)
+					// translate keeps the offset from the subnet's
+					// start, so the address's own subnet keeps its size,
+					// within the DR subnet: a /24 under a /16 rule mapped
+					// to a /24 (or to a /8) stays a /24.
+					np = netip.PrefixFrom(na, max(pf.Bits(), r.to.Bits()))
 					if r.gateway.IsValid() {
 						if na.Is4() && r.gateway.Is4() {
 							pn.Gateway4 = r.gateway.String()
