@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"unicode/utf8"
 )
 
 // ProtocolVersion is the wire protocol version this drpipe speaks. It is
@@ -150,9 +151,13 @@ func (e *encoder) bytes(v []byte) {
 	e.b = append(e.b, v...)
 }
 
-// str writes a u16 length and the bytes, clipped to max.
+// str writes a u16 length and the bytes, clipped to max at a UTF-8
+// character boundary (so that valid text stays valid).
 func (e *encoder) str(s string, max int) {
 	if len(s) > max {
+		for max > 0 && !utf8.RuneStart(s[max]) {
+			max--
+		}
 		s = s[:max]
 	}
 	e.u16(uint16(len(s)))

@@ -438,6 +438,16 @@ func findBundle(dir, name string) (string, error) {
 		if err := tiers.ValidName(name); err != nil {
 			return "", fmt.Errorf("primary name: %w", err)
 		}
+		// dir may itself be that primary's bundle (copied to the host).
+		if der, err := readPEM(filepath.Join(dir, clientCertFile), "CERTIFICATE"); err == nil {
+			c, err := x509.ParseCertificate(der)
+			if err == nil && c.Subject.CommonName == name {
+				return dir, nil
+			}
+			if err == nil {
+				return "", fmt.Errorf("%s is the certificate bundle of primary %q, not of %q: use that primary's bundle, or drop --tls-name", dir, c.Subject.CommonName, name)
+			}
+		}
 		b := filepath.Join(cd, name)
 		if _, err := os.Stat(filepath.Join(b, clientCertFile)); err != nil {
 			return "", fmt.Errorf("no certificate for primary %q in %s: issue one with 'drpipe site issue --dir %s --name %s'", name, dir, dir, name)

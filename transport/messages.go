@@ -3,7 +3,9 @@ package transport
 import (
 	"fmt"
 	"math"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/drpipe/drpipe/internal/id"
 	"github.com/drpipe/drpipe/tiers"
@@ -276,7 +278,10 @@ func (m Put) encode() []byte {
 		e.u8(0)
 	} else {
 		e.u8(1)
-		e.str(m.Meta.Host, MaxHostName)
+		// The site reports the host in metrics and status, which need
+		// valid UTF-8: a name that is not is sent with U+FFFD for its
+		// invalid bytes.
+		e.str(strings.ToValidUTF8(m.Meta.Host, "\uFFFD"), MaxHostName)
 		e.u64(uint64(m.Meta.Time.UnixNano()))
 	}
 	return e.b
@@ -296,6 +301,9 @@ func decodePut(p []byte) (Put, error) {
 	case d.err != nil:
 	case f == 1:
 		host := d.str(MaxHostName)
+		if d.err == nil && !utf8.ValidString(host) {
+			d.fail("snapshot host %q is not valid UTF-8", host)
+		}
 		ns := int64(d.u64())
 		m.Meta = &SnapshotMeta{Host: host, Time: time.Unix(0, ns).UTC()}
 	case f != 0:

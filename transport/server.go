@@ -279,6 +279,11 @@ func (ss *session) end() {
 // closing the connections that joined it. It returns why the connection
 // ended (nil after Bye).
 func (s *Server) ServeConn(ctx context.Context, c Conn) (err error) {
+	// When ctx ends the connection is closed: that is what ends a session
+	// waiting on its control stream, whose reads do not watch ctx.
+	stopClose := context.AfterFunc(ctx, func() {
+		c.CloseWithError(CodeShutdown, "the DR site is shutting down; run again to resume")
+	})
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	peer := c.Peer()
@@ -288,6 +293,7 @@ func (s *Server) ServeConn(ctx context.Context, c Conn) (err error) {
 	var ss *session
 	owner := false
 	defer func() {
+		stopClose()
 		cancel()
 		if err != nil {
 			code := CodeBadFrame

@@ -1,0 +1,136 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/drpipe/drpipe/internal/id"
+	"github.com/drpipe/drpipe/tiers"
+)
+
+// TestReviewSnapshotHostNotUTF8 sends a snapshot whose client-asserted
+// host name is not valid UTF-8 (a hostile client, or a long multibyte
+// name clipped to MaxHostName on the wire). The site used it as a
+// Prometheus label value, which panics on invalid UTF-8 and took the whole
+// site daemon down; it must commit the snapshot and report a valid name.
+func TestReviewSnapshotHostNotUTF8(t *testing.T) {
+	ctx := context.Background()
+	p := newPrimary(t)
+	p.backup("hv01", 3, 64<<10)
+	for _, host := range []string{"hv\xff01", strings.Repeat("é", 200)} {
+		st := newSite(t, "")
+		meta := func(ctx context.Context, name string) (*SnapshotMeta, error) {
+			m, err := p.meta(ctx, name)
+			if err != nil {
+				return nil, err
+			}
+			m.Host = host
+			return m, nil
+		}
+		if _, err := st.replicatePipe(ctx, p, -1, ReplicateOptions{SnapshotMeta: meta}); err != nil {
+			t.Fatalf("replicate with host %q: %v", host, err)
+		}
+		status, err := st.s.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(status.Hosts) != 1 || !utf8.ValidString(status.Hosts[0].Host) {
+			t.Errorf("host %q: status hosts %+v, want one with a valid UTF-8 name", host, status.Hosts)
+		}
+	}
+	// A client that writes the frame by hand is refused at decoding.
+	var e encoder
+	putType(&e, tiers.TypeSnapshot)
+	e.str(id.Hash(nil).String(), 255)
+	e.u64(10)
+	e.u8(1)
+	e.u16(3)
+	e.bytes([]byte("a\xffb"))
+	e.u64(0)
+	if _, err := decodePut(e.b); !errors.Is(err, ErrProtocol) {
+		t.Errorf("Put with a host that is not UTF-8 decoded: %v", err)
+	}
+}
+
+// pipeListener hands in-memory connections to Server.Serve.
+type pipeListener struct {
+	conns chan Conn
+	done  chan struct{}
+}
+
+func (l *pipeListener) Accept(ctx context.Context) (Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, errors.New("pipe listener closed")
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+func (l *pipeListener) Addr() net.Addr { return pipeAddr("pipe-listener") }
+func (l *pipeListener) Close() error   { return nil }
+
+// TestReviewServeShutdownClosesIdleSessions: Serve promises that once its
+// context ends, running sessions get ShutdownGrace and are then closed.
+// A session whose client is idle on its control stream (a primary
+// holding a read session open for a restore, a status session) blocked
+// in reading that stream, which does not watch the context: Serve, and
+// with it 'drpipe site serve' on SIGTERM, never returned.
+func TestReviewServeShutdownClosesIdleSessions(t *testing.T) {
+	for _, purpose := range []uint8{PurposeStatus, PurposeRead} {
+		dir := t.TempDir()
+		s, err := NewServer(context.Background(), ServerOptions{Dir: dir, ShutdownGrace: 100 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		l := &pipeListener{conns: make(chan Conn, 1), done: make(chan struct{})}
+		ctx, cancel := context.WithCancel(context.Background())
+		served := make(chan error, 1)
+		go func() { served <- s.Serve(ctx, l) }()
+		cc, sc, _ := pipePair("hv01", -1)
+		l.conns <- sc
+		if _, _, err := openSession(context.Background(), cc, Hello{Purpose: purpose, Program: "idle"}, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		select {
+		case err := <-served:
+			if err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			cc.CloseWithError(CodeOK, "test over")
+			<-served
+			t.Errorf("purpose %d: Serve did not return 5s after its context ended (grace 100ms): an idle session kept it running", purpose)
+		}
+		cc.CloseWithError(CodeOK, "")
+	}
+}
+
+// TestReviewClientTLSBundleByName: README's replicate line offers
+// --tls-name NAME, and step 4 copies the primary's bundle to the primary
+// as its --tls-dir. Naming the primary then failed with "no certificate
+// for primary" and advice to issue one in the bundle directory (which
+// has no CA key), although the bundle is that primary's certificate.
+func TestReviewClientTLSBundleByName(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "tls")
+	res, err := InitTLS(dir, "dr-test", "hv01", IssueOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, cn, err := ClientTLS(res.ClientBundle, "hv01"); err != nil || cn != "hv01" {
+		t.Errorf("ClientTLS(bundle of hv01, \"hv01\") = %q, %v; want hv01's certificate", cn, err)
+	}
+	// Another name is still refused: the bundle is not that primary's.
+	if _, _, err := ClientTLS(res.ClientBundle, "hv02"); err == nil {
+		t.Error("ClientTLS(bundle of hv01, \"hv02\") succeeded")
+	}
+}
