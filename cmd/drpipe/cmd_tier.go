@@ -17,6 +17,7 @@ import (
 	"github.com/drpipe/drpipe/tape"
 	"github.com/drpipe/drpipe/tiers"
 	"github.com/drpipe/drpipe/tiers/policy"
+	s3tier "github.com/drpipe/drpipe/tiers/s3"
 	"github.com/drpipe/drpipe/transport"
 )
 
@@ -92,18 +93,19 @@ func (a *app) tierTargets(ctx context.Context, cfg *policy.Config, r *repo.Repos
 			closers = append(closers, func() { be.Close() })
 			targets[t.Name] = &policy.BackendTarget{Backend: be, Open: open, Prune: prune}
 		case policy.KindS3:
-			be, err := a.openBackend(ctx, t.Location, true)
-			if err != nil {
-				closeAll()
-				return nil, nil, fmt.Errorf("tier %s: %w", t.Name, err)
-			}
-			closers = append(closers, func() { be.Close() })
-			raw, err := a.openS3Raw(ctx, t.Location)
+			// The tier's storage_class is the class of the data it
+			// receives (s3.storage_class when unset).
+			raw, err := a.openS3Raw(ctx, t.Location, func(c *s3tier.Config) {
+				if t.StorageClass != "" {
+					c.StorageClass = t.StorageClass
+				}
+			})
 			if err != nil {
 				closeAll()
 				return nil, nil, fmt.Errorf("tier %s: %w", t.Name, err)
 			}
 			closers = append(closers, func() { raw.Close() })
+			be := tiers.WithRetry(raw, tiers.RetryPolicy{MaxAttempts: a.v.GetInt("s3.retries")})
 			targets[t.Name] = &policy.BackendTarget{Backend: be, Open: open, Prune: prune, Classes: raw}
 		case policy.KindTape:
 			targets[t.Name] = &tapeTarget{a: a, tier: t, r: r}

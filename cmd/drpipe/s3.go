@@ -67,11 +67,16 @@ func (a *app) s3Config(loc string) (s3tier.Config, error) {
 }
 
 // openS3Raw opens the bucket named by an s3:// location without the retry
-// wrapper (for the optional Warmer and Retainer interfaces).
-func (a *app) openS3Raw(ctx context.Context, loc string) (*s3tier.Backend, error) {
+// wrapper (for the optional Warmer and Retainer interfaces). mods adjust
+// the configuration built from the s3.* keys (e.g. a tier's storage
+// class).
+func (a *app) openS3Raw(ctx context.Context, loc string, mods ...func(*s3tier.Config)) (*s3tier.Backend, error) {
 	c, err := a.s3Config(loc)
 	if err != nil {
 		return nil, err
+	}
+	for _, m := range mods {
+		m(&c)
 	}
 	be, err := s3tier.Open(ctx, c)
 	if err != nil {

@@ -763,7 +763,12 @@ func (b *Backend) Load(ctx context.Context, h tiers.Handle, offset, length int64
 		return b.wrap("load", "from", h, err)
 	}
 	defer out.Body.Close()
-	got := aws.ToInt64(out.ContentLength)
+	// A response without Content-Length (chunked, e.g. through a proxy)
+	// has a body of unknown length, not an empty one.
+	got := int64(-1)
+	if out.ContentLength != nil {
+		got = *out.ContentLength
+	}
 	var body io.Reader = out.Body
 	if in.Range != nil && out.ContentRange == nil {
 		// The server ignored the range and sent the whole object.
@@ -895,9 +900,9 @@ func (b *Backend) List(ctx context.Context, t tiers.Type, fn func(tiers.ObjectIn
 		return fn(oi)
 	}
 	prefix := b.typePrefix(t)
-	p := awss3.NewListObjectsV2Paginator(b.cli, &awss3.ListObjectsV2Input{Bucket: &b.cfg.Bucket, Prefix: &prefix})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
+	in := &awss3.ListObjectsV2Input{Bucket: &b.cfg.Bucket, Prefix: &prefix}
+	for {
+		page, err := b.cli.ListObjectsV2(ctx, in)
 		if err != nil {
 			return b.wrap("list", "in", lh, classify(err))
 		}
@@ -920,8 +925,19 @@ func (b *Backend) List(ctx context.Context, t tiers.Type, fn func(tiers.ObjectIn
 				return err
 			}
 		}
+		if !aws.ToBool(page.IsTruncated) {
+			return nil
+		}
+		// A short listing is worse than none: prune would take what it
+		// misses for garbage. A server that says there is more but gives
+		// no new continuation token cannot be listed to the end.
+		next := aws.ToString(page.NextContinuationToken)
+		if next == "" || next == aws.ToString(in.ContinuationToken) {
+			return b.wrap("list", "in", lh, fmt.Errorf("the server reports a truncated listing but no new continuation token (%q): "+
+				"the listing cannot be completed; the endpoint is not a compatible S3 server or a proxy alters its answers", next))
+		}
+		in.ContinuationToken = aws.String(next)
 	}
-	return nil
 }
 
 // Remove deletes h: on a versioned bucket every version of the key (and

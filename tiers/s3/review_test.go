@@ -1,0 +1,154 @@
+package s3_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/drpipe/drpipe/tiers"
+)
+
+// chunkedProxy forwards to the test server and drops Content-Length from
+// every response, so bodies arrive chunked, as through some reverse
+// proxies and gateways.
+func chunkedProxy(t *testing.T) string {
+	t.Helper()
+	target, _ := url.Parse(srv.Endpoint)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.ModifyResponse = func(resp *http.Response) error {
+		if resp.Request.Method == http.MethodGet {
+			resp.Header.Del("Content-Length")
+			resp.ContentLength = -1
+		}
+		return nil
+	}
+	ts := httptest.NewServer(rp)
+	t.Cleanup(ts.Close)
+	return ts.URL
+}
+
+// A response without Content-Length (chunked) is a body of unknown
+// length, not an empty one: Load must deliver the object's bytes.
+func TestReviewLoadWithoutContentLength(t *testing.T) {
+	ctx := t.Context()
+	c := baseConfig(newBucket(t, false), "chunked")
+	c.Endpoint = chunkedProxy(t)
+	be := open(t, c)
+	defer be.Close()
+	h := tiers.Handle{Type: tiers.TypeIndex, Name: "i1"}
+	data := bytes.Repeat([]byte("0123456789"), 1000)
+	if err := tiers.PutBytes(ctx, be, h, data); err != nil {
+		t.Fatal(err)
+	}
+	got, err := tiers.LoadAll(ctx, be, h, 0, 0)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Errorf("whole-object Load through a chunked response: %d bytes, %v; want %d bytes", len(got), err, len(data))
+	}
+	got, err = tiers.LoadAll(ctx, be, h, 100, 0)
+	if err != nil || !bytes.Equal(got, data[100:]) {
+		t.Errorf("Load from offset 100 through a chunked response: %d bytes, %v; want %d bytes", len(got), err, len(data)-100)
+	}
+	got, err = tiers.LoadAll(ctx, be, h, 10, 20)
+	if err != nil || !bytes.Equal(got, data[10:30]) {
+		t.Errorf("ranged Load through a chunked response: %q, %v", got, err)
+	}
+}
+
+// listingProxy forwards to the test server but answers listings of the
+// snapshots folder itself with page, a ListObjectsV2 result.
+func listingProxy(t *testing.T, page func(token string) string) string {
+	t.Helper()
+	target, _ := url.Parse(srv.Endpoint)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if r.Method == http.MethodGet && q.Get("list-type") == "2" && strings.HasSuffix(q.Get("prefix"), "/snapshots/") {
+			w.Header().Set("Content-Type", "application/xml")
+			io.WriteString(w, page(q.Get("continuation-token")))
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(ts.Close)
+	return ts.URL
+}
+
+func listPage(key, next string, truncated bool) string {
+	s := `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name>` +
+		fmt.Sprintf(`<KeyCount>1</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>%v</IsTruncated>`, truncated)
+	if next != "" {
+		s += `<NextContinuationToken>` + next + `</NextContinuationToken>`
+	}
+	return s + `<Contents><Key>` + key + `</Key><Size>1</Size><StorageClass>STANDARD</StorageClass></Contents></ListBucketResult>`
+}
+
+// A listing the server says is truncated but gives no way to continue
+// (no continuation token), or that repeats its token, must fail: a
+// silently short listing of snapshots or index objects makes prune take
+// data still in use for garbage, and a repeating one never ends.
+func TestReviewListTruncatedWithoutProgress(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		page func(token string) string
+	}{
+		{"no token", func(string) string { return listPage("pfx/snapshots/s1", "", true) }},
+		{"same token", func(string) string { return listPage("pfx/snapshots/s1", "t1", true) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			cfg := baseConfig(newBucket(t, false), "pfx")
+			cfg.Endpoint = listingProxy(t, c.page)
+			be := open(t, cfg)
+			defer be.Close()
+			n := 0
+			err := be.List(ctx, tiers.TypeSnapshot, func(tiers.ObjectInfo) error { n++; return nil })
+			if err == nil || ctx.Err() != nil {
+				t.Errorf("List of a truncated listing without progress: %d objects, error %v; want an error saying the listing is incomplete", n, err)
+			}
+		})
+	}
+}
+
+// Listings longer than one page (1000 keys) are followed to the end.
+func TestReviewListPaginates(t *testing.T) {
+	ctx := t.Context()
+	be := open(t, baseConfig(newBucket(t, false), "many"))
+	defer be.Close()
+	const n = 1003
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	sem := make(chan struct{}, 8)
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			errs <- tiers.PutBytes(ctx, be, tiers.Handle{Type: tiers.TypeIndex, Name: fmt.Sprintf("i%04d", i)}, []byte("x"))
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]bool{}
+	if err := be.List(ctx, tiers.TypeIndex, func(oi tiers.ObjectInfo) error { seen[oi.Handle.Name] = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != n {
+		t.Errorf("List found %d of %d objects", len(seen), n)
+	}
+}
