@@ -266,6 +266,7 @@ func MakePlan(cfg *Config, cat *Catalog, states map[string]*TierState, now time.
 			}
 		}
 		moves := map[[2]string]*ClassMove{}
+		var stuck int // archived shards a transition cannot move
 		for p := range needed {
 			pm, ok := cat.Packs[p]
 			if !ok {
@@ -279,7 +280,12 @@ func MakePlan(cfg *Config, cat *Catalog, states map[string]*TierState, now time.
 						cur = ss.Class
 					}
 					want := t.classAt(created[p], now)
-					if classRank(want) > classRank(cur) {
+					if classRank(want) > classRank(cur) && archiveClass(cur) {
+						// A class change is a copy onto itself, and S3
+						// refuses to copy an archived object (it would
+						// need a restore first): it stays where it is.
+						stuck++
+					} else if classRank(want) > classRank(cur) {
 						m := moves[[2]string{cur, want}]
 						if m == nil {
 							m = &ClassMove{From: cur, To: want}
@@ -295,6 +301,10 @@ func MakePlan(cfg *Config, cat *Catalog, states map[string]*TierState, now time.
 				tp.After[key] += s.Size
 			}
 		}
+		if stuck > 0 {
+			tp.Notes = append(tp.Notes, fmt.Sprintf("%d shards are in an archive class (GLACIER) already: S3 cannot move archived objects by copy; "+
+				"use a bucket lifecycle rule for that transition", stuck))
+		}
 		for _, k := range sortedMoveKeys(moves) {
 			tp.Transitions = append(tp.Transitions, *moves[k])
 		}
@@ -305,6 +315,10 @@ func MakePlan(cfg *Config, cat *Catalog, states map[string]*TierState, now time.
 	}
 	return pl, nil
 }
+
+// archiveClass reports whether objects of class c must be restored before
+// S3 reads or copies them.
+func archiveClass(c string) bool { return c == "GLACIER" || c == "DEEP_ARCHIVE" }
 
 // packPresent reports whether the tier holds every shard of a pack.
 func packPresent(st *TierState, pm PackMeta, p id.ID) bool {
