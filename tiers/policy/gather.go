@@ -50,9 +50,10 @@ func CatalogOf(ctx context.Context, r *repo.Repository) (*Catalog, error) {
 		return nil, fmt.Errorf("list data of the primary: %w", err)
 	}
 	// Blob counts (for the index estimate) from the index cache.
-	_ = r.EachBlob(func(p repo.PackInfo, _ repo.BlobEntry) error {
+	_ = r.EachBlob(func(p repo.PackInfo, e repo.BlobEntry) error {
 		if pm, ok := cat.Packs[p.ID]; ok {
 			pm.Blobs++
+			pm.Trees = pm.Trees || e.Type == repo.TreeBlob
 			cat.Packs[p.ID] = pm
 		}
 		return nil

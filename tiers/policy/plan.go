@@ -32,6 +32,10 @@ type Shard struct {
 type PackMeta struct {
 	Shards []Shard
 	Blobs  int
+	// Trees is set for packs of tree blobs (directory listings, content
+	// lists). Prune, plans and restores read them first, so transitions
+	// keep them out of archive classes.
+	Trees bool
 }
 
 // Bytes is the stored size of all shards.
@@ -280,6 +284,9 @@ func MakePlan(cfg *Config, cat *Catalog, states map[string]*TierState, now time.
 						cur = ss.Class
 					}
 					want := t.classAt(created[p], now)
+					if pm.Trees && archiveClass(want) {
+						want = t.readableClassAt(created[p], now)
+					}
 					if classRank(want) > classRank(cur) && archiveClass(cur) {
 						// A class change is a copy onto itself, and S3
 						// refuses to copy an archived object (it would

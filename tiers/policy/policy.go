@@ -243,6 +243,22 @@ func (t Tier) classAt(created, now time.Time) string {
 	return c
 }
 
+// readableClassAt is classAt without the archive classes: the class data
+// of this age that must stay readable (tree packs) should be in.
+func (t Tier) readableClassAt(created, now time.Time) string {
+	c := t.storageClass()
+	for _, tr := range t.Transitions {
+		d, err := retention.ParseDuration(tr.After)
+		if err != nil || archiveClass(tr.Class) {
+			continue
+		}
+		if !created.AddDate(d.Years, d.Months, d.Days).Add(time.Duration(d.Hours) * time.Hour).After(now) {
+			c = tr.Class
+		}
+	}
+	return c
+}
+
 // canonicalPrices rewrites c.Prices with canonical keys and rejects keys
 // that name neither a storage class nor a tier kind, and negative prices.
 func (c *Config) canonicalPrices() error {

@@ -1,11 +1,16 @@
 package policy_test
 
 import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/drpipe/drpipe/internal/id"
+	"github.com/drpipe/drpipe/repo"
 	"github.com/drpipe/drpipe/tiers/policy"
 )
 
@@ -44,5 +49,65 @@ func TestReviewNoTransitionOutOfArchiveClass(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(c.Notes, "\n"), "lifecycle") {
 		t.Errorf("plan notes %q do not say how to move archived data", c.Notes)
+	}
+}
+
+// Tree packs (directory listings, content lists) are read by every prune
+// (to find what is in use), by plans (snapshots only a tier holds) and
+// first by every restore. In an archive class each such read fails until
+// a restore completes, so a tier run that forgets snapshots there fails
+// (prune refuses) — and the primary's retention with it. Transitions
+// must keep tree packs in readable classes while data packs move on.
+func TestReviewTreePacksStayReadable(t *testing.T) {
+	w := newWorld(t)
+	src := filepath.Join(t.TempDir(), "vm")
+	os.MkdirAll(src, 0o755)
+	w.day(src, rand.New(rand.NewPCG(3, 4)))
+	if err := w.r.LoadIndex(w.ctx); err != nil {
+		t.Fatal(err)
+	}
+	cat, err := policy.CatalogOf(w.ctx, w.r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cloud := &policy.TierState{Shards: map[string]policy.ShardState{}, Snaps: cat.Snaps}
+	treePack := map[id.ID]bool{}
+	w.r.EachBlob(func(p repo.PackInfo, e repo.BlobEntry) error {
+		if e.Type == repo.TreeBlob {
+			treePack[p.ID] = true
+		}
+		return nil
+	})
+	trees := map[string]bool{}
+	for pid, pm := range cat.Packs {
+		for _, s := range pm.Shards {
+			cloud.Shards[s.Name] = policy.ShardState{Size: s.Size, Class: "STANDARD"}
+			trees[s.Name] = treePack[pid]
+		}
+	}
+	cfg := &policy.Config{Tiers: []policy.Tier{
+		{Name: "hot", Kind: policy.KindPrimary, Keep: policy.Keep{Daily: 3}},
+		{Name: "cloud", Kind: policy.KindS3, Location: "s3://b/p", Keep: policy.Keep{Monthly: 12},
+			Transitions: []policy.Transition{{After: "30d", Class: "STANDARD_IA"}, {After: "60d", Class: "DEEP_ARCHIVE"}}},
+	}}
+	pl, err := policy.MakePlan(cfg, cat, map[string]*policy.TierState{"cloud": cloud}, w.clock.AddDate(0, 0, 90))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nTree, nData int
+	for _, isTree := range trees {
+		if isTree {
+			nTree++
+		} else {
+			nData++
+		}
+	}
+	if nTree == 0 || nData == 0 {
+		t.Fatalf("catalog marks %d shards as tree packs and %d as data packs; want both", nTree, nData)
+	}
+	got := fmt.Sprint(pl.Tiers[1].Transitions)
+	want := fmt.Sprintf("[{STANDARD STANDARD_IA %d", nTree)
+	if !strings.HasPrefix(got, want) || !strings.Contains(got, fmt.Sprintf("{STANDARD DEEP_ARCHIVE %d ", nData)) {
+		t.Errorf("transitions %s: want the %d tree-pack shards to STANDARD_IA and the %d data shards to DEEP_ARCHIVE", got, nTree, nData)
 	}
 }
