@@ -14,12 +14,12 @@ import (
 	"github.com/drpipe/drpipe/tiers"
 )
 
-// TestReviewSnapshotHostNotUTF8 sends a snapshot whose client-asserted
+// TestSnapshotHostNotUTF8 sends a snapshot whose client-asserted
 // host name is not valid UTF-8 (a hostile client, or a long multibyte
 // name clipped to MaxHostName on the wire). The site used it as a
 // Prometheus label value, which panics on invalid UTF-8 and took the whole
 // site daemon down; it must commit the snapshot and report a valid name.
-func TestReviewSnapshotHostNotUTF8(t *testing.T) {
+func TestSnapshotHostNotUTF8(t *testing.T) {
 	ctx := context.Background()
 	p := newPrimary(t)
 	p.backup("hv01", 3, 64<<10)
@@ -77,13 +77,13 @@ func (l *pipeListener) Accept(ctx context.Context) (Conn, error) {
 func (l *pipeListener) Addr() net.Addr { return pipeAddr("pipe-listener") }
 func (l *pipeListener) Close() error   { return nil }
 
-// TestReviewServeShutdownClosesIdleSessions: Serve promises that once its
+// TestServeShutdownClosesIdleSessions: Serve promises that once its
 // context ends, running sessions get ShutdownGrace and are then closed.
 // A session whose client is idle on its control stream (a primary
 // holding a read session open for a restore, a status session) blocked
 // in reading that stream, which does not watch the context: Serve, and
 // with it 'drpipe site serve' on SIGTERM, never returned.
-func TestReviewServeShutdownClosesIdleSessions(t *testing.T) {
+func TestServeShutdownClosesIdleSessions(t *testing.T) {
 	for _, purpose := range []uint8{PurposeStatus, PurposeRead} {
 		dir := t.TempDir()
 		s, err := NewServer(context.Background(), ServerOptions{Dir: dir, ShutdownGrace: 100 * time.Millisecond})
@@ -115,12 +115,12 @@ func TestReviewServeShutdownClosesIdleSessions(t *testing.T) {
 	}
 }
 
-// TestReviewClientTLSBundleByName: README's replicate line offers
+// TestClientTLSBundleByName: README's replicate line offers
 // --tls-name NAME, and step 4 copies the primary's bundle to the primary
 // as its --tls-dir. Naming the primary then failed with "no certificate
 // for primary" and advice to issue one in the bundle directory (which
 // has no CA key), although the bundle is that primary's certificate.
-func TestReviewClientTLSBundleByName(t *testing.T) {
+func TestClientTLSBundleByName(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "tls")
 	res, err := InitTLS(dir, "dr-test", "hv01", IssueOptions{})
 	if err != nil {

@@ -19,7 +19,7 @@ import (
 // in an s3 tier: 'tier run' must upload the tier's shards in it, not in
 // s3.storage_class (versitygw ignores storage classes, so a proxy records
 // the class each upload asks for).
-func TestReviewTierStorageClassOfNewData(t *testing.T) {
+func TestTierStorageClassOfNewData(t *testing.T) {
 	e := newEnv(t)
 	srv := startS3(t)
 	makeBucket(t, srv, "iab", false)

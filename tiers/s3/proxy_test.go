@@ -38,7 +38,7 @@ func chunkedProxy(t *testing.T) string {
 
 // A response without Content-Length (chunked) is a body of unknown
 // length, not an empty one: Load must deliver the object's bytes.
-func TestReviewLoadWithoutContentLength(t *testing.T) {
+func TestLoadWithoutContentLength(t *testing.T) {
 	ctx := t.Context()
 	c := baseConfig(newBucket(t, false), "chunked")
 	c.Endpoint = chunkedProxy(t)
@@ -95,7 +95,7 @@ func listPage(key, next string, truncated bool) string {
 // (no continuation token), or that repeats its token, must fail: a
 // silently short listing of snapshots or index objects makes prune take
 // data still in use for garbage, and a repeating one never ends.
-func TestReviewListTruncatedWithoutProgress(t *testing.T) {
+func TestListTruncatedWithoutProgress(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		page func(token string) string
@@ -120,7 +120,7 @@ func TestReviewListTruncatedWithoutProgress(t *testing.T) {
 }
 
 // Listings longer than one page (1000 keys) are followed to the end.
-func TestReviewListPaginates(t *testing.T) {
+func TestListPaginates(t *testing.T) {
 	ctx := t.Context()
 	be := open(t, baseConfig(newBucket(t, false), "many"))
 	defer be.Close()

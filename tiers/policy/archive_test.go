@@ -20,7 +20,7 @@ import (
 // DEEP_ARCHIVE makes every tier run fail for that tier, and with it the
 // primary's retention (it waits until every tier succeeded). The plan
 // must leave archived shards where they are and say why.
-func TestReviewNoTransitionOutOfArchiveClass(t *testing.T) {
+func TestNoTransitionOutOfArchiveClass(t *testing.T) {
 	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	cfg := &policy.Config{Tiers: []policy.Tier{
 		{Name: "hot", Kind: policy.KindPrimary, Keep: policy.Keep{Daily: 3}},
@@ -58,7 +58,7 @@ func TestReviewNoTransitionOutOfArchiveClass(t *testing.T) {
 // a restore completes, so a tier run that forgets snapshots there fails
 // (prune refuses) — and the primary's retention with it. Transitions
 // must keep tree packs in readable classes while data packs move on.
-func TestReviewTreePacksStayReadable(t *testing.T) {
+func TestTreePacksStayReadable(t *testing.T) {
 	w := newWorld(t)
 	src := filepath.Join(t.TempDir(), "vm")
 	os.MkdirAll(src, 0o755)
