@@ -152,3 +152,35 @@ func TestListPaginates(t *testing.T) {
 		t.Errorf("List found %d of %d objects", len(seen), n)
 	}
 }
+
+// A version listing the server says is truncated but gives no new
+// markers for fails Remove instead of asking for the same page forever.
+func TestRemoveVersionsTruncatedWithoutProgress(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	target, _ := url.Parse(srv.Endpoint)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if q := r.URL.Query(); r.Method == http.MethodGet && q.Has("versions") {
+			w.Header().Set("Content-Type", "application/xml")
+			io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><ListVersionsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name>`+
+				`<Prefix>`+q.Get("prefix")+`</Prefix><MaxKeys>1000</MaxKeys><IsTruncated>true</IsTruncated>`+
+				`<Version><Key>`+q.Get("prefix")+`</Key><VersionId>v1</VersionId><IsLatest>true</IsLatest><Size>1</Size></Version></ListVersionsResult>`)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(ts.Close)
+	cfg := baseConfig(newBucket(t, true), "ver")
+	cfg.Endpoint = ts.URL
+	be := open(t, cfg)
+	defer be.Close()
+	h := tiers.Handle{Type: tiers.TypeSnapshot, Name: strings.Repeat("ab", 32)}
+	if err := tiers.PutBytes(ctx, be, h, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	err := be.Remove(ctx, h)
+	if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), "truncated") {
+		t.Errorf("Remove with a version listing that does not progress: %v (context: %v); want an error naming the truncated listing", err, ctx.Err())
+	}
+}

@@ -960,9 +960,9 @@ func (b *Backend) Remove(ctx context.Context, h tiers.Handle) error {
 		return nil
 	}
 	var versions []*string
-	p := awss3.NewListObjectVersionsPaginator(b.cli, &awss3.ListObjectVersionsInput{Bucket: &b.cfg.Bucket, Prefix: &key})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
+	in := &awss3.ListObjectVersionsInput{Bucket: &b.cfg.Bucket, Prefix: &key}
+	for {
+		page, err := b.cli.ListObjectVersions(ctx, in)
 		if err != nil {
 			return b.wrap("remove", "from", h, fmt.Errorf("list versions: %w", classify(err)))
 		}
@@ -976,6 +976,17 @@ func (b *Backend) Remove(ctx context.Context, h tiers.Handle) error {
 				versions = append(versions, m.VersionId)
 			}
 		}
+		if !aws.ToBool(page.IsTruncated) {
+			break
+		}
+		// As in List: a truncated page without new markers would be
+		// asked for again forever.
+		nk, nv := aws.ToString(page.NextKeyMarker), aws.ToString(page.NextVersionIdMarker)
+		if (nk == "" && nv == "") || (nk == aws.ToString(in.KeyMarker) && nv == aws.ToString(in.VersionIdMarker)) {
+			return b.wrap("remove", "from", h, fmt.Errorf("list versions: the server reports a truncated listing but no new markers (%q, %q): "+
+				"the versions cannot all be found; the endpoint is not a compatible S3 server or a proxy alters its answers", nk, nv))
+		}
+		in.KeyMarker, in.VersionIdMarker = aws.String(nk), aws.String(nv)
 	}
 	for _, v := range versions {
 		_, err := b.cli.DeleteObject(ctx, &awss3.DeleteObjectInput{Bucket: &b.cfg.Bucket, Key: &key, VersionId: v})
