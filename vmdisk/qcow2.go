@@ -122,6 +122,9 @@ func openQCOW2(f io.ReaderAt, name string, fileSize int64, lim Limits, info *Inf
 	if err != nil {
 		return nil, err
 	}
+	if int64(h.headerLen) > fileSize {
+		return nil, malformed(name, "qcow2 header length %d runs past the end of the %d-byte file (truncated?)", h.headerLen, fileSize)
+	}
 	if h.crypt != 0 {
 		return nil, unsupported(name, "encrypted qcow2 (method %d); decrypt it with qemu-img convert first", h.crypt)
 	}

@@ -113,6 +113,7 @@ type vhdImpl struct {
 	bitmapLen int64
 	bat       []uint32
 	fileSize  int64
+	dataEnd   int64 // blocks end here: at the footer, or at EOF when only the copy at the start is valid
 	bmcache   *lru
 }
 
@@ -129,10 +130,12 @@ func openVHD(f io.ReaderAt, name string, fileSize int64, lim Limits, info *Info)
 	// the start, used when the end is damaged or truncated.
 	var ft *vhdFooter
 	var err error
+	dataEnd := fileSize - 512
 	if err = readFullAt(f, name, b, fileSize-512, "VHD footer"); err == nil {
 		ft, err = parseVHDFooter(b, name)
 	}
 	if err != nil {
+		dataEnd = fileSize
 		if rerr := readFullAt(f, name, b, 0, "VHD footer copy"); rerr != nil {
 			return nil, err
 		}
@@ -145,7 +148,7 @@ func openVHD(f io.ReaderAt, name string, fileSize int64, lim Limits, info *Info)
 		}
 		ft = ft2
 	}
-	v := &vhdImpl{f: f, name: name, fileSize: fileSize, vsize: vhdVirtualSize(ft)}
+	v := &vhdImpl{f: f, name: name, fileSize: fileSize, dataEnd: dataEnd, vsize: vhdVirtualSize(ft)}
 	if v.vsize > lim.MaxVirtualSize {
 		return nil, malformed(name, "VHD virtual size %d is beyond the limit of %d bytes", v.vsize, lim.MaxVirtualSize)
 	}
@@ -321,12 +324,11 @@ func (v *vhdImpl) blockStart(i int64) (int64, error) {
 		return -1, nil
 	}
 	start := int64(e) * 512
-	if start+v.bitmapLen+v.block > v.fileSize {
-		// qemu writes the last block of an image only as far as needed;
-		// allow the data to run into the footer area but not beyond EOF.
-		if start+v.bitmapLen >= v.fileSize {
-			return 0, malformed(v.name, "VHD block %d at %d is beyond the end of the %d-byte file (truncated?)", i, start, v.fileSize)
-		}
+	// A block (bitmap and data) is always whole in the file (qemu and
+	// Hyper-V allocate whole blocks before the footer): one that runs into
+	// the footer or past EOF is a truncated or damaged image, not zeros.
+	if start+v.bitmapLen+v.block > v.dataEnd {
+		return 0, malformed(v.name, "VHD block %d at %d (%d bytes) runs past the end of the block area at %d of the %d-byte file: the image is truncated", i, start, v.bitmapLen+v.block, v.dataEnd, v.fileSize)
 	}
 	return start, nil
 }
@@ -396,16 +398,9 @@ func (v *vhdImpl) readData(p []byte, off int64) error {
 		if start < 0 {
 			return fmt.Errorf("%s: internal error: read of unallocated VHD block %d", v.name, i)
 		}
-		host := start + v.bitmapLen + in
-		// Bytes of the block past the end of the file read as zeros (a
-		// short last block), but never past the footer's start.
-		avail := max(0, min(n, v.fileSize-512-host))
-		if avail > 0 {
-			if err := readFullAt(v.f, v.name, p[:avail], host, "VHD block data"); err != nil {
-				return err
-			}
+		if err := readFullAt(v.f, v.name, p[:n], start+v.bitmapLen+in, "VHD block data"); err != nil {
+			return err
 		}
-		clear(p[avail:n])
 		p, off = p[n:], off+n
 	}
 	return nil

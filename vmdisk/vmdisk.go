@@ -351,8 +351,20 @@ func OpenFile(f *os.File, path string, lim Limits) (*Disk, error) {
 func openParent(l *Layer) (*os.File, string, error) {
 	var firstErr error
 	for _, c := range l.Info.backingCandidates {
-		f, err := os.Open(c)
+		// O_NONBLOCK: a FIFO named by a hostile header must not block
+		// open(2); only regular files are followed (a device's stat size
+		// is 0, so its data would read as zeros).
+		f, err := os.OpenFile(c, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 		if err == nil {
+			st, err := f.Stat()
+			if err == nil && !st.Mode().IsRegular() {
+				f.Close()
+				return nil, "", fmt.Errorf("%s: %w: backing file %q resolves to %s, which is not a regular file (%s): only regular files are followed as parents; put the parent image in place as a file", l.Info.Path, ErrChain, l.Info.Backing, c, st.Mode().Type())
+			}
+			if err != nil {
+				f.Close()
+				return nil, "", fmt.Errorf("%s: stat backing file %s: %w", l.Info.Path, c, err)
+			}
 			return f, c, nil
 		}
 		if firstErr == nil {

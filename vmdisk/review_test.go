@@ -1,0 +1,112 @@
+package vmdisk
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestReviewQCOW2HeaderLongerThanFile: a qcow2 v3 header whose
+// header_length runs past the end of a short file (an empty disk, so the
+// L1 table checks pass) must be an error, not a panic that takes the
+// whole backup down.
+func TestReviewQCOW2HeaderLongerThanFile(t *testing.T) {
+	for _, c := range []struct {
+		size      int
+		bits      uint32
+		headerLen uint32
+	}{
+		{104, 16, 112},         // the smallest v3 header, 8 bytes short
+		{1 << 20, 21, 3 << 19}, // a 1 MiB file (backup probes it) with a 1.5 MiB header
+	} {
+		b := make([]byte, c.size)
+		copy(b, qcowMagic)
+		binary.BigEndian.PutUint32(b[4:], 3)
+		binary.BigEndian.PutUint32(b[20:], c.bits)
+		binary.BigEndian.PutUint32(b[100:], c.headerLen)
+		var err error
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Fatalf("%d-byte file, header length %d: panic: %v", c.size, c.headerLen, r)
+				}
+			}()
+			_, err = OpenReaderAt(bytes.NewReader(b), int64(len(b)), "short.qcow2", "", Limits{})
+		}()
+		if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "header length") {
+			t.Errorf("%d-byte file, header length %d: got %v, want a malformed-image error naming the header length", c.size, c.headerLen, err)
+		}
+	}
+}
+
+// TestReviewVHDTruncatedLastBlock: a dynamic VHD cut inside its last
+// block (the footer at the end is gone, the copy at the start still
+// opens it) must not read the missing bytes as zeros: backup would store
+// a silently wrong disk.
+func TestReviewVHDTruncatedLastBlock(t *testing.T) {
+	dir := t.TempDir()
+	size := int64(8 << 20)
+	content := bytes.Repeat([]byte{0xAB}, int(size))
+	p := writeImage(t, dir, "cut.vhd", VHD, size, Source{Size: size, R: bytes.NewReader(content)}, WriteOptions{})
+	mutate(t, p, func(b []byte) []byte { return b[:len(b)-512-1<<20] })
+	d, err := Open(p, Limits{})
+	if err == nil {
+		defer d.Close()
+		got := make([]byte, size)
+		if _, err = d.ReadAt(got, 0); err == nil {
+			_, err = d.Allocated()
+		}
+		if err == nil {
+			t.Fatalf("truncated VHD read without error (%d zero bytes in place of data)", bytes.Count(got, []byte{0}))
+		}
+	}
+	if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "truncated") {
+		t.Errorf("got %v, want a malformed-image error saying the image is truncated", err)
+	}
+}
+
+// TestReviewBackingNotRegularFile: a backing reference (written by whoever
+// controls the image header) that names a FIFO must not hang Open (and
+// with it the backup) in open(2), and one that names a device must not
+// be read as an empty parent (a block device's stat size is 0: its data
+// would silently read as zeros). Both are clear chain errors.
+func TestReviewBackingNotRegularFile(t *testing.T) {
+	dir := t.TempDir()
+	if err := syscall.Mkfifo(filepath.Join(dir, "pipe"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, backing := range []string{"pipe", "/dev/null"} {
+		top := filepath.Join(dir, "over-"+filepath.Base(backing)+".qcow2")
+		src := Source{Size: 1 << 20, R: bytes.NewReader(make([]byte, 1<<20)), Own: []Run{{0, 65536, Zero}}, Backing: backing}
+		if _, err := Write(context.Background(), top, src, WriteOptions{Format: QCOW2}); err != nil {
+			t.Fatal(err)
+		}
+		errc := make(chan error, 1)
+		go func() {
+			d, err := Open(top, Limits{})
+			if err == nil {
+				d.Close()
+			}
+			errc <- err
+		}()
+		select {
+		case err := <-errc:
+			if !errors.Is(err, ErrChain) || !strings.Contains(err.Error(), "not a regular file") {
+				t.Errorf("backing %s: got %v, want a chain error saying it is not a regular file", backing, err)
+			}
+		case <-time.After(3 * time.Second):
+			// Release the blocked open(2) before failing.
+			if w, err := os.OpenFile(filepath.Join(dir, "pipe"), os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+				defer w.Close()
+			}
+			t.Fatalf("backing %s: Open hangs", backing)
+		}
+	}
+}
