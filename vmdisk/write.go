@@ -68,7 +68,7 @@ func Write(ctx context.Context, path string, src Source, o WriteOptions) (*Write
 		return nil, fmt.Errorf("write %s: a raw image cannot have a backing file; flatten the chain", path)
 	}
 	if src.Backing == "" {
-		if src.Data == nil {
+		if src.Data == nil && src.Size > 0 { // an empty disk has no data at all
 			src.Data = []Range{{0, src.Size}}
 		}
 		src.Own = nil
@@ -348,12 +348,11 @@ func (w *imgWriter) qcow2(p *QCOW2Params) error {
 	for i, e := range l1 {
 		binary.BigEndian.PutUint64(l1b[8*i:], e)
 	}
-	if len(l1b) == 0 {
-		l1b = make([]byte, cs)
-	}
-	l1Off, err := bw.put(l1b)
-	if err != nil {
-		return err
+	var l1Off int64 // an empty disk has no L1 table (a cluster for it would leak)
+	if len(l1b) > 0 {
+		if l1Off, err = bw.put(l1b); err != nil {
+			return err
+		}
 	}
 	// Refcount table and blocks covering every cluster, themselves included.
 	perBlock := cs / 2
