@@ -13,11 +13,11 @@ import (
 	"time"
 )
 
-// TestReviewQCOW2HeaderLongerThanFile: a qcow2 v3 header whose
+// TestQCOW2HeaderLongerThanFile: a qcow2 v3 header whose
 // header_length runs past the end of a short file (an empty disk, so the
 // L1 table checks pass) must be an error, not a panic that takes the
 // whole backup down.
-func TestReviewQCOW2HeaderLongerThanFile(t *testing.T) {
+func TestQCOW2HeaderLongerThanFile(t *testing.T) {
 	for _, c := range []struct {
 		size      int
 		bits      uint32
@@ -46,11 +46,11 @@ func TestReviewQCOW2HeaderLongerThanFile(t *testing.T) {
 	}
 }
 
-// TestReviewVHDTruncatedLastBlock: a dynamic VHD cut inside its last
+// TestVHDTruncatedLastBlock: a dynamic VHD cut inside its last
 // block (the footer at the end is gone, the copy at the start still
 // opens it) must not read the missing bytes as zeros: backup would store
 // a silently wrong disk.
-func TestReviewVHDTruncatedLastBlock(t *testing.T) {
+func TestVHDTruncatedLastBlock(t *testing.T) {
 	dir := t.TempDir()
 	size := int64(8 << 20)
 	content := bytes.Repeat([]byte{0xAB}, int(size))
@@ -72,12 +72,12 @@ func TestReviewVHDTruncatedLastBlock(t *testing.T) {
 	}
 }
 
-// TestReviewBackingNotRegularFile: a backing reference (written by whoever
+// TestBackingNotRegularFile: a backing reference (written by whoever
 // controls the image header) that names a FIFO must not hang Open (and
 // with it the backup) in open(2), and one that names a device must not
 // be read as an empty parent (a block device's stat size is 0: its data
 // would silently read as zeros). Both are clear chain errors.
-func TestReviewBackingNotRegularFile(t *testing.T) {
+func TestBackingNotRegularFile(t *testing.T) {
 	dir := t.TempDir()
 	if err := syscall.Mkfifo(filepath.Join(dir, "pipe"), 0o600); err != nil {
 		t.Fatal(err)
@@ -111,11 +111,11 @@ func TestReviewBackingNotRegularFile(t *testing.T) {
 	}
 }
 
-// TestReviewWriteEmptyDisk: qemu-img makes VHDX files of a 0-byte
+// TestWriteEmptyDisk: qemu-img makes VHDX files of a 0-byte
 // virtual disk (71 MiB of container, so backup takes them as disks);
 // their allocation map is empty (nil), and writing them back in any
 // format must work, not fail with "map run [0,+0) is empty".
-func TestReviewWriteEmptyDisk(t *testing.T) {
+func TestWriteEmptyDisk(t *testing.T) {
 	needQemu(t)
 	dir := t.TempDir()
 	src := filepath.Join(dir, "empty.vhdx")
