@@ -58,6 +58,13 @@ type BackupOptions struct {
 	Flatten bool
 	// NoDiskImages backs up disk image containers as plain files.
 	NoDiskImages bool
+	// RawDisks lists files known to be raw disks (those the VM inventory
+	// gives as raw), by absolute path. They are backed up as plain files
+	// even when their first bytes look like an image header: a guest
+	// writes every byte of its raw disk, and a qcow2 header it wrote there
+	// would otherwise be read as the disk, with a backing file naming any
+	// file of the host (the format-probing hazard of CVE-2008-2004).
+	RawDisks map[string]bool
 }
 
 // BackupResult describes a finished backup.
@@ -670,7 +677,7 @@ func (b *backup) file(path string, fi fs.FileInfo, n *repo.Node, parent *repo.No
 		b.progress.AddDone(1, n.Size)
 		return doneFuture(n)
 	}
-	if parent != nil && parent.Disk != nil && b.diskUnchanged(parent, n) {
+	if parent != nil && parent.Disk != nil && !b.knownRaw(path) && b.diskUnchanged(parent, n) {
 		n.Size, n.Disk, n.Content, n.ContentLists = parent.Size, parent.Disk, parent.Content, parent.ContentLists
 		// From the record itself: a parent written before nodes had
 		// refs names its layer map only there.

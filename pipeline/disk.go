@@ -102,6 +102,27 @@ func (m *DiskMeta) ownRuns(ctx context.Context, r *repo.Repository) ([]vmdisk.Ru
 	return out, nil
 }
 
+// knownRaw reports whether path is a raw disk whose header is not to be
+// read: the VM inventory gives it as raw, or its name ends in .raw.
+func (b *backup) knownRaw(path string) bool {
+	if strings.EqualFold(filepath.Ext(path), ".raw") {
+		return true
+	}
+	if len(b.o.RawDisks) == 0 {
+		return false
+	}
+	abs, err := filepath.Abs(path)
+	return err == nil && b.o.RawDisks[abs]
+}
+
+// rawWhy says why knownRaw(path) holds.
+func (b *backup) rawWhy(path string) string {
+	if strings.EqualFold(filepath.Ext(path), ".raw") {
+		return "its name ends in .raw"
+	}
+	return "the VM inventory gives it as raw"
+}
+
 // diskSource is a recognised disk image opened for backup.
 type diskSource struct {
 	r     io.ReaderAt
@@ -126,6 +147,11 @@ func (b *backup) openDisk(path string, f *os.File, n *repo.Node) *diskSource {
 	}
 	format, err := vmdisk.Detect(f, n.Size)
 	if err != nil || format == vmdisk.Raw {
+		return nil
+	}
+	if b.knownRaw(path) {
+		// The guest wrote the header: its disk is the file's bytes.
+		b.progress.Warn(path, fmt.Errorf("starts with a %s header, but is a raw disk (%s): backed up as a plain file, its header not followed", format, b.rawWhy(path)))
 		return nil
 	}
 	top, err := vmdisk.OpenLayer(f, path, format, vmdisk.Limits{})

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -96,5 +97,67 @@ func TestBackupLayerWithoutParentIsPartial(t *testing.T) {
 	}
 	if w := cnt.Warnings(); len(w) != 1 || !strings.Contains(w[0].Err.Error(), "not in the backup paths") || !strings.Contains(w[0].Err.Error(), base) {
 		t.Errorf("warnings %v, want one naming the missing parent %s", w, base)
+	}
+}
+
+// TestGuestWrittenHeaderOnRawDisk: a guest writes every byte of its raw
+// disk, so it can put a qcow2 header there whose backing file names any
+// file of the host. A disk the VM inventory gives as raw (RawDisks), or
+// one named *.raw, is backed up as its bytes: the restore gives the file
+// back as it was, and the host file never reaches the snapshot.
+func TestGuestWrittenHeaderOnRawDisk(t *testing.T) {
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Fatal("qemu-img not installed: run 'make deps' (package qemu-utils)")
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "host-secret")
+	if err := os.WriteFile(secret, bytes.Repeat([]byte("HOST SECRET "), 1<<17), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(dir, "vms")
+	os.MkdirAll(src, 0o755)
+	mk := func(name string) string {
+		p := filepath.Join(src, name)
+		if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", secret, "-F", "raw", p, "2M").CombinedOutput(); err != nil {
+			t.Fatalf("qemu-img: %v\n%s", err, out)
+		}
+		if err := os.Truncate(p, 2<<20); err != nil { // a raw disk's size, and big enough to be probed
+			t.Fatal(err)
+		}
+		return p
+	}
+	listed, named := mk("guest.img"), mk("guest.raw")
+	for _, c := range []struct {
+		name string
+		raw  map[string]bool
+		path string
+	}{
+		{"inventory", map[string]bool{listed: true}, listed},
+		{"name", nil, named},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r, _ := newRepo(t)
+			cnt := &Counter{}
+			res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{c.path}, Progress: cnt, RawDisks: c.raw})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if w := cnt.Warnings(); len(w) != 1 || !strings.Contains(w[0].Err.Error(), "is a raw disk") {
+				t.Errorf("notices %v, want one saying the qcow2 header of a raw disk was not followed", w)
+			}
+			dst := filepath.Join(t.TempDir(), "dst")
+			if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
+				t.Fatal(err)
+			}
+			want, _ := os.ReadFile(c.path)
+			got, err := os.ReadFile(filepath.Join(dst, c.path))
+			if err != nil || !bytes.Equal(got, want) {
+				t.Errorf("restored raw disk differs from the source (%d bytes, want %d; %v)", len(got), len(want), err)
+			}
+			if bytes.Contains(got, []byte("HOST SECRET")) {
+				t.Errorf("the host file named by the guest's header is in the restored disk")
+			}
+		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -43,6 +44,23 @@ func (a *app) loadInventories(files []string, host string) ([]byte, *drsite.Inve
 		return nil, nil, fmt.Errorf("encode inventory: %w", err)
 	}
 	return b, inv, nil
+}
+
+// rawDisks lists the disk files inv gives as raw, by absolute path: backup
+// reads them as raw whatever header their guest wrote at their start.
+func rawDisks(inv *drsite.Inventory) map[string]bool {
+	if inv == nil {
+		return nil
+	}
+	m := map[string]bool{}
+	for _, vm := range inv.VMs {
+		for _, d := range vm.Disks {
+			if strings.EqualFold(d.Format, "raw") && filepath.IsAbs(d.File) {
+				m[filepath.Clean(d.File)] = true
+			}
+		}
+	}
+	return m
 }
 
 func (a *app) drsiteCmd() *cobra.Command {

@@ -223,6 +223,7 @@ func (a *app) backupCmd() *cobra.Command {
 			o := pipeline.BackupOptions{Host: host, Tags: tags, Paths: args, Progress: cnt, Scan: bar != nil,
 				Workers: a.v.GetInt("workers"), Inventory: inv, Program: "drpipe " + version}
 			o.Flatten, o.NoDiskImages = a.diskBackupFlags(cmd)
+			o.RawDisks = rawDisks(invModel)
 			if stdin {
 				o.Stdin, o.StdinName = a.stdin, stdinName
 			}

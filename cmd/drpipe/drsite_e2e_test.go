@@ -846,3 +846,33 @@ vms:
 		t.Errorf("second run: %d disks, want 4: %+v", len(br.Restored), br.Restored)
 	}
 }
+
+// TestBackupInventoryRawDiskNotProbed: a disk the --inventory gives as
+// raw is backed up as its bytes even when its guest wrote a qcow2 header
+// naming a host file as its backing file.
+func TestBackupInventoryRawDiskNotProbed(t *testing.T) {
+	needTools(t, "qemu-img")
+	e := newEnv(t)
+	secret := filepath.Join(e.dir, "host-secret")
+	os.WriteFile(secret, bytes.Repeat([]byte("HOST SECRET "), 1<<17), 0o600)
+	imgs := filepath.Join(e.dir, "images")
+	os.MkdirAll(imgs, 0o755)
+	disk := filepath.Join(imgs, "guest.img")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", secret, "-F", "raw", disk, "2M").CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img: %v %s", err, out)
+	}
+	os.Truncate(disk, 2<<20)
+	inv := filepath.Join(e.dir, "inv.yaml")
+	os.WriteFile(inv, []byte(fmt.Sprintf("host: hv01\nvms:\n  - {name: guest, vcpus: 1, memory: 1GiB, disks: [{file: %s, format: raw, size: 2MiB}]}\n", disk)), 0o644)
+	r := e.initRepo()
+	res := e.run("backup", "--repo", r, "--host", "hv01", "--inventory", inv, imgs)
+	if res.code != 0 || !strings.Contains(res.stderr, "is a raw disk (the VM inventory gives it as raw)") {
+		t.Fatalf("backup: exit %d\n%s", res.code, res.stderr)
+	}
+	dst := filepath.Join(e.dir, "dst")
+	e.ok("restore", "--repo", r, "--target", dst, "latest")
+	want, _ := os.ReadFile(disk)
+	if got, err := os.ReadFile(filepath.Join(dst, disk)); err != nil || !bytes.Equal(got, want) {
+		t.Errorf("restored raw disk differs from the source (%d bytes, want %d; %v)", len(got), len(want), err)
+	}
+}
