@@ -18,6 +18,7 @@ import (
 
 	"github.com/drpipe/drpipe/pipeline"
 	"github.com/drpipe/drpipe/repo"
+	"github.com/drpipe/drpipe/vmdisk"
 )
 
 // BringupOptions configure Bringup.
@@ -125,8 +126,34 @@ func (t diskTarget) retarget(from string) diskTarget {
 }
 
 // detectImageFormat reads an image's header (and VHD footer): qcow2,
-// vhdx, vhd, vmdk, or raw.
+// vhdx, vhd, vmdk, or raw. Bringup restores disks flattened, so a restored
+// qcow2, VHD or VHDX that names a backing file was a plain file in the
+// snapshot: a raw disk whose guest wrote that header. It is raw (as
+// libvirt takes a disk without a format): declared as an image, the DR
+// hypervisor would open whatever DR host file the header names.
 func detectImageFormat(path string) string {
+	format := detectHeader(path)
+	switch format {
+	case "qcow2", "vhdx", "vhd":
+		f, err := os.Open(path)
+		if err != nil {
+			return "raw"
+		}
+		defer f.Close()
+		l, err := vmdisk.OpenLayer(f, path, vmdisk.Format(format), vmdisk.Limits{})
+		if err != nil {
+			return "raw"
+		}
+		defer l.Close()
+		if l.Info.Backing != "" {
+			return "raw"
+		}
+	}
+	return format
+}
+
+// detectHeader is detectImageFormat by magic numbers alone.
+func detectHeader(path string) string {
 	f, err := os.Open(path)
 	if err != nil {
 		return "raw"

@@ -402,3 +402,29 @@ func TestVMNamesThatLeaveTheirFolder(t *testing.T) {
 		}
 	}
 }
+
+// TestDetectImageFormatBackingIsRaw: bringup restores disks flattened, so
+// a restored image that names a backing file was a raw disk whose guest
+// wrote an image header; declaring it qcow2 would make the DR hypervisor
+// open the DR host file the header names. It is raw.
+func TestDetectImageFormatBackingIsRaw(t *testing.T) {
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Fatal("qemu-img not installed: run 'make deps' (package qemu-utils)")
+	}
+	dir := t.TempDir()
+	plain, over := filepath.Join(dir, "plain.img"), filepath.Join(dir, "over.img")
+	for _, args := range [][]string{
+		{"create", "-q", "-f", "qcow2", plain, "4M"},
+		{"create", "-q", "-f", "qcow2", "-b", "/etc/hostname", "-F", "raw", over, "4M"},
+	} {
+		if out, err := exec.Command("qemu-img", args...).CombinedOutput(); err != nil {
+			t.Fatalf("qemu-img %v: %v\n%s", args, err, out)
+		}
+	}
+	if f := detectImageFormat(plain); f != "qcow2" {
+		t.Errorf("a qcow2 without backing file detected as %q", f)
+	}
+	if f := detectImageFormat(over); f != "raw" {
+		t.Errorf("a restored disk whose header names a backing file detected as %q, want raw", f)
+	}
+}
