@@ -473,14 +473,16 @@ func openSession(ctx context.Context, c Conn, h Hello, timeout time.Duration) (S
 		return nil, Welcome{}, fmt.Errorf("open control stream to the site: %w", err)
 	}
 	ctl.SetDeadline(time.Now().Add(timeout))
+	stop := context.AfterFunc(ctx, ctl.Abort) // a stalled site does not hold up Ctrl-C
+	defer stop()
 	if err := WriteFrame(ctl, FrameHello, h.encode()); err != nil {
 		ctl.Abort()
-		return nil, Welcome{}, fmt.Errorf("session with the site: %w", err)
+		return nil, Welcome{}, fmt.Errorf("session with the site: %w", cancelCause(ctx, err))
 	}
 	f, err := readReply(ctl, FrameWelcome)
 	if err != nil {
 		ctl.Abort()
-		return nil, Welcome{}, fmt.Errorf("session with the site: %w", err)
+		return nil, Welcome{}, fmt.Errorf("session with the site: %w", cancelCause(ctx, err))
 	}
 	w, err := decodeWelcome(f.Payload)
 	if err != nil {
@@ -489,6 +491,15 @@ func openSession(ctx context.Context, c Conn, h Hello, timeout time.Duration) (S
 	}
 	ctl.SetDeadline(time.Time{})
 	return ctl, w, nil
+}
+
+// cancelCause is err, or the reason ctx ended when it has: a stream
+// aborted because ctx ended fails with a reset, which would hide that.
+func cancelCause(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	return err
 }
 
 // readReply reads one frame and turns an Error frame into a RemoteError.
@@ -531,6 +542,8 @@ func exchangeOffers(ctx context.Context, ctl Stream, offers []Offer, timeout tim
 	}
 	defer ctl.SetDeadline(time.Time{})
 	ctl.SetDeadline(time.Now().Add(timeout))
+	stop := context.AfterFunc(ctx, ctl.Abort) // a stalled site does not hold up Ctrl-C
+	defer stop()
 	werr := make(chan error, 1)
 	go func() {
 		for _, m := range offers {
@@ -556,15 +569,15 @@ func exchangeOffers(ctx context.Context, ctl Stream, offers []Offer, timeout tim
 			ctl.Abort() // unblocks the writer
 			var re *RemoteError
 			if werr := <-werr; werr != nil && !errors.As(err, &re) {
-				return nil, werr // the write failed first: the cause
+				return nil, cancelCause(ctx, werr) // the write failed first: the cause
 			}
-			return nil, fmt.Errorf("offer %d %s objects: %w", len(m.Entries), m.Type, err)
+			return nil, fmt.Errorf("offer %d %s objects: %w", len(m.Entries), m.Type, cancelCause(ctx, err))
 		}
 		// Each answer proves the site alive: extend the deadline.
 		ctl.SetDeadline(time.Now().Add(timeout))
 	}
 	if err := <-werr; err != nil {
-		return nil, err
+		return nil, cancelCause(ctx, err)
 	}
 	return out, nil
 }
@@ -576,6 +589,8 @@ func exchangeSeals(ctx context.Context, ctl Stream, types []tiers.Type, timeout 
 	}
 	ctl.SetDeadline(time.Now().Add(timeout))
 	defer ctl.SetDeadline(time.Time{})
+	stop := context.AfterFunc(ctx, ctl.Abort) // a stalled site does not hold up Ctrl-C
+	defer stop()
 	var b bytes.Buffer
 	for _, t := range types {
 		if err := WriteFrame(&b, FrameSeal, Seal{Type: t}.encode()); err != nil {
@@ -583,12 +598,12 @@ func exchangeSeals(ctx context.Context, ctl Stream, types []tiers.Type, timeout 
 		}
 	}
 	if _, err := ctl.Write(b.Bytes()); err != nil {
-		return fmt.Errorf("seal %v: %w", types, err)
+		return fmt.Errorf("seal %v: %w", types, cancelCause(ctx, err))
 	}
 	for _, t := range types {
 		f, err := readReply(ctl, FrameSealed)
 		if err != nil {
-			return fmt.Errorf("seal %s: %w", t, err)
+			return fmt.Errorf("seal %s: %w", t, cancelCause(ctx, err))
 		}
 		m, err := decodeSealed(f.Payload)
 		if err != nil {

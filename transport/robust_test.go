@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"path/filepath"
 	"strings"
@@ -132,5 +133,40 @@ func TestClientTLSBundleByName(t *testing.T) {
 	// Another name is still refused: the bundle is not that primary's.
 	if _, _, err := ClientTLS(res.ClientBundle, "hv02"); err == nil {
 		t.Error("ClientTLS(bundle of hv01, \"hv02\") succeeded")
+	}
+}
+
+// TestReplicateCancelWhileSiteStalls: Ctrl-C ends a replication whose
+// site stopped answering on the control stream (while opening the
+// session, or with offers in flight) at once, not after
+// ReplicateOptions.Timeout.
+func TestReplicateCancelWhileSiteStalls(t *testing.T) {
+	p := newPrimary(t)
+	p.backup("h", 3, 1<<16)
+	for _, stallAt := range []string{"welcome", "want"} {
+		t.Run(stallAt, func(t *testing.T) {
+			client, server, link := pipePair("primary", -1)
+			defer link.close(nil)
+			go func() {
+				st, err := server.AcceptStream(context.Background())
+				if err != nil {
+					return
+				}
+				if _, err := ReadFrame(st); err != nil { // Hello
+					return
+				}
+				if stallAt == "want" {
+					WriteFrame(st, FrameWelcome, Welcome{SiteName: "dr", MaxObjectSize: 1 << 31, Session: SessionID{1: 1}}.encode())
+				}
+				io.Copy(io.Discard, st) // reads on, never answers
+			}()
+			ctx, cancel := context.WithCancel(context.Background())
+			time.AfterFunc(200*time.Millisecond, cancel)
+			start := time.Now()
+			_, err := Replicate(ctx, client, p.be, ReplicateOptions{Timeout: time.Minute})
+			if d := time.Since(start); d > 10*time.Second || !errors.Is(err, context.Canceled) {
+				t.Errorf("replicate cancelled while the site stalls: %v after %v; want context.Canceled at once", err, d.Round(time.Millisecond))
+			}
+		})
 	}
 }
