@@ -153,8 +153,7 @@ type dirNode struct {
 	node  *repo.Node
 	mtime time.Time
 
-	once  sync.Once
-	err   error
+	mu    sync.Mutex // guards the load; kids and names never change once set
 	names []string
 	kids  map[string]entry
 }
@@ -174,36 +173,45 @@ var (
 	_ gofs.NodeListxattrer = (*specialNode)(nil)
 )
 
+// load reads the directory's tree once it is first needed. A failed load
+// is not remembered: ctx is the request's, which the kernel interrupts
+// when a signal reaches the reading process (a Ctrl-C, or the Go
+// runtime's preemption signal in a Go reader), and the next request must
+// not find the directory failed for good.
 func (d *dirNode) load(ctx context.Context) error {
-	d.once.Do(func() {
-		t, err := d.m.r.LoadTree(ctx, d.tree)
-		if err != nil {
-			d.err = err
-			d.m.report(d.path, err)
-			return
-		}
-		d.kids = map[string]entry{}
-		for _, n := range t.Nodes {
-			if n.Name == "" || n.Name == "." || n.Name == ".." || strings.ContainsAny(n.Name, "/\x00") || n.Type == repo.NodeSocket {
-				continue
-			}
-			if n.Disk != nil {
-				d.add(n.Name+".raw", entry{n: n, disk: true})
-				continue
-			}
-			d.add(n.Name, entry{n: n})
-		}
-		sort.Strings(d.names)
-	})
-	return d.err
-}
-
-func (d *dirNode) add(name string, e entry) {
-	if _, dup := d.kids[name]; dup {
-		return
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.kids != nil {
+		return nil
 	}
-	d.kids[name] = e
-	d.names = append(d.names, name)
+	t, err := d.m.r.LoadTree(ctx, d.tree)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.m.report(d.path, err)
+		}
+		return err
+	}
+	kids := map[string]entry{}
+	var names []string
+	add := func(name string, e entry) {
+		if _, dup := kids[name]; !dup {
+			kids[name] = e
+			names = append(names, name)
+		}
+	}
+	for _, n := range t.Nodes {
+		if n.Name == "" || n.Name == "." || n.Name == ".." || strings.ContainsAny(n.Name, "/\x00") || n.Type == repo.NodeSocket {
+			continue
+		}
+		if n.Disk != nil {
+			add(n.Name+".raw", entry{n: n, disk: true})
+			continue
+		}
+		add(n.Name, entry{n: n})
+	}
+	sort.Strings(names)
+	d.kids, d.names = kids, names
+	return nil
 }
 
 func (m *mfs) report(path string, err error) {
@@ -249,10 +257,11 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		if e.n.Subtree != nil {
 			sub = *e.n.Subtree
 		}
-		emb = &dirNode{m: d.m, root: d.root, tree: sub, path: cp, node: e.n}
+		dn := &dirNode{m: d.m, root: d.root, tree: sub, path: cp, node: e.n}
 		if e.n.Subtree == nil {
-			emb.(*dirNode).once.Do(func() { emb.(*dirNode).kids = map[string]entry{} })
+			dn.kids = map[string]entry{} // empty: nothing to load
 		}
+		emb = dn
 	case e.n.Type == repo.NodeSymlink:
 		emb = &gofs.MemSymlink{Data: []byte(e.n.LinkTarget)}
 	case e.n.Type == repo.NodeFile:
