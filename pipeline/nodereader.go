@@ -146,9 +146,10 @@ type cacheEntry struct {
 }
 
 type loadCall struct {
-	done chan struct{}
-	data []byte
-	err  error
+	done     chan struct{}
+	data     []byte
+	err      error
+	canceled bool // err came from the loading caller's context ending
 }
 
 // NewBlobCache returns a cache holding up to maxBytes of blobs of r.
@@ -158,20 +159,35 @@ func NewBlobCache(r *repo.Repository, maxBytes int64) *BlobCache {
 
 // Get returns data blob x (the slice must not be modified).
 func (c *BlobCache) Get(ctx context.Context, x id.ID) ([]byte, error) {
+	for {
+		d, again, err := c.get(ctx, x)
+		if !again {
+			return d, err
+		}
+	}
+}
+
+// get is one attempt of Get. again is set when the load it waited for
+// ended with its own caller's cancellation (another FUSE request,
+// interrupted), which is not this caller's failure: it tries again.
+func (c *BlobCache) get(ctx context.Context, x id.ID) (d []byte, again bool, err error) {
 	c.mu.Lock()
 	if el, ok := c.m[x]; ok {
 		c.lru.MoveToFront(el)
 		d := el.Value.(*cacheEntry).data
 		c.mu.Unlock()
-		return d, nil
+		return d, false, nil
 	}
 	if call, ok := c.inflight[x]; ok {
 		c.mu.Unlock()
 		select {
 		case <-call.done:
-			return call.data, call.err
+			if call.err != nil && call.canceled && ctx.Err() == nil {
+				return nil, true, nil
+			}
+			return call.data, false, call.err
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, false, ctx.Err()
 		}
 	}
 	call := &loadCall{done: make(chan struct{})}
@@ -179,6 +195,7 @@ func (c *BlobCache) Get(ctx context.Context, x id.ID) ([]byte, error) {
 	c.mu.Unlock()
 
 	call.data, call.err = c.r.LoadBlob(ctx, repo.DataBlob, x, nil)
+	call.canceled = call.err != nil && ctx.Err() != nil
 	c.mu.Lock()
 	delete(c.inflight, x)
 	if call.err == nil {
@@ -194,5 +211,5 @@ func (c *BlobCache) Get(ctx context.Context, x id.ID) ([]byte, error) {
 	}
 	c.mu.Unlock()
 	close(call.done)
-	return call.data, call.err
+	return call.data, false, call.err
 }

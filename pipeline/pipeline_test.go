@@ -5,14 +5,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -434,4 +437,76 @@ func TestBackupBothQueuesOneWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 	compare(t, src, filepath.Join(dst, src))
+}
+
+// gatedBackend holds data-object loads while gate is set, until release
+// is closed or the load's context ends; entered is told of each held load.
+type gatedBackend struct {
+	tiers.Backend
+	gate    atomic.Bool
+	release chan struct{}
+	entered chan struct{}
+}
+
+func (g *gatedBackend) Load(ctx context.Context, h tiers.Handle, off, n int64, fn func(io.Reader) error) error {
+	if h.Type == tiers.TypeData && g.gate.Load() {
+		g.entered <- struct{}{}
+		select {
+		case <-g.release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return g.Backend.Load(ctx, h, off, n, fn)
+}
+
+// TestBlobCacheLeaderCancelled: a mount's concurrent reads of one blob
+// share its load. When the request that started the load is interrupted
+// (its context ends), the others must load the blob themselves, not fail
+// with its cancellation (EIO in the mount).
+func TestBlobCacheLeaderCancelled(t *testing.T) {
+	ctx := context.Background()
+	local, err := tiers.NewLocal(filepath.Join(t.TempDir(), "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := &gatedBackend{Backend: local, release: make(chan struct{}), entered: make(chan struct{}, 4)}
+	r, err := repo.Init(ctx, be, repo.InitOptions{EC: erasure.Params{K: 3, M: 2}, PackSize: 1 << 20},
+		repo.Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: fastKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	src := t.TempDir()
+	data := bytes.Repeat([]byte("blob cache "), 1000)
+	os.WriteFile(filepath.Join(src, "f"), data, 0o644)
+	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := FindNode(ctx, r, res.Snapshot.Tree, filepath.Join(src, "f"))
+	if err != nil || len(n.Content) != 1 {
+		t.Fatalf("node of f: %+v, %v", n, err)
+	}
+	c := NewBlobCache(r, 1<<20)
+	be.gate.Store(true)
+	leader, cancel := context.WithCancel(ctx)
+	lerr := make(chan error, 1)
+	go func() { _, err := c.Get(leader, n.Content[0].ID); lerr <- err }()
+	<-be.entered
+	type got struct {
+		d   []byte
+		err error
+	}
+	ferr := make(chan got, 1)
+	go func() { d, err := c.Get(ctx, n.Content[0].ID); ferr <- got{d, err} }()
+	time.Sleep(50 * time.Millisecond) // the follower waits on the leader's load
+	cancel()
+	if err := <-lerr; !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled leader: %v", err)
+	}
+	close(be.release)
+	if g := <-ferr; g.err != nil || !bytes.Equal(g.d, data) {
+		t.Errorf("follower of a cancelled load: %d bytes, %v; want the blob", len(g.d), g.err)
+	}
 }
