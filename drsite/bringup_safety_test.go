@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -426,5 +427,55 @@ func TestDetectImageFormatBackingIsRaw(t *testing.T) {
 	}
 	if f := detectImageFormat(over); f != "raw" {
 		t.Errorf("a restored disk whose header names a backing file detected as %q, want raw", f)
+	}
+}
+
+// TestHyperVDiskSlots: a libvirt VM's virtio disks all read as controller
+// 0, location 0; on a Hyper-V DR host each must get its own slot, a
+// generation 1 VM its boot disk and DVD drive on IDE (it boots only from
+// IDE), and SCSI controllers beyond the first must be added.
+func TestHyperVDiskSlots(t *testing.T) {
+	for _, c := range []struct {
+		name, vm string
+		want     []string
+	}{
+		{"libvirt virtio disks, BIOS", `  - name: kvm1
+    vcpus: 1
+    memory: 1GiB
+    disks:
+      - {file: /img/data.qcow2, format: qcow2, size: 1GiB, controller: virtio}
+      - {file: /img/root.qcow2, format: qcow2, size: 1GiB, controller: virtio, boot_order: 1}
+      - {file: /img/logs.qcow2, format: qcow2, size: 1GiB, controller: virtio}
+      - {file: /img/tools.iso, format: raw, device: cdrom, controller: sata}
+`, []string{"HardDisk SCSI 0 0 data", "HardDisk IDE 0 0 root", "HardDisk SCSI 0 1 logs", "Dvd IDE 0 1 tools"}},
+		{"Hyper-V generation 2 with a second SCSI controller", `  - name: hv2
+    vcpus: 1
+    memory: 1GiB
+    generation: 2
+    disks:
+      - {file: 'C:\VMs\os.vhdx', format: vhdx, size: 1GiB, controller: scsi, boot_order: 1}
+      - {file: 'C:\VMs\db.vhdx', format: vhdx, size: 1GiB, controller: scsi, controller_index: 1, unit: 0}
+`, []string{"HardDisk SCSI 0 0 os", "HardDisk SCSI 1 0 db"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := planFrom(t, "hosts:\n  - {name: dr-hv, kind: hyperv, vcpus: 8, memory: 16GiB, storage: 1TiB}\n", "vms:\n"+c.vm)
+			res, err := Bringup(context.Background(), nil, p, BringupOptions{Out: t.TempDir(), NoRestore: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, _ := os.ReadFile(res.Hosts[0].Script)
+			re := regexp.MustCompile(`Add-VM(HardDisk|Dvd)Drive -VMName '[^']*' -ControllerType (\w+) -ControllerNumber (\d+) -ControllerLocation (\d+) -Path \(Join-Path \$ImageRoot '[^']*\\(\w+)\.\w+'\)`)
+			var got []string
+			for _, m := range re.FindAllStringSubmatch(string(s), -1) {
+				got = append(got, strings.Join(m[1:], " "))
+			}
+			if strings.Join(got, "; ") != strings.Join(c.want, "; ") {
+				t.Errorf("disk slots %q, want %q", got, c.want)
+			}
+			scsi := strings.Contains(string(s), "Add-VMScsiController")
+			if want := strings.Contains(strings.Join(c.want, " "), "SCSI"); scsi != want {
+				t.Errorf("SCSI controllers added: %v, want %v:\n%s", scsi, want, s)
+			}
+		})
 	}
 }

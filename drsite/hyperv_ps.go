@@ -178,6 +178,66 @@ function Test-DrCheck([string]$Check, [int]$Timeout) {
 	return []byte(strings.ReplaceAll(b.String(), "\n", "\r\n"))
 }
 
+// hvSlot is where a disk goes on a Hyper-V VM: controller type, number
+// and location.
+type hvSlot struct {
+	ct       string // IDE or SCSI
+	num, loc int
+}
+
+// hvDiskSlots gives each disk of vm a distinct Hyper-V slot. A disk keeps
+// its source controller number and location when it came from the same
+// kind of controller and the slot is free; others (virtio, SATA or NVMe
+// disks of a libvirt VM, which all read as controller 0, location 0) take
+// the next free slot. A generation 1 VM boots only from IDE, and takes
+// DVD drives only there, so its boot disk (lowest boot order, else the
+// first disk) and its DVD drives go on IDE.
+func hvDiskSlots(vm *VM, gen int) []hvSlot {
+	boot, bestOrder := -1, 0
+	for i, d := range vm.Disks {
+		if d.Device == "cdrom" {
+			continue
+		}
+		if boot < 0 || d.BootOrder > 0 && (bestOrder == 0 || d.BootOrder < bestOrder) {
+			boot = i
+			if d.BootOrder > 0 {
+				bestOrder = d.BootOrder
+			}
+		}
+	}
+	limits := map[string][2]int{"IDE": {2, 2}, "SCSI": {4, 64}}
+	used := map[hvSlot]bool{}
+	free := func(ct string) (hvSlot, bool) {
+		l := limits[ct]
+		for n := 0; n < l[0]; n++ {
+			for k := 0; k < l[1]; k++ {
+				if sl := (hvSlot{ct, n, k}); !used[sl] {
+					return sl, true
+				}
+			}
+		}
+		return hvSlot{}, false
+	}
+	out := make([]hvSlot, len(vm.Disks))
+	for i, d := range vm.Disks {
+		ct := "SCSI"
+		if gen == 1 && (d.Controller == "ide" || d.Device == "cdrom" || i == boot) {
+			ct = "IDE"
+		}
+		sl := hvSlot{ct, d.ControllerIndex, d.Unit}
+		l := limits[ct]
+		if strings.ToLower(d.Controller) != strings.ToLower(ct) || sl.num >= l[0] || sl.loc >= l[1] || used[sl] {
+			var ok bool
+			if sl, ok = free(ct); !ok {
+				sl, _ = free("SCSI") // IDE is full: the disk still attaches
+			}
+		}
+		used[sl] = true
+		out[i] = sl
+	}
+	return out
+}
+
 func writePSVM(b *strings.Builder, vm *VM) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	name := psq(vm.Name)
@@ -214,13 +274,20 @@ func writePSVM(b *strings.Builder, vm *VM) {
 	}
 	first := ""
 	bestOrder := 0
-	for _, d := range vm.Disks {
-		ct := "SCSI"
-		if d.Controller == "ide" && gen == 1 {
-			ct = "IDE"
+	slots := hvDiskSlots(vm, gen)
+	scsi := 0 // SCSI controllers the disks need
+	for _, sl := range slots {
+		if sl.ct == "SCSI" {
+			scsi = max(scsi, sl.num+1)
 		}
+	}
+	if scsi > 0 {
+		w("    while (@(Get-VMScsiController -VMName %s).Count -lt %d) { Add-VMScsiController -VMName %s }\n", name, scsi, name)
+	}
+	for i, d := range vm.Disks {
 		path := "(Join-Path $ImageRoot " + psq(d.File) + ")"
-		loc := fmt.Sprintf("-ControllerType %s -ControllerNumber %d -ControllerLocation %d", ct, d.ControllerIndex, d.Unit)
+		sl := slots[i]
+		loc := fmt.Sprintf("-ControllerType %s -ControllerNumber %d -ControllerLocation %d", sl.ct, sl.num, sl.loc)
 		if d.Device == "cdrom" {
 			w("    Add-VMDvdDrive -VMName %s %s -Path %s\n", name, loc, path)
 			continue

@@ -823,7 +823,8 @@ vms:
 		t.Errorf("hvvm domain:\n%s", x)
 	}
 	ps, _ := os.ReadFile(filepath.Join(out, "dr-hv", "bringup.ps1"))
-	if !strings.Contains(string(ps), `Add-VMHardDiskDrive -VMName 'kvmvm' -ControllerType SCSI -ControllerNumber 0 -ControllerLocation 0 -Path (Join-Path $ImageRoot 'kvmvm\web.vhdx')`) {
+	// kvmvm has BIOS firmware: generation 1, which boots only from IDE.
+	if !strings.Contains(string(ps), `Add-VMHardDiskDrive -VMName 'kvmvm' -ControllerType IDE -ControllerNumber 0 -ControllerLocation 0 -Path (Join-Path $ImageRoot 'kvmvm\web.vhdx')`) {
 		t.Errorf("bringup.ps1:\n%s", ps)
 	}
 	if strings.Join(br.Started, ",") != "hvvm,nofmt,nofmt2" {
