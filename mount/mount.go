@@ -13,7 +13,8 @@
 //	.../<file>                    files, directories, symlinks as they were
 //	.../<image>.raw               each VM disk image that backup recognised
 //	                              (repo.Node.Disk), as its flattened raw
-//	                              virtual disk
+//	                              virtual disk (<image>.2.raw, .3.raw ...
+//	                              when the snapshot has a file of that name)
 //
 // Snapshots are listed when the file system is mounted; a snapshot's trees
 // are loaded when first looked at. File content is read on demand from the
@@ -199,15 +200,26 @@ func (d *dirNode) load(ctx context.Context) error {
 			names = append(names, name)
 		}
 	}
+	var disks []*repo.Node
 	for _, n := range t.Nodes {
 		if n.Name == "" || n.Name == "." || n.Name == ".." || strings.ContainsAny(n.Name, "/\x00") || n.Type == repo.NodeSocket {
 			continue
 		}
 		if n.Disk != nil {
-			add(n.Name+".raw", entry{n: n, disk: true})
+			disks = append(disks, n)
 			continue
 		}
 		add(n.Name, entry{n: n})
+	}
+	// Raw views after the entries of the snapshot, so that a view never
+	// hides a file of the same name (web.qcow2 next to a kept export
+	// web.qcow2.raw): the view is then web.qcow2.2.raw, and so on.
+	for _, n := range disks {
+		name := n.Name + ".raw"
+		for i := 2; kids[name].n != nil; i++ {
+			name = fmt.Sprintf("%s.%d.raw", n.Name, i)
+		}
+		add(name, entry{n: n, disk: true})
 	}
 	sort.Strings(names)
 	d.kids, d.names = kids, names
