@@ -129,6 +129,18 @@ func (r *Repository) Repair(ctx context.Context, o CheckOptions) (*RepairReport,
 	if n := chk.UnreadableIndexes - rep.IndexesReplaced; n > 0 {
 		return rep, fmt.Errorf("%d unreadable index objects left in place, because they may not be damaged (drpipe check says why: upgrade drpipe if a newer one wrote them, retry after a storage error)", n)
 	}
+	// Damage outside the packs (a snapshot whose tree does not load, a
+	// chunk in no index) is not fixed by rewriting shards, though the
+	// re-indexing may have: check again, without reading the data.
+	if len(chk.Errors) > 0 || chk.MissingBlobs > 0 {
+		after, err := r.Check(ctx, CheckOptions{Workers: o.Workers})
+		if errors.Is(err, ErrCheckFailed) && len(after.Errors) > 0 {
+			return rep, fmt.Errorf("%w: %d problems outside the packs remain, e.g. %s (drpipe check lists them; restore what they touch from another tier)", ErrUnrepairable, len(after.Errors), after.Errors[0])
+		}
+		if err != nil && !errors.Is(err, ErrCheckFailed) {
+			return rep, fmt.Errorf("check after repair: %w", err)
+		}
+	}
 	return rep, nil
 }
 
