@@ -12,12 +12,12 @@ import (
 	"github.com/drpipe/drpipe/tiers"
 )
 
-// TestReviewCheckReadDataComparesIndexWithPack: an index object whose
+// TestCheckReadDataComparesIndexWithPack: an index object whose
 // entries do not say where the pack holds its blobs (two entries' offsets
 // swapped, as a faulty repack would write them) makes every restore of
 // those blobs fail; check --read-data must not call the repository
 // healthy because the pack itself decodes.
-func TestReviewCheckReadDataComparesIndexWithPack(t *testing.T) {
+func TestCheckReadDataComparesIndexWithPack(t *testing.T) {
 	ctx := context.Background()
 	r := testRepo(t, nil, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20})
 	rng := rand.New(rand.NewPCG(3, 4))

@@ -12,11 +12,11 @@ import (
 	"github.com/drpipe/drpipe/tiers"
 )
 
-// TestReviewRepairFailsOnDamageItCannotFix: check finds a snapshot whose
+// TestRepairFailsOnDamageItCannotFix: check finds a snapshot whose
 // tree is in no index and a file whose chunk is in no index; repair has
 // no shards to rebuild for them, but must not exit 0 ("full success")
 // and leave the operator believing the repository is whole.
-func TestReviewRepairFailsOnDamageItCannotFix(t *testing.T) {
+func TestRepairFailsOnDamageItCannotFix(t *testing.T) {
 	ctx := context.Background()
 	r := testRepo(t, nil, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20})
 	lostChunk := id.Hash([]byte("a chunk whose pack was removed"))
