@@ -147,3 +147,18 @@ func TestWriteEmptyDisk(t *testing.T) {
 		back.Close()
 	}
 }
+
+// TestWriteVHDBeyondItsLimit: a dynamic VHD addresses blocks in 32-bit
+// sectors, so a disk over VHD's 2040 GiB would be written with block
+// offsets that wrap. The writer refuses it, naming the formats that fit.
+func TestWriteVHDBeyondItsLimit(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "big.vhd")
+	src := Source{Size: 2041 << 30, R: bytes.NewReader(nil), Data: []Range{}}
+	_, err := Write(context.Background(), out, src, WriteOptions{Format: VHD})
+	if err == nil || !strings.Contains(err.Error(), "2040 GiB") || !strings.Contains(err.Error(), "VHDX") {
+		t.Errorf("writing a 2041 GiB disk as VHD: %v; want a refusal naming the limit and the other formats", err)
+	}
+	if _, serr := os.Stat(out); serr == nil {
+		t.Errorf("a refused VHD was left at %s", out)
+	}
+}

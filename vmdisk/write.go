@@ -725,6 +725,10 @@ func vhdGeometry(size int64) (cyl, heads, secs int) {
 }
 
 // vhd writes a fixed, dynamic or differencing VHD.
+// vhdMaxSize is the largest virtual disk of a VHD (Hyper-V's and qemu's
+// limit, below the 2 TiB a dynamic VHD's 32-bit sector offsets reach).
+const vhdMaxSize = 2040 << 30
+
 func (w *imgWriter) vhd(p *VHDParams) error {
 	typ := "dynamic"
 	creator := "qem2" // "size from the footer" for qemu and Hyper-V alike
@@ -755,6 +759,11 @@ func (w *imgWriter) vhd(p *VHDParams) error {
 	}
 	if w.src.Size%512 != 0 {
 		return fmt.Errorf("virtual size %d is not a multiple of 512", w.src.Size)
+	}
+	if w.src.Size > vhdMaxSize {
+		// A dynamic VHD addresses its blocks in 32-bit sectors: beyond
+		// 2 TiB of file they would wrap over earlier blocks.
+		return fmt.Errorf("virtual size %d is beyond the VHD format's 2040 GiB: restore this disk as VHDX, qcow2 or raw (--disk-format)", w.src.Size)
 	}
 	layer := w.src.Backing != ""
 	if layer {
