@@ -184,6 +184,14 @@ func (c *Config) Validate() error {
 		if t.StorageClass != "" && classRank(t.StorageClass) < 0 {
 			return fmt.Errorf("%s: unknown storage class %q (use %s)", where, t.StorageClass, strings.Join(StorageClasses, ", "))
 		}
+		if archiveClass(t.StorageClass) {
+			// Tree packs (directory listings) uploaded there could not be
+			// read without a restore, and the tier's prune walks them on
+			// every run: it would fail each time, and hold back the
+			// primary's retention with it.
+			return fmt.Errorf("%s: storage_class %s is an archive class, whose objects cannot be read without a restore; the tier's prune must read its directory listings: "+
+				"set storage_class to STANDARD, STANDARD_IA or GLACIER_IR and add transitions: [{after: 1d, class: %s}], which move file data there and keep the listings readable", where, t.StorageClass, t.StorageClass)
+		}
 		if len(t.Transitions) > 0 && t.Kind != KindS3 {
 			return fmt.Errorf("%s: transitions are only for s3 tiers", where)
 		}

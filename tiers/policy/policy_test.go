@@ -278,6 +278,8 @@ func TestConfigValidation(t *testing.T) {
 			{Name: "c", Kind: policy.KindS3, Location: "s3://b", Keep: policy.Keep{Daily: 1}, Transitions: []policy.Transition{{After: "90d", Class: "GLACIER"}, {After: "30d", Class: "DEEP_ARCHIVE"}}}}}, "not later"},
 		{"colder", policy.Config{Tiers: []policy.Tier{{Name: "h", Kind: policy.KindPrimary, Keep: policy.Keep{Daily: 1}},
 			{Name: "c", Kind: policy.KindS3, Location: "s3://b", Keep: policy.Keep{Daily: 1}, Transitions: []policy.Transition{{After: "30d", Class: "STANDARD"}}}}}, "not colder"},
+		{"archive class for new data", policy.Config{Tiers: []policy.Tier{{Name: "h", Kind: policy.KindPrimary, Keep: policy.Keep{Daily: 1}},
+			{Name: "c", Kind: policy.KindS3, Location: "s3://b", Keep: policy.Keep{Daily: 1}, StorageClass: "DEEP_ARCHIVE"}}}, "transitions: [{after: 1d, class: DEEP_ARCHIVE}]"},
 		{"tape needs pool", policy.Config{Tiers: []policy.Tier{{Name: "h", Kind: policy.KindPrimary, Keep: policy.Keep{Daily: 1}}, {Name: "t", Kind: policy.KindTape, Keep: policy.Keep{Daily: 1}}}}, "library and pool"},
 		{"unknown price key", policy.Config{Prices: map[string]float64{"glacier_deep": 0.001}, Tiers: []policy.Tier{{Name: "h", Kind: policy.KindPrimary, Keep: policy.Keep{Daily: 1}}}}, `unknown key "glacier_deep"`},
 		{"negative price", policy.Config{Prices: map[string]float64{"site": -1}, Tiers: []policy.Tier{{Name: "h", Kind: policy.KindPrimary, Keep: policy.Keep{Daily: 1}}}}, "negative price"},
@@ -286,5 +288,11 @@ func TestConfigValidation(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want an error containing %q", tc.name, err, tc.want)
 		}
+	}
+	// What the archive-class refusal suggests is valid.
+	ok := policy.Config{Tiers: []policy.Tier{{Name: "h", Kind: policy.KindPrimary, Keep: policy.Keep{Daily: 1}},
+		{Name: "c", Kind: policy.KindS3, Location: "s3://b", Keep: policy.Keep{Daily: 1}, StorageClass: "STANDARD", Transitions: []policy.Transition{{After: "1d", Class: "DEEP_ARCHIVE"}}}}}
+	if err := ok.Validate(); err != nil {
+		t.Errorf("the suggested transition: %v", err)
 	}
 }
