@@ -3,6 +3,7 @@ package drsite
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -130,7 +132,10 @@ func (t diskTarget) retarget(from string) diskTarget {
 // qcow2, VHD or VHDX that names a backing file was a plain file in the
 // snapshot: a raw disk whose guest wrote that header. It is raw (as
 // libvirt takes a disk without a format): declared as an image, the DR
-// hypervisor would open whatever DR host file the header names.
+// hypervisor would open whatever DR host file the header names. An image
+// vmdisk cannot read (a VHDX whose log is not empty, an encrypted qcow2)
+// keeps its header's format unless its header names a backing file:
+// qemu-img and Hyper-V read what vmdisk does not.
 func detectImageFormat(path string) string {
 	format := detectHeader(path)
 	switch format {
@@ -142,7 +147,10 @@ func detectImageFormat(path string) string {
 		defer f.Close()
 		l, err := vmdisk.OpenLayer(f, path, vmdisk.Format(format), vmdisk.Limits{})
 		if err != nil {
-			return "raw"
+			if headerNamesBacking(f, format) {
+				return "raw"
+			}
+			return format
 		}
 		defer l.Close()
 		if l.Info.Backing != "" {
@@ -150,6 +158,31 @@ func detectImageFormat(path string) string {
 		}
 	}
 	return format
+}
+
+// headerNamesBacking reads, from the fixed fields alone, whether a qcow2
+// header has a backing file offset or a VHD footer says differencing.
+func headerNamesBacking(f *os.File, format string) bool {
+	b := make([]byte, 512)
+	switch format {
+	case "qcow2":
+		if _, err := f.ReadAt(b[:20], 0); err != nil {
+			return true
+		}
+		return binary.BigEndian.Uint64(b[8:]) != 0 || binary.BigEndian.Uint32(b[16:]) != 0
+	case "vhd":
+		st, err := f.Stat()
+		if err != nil {
+			return true
+		}
+		for _, off := range []int64{st.Size() - 512, 0} {
+			if _, err := f.ReadAt(b, off); err == nil && string(b[:8]) == "conectix" {
+				return binary.BigEndian.Uint32(b[60:]) == 4 // differencing
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // detectHeader is detectImageFormat by magic numbers alone.
@@ -339,20 +372,42 @@ func Bringup(ctx context.Context, r *repo.Repository, p *Plan, o BringupOptions)
 			h := c.Host(v.DRHost)
 			targets[v.Name] = map[string]diskTarget{}
 			taken := map[string]bool{} // image names of the VM, lower-case (NTFS)
-			for _, d := range v.VM.Disks {
+			// Disks with a format first: a disk without one may take
+			// another name once its header is read, and yields.
+			disks := slices.Clone(v.VM.Disks)
+			for i := range disks {
+				disks[i].Format = v.VM.DiskFormat(disks[i])
+			}
+			slices.SortStableFunc(disks, func(a, b Disk) int { return cmpBool(a.Format == "", b.Format == "") })
+			for _, d := range disks {
 				format, conv := targetFormat(h.Kind, d.Format)
 				base := winBaseOrUnix(d.File)
 				if conv {
 					base = strings.TrimSuffix(base, filepath.Ext(base)) + "." + format
 				}
+				// The names the image can have: a disk without a format
+				// takes the name of the format its header gives
+				// (disk.img holding a VHDX becomes disk.qcow2).
+				names := func(b string) []string {
+					n := []string{strings.ToLower(b)}
+					if d.Format == "" {
+						for _, f := range detectedFormats {
+							c := diskTarget{final: b, format: format, conv: conv, kind: h.Kind}.retarget(f)
+							n = append(n, strings.ToLower(filepath.Base(c.final)))
+						}
+					}
+					return n
+				}
 				// Disks with the same file name in different source
 				// directories (data.vhdx on D: and on E:) get their own
 				// images: data.vhdx, data-2.vhdx.
 				ext := filepath.Ext(base)
-				for k, stem := 2, strings.TrimSuffix(base, ext); taken[strings.ToLower(base)]; k++ {
+				for k, stem := 2, strings.TrimSuffix(base, ext); slices.ContainsFunc(names(base), func(n string) bool { return taken[n] }); k++ {
 					base = fmt.Sprintf("%s-%d%s", stem, k, ext)
 				}
-				taken[strings.ToLower(base)] = true
+				for _, n := range names(base) {
+					taken[n] = true
+				}
 				local := filepath.Join(ho.Dir, "images", v.Name, base)
 				ref := local
 				switch h.Kind {
@@ -617,12 +672,25 @@ func restoreGroup(ctx context.Context, r *repo.Repository, vms []*PlannedVM, tar
 	return nil
 }
 
+// detectedFormats are the formats detectImageFormat gives.
+var detectedFormats = []string{"qcow2", "vhdx", "vhd", "vmdk", "raw"}
+
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
+}
+
 // placedDetected returns the target of a disk without a format in the
 // inventory as an earlier run placed it: under the name for the format
 // its header gave, which differs when the image was converted (a VHDX
 // on a libvirt host becomes NAME.qcow2). Without such an image, t.
 func placedDetected(t diskTarget) diskTarget {
-	for _, f := range []string{"qcow2", "vhdx", "vhd", "vmdk", "raw"} {
+	for _, f := range detectedFormats {
 		c := t.retarget(f)
 		if c.final == t.final {
 			continue
@@ -637,7 +705,7 @@ func placedDetected(t diskTarget) diskTarget {
 func sourceFormat(vm *VM, file string) string {
 	for _, d := range vm.Disks {
 		if d.File == file {
-			return d.Format
+			return vm.DiskFormat(d)
 		}
 	}
 	return ""

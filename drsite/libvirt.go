@@ -528,7 +528,7 @@ func lvDiskToModel(file, field string, x *lvDisk, w *warnings) (Disk, bool, erro
 		}
 	}
 	if d.Format == "" {
-		w.add(field+"/driver/@type", "disk %s has no format (driver type); bringup detects it from the restored image header", d.File)
+		w.add(field+"/driver/@type", "disk %s has no format (driver type): libvirt reads it as raw, and so do backup and bringup", d.File)
 	}
 	if x.Target != nil {
 		d.Target, d.Controller = x.Target.Dev, x.Target.Bus

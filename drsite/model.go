@@ -575,6 +575,17 @@ func (inv *Inventory) Validate(file string) error {
 	return errors.Join(errs...)
 }
 
+// DiskFormat is the format d is read in: its own, or raw for a libvirt
+// disk without one (libvirt reads a disk whose driver gives no type as
+// raw; it has not probed formats since CVE-2010-2237), so its guest
+// writes every byte of it, an image header too. "" when unknown.
+func (vm *VM) DiskFormat(d Disk) string {
+	if d.Format == "" && vm.Source == "libvirt" && d.Device != "cdrom" && d.Device != "floppy" {
+		return "raw"
+	}
+	return d.Format
+}
+
 // fileNameOK says whether a VM name can name the VM's files at the DR
 // site (domains/NAME.xml, images/NAME/) without leaving their folder: a
 // name from a compromised source host must not write elsewhere when the

@@ -524,11 +524,18 @@ func (p *Plan) reIP() {
 						v.Blocked = true
 						continue
 					}
-					// translate keeps the offset from the subnet's
-					// start, so the address's own subnet keeps its size,
-					// within the DR subnet: a /24 under a /16 rule mapped
-					// to a /24 (or to a /8) stays a /24.
-					np = netip.PrefixFrom(na, max(pf.Bits(), r.to.Bits()))
+					// An address whose subnet is the rule's source (or
+					// wider) moves into the DR subnet, whose size it takes
+					// (the rule's gateway may be anywhere in it). One in
+					// a smaller subnet of the source keeps that subnet's
+					// size, as translate keeps the offset from the
+					// subnet's start, within the DR subnet: a /24 under a
+					// /16 rule mapped to a /24 (or to a /8) stays a /24.
+					bits := r.to.Bits()
+					if pf.Bits() > r.from.Bits() {
+						bits = max(pf.Bits(), r.to.Bits())
+					}
+					np = netip.PrefixFrom(na, bits)
 					if r.gateway.IsValid() {
 						if na.Is4() && r.gateway.Is4() {
 							pn.Gateway4 = r.gateway.String()

@@ -325,7 +325,13 @@ func OpenFile(f *os.File, path string, lim Limits) (*Disk, error) {
 			}
 			seen[k] = ppath
 		}
-		p, err := OpenLayer(pf, ppath, "", lim)
+		// A parent the image records as raw is read as raw, as qemu
+		// does: its guest wrote every byte of it, an image header too.
+		var pformat Format
+		if cur.Info.BackingFormat == Raw {
+			pformat = Raw
+		}
+		p, err := OpenLayer(pf, ppath, pformat, lim)
 		if err != nil {
 			pf.Close()
 			d.Close()

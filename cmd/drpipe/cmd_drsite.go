@@ -46,8 +46,9 @@ func (a *app) loadInventories(files []string, host string) ([]byte, *drsite.Inve
 	return b, inv, nil
 }
 
-// rawDisks lists the disk files inv gives as raw, by absolute path: backup
-// reads them as raw whatever header their guest wrote at their start.
+// rawDisks lists the disk files inv gives as raw (libvirt disks without a
+// driver type too), by absolute path: backup reads them as raw whatever
+// header their guest wrote at their start.
 func rawDisks(inv *drsite.Inventory) map[string]bool {
 	if inv == nil {
 		return nil
@@ -55,7 +56,7 @@ func rawDisks(inv *drsite.Inventory) map[string]bool {
 	m := map[string]bool{}
 	for _, vm := range inv.VMs {
 		for _, d := range vm.Disks {
-			if strings.EqualFold(d.Format, "raw") && filepath.IsAbs(d.File) {
+			if strings.EqualFold(vm.DiskFormat(d), "raw") && filepath.IsAbs(d.File) {
 				m[filepath.Clean(d.File)] = true
 			}
 		}
