@@ -785,6 +785,17 @@ func (b *Backend) Load(ctx context.Context, h tiers.Handle, offset, length int64
 			body, got = io.LimitReader(out.Body, length), length
 		}
 	}
+	if length > 0 && got < 0 {
+		// A ranged answer of unknown length carries its range: a body
+		// that ends before it was cut short (worth another try), not an
+		// object that ends there.
+		var first, last int64
+		if _, err := fmt.Sscanf(aws.ToString(out.ContentRange), "bytes %d-%d/", &first, &last); err == nil && last >= first {
+			got = last - first + 1
+		} else {
+			got = length
+		}
+	}
 	if length > 0 && got >= 0 && got < length {
 		return b.wrap("load", "from", h, fmt.Errorf("%w: %d bytes available at offset %d, want %d", tiers.ErrShortRead, got, offset, length))
 	}
