@@ -8,13 +8,13 @@ import (
 	"testing"
 )
 
-// TestReviewBackingFormatRawIsRead: an overlay that records its backing
+// TestBackingFormatRawIsRead: an overlay that records its backing
 // file's format as raw (qemu-img create -b base.img -F raw, libvirt
 // external snapshots of raw disks) names a raw disk, whatever header its
 // guest wrote at its start: qemu reads it as raw, and so must the
 // backup. Probing it instead follows the guest's header (its backing
 // file names any host file, CVE-2008-2004) or fails the chain.
-func TestReviewBackingFormatRawIsRead(t *testing.T) {
+func TestBackingFormatRawIsRead(t *testing.T) {
 	if _, err := exec.LookPath("qemu-img"); err != nil {
 		t.Fatal("qemu-img not installed: run 'make deps' (package qemu-utils)")
 	}

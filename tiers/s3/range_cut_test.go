@@ -13,12 +13,12 @@ import (
 	"github.com/drpipe/drpipe/tiers"
 )
 
-// TestReviewRangedLoadWithoutContentLengthCutShort: a ranged answer
+// TestRangedLoadWithoutContentLengthCutShort: a ranged answer
 // without Content-Length (chunked, through a proxy) whose body ends
 // before the range does is a transfer cut short: Load must say so (and
 // let the retry wrapper try again), not hand the caller fewer bytes than
 // it asked for as if the object ended there.
-func TestReviewRangedLoadWithoutContentLengthCutShort(t *testing.T) {
+func TestRangedLoadWithoutContentLengthCutShort(t *testing.T) {
 	ctx := t.Context()
 	target, _ := url.Parse(srv.Endpoint)
 	rp := httputil.NewSingleHostReverseProxy(target)

@@ -12,13 +12,13 @@ import (
 	"testing"
 )
 
-// TestReviewDetectImageFormatUnreadableImage: an image whose header this
+// TestDetectImageFormatUnreadableImage: an image whose header this
 // package cannot read further (a VHDX whose log is not empty, as copied
 // from a running Hyper-V VM; an encrypted qcow2) is still an image of the
 // format its header gives, not a raw disk. Declared raw, Hyper-V gets the
 // VHDX container converted as if it were the guest's disk, and libvirt
 // boots the container's bytes.
-func TestReviewDetectImageFormatUnreadableImage(t *testing.T) {
+func TestDetectImageFormatUnreadableImage(t *testing.T) {
 	needTool(t, "qemu-img")
 	dir := t.TempDir()
 	dirty := filepath.Join(dir, "dirty.img")
@@ -60,14 +60,14 @@ func TestReviewDetectImageFormatUnreadableImage(t *testing.T) {
 	}
 }
 
-// TestReviewDetectedDiskNameCollision: a disk without a format in the
+// TestDetectedDiskNameCollision: a disk without a format in the
 // inventory is placed under the name for the format its header gives
 // (disk.img holding a VHDX becomes disk.qcow2 on a libvirt host). A
 // second disk of the VM named disk.qcow2 must not share that image: on a
 // re-run, the first disk was found as the second disk's image, and on
 // the first run the conversion and the second disk's placement wrote the
 // same file.
-func TestReviewDetectedDiskNameCollision(t *testing.T) {
+func TestDetectedDiskNameCollision(t *testing.T) {
 	p := planFrom(t, `
 domain_type: test
 hosts:
@@ -139,13 +139,13 @@ hosts:
 	}
 }
 
-// TestReviewReIPWholeSubnetTakesDRPrefix: a rule moving a source /24 (the
+// TestReIPWholeSubnetTakesDRPrefix: a rule moving a source /24 (the
 // address's own subnet) to a DR /16 makes the DR /16 the address's
 // subnet: the rule's gateway lies anywhere in it. Kept as a /24 the
 // address has no on-link route to that gateway (ip route replace default
 // fails) and the plan warns that the operator's own gateway is outside
 // the DR subnet.
-func TestReviewReIPWholeSubnetTakesDRPrefix(t *testing.T) {
+func TestReIPWholeSubnetTakesDRPrefix(t *testing.T) {
 	p := planFrom(t, `
 hosts:
   - {name: dr1, kind: libvirt, vcpus: 16, memory: 32GiB, storage: 1TiB}

@@ -6,13 +6,13 @@ import (
 	"github.com/drpipe/drpipe/drsite"
 )
 
-// TestReviewRawDisksLibvirtWithoutDriverType: libvirt reads a disk whose
+// TestRawDisksLibvirtWithoutDriverType: libvirt reads a disk whose
 // <driver> gives no type as raw (format probing was removed after
 // CVE-2010-2237), so its guest writes every byte of it, an image header
 // too. backup must read it as raw, as it does a disk with type='raw':
 // probed, a qcow2 header its guest wrote names any host file as the
 // backing file, and that file's bytes go into the VM's backup.
-func TestReviewRawDisksLibvirtWithoutDriverType(t *testing.T) {
+func TestRawDisksLibvirtWithoutDriverType(t *testing.T) {
 	inv, err := drsite.Import("guest.xml", []byte(`<domain type='kvm'>
   <name>guest</name>
   <memory unit='MiB'>512</memory>
