@@ -59,7 +59,8 @@ type BackupOptions struct {
 	// NoDiskImages backs up disk image containers as plain files.
 	NoDiskImages bool
 	// RawDisks lists files known to be raw disks (those the VM inventory
-	// gives as raw), by absolute path. They are backed up as plain files
+	// gives as raw), by absolute path; a file matches by its path or by
+	// its path with symlinks resolved. They are backed up as plain files
 	// even when their first bytes look like an image header: a guest
 	// writes every byte of its raw disk, and a qcow2 header it wrote there
 	// would otherwise be read as the disk, with a backing file naming any

@@ -112,7 +112,16 @@ func (b *backup) knownRaw(path string) bool {
 		return false
 	}
 	abs, err := filepath.Abs(path)
-	return err == nil && b.o.RawDisks[abs]
+	if err != nil {
+		return false
+	}
+	if b.o.RawDisks[abs] {
+		return true
+	}
+	// The inventory may name the disk through a symlinked directory, or
+	// the backup path may be one.
+	real, err := filepath.EvalSymlinks(abs)
+	return err == nil && b.o.RawDisks[real]
 }
 
 // rawWhy says why knownRaw(path) holds.

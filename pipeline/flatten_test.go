@@ -128,6 +128,10 @@ func TestGuestWrittenHeaderOnRawDisk(t *testing.T) {
 		return p
 	}
 	listed, named := mk("guest.img"), mk("guest.raw")
+	link := filepath.Join(dir, "vms-link") // the backup reaches the disk through a symlink
+	if err := os.Symlink(src, link); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		name string
 		raw  map[string]bool
@@ -135,6 +139,7 @@ func TestGuestWrittenHeaderOnRawDisk(t *testing.T) {
 	}{
 		{"inventory", map[string]bool{listed: true}, listed},
 		{"name", nil, named},
+		{"inventory, backed up through a symlink", map[string]bool{listed: true}, filepath.Join(link, "guest.img")},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r, _ := newRepo(t)

@@ -58,6 +58,9 @@ func rawDisks(inv *drsite.Inventory) map[string]bool {
 		for _, d := range vm.Disks {
 			if strings.EqualFold(vm.DiskFormat(d), "raw") && filepath.IsAbs(d.File) {
 				m[filepath.Clean(d.File)] = true
+				if real, err := filepath.EvalSymlinks(d.File); err == nil {
+					m[real] = true // the backup may reach it by its real path
+				}
 			}
 		}
 	}

@@ -997,7 +997,10 @@ func (b *Backend) Remove(ctx context.Context, h tiers.Handle) error {
 			return b.wrap("remove", "from", h, fmt.Errorf("list versions: the server reports a truncated listing but no new markers (%q, %q): "+
 				"the versions cannot all be found; the endpoint is not a compatible S3 server or a proxy alters its answers", nk, nv))
 		}
-		in.KeyMarker, in.VersionIdMarker = aws.String(nk), aws.String(nv)
+		in.KeyMarker, in.VersionIdMarker = aws.String(nk), nil
+		if nv != "" { // an empty version-id-marker is not sent
+			in.VersionIdMarker = aws.String(nv)
+		}
 	}
 	for _, v := range versions {
 		_, err := b.cli.DeleteObject(ctx, &awss3.DeleteObjectInput{Bucket: &b.cfg.Bucket, Key: &key, VersionId: v})
