@@ -479,3 +479,18 @@ func TestHyperVDiskSlots(t *testing.T) {
 		})
 	}
 }
+
+// TestHyperVRefusesWindowsInvalidVMNames: a VM's name names its folder
+// on a Hyper-V DR host; "web:1" (fine on libvirt) would name an NTFS
+// stream there. The plan blocks such a VM on a Hyper-V host only.
+func TestHyperVRefusesWindowsInvalidVMNames(t *testing.T) {
+	inv := "vms:\n  - {name: 'web:1', vcpus: 1, memory: 1GiB, generation: 2, disks: [{file: 'C:\\VMs\\web.vhdx', format: vhdx, size: 1GiB, controller: scsi}]}\n"
+	p := planFrom(t, "hosts:\n  - {name: dr-hv, kind: hyperv, vcpus: 8, memory: 16GiB, storage: 1TiB}\n", inv)
+	if v := p.VM("web:1"); !v.Blocked || len(p.BlockingIssues()) != 1 || !strings.Contains(p.BlockingIssues()[0].Message, "Windows does not allow") {
+		t.Errorf("web:1 on Hyper-V: blocked %v, issues %v", v.Blocked, p.BlockingIssues())
+	}
+	p = planFrom(t, "hosts:\n  - {name: dr-kvm, kind: libvirt, vcpus: 8, memory: 16GiB, storage: 1TiB}\n", inv)
+	if v := p.VM("web:1"); v.Blocked {
+		t.Errorf("web:1 on libvirt blocked: %v", p.BlockingIssues())
+	}
+}

@@ -397,6 +397,12 @@ func (p *Plan) place() {
 			chosen.UsedStorage += v.StorageBytes
 			chosen.VMs = append(chosen.VMs, v.Name)
 			v.DRHost, v.DRKind = chosen.Name, chosen.Kind
+			if i := strings.IndexAny(v.Name, `<>:"|?*`); i >= 0 && chosen.Kind == KindHyperV {
+				// Its folder under the image root: ':' would name an
+				// NTFS stream, the others are refused.
+				p.addIssue(IssueInventory, v.Name, true, "VM name %q holds %q, which Windows does not allow in the names of the VM's folder and files on Hyper-V host %s: rename the VM, or give it a libvirt DR host", v.Name, v.Name[i:i+1], chosen.Name)
+				v.Blocked = true
+			}
 			if v.AntiAffinity != "" {
 				if group[v.AntiAffinity] == nil {
 					group[v.AntiAffinity] = map[string][]string{}
