@@ -181,20 +181,7 @@ hosts:
 			}
 			var files []string
 			if kind == KindLibvirt {
-				var d struct {
-					Disks []struct {
-						Source struct {
-							File string `xml:"file,attr"`
-						} `xml:"source"`
-					} `xml:"devices>disk"`
-				}
-				x, _ := os.ReadFile(res.Hosts[0].Domains["sql01"])
-				if err := xml.Unmarshal(x, &d); err != nil {
-					t.Fatal(err)
-				}
-				for _, dk := range d.Disks {
-					files = append(files, dk.Source.File)
-				}
+				files = domainDiskFiles(t, res.Hosts[0].Domains["sql01"])
 			} else {
 				s, _ := os.ReadFile(res.Hosts[0].Script)
 				for _, l := range strings.Split(string(s), "\r\n") {
@@ -493,4 +480,29 @@ func TestHyperVRefusesWindowsInvalidVMNames(t *testing.T) {
 	if v := p.VM("web:1"); v.Blocked {
 		t.Errorf("web:1 on libvirt blocked: %v", p.BlockingIssues())
 	}
+}
+
+// domainDiskFiles returns the disk image paths a libvirt domain XML file
+// attaches, in order.
+func domainDiskFiles(t *testing.T, file string) []string {
+	t.Helper()
+	var d struct {
+		Disks []struct {
+			Source struct {
+				File string `xml:"file,attr"`
+			} `xml:"source"`
+		} `xml:"devices>disk"`
+	}
+	x, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := xml.Unmarshal(x, &d); err != nil {
+		t.Fatal(err)
+	}
+	var s []string
+	for _, dk := range d.Disks {
+		s = append(s, dk.Source.File)
+	}
+	return s
 }

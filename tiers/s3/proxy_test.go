@@ -3,6 +3,7 @@ package s3_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,12 +16,14 @@ import (
 	"time"
 
 	"github.com/drpipe/drpipe/tiers"
+	s3tier "github.com/drpipe/drpipe/tiers/s3"
 )
 
 // chunkedProxy forwards to the test server and drops Content-Length from
 // every response, so bodies arrive chunked, as through some reverse
-// proxies and gateways.
-func chunkedProxy(t *testing.T) string {
+// proxies and gateways. cut > 0 also ends the body of every ranged
+// answer after cut bytes (a transfer cut short).
+func chunkedProxy(t *testing.T, cut int64) string {
 	t.Helper()
 	target, _ := url.Parse(srv.Endpoint)
 	rp := httputil.NewSingleHostReverseProxy(target)
@@ -28,6 +31,12 @@ func chunkedProxy(t *testing.T) string {
 		if resp.Request.Method == http.MethodGet {
 			resp.Header.Del("Content-Length")
 			resp.ContentLength = -1
+			if cut > 0 && resp.Request.Header.Get("Range") != "" {
+				resp.Body = struct {
+					io.Reader
+					io.Closer
+				}{io.LimitReader(resp.Body, cut), resp.Body}
+			}
 		}
 		return nil
 	}
@@ -36,19 +45,27 @@ func chunkedProxy(t *testing.T) string {
 	return ts.URL
 }
 
+// indexThroughProxy stores a 10,000-byte index object through a bucket
+// reached at endpoint and returns the backend, the handle and the bytes.
+func indexThroughProxy(t *testing.T, endpoint string) (*s3tier.Backend, tiers.Handle, []byte) {
+	t.Helper()
+	c := baseConfig(newBucket(t, false), "proxied")
+	c.Endpoint = endpoint
+	be := open(t, c)
+	t.Cleanup(func() { be.Close() })
+	h := tiers.Handle{Type: tiers.TypeIndex, Name: "i1"}
+	data := bytes.Repeat([]byte("0123456789"), 1000)
+	if err := tiers.PutBytes(t.Context(), be, h, data); err != nil {
+		t.Fatal(err)
+	}
+	return be, h, data
+}
+
 // A response without Content-Length (chunked) is a body of unknown
 // length, not an empty one: Load must deliver the object's bytes.
 func TestLoadWithoutContentLength(t *testing.T) {
 	ctx := t.Context()
-	c := baseConfig(newBucket(t, false), "chunked")
-	c.Endpoint = chunkedProxy(t)
-	be := open(t, c)
-	defer be.Close()
-	h := tiers.Handle{Type: tiers.TypeIndex, Name: "i1"}
-	data := bytes.Repeat([]byte("0123456789"), 1000)
-	if err := tiers.PutBytes(ctx, be, h, data); err != nil {
-		t.Fatal(err)
-	}
+	be, h, data := indexThroughProxy(t, chunkedProxy(t, 0))
 	got, err := tiers.LoadAll(ctx, be, h, 0, 0)
 	if err != nil || !bytes.Equal(got, data) {
 		t.Errorf("whole-object Load through a chunked response: %d bytes, %v; want %d bytes", len(got), err, len(data))
@@ -182,5 +199,21 @@ func TestRemoveVersionsTruncatedWithoutProgress(t *testing.T) {
 	err := be.Remove(ctx, h)
 	if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), "truncated") {
 		t.Errorf("Remove with a version listing that does not progress: %v (context: %v); want an error naming the truncated listing", err, ctx.Err())
+	}
+}
+
+// TestRangedLoadWithoutContentLengthCutShort: a ranged answer
+// without Content-Length (chunked, through a proxy) whose body ends
+// before the range does is a transfer cut short: Load must say so (and
+// let the retry wrapper try again), not hand the caller fewer bytes than
+// it asked for as if the object ended there.
+func TestRangedLoadWithoutContentLengthCutShort(t *testing.T) {
+	be, h, _ := indexThroughProxy(t, chunkedProxy(t, 5))
+	got, err := tiers.LoadAll(t.Context(), be, h, 10, 20)
+	if err == nil {
+		t.Fatalf("ranged Load of 20 bytes cut after 5: %q and no error", got)
+	}
+	if !errors.Is(err, io.ErrUnexpectedEOF) && !tiers.IsRetriable(err) {
+		t.Errorf("ranged Load cut short: %v; want an unexpected EOF the retry wrapper retries", err)
 	}
 }
