@@ -170,3 +170,52 @@ func TestReplicateCancelWhileSiteStalls(t *testing.T) {
 		})
 	}
 }
+
+// TestSecondRepositoryRefusedAfterFirstClaimsEmptySite: two primaries
+// of different repositories may both find an empty site at Hello. Once
+// the first one's config is stored, the site belongs to that repository:
+// the other session's objects are refused, not mixed into it (and its
+// config cannot replace the first).
+func TestSecondRepositoryRefusedAfterFirstClaimsEmptySite(t *testing.T) {
+	ctx := context.Background()
+	a, b := newPrimary(t), newPrimary(t)
+	st := newSite(t, filepath.Join(t.TempDir(), "site"))
+	rsA, _, err := openRaw(t, st, a.r.Config().ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsB, _, err := openRaw(t, st, b.r.Config().ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	object := func(p *primary, ty tiers.Type) (string, []byte) {
+		var name string
+		p.be.List(ctx, ty, func(oi tiers.ObjectInfo) error { name = oi.Handle.Name; return nil })
+		data, err := tiers.LoadAll(ctx, p.be, tiers.Handle{Type: ty, Name: name}, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return name, data
+	}
+	send := func(rs *rawSession, ty tiers.Type, name string, body []byte) error {
+		if _, err := rs.offer(ty, name, int64(len(body))); err != nil {
+			return err
+		}
+		return rs.put(ty, name, body)
+	}
+	cfgA, bodyA := object(a, tiers.TypeConfig)
+	if err := send(rsA, tiers.TypeConfig, cfgA, bodyA); err != nil {
+		t.Fatalf("first primary's config: %v", err)
+	}
+	keyB, bodyKeyB := object(b, tiers.TypeKey)
+	if err := send(rsB, tiers.TypeKey, keyB, bodyKeyB); code(err) != CodeRepoMismatch {
+		t.Errorf("the second repository's key object after the first's config: %v, want a repository-mismatch refusal", err)
+	}
+	if _, err := st.s.store.Stat(ctx, tiers.Handle{Type: tiers.TypeKey, Name: keyB}); err == nil {
+		t.Errorf("the second repository's key object was stored in the first's site repository")
+	}
+	cfgB, bodyB := object(b, tiers.TypeConfig)
+	if err := send(rsB, tiers.TypeConfig, cfgB, bodyB); err == nil {
+		t.Errorf("the second repository's config replaced the first's")
+	}
+}

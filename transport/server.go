@@ -58,6 +58,7 @@ type Server struct {
 	m      *Metrics
 	repoMu sync.Mutex
 	repoID id.ID // zero until the site holds a config
+	claim  id.ID // the repository whose config is being stored into an empty site
 
 	sessMu   sync.Mutex
 	sessions map[SessionID]*session // running replicate sessions, joinable
@@ -133,6 +134,35 @@ func (s *Server) Status(ctx context.Context) (*Status, error) {
 	}
 	st.Site = s.o.SiteName
 	return st, nil
+}
+
+// takeSite lets a session of repository repo store an object of type t.
+// Two primaries may both find the site empty at Hello: the first config
+// admitted claims the site for its repository, and the other session's
+// objects are refused from then on (its config would replace the first,
+// its data would mix with the first repository's). release undoes a
+// claim whose config was not stored.
+func (s *Server) takeSite(repo id.ID, t tiers.Type) (release func(), err error) {
+	s.repoMu.Lock()
+	defer s.repoMu.Unlock()
+	owner := s.repoID
+	if owner.IsNull() {
+		owner = s.claim
+	}
+	switch {
+	case !owner.IsNull() && owner != repo:
+		return nil, refusal(CodeRepoMismatch, "this site now holds repository %s, stored by another primary since this session began; this session replicates repository %s: use another site directory for it", owner.Short(), repo.Short())
+	case owner.IsNull() && t == tiers.TypeConfig:
+		s.claim = repo
+		return func() {
+			s.repoMu.Lock()
+			defer s.repoMu.Unlock()
+			if s.repoID.IsNull() && s.claim == repo {
+				s.claim = id.ID{}
+			}
+		}, nil
+	}
+	return func() {}, nil
 }
 
 func (s *Server) siteRepo() id.ID {
@@ -665,6 +695,17 @@ func (ss *session) put(ctx context.Context, st Stream, f Frame) (tiers.Handle, P
 		re := err.(*RemoteError)
 		return h, PutResult{re.Code, re.Message}
 	}
+	release, err := s.takeSite(ss.repo, h.Type)
+	if err != nil {
+		re := err.(*RemoteError)
+		return h, PutResult{re.Code, re.Message}
+	}
+	stored := false
+	defer func() {
+		if !stored {
+			release()
+		}
+	}()
 	var extra func(*repo.Config) error
 	if h.Type == tiers.TypeConfig {
 		extra = func(c *repo.Config) error {
@@ -700,6 +741,7 @@ func (ss *session) put(ctx context.Context, st Stream, f Frame) (tiers.Handle, P
 		}
 		return h, PutResult{CodeInternal, fmt.Sprintf("store %s: %v", h, err)}
 	}
+	stored = true
 	ss.committed(h)
 	ss.bytes.Add(m.Size)
 	ss.objects.Add(1)
