@@ -26,9 +26,12 @@ package mount
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
+	"os/exec"
 	"sort"
 	"strings"
 	"sync"
@@ -37,6 +40,7 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/drpipe/drpipe/internal/id"
 	"github.com/drpipe/drpipe/pipeline"
@@ -56,14 +60,25 @@ type Options struct {
 // Server is a mounted file system.
 type Server struct {
 	srv *fuse.Server
+	dir string
 	// Unreadable is set when some snapshots could not be read: they are
 	// not shown, and a host's latest link names its newest readable
 	// snapshot, which may not be its newest. The caller tells the user.
 	Unreadable error
 }
 
-// Unmount unmounts the file system (retrying while it is busy, up to a
-// few seconds).
+// ErrDetached is returned by Unmount when the mount point stayed busy (a
+// shell inside it, a file open): it was detached from the file system
+// tree instead (a lazy unmount), and the file system keeps serving the
+// programs still using it until they leave, when Wait returns. Stopping
+// the server before that gives them errors.
+var ErrDetached = errors.New("mount point busy: detached lazily")
+
+// Unmount unmounts the file system, retrying while it is busy for up to
+// five seconds, then detaching it lazily (ErrDetached). Without that, a
+// process that exits after a failed unmount leaves a dead mount point
+// ("transport endpoint is not connected") until someone runs
+// fusermount3 -u.
 func (s *Server) Unmount() error {
 	var err error
 	for i := 0; i < 20; i++ {
@@ -72,7 +87,22 @@ func (s *Server) Unmount() error {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	return fmt.Errorf("unmount: %w (is something still using the mount point?)", err)
+	if derr := detach(s.dir); derr != nil {
+		return fmt.Errorf("unmount: %w (is something still using the mount point?); a lazy unmount failed too: %v", err, derr)
+	}
+	return ErrDetached
+}
+
+// detach unmounts dir lazily: umount2(MNT_DETACH) as root, fusermount3
+// -u -z otherwise.
+func detach(dir string) error {
+	if os.Geteuid() == 0 {
+		return unix.Unmount(dir, unix.MNT_DETACH)
+	}
+	if out, err := exec.Command("fusermount3", "-u", "-z", dir).CombinedOutput(); err != nil {
+		return fmt.Errorf("fusermount3 -u -z: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }
 
 // Wait blocks until the file system is unmounted.
@@ -104,7 +134,7 @@ func Mount(ctx context.Context, r *repo.Repository, dir string, o Options) (*Ser
 	if merr != nil {
 		return nil, fmt.Errorf("mount FUSE file system at %s: %w (needs /dev/fuse and fusermount3)", dir, merr)
 	}
-	return &Server{srv: srv, Unreadable: err}, nil
+	return &Server{srv: srv, dir: dir, Unreadable: err}, nil
 }
 
 type rootNode struct {

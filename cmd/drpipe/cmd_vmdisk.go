@@ -1,8 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -117,7 +120,17 @@ func (a *app) mountCmd() *cobra.Command {
 				return nil
 			case <-ctx.Done():
 			}
-			if err := srv.Unmount(); err != nil {
+			if err := srv.Unmount(); errors.Is(err, mount.ErrDetached) {
+				fmt.Fprintf(a.stderr, "%s is still in use: detached it from the file system tree; serving the programs still inside it until they leave (Ctrl-C again to stop now: they then get errors)\n", dir)
+				again := make(chan os.Signal, 1)
+				signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+				defer signal.Stop(again)
+				select {
+				case <-done:
+				case <-again:
+					return fmt.Errorf("stopped while %s was still in use: the programs inside it now get 'transport endpoint is not connected'", dir)
+				}
+			} else if err != nil {
 				return fmt.Errorf("unmount %s: %w", dir, err)
 			}
 			<-done

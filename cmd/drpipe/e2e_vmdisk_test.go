@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -611,5 +612,72 @@ func TestLayerRestoreNotices(t *testing.T) {
 	r = e.run("restore", "--repo", repoDir, b.SnapshotID, "--target", d4, "--path", filepath.Join(src, "at.qcow2"), "--path", filepath.Join(src, "ab.qcow2"))
 	if r.code != 0 || !strings.Contains(r.stderr, "the restored parent is "+filepath.Join(d4, src, "ab.qcow2")) {
 		t.Errorf("case 3, with its parent: exit %d, stderr:\n%s\nwant a notice naming the restored parent", r.code, r.stderr)
+	}
+}
+
+// TestMountBusyAtCtrlC: Ctrl-C while a program still has its working
+// directory in the mount used to fail the unmount, exit, and leave a dead
+// mount point ("transport endpoint is not connected"). The mount point is
+// now detached lazily, drpipe keeps serving the program until it leaves,
+// then exits 0.
+func TestMountBusyAtCtrlC(t *testing.T) {
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Fatalf("this test mounts a snapshot with FUSE and needs /dev/fuse: %v", err)
+	}
+	if _, err := exec.LookPath("fusermount3"); err != nil {
+		t.Fatal("fusermount3 not installed: run 'make deps' (package fuse3)")
+	}
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	src := filepath.Join(e.dir, "src")
+	os.MkdirAll(src, 0o755)
+	os.WriteFile(filepath.Join(src, "a.txt"), []byte("inside"), 0o644)
+	e.backup(repoDir, src)
+	mnt := filepath.Join(e.dir, "mnt")
+	os.MkdirAll(mnt, 0o755)
+	stop := startMount(t, e, mnt, "--repo", repoDir)
+	defer stop()
+	inside := filepath.Join(mnt, "hv01", "latest", src)
+	sh := exec.Command("sh", "-c", "read x; cat a.txt") // waits in the mount until told
+	sh.Dir = inside
+	stdin, _ := sh.StdinPipe()
+	var out bytes.Buffer
+	sh.Stdout = &out
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sh.Process.Kill()
+	mounted := func() bool {
+		b, _ := os.ReadFile("/proc/self/mountinfo")
+		return strings.Contains(string(b), " "+mnt+" ")
+	}
+	// stop() sends SIGINT and waits for drpipe to exit; it must not
+	// exit while the shell is inside, so run it aside.
+	stderr := make(chan string, 1)
+	go func() { stderr <- stop() }()
+	deadline := time.Now().Add(20 * time.Second)
+	for mounted() && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if mounted() {
+		t.Fatalf("the busy mount point is still mounted 20 s after Ctrl-C")
+	}
+	select {
+	case se := <-stderr:
+		t.Fatalf("drpipe mount exited while a program was still inside the mount:\n%s", se)
+	default:
+	}
+	io.WriteString(stdin, "go\n") // the shell reads from the detached mount, then leaves
+	stdin.Close()
+	if err := sh.Wait(); err != nil || out.String() != "inside" {
+		t.Errorf("the program inside the detached mount: %v, read %q", err, out.String())
+	}
+	select {
+	case se := <-stderr:
+		if !strings.Contains(se, "still in use: detached") || !strings.Contains(se, "unmounted") {
+			t.Errorf("drpipe mount's messages:\n%s", se)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("drpipe mount did not exit after the last program left the detached mount")
 	}
 }
