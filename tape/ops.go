@@ -132,6 +132,15 @@ func labelOne(ctx context.Context, ch Changer, cat *Catalog, bc string, o LabelO
 			return "", fmt.Errorf("tape %s is a WORM cartridge that already holds data; it cannot be labelled again", bc)
 		}
 		l, perr := ParseVolumeLabel(buf[:n])
+		if perr == nil && rerr == nil && (old == nil || old.UUID != l.UUID) {
+			// The catalog does not know this volume (lost, or stale):
+			// the tape's own set label says whether it holds a set
+			// that has not expired, which even --force never overwrites.
+			if sl := setLabelAfter(ctx, d, buf); sl != nil && sl.UUID == l.UUID && o.Now().Before(sl.Expires) {
+				return "", fmt.Errorf("tape %s holds set %s (pool %s, %s, expires %s) that the catalog does not know; refusing to relabel it, even with --force — run 'drpipe tape catalog rebuild' to bring it back into the catalog; nothing was written",
+					bc, sl.SetID[:min(8, len(sl.SetID))], sl.Pool, sl.Level, sl.Expires.Format("2006-01-02"))
+			}
+		}
 		switch {
 		case perr == nil && old != nil && old.UUID == l.UUID:
 			if old.SetID == "" {
@@ -171,6 +180,24 @@ func labelOne(ctx context.Context, ch Changer, cat *Catalog, bc string, o LabelO
 		(&setWriter{cat: cat, set: &SetInfo{}}).releaseOld(old)
 	}
 	return "", cat.PutMedia(&Media{Barcode: bc, UUID: l.UUID, Pool: l.Pool, WORM: l.WORM, Labeled: now, State: StateScratch, Location: LocLibrary})
+}
+
+// setLabelAfter reads the set label that follows a volume label just
+// read from d (file 1), or returns nil when there is none or it cannot
+// be read.
+func setLabelAfter(ctx context.Context, d Drive, buf []byte) *SetLabel {
+	if _, err := d.ReadRecord(ctx, buf); !errors.Is(err, ErrFilemark) {
+		return nil
+	}
+	n, err := d.ReadRecord(ctx, buf)
+	if err != nil {
+		return nil
+	}
+	sl, err := ParseSetLabel(buf[:n])
+	if err != nil {
+		return nil
+	}
+	return sl
 }
 
 // Reconcile brings the catalog's locations in line with the changer's
@@ -586,6 +613,12 @@ func CheckCatalog(ctx context.Context, ch Changer, cat *Catalog, o CheckOptions)
 		for _, bc := range inv.Barcodes() {
 			m := byBarcode[bc]
 			if m == nil || m.SetID == "" {
+				continue
+			}
+			if at, _ := inv.Find(bc); at.Kind == ElemMailSlot {
+				// Mounting it would leave it in a storage slot: an
+				// exported tape would miss its courier.
+				rep.Warnings = append(rep.Warnings, fmt.Sprintf("tape %s is in a mail slot (exported, or not yet imported); not read: import it to check it", bc))
 				continue
 			}
 			if m.State == StateWriting {

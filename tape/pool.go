@@ -171,6 +171,21 @@ type SetRecord struct {
 	Level   Level
 }
 
+// PoolHistory returns the sets of pool among sets as LevelFor's history.
+// A set whose write stopped (aborted, or its writer gone) does not count:
+// its tapes go back to the pool, so it must not take its period's level
+// from the run that writes that period's set again.
+func PoolHistory(sets []*SetInfo, pool string) []SetRecord {
+	var hist []SetRecord
+	for _, s := range sets {
+		if s.Pool != pool || !s.Complete && (s.Aborted != "" || s.WriterGone()) {
+			continue
+		}
+		hist = append(hist, SetRecord{Created: s.Created, Level: s.Level})
+	}
+	return hist
+}
+
 // ErrLevelDisabled is returned by LevelFor when the run falls on a level
 // the pool does not keep and no lower level is enabled.
 var ErrLevelDisabled = errors.New("pool keeps no sets of this level")
@@ -198,7 +213,7 @@ func (p Pool) LevelFor(now time.Time, history []SetRecord) (Level, error) {
 	if p.Daily > 0 {
 		return LevelDaily, nil
 	}
-	return "", fmt.Errorf("%w: pool %s keeps no daily sets and this period's weekly/monthly/yearly set exists; give --level to force one", ErrLevelDisabled, p.Name)
+	return "", fmt.Errorf("%w: pool %s keeps no daily sets and this period's weekly/monthly/yearly set exists; give --level with a level the pool keeps to write another set anyway", ErrLevelDisabled, p.Name)
 }
 
 // GoesOffsite reports whether sets of level l leave the site.

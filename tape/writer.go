@@ -125,7 +125,16 @@ func (o *WriteOptions) defaults() error {
 	if !o.Level.valid() {
 		return fmt.Errorf("tape write: level %q unknown", o.Level)
 	}
-	return o.Pool.Validate()
+	if err := o.Pool.Validate(); err != nil {
+		return err
+	}
+	if o.Pool.retention(o.Level) == 0 {
+		// Such a set would expire as it is written: the next write
+		// could overwrite it.
+		return fmt.Errorf("tape write: pool %s keeps no %s sets (%s retention 0), so a %s set would expire the moment it is written; "+
+			"choose a level the pool keeps (--level) or give the pool a %s retention (tape.pools.%s.%s)", o.Pool.Name, o.Level, o.Level, o.Level, o.Level, o.Pool.Name, o.Level)
+	}
+	return nil
 }
 
 type setWriter struct {

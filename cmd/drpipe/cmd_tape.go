@@ -539,12 +539,7 @@ func (a *app) tapeWriteCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				var hist []tape.SetRecord
-				for _, s := range sets {
-					if s.Pool == p.Name {
-						hist = append(hist, tape.SetRecord{Created: s.Created, Level: s.Level})
-					}
-				}
+				hist := tape.PoolHistory(sets, p.Name)
 				if level, err = p.LevelFor(now, hist); err != nil {
 					return usageError{err}
 				}

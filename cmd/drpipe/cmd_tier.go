@@ -211,12 +211,7 @@ func (t *tapeTarget) Send(ctx context.Context, _ tiers.Backend, snaps []id.ID) (
 	if err != nil {
 		return 0, 0, err
 	}
-	var hist []tape.SetRecord
-	for _, s := range sets {
-		if s.Pool == p.Name {
-			hist = append(hist, tape.SetRecord{Created: s.Created, Level: s.Level})
-		}
-	}
+	hist := tape.PoolHistory(sets, p.Name)
 	level, err := p.LevelFor(now, hist)
 	if err != nil {
 		return 0, 0, err
