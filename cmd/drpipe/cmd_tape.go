@@ -483,10 +483,10 @@ func (a *app) tapeWriteCmd() *cobra.Command {
 			"everything needed to restore them from the tapes alone. --parity M spreads each pack's erasure-coded shards\n" +
 			"over the set's tapes so that any M tapes can be lost (M cannot exceed the repository's parity shards; a 4+2\n" +
 			"repository needs 3 tapes per set for M=1 and 6 for M=2). The level (daily/weekly/monthly/yearly) follows the\n" +
-			"pool's GFS policy unless --level is given. Objects are streamed through a bounded buffer; the time the drives\n" +
+			"pool's GFS policy unless --level names one the pool keeps. Objects are streamed through a bounded buffer; the time the drives\n" +
 			"waited for data is reported as starvation. An object cut by the end of a tape is written whole on the next.",
 		Example: "  drpipe tape write --library /srv/vtl --repo /srv/drpipe/repo --pool offsite --parity 1\n" +
-			"  drpipe tape write --library /srv/vtl --repo /srv/drpipe/repo --pool vault --level yearly 3fa2c1d9 --json",
+			"  drpipe tape write --library /srv/vtl --repo /srv/drpipe/repo --pool vault --level monthly 3fa2c1d9 --json",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			if poolName == "" {
