@@ -113,6 +113,11 @@ type Repository struct {
 
 	statsMu sync.Mutex
 	stats   WriteStats
+
+	// sessMu guards sessions, the sessions begun on this repository
+	// and not ended yet: no index object is written once one lapsed.
+	sessMu   sync.Mutex
+	sessions map[*Session]struct{}
 }
 
 // WriteStats counts what a session added to the repository.

@@ -93,6 +93,12 @@ func (r *Repository) beginSession(ctx context.Context, host, kind string) (*Sess
 		}
 		return nil, fmt.Errorf("announce %s session: %w", what, err)
 	}
+	r.sessMu.Lock()
+	if r.sessions == nil {
+		r.sessions = map[*Session]struct{}{}
+	}
+	r.sessions[s] = struct{}{}
+	r.sessMu.Unlock()
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -182,11 +188,28 @@ func (s *Session) Check() error {
 	return nil
 }
 
+// checkSessions fails when a session begun on r lapsed (see Check). Packs
+// stored before the gap may then have been swept by a prune as orphans, so
+// no index object may name them any more.
+func (r *Repository) checkSessions() error {
+	r.sessMu.Lock()
+	defer r.sessMu.Unlock()
+	for s := range r.sessions {
+		if err := s.Check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // End removes the session announcement.
 func (s *Session) End(ctx context.Context) error {
 	s.once.Do(func() {
 		close(s.stop)
 		s.wg.Wait()
+		s.r.sessMu.Lock()
+		delete(s.r.sessions, s)
+		s.r.sessMu.Unlock()
 		s.endErr = s.r.be.Remove(ctx, s.h)
 	})
 	return s.endErr

@@ -210,7 +210,18 @@ func (r *Repository) writePendingIndex(ctx context.Context) error {
 	if len(packs) == 0 {
 		return nil
 	}
-	x, err := r.SaveIndexFile(ctx, &IndexFile{Packs: packs})
+	// A writer whose session lapsed may have been taken for a crashed one:
+	// a prune may have removed these packs as orphans meanwhile. An index
+	// object naming them would make every other backup deduplicate
+	// against blobs that are gone.
+	err := r.checkSessions()
+	if err != nil {
+		err = fmt.Errorf("%d packs stored in %s left unindexed: %w", len(packs), r.be.Location(), err)
+	}
+	var x id.ID
+	if err == nil {
+		x, err = r.SaveIndexFile(ctx, &IndexFile{Packs: packs})
+	}
 	if err != nil {
 		r.idxMu.Lock()
 		r.unindexed = append(packs, r.unindexed...)
