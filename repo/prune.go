@@ -311,8 +311,16 @@ func (r *Repository) loadCompleteIndex(ctx context.Context) error {
 // sweep removes the packs of one due tombstone that are still unused.
 func (r *Repository) sweep(ctx context.Context, ts *tombstone, live *liveSet, sessions []sessionRecord, shards map[id.ID][]shardInfo, o PruneOptions, rep *PruneReport) error {
 	var blockers []string
+	now := r.now()
 	for _, s := range sessions {
-		if s.Started.Before(ts.Time.Add(o.ClockSkew)) {
+		switch {
+		case s.Refreshed.After(now.Add(o.ClockSkew)):
+			// The writer's clock is ahead of this one by more than the
+			// tolerated skew: its start time cannot be compared with the
+			// tombstone's, it may have begun before the mark.
+			blockers = append(blockers, fmt.Sprintf("backup on %s (pid %d), whose clock is at least %s ahead of this host's (more than the tolerated %s): "+
+				"the sweep waits until it ends; synchronise the clocks (NTP)", s.Host, s.PID, s.Refreshed.Sub(now).Round(time.Second), o.ClockSkew))
+		case s.Started.Before(ts.Time.Add(o.ClockSkew)):
 			blockers = append(blockers, fmt.Sprintf("backup on %s (pid %d) running since %s", s.Host, s.PID, s.Started.Format(time.RFC3339)))
 		}
 	}

@@ -84,3 +84,65 @@ func TestReviewLapsedWriterIndexesSweptPacks(t *testing.T) {
 		t.Error("Flush after a lapsed session succeeded")
 	}
 }
+
+// TestReviewSweepBesideWriterClockAhead: a backup on a host whose clock is
+// ten minutes ahead (more than the tolerated ClockSkew) starts just before
+// a prune condemns packs it can still deduplicate against. Its session's
+// start time then reads later than the tombstone's time plus the skew, so
+// the sweep took it for a backup that knew the tombstone and removed the
+// packs. A record refreshed "in the future" shows the skew: the sweep must
+// wait and say why.
+func TestReviewSweepBesideWriterClockAhead(t *testing.T) {
+	ctx := context.Background()
+	be := tierstest.NewMemory()
+	pruner, clock := clockedRepo(t, be)
+	rng := rand.New(rand.NewPCG(22, 22))
+	var plain [][]byte
+	for i := 0; i < 40; i++ {
+		plain = append(plain, randBytes(rng, 30000))
+	}
+	s1 := snapOf(t, pruner, plain)
+	snapOf(t, pruner, [][]byte{randBytes(rng, 30000)})
+	if err := pruner.ForgetSnapshot(ctx, s1); err != nil {
+		t.Fatal(err)
+	}
+
+	ahead := 10 * time.Minute
+	w, err := Open(ctx, be, Options{Password: []byte("pw"), CacheDir: t.TempDir(), Now: func() time.Time { return clock.Add(ahead) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	sess, err := w.BeginSession(ctx, "hv02")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.End(ctx)
+	if err := w.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !w.Has(w.BlobID(plain[0])) {
+		t.Fatal("fixture: the writer does not deduplicate against the forgotten snapshot's blobs")
+	}
+
+	*clock = clock.Add(3 * time.Minute)
+	if rep, err := pruner.Prune(ctx, sweepOpts); err != nil || rep.Condemned == 0 {
+		t.Fatalf("mark: %+v, %v", rep, err)
+	}
+	*clock = clock.Add(sweepOpts.Grace + time.Minute)
+	sess.rec.Refreshed = w.now().UTC() // the writer keeps its session fresh
+	if err := sess.put(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := pruner.Prune(ctx, sweepOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("waiting for: %q", rep.WaitingFor)
+	if rep.Removed != 0 {
+		t.Fatalf("swept %d packs beside a running backup that may use them (its clock is %s ahead)", rep.Removed, ahead)
+	}
+	if rep.Postponed == 0 {
+		t.Fatalf("sweep neither removed nor postponed anything: %+v", rep)
+	}
+}
