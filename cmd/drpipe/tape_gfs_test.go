@@ -9,13 +9,13 @@ import (
 	"github.com/drpipe/drpipe/internal/sample"
 )
 
-// TestReviewAbortedSetKeepsNoGFSLevel: the first write of a month (here
+// TestAbortedSetKeepsNoGFSLevel: the first write of a month (here
 // the pool's first ever: monthly) stops after reaching a tape, for want
 // of a second one. The operator labels more tapes and runs it again the
 // same night: that run must still be the month's monthly set. The aborted
 // set gives its tapes back to the pool, so counting it as the month's
 // monthly would leave the month with no set kept beyond a few days.
-func TestReviewAbortedSetKeepsNoGFSLevel(t *testing.T) {
+func TestAbortedSetKeepsNoGFSLevel(t *testing.T) {
 	e := newEnv(t)
 	repoDir := e.initRepo("--ec", "1+1", "--pack-size", "1MiB")
 	src := filepath.Join(e.dir, "src")

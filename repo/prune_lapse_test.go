@@ -12,13 +12,13 @@ import (
 	"github.com/drpipe/drpipe/tiers/tierstest"
 )
 
-// TestReviewLapsedWriterIndexesSweptPacks: a backup is suspended after
+// TestLapsedWriterIndexesSweptPacks: a backup is suspended after
 // uploading packs but before indexing them. A prune takes its session for
 // a crashed one and sweeps those packs as orphans. When the backup
 // resumes it must not write an index object naming them: every other
 // writer would deduplicate against blobs that are gone, and their
 // snapshots would reference missing data.
-func TestReviewLapsedWriterIndexesSweptPacks(t *testing.T) {
+func TestLapsedWriterIndexesSweptPacks(t *testing.T) {
 	ctx := context.Background()
 	be := tierstest.NewMemory()
 	pruner, clock := clockedRepo(t, be)
@@ -85,14 +85,14 @@ func TestReviewLapsedWriterIndexesSweptPacks(t *testing.T) {
 	}
 }
 
-// TestReviewSweepBesideWriterClockAhead: a backup on a host whose clock is
+// TestSweepBesideWriterClockAhead: a backup on a host whose clock is
 // ten minutes ahead (more than the tolerated ClockSkew) starts just before
 // a prune condemns packs it can still deduplicate against. Its session's
 // start time then reads later than the tombstone's time plus the skew, so
 // the sweep took it for a backup that knew the tombstone and removed the
 // packs. A record refreshed "in the future" shows the skew: the sweep must
 // wait and say why.
-func TestReviewSweepBesideWriterClockAhead(t *testing.T) {
+func TestSweepBesideWriterClockAhead(t *testing.T) {
 	ctx := context.Background()
 	be := tierstest.NewMemory()
 	pruner, clock := clockedRepo(t, be)

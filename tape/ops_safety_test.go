@@ -12,11 +12,11 @@ import (
 	"github.com/drpipe/drpipe/tape"
 )
 
-// TestReviewForceLabelKeepsUnexpiredSet: after the catalog database is
+// TestForceLabelKeepsUnexpiredSet: after the catalog database is
 // lost, 'tape label --force' on a tape that still holds an unexpired set
 // must refuse, as the label command promises ("tapes holding unexpired
 // sets are never relabelled"): the tape itself says what it holds.
-func TestReviewForceLabelKeepsUnexpiredSet(t *testing.T) {
+func TestForceLabelKeepsUnexpiredSet(t *testing.T) {
 	w := newBadWorld(t)
 	w.label("DRP001L7")
 	res, err := w.write()
@@ -47,12 +47,12 @@ func TestReviewForceLabelKeepsUnexpiredSet(t *testing.T) {
 	}
 }
 
-// TestReviewDisabledLevelRefused: a set written at a level the pool keeps
+// TestDisabledLevelRefused: a set written at a level the pool keeps
 // no sets of (retention 0) expires the moment it is written, so the very
 // next write may overwrite it. LevelFor's own error tells the operator to
 // force a level with --level; forcing the disabled one must be refused,
 // not produce a set that is born expired.
-func TestReviewDisabledLevelRefused(t *testing.T) {
+func TestDisabledLevelRefused(t *testing.T) {
 	w := newBadWorld(t)
 	w.pool = tape.Pool{Name: "p", Weekly: 4, Monthly: 12, WeeklyOn: time.Friday}
 	w.label("DRP001L7", "DRP002L7")
@@ -66,11 +66,11 @@ func TestReviewDisabledLevelRefused(t *testing.T) {
 	}
 }
 
-// TestReviewCheckLeavesExportedTapesInMailSlots: 'tape check --read-data'
+// TestCheckLeavesExportedTapesInMailSlots: 'tape check --read-data'
 // must not carry a tape the export put into a mail slot for the courier
 // back into a storage slot: the operator emptying the mail slot would not
 // find it, and the catalog would still say it is on its way offsite.
-func TestReviewCheckLeavesExportedTapesInMailSlots(t *testing.T) {
+func TestCheckLeavesExportedTapesInMailSlots(t *testing.T) {
 	ctx := context.Background()
 	w := newBadWorld(t)
 	w.label("DRP001L7")
