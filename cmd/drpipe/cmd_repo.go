@@ -782,6 +782,11 @@ func (a *app) keyCmd() *cobra.Command {
 				return a.printJSON(map[string]any{"removed": match[0].ID})
 			}
 			a.printf("removed key slot %s\n", match[0].ID.Short())
+			// The slot lives on in every copy, and the master key does
+			// not change: say so where it matters, on the terminal.
+			fmt.Fprintf(a.stderr, "note: copies of this repository (DR site, buckets, other directories, tapes) still hold key slot %s, "+
+				"so its password still opens them: run drpipe key remove there too (tapes keep it until they are overwritten). "+
+				"The master key is unchanged: whoever kept a copy of the slot and knows its password can still decrypt\n", match[0].ID.Short())
 			return nil
 		},
 	}

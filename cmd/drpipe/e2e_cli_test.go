@@ -155,6 +155,15 @@ func TestKeyCommandsJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &keys); err != nil || len(keys) != 1 {
 		t.Fatalf("key list --json after remove printed %q: %v", out, err)
 	}
+	// A removed slot lives on in the repository's copies: say so.
+	out = e.ok("key", "add", "--repo", repoDir, "--new-password-file", keyFile, "--json")
+	if err := json.Unmarshal([]byte(out), &added); err != nil {
+		t.Fatal(err)
+	}
+	res := e.run("key", "remove", "--repo", repoDir, added.ID[:8])
+	if res.code != 0 || !strings.Contains(res.stderr, "copies of this repository") || !strings.Contains(res.stderr, "master key is unchanged") {
+		t.Errorf("key remove: exit %d, stderr %q; want a note that copies still hold the slot", res.code, res.stderr)
+	}
 }
 
 // The summary saved in a snapshot (snapshots --json) records the bytes the
