@@ -30,6 +30,9 @@ type ElementStatus struct {
 	Element
 	Full    bool   `json:"full"`
 	Barcode string `json:"barcode,omitempty"`
+	// Source is, for a drive, the element its cartridge was loaded from
+	// when the changer knows it (SCSI's source element address).
+	Source *Element `json:"source,omitempty"`
 }
 
 // Inventory is what a changer holds, element by element.
@@ -49,6 +52,20 @@ func (inv *Inventory) Find(barcode string) (Element, bool) {
 		}
 	}
 	return Element{}, false
+}
+
+// empty reports whether element e exists and holds no cartridge.
+func (inv *Inventory) empty(e Element) bool {
+	var l []ElementStatus
+	switch e.Kind {
+	case ElemSlot:
+		l = inv.Slots
+	case ElemMailSlot:
+		l = inv.MailSlots
+	case ElemDrive:
+		l = inv.Drives
+	}
+	return e.Index >= 0 && e.Index < len(l) && !l[e.Index].Full
 }
 
 // FreeSlot returns the first empty storage slot.
@@ -248,7 +265,16 @@ func stow(ctx context.Context, ch Changer, i int) error {
 		return nil
 	}
 	bc := inv.Drives[i].Barcode
-	slot, ok := inv.FreeSlot()
+	// Back where it came from, when that is still empty: a tape read
+	// from a mail slot (exported, waiting for the courier) goes back
+	// there, not into the library.
+	slot, ok := Element{}, false
+	if src := inv.Drives[i].Source; src != nil && inv.empty(*src) {
+		slot, ok = *src, true
+	}
+	if !ok {
+		slot, ok = inv.FreeSlot()
+	}
 	if !ok {
 		return fmt.Errorf("no free storage slot to put tape %s from drive %d: free a slot (export a tape) and unload the drive", bc, i)
 	}

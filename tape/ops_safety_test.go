@@ -91,3 +91,31 @@ func TestCheckLeavesExportedTapesInMailSlots(t *testing.T) {
 		t.Errorf("after tape check --read-data the exported tape DRP001L7 is in %v, want it still in the mail slot for the courier", at)
 	}
 }
+
+// TestReadTapeGoesBackToItsMailSlot: a tape read while it waits in a
+// mail slot for the courier (a catalog rebuild scans it, a restore may
+// read it) goes back to that mail slot, not into the library, where the
+// courier would not find it.
+func TestReadTapeGoesBackToItsMailSlot(t *testing.T) {
+	ctx := context.Background()
+	w := newBadWorld(t)
+	w.label("DRP001L7")
+	w.run++
+	if _, err := tape.WriteSet(ctx, w.lib, w.cat, w.be, fakePlan(t, w.be, w.run), tape.WriteOptions{Pool: w.pool, Level: tape.LevelWeekly, Now: func() time.Time { return w.now }}); err != nil {
+		t.Fatal(err)
+	}
+	if ex, err := tape.Export(ctx, w.lib, w.cat, func(string) (tape.Pool, error) { return w.pool, nil }, w.now); err != nil || len(ex.Exported) != 1 {
+		t.Fatalf("export: %v, %+v", err, ex)
+	}
+	cat, err := tape.OpenCatalog(filepath.Join(t.TempDir(), "rebuilt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tape.Rebuild(ctx, w.lib, cat, tape.ScanOptions{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	inv, _ := w.lib.Inventory(ctx)
+	if at, ok := inv.Find("DRP001L7"); !ok || at.Kind != tape.ElemMailSlot {
+		t.Errorf("after a catalog rebuild read it, the exported tape DRP001L7 is in %v, want it back in its mail slot", at)
+	}
+}

@@ -81,6 +81,9 @@ type libState struct {
 	MailSlots    []string   `json:"mailslots"`
 	// Home remembers the slot a cartridge in a drive came from.
 	Home map[string]int `json:"home,omitempty"`
+	// HomeMail remembers the mail slot a cartridge in a drive came from
+	// (an exported tape waiting for the courier, read meanwhile).
+	HomeMail map[string]int `json:"home_mail,omitempty"`
 }
 
 // InitVirtual creates a virtual library in dir (which must not hold one)
@@ -249,6 +252,9 @@ func OpenVirtual(dir string) (*VirtualLibrary, error) {
 	if st.Home == nil {
 		st.Home = map[string]int{}
 	}
+	if st.HomeMail == nil {
+		st.HomeMail = map[string]int{}
+	}
 	return &VirtualLibrary{dir: dir, lock: lf, st: st, open: map[int]*virtualDrive{}}, nil
 }
 
@@ -329,6 +335,14 @@ func (l *VirtualLibrary) Inventory(ctx context.Context) (*Inventory, error) {
 	inv.Slots = conv(ElemSlot, l.st.Slots)
 	inv.Drives = conv(ElemDrive, l.st.Drives)
 	inv.MailSlots = conv(ElemMailSlot, l.st.MailSlots)
+	for i := range inv.Drives {
+		d := &inv.Drives[i]
+		if i, ok := l.st.HomeMail[d.Barcode]; ok && d.Full {
+			d.Source = &Element{Kind: ElemMailSlot, Index: i}
+		} else if i, ok := l.st.Home[d.Barcode]; ok && d.Full {
+			d.Source = &Element{Kind: ElemSlot, Index: i}
+		}
+	}
 	return inv, nil
 }
 
@@ -354,9 +368,13 @@ func (l *VirtualLibrary) Move(ctx context.Context, from, to Element) error {
 		}
 		delete(l.open, from.Index)
 		delete(l.st.Home, bc)
+		delete(l.st.HomeMail, bc)
 	}
 	if to.Kind == ElemDrive && from.Kind == ElemSlot {
 		l.st.Home[bc] = from.Index
+	}
+	if to.Kind == ElemDrive && from.Kind == ElemMailSlot {
+		l.st.HomeMail[bc] = from.Index
 	}
 	(*fl)[from.Index] = ""
 	(*tl)[to.Index] = bc
