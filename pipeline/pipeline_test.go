@@ -510,3 +510,28 @@ func TestBlobCacheLeaderCancelled(t *testing.T) {
 		t.Errorf("follower of a cancelled load: %d bytes, %v; want the blob", len(g.d), g.err)
 	}
 }
+
+// TestCheckBesideABackup: a check whose repository was opened before a
+// backup on another host finished must not report that backup's blobs
+// as "in no index" (check from cron beside backups was a false alarm).
+func TestCheckBesideABackup(t *testing.T) {
+	ctx := context.Background()
+	r, be := newRepo(t)
+	if err := r.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	other, err := repo.Open(ctx, be, repo.Options{Password: []byte("pw"), CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "f"), bytes.Repeat([]byte("beside the check "), 5000), 0o644)
+	if _, err := Backup(ctx, other, BackupOptions{Host: "other", Paths: []string{src}}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := r.Check(ctx, repo.CheckOptions{})
+	if err != nil || len(rep.Errors) > 0 || rep.MissingBlobs > 0 {
+		t.Errorf("check after another host's backup: %v, errors %q, missing blobs %d", err, rep.Errors, rep.MissingBlobs)
+	}
+}

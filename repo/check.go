@@ -129,6 +129,18 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 		o.Workers = 2
 	}
 	rep := &CheckReport{ReadData: o.ReadData}
+	// Snapshots first, then the index: a backup writes its index objects
+	// before its snapshot, so every snapshot listed here finds its blobs
+	// in the index read after it, also one a backup running beside the
+	// check wrote after the repository was opened (no false "blob is
+	// not in any index").
+	sids, err := r.ListSnapshotIDs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.LoadIndex(ctx); err != nil {
+		return nil, fmt.Errorf("read the index of %s: %w", r.be.Location(), err)
+	}
 	packs, unref, err := r.scanPacks(ctx, rep)
 	if err != nil {
 		return nil, err
@@ -196,10 +208,7 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 		}
 		return id.ID{}, false
 	}
-	sids, err := r.ListSnapshotIDs(ctx)
-	if err != nil {
-		return nil, err
-	}
+
 	w := &treeWalker{r: r, memo: map[id.ID][]hit{}, damagedPack: damagedPack, rep: rep}
 	for _, sid := range sids {
 		sn, err := r.LoadSnapshot(ctx, sid)
