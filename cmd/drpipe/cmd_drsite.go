@@ -108,6 +108,20 @@ func (a *app) drsiteConfig(cmd *cobra.Command) (*drsite.Config, string, error) {
 			*dst, overridden = v, true
 		}
 	}
+	// The duration keys too (configs/drsite.yaml: scalar keys can be
+	// overridden from the environment).
+	for key, dst := range map[string]*drsite.Duration{"expected_boot": &c.ExpectedBoot, "boot_timeout": &c.BootTimeout} {
+		env := "DRPIPE_DRSITE_" + strings.ToUpper(key)
+		v, ok := os.LookupEnv(env)
+		if !ok || v == "" {
+			continue
+		}
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil || d <= 0 {
+			return nil, "", usagef("%s=%q (drsite.%s): not a duration like 90s or 5m; fix or unset the variable", env, v, key)
+		}
+		dst.Duration = d
+	}
 	if overridden {
 		if err := c.Validate(); err != nil {
 			return nil, "", usageError{err}

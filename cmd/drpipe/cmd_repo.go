@@ -137,6 +137,7 @@ func parseChunkSizes(s string) (*repo.ChunkSizes, error) {
 
 // parseSize parses "16MiB", "512k", "1G" or plain bytes.
 func parseSize(s string) (int64, error) {
+	orig := s
 	s = strings.TrimSpace(strings.ToLower(s))
 	mult := int64(1)
 	for _, u := range []struct {
@@ -150,7 +151,7 @@ func parseSize(s string) (int64, error) {
 	}
 	var n float64
 	if _, err := fmt.Sscanf(s, "%g", &n); err != nil || n < 0 {
-		return 0, fmt.Errorf("%q is not a size (e.g. 16MiB, 512k, 1G)", s)
+		return 0, fmt.Errorf("%q is not a size (e.g. 16MiB, 512k, 1G)", orig)
 	}
 	return int64(n * float64(mult)), nil
 }

@@ -196,7 +196,11 @@ func (a *app) siteServeCmd() *cobra.Command {
 			}
 			allow, _ := cmd.Flags().GetStringArray("allow")
 			if !cmd.Flags().Changed("allow") {
-				allow = a.v.GetStringSlice("site.allow")
+				// The environment gives a list as one string: DRPIPE_SITE_ALLOW=hv01,hv02
+				// names two primaries (as the other list keys read it), not one.
+				for _, v := range a.v.GetStringSlice("site.allow") {
+					allow = append(allow, strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' })...)
+				}
 			}
 			metrics := transport.NewMetrics()
 			tc, err := transport.ServerTLS(tlsDir, transport.ServerTLSOptions{Allow: allow, OnRefuse: func(reason string) {

@@ -432,6 +432,9 @@ func (a *app) tapeLabelCmd() *cobra.Command {
 			if poolName == "" {
 				return usagef("label needs --pool NAME")
 			}
+			if count < 1 {
+				return usagef("--count %d: give how many blank cartridges to label, 1 or more", count)
+			}
 			p, err := a.pool(poolName)
 			if err != nil {
 				return err
@@ -496,12 +499,20 @@ func (a *app) tapeWriteCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			parityFrom := "--parity"
 			if !cmd.Flags().Changed("parity") {
-				parity = a.v.GetInt("tape.parity")
+				parity, parityFrom = a.v.GetInt("tape.parity"), "config key tape.parity (DRPIPE_TAPE_PARITY)"
+			}
+			if parity < 0 {
+				return usagef("%s %d: give the number of tapes of a set that may be lost, 0 or more", parityFrom, parity)
 			}
 			recSize, err := parseSize(a.v.GetString("tape.record_size"))
 			if err != nil {
 				return usagef("tape.record_size: %w", err)
+			}
+			if recSize < tape.MinRecordSize || recSize > tape.MaxRecordSize {
+				return usagef("config key tape.record_size (DRPIPE_TAPE_RECORD_SIZE) %s: must be from %s to %s",
+					a.v.GetString("tape.record_size"), humanBytes(tape.MinRecordSize), humanBytes(tape.MaxRecordSize))
 			}
 			bufSize, err := parseSize(a.v.GetString("tape.buffer"))
 			if err != nil {
@@ -525,6 +536,10 @@ func (a *app) tapeWriteCmd() *cobra.Command {
 				return err
 			}
 			defer closeRepo(r)
+			if ec := r.Config().EC; parity > ec.M {
+				return usagef("%s %d exceeds the repository's erasure coding %s: a tape set can lose at most %d tapes; "+
+					"lower it or create a repository with more parity shards (drpipe init --ec %d+%d)", parityFrom, parity, ec, ec.M, ec.K, parity)
+			}
 			snaps, err := selectSnapshots(ctx, r, args)
 			if err != nil {
 				return err
@@ -1026,7 +1041,7 @@ func (a *app) tapeRestoreCmd() *cobra.Command {
 				failed, notices := restoreIssuesJSON(res)
 				if jerr := a.printJSON(map[string]any{"snapshot_id": sn.ID(), "set_id": plan.Ref.Set.ID, "tapes_mounted": mounted,
 					"tapes_unavailable": plan.Unavailable, "tapes_failed": rres.Failed, "packs": plan.Packs, "packs_rebuilt": rebuilt, "read_s": rres.ReadTime.Seconds(), "rebuild_s": rres.RebuildTime.Seconds(), "bytes_read_from_tape": readBytes,
-					"target": target, "files": res.Files, "dirs": res.Dirs, "bytes_total": res.BytesTotal, "duration_s": time.Since(start).Seconds(), "failed": failed, "notices": notices}); jerr != nil {
+					"target": target, "files": res.Files, "dirs": res.Dirs, "bytes_total": res.BytesTotal, "bytes_written": res.BytesWritten, "duration_s": time.Since(start).Seconds(), "failed": failed, "notices": notices}); jerr != nil {
 					return jerr
 				}
 				return err

@@ -40,19 +40,20 @@ func addDiskFormatFlag(cmd *cobra.Command) {
 }
 
 func (a *app) diskFormatFlag(cmd *cobra.Command) (string, error) {
-	df := a.v.GetString("restore.disk_format")
+	df, from := a.v.GetString("restore.disk_format"), "config key restore.disk_format (DRPIPE_RESTORE_DISK_FORMAT)"
 	if cmd.Flags().Changed("disk-format") {
 		df, _ = cmd.Flags().GetString("disk-format")
+		from = "--disk-format"
 	}
 	switch df {
 	case "", pipeline.DiskFormatOriginal:
 		return pipeline.DiskFormatOriginal, nil
 	case "vhd", "vpc":
-		return "", usagef("--disk-format vhd is not offered (VHD is restored only as original); use vhdx, qcow2 or raw")
+		return "", usagef("%s vhd is not offered (VHD is restored only as original); use original, vhdx, qcow2 or raw", from)
 	}
 	f, err := vmdisk.ParseFormat(df)
 	if err != nil {
-		return "", usagef("--disk-format: %w", err)
+		return "", usagef("%s: unknown disk format %q: use original, raw, qcow2 or vhdx", from, df)
 	}
 	return string(f), nil
 }

@@ -339,7 +339,7 @@ func (a *app) openBackend(ctx context.Context, loc string, create bool) (tiers.B
 func (a *app) repoOptions(pw []byte) (repo.Options, error) {
 	comp, err := repo.ParseCompression(a.v.GetString("compression"))
 	if err != nil {
-		return repo.Options{}, usageError{err}
+		return repo.Options{}, usagef("config key compression (DRPIPE_COMPRESSION): %w", err)
 	}
 	return repo.Options{Password: pw, CacheDir: a.v.GetString("cache_dir"), Compression: comp, SkipUnreadableIndex: a.skipBadIndex}, nil
 }

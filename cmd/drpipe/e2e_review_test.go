@@ -1,0 +1,175 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestReviewDiskFormatAdvice: a wrong --disk-format (or restore.disk_format)
+// is refused with the values restore takes (README: original, raw, qcow2,
+// vhdx), not advice to use vhd, which restore then refuses too.
+func TestReviewDiskFormatAdvice(t *testing.T) {
+	e := newEnv(t)
+	r := e.initRepo()
+	src := filepath.Join(e.dir, "src")
+	os.MkdirAll(src, 0o755)
+	writeFile(t, src, "f", "x")
+	e.backup(r, src)
+	res := e.run("restore", "--repo", r, "latest", "--target", filepath.Join(e.dir, "t1"), "--disk-format", "bogus")
+	if res.code != 2 || strings.Contains(res.stderr, "vhd ") || !strings.Contains(res.stderr, "original") {
+		t.Errorf("--disk-format bogus: exit %d, stderr %q; want exit 2 listing original, raw, qcow2, vhdx (not vhd)", res.code, res.stderr)
+	}
+	e.extra = []string{"DRPIPE_RESTORE_DISK_FORMAT=bogus"}
+	res = e.run("restore", "--repo", r, "latest", "--target", filepath.Join(e.dir, "t2"))
+	if res.code != 2 || !strings.Contains(res.stderr, "restore.disk_format") {
+		t.Errorf("DRPIPE_RESTORE_DISK_FORMAT=bogus: exit %d, stderr %q; want exit 2 naming restore.disk_format (no --disk-format was given)", res.code, res.stderr)
+	}
+}
+
+// TestReviewTapeRestoreJSON: tape restore --json gives "the restore
+// figures" of restore --json (README), bytes_written included.
+func TestReviewTapeRestoreJSON(t *testing.T) {
+	e := newEnv(t)
+	r := e.initRepo("--ec", "2+1")
+	src := filepath.Join(e.dir, "src")
+	os.MkdirAll(src, 0o755)
+	writeFile(t, src, "f", strings.Repeat("drpipe tape\n", 1000))
+	e.backup(r, src)
+	lib := filepath.Join(e.dir, "vtl")
+	e.ok("tape", "library", "init", "--library", lib, "--generation", "LTO-9", "--slots", "8", "--drives", "2", "--mailslots", "2", "--capacity", "64MiB")
+	e.ok("tape", "label", "--library", lib, "--pool", "p", "--count", "4")
+	e.tapeWrite(lib, r, "--pool", "p", "--parity", "0")
+	out := e.ok("tape", "restore", "--json", "--library", lib, "latest", "--target", filepath.Join(e.dir, "t"))
+	var m map[string]any
+	if err := json.Unmarshal([]byte(out), &m); err != nil {
+		t.Fatalf("tape restore --json printed %q: %v", out, err)
+	}
+	for _, k := range []string{"snapshot_id", "target", "files", "dirs", "bytes_total", "bytes_written", "duration_s", "failed", "notices",
+		"tapes_mounted", "tapes_unavailable", "packs_rebuilt", "bytes_read_from_tape", "read_s", "rebuild_s"} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("tape restore --json lacks %q: %s", k, out)
+		}
+	}
+	if w, _ := m["bytes_written"].(float64); w != 12000 {
+		t.Errorf("tape restore --json bytes_written = %v, want 12000", m["bytes_written"])
+	}
+}
+
+// TestReviewDrsiteEnvDurations: configs/drsite.yaml says scalar drsite keys
+// can be overridden as DRPIPE_DRSITE_<KEY>; expected_boot and boot_timeout
+// are scalar keys of that file.
+func TestReviewDrsiteEnvDurations(t *testing.T) {
+	e := newEnv(t)
+	invA, invB, imgA, imgB := tenVMInventory(t, e.dir)
+	r := e.initRepo()
+	e.ok("backup", "--repo", r, "--host", "hv-a", "--inventory", invA, imgA)
+	e.ok("backup", "--repo", r, "--host", "hv-b", "--inventory", invB, imgB)
+	cfg := drsiteConfigFile(t, e.dir, tenVMConfig)
+	e.extra = []string{"DRPIPE_DRSITE_EXPECTED_BOOT=5h"}
+	res := e.run("drsite", "plan", "--json", "--config", cfg, "--repo", r)
+	var p struct {
+		Groups []struct {
+			Expected time.Duration `json:"expected_ns"`
+		} `json:"boot_groups"`
+	}
+	if err := json.Unmarshal([]byte(res.stdout), &p); err != nil || len(p.Groups) == 0 {
+		t.Fatalf("drsite plan --json: exit %d, %v\n%s\n%s", res.code, err, res.stdout, res.stderr)
+	}
+	for i, g := range p.Groups {
+		if g.Expected < 5*time.Hour {
+			t.Errorf("boot group %d expected %v with DRPIPE_DRSITE_EXPECTED_BOOT=5h (config: 90s): the variable was ignored", i+1, g.Expected)
+		}
+	}
+	e.extra = []string{"DRPIPE_DRSITE_BOOT_TIMEOUT=soon"}
+	res = e.run("drsite", "plan", "--config", cfg, "--repo", r)
+	if res.code != 2 || !strings.Contains(res.stderr, "DRPIPE_DRSITE_BOOT_TIMEOUT") {
+		t.Errorf("DRPIPE_DRSITE_BOOT_TIMEOUT=soon: exit %d, stderr %q; want exit 2 naming the variable", res.code, res.stderr)
+	}
+}
+
+// TestReviewSiteAllowEnvList: site.allow from the environment
+// (DRPIPE_SITE_ALLOW) takes a comma-separated list, as the other list keys
+// do (DRPIPE_TAPE_POOLS_<POOL>_OFFSITE=monthly,yearly, DRPIPE_BACKUP_TAGS);
+// "hv01,hv02" must not become one name that refuses both primaries.
+func TestReviewSiteAllowEnvList(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	src := filepath.Join(e.dir, "src")
+	os.MkdirAll(src, 0o755)
+	writeFile(t, src, "f", "site allow")
+	e.backup(repoDir, src)
+	tlsDir := filepath.Join(e.dir, "tls")
+	e.ok("site", "init", "--dir", tlsDir, "--primary", "hv01")
+	t.Setenv("DRPIPE_SITE_ALLOW", "hv01,hv02")
+	sp := e.startSite(t, tlsDir, filepath.Join(e.dir, "dr"))
+	res := e.run("replicate", "--repo", repoDir, "--to", sp.addr, "--tls-dir", filepath.Join(tlsDir, "clients", "hv01"), "--connections", "1")
+	if res.code != 0 {
+		log, _ := os.ReadFile(filepath.Join(e.dir, "site-dr.log"))
+		t.Fatalf("replicate from hv01 with DRPIPE_SITE_ALLOW=hv01,hv02: exit %d\n%s\nsite log:\n%s", res.code, res.stderr, log)
+	}
+}
+
+// TestReviewTapeBadSettings: bad tape settings are usage errors (exit 2,
+// README's exit codes) naming where they came from, and change nothing:
+// a record size outside 256KiB..1MiB, a negative or too large parity, and
+// label --count 0 (which labelled one tape).
+func TestReviewTapeBadSettings(t *testing.T) {
+	e := newEnv(t)
+	r := e.initRepo("--ec", "2+1")
+	src := filepath.Join(e.dir, "src")
+	os.MkdirAll(src, 0o755)
+	writeFile(t, src, "f", "tape settings")
+	e.backup(r, src)
+	lib := filepath.Join(e.dir, "vtl")
+	e.ok("tape", "library", "init", "--library", lib, "--generation", "LTO-9", "--slots", "8", "--drives", "2", "--mailslots", "2", "--capacity", "64MiB")
+	res := e.run("tape", "label", "--library", lib, "--pool", "p", "--count", "0")
+	if res.code != 2 || strings.Contains(res.stdout, "labelled") {
+		t.Errorf("tape label --count 0: exit %d, stdout %q, stderr %q; want exit 2 and nothing labelled", res.code, res.stdout, res.stderr)
+	}
+	e.ok("tape", "label", "--library", lib, "--pool", "p", "--count", "4")
+	for _, c := range []struct {
+		env  string
+		args []string
+		want string
+	}{
+		{"DRPIPE_TAPE_RECORD_SIZE=4MiB", nil, "tape.record_size"},
+		{"", []string{"--parity", "-1"}, "--parity"},
+		{"", []string{"--parity", "2"}, "--parity"},
+		{"DRPIPE_TAPE_PARITY=2", nil, "tape.parity"},
+	} {
+		e.extra = nil
+		if c.env != "" {
+			e.extra = []string{c.env}
+		}
+		res := e.run(append([]string{"tape", "write", "--library", lib, "--repo", r, "--pool", "p"}, c.args...)...)
+		if res.code != 2 || !strings.Contains(res.stderr, c.want) {
+			t.Errorf("tape write %s %v: exit %d, stderr %q; want exit 2 naming %s", c.env, c.args, res.code, res.stderr, c.want)
+		}
+	}
+	e.extra = nil
+	if out := e.ok("tape", "inventory", "--library", lib); strings.Contains(out, "full") {
+		t.Errorf("a refused tape write reached a tape:\n%s", out)
+	}
+}
+
+// TestReviewConfigValueErrors: a bad value from the environment is refused
+// (exit 2) naming the key or variable and the value as given.
+func TestReviewConfigValueErrors(t *testing.T) {
+	e := newEnv(t)
+	r := e.initRepo()
+	e.extra = []string{"DRPIPE_COMPRESSION=zstd"}
+	res := e.run("snapshots", "--repo", r)
+	if res.code != 2 || !strings.Contains(res.stderr, "compression (DRPIPE_COMPRESSION)") {
+		t.Errorf("DRPIPE_COMPRESSION=zstd: exit %d, stderr %q; want exit 2 naming the key", res.code, res.stderr)
+	}
+	e.extra = []string{"DRPIPE_MOUNT_CACHE_SIZE=big"}
+	os.MkdirAll(filepath.Join(e.dir, "mnt"), 0o755)
+	res = e.run("mount", "--repo", r, filepath.Join(e.dir, "mnt"))
+	if res.code != 2 || !strings.Contains(res.stderr, `"big"`) {
+		t.Errorf("DRPIPE_MOUNT_CACHE_SIZE=big: exit %d, stderr %q; want exit 2 quoting the value as given", res.code, res.stderr)
+	}
+}
