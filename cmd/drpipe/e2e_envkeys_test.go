@@ -9,10 +9,10 @@ import (
 	"time"
 )
 
-// TestReviewDiskFormatAdvice: a wrong --disk-format (or restore.disk_format)
+// TestDiskFormatAdvice: a wrong --disk-format (or restore.disk_format)
 // is refused with the values restore takes (README: original, raw, qcow2,
 // vhdx), not advice to use vhd, which restore then refuses too.
-func TestReviewDiskFormatAdvice(t *testing.T) {
+func TestDiskFormatAdvice(t *testing.T) {
 	e := newEnv(t)
 	r := e.initRepo()
 	src := filepath.Join(e.dir, "src")
@@ -30,9 +30,9 @@ func TestReviewDiskFormatAdvice(t *testing.T) {
 	}
 }
 
-// TestReviewTapeRestoreJSON: tape restore --json gives "the restore
+// TestTapeRestoreJSON: tape restore --json gives "the restore
 // figures" of restore --json (README), bytes_written included.
-func TestReviewTapeRestoreJSON(t *testing.T) {
+func TestTapeRestoreJSON(t *testing.T) {
 	e := newEnv(t)
 	r := e.initRepo("--ec", "2+1")
 	src := filepath.Join(e.dir, "src")
@@ -59,10 +59,10 @@ func TestReviewTapeRestoreJSON(t *testing.T) {
 	}
 }
 
-// TestReviewDrsiteEnvDurations: configs/drsite.yaml says scalar drsite keys
+// TestDrsiteEnvDurations: configs/drsite.yaml says scalar drsite keys
 // can be overridden as DRPIPE_DRSITE_<KEY>; expected_boot and boot_timeout
 // are scalar keys of that file.
-func TestReviewDrsiteEnvDurations(t *testing.T) {
+func TestDrsiteEnvDurations(t *testing.T) {
 	e := newEnv(t)
 	invA, invB, imgA, imgB := tenVMInventory(t, e.dir)
 	r := e.initRepo()
@@ -91,11 +91,11 @@ func TestReviewDrsiteEnvDurations(t *testing.T) {
 	}
 }
 
-// TestReviewSiteAllowEnvList: site.allow from the environment
+// TestSiteAllowEnvList: site.allow from the environment
 // (DRPIPE_SITE_ALLOW) takes a comma-separated list, as the other list keys
 // do (DRPIPE_TAPE_POOLS_<POOL>_OFFSITE=monthly,yearly, DRPIPE_BACKUP_TAGS);
 // "hv01,hv02" must not become one name that refuses both primaries.
-func TestReviewSiteAllowEnvList(t *testing.T) {
+func TestSiteAllowEnvList(t *testing.T) {
 	e := newEnv(t)
 	repoDir := e.initRepo()
 	src := filepath.Join(e.dir, "src")
@@ -113,11 +113,11 @@ func TestReviewSiteAllowEnvList(t *testing.T) {
 	}
 }
 
-// TestReviewTapeBadSettings: bad tape settings are usage errors (exit 2,
+// TestTapeBadSettings: bad tape settings are usage errors (exit 2,
 // README's exit codes) naming where they came from, and change nothing:
 // a record size outside 256KiB..1MiB, a negative or too large parity, and
 // label --count 0 (which labelled one tape).
-func TestReviewTapeBadSettings(t *testing.T) {
+func TestTapeBadSettings(t *testing.T) {
 	e := newEnv(t)
 	r := e.initRepo("--ec", "2+1")
 	src := filepath.Join(e.dir, "src")
@@ -156,9 +156,9 @@ func TestReviewTapeBadSettings(t *testing.T) {
 	}
 }
 
-// TestReviewConfigValueErrors: a bad value from the environment is refused
+// TestConfigValueErrors: a bad value from the environment is refused
 // (exit 2) naming the key or variable and the value as given.
-func TestReviewConfigValueErrors(t *testing.T) {
+func TestConfigValueErrors(t *testing.T) {
 	e := newEnv(t)
 	r := e.initRepo()
 	e.extra = []string{"DRPIPE_COMPRESSION=zstd"}
