@@ -1040,7 +1040,7 @@ func (a *app) tapeRestoreCmd() *cobra.Command {
 			if a.jsonOut() {
 				failed, notices := restoreIssuesJSON(res)
 				if jerr := a.printJSON(map[string]any{"snapshot_id": sn.ID(), "set_id": plan.Ref.Set.ID, "tapes_mounted": mounted,
-					"tapes_unavailable": plan.Unavailable, "tapes_failed": rres.Failed, "packs": plan.Packs, "packs_rebuilt": rebuilt, "read_s": rres.ReadTime.Seconds(), "rebuild_s": rres.RebuildTime.Seconds(), "bytes_read_from_tape": readBytes,
+					"tapes_unavailable": append([]string{}, plan.Unavailable...), "tapes_failed": rres.Failed, "packs": plan.Packs, "packs_rebuilt": rebuilt, "read_s": rres.ReadTime.Seconds(), "rebuild_s": rres.RebuildTime.Seconds(), "bytes_read_from_tape": readBytes,
 					"target": target, "files": res.Files, "dirs": res.Dirs, "bytes_total": res.BytesTotal, "bytes_written": res.BytesWritten, "duration_s": time.Since(start).Seconds(), "failed": failed, "notices": notices}); jerr != nil {
 					return jerr
 				}

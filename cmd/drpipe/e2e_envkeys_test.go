@@ -54,6 +54,9 @@ func TestTapeRestoreJSON(t *testing.T) {
 			t.Errorf("tape restore --json lacks %q: %s", k, out)
 		}
 	}
+	if u, ok := m["tapes_unavailable"].([]any); !ok || len(u) != 0 {
+		t.Errorf("tape restore --json tapes_unavailable = %v, want an empty list", m["tapes_unavailable"])
+	}
 	if w, _ := m["bytes_written"].(float64); w != 12000 {
 		t.Errorf("tape restore --json bytes_written = %v, want 12000", m["bytes_written"])
 	}

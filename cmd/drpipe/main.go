@@ -90,7 +90,7 @@ func hint(err error) string {
 	}
 	switch {
 	case errors.Is(err, repo.ErrWrongPassword):
-		return "check --password-file / DRPIPE_PASSWORD; list key slots with 'drpipe key list' using a working password"
+		return "check --password-file / DRPIPE_PASSWORD_FILE / DRPIPE_PASSWORD; list key slots with 'drpipe key list' using a working password"
 	case errors.Is(err, repo.ErrNotRepository):
 		return "create a repository with 'drpipe init --repo R' or point --repo at an existing one"
 	case errors.Is(err, repo.ErrUnsupportedVersion):

@@ -266,7 +266,7 @@ func (a *app) password(prompt string, confirm bool) ([]byte, error) {
 	}
 	in, ok := a.stdin.(*os.File)
 	if !ok || !term.IsTerminal(int(in.Fd())) {
-		return nil, usagef("no password: use --password-file FILE or set DRPIPE_PASSWORD (no terminal to ask on)")
+		return nil, usagef("no password: use --password-file FILE, or set DRPIPE_PASSWORD_FILE or DRPIPE_PASSWORD (no terminal to ask on)")
 	}
 	fmt.Fprint(a.stderr, prompt)
 	p, err := term.ReadPassword(int(in.Fd()))
