@@ -320,6 +320,10 @@ func (r *Repository) sweep(ctx context.Context, ts *tombstone, live *liveSet, se
 			// tombstone's, it may have begun before the mark.
 			blockers = append(blockers, fmt.Sprintf("backup on %s (pid %d), whose clock is at least %s ahead of this host's (more than the tolerated %s): "+
 				"the sweep waits until it ends; synchronise the clocks (NTP)", s.Host, s.PID, s.Refreshed.Sub(now).Round(time.Second), o.ClockSkew))
+		case s.Kind == sessionCopy:
+			// A copy skips the packs already here, condemned ones too,
+			// and then writes snapshots naming them, whenever it began.
+			blockers = append(blockers, fmt.Sprintf("copy into this repository from %s (pid %d) running since %s", s.Host, s.PID, s.Started.Format(time.RFC3339)))
 		case s.Started.Before(ts.Time.Add(o.ClockSkew)):
 			blockers = append(blockers, fmt.Sprintf("backup on %s (pid %d) running since %s", s.Host, s.PID, s.Started.Format(time.RFC3339)))
 		}

@@ -3,6 +3,7 @@ package repo
 import (
 	"context"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -144,5 +145,48 @@ func TestSweepBesideWriterClockAhead(t *testing.T) {
 	}
 	if rep.Postponed == 0 {
 		t.Fatalf("sweep neither removed nor postponed anything: %+v", rep)
+	}
+}
+
+// TestCopySessionBlocksSweep: a copy into this repository skips the
+// packs it already holds, condemned ones too, and then writes snapshots
+// naming them, so its session blocks the sweep even when it began after
+// the packs were condemned (a backup's does not: a backup that began
+// then does not deduplicate against them).
+func TestCopySessionBlocksSweep(t *testing.T) {
+	ctx := context.Background()
+	be := tierstest.NewMemory()
+	pruner, clock := clockedRepo(t, be)
+	rng := rand.New(rand.NewPCG(23, 23))
+	s1 := snapOf(t, pruner, [][]byte{randBytes(rng, 30000), randBytes(rng, 30000)})
+	snapOf(t, pruner, [][]byte{randBytes(rng, 30000)})
+	if err := pruner.ForgetSnapshot(ctx, s1); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := pruner.Prune(ctx, sweepOpts); err != nil || rep.Condemned == 0 {
+		t.Fatalf("mark: %+v, %v", rep, err)
+	}
+	*clock = clock.Add(sweepOpts.Grace + time.Minute)
+	cp, err := Open(ctx, be, Options{Password: []byte("pw"), CacheDir: t.TempDir(), Now: func() time.Time { return *clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cp.Close()
+	sess, err := cp.BeginCopySession(ctx, "hv01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := pruner.Prune(ctx, sweepOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Removed != 0 || rep.Postponed == 0 || !strings.Contains(strings.Join(rep.WaitingFor, "; "), "copy into this repository") {
+		t.Errorf("sweep beside a copy that began after the mark: removed %d, postponed %d, waiting for %q", rep.Removed, rep.Postponed, rep.WaitingFor)
+	}
+	if err := sess.End(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := pruner.Prune(ctx, sweepOpts); err != nil || rep.Removed == 0 {
+		t.Errorf("sweep once the copy ended: %+v, %v", rep, err)
 	}
 }

@@ -56,6 +56,10 @@ type sessionRecord struct {
 // sessionPrune is the Kind of a prune's session.
 const sessionPrune = "prune"
 
+// sessionCopy is the kind of a copy's announcement in the repository it
+// copies into (BeginCopySession).
+const sessionCopy = "copy"
+
 // Session is a running writer's announcement. End it when done.
 type Session struct {
 	r      *Repository
@@ -75,6 +79,16 @@ type Session struct {
 // End. It returns an error only if the session cannot be written at all.
 func (r *Repository) BeginSession(ctx context.Context, host string) (*Session, error) {
 	return r.beginSession(ctx, host, "")
+}
+
+// BeginCopySession announces a copy into r (a tier receiving snapshots
+// with their data). A copy does not deduplicate: it skips the packs r
+// already holds, condemned ones too, and writes snapshots naming them.
+// While its session is live, no sweep removes a pack, whenever the copy
+// began; the copy must Check the session before it writes index objects
+// and snapshots.
+func (r *Repository) BeginCopySession(ctx context.Context, host string) (*Session, error) {
+	return r.beginSession(ctx, host, sessionCopy)
 }
 
 func (r *Repository) beginSession(ctx context.Context, host, kind string) (*Session, error) {

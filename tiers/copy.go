@@ -38,6 +38,11 @@ type CopyOptions struct {
 	DryRun bool
 	// Progress, if set, is told what is planned and what was transferred.
 	Progress CopyProgress
+	// BeforeIndex, if set, is called once the data is complete and before
+	// the first index object is written; an error stops the copy there
+	// (a copy session that lapsed: a prune may have removed packs the
+	// index and snapshots would name).
+	BeforeIndex func() error
 }
 
 // CopyProgress receives Copy's progress. Its methods are called from
@@ -138,6 +143,12 @@ func Copy(ctx context.Context, src, dst Backend, o CopyOptions) (*CopyStats, err
 	)
 	for _, t := range CopyTypes {
 		ts := st.ByType[t]
+		if t == TypeIndex && o.BeforeIndex != nil && !o.DryRun {
+			if err := o.BeforeIndex(); err != nil {
+				st.sum()
+				return st, fmt.Errorf("copy to %s stopped before the index and snapshots: %w", dst.Location(), err)
+			}
+		}
 		have, err := listSizes(ctx, dst, t)
 		if err != nil {
 			return st, fmt.Errorf("copy to %s: %w", dst.Location(), err)

@@ -336,3 +336,24 @@ func FuzzObjectVerifier(f *testing.F) {
 		}
 	})
 }
+
+// TestCopyBeforeIndexStops: when BeforeIndex fails (the copy's session
+// in the destination lapsed, so a prune may have removed packs), the
+// copy stops with the data copied and no index object or snapshot
+// written.
+func TestCopyBeforeIndexStops(t *testing.T) {
+	ctx := t.Context()
+	src := tierstest.NewMemory()
+	fakeRepo(t, src, 4, 1)
+	dst := tierstest.NewCounting(tierstest.NewMemory())
+	lapsed := errors.New("session lapsed")
+	st, err := tiers.Copy(ctx, src, dst, tiers.CopyOptions{BeforeIndex: func() error { return lapsed }})
+	if !errors.Is(err, lapsed) || st == nil || st.ByType[tiers.TypeData].Copied == 0 {
+		t.Fatalf("copy whose BeforeIndex fails: %v, %+v", err, st)
+	}
+	for _, h := range dst.Stored() {
+		if h.Type == tiers.TypeIndex || h.Type == tiers.TypeSnapshot {
+			t.Errorf("%v written after BeforeIndex failed", h)
+		}
+	}
+}

@@ -1,16 +1,20 @@
 package policy_test
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/drpipe/drpipe/internal/id"
 	"github.com/drpipe/drpipe/repo"
+	"github.com/drpipe/drpipe/tiers"
 	"github.com/drpipe/drpipe/tiers/policy"
 )
 
@@ -109,5 +113,52 @@ func TestTreePacksStayReadable(t *testing.T) {
 	want := fmt.Sprintf("[{STANDARD STANDARD_IA %d", nTree)
 	if !strings.HasPrefix(got, want) || !strings.Contains(got, fmt.Sprintf("{STANDARD DEEP_ARCHIVE %d ", nData)) {
 		t.Errorf("transitions %s: want the %d tree-pack shards to STANDARD_IA and the %d data shards to DEEP_ARCHIVE", got, nTree, nData)
+	}
+}
+
+// sessionWatch is a tier backend that records, at the first data object
+// a copy stores, how many session objects the tier holds.
+type sessionWatch struct {
+	tiers.Backend
+	once     sync.Once
+	sessions int
+}
+
+func (s *sessionWatch) Put(ctx context.Context, h tiers.Handle, r io.Reader, size int64) error {
+	if h.Type == tiers.TypeData {
+		s.once.Do(func() {
+			s.Backend.List(ctx, tiers.TypeSession, func(tiers.ObjectInfo) error { s.sessions++; return nil })
+		})
+	}
+	return s.Backend.Put(ctx, h, r, size)
+}
+
+// TestSendAnnouncesCopySession: a tier that already holds the
+// repository is told of a copy into it (a copy session, which blocks
+// its sweeps), and the session is gone once the copy is done.
+func TestSendAnnouncesCopySession(t *testing.T) {
+	w := newWorld(t)
+	src := filepath.Join(t.TempDir(), "vm")
+	os.MkdirAll(src, 0o755)
+	rng := rand.New(rand.NewPCG(5, 6))
+	w.day(src, rng)
+	if _, err := policy.Run(w.ctx, w.cfg, w.r, w.targets, w.clock, nil); err != nil {
+		t.Fatal(err)
+	}
+	bt := w.targets["dr"].(*policy.BackendTarget)
+	watch := &sessionWatch{Backend: bt.Backend}
+	bt.Backend = watch
+	w.clock = w.clock.Add(24 * time.Hour)
+	w.day(src, rng)
+	if _, err := policy.Run(w.ctx, w.cfg, w.r, w.targets, w.clock, nil); err != nil {
+		t.Fatal(err)
+	}
+	if watch.sessions != 1 {
+		t.Errorf("session objects in the tier while the copy stored data: %d, want the copy's own", watch.sessions)
+	}
+	n := 0
+	watch.Backend.List(w.ctx, tiers.TypeSession, func(tiers.ObjectInfo) error { n++; return nil })
+	if n != 0 {
+		t.Errorf("%d session objects left in the tier after the run", n)
 	}
 }

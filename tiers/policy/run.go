@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/drpipe/drpipe/internal/id"
@@ -221,8 +222,29 @@ func (b *BackendTarget) State(ctx context.Context, cat *Catalog) (*TierState, er
 }
 
 // Send implements Target with tiers.Copy (verified, data before metadata).
+// Where the tier already holds the repository, the copy announces itself
+// there (repo.BeginCopySession), so that a prune of the tier running
+// meanwhile (another tier run, drpipe prune) removes no pack the copy
+// skips as present and then names in a snapshot.
 func (b *BackendTarget) Send(ctx context.Context, view tiers.Backend, _ []id.ID) (int, int64, error) {
-	st, err := tiers.Copy(ctx, view, b.Backend, b.Copy)
+	o := b.Copy
+	if b.Open != nil {
+		if _, err := repo.ReadConfig(ctx, b.Backend); err == nil {
+			r, err := b.Open(b.Backend)
+			if err != nil {
+				return 0, 0, fmt.Errorf("open the tier's repository to announce the copy: %w", err)
+			}
+			defer r.Close()
+			host, _ := os.Hostname()
+			sess, err := r.BeginCopySession(ctx, host)
+			if err != nil {
+				return 0, 0, err
+			}
+			defer sess.End(context.WithoutCancel(ctx))
+			o.BeforeIndex = sess.Check
+		}
+	}
+	st, err := tiers.Copy(ctx, view, b.Backend, o)
 	if st == nil {
 		return 0, 0, err
 	}
