@@ -58,6 +58,11 @@ type ReplicateOptions struct {
 	// BatchSize is the number of names per Offer (default and limit
 	// MaxOfferBatch).
 	BatchSize int
+	// Window is the number of data objects offered at a time (default
+	// DefaultWindow): data is listed, offered and sent window by window,
+	// so that neither side holds the names of every pack of a large
+	// repository at once.
+	Window int
 	// Timeout bounds each exchange on the control stream and the wait
 	// for each object's result after its last byte (default 2m).
 	Timeout time.Duration
@@ -130,6 +135,9 @@ func Replicate(ctx context.Context, c Conn, src tiers.Backend, o ReplicateOption
 	if o.Timeout <= 0 {
 		o.Timeout = 2 * time.Minute
 	}
+	if o.Window <= 0 {
+		o.Window = DefaultWindow
+	}
 	start := time.Now()
 	cfg, err := repo.ReadConfig(ctx, src)
 	if err != nil {
@@ -156,9 +164,13 @@ func Replicate(ctx context.Context, c Conn, src tiers.Backend, o ReplicateOption
 
 	// List in reverse dependency order: every snapshot listed is
 	// durable, so the index and data it references are listed after it.
+	// Data, listed last, is listed while it is sent, window by window.
 	lists := map[tiers.Type][]OfferEntry{}
 	for i := len(phaseTypes) - 1; i >= 0; i-- {
 		t := phaseTypes[i]
+		if t == tiers.TypeData {
+			continue
+		}
 		var l []OfferEntry
 		err := src.List(ctx, t, func(oi tiers.ObjectInfo) error {
 			if CheckName(oi.Handle) != nil {
@@ -173,41 +185,51 @@ func Replicate(ctx context.Context, c Conn, src tiers.Backend, o ReplicateOption
 		lists[t] = l
 	}
 
-	// Offer everything, pipelined: one round trip however many batches
-	// (and the other connections join meanwhile).
-	var batches []Offer
-	for _, t := range phaseTypes {
-		entries := lists[t]
-		for off := 0; off < len(entries); off += o.BatchSize {
-			batches = append(batches, Offer{Type: t, Entries: entries[off:min(off+o.BatchSize, len(entries))]})
-		}
-	}
-	wanted, err := exchangeOffers(ctx, ctl, batches, o.Timeout)
-	if err != nil {
-		return nil, err
-	}
+	// Offer, pipelined: one round trip however many batches. All but
+	// the data at once (the other connections join meanwhile); the data
+	// in windows as it is sent (sendData).
 	perType := map[tiers.Type][]OfferEntry{}
-	for i, b := range batches {
-		var n int
-		var bytes int64
-		for k, e := range b.Entries {
-			st := rep.Offered[b.Type]
-			st.add(e.Size)
-			rep.Offered[b.Type] = st
-			if wanted[i][k] {
-				n++
-				bytes += e.Size
-				perType[b.Type] = append(perType[b.Type], e)
+	offer := func(lists map[tiers.Type][]OfferEntry) error {
+		var batches []Offer
+		for _, t := range phaseTypes {
+			entries := lists[t]
+			for off := 0; off < len(entries); off += o.BatchSize {
+				batches = append(batches, Offer{Type: t, Entries: entries[off:min(off+o.BatchSize, len(entries))]})
 			}
 		}
-		if o.Progress != nil && n > 0 {
-			o.Progress.Want(n, bytes)
+		if len(batches) == 0 {
+			return nil
 		}
+		wanted, err := exchangeOffers(ctx, ctl, batches, o.Timeout)
+		if err != nil {
+			return err
+		}
+		for i, b := range batches {
+			var n int
+			var bytes int64
+			for k, e := range b.Entries {
+				st := rep.Offered[b.Type]
+				st.add(e.Size)
+				rep.Offered[b.Type] = st
+				if wanted[i][k] {
+					n++
+					bytes += e.Size
+					perType[b.Type] = append(perType[b.Type], e)
+				}
+			}
+			if o.Progress != nil && n > 0 {
+				o.Progress.Want(n, bytes)
+			}
+		}
+		// Largest first: the small objects fill in at the end, so the
+		// connections finish a phase together.
+		for _, l := range perType {
+			slices.SortStableFunc(l, func(a, b OfferEntry) int { return cmp.Compare(b.Size, a.Size) })
+		}
+		return nil
 	}
-	// Largest first: the small objects fill in at the end, so the
-	// connections finish a phase together.
-	for _, l := range perType {
-		slices.SortStableFunc(l, func(a, b OfferEntry) int { return cmp.Compare(b.Size, a.Size) })
+	if err := offer(lists); err != nil {
+		return nil, err
 	}
 	conns, err := extra.wait(c)
 	if err != nil {
@@ -291,6 +313,40 @@ func Replicate(ctx context.Context, c Conn, src tiers.Backend, o ReplicateOption
 		}
 		return nil
 	}
+	// sendData lists the data objects and offers and sends them a window
+	// at a time: the site holds at most a window of wanted names, and
+	// this side a window of listed ones.
+	sendData := func() error {
+		var window []OfferEntry
+		flush := func() error {
+			if len(window) == 0 {
+				return nil
+			}
+			delete(perType, tiers.TypeData)
+			if err := offer(map[tiers.Type][]OfferEntry{tiers.TypeData: window}); err != nil {
+				return err
+			}
+			window = window[:0]
+			return send(tiers.TypeData)
+		}
+		err := src.List(ctx, tiers.TypeData, func(oi tiers.ObjectInfo) error {
+			if CheckName(oi.Handle) != nil {
+				return nil // not a replicated object (check reports it)
+			}
+			window = append(window, OfferEntry{Name: oi.Handle.Name, Size: oi.Size})
+			if len(window) >= o.Window {
+				return flush()
+			}
+			return nil
+		})
+		if err == nil {
+			err = flush()
+		}
+		if err != nil && ctx.Err() == nil && !errors.As(err, new(*RemoteError)) {
+			err = fmt.Errorf("replicate: data in %s: %w", src.Location(), err)
+		}
+		return err
+	}
 	// Config and keys first, so the site holds them before any data.
 	// A class is sealed once its objects are committed, but the seals are
 	// only waited for where the site needs them: before index objects
@@ -304,6 +360,13 @@ func Replicate(ctx context.Context, c Conn, src tiers.Backend, o ReplicateOption
 	}
 	var unsealed []tiers.Type
 	for _, step := range steps {
+		if step[0] == tiers.TypeData {
+			if err := sendData(); err != nil {
+				return fail(err)
+			}
+			unsealed = append(unsealed, step...)
+			continue
+		}
 		n := 0
 		for _, t := range step {
 			n += len(perType[t])

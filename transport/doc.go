@@ -51,13 +51,17 @@
 // much. Version 1 (one connection per session, no session id) is retired.
 //
 // The client keeps round trips few: it dials the extra connections while
-// the first opens the session, sends all offers before reading the first
-// answer, writes objects back to back on each connection (awaiting each
+// the first opens the session, sends all offers of a window before
+// reading the first answer, writes objects back to back on each connection (awaiting each
 // object's PutResult while the next is sent, so connections never idle
 // for a round trip), largest first so connections finish a phase
 // together, and waits for a seal only where the site needs it (data sealed
 // before index objects, index sealed before snapshots); the other seals
-// travel with the next.
+// travel with the next. Data is listed, offered and sent a window at a
+// time (ReplicateOptions.Window, 65,536 objects), so that neither side
+// holds the names of every pack of a large repository: a site refuses
+// offers that would leave it holding more than ServerOptions.MaxOutstanding
+// wanted names (2^20 by default).
 //
 // # Read sessions (an optional capability of version 2)
 //

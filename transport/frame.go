@@ -28,6 +28,13 @@ const (
 	MaxFramePayload = 1 << 20
 	// MaxOfferBatch bounds the number of entries in one Offer.
 	MaxOfferBatch = 8192
+	// DefaultWindow is the number of data objects a client offers at a
+	// time (ReplicateOptions.Window).
+	DefaultWindow = 8 * MaxOfferBatch
+	// MaxOutstanding is the default bound on the objects a session has
+	// been offered and wants but has not received yet; a site refuses
+	// offers beyond it (its memory holds their names).
+	MaxOutstanding = 1 << 20
 	// MaxMessageText bounds error messages and other free text.
 	MaxMessageText = 4096
 	// MaxHostName bounds the host name in snapshot metadata.

@@ -3,10 +3,12 @@ package transport
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -217,5 +219,99 @@ func TestSecondRepositoryRefusedAfterFirstClaimsEmptySite(t *testing.T) {
 	cfgB, bodyB := object(b, tiers.TypeConfig)
 	if err := send(rsB, tiers.TypeConfig, cfgB, bodyB); err == nil {
 		t.Errorf("the second repository's config replaced the first's")
+	}
+}
+
+// windowWatch is a site store that follows, for data objects, how many
+// the site has been offered (one Stat each) but not received yet.
+type windowWatch struct {
+	tiers.Backend
+	mu                sync.Mutex
+	offered, received int
+	peak              int
+}
+
+func (w *windowWatch) Stat(ctx context.Context, h tiers.Handle) (tiers.ObjectInfo, error) {
+	if h.Type == tiers.TypeData {
+		w.mu.Lock()
+		w.offered++
+		w.peak = max(w.peak, w.offered-w.received)
+		w.mu.Unlock()
+	}
+	return w.Backend.Stat(ctx, h)
+}
+
+func (w *windowWatch) Put(ctx context.Context, h tiers.Handle, rd io.Reader, size int64) error {
+	err := w.Backend.Put(ctx, h, rd, size)
+	if h.Type == tiers.TypeData && err == nil {
+		w.mu.Lock()
+		w.received++
+		w.mu.Unlock()
+	}
+	return err
+}
+
+// TestReplicateOffersDataInWindows: the data of a repository is listed,
+// offered and sent a window at a time, so the site never holds the names
+// of more wanted data objects than a window (nor the client more listed
+// ones), however large the repository; and the replica is complete.
+func TestReplicateOffersDataInWindows(t *testing.T) {
+	p := newPrimary(t)
+	p.backup("hv01", 12, 6<<20)
+	dir := filepath.Join(t.TempDir(), "site")
+	be, err := tiers.NewLocal(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &windowWatch{Backend: be}
+	s, err := NewServer(context.Background(), ServerOptions{Dir: dir, Store: w, SiteName: "dr-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Close(); be.Close() }()
+	st := &site{t: t, dir: dir, s: s}
+	const window = 2
+	rep, err := st.replicatePipe(context.Background(), p, -1, ReplicateOptions{Window: window, Streams: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := rep.Sent[tiers.TypeData].Objects; n <= 3*window {
+		t.Fatalf("fixture: %d data objects sent, want several windows' worth", n)
+	}
+	if w.peak > window {
+		t.Errorf("the site held up to %d offered data objects not yet received, want at most the window of %d", w.peak, window)
+	}
+	assertConsistent(t, dir)
+	sameFiles(t, filepath.Join(p.dir, "data"), filepath.Join(dir, "data"))
+}
+
+// TestSiteBoundsOutstandingOffers: a primary that offers more objects
+// than it sends (a hostile one, or one offering everything at once) is
+// refused once the site would hold more wanted names than its bound.
+func TestSiteBoundsOutstandingOffers(t *testing.T) {
+	p := newPrimary(t)
+	dir := filepath.Join(t.TempDir(), "site")
+	s, err := NewServer(context.Background(), ServerOptions{Dir: dir, SiteName: "dr-test", MaxOutstanding: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rs, _, err := openRaw(t, &site{t: t, dir: dir, s: s}, p.r.Config().ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := func(n, from int) []OfferEntry {
+		var e []OfferEntry
+		for i := range n {
+			e = append(e, OfferEntry{Name: fmt.Sprintf("%064x-0", from+i), Size: 100})
+		}
+		return e
+	}
+	if _, err := exchangeOffer(context.Background(), rs.ctl, Offer{Type: tiers.TypeData, Entries: entries(80, 0)}, 10*time.Second); err != nil {
+		t.Fatalf("an offer within the bound: %v", err)
+	}
+	_, err = exchangeOffer(context.Background(), rs.ctl, Offer{Type: tiers.TypeData, Entries: entries(30, 80)}, 10*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "holds at most 100") {
+		t.Errorf("an offer beyond the bound: %v, want a refusal naming it", err)
 	}
 }

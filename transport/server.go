@@ -35,6 +35,9 @@ type ServerOptions struct {
 	Metrics *Metrics
 	// MaxObjectSize bounds a single object (default DefaultMaxObjectSize).
 	MaxObjectSize int64
+	// MaxOutstanding bounds the objects a session may have been offered
+	// and not sent yet (default MaxOutstanding).
+	MaxOutstanding int
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// HandshakeTimeout bounds the wait for a client's Hello and for each
@@ -71,6 +74,9 @@ func NewServer(ctx context.Context, o ServerOptions) (*Server, error) {
 	}
 	if o.MaxObjectSize <= 0 {
 		o.MaxObjectSize = DefaultMaxObjectSize
+	}
+	if o.MaxOutstanding <= 0 {
+		o.MaxOutstanding = MaxOutstanding
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -538,10 +544,15 @@ func refusal(code ErrorCode, format string, args ...any) error {
 // outstanding.
 func (ss *session) offer(ctx context.Context, m Offer) (Want, error) {
 	ss.mu.Lock()
-	sealed := ss.sealed[m.Type]
+	sealed, outstanding := ss.sealed[m.Type], len(ss.outstanding)
 	ss.mu.Unlock()
 	if sealed {
 		return Want{}, refusal(CodeOrder, "offer of %s after %s was sealed", m.Type, m.Type)
+	}
+	if max := ss.s.o.MaxOutstanding; outstanding+len(m.Entries) > max {
+		// The names of wanted objects are held until they arrive: a
+		// client offers data a window at a time (ReplicateOptions.Window).
+		return Want{}, refusal(CodeBadFrame, "offer of %d more objects while %d wanted ones have not arrived: this site holds at most %d; send what was wanted first (a client older than this site offers everything at once: upgrade it)", len(m.Entries), outstanding, max)
 	}
 	want := Want{Want: make([]bool, len(m.Entries))}
 	for i, e := range m.Entries {
