@@ -198,7 +198,10 @@ func hvDiskSlots(vm *VM, gen int) []hvSlot {
 		if d.Device == "cdrom" {
 			continue
 		}
-		if boot < 0 || d.BootOrder > 0 && (bestOrder == 0 || d.BootOrder < bestOrder) {
+		// Without boot orders, a generation 1 source VM booted from its
+		// IDE disk: that one, not a SCSI data disk listed first.
+		if boot < 0 || d.BootOrder > 0 && (bestOrder == 0 || d.BootOrder < bestOrder) ||
+			bestOrder == 0 && d.Controller == "ide" && vm.Disks[boot].Controller != "ide" {
 			boot = i
 			if d.BootOrder > 0 {
 				bestOrder = d.BootOrder
@@ -219,21 +222,31 @@ func hvDiskSlots(vm *VM, gen int) []hvSlot {
 		return hvSlot{}, false
 	}
 	out := make([]hvSlot, len(vm.Disks))
+	kept := make([]bool, len(vm.Disks))
+	ctOf := func(i int) string {
+		if d := vm.Disks[i]; gen == 1 && (d.Controller == "ide" || d.Device == "cdrom" || i == boot) {
+			return "IDE"
+		}
+		return "SCSI"
+	}
+	// The disks that keep their source slots first, so that a disk moved
+	// to a free slot never takes the slot a later disk really has.
 	for i, d := range vm.Disks {
-		ct := "SCSI"
-		if gen == 1 && (d.Controller == "ide" || d.Device == "cdrom" || i == boot) {
-			ct = "IDE"
+		ct := ctOf(i)
+		sl, l := hvSlot{ct, d.ControllerIndex, d.Unit}, limits[ct]
+		if strings.ToLower(d.Controller) == strings.ToLower(ct) && sl.num < l[0] && sl.loc < l[1] && !used[sl] {
+			used[sl], out[i], kept[i] = true, sl, true
 		}
-		sl := hvSlot{ct, d.ControllerIndex, d.Unit}
-		l := limits[ct]
-		if strings.ToLower(d.Controller) != strings.ToLower(ct) || sl.num >= l[0] || sl.loc >= l[1] || used[sl] {
-			var ok bool
-			if sl, ok = free(ct); !ok {
-				sl, _ = free("SCSI") // IDE is full: the disk still attaches
-			}
+	}
+	for i := range vm.Disks {
+		if kept[i] {
+			continue
 		}
-		used[sl] = true
-		out[i] = sl
+		sl, ok := free(ctOf(i))
+		if !ok {
+			sl, _ = free("SCSI") // IDE is full: the disk still attaches
+		}
+		used[sl], out[i] = true, sl
 	}
 	return out
 }

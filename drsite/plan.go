@@ -397,10 +397,10 @@ func (p *Plan) place() {
 			chosen.UsedStorage += v.StorageBytes
 			chosen.VMs = append(chosen.VMs, v.Name)
 			v.DRHost, v.DRKind = chosen.Name, chosen.Kind
-			if i := strings.IndexAny(v.Name, `<>:"|?*`); i >= 0 && chosen.Kind == KindHyperV {
+			if why := windowsNameProblem(v.Name); why != "" && chosen.Kind == KindHyperV {
 				// Its folder under the image root: ':' would name an
-				// NTFS stream, the others are refused.
-				p.addIssue(IssueInventory, v.Name, true, "VM name %q holds %q, which Windows does not allow in the names of the VM's folder and files on Hyper-V host %s: rename the VM, or give it a libvirt DR host", v.Name, v.Name[i:i+1], chosen.Name)
+				// NTFS stream, the others are refused or renamed.
+				p.addIssue(IssueInventory, v.Name, true, "VM name %q %s, which Windows does not allow in the names of the VM's folder and files on Hyper-V host %s: rename the VM, or give it a libvirt DR host", v.Name, why, chosen.Name)
 				v.Blocked = true
 			}
 			if v.AntiAffinity != "" {
@@ -510,4 +510,24 @@ func (p *Plan) whyUnplaced(v *PlannedVM, blockedBy []string) Issue {
 	}
 	return Issue{Kind: IssueShortfall, VM: v.Name, Blocking: true,
 		Message: "cannot be placed: the DR site is full after higher-priority VMs: " + strings.Join(lack, ", ")}
+}
+
+// windowsNameProblem says why name cannot name a folder or file on
+// Windows, or returns "". Separators and control characters are refused
+// at import (fileNameOK).
+func windowsNameProblem(name string) string {
+	if i := strings.IndexAny(name, `<>:"|?*`); i >= 0 {
+		return fmt.Sprintf("holds %q", name[i:i+1])
+	}
+	if strings.HasSuffix(name, ".") || strings.HasSuffix(name, " ") {
+		// Windows drops them: "web." would be the folder of "web".
+		return "ends in a dot or a space"
+	}
+	base, _, _ := strings.Cut(name, ".")
+	switch b := strings.ToUpper(strings.TrimRight(base, " ")); {
+	case b == "CON" || b == "PRN" || b == "AUX" || b == "NUL",
+		len(b) == 4 && (strings.HasPrefix(b, "COM") || strings.HasPrefix(b, "LPT")) && b[3] >= '0' && b[3] <= '9':
+		return "is a device name (" + b + ")"
+	}
+	return ""
 }

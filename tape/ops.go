@@ -103,6 +103,20 @@ func labelOne(ctx context.Context, ch Changer, cat *Catalog, bc string, o LabelO
 			return "", fmt.Errorf("tape %s holds set %s (%s, expires %s); refusing to relabel it", bc, s.ID[:8], s.Level, s.Expires.Format("2006-01-02"))
 		}
 	}
+	// A new cartridge put in through a mail slot joins the library: it is
+	// recorded there as a scratch tape, and a cartridge goes back to the
+	// element it was loaded from, where writes would not look for it.
+	if inv, err := ch.Inventory(ctx); err != nil {
+		return "", err
+	} else if at, _ := inv.Find(bc); at.Kind == ElemMailSlot {
+		slot, ok := inv.FreeSlot()
+		if !ok {
+			return "", fmt.Errorf("tape %s is in a mail slot and no storage slot is free to take it in: free a slot (export a tape) and label it again; nothing was written", bc)
+		}
+		if err := ch.Move(ctx, at, slot); err != nil {
+			return "", fmt.Errorf("take tape %s from its mail slot into the library: %w; nothing was written", bc, err)
+		}
+	}
 	d, di, err := mount(ctx, ch, bc, nil)
 	if err != nil {
 		return "", err

@@ -1,0 +1,69 @@
+package drsite
+
+import (
+	"context"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestReviewHyperVGen1KeepsRealSlots: a generation 1 VM from a Hyper-V
+// inventory keeps the slots it has; a SCSI data disk listed before the
+// IDE system disk (no boot order: the BIOS boots IDE) must not be moved
+// onto IDE 0:0 and push the system disk aside, or the VM boots its data
+// disk at the DR site.
+func TestReviewHyperVGen1KeepsRealSlots(t *testing.T) {
+	for _, c := range []struct {
+		name, disks string
+		want        []string
+	}{
+		{"SCSI data disk listed first", `      - {file: 'C:\VMs\data.vhdx', format: vhdx, size: 1GiB, controller: scsi}
+      - {file: 'C:\VMs\os.vhdx', format: vhdx, size: 1GiB, controller: ide}
+`, []string{"HardDisk SCSI 0 0 data", "HardDisk IDE 0 0 os"}},
+		{"a moved disk does not take a later disk's slot", `      - {file: 'C:\VMs\os.vhdx', format: vhdx, size: 1GiB, controller: ide, boot_order: 1}
+      - {file: 'C:\VMs\tools.iso', format: raw, device: cdrom, controller: sata}
+      - {file: 'C:\VMs\logs.vhdx', format: vhdx, size: 1GiB, controller: ide, unit: 1}
+`, []string{"HardDisk IDE 0 0 os", "Dvd IDE 1 0 tools", "HardDisk IDE 0 1 logs"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			vm := "  - name: hv1\n    vcpus: 1\n    memory: 1GiB\n    generation: 1\n    disks:\n" + c.disks
+			p := planFrom(t, "hosts:\n  - {name: dr-hv, kind: hyperv, vcpus: 8, memory: 16GiB, storage: 1TiB}\n", "vms:\n"+vm)
+			res, err := Bringup(context.Background(), nil, p, BringupOptions{Out: t.TempDir(), NoRestore: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, _ := os.ReadFile(res.Hosts[0].Script)
+			re := regexp.MustCompile(`Add-VM(HardDisk|Dvd)Drive -VMName '[^']*' -ControllerType (\w+) -ControllerNumber (\d+) -ControllerLocation (\d+) -Path \(Join-Path \$ImageRoot '[^']*\\(\w+)\.\w+'\)`)
+			var got []string
+			for _, m := range re.FindAllStringSubmatch(string(s), -1) {
+				got = append(got, strings.Join(m[1:], " "))
+			}
+			if strings.Join(got, "; ") != strings.Join(c.want, "; ") {
+				t.Errorf("disk slots %q, want %q", got, c.want)
+			}
+		})
+	}
+}
+
+// TestReviewHyperVRefusesWindowsDeviceAndTrailingDotNames: besides the
+// characters Windows refuses, a folder named for a device (aux, CON,
+// com1.web) cannot be created, and a trailing dot or space is dropped
+// ("web." would share the folder of "web"): such VMs are blocked on a
+// Hyper-V DR host too, before bring-up fails halfway.
+func TestReviewHyperVRefusesWindowsDeviceAndTrailingDotNames(t *testing.T) {
+	for _, name := range []string{"aux", "CON", "com1.web", "lpt9", "web."} {
+		inv := "vms:\n  - {name: '" + name + "', vcpus: 1, memory: 1GiB, generation: 2, disks: [{file: 'C:\\VMs\\web.vhdx', format: vhdx, size: 1GiB, controller: scsi}]}\n"
+		p := planFrom(t, "hosts:\n  - {name: dr-hv, kind: hyperv, vcpus: 8, memory: 16GiB, storage: 1TiB}\n", inv)
+		if v := p.VM(name); v == nil || !v.Blocked {
+			t.Errorf("VM %q on a Hyper-V host is not blocked: %v", name, p.BlockingIssues())
+		}
+	}
+	for _, name := range []string{"auxiliary", "console", "com10", "web.1", "web"} {
+		inv := "vms:\n  - {name: '" + name + "', vcpus: 1, memory: 1GiB, generation: 2, disks: [{file: 'C:\\VMs\\web.vhdx', format: vhdx, size: 1GiB, controller: scsi}]}\n"
+		p := planFrom(t, "hosts:\n  - {name: dr-hv, kind: hyperv, vcpus: 8, memory: 16GiB, storage: 1TiB}\n", inv)
+		if v := p.VM(name); v == nil || v.Blocked {
+			t.Errorf("VM %q on a Hyper-V host blocked: %v", name, p.BlockingIssues())
+		}
+	}
+}
