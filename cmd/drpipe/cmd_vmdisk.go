@@ -121,11 +121,13 @@ func (a *app) mountCmd() *cobra.Command {
 				return nil
 			case <-ctx.Done():
 			}
+			// A second Ctrl-C, also while the unmount is retried, stops
+			// serving a detached mount point.
+			again := make(chan os.Signal, 1)
+			signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+			defer signal.Stop(again)
 			if err := srv.Unmount(); errors.Is(err, mount.ErrDetached) {
 				fmt.Fprintf(a.stderr, "%s is still in use: detached it from the file system tree; serving the programs still inside it until they leave (Ctrl-C again to stop now: they then get errors)\n", dir)
-				again := make(chan os.Signal, 1)
-				signal.Notify(again, os.Interrupt, syscall.SIGTERM)
-				defer signal.Stop(again)
 				select {
 				case <-done:
 				case <-again:

@@ -8,12 +8,12 @@ import (
 	"testing"
 )
 
-// TestReviewHyperVGen1KeepsRealSlots: a generation 1 VM from a Hyper-V
+// TestHyperVGen1KeepsRealSlots: a generation 1 VM from a Hyper-V
 // inventory keeps the slots it has; a SCSI data disk listed before the
 // IDE system disk (no boot order: the BIOS boots IDE) must not be moved
 // onto IDE 0:0 and push the system disk aside, or the VM boots its data
 // disk at the DR site.
-func TestReviewHyperVGen1KeepsRealSlots(t *testing.T) {
+func TestHyperVGen1KeepsRealSlots(t *testing.T) {
 	for _, c := range []struct {
 		name, disks string
 		want        []string
@@ -46,12 +46,12 @@ func TestReviewHyperVGen1KeepsRealSlots(t *testing.T) {
 	}
 }
 
-// TestReviewHyperVRefusesWindowsDeviceAndTrailingDotNames: besides the
+// TestHyperVRefusesWindowsDeviceAndTrailingDotNames: besides the
 // characters Windows refuses, a folder named for a device (aux, CON,
 // com1.web) cannot be created, and a trailing dot or space is dropped
 // ("web." would share the folder of "web"): such VMs are blocked on a
 // Hyper-V DR host too, before bring-up fails halfway.
-func TestReviewHyperVRefusesWindowsDeviceAndTrailingDotNames(t *testing.T) {
+func TestHyperVRefusesWindowsDeviceAndTrailingDotNames(t *testing.T) {
 	for _, name := range []string{"aux", "CON", "com1.web", "lpt9", "web."} {
 		inv := "vms:\n  - {name: '" + name + "', vcpus: 1, memory: 1GiB, generation: 2, disks: [{file: 'C:\\VMs\\web.vhdx', format: vhdx, size: 1GiB, controller: scsi}]}\n"
 		p := planFrom(t, "hosts:\n  - {name: dr-hv, kind: hyperv, vcpus: 8, memory: 16GiB, storage: 1TiB}\n", inv)

@@ -7,12 +7,12 @@ import (
 	"github.com/drpipe/drpipe/tape"
 )
 
-// TestReviewLabelledMailSlotTapeJoinsTheLibrary: a new cartridge put in
+// TestLabelledMailSlotTapeJoinsTheLibrary: a new cartridge put in
 // through a mail slot and labelled by barcode is recorded as a scratch
 // tape in the library; it must end up in a storage slot (as before
 // cartridges went back to their source element), where a write can use
 // it, not back in the mail slot, where writes skip it.
-func TestReviewLabelledMailSlotTapeJoinsTheLibrary(t *testing.T) {
+func TestLabelledMailSlotTapeJoinsTheLibrary(t *testing.T) {
 	ctx := context.Background()
 	w := newBadWorld(t)
 	inv, _ := w.lib.Inventory(ctx)
