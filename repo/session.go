@@ -87,9 +87,40 @@ func (r *Repository) BeginSession(ctx context.Context, host string) (*Session, e
 // While its session is live, no sweep removes a pack, whenever the copy
 // began; the copy must Check the session before it writes index objects
 // and snapshots.
+//
+// A prune that listed the sessions before this one was stored does not
+// see it, so the copy looks for prunes after announcing itself (as a
+// prune announces itself before it looks): of a copy and a prune started
+// together at least one sees the other. A live prune session makes
+// BeginCopySession end the announcement and fail with an error wrapping
+// ErrPruneRunning.
 func (r *Repository) BeginCopySession(ctx context.Context, host string) (*Session, error) {
-	return r.beginSession(ctx, host, sessionCopy)
+	s, err := r.beginSession(ctx, host, sessionCopy)
+	if err != nil {
+		return nil, err
+	}
+	sessions, err := r.liveSessions(ctx, false)
+	if err == nil {
+		for _, p := range sessions {
+			if p.Kind == sessionPrune {
+				err = fmt.Errorf("%w in %s (host %s, pid %d, since %s; session object sessions/%s): "+
+					"a copy now could skip packs it is removing; run again once it has finished. If no prune is running, one was killed: its record expires %s after %s, or remove that object",
+					ErrPruneRunning, r.be.Location(), p.Host, p.PID, p.Started.Format(time.RFC3339), p.name,
+					SessionTTL+ClockSkew, p.Refreshed.Format(time.RFC3339))
+				break
+			}
+		}
+	}
+	if err != nil {
+		_ = s.End(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("announce copy session: %w", err)
+	}
+	return s, nil
 }
+
+// ErrPruneRunning is returned by BeginCopySession while a prune runs in
+// the repository.
+var ErrPruneRunning = errors.New("a prune is running")
 
 func (r *Repository) beginSession(ctx context.Context, host, kind string) (*Session, error) {
 	var nb [16]byte

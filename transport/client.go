@@ -318,16 +318,19 @@ func Replicate(ctx context.Context, c Conn, src tiers.Backend, o ReplicateOption
 	// this side a window of listed ones.
 	sendData := func() error {
 		var window []OfferEntry
+		var flushErr error // the exchange's error, returned as it is
 		flush := func() error {
 			if len(window) == 0 {
 				return nil
 			}
 			delete(perType, tiers.TypeData)
 			if err := offer(map[tiers.Type][]OfferEntry{tiers.TypeData: window}); err != nil {
+				flushErr = err
 				return err
 			}
 			window = window[:0]
-			return send(tiers.TypeData)
+			flushErr = send(tiers.TypeData)
+			return flushErr
 		}
 		err := src.List(ctx, tiers.TypeData, func(oi tiers.ObjectInfo) error {
 			if CheckName(oi.Handle) != nil {
@@ -339,13 +342,16 @@ func Replicate(ctx context.Context, c Conn, src tiers.Backend, o ReplicateOption
 			}
 			return nil
 		})
-		if err == nil {
-			err = flush()
+		if flushErr != nil {
+			return flushErr // the site's or the network's, not the listing's
 		}
-		if err != nil && ctx.Err() == nil && !errors.As(err, new(*RemoteError)) {
-			err = fmt.Errorf("replicate: data in %s: %w", src.Location(), err)
+		if err != nil {
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
+			return fmt.Errorf("replicate: list data in %s: %w", src.Location(), err)
 		}
-		return err
+		return flush()
 	}
 	// Config and keys first, so the site holds them before any data.
 	// A class is sealed once its objects are committed, but the seals are

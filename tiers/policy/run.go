@@ -229,7 +229,12 @@ func (b *BackendTarget) State(ctx context.Context, cat *Catalog) (*TierState, er
 func (b *BackendTarget) Send(ctx context.Context, view tiers.Backend, _ []id.ID) (int, int64, error) {
 	o := b.Copy
 	if b.Open != nil {
-		if _, err := repo.ReadConfig(ctx, b.Backend); err == nil {
+		_, err := repo.ReadConfig(ctx, b.Backend)
+		if err != nil && !errors.Is(err, repo.ErrNotRepository) {
+			// Not an empty tier: a copy must not go ahead unannounced.
+			return 0, 0, err
+		}
+		if err == nil {
 			r, err := b.Open(b.Backend)
 			if err != nil {
 				return 0, 0, fmt.Errorf("open the tier's repository to announce the copy: %w", err)
