@@ -30,11 +30,11 @@ func (c *configFlake) Load(ctx context.Context, h tiers.Handle, off, n int64, fn
 	return c.Backend.Load(ctx, h, off, n, fn)
 }
 
-// TestReviewSendConfigErrorNotEmptyTier: a tier whose config cannot be
+// TestSendConfigErrorNotEmptyTier: a tier whose config cannot be
 // read for another reason than its absence does hold the repository: the
 // copy must not go ahead unannounced (a prune of the tier would not see
 // it), as it did when any config error was taken for an empty tier.
-func TestReviewSendConfigErrorNotEmptyTier(t *testing.T) {
+func TestSendConfigErrorNotEmptyTier(t *testing.T) {
 	w := newWorld(t)
 	src := filepath.Join(t.TempDir(), "vm")
 	os.MkdirAll(src, 0o755)

@@ -32,12 +32,12 @@ func (b *onSnapshotList) List(ctx context.Context, t tiers.Type, fn func(tiers.O
 	return b.Backend.List(ctx, t, fn)
 }
 
-// TestReviewCopyBeginsDuringPruneSweep: a copy that announces itself
+// TestCopyBeginsDuringPruneSweep: a copy that announces itself
 // after a prune listed the sessions is not seen by that prune, which goes
 // on to sweep condemned packs the copy may already have skipped as
 // present and then names in a snapshot. Either the copy must learn of the
 // prune (and stop) or the prune must not sweep.
-func TestReviewCopyBeginsDuringPruneSweep(t *testing.T) {
+func TestCopyBeginsDuringPruneSweep(t *testing.T) {
 	ctx := context.Background()
 	mem := tierstest.NewMemory()
 	be := &onSnapshotList{Backend: mem}

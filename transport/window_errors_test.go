@@ -32,11 +32,11 @@ func (s *stallStat) Stat(ctx context.Context, h tiers.Handle) (tiers.ObjectInfo,
 	return s.Backend.Stat(ctx, h)
 }
 
-// TestReviewDataOfferErrorNotBlamedOnSource: a site that stalls while
+// TestDataOfferErrorNotBlamedOnSource: a site that stalls while
 // answering the offer of a later data window is a site problem; the error
 // must not say it happened reading the data in the primary's repository
 // (nor say "replicate:" twice).
-func TestReviewDataOfferErrorNotBlamedOnSource(t *testing.T) {
+func TestDataOfferErrorNotBlamedOnSource(t *testing.T) {
 	p := newPrimary(t)
 	p.backup("hv01", 12, 6<<20)
 	dir := filepath.Join(t.TempDir(), "site")
