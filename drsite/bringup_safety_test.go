@@ -445,21 +445,11 @@ func TestHyperVDiskSlots(t *testing.T) {
 `, []string{"HardDisk SCSI 0 0 os", "HardDisk SCSI 1 0 db"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			p := planFrom(t, "hosts:\n  - {name: dr-hv, kind: hyperv, vcpus: 8, memory: 16GiB, storage: 1TiB}\n", "vms:\n"+c.vm)
-			res, err := Bringup(context.Background(), nil, p, BringupOptions{Out: t.TempDir(), NoRestore: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			s, _ := os.ReadFile(res.Hosts[0].Script)
-			re := regexp.MustCompile(`Add-VM(HardDisk|Dvd)Drive -VMName '[^']*' -ControllerType (\w+) -ControllerNumber (\d+) -ControllerLocation (\d+) -Path \(Join-Path \$ImageRoot '[^']*\\(\w+)\.\w+'\)`)
-			var got []string
-			for _, m := range re.FindAllStringSubmatch(string(s), -1) {
-				got = append(got, strings.Join(m[1:], " "))
-			}
+			got, s := hyperVDiskSlots(t, c.vm)
 			if strings.Join(got, "; ") != strings.Join(c.want, "; ") {
 				t.Errorf("disk slots %q, want %q", got, c.want)
 			}
-			scsi := strings.Contains(string(s), "Add-VMScsiController")
+			scsi := strings.Contains(s, "Add-VMScsiController")
 			if want := strings.Contains(strings.Join(c.want, " "), "SCSI"); scsi != want {
 				t.Errorf("SCSI controllers added: %v, want %v:\n%s", scsi, want, s)
 			}
@@ -505,4 +495,27 @@ func domainDiskFiles(t *testing.T, file string) []string {
 		s = append(s, dk.Source.File)
 	}
 	return s
+}
+
+// hyperVDiskSlots brings up the VMs of inventory YAML vms (the list's
+// entries) on one Hyper-V DR host and returns the disk attachments of
+// bringup.ps1 ("HardDisk SCSI 0 1 data": kind, controller type, number,
+// location, image name) and the script.
+func hyperVDiskSlots(t *testing.T, vms string) ([]string, string) {
+	t.Helper()
+	p := planFrom(t, "hosts:\n  - {name: dr-hv, kind: hyperv, vcpus: 8, memory: 16GiB, storage: 1TiB}\n", "vms:\n"+vms)
+	res, err := Bringup(context.Background(), nil, p, BringupOptions{Out: t.TempDir(), NoRestore: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := os.ReadFile(res.Hosts[0].Script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`Add-VM(HardDisk|Dvd)Drive -VMName '[^']*' -ControllerType (\w+) -ControllerNumber (\d+) -ControllerLocation (\d+) -Path \(Join-Path \$ImageRoot '[^']*\\(\w+)\.\w+'\)`)
+	var got []string
+	for _, m := range re.FindAllStringSubmatch(string(s), -1) {
+		got = append(got, strings.Join(m[1:], " "))
+	}
+	return got, string(s)
 }

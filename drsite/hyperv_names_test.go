@@ -1,9 +1,6 @@
 package drsite
 
 import (
-	"context"
-	"os"
-	"regexp"
 	"strings"
 	"testing"
 )
@@ -28,17 +25,7 @@ func TestHyperVGen1KeepsRealSlots(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			vm := "  - name: hv1\n    vcpus: 1\n    memory: 1GiB\n    generation: 1\n    disks:\n" + c.disks
-			p := planFrom(t, "hosts:\n  - {name: dr-hv, kind: hyperv, vcpus: 8, memory: 16GiB, storage: 1TiB}\n", "vms:\n"+vm)
-			res, err := Bringup(context.Background(), nil, p, BringupOptions{Out: t.TempDir(), NoRestore: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			s, _ := os.ReadFile(res.Hosts[0].Script)
-			re := regexp.MustCompile(`Add-VM(HardDisk|Dvd)Drive -VMName '[^']*' -ControllerType (\w+) -ControllerNumber (\d+) -ControllerLocation (\d+) -Path \(Join-Path \$ImageRoot '[^']*\\(\w+)\.\w+'\)`)
-			var got []string
-			for _, m := range re.FindAllStringSubmatch(string(s), -1) {
-				got = append(got, strings.Join(m[1:], " "))
-			}
+			got, _ := hyperVDiskSlots(t, vm)
 			if strings.Join(got, "; ") != strings.Join(c.want, "; ") {
 				t.Errorf("disk slots %q, want %q", got, c.want)
 			}

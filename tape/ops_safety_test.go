@@ -72,16 +72,7 @@ func TestDisabledLevelRefused(t *testing.T) {
 // find it, and the catalog would still say it is on its way offsite.
 func TestCheckLeavesExportedTapesInMailSlots(t *testing.T) {
 	ctx := context.Background()
-	w := newBadWorld(t)
-	w.label("DRP001L7")
-	w.run++
-	if _, err := tape.WriteSet(ctx, w.lib, w.cat, w.be, fakePlan(t, w.be, w.run), tape.WriteOptions{Pool: w.pool, Level: tape.LevelWeekly, Now: func() time.Time { return w.now }}); err != nil {
-		t.Fatal(err)
-	}
-	ex, err := tape.Export(ctx, w.lib, w.cat, func(string) (tape.Pool, error) { return w.pool, nil }, w.now)
-	if err != nil || len(ex.Exported) != 1 {
-		t.Fatalf("export: %v, %+v", err, ex)
-	}
+	w := writtenAndExported(t)
 	rep, err := tape.CheckCatalog(ctx, w.lib, w.cat, tape.CheckOptions{ReadData: true})
 	if err != nil || !rep.OK() {
 		t.Fatalf("check: %v %q", err, rep.Errors)
@@ -98,15 +89,7 @@ func TestCheckLeavesExportedTapesInMailSlots(t *testing.T) {
 // courier would not find it.
 func TestReadTapeGoesBackToItsMailSlot(t *testing.T) {
 	ctx := context.Background()
-	w := newBadWorld(t)
-	w.label("DRP001L7")
-	w.run++
-	if _, err := tape.WriteSet(ctx, w.lib, w.cat, w.be, fakePlan(t, w.be, w.run), tape.WriteOptions{Pool: w.pool, Level: tape.LevelWeekly, Now: func() time.Time { return w.now }}); err != nil {
-		t.Fatal(err)
-	}
-	if ex, err := tape.Export(ctx, w.lib, w.cat, func(string) (tape.Pool, error) { return w.pool, nil }, w.now); err != nil || len(ex.Exported) != 1 {
-		t.Fatalf("export: %v, %+v", err, ex)
-	}
+	w := writtenAndExported(t)
 	cat, err := tape.OpenCatalog(filepath.Join(t.TempDir(), "rebuilt"))
 	if err != nil {
 		t.Fatal(err)
@@ -118,4 +101,21 @@ func TestReadTapeGoesBackToItsMailSlot(t *testing.T) {
 	if at, ok := inv.Find("DRP001L7"); !ok || at.Kind != tape.ElemMailSlot {
 		t.Errorf("after a catalog rebuild read it, the exported tape DRP001L7 is in %v, want it back in its mail slot", at)
 	}
+}
+
+// writtenAndExported is a library whose one weekly set, on DRP001L7, was
+// exported: the tape waits in a mail slot for the courier.
+func writtenAndExported(t *testing.T) *badWorld {
+	t.Helper()
+	ctx := context.Background()
+	w := newBadWorld(t)
+	w.label("DRP001L7")
+	w.run++
+	if _, err := tape.WriteSet(ctx, w.lib, w.cat, w.be, fakePlan(t, w.be, w.run), tape.WriteOptions{Pool: w.pool, Level: tape.LevelWeekly, Now: func() time.Time { return w.now }}); err != nil {
+		t.Fatal(err)
+	}
+	if ex, err := tape.Export(ctx, w.lib, w.cat, func(string) (tape.Pool, error) { return w.pool, nil }, w.now); err != nil || len(ex.Exported) != 1 {
+		t.Fatalf("export: %v, %+v", err, ex)
+	}
+	return w
 }

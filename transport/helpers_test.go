@@ -123,6 +123,23 @@ func newSite(t testing.TB, dir string) *site {
 	return &site{t: t, dir: dir, s: s, cnt: cnt}
 }
 
+// newSiteOn is a Server on a fresh directory whose store is wrap of the
+// directory's local backend.
+func newSiteOn(t testing.TB, wrap func(tiers.Backend) tiers.Backend) *site {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "site")
+	be, err := tiers.NewLocal(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewServer(context.Background(), ServerOptions{Dir: dir, Store: wrap(be), SiteName: "dr-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(); be.Close() })
+	return &site{t: t, dir: dir, s: s}
+}
+
 // putCounter counts successful Puts per handle.
 type putCounter struct {
 	tiers.Backend

@@ -258,18 +258,9 @@ func (w *windowWatch) Put(ctx context.Context, h tiers.Handle, rd io.Reader, siz
 func TestReplicateOffersDataInWindows(t *testing.T) {
 	p := newPrimary(t)
 	p.backup("hv01", 12, 6<<20)
-	dir := filepath.Join(t.TempDir(), "site")
-	be, err := tiers.NewLocal(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := &windowWatch{Backend: be}
-	s, err := NewServer(context.Background(), ServerOptions{Dir: dir, Store: w, SiteName: "dr-test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { s.Close(); be.Close() }()
-	st := &site{t: t, dir: dir, s: s}
+	var w *windowWatch
+	st := newSiteOn(t, func(be tiers.Backend) tiers.Backend { w = &windowWatch{Backend: be}; return w })
+	dir := st.dir
 	const window = 2
 	rep, err := st.replicatePipe(context.Background(), p, -1, ReplicateOptions{Window: window, Streams: 2})
 	if err != nil {

@@ -2,7 +2,6 @@ package transport
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -39,18 +38,8 @@ func (s *stallStat) Stat(ctx context.Context, h tiers.Handle) (tiers.ObjectInfo,
 func TestDataOfferErrorNotBlamedOnSource(t *testing.T) {
 	p := newPrimary(t)
 	p.backup("hv01", 12, 6<<20)
-	dir := filepath.Join(t.TempDir(), "site")
-	be, err := tiers.NewLocal(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := NewServer(context.Background(), ServerOptions{Dir: dir, Store: &stallStat{Backend: be}, SiteName: "dr-test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { s.Close(); be.Close() }()
-	st := &site{t: t, dir: dir, s: s}
-	_, err = st.replicatePipe(context.Background(), p, -1, ReplicateOptions{Window: 2, Timeout: 200 * time.Millisecond})
+	st := newSiteOn(t, func(be tiers.Backend) tiers.Backend { return &stallStat{Backend: be} })
+	_, err := st.replicatePipe(context.Background(), p, -1, ReplicateOptions{Window: 2, Timeout: 200 * time.Millisecond})
 	if err == nil {
 		t.Fatal("replication beside a stalled site succeeded")
 	}

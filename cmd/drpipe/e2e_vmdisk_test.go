@@ -256,12 +256,7 @@ func TestDiskDedupeAcrossContainers(t *testing.T) {
 // ext4 inside; a file whose chunks are damaged beyond repair reads EIO.
 func TestMountDiskImage(t *testing.T) {
 	needDiskTools(t)
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Fatalf("this test mounts a snapshot with FUSE and needs /dev/fuse: %v", err)
-	}
-	if _, err := exec.LookPath("fusermount3"); err != nil {
-		t.Fatal("fusermount3 not installed: run 'make deps' (package fuse3)")
-	}
+	needFUSE(t)
 	if os.Geteuid() != 0 {
 		t.Fatal("this test loop-mounts the exposed disk image and must run as root (CI does)")
 	}
@@ -377,6 +372,18 @@ func errorsIsEIO(err error) bool {
 		return pe.Err == syscall.EIO
 	}
 	return strings.Contains(err.Error(), "input/output error")
+}
+
+// needFUSE fails the test unless drpipe mount can work here: /dev/fuse
+// and fusermount3.
+func needFUSE(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Fatalf("this test mounts a snapshot with FUSE and needs /dev/fuse: %v", err)
+	}
+	if _, err := exec.LookPath("fusermount3"); err != nil {
+		t.Fatal("fusermount3 not installed: run 'make deps' (package fuse3)")
+	}
 }
 
 // startMount runs drpipe mount with flags (e.g. --repo R) in the
@@ -511,12 +518,7 @@ func TestLayerMapSurvivesPrune(t *testing.T) {
 // left out of the mount, and the user is told that latest may then not
 // be the newest snapshot.
 func TestMountWarnsOfUnreadableSnapshots(t *testing.T) {
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Fatalf("this test mounts a snapshot with FUSE and needs /dev/fuse: %v", err)
-	}
-	if _, err := exec.LookPath("fusermount3"); err != nil {
-		t.Fatal("fusermount3 not installed: run 'make deps' (package fuse3)")
-	}
+	needFUSE(t)
 	e := newEnv(t)
 	repoDir := e.initRepo()
 	src := filepath.Join(e.dir, "src")
@@ -621,12 +623,7 @@ func TestLayerRestoreNotices(t *testing.T) {
 // now detached lazily, drpipe keeps serving the program until it leaves,
 // then exits 0.
 func TestMountBusyAtCtrlC(t *testing.T) {
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Fatalf("this test mounts a snapshot with FUSE and needs /dev/fuse: %v", err)
-	}
-	if _, err := exec.LookPath("fusermount3"); err != nil {
-		t.Fatal("fusermount3 not installed: run 'make deps' (package fuse3)")
-	}
+	needFUSE(t)
 	e := newEnv(t)
 	repoDir := e.initRepo()
 	src := filepath.Join(e.dir, "src")
