@@ -678,7 +678,7 @@ func (b *backup) file(path string, fi fs.FileInfo, n *repo.Node, parent *repo.No
 		b.progress.AddDone(1, n.Size)
 		return doneFuture(n)
 	}
-	if parent != nil && parent.Disk != nil && !b.knownRaw(path) && b.diskUnchanged(parent, n) {
+	if parent != nil && parent.Disk != nil && b.knownRaw(path) == "" && b.diskUnchanged(parent, n) {
 		n.Size, n.Disk, n.Content, n.ContentLists = parent.Size, parent.Disk, parent.Content, parent.ContentLists
 		// From the record itself: a parent written before nodes had
 		// refs names its layer map only there.

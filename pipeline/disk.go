@@ -102,32 +102,26 @@ func (m *DiskMeta) ownRuns(ctx context.Context, r *repo.Repository) ([]vmdisk.Ru
 	return out, nil
 }
 
-// knownRaw reports whether path is a raw disk whose header is not to be
-// read: the VM inventory gives it as raw, or its name ends in .raw.
-func (b *backup) knownRaw(path string) bool {
+// knownRaw says why path is a raw disk whose header is not to be read
+// ("" when it is not): its name ends in .raw, or the VM inventory gives
+// it as raw (matched by its path or by its path with symlinks resolved).
+func (b *backup) knownRaw(path string) string {
 	if strings.EqualFold(filepath.Ext(path), ".raw") {
-		return true
+		return "its name ends in .raw"
 	}
 	if len(b.o.RawDisks) == 0 {
-		return false
+		return ""
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return false
+		return ""
 	}
-	if b.o.RawDisks[abs] {
-		return true
-	}
-	// The inventory may name the disk through a symlinked directory, or
-	// the backup path may be one.
-	real, err := filepath.EvalSymlinks(abs)
-	return err == nil && b.o.RawDisks[real]
-}
-
-// rawWhy says why knownRaw(path) holds.
-func (b *backup) rawWhy(path string) string {
-	if strings.EqualFold(filepath.Ext(path), ".raw") {
-		return "its name ends in .raw"
+	if !b.o.RawDisks[abs] {
+		// The inventory may name the disk through a symlinked
+		// directory, or the backup path may be one.
+		if real, err := filepath.EvalSymlinks(abs); err != nil || !b.o.RawDisks[real] {
+			return ""
+		}
 	}
 	return "the VM inventory gives it as raw"
 }
@@ -158,9 +152,9 @@ func (b *backup) openDisk(path string, f *os.File, n *repo.Node) *diskSource {
 	if err != nil || format == vmdisk.Raw {
 		return nil
 	}
-	if b.knownRaw(path) {
+	if why := b.knownRaw(path); why != "" {
 		// The guest wrote the header: its disk is the file's bytes.
-		b.progress.Warn(path, fmt.Errorf("starts with a %s header, but is a raw disk (%s): backed up as a plain file, its header not followed", format, b.rawWhy(path)))
+		b.progress.Warn(path, fmt.Errorf("starts with a %s header, but is a raw disk (%s): backed up as a plain file, its header not followed", format, why))
 		return nil
 	}
 	top, err := vmdisk.OpenLayer(f, path, format, vmdisk.Limits{})

@@ -236,30 +236,22 @@ func approx(d retention.Duration) time.Duration {
 }
 
 // classAt returns the storage class data of this age should be in.
-func (t Tier) classAt(created, now time.Time) string {
-	c := t.storageClass()
-	for _, tr := range t.Transitions {
-		d, err := retention.ParseDuration(tr.After)
-		if err != nil {
-			continue
-		}
-		// created + d <= now
-		if !created.AddDate(d.Years, d.Months, d.Days).Add(time.Duration(d.Hours) * time.Hour).After(now) {
-			c = tr.Class
-		}
-	}
-	return c
-}
+func (t Tier) classAt(created, now time.Time) string { return t.classFor(created, now, false) }
 
 // readableClassAt is classAt without the archive classes: the class data
 // of this age that must stay readable (tree packs) should be in.
-func (t Tier) readableClassAt(created, now time.Time) string {
+func (t Tier) readableClassAt(created, now time.Time) string { return t.classFor(created, now, true) }
+
+// classFor is the class of the last transition due for data created at
+// created, skipping archive classes when readable is set.
+func (t Tier) classFor(created, now time.Time, readable bool) string {
 	c := t.storageClass()
 	for _, tr := range t.Transitions {
 		d, err := retention.ParseDuration(tr.After)
-		if err != nil || archiveClass(tr.Class) {
+		if err != nil || readable && archiveClass(tr.Class) {
 			continue
 		}
+		// created + d <= now
 		if !created.AddDate(d.Years, d.Months, d.Days).Add(time.Duration(d.Hours) * time.Hour).After(now) {
 			c = tr.Class
 		}
