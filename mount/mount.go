@@ -205,10 +205,8 @@ var (
 )
 
 // load reads the directory's tree once it is first needed. A failed load
-// is not remembered: ctx is the request's, which the kernel interrupts
-// when a signal reaches the reading process (a Ctrl-C, or the Go
-// runtime's preemption signal in a Go reader), and the next request must
-// not find the directory failed for good.
+// is not remembered: a tier that failed for a moment (a network error,
+// a cancelled context) must not leave the directory failed for good.
 func (d *dirNode) load(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -256,6 +254,19 @@ func (d *dirNode) load(ctx context.Context) error {
 	return nil
 }
 
+// detached is the context a request's work runs under: ctx without its
+// cancellation. The kernel interrupts a FUSE request when any signal
+// reaches the process waiting on it (a SIGCHLD, the Go runtime's
+// preemption signal in a Go reader), and go-fuse then cancels the
+// request's context. Abandoning the work for that failed the reader's
+// open or read with EIO, and answering EINTR instead would make a slow
+// load under periodic signals start over forever. So, as most FUSE file
+// systems do, drpipe finishes the request: after a non-fatal signal the
+// kernel waits for the answer and gives it to the reader, and after a
+// fatal one (Ctrl-C of cp) it has stopped waiting and the answer is
+// dropped.
+func detached(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
+
 func (m *mfs) report(path string, err error) {
 	if m.o.OnError != nil {
 		m.o.OnError(path, err)
@@ -273,7 +284,7 @@ func (d *dirNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.Attr
 }
 
 func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	if err := d.load(ctx); err != nil {
+	if err := d.load(detached(ctx)); err != nil {
 		return nil, syscall.EIO
 	}
 	ents := make([]fuse.DirEntry, 0, len(d.names))
@@ -284,7 +295,7 @@ func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 }
 
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if err := d.load(ctx); err != nil {
+	if err := d.load(detached(ctx)); err != nil {
 		return nil, syscall.EIO
 	}
 	e, ok := d.kids[name]
@@ -480,7 +491,7 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
 		return nil, 0, syscall.EROFS
 	}
-	if err := f.reader(ctx); err != nil {
+	if err := f.reader(detached(ctx)); err != nil {
 		f.m.report(f.path, err)
 		return nil, 0, syscall.EIO
 	}
@@ -510,6 +521,7 @@ func (f *fileNode) reader(ctx context.Context) error {
 }
 
 func (f *fileNode) Read(ctx context.Context, _ gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	ctx = detached(ctx)
 	if err := f.reader(ctx); err != nil {
 		f.m.report(f.path, err)
 		return nil, syscall.EIO

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/drpipe/drpipe/erasure"
@@ -53,6 +54,40 @@ func TestInterruptedLoadIsNotRemembered(t *testing.T) {
 	}
 	if len(d.names) != 1 {
 		t.Errorf("root lists %q, want the one top directory", d.names)
+	}
+	if len(reported) != 0 {
+		t.Errorf("an interrupted request was reported as a read error: %v", reported)
+	}
+
+	// A FUSE request the kernel interrupted (go-fuse cancels its context)
+	// is still served: its reader gets the answer, not EIO.
+	fresh := &dirNode{m: m, root: res.Snapshot.Tree, tree: res.Snapshot.Tree, path: "/"}
+	if _, errno := fresh.Readdir(interrupted); errno != 0 {
+		t.Errorf("readdir of an interrupted request: %v, want it served", errno)
+	}
+	top := d.kids[d.names[0]].n
+	sub := &dirNode{m: m, root: res.Snapshot.Tree, tree: *top.Subtree, path: "/" + top.Name}
+	if err := sub.load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var file *repo.Node
+	for file = sub.kids[sub.names[0]].n; file.Type == repo.NodeDir; {
+		sub = &dirNode{m: m, root: res.Snapshot.Tree, tree: *file.Subtree, path: sub.path + "/" + file.Name}
+		if err := sub.load(ctx); err != nil {
+			t.Fatal(err)
+		}
+		file = sub.kids[sub.names[0]].n
+	}
+	m.cache = pipeline.NewBlobCache(r, 1<<20)
+	f := &fileNode{m: m, root: res.Snapshot.Tree, path: sub.path + "/" + file.Name, n: file}
+	if _, _, errno := f.Open(interrupted, syscall.O_RDONLY); errno != 0 {
+		t.Errorf("open of an interrupted request: %v, want it served", errno)
+	}
+	buf := make([]byte, 16)
+	if rr, errno := f.Read(interrupted, nil, buf, 0); errno != 0 {
+		t.Errorf("read of an interrupted request: %v, want it served", errno)
+	} else if b, _ := rr.Bytes(buf); string(b) != "hello" {
+		t.Errorf("read of an interrupted request: %q, want hello", b)
 	}
 	if len(reported) != 0 {
 		t.Errorf("an interrupted request was reported as a read error: %v", reported)

@@ -11,11 +11,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/drpipe/drpipe/internal/sample"
 )
@@ -677,4 +680,89 @@ func TestMountBusyAtCtrlC(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("drpipe mount did not exit after the last program left the detached mount")
 	}
+}
+
+// TestMountReadersInterruptedBySignals: the kernel interrupts a FUSE
+// request when a signal reaches the thread waiting on it (the Go
+// runtime's preemption signal, SIGURG, does so to Go readers; a SIGCHLD
+// may). The request must still be answered with its data: abandoning
+// it failed the reader with EIO (TestMountDiskImage failed in CI with
+// "open notes.bin: input/output error" and no read error reported by
+// the mount). Here the reading thread gets SIGURG every 200 µs, so
+// nearly every request is interrupted; each round drops the kernel's
+// caches (as root) so that every directory is looked up again.
+func TestMountReadersInterruptedBySignals(t *testing.T) {
+	needFUSE(t)
+	e := newEnv(t)
+	e.extra = append(e.extra, "DRPIPE_MOUNT_CACHE_SIZE=4MiB")
+	repoDir := e.initRepo("--pack-size", "4MiB")
+	src := filepath.Join(e.dir, "src")
+	rng := rand.New(rand.NewPCG(31, 32))
+	want := map[string][]byte{}
+	for d := range 20 {
+		dir := filepath.Join(src, fmt.Sprintf("d%02d", d))
+		os.MkdirAll(dir, 0o755)
+		for f := range 8 {
+			b := sample.Binary(rng, 2048+rng.IntN(64<<10))
+			if d == 0 && f == 0 {
+				b = sample.Binary(rng, 16<<20)
+			}
+			p := filepath.Join(dir, fmt.Sprintf("f%d", f))
+			if err := os.WriteFile(p, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			want[p] = b
+		}
+	}
+	e.backup(repoDir, src)
+	mnt := filepath.Join(e.dir, "mnt")
+	os.MkdirAll(mnt, 0o755)
+	stop := startMount(t, e, mnt, "--repo", repoDir)
+	defer stop()
+
+	snap := filepath.Join(mnt, "hv01", "latest")
+	type outcome struct {
+		rounds   int
+		failures []string
+	}
+	tid := make(chan int, 1)
+	res := make(chan outcome, 1)
+	go func() {
+		runtime.LockOSThread() // the signals go to this thread
+		defer runtime.UnlockOSThread()
+		tid <- unix.Gettid()
+		var o outcome
+		for end := time.Now().Add(4 * time.Second); time.Now().Before(end) && len(o.failures) == 0; o.rounds++ {
+			os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0) // as root only; the first round counts anyway
+			for p, b := range want {
+				got, err := os.ReadFile(filepath.Join(snap, p))
+				if err != nil {
+					o.failures = append(o.failures, err.Error())
+				} else if !bytes.Equal(got, b) {
+					o.failures = append(o.failures, p+": wrong bytes")
+				}
+			}
+		}
+		res <- o
+	}()
+	reader := <-tid
+	var o outcome
+	signals := 0
+	for tick := time.NewTicker(200 * time.Microsecond); ; signals++ {
+		select {
+		case o = <-res:
+			tick.Stop()
+		case <-tick.C:
+			unix.Tgkill(os.Getpid(), reader, unix.SIGURG)
+			continue
+		}
+		break
+	}
+	if len(o.failures) > 0 {
+		t.Fatalf("reading through the mount while signals arrive, round %d: %s\nmount's stderr:\n%s", o.rounds, strings.Join(o.failures, "\n"), stop())
+	}
+	if se := stop(); strings.Contains(se, "read error") {
+		t.Errorf("interrupted requests were reported as read errors:\n%s", se)
+	}
+	t.Logf("%d rounds of %d files, %d signals", o.rounds, len(want), signals)
 }
