@@ -8,7 +8,7 @@ export DRPIPE_TOOLS ?= $(HOME)/.cache/drpipe-tools/bin
 export PATH := $(DRPIPE_TOOLS):$(PATH)
 
 # Packages with concurrent code, run again under the race detector.
-RACE_PKGS := ./tiers/... ./repo/... ./pipeline/... ./erasure/... ./chunking/... ./transport/... ./tape/... ./vmdisk/... ./internal/netem/... ./retention/...
+RACE_PKGS := ./tiers/... ./repo/... ./pipeline/... ./erasure/... ./chunking/... ./transport/... ./tape/... ./vmdisk/... ./internal/netem/... ./retention/... ./mount/...
 
 .PHONY: all build demo test test-unit test-long deps vet fmt-check bench fuzz clean
 
