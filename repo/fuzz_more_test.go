@@ -234,7 +234,7 @@ func FuzzSessionRecord(f *testing.F) {
 	fresh := sessionRecord{Version: sessionVersion, Host: "hv01", PID: 4242, Started: fuzzNow.Add(-time.Hour), Refreshed: fuzzNow.Add(-time.Minute)}
 	stale := sessionRecord{Version: sessionVersion, Host: "hv02", PID: 1, Started: fuzzNow.Add(-48 * time.Hour), Refreshed: fuzzNow.Add(-SessionTTL - ClockSkew - time.Second)}
 	put(f, mustJSON(f, fresh), false)
-	got, err := r.liveSessions(ctx, false)
+	got, err := r.liveSessions(ctx, false, "")
 	want := fresh
 	want.name = h.Name
 	if err != nil || len(got) != 1 || !reflect.DeepEqual(got[0], want) {
@@ -265,7 +265,7 @@ func FuzzSessionRecord(f *testing.F) {
 		defer func() { _ = r.be.Remove(ctx, h) }()
 		rec, perr := parseSessionRecord(b)
 		understood := !raw && perr == nil && rec.Version == sessionVersion && len(b) <= maxSessionPlain
-		live, err := r.liveSessions(ctx, true)
+		live, err := r.liveSessions(ctx, true, "")
 		if err != nil {
 			if understood {
 				t.Fatalf("version %d record refused: %v", rec.Version, err)
@@ -301,7 +301,7 @@ func FuzzSessionRecord(f *testing.F) {
 			return
 		}
 		put(t, e1, false)
-		again, err := r.liveSessions(ctx, false)
+		again, err := r.liveSessions(ctx, false, "")
 		if err != nil || len(again) != 1 {
 			t.Fatalf("re-encoded session not live: %v %+v\n%s", err, again, e1)
 		}

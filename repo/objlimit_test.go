@@ -98,7 +98,7 @@ func TestMetadataObjectZstdBombs(t *testing.T) {
 		{tiers.TypeIndex, func(x id.ID) error { _, err := r.LoadIndexFile(ctx, x); return err }},
 		{tiers.TypeSnapshot, func(x id.ID) error { _, err := r.LoadSnapshot(ctx, x); return err }},
 		{tiers.TypeTombstone, func(id.ID) error { _, err := r.loadTombstones(ctx); return err }},
-		{tiers.TypeSession, func(id.ID) error { _, err := r.liveSessions(ctx, true); return err }},
+		{tiers.TypeSession, func(id.ID) error { _, err := r.liveSessions(ctx, true, ""); return err }},
 	}
 	for _, k := range kinds {
 		for _, b := range bombs {

@@ -152,7 +152,7 @@ func (r *Repository) Prune(ctx context.Context, o PruneOptions) (*PruneReport, e
 	// Sessions are listed before liveness is computed: a backup missing
 	// from this list finished earlier, so its snapshot is already visible
 	// to the walk below.
-	sessions, err := r.liveSessions(ctx, !o.DryRun)
+	sessions, err := r.liveSessions(ctx, !o.DryRun, own)
 	if err != nil {
 		return nil, err
 	}
@@ -236,7 +236,7 @@ func (r *Repository) Prune(ctx context.Context, o PruneOptions) (*PruneReport, e
 		// run needs the session list taken after it became durable — a
 		// backup that started before it could have deduplicated against
 		// its packs — and the snapshots listed after that.
-		if sessions, err = r.liveSessions(ctx, false); err != nil {
+		if sessions, err = r.liveSessions(ctx, false, own); err != nil {
 			return rep, err
 		}
 		if sessions, err = r.othersThanPrune(sessions, own); err != nil {

@@ -99,7 +99,7 @@ func (r *Repository) BeginCopySession(ctx context.Context, host string) (*Sessio
 	if err != nil {
 		return nil, err
 	}
-	sessions, err := r.liveSessions(ctx, false)
+	sessions, err := r.liveSessions(ctx, false, s.h.Name)
 	if err == nil {
 		for _, p := range sessions {
 			if p.Kind == sessionPrune {
@@ -271,8 +271,19 @@ func parseSessionRecord(b []byte) (sessionRecord, error) {
 	return rec, nil
 }
 
-// liveSessions returns the sessions refreshed within SessionTTL; stale
-// ones are removed as a side effect when clean is true.
+// liveSessions returns the sessions refreshed within SessionTTL (plus
+// ClockSkew); stale ones are removed as a side effect when clean is true.
+//
+// A session is stale only when both clocks that can tell say so: the
+// refresh time in its record (its writer's clock, compared with this
+// host's), and, where the storage keeps modification times and own names
+// the caller's session object (written just before, so its time is the
+// storage's "now"), the storage's times of the two objects. A writer
+// whose clock is behind this host's by more than the tolerance would
+// otherwise look crashed: its session would be removed and its packs
+// swept while it deduplicates against them. Its object's storage time
+// advances with every refresh, whatever its clock says. A crashed
+// writer's does not, so it still goes stale.
 //
 // A session object that this drpipe cannot understand — a record version
 // it does not know, or one that does not open, decode or parse — makes
@@ -294,60 +305,72 @@ func parseSessionRecord(b []byte) (sessionRecord, error) {
 // object for any other reason than its disappearance (a backup that ended)
 // is an error too: skipping it would let prune delete packs its backup is
 // using.
-func (r *Repository) liveSessions(ctx context.Context, clean bool) ([]sessionRecord, error) {
+func (r *Repository) liveSessions(ctx context.Context, clean bool, own string) ([]sessionRecord, error) {
 	var out []sessionRecord
 	var stale []tiers.Handle
 	var unknown []error
 	now := r.now()
 	maxSealed := sealedLimit(maxSessionPlain)
+	// Sessions are few (one per running writer): list them all first,
+	// to know the storage's time of the caller's own.
+	var listed []tiers.ObjectInfo
+	var storageNow time.Time
 	err := r.be.List(ctx, tiers.TypeSession, func(oi tiers.ObjectInfo) error {
+		listed = append(listed, oi)
+		if own != "" && oi.Handle.Name == own {
+			storageNow = oi.ModTime
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list sessions in %s: %w", r.be.Location(), err)
+	}
+	for _, oi := range listed {
 		h := oi.Handle
 		if oi.Size > maxSealed {
 			unknown = append(unknown, r.unreadableSession(h, fmt.Errorf("%w: %d bytes stored, a session object is at most %d", ErrTooLarge, oi.Size, maxSealed)))
-			return nil
+			continue
 		}
 		raw, err := loadLimited(ctx, r.be, h, maxSealed)
 		if errors.Is(err, tiers.ErrNotFound) {
-			return nil // the backup ended meanwhile
+			continue // the backup ended meanwhile
 		}
 		if errors.Is(err, ErrTooLarge) {
 			unknown = append(unknown, r.unreadableSession(h, err))
-			return nil
+			continue
 		}
 		if err != nil {
-			return fmt.Errorf("read session %s: %w", h, err)
+			return nil, fmt.Errorf("read session %s: %w", h, err)
 		}
 		plain, err := r.decodeObject(kindSession, raw, maxSessionPlain)
 		if err != nil {
 			unknown = append(unknown, r.unreadableSession(h, err))
-			return nil
+			continue
 		}
 		rec, err := parseSessionRecord(plain)
 		if err != nil {
 			unknown = append(unknown, r.unreadableSession(h, fmt.Errorf("malformed record: %w", err)))
-			return nil
+			continue
 		}
 		if rec.Version < sessionVersion {
 			unknown = append(unknown, r.unreadableSession(h, fmt.Errorf("%w: version %d, which no drpipe writes", ErrUnsupportedVersion, rec.Version)))
-			return nil
+			continue
 		}
 		if rec.Version > sessionVersion {
 			unknown = append(unknown, fmt.Errorf("%w: session object %s in %s has version %d, which this drpipe does not know (%w): "+
 				"a newer drpipe is backing up into this repository and may depend on data prune would remove. "+
 				"Prune with that newer drpipe, or, once you are sure no backup of it is running, remove %s and prune again",
 				ErrPruneUnsafe, h, r.be.Location(), rec.Version, ErrUnsupportedVersion, h))
-			return nil
+			continue
 		}
-		if now.Sub(rec.Refreshed) > SessionTTL+ClockSkew {
+		staleByRecord := now.Sub(rec.Refreshed) > SessionTTL+ClockSkew
+		staleByStorage := storageNow.IsZero() || oi.ModTime.IsZero() || storageNow.Sub(oi.ModTime) > SessionTTL+ClockSkew
+		if staleByRecord && staleByStorage {
 			stale = append(stale, h)
-			return nil
+			continue
 		}
 		rec.name = h.Name
 		out = append(out, rec)
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list sessions in %s: %w", r.be.Location(), err)
 	}
 	if len(unknown) > 0 {
 		if len(unknown) > 1 {

@@ -27,6 +27,9 @@ func clockedRepo(t *testing.T, be tiers.Backend) (*Repository, *time.Time) {
 	t.Helper()
 	c := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	clock := &c
+	if m, ok := be.(interface{ SetClock(func() time.Time) }); ok {
+		m.SetClock(func() time.Time { return *clock }) // the storage's times follow the repository's clock
+	}
 	r, err := Init(context.Background(), be, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20},
 		Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF, Now: func() time.Time { return *clock }})
 	if err != nil {
@@ -126,7 +129,7 @@ func TestSessionRecordVersion(t *testing.T) {
 	if v := stored(s.h); v != float64(1) {
 		t.Errorf("BeginSession stored version %v, want 1", v)
 	}
-	live, err := r.liveSessions(ctx, false)
+	live, err := r.liveSessions(ctx, false, "")
 	if err != nil || len(live) != 1 || live[0].Version != 1 || live[0].Host != "hv01" {
 		t.Fatalf("liveSessions = %+v, %v", live, err)
 	}
@@ -148,7 +151,7 @@ func TestOldSessionRecordWithoutVersion(t *testing.T) {
 	r, clock, mark := sweepFixture(t, be)
 	old := fmt.Sprintf(`{"host":"old-release","pid":77,"started":%q,"refreshed":%q}`, rfc3339(mark.Add(-time.Hour)), rfc3339(*clock))
 	h := putSession(t, r, "0123456789abcdef0123456789abcdef", []byte(old), false)
-	live, err := r.liveSessions(ctx, false)
+	live, err := r.liveSessions(ctx, false, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,8 +216,13 @@ func TestPruneRefusesSessionItCannotRead(t *testing.T) {
 			r, clock, _ := sweepFixture(t, be)
 			plain, raw := tc.build(r, *clock)
 			h := putSession(t, r, name, plain, raw)
+			// A crashed writer's session: refreshed long ago, by its record
+			// and by the storage's clock.
 			stale := `{"version":1,"host":"gone","started":"2025-01-01T00:00:00Z","refreshed":"2025-01-01T00:00:00Z"}`
+			now := *clock
+			*clock = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 			staleH := putSession(t, r, "00000000000000000000000000000000", []byte(stale), false)
+			*clock = now
 			before := repoState(t, be)
 			for _, dry := range []bool{true, false} {
 				o := sweepOpts
@@ -278,7 +286,7 @@ func TestPruneFailsWhenSessionUnreadable(t *testing.T) {
 	// A session that ends between listing and loading is simply gone.
 	be.Reset()
 	be.Inject(tierstest.Fault{Op: tierstest.OpLoad, Type: tiers.TypeSession, Err: fmt.Errorf("session ended: %w", tiers.ErrNotFound)})
-	if live, err := r.liveSessions(ctx, false); err != nil || len(live) != 0 {
+	if live, err := r.liveSessions(ctx, false, ""); err != nil || len(live) != 0 {
 		t.Fatalf("session removed meanwhile: %+v, %v", live, err)
 	}
 }
@@ -323,7 +331,7 @@ func TestSessionLapseSlowRefresh(t *testing.T) {
 	stored := sess.rec.Refreshed
 	// Later refreshes fail; time passes until a prune drops the session.
 	*clock = stored.Add(SessionTTL + ClockSkew + time.Second)
-	live, err := r.liveSessions(ctx, false)
+	live, err := r.liveSessions(ctx, false, "")
 	if err != nil {
 		t.Fatal(err)
 	}

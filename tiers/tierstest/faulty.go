@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"sync"
+	"time"
 
 	"github.com/drpipe/drpipe/tiers"
 )
@@ -328,4 +329,12 @@ func (s *streamFault) Read(p []byte) (int, error) {
 	n, err := s.r.Read(p)
 	s.left -= int64(n)
 	return n, err
+}
+
+// SetClock passes now to the wrapped backend when it takes a clock
+// (Memory.SetClock).
+func (f *Faulty) SetClock(now func() time.Time) {
+	if c, ok := f.be.(interface{ SetClock(func() time.Time) }); ok {
+		c.SetClock(now)
+	}
 }

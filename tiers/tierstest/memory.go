@@ -19,6 +19,7 @@ type Memory struct {
 	mu     sync.RWMutex
 	objs   map[tiers.Handle]memObject
 	closed bool
+	clock  func() time.Time
 }
 
 type memObject struct {
@@ -30,6 +31,15 @@ var _ tiers.Backend = (*Memory)(nil)
 
 // NewMemory returns an empty in-memory backend.
 func NewMemory() *Memory { return &Memory{objs: make(map[tiers.Handle]memObject)} }
+
+// SetClock makes the backend take the modification times of the objects
+// it stores from now (time.Now by default): a test that moves a
+// simulated clock moves the storage's clock with it.
+func (m *Memory) SetClock(now func() time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.clock = now
+}
 
 // Location returns "memory://" and the backend's address.
 func (m *Memory) Location() string { return fmt.Sprintf("memory://%p", m) }
@@ -85,7 +95,11 @@ func (m *Memory) Put(ctx context.Context, h tiers.Handle, rd io.Reader, size int
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.objs[h] = memObject{data: buf.Bytes(), mod: time.Now()}
+	mod := time.Now()
+	if m.clock != nil {
+		mod = m.clock()
+	}
+	m.objs[h] = memObject{data: buf.Bytes(), mod: mod}
 	return nil
 }
 
