@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,8 +31,10 @@ func (a *app) copyCmd() *cobra.Command {
 			"missing. Objects already there (same name and size) are not sent again: copy is idempotent, and an interrupted\n" +
 			"copy is resumed by running it again. Every object is verified against its name (shard checksums, content hashes)\n" +
 			"before it is stored; damaged ones are reported and not copied. No password is needed: objects are copied as\n" +
-			"ciphertext. Nothing is ever removed at the destination. Both locations may be directories or s3://bucket/prefix\n" +
-			"(the s3.* settings apply to both). Exit code 1 when some objects could not be copied.",
+			"ciphertext. Given one (--password-file, DRPIPE_PASSWORD_FILE, DRPIPE_PASSWORD), copy announces itself in a\n" +
+			"destination that holds the repository, so that a prune there waits for it (and it does not start while one\n" +
+			"runs); without one, do not prune the destination meanwhile. Nothing is ever removed at the destination.\n" +
+			"Both locations may be directories or s3://bucket/prefix (the s3.* settings apply to both). Exit code 1 when some objects could not be copied.",
 		Example: "  drpipe copy --repo /srv/drpipe/repo --to s3://offsite-backups/hv01\n" +
 			"  drpipe copy --repo s3://offsite-backups/hv01 --to /mnt/restore-repo --json\n" +
 			"  drpipe copy --repo /srv/drpipe/repo --to s3://offsite-backups/hv01 --dry-run",
@@ -56,7 +59,8 @@ func (a *app) copyCmd() *cobra.Command {
 				return err
 			}
 			defer src.Close()
-			if _, err := repo.ReadConfig(ctx, src); err != nil {
+			srcCfg, err := repo.ReadConfig(ctx, src)
+			if err != nil {
 				return err
 			}
 			dst, err := a.openBackend(ctx, to, !dryRun)
@@ -64,17 +68,30 @@ func (a *app) copyCmd() *cobra.Command {
 				return err
 			}
 			defer dst.Close()
+			o := tiers.CopyOptions{Workers: workers, DryRun: dryRun}
+			announced := false
+			if !dryRun {
+				end, err := a.announceCopy(ctx, srcCfg, dst, &o)
+				if err != nil {
+					return err
+				}
+				defer end()
+				announced = o.BeforeIndex != nil
+			}
 			pr := &copyProgress{start: time.Now()}
 			if a.progressEnabled() {
 				pr.draw(a.stderr)
 			}
-			st, err := tiers.Copy(ctx, src, dst, tiers.CopyOptions{Workers: workers, DryRun: dryRun, Progress: pr})
+			o.Progress = pr
+			st, err := tiers.Copy(ctx, src, dst, o)
 			pr.stop()
 			if st == nil || errors.Is(err, tiers.ErrDifferentRepository) {
 				return err
 			}
 			if a.jsonOut() {
-				if jerr := a.printJSON(copyJSON(src, dst, st, pr, dryRun)); jerr != nil {
+				out := copyJSON(src, dst, st, pr, dryRun)
+				out["announced"] = announced
+				if jerr := a.printJSON(out); jerr != nil {
 					return jerr
 				}
 				return err
@@ -87,6 +104,58 @@ func (a *app) copyCmd() *cobra.Command {
 	cmd.Flags().IntVar(&workers, "workers", 4, "objects transferred at once (config key copy.workers)")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only report what would be copied")
 	return cmd
+}
+
+// announceCopy announces the copy in dst when dst already holds the
+// repository (repo.BeginCopySession), so that a prune of the destination
+// running meanwhile waits for it: a copy skips the packs dst holds,
+// condemned ones too, and then writes snapshots naming them. Announcing
+// needs the repository key, so it is done when a password is given
+// without asking (--password-file, DRPIPE_PASSWORD_FILE, DRPIPE_PASSWORD);
+// without one the copy goes ahead unannounced and says so. o.BeforeIndex
+// is set when announced. end ends the announcement.
+func (a *app) announceCopy(ctx context.Context, srcCfg *repo.Config, dst tiers.Backend, o *tiers.CopyOptions) (end func(), err error) {
+	end = func() {}
+	dstCfg, err := repo.ReadConfig(ctx, dst)
+	if errors.Is(err, repo.ErrNotRepository) {
+		return end, nil // nothing there yet, so nothing to prune there
+	}
+	pw, given, perr := a.givenPassword()
+	if perr != nil {
+		return end, perr
+	}
+	if !given {
+		if err == nil && dstCfg.ID == srcCfg.ID {
+			fmt.Fprintf(a.stderr, "note: this copy is not announced in %s (no password given): a prune of the destination must not run until it ends. "+
+				"Give the password (DRPIPE_PASSWORD_FILE, --password-file) and prunes there wait for the copy\n", dst.Location())
+		}
+		return end, nil
+	}
+	if err != nil {
+		return end, fmt.Errorf("read the configuration of %s to announce the copy there: %w", dst.Location(), err)
+	}
+	if dstCfg.ID != srcCfg.ID {
+		return end, nil // another repository: the copy refuses it
+	}
+	ro, err := a.repoOptions(pw)
+	if err != nil {
+		return end, err
+	}
+	r, err := repo.Open(ctx, dst, ro)
+	if err != nil {
+		return end, fmt.Errorf("open the repository in %s to announce the copy there: %w", dst.Location(), err)
+	}
+	host, _ := os.Hostname()
+	sess, err := r.BeginCopySession(ctx, host)
+	if err != nil {
+		r.Close()
+		return end, err
+	}
+	o.BeforeIndex = sess.Check
+	return func() {
+		sess.End(context.WithoutCancel(ctx))
+		r.Close()
+	}, nil
 }
 
 func copyJSON(src, dst tiers.Backend, st *tiers.CopyStats, pr *copyProgress, dryRun bool) map[string]any {

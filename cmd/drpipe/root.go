@@ -251,18 +251,8 @@ func (a *app) progressEnabled() bool {
 // the command line, DRPIPE_PASSWORD, the password_file key
 // (DRPIPE_PASSWORD_FILE, config file), or a terminal prompt.
 func (a *app) password(prompt string, confirm bool) ([]byte, error) {
-	// --password-file on the command line wins over the environment, as
-	// every flag does: init must not create the repository with an
-	// exported DRPIPE_PASSWORD instead of the file the admin named.
-	if pf := a.root.PersistentFlags(); pf.Changed("password-file") {
-		f, _ := pf.GetString("password-file")
-		return readSecretFile(f)
-	}
-	if p, ok := os.LookupEnv("DRPIPE_PASSWORD"); ok && p != "" {
-		return []byte(p), nil
-	}
-	if f := a.v.GetString("password_file"); f != "" {
-		return readSecretFile(f)
+	if p, given, err := a.givenPassword(); given || err != nil {
+		return p, err
 	}
 	in, ok := a.stdin.(*os.File)
 	if !ok || !term.IsTerminal(int(in.Fd())) {
@@ -286,6 +276,27 @@ func (a *app) password(prompt string, confirm bool) ([]byte, error) {
 		}
 	}
 	return p, nil
+}
+
+// givenPassword returns the password given without asking: --password-
+// file, DRPIPE_PASSWORD, or the password_file setting (given is false when
+// none is). --password-file on the command line wins over the
+// environment, as every flag does: init must not create the repository
+// with an exported DRPIPE_PASSWORD instead of the file the admin named.
+func (a *app) givenPassword() (p []byte, given bool, err error) {
+	if pf := a.root.PersistentFlags(); pf.Changed("password-file") {
+		f, _ := pf.GetString("password-file")
+		p, err = readSecretFile(f)
+		return p, true, err
+	}
+	if p, ok := os.LookupEnv("DRPIPE_PASSWORD"); ok && p != "" {
+		return []byte(p), true, nil
+	}
+	if f := a.v.GetString("password_file"); f != "" {
+		p, err = readSecretFile(f)
+		return p, true, err
+	}
+	return nil, false, nil
 }
 
 func readSecretFile(path string) ([]byte, error) {

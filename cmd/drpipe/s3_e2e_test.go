@@ -68,6 +68,7 @@ type copyJSONOut struct {
 	Copied      int   `json:"copied"`
 	BytesCopied int64 `json:"bytes_copied"`
 	Failed      int   `json:"failed"`
+	Announced   bool  `json:"announced"`
 }
 
 func (e *env) copyJSON(args ...string) copyJSONOut {
@@ -251,8 +252,13 @@ func TestS3CopyKilledAndResumed(t *testing.T) {
 		t.Errorf("check --read-data of the bucket: %s", out)
 	}
 	// A third run has nothing to do.
-	if c3 := e.copyJSON("--repo", local, "--to", "s3://drsite/r"); c3.Copied != 0 || c3.Present != c.Objects {
+	// It announces itself in the bucket, which holds the repository (a
+	// password is given), and leaves no session object behind.
+	if c3 := e.copyJSON("--repo", local, "--to", "s3://drsite/r"); c3.Copied != 0 || c3.Present != c.Objects || !c3.Announced {
 		t.Errorf("third copy: %+v", c3)
+	}
+	if objs, _ := srv.Objects("drsite", "r"); len(objs) != len(after) {
+		t.Errorf("the bucket holds %d objects after the announced copy, %d before", len(objs), len(after))
 	}
 	target := filepath.Join(e.dir, "restore")
 	e.ok("restore", "--repo", "s3://drsite/r", "latest", "--target", target)
