@@ -325,7 +325,11 @@ func (r *Repository) sweep(ctx context.Context, ts *tombstone, live *liveSet, se
 			// and then writes snapshots naming them, whenever it began.
 			blockers = append(blockers, fmt.Sprintf("copy into this repository from %s (pid %d) running since %s", s.Host, s.PID, s.Started.Format(time.RFC3339)))
 		case s.Started.Before(ts.Time.Add(o.ClockSkew)):
-			blockers = append(blockers, fmt.Sprintf("backup on %s (pid %d) running since %s", s.Host, s.PID, s.Started.Format(time.RFC3339)))
+			b := fmt.Sprintf("backup on %s (pid %d) running since %s", s.Host, s.PID, s.Started.Format(time.RFC3339))
+			if s.behind > 0 {
+				b += fmt.Sprintf(" by its clock, which is about %s behind this host's (its session is kept fresh in storage): synchronise the clocks (NTP)", s.behind.Round(time.Minute))
+			}
+			blockers = append(blockers, b)
 		}
 	}
 	if len(blockers) > 0 {

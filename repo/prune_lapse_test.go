@@ -86,137 +86,95 @@ func TestLapsedWriterIndexesSweptPacks(t *testing.T) {
 	}
 }
 
-// TestSweepBesideWriterClockAhead: a backup on a host whose clock is
-// ten minutes ahead (more than the tolerated ClockSkew) starts just before
-// a prune condemns packs it can still deduplicate against. Its session's
-// start time then reads later than the tombstone's time plus the skew, so
-// the sweep took it for a backup that knew the tombstone and removed the
-// packs. A record refreshed "in the future" shows the skew: the sweep must
-// wait and say why.
-func TestSweepBesideWriterClockAhead(t *testing.T) {
-	ctx := context.Background()
-	be := tierstest.NewMemory()
-	pruner, clock := clockedRepo(t, be)
-	rng := rand.New(rand.NewPCG(22, 22))
-	var plain [][]byte
-	for i := 0; i < 40; i++ {
-		plain = append(plain, randBytes(rng, 30000))
-	}
-	s1 := snapOf(t, pruner, plain)
-	snapOf(t, pruner, [][]byte{randBytes(rng, 30000)})
-	if err := pruner.ForgetSnapshot(ctx, s1); err != nil {
-		t.Fatal(err)
-	}
+// TestSweepBesideWriterClockOff: a running backup on a host whose clock
+// is off from the pruning host's by more than the tolerance, deduplicating
+// against packs a prune condemns just after it started.
+//
+//   - Ahead (ten minutes, more than ClockSkew): its session's start time
+//     reads later than the tombstone's time plus the skew, so the sweep
+//     took it for a backup that knew the tombstone and removed the packs.
+//     A record refreshed "in the future" shows the skew: the sweep must
+//     wait and say why.
+//   - Behind (by more than SessionTTL+ClockSkew): its refresh times look
+//     like a crashed writer's, so prune removed its session and swept. The
+//     storage's times of its session object advance with every refresh:
+//     prune must take it for live.
+//
+// Once the writer stops refreshing (it crashed), its session ages out by
+// both clocks and the sweep goes ahead.
+func TestSweepBesideWriterClockOff(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		offset time.Duration
+	}{
+		{"ahead", 10 * time.Minute},
+		{"behind", -(SessionTTL + ClockSkew + 20*time.Minute)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			be := tierstest.NewMemory()
+			pruner, clock := clockedRepo(t, be)
+			rng := rand.New(rand.NewPCG(22, 22))
+			var plain [][]byte
+			for i := 0; i < 40; i++ {
+				plain = append(plain, randBytes(rng, 30000))
+			}
+			s1 := snapOf(t, pruner, plain)
+			snapOf(t, pruner, [][]byte{randBytes(rng, 30000)})
+			if err := pruner.ForgetSnapshot(ctx, s1); err != nil {
+				t.Fatal(err)
+			}
 
-	ahead := 10 * time.Minute
-	w, err := Open(ctx, be, Options{Password: []byte("pw"), CacheDir: t.TempDir(), Now: func() time.Time { return clock.Add(ahead) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	sess, err := w.BeginSession(ctx, "hv02")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.End(ctx)
-	if err := w.LoadIndex(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if !w.Has(w.BlobID(plain[0])) {
-		t.Fatal("fixture: the writer does not deduplicate against the forgotten snapshot's blobs")
-	}
+			w, err := Open(ctx, be, Options{Password: []byte("pw"), CacheDir: t.TempDir(), Now: func() time.Time { return clock.Add(tc.offset) }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Close()
+			sess, err := w.BeginSession(ctx, "hv02")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sess.End(ctx)
+			if err := w.LoadIndex(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if !w.Has(w.BlobID(plain[0])) {
+				t.Fatal("fixture: the writer does not deduplicate against the forgotten snapshot's blobs")
+			}
 
-	*clock = clock.Add(3 * time.Minute)
-	if rep, err := pruner.Prune(ctx, sweepOpts); err != nil || rep.Condemned == 0 {
-		t.Fatalf("mark: %+v, %v", rep, err)
-	}
-	*clock = clock.Add(sweepOpts.Grace + time.Minute)
-	sess.rec.Refreshed = w.now().UTC() // the writer keeps its session fresh
-	if err := sess.put(ctx); err != nil {
-		t.Fatal(err)
-	}
-	rep, err := pruner.Prune(ctx, sweepOpts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("waiting for: %q", rep.WaitingFor)
-	if rep.Removed != 0 {
-		t.Fatalf("swept %d packs beside a running backup that may use them (its clock is %s ahead)", rep.Removed, ahead)
-	}
-	if rep.Postponed == 0 {
-		t.Fatalf("sweep neither removed nor postponed anything: %+v", rep)
-	}
-}
+			*clock = clock.Add(3 * time.Minute)
+			if rep, err := pruner.Prune(ctx, sweepOpts); err != nil || rep.Condemned == 0 {
+				t.Fatalf("mark: %+v, %v", rep, err)
+			}
+			*clock = clock.Add(sweepOpts.Grace + time.Minute)
+			sess.rec.Refreshed = w.now().UTC() // the writer keeps its session fresh, by its clock
+			if err := sess.put(ctx); err != nil {
+				t.Fatal(err)
+			}
+			rep, err := pruner.Prune(ctx, sweepOpts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("waiting for: %q", rep.WaitingFor)
+			if rep.Removed != 0 {
+				t.Fatalf("swept %d packs beside a running backup that may use them (its clock is off by %s)", rep.Removed, tc.offset)
+			}
+			if rep.Postponed == 0 {
+				t.Fatalf("sweep neither removed nor postponed anything: %+v", rep)
+			}
+			if why := strings.Join(rep.WaitingFor, "; "); !strings.Contains(why, tc.name) || !strings.Contains(why, "NTP") {
+				t.Errorf("the sweep waits without saying that the writer's clock is %s: %s", tc.name, why)
+			}
+			if _, err := be.Stat(ctx, sess.h); err != nil {
+				t.Errorf("the running backup's session object was removed as stale: %v", err)
+			}
 
-// TestSweepBesideWriterClockBehind: a running backup whose clock is
-// behind the pruning host's by more than SessionTTL+ClockSkew writes
-// refresh times that look like a crashed writer's. The storage's times
-// of its session object advance with every refresh, so prune takes it
-// for live: it neither removes the session nor sweeps the packs the
-// backup may have deduplicated against.
-func TestSweepBesideWriterClockBehind(t *testing.T) {
-	ctx := context.Background()
-	be := tierstest.NewMemory()
-	pruner, clock := clockedRepo(t, be)
-	rng := rand.New(rand.NewPCG(23, 23))
-	var plain [][]byte
-	for i := 0; i < 40; i++ {
-		plain = append(plain, randBytes(rng, 30000))
-	}
-	s1 := snapOf(t, pruner, plain)
-	snapOf(t, pruner, [][]byte{randBytes(rng, 30000)})
-	if err := pruner.ForgetSnapshot(ctx, s1); err != nil {
-		t.Fatal(err)
-	}
-
-	behind := SessionTTL + ClockSkew + 20*time.Minute
-	w, err := Open(ctx, be, Options{Password: []byte("pw"), CacheDir: t.TempDir(), Now: func() time.Time { return clock.Add(-behind) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	sess, err := w.BeginSession(ctx, "hv02")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.End(ctx)
-	if err := w.LoadIndex(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if !w.Has(w.BlobID(plain[0])) {
-		t.Fatal("fixture: the writer does not deduplicate against the forgotten snapshot's blobs")
-	}
-
-	*clock = clock.Add(3 * time.Minute)
-	if rep, err := pruner.Prune(ctx, sweepOpts); err != nil || rep.Condemned == 0 {
-		t.Fatalf("mark: %+v, %v", rep, err)
-	}
-	*clock = clock.Add(sweepOpts.Grace + time.Minute)
-	sess.rec.Refreshed = w.now().UTC() // the writer keeps its session fresh, by its clock
-	if err := sess.put(ctx); err != nil {
-		t.Fatal(err)
-	}
-	rep, err := pruner.Prune(ctx, sweepOpts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("waiting for: %q", rep.WaitingFor)
-	if rep.Removed != 0 {
-		t.Fatalf("swept %d packs beside a running backup that may use them (its clock is %s behind)", rep.Removed, behind)
-	}
-	if rep.Postponed == 0 {
-		t.Fatalf("sweep neither removed nor postponed anything: %+v", rep)
-	}
-	if _, err := be.Stat(ctx, sess.h); err != nil {
-		t.Errorf("the running backup's session object was removed as stale: %v", err)
-	}
-
-	// Once the writer stops refreshing (it crashed), its session ages
-	// out by the storage's clock too, and the sweep goes ahead.
-	*clock = clock.Add(SessionTTL + ClockSkew + time.Minute)
-	rep, err = pruner.Prune(ctx, sweepOpts)
-	if err != nil || rep.Removed == 0 {
-		t.Fatalf("sweep after the writer stopped refreshing: %+v, %v", rep, err)
+			*clock = clock.Add(max(tc.offset, 0) + SessionTTL + ClockSkew + time.Minute)
+			rep, err = pruner.Prune(ctx, sweepOpts)
+			if err != nil || rep.Removed == 0 {
+				t.Fatalf("sweep after the writer stopped refreshing: %+v, %v", rep, err)
+			}
+		})
 	}
 }
 

@@ -51,6 +51,10 @@ type sessionRecord struct {
 	Kind string `json:"kind,omitempty"`
 
 	name string // the session object's name, set by liveSessions
+	// behind is set by liveSessions for a session live by the storage's
+	// clock whose record looks stale: how old its last refresh reads,
+	// about how far its writer's clock is behind this host's.
+	behind time.Duration
 }
 
 // sessionPrune is the Kind of a prune's session.
@@ -368,6 +372,9 @@ func (r *Repository) liveSessions(ctx context.Context, clean bool, own string) (
 		if staleByRecord && staleByStorage {
 			stale = append(stale, h)
 			continue
+		}
+		if staleByRecord {
+			rec.behind = now.Sub(rec.Refreshed)
 		}
 		rec.name = h.Name
 		out = append(out, rec)
