@@ -173,6 +173,36 @@ func TestReplicateCancelWhileSiteStalls(t *testing.T) {
 	}
 }
 
+// TestSiteClaimHeldWhileAnySessionStoresItsConfig: two sessions of one
+// repository store its config into an empty site at once. The first
+// one's failing must not free the site while the second still stores:
+// a config of another repository arriving then would claim it too, and
+// the two repositories' objects would mix.
+func TestSiteClaimHeldWhileAnySessionStoresItsConfig(t *testing.T) {
+	st := newSite(t, filepath.Join(t.TempDir(), "site"))
+	a, b := newPrimary(t).r.Config().ID, newPrimary(t).r.Config().ID
+	releaseFirst, err := st.s.takeSite(a, tiers.TypeConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	releaseSecond, err := st.s.takeSite(a, tiers.TypeConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	releaseFirst() // its store failed
+	releaseFirst() // releasing twice counts once
+	if _, err := st.s.takeSite(b, tiers.TypeConfig); code(err) != CodeRepoMismatch {
+		t.Errorf("another repository's config while the second session still stores: %v, want a repository-mismatch refusal", err)
+	}
+	releaseSecond() // its store failed too: the site is free again
+	release, err := st.s.takeSite(b, tiers.TypeConfig)
+	if err != nil {
+		t.Errorf("another repository's config once no store is left: %v", err)
+	} else {
+		release()
+	}
+}
+
 // TestSecondRepositoryRefusedAfterFirstClaimsEmptySite: two primaries
 // of different repositories may both find an empty site at Hello. Once
 // the first one's config is stored, the site belongs to that repository:

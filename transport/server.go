@@ -62,6 +62,7 @@ type Server struct {
 	repoMu sync.Mutex
 	repoID id.ID // zero until the site holds a config
 	claim  id.ID // the repository whose config is being stored into an empty site
+	claims int   // config stores of claim in progress (sessions of one repository may race)
 
 	sessMu   sync.Mutex
 	sessions map[SessionID]*session // running replicate sessions, joinable
@@ -158,14 +159,25 @@ func (s *Server) takeSite(repo id.ID, t tiers.Type) (release func(), err error) 
 	switch {
 	case !owner.IsNull() && owner != repo:
 		return nil, refusal(CodeRepoMismatch, "this site now holds repository %s, stored by another primary since this session began; this session replicates repository %s: use another site directory for it", owner.Short(), repo.Short())
-	case owner.IsNull() && t == tiers.TypeConfig:
+	case s.repoID.IsNull() && t == tiers.TypeConfig:
+		// The first config claims the empty site; further sessions of
+		// the same repository storing their config meanwhile hold the
+		// claim with it, so that one of them failing does not free the
+		// site while another still stores.
 		s.claim = repo
+		s.claims++
+		var once sync.Once
 		return func() {
-			s.repoMu.Lock()
-			defer s.repoMu.Unlock()
-			if s.repoID.IsNull() && s.claim == repo {
-				s.claim = id.ID{}
-			}
+			once.Do(func() {
+				s.repoMu.Lock()
+				defer s.repoMu.Unlock()
+				if s.claim != repo {
+					return
+				}
+				if s.claims--; s.claims == 0 && s.repoID.IsNull() {
+					s.claim = id.ID{}
+				}
+			})
 		}, nil
 	}
 	return func() {}, nil
