@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -79,6 +80,21 @@ const (
 	catalogVersion = 1
 	maxCatalogLen  = 4 << 30
 )
+
+// readCatalogBytes reads a catalog file's bytes from rd, refusing one
+// longer than limit (maxCatalogLen: longer than any catalog drpipe
+// writes) before holding more: a damaged tape or another program's file
+// must not fill the memory.
+func readCatalogBytes(rd io.Reader, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(rd, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%w: catalog file longer than %d bytes", ErrCorrupt, limit)
+	}
+	return b, nil
+}
 
 // Marshal encodes the catalog (docs/TAPE-FORMAT.md, "Catalog file").
 func (c *TapeCatalog) Marshal() []byte {

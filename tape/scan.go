@@ -113,7 +113,7 @@ files:
 		}
 		switch rr.kind {
 		case KindCatalog:
-			b, err := io.ReadAll(rr)
+			b, err := readCatalogBytes(rr, maxCatalogLen)
 			if err == nil {
 				fromFile, err = ParseTapeCatalog(b)
 			}

@@ -903,7 +903,7 @@ func writeCatalogFile(ctx context.Context, d Drive, tc *TapeCatalog, recSize int
 // readCatalogFile reads a catalog file at the drive's position.
 func readCatalogFile(ctx context.Context, d Drive, buf []byte) (*TapeCatalog, error) {
 	rr := newRecordReader(ctx, d, buf)
-	b, err := io.ReadAll(rr)
+	b, err := readCatalogBytes(rr, maxCatalogLen)
 	if err != nil {
 		if errors.Is(err, errUnterminated) {
 			return nil, fmt.Errorf("%w: catalog file on %s ends without a filemark", ErrCorrupt, d.Name())
