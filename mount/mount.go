@@ -33,6 +33,7 @@ import (
 	"os"
 	"os/exec"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -254,18 +255,93 @@ func (d *dirNode) load(ctx context.Context) error {
 	return nil
 }
 
-// detached is the context a request's work runs under: ctx without its
-// cancellation. The kernel interrupts a FUSE request when any signal
-// reaches the process waiting on it (a SIGCHLD, the Go runtime's
-// preemption signal in a Go reader), and go-fuse then cancels the
-// request's context. Abandoning the work for that failed the reader's
-// open or read with EIO, and answering EINTR instead would make a slow
-// load under periodic signals start over forever. So, as most FUSE file
-// systems do, drpipe finishes the request: after a non-fatal signal the
-// kernel waits for the answer and gives it to the reader, and after a
-// fatal one (Ctrl-C of cp) it has stopped waiting and the answer is
-// dropped.
-func detached(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
+// work returns the context a request's work runs under, and its release,
+// to be called once the request is answered.
+//
+// The kernel interrupts a FUSE request when any signal reaches the thread
+// waiting on it (a SIGCHLD, the Go runtime's preemption signal in a Go
+// reader), and go-fuse then cancels the request's context. Abandoning the
+// work for that failed the reader's open or read with EIO, and answering
+// EINTR instead would make a slow load under periodic signals start over
+// forever. So, as most FUSE file systems do, drpipe finishes the request:
+// its work runs without the request's cancellation, and after a signal
+// that does not kill the reader the kernel waits for the answer and gives
+// it to the reader.
+//
+// After a fatal signal (kill -9, Ctrl-C of a program that does not catch
+// it) the kernel waits for the answer too, with the program unkillable
+// until it comes: were the work served on while a tier hangs, so would
+// the program. So once its request was interrupted, the caller is watched
+// (callerGone), and the work is cancelled as soon as the caller is being
+// killed or has gone.
+func (m *mfs) work(ctx context.Context) (context.Context, context.CancelFunc) {
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	caller, ok := fuse.FromContext(ctx)
+	if !ok || caller.Pid == 0 || ctx.Done() == nil {
+		return wctx, cancel
+	}
+	pid := int(caller.Pid)
+	go func() {
+		select {
+		case <-wctx.Done():
+			return
+		case <-ctx.Done(): // interrupted
+		}
+		t := time.NewTicker(callerPoll)
+		defer t.Stop()
+		seen := false
+		for {
+			gone, visible := callerGone(pid, seen)
+			seen = seen || visible
+			if gone {
+				cancel()
+				return
+			}
+			select {
+			case <-wctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return wctx, cancel
+}
+
+// callerPoll is how often the caller of an interrupted request is looked at.
+const callerPoll = 50 * time.Millisecond
+
+// callerGone reports whether thread pid (a request's caller, as the
+// kernel names it in the request) is being killed — SIGKILL pending, which
+// the kernel also sets for any other fatal signal it does not dump core
+// for — or, when it was visible before (seen), has exited. visible says
+// whether its status could be read (not with /proc mounted hidepid, or
+// the caller in another PID namespace: the request is then served on).
+func callerGone(pid int, seen bool) (gone, visible bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return seen && errors.Is(err, fs.ErrNotExist), false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || (k != "SigPnd" && k != "ShdPnd") {
+			continue
+		}
+		if mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64); err == nil && mask&(1<<(unix.SIGKILL-1)) != 0 {
+			return true, true
+		}
+	}
+	return false, true
+}
+
+// errno is the answer to a request whose work under wctx (see work)
+// failed, asked before wctx is released: EINTR when the work was
+// cancelled, EIO otherwise.
+func errno(wctx context.Context) syscall.Errno {
+	if wctx.Err() != nil {
+		return syscall.EINTR
+	}
+	return syscall.EIO
+}
 
 func (m *mfs) report(path string, err error) {
 	if m.o.OnError != nil {
@@ -284,8 +360,10 @@ func (d *dirNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.Attr
 }
 
 func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	if err := d.load(detached(ctx)); err != nil {
-		return nil, syscall.EIO
+	wctx, done := d.m.work(ctx)
+	defer done()
+	if err := d.load(wctx); err != nil {
+		return nil, errno(wctx)
 	}
 	ents := make([]fuse.DirEntry, 0, len(d.names))
 	for _, name := range d.names {
@@ -295,8 +373,10 @@ func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 }
 
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if err := d.load(detached(ctx)); err != nil {
-		return nil, syscall.EIO
+	wctx, done := d.m.work(ctx)
+	defer done()
+	if err := d.load(wctx); err != nil {
+		return nil, errno(wctx)
 	}
 	e, ok := d.kids[name]
 	if !ok {
@@ -491,9 +571,13 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
 		return nil, 0, syscall.EROFS
 	}
-	if err := f.reader(detached(ctx)); err != nil {
-		f.m.report(f.path, err)
-		return nil, 0, syscall.EIO
+	wctx, done := f.m.work(ctx)
+	defer done()
+	if err := f.reader(wctx); err != nil {
+		if wctx.Err() == nil {
+			f.m.report(f.path, err)
+		}
+		return nil, 0, errno(wctx)
 	}
 	return nil, fuse.FOPEN_KEEP_CACHE, 0
 }
@@ -521,15 +605,20 @@ func (f *fileNode) reader(ctx context.Context) error {
 }
 
 func (f *fileNode) Read(ctx context.Context, _ gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	ctx = detached(ctx)
-	if err := f.reader(ctx); err != nil {
-		f.m.report(f.path, err)
-		return nil, syscall.EIO
+	wctx, done := f.m.work(ctx)
+	defer done()
+	if err := f.reader(wctx); err != nil {
+		if wctx.Err() == nil {
+			f.m.report(f.path, err)
+		}
+		return nil, errno(wctx)
 	}
-	n, err := f.rd.ReadAtContext(ctx, dest, off)
+	n, err := f.rd.ReadAtContext(wctx, dest, off)
 	if err != nil && err != io.EOF {
-		f.m.report(f.path, err)
-		return nil, syscall.EIO
+		if wctx.Err() == nil {
+			f.m.report(f.path, err)
+		}
+		return nil, errno(wctx)
 	}
 	return fuse.ReadResultData(dest[:n]), 0
 }

@@ -1,0 +1,299 @@
+package mount
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/drpipe/drpipe/erasure"
+	"github.com/drpipe/drpipe/pipeline"
+	"github.com/drpipe/drpipe/repo"
+	"github.com/drpipe/drpipe/tiers"
+	"github.com/drpipe/drpipe/tiers/tierstest"
+)
+
+// hangingBackend holds every load of a data object, once hang is set,
+// until release is closed or the load's context ends: a tier that stopped
+// answering (a hung NFS server, an S3 endpoint that swallows requests).
+type hangingBackend struct {
+	tiers.Backend
+	hang    atomic.Bool
+	delay   time.Duration // added to every load of a data object
+	blocked chan struct{} // one value for each load that started to hang
+	release chan struct{}
+	once    sync.Once
+}
+
+func (h *hangingBackend) Load(ctx context.Context, hd tiers.Handle, off, n int64, fn func(io.Reader) error) error {
+	if h.delay > 0 && hd.Type == tiers.TypeData {
+		select {
+		case <-time.After(h.delay):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if h.hang.Load() && hd.Type == tiers.TypeData {
+		select {
+		case h.blocked <- struct{}{}:
+		default:
+		}
+		select {
+		case <-h.release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return h.Backend.Load(ctx, hd, off, n, fn)
+}
+
+func (h *hangingBackend) unhang() { h.once.Do(func() { close(h.release) }) }
+
+// needFUSE fails the test where no FUSE file system can be mounted.
+func needFUSE(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Fatalf("this test mounts a FUSE file system and needs /dev/fuse: %v", err)
+	}
+	if _, err := exec.LookPath("fusermount3"); err != nil && os.Geteuid() != 0 {
+		t.Fatal("fusermount3 not installed: run 'make deps' (package fuse3)")
+	}
+}
+
+// TestKilledReaderIsNotKeptWaitingOnAHungTier: a program looking into
+// the mount while the tier hangs can be killed (kill -9, or Ctrl-C of a
+// program without a handler for it). Once the kernel has handed a FUSE
+// request to drpipe, the program waits, unkillable, until drpipe answers
+// it; the request must then be given up, not served on forever.
+func TestKilledReaderIsNotKeptWaitingOnAHungTier(t *testing.T) {
+	needFUSE(t)
+	ctx := context.Background()
+	be := &hangingBackend{Backend: tierstest.NewMemory(), blocked: make(chan struct{}, 16), release: make(chan struct{})}
+	ro := repo.Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: &repo.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}}
+	w, err := repo.Init(ctx, be, repo.InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20}, ro)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(src, "dir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "dir", "notes.txt"), []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pipeline.Backup(ctx, w, pipeline.BackupOptions{Host: "h", Paths: []string{src}}); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	ro.CacheDir = t.TempDir() // nothing cached: the mount reads its trees from the tier
+	r, err := repo.Open(ctx, be, ro)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	mnt := t.TempDir()
+	srv, err := Mount(ctx, r, mnt, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := srv.Unmount(); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+	}()
+	defer be.unhang() // whatever happens, the reader and the unmount can finish
+
+	be.hang.Store(true)
+	ls := exec.Command("ls", "-R", filepath.Join(mnt, "h", "latest")+"/")
+	if err := ls.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- ls.Wait() }()
+	select {
+	case <-be.blocked:
+	case err := <-exited:
+		t.Fatalf("ls finished without reaching the hung tier: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("ls did not reach the tier")
+	}
+	time.Sleep(100 * time.Millisecond) // the request is in drpipe's hands
+	if err := ls.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("ls, killed while its request waited on a hung tier, did not exit: the request is served on, and the kernel keeps the program waiting for its answer")
+	}
+
+	// The file system still serves once the tier answers again.
+	be.hang.Store(false)
+	if b, err := os.ReadFile(filepath.Join(mnt, "h", "latest", src, "dir", "notes.txt")); err != nil || string(b) != "hello" {
+		t.Errorf("read after the tier recovered: %q, %v", b, err)
+	}
+}
+
+// TestSignalledReaderIsServed: a signal that does not kill the reader
+// (the Go runtime's preemption signal, a SIGCHLD) interrupts its FUSE
+// request, and the kernel then waits for the answer and hands it to the
+// reader. That answer must be the data, not EIO, however slow the tier.
+// The reading thread here gets SIGURG every 200 µs, and every load from
+// the tier takes a millisecond, so that interruptions land while drpipe
+// works on a request.
+func TestSignalledReaderIsServed(t *testing.T) {
+	needFUSE(t)
+	ctx := context.Background()
+	be := &hangingBackend{Backend: tierstest.NewMemory(), blocked: make(chan struct{}, 16), release: make(chan struct{})}
+	ro := repo.Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: &repo.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}}
+	w, err := repo.Init(ctx, be, repo.InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20}, ro)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	rng := rand.New(rand.NewPCG(5, 6))
+	want := map[string][]byte{}
+	for d := range 4 {
+		for f := range 4 {
+			p := filepath.Join(src, fmt.Sprintf("d%d", d), fmt.Sprintf("f%d", f))
+			b := make([]byte, 4096+rng.IntN(256<<10))
+			for i := range b {
+				b[i] = byte(rng.Uint32())
+			}
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			want[p] = b
+		}
+	}
+	if _, err := pipeline.Backup(ctx, w, pipeline.BackupOptions{Host: "h", Paths: []string{src}}); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+
+	var mu sync.Mutex
+	var reported []string
+	mnt := t.TempDir()
+	mountOnce := func() (*Server, error) {
+		ro.CacheDir = t.TempDir()
+		r, err := repo.Open(ctx, be, ro)
+		if err != nil {
+			return nil, err
+		}
+		t.Cleanup(func() { r.Close() })
+		return Mount(ctx, r, mnt, Options{CacheBytes: 64 << 10, OnError: func(p string, err error) {
+			mu.Lock()
+			reported = append(reported, p+": "+err.Error())
+			mu.Unlock()
+		}})
+	}
+	be.delay = time.Millisecond
+
+	tid := make(chan int, 1)
+	failures := make(chan []string, 1)
+	go func() {
+		runtime.LockOSThread() // the signals go to this thread
+		defer runtime.UnlockOSThread()
+		tid <- unix.Gettid()
+		var failed []string
+		for round := 0; round < 3 && len(failed) == 0; round++ {
+			srv, err := mountOnce() // nothing loaded, nothing in the kernel's caches
+			if err != nil {
+				failed = append(failed, "mount: "+err.Error())
+				break
+			}
+			for p, b := range want {
+				got, err := os.ReadFile(filepath.Join(mnt, "h", "latest", p))
+				if err != nil {
+					failed = append(failed, err.Error())
+				} else if !bytes.Equal(got, b) {
+					failed = append(failed, p+": wrong bytes")
+				}
+			}
+			if err := srv.Unmount(); err != nil {
+				failed = append(failed, "unmount: "+err.Error())
+			}
+		}
+		failures <- failed
+	}()
+	reader := <-tid
+	var failed []string
+	tick := time.NewTicker(200 * time.Microsecond)
+	defer tick.Stop()
+wait:
+	for {
+		select {
+		case failed = <-failures:
+			break wait
+		case <-tick.C:
+			_ = unix.Tgkill(os.Getpid(), reader, unix.SIGURG)
+		}
+	}
+	if len(failed) > 0 {
+		t.Errorf("reading through the mount while signals arrive: %s", strings.Join(failed, "\n"))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reported) > 0 {
+		t.Errorf("interrupted requests were reported as read errors: %s", strings.Join(reported, "\n"))
+	}
+}
+
+// TestTierFailureIsEIO: a directory or file the tier cannot deliver
+// fails its request with EIO, and the error is reported; EINTR is only
+// for a request whose caller is being killed.
+func TestTierFailureIsEIO(t *testing.T) {
+	ctx := context.Background()
+	be := tierstest.NewFaulty(tierstest.NewMemory(), 1)
+	ro := repo.Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: &repo.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}}
+	w, err := repo.Init(ctx, be, repo.InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20}, ro)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "notes.txt"), []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := pipeline.Backup(ctx, w, pipeline.BackupOptions{Host: "h", Paths: []string{src}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	ro.CacheDir = t.TempDir()
+	r, err := repo.Open(ctx, be, ro)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	be.Inject(tierstest.Fault{Op: tierstest.OpLoad, Type: tiers.TypeData, Err: errors.New("tier down")})
+	var reported []string
+	m := &mfs{r: r, cache: pipeline.NewBlobCache(r, 1<<20), o: Options{OnError: func(p string, err error) { reported = append(reported, p) }}}
+	d := &dirNode{m: m, root: res.Snapshot.Tree, tree: res.Snapshot.Tree, path: "/"}
+	if _, errno := d.Lookup(ctx, "tmp", &fuse.EntryOut{}); errno != syscall.EIO {
+		t.Errorf("lookup while the tier fails: %v, want EIO", errno)
+	}
+	if _, errno := d.Readdir(ctx); errno != syscall.EIO {
+		t.Errorf("readdir while the tier fails: %v, want EIO", errno)
+	}
+	if len(reported) == 0 {
+		t.Error("the tier's failure was not reported")
+	}
+}
