@@ -297,3 +297,79 @@ func TestTierFailureIsEIO(t *testing.T) {
 		t.Error("the tier's failure was not reported")
 	}
 }
+
+// TestAbortedConnectionStopsWorkOnAHungTier: when the FUSE connection is
+// aborted (umount -f, or writing to its abort file in fusectl) while a
+// request waits on a hung tier, the kernel fails the request for its
+// caller, and go-fuse cancels every request in flight. The work must end
+// with it: the server's loops handle requests inline, so work served on
+// keeps Wait (and the mount command) from returning until the tier
+// answers.
+func TestAbortedConnectionStopsWorkOnAHungTier(t *testing.T) {
+	needFUSE(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to abort a FUSE connection (umount -f)")
+	}
+	ctx := context.Background()
+	be := &hangingBackend{Backend: tierstest.NewMemory(), blocked: make(chan struct{}, 16), release: make(chan struct{})}
+	ro := repo.Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: &repo.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}}
+	w, err := repo.Init(ctx, be, repo.InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20}, ro)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "notes.txt"), []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pipeline.Backup(ctx, w, pipeline.BackupOptions{Host: "h", Paths: []string{src}}); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	ro.CacheDir = t.TempDir()
+	r, err := repo.Open(ctx, be, ro)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	mnt := t.TempDir()
+	srv, err := Mount(ctx, r, mnt, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() { srv.Wait(); close(served) }()
+	defer func() {
+		be.unhang()
+		if err := srv.Unmount(); err != nil {
+			t.Logf("unmount: %v", err)
+		}
+		<-served
+	}()
+
+	be.hang.Store(true)
+	read := make(chan error, 1)
+	go func() {
+		_, err := os.ReadDir(filepath.Join(mnt, "h", "latest") + "/")
+		read <- err
+	}()
+	select {
+	case <-be.blocked:
+	case err := <-read:
+		t.Fatalf("the listing finished without reaching the hung tier: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the listing did not reach the tier")
+	}
+	time.Sleep(100 * time.Millisecond)
+	_ = unix.Unmount(mnt, unix.MNT_FORCE) // aborts the connection, busy or not
+	select {
+	case err := <-read:
+		t.Logf("the listing, aborted: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the listing did not end when the connection was aborted")
+	}
+	select {
+	case <-served:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server still serves 10 s after its connection was aborted: the work of the aborted request runs on, on the hung tier")
+	}
+}

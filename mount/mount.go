@@ -271,9 +271,14 @@ func (d *dirNode) load(ctx context.Context) error {
 // After a fatal signal (kill -9, Ctrl-C of a program that does not catch
 // it) the kernel waits for the answer too, with the program unkillable
 // until it comes: were the work served on while a tier hangs, so would
-// the program. So once its request was interrupted, the caller is watched
-// (callerGone), and the work is cancelled as soon as the caller is being
-// killed or has gone.
+// the program. And go-fuse cancels every request in flight when the
+// connection is aborted (umount -f, fusectl's abort): the kernel has
+// failed them for their callers, and work served on would keep the
+// server's loops, which handle requests inline, and so Wait, from
+// returning until the tier answers. So once a request's context ends, its
+// caller is watched (callerWaits), and the work is cancelled as soon as
+// the caller no longer waits for the answer: it is being killed, has
+// exited, or is seen doing something else.
 func (m *mfs) work(ctx context.Context) (context.Context, context.CancelFunc) {
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	caller, ok := fuse.FromContext(ctx)
@@ -285,15 +290,24 @@ func (m *mfs) work(ctx context.Context) (context.Context, context.CancelFunc) {
 		select {
 		case <-wctx.Done():
 			return
-		case <-ctx.Done(): // interrupted
+		case <-ctx.Done(): // interrupted, or the connection is gone
 		}
 		t := time.NewTicker(callerPoll)
 		defer t.Stop()
-		seen := false
+		seen, elsewhere := false, 0
 		for {
-			gone, visible := callerGone(pid, seen)
-			seen = seen || visible
-			if gone {
+			switch callerWaits(pid, seen) {
+			case callerWaiting:
+				seen, elsewhere = true, 0
+			case callerElsewhere:
+				// Twice, so that the moment between the interruption and
+				// the kernel's wait for the answer does not count.
+				seen = true
+				if elsewhere++; elsewhere == 2 {
+					cancel()
+					return
+				}
+			case callerDone:
 				cancel()
 				return
 			}
@@ -310,28 +324,69 @@ func (m *mfs) work(ctx context.Context) (context.Context, context.CancelFunc) {
 // callerPoll is how often the caller of an interrupted request is looked at.
 const callerPoll = 50 * time.Millisecond
 
-// callerGone reports whether thread pid (a request's caller, as the
-// kernel names it in the request) is being killed — SIGKILL pending, which
-// the kernel also sets for any other fatal signal it does not dump core
-// for — or, when it was visible before (seen), has exited. visible says
-// whether its status could be read (not with /proc mounted hidepid, or
-// the caller in another PID namespace: the request is then served on).
-func callerGone(pid int, seen bool) (gone, visible bool) {
+// What callerWaits tells of a request's caller.
+const (
+	callerUnknown   = iota // its status cannot be read: the request is served on
+	callerWaiting          // in uninterruptible sleep, as while the kernel waits for the answer
+	callerElsewhere        // running or sleeping otherwise: not waiting for the answer
+	callerDone             // being killed, or exited
+)
+
+// callerWaits looks at thread pid, a request's caller as the kernel names
+// it in the request, in /proc. A pending SIGKILL (which the kernel also
+// sets for any other fatal signal it does not dump core for) means it is
+// being killed. A thread that is gone has exited, when it was seen before
+// or /proc shows every process (no hidepid).
+func callerWaits(pid int, seen bool) int {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return seen && errors.Is(err, fs.ErrNotExist), false
+		if errors.Is(err, fs.ErrNotExist) && (seen || !procHidesProcesses()) {
+			return callerDone
+		}
+		return callerUnknown
 	}
+	state := callerUnknown
 	for _, line := range strings.Split(string(b), "\n") {
 		k, v, ok := strings.Cut(line, ":")
-		if !ok || (k != "SigPnd" && k != "ShdPnd") {
+		if !ok {
 			continue
 		}
-		if mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64); err == nil && mask&(1<<(unix.SIGKILL-1)) != 0 {
-			return true, true
+		v = strings.TrimSpace(v)
+		switch k {
+		case "State":
+			state = callerElsewhere
+			if strings.HasPrefix(v, "D") {
+				state = callerWaiting
+			}
+		case "SigPnd", "ShdPnd":
+			if mask, err := strconv.ParseUint(v, 16, 64); err == nil && mask&(1<<(unix.SIGKILL-1)) != 0 {
+				return callerDone
+			}
 		}
 	}
-	return false, true
+	return state
 }
+
+// procHidesProcesses reports whether /proc is mounted with hidepid, so
+// that a caller missing from it may only be hidden.
+var procHidesProcesses = sync.OnceValue(func() bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return true
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 || f[4] != "/proc" {
+			continue
+		}
+		for _, o := range strings.Split(f[len(f)-1], ",") {
+			if v, ok := strings.CutPrefix(o, "hidepid="); ok && v != "0" && v != "off" {
+				return true
+			}
+		}
+	}
+	return false
+})
 
 // errno is the answer to a request whose work under wctx (see work)
 // failed, asked before wctx is released: EINTR when the work was
