@@ -308,7 +308,7 @@ func TestTierFailureIsEIO(t *testing.T) {
 func TestAbortedConnectionStopsWorkOnAHungTier(t *testing.T) {
 	needFUSE(t)
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to abort a FUSE connection (umount -f)")
+		t.Fatal("this test aborts a FUSE connection (umount -f) and must run as root (CI does)")
 	}
 	ctx := context.Background()
 	be := &hangingBackend{Backend: tierstest.NewMemory(), blocked: make(chan struct{}, 16), release: make(chan struct{})}
