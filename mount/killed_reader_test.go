@@ -64,6 +64,33 @@ func (h *hangingBackend) Load(ctx context.Context, hd tiers.Handle, off, n int64
 
 func (h *hangingBackend) unhang() { h.once.Do(func() { close(h.release) }) }
 
+// hungTierRepo backs up src (filled by fill) into a repository on a
+// hangingBackend and opens it again with an empty cache, so that the
+// mount reads its trees from the tier.
+func hungTierRepo(t *testing.T, fill func(src string)) (*hangingBackend, *repo.Repository, string) {
+	t.Helper()
+	ctx := context.Background()
+	be := &hangingBackend{Backend: tierstest.NewMemory(), blocked: make(chan struct{}, 16), release: make(chan struct{})}
+	ro := repo.Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: &repo.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}}
+	w, err := repo.Init(ctx, be, repo.InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20}, ro)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	fill(src)
+	if _, err := pipeline.Backup(ctx, w, pipeline.BackupOptions{Host: "h", Paths: []string{src}}); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	ro.CacheDir = t.TempDir() // nothing cached
+	r, err := repo.Open(ctx, be, ro)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return be, r, src
+}
+
 // needFUSE fails the test where no FUSE file system can be mounted.
 func needFUSE(t *testing.T) {
 	t.Helper()
@@ -83,29 +110,14 @@ func needFUSE(t *testing.T) {
 func TestKilledReaderIsNotKeptWaitingOnAHungTier(t *testing.T) {
 	needFUSE(t)
 	ctx := context.Background()
-	be := &hangingBackend{Backend: tierstest.NewMemory(), blocked: make(chan struct{}, 16), release: make(chan struct{})}
-	ro := repo.Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: &repo.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}}
-	w, err := repo.Init(ctx, be, repo.InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20}, ro)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(src, "dir"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(src, "dir", "notes.txt"), []byte("hello"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pipeline.Backup(ctx, w, pipeline.BackupOptions{Host: "h", Paths: []string{src}}); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	ro.CacheDir = t.TempDir() // nothing cached: the mount reads its trees from the tier
-	r, err := repo.Open(ctx, be, ro)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	be, r, src := hungTierRepo(t, func(src string) {
+		if err := os.MkdirAll(filepath.Join(src, "dir"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(src, "dir", "notes.txt"), []byte("hello"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
 	mnt := t.TempDir()
 	srv, err := Mount(ctx, r, mnt, Options{})
 	if err != nil {
@@ -311,26 +323,11 @@ func TestAbortedConnectionStopsWorkOnAHungTier(t *testing.T) {
 		t.Fatal("this test aborts a FUSE connection (umount -f) and must run as root (CI does)")
 	}
 	ctx := context.Background()
-	be := &hangingBackend{Backend: tierstest.NewMemory(), blocked: make(chan struct{}, 16), release: make(chan struct{})}
-	ro := repo.Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: &repo.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}}
-	w, err := repo.Init(ctx, be, repo.InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20}, ro)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := t.TempDir()
-	if err := os.WriteFile(filepath.Join(src, "notes.txt"), []byte("hello"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pipeline.Backup(ctx, w, pipeline.BackupOptions{Host: "h", Paths: []string{src}}); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	ro.CacheDir = t.TempDir()
-	r, err := repo.Open(ctx, be, ro)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	be, r, _ := hungTierRepo(t, func(src string) {
+		if err := os.WriteFile(filepath.Join(src, "notes.txt"), []byte("hello"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
 	mnt := t.TempDir()
 	srv, err := Mount(ctx, r, mnt, Options{})
 	if err != nil {
@@ -371,5 +368,111 @@ func TestAbortedConnectionStopsWorkOnAHungTier(t *testing.T) {
 	case <-served:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the server still serves 10 s after its connection was aborted: the work of the aborted request runs on, on the hung tier")
+	}
+}
+
+// TestKilledReaderIsNotKeptBehindAnotherLoad: two programs look into one
+// directory while the tier hangs; the second waits for the first one's
+// load of the directory. Killed, the second must exit, though the first
+// still waits: it must not wait behind the other load unkillably.
+func TestKilledReaderIsNotKeptBehindAnotherLoad(t *testing.T) {
+	needFUSE(t)
+	be, r, src := hungTierRepo(t, func(src string) {
+		if err := os.WriteFile(filepath.Join(src, "notes.txt"), []byte("hello"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	mnt := t.TempDir()
+	srv, err := Mount(context.Background(), r, mnt, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := srv.Unmount(); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+	}()
+	defer be.unhang()
+
+	be.hang.Store(true)
+	snap := filepath.Join(mnt, "h", "latest") + "/"
+	first := exec.Command("ls", snap) // lists the snapshot: loads its root tree
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	firstDone := make(chan error, 1)
+	go func() { firstDone <- first.Wait() }()
+	select {
+	case <-be.blocked:
+	case err := <-firstDone:
+		t.Fatalf("the first listing finished without reaching the hung tier: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the first listing did not reach the tier")
+	}
+	top := strings.Split(strings.TrimPrefix(src, "/"), "/")[0]
+	second := exec.Command("stat", filepath.Join(snap, top)) // looks a name up in the same tree
+	if err := second.Start(); err != nil {
+		t.Fatal(err)
+	}
+	secondDone := make(chan error, 1)
+	go func() { secondDone <- second.Wait() }()
+	time.Sleep(300 * time.Millisecond) // its lookup waits for the first one's load
+	select {
+	case err := <-secondDone:
+		t.Fatalf("the second program finished while the first one's load hung: %v", err)
+	default:
+	}
+	if err := second.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-secondDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the second program, killed while it waited for another one's load from a hung tier, did not exit")
+	}
+	select {
+	case err := <-firstDone:
+		t.Fatalf("the first listing ended while the tier hung: %v", err)
+	default:
+	}
+	be.hang.Store(false)
+	be.unhang()
+	if err := <-firstDone; err != nil {
+		t.Errorf("the first listing, once the tier answered: %v", err)
+	}
+}
+
+// TestOnceWaitersFollowTheirOwnContext: a load in progress keeps the
+// other callers waiting only while their own contexts let them; a failed
+// load is tried again by the next caller, a successful one never again.
+func TestOnceWaitersFollowTheirOwnContext(t *testing.T) {
+	var o once
+	started, finish := make(chan struct{}), make(chan error)
+	leader := make(chan error, 1)
+	go func() {
+		leader <- o.do(context.Background(), func() error { close(started); return <-finish })
+	}()
+	<-started
+	ctx, cancel := context.WithCancel(context.Background())
+	waiter := make(chan error, 1)
+	go func() {
+		waiter <- o.do(ctx, func() error { return errors.New("a second load ran while the first was running") })
+	}()
+	cancel()
+	if err := <-waiter; !errors.Is(err, context.Canceled) {
+		t.Errorf("waiter whose context ended: %v, want context.Canceled", err)
+	}
+	finish <- errors.New("tier failed")
+	if err := <-leader; err == nil {
+		t.Fatal("the leader's failure was not returned")
+	}
+	loads := 0
+	for range 2 {
+		if err := o.do(context.Background(), func() error { loads++; return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if loads != 1 {
+		t.Errorf("%d loads after a failed one, want 1 (tried again once, then done)", loads)
 	}
 }

@@ -185,9 +185,48 @@ type dirNode struct {
 	node  *repo.Node
 	mtime time.Time
 
-	mu    sync.Mutex // guards the load; kids and names never change once set
-	names []string
-	kids  map[string]entry
+	loaded once // kids and names are set once, by load, and never change
+	names  []string
+	kids   map[string]entry
+}
+
+// once runs a node's one-time load: one request loads, and the others
+// wait for it, each only as long as its own context lets it (a request
+// whose program is being killed must not stay behind another one's load
+// from a hung tier). A failed load is not remembered: the next request
+// loads again.
+type once struct {
+	mu   sync.Mutex
+	done bool
+	busy chan struct{} // closed when the running load ends
+}
+
+func (o *once) do(ctx context.Context, load func() error) error {
+	for {
+		o.mu.Lock()
+		if o.done {
+			o.mu.Unlock()
+			return nil
+		}
+		if busy := o.busy; busy != nil {
+			o.mu.Unlock()
+			select {
+			case <-busy:
+				continue
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		busy := make(chan struct{})
+		o.busy = busy
+		o.mu.Unlock()
+		err := load()
+		o.mu.Lock()
+		o.done, o.busy = err == nil, nil
+		close(busy)
+		o.mu.Unlock()
+		return err
+	}
 }
 
 type entry struct {
@@ -209,10 +248,12 @@ var (
 // is not remembered: a tier that failed for a moment (a network error,
 // a cancelled context) must not leave the directory failed for good.
 func (d *dirNode) load(ctx context.Context) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	return d.loaded.do(ctx, func() error { return d.loadTree(ctx) })
+}
+
+func (d *dirNode) loadTree(ctx context.Context) error {
 	if d.kids != nil {
-		return nil
+		return nil // an empty directory, made so at lookup
 	}
 	t, err := d.m.r.LoadTree(ctx, d.tree)
 	if err != nil {
@@ -585,8 +626,8 @@ type fileNode struct {
 	n    *repo.Node
 	disk bool
 
-	mu sync.Mutex
-	rd interface {
+	opened once // rd is set once, by reader, and never changes
+	rd     interface {
 		ReadAtContext(ctx context.Context, p []byte, off int64) (int, error)
 	}
 }
@@ -638,11 +679,10 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 }
 
 func (f *fileNode) reader(ctx context.Context) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.rd != nil {
-		return nil
-	}
+	return f.opened.do(ctx, func() error { return f.open(ctx) })
+}
+
+func (f *fileNode) open(ctx context.Context) error {
 	if f.disk {
 		sd, err := pipeline.OpenSnapshotDisk(ctx, f.m.r, f.root, f.path, f.n, f.m.cache)
 		if err != nil {
