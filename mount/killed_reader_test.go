@@ -66,29 +66,91 @@ func (h *hangingBackend) unhang() { h.once.Do(func() { close(h.release) }) }
 
 // hungTierRepo backs up src (filled by fill) into a repository on a
 // hangingBackend and opens it again with an empty cache, so that the
-// mount reads its trees from the tier.
-func hungTierRepo(t *testing.T, fill func(src string)) (*hangingBackend, *repo.Repository, string) {
+// mount reads its trees from the tier. reopen opens it once more, with a
+// new empty cache (from any goroutine).
+func hungTierRepo(t *testing.T, fill func(src string)) (be *hangingBackend, r *repo.Repository, src string, reopen func() (*repo.Repository, error)) {
 	t.Helper()
 	ctx := context.Background()
-	be := &hangingBackend{Backend: tierstest.NewMemory(), blocked: make(chan struct{}, 16), release: make(chan struct{})}
+	be = &hangingBackend{Backend: tierstest.NewMemory(), blocked: make(chan struct{}, 16), release: make(chan struct{})}
 	ro := repo.Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: &repo.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}}
 	w, err := repo.Init(ctx, be, repo.InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20}, ro)
 	if err != nil {
 		t.Fatal(err)
 	}
-	src := t.TempDir()
+	src = t.TempDir()
 	fill(src)
 	if _, err := pipeline.Backup(ctx, w, pipeline.BackupOptions{Host: "h", Paths: []string{src}}); err != nil {
 		t.Fatal(err)
 	}
 	w.Close()
-	ro.CacheDir = t.TempDir() // nothing cached
-	r, err := repo.Open(ctx, be, ro)
+	reopen = func() (*repo.Repository, error) {
+		o := ro
+		o.CacheDir = t.TempDir() // nothing cached
+		r, err := repo.Open(ctx, be, o)
+		if err != nil {
+			return nil, err
+		}
+		t.Cleanup(func() { r.Close() })
+		return r, nil
+	}
+	if r, err = reopen(); err != nil {
+		t.Fatal(err)
+	}
+	return be, r, src, reopen
+}
+
+// mountForTest mounts r at a new directory, unmounted when the test ends.
+func mountForTest(t *testing.T, r *repo.Repository) string {
+	t.Helper()
+	mnt := t.TempDir()
+	srv, err := Mount(context.Background(), r, mnt, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { r.Close() })
-	return be, r, src
+	t.Cleanup(func() {
+		if err := srv.Unmount(); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+	})
+	return mnt
+}
+
+// startProgram starts a program and returns its exit.
+func startProgram(t *testing.T, name string, args ...string) (*exec.Cmd, <-chan error) {
+	t.Helper()
+	c := exec.Command(name, args...)
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- c.Wait() }()
+	return c, exited
+}
+
+// awaitHang waits until a load hangs on the tier; what names the
+// program that should have caused it.
+func (h *hangingBackend) awaitHang(t *testing.T, what string, exited <-chan error) {
+	t.Helper()
+	select {
+	case <-h.blocked:
+	case err := <-exited:
+		t.Fatalf("%s finished without reaching the hung tier: %v", what, err)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s did not reach the tier", what)
+	}
+}
+
+// killAndAwait kills c and fails the test unless it exits within 10 s.
+func killAndAwait(t *testing.T, c *exec.Cmd, exited <-chan error, why string) {
+	t.Helper()
+	if err := c.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal(why)
+	}
 }
 
 // needFUSE fails the test where no FUSE file system can be mounted.
@@ -109,8 +171,7 @@ func needFUSE(t *testing.T) {
 // it; the request must then be given up, not served on forever.
 func TestKilledReaderIsNotKeptWaitingOnAHungTier(t *testing.T) {
 	needFUSE(t)
-	ctx := context.Background()
-	be, r, src := hungTierRepo(t, func(src string) {
+	be, r, src, _ := hungTierRepo(t, func(src string) {
 		if err := os.MkdirAll(filepath.Join(src, "dir"), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -118,41 +179,14 @@ func TestKilledReaderIsNotKeptWaitingOnAHungTier(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	mnt := t.TempDir()
-	srv, err := Mount(ctx, r, mnt, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := srv.Unmount(); err != nil {
-			t.Errorf("unmount: %v", err)
-		}
-	}()
+	mnt := mountForTest(t, r)
 	defer be.unhang() // whatever happens, the reader and the unmount can finish
 
 	be.hang.Store(true)
-	ls := exec.Command("ls", "-R", filepath.Join(mnt, "h", "latest")+"/")
-	if err := ls.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- ls.Wait() }()
-	select {
-	case <-be.blocked:
-	case err := <-exited:
-		t.Fatalf("ls finished without reaching the hung tier: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("ls did not reach the tier")
-	}
+	ls, exited := startProgram(t, "ls", "-R", filepath.Join(mnt, "h", "latest")+"/")
+	be.awaitHang(t, "ls", exited)
 	time.Sleep(100 * time.Millisecond) // the request is in drpipe's hands
-	if err := ls.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-exited:
-	case <-time.After(10 * time.Second):
-		t.Fatal("ls, killed while its request waited on a hung tier, did not exit: the request is served on, and the kernel keeps the program waiting for its answer")
-	}
+	killAndAwait(t, ls, exited, "ls, killed while its request waited on a hung tier, did not exit: the request is served on, and the kernel keeps the program waiting for its answer")
 
 	// The file system still serves once the tier answers again.
 	be.hang.Store(false)
@@ -171,46 +205,35 @@ func TestKilledReaderIsNotKeptWaitingOnAHungTier(t *testing.T) {
 func TestSignalledReaderIsServed(t *testing.T) {
 	needFUSE(t)
 	ctx := context.Background()
-	be := &hangingBackend{Backend: tierstest.NewMemory(), blocked: make(chan struct{}, 16), release: make(chan struct{})}
-	ro := repo.Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: &repo.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}}
-	w, err := repo.Init(ctx, be, repo.InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20}, ro)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := t.TempDir()
 	rng := rand.New(rand.NewPCG(5, 6))
 	want := map[string][]byte{}
-	for d := range 4 {
-		for f := range 4 {
-			p := filepath.Join(src, fmt.Sprintf("d%d", d), fmt.Sprintf("f%d", f))
-			b := make([]byte, 4096+rng.IntN(256<<10))
-			for i := range b {
-				b[i] = byte(rng.Uint32())
+	be, _, _, reopen := hungTierRepo(t, func(src string) {
+		for d := range 4 {
+			for f := range 4 {
+				p := filepath.Join(src, fmt.Sprintf("d%d", d), fmt.Sprintf("f%d", f))
+				b := make([]byte, 4096+rng.IntN(256<<10))
+				for i := range b {
+					b[i] = byte(rng.Uint32())
+				}
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				want[p] = b
 			}
-			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(p, b, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			want[p] = b
 		}
-	}
-	if _, err := pipeline.Backup(ctx, w, pipeline.BackupOptions{Host: "h", Paths: []string{src}}); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
+	})
 
 	var mu sync.Mutex
 	var reported []string
 	mnt := t.TempDir()
 	mountOnce := func() (*Server, error) {
-		ro.CacheDir = t.TempDir()
-		r, err := repo.Open(ctx, be, ro)
+		r, err := reopen()
 		if err != nil {
 			return nil, err
 		}
-		t.Cleanup(func() { r.Close() })
 		return Mount(ctx, r, mnt, Options{CacheBytes: 64 << 10, OnError: func(p string, err error) {
 			mu.Lock()
 			reported = append(reported, p+": "+err.Error())
@@ -323,7 +346,7 @@ func TestAbortedConnectionStopsWorkOnAHungTier(t *testing.T) {
 		t.Fatal("this test aborts a FUSE connection (umount -f) and must run as root (CI does)")
 	}
 	ctx := context.Background()
-	be, r, _ := hungTierRepo(t, func(src string) {
+	be, r, _, _ := hungTierRepo(t, func(src string) {
 		if err := os.WriteFile(filepath.Join(src, "notes.txt"), []byte("hello"), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -377,59 +400,27 @@ func TestAbortedConnectionStopsWorkOnAHungTier(t *testing.T) {
 // still waits: it must not wait behind the other load unkillably.
 func TestKilledReaderIsNotKeptBehindAnotherLoad(t *testing.T) {
 	needFUSE(t)
-	be, r, src := hungTierRepo(t, func(src string) {
+	be, r, src, _ := hungTierRepo(t, func(src string) {
 		if err := os.WriteFile(filepath.Join(src, "notes.txt"), []byte("hello"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	})
-	mnt := t.TempDir()
-	srv, err := Mount(context.Background(), r, mnt, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := srv.Unmount(); err != nil {
-			t.Errorf("unmount: %v", err)
-		}
-	}()
+	mnt := mountForTest(t, r)
 	defer be.unhang()
 
 	be.hang.Store(true)
 	snap := filepath.Join(mnt, "h", "latest") + "/"
-	first := exec.Command("ls", snap) // lists the snapshot: loads its root tree
-	if err := first.Start(); err != nil {
-		t.Fatal(err)
-	}
-	firstDone := make(chan error, 1)
-	go func() { firstDone <- first.Wait() }()
-	select {
-	case <-be.blocked:
-	case err := <-firstDone:
-		t.Fatalf("the first listing finished without reaching the hung tier: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("the first listing did not reach the tier")
-	}
+	_, firstDone := startProgram(t, "ls", snap) // lists the snapshot: loads its root tree
+	be.awaitHang(t, "the first listing", firstDone)
 	top := strings.Split(strings.TrimPrefix(src, "/"), "/")[0]
-	second := exec.Command("stat", filepath.Join(snap, top)) // looks a name up in the same tree
-	if err := second.Start(); err != nil {
-		t.Fatal(err)
-	}
-	secondDone := make(chan error, 1)
-	go func() { secondDone <- second.Wait() }()
-	time.Sleep(300 * time.Millisecond) // its lookup waits for the first one's load
+	second, secondDone := startProgram(t, "stat", filepath.Join(snap, top)) // looks a name up in the same tree
+	time.Sleep(300 * time.Millisecond)                                      // its lookup waits for the first one's load
 	select {
 	case err := <-secondDone:
 		t.Fatalf("the second program finished while the first one's load hung: %v", err)
 	default:
 	}
-	if err := second.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-secondDone:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the second program, killed while it waited for another one's load from a hung tier, did not exit")
-	}
+	killAndAwait(t, second, secondDone, "the second program, killed while it waited for another one's load from a hung tier, did not exit")
 	select {
 	case err := <-firstDone:
 		t.Fatalf("the first listing ended while the tier hung: %v", err)
