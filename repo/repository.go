@@ -272,6 +272,36 @@ func Open(ctx context.Context, be tiers.Backend, o Options) (*Repository, error)
 	return newRepository(ctx, be, cfg, mk, kid, kdf, o)
 }
 
+// OpenReplica opens the repository on be, a copy of the one on src (the
+// same config), as Open does, except that when no key slot on be opens
+// with o.Password, those on src are tried: a copy stores the config
+// before the key slots, so an interrupted one leaves be without them, and
+// a slot added on src reaches be only with the next copy. The master key
+// found must open be's config. When neither opens, src's error is
+// returned (src holds every slot being copied).
+func OpenReplica(ctx context.Context, be, src tiers.Backend, o Options) (*Repository, error) {
+	o.defaults()
+	cfg, err := ReadConfig(ctx, be)
+	if err != nil {
+		return nil, err
+	}
+	mk, kid, err := unlock(ctx, be, o.Password)
+	if err != nil {
+		var serr error
+		if mk, kid, serr = unlock(ctx, src, o.Password); serr != nil {
+			return nil, serr
+		}
+	}
+	if err := cfg.openSecret(mk); err != nil {
+		return nil, err
+	}
+	kdf := DefaultKDF
+	if o.KDF != nil {
+		kdf = *o.KDF
+	}
+	return newRepository(ctx, be, cfg, mk, kid, kdf, o)
+}
+
 func newRepository(ctx context.Context, be tiers.Backend, cfg *Config, mk *MasterKey, kid id.ID, kdf KDFParams, o Options) (*Repository, error) {
 	r := &Repository{
 		be: be, cfg: cfg, key: mk, keyID: kid, kdf: kdf, now: o.Now, comp: o.Compression, opts: o,

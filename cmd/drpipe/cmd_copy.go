@@ -71,7 +71,7 @@ func (a *app) copyCmd() *cobra.Command {
 			o := tiers.CopyOptions{Workers: workers, DryRun: dryRun}
 			announced := false
 			if !dryRun {
-				end, err := a.announceCopy(ctx, srcCfg, dst, &o)
+				end, err := a.announceCopy(ctx, src, srcCfg, dst, &o)
 				if err != nil {
 					return err
 				}
@@ -112,9 +112,11 @@ func (a *app) copyCmd() *cobra.Command {
 // condemned ones too, and then writes snapshots naming them. Announcing
 // needs the repository key, so it is done when a password is given
 // without asking (--password-file, DRPIPE_PASSWORD_FILE, DRPIPE_PASSWORD);
-// without one the copy goes ahead unannounced and says so. o.BeforeIndex
-// is set when announced. end ends the announcement.
-func (a *app) announceCopy(ctx context.Context, srcCfg *repo.Config, dst tiers.Backend, o *tiers.CopyOptions) (end func(), err error) {
+// without one the copy goes ahead unannounced and says so. The key is
+// unlocked from src's key slots when dst's do not open (an interrupted
+// copy left dst without them, or one was added at src since the last
+// copy). o.BeforeIndex is set when announced. end ends the announcement.
+func (a *app) announceCopy(ctx context.Context, src tiers.Backend, srcCfg *repo.Config, dst tiers.Backend, o *tiers.CopyOptions) (end func(), err error) {
 	end = func() {}
 	dstCfg, err := repo.ReadConfig(ctx, dst)
 	if errors.Is(err, repo.ErrNotRepository) {
@@ -141,7 +143,7 @@ func (a *app) announceCopy(ctx context.Context, srcCfg *repo.Config, dst tiers.B
 	if err != nil {
 		return end, err
 	}
-	r, err := repo.Open(ctx, dst, ro)
+	r, err := repo.OpenReplica(ctx, dst, src, ro)
 	if err != nil {
 		return end, fmt.Errorf("open the repository in %s to announce the copy there: %w", dst.Location(), err)
 	}

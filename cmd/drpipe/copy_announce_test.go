@@ -81,7 +81,7 @@ func TestCopyAnnouncesItselfInTheDestination(t *testing.T) {
 	go func() { _, err := pr.Prune(ctx, repo.PruneOptions{}); pruned <- err }()
 	<-gate.entered
 	var o tiers.CopyOptions
-	if _, err := a.announceCopy(ctx, cfg, dst, &o); !errors.Is(err, repo.ErrPruneRunning) {
+	if _, err := a.announceCopy(ctx, dst, cfg, dst, &o); !errors.Is(err, repo.ErrPruneRunning) {
 		t.Errorf("copy beside a running prune of the destination: %v, want a prune is running", err)
 	}
 	if n := sessionObjects(t, dst); n != 1 {
@@ -95,7 +95,7 @@ func TestCopyAnnouncesItselfInTheDestination(t *testing.T) {
 	// Announced: a session in the destination while it runs, and the
 	// check before the index.
 	o = tiers.CopyOptions{}
-	end, err := a.announceCopy(ctx, cfg, dst, &o)
+	end, err := a.announceCopy(ctx, dst, cfg, dst, &o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func TestCopyAnnouncesItselfInTheDestination(t *testing.T) {
 	// No password given: unannounced, with a note.
 	t.Setenv("DRPIPE_PASSWORD", "")
 	o = tiers.CopyOptions{}
-	if end, err = a.announceCopy(ctx, cfg, dst, &o); err != nil {
+	if end, err = a.announceCopy(ctx, dst, cfg, dst, &o); err != nil {
 		t.Fatal(err)
 	}
 	end()
@@ -121,7 +121,7 @@ func TestCopyAnnouncesItselfInTheDestination(t *testing.T) {
 	// An empty destination has nothing to announce to.
 	o = tiers.CopyOptions{}
 	t.Setenv("DRPIPE_PASSWORD", "pw")
-	if _, err := a.announceCopy(ctx, cfg, tierstest.NewMemory(), &o); err != nil || o.BeforeIndex != nil {
+	if _, err := a.announceCopy(ctx, dst, cfg, tierstest.NewMemory(), &o); err != nil || o.BeforeIndex != nil {
 		t.Errorf("copy to an empty destination: %v, BeforeIndex set %v", err, o.BeforeIndex != nil)
 	}
 }

@@ -1,0 +1,50 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/drpipe/drpipe/erasure"
+	"github.com/drpipe/drpipe/tiers"
+	"github.com/drpipe/drpipe/tiers/tierstest"
+)
+
+// TestOpenReplicaUnlocksWithTheSourceKeySlots: a replica that holds the
+// config but not (yet) the key slot the password opens is opened with
+// the source's slots; a wrong password, or a source of another
+// repository, still does not open it.
+func TestOpenReplicaUnlocksWithTheSourceKeySlots(t *testing.T) {
+	ctx := context.Background()
+	src, dst, other := tierstest.NewMemory(), tierstest.NewMemory(), tierstest.NewMemory()
+	for _, be := range []tiers.Backend{src, other} {
+		r, err := Init(ctx, be, InitOptions{EC: erasure.Params{K: 2, M: 1}}, Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Close()
+	}
+	cfg, err := tiers.LoadAll(ctx, src, configHandle, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tiers.PutBytes(ctx, dst, configHandle, cfg); err != nil {
+		t.Fatal(err)
+	}
+	o := Options{Password: []byte("pw"), CacheDir: t.TempDir()}
+	if r, err := Open(ctx, dst, o); err == nil {
+		r.Close()
+		t.Fatal("fixture: the replica without key slots opens")
+	}
+	r, err := OpenReplica(ctx, dst, src, o)
+	if err != nil {
+		t.Fatalf("replica without key slots, the source's open it: %v", err)
+	}
+	r.Close()
+	if _, err := OpenReplica(ctx, dst, src, Options{Password: []byte("wrong"), CacheDir: t.TempDir()}); !errors.Is(err, ErrWrongPassword) {
+		t.Errorf("wrong password: %v, want ErrWrongPassword", err)
+	}
+	if _, err := OpenReplica(ctx, dst, other, o); err == nil {
+		t.Error("the key slots of another repository opened the replica")
+	}
+}
