@@ -144,6 +144,14 @@ func (a *app) announceCopy(ctx context.Context, src tiers.Backend, srcCfg *repo.
 		return end, err
 	}
 	r, err := repo.OpenReplica(ctx, dst, src, ro)
+	if errors.Is(err, repo.ErrWrongPassword) {
+		// copy itself needs no password: say that this one came from
+		// the settings, and how to go on without it.
+		return end, fmt.Errorf("announce the copy in %s: %w. The password given (--password-file, DRPIPE_PASSWORD, "+
+			"DRPIPE_PASSWORD_FILE or the password_file setting) is used only to announce the copy there, so that a prune of the destination waits for it: "+
+			"give this repository's password, or none to copy unannounced (then do not prune %s until the copy ends)",
+			dst.Location(), err, dst.Location())
+	}
 	if err != nil {
 		return end, fmt.Errorf("open the repository in %s to announce the copy there: %w", dst.Location(), err)
 	}

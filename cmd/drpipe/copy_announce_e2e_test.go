@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/drpipe/drpipe/internal/sample"
@@ -83,4 +84,23 @@ func TestCopyWithANewPasswordTheDestinationDoesNotKnowYet(t *testing.T) {
 		t.Errorf("copy with the new password: %+v, want it announced and the new key slot copied", c)
 	}
 	e.ok("check", "--password-file", pw2, "--repo", dst)
+}
+
+// TestCopyWithAWrongPasswordSaysWhatToDo: a password given that does not
+// open the repository (DRPIPE_PASSWORD exported for another one) stops
+// the copy, which without any password would go ahead unannounced. The
+// error must say so, and how to go on.
+func TestCopyWithAWrongPasswordSaysWhatToDo(t *testing.T) {
+	e, src, dst := copyAnnounceFixture(t)
+	e.ok("copy", "--repo", src, "--to", dst)
+	e.pw = "the password of another repository"
+	r := e.run("copy", "--repo", src, "--to", dst)
+	if r.code == 0 {
+		t.Fatalf("copy with a wrong password succeeded:\n%s", r.stdout)
+	}
+	for _, want := range []string{"wrong password", "DRPIPE_PASSWORD", "unannounced", "do not prune"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("copy with a wrong password: the error does not say %q:\n%s", want, r.stderr)
+		}
+	}
 }
