@@ -47,4 +47,18 @@ func TestOpenReplicaUnlocksWithTheSourceKeySlots(t *testing.T) {
 	if _, err := OpenReplica(ctx, dst, other, o); err == nil {
 		t.Error("the key slots of another repository opened the replica")
 	}
+	// An empty location, about to become the replica, opens with the
+	// source's config and key slots.
+	srcCfg, err := ReadConfig(ctx, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err = OpenReplica(ctx, tierstest.NewMemory(), src, o)
+	if err != nil {
+		t.Fatalf("empty location: %v", err)
+	}
+	if r.Config().ID != srcCfg.ID {
+		t.Errorf("empty location opened as repository %s, the source is %s", r.Config().ID, srcCfg.ID)
+	}
+	r.Close()
 }

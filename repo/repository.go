@@ -278,10 +278,16 @@ func Open(ctx context.Context, be tiers.Backend, o Options) (*Repository, error)
 // before the key slots, so an interrupted one leaves be without them, and
 // a slot added on src reaches be only with the next copy. The master key
 // found must open be's config. When neither opens, src's error is
-// returned (src holds every slot being copied).
+// returned (src holds every slot being copied). A be that holds no
+// config yet is opened with src's: a copy into it is about to make it
+// src's replica, and announces itself there before it does
+// (BeginCopySession).
 func OpenReplica(ctx context.Context, be, src tiers.Backend, o Options) (*Repository, error) {
 	o.defaults()
 	cfg, err := ReadConfig(ctx, be)
+	if errors.Is(err, ErrNotRepository) {
+		cfg, err = ReadConfig(ctx, src)
+	}
 	if err != nil {
 		return nil, err
 	}

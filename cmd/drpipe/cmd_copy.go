@@ -31,9 +31,9 @@ func (a *app) copyCmd() *cobra.Command {
 			"missing. Objects already there (same name and size) are not sent again: copy is idempotent, and an interrupted\n" +
 			"copy is resumed by running it again. Every object is verified against its name (shard checksums, content hashes)\n" +
 			"before it is stored; damaged ones are reported and not copied. No password is needed: objects are copied as\n" +
-			"ciphertext. Given one (--password-file, DRPIPE_PASSWORD_FILE, DRPIPE_PASSWORD), copy announces itself in a\n" +
-			"destination that holds the repository, so that a prune there waits for it (and it does not start while one\n" +
-			"runs); without one, do not prune the destination meanwhile. Nothing is ever removed at the destination.\n" +
+			"ciphertext. Given one (--password-file, DRPIPE_PASSWORD_FILE, DRPIPE_PASSWORD), copy announces itself in the\n" +
+			"destination (an empty one too), so that a prune there waits for it (and it does not start while one runs);\n" +
+			"without one, do not prune the destination meanwhile. Nothing is ever removed at the destination.\n" +
 			"Both locations may be directories or s3://bucket/prefix (the s3.* settings apply to both). Exit code 1 when some objects could not be copied.",
 		Example: "  drpipe copy --repo /srv/drpipe/repo --to s3://offsite-backups/hv01\n" +
 			"  drpipe copy --repo s3://offsite-backups/hv01 --to /mnt/restore-repo --json\n" +
@@ -106,28 +106,36 @@ func (a *app) copyCmd() *cobra.Command {
 	return cmd
 }
 
-// announceCopy announces the copy in dst when dst already holds the
-// repository (repo.BeginCopySession), so that a prune of the destination
-// running meanwhile waits for it: a copy skips the packs dst holds,
-// condemned ones too, and then writes snapshots naming them. Announcing
-// needs the repository key, so it is done when a password is given
-// without asking (--password-file, DRPIPE_PASSWORD_FILE, DRPIPE_PASSWORD);
-// without one the copy goes ahead unannounced and says so. The key is
-// unlocked from src's key slots when dst's do not open (an interrupted
-// copy left dst without them, or one was added at src since the last
-// copy). o.BeforeIndex is set when announced. end ends the announcement.
+// announceCopy announces the copy in dst (repo.BeginCopySession), so
+// that a prune of the destination running meanwhile waits for it: a copy
+// skips the packs dst holds, condemned ones too, and then writes
+// snapshots naming them; and it stores data before the index that names
+// it, so that until then a prune takes what it copied for orphans. An
+// empty dst is announced to as well: the copy makes it a repository (the
+// config and key slots come first) long before it is complete.
+// Announcing needs the repository key, so it is done when a password is
+// given without asking (--password-file, DRPIPE_PASSWORD_FILE,
+// DRPIPE_PASSWORD); without one the copy goes ahead unannounced and says
+// so. The key is unlocked from src's key slots when dst's do not open (an
+// interrupted copy left dst without them, or one was added at src since
+// the last copy). o.BeforeIndex is set when announced. end ends the
+// announcement.
 func (a *app) announceCopy(ctx context.Context, src tiers.Backend, srcCfg *repo.Config, dst tiers.Backend, o *tiers.CopyOptions) (end func(), err error) {
 	end = func() {}
 	dstCfg, err := repo.ReadConfig(ctx, dst)
-	if errors.Is(err, repo.ErrNotRepository) {
-		return end, nil // nothing there yet, so nothing to prune there
+	empty := errors.Is(err, repo.ErrNotRepository)
+	if empty {
+		err = nil
+	}
+	if err == nil && !empty && dstCfg.ID != srcCfg.ID {
+		return end, nil // another repository: the copy refuses it
 	}
 	pw, given, perr := a.givenPassword()
 	if perr != nil {
 		return end, perr
 	}
 	if !given {
-		if err == nil && dstCfg.ID == srcCfg.ID {
+		if err == nil {
 			fmt.Fprintf(a.stderr, "note: this copy is not announced in %s (no password given): a prune of the destination must not run until it ends. "+
 				"Give the password (DRPIPE_PASSWORD_FILE, --password-file) and prunes there wait for the copy\n", dst.Location())
 		}
@@ -135,9 +143,6 @@ func (a *app) announceCopy(ctx context.Context, src tiers.Backend, srcCfg *repo.
 	}
 	if err != nil {
 		return end, fmt.Errorf("read the configuration of %s to announce the copy there: %w", dst.Location(), err)
-	}
-	if dstCfg.ID != srcCfg.ID {
-		return end, nil // another repository: the copy refuses it
 	}
 	ro, err := a.repoOptions(pw)
 	if err != nil {

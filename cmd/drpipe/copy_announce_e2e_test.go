@@ -1,13 +1,21 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
+
 	"github.com/drpipe/drpipe/internal/sample"
+	"github.com/drpipe/drpipe/repo"
+	"github.com/drpipe/drpipe/tiers"
 )
 
 // copyAnnounceFixture is a local repository with one backup and a
@@ -102,5 +110,93 @@ func TestCopyWithAWrongPasswordSaysWhatToDo(t *testing.T) {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("copy with a wrong password: the error does not say %q:\n%s", want, r.stderr)
 		}
+	}
+}
+
+// pruneBeforeIndex runs a prune of the repository in the location it
+// wraps when the copy into it turns to the index, i.e. once the config,
+// the key slots and the data are there and none of it is indexed yet
+// (the first listing of the index once data is stored).
+type pruneBeforeIndex struct {
+	tiers.Backend
+	mu    sync.Mutex
+	done  bool
+	prune func()
+}
+
+func (p *pruneBeforeIndex) List(ctx context.Context, t tiers.Type, fn func(tiers.ObjectInfo) error) error {
+	if t == tiers.TypeIndex {
+		p.mu.Lock()
+		if !p.done {
+			data := false
+			p.Backend.List(ctx, tiers.TypeData, func(tiers.ObjectInfo) error { data = true; return nil })
+			if data {
+				p.done = true
+				p.prune()
+			}
+		}
+		p.mu.Unlock()
+	}
+	return p.Backend.List(ctx, t, fn)
+}
+
+// TestFirstCopyIntoAnEmptyDestinationIsAnnounced: the first copy into an
+// empty location makes it a repository (config and key slots first) long
+// before it is complete: its data is stored before any index names it.
+// A prune of the destination then takes every pack copied so far for an
+// orphan; once the tombstone is due (the grace elapsed, as on a copy that
+// runs for days, or --grace 0) it removes them, and the copy goes on to
+// write index objects and snapshots naming packs that are gone. Given
+// the password, the copy must announce itself there from the start, so
+// that the prune waits for it.
+func TestFirstCopyIntoAnEmptyDestinationIsAnnounced(t *testing.T) {
+	e, srcDir, dstDir := copyAnnounceFixture(t)
+	ctx := context.Background()
+	src, err := tiers.OpenLocal(srcDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	raw, err := tiers.NewLocal(dstDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	srcCfg, err := repo.ReadConfig(ctx, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pruneErr error
+	var pruned *repo.PruneReport
+	dst := &pruneBeforeIndex{Backend: raw, prune: func() {
+		r, err := repo.Open(ctx, raw, repo.Options{Password: []byte(e.pw), CacheDir: t.TempDir()})
+		if err != nil {
+			pruneErr = err
+			return
+		}
+		defer r.Close()
+		pruned, pruneErr = r.Prune(ctx, repo.PruneOptions{Grace: 0, GraceSet: true})
+	}}
+	root := &cobra.Command{}
+	root.PersistentFlags().String("password-file", "", "")
+	a := &app{v: viper.New(), stderr: io.Discard, root: root}
+	a.v.Set("cache_dir", t.TempDir())
+	t.Setenv("DRPIPE_PASSWORD", e.pw)
+	o := tiers.CopyOptions{}
+	end, err := a.announceCopy(ctx, src, srcCfg, dst, &o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = tiers.Copy(ctx, src, dst, o)
+	end()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pruneErr != nil || pruned == nil {
+		t.Fatalf("prune of the destination during the copy: %+v, %v", pruned, pruneErr)
+	}
+	t.Logf("prune during the copy: %+v", pruned)
+	if r := e.run("check", "--repo", dstDir); r.code != 0 {
+		t.Errorf("the destination after a first copy with a prune of it meanwhile: check exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }

@@ -49,7 +49,7 @@ func sessionObjects(t *testing.T, be tiers.Backend) int {
 // copy skips the packs the destination holds, condemned ones too, and
 // then writes snapshots naming them); a prune already running there stops
 // the copy before it copies anything. Without a password it goes ahead
-// unannounced and says so.
+// unannounced and says so. An empty destination is announced to too.
 func TestCopyAnnouncesItselfInTheDestination(t *testing.T) {
 	ctx := context.Background()
 	dst := tierstest.NewMemory()
@@ -118,10 +118,19 @@ func TestCopyAnnouncesItselfInTheDestination(t *testing.T) {
 		t.Errorf("copy without a password: BeforeIndex set %v, stderr %q", o.BeforeIndex != nil, stderr.String())
 	}
 
-	// An empty destination has nothing to announce to.
+	// An empty destination is announced to as well: the copy makes it
+	// a repository long before it is complete.
 	o = tiers.CopyOptions{}
 	t.Setenv("DRPIPE_PASSWORD", "pw")
-	if _, err := a.announceCopy(ctx, dst, cfg, tierstest.NewMemory(), &o); err != nil || o.BeforeIndex != nil {
-		t.Errorf("copy to an empty destination: %v, BeforeIndex set %v", err, o.BeforeIndex != nil)
+	empty := tierstest.NewMemory()
+	end, err = a.announceCopy(ctx, dst, cfg, empty, &o)
+	if err != nil || o.BeforeIndex == nil || sessionObjects(t, empty) != 1 {
+		t.Errorf("copy to an empty destination: %v, BeforeIndex set %v, %d session objects", err, o.BeforeIndex != nil, sessionObjects(t, empty))
+	}
+	if end != nil {
+		end()
+	}
+	if n := sessionObjects(t, empty); n != 0 {
+		t.Errorf("%d session objects in the empty destination after the copy ended", n)
 	}
 }
