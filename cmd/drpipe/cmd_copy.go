@@ -168,7 +168,12 @@ func (a *app) announceCopy(ctx context.Context, src tiers.Backend, srcCfg *repo.
 	}
 	o.BeforeIndex = sess.Check
 	return func() {
-		sess.End(context.WithoutCancel(ctx))
+		if err := sess.End(context.WithoutCancel(ctx)); err != nil {
+			// An S3 bucket with object lock keeps it: until it goes stale
+			// a prune there waits for a copy that has ended.
+			fmt.Fprintf(a.stderr, "warning: the copy's announcement could not be removed from %s (%v): a prune there waits for it as for a running copy until it goes stale, %s from now\n",
+				dst.Location(), err, repo.SessionTTL+repo.ClockSkew)
+		}
 		r.Close()
 	}, nil
 }

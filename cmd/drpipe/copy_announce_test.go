@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -132,5 +133,56 @@ func TestCopyAnnouncesItselfInTheDestination(t *testing.T) {
 	}
 	if n := sessionObjects(t, empty); n != 0 {
 		t.Errorf("%d session objects in the empty destination after the copy ended", n)
+	}
+}
+
+// lockedSessions refuses to remove session objects, as an S3 bucket with
+// object-lock retention does (every object written is retained).
+type lockedSessions struct{ tiers.Backend }
+
+func (l lockedSessions) Remove(ctx context.Context, h tiers.Handle) error {
+	if h.Type == tiers.TypeSession {
+		return fmt.Errorf("remove %s: %w", h, tiers.ErrLocked)
+	}
+	return l.Backend.Remove(ctx, h)
+}
+
+// TestCopyWhoseAnnouncementCannotBeRemovedSaysSo: in a destination that
+// keeps every object (object lock), the copy's session object outlives
+// the copy; until it goes stale a prune there waits "for the copy", which
+// has ended. The copy must say so, not end silently.
+func TestCopyWhoseAnnouncementCannotBeRemovedSaysSo(t *testing.T) {
+	ctx := context.Background()
+	mem := tierstest.NewMemory()
+	opts := repo.Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: &repo.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}}
+	r, err := repo.Init(ctx, mem, repo.InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	cfg, err := repo.ReadConfig(ctx, mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	root := &cobra.Command{}
+	root.PersistentFlags().String("password-file", "", "")
+	a := &app{v: viper.New(), stderr: &stderr, root: root}
+	a.v.Set("cache_dir", t.TempDir())
+	t.Setenv("DRPIPE_PASSWORD", "pw")
+	dst := lockedSessions{mem}
+	var o tiers.CopyOptions
+	end, err := a.announceCopy(ctx, mem, cfg, dst, &o)
+	if err != nil || o.BeforeIndex == nil {
+		t.Fatalf("announce: %v, BeforeIndex set %v", err, o.BeforeIndex != nil)
+	}
+	end()
+	if sessionObjects(t, mem) != 1 {
+		t.Fatal("fixture: the session object was removed")
+	}
+	for _, want := range []string{"sessions/", "locked", "prune"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("the copy ended without saying that its announcement stays (%q): %q", want, stderr.String())
+		}
 	}
 }
