@@ -133,32 +133,33 @@ func (s *sessionWatch) Put(ctx context.Context, h tiers.Handle, r io.Reader, siz
 	return s.Backend.Put(ctx, h, r, size)
 }
 
-// TestSendAnnouncesCopySession: a tier that already holds the
-// repository is told of a copy into it (a copy session, which blocks
-// its sweeps), and the session is gone once the copy is done.
+// TestSendAnnouncesCopySession: a tier is told of a copy into it (a copy
+// session, which blocks its sweeps), when it already holds the repository
+// and when it is empty (the first copy stores the config and key slots
+// first, which make the tier prunable, and data before the index naming
+// it), and the session is gone once the copy is done.
 func TestSendAnnouncesCopySession(t *testing.T) {
 	w := newWorld(t)
 	src := filepath.Join(t.TempDir(), "vm")
 	os.MkdirAll(src, 0o755)
 	rng := rand.New(rand.NewPCG(5, 6))
-	w.day(src, rng)
-	if _, err := policy.Run(w.ctx, w.cfg, w.r, w.targets, w.clock, nil); err != nil {
-		t.Fatal(err)
-	}
 	bt := w.targets["dr"].(*policy.BackendTarget)
 	watch := &sessionWatch{Backend: bt.Backend}
 	bt.Backend = watch
-	w.clock = w.clock.Add(24 * time.Hour)
-	w.day(src, rng)
-	if _, err := policy.Run(w.ctx, w.cfg, w.r, w.targets, w.clock, nil); err != nil {
-		t.Fatal(err)
-	}
-	if watch.sessions != 1 {
-		t.Errorf("session objects in the tier while the copy stored data: %d, want the copy's own", watch.sessions)
-	}
-	n := 0
-	watch.Backend.List(w.ctx, tiers.TypeSession, func(tiers.ObjectInfo) error { n++; return nil })
-	if n != 0 {
-		t.Errorf("%d session objects left in the tier after the run", n)
+	for _, run := range []string{"into the empty tier", "into the tier holding the repository"} {
+		watch.once, watch.sessions = sync.Once{}, 0
+		w.day(src, rng)
+		if _, err := policy.Run(w.ctx, w.cfg, w.r, w.targets, w.clock, nil); err != nil {
+			t.Fatal(err)
+		}
+		if watch.sessions != 1 {
+			t.Errorf("copy %s: session objects in the tier while the copy stored data: %d, want the copy's own", run, watch.sessions)
+		}
+		n := 0
+		watch.Backend.List(w.ctx, tiers.TypeSession, func(tiers.ObjectInfo) error { n++; return nil })
+		if n != 0 {
+			t.Errorf("copy %s: %d session objects left in the tier after the run", run, n)
+		}
+		w.clock = w.clock.Add(24 * time.Hour)
 	}
 }

@@ -36,7 +36,15 @@ type world struct {
 }
 
 func (w *world) open(be tiers.Backend) (*repo.Repository, error) {
-	return repo.Open(w.ctx, be, repo.Options{Password: []byte("pw"), CacheDir: w.t.TempDir(), Now: func() time.Time { return w.clock }})
+	return repo.Open(w.ctx, be, w.options())
+}
+
+func (w *world) openReplica(be, src tiers.Backend) (*repo.Repository, error) {
+	return repo.OpenReplica(w.ctx, be, src, w.options())
+}
+
+func (w *world) options() repo.Options {
+	return repo.Options{Password: []byte("pw"), CacheDir: w.t.TempDir(), Now: func() time.Time { return w.clock }}
 }
 
 func newWorld(t *testing.T) *world {
@@ -65,7 +73,7 @@ func newWorld(t *testing.T) *world {
 			t.Fatal(err)
 		}
 		w.dirs[n] = filepath.Join(base, n)
-		w.targets[n] = &policy.BackendTarget{Backend: tb, Open: w.open, Prune: &repo.PruneOptions{GraceSet: true, ClockSkewSet: true}}
+		w.targets[n] = &policy.BackendTarget{Backend: tb, Open: w.open, OpenReplica: w.openReplica, Prune: &repo.PruneOptions{GraceSet: true, ClockSkewSet: true}}
 	}
 	return w
 }

@@ -209,6 +209,11 @@ type BackendTarget struct {
 	Backend tiers.Backend
 	// Open unlocks the tier's copy of the repository.
 	Open func(tiers.Backend) (*repo.Repository, error)
+	// OpenReplica, when set, unlocks the tier's copy for announcing a
+	// copy into it, with the key slots of src (the data being copied)
+	// where the tier's do not open, and src's config where the tier is
+	// empty (repo.OpenReplica).
+	OpenReplica func(tier, src tiers.Backend) (*repo.Repository, error)
 	// Prune, when set, prunes after forgetting, with these options.
 	Prune *repo.PruneOptions
 	// Classes sets storage classes (nil: the tier has none).
@@ -222,20 +227,29 @@ func (b *BackendTarget) State(ctx context.Context, cat *Catalog) (*TierState, er
 }
 
 // Send implements Target with tiers.Copy (verified, data before metadata).
-// Where the tier already holds the repository, the copy announces itself
-// there (repo.BeginCopySession), so that a prune of the tier running
-// meanwhile (another tier run, drpipe prune) removes no pack the copy
-// skips as present and then names in a snapshot.
+// The copy announces itself in the tier (repo.BeginCopySession), so that
+// a prune of the tier running meanwhile (another tier run, drpipe prune)
+// removes no pack the copy skips as present and then names in a
+// snapshot, nor the packs it stores before the index naming them. An
+// empty tier is announced to as well when OpenReplica is set: the config
+// and key slots, copied first, make it prunable long before the copy is
+// complete.
 func (b *BackendTarget) Send(ctx context.Context, view tiers.Backend, _ []id.ID) (int, int64, error) {
 	o := b.Copy
-	if b.Open != nil {
+	if b.Open != nil || b.OpenReplica != nil {
 		_, err := repo.ReadConfig(ctx, b.Backend)
-		if err != nil && !errors.Is(err, repo.ErrNotRepository) {
+		empty := errors.Is(err, repo.ErrNotRepository)
+		if err != nil && !empty {
 			// Not an empty tier: a copy must not go ahead unannounced.
 			return 0, 0, err
 		}
-		if err == nil {
-			r, err := b.Open(b.Backend)
+		if !empty || b.OpenReplica != nil {
+			var r *repo.Repository
+			if b.OpenReplica != nil {
+				r, err = b.OpenReplica(b.Backend, view)
+			} else {
+				r, err = b.Open(b.Backend)
+			}
 			if err != nil {
 				return 0, 0, fmt.Errorf("open the tier's repository to announce the copy: %w", err)
 			}
