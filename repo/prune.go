@@ -318,8 +318,12 @@ func (r *Repository) sweep(ctx context.Context, ts *tombstone, live *liveSet, se
 			// The writer's clock is ahead of this one by more than the
 			// tolerated skew: its start time cannot be compared with the
 			// tombstone's, it may have begun before the mark.
-			blockers = append(blockers, fmt.Sprintf("backup on %s (pid %d), whose clock is at least %s ahead of this host's (more than the tolerated %s): "+
-				"the sweep waits until it ends; synchronise the clocks (NTP)", s.Host, s.PID, s.Refreshed.Sub(now).Round(time.Second), o.ClockSkew))
+			what := "backup on"
+			if s.Kind == sessionCopy {
+				what = "copy into this repository from"
+			}
+			blockers = append(blockers, fmt.Sprintf("%s %s (pid %d), whose clock is at least %s ahead of this host's (more than the tolerated %s): "+
+				"the sweep waits until it ends; synchronise the clocks (NTP)", what, s.Host, s.PID, s.Refreshed.Sub(now).Round(time.Second), o.ClockSkew))
 		case s.Kind == sessionCopy:
 			// A copy skips the packs already here, condemned ones too,
 			// and then writes snapshots naming them, whenever it began.

@@ -106,11 +106,17 @@ func TestSweepBesideWriterClockOff(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		offset time.Duration
+		copy   bool // a copy into the repository, not a backup
 	}{
-		{"ahead", 10 * time.Minute},
-		{"behind", -(SessionTTL + ClockSkew + 20*time.Minute)},
+		{"ahead", 10 * time.Minute, false},
+		{"behind", -(SessionTTL + ClockSkew + 20*time.Minute), false},
+		{"ahead", 10 * time.Minute, true},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
+		label := "backup " + tc.name
+		if tc.copy {
+			label = "copy " + tc.name
+		}
+		t.Run(label, func(t *testing.T) {
 			ctx := context.Background()
 			be := tierstest.NewMemory()
 			pruner, clock := clockedRepo(t, be)
@@ -130,7 +136,11 @@ func TestSweepBesideWriterClockOff(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer w.Close()
-			sess, err := w.BeginSession(ctx, "hv02")
+			begin, kind := w.BeginSession, "backup on hv02"
+			if tc.copy {
+				begin, kind = w.BeginCopySession, "copy into this repository from hv02"
+			}
+			sess, err := begin(ctx, "hv02")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -162,8 +172,8 @@ func TestSweepBesideWriterClockOff(t *testing.T) {
 			if rep.Postponed == 0 {
 				t.Fatalf("sweep neither removed nor postponed anything: %+v", rep)
 			}
-			if why := strings.Join(rep.WaitingFor, "; "); !strings.Contains(why, tc.name) || !strings.Contains(why, "NTP") {
-				t.Errorf("the sweep waits without saying that the writer's clock is %s: %s", tc.name, why)
+			if why := strings.Join(rep.WaitingFor, "; "); !strings.Contains(why, tc.name) || !strings.Contains(why, "NTP") || !strings.Contains(why, kind) {
+				t.Errorf("the sweep waits without saying that the clock of the %s is %s: %s", kind, tc.name, why)
 			}
 			if _, err := be.Stat(ctx, sess.h); err != nil {
 				t.Errorf("the running backup's session object was removed as stale: %v", err)

@@ -39,9 +39,10 @@ type CopyOptions struct {
 	// Progress, if set, is told what is planned and what was transferred.
 	Progress CopyProgress
 	// BeforeIndex, if set, is called once the data is complete and before
-	// the first index object is written; an error stops the copy there
-	// (a copy session that lapsed: a prune may have removed packs the
-	// index and snapshots would name).
+	// the first index object is written, and again before the first
+	// snapshot; an error stops the copy there (a copy session that
+	// lapsed: a prune may have removed packs the index and snapshots
+	// would name).
 	BeforeIndex func() error
 }
 
@@ -143,10 +144,14 @@ func Copy(ctx context.Context, src, dst Backend, o CopyOptions) (*CopyStats, err
 	)
 	for _, t := range CopyTypes {
 		ts := st.ByType[t]
-		if t == TypeIndex && o.BeforeIndex != nil && !o.DryRun {
+		if (t == TypeIndex || t == TypeSnapshot) && o.BeforeIndex != nil && !o.DryRun {
 			if err := o.BeforeIndex(); err != nil {
 				st.sum()
-				return st, fmt.Errorf("copy to %s stopped before the index and snapshots: %w", dst.Location(), err)
+				what := "the index and snapshots"
+				if t == TypeSnapshot {
+					what = "the snapshots"
+				}
+				return st, fmt.Errorf("copy to %s stopped before %s: %w", dst.Location(), what, err)
 			}
 		}
 		have, err := listSizes(ctx, dst, t)

@@ -357,3 +357,29 @@ func TestCopyBeforeIndexStops(t *testing.T) {
 		}
 	}
 }
+
+// TestCopyChecksAgainBeforeSnapshots: a session that lapses while the
+// index objects are copied stops the copy before the snapshots.
+func TestCopyChecksAgainBeforeSnapshots(t *testing.T) {
+	ctx := t.Context()
+	src := tierstest.NewMemory()
+	fakeRepo(t, src, 4, 1)
+	dst := tierstest.NewCounting(tierstest.NewMemory())
+	lapsed := errors.New("session lapsed")
+	calls := 0
+	check := func() error {
+		if calls++; calls > 1 {
+			return lapsed
+		}
+		return nil
+	}
+	st, err := tiers.Copy(ctx, src, dst, tiers.CopyOptions{BeforeIndex: check})
+	if !errors.Is(err, lapsed) || st == nil || st.ByType[tiers.TypeIndex].Copied == 0 {
+		t.Fatalf("copy whose session lapses during the index: %v, %+v", err, st)
+	}
+	for _, h := range dst.Stored() {
+		if h.Type == tiers.TypeSnapshot {
+			t.Errorf("%v written after the session lapsed", h)
+		}
+	}
+}

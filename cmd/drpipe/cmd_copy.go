@@ -132,7 +132,7 @@ func (a *app) announceCopy(ctx context.Context, src tiers.Backend, srcCfg *repo.
 	}
 	pw, given, perr := a.givenPassword()
 	if perr != nil {
-		return end, perr
+		return end, fmt.Errorf("%w (copy uses the password only to announce itself in %s; give a readable file, or no password setting to copy unannounced)", perr, dst.Location())
 	}
 	if !given {
 		if err == nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -133,6 +134,15 @@ func TestCopyAnnouncesItselfInTheDestination(t *testing.T) {
 	}
 	if n := sessionObjects(t, empty); n != 0 {
 		t.Errorf("%d session objects in the empty destination after the copy ended", n)
+	}
+
+	// A password_file setting that cannot be read: the error says what
+	// copy wanted the password for, and how to go on without it.
+	t.Setenv("DRPIPE_PASSWORD", "")
+	a.v.Set("password_file", filepath.Join(t.TempDir(), "missing"))
+	o = tiers.CopyOptions{}
+	if _, err := a.announceCopy(ctx, dst, cfg, dst, &o); err == nil || !strings.Contains(err.Error(), "only to announce") {
+		t.Errorf("unreadable password file: %v, want it to say that copy uses the password only to announce itself", err)
 	}
 }
 
