@@ -252,6 +252,33 @@ func TestSecondRepositoryRefusedAfterFirstClaimsEmptySite(t *testing.T) {
 	}
 }
 
+// TestConfigOfAnotherRepositoryThanDeclaredRefused: a session declares
+// repository A at Hello and then sends repository B's config into an
+// empty site. The site was claimed for A; storing B's config would make
+// it B's, behind the claim's back.
+func TestConfigOfAnotherRepositoryThanDeclaredRefused(t *testing.T) {
+	ctx := context.Background()
+	a, b := newPrimary(t), newPrimary(t)
+	st := newSite(t, filepath.Join(t.TempDir(), "site"))
+	rs, _, err := openRaw(t, st, a.r.Config().ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := tiers.LoadAll(ctx, b.be, tiers.Handle{Type: tiers.TypeConfig, Name: "config"}, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rs.offer(tiers.TypeConfig, "config", int64(len(body))); err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.put(tiers.TypeConfig, "config", body); err == nil || !strings.Contains(err.Error(), "declared") {
+		t.Errorf("another repository's config than the session declared: %v, want it refused", err)
+	}
+	if _, err := st.s.store.Stat(ctx, tiers.Handle{Type: tiers.TypeConfig, Name: "config"}); err == nil {
+		t.Error("the site stored the config of a repository the session did not declare")
+	}
+}
+
 // windowWatch is a site store that follows, for data objects, how many
 // the site has been offered (one Stat each) but not received yet.
 type windowWatch struct {

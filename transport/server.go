@@ -735,6 +735,11 @@ func (ss *session) put(ctx context.Context, st Stream, f Frame) (tiers.Handle, P
 			if site := s.siteRepo(); !site.IsNull() {
 				return &VerifyError{h, fmt.Sprintf("the site already holds the config of repository %s; a config is never replaced", site.Short())}
 			}
+			if c.ID != ss.repo {
+				// The site was claimed for the repository the session
+				// declared: another one's config would make it that one's.
+				return &VerifyError{h, fmt.Sprintf("the config is of repository %s, but this session declared repository %s", c.ID.Short(), ss.repo.Short())}
+			}
 			return nil
 		}
 	}
