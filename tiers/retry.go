@@ -125,9 +125,12 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 // Put is retried only when rd is an io.ReadSeeker, which is rewound to its
 // position at the call before each retry; other readers get one attempt.
 // Load may call fn once per attempt (the Backend contract requires fn to
-// be idempotent). A retried List does not report an object twice: objects
-// already passed to fn are skipped, at the cost of remembering their names.
-// An error returned by List's fn is never retried.
+// be idempotent). A retried List does not report an object twice. Over a
+// backend that lists in order and can start after a name (ListerAfter:
+// S3), it resumes after the last object passed to fn, remembering that
+// name only; over others, objects already passed to fn are skipped, at the
+// cost of remembering their names. An error returned by List's fn is never
+// retried.
 //
 // The wrapper hides optional interfaces of be (Warmer, Retainer); type
 // assert on the inner backend for those.
@@ -219,7 +222,18 @@ func (r *retryBackend) Stat(ctx context.Context, h Handle) (ObjectInfo, error) {
 	return oi, err
 }
 
+// ListerAfter is a Backend whose List passes objects in ascending order
+// of name and that can list the objects of a type whose names come after
+// a given one (S3's ListObjectsV2 with StartAfter). A retried listing then
+// resumes where it stopped, with no memory of what it passed.
+type ListerAfter interface {
+	ListAfter(ctx context.Context, t Type, after string, fn func(ObjectInfo) error) error
+}
+
 func (r *retryBackend) List(ctx context.Context, t Type, fn func(ObjectInfo) error) error {
+	if la, ok := r.be.(ListerAfter); ok {
+		return r.listAfter(ctx, la, t, fn)
+	}
 	var (
 		mu   sync.Mutex
 		seen = make(map[string]struct{})
@@ -240,6 +254,38 @@ func (r *retryBackend) List(ctx context.Context, t Type, fn func(ObjectInfo) err
 			mu.Unlock()
 			return nil
 		})
+		return err
+	})
+}
+
+// listAfter lists with retries that resume after the last object passed
+// to fn. A server that lists out of order (it should not) cannot be
+// resumed that way: once it has, a failure is returned, not retried.
+func (r *retryBackend) listAfter(ctx context.Context, la ListerAfter, t Type, fn func(ObjectInfo) error) error {
+	var last string
+	ordered := true
+	return r.do(ctx, "list", Handle{Type: t}, func() error {
+		if !ordered {
+			return &noRetry{fmt.Errorf("list %s in %s: cannot retry: the server listed names out of order", t, r.be.Location())}
+		}
+		err := la.ListAfter(ctx, t, last, func(oi ObjectInfo) error {
+			if oi.Handle.Name <= last {
+				ordered = false
+			}
+			if err := fn(oi); err != nil {
+				return &noRetry{err}
+			}
+			if ordered {
+				last = oi.Handle.Name
+			}
+			return nil
+		})
+		if err != nil && !ordered {
+			var nr *noRetry
+			if !errors.As(err, &nr) {
+				err = &noRetry{fmt.Errorf("%w (not retried: the server listed names out of order, so the listing cannot be resumed)", err)}
+			}
+		}
 		return err
 	})
 }

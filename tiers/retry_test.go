@@ -8,6 +8,7 @@ import (
 	"io"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -420,5 +421,88 @@ func TestRetryTemporaryInterface(t *testing.T) {
 	}
 	if f.Fired() != 3 {
 		t.Errorf("%d faults fired, want 3", f.Fired())
+	}
+}
+
+// orderedLister lists a Memory's objects in ascending order of name (or
+// descending, as a server that does not keep S3's order), starting after
+// a name, and fails with a retriable error after passing failAfter
+// objects, failures times.
+type orderedLister struct {
+	*tierstest.Memory
+	descending bool
+	failAfter  int
+	failures   int
+	afters     []string // the after of each call
+}
+
+func (o *orderedLister) ListAfter(ctx context.Context, t tiers.Type, after string, fn func(tiers.ObjectInfo) error) error {
+	o.afters = append(o.afters, after)
+	var all []tiers.ObjectInfo
+	if err := o.Memory.List(ctx, t, func(oi tiers.ObjectInfo) error { all = append(all, oi); return nil }); err != nil {
+		return err
+	}
+	slices.SortFunc(all, func(a, b tiers.ObjectInfo) int { return strings.Compare(a.Handle.Name, b.Handle.Name) })
+	if o.descending {
+		slices.Reverse(all)
+	}
+	passed := 0
+	for _, oi := range all {
+		if !o.descending && oi.Handle.Name <= after {
+			continue
+		}
+		if o.failures > 0 && passed == o.failAfter {
+			o.failures--
+			return tiers.Retriable(errors.New("connection reset"))
+		}
+		if err := fn(oi); err != nil {
+			return err
+		}
+		passed++
+	}
+	return nil
+}
+
+func (o *orderedLister) List(ctx context.Context, t tiers.Type, fn func(tiers.ObjectInfo) error) error {
+	return o.ListAfter(ctx, t, "", fn)
+}
+
+// TestRetryListResumesAfterTheLastName: over a backend that lists in
+// order and starts after a name (S3), a retried listing resumes after the
+// last object it passed, keeping no set of names, and passes each object
+// once. Over one that lists out of order, a failure after the disorder is
+// returned rather than retried into duplicates or gaps.
+func TestRetryListResumesAfterTheLastName(t *testing.T) {
+	ctx := t.Context()
+	mem := tierstest.NewMemory()
+	var want []string
+	for i := range 10 {
+		h := tiers.Handle{Type: tiers.TypeSnapshot, Name: fmt.Sprintf("s%02d", i)}
+		if err := tiers.PutBytes(ctx, mem, h, []byte(h.Name)); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, h.Name)
+	}
+	ol := &orderedLister{Memory: mem, failAfter: 4, failures: 2}
+	var got []string
+	err := tiers.WithRetry(ol, policy(&fakeClock{})).List(ctx, tiers.TypeSnapshot, func(oi tiers.ObjectInfo) error {
+		got = append(got, oi.Handle.Name)
+		return nil
+	})
+	if err != nil || !slices.Equal(got, want) {
+		t.Errorf("List: %v, %q", err, got)
+	}
+	if wantAfters := []string{"", "s03", "s07"}; !slices.Equal(ol.afters, wantAfters) {
+		t.Errorf("listings started after %q, want %q", ol.afters, wantAfters)
+	}
+
+	un := &orderedLister{Memory: mem, descending: true, failAfter: 4, failures: 1}
+	got = nil
+	err = tiers.WithRetry(un, policy(&fakeClock{})).List(ctx, tiers.TypeSnapshot, func(oi tiers.ObjectInfo) error {
+		got = append(got, oi.Handle.Name)
+		return nil
+	})
+	if err == nil || !strings.Contains(err.Error(), "out of order") || len(got) != 4 || len(un.afters) != 1 {
+		t.Errorf("List over a server out of order that fails: %v after %q (%d listings)", err, got, len(un.afters))
 	}
 }

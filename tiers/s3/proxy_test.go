@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -167,6 +168,30 @@ func TestListPaginates(t *testing.T) {
 	}
 	if len(seen) != n {
 		t.Errorf("List found %d of %d objects", len(seen), n)
+	}
+	// A listing after a name (what a retried listing resumes with) has
+	// the names after it, in order, across pages.
+	var after []string
+	if err := be.ListAfter(ctx, tiers.TypeIndex, "i0500", func(oi tiers.ObjectInfo) error { after = append(after, oi.Handle.Name); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != n-501 || after[0] != "i0501" || !slices.IsSorted(after) {
+		t.Errorf("ListAfter i0500: %d names from %q, sorted %v; want %d from i0501", len(after), after[:min(1, len(after))], slices.IsSorted(after), n-501)
+	}
+	// Data keys have the name's first two characters as a directory,
+	// and order as the names do.
+	names := []string{"ab12.0", "ab12.1", "ac00.0", "b000.2"}
+	for _, name := range names {
+		if err := tiers.PutBytes(ctx, be, tiers.Handle{Type: tiers.TypeData, Name: name}, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var data []string
+	if err := be.ListAfter(ctx, tiers.TypeData, "ab12.0", func(oi tiers.ObjectInfo) error { data = append(data, oi.Handle.Name); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(data, names[1:]) {
+		t.Errorf("data ListAfter ab12.0: %q, want %q", data, names[1:])
 	}
 }
 

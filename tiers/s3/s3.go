@@ -892,6 +892,14 @@ func className(s string) string {
 // a valid handle (foreign objects under the prefix) are skipped. An error
 // from fn is returned as is.
 func (b *Backend) List(ctx context.Context, t tiers.Type, fn func(tiers.ObjectInfo) error) error {
+	return b.ListAfter(ctx, t, "", fn)
+}
+
+// ListAfter implements tiers.ListerAfter: it lists the objects of type t
+// whose names come after after ("" for all), in ascending order of name.
+// S3 lists keys in ascending order, and a key orders as its name does:
+// data keys are data/<first two characters of the name>/<name>.
+func (b *Backend) ListAfter(ctx context.Context, t tiers.Type, after string, fn func(tiers.ObjectInfo) error) error {
 	lh := tiers.Handle{Type: t}
 	if !t.Valid() {
 		return b.wrap("list", "in", lh, fmt.Errorf("%w: unknown object type %q", tiers.ErrInvalidHandle, t))
@@ -901,6 +909,9 @@ func (b *Backend) List(ctx context.Context, t tiers.Type, fn func(tiers.ObjectIn
 	}
 	if t == tiers.TypeConfig {
 		h := tiers.Handle{Type: t, Name: "config"}
+		if after >= h.Name {
+			return nil
+		}
 		oi, err := b.Stat(ctx, h)
 		if errors.Is(err, tiers.ErrNotFound) {
 			return nil
@@ -912,6 +923,9 @@ func (b *Backend) List(ctx context.Context, t tiers.Type, fn func(tiers.ObjectIn
 	}
 	prefix := b.typePrefix(t)
 	in := &awss3.ListObjectsV2Input{Bucket: &b.cfg.Bucket, Prefix: &prefix}
+	if after != "" {
+		in.StartAfter = aws.String(b.key(tiers.Handle{Type: t, Name: after}))
+	}
 	for {
 		page, err := b.cli.ListObjectsV2(ctx, in)
 		if err != nil {
