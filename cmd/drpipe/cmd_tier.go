@@ -98,7 +98,7 @@ func (a *app) tierTargets(ctx context.Context, cfg *policy.Config, r *repo.Repos
 				return nil, nil, fmt.Errorf("tier %s: %w", t.Name, err)
 			}
 			closers = append(closers, func() { be.Close() })
-			targets[t.Name] = &policy.BackendTarget{Backend: be, Open: open, OpenReplica: openReplica, Prune: prune}
+			targets[t.Name] = &policy.BackendTarget{Backend: be, Open: open, OpenReplica: openReplica, Primary: r.Backend(), Prune: prune}
 		case policy.KindS3:
 			// The tier's storage_class is the class of the data it
 			// receives (s3.storage_class when unset).
@@ -113,7 +113,7 @@ func (a *app) tierTargets(ctx context.Context, cfg *policy.Config, r *repo.Repos
 			}
 			closers = append(closers, func() { raw.Close() })
 			be := tiers.WithRetry(raw, tiers.RetryPolicy{MaxAttempts: a.v.GetInt("s3.retries")})
-			targets[t.Name] = &policy.BackendTarget{Backend: be, Open: open, OpenReplica: openReplica, Prune: prune, Classes: raw}
+			targets[t.Name] = &policy.BackendTarget{Backend: be, Open: open, OpenReplica: openReplica, Primary: r.Backend(), Prune: prune, Classes: raw}
 		case policy.KindTape:
 			targets[t.Name] = &tapeTarget{a: a, tier: t, r: r}
 		case policy.KindSite:

@@ -73,7 +73,7 @@ func newWorld(t *testing.T) *world {
 			t.Fatal(err)
 		}
 		w.dirs[n] = filepath.Join(base, n)
-		w.targets[n] = &policy.BackendTarget{Backend: tb, Open: w.open, OpenReplica: w.openReplica, Prune: &repo.PruneOptions{GraceSet: true, ClockSkewSet: true}}
+		w.targets[n] = &policy.BackendTarget{Backend: tb, Open: w.open, OpenReplica: w.openReplica, Primary: be, Prune: &repo.PruneOptions{GraceSet: true, ClockSkewSet: true}}
 	}
 	return w
 }

@@ -214,6 +214,13 @@ type BackendTarget struct {
 	// where the tier's do not open, and src's config where the tier is
 	// empty (repo.OpenReplica).
 	OpenReplica func(tier, src tiers.Backend) (*repo.Repository, error)
+	// Primary, when set with OpenReplica, is the primary's backend:
+	// State and Forget unlock a tier that holds the repository with its
+	// key slots where the tier's do not open yet (a first copy
+	// interrupted after the config, a slot added at the primary since
+	// the last copy). Only a copy brings the slots along, and a tier that
+	// could not be inspected is never copied into.
+	Primary tiers.Backend
 	// Prune, when set, prunes after forgetting, with these options.
 	Prune *repo.PruneOptions
 	// Classes sets storage classes (nil: the tier has none).
@@ -223,7 +230,20 @@ type BackendTarget struct {
 
 // State implements Target.
 func (b *BackendTarget) State(ctx context.Context, cat *Catalog) (*TierState, error) {
-	return BackendState(ctx, b.Backend, cat, b.Open)
+	return BackendState(ctx, b.Backend, cat, func(be tiers.Backend) (*repo.Repository, error) { return b.openTier(ctx, be) })
+}
+
+// openTier unlocks the repository the tier holds: with Open, or, where
+// OpenReplica and Primary are set, with the primary's key slots too. An
+// empty tier is not opened (OpenReplica would open it as the primary's).
+func (b *BackendTarget) openTier(ctx context.Context, be tiers.Backend) (*repo.Repository, error) {
+	if b.OpenReplica == nil || b.Primary == nil {
+		return b.Open(be)
+	}
+	if _, err := repo.ReadConfig(ctx, be); err != nil {
+		return nil, err
+	}
+	return b.OpenReplica(be, b.Primary)
 }
 
 // Send implements Target with tiers.Copy (verified, data before metadata).
@@ -278,7 +298,7 @@ func (b *BackendTarget) Send(ctx context.Context, view tiers.Backend, _ []id.ID)
 
 // Forget implements Target.
 func (b *BackendTarget) Forget(ctx context.Context, snaps []id.ID) error {
-	r, err := b.Open(b.Backend)
+	r, err := b.openTier(ctx, b.Backend)
 	if err != nil {
 		return err
 	}
