@@ -62,3 +62,33 @@ func TestOpenReplicaUnlocksWithTheSourceKeySlots(t *testing.T) {
 	}
 	r.Close()
 }
+
+// TestOpenReplicaOfAnotherRepositorySaysSo: a location that holds
+// another repository than src is no replica of it. It is not opened, not
+// even where the password opens its own key slots (a copy announced
+// there would write into a repository it then refuses to copy into), and
+// where it does not, the error says that it holds another repository,
+// not that its config is damaged or tampered with (src's key does not
+// open it).
+func TestOpenReplicaOfAnotherRepositorySaysSo(t *testing.T) {
+	ctx := context.Background()
+	for _, otherPW := range []string{"pw", "other"} {
+		src, other := tierstest.NewMemory(), tierstest.NewMemory()
+		for be, pw := range map[tiers.Backend]string{src: "pw", other: otherPW} {
+			r, err := Init(ctx, be, InitOptions{EC: erasure.Params{K: 2, M: 1}}, Options{Password: []byte(pw), CacheDir: t.TempDir(), KDF: testKDF})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Close()
+		}
+		r, err := OpenReplica(ctx, other, src, Options{Password: []byte("pw"), CacheDir: t.TempDir()})
+		if err == nil {
+			r.Close()
+			t.Errorf("another repository (password %q) opened as a replica of the source", otherPW)
+			continue
+		}
+		if !errors.Is(err, tiers.ErrDifferentRepository) {
+			t.Errorf("another repository (password %q): %v, want it to say that it holds a different repository", otherPW, err)
+		}
+	}
+}

@@ -281,15 +281,26 @@ func Open(ctx context.Context, be tiers.Backend, o Options) (*Repository, error)
 // returned (src holds every slot being copied). A be that holds no
 // config yet is opened with src's: a copy into it is about to make it
 // src's replica, and announces itself there before it does
-// (BeginCopySession).
+// (BeginCopySession). A be that holds another repository than src is
+// no replica of it: it is not opened, even where its own slots open, and
+// the error wraps tiers.ErrDifferentRepository (src's key would not open
+// its config, which reads as damage).
 func OpenReplica(ctx context.Context, be, src tiers.Backend, o Options) (*Repository, error) {
 	o.defaults()
+	srcCfg, err := ReadConfig(ctx, src)
+	if err != nil {
+		return nil, err
+	}
 	cfg, err := ReadConfig(ctx, be)
 	if errors.Is(err, ErrNotRepository) {
-		cfg, err = ReadConfig(ctx, src)
+		cfg, err = srcCfg, nil
 	}
 	if err != nil {
 		return nil, err
+	}
+	if cfg.ID != srcCfg.ID {
+		return nil, fmt.Errorf("%s holds repository %s, %s holds repository %s: %w; use an empty location or a replica of %s",
+			be.Location(), cfg.ID.Short(), src.Location(), srcCfg.ID.Short(), tiers.ErrDifferentRepository, srcCfg.ID.Short())
 	}
 	mk, kid, err := unlock(ctx, be, o.Password)
 	if err != nil {
