@@ -214,6 +214,11 @@ func (s *Session) lapseError(gap time.Duration) error {
 			"so another prune may have taken it for a crashed one and started; this prune stopped before changing more: run prune again",
 			ErrPruneUnsafe, s.h.Name, gap.Round(time.Second), SessionTTL, s.r.be.Location())
 	}
+	if s.rec.Kind == sessionCopy {
+		return fmt.Errorf("copy session %s lapsed: it was not refreshed for %s (longer than %s; was the process suspended or %s unreachable?), "+
+			"so a prune there may have taken the copy for a crashed one and removed packs it skipped as present or stored before the index naming them; "+
+			"the copy stops here: run it again (it stores what is missing)", s.h.Name, gap.Round(time.Second), SessionTTL, s.r.be.Location())
+	}
 	return fmt.Errorf("backup session %s lapsed: it was not refreshed for %s (longer than %s; was the process suspended or %s unreachable?), "+
 		"so a prune may have taken the backup for a crashed one and removed data it deduplicated against; "+
 		"no snapshot was written: run the backup again", s.h.Name, gap.Round(time.Second), SessionTTL, s.r.be.Location())

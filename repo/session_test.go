@@ -344,3 +344,25 @@ func TestSessionLapseSlowRefresh(t *testing.T) {
 		t.Fatal("Check passed although a prune already takes the session for a crashed one")
 	}
 }
+
+// TestCopySessionLapseNamesTheCopy: a copy whose announcement lapsed is
+// stopped before its index or snapshots (tiers.CopyOptions.BeforeIndex);
+// the error must say that the copy is to be run again, not a backup,
+// which the operator did not run.
+func TestCopySessionLapseNamesTheCopy(t *testing.T) {
+	ctx := context.Background()
+	r, clock := clockedRepo(t, tierstest.NewMemory())
+	sess, err := r.BeginCopySession(ctx, "hv01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.End(ctx)
+	*clock = clock.Add(SessionTTL + time.Minute)
+	err = sess.Check()
+	if err == nil {
+		t.Fatal("copy session unrefreshed for longer than SessionTTL: Check passed")
+	}
+	if msg := err.Error(); !strings.Contains(msg, "copy") || strings.Contains(msg, "backup") {
+		t.Errorf("lapsed copy session: %q, want it to name the copy (and no backup)", msg)
+	}
+}
