@@ -363,3 +363,48 @@ func TestSiteBoundsOutstandingOffers(t *testing.T) {
 		t.Errorf("an offer beyond the bound: %v, want a refusal naming it", err)
 	}
 }
+
+// TestConfigOfAnotherRepositoryIsAMismatchNotDamage: the config of
+// another repository than the session declared is refused as a
+// repository mismatch, not as an object that fails verification (which
+// the site counts, and the operator reads, as damage), with a message
+// that says what to do; and the refusal leaves the site free for the
+// declared repository.
+func TestConfigOfAnotherRepositoryIsAMismatchNotDamage(t *testing.T) {
+	ctx := context.Background()
+	a, b := newPrimary(t), newPrimary(t)
+	st := newSite(t, filepath.Join(t.TempDir(), "site"))
+	configOf := func(p *primary) []byte {
+		body, err := tiers.LoadAll(ctx, p.be, tiers.Handle{Type: tiers.TypeConfig, Name: "config"}, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return body
+	}
+	rs, _, err := openRaw(t, st, a.r.Config().ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := configOf(b)
+	if _, err := rs.offer(tiers.TypeConfig, "config", int64(len(body))); err != nil {
+		t.Fatal(err)
+	}
+	err = rs.put(tiers.TypeConfig, "config", body)
+	if code(err) != CodeRepoMismatch {
+		t.Errorf("another repository's config than declared: code %v (%v), want %v", code(err), err, CodeRepoMismatch)
+	}
+	if err == nil || strings.Contains(err.Error(), "does not match its name") || !strings.Contains(err.Error(), "again") {
+		t.Errorf("another repository's config than declared: %v, want it to say what happened and to run again, not that the object is damaged", err)
+	}
+	rs2, _, err := openRaw(t, st, a.r.Config().ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body = configOf(a)
+	if _, err := rs2.offer(tiers.TypeConfig, "config", int64(len(body))); err != nil {
+		t.Fatal(err)
+	}
+	if err := rs2.put(tiers.TypeConfig, "config", body); err != nil {
+		t.Errorf("the declared repository's config after the refusal: %v", err)
+	}
+}

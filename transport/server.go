@@ -738,7 +738,10 @@ func (ss *session) put(ctx context.Context, st Stream, f Frame) (tiers.Handle, P
 			if c.ID != ss.repo {
 				// The site was claimed for the repository the session
 				// declared: another one's config would make it that one's.
-				return &VerifyError{h, fmt.Sprintf("the config is of repository %s, but this session declared repository %s", c.ID.Short(), ss.repo.Short())}
+				// Not damage: the object is a sound config.
+				return refusal(CodeRepoMismatch, "the config sent is of repository %s, but this session declared repository %s: "+
+					"the source's config changed since the session began (another repository at that location?); check the source and run again",
+					c.ID.Short(), ss.repo.Short())
 			}
 			return nil
 		}
@@ -760,6 +763,12 @@ func (ss *session) put(ctx context.Context, st Stream, f Frame) (tiers.Handle, P
 	body := newCheckedReader(st, v, m.Size)
 	if err := s.store.Put(ctx, h, body, m.Size); err != nil {
 		var ve *VerifyError
+		var re *RemoteError
+		if body.done && errors.As(body.err, &re) {
+			// The verdict on a complete body (not the stream's
+			// error): a sound object refused with its own code.
+			return h, PutResult{re.Code, re.Message}
+		}
 		if errors.As(err, &ve) {
 			return h, PutResult{CodeVerify, ve.Error()}
 		}
