@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"time"
 
@@ -64,6 +65,12 @@ type PruneOptions struct {
 	// plus this margin blocks its sweep.
 	ClockSkew    time.Duration
 	ClockSkewSet bool
+	// Ended names session objects (sessions/<name>) of writers that
+	// this process ran and ended but could not remove (an S3 bucket with
+	// object lock keeps them): the sweep does not wait for them. A tier
+	// run prunes a tier right after copying into it, and would otherwise
+	// wait for its own copy on every run.
+	Ended []string
 }
 
 // PruneReport says what Prune did.
@@ -159,6 +166,7 @@ func (r *Repository) Prune(ctx context.Context, o PruneOptions) (*PruneReport, e
 	if sessions, err = r.othersThanPrune(sessions, own); err != nil {
 		return nil, err
 	}
+	sessions = withoutEnded(sessions, o.Ended)
 	// Snapshots are listed before the index is loaded: every listed
 	// snapshot's blobs were indexed before it was written.
 	sids, err := r.ListSnapshotIDs(ctx)
@@ -242,6 +250,7 @@ func (r *Repository) Prune(ctx context.Context, o PruneOptions) (*PruneReport, e
 		if sessions, err = r.othersThanPrune(sessions, own); err != nil {
 			return rep, err
 		}
+		sessions = withoutEnded(sessions, o.Ended)
 		if sids, err = r.ListSnapshotIDs(ctx); err != nil {
 			return rep, err
 		}
@@ -306,6 +315,20 @@ func (r *Repository) loadCompleteIndex(ctx context.Context) error {
 		return fmt.Errorf("%w: index object %s is damaged (%v); run drpipe repair first", ErrPruneUnsafe, x.Short(), err)
 	}
 	return nil
+}
+
+// withoutEnded drops the sessions named in ended (PruneOptions.Ended).
+func withoutEnded(sessions []sessionRecord, ended []string) []sessionRecord {
+	if len(ended) == 0 {
+		return sessions
+	}
+	out := sessions[:0:0]
+	for _, s := range sessions {
+		if !slices.Contains(ended, s.name) {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // sweep removes the packs of one due tombstone that are still unused.

@@ -256,6 +256,9 @@ func (r *Repository) checkSessions() error {
 	return nil
 }
 
+// Name is the name of the session object (sessions/<name>).
+func (s *Session) Name() string { return s.h.Name }
+
 // End removes the session announcement.
 func (s *Session) End(ctx context.Context) error {
 	s.once.Do(func() {

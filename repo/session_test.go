@@ -366,3 +366,47 @@ func TestCopySessionLapseNamesTheCopy(t *testing.T) {
 		t.Errorf("lapsed copy session: %q, want it to name the copy (and no backup)", msg)
 	}
 }
+
+// TestSweepDoesNotWaitForEndedSessionsNamed: a copy session whose object
+// outlived the copy (object lock) blocks a sweep as a running copy does,
+// unless the prune is told it ended (PruneOptions.Ended).
+func TestSweepDoesNotWaitForEndedSessionsNamed(t *testing.T) {
+	ctx := context.Background()
+	for _, told := range []bool{false, true} {
+		r, _, _ := sweepFixture(t, keptSessions{tierstest.NewMemory()})
+		sess, err := r.BeginCopySession(ctx, "hv01")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sess.End(ctx); err == nil {
+			t.Fatal("fixture: the session object was removed")
+		}
+		o := sweepOpts
+		if told {
+			o.Ended = []string{sess.Name()}
+		}
+		rep, err := r.Prune(ctx, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if told && (rep.Removed == 0 || rep.Postponed != 0) {
+			t.Errorf("ended copy named: removed %d, postponed %d (%v), want the sweep done", rep.Removed, rep.Postponed, rep.WaitingFor)
+		}
+		if !told && (rep.Removed != 0 || rep.Postponed == 0) {
+			t.Errorf("live copy session: removed %d, postponed %d, want the sweep postponed", rep.Removed, rep.Postponed)
+		}
+	}
+}
+
+// keptSessions refuses to remove session objects, as an S3 bucket with
+// object lock does.
+type keptSessions struct{ tiers.Backend }
+
+func (k keptSessions) Remove(ctx context.Context, h tiers.Handle) error {
+	if h.Type == tiers.TypeSession {
+		return fmt.Errorf("remove %s: %w", h, tiers.ErrLocked)
+	}
+	return k.Backend.Remove(ctx, h)
+}
+
+func (k keptSessions) SetClock(now func() time.Time) { k.Backend.(*tierstest.Memory).SetClock(now) }

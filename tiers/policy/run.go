@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/drpipe/drpipe/internal/id"
@@ -226,6 +227,10 @@ type BackendTarget struct {
 	// Classes sets storage classes (nil: the tier has none).
 	Classes StorageClassSetter
 	Copy    tiers.CopyOptions
+
+	// ended names the copy sessions Send ended but could not remove
+	// (object lock): Forget's prune does not wait for them.
+	ended []string
 }
 
 // State implements Target.
@@ -279,7 +284,13 @@ func (b *BackendTarget) Send(ctx context.Context, view tiers.Backend, _ []id.ID)
 			if err != nil {
 				return 0, 0, err
 			}
-			defer sess.End(context.WithoutCancel(ctx))
+			defer func() {
+				if sess.End(context.WithoutCancel(ctx)) != nil {
+					// The object stays (object lock) and reads as a
+					// running copy until it goes stale.
+					b.ended = append(b.ended, sess.Name())
+				}
+			}()
 			o.BeforeIndex = sess.Check
 		}
 	}
@@ -309,7 +320,9 @@ func (b *BackendTarget) Forget(ctx context.Context, snaps []id.ID) error {
 		}
 	}
 	if b.Prune != nil {
-		if _, err := r.Prune(ctx, *b.Prune); err != nil {
+		po := *b.Prune
+		po.Ended = append(slices.Clip(po.Ended), b.ended...)
+		if _, err := r.Prune(ctx, po); err != nil {
 			return err
 		}
 	}
