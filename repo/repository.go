@@ -262,6 +262,12 @@ func Open(ctx context.Context, be tiers.Backend, o Options) (*Repository, error)
 	if err != nil {
 		return nil, err
 	}
+	return openUnlocked(ctx, be, cfg, mk, kid, o)
+}
+
+// openUnlocked opens the repository with config cfg on be with the master
+// key mk, unlocked from key slot kid; the key must open cfg's secret.
+func openUnlocked(ctx context.Context, be tiers.Backend, cfg *Config, mk *MasterKey, kid id.ID, o Options) (*Repository, error) {
 	if err := cfg.openSecret(mk); err != nil {
 		return nil, err
 	}
@@ -309,14 +315,7 @@ func OpenReplica(ctx context.Context, be, src tiers.Backend, o Options) (*Reposi
 			return nil, serr
 		}
 	}
-	if err := cfg.openSecret(mk); err != nil {
-		return nil, err
-	}
-	kdf := DefaultKDF
-	if o.KDF != nil {
-		kdf = *o.KDF
-	}
-	return newRepository(ctx, be, cfg, mk, kid, kdf, o)
+	return openUnlocked(ctx, be, cfg, mk, kid, o)
 }
 
 func newRepository(ctx context.Context, be tiers.Backend, cfg *Config, mk *MasterKey, kid id.ID, kdf KDFParams, o Options) (*Repository, error) {

@@ -373,7 +373,7 @@ func TestCopySessionLapseNamesTheCopy(t *testing.T) {
 func TestSweepDoesNotWaitForEndedSessionsNamed(t *testing.T) {
 	ctx := context.Background()
 	for _, told := range []bool{false, true} {
-		r, _, _ := sweepFixture(t, keptSessions{tierstest.NewMemory()})
+		r, _, _ := sweepFixture(t, tierstest.RetainedSessions{Backend: tierstest.NewMemory()})
 		sess, err := r.BeginCopySession(ctx, "hv01")
 		if err != nil {
 			t.Fatal(err)
@@ -397,16 +397,3 @@ func TestSweepDoesNotWaitForEndedSessionsNamed(t *testing.T) {
 		}
 	}
 }
-
-// keptSessions refuses to remove session objects, as an S3 bucket with
-// object lock does.
-type keptSessions struct{ tiers.Backend }
-
-func (k keptSessions) Remove(ctx context.Context, h tiers.Handle) error {
-	if h.Type == tiers.TypeSession {
-		return fmt.Errorf("remove %s: %w", h, tiers.ErrLocked)
-	}
-	return k.Backend.Remove(ctx, h)
-}
-
-func (k keptSessions) SetClock(now func() time.Time) { k.Backend.(*tierstest.Memory).SetClock(now) }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -45,14 +44,11 @@ func sessionObjects(t *testing.T, be tiers.Backend) int {
 	return n
 }
 
-// TestCopyAnnouncesItselfInTheDestination: drpipe copy into a location
-// that holds the repository announces itself there when a password is
-// given, as tier run does, so a prune of the destination waits for it (a
-// copy skips the packs the destination holds, condemned ones too, and
-// then writes snapshots naming them); a prune already running there stops
-// the copy before it copies anything. Without a password it goes ahead
-// unannounced and says so. An empty destination is announced to too.
-func TestCopyAnnouncesItselfInTheDestination(t *testing.T) {
+// announceFixture is a destination holding a repository (password
+// "pw"), its config and options, and an app given that password in
+// DRPIPE_PASSWORD, writing its messages to stderr.
+func announceFixture(t *testing.T) (*tierstest.Memory, *repo.Config, repo.Options, *app, *bytes.Buffer) {
+	t.Helper()
 	ctx := context.Background()
 	dst := tierstest.NewMemory()
 	opts := repo.Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: &repo.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}}
@@ -71,6 +67,19 @@ func TestCopyAnnouncesItselfInTheDestination(t *testing.T) {
 	a := &app{v: viper.New(), stderr: &stderr, root: root}
 	a.v.Set("cache_dir", t.TempDir())
 	t.Setenv("DRPIPE_PASSWORD", "pw")
+	return dst, cfg, opts, a, &stderr
+}
+
+// TestCopyAnnouncesItselfInTheDestination: drpipe copy into a location
+// that holds the repository announces itself there when a password is
+// given, as tier run does, so a prune of the destination waits for it (a
+// copy skips the packs the destination holds, condemned ones too, and
+// then writes snapshots naming them); a prune already running there stops
+// the copy before it copies anything. Without a password it goes ahead
+// unannounced and says so. An empty destination is announced to too.
+func TestCopyAnnouncesItselfInTheDestination(t *testing.T) {
+	ctx := context.Background()
+	dst, cfg, opts, a, stderr := announceFixture(t)
 
 	// A prune of the destination is running: the copy does not start.
 	gate := &snapshotListGate{Backend: dst, entered: make(chan struct{}), release: make(chan struct{})}
@@ -146,41 +155,14 @@ func TestCopyAnnouncesItselfInTheDestination(t *testing.T) {
 	}
 }
 
-// lockedSessions refuses to remove session objects, as an S3 bucket with
-// object-lock retention does (every object written is retained).
-type lockedSessions struct{ tiers.Backend }
-
-func (l lockedSessions) Remove(ctx context.Context, h tiers.Handle) error {
-	if h.Type == tiers.TypeSession {
-		return fmt.Errorf("remove %s: %w", h, tiers.ErrLocked)
-	}
-	return l.Backend.Remove(ctx, h)
-}
-
 // TestCopyWhoseAnnouncementCannotBeRemovedSaysSo: in a destination that
 // keeps every object (object lock), the copy's session object outlives
 // the copy; until it goes stale a prune there waits "for the copy", which
 // has ended. The copy must say so, not end silently.
 func TestCopyWhoseAnnouncementCannotBeRemovedSaysSo(t *testing.T) {
 	ctx := context.Background()
-	mem := tierstest.NewMemory()
-	opts := repo.Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: &repo.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}}
-	r, err := repo.Init(ctx, mem, repo.InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20}, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Close()
-	cfg, err := repo.ReadConfig(ctx, mem)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	root := &cobra.Command{}
-	root.PersistentFlags().String("password-file", "", "")
-	a := &app{v: viper.New(), stderr: &stderr, root: root}
-	a.v.Set("cache_dir", t.TempDir())
-	t.Setenv("DRPIPE_PASSWORD", "pw")
-	dst := lockedSessions{mem}
+	mem, cfg, _, a, stderr := announceFixture(t)
+	dst := tierstest.RetainedSessions{Backend: mem}
 	var o tiers.CopyOptions
 	end, err := a.announceCopy(ctx, mem, cfg, dst, &o)
 	if err != nil || o.BeforeIndex == nil {

@@ -1,8 +1,6 @@
 package policy_test
 
 import (
-	"context"
-	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -13,17 +11,6 @@ import (
 	"github.com/drpipe/drpipe/tiers/policy"
 	"github.com/drpipe/drpipe/tiers/tierstest"
 )
-
-// retainedSessions keeps every session object, as an S3 bucket with
-// object-lock retention does (each object written is retained).
-type retainedSessions struct{ tiers.Backend }
-
-func (l retainedSessions) Remove(ctx context.Context, h tiers.Handle) error {
-	if h.Type == tiers.TypeSession {
-		return fmt.Errorf("remove %s: %w", h, tiers.ErrLocked)
-	}
-	return l.Backend.Remove(ctx, h)
-}
 
 // TestRunPrunesATierThatKeepsItsCopySession: in a tier that keeps the
 // session objects (object lock), the copy's announcement outlives the
@@ -43,7 +30,7 @@ func TestRunPrunesATierThatKeepsItsCopySession(t *testing.T) {
 		bt := w.targets["dr"].(*policy.BackendTarget)
 		bt.Backend = mem
 		if retain {
-			bt.Backend = retainedSessions{mem}
+			bt.Backend = tierstest.RetainedSessions{Backend: mem}
 		}
 		src := filepath.Join(t.TempDir(), "vm")
 		os.MkdirAll(src, 0o755)
