@@ -242,3 +242,49 @@ func TestRangedLoadWithoutContentLengthCutShort(t *testing.T) {
 		t.Errorf("ranged Load cut short: %v; want an unexpected EOF the retry wrapper retries", err)
 	}
 }
+
+// A server that ignores start-after (it answers the whole folder, as
+// some S3-compatible servers and proxies do) must not make ListAfter pass
+// the names at or before after: a retried listing resumes with ListAfter
+// and would pass those objects twice (prune then rewrites an index object
+// it already rewrote and takes it for another prune's doing).
+func TestListAfterIgnoredByTheServerPassesOnlyLaterNames(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	var startAfter []string
+	var mu sync.Mutex
+	page := func(string) string {
+		s := `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name>` +
+			`<KeyCount>4</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated>`
+		for _, k := range []string{"s1", "s2", "s3", "s4"} {
+			s += `<Contents><Key>pfx/snapshots/` + k + `</Key><Size>1</Size><StorageClass>STANDARD</StorageClass></Contents>`
+		}
+		return s + `</ListBucketResult>`
+	}
+	cfg := baseConfig(newBucket(t, false), "pfx")
+	target, _ := url.Parse(srv.Endpoint)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if r.Method == http.MethodGet && q.Get("list-type") == "2" && strings.HasSuffix(q.Get("prefix"), "/snapshots/") {
+			mu.Lock()
+			startAfter = append(startAfter, q.Get("start-after"))
+			mu.Unlock()
+			w.Header().Set("Content-Type", "application/xml")
+			io.WriteString(w, page(q.Get("continuation-token")))
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(ts.Close)
+	cfg.Endpoint = ts.URL
+	be := open(t, cfg)
+	defer be.Close()
+	var got []string
+	if err := be.ListAfter(ctx, tiers.TypeSnapshot, "s2", func(oi tiers.ObjectInfo) error { got = append(got, oi.Handle.Name); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"s3", "s4"}; !slices.Equal(got, want) {
+		t.Errorf("ListAfter s2 from a server ignoring start-after (asked %q): %q, want %q", startAfter, got, want)
+	}
+}

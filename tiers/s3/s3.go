@@ -923,8 +923,10 @@ func (b *Backend) ListAfter(ctx context.Context, t tiers.Type, after string, fn 
 	}
 	prefix := b.typePrefix(t)
 	in := &awss3.ListObjectsV2Input{Bucket: &b.cfg.Bucket, Prefix: &prefix}
+	var startAfter string
 	if after != "" {
-		in.StartAfter = aws.String(b.key(tiers.Handle{Type: t, Name: after}))
+		startAfter = b.key(tiers.Handle{Type: t, Name: after})
+		in.StartAfter = aws.String(startAfter)
 	}
 	for {
 		page, err := b.cli.ListObjectsV2(ctx, in)
@@ -932,6 +934,12 @@ func (b *Backend) ListAfter(ctx context.Context, t tiers.Type, after string, fn 
 			return b.wrap("list", "in", lh, classify(err))
 		}
 		for _, o := range page.Contents {
+			// A server that ignores start-after (some S3-compatible
+			// ones) answers from the start: the keys up to it were
+			// passed by the listing this one resumes.
+			if startAfter != "" && aws.ToString(o.Key) <= startAfter {
+				continue
+			}
 			rel := strings.TrimPrefix(aws.ToString(o.Key), prefix)
 			name := rel
 			if t == tiers.TypeData {
