@@ -897,8 +897,10 @@ func (b *Backend) List(ctx context.Context, t tiers.Type, fn func(tiers.ObjectIn
 
 // ListAfter implements tiers.ListerAfter: it lists the objects of type t
 // whose names come after after ("" for all), in ascending order of name.
-// S3 lists keys in ascending order, and a key orders as its name does:
-// data keys are data/<first two characters of the name>/<name>.
+// S3 lists keys in ascending order, and a key orders as its name does
+// (data keys are data/<first two characters of the name>/<name>) for the
+// names drpipe writes, which are longer than one character; a name of
+// one character may order otherwise, which a retried listing notices.
 func (b *Backend) ListAfter(ctx context.Context, t tiers.Type, after string, fn func(tiers.ObjectInfo) error) error {
 	lh := tiers.Handle{Type: t}
 	if !t.Valid() {
