@@ -81,6 +81,25 @@ const (
 	maxCatalogLen  = 4 << 30
 )
 
+// catalogLimit is the longest catalog file the writer makes: a tape
+// takes no more objects once the next one's entry would not fit, and the
+// column goes on to another tape, so every catalog it writes can be read
+// back (tests lower it).
+var catalogLimit int64 = maxCatalogLen
+
+// catalogEntryLen is how many bytes an entry for an object named name
+// takes in a catalog file.
+func catalogEntryLen(name string) int64 { return 2 + int64(len(name)) + 4 + 8 + 8 + 32 }
+
+// encodedLen is the length of c.Marshal(), without encoding it.
+func (c *TapeCatalog) encodedLen() int64 {
+	n := int64(8 + 32 + 4 + 1 + len(c.Barcode) + 4 + 32)
+	for _, e := range c.Entries {
+		n += catalogEntryLen(e.Name)
+	}
+	return n
+}
+
 // readCatalogBytes reads a catalog file's bytes from rd, refusing one
 // longer than limit (maxCatalogLen: longer than any catalog drpipe
 // writes) before holding more: a damaged tape or another program's file

@@ -30,3 +30,14 @@ func RecordForTest(k Kind, payload []byte) []byte { return appendRecord(nil, k, 
 func RecordSeqForTest(k Kind, seq uint32, payload []byte) []byte {
 	return appendRecord(nil, k, seq, payload)
 }
+
+// SetCatalogLimitForTest lowers the length of the catalog files the writer
+// makes and returns the function that puts it back.
+func SetCatalogLimitForTest(n int64) func() {
+	old := catalogLimit
+	catalogLimit = n
+	return func() { catalogLimit = old }
+}
+
+// CatalogLenForTest is the length of c's catalog file.
+func CatalogLenForTest(c *TapeCatalog) int64 { return c.encodedLen() }

@@ -537,3 +537,88 @@ func clip(b []byte) string {
 	}
 	return string(b)
 }
+
+func TestFullCatalogEndsTheTape(t *testing.T) {
+	// A tape takes no more objects once the next one's entry would not
+	// fit in the catalog file a reader accepts: the column goes on to
+	// another tape, and every catalog file can be read back.
+	w := newWorld(t, erasure.Params{K: 1, M: 1}, tape.VirtualConfig{Generation: tape.LTO6, Slots: 30, Drives: 1}, 40, 12<<20)
+	pool := tape.DefaultPool("p")
+	w.label(pool, 30)
+	first := w.write(pool, 1, time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC))
+	if len(first.Set.Tapes) != first.Set.Columns {
+		t.Fatalf("without a limit the set has %d tapes in %d columns, want one each", len(first.Set.Tapes), first.Set.Columns)
+	}
+	tc, err := w.cat.TapeCatalog(first.Set.ID, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := *tc
+	meta.Entries = nil
+	var entry int64
+	for _, e := range tc.Entries {
+		if e.Type == tiers.TypeData {
+			entry = tape.CatalogLenForTest(&tape.TapeCatalog{Barcode: tc.Barcode, Entries: []tape.CatalogEntry{e}}) - tape.CatalogLenForTest(&tape.TapeCatalog{Barcode: tc.Barcode})
+		} else {
+			meta.Entries = append(meta.Entries, e)
+		}
+	}
+	if entry == 0 {
+		t.Fatal("the first tape holds no data object")
+	}
+	// The writer counts on the longest barcode a label may have.
+	meta.Barcode = strings.Repeat("X", 255)
+	metaLen := tape.CatalogLenForTest(&meta)
+
+	ctx := context.Background()
+	plan, err := tape.BuildPlan(ctx, w.r, w.snaps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := tape.WriteOptions{Pool: pool, Level: tape.LevelDaily, Parity: 1, Now: func() time.Time { return time.Date(2026, 1, 6, 0, 0, 0, 0, time.UTC) }, BufferSize: 8 << 20}
+	before := snapshotDir(t, w.cat.Dir())
+	restore := tape.SetCatalogLimitForTest(metaLen + entry - 1)
+	_, err = tape.WriteSet(ctx, w.lib, w.cat, w.r.Backend(), plan, opts)
+	restore()
+	if err == nil || !strings.Contains(err.Error(), "metadata (") || !strings.Contains(err.Error(), "nothing was written") {
+		t.Fatalf("metadata alone filling the catalog: err %v, want it to say so", err)
+	}
+	compareDirs(t, before, snapshotDir(t, w.cat.Dir()))
+
+	limit := metaLen + 3*entry
+	restore = tape.SetCatalogLimitForTest(limit)
+	opts.Now = func() time.Time { return time.Date(2026, 1, 7, 0, 0, 0, 0, time.UTC) }
+	res, err := tape.WriteSet(ctx, w.lib, w.cat, w.r.Backend(), plan, opts)
+	restore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Set.Complete || len(res.Set.Tapes) < 2*res.Set.Columns {
+		t.Fatalf("set complete %v with %d tapes in %d columns, want several tapes per column", res.Set.Complete, len(res.Set.Tapes), res.Set.Columns)
+	}
+	for _, st := range res.Set.Tapes {
+		tc, err := w.cat.TapeCatalog(res.Set.ID, st.Column, st.ColumnSeq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := tape.CatalogLenForTest(tc); n > limit {
+			t.Errorf("tape %s: catalog of %d bytes, over the %d allowed", st.Barcode, n, limit)
+		}
+	}
+	rep, err := tape.CheckCatalog(ctx, w.lib, w.cat, tape.CheckOptions{ReadData: true})
+	if err != nil || !rep.OK() {
+		t.Fatalf("check: %v %v", err, rep.Errors)
+	}
+	before = snapshotDir(t, w.cat.Dir())
+	os.RemoveAll(w.cat.Dir())
+	if w.cat, err = tape.OpenCatalog(w.cat.Dir()); err != nil {
+		t.Fatal(err)
+	}
+	if rr, err := tape.Rebuild(ctx, w.lib, w.cat, tape.ScanOptions{}, nil); err != nil || len(rr.Errors) > 0 {
+		t.Fatalf("rebuild: %v %v", err, rr)
+	}
+	compareDirs(t, before, snapshotDir(t, w.cat.Dir()))
+	if _, err := w.restore("latest"); err != nil {
+		t.Fatal(err)
+	}
+}

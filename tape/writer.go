@@ -208,6 +208,9 @@ func WriteSet(ctx context.Context, ch Changer, cat *Catalog, src tiers.Backend, 
 	if err := w.loadMeta(ctx); err != nil {
 		return nil, err
 	}
+	if err := w.metaFitsCatalog(); err != nil {
+		return nil, err
+	}
 	if err := cat.PutSet(w.set); err != nil {
 		return nil, err
 	}
@@ -308,6 +311,28 @@ func (w *setWriter) loadMeta(ctx context.Context) error {
 		return err
 	}
 	w.meta = append(w.meta, metaObject{h: tiers.Handle{Type: TypeManifest, Name: "manifest"}, data: mb})
+	return nil
+}
+
+// metaFitsCatalog makes sure, before any tape is touched, that every
+// tape's catalog file can take the set's metadata and one data object
+// with the longest barcode a label may have: each tape then takes at
+// least one object, and a column never runs out of tapes for want of
+// catalog room.
+func (w *setWriter) metaFitsCatalog() error {
+	tc := TapeCatalog{Barcode: strings.Repeat("X", 255)}
+	for _, mo := range w.meta {
+		tc.Entries = append(tc.Entries, CatalogEntry{Name: mo.h.Name})
+	}
+	var longest string
+	for _, p := range w.plan.Packs {
+		if n := erasure.ShardName(p.ID, p.K+p.M-1); len(n) > len(longest) {
+			longest = n
+		}
+	}
+	if n := tc.encodedLen() + catalogEntryLen(longest); n > catalogLimit {
+		return fmt.Errorf("tape write: the set's metadata (%d objects) leaves no room in the %d bytes a tape's catalog file may have; nothing was written: write fewer snapshots per set", len(w.meta), catalogLimit)
+	}
 	return nil
 }
 
@@ -771,6 +796,7 @@ func (w *setWriter) writeData(ctx context.Context, d Drive, barcode string, tc *
 	if start >= len(objs) {
 		return start, nil
 	}
+	catLen := tc.encodedLen()
 	nbuf := max(int(w.o.BufferSize/chunkSize), 2)
 	free := make(chan []byte, nbuf)
 	for i := 0; i < nbuf; i++ {
@@ -837,15 +863,19 @@ func (w *setWriter) writeData(ctx context.Context, d Drive, barcode string, tc *
 				SHA256: [32]byte(fw.hash.Sum(nil))}, idx: idx, end: fw.Offset()})
 			idx++
 			commit()
+			// A tape whose catalog file could not take the next
+			// object's entry ends here, as at the early warning.
+			catLen += catalogEntryLen(o.Handle.Name)
 			ew := fw.EarlyWarning()
-			if !ew && idx < len(objs) && fw.Offset()-fileStart < w.o.FileSize {
+			full := idx < len(objs) && catLen+catalogEntryLen(objs[idx].Handle.Name) > catalogLimit
+			if !ew && !full && idx < len(objs) && fw.Offset()-fileStart < w.o.FileSize {
 				continue
 			}
 			if fw.Finish() == nil {
 				commit()
 				fw = nil
 				*fileNo++
-				if ew {
+				if ew || full {
 					break
 				}
 				continue
