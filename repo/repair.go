@@ -35,7 +35,8 @@ var ErrUnrepairable = errors.New("some damage cannot be repaired from this repos
 
 // Repair restores full redundancy: it reads every pack (like check
 // --read-data), rewrites missing or corrupt shards from the survivors,
-// re-indexes packs that no readable index lists, and removes unreadable
+// re-indexes packs that no readable index lists (rewriting their missing
+// or corrupt shards as well), and removes unreadable
 // index objects once their packs are indexed again. Shards are written
 // before the index objects that make them reachable. It returns
 // ErrUnrepairable (with a report) when packs are beyond repair.
@@ -64,14 +65,9 @@ func (r *Repository) Repair(ctx context.Context, o CheckOptions) (*RepairReport,
 			rep.Lost = append(rep.Lost, d)
 			continue
 		}
-		for i, obj := range res.Rebuilt {
-			h := info.ShardHandle(i)
-			if err := r.be.Put(ctx, h, bytes.NewReader(obj), int64(len(obj))); err != nil {
-				return rep, fmt.Errorf("rewrite shard %d of pack %s: %w", i, d.Pack.Short(), err)
-			}
-			rep.ShardsRewritten++
+		if err := r.rewriteShards(ctx, *info, res.Rebuilt, rep); err != nil {
+			return rep, err
 		}
-		rep.PacksRepaired = append(rep.PacksRepaired, d.Pack)
 	}
 
 	// Re-index packs that are in storage but in no readable index, and
@@ -102,9 +98,14 @@ func (r *Repository) Repair(ctx context.Context, o CheckOptions) (*RepairReport,
 	}
 	var reindex []IndexPack
 	for _, pid := range chk.Unreferenced {
-		ip, err := r.indexPackFromStorage(ctx, pid, present[pid])
+		ip, rebuilt, err := r.indexPackFromStorage(ctx, pid, present[pid])
 		if err != nil {
 			continue // an interrupted upload: not enough shards to read it
+		}
+		// Its missing or corrupt shards are stored before the index
+		// object that makes the pack reachable again.
+		if err := r.rewriteShards(ctx, ip.PackInfo, rebuilt, rep); err != nil {
+			return rep, err
 		}
 		reindex = append(reindex, *ip)
 	}
@@ -144,6 +145,22 @@ func (r *Repository) Repair(ctx context.Context, o CheckOptions) (*RepairReport,
 	return rep, nil
 }
 
+// rewriteShards stores the rebuilt shard objects of pack p and counts
+// them, and the pack when there were any, in rep.
+func (r *Repository) rewriteShards(ctx context.Context, p PackInfo, rebuilt map[int][]byte, rep *RepairReport) error {
+	if len(rebuilt) == 0 {
+		return nil
+	}
+	for i, obj := range rebuilt {
+		if err := r.be.Put(ctx, p.ShardHandle(i), bytes.NewReader(obj), int64(len(obj))); err != nil {
+			return fmt.Errorf("rewrite shard %d of pack %s: %w", i, p.ID.Short(), err)
+		}
+		rep.ShardsRewritten++
+	}
+	rep.PacksRepaired = append(rep.PacksRepaired, p.ID)
+	return nil
+}
+
 // packLocations returns the PackInfo records for pack pid.
 func (r *Repository) packLocations(pid id.ID) []PackInfo {
 	var out []PackInfo
@@ -158,8 +175,10 @@ func (r *Repository) packLocations(pid id.ID) []PackInfo {
 }
 
 // indexPackFromStorage reads a pack's shard headers and content to build
-// its index entry. shards lists the shard indexes present in storage.
-func (r *Repository) indexPackFromStorage(ctx context.Context, pid id.ID, shards []int) (*IndexPack, error) {
+// its index entry. shards lists the shard indexes present in storage. It
+// also returns the rebuilt objects of the pack's missing or corrupt
+// shards (erasure.Result.Rebuilt).
+func (r *Repository) indexPackFromStorage(ctx context.Context, pid id.ID, shards []int) (*IndexPack, map[int][]byte, error) {
 	var info *PackInfo
 	for _, i := range shards {
 		h := tiers.Handle{Type: tiers.TypeData, Name: erasure.ShardName(pid, i)}
@@ -175,15 +194,15 @@ func (r *Repository) indexPackFromStorage(ctx context.Context, pid id.ID, shards
 		break
 	}
 	if info == nil {
-		return nil, fmt.Errorf("pack %s: no readable shard", pid.Short())
+		return nil, nil, fmt.Errorf("pack %s: no readable shard", pid.Short())
 	}
 	res, err := r.ReconstructPack(ctx, *info)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	entries, err := r.ParsePack(res.Pack)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return &IndexPack{PackInfo: *info, Blobs: entries}, nil
+	return &IndexPack{PackInfo: *info, Blobs: entries}, res.Rebuilt, nil
 }
