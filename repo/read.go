@@ -132,10 +132,11 @@ type BlobRef struct {
 // with its plaintext (valid only during the call). Nearby blobs are read
 // with one ranged request; when it fails, the blobs of each shard it spans
 // are read on their own, so a missing shard costs only its own blobs.
-// Blobs that still fail are retried through a parity rebuild of the pack.
-// fn is called at most once per entry; the order follows the pack, except
-// that blobs delivered through the rebuild come last. The first error from
-// fn stops the call.
+// Blobs that still fail are retried through a parity rebuild of the pack;
+// the error names those that fail even then, after the others were
+// delivered. fn is called at most once per entry; the order follows the
+// pack, except that blobs delivered through the rebuild come last. The
+// first error from fn stops the call.
 func (r *Repository) LoadBlobs(ctx context.Context, p PackInfo, entries []BlobEntry, fn func(BlobEntry, []byte) error) error {
 	return r.LoadBlobsBuf(ctx, p, entries, nil, fn)
 }
@@ -228,21 +229,26 @@ func (r *Repository) LoadBlobsBuf(ctx context.Context, p PackInfo, entries []Blo
 	if err != nil {
 		return fmt.Errorf("pack %s: %d blobs unreadable directly and rebuild failed: %w", p.ID.Short(), len(failed), err)
 	}
+	// A blob that does not decode from the rebuilt pack either does not
+	// keep the others from being delivered.
+	var errs []error
 	for _, e := range failed {
 		end := int64(e.Offset) + int64(e.Length)
 		if end > int64(len(pack)) {
-			return fmt.Errorf("pack %s: blob %s lies beyond the pack end", p.ID.Short(), e.ID.Short())
+			errs = append(errs, fmt.Errorf("pack %s: blob %s lies beyond the pack end", p.ID.Short(), e.ID.Short()))
+			continue
 		}
 		out, derr := r.decodeBlob(buf[:0], pack[e.Offset:end], int(e.RawLength), e.ID)
 		if derr != nil {
-			return fmt.Errorf("pack %s: blob %s: %w: %w", p.ID.Short(), e.ID.Short(), ErrBlobLost, derr)
+			errs = append(errs, fmt.Errorf("pack %s: blob %s: %w: %w", p.ID.Short(), e.ID.Short(), ErrBlobLost, derr))
+			continue
 		}
 		buf = out
 		if err := fn(e, out); err != nil {
 			return err
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // shardGroups cuts es (sorted by offset) into runs of blobs that lie in
