@@ -47,8 +47,12 @@ type PackDamage struct {
 	// Files and Snapshots are what the damage touches: every file with
 	// data in the pack, or, once check --read-data found blobs lost
 	// (BadBlobs), only the files with data in those blobs.
-	Files     []string `json:"files,omitempty"`
-	Snapshots []string `json:"snapshots,omitempty"`
+	// Each list stops at 1000 entries; MoreFiles and MoreSnapshots say
+	// that the damage touches more than are listed.
+	Files         []string `json:"files,omitempty"`
+	Snapshots     []string `json:"snapshots,omitempty"`
+	MoreFiles     bool     `json:"more_files,omitempty"`
+	MoreSnapshots bool     `json:"more_snapshots,omitempty"`
 	// Unusable is true when reading the pack failed although enough
 	// shards may be intact: the shards do not rebuild a consistent pack,
 	// or the pack's header does not open (Details say which). Repair
@@ -230,8 +234,8 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 			if d == nil {
 				continue
 			}
-			d.Files = appendUnique(d.Files, h.path)
-			d.Snapshots = appendUnique(d.Snapshots, sid.String()[:8])
+			d.Files = appendUnique(d.Files, h.path, &d.MoreFiles)
+			d.Snapshots = appendUnique(d.Snapshots, sid.String()[:8], &d.MoreSnapshots)
 		}
 	}
 	for _, d := range damaged {
@@ -246,13 +250,19 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 	return rep, nil
 }
 
-func appendUnique(xs []string, s string) []string {
+// maxListed bounds the files and the snapshots a PackDamage lists.
+const maxListed = 1000
+
+// appendUnique appends s to xs unless xs holds it already. A list of
+// maxListed entries is not extended: more is set instead.
+func appendUnique(xs []string, s string, more *bool) []string {
 	for _, x := range xs {
 		if x == s {
 			return xs
 		}
 	}
-	if len(xs) >= 1000 {
+	if len(xs) >= maxListed {
+		*more = true
 		return xs
 	}
 	return append(xs, s)

@@ -582,8 +582,8 @@ func (a *app) printCheck(rep *repo.CheckReport) {
 			a.printf("  %s\n", det)
 		}
 		if len(d.Files) > 0 {
-			a.printf("  affects files: %s\n", strings.Join(d.Files, ", "))
-			a.printf("  in snapshots: %s\n", strings.Join(d.Snapshots, ", "))
+			a.printf("  affects files: %s\n", listed(d.Files, d.MoreFiles))
+			a.printf("  in snapshots: %s\n", listed(d.Snapshots, d.MoreSnapshots))
 		}
 	}
 	if rep.MissingBlobs > 0 {
@@ -597,6 +597,16 @@ func (a *app) printCheck(rep *repo.CheckReport) {
 	if rep.OK() {
 		a.printf("no errors found\n")
 	}
+}
+
+// listed joins the names of a damage report's list, saying when the
+// report left more out.
+func listed(xs []string, more bool) string {
+	s := strings.Join(xs, ", ")
+	if more {
+		s += fmt.Sprintf(" and more (only %d are listed)", len(xs))
+	}
+	return s
 }
 
 func (a *app) repairCmd() *cobra.Command {
@@ -637,9 +647,9 @@ func (a *app) repairCmd() *cobra.Command {
 				rep.ShardsRewritten, len(rep.PacksRepaired), rep.PacksReindexed, rep.IndexesReplaced)
 			for _, d := range rep.Lost {
 				if intact := d.K + d.M - len(d.Missing) - len(d.Corrupt); intact < d.K {
-					a.printf("LOST pack %s: only %d of %d shards intact (needs %d); affects: %s\n", d.Pack, intact, d.K+d.M, d.K, strings.Join(d.Files, ", "))
+					a.printf("LOST pack %s: only %d of %d shards intact (needs %d); affects: %s\n", d.Pack, intact, d.K+d.M, d.K, listed(d.Files, d.MoreFiles))
 				} else {
-					a.printf("LOST pack %s: cannot be rebuilt from its %d intact shards (%s); affects: %s\n", d.Pack, intact, strings.Join(d.Details, "; "), strings.Join(d.Files, ", "))
+					a.printf("LOST pack %s: cannot be rebuilt from its %d intact shards (%s); affects: %s\n", d.Pack, intact, strings.Join(d.Details, "; "), listed(d.Files, d.MoreFiles))
 				}
 			}
 			if errors.Is(err, repo.ErrUnrepairable) {
