@@ -46,7 +46,9 @@ type PackDamage struct {
 	BlobsRead bool `json:"blobs_read,omitempty"`
 	// Files and Snapshots are what the damage touches: every file with
 	// data in the pack, or, once check --read-data found blobs lost
-	// (BadBlobs), only the files with data in those blobs.
+	// (BadBlobs), only the files with data in those blobs. A pack that
+	// cannot be repaired leaves out the blobs another pack holds
+	// readable.
 	// Each list stops at 1000 entries; MoreFiles and MoreSnapshots say
 	// that the damage touches more than are listed.
 	Files         []string `json:"files,omitempty"`
@@ -202,13 +204,26 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 
 	// Which files and snapshots does the damage touch? Where every blob
 	// of a pack was read and some were lost, the others are not touched.
+	// A blob that a pack which cannot be repaired loses is not touched
+	// either while another pack holds it readable: a restore reads it
+	// from there.
+	readable := func(x id.ID, l BlobLocation) bool {
+		d := damaged[l.Pack.ID]
+		return d == nil || d.Repairable || d.BlobsRead && !badBlob[packBlob{l.Pack.ID, x}]
+	}
 	damagedPack := func(x id.ID) (id.ID, bool) {
-		for _, l := range r.Lookup(x) {
+		locs := r.Lookup(x)
+		for _, l := range locs {
 			// A pack whose blobs were each decoded (rebuilt, or read one
 			// by one) touches only the files of the blobs it lost there.
-			if d := damaged[l.Pack.ID]; d != nil && (!d.BlobsRead && d.BadBlobs == 0 || badBlob[packBlob{l.Pack.ID, x}]) {
-				return l.Pack.ID, true
+			d := damaged[l.Pack.ID]
+			if d == nil || !(!d.BlobsRead && d.BadBlobs == 0 || badBlob[packBlob{l.Pack.ID, x}]) {
+				continue
 			}
+			if !d.Repairable && slices.ContainsFunc(locs, func(o BlobLocation) bool { return readable(x, o) }) {
+				continue
+			}
+			return l.Pack.ID, true
 		}
 		return id.ID{}, false
 	}

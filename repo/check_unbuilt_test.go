@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -202,5 +203,70 @@ func TestCheckLostBlobInTwoPacks(t *testing.T) {
 	}
 	if named != 1 {
 		t.Errorf("/shared is named by %d damaged packs, want 1", named)
+	}
+}
+
+// A blob stored in two packs (by two sessions) and lost in one of them
+// still restores from the other: check does not name its file.
+func TestCheckLostBlobIntactInAnotherPack(t *testing.T) {
+	ctx := context.Background()
+	be := tierstest.NewMemory()
+	r1 := testRepo(t, be, InitOptions{EC: erasure.Params{K: 3, M: 2}, PackSize: 1 << 20})
+	r2, err := Open(ctx, be, Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	rng := rand.New(rand.NewPCG(3, 4))
+	shared := randBytes(rng, 20000)
+	var trees []id.ID
+	for k, r := range []*Repository{r1, r2} {
+		x, _, err := r.SaveBlob(ctx, DataBlob, shared, id.ID{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		own := randBytes(rng, 20000)
+		y, _, err := r.SaveBlob(ctx, DataBlob, own, id.ID{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := &Node{Name: "shared", Type: NodeFile, Size: 20000}
+		b := &Node{Name: fmt.Sprintf("own%d", k), Type: NodeFile, Size: 20000}
+		r.SetContent(ctx, a, []Extent{{ID: x, Len: 20000}})
+		r.SetContent(ctx, b, []Extent{{ID: y, Len: 20000}})
+		tr, err := r.SaveTree(ctx, &Tree{Nodes: []*Node{a, b}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		trees = append(trees, tr)
+		if err := r.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.SaveSnapshot(ctx, &Snapshot{Tree: tr, Host: "h", Time: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r1.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sharedID := r1.BlobID(shared)
+	locs := r1.Lookup(sharedID)
+	if len(locs) != 2 {
+		t.Fatalf("shared blob in %d packs, want 2", len(locs))
+	}
+	// In the first pack only: parity gone, the shared blob's bytes flipped.
+	l := locs[0]
+	be.Remove(ctx, l.Pack.ShardHandle(3))
+	be.Remove(ctx, l.Pack.ShardHandle(4))
+	flipAt(t, be, l.Pack, int64(l.Entry.Offset)+int64(l.Entry.Length)/2)
+	if b, err := r1.LoadBlob(ctx, DataBlob, sharedID, nil); err != nil || !bytes.Equal(b, shared) {
+		t.Fatalf("test set-up: the shared blob does not read from its intact copy: %v", err)
+	}
+	rep, _ := r1.Check(ctx, CheckOptions{ReadData: true})
+	if len(rep.Damaged) != 1 || rep.Damaged[0].BadBlobs != 1 {
+		t.Fatalf("damaged %+v, want one pack that lost the shared blob", rep.Damaged)
+	}
+	if d := rep.Damaged[0]; len(d.Files) != 0 {
+		t.Errorf("check names %v, but the blob lost in pack %s reads intact from pack %s", d.Files, d.Pack.Short(), locs[1].Pack.ID.Short())
 	}
 }
