@@ -297,6 +297,7 @@ func DomainXML(vm *VM, o DomainOptions) ([]byte, error) {
 			used[dk.Target] = true
 		}
 	}
+	slots := map[driveSlot]bool{}
 	for i, dk := range vm.Disks {
 		gd := genDisk{Type: "file", Device: dk.Device}
 		if gd.Device == "" {
@@ -335,6 +336,18 @@ func DomainXML(vm *VM, o DomainOptions) ([]byte, error) {
 			gd.Address = &genAddress{Type: "drive", Controller: dk.ControllerIndex, Unit: dk.Unit}
 		case "ide":
 			gd.Address = &genAddress{Type: "drive", Bus: dk.ControllerIndex, Unit: dk.Unit}
+		}
+		if gd.Address != nil {
+			// Sources that give no address (virt-install --print-xml,
+			// a YAML inventory without units) leave every disk at 0:0.
+			if slots[driveSlot{bus, *gd.Address}] {
+				a, ok := freeDriveSlot(bus, gd.Target.Dev, slots)
+				if !ok {
+					return nil, fieldErr("", fmt.Sprintf("vms[%s].disks[%d]", vm.Name, i), "no free %s slot is left for the disk", bus)
+				}
+				gd.Address = &a
+			}
+			slots[driveSlot{bus, *gd.Address}] = true
 		}
 		if gd.Address != nil && bus == "sata" && gd.Address.Unit > 5 {
 			return nil, fieldErr("", fmt.Sprintf("vms[%s].disks[%d].unit", vm.Name, i), "SATA controllers have units 0..5, not %d", dk.Unit)
@@ -482,6 +495,57 @@ func nextTarget(bus string, used map[string]bool) string {
 			return name
 		}
 	}
+}
+
+// driveSlot is a drive address on a bus.
+type driveSlot struct {
+	bus  string
+	addr genAddress
+}
+
+// freeDriveSlot returns a drive address for a disk whose slot an earlier
+// disk has: the one libvirt derives from the target name (sdb: unit 1,
+// hdc: the secondary IDE channel) when that is free, else the first free
+// one on the bus.
+func freeDriveSlot(bus, dev string, used map[driveSlot]bool) (genAddress, bool) {
+	per, limit := 7, 1<<16
+	switch bus {
+	case "sata":
+		per = 6
+	case "ide":
+		per, limit = 2, 4
+	}
+	slot := func(i int) genAddress {
+		if bus == "ide" {
+			return genAddress{Type: "drive", Bus: i / per, Unit: i % per}
+		}
+		return genAddress{Type: "drive", Controller: i / per, Unit: i % per}
+	}
+	if i, ok := targetIndex(dev); ok && i < limit && !used[driveSlot{bus, slot(i)}] {
+		return slot(i), true
+	}
+	for i := range limit {
+		if !used[driveSlot{bus, slot(i)}] {
+			return slot(i), true
+		}
+	}
+	return genAddress{}, false
+}
+
+// targetIndex is the inverse of diskLetters for a target name such as
+// sdb (1) or hdc (2).
+func targetIndex(dev string) (int, bool) {
+	if len(dev) < 3 || len(dev) > 6 {
+		return 0, false
+	}
+	i := 0
+	for _, r := range dev[2:] {
+		if r < 'a' || r > 'z' {
+			return 0, false
+		}
+		i = i*26 + int(r-'a') + 1
+	}
+	return i - 1, true
 }
 
 // diskLetters returns a, b, ..., z, aa, ab, ... for 0, 1, ...
