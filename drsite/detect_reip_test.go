@@ -167,3 +167,37 @@ reip:
 		t.Errorf("issue: %v", i)
 	}
 }
+
+// TestReIPOntoTheDRHostAddress: an address re-IP'd onto the address the
+// DR host takes on the network (drsite.networks[].address, libvirt's
+// bridge address) would answer for two machines.
+func TestReIPOntoTheDRHostAddress(t *testing.T) {
+	p := planFrom(t, `
+hosts:
+  - {name: dr1, kind: libvirt, vcpus: 16, memory: 32GiB, storage: 1TiB}
+networks:
+  - {name: dr-nat, type: internal, address: 10.50.0.1/24, subnets: [10.50.0.0/24]}
+network_map:
+  - from: {switch: lan}
+    to: {network: dr-nat}
+reip:
+  - {from: 10.0.0.0/24, to: 10.50.0.0/24}
+`, `vms:
+  - name: rtr
+    vcpus: 1
+    memory: 1GiB
+    disks: [{file: /img/rtr.qcow2, format: qcow2, size: 1GiB}]
+    nics: [{mac: '52:54:00:00:00:0c', switch: lan, ipv4: [10.0.0.1/24]}]
+  - name: web
+    vcpus: 1
+    memory: 1GiB
+    disks: [{file: /img/web.qcow2, format: qcow2, size: 1GiB}]
+    nics: [{mac: '52:54:00:00:00:0d', switch: lan, ipv4: [10.0.0.80/24], gateway4: 10.0.0.1}]
+`)
+	if !p.VM("rtr").Blocked || len(issuesOf(p, IssueReIP)) == 0 {
+		t.Errorf("rtr re-IP'd to 10.50.0.1, the DR host's address on dr-nat: blocked %v, issues %v", p.VM("rtr").Blocked, p.Issues)
+	}
+	if p.VM("web").Blocked {
+		t.Errorf("web blocked: %v", p.Issues)
+	}
+}

@@ -477,8 +477,9 @@ func hostPartEdge(p netip.Prefix) bool {
 }
 
 // reIP re-addresses static addresses of mapped NICs and checks each
-// result: inside the DR subnet, not a network or broadcast address, inside
-// the DR network's subnets when given, unique across VMs.
+// result: inside the DR subnet, not a network or broadcast address, not
+// the DR host's own address on the network, inside the DR network's
+// subnets when given, unique across VMs.
 func (p *Plan) reIP() {
 	c := p.Config
 	owner := map[netip.Addr]string{}
@@ -497,7 +498,11 @@ func (p *Plan) reIP() {
 			}
 			dn := c.Network(pn.Network)
 			var subnets []netip.Prefix
+			var hostAddr netip.Addr
 			if dn != nil {
+				if hp, err := netip.ParsePrefix(dn.Address); err == nil {
+					hostAddr = hp.Addr()
+				}
 				for _, s := range dn.Subnets {
 					if sp, err := netip.ParsePrefix(s); err == nil {
 						subnets = append(subnets, sp)
@@ -553,6 +558,11 @@ func (p *Plan) reIP() {
 				}
 				if hostPartEdge(np) {
 					p.addIssue(IssueReIP, v.Name, true, "NIC %s address %s (from %s) is the network or broadcast address of its subnet", label, np, pf)
+					v.Blocked = true
+					continue
+				}
+				if np.Addr() == hostAddr {
+					p.addIssue(IssueReIP, v.Name, true, "NIC %s address %s (from %s) is the DR host's own address on network %s (drsite.networks[].address); change the address or the reip rule", label, np.Addr(), pf, dn.Name)
 					v.Blocked = true
 					continue
 				}
