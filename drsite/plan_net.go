@@ -242,6 +242,9 @@ func ruleVLAN(r *NetworkRule, src int) int {
 func (p *Plan) mapNetworks(in PlanInput) {
 	c := p.Config
 	uses := map[[2]string]*NetworkUse{}
+	// Inventories of different source hosts are merged without checking
+	// their MACs against each other.
+	macs := map[string]string{}
 	for _, v := range p.VMs {
 		if v.Excluded {
 			continue
@@ -254,6 +257,14 @@ func (p *Plan) mapNetworks(in PlanInput) {
 			label := n.MAC
 			if label == "" {
 				label = fmt.Sprintf("#%d", k)
+			}
+			if n.MAC != "" {
+				if other, dup := macs[n.MAC]; dup {
+					p.addIssue(IssueNetwork, v.Name, true, "NIC %s has the MAC address of a NIC of %s (source host %s); give one of them another MAC in its inventory", n.MAC, other, p.VM(other).SourceHost)
+					v.Blocked = true
+				} else {
+					macs[n.MAC] = v.Name
+				}
 			}
 			if n.Switch == "" {
 				p.addIssue(IssueUnmapped, v.Name, true, "NIC %s is connected to no switch in the inventory; add it to the inventory", label)

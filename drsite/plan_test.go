@@ -225,3 +225,27 @@ hosts:
 		})
 	}
 }
+
+// TestSameMACFromTwoHosts: inventories of different source hosts are
+// merged without checking their VMs against each other (Gather); two VMs
+// with one MAC at the DR site would take each other's traffic.
+func TestSameMACFromTwoHosts(t *testing.T) {
+	cfg, err := LoadConfig("drsite.yaml", []byte("drsite:\n"+indent(`
+hosts:
+  - {name: dr1, kind: libvirt, vcpus: 16, memory: 32GiB, storage: 1TiB}
+`+netCfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm := func(name, host, mac string) VM {
+		return VM{Name: name, Host: host, VCPUs: 1, Memory: Memory{StartupBytes: GiB},
+			Disks: []Disk{{File: "/img/" + name + ".qcow2", Format: "qcow2", VirtualSize: GiB}},
+			NICs:  []NIC{{MAC: mac, Switch: "lan", DHCP: true}}}
+	}
+	inv := &Inventory{VMs: []VM{vm("a", "hv01", "00:15:5D:0A:01:02"), vm("b", "hv02", "00-15-5d-0a-01-02"), vm("c", "hv02", "00:15:5d:0a:01:03")}}
+	inv.Normalize()
+	p := MakePlan(PlanInput{Config: cfg, Inventory: inv, Now: time.Now()})
+	if p.VM("a").Blocked == p.VM("b").Blocked || p.VM("c").Blocked {
+		t.Errorf("a and b share MAC 00:15:5d:0a:01:02: blocked a %v, b %v, c %v; issues %v", p.VM("a").Blocked, p.VM("b").Blocked, p.VM("c").Blocked, p.Issues)
+	}
+}
