@@ -54,3 +54,21 @@ func TestHyperVRefusesWindowsDeviceAndTrailingDotNames(t *testing.T) {
 		}
 	}
 }
+
+// TestWindowsInvalidNameGoesToALibvirtHost: a VM whose name Windows
+// refuses is placed on a libvirt host with room rather than blocked on
+// the first Hyper-V host, where it also held capacity another VM could
+// use.
+func TestWindowsInvalidNameGoesToALibvirtHost(t *testing.T) {
+	p := planFrom(t, `
+hosts:
+  - {name: dr-hv, kind: hyperv, vcpus: 2, memory: 4GiB, storage: 1TiB}
+  - {name: dr-kvm, kind: libvirt, vcpus: 2, memory: 4GiB, storage: 1TiB}
+`, "vms:\n"+vmYAML("web:1", 2, "4GiB", "1GiB", "boot_priority: 1")+vmYAML("app", 2, "4GiB", "1GiB", "boot_priority: 2"))
+	if v := p.VM("web:1"); v.Blocked || v.DRHost != "dr-kvm" {
+		t.Errorf("web:1 on %q, blocked %v: %v", v.DRHost, v.Blocked, p.BlockingIssues())
+	}
+	if v := p.VM("app"); v.Blocked || v.DRHost != "dr-hv" {
+		t.Errorf("app on %q, blocked %v: %v", v.DRHost, v.Blocked, p.BlockingIssues())
+	}
+}

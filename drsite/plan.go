@@ -380,6 +380,11 @@ func (p *Plan) place() {
 	for _, v := range order {
 		var chosen *HostUse
 		var blockedBy []string
+		// A name Windows refuses cannot name the VM's folder under a
+		// Hyper-V host's image root (':' would name an NTFS stream, the
+		// others are refused or renamed): only libvirt hosts take it.
+		winWhy := windowsNameProblem(v.Name)
+		var winHost string
 		for _, h := range p.Hosts {
 			if !fits(h, v) {
 				continue
@@ -388,8 +393,19 @@ func (p *Plan) place() {
 				blockedBy = append(blockedBy, fmt.Sprintf("%s (runs %s)", h.Name, strings.Join(group[v.AntiAffinity][h.Name], ", ")))
 				continue
 			}
+			if winWhy != "" && h.Kind == KindHyperV {
+				if winHost == "" {
+					winHost = h.Name
+				}
+				continue
+			}
 			chosen = h
 			break
+		}
+		if chosen == nil && winHost != "" {
+			v.Blocked = true
+			p.addIssue(IssueInventory, v.Name, true, "VM name %q %s, which Windows does not allow in the names of the VM's folder and files on Hyper-V host %s, and no libvirt DR host has room for it: rename the VM, or make room on a libvirt DR host", v.Name, winWhy, winHost)
+			continue
 		}
 		if chosen != nil {
 			chosen.UsedVCPUs += v.VCPUs
@@ -397,12 +413,6 @@ func (p *Plan) place() {
 			chosen.UsedStorage += v.StorageBytes
 			chosen.VMs = append(chosen.VMs, v.Name)
 			v.DRHost, v.DRKind = chosen.Name, chosen.Kind
-			if why := windowsNameProblem(v.Name); why != "" && chosen.Kind == KindHyperV {
-				// Its folder under the image root: ':' would name an
-				// NTFS stream, the others are refused or renamed.
-				p.addIssue(IssueInventory, v.Name, true, "VM name %q %s, which Windows does not allow in the names of the VM's folder and files on Hyper-V host %s: rename the VM, or give it a libvirt DR host", v.Name, why, chosen.Name)
-				v.Blocked = true
-			}
 			if v.AntiAffinity != "" {
 				if group[v.AntiAffinity] == nil {
 					group[v.AntiAffinity] = map[string][]string{}
