@@ -326,9 +326,11 @@ func MakePlan(in PlanInput) *Plan {
 		p.Hosts = append(p.Hosts, &HostUse{Name: h.Name, Kind: h.Kind, VCPUs: h.VCPUs, MemoryBytes: h.MemoryBytes, StorageBytes: h.StorageBytes, VMs: []string{}, Networks: []string{}})
 	}
 	p.place()
-	p.bootGroups(in)
 	p.mapNetworks(in)
 	p.reIP()
+	// Boot groups last: a VM its network or addresses block is in none,
+	// and the VMs depending on it are told.
+	p.bootGroups(in)
 	p.durations()
 	for _, v := range p.VMs {
 		sort.Strings(v.DependsOn)

@@ -172,6 +172,10 @@ hosts:
 		{"unmapped network", hosts2,
 			"vms:\n" + vmYAML("web", 1, "1GiB", "1GiB", "nics: [{mac: '52:54:00:00:00:01', switch: dmz, vlan: 40, ipv4: [10.0.40.5/24]}]"),
 			[]check{blocked("web", true), verdict(IssueUnmapped, "web", true, `switch "dmz" VLAN 40 has no drsite.network_map entry`)}},
+		{"a VM its network blocks is in no boot group; its dependents hear of it", hosts2,
+			"vms:\n" + vmYAML("web", 1, "1GiB", "1GiB", "nics: [{mac: '52:54:00:00:00:01', switch: dmz, dhcp: true}]") +
+				vmYAML("app", 1, "1GiB", "1GiB", "depends_on: [web]"),
+			[]check{blocked("web", true), groups("app"), verdict(IssueDependency, "app", false, "depends on web, which cannot be brought up")}},
 		{"re-IP keeps host part, sets gateway and DNS", hosts2,
 			"vms:\n" + vmYAML("db", 1, "1GiB", "1GiB", "nics: [{mac: '52:54:00:00:00:02', switch: lan, vlan: 10, ipv4: [10.0.10.25/24], gateway4: 10.0.10.1, dns: [10.0.10.10]}]"),
 			[]check{noIssues, nic("db", "10.50.10.25/24", "10.50.10.1", "10.50.10.10")}},
