@@ -1,6 +1,7 @@
 package drsite
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -70,5 +71,36 @@ hosts:
 	}
 	if v := p.VM("app"); v.Blocked || v.DRHost != "dr-hv" {
 		t.Errorf("app on %q, blocked %v: %v", v.DRHost, v.Blocked, p.BlockingIssues())
+	}
+}
+
+// TestHyperVChecksUseDRAddresses: bringup.ps1 probes a VM's tcp: checks
+// at the address the VM has after re-IP, as the libvirt bring-up does,
+// not at its address on the primary site.
+func TestHyperVChecksUseDRAddresses(t *testing.T) {
+	p := planFrom(t, `
+hosts:
+  - {name: dr-hv, kind: hyperv, vcpus: 8, memory: 16GiB, storage: 1TiB}
+networks:
+  - {name: dr-lan, type: external, uplink: 'SLOT 1', subnets: [10.50.0.0/16]}
+network_map:
+  - from: {switch: lan}
+    to: {network: dr-lan}
+reip:
+  - {from: 10.0.0.0/16, to: 10.50.0.0/16}
+`, "vms:\n"+vmYAML("web", 1, "1GiB", "1GiB", "generation: 2\nnics: [{mac: '00:15:5d:00:00:01', switch: lan, ipv4: [10.0.1.5/24]}]\nverify: ['tcp:10.0.1.5:443']"))
+	if bi := p.BlockingIssues(); len(bi) > 0 {
+		t.Fatal(bi)
+	}
+	res, err := Bringup(t.Context(), nil, p, BringupOptions{Out: t.TempDir(), NoRestore: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := os.ReadFile(res.Hosts[0].Script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(s), "Test-DrCheck 'tcp:10.50.1.5:443'") {
+		t.Errorf("bringup.ps1 does not check web at its DR address 10.50.1.5:\n%s", s)
 	}
 }

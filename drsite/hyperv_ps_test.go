@@ -62,7 +62,7 @@ func TestHyperVScript(t *testing.T) {
 		"Set-VMNetworkAdapterVlan -VMName 'DC02' -VMNetworkAdapterName 'Network Adapter' -Access -VlanId 110",
 		"Set-VMFirmware -VMName 'DC02' -EnableSecureBoot On -FirstBootDevice (Get-VMHardDiskDrive -VMName 'DC02' -ControllerType SCSI -ControllerNumber 0 -ControllerLocation 0)",
 		"Set-DrGuestAddress -VMName 'DC02' -Mac '00155D0A0B02' -Address @('10.50.10.11') -PrefixLength @(24) -Gateway '10.50.10.1' -Dns @('10.50.10.11')",
-		"Test-DrCheck 'tcp:10.0.10.11:53'",
+		"Test-DrCheck 'tcp:10.50.10.11:53'", // DC02's check at its DR address
 		"Set-VMMemory -VMName 'SQL01' -DynamicMemoryEnabled $false -StartupBytes 34359738368",
 		"Add-VMHardDiskDrive -VMName 'SQL01' -ControllerType SCSI -ControllerNumber 1 -ControllerLocation 0 -Path (Join-Path $ImageRoot 'SQL01\\SQL01-Log.vhdx')",
 		"Set-VMNetworkAdapterVlan -VMName 'SQL01' -VMNetworkAdapterName 'LAN' -Trunk -AllowedVlanIdList '30,31,32,120' -NativeVlanId 120",

@@ -665,7 +665,8 @@ func (p *Plan) durations() {
 }
 
 // DRVM returns the VM as it is defined at the DR site: mapped networks
-// and VLANs, re-IP'd addresses, and disk files as given by diskPath
+// and VLANs, re-IP'd addresses (in its tcp: checks too), and disk files
+// as given by diskPath
 // (inventory file → DR path and format). It returns nil for VMs that are
 // not placed or blocked.
 func (p *Plan) DRVM(pv *PlannedVM, diskPath func(d Disk) (string, string)) *VM {
@@ -674,6 +675,11 @@ func (p *Plan) DRVM(pv *PlannedVM, diskPath func(d Disk) (string, string)) *VM {
 	}
 	vm := *pv.VM
 	vm.Disks = append([]Disk(nil), pv.VM.Disks...)
+	// tcp: checks probe the VM where it answers after re-IP.
+	vm.Verify = nil
+	for _, chk := range pv.VM.Verify {
+		vm.Verify = append(vm.Verify, drCheck(pv, chk))
+	}
 	sata := 0
 	for i := range vm.Disks {
 		if diskPath != nil {
