@@ -32,6 +32,12 @@ type BringupOptions struct {
 	Hosts []string
 	// NoRestore writes definitions without restoring disks.
 	NoRestore bool
+	// Groups restricts restoring disks and, with Execute, defining and
+	// starting VMs to these boot groups (empty: all). Definitions and
+	// scripts are written for every group, as with NoRestore for the
+	// others: a runbook followed by hand brings the groups up one at a
+	// time.
+	Groups []int
 	// Execute defines and starts libvirt VMs through virsh in boot-group
 	// order, waiting for each group's checks.
 	Execute bool
@@ -241,6 +247,7 @@ func targetFormat(kind, format string) (string, bool) {
 // group), writes the hypervisor definitions per DR host and, with
 // Execute, defines and starts the libvirt VMs group by group, waiting for
 // each group's checks (domain running, then tcp: checks) before the next.
+// Groups restricts the restores and the starts to some boot groups.
 // VMs with blocking issues are skipped and listed; the error then wraps
 // ErrBringupIncomplete. A failed check stops the bring-up with an error.
 func Bringup(ctx context.Context, r *repo.Repository, p *Plan, o BringupOptions) (*BringupResult, error) {
@@ -275,6 +282,13 @@ func Bringup(ctx context.Context, r *repo.Repository, p *Plan, o BringupOptions)
 		want[h] = true
 	}
 	selected := func(h string) bool { return len(want) == 0 || want[h] }
+	groups := map[int]bool{}
+	for _, n := range o.Groups {
+		if !slices.ContainsFunc(p.Groups, func(g *BootGroup) bool { return g.Number == n }) {
+			return nil, fmt.Errorf("--group %d: the plan has no boot group %d (it has %d; see drpipe drsite plan)", n, n, len(p.Groups))
+		}
+		groups[n] = true
+	}
 	if err := os.MkdirAll(o.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("create %s: %w", o.Out, err)
 	}
@@ -362,7 +376,12 @@ func Bringup(ctx context.Context, r *repo.Repository, p *Plan, o BringupOptions)
 		if len(groupVMs) == 0 {
 			continue
 		}
-		progress("boot group %d: %s", g.Number, strings.Join(g.VMs, ", "))
+		inGroups := len(groups) == 0 || groups[g.Number]
+		if inGroups {
+			progress("boot group %d: %s", g.Number, strings.Join(g.VMs, ", "))
+		} else {
+			progress("boot group %d: %s (definitions only: not in --group)", g.Number, strings.Join(g.VMs, ", "))
+		}
 		targets := map[string]map[string]diskTarget{} // vm -> inventory file -> target
 		for _, v := range groupVMs {
 			ho, err := hostOut(v.DRHost)
@@ -422,7 +441,7 @@ func Bringup(ctx context.Context, r *repo.Repository, p *Plan, o BringupOptions)
 				targets[v.Name][d.File] = diskTarget{final: local, ref: ref, format: format, conv: conv, kind: h.Kind, detect: d.Format == ""}
 			}
 		}
-		if !o.NoRestore {
+		if !o.NoRestore && inGroups {
 			if err := restoreGroup(ctx, r, groupVMs, targets, o, res, progress); err != nil {
 				return res, err
 			}
@@ -460,7 +479,7 @@ func Bringup(ctx context.Context, r *repo.Repository, p *Plan, o BringupOptions)
 			progress("  wrote %s", f)
 			toStart = append(toStart, v)
 		}
-		if !o.Execute || len(toStart) == 0 {
+		if !o.Execute || !inGroups || len(toStart) == 0 {
 			continue
 		}
 		for _, v := range toStart {

@@ -21,8 +21,6 @@ type RunbookOptions struct {
 	// BringupDir is the --out directory of drsite bringup the commands
 	// refer to (default ./dr-bringup).
 	BringupDir string
-	// RestoreDir is where manual restores go (default BringupDir/restore).
-	RestoreDir string
 }
 
 // Runbook is the view of a plan the runbook templates render.
@@ -101,9 +99,6 @@ func rpoString(v *PlannedVM) string {
 func BuildRunbook(p *Plan, o RunbookOptions) *Runbook {
 	if o.BringupDir == "" {
 		o.BringupDir = "./dr-bringup"
-	}
-	if o.RestoreDir == "" {
-		o.RestoreDir = o.BringupDir + "/restore"
 	}
 	if o.Repo == "" {
 		o.Repo = p.Repo
@@ -223,26 +218,13 @@ func BuildRunbook(p *Plan, o RunbookOptions) *Runbook {
 	netDefined := map[string]bool{}
 	for _, g := range p.Groups {
 		rg := RunbookGroup{Number: g.Number, VMs: strings.Join(g.VMs, ", "), Data: HumanBytes(g.DataBytes), Restore: HumanDuration(g.RestoreTime), Expected: HumanDuration(g.Expected)}
-		// Restore: one command per snapshot and per VM for clarity.
-		var restore []string
-		var hosts []string
-		for _, n := range g.VMs {
-			v := p.VM(n)
-			if v.Data == nil || v.Data.Snapshot == "" {
-				continue
-			}
-			args := []string{"drpipe", "restore", "--repo", shq(o.Repo), v.Data.Snapshot[:8], "--target", shq(o.RestoreDir + "/" + v.Name)}
-			for _, d := range v.Data.Disks {
-				args = append(args, "--path", shq(d.Path))
-			}
-			restore = append(restore, strings.Join(args, " "))
-			if !containsStr(hosts, v.DRHost) {
-				hosts = append(hosts, v.DRHost)
-			}
-		}
-		rg.Steps = append(rg.Steps, RunbookStep{Title: "Restore the disks",
-			Commands: restore,
-			Expect:   fmt.Sprintf("%s restored (bringup places images in %s/<host>/images/<vm>/)", rg.Data, o.BringupDir), Duration: rg.Restore})
+		// Restore: the group's disks go where the definitions name
+		// them, in the DR host's format (flattened, converted), and
+		// every definition is written; nothing is started.
+		rg.Steps = append(rg.Steps, RunbookStep{Title: "Restore the disks and write the definitions",
+			Commands: []string{fmt.Sprintf("drpipe drsite bringup --config %s --repo %s --out %s --group %d", shq(o.Config), shq(o.Repo), shq(o.BringupDir), g.Number)},
+			Expect: fmt.Sprintf("%s restored into %s/<host>/images/<vm>/ (or the host's image_dir), the definitions written; nothing is started", rg.Data, o.BringupDir),
+			Duration: rg.Restore})
 		var define, start, verify []string
 		for _, n := range g.VMs {
 			v := p.VM(n)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -403,9 +404,10 @@ func (a *app) drsiteRunbookCmd() *cobra.Command {
 func (a *app) drsiteBringupCmd() *cobra.Command {
 	var out, virshURI string
 	var hosts []string
+	var groups []int
 	var execute, noRestore bool
 	cmd := &cobra.Command{
-		Use:   "bringup --config drsite.yaml --repo R --out DIR [--execute] [--dr-host H]...",
+		Use:   "bringup --config drsite.yaml --repo R --out DIR [--execute] [--dr-host H]... [--group N]...",
 		Short: "Restore VM disks and write (with --execute: define and start) the VMs at the DR site",
 		Long: "bringup follows the plan boot group by boot group: it restores each VM's disks from the newest snapshot\n" +
 			"holding them (converting VHDX to qcow2 for libvirt, and qcow2/raw to VHDX for Hyper-V), then writes per DR\n" +
@@ -414,9 +416,12 @@ func (a *app) drsiteBringupCmd() *cobra.Command {
 			"Set-VMNetworkAdapterVlan, re-IP through PowerShell Direct), with the mapped networks and re-IP applied.\n" +
 			"--execute defines and starts the libvirt VMs through virsh (drsite.virsh_uri or the host's uri) and waits\n" +
 			"for each group to run and pass its tcp: checks before the next. Images placed by an earlier run are kept.\n" +
+			"--group N restores (and with --execute starts) only boot group N, writing the definitions of all groups:\n" +
+			"the runbook's steps by hand use it one group at a time.\n" +
 			"VMs with blocking plan issues are skipped and listed (exit code 3).",
 		Example: "  drpipe drsite bringup --config /etc/drpipe/drsite.yaml --repo /srv/drpipe/dr-repo --out /srv/dr --execute\n" +
-			"  drpipe drsite bringup --config drsite.yaml --repo R --out /srv/dr --dr-host dr-hv1   # Hyper-V script only",
+			"  drpipe drsite bringup --config drsite.yaml --repo R --out /srv/dr --dr-host dr-hv1   # Hyper-V script only\n" +
+			"  drpipe drsite bringup --config drsite.yaml --repo R --out /srv/dr --group 1         # restore group 1, start nothing",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -438,15 +443,23 @@ func (a *app) drsiteBringupCmd() *cobra.Command {
 				return err
 			}
 			defer closeRepo(r)
-			o := drsite.BringupOptions{Out: out, Hosts: hosts, Execute: execute, NoRestore: noRestore, RestoreWorkers: a.v.GetInt("restore.workers")}
+			o := drsite.BringupOptions{Out: out, Hosts: hosts, Groups: groups, Execute: execute, NoRestore: noRestore, RestoreWorkers: a.v.GetInt("restore.workers")}
 			var bar *progressBar
 			if !a.jsonOut() {
 				o.Progress = func(s string) { fmt.Fprintln(a.stderr, s) }
 			}
 			if a.progressEnabled() {
 				cnt := &pipeline.Counter{Start: time.Now()}
+				restored := map[string]bool{}
+				for _, g := range p.Groups {
+					if len(groups) == 0 || slices.Contains(groups, g.Number) {
+						for _, n := range g.VMs {
+							restored[n] = true
+						}
+					}
+				}
 				for _, v := range p.VMs {
-					if v.Data != nil && !v.Blocked && v.DRHost != "" {
+					if v.Data != nil && !v.Blocked && v.DRHost != "" && restored[v.Name] {
 						for _, d := range v.Data.Disks {
 							cnt.AddTotal(1, d.Size)
 						}
@@ -501,6 +514,7 @@ func (a *app) drsiteBringupCmd() *cobra.Command {
 	f.StringArrayVar(&hosts, "dr-host", nil, "only VMs placed on this DR host (repeatable)")
 	f.BoolVar(&execute, "execute", false, "define and start the libvirt VMs through virsh, group by group")
 	f.BoolVar(&noRestore, "no-restore", false, "write definitions only; do not restore disks")
+	f.IntSliceVar(&groups, "group", nil, "only restore (and with --execute, start) this boot group; definitions are written for all (repeatable)")
 	f.StringVar(&virshURI, "virsh-uri", "", "libvirt URI for every libvirt host (overrides drsite.virsh_uri and hosts[].uri)")
 	return cmd
 }

@@ -7,10 +7,12 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -710,7 +712,7 @@ func TestDrsiteRunbookChromium(t *testing.T) {
 			t.Errorf("boot group %d missing from the DOM", g.Number)
 		}
 	}
-	for _, want := range []string{"virsh -c test:///default define", "drpipe restore --repo", "bringup.ps1", "nc -z", "10.0.20.50/24 → 10.50.20.50/24"} {
+	for _, want := range []string{"virsh -c test:///default define", "drpipe drsite bringup --config", "--group 1", "bringup.ps1", "nc -z", "10.0.20.50/24 → 10.50.20.50/24"} {
 		if !strings.Contains(d, strings.ReplaceAll(want, ">", "&gt;")) && !strings.Contains(string(md), want) {
 			t.Errorf("runbook lacks %q", want)
 		}
@@ -875,5 +877,152 @@ func TestBackupInventoryRawDiskNotProbed(t *testing.T) {
 	want, _ := os.ReadFile(disk)
 	if got, err := os.ReadFile(filepath.Join(dst, disk)); err != nil || !bytes.Equal(got, want) {
 		t.Errorf("restored raw disk differs from the source (%d bytes, want %d; %v)", len(got), len(want), err)
+	}
+}
+
+// TestDrsiteRunbookByHand follows the runbook's steps as an operator
+// would paste them: each boot group's restore command, run by the shell,
+// puts that group's disks (and no later group's) where the definitions
+// the define commands name point, and the define and start commands of
+// every group, run in one virsh session of the test driver, bring every
+// libvirt VM up.
+func TestDrsiteRunbookByHand(t *testing.T) {
+	needTools(t, "virsh", "qemu-img")
+	e := newEnv(t)
+	invA, invB, imgA, imgB := tenVMInventory(t, e.dir)
+	r := e.initRepo()
+	e.ok("backup", "--repo", r, "--host", "hv-a", "--inventory", invA, imgA)
+	e.ok("backup", "--repo", r, "--host", "hv-b", "--inventory", invB, imgB)
+	cfg := drsiteConfigFile(t, e.dir, tenVMConfig)
+	out := filepath.Join(e.dir, "dr out") // a space: the commands quote it
+	rbDir := filepath.Join(e.dir, "runbook")
+	e.ok("drsite", "runbook", "--config", cfg, "--repo", r, "--out", rbDir, "--bringup-dir", out)
+	md, err := os.ReadFile(filepath.Join(rbDir, "runbook.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each boot group's commands, from its section's code blocks.
+	type group struct {
+		n     int
+		lines []string
+	}
+	var groups []group
+	inCode := false
+	for _, l := range strings.Split(string(md), "\n") {
+		if n, ok := strings.CutPrefix(l, "### Boot group "); ok {
+			num, _ := strconv.Atoi(n[:strings.Index(n, ":")])
+			groups = append(groups, group{n: num})
+			continue
+		}
+		if strings.HasPrefix(l, "```") {
+			inCode = !inCode
+			continue
+		}
+		if inCode && len(groups) > 0 && l != "" && !strings.HasPrefix(l, "#") {
+			groups[len(groups)-1].lines = append(groups[len(groups)-1].lines, l)
+		}
+	}
+	if len(groups) < 4 {
+		t.Fatalf("runbook has %d boot groups, want at least 4:\n%s", len(groups), md)
+	}
+	bin := filepath.Join(e.dir, "bin")
+	os.MkdirAll(bin, 0o755)
+	if err := os.Symlink(drpipeBin, filepath.Join(bin, "drpipe")); err != nil {
+		t.Fatal(err)
+	}
+	shell := func(line string) {
+		t.Helper()
+		c := exec.Command("sh", "-c", line)
+		c.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "DRPIPE_PASSWORD="+e.pw, "XDG_CACHE_HOME="+e.cache)
+		if o, err := c.CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", line, err, o)
+		}
+	}
+	// diskFiles lists the image files a domain XML boots from.
+	diskFiles := func(domFile string) []string {
+		x, err := os.ReadFile(domFile)
+		if err != nil {
+			t.Fatalf("the runbook defines %s, which is not there: %v", domFile, err)
+		}
+		inv, err := drsite.Import(filepath.Base(domFile), x, drsite.ImportOptions{Host: "dr"})
+		if err != nil || len(inv.VMs) != 1 {
+			t.Fatalf("%s: %v", domFile, err)
+		}
+		var files []string
+		for _, d := range inv.VMs[0].Disks {
+			files = append(files, d.File)
+		}
+		return files
+	}
+	exists := func(f string) bool { _, err := os.Stat(f); return err == nil }
+	// The test driver keeps what is defined only within one connection,
+	// and both libvirt hosts use it: each host's virsh commands of the
+	// runbook run in one session of their own.
+	batch := map[string][]string{} // DR host -> virsh commands
+	hostOf := map[string]string{}  // VM or network -> DR host
+	for i, g := range groups {
+		restore := 0
+		for _, l := range g.lines {
+			if strings.HasPrefix(l, "drpipe ") {
+				shell(l)
+				restore++
+			}
+		}
+		if restore == 0 {
+			t.Fatalf("boot group %d has no drpipe command to restore its disks: %q", g.n, g.lines)
+		}
+		for _, l := range g.lines {
+			if !strings.HasPrefix(l, "virsh ") {
+				continue
+			}
+			for _, part := range strings.Split(strings.SplitN(l, "   #", 2)[0], " && ") {
+				f := strings.Fields(part)
+				if len(f) < 4 || f[0] != "virsh" || f[1] != "-c" {
+					t.Fatalf("runbook line %q is not a virsh -c URI command", l)
+				}
+				arg := strings.Trim(strings.Join(f[4:], " "), "'")
+				switch f[3] {
+				case "define", "net-define":
+					host := filepath.Base(filepath.Dir(filepath.Dir(arg)))
+					hostOf[strings.TrimSuffix(filepath.Base(arg), ".xml")] = host
+					batch[host] = append(batch[host], strings.Join(f[3:], " "))
+				default:
+					batch[hostOf[arg]] = append(batch[hostOf[arg]], strings.Join(f[3:], " "))
+				}
+				if f[3] != "define" {
+					continue
+				}
+				domFile := arg
+				for _, d := range diskFiles(domFile) {
+					if !exists(d) {
+						t.Errorf("boot group %d: after its restore command, %s names %s, which is not there", g.n, domFile, d)
+					}
+				}
+			}
+		}
+		// The disks of the next groups are not restored yet.
+		for _, ng := range groups[i+1:] {
+			for _, l := range ng.lines {
+				if f := strings.Fields(l); len(f) >= 5 && f[0] == "virsh" && f[3] == "define" {
+					for _, d := range diskFiles(strings.Trim(strings.Join(f[4:], " "), "'")) {
+						if exists(d) {
+							t.Errorf("%s of boot group %d is there after the restore of group %d", d, ng.n, g.n)
+						}
+					}
+				}
+			}
+		}
+	}
+	if res := e.run("drsite", "bringup", "--config", cfg, "--repo", r, "--out", out, "--group", "99"); res.code == 0 || !strings.Contains(res.stderr, "no boot group 99") {
+		t.Errorf("bringup --group 99: exit %d\n%s", res.code, res.stderr)
+	}
+	if len(batch) != 2 || batch[""] != nil {
+		t.Fatalf("virsh commands for hosts %v, want dr-kvm1 and dr-kvm2 only", slices.Collect(maps.Keys(batch)))
+	}
+	for host, cmds := range batch {
+		o, err := exec.Command("virsh", "-c", "test:///default", strings.Join(cmds, " ; ")).CombinedOutput()
+		if err != nil || strings.Contains(string(o), "error") || strings.Count(string(o), "running") != strings.Count(strings.Join(cmds, "\n"), "domstate") {
+			t.Fatalf("%s: the runbook's virsh commands did not bring every VM up (%v):\n%s\n%s", host, err, strings.Join(cmds, "\n"), o)
+		}
 	}
 }
