@@ -85,22 +85,19 @@ func parseVHDFooter(b []byte, name string) (*vhdFooter, error) {
 }
 
 // vhdVirtualSize follows qemu and Hyper-V: images from Virtual PC and
-// qemu's old creator use the CHS geometry, the others the footer size.
+// qemu's old creator use the CHS geometry, the others (Hyper-V, Azure,
+// VirtualBox, Disk2vhd, XenServer, ...) the footer size.
 func vhdVirtualSize(ft *vhdFooter) int64 {
 	chs := int64(ft.cyl) * int64(ft.heads) * int64(ft.secs)
-	useCHS := true
-	switch ft.creator {
-	case "win ", "qem2", "d2v ", "CTXS":
-		useCHS = false
-	}
-	if strings.HasPrefix(ft.creator, "tap") {
-		useCHS = false
-	}
-	if !useCHS || chs == vhdMaxCHS || chs == 0 {
+	if !vhdSizedByCHS(ft.creator) || chs == vhdMaxCHS || chs == 0 {
 		return int64(ft.currentSize / 512 * 512)
 	}
 	return chs * 512
 }
+
+// vhdSizedByCHS reports whether images of the creator application are
+// sized by their CHS geometry rather than by the footer's current size.
+func vhdSizedByCHS(creator string) bool { return creator == "vpc " || creator == "qemu" }
 
 type vhdImpl struct {
 	f         io.ReaderAt

@@ -747,7 +747,9 @@ func (w *imgWriter) vhd(p *VHDParams) error {
 		if p.BlockSize >= 512 && p.BlockSize <= vhdMaxBlock && p.BlockSize&(p.BlockSize-1) == 0 {
 			block = p.BlockSize
 		}
-		if p.CurrentSize >= w.src.Size {
+		// Only a creator sized by its geometry may have a footer size
+		// beyond the virtual size; for the others it is the size.
+		if p.CurrentSize >= w.src.Size && vhdSizedByCHS(creator) {
 			cur = p.CurrentSize
 		}
 		if p.Cylinders > 0 {
