@@ -138,14 +138,19 @@ type diskSource struct {
 // raw images and other files (backed up as they are), and otherwise fills
 // n.Size and n.Disk and returns the virtual disk to chunk. An image that
 // cannot be parsed is reported as a warning and backed up as a plain file.
-// minDiskImage is the smallest file probed for a disk-image header.
+// minDiskImage is the smallest file probed for a disk-image header
+// whatever its size; smaller ones only when their size is a whole number
+// of 512-byte sectors.
 const minDiskImage = 1 << 20
 
 func (b *backup) openDisk(path string, f *os.File, n *repo.Node) *diskSource {
-	// Files below minDiskImage are never treated as disk images: no VM
-	// disk is that small, and probing every small file's first and last
-	// block would put a synchronous read in the walker's path.
-	if b.o.NoDiskImages || n.Size < minDiskImage {
+	// Probing every small file's first and last block would put a
+	// synchronous read in the walker's path. But a qcow2 overlay or a
+	// differencing VHD is a few hundred KiB until the guest writes to it,
+	// and read as a plain file it would leave its parent's data out of
+	// the snapshot; such containers are whole sectors long, which rules
+	// out all but one small file in 512.
+	if b.o.NoDiskImages || n.Size < minDiskImage && (n.Size == 0 || n.Size%512 != 0) {
 		return nil
 	}
 	format, err := vmdisk.Detect(f, n.Size)
