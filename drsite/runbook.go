@@ -223,7 +223,7 @@ func BuildRunbook(p *Plan, o RunbookOptions) *Runbook {
 		// every definition is written; nothing is started.
 		rg.Steps = append(rg.Steps, RunbookStep{Title: "Restore the disks and write the definitions",
 			Commands: []string{fmt.Sprintf("drpipe drsite bringup --config %s --repo %s --out %s --group %d", shq(o.Config), shq(o.Repo), shq(o.BringupDir), g.Number)},
-			Expect: fmt.Sprintf("%s restored into %s/<host>/images/<vm>/ (or the host's image_dir), the definitions written; nothing is started", rg.Data, o.BringupDir),
+			Expect:   fmt.Sprintf("%s restored into %s/<host>/images/<vm>/ (or the host's image_dir), the definitions written; nothing is started", rg.Data, o.BringupDir),
 			Duration: rg.Restore})
 		var define, start, verify []string
 		for _, n := range g.VMs {
