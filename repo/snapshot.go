@@ -189,18 +189,32 @@ func (r *Repository) FindSnapshot(ctx context.Context, ref, host string) (*Snaps
 		}
 		return newest, nil
 	}
-	ref = strings.ToLower(ref)
+	x, err := r.FindSnapshotID(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	return r.LoadSnapshot(ctx, x)
+}
+
+// FindSnapshotID resolves a full snapshot id or a unique id prefix (not
+// latest) to the id of a stored snapshot without reading the snapshot, so
+// that one that cannot be read can still be named.
+func (r *Repository) FindSnapshotID(ctx context.Context, ref string) (id.ID, error) {
+	ref = strings.ToLower(strings.TrimSpace(ref))
+	if ref == "" {
+		return id.ID{}, fmt.Errorf("%w: it is empty; give an id or a unique id prefix", ErrBadSnapshotRef)
+	}
 	for _, c := range ref {
 		if !strings.ContainsRune("0123456789abcdef", c) {
-			return nil, fmt.Errorf("%w %q: it is neither latest nor a hex id prefix", ErrBadSnapshotRef, ref)
+			return id.ID{}, fmt.Errorf("%w %q: it is neither latest nor a hex id prefix", ErrBadSnapshotRef, ref)
 		}
 	}
 	if len(ref) > 2*len(id.ID{}) {
-		return nil, fmt.Errorf("%w %q: longer than a snapshot id (%d hex digits)", ErrBadSnapshotRef, ref, 2*len(id.ID{}))
+		return id.ID{}, fmt.Errorf("%w %q: longer than a snapshot id (%d hex digits)", ErrBadSnapshotRef, ref, 2*len(id.ID{}))
 	}
 	ids, err := r.ListSnapshotIDs(ctx)
 	if err != nil {
-		return nil, err
+		return id.ID{}, err
 	}
 	var match []id.ID
 	for _, x := range ids {
@@ -210,11 +224,11 @@ func (r *Repository) FindSnapshot(ctx context.Context, ref, host string) (*Snaps
 	}
 	switch len(match) {
 	case 0:
-		return nil, fmt.Errorf("%w: no snapshot id starts with %q in %s", ErrNoSnapshot, ref, r.be.Location())
+		return id.ID{}, fmt.Errorf("%w: no snapshot id starts with %q in %s", ErrNoSnapshot, ref, r.be.Location())
 	case 1:
-		return r.LoadSnapshot(ctx, match[0])
+		return match[0], nil
 	}
-	return nil, fmt.Errorf("%w: prefix %q is ambiguous: it matches %d snapshots; give more digits", ErrBadSnapshotRef, ref, len(match))
+	return id.ID{}, fmt.Errorf("%w: prefix %q is ambiguous: it matches %d snapshots; give more digits", ErrBadSnapshotRef, ref, len(match))
 }
 
 // ForgetSnapshot removes a snapshot object. Its data stays until prune

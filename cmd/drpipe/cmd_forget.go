@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/drpipe/drpipe/internal/id"
 	"github.com/drpipe/drpipe/repo"
 	"github.com/drpipe/drpipe/retention"
 )
@@ -102,7 +104,7 @@ func (a *app) forgetCmd() *cobra.Command {
 				return err
 			}
 			defer closeRepo(r)
-			var remove []*repo.Snapshot
+			var remove []id.ID
 			type decisionJSON struct {
 				ID      string   `json:"id"`
 				Time    string   `json:"time"`
@@ -117,17 +119,26 @@ func (a *app) forgetCmd() *cobra.Command {
 				for _, ref := range args {
 					sn, err := r.FindSnapshot(ctx, ref, "")
 					if err != nil {
-						return err
+						// A snapshot that cannot be read is still
+						// forgotten when named by id: keep rules
+						// refuse to run beside it.
+						x, ierr := r.FindSnapshotID(ctx, ref)
+						if ierr != nil {
+							return err
+						}
+						fmt.Fprintf(a.stderr, "warning: snapshot %s cannot be read (%v); forgetting it as named\n", x.Short(), err)
+						remove = append(remove, x)
+						decisions = append(decisions, decisionJSON{ID: x.String(), Group: "explicit"})
+						continue
 					}
-					remove = append(remove, sn)
+					remove = append(remove, sn.ID())
 					decisions = append(decisions, decisionJSON{ID: sn.ID().String(), Time: sn.Time.Format(time.RFC3339), Host: sn.Host, Tags: sn.Tags, Group: "explicit"})
 				}
 			} else {
 				all, lerr := r.ListSnapshots(ctx)
 				if lerr != nil {
-					return fmt.Errorf("some snapshots could not be read; refusing to apply keep rules to an incomplete list: %w", lerr)
+					return fmt.Errorf("some snapshots could not be read; refusing to apply keep rules to an incomplete list: %w%s", lerr, unreadableHint(ctx, r, all))
 				}
-				byID := map[string]*repo.Snapshot{}
 				var items []retention.Item
 				for _, s := range all {
 					if host != "" && s.Host != host {
@@ -136,14 +147,17 @@ func (a *app) forgetCmd() *cobra.Command {
 					if len(tags) > 0 && !hasTags(s.Tags, tags) {
 						continue
 					}
-					byID[s.ID().String()] = s
 					items = append(items, retention.Item{ID: s.ID().String(), Time: s.Time, Host: s.Host, Tags: s.Tags, Paths: s.Paths})
 				}
 				for grp, ds := range retention.Group(items, g, p, r.Now()) {
 					for _, d := range ds {
 						decisions = append(decisions, decisionJSON{ID: d.Item.ID, Time: d.Item.Time.Format(time.RFC3339), Host: d.Item.Host, Tags: d.Item.Tags, Keep: d.Keep, Reasons: d.Reasons, Group: grp})
 						if !d.Keep {
-							remove = append(remove, byID[d.Item.ID])
+							x, err := id.Parse(d.Item.ID)
+							if err != nil {
+								return err
+							}
+							remove = append(remove, x)
 						}
 					}
 				}
@@ -151,8 +165,8 @@ func (a *app) forgetCmd() *cobra.Command {
 			var forgotten int
 			var errs []error
 			if !dryRun {
-				for _, s := range remove {
-					if err := r.ForgetSnapshot(ctx, s.ID()); err != nil {
+				for _, x := range remove {
+					if err := r.ForgetSnapshot(ctx, x); err != nil {
 						errs = append(errs, err)
 						continue
 					}
@@ -205,6 +219,33 @@ func (a *app) forgetCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&prune, "prune", false, "run prune afterwards")
 	cmd.Flags().StringVar(&grace, "grace", "24h", "prune grace period before condemned data is removed")
 	return cmd
+}
+
+// unreadableHint names the snapshots of r that are not among the readable
+// ones and still cannot be read (one a backup wrote since is not named),
+// and tells how to get past them, or returns "" when it cannot list them.
+func unreadableHint(ctx context.Context, r *repo.Repository, readable []*repo.Snapshot) string {
+	ids, err := r.ListSnapshotIDs(ctx)
+	if err != nil {
+		return ""
+	}
+	ok := map[id.ID]bool{}
+	for _, s := range readable {
+		ok[s.ID()] = true
+	}
+	var bad []string
+	for _, x := range ids {
+		if ok[x] {
+			continue
+		}
+		if _, err := r.LoadSnapshot(ctx, x); err != nil {
+			bad = append(bad, x.Short())
+		}
+	}
+	if len(bad) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; once 'drpipe check' confirms they are damaged, forget them by id (drpipe forget %s) and run again", strings.Join(bad, " "))
 }
 
 func hasTags(have, want []string) bool {

@@ -251,3 +251,34 @@ func TestLocalDir(t *testing.T) {
 	repoDir := e.initRepo()
 	e.ok("snapshots", "--repo", "file://"+repoDir)
 }
+
+// A snapshot that cannot be read stops forget's keep rules, so it must be
+// possible to forget it by id; the refusal says so. Nothing else goes.
+func TestForgetUnreadableSnapshotByID(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	src := writeFile(t, e.dir, "a", "hello")
+	good := e.backup(repoDir, src).SnapshotID
+	bad := e.backup(repoDir, src).SnapshotID
+	if err := corruptAt(filepath.Join(repoDir, "snapshots", bad), 40); err != nil {
+		t.Fatal(err)
+	}
+	r := e.run("forget", "--repo", repoDir, "--keep-last", "1")
+	if r.code == 0 || !strings.Contains(r.stderr, "drpipe forget "+bad[:8]) {
+		t.Errorf("forget --keep-last 1 beside an unreadable snapshot: exit %d, want an error naming 'drpipe forget %s':\n%s", r.code, bad[:8], r.stderr)
+	}
+	r = e.run("forget", "--repo", repoDir, bad[:8])
+	if r.code != 0 {
+		t.Fatalf("forget %s (unreadable): exit %d:\n%s%s", bad[:8], r.code, r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "cannot be read") {
+		t.Errorf("forget of an unreadable snapshot does not say it could not read it:\n%s", r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(repoDir, "snapshots", bad)); !os.IsNotExist(err) {
+		t.Errorf("unreadable snapshot %s still there after forget (%v)", bad[:8], err)
+	}
+	list := e.snapshotsJSON(repoDir)
+	if len(list) != 1 || list[0]["id"] != good {
+		t.Errorf("snapshots after forgetting %s: %v, want only %s", bad[:8], list, good)
+	}
+}
