@@ -72,8 +72,13 @@ func (d Duration) before(t time.Time) time.Time {
 	return t.AddDate(-d.Years, -d.Months, -d.Days).Add(-time.Duration(d.Hours) * time.Hour)
 }
 
+// maxDurationUnit bounds each unit of a Duration, also when a unit is
+// given more than once: beyond it the hours would overflow the clock and
+// wrap round into a window that keeps nothing.
+const maxDurationUnit = 100000
+
 // ParseDuration parses "1y5m7d2h" (any subset, in any order; numbers
-// followed by y, m, d or h).
+// followed by y, m, d or h; a unit given twice adds up).
 func ParseDuration(s string) (Duration, error) {
 	var d Duration
 	s = strings.TrimSpace(s)
@@ -90,18 +95,22 @@ func ParseDuration(s string) (Duration, error) {
 				return Duration{}, fmt.Errorf("duration %q: unit %q without a number", s, c)
 			}
 			n, err := strconv.Atoi(num)
-			if err != nil || n > 100000 {
+			if err != nil || n > maxDurationUnit {
 				return Duration{}, fmt.Errorf("duration %q: number %q out of range", s, num)
 			}
+			var dst *int
 			switch c {
 			case 'y':
-				d.Years += n
+				dst = &d.Years
 			case 'm':
-				d.Months += n
+				dst = &d.Months
 			case 'd':
-				d.Days += n
+				dst = &d.Days
 			case 'h':
-				d.Hours += n
+				dst = &d.Hours
+			}
+			if *dst += n; *dst > maxDurationUnit {
+				return Duration{}, fmt.Errorf("duration %q: %d%c in all is out of range (at most %d of each unit)", s, *dst, c, maxDurationUnit)
 			}
 			num = ""
 		default:

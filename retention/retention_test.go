@@ -306,3 +306,26 @@ func TestKeepTagParsing(t *testing.T) {
 		t.Errorf("keep-tag \"nightly, keep\" kept %q, want t", got)
 	}
 }
+
+// TestDurationSumsStayInRange: repeated units add up, and a sum too large
+// for the clock is refused, not wrapped round into a window that keeps
+// nothing (forget would remove the whole group).
+func TestDurationSumsStayInRange(t *testing.T) {
+	if d, err := ParseDuration("1d1d2h"); err != nil || d != (Duration{Days: 2, Hours: 2}) {
+		t.Errorf("ParseDuration(1d1d2h) = %v, %v; want 2d2h", d, err)
+	}
+	for _, s := range []string{strings.Repeat("100000h", 26), strings.Repeat("100000y", 3000), "99999d2d"} {
+		if d, err := ParseDuration(s); err == nil || !strings.Contains(err.Error(), "out of range") {
+			t.Errorf("ParseDuration(%.20s...) = %v, %v; want an out-of-range error", s, d, err)
+		}
+	}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	items := []Item{{ID: "a", Time: now.Add(-time.Hour)}, {ID: "b", Time: now.Add(-2 * time.Hour)}}
+	widest, err := ParseDuration("100000y100000m100000d100000h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(kept(Apply(items, Policy{Within: widest}, now)), " "); got != "a b" {
+		t.Errorf("keep-within %v kept %q, want a b", widest, got)
+	}
+}
