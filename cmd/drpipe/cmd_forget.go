@@ -199,11 +199,11 @@ func (a *app) forgetCmd() *cobra.Command {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.ID[:8], d.Time, d.Host, dec, strings.Join(d.Reasons, ", "))
 				}
 				tw.Flush()
-				verb := "forgot"
+				verb, n := "forgot", forgotten
 				if dryRun {
-					verb = "would forget"
+					verb, n = "would forget", len(remove)
 				}
-				a.printf("%s %d of %d snapshots\n", verb, len(remove), len(decisions))
+				a.printf("%s %d of %d snapshots\n", verb, n, len(decisions))
 				if prep != nil {
 					a.printPrune(prep)
 				}

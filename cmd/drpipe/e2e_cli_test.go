@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -280,5 +281,28 @@ func TestForgetUnreadableSnapshotByID(t *testing.T) {
 	list := e.snapshotsJSON(repoDir)
 	if len(list) != 1 || list[0]["id"] != good {
 		t.Errorf("snapshots after forgetting %s: %v, want only %s", bad[:8], list, good)
+	}
+}
+
+// forget counts only the snapshots it did remove: one that stays (here
+// immutable) is not among those it says it forgot.
+func TestForgetCountsOnlyRemovedSnapshots(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	src := writeFile(t, e.dir, "a", "hello")
+	stuck := e.backup(repoDir, src).SnapshotID
+	e.backup(repoDir, src)
+	e.backup(repoDir, src)
+	p := filepath.Join(repoDir, "snapshots", stuck)
+	if out, err := exec.Command("chattr", "+i", p).CombinedOutput(); err != nil {
+		t.Skipf("cannot make a file immutable here: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("chattr", "-i", p).Run() })
+	r := e.run("forget", "--repo", repoDir, "--keep-last", "1")
+	if r.code != 1 || !strings.Contains(r.stderr, stuck[:8]) {
+		t.Errorf("forget with an immutable snapshot: exit %d, want 1 naming %s:\n%s", r.code, stuck[:8], r.stderr)
+	}
+	if !strings.Contains(r.stdout, "forgot 1 of 3 snapshots") {
+		t.Errorf("forget removed 1 of 3 snapshots but says:\n%s", r.stdout)
 	}
 }
