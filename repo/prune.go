@@ -71,6 +71,10 @@ type PruneOptions struct {
 	// run prunes a tier right after copying into it, and would otherwise
 	// wait for its own copy on every run.
 	Ended []string
+	// Forgotten names snapshots that a dry run counts as gone: forget
+	// --dry-run --prune shows what removing them would free. A run that
+	// is not dry ignores it and goes by the snapshots there are.
+	Forgotten []id.ID
 }
 
 // PruneReport says what Prune did.
@@ -172,6 +176,13 @@ func (r *Repository) Prune(ctx context.Context, o PruneOptions) (*PruneReport, e
 	sids, err := r.ListSnapshotIDs(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if o.DryRun && len(o.Forgotten) > 0 {
+		gone := map[id.ID]bool{}
+		for _, x := range o.Forgotten {
+			gone[x] = true
+		}
+		sids = slices.DeleteFunc(sids, func(x id.ID) bool { return gone[x] })
 	}
 	if err := r.loadCompleteIndex(ctx); err != nil {
 		return nil, err

@@ -179,6 +179,9 @@ func (a *app) forgetCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
+				if dryRun {
+					o.Forgotten = remove
+				}
 				prep, err = r.Prune(ctx, o)
 				if err != nil {
 					errs = append(errs, err)

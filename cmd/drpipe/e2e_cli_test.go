@@ -306,3 +306,38 @@ func TestForgetCountsOnlyRemovedSnapshots(t *testing.T) {
 		t.Errorf("forget removed 1 of 3 snapshots but says:\n%s", r.stdout)
 	}
 }
+
+// forget --prune --dry-run shows what the prune would free once the
+// snapshots are forgotten, and still changes nothing.
+func TestForgetPruneDryRunCountsForgottenSnapshots(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	rnd := newRandSource(7)
+	data := func() string {
+		b := make([]byte, 1<<20)
+		for i := range b {
+			b[i] = byte(rnd.Uint32())
+		}
+		return string(b)
+	}
+	src := writeFile(t, e.dir, "f", data())
+	e.backup(repoDir, src)
+	writeFile(t, e.dir, "f", data())
+	e.backup(repoDir, src)
+	out := e.ok("forget", "--repo", repoDir, "--keep-last", "1", "--prune", "--dry-run", "--json")
+	var res struct {
+		Prune struct {
+			Snapshots   int `json:"snapshots"`
+			UnusedPacks int `json:"unused_packs"`
+		} `json:"prune"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("forget --json printed %q: %v", out, err)
+	}
+	if res.Prune.Snapshots != 1 || res.Prune.UnusedPacks == 0 {
+		t.Errorf("forget --keep-last 1 --prune --dry-run: prune counts %d snapshots and %d unused packs, want 1 and the first backup's packs:\n%s", res.Prune.Snapshots, res.Prune.UnusedPacks, out)
+	}
+	if n := len(e.snapshotsJSON(repoDir)); n != 2 {
+		t.Errorf("%d snapshots after a dry run, want 2", n)
+	}
+}
