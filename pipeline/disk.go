@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/drpipe/drpipe/chunking"
 	"github.com/drpipe/drpipe/internal/id"
@@ -134,23 +135,24 @@ type diskSource struct {
 	close func() error
 }
 
+// minDiskImage is the smallest file probed for a disk-image header
+// whatever its size; smaller ones only when their size is a multiple of
+// 8 bytes.
+const minDiskImage = 1 << 20
+
 // openDisk recognises a disk image container in f. It returns nil for
 // raw images and other files (backed up as they are), and otherwise fills
 // n.Size and n.Disk and returns the virtual disk to chunk. An image that
 // cannot be parsed is reported as a warning and backed up as a plain file.
-// minDiskImage is the smallest file probed for a disk-image header
-// whatever its size; smaller ones only when their size is a whole number
-// of 512-byte sectors.
-const minDiskImage = 1 << 20
-
 func (b *backup) openDisk(path string, f *os.File, n *repo.Node) *diskSource {
 	// Probing every small file's first and last block would put a
 	// synchronous read in the walker's path. But a qcow2 overlay or a
 	// differencing VHD is a few hundred KiB until the guest writes to it,
 	// and read as a plain file it would leave its parent's data out of
-	// the snapshot; such containers are whole sectors long, which rules
-	// out all but one small file in 512.
-	if b.o.NoDiskImages || n.Size < minDiskImage && (n.Size == 0 || n.Size%512 != 0) {
+	// the snapshot. A VHD is whole sectors long, and a qcow2 image whole
+	// 8-byte table entries (a fresh one ends with its L1 table: 196616
+	// bytes), which rules out all but one small file in 8.
+	if b.o.NoDiskImages || n.Size < minDiskImage && (n.Size == 0 || n.Size%8 != 0) {
 		return nil
 	}
 	format, err := vmdisk.Detect(f, n.Size)
@@ -172,7 +174,17 @@ func (b *backup) openDisk(path string, f *os.File, n *repo.Node) *diskSource {
 	flatten := top.Info.Backing != "" && (b.o.Flatten || !parentIn)
 	var ds *diskSource
 	if flatten {
-		d, err := vmdisk.OpenFile(f, path, vmdisk.Limits{})
+		// The flattened disk is restored as the image's owner's: its
+		// parents are opened with the owner's rights.
+		var lim vmdisk.Limits
+		if st, err := f.Stat(); err == nil {
+			if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+				if r := rightsOfOwner(sys); r != nil {
+					lim.OpenParent = r.open
+				}
+			}
+		}
+		d, err := vmdisk.OpenFile(f, path, lim)
 		switch {
 		case err != nil && parentIn:
 			// --flatten asked for it; the parent is backed up as well, so

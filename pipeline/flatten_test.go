@@ -216,3 +216,77 @@ func TestBackupFlattensSmallOverlay(t *testing.T) {
 		t.Fatalf("restored disk differs from the overlay's: %v\n%s", err, out)
 	}
 }
+
+// TestFlattenOpensParentsWithTheOwnersRights: a user's overlay whose
+// backing file is a file the user may not read (root's, in a directory
+// closed to others) is not flattened with the backup's root rights, which
+// would hand that file's bytes to the user in the restored image: it is
+// backed up as a layer alone, with a warning. A parent the owner may read
+// is flattened as before.
+func TestFlattenOpensParentsWithTheOwnersRights(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the overlay belongs to another user than the backup's")
+	}
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Fatalf("qemu-img not installed: run 'make deps' (package qemu-utils)")
+	}
+	const nobody = 65534
+	ctx := context.Background()
+	r, _ := newRepo(t)
+	dir := t.TempDir()
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		os.Chmod(d, 0o755) // the test's own directories are open to nobody
+	}
+	secretDir := filepath.Join(dir, "root-only")
+	os.Mkdir(secretDir, 0o700)
+	secret := filepath.Join(secretDir, "secret.raw")
+	marker := []byte("ROOT-ONLY-SECRET-MARKER")
+	blob := make([]byte, 1<<20)
+	copy(blob[4096:], marker)
+	if err := os.WriteFile(secret, blob, 0o644); err != nil { // readable, but its directory is closed
+		t.Fatal(err)
+	}
+	public := filepath.Join(dir, "public.raw")
+	pub := make([]byte, 1<<20)
+	copy(pub[8192:], "PUBLIC-PARENT-MARKER")
+	if err := os.WriteFile(public, pub, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(dir, "home")
+	os.MkdirAll(src, 0o755)
+	evil, good := filepath.Join(src, "evil.qcow2"), filepath.Join(src, "good.qcow2")
+	for img, parent := range map[string]string{evil: secret, good: public} {
+		if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", parent, "-F", "raw", img, "1M").CombinedOutput(); err != nil {
+			t.Fatalf("qemu-img create %s: %v\n%s", img, err, out)
+		}
+		if err := os.Chown(img, nobody, nobody); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
+	if !errors.Is(err, ErrPartial) || res == nil || res.Warnings != 1 {
+		t.Fatalf("backup: %v (result %+v), want one warning for the overlay over a parent its owner may not read", err, res)
+	}
+	dst := filepath.Join(t.TempDir(), "dst")
+	if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(dst, evil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(got, marker) {
+		t.Fatalf("the restored overlay of uid %d holds the root-only parent's bytes", nobody)
+	}
+	out, err := exec.Command("qemu-img", "info", filepath.Join(dst, evil)).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "backing file") {
+		t.Errorf("the overlay over an unreadable parent was not kept as a layer (%v):\n%s", err, out)
+	}
+	out, err = exec.Command("qemu-img", "info", filepath.Join(dst, good)).CombinedOutput()
+	if err != nil || strings.Contains(string(out), "backing file") {
+		t.Errorf("the overlay over a parent its owner may read was not flattened (%v):\n%s", err, out)
+	}
+	if out, err := exec.Command("qemu-img", "compare", "-q", good, filepath.Join(dst, good)).CombinedOutput(); err != nil {
+		t.Errorf("restored disk differs from the overlay's: %v\n%s", err, out)
+	}
+}

@@ -85,6 +85,11 @@ type Limits struct {
 	// MaxTableBytes bounds any single table read into memory (L1 table,
 	// BAT; default 256 MiB).
 	MaxTableBytes int64
+	// OpenParent opens a backing file read-only (default: os.OpenFile
+	// with O_NONBLOCK). A caller reading images on behalf of their owners
+	// opens the parents with the owner's rights, so that an image does
+	// not read, as its own data, a file its owner may not.
+	OpenParent func(name string) (*os.File, error)
 }
 
 func (l Limits) withDefaults() Limits {
@@ -96,6 +101,11 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxTableBytes <= 0 {
 		l.MaxTableBytes = 256 << 20
+	}
+	if l.OpenParent == nil {
+		// O_NONBLOCK: a FIFO named by a hostile header must not block
+		// open(2).
+		l.OpenParent = func(name string) (*os.File, error) { return os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0) }
 	}
 	return l
 }
@@ -312,7 +322,7 @@ func OpenFile(f *os.File, path string, lim Limits) (*Disk, error) {
 			d.Close()
 			return nil, fmt.Errorf("%s: %w: backing chain deeper than %d images", path, ErrChain, lim.MaxChain)
 		}
-		pf, ppath, err := openParent(cur)
+		pf, ppath, err := openParent(cur, lim.OpenParent)
 		if err != nil {
 			d.Close()
 			return nil, err
@@ -354,13 +364,13 @@ func OpenFile(f *os.File, path string, lim Limits) (*Disk, error) {
 	return d, nil
 }
 
-func openParent(l *Layer) (*os.File, string, error) {
+// openParent opens l's parent with open, the first of its candidate
+// paths that opens. Only regular files are followed (a device's stat size
+// is 0, so its data would read as zeros).
+func openParent(l *Layer, open func(string) (*os.File, error)) (*os.File, string, error) {
 	var firstErr error
 	for _, c := range l.Info.backingCandidates {
-		// O_NONBLOCK: a FIFO named by a hostile header must not block
-		// open(2); only regular files are followed (a device's stat size
-		// is 0, so its data would read as zeros).
-		f, err := os.OpenFile(c, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+		f, err := open(c)
 		if err == nil {
 			st, err := f.Stat()
 			if err == nil && !st.Mode().IsRegular() {
