@@ -75,25 +75,28 @@ func HyperVScript(host *DRHost, nets []*DRNetwork, groups []GroupVMs, now time.T
     Write-Host "VM $Name is up"
 }
 
-function Set-DrGuestAddress([string]$VMName, [string]$Mac, [string[]]$Address, [int[]]$PrefixLength, [string]$Gateway, [string[]]$Dns) {
+function Set-DrGuestAddress([string]$VMName, [string]$Mac, [string[]]$Address, [int[]]$PrefixLength, [string]$Gateway, [string]$Gateway6, [string[]]$Dns) {
     if (-not $GuestCredential) { Write-Warning "re-IP of $VMName skipped: no -GuestCredential"; return }
     try {
         Invoke-Command -VMName $VMName -Credential $GuestCredential -ScriptBlock {
-            param($Mac, $Address, $PrefixLength, $Gateway, $Dns)
+            param($Mac, $Address, $PrefixLength, $Gateway, $Gateway6, $Dns)
             $want = ($Mac -replace '(..)(?!$)', '$1-')
             $nic = Get-NetAdapter | Where-Object { $_.MacAddress -eq $want }
             if (-not $nic) { throw "no adapter with MAC $want" }
             Get-NetIPAddress -InterfaceIndex $nic.ifIndex -ErrorAction SilentlyContinue |
                 Where-Object { $_.PrefixOrigin -eq 'Manual' } | Remove-NetIPAddress -Confirm:$false
-            Get-NetRoute -InterfaceIndex $nic.ifIndex -DestinationPrefix '0.0.0.0/0' -ErrorAction SilentlyContinue |
+            Get-NetRoute -InterfaceIndex $nic.ifIndex -DestinationPrefix '0.0.0.0/0', '::/0' -ErrorAction SilentlyContinue |
                 Remove-NetRoute -Confirm:$false
+            # The default gateway goes with the first address of its family.
+            $gw = @{ 4 = $Gateway; 6 = $Gateway6 }
             for ($i = 0; $i -lt $Address.Count; $i++) {
                 $p = @{ InterfaceIndex = $nic.ifIndex; IPAddress = $Address[$i]; PrefixLength = $PrefixLength[$i] }
-                if ($i -eq 0 -and $Gateway) { $p.DefaultGateway = $Gateway }
+                $family = if ($Address[$i].Contains(':')) { 6 } else { 4 }
+                if ($gw[$family]) { $p.DefaultGateway = $gw[$family]; $gw[$family] = $null }
                 New-NetIPAddress @p | Out-Null
             }
             if ($Dns) { Set-DnsClientServerAddress -InterfaceIndex $nic.ifIndex -ServerAddresses $Dns }
-        } -ArgumentList $Mac, $Address, $PrefixLength, $Gateway, $Dns
+        } -ArgumentList $Mac, $Address, $PrefixLength, $Gateway, $Gateway6, $Dns
         Write-Host "re-addressed $VMName ($Mac): $($Address -join ', ')"
     } catch {
         Write-Warning "re-IP of $VMName failed (not a Windows guest, or credentials): $_"
@@ -102,8 +105,10 @@ function Set-DrGuestAddress([string]$VMName, [string]$Mac, [string[]]$Address, [
 
 function Test-DrCheck([string]$Check, [int]$Timeout) {
     if ($Check -notmatch '^tcp:(.+):(\d+)$') { Write-Host "check by hand: $Check"; return }
+    $target = $Matches[1] -replace '^\[(.*)\]$', '$1'   # tcp:[2001:db8::5]:443
+    $port = [int]$Matches[2]
     $deadline = (Get-Date).AddSeconds($Timeout)
-    while (-not (Test-NetConnection -ComputerName $Matches[1] -Port ([int]$Matches[2]) -InformationLevel Quiet -WarningAction SilentlyContinue)) {
+    while (-not (Test-NetConnection -ComputerName $target -Port $port -InformationLevel Quiet -WarningAction SilentlyContinue)) {
         if ((Get-Date) -gt $deadline) { throw "check $Check failed after $Timeout s" }
         Start-Sleep -Seconds 5
     }
@@ -163,8 +168,8 @@ function Test-DrCheck([string]$Check, [int]$Timeout) {
 				if len(dns) > 0 {
 					dnsArg = "@(" + strings.Join(dns, ", ") + ")"
 				}
-				w("    Set-DrGuestAddress -VMName %s -Mac %s -Address @(%s) -PrefixLength @(%s) -Gateway %s -Dns %s\n",
-					psq(vm.Name), psq(psMACString(n.MAC)), strings.Join(addrs, ", "), strings.Join(bits, ", "), psq(n.Gateway4), dnsArg)
+				w("    Set-DrGuestAddress -VMName %s -Mac %s -Address @(%s) -PrefixLength @(%s) -Gateway %s -Gateway6 %s -Dns %s\n",
+					psq(vm.Name), psq(psMACString(n.MAC)), strings.Join(addrs, ", "), strings.Join(bits, ", "), psq(n.Gateway4), psq(n.Gateway6), dnsArg)
 			}
 		}
 		for _, vm := range g.VMs {

@@ -61,7 +61,7 @@ func TestHyperVScript(t *testing.T) {
 		"Add-VMNetworkAdapter -VMName 'DC02' -Name 'Network Adapter' -SwitchName 'dr-lan' -StaticMacAddress '00155D0A0B02'",
 		"Set-VMNetworkAdapterVlan -VMName 'DC02' -VMNetworkAdapterName 'Network Adapter' -Access -VlanId 110",
 		"Set-VMFirmware -VMName 'DC02' -EnableSecureBoot On -FirstBootDevice (Get-VMHardDiskDrive -VMName 'DC02' -ControllerType SCSI -ControllerNumber 0 -ControllerLocation 0)",
-		"Set-DrGuestAddress -VMName 'DC02' -Mac '00155D0A0B02' -Address @('10.50.10.11') -PrefixLength @(24) -Gateway '10.50.10.1' -Dns @('10.50.10.11')",
+		"Set-DrGuestAddress -VMName 'DC02' -Mac '00155D0A0B02' -Address @('10.50.10.11') -PrefixLength @(24) -Gateway '10.50.10.1' -Gateway6 '' -Dns @('10.50.10.11')",
 		"Test-DrCheck 'tcp:10.50.10.11:53'", // DC02's check at its DR address
 		"Set-VMMemory -VMName 'SQL01' -DynamicMemoryEnabled $false -StartupBytes 34359738368",
 		"Add-VMHardDiskDrive -VMName 'SQL01' -ControllerType SCSI -ControllerNumber 1 -ControllerLocation 0 -Path (Join-Path $ImageRoot 'SQL01\\SQL01-Log.vhdx')",
@@ -86,5 +86,58 @@ func TestHyperVScript(t *testing.T) {
 	// Quotes in names are doubled.
 	if got := psq("it's"); got != "'it''s'" {
 		t.Errorf("psq = %s", got)
+	}
+}
+
+// TestHyperVScriptIPv6Gateway: a NIC's IPv6 gateway reaches the guest
+// with its first IPv6 address, and a tcp: check of an IPv6 address is
+// probed without its brackets.
+func TestHyperVScriptIPv6Gateway(t *testing.T) {
+	cfg, err := LoadConfig("dr.yaml", []byte(`drsite:
+  hosts:
+    - {name: dr-hv1, kind: hyperv, vcpus: 8, memory: 16GiB, storage: 1TiB}
+  networks:
+    - {name: dr-lan, type: private}
+  network_map:
+    - {from: {switch: lan}, to: {network: dr-lan}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := Import("hv.yaml", []byte(`version: 1
+host: hv01
+hypervisor: hyperv
+switches:
+  - {name: lan, type: private}
+vms:
+  - name: web6
+    generation: 2
+    vcpus: 2
+    memory: 2GiB
+    disks: [{file: 'D:\VMs\web6.vhdx', format: vhdx, size: 10GiB}]
+    nics:
+      - {mac: "00:15:5d:00:00:06", switch: lan, ipv4: [10.0.0.6/24], ipv6: ["2001:db8:20::6/64"], gateway4: 10.0.0.1, gateway6: "2001:db8:20::1"}
+    verify: ["tcp:[2001:db8:20::6]:443"]
+`), ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := MakePlan(PlanInput{Config: cfg, Inventory: inv, Now: time.Now()})
+	for _, i := range p.BlockingIssues() {
+		t.Fatalf("blocking: %s", i)
+	}
+	v := p.VM("web6")
+	gv := []GroupVMs{{Number: 1, VMs: []*VM{p.DRVM(v, func(d Disk) (string, string) { return "web6\\web6.vhdx", d.Format })}}}
+	s := string(HyperVScript(cfg.Host("dr-hv1"), []*DRNetwork{cfg.Network("dr-lan")}, gv, time.Now()))
+	for _, want := range []string{
+		"-Address @('10.0.0.6', '2001:db8:20::6') -PrefixLength @(24, 64) -Gateway '10.0.0.1' -Gateway6 '2001:db8:20::1'",
+		"$gw = @{ 4 = $Gateway; 6 = $Gateway6 }",
+		"-DestinationPrefix '0.0.0.0/0', '::/0'",
+		"$target = $Matches[1] -replace '^\\[(.*)\\]$', '$1'",
+		"Test-DrCheck 'tcp:[2001:db8:20::6]:443'",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("script lacks %q", want)
+		}
 	}
 }
