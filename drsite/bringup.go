@@ -656,8 +656,29 @@ func restoreGroup(ctx context.Context, r *repo.Repository, vms []*PlannedVM, tar
 			include = append(include, it.disk.Path)
 		}
 		progress("  restoring %d disks from snapshot %s", len(include), sn.ID().Short())
-		if _, err := pipeline.Restore(ctx, r, sn, pipeline.RestoreOptions{Target: staging, Include: include, Workers: o.RestoreWorkers, Progress: o.RestoreProgress, Flatten: true}); err != nil {
-			return fmt.Errorf("restore disks of %s from snapshot %s: %w", items[0].vm.Name, sn.ID().Short(), err)
+		if rr, err := pipeline.Restore(ctx, r, sn, pipeline.RestoreOptions{Target: staging, Include: include, Workers: o.RestoreWorkers, Progress: o.RestoreProgress, Flatten: true}); err != nil {
+			// Name every VM whose disk failed, not the batch's first.
+			var failed []string
+			if rr != nil {
+				for _, fe := range rr.Failed {
+					for _, it := range items {
+						if fe.Path == filepath.Join(staging, filepath.FromSlash(it.disk.Path)) {
+							failed = append(failed, fmt.Sprintf("VM %s disk %s: %v", it.vm.Name, it.disk.File, fe.Err))
+						}
+					}
+				}
+			}
+			if len(failed) == 0 {
+				var names []string
+				for _, it := range items {
+					if !slices.Contains(names, it.vm.Name) {
+						names = append(names, it.vm.Name)
+					}
+				}
+				return fmt.Errorf("restore the disks of %s from snapshot %s: %w", strings.Join(names, ", "), sn.ID().Short(), err)
+			}
+			return fmt.Errorf("restore from snapshot %s: %s: %w; the disks placed so far are kept: run drpipe check --read-data and drpipe repair, restore from another tier, or list the VMs under drsite.exclude, then run bringup again",
+				sn.ID().Short(), strings.Join(failed, "; "), err)
 		}
 		for _, it := range items {
 			src := filepath.Join(staging, filepath.FromSlash(it.disk.Path))

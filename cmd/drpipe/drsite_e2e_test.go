@@ -1026,3 +1026,63 @@ func TestDrsiteRunbookByHand(t *testing.T) {
 		}
 	}
 }
+
+// TestDrsiteBringupNamesEveryVMWhoseDisksFail: when the data of a boot
+// group's disks is lost, bringup fails naming each VM whose disk did not
+// restore (the batch of one snapshot holds several VMs), and says how to
+// go on.
+func TestDrsiteBringupNamesEveryVMWhoseDisksFail(t *testing.T) {
+	e := newEnv(t)
+	invA, invB, imgA, imgB := tenVMInventory(t, e.dir)
+	r := e.initRepo()
+	e.ok("backup", "--repo", r, "--host", "hv-a", "--inventory", invA, imgA)
+	e.ok("backup", "--repo", r, "--host", "hv-b", "--inventory", invB, imgB)
+	cfg := drsiteConfigFile(t, e.dir, tenVMConfig)
+	// M+1 shards of every pack holding disk data are lost; the others
+	// (trees, inventories) stay, so the plan holds and the restore gets
+	// as far as the disks. Which packs hold disk data, check says of each
+	// pack lost alone.
+	var lose []string
+	for _, shards := range shardFiles(t, r) {
+		saved := map[string][]byte{}
+		for _, s := range shards[:3] {
+			b, err := os.ReadFile(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			saved[s] = b
+			os.Remove(s)
+		}
+		res := e.run("check", "--json", "--repo", r)
+		var chk struct {
+			Damaged []struct {
+				Files []string `json:"files"`
+			} `json:"damaged_packs"`
+		}
+		if err := json.Unmarshal([]byte(res.stdout), &chk); err != nil || len(chk.Damaged) != 1 {
+			t.Fatalf("check --json with one pack lost: %v\n%s\n%s", err, res.stdout, res.stderr)
+		}
+		for s, b := range saved {
+			os.WriteFile(s, b, 0o644)
+		}
+		if slices.ContainsFunc(chk.Damaged[0].Files, func(f string) bool { return strings.HasSuffix(f, ".raw") }) {
+			lose = append(lose, shards[:3]...)
+		}
+	}
+	if len(lose) == 0 {
+		t.Fatal("no pack holds disk data")
+	}
+	for _, s := range lose {
+		os.Remove(s)
+	}
+	res := e.run("drsite", "bringup", "--config", cfg, "--repo", r, "--out", filepath.Join(e.dir, "out"), "--group", "1")
+	if res.code == 0 {
+		t.Fatalf("bringup succeeded without the disks' data:\n%s", res.stdout)
+	}
+	// dc01 and dns01 come from one snapshot of hv-a, restored together.
+	for _, want := range []string{"VM dc01 disk ", "VM dns01 disk ", "drsite.exclude", "run bringup again"} {
+		if !strings.Contains(res.stderr, want) {
+			t.Errorf("bringup's error lacks %q:\n%s", want, res.stderr)
+		}
+	}
+}
