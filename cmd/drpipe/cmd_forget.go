@@ -216,7 +216,7 @@ func (a *app) forgetCmd() *cobra.Command {
 	}
 	kf.register(cmd)
 	cmd.Flags().StringVar(&host, "host", "", "only consider snapshots of this host")
-	cmd.Flags().StringArrayVar(&tags, "tag", nil, "only consider snapshots carrying all of these comma-separated tags (repeatable)")
+	cmd.Flags().StringArrayVar(&tags, "tag", nil, "only consider snapshots carrying every tag given, comma-separated or repeated (--tag a --tag b: a and b, where restic reads a or b)")
 	cmd.Flags().StringVar(&groupBy, "group-by", "host,paths", "group snapshots by these fields before applying the rules (host, paths, tags)")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show what would be removed; change nothing")
 	cmd.Flags().BoolVar(&prune, "prune", false, "run prune afterwards")
