@@ -148,6 +148,12 @@ func (a *app) forgetCmd() *cobra.Command {
 						continue
 					}
 					items = append(items, retention.Item{ID: s.ID().String(), Time: s.Time, Host: s.Host, Tags: s.Tags, Paths: s.Paths})
+					if ahead := s.Time.Sub(r.Now()); ahead > time.Hour {
+						// Its keep rules count it as the newest: it can
+						// take the slot of a backup made after it.
+						fmt.Fprintf(a.stderr, "warning: snapshot %s of host %s is dated %s, %s ahead of this host's clock: the keep rules take it as newer than later backups of that host; check its clock, and forget the snapshot by id if it is not wanted\n",
+							s.ID().Short(), s.Host, s.Time.Format(time.RFC3339), ahead.Round(time.Minute))
+					}
 				}
 				for grp, ds := range retention.Group(items, g, p, r.Now()) {
 					for _, d := range ds {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -8,6 +9,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/drpipe/drpipe/pipeline"
+	"github.com/drpipe/drpipe/repo"
+	"github.com/drpipe/drpipe/tiers"
 )
 
 // snapshotsJSON runs 'snapshots --json' and decodes it.
@@ -339,5 +345,41 @@ func TestForgetPruneDryRunCountsForgottenSnapshots(t *testing.T) {
 	}
 	if n := len(e.snapshotsJSON(repoDir)); n != 2 {
 		t.Errorf("%d snapshots after a dry run, want 2", n)
+	}
+}
+
+// TestForgetWarnsOfSnapshotsFromTheFuture: a snapshot dated ahead of the
+// clock (its host's clock was wrong) is taken as the newest by the keep
+// rules; forget says so, naming it.
+func TestForgetWarnsOfSnapshotsFromTheFuture(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	src := writeFile(t, e.dir, "a", "hello")
+	e.backup(repoDir, src)
+	ctx := context.Background()
+	be, err := tiers.NewLocal(repoDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	ahead := time.Now().Add(72 * time.Hour)
+	r, err := repo.Open(ctx, be, repo.Options{Password: []byte(e.pw), CacheDir: t.TempDir(), Now: func() time.Time { return ahead }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := pipeline.Backup(ctx, r, pipeline.BackupOptions{Host: "skewed", Paths: []string{src}})
+	r.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := e.run("forget", "--repo", repoDir, "--keep-last", "1", "--dry-run")
+	if out.code != 0 {
+		t.Fatalf("forget: exit %d\n%s", out.code, out.stderr)
+	}
+	if want := "snapshot " + res.Snapshot.ID().Short() + " of host skewed is dated"; !strings.Contains(out.stderr, want) || !strings.Contains(out.stderr, "ahead of this host's clock") {
+		t.Errorf("forget does not warn of the snapshot dated ahead (want %q):\n%s", want, out.stderr)
+	}
+	if strings.Count(out.stderr, "ahead of this host's clock") != 1 {
+		t.Errorf("forget warns of more than the one snapshot dated ahead:\n%s", out.stderr)
 	}
 }
