@@ -22,8 +22,8 @@ import (
 
 // chunkedProxy forwards to the test server and drops Content-Length from
 // every response, so bodies arrive chunked, as through some reverse
-// proxies and gateways. cut > 0 also ends the body of every ranged
-// answer after cut bytes (a transfer cut short).
+// proxies and gateways. cut > 0 also ends the body of every object read
+// after cut bytes (a transfer cut short).
 func chunkedProxy(t *testing.T, cut int64) string {
 	t.Helper()
 	target, _ := url.Parse(srv.Endpoint)
@@ -32,7 +32,7 @@ func chunkedProxy(t *testing.T, cut int64) string {
 		if resp.Request.Method == http.MethodGet {
 			resp.Header.Del("Content-Length")
 			resp.ContentLength = -1
-			if cut > 0 && resp.Request.Header.Get("Range") != "" {
+			if cut > 0 && (resp.Request.Header.Get("Range") != "" || resp.Request.URL.Query().Get("x-id") == "GetObject") {
 				resp.Body = struct {
 					io.Reader
 					io.Closer
@@ -286,5 +286,24 @@ func TestListAfterIgnoredByTheServerPassesOnlyLaterNames(t *testing.T) {
 	}
 	if want := []string{"s3", "s4"}; !slices.Equal(got, want) {
 		t.Errorf("ListAfter s2 from a server ignoring start-after (asked %q): %q, want %q", startAfter, got, want)
+	}
+}
+
+// A chunked answer to a read to the end of the object, whole or from an
+// offset, that ends early is a transfer cut short, never a shorter
+// object: Load must fail (retriably), not hand the caller the bytes that
+// came as if they were all.
+func TestLoadToEndWithoutContentLengthCutShort(t *testing.T) {
+	ctx := t.Context()
+	be, h, data := indexThroughProxy(t, chunkedProxy(t, 50))
+	for _, off := range []int64{0, 100} {
+		got, err := tiers.LoadAll(ctx, be, h, off, 0)
+		if err == nil {
+			t.Errorf("Load from offset %d of a %d-byte object, cut after 50 bytes: %d bytes and no error; want an error", off, len(data), len(got))
+			continue
+		}
+		if !tiers.IsRetriable(err) {
+			t.Errorf("Load from offset %d cut short: %v; want a retriable error", off, err)
+		}
 	}
 }

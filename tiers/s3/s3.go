@@ -785,15 +785,25 @@ func (b *Backend) Load(ctx context.Context, h tiers.Handle, offset, length int64
 			body, got = io.LimitReader(out.Body, length), length
 		}
 	}
-	if length > 0 && got < 0 {
-		// A ranged answer of unknown length carries its range: a body
-		// that ends before it was cut short (worth another try), not an
-		// object that ends there.
+	if got < 0 {
+		// A ranged answer of unknown length carries its range, and the
+		// size of a whole object is known to a HEAD: a body that ends
+		// before that was cut short (worth another try), not an object
+		// that ends there.
 		var first, last int64
-		if _, err := fmt.Sscanf(aws.ToString(out.ContentRange), "bytes %d-%d/", &first, &last); err == nil && last >= first {
+		switch _, err := fmt.Sscanf(aws.ToString(out.ContentRange), "bytes %d-%d/", &first, &last); {
+		case out.ContentRange != nil && err == nil && last >= first:
 			got = last - first + 1
-		} else {
+		case length > 0:
 			got = length
+		default:
+			oi, err := b.Stat(ctx, h)
+			if err != nil {
+				return err
+			}
+			if got = oi.Size - offset; got < 0 {
+				return b.wrap("load", "from", h, fmt.Errorf("%w: object has %d bytes, want those from offset %d", tiers.ErrShortRead, oi.Size, offset))
+			}
 		}
 	}
 	if length > 0 && got >= 0 && got < length {
