@@ -66,7 +66,7 @@ func (s *Subset) Load(ctx context.Context, h Handle, offset, length int64, fn fu
 		if offset < 0 || length < 0 {
 			return fmt.Errorf("load %s: negative range", h)
 		}
-		if offset > int64(len(b)) || (length > 0 && offset+length > int64(len(b))) {
+		if offset > int64(len(b)) || length > int64(len(b))-offset {
 			return fmt.Errorf("load %s: %w", h, ErrShortRead)
 		}
 		end := int64(len(b))

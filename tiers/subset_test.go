@@ -3,6 +3,8 @@ package tiers_test
 import (
 	"bytes"
 	"context"
+	"errors"
+	"math"
 	"strings"
 	"testing"
 
@@ -52,4 +54,15 @@ func TestSubsetReadOnlyConformance(t *testing.T) {
 	ih, ib := obj(tiers.TypeIndex, strings.Repeat("f", 64), 777)
 	extra[ih], want[ih] = ib, ib
 	tierstest.RunReadOnly(t, func(t *testing.T) tiers.Backend { return tiers.NewSubset(src, allow, extra) }, want)
+}
+
+// A range whose end lies past the largest offset (offset+length
+// overflows) is a short read of an extra object, not a panic.
+func TestSubsetExtraRangeOverflow(t *testing.T) {
+	h := tiers.Handle{Type: tiers.TypeIndex, Name: strings.Repeat("f", 64)}
+	s := tiers.NewSubset(tierstest.NewMemory(), nil, map[tiers.Handle][]byte{h: []byte("index object")})
+	_, err := tiers.LoadAll(context.Background(), s, h, 1, math.MaxInt64)
+	if !errors.Is(err, tiers.ErrShortRead) {
+		t.Errorf("Load (1, MaxInt64) of a 12-byte extra object: %v, want ErrShortRead", err)
+	}
 }
