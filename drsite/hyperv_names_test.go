@@ -1,6 +1,7 @@
 package drsite
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -102,5 +103,47 @@ reip:
 	}
 	if !strings.Contains(string(s), "Test-DrCheck 'tcp:10.50.1.5:443'") {
 		t.Errorf("bringup.ps1 does not check web at its DR address 10.50.1.5:\n%s", s)
+	}
+}
+
+// TestHyperVRunbookStepsTakeOneGroup: the runbook's steps by hand restore
+// one boot group at a time (drsite bringup --group N), so the Hyper-V
+// script they run for a group creates and starts that group's VMs only.
+// Run whole, it would create the VMs of later groups over disks not yet
+// restored: Add-VMHardDiskDrive fails, the script stops, and the VM left
+// without disks is "already there" when its group's turn comes.
+func TestHyperVRunbookStepsTakeOneGroup(t *testing.T) {
+	p := planFrom(t, `
+hosts:
+  - {name: dr-hv, kind: hyperv, vcpus: 8, memory: 16GiB, storage: 1TiB}
+`, "vms:\n"+vmYAML("db", 1, "1GiB", "1GiB", "boot_priority: 1")+vmYAML("web", 1, "1GiB", "1GiB", "boot_priority: 2"))
+	if bi := p.BlockingIssues(); len(bi) > 0 || len(p.Groups) != 2 {
+		t.Fatalf("groups %d, blocking %v", len(p.Groups), bi)
+	}
+	rb := BuildRunbook(p, RunbookOptions{})
+	for _, g := range rb.Groups {
+		for _, st := range g.Steps {
+			for _, c := range st.Commands {
+				if strings.Contains(c, "bringup.ps1") && !strings.Contains(c, fmt.Sprintf("bringup.ps1 -Group %d", g.Number)) {
+					t.Errorf("group %d, step %q runs the script for every group: %s", g.Number, st.Title, c)
+				}
+			}
+		}
+	}
+	res, err := Bringup(t.Context(), nil, p, BringupOptions{Out: t.TempDir(), NoRestore: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(res.Hosts[0].Script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.ReplaceAll(string(b), "\r\n", "\n")
+	if !strings.Contains(s, "[int[]]$Group") {
+		t.Fatalf("bringup.ps1 takes no -Group:\n%s", s)
+	}
+	i2 := strings.Index(s, "# ---- Boot group 2 ----")
+	if i2 < 0 || !strings.HasPrefix(s[i2:], "# ---- Boot group 2 ----\nif (-not $Group -or $Group -contains 2) {\n") {
+		t.Errorf("boot group 2 is not skipped when -Group leaves it out:\n%s", s)
 	}
 }

@@ -57,14 +57,16 @@ func HyperVScript(host *DRHost, nets []*DRNetwork, groups []GroupVMs, now time.T
 	}
 	w("    Copy the restored images (the images directory next to this script) to -ImageRoot first.\n")
 	w("    With -Start each group is started and its VMs' heartbeats awaited before the next group;\n")
-	w("    with -GuestCredential static addresses are set inside Windows guests (PowerShell Direct).\n#>\n")
+	w("    with -GuestCredential static addresses are set inside Windows guests (PowerShell Direct).\n")
+	w("    With -Group only those boot groups are created (and started): a group whose images are not\n")
+	w("    restored yet is left out, not created without its disks.\n#>\n")
 	w("[CmdletBinding()]\nparam(\n")
 	if root != "" {
 		w("    [string]$ImageRoot = %s,\n", psq(root))
 	} else {
 		w("    [string]$ImageRoot = (Join-Path $PSScriptRoot 'images'),\n")
 	}
-	w("    [switch]$Start,\n    [System.Management.Automation.PSCredential]$GuestCredential,\n    [int]$BootTimeoutSeconds = 600\n)\n\n")
+	w("    [int[]]$Group,\n    [switch]$Start,\n    [System.Management.Automation.PSCredential]$GuestCredential,\n    [int]$BootTimeoutSeconds = 600\n)\n\n")
 	w("$ErrorActionPreference = 'Stop'\nImport-Module Hyper-V\n\n")
 	w(`function Wait-DrVMHeartbeat([string]$Name, [int]$Timeout) {
     $deadline = (Get-Date).AddSeconds($Timeout)
@@ -137,7 +139,7 @@ function Test-DrCheck([string]$Check, [int]$Timeout) {
 		w("}\n")
 	}
 	for _, g := range groups {
-		w("\n# ---- Boot group %d ----\n", g.Number)
+		w("\n# ---- Boot group %d ----\nif (-not $Group -or $Group -contains %d) {\n", g.Number, g.Number)
 		for _, vm := range g.VMs {
 			writePSVM(&b, vm)
 		}
@@ -177,7 +179,7 @@ function Test-DrCheck([string]$Check, [int]$Timeout) {
 				w("    Test-DrCheck %s $BootTimeoutSeconds\n", psq(c))
 			}
 		}
-		w("}\n")
+		w("}\n}\n")
 	}
 	w("\nWrite-Host 'drpipe bring-up script finished'\n")
 	return []byte(strings.ReplaceAll(b.String(), "\n", "\r\n"))

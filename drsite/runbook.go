@@ -234,8 +234,8 @@ func BuildRunbook(p *Plan, o RunbookOptions) *Runbook {
 			}
 			dir := o.BringupDir + "/" + h.Name
 			if h.Kind == KindHyperV {
-				define = append(define, fmt.Sprintf(`powershell -ExecutionPolicy Bypass -File %s\bringup.ps1   # on %s: creates its switches and VMs`, strings.ReplaceAll(dir, "/", `\`), h.Name))
-				start = append(start, fmt.Sprintf(`powershell -ExecutionPolicy Bypass -File %s\bringup.ps1 -Start -GuestCredential (Get-Credential)   # on %s`, strings.ReplaceAll(dir, "/", `\`), h.Name))
+				define = append(define, fmt.Sprintf(`powershell -ExecutionPolicy Bypass -File %s\bringup.ps1 -Group %d   # on %s: creates its switches and the group's VMs`, strings.ReplaceAll(dir, "/", `\`), g.Number, h.Name))
+				start = append(start, fmt.Sprintf(`powershell -ExecutionPolicy Bypass -File %s\bringup.ps1 -Group %d -Start -GuestCredential (Get-Credential)   # on %s`, strings.ReplaceAll(dir, "/", `\`), g.Number, h.Name))
 				verify = append(verify, fmt.Sprintf("Get-VM -Name %s | Select-Object Name, State, Heartbeat   # on %s", psq(v.Name), h.Name))
 			} else {
 				uri := c.URIFor(h)
