@@ -133,10 +133,10 @@ type BlobRef struct {
 // with one ranged request; when it fails, the blobs of each shard it spans
 // are read on their own, so a missing shard costs only its own blobs.
 // Blobs that still fail are retried through a parity rebuild of the pack;
-// the error names those that fail even then, after the others were
-// delivered. fn is called at most once per entry; the order follows the
-// pack, except that blobs delivered through the rebuild come last. The
-// first error from fn stops the call.
+// the error names the first that fails even then and counts the others,
+// after the rest were delivered. fn is called at most once per entry; the
+// order follows the pack, except that blobs delivered through the rebuild
+// come last. The first error from fn stops the call.
 func (r *Repository) LoadBlobs(ctx context.Context, p PackInfo, entries []BlobEntry, fn func(BlobEntry, []byte) error) error {
 	return r.LoadBlobsBuf(ctx, p, entries, nil, fn)
 }
@@ -230,17 +230,23 @@ func (r *Repository) LoadBlobsBuf(ctx context.Context, p PackInfo, entries []Blo
 		return fmt.Errorf("pack %s: %d blobs unreadable directly and rebuild failed: %w", p.ID.Short(), len(failed), err)
 	}
 	// A blob that does not decode from the rebuilt pack either does not
-	// keep the others from being delivered.
-	var errs []error
+	// keep the others from being delivered. The error names the first and
+	// counts the others: a restore gives it to every file that lost one.
+	var first error
+	lost := 0
 	for _, e := range failed {
 		end := int64(e.Offset) + int64(e.Length)
 		if end > int64(len(pack)) {
-			errs = append(errs, fmt.Errorf("pack %s: blob %s lies beyond the pack end", p.ID.Short(), e.ID.Short()))
+			if lost++; first == nil {
+				first = fmt.Errorf("pack %s: blob %s lies beyond the pack end", p.ID.Short(), e.ID.Short())
+			}
 			continue
 		}
 		out, derr := r.decodeBlob(buf[:0], pack[e.Offset:end], int(e.RawLength), e.ID)
 		if derr != nil {
-			errs = append(errs, fmt.Errorf("pack %s: blob %s: %w: %w", p.ID.Short(), e.ID.Short(), ErrBlobLost, derr))
+			if lost++; first == nil {
+				first = fmt.Errorf("pack %s: blob %s: %w: %w", p.ID.Short(), e.ID.Short(), ErrBlobLost, derr)
+			}
 			continue
 		}
 		buf = out
@@ -248,7 +254,10 @@ func (r *Repository) LoadBlobsBuf(ctx context.Context, p PackInfo, entries []Blo
 			return err
 		}
 	}
-	return errors.Join(errs...)
+	if lost > 1 {
+		return fmt.Errorf("%w (and %d more blobs of the pack that do not read from it either)", first, lost-1)
+	}
+	return first
 }
 
 // shardGroups cuts es (sorted by offset) into runs of blobs that lie in

@@ -2,6 +2,8 @@ package repo
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/drpipe/drpipe/erasure"
@@ -50,5 +52,30 @@ func TestLoadBlobsDeliversRebuiltBlobsPastABadOne(t *testing.T) {
 		if !got[x] {
 			t.Errorf("blob %s of the missing data shard was not delivered although the pack rebuilds (error %v)", x[:8], err)
 		}
+	}
+}
+
+// The error of a LoadBlobs call whose blobs do not decode even from the
+// rebuilt pack stays one line of bounded length however many they are: a
+// restore hands it to every file that lost a blob of the pack.
+func TestLoadBlobsErrorIsBoundedWhenManyBlobsAreLost(t *testing.T) {
+	ctx := context.Background()
+	be := tierstest.NewMemory()
+	r := testRepo(t, be, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20})
+	ext := oneBlobFiles(t, r, 8, 20000)
+	p := r.Lookup(ext[0].ID)[0].Pack
+	var bogus []BlobEntry
+	for i := range 200 {
+		e := r.Lookup(ext[i%len(ext)].ID)[0].Entry
+		e.ID[0] ^= 0xff
+		e.ID[1] = byte(i)
+		bogus = append(bogus, e)
+	}
+	err := r.LoadBlobs(ctx, p, bogus, func(BlobEntry, []byte) error { return nil })
+	if !errors.Is(err, ErrBlobLost) {
+		t.Fatalf("LoadBlobs: %v, want ErrBlobLost", err)
+	}
+	if msg := err.Error(); len(msg) > 1000 || strings.Contains(msg, "\n") {
+		t.Errorf("error of %d bytes, %d lines, for 200 lost blobs:\n%.2000s", len(msg), strings.Count(msg, "\n")+1, msg)
 	}
 }
