@@ -247,6 +247,31 @@ func MakePlan(cfg *Config, cat *Catalog, states map[string]*TierState, now time.
 			}
 			tp.CopyBytes += cat.SnapBytes[c.ID]
 		}
+		// A snapshot the tier holds and keeps must still restore from it:
+		// a pack it lost since (shards deleted or damaged away) is copied
+		// again while the primary has it, before the primary's own
+		// retention may let it go.
+		if t.Kind != KindTape && t.Kind != KindPrimary {
+			healed := 0
+			for _, x := range keepIDs {
+				s, ok := primary[x]
+				if _, held := here[x]; !ok || !held {
+					continue
+				}
+				for _, p := range s.Packs {
+					if tp.copyPacks[p] {
+						continue
+					}
+					if !packPresent(st, cat.Packs[p], p) || (st.Indexed != nil && !st.Indexed[p] && !st.Packs[p]) {
+						tp.copyPacks[p] = true
+						healed++
+					}
+				}
+			}
+			if healed > 0 {
+				tp.Notes = append(tp.Notes, fmt.Sprintf("%d packs of snapshots the tier holds lack shards or index entries there: copied again from the primary", healed))
+			}
+		}
 		for p := range tp.copyPacks {
 			pm := cat.Packs[p]
 			for _, s := range pm.Shards {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -302,5 +303,58 @@ func TestConfigValidation(t *testing.T) {
 		{Name: "c", Kind: policy.KindS3, Location: "s3://b", Keep: policy.Keep{Daily: 1}, StorageClass: "STANDARD", Transitions: []policy.Transition{{After: "1d", Class: "DEEP_ARCHIVE"}}}}}
 	if err := ok.Validate(); err != nil {
 		t.Errorf("the suggested transition: %v", err)
+	}
+}
+
+// TestRunHealsPacksATierLost: a shard that a tier lost after the copy of
+// its snapshot is copied again by the next run while the primary still
+// has it, so the primary's retention never leaves the tier's snapshot
+// without its data.
+func TestRunHealsPacksATierLost(t *testing.T) {
+	w := newWorld(t)
+	src := filepath.Join(t.TempDir(), "vm")
+	os.MkdirAll(src, 0o755)
+	rng := rand.New(rand.NewPCG(3, 4))
+	w.day(src, rng)
+	if _, err := policy.Run(w.ctx, w.cfg, w.r, w.targets, w.clock, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The dr tier loses one data shard.
+	var lost string
+	filepath.WalkDir(filepath.Join(w.dirs["dr"], "data"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && lost == "" {
+			lost = p
+		}
+		return nil
+	})
+	if lost == "" {
+		t.Fatal("the dr tier holds no data shard")
+	}
+	if err := os.Remove(lost); err != nil {
+		t.Fatal(err)
+	}
+	pl, err := policy.PlanFor(w.ctx, w.cfg, w.r, w.targets, w.clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tp := range pl.Tiers {
+		if tp.Name == "dr" && tp.CopyShards != 1 {
+			t.Errorf("plan for dr copies %d shards, want the one it lost:\n%s", tp.CopyShards, planText(t, pl))
+		}
+	}
+	if _, err := policy.Run(w.ctx, w.cfg, w.r, w.targets, w.clock, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(lost); err != nil {
+		t.Errorf("the shard the dr tier lost was not copied again: %v", err)
+	}
+	be, _ := tiers.OpenLocal(w.dirs["dr"])
+	r, err := w.open(be)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if c, err := r.Check(w.ctx, repo.CheckOptions{ReadData: true}); err != nil || len(c.Damaged) > 0 {
+		t.Errorf("dr tier after the run: %v %+v", err, c.Damaged)
 	}
 }
