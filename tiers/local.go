@@ -257,8 +257,10 @@ func (l *Local) Put(ctx context.Context, h Handle, rd io.Reader, size int64) (er
 		return l.wrap("put", "to", h, err)
 	}
 	if err := l.root.Rename(tmp, p); err != nil {
-		// Windows refuses to replace a read-only file.
-		if !errors.Is(err, fs.ErrPermission) || l.root.Chmod(p, 0o600) != nil {
+		// Windows refuses to replace a read-only file. Elsewhere a
+		// refused rename is the directory's, and the object already
+		// there keeps its mode.
+		if !errors.Is(err, fs.ErrPermission) || runtime.GOOS != "windows" || l.root.Chmod(p, 0o600) != nil {
 			return l.wrap("put", "to", h, err)
 		}
 		if err := l.root.Rename(tmp, p); err != nil {
