@@ -174,13 +174,13 @@ func (b *backup) openDisk(path string, f *os.File, n *repo.Node) *diskSource {
 	flatten := top.Info.Backing != "" && (b.o.Flatten || !parentIn)
 	var ds *diskSource
 	if flatten {
-		// The flattened disk is restored as the image's owner's: its
-		// parents are opened with the owner's rights.
+		// The flattened disk is restored as the image's: its parents
+		// are opened with the rights of everyone who may rewrite it.
 		var lim vmdisk.Limits
 		if st, err := f.Stat(); err == nil {
 			if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-				if r := rightsOfOwner(sys); r != nil {
-					lim.OpenParent = r.open
+				if ws := imageWriters(sys); len(ws) > 0 {
+					lim.OpenParent = func(name string) (*os.File, error) { return openAsEach(ws, name) }
 				}
 			}
 		}

@@ -221,8 +221,9 @@ func TestBackupFlattensSmallOverlay(t *testing.T) {
 // backing file is a file the user may not read (root's, in a directory
 // closed to others) is not flattened with the backup's root rights, which
 // would hand that file's bytes to the user in the restored image: it is
-// backed up as a layer alone, with a warning. A parent the owner may read
-// is flattened as before.
+// backed up as a layer alone, with a warning. So is root's overlay that
+// a group may rewrite. A parent all the image's writers may read is
+// flattened as before.
 func TestFlattenOpensParentsWithTheOwnersRights(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the overlay belongs to another user than the backup's")
@@ -255,38 +256,55 @@ func TestFlattenOpensParentsWithTheOwnersRights(t *testing.T) {
 	src := filepath.Join(dir, "home")
 	os.MkdirAll(src, 0o755)
 	evil, good := filepath.Join(src, "evil.qcow2"), filepath.Join(src, "good.qcow2")
-	for img, parent := range map[string]string{evil: secret, good: public} {
-		if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", parent, "-F", "raw", img, "1M").CombinedOutput(); err != nil {
-			t.Fatalf("qemu-img create %s: %v\n%s", img, err, out)
+	groupEvil, rootOwn := filepath.Join(src, "group-evil.qcow2"), filepath.Join(src, "root.qcow2")
+	for _, c := range []struct {
+		img, parent string
+		uid, gid    int
+		mode        os.FileMode
+	}{
+		{evil, secret, nobody, nobody, 0o644},
+		{good, public, nobody, nobody, 0o644},
+		{groupEvil, secret, 0, nobody, 0o660}, // root's, but its group may rewrite the header
+		{rootOwn, secret, 0, 0, 0o600},        // root's alone: flattened as before
+	} {
+		if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", c.parent, "-F", "raw", c.img, "1M").CombinedOutput(); err != nil {
+			t.Fatalf("qemu-img create %s: %v\n%s", c.img, err, out)
 		}
-		if err := os.Chown(img, nobody, nobody); err != nil {
+		if err := os.Chown(c.img, c.uid, c.gid); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(c.img, c.mode); err != nil {
 			t.Fatal(err)
 		}
 	}
 	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
-	if !errors.Is(err, ErrPartial) || res == nil || res.Warnings != 1 {
-		t.Fatalf("backup: %v (result %+v), want one warning for the overlay over a parent its owner may not read", err, res)
+	if !errors.Is(err, ErrPartial) || res == nil || res.Warnings != 2 {
+		t.Fatalf("backup: %v (result %+v), want a warning for each overlay over a parent that one who may rewrite it may not read", err, res)
 	}
 	dst := filepath.Join(t.TempDir(), "dst")
 	if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
 		t.Fatal(err)
 	}
-	got, err := os.ReadFile(filepath.Join(dst, evil))
-	if err != nil {
-		t.Fatal(err)
+	for _, img := range []string{evil, groupEvil} {
+		got, err := os.ReadFile(filepath.Join(dst, img))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(got, marker) {
+			t.Errorf("the restored %s holds the root-only parent's bytes", filepath.Base(img))
+		}
+		out, err := exec.Command("qemu-img", "info", filepath.Join(dst, img)).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "backing file") {
+			t.Errorf("%s, over a parent not all its writers may read, was not kept as a layer (%v):\n%s", filepath.Base(img), err, out)
+		}
 	}
-	if bytes.Contains(got, marker) {
-		t.Fatalf("the restored overlay of uid %d holds the root-only parent's bytes", nobody)
-	}
-	out, err := exec.Command("qemu-img", "info", filepath.Join(dst, evil)).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "backing file") {
-		t.Errorf("the overlay over an unreadable parent was not kept as a layer (%v):\n%s", err, out)
-	}
-	out, err = exec.Command("qemu-img", "info", filepath.Join(dst, good)).CombinedOutput()
-	if err != nil || strings.Contains(string(out), "backing file") {
-		t.Errorf("the overlay over a parent its owner may read was not flattened (%v):\n%s", err, out)
-	}
-	if out, err := exec.Command("qemu-img", "compare", "-q", good, filepath.Join(dst, good)).CombinedOutput(); err != nil {
-		t.Errorf("restored disk differs from the overlay's: %v\n%s", err, out)
+	for _, img := range []string{good, rootOwn} {
+		out, err := exec.Command("qemu-img", "info", filepath.Join(dst, img)).CombinedOutput()
+		if err != nil || strings.Contains(string(out), "backing file") {
+			t.Errorf("%s, over a parent its writers may read, was not flattened (%v):\n%s", filepath.Base(img), err, out)
+		}
+		if out, err := exec.Command("qemu-img", "compare", "-q", img, filepath.Join(dst, img)).CombinedOutput(); err != nil {
+			t.Errorf("restored %s differs from the overlay's disk: %v\n%s", filepath.Base(img), err, out)
+		}
 	}
 }
