@@ -408,3 +408,54 @@ func TestConfigOfAnotherRepositoryIsAMismatchNotDamage(t *testing.T) {
 		t.Errorf("the declared repository's config after the refusal: %v", err)
 	}
 }
+
+// closeRecorder records what the site closes a connection with.
+type closeRecorder struct {
+	Conn
+	mu   sync.Mutex
+	code ErrorCode
+	msg  string
+}
+
+func (c *closeRecorder) CloseWithError(code ErrorCode, msg string) error {
+	c.mu.Lock()
+	c.code, c.msg = code, msg
+	c.mu.Unlock()
+	return c.Conn.CloseWithError(code, msg)
+}
+
+// TestRefusalClosesConnectionWithItsMessage: over QUIC the connection
+// close often overtakes the Error frame, and the client then reports the
+// close's code and message as the site's refusal. The message must be
+// the refusal's own text: the client adds "site refused (code): " to it,
+// which was then shown twice.
+func TestRefusalClosesConnectionWithItsMessage(t *testing.T) {
+	ctx := context.Background()
+	a, b := newPrimary(t), newPrimary(t)
+	a.backup("hv01", 2, 64<<10)
+	st := newSite(t, "")
+	if _, err := st.replicatePipe(ctx, a, -1, ReplicateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cc, sc, _ := pipePair("hv-primary", -1)
+	defer cc.CloseWithError(CodeOK, "done")
+	rec := &closeRecorder{Conn: sc}
+	done := make(chan error, 1)
+	go func() { done <- st.s.ServeConn(ctx, rec) }()
+	_, err := Replicate(ctx, cc, b.be, ReplicateOptions{Timeout: 10 * time.Second})
+	if code(err) != CodeRepoMismatch {
+		t.Fatalf("replicate another repository: %v, want a repository-mismatch refusal", err)
+	}
+	<-done
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if rec.code != CodeRepoMismatch {
+		t.Errorf("connection closed with code %s, want %s", rec.code, CodeRepoMismatch)
+	}
+	if strings.HasPrefix(rec.msg, "site refused") || !strings.Contains(rec.msg, "use another site directory") {
+		t.Errorf("connection closed with message %q, want the refusal's own text", rec.msg)
+	}
+	if msg := (&RemoteError{rec.code, rec.msg}).Error(); strings.Count(msg, "site refused") != 1 {
+		t.Errorf("the client reports the close as %q", msg)
+	}
+}

@@ -344,15 +344,17 @@ func (s *Server) ServeConn(ctx context.Context, c Conn) (err error) {
 		stopClose()
 		cancel()
 		if err != nil {
-			code := CodeBadFrame
+			code, msg := CodeBadFrame, err.Error()
 			var re *RemoteError
 			if errors.As(err, &re) {
-				code = re.Code
+				// The client reports the close as a RemoteError of its
+				// own, which names the code: send the message alone.
+				code, msg = re.Code, re.Message
 			}
 			if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 				code = CodeShutdown
 			}
-			c.CloseWithError(code, err.Error())
+			c.CloseWithError(code, msg)
 		} else {
 			c.CloseWithError(CodeOK, "bye")
 		}
