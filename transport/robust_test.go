@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -457,5 +459,55 @@ func TestRefusalClosesConnectionWithItsMessage(t *testing.T) {
 	}
 	if msg := (&RemoteError{rec.code, rec.msg}).Error(); strings.Count(msg, "site refused") != 1 {
 		t.Errorf("the client reports the close as %q", msg)
+	}
+}
+
+// TestRestartedSiteRemovesTempFilesOfCutObjects: a site killed while it
+// received objects leaves their hidden temporary files (up to an object's
+// size each) in its repository directory. The site has no key to prune
+// with, so nothing else ever removes them: a restart does, while it
+// keeps every stored object.
+func TestRestartedSiteRemovesTempFilesOfCutObjects(t *testing.T) {
+	ctx := context.Background()
+	p := newPrimary(t)
+	p.backup("hv01", 3, 256<<10)
+	dir := filepath.Join(t.TempDir(), "site")
+	st := newSite(t, dir)
+	if _, err := st.replicatePipe(ctx, p, -1, ReplicateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	before := objects(t, dir)
+	var shard tiers.Handle
+	for h := range before {
+		if h.Type == tiers.TypeData {
+			shard = h
+		}
+	}
+	temps := []string{
+		filepath.Join(dir, "data", shard.Name[:2], "."+shard.Name+".tmp-1ut4p2up6ln06"),
+		filepath.Join(dir, "snapshots", "."+strings.Repeat("a", 64)+".tmp-2steawn390p2u"),
+	}
+	old := time.Now().Add(-time.Minute)
+	for _, f := range temps {
+		if err := os.WriteFile(f, make([]byte, 1000), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(f, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.s.Close()
+	s, err := NewServer(ctx, ServerOptions{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, f := range temps {
+		if _, err := os.Stat(f); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s left by a cut object is still there after a restart (%v)", f, err)
+		}
+	}
+	if after := objects(t, dir); len(after) != len(before) {
+		t.Errorf("%d objects after the restart, %d before", len(after), len(before))
 	}
 }

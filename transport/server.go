@@ -113,6 +113,20 @@ func NewServer(ctx context.Context, o ServerOptions) (*Server, error) {
 		s.Close()
 		return nil, fmt.Errorf("site server: %s holds something that is not a drpipe repository: %w", o.Dir, err)
 	}
+	if ts, ok := s.store.(interface {
+		RemoveStaleTemp(ctx context.Context, before time.Time) (int, int64, error)
+	}); ok {
+		// Objects being received when the site was killed left their
+		// temporary files; no object of this server is being received
+		// yet, and without the key no prune runs here to remove them.
+		// Real time, not the clock option: file times are real.
+		n, size, err := ts.RemoveStaleTemp(ctx, time.Now())
+		if err != nil {
+			s.log.Warn("remove temporary files of objects cut off by a stop", "err", err)
+		} else if n > 0 {
+			s.log.Info("removed temporary files of objects cut off by a stop", "files", n, "bytes", size)
+		}
+	}
 	for _, r := range st.loadSnapshotRecords() {
 		if _, err := s.store.Stat(ctx, tiers.Handle{Type: tiers.TypeSnapshot, Name: r.ID}); err == nil {
 			s.m.snapshot(r.Host, float64(r.Time.UnixNano())/1e9)
