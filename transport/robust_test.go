@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -509,5 +510,45 @@ func TestRestartedSiteRemovesTempFilesOfCutObjects(t *testing.T) {
 	}
 	if after := objects(t, dir); len(after) != len(before) {
 		t.Errorf("%d objects after the restart, %d before", len(after), len(before))
+	}
+}
+
+// TestSameConfigFromTwoSessionsOfOneRepository: two sessions of the same
+// repository (replicate and a tier run, say) both find an empty site and
+// are both asked for the config. The second to send it sends the very
+// bytes the first stored: that is no replacement and no damage, and was
+// refused as an object that does not match its name.
+func TestSameConfigFromTwoSessionsOfOneRepository(t *testing.T) {
+	ctx := context.Background()
+	p := newPrimary(t)
+	st := newSite(t, "")
+	body, err := tiers.LoadAll(ctx, p.be, tiers.Handle{Type: tiers.TypeConfig, Name: "config"}, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Other bytes of the same size and repository: still never taken.
+	other := bytes.Replace(body, []byte("\n"), []byte(" "), 1)
+	var sessions []*rawSession
+	for range 3 {
+		rs, _, err := openRaw(t, st, p.r.Config().ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want, err := rs.offer(tiers.TypeConfig, "config", int64(len(body))); err != nil || !want[0] {
+			t.Fatalf("offer the config to an empty site: want %v, %v", want, err)
+		}
+		sessions = append(sessions, rs)
+	}
+	if err := sessions[0].put(tiers.TypeConfig, "config", body); err != nil {
+		t.Fatalf("the first session sends the config: %v", err)
+	}
+	if err := sessions[1].put(tiers.TypeConfig, "config", other); err == nil {
+		t.Errorf("a config of other bytes replaced the site's")
+	}
+	if err := sessions[2].put(tiers.TypeConfig, "config", body); err != nil {
+		t.Errorf("another session sends the same config: %v", err)
+	}
+	if got, err := tiers.LoadAll(ctx, st.s.store, tiers.Handle{Type: tiers.TypeConfig, Name: "config"}, 0, 0); err != nil || !bytes.Equal(got, body) {
+		t.Errorf("the site's config changed: %v", err)
 	}
 }

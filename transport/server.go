@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -745,10 +746,16 @@ func (ss *session) put(ctx context.Context, st Stream, f Frame) (tiers.Handle, P
 			release()
 		}
 	}()
-	var extra func(*repo.Config) error
+	var extra func(*repo.Config, []byte) error
 	if h.Type == tiers.TypeConfig {
-		extra = func(c *repo.Config) error {
+		extra = func(c *repo.Config, raw []byte) error {
 			if site := s.siteRepo(); !site.IsNull() {
+				// Another session of the repository may have stored it
+				// since this one was offered it: the same bytes again
+				// replace nothing.
+				if held, err := tiers.LoadAll(ctx, s.store, h, 0, 0); err == nil && bytes.Equal(held, raw) {
+					return nil
+				}
 				return &VerifyError{h, fmt.Sprintf("the site already holds the config of repository %s; a config is never replaced", site.Short())}
 			}
 			if c.ID != ss.repo {

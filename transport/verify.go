@@ -57,8 +57,8 @@ func CheckName(h tiers.Handle) error {
 
 // newVerifier returns a verifier for an object of the given handle and
 // declared size; the handle must have passed CheckName. extra, if set,
-// runs on a parsed config.
-func newVerifier(h tiers.Handle, size int64, extra func(*repo.Config) error) (verifier, error) {
+// runs on a parsed config and its bytes.
+func newVerifier(h tiers.Handle, size int64, extra func(c *repo.Config, raw []byte) error) (verifier, error) {
 	switch h.Type {
 	case tiers.TypeConfig:
 		if size > MaxConfigSize {
@@ -197,7 +197,7 @@ func (v *shardVerifier) finish() error {
 type configVerifier struct {
 	h     tiers.Handle
 	buf   bytes.Buffer
-	extra func(*repo.Config) error
+	extra func(c *repo.Config, raw []byte) error
 }
 
 func (v *configVerifier) Write(p []byte) (int, error) {
@@ -213,7 +213,7 @@ func (v *configVerifier) finish() error {
 		return &VerifyError{v.h, err.Error()}
 	}
 	if v.extra != nil {
-		return v.extra(c)
+		return v.extra(c, v.buf.Bytes())
 	}
 	return nil
 }
