@@ -96,7 +96,7 @@ func hint(err error) string {
 	case errors.Is(err, repo.ErrUnsupportedVersion):
 		return "this repository was written by a newer drpipe; upgrade drpipe to read it"
 	case errors.Is(err, repo.ErrCheckFailed):
-		return "run 'drpipe repair --repo R' to rebuild damaged shards and indexes"
+		return "run 'drpipe repair --repo R' to rebuild damaged shards and indexes; a pack marked LOST or NOT REPAIRABLE cannot be rebuilt from this repository: restore the files it names from another tier (drpipe restore --tiers), or back them up again"
 	case errors.Is(err, repo.ErrTooLarge):
 		return "the object named above is larger than drpipe reads for its kind: it is damaged or was not written by drpipe; the message says what to do for that kind (an index, for one, is rebuilt from the packs by 'drpipe repair --repo R')"
 	case errors.Is(err, repo.ErrBlobLost):
