@@ -133,50 +133,7 @@ func TestCheckUnbuiltPackMissingDataShard(t *testing.T) {
 // counts it, and neither names the file whose own blob reads intact.
 func TestCheckLostBlobInTwoPacks(t *testing.T) {
 	ctx := context.Background()
-	be := tierstest.NewMemory()
-	r1 := testRepo(t, be, InitOptions{EC: erasure.Params{K: 3, M: 2}, PackSize: 1 << 20})
-	r2, err := Open(ctx, be, Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r2.Close()
-	rng := rand.New(rand.NewPCG(3, 4))
-	shared := randBytes(rng, 20000)
-	var trees []id.ID
-	for k, r := range []*Repository{r1, r2} {
-		x, _, err := r.SaveBlob(ctx, DataBlob, shared, id.ID{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		own := randBytes(rng, 20000)
-		y, _, err := r.SaveBlob(ctx, DataBlob, own, id.ID{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		a := &Node{Name: "shared", Type: NodeFile, Size: 20000}
-		b := &Node{Name: fmt.Sprintf("own%d", k), Type: NodeFile, Size: 20000}
-		r.SetContent(ctx, a, []Extent{{ID: x, Len: 20000}})
-		r.SetContent(ctx, b, []Extent{{ID: y, Len: 20000}})
-		tr, err := r.SaveTree(ctx, &Tree{Nodes: []*Node{a, b}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		trees = append(trees, tr)
-		if err := r.Flush(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := r.SaveSnapshot(ctx, &Snapshot{Tree: tr, Host: "h", Time: time.Now()}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := r1.LoadIndex(ctx); err != nil {
-		t.Fatal(err)
-	}
-	sharedID := r1.BlobID(shared)
-	locs := r1.Lookup(sharedID)
-	if len(locs) != 2 {
-		t.Fatalf("shared blob in %d packs, want 2", len(locs))
-	}
+	be, r1, _, _, locs := twoPacksSharingABlob(t)
 	// In both packs: parity gone, the shared blob's bytes flipped.
 	for _, l := range locs {
 		be.Remove(ctx, l.Pack.ShardHandle(3))
@@ -210,6 +167,31 @@ func TestCheckLostBlobInTwoPacks(t *testing.T) {
 // still restores from the other: check does not name its file.
 func TestCheckLostBlobIntactInAnotherPack(t *testing.T) {
 	ctx := context.Background()
+	be, r1, shared, sharedID, locs := twoPacksSharingABlob(t)
+	// In the first pack only: parity gone, the shared blob's bytes flipped.
+	l := locs[0]
+	be.Remove(ctx, l.Pack.ShardHandle(3))
+	be.Remove(ctx, l.Pack.ShardHandle(4))
+	flipAt(t, be, l.Pack, int64(l.Entry.Offset)+int64(l.Entry.Length)/2)
+	if b, err := r1.LoadBlob(ctx, DataBlob, sharedID, nil); err != nil || !bytes.Equal(b, shared) {
+		t.Fatalf("test set-up: the shared blob does not read from its intact copy: %v", err)
+	}
+	rep, _ := r1.Check(ctx, CheckOptions{ReadData: true})
+	if len(rep.Damaged) != 1 || rep.Damaged[0].BadBlobs != 1 {
+		t.Fatalf("damaged %+v, want one pack that lost the shared blob", rep.Damaged)
+	}
+	if d := rep.Damaged[0]; len(d.Files) != 0 {
+		t.Errorf("check names %v, but the blob lost in pack %s reads intact from pack %s", d.Files, d.Pack.Short(), locs[1].Pack.ID.Short())
+	}
+}
+
+// twoPacksSharingABlob stores, from two sessions of one repository, two
+// snapshots of files "shared" (the same bytes) and "own0"/"own1": the
+// shared blob lies in both sessions' packs. It returns the backend, the
+// first session, the shared bytes and the shared blob's two locations.
+func twoPacksSharingABlob(t *testing.T) (*tierstest.Memory, *Repository, []byte, id.ID, []BlobLocation) {
+	t.Helper()
+	ctx := context.Background()
 	be := tierstest.NewMemory()
 	r1 := testRepo(t, be, InitOptions{EC: erasure.Params{K: 3, M: 2}, PackSize: 1 << 20})
 	r2, err := Open(ctx, be, Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF})
@@ -219,7 +201,6 @@ func TestCheckLostBlobIntactInAnotherPack(t *testing.T) {
 	defer r2.Close()
 	rng := rand.New(rand.NewPCG(3, 4))
 	shared := randBytes(rng, 20000)
-	var trees []id.ID
 	for k, r := range []*Repository{r1, r2} {
 		x, _, err := r.SaveBlob(ctx, DataBlob, shared, id.ID{})
 		if err != nil {
@@ -238,7 +219,6 @@ func TestCheckLostBlobIntactInAnotherPack(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		trees = append(trees, tr)
 		if err := r.Flush(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -254,19 +234,5 @@ func TestCheckLostBlobIntactInAnotherPack(t *testing.T) {
 	if len(locs) != 2 {
 		t.Fatalf("shared blob in %d packs, want 2", len(locs))
 	}
-	// In the first pack only: parity gone, the shared blob's bytes flipped.
-	l := locs[0]
-	be.Remove(ctx, l.Pack.ShardHandle(3))
-	be.Remove(ctx, l.Pack.ShardHandle(4))
-	flipAt(t, be, l.Pack, int64(l.Entry.Offset)+int64(l.Entry.Length)/2)
-	if b, err := r1.LoadBlob(ctx, DataBlob, sharedID, nil); err != nil || !bytes.Equal(b, shared) {
-		t.Fatalf("test set-up: the shared blob does not read from its intact copy: %v", err)
-	}
-	rep, _ := r1.Check(ctx, CheckOptions{ReadData: true})
-	if len(rep.Damaged) != 1 || rep.Damaged[0].BadBlobs != 1 {
-		t.Fatalf("damaged %+v, want one pack that lost the shared blob", rep.Damaged)
-	}
-	if d := rep.Damaged[0]; len(d.Files) != 0 {
-		t.Errorf("check names %v, but the blob lost in pack %s reads intact from pack %s", d.Files, d.Pack.Short(), locs[1].Pack.ID.Short())
-	}
+	return be, r1, shared, sharedID, locs
 }
