@@ -568,6 +568,18 @@ func tenVMInventory(t *testing.T, dir string) (invA, invB, imgA, imgB string) {
 	return
 }
 
+// tenVMSite backs up the ten VMs of tenVMInventory (hosts hv-a and
+// hv-b) into a new repository and writes tenVMConfig: it returns the
+// repository and the config file.
+func (e *env) tenVMSite() (repo, cfg string) {
+	e.t.Helper()
+	invA, invB, imgA, imgB := tenVMInventory(e.t, e.dir)
+	repo = e.initRepo()
+	e.ok("backup", "--repo", repo, "--host", "hv-a", "--inventory", invA, imgA)
+	e.ok("backup", "--repo", repo, "--host", "hv-b", "--inventory", invB, imgB)
+	return repo, drsiteConfigFile(e.t, e.dir, tenVMConfig)
+}
+
 const tenVMConfig = `drsite:
   virsh_uri: test:///default
   expected_boot: 90s
@@ -889,11 +901,7 @@ func TestBackupInventoryRawDiskNotProbed(t *testing.T) {
 func TestDrsiteRunbookByHand(t *testing.T) {
 	needTools(t, "virsh", "qemu-img")
 	e := newEnv(t)
-	invA, invB, imgA, imgB := tenVMInventory(t, e.dir)
-	r := e.initRepo()
-	e.ok("backup", "--repo", r, "--host", "hv-a", "--inventory", invA, imgA)
-	e.ok("backup", "--repo", r, "--host", "hv-b", "--inventory", invB, imgB)
-	cfg := drsiteConfigFile(t, e.dir, tenVMConfig)
+	r, cfg := e.tenVMSite()
 	out := filepath.Join(e.dir, "dr out") // a space: the commands quote it
 	rbDir := filepath.Join(e.dir, "runbook")
 	e.ok("drsite", "runbook", "--config", cfg, "--repo", r, "--out", rbDir, "--bringup-dir", out)
@@ -1033,11 +1041,7 @@ func TestDrsiteRunbookByHand(t *testing.T) {
 // go on.
 func TestDrsiteBringupNamesEveryVMWhoseDisksFail(t *testing.T) {
 	e := newEnv(t)
-	invA, invB, imgA, imgB := tenVMInventory(t, e.dir)
-	r := e.initRepo()
-	e.ok("backup", "--repo", r, "--host", "hv-a", "--inventory", invA, imgA)
-	e.ok("backup", "--repo", r, "--host", "hv-b", "--inventory", invB, imgB)
-	cfg := drsiteConfigFile(t, e.dir, tenVMConfig)
+	r, cfg := e.tenVMSite()
 	// M+1 shards of every pack holding disk data are lost; the others
 	// (trees, inventories) stay, so the plan holds and the restore gets
 	// as far as the disks. Which packs hold disk data, check says of each

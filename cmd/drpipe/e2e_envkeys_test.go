@@ -67,11 +67,7 @@ func TestTapeRestoreJSON(t *testing.T) {
 // are scalar keys of that file.
 func TestDrsiteEnvDurations(t *testing.T) {
 	e := newEnv(t)
-	invA, invB, imgA, imgB := tenVMInventory(t, e.dir)
-	r := e.initRepo()
-	e.ok("backup", "--repo", r, "--host", "hv-a", "--inventory", invA, imgA)
-	e.ok("backup", "--repo", r, "--host", "hv-b", "--inventory", invB, imgB)
-	cfg := drsiteConfigFile(t, e.dir, tenVMConfig)
+	r, cfg := e.tenVMSite()
 	e.extra = []string{"DRPIPE_DRSITE_EXPECTED_BOOT=5h"}
 	res := e.run("drsite", "plan", "--json", "--config", cfg, "--repo", r)
 	var p struct {
