@@ -88,6 +88,7 @@ type backup struct {
 	progress Progress
 	ctx      context.Context
 	cancel   context.CancelCauseFunc
+	start    time.Time // before anything was read (racy)
 	// linkFirst maps each multi-name file seen to the read of its first
 	// name (under linkMu; see file).
 	linkMu    sync.Mutex
@@ -189,7 +190,7 @@ func Backup(ctx context.Context, r *repo.Repository, o BackupOptions) (*BackupRe
 	if err := r.LoadIndex(ctx); err != nil {
 		return nil, err
 	}
-	b := &backup{r: r, o: o, ck: r.ChunkConfig(), progress: o.Progress}
+	b := &backup{r: r, o: o, ck: r.ChunkConfig(), progress: o.Progress, start: start}
 	b.ctx, b.cancel = context.WithCancelCause(ctx)
 	defer b.cancel(nil)
 	b.bigBufs.New = func() any { s := hugepage.Make(int(b.ck.SegmentSize)); return &s }
@@ -523,6 +524,9 @@ func (b *backup) finishDir(path string, n *repo.Node, kids []*future) *future {
 				f.err = err
 			}
 			if !k.skip {
+				if k.node != nil && racy(k.node.ChangeTime, b.start) {
+					k.node.ChangeTime = time.Time{}
+				}
 				t.Nodes = append(t.Nodes, k.node)
 			}
 		}
@@ -886,6 +890,33 @@ func (b *backup) contentKnown(n *repo.Node) bool {
 		}
 	}
 	return true
+}
+
+// A change stamps a file with the kernel's clock, which on kernels before
+// Linux 6.13 advances by a tick (10 ms at most; exFAT's 10 ms of
+// granularity come on top), cut to what the file system keeps: whole
+// seconds on ext4 with 128-byte inodes or HFS+, two on FAT.
+const (
+	ctimeTick   = 20 * time.Millisecond
+	ctimeSecond = 2*time.Second + ctimeTick
+)
+
+// racy reports whether a change to an entry made after a backup that
+// started at start read it could leave the entry's change time ct as it
+// was, so that the next backup would take it for unchanged (same size,
+// times and inode) and keep what this one read: ct lies within the
+// granularity of the file system's time stamps of start. Such an entry
+// is recorded without its change time, and the next backup reads it and
+// its attributes again.
+func racy(ct, start time.Time) bool {
+	if ct.IsZero() {
+		return false
+	}
+	g := ctimeTick
+	if ct.Nanosecond() == 0 {
+		g = ctimeSecond
+	}
+	return ct.Add(g).After(start)
 }
 
 func unchanged(p, n *repo.Node) bool {

@@ -375,6 +375,7 @@ func TestXattrsNotFromAnotherUser(t *testing.T) {
 	if err := unix.Lsetxattr(f, "user.v", []byte("1"), 0); err != nil {
 		t.Skipf("the test file system keeps no user attributes: %v", err)
 	}
+	settle()
 	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
 	if err != nil {
 		t.Fatal(err)

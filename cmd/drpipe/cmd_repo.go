@@ -165,7 +165,8 @@ func (a *app) backupCmd() *cobra.Command {
 		Short: "Back up files, directories and disk images (or standard input) into a new snapshot",
 		Long: "Back up PATHs into the repository. Large files (VM disk images) are chunked in parallel segments;\n" +
 			"holes and all-zero regions are recorded, not stored. Unchanged files (same size, mtime, ctime, inode as\n" +
-			"in the previous snapshot of the same host and paths) are not read again.\n" +
+			"in the previous snapshot of the same host and paths) are not read again; files changed shortly before the\n" +
+			"backup began (within the granularity of their time stamps) are read again by the next backup.\n" +
 			"Exit code 3 means the snapshot was written but some files could not be read.",
 		Example: "  drpipe backup --repo /srv/drpipe/repo --host hv01 --tag nightly /var/lib/libvirt/images\n" +
 			"  pg_dumpall | drpipe backup --repo /srv/drpipe/repo --stdin --stdin-name pg.sql",
