@@ -353,13 +353,17 @@ func Replicate(ctx context.Context, c Conn, src tiers.Backend, o ReplicateOption
 		}
 		return flush()
 	}
-	// Config and keys first, so the site holds them before any data.
+	// Config and keys first, so the site holds them before any data; the
+	// config before the keys, so that an empty site is claimed for this
+	// repository before a key slot lands there (another repository's
+	// session racing this one to the empty site is then refused whole).
 	// A class is sealed once its objects are committed, but the seals are
 	// only waited for where the site needs them: before index objects
 	// (data sealed) and before snapshots (index sealed). Classes with
 	// nothing to send are sealed together with the next seal.
 	steps := [][]tiers.Type{
-		{tiers.TypeConfig, tiers.TypeKey},
+		{tiers.TypeConfig},
+		{tiers.TypeKey},
 		{tiers.TypeData},
 		{tiers.TypeIndex},
 		{tiers.TypeSnapshot},

@@ -3,11 +3,14 @@ package transport
 import (
 	"context"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/drpipe/drpipe/pipeline"
 	"github.com/drpipe/drpipe/repo"
@@ -235,4 +238,44 @@ func assertConsistent(t *testing.T, dir string) int {
 		t.Fatalf("check saw %d snapshots, the site holds %d", rep.Snapshots, snaps)
 	}
 	return snaps
+}
+
+// orderWatch records the order in which the site commits objects, the
+// config taking its time.
+type orderWatch struct {
+	tiers.Backend
+	mu    sync.Mutex
+	order []tiers.Type
+}
+
+func (w *orderWatch) Put(ctx context.Context, h tiers.Handle, rd io.Reader, size int64) error {
+	if h.Type == tiers.TypeConfig {
+		time.Sleep(100 * time.Millisecond)
+	}
+	err := w.Backend.Put(ctx, h, rd, size)
+	if err == nil {
+		w.mu.Lock()
+		w.order = append(w.order, h.Type)
+		w.mu.Unlock()
+	}
+	return err
+}
+
+// TestConfigCommittedBeforeKeys: an empty site holds the config, which
+// claims it for the repository, before any key slot of that repository
+// lands there.
+func TestConfigCommittedBeforeKeys(t *testing.T) {
+	ctx := context.Background()
+	p := newPrimary(t)
+	p.backup("hv01", 5, 1<<20)
+	var w *orderWatch
+	st := newSiteOn(t, func(be tiers.Backend) tiers.Backend { w = &orderWatch{Backend: be}; return w })
+	if _, err := st.replicatePipe(ctx, p, -1, ReplicateOptions{Streams: 6}); err != nil {
+		t.Fatal(err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.order) == 0 || w.order[0] != tiers.TypeConfig {
+		t.Errorf("the site committed %v, the config not first", w.order)
+	}
 }
