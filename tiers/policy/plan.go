@@ -248,10 +248,14 @@ func MakePlan(cfg *Config, cat *Catalog, states map[string]*TierState, now time.
 			tp.CopyBytes += cat.SnapBytes[c.ID]
 		}
 		// A snapshot the tier holds and keeps must still restore from it:
-		// a pack it lost since (shards deleted or damaged away) is copied
+		// a pack its index lists whose shards it lost since is copied
 		// again while the primary has it, before the primary's own
-		// retention may let it go.
-		if t.Kind != KindTape && t.Kind != KindPrimary {
+		// retention may let it go. (A pack the tier's index does not
+		// list is not looked for: the primary may have repacked the
+		// snapshot's data since it was copied, and the tier holds it in
+		// the packs it got then. A tier that keeps no index the
+		// primary can read, a DR site, cannot tell.)
+		if t.Kind != KindTape && t.Kind != KindPrimary && st.Indexed != nil {
 			healed := 0
 			for _, x := range keepIDs {
 				s, ok := primary[x]
@@ -262,14 +266,14 @@ func MakePlan(cfg *Config, cat *Catalog, states map[string]*TierState, now time.
 					if tp.copyPacks[p] {
 						continue
 					}
-					if !packPresent(st, cat.Packs[p], p) || (st.Indexed != nil && !st.Indexed[p] && !st.Packs[p]) {
+					if st.Indexed[p] && !packPresent(st, cat.Packs[p], p) {
 						tp.copyPacks[p] = true
 						healed++
 					}
 				}
 			}
 			if healed > 0 {
-				tp.Notes = append(tp.Notes, fmt.Sprintf("%d packs of snapshots the tier holds lack shards or index entries there: copied again from the primary", healed))
+				tp.Notes = append(tp.Notes, fmt.Sprintf("%d packs of snapshots the tier holds lack shards there: copied again from the primary", healed))
 			}
 		}
 		for p := range tp.copyPacks {
