@@ -60,6 +60,10 @@ type PackDamage struct {
 	// or the pack's header does not open (Details say which). Repair
 	// cannot fix such a pack.
 	Unusable bool `json:"unusable,omitempty"`
+
+	// lostBlobs names the blobs BadBlobs counts, for repair to remove
+	// from the index.
+	lostBlobs []id.ID
 }
 
 // CheckReport is the outcome of Check.
@@ -251,6 +255,11 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 			}
 			d.Files = appendUnique(d.Files, h.path, &d.MoreFiles)
 			d.Snapshots = appendUnique(d.Snapshots, sid.String()[:8], &d.MoreSnapshots)
+		}
+	}
+	for k := range badBlob {
+		if d := damaged[k.pack]; d != nil {
+			d.lostBlobs = append(d.lostBlobs, k.blob)
 		}
 	}
 	for _, d := range damaged {

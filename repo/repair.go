@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/drpipe/drpipe/erasure"
 	"github.com/drpipe/drpipe/internal/id"
@@ -23,8 +24,14 @@ type RepairReport struct {
 	// IndexesReplaced counts unreadable index objects removed after their
 	// packs were re-indexed.
 	IndexesReplaced int `json:"indexes_replaced"`
-	// Lost lists packs that have fewer than K intact shards; their blobs
-	// (and the files in Files) cannot be recovered from this repository.
+	// BlobsDropped counts the blobs of packs beyond repair that do not
+	// read and that were removed from the index, so that a new backup of
+	// the files they belong to stores them again.
+	BlobsDropped int `json:"blobs_dropped"`
+	// Lost lists packs that have fewer than K intact shards, or that
+	// cannot be rebuilt: their blobs that do not read (and the files in
+	// Files) cannot be recovered from this repository. Repair removes
+	// those blobs from the index (BlobsDropped).
 	Lost []PackDamage `json:"lost,omitempty"`
 	// Check is the check report the repair worked from.
 	Check *CheckReport `json:"check"`
@@ -38,8 +45,12 @@ var ErrUnrepairable = errors.New("some damage cannot be repaired from this repos
 // re-indexes packs that no readable index lists (rewriting their missing
 // or corrupt shards as well), and removes unreadable
 // index objects once their packs are indexed again. Shards are written
-// before the index objects that make them reachable. It returns
-// ErrUnrepairable (with a report) when packs are beyond repair.
+// before the index objects that make them reachable. Of packs beyond
+// repair it removes from the index the blobs that do not read (keeping
+// those that do), so that a new backup of their files stores them again
+// rather than deduplicating against them, which also makes the older
+// snapshots that refer to them whole again. It returns ErrUnrepairable
+// (with a report) when packs are beyond repair.
 func (r *Repository) Repair(ctx context.Context, o CheckOptions) (*RepairReport, error) {
 	o.ReadData = true
 	chk, err := r.Check(ctx, o)
@@ -47,9 +58,11 @@ func (r *Repository) Repair(ctx context.Context, o CheckOptions) (*RepairReport,
 		return nil, err
 	}
 	rep := &RepairReport{Check: chk}
+	var beyond []PackDamage // packs check found beyond repair
 	for _, d := range chk.Damaged {
 		if !d.Repairable {
 			rep.Lost = append(rep.Lost, d)
+			beyond = append(beyond, d)
 			continue
 		}
 		var info *PackInfo
@@ -121,6 +134,9 @@ func (r *Repository) Repair(ctx context.Context, o CheckOptions) (*RepairReport,
 		}
 		rep.IndexesReplaced++
 	}
+	if err := r.dropUnreadable(ctx, beyond, rep); err != nil {
+		return rep, err
+	}
 	if err := r.LoadIndex(ctx); err != nil {
 		return rep, err
 	}
@@ -136,13 +152,144 @@ func (r *Repository) Repair(ctx context.Context, o CheckOptions) (*RepairReport,
 	if len(chk.Errors) > 0 || chk.MissingBlobs > 0 {
 		after, err := r.Check(ctx, CheckOptions{Workers: o.Workers})
 		if errors.Is(err, ErrCheckFailed) && len(after.Errors) > 0 {
-			return rep, fmt.Errorf("%w: %d problems outside the packs remain, e.g. %s (drpipe check lists them; restore what they touch from another tier)", ErrUnrepairable, len(after.Errors), after.Errors[0])
+			return rep, fmt.Errorf("%w: %d problems outside the packs remain, e.g. %s (drpipe check lists them; back up the files they name again, which stores the chunks in no index anew, or restore them from another tier)", ErrUnrepairable, len(after.Errors), after.Errors[0])
 		}
 		if err != nil && !errors.Is(err, ErrCheckFailed) {
 			return rep, fmt.Errorf("check after repair: %w", err)
 		}
 	}
 	return rep, nil
+}
+
+// dropUnreadable removes from the index the blobs of the packs in lost
+// (packs check found beyond repair) that do not read: those check found
+// lost, or, of a pack whose blobs check did not read one by one, those
+// that do not read now. Blobs that read stay indexed. Every index object
+// that lists such a pack is replaced by one new object holding all their
+// packs less those blobs (a pack left without blobs drops out), which
+// supersedes them; they are removed only once it is stored, so an
+// interruption leaves the blobs indexed as before.
+func (r *Repository) dropUnreadable(ctx context.Context, lost []PackDamage, rep *RepairReport) error {
+	drop := map[id.ID]map[id.ID]bool{}
+	unread := map[id.ID][]BlobEntry{}
+	for _, d := range lost {
+		switch {
+		case d.BadBlobs > 0:
+			drop[d.Pack] = map[id.ID]bool{}
+			for _, x := range d.lostBlobs {
+				drop[d.Pack][x] = true
+			}
+		case !d.BlobsRead:
+			unread[d.Pack] = nil
+		}
+	}
+	if len(unread) > 0 {
+		infos := map[id.ID]PackInfo{}
+		seen := map[BlobEntry]bool{} // a pack listed by two index objects lists its blobs twice
+		if err := r.EachBlob(func(p PackInfo, e BlobEntry) error {
+			if es, ok := unread[p.ID]; ok && !seen[e] {
+				seen[e] = true
+				infos[p.ID] = p
+				unread[p.ID] = append(es, e)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for pid, es := range unread {
+			if len(es) == 0 {
+				continue
+			}
+			intact := map[id.ID]bool{}
+			// Its error names the blobs that did not read; every blob
+			// not delivered is dropped below.
+			_ = r.LoadBlobs(ctx, infos[pid], es, func(e BlobEntry, _ []byte) error {
+				intact[e.ID] = true
+				return nil
+			})
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			for _, e := range es {
+				if !intact[e.ID] {
+					if drop[pid] == nil {
+						drop[pid] = map[id.ID]bool{}
+					}
+					drop[pid][e.ID] = true
+				}
+			}
+		}
+	}
+	if len(drop) == 0 {
+		return nil
+	}
+
+	var ids []id.ID
+	err := r.be.List(ctx, tiers.TypeIndex, func(oi tiers.ObjectInfo) error {
+		if x, err := id.Parse(oi.Handle.Name); err == nil {
+			ids = append(ids, x)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list index objects in %s: %w", r.be.Location(), err)
+	}
+	var supersede []id.ID
+	var packs []IndexPack
+	at := map[PackInfo]int{}
+	type packEntry struct {
+		pack id.ID
+		e    BlobEntry
+	}
+	kept := map[packEntry]bool{}
+	dropped := map[packBlob]bool{}
+	for _, x := range ids {
+		f, err := r.LoadIndexFile(ctx, x)
+		if errors.Is(err, tiers.ErrNotFound) || err != nil && indexDamaged(err) {
+			continue // not in the index this repair works from
+		}
+		if err != nil {
+			return fmt.Errorf("read index %s to remove the blobs that do not read: %w (nothing was changed; run drpipe repair again)", x.Short(), err)
+		}
+		if !slices.ContainsFunc(f.Packs, func(p IndexPack) bool { return drop[p.ID] != nil }) {
+			continue
+		}
+		supersede = append(supersede, x)
+		for _, p := range f.Packs {
+			i, ok := at[p.PackInfo]
+			if !ok {
+				i = len(packs)
+				at[p.PackInfo] = i
+				packs = append(packs, IndexPack{PackInfo: p.PackInfo})
+			}
+			for _, e := range p.Blobs {
+				if drop[p.ID][e.ID] {
+					dropped[packBlob{p.ID, e.ID}] = true
+					continue
+				}
+				if k := (packEntry{p.ID, e}); !kept[k] {
+					kept[k] = true
+					packs[i].Blobs = append(packs[i].Blobs, e)
+				}
+			}
+		}
+	}
+	if len(dropped) == 0 {
+		return nil
+	}
+	packs = slices.DeleteFunc(packs, func(p IndexPack) bool { return len(p.Blobs) == 0 && drop[p.ID] != nil })
+	if len(packs) > 0 {
+		if _, err := r.SaveIndexFile(ctx, &IndexFile{Packs: packs, Supersedes: supersede}); err != nil {
+			return err
+		}
+	}
+	for _, x := range supersede {
+		if err := r.be.Remove(ctx, tiers.Handle{Type: tiers.TypeIndex, Name: x.String()}); err != nil {
+			return fmt.Errorf("remove index %s, which an index object without the blobs that do not read replaces: %w (until it is removed they stay indexed and backups store them no more; run drpipe repair again)", x.Short(), err)
+		}
+	}
+	rep.BlobsDropped = len(dropped)
+	return nil
 }
 
 // rewriteShards stores the rebuilt shard objects of pack p and counts

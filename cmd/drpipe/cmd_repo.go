@@ -593,7 +593,7 @@ func (a *app) printCheck(rep *repo.CheckReport) {
 	if n := len(rep.Unreferenced); n > 0 && rep.UnreadableIndexes > 0 {
 		a.printf("%d packs are in no readable index: they may hold data that the unreadable index objects above list; run drpipe repair before prune, which would remove them\n", n)
 	} else if n > 0 {
-		a.printf("%d packs are in no index (left by interrupted backups; harmless, removed by prune)\n", n)
+		a.printf("%d packs are in no index (left by interrupted backups, or lost packs repair took out of the index; harmless, removed by prune)\n", n)
 	}
 	if rep.OK() {
 		a.printf("no errors found\n")
@@ -616,7 +616,9 @@ func (a *app) repairCmd() *cobra.Command {
 		Short: "Rebuild missing or corrupt shards from parity and re-index orphaned packs",
 		Long: "repair reads every pack, rewrites missing or corrupt shards from the surviving ones (full redundancy again),\n" +
 			"indexes packs that no readable index lists and removes unreadable index objects. Packs with fewer than K\n" +
-			"intact shards cannot be repaired here: repair lists the files and snapshots they affect and exits 1.",
+			"intact shards cannot be repaired here: repair removes their chunks that cannot be read from the index (so that\n" +
+			"a new backup of the files stores them again, which also makes older snapshots whole), lists the files and\n" +
+			"snapshots they affect and exits 1.",
 		Example: "  drpipe repair --repo /srv/drpipe/repo",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -646,6 +648,9 @@ func (a *app) repairCmd() *cobra.Command {
 			}
 			a.printf("rewrote %d shards of %d packs, re-indexed %d packs, replaced %d unreadable index objects\n",
 				rep.ShardsRewritten, len(rep.PacksRepaired), rep.PacksReindexed, rep.IndexesReplaced)
+			if rep.BlobsDropped > 0 {
+				a.printf("removed %d blobs that cannot be read from the index\n", rep.BlobsDropped)
+			}
 			for _, d := range rep.Lost {
 				if intact := d.K + d.M - len(d.Missing) - len(d.Corrupt); intact < d.K {
 					a.printf("LOST pack %s: only %d of %d shards intact (needs %d); affects: %s\n", d.Pack, intact, d.K+d.M, d.K, listed(d.Files, d.MoreFiles))
@@ -654,7 +659,7 @@ func (a *app) repairCmd() *cobra.Command {
 				}
 			}
 			if errors.Is(err, repo.ErrUnrepairable) {
-				a.printf("restore the affected files from another tier (DR site, bucket, tape)\n")
+				a.printf("back up the affected files again (a new backup stores the chunks removed from the index anew, which makes the older snapshots that refer to them whole again too), or restore them from another tier (DR site, bucket, tape)\n")
 			}
 			return err
 		},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,4 +50,48 @@ func TestRepairUnreadableIndexColdCache(t *testing.T) {
 	target := filepath.Join(e.dir, "out")
 	e.ok("restore", "--repo", repoDir, "latest", "--target", target)
 	compareTrees(t, src, restored(target, src))
+}
+
+// TestRepairLostPackBackupAgain: after repair removed the chunks of a lost
+// pack from the index, a new backup of the unchanged files stores them
+// again, and both the old and the new snapshot restore intact.
+func TestRepairLostPackBackupAgain(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo("--ec", "2+1", "--pack-size", "1MiB")
+	src := filepath.Join(e.dir, "src")
+	os.MkdirAll(src, 0o755)
+	rng := newRandSource(12)
+	for i := 0; i < 8; i++ {
+		data := make([]byte, 300<<10)
+		for j := range data {
+			data[j] = byte(rng.Uint32())
+		}
+		if err := os.WriteFile(filepath.Join(src, fmt.Sprintf("f%d", i)), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := e.backup(repoDir, src)
+	victim := largestPack(t, shardFiles(t, repoDir))
+	for _, s := range shardFiles(t, repoDir)[victim][:2] { // both data shards
+		os.Remove(s)
+	}
+	if r := e.run("check", "--repo", repoDir, "--read-data"); r.code != 1 || !strings.Contains(r.stdout, "LOST") {
+		t.Fatalf("check with both data shards of pack %s gone: exit %d, want 1 naming it LOST:\n%s", victim[:8], r.code, r.stdout)
+	}
+	r := e.run("repair", "--repo", repoDir)
+	if r.code != 1 || !strings.Contains(r.stdout, "LOST pack "+victim) || !strings.Contains(r.stdout, "blobs that cannot be read from the index") ||
+		!strings.Contains(r.stdout, "back up the affected files again") {
+		t.Fatalf("repair of a lost pack: exit %d, want 1 naming it and the blobs removed from the index:\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	again := e.backup(repoDir, src)
+	if again.BlobsNew == 0 {
+		t.Errorf("the backup after repair stored no chunk: it deduplicated against the lost pack")
+	}
+	for i, sid := range []string{old.SnapshotID, again.SnapshotID} {
+		target := filepath.Join(e.dir, fmt.Sprintf("out%d", i))
+		e.ok("restore", "--repo", repoDir, sid, "--target", target)
+		compareTrees(t, src, restored(target, src))
+	}
+	e.ok("check", "--repo", repoDir, "--read-data")
+	e.ok("repair", "--repo", repoDir)
 }

@@ -96,11 +96,11 @@ func hint(err error) string {
 	case errors.Is(err, repo.ErrUnsupportedVersion):
 		return "this repository was written by a newer drpipe; upgrade drpipe to read it"
 	case errors.Is(err, repo.ErrCheckFailed):
-		return "run 'drpipe repair --repo R' to rebuild damaged shards and indexes; a pack marked LOST or NOT REPAIRABLE cannot be rebuilt from this repository: restore the files it names from another tier (drpipe restore --tiers), or back them up again"
+		return "run 'drpipe repair --repo R' to rebuild damaged shards and indexes; a pack marked LOST or NOT REPAIRABLE cannot be rebuilt from this repository: restore the files it names from another tier (drpipe restore --tiers), or back them up again once repair has removed the chunks that cannot be read from the index"
 	case errors.Is(err, repo.ErrTooLarge):
 		return "the object named above is larger than drpipe reads for its kind: it is damaged or was not written by drpipe; the message says what to do for that kind (an index, for one, is rebuilt from the packs by 'drpipe repair --repo R')"
 	case errors.Is(err, repo.ErrBlobLost):
-		return "the data is damaged beyond this repository's parity; restore from another tier (DR site, bucket, tape)"
+		return "the data is damaged beyond this repository's parity; restore from another tier (DR site, bucket, tape), or run 'drpipe repair --repo R' and back the files up again"
 	case errors.Is(err, context.Canceled):
 		return "interrupted; a backup keeps everything stored so far and the next run reuses it; a restore removed the files it had not finished (with --delta it keeps them, and the next --delta run goes on from them)"
 	}

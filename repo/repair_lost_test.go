@@ -1,0 +1,252 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/drpipe/drpipe/erasure"
+	"github.com/drpipe/drpipe/internal/id"
+	"github.com/drpipe/drpipe/tiers"
+	"github.com/drpipe/drpipe/tiers/tierstest"
+)
+
+// oneBlobData returns the contents oneBlobFiles stores (the same seed).
+func oneBlobData(n, size int) [][]byte {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var out [][]byte
+	for i := 0; i < n; i++ {
+		out = append(out, randBytes(rng, size))
+	}
+	return out
+}
+
+// reopen opens the repository in be as a new process would, with a cold
+// index cache.
+func reopen(t *testing.T, be tiers.Backend) *Repository {
+	t.Helper()
+	r, err := Open(context.Background(), be, Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+// restoreAll reads every file of every snapshot of r and compares it with
+// data (file fNN holds data[NN]). It returns how many files did not read
+// back intact.
+func restoreAll(t *testing.T, r *Repository, data [][]byte) (bad int) {
+	t.Helper()
+	ctx := context.Background()
+	sids, err := r.ListSnapshotIDs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sid := range sids {
+		sn, err := r.LoadSnapshot(ctx, sid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr, err := r.LoadTree(ctx, sn.Tree)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range tr.Nodes {
+			var i int
+			if _, err := fmt.Sscanf(n.Name, "f%02d", &i); err != nil {
+				t.Fatal(err)
+			}
+			var got []byte
+			err := r.EachExtent(ctx, n, func(e Extent) error {
+				b, err := r.LoadBlob(ctx, DataBlob, e.ID, nil)
+				got = append(got, b...)
+				return err
+			})
+			if err != nil || !bytes.Equal(got, data[i]) {
+				bad++
+			}
+		}
+	}
+	return bad
+}
+
+// TestRepairDropsLostBlobsBackupStoresThemAgain: repair removes from the
+// index the blobs of a lost pack, so that a new backup of the same files
+// stores them again instead of deduplicating against data that cannot be
+// read; that heals the older snapshot as well.
+func TestRepairDropsLostBlobsBackupStoresThemAgain(t *testing.T) {
+	ctx := context.Background()
+	be := tierstest.NewMemory()
+	r := testRepo(t, be, InitOptions{EC: erasure.Params{K: 3, M: 2}, PackSize: 1 << 20})
+	ext := oneBlobFiles(t, r, 20, 20000)
+	data := oneBlobData(20, 20000)
+	p := r.Lookup(ext[0].ID)[0].Pack
+	for i := 0; i < 3; i++ { // every data shard: no blob reads
+		be.Remove(ctx, p.ShardHandle(i))
+	}
+	rr := reopen(t, be)
+	rep, err := rr.Repair(ctx, CheckOptions{})
+	if !errors.Is(err, ErrUnrepairable) {
+		t.Fatalf("repair of a lost pack: %v, want ErrUnrepairable", err)
+	}
+	if rep.BlobsDropped != len(ext) {
+		t.Errorf("repair dropped %d blobs from the index, want the %d of the lost pack", rep.BlobsDropped, len(ext))
+	}
+	// A new backup of the unchanged files.
+	r2 := reopen(t, be)
+	oneBlobFiles(t, r2, 20, 20000)
+	if n := r2.SessionStats().Blobs; n < int64(len(ext)) {
+		t.Errorf("the backup after repair stored %d blobs, want the %d the lost pack held", n, len(ext))
+	}
+	r3 := reopen(t, be)
+	if bad := restoreAll(t, r3, data); bad > 0 {
+		t.Errorf("%d files of the old and the new snapshot do not restore after repair and a new backup", bad)
+	}
+	if rep, err := r3.Check(ctx, CheckOptions{ReadData: true}); err != nil {
+		t.Errorf("check --read-data after repair and a new backup: %v %v %+v", err, rep.Errors, rep.Damaged)
+	}
+	// A second repair finds nothing left to do.
+	if _, err := reopen(t, be).Repair(ctx, CheckOptions{}); err != nil {
+		t.Errorf("repair after the new backup: %v", err)
+	}
+}
+
+// TestRepairKeepsBlobsThatRead: of a lost pack, repair drops only the
+// blobs that do not read; those that still read from the data shards stay
+// indexed (and restorable).
+func TestRepairKeepsBlobsThatRead(t *testing.T) {
+	ctx := context.Background()
+	be := tierstest.NewMemory()
+	r := testRepo(t, be, InitOptions{EC: erasure.Params{K: 3, M: 2}, PackSize: 1 << 20})
+	ext := oneBlobFiles(t, r, 20, 20000)
+	data := oneBlobData(20, 20000)
+	p := r.Lookup(ext[0].ID)[0].Pack
+	for _, i := range []int{2, 3, 4} {
+		be.Remove(ctx, p.ShardHandle(i))
+	}
+	readable := map[id.ID]bool{}
+	for _, e := range ext {
+		l := r.Lookup(e.ID)[0]
+		if r.LoadBlobs(ctx, l.Pack, []BlobEntry{l.Entry}, func(BlobEntry, []byte) error { return nil }) == nil {
+			readable[e.ID] = true
+		}
+	}
+	if len(readable) == 0 || len(readable) == len(ext) {
+		t.Fatalf("%d of %d blobs read; the test needs some of each", len(readable), len(ext))
+	}
+	rr := reopen(t, be)
+	rep, err := rr.Repair(ctx, CheckOptions{})
+	if !errors.Is(err, ErrUnrepairable) {
+		t.Fatalf("repair of a lost pack: %v, want ErrUnrepairable", err)
+	}
+	if rep.BlobsDropped != len(ext)-len(readable) {
+		t.Errorf("repair dropped %d blobs, want the %d that do not read", rep.BlobsDropped, len(ext)-len(readable))
+	}
+	r2 := reopen(t, be)
+	for _, e := range ext {
+		if got := len(r2.Lookup(e.ID)); readable[e.ID] && got != 1 {
+			t.Errorf("blob %s reads, but repair left it in %d packs of the index", e.ID.Short(), got)
+		} else if !readable[e.ID] && got != 0 {
+			t.Errorf("blob %s does not read, but repair left it in the index", e.ID.Short())
+		}
+	}
+	oneBlobFiles(t, r2, 20, 20000)
+	if n := r2.SessionStats().Blobs; n < int64(len(ext)-len(readable)) {
+		t.Errorf("the backup after repair stored %d blobs, want the %d lost", n, len(ext)-len(readable))
+	}
+	r3 := reopen(t, be)
+	if bad := restoreAll(t, r3, data); bad > 0 {
+		t.Errorf("%d files do not restore after repair and a new backup", bad)
+	}
+	chk, _ := r3.Check(ctx, CheckOptions{ReadData: true})
+	if len(chk.Errors) > 0 || chk.MissingBlobs > 0 || len(chk.Damaged) != 1 || chk.Damaged[0].BadBlobs != 0 || len(chk.Damaged[0].Files) != 0 {
+		t.Errorf("check after repair and a new backup: errors %v, %d missing blobs, damage %+v; want only the pack without parity, whose blobs all read", chk.Errors, chk.MissingBlobs, chk.Damaged)
+	}
+}
+
+// TestRepairKeepsIndexWhenEveryBlobReads: a lost pack whose blobs all
+// still read from the data shards keeps them all: repair rewrites no
+// index object.
+func TestRepairKeepsIndexWhenEveryBlobReads(t *testing.T) {
+	ctx := context.Background()
+	be := tierstest.NewMemory()
+	r := testRepo(t, be, InitOptions{EC: erasure.Params{K: 3, M: 2}, PackSize: 1 << 20})
+	ext := oneBlobFiles(t, r, 20, 20000)
+	p := r.Lookup(ext[0].ID)[0].Pack
+	be.Remove(ctx, p.ShardHandle(3))
+	be.Remove(ctx, p.ShardHandle(4))
+	flipAt(t, be, p, p.Length-2) // in the pack trailer: no blob lies there
+	before := indexIDs(t, be)
+	rep, err := reopen(t, be).Repair(ctx, CheckOptions{})
+	if !errors.Is(err, ErrUnrepairable) {
+		t.Fatalf("repair: %v, want ErrUnrepairable", err)
+	}
+	if rep.BlobsDropped != 0 {
+		t.Errorf("repair dropped %d blobs that all read", rep.BlobsDropped)
+	}
+	after := indexIDs(t, be)
+	if len(after) != len(before) {
+		t.Errorf("repair changed the index objects from %v to %v", before, after)
+	}
+	for x := range before {
+		if !after[x] {
+			t.Errorf("repair removed index object %s", x[:8])
+		}
+	}
+}
+
+// TestRepairInterruptedAfterNewIndex: a repair that stops after storing
+// the index object without the lost blobs, before removing the objects it
+// supersedes, leaves every blob that reads indexed; the next repair
+// finishes the job.
+func TestRepairInterruptedAfterNewIndex(t *testing.T) {
+	ctx := context.Background()
+	mem := tierstest.NewMemory()
+	r := testRepo(t, mem, InitOptions{EC: erasure.Params{K: 3, M: 2}, PackSize: 1 << 20})
+	ext := oneBlobFiles(t, r, 20, 20000)
+	data := oneBlobData(20, 20000)
+	p := r.Lookup(ext[0].ID)[0].Pack
+	for _, i := range []int{2, 3, 4} {
+		mem.Remove(ctx, p.ShardHandle(i))
+	}
+	before, _ := reopen(t, mem).Check(ctx, CheckOptions{ReadData: true})
+	fb := tierstest.NewFaulty(mem, 1)
+	fb.Inject(tierstest.Fault{Op: tierstest.OpRemove, Type: tiers.TypeIndex})
+	ixBefore := indexIDs(t, mem)
+	if _, err := reopen(t, fb).Repair(ctx, CheckOptions{}); err == nil || errors.Is(err, ErrUnrepairable) {
+		t.Fatalf("repair whose removal of an index object fails: %v, want that error", err)
+	}
+	ixAfter := indexIDs(t, mem)
+	if len(ixAfter) != len(ixBefore)+1 {
+		t.Fatalf("index objects %d before, %d after; want the new one beside the old", len(ixBefore), len(ixAfter))
+	}
+	r2 := reopen(t, mem)
+	if restoreAll(t, r2, data) != before.Damaged[0].BadBlobs {
+		t.Errorf("after an interrupted repair the snapshot does not restore as before")
+	}
+	after, _ := r2.Check(ctx, CheckOptions{ReadData: true})
+	if len(after.Damaged) != 1 || after.Damaged[0].BadBlobs != before.Damaged[0].BadBlobs || len(after.Errors) > 0 {
+		t.Errorf("check after an interrupted repair: damage %+v, errors %v; want as before: %+v", after.Damaged, after.Errors, before.Damaged)
+	}
+	// The next repair completes it.
+	rep, err := reopen(t, mem).Repair(ctx, CheckOptions{})
+	if !errors.Is(err, ErrUnrepairable) || rep.BlobsDropped != before.Damaged[0].BadBlobs {
+		t.Fatalf("repair again: %v, dropped %d; want ErrUnrepairable, %d dropped", err, rep.BlobsDropped, before.Damaged[0].BadBlobs)
+	}
+	if ix := indexIDs(t, mem); len(ix) != len(ixBefore) {
+		t.Errorf("%d index objects after the repair completed, want %d", len(ix), len(ixBefore))
+	}
+	r3 := reopen(t, mem)
+	oneBlobFiles(t, r3, 20, 20000)
+	r4 := reopen(t, mem)
+	if bad := restoreAll(t, r4, data); bad > 0 {
+		t.Errorf("%d files do not restore after repair and a new backup", bad)
+	}
+	if chk, _ := r4.Check(ctx, CheckOptions{ReadData: true}); len(chk.Errors) > 0 || chk.MissingBlobs > 0 || len(chk.Damaged) != 1 || chk.Damaged[0].BadBlobs != 0 {
+		t.Errorf("check after repair and a new backup: errors %v, %d missing blobs, damage %+v", chk.Errors, chk.MissingBlobs, chk.Damaged)
+	}
+}
