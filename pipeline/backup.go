@@ -877,7 +877,10 @@ func (b *backup) read(path string, n *repo.Node, retried bool) *future {
 }
 
 // contentKnown reports whether every blob of a parent node is still
-// indexed (a pruned or repaired repository may have lost some).
+// indexed (a pruned or repaired repository may have lost some), also the
+// chunks its content lists name: repair removes the chunks of a lost pack
+// from the index, and must not leave a large file referring to them. A
+// content list that does not load counts as unknown: the file is read.
 func (b *backup) contentKnown(n *repo.Node) bool {
 	for _, e := range n.Content {
 		if !e.Zero && !b.r.Has(e.ID) {
@@ -889,7 +892,17 @@ func (b *backup) contentKnown(n *repo.Node) bool {
 			return false
 		}
 	}
-	return true
+	if len(n.ContentLists) == 0 {
+		return true
+	}
+	errUnknown := errors.New("chunk in no index")
+	err := b.r.EachExtent(b.ctx, n, func(e repo.Extent) error {
+		if !e.Zero && !b.r.Has(e.ID) {
+			return errUnknown
+		}
+		return nil
+	})
+	return err == nil
 }
 
 // A change stamps a file with the kernel's clock, which on kernels before

@@ -95,3 +95,40 @@ func TestRepairLostPackBackupAgain(t *testing.T) {
 	e.ok("check", "--repo", repoDir, "--read-data")
 	e.ok("repair", "--repo", repoDir)
 }
+
+// TestRepairLostPackBackupAgainLargeFile: a file of more chunks than a
+// tree node holds inline (its content is in content lists) and unchanged
+// since the snapshot is read again by the backup after repair removed
+// some of its chunks from the index, rather than taken from the snapshot.
+func TestRepairLostPackBackupAgainLargeFile(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo("--ec", "2+1", "--pack-size", "4MiB", "--chunk-sizes", "64KiB:128KiB:256KiB")
+	src := filepath.Join(e.dir, "src")
+	os.MkdirAll(src, 0o755)
+	rng := newRandSource(13)
+	data := make([]byte, 80<<20) // about 600 chunks: more than 512 are kept in content lists
+	for j := range data {
+		data[j] = byte(rng.Uint32())
+	}
+	if err := os.WriteFile(filepath.Join(src, "big"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old := e.backup(repoDir, src)
+	victim := largestPack(t, shardFiles(t, repoDir))
+	for _, s := range shardFiles(t, repoDir)[victim][:2] {
+		os.Remove(s)
+	}
+	if r := e.run("repair", "--repo", repoDir); r.code != 1 || !strings.Contains(r.stdout, "blobs that cannot be read from the index") {
+		t.Fatalf("repair of a lost pack: exit %d, want 1 removing its blobs from the index:\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	again := e.backup(repoDir, src)
+	if again.BlobsNew == 0 {
+		t.Errorf("the backup after repair stored no chunk: it took the file from the snapshot, with the chunks repair removed from the index")
+	}
+	for i, sid := range []string{old.SnapshotID, again.SnapshotID} {
+		target := filepath.Join(e.dir, fmt.Sprintf("out%d", i))
+		e.ok("restore", "--repo", repoDir, sid, "--target", target)
+		compareTrees(t, src, restored(target, src))
+	}
+	e.ok("check", "--repo", repoDir, "--read-data")
+}
