@@ -347,6 +347,10 @@ func (r *Repository) rebuiltPack(ctx context.Context, p PackInfo) ([]byte, error
 // corrupt, with the error as its damage. At most one byte more than the
 // index says a shard has is read: a longer object is corrupt, and costs
 // no more memory than an intact one.
+// errShardUnreadable marks the damage of a shard that storage failed to
+// read (not missing, not a checksum mismatch): it may read another time.
+var errShardUnreadable = errors.New("storage failed to read the shard")
+
 func (r *Repository) ReconstructPack(ctx context.Context, p PackInfo) (*erasure.Result, error) {
 	n := int(p.K) + int(p.M)
 	want := int64(erasure.HeaderSize(p.Params())) + int64(p.ShardSize)
@@ -390,7 +394,7 @@ func (r *Repository) ReconstructPack(ctx context.Context, p PackInfo) (*erasure.
 			}
 			switch {
 			case loadErrs[i] != nil:
-				res.Damage[i] = fmt.Errorf("%w: shard %d of pack %s cannot be read: %w", erasure.ErrCorrupt, i, p.ID.Short(), loadErrs[i])
+				res.Damage[i] = fmt.Errorf("%w: %w: shard %d of pack %s cannot be read: %w", erasure.ErrCorrupt, errShardUnreadable, i, p.ID.Short(), loadErrs[i])
 			case long[i]:
 				size := fmt.Sprintf("longer than %d bytes", want)
 				if oi, serr := r.be.Stat(ctx, p.ShardHandle(i)); serr == nil {

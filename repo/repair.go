@@ -33,6 +33,10 @@ type RepairReport struct {
 	// Files) cannot be recovered from this repository. Repair removes
 	// those blobs from the index (BlobsDropped).
 	Lost []PackDamage `json:"lost,omitempty"`
+	// Held lists packs beyond repair whose blobs stayed in the index
+	// because storage failed to read some of their shards (rather than
+	// finding them missing or damaged): they may read another time.
+	Held []id.ID `json:"held,omitempty"`
 	// Check is the check report the repair worked from.
 	Check *CheckReport `json:"check"`
 }
@@ -173,6 +177,16 @@ func (r *Repository) dropUnreadable(ctx context.Context, lost []PackDamage, rep 
 	drop := map[id.ID]map[id.ID]bool{}
 	unread := map[id.ID][]BlobEntry{}
 	for _, d := range lost {
+		// Only damage that storage confirms: a shard that failed to read
+		// (a time-out, an unreachable bucket) may read another time, and
+		// blobs dropped for it would be gone from the index, their pack
+		// removed by prune once no index lists it.
+		if held, err := r.readFailed(ctx, d.Pack); err != nil {
+			return err
+		} else if held {
+			rep.Held = append(rep.Held, d.Pack)
+			continue
+		}
 		switch {
 		case d.BadBlobs > 0:
 			drop[d.Pack] = map[id.ID]bool{}
@@ -290,6 +304,29 @@ func (r *Repository) dropUnreadable(ctx context.Context, lost []PackDamage, rep 
 	}
 	rep.BlobsDropped = len(dropped)
 	return nil
+}
+
+// readFailed reads pack pid's shards again and reports whether storage
+// failed to read any of them (as opposed to finding it missing or
+// damaged), or whether the pack is in no index to read it by.
+func (r *Repository) readFailed(ctx context.Context, pid id.ID) (bool, error) {
+	locs := r.packLocations(pid)
+	if len(locs) == 0 {
+		return true, nil
+	}
+	res, _ := r.ReconstructPack(ctx, locs[0])
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	if res == nil {
+		return true, nil
+	}
+	for _, d := range res.Damage {
+		if errors.Is(d, errShardUnreadable) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // rewriteShards stores the rebuilt shard objects of pack p and counts

@@ -250,3 +250,32 @@ func TestRepairInterruptedAfterNewIndex(t *testing.T) {
 		t.Errorf("check after repair and a new backup: errors %v, %d missing blobs, damage %+v", chk.Errors, chk.MissingBlobs, chk.Damaged)
 	}
 }
+
+// TestRepairKeepsBlobsOfShardsStorageFailedToRead: a pack that looks lost
+// because storage failed to read one of its shards (a time-out, not a
+// missing or damaged object) keeps its blobs in the index: once storage
+// answers again, everything restores.
+func TestRepairKeepsBlobsOfShardsStorageFailedToRead(t *testing.T) {
+	ctx := context.Background()
+	mem := tierstest.NewMemory()
+	r := testRepo(t, mem, InitOptions{EC: erasure.Params{K: 3, M: 2}, PackSize: 1 << 20})
+	ext := oneBlobFiles(t, r, 20, 20000)
+	data := oneBlobData(20, 20000)
+	p := r.Lookup(ext[0].ID)[0].Pack
+	for i := 0; i < 2; i++ { // two shards gone: one more that does not read makes it lost
+		mem.Remove(ctx, p.ShardHandle(i))
+	}
+	fb := tierstest.NewFaulty(mem, 1)
+	fb.Inject(tierstest.Fault{Op: tierstest.OpLoad, Type: tiers.TypeData, Name: p.ShardHandle(2).Name, Err: errors.New("503 slow down")})
+	rep, err := reopen(t, fb).Repair(ctx, CheckOptions{})
+	if !errors.Is(err, ErrUnrepairable) {
+		t.Fatalf("repair: %v, want ErrUnrepairable while the pack does not read", err)
+	}
+	if rep.BlobsDropped != 0 || len(rep.Held) != 1 || rep.Held[0] != p.ID {
+		t.Fatalf("repair dropped %d blobs and held %v; want none dropped and pack %s held", rep.BlobsDropped, rep.Held, p.ID.Short())
+	}
+	// Storage answers again: the pack rebuilds from its three shards.
+	if bad := restoreAll(t, reopen(t, mem), data); bad > 0 {
+		t.Errorf("%d files do not restore once storage reads the shard again", bad)
+	}
+}

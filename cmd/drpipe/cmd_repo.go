@@ -648,6 +648,9 @@ func (a *app) repairCmd() *cobra.Command {
 			}
 			a.printf("rewrote %d shards of %d packs, re-indexed %d packs, replaced %d unreadable index objects\n",
 				rep.ShardsRewritten, len(rep.PacksRepaired), rep.PacksReindexed, rep.IndexesReplaced)
+			for _, x := range rep.Held {
+				a.printf("pack %s: storage failed to read some of its shards (not missing or damaged): its blobs stay in the index; run drpipe repair again once the storage answers\n", x.Short())
+			}
 			if rep.BlobsDropped > 0 {
 				a.printf("removed %d blobs that cannot be read from the index\n", rep.BlobsDropped)
 			}
