@@ -388,5 +388,25 @@ func (r *Repository) indexPackFromStorage(ctx context.Context, pid id.ID, shards
 	if err != nil {
 		return nil, nil, err
 	}
-	return &IndexPack{PackInfo: *info, Blobs: entries}, res.Rebuilt, nil
+	// Only the blobs that decode are indexed again: a blob an earlier
+	// repair dropped for not reading must not come back for backups to
+	// deduplicate against.
+	var buf []byte
+	good := entries[:0]
+	for _, e := range entries {
+		end := int64(e.Offset) + int64(e.Length)
+		if end > int64(len(res.Pack)) {
+			continue
+		}
+		out, err := r.decodeBlob(buf[:0], res.Pack[e.Offset:end], int(e.RawLength), e.ID)
+		if err != nil {
+			continue
+		}
+		buf = out
+		good = append(good, e)
+	}
+	if len(good) == 0 {
+		return nil, nil, fmt.Errorf("pack %s: no blob of it decodes", pid.Short())
+	}
+	return &IndexPack{PackInfo: *info, Blobs: good}, res.Rebuilt, nil
 }

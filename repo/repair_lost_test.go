@@ -279,3 +279,39 @@ func TestRepairKeepsBlobsOfShardsStorageFailedToRead(t *testing.T) {
 		t.Errorf("%d files do not restore once storage reads the shard again", bad)
 	}
 }
+
+// TestReindexLeavesOutBlobsThatDoNotDecode: a pack that no index lists
+// (an earlier repair dropped it for its blobs that do not read) is indexed
+// again with only the blobs that decode, so backups do not deduplicate
+// against the others again.
+func TestReindexLeavesOutBlobsThatDoNotDecode(t *testing.T) {
+	ctx := context.Background()
+	mem := tierstest.NewMemory()
+	r := testRepo(t, mem, InitOptions{EC: erasure.Params{K: 3, M: 2}, PackSize: 1 << 20})
+	rng := rand.New(rand.NewPCG(5, 6))
+	good, bad := randBytes(rng, 20000), randBytes(rng, 20000)
+	var buf []byte
+	var entries []BlobEntry
+	for _, plain := range [][]byte{good, bad} {
+		sealed, _ := r.key.encodeBlob(kindBlob, nil, nil, plain, r.comp)
+		entries = append(entries, BlobEntry{Type: DataBlob, ID: r.BlobID(plain), Offset: uint32(len(buf)), Length: uint32(len(sealed)), RawLength: uint32(len(plain))})
+		buf = append(buf, sealed...)
+	}
+	buf[entries[1].Offset+entries[1].Length/2] ^= 0xff // damaged before the parity was made
+	if err := r.startPack(ctx, buf, entries); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mem.List(ctx, tiers.TypeIndex, func(oi tiers.ObjectInfo) error { return mem.Remove(ctx, oi.Handle) })
+	rr := reopen(t, mem)
+	rep, err := rr.Repair(ctx, CheckOptions{})
+	if err != nil || rep.PacksReindexed != 1 {
+		t.Fatalf("repair: %v, %d packs indexed again, want 1", err, rep.PacksReindexed)
+	}
+	after := reopen(t, mem)
+	if !after.Has(entries[0].ID) || after.Has(entries[1].ID) {
+		t.Errorf("indexed again: the blob that decodes %v, the one that does not %v; want only the first", after.Has(entries[0].ID), after.Has(entries[1].ID))
+	}
+}
