@@ -1042,10 +1042,10 @@ func TestDrsiteRunbookByHand(t *testing.T) {
 func TestDrsiteBringupNamesEveryVMWhoseDisksFail(t *testing.T) {
 	e := newEnv(t)
 	r, cfg := e.tenVMSite()
-	// M+1 shards of every pack holding disk data are lost; the others
-	// (trees, inventories) stay, so the plan holds and the restore gets
-	// as far as the disks. Which packs hold disk data, check says of each
-	// pack lost alone.
+	// M+1 shards of every pack holding hv-a's disk data are lost; the
+	// others (trees, inventories, hv-b's disks) stay, so the plan holds
+	// and the restore gets as far as the disks. Which packs hold what,
+	// check says of each pack lost alone.
 	var lose []string
 	for _, shards := range shardFiles(t, r) {
 		saved := map[string][]byte{}
@@ -1069,7 +1069,7 @@ func TestDrsiteBringupNamesEveryVMWhoseDisksFail(t *testing.T) {
 		for s, b := range saved {
 			os.WriteFile(s, b, 0o644)
 		}
-		if slices.ContainsFunc(chk.Damaged[0].Files, func(f string) bool { return strings.HasSuffix(f, ".raw") }) {
+		if slices.ContainsFunc(chk.Damaged[0].Files, func(f string) bool { return strings.HasSuffix(f, ".raw") && strings.Contains(f, "/hv-a/") }) {
 			lose = append(lose, shards[:3]...)
 		}
 	}
