@@ -136,9 +136,15 @@ type diskSource struct {
 }
 
 // minDiskImage is the smallest file probed for a disk-image header
-// whatever its size; smaller ones only when their size is a multiple of
-// 8 bytes.
+// whatever its size. Smaller ones are probed when their size is a whole
+// number of 512-byte sectors (a VHD, a qcow2 image whose guest wrote
+// some clusters), or a multiple of 8 bytes from minFreshQCOW2 on.
 const minDiskImage = 1 << 20
+
+// minFreshQCOW2 is the size of the smallest qcow2 image with qemu's
+// default 64 KiB clusters: header, refcount table and refcount block
+// clusters, and one 8-byte L1 entry, which ends a fresh image.
+const minFreshQCOW2 = 3<<16 + 8
 
 // openDisk recognises a disk image container in f. It returns nil for
 // raw images and other files (backed up as they are), and otherwise fills
@@ -146,13 +152,14 @@ const minDiskImage = 1 << 20
 // cannot be parsed is reported as a warning and backed up as a plain file.
 func (b *backup) openDisk(path string, f *os.File, n *repo.Node) *diskSource {
 	// Probing every small file's first and last block would put a
-	// synchronous read in the walker's path. But a qcow2 overlay or a
-	// differencing VHD is a few hundred KiB until the guest writes to it,
-	// and read as a plain file it would leave its parent's data out of
-	// the snapshot. A VHD is whole sectors long, and a qcow2 image whole
-	// 8-byte table entries (a fresh one ends with its L1 table: 196616
-	// bytes), which rules out all but one small file in 8.
-	if b.o.NoDiskImages || n.Size < minDiskImage && (n.Size == 0 || n.Size%8 != 0) {
+	// synchronous read in the walker's path: a tree of small files
+	// backed up 10% slower when one in eight was probed. But a qcow2
+	// overlay or a differencing VHD is a few hundred KiB until the guest
+	// writes to it, and read as a plain file it would leave its parent's
+	// data out of the snapshot. A VHD is whole sectors long; a fresh
+	// qcow2 image ends with its L1 table (196616 bytes with the default
+	// clusters). That rules out all but about one small file in 400.
+	if b.o.NoDiskImages || n.Size < minDiskImage && !(n.Size > 0 && n.Size%512 == 0 || n.Size >= minFreshQCOW2 && n.Size%8 == 0) {
 		return nil
 	}
 	format, err := vmdisk.Detect(f, n.Size)
