@@ -1,6 +1,6 @@
 // Package retention decides which snapshots a keep policy keeps. It owns
-// the keep rules shared by `drpipe forget`, the per-tier retention of the
-// tiering policy and the tape pools' snapshot selection; it knows nothing
+// the keep rules shared by `drpipe forget` and the per-tier retention of
+// the tiering policy (a tape pool's rotation is its own); it knows nothing
 // of repositories and works on any list of (time, host, tags, paths).
 //
 // The rules follow restic's documented semantics so that admins moving

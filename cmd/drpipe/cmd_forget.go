@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -89,6 +91,9 @@ func (a *app) forgetCmd() *cobra.Command {
 			if len(args) > 0 && !p.Empty() {
 				return usagef("give either snapshot ids or keep rules, not both")
 			}
+			if len(args) > 0 && (host != "" || len(tags) > 0) {
+				return usagef("--host and --tag choose the snapshots keep rules apply to; snapshot ids are forgotten as named: give one or the other")
+			}
 			if len(args) == 0 && p.Empty() {
 				return usagef("no keep rule and no snapshot ids: refusing to forget everything (use --keep-last 1 or more)")
 			}
@@ -116,6 +121,7 @@ func (a *app) forgetCmd() *cobra.Command {
 			}
 			var decisions []decisionJSON
 			if len(args) > 0 {
+				named := map[id.ID]bool{}
 				for _, ref := range args {
 					sn, err := r.FindSnapshot(ctx, ref, "")
 					if err != nil {
@@ -126,11 +132,19 @@ func (a *app) forgetCmd() *cobra.Command {
 						if ierr != nil {
 							return err
 						}
+						if named[x] {
+							continue
+						}
+						named[x] = true
 						fmt.Fprintf(a.stderr, "warning: snapshot %s cannot be read (%v); forgetting it as named\n", x.Short(), err)
 						remove = append(remove, x)
 						decisions = append(decisions, decisionJSON{ID: x.String(), Group: "explicit"})
 						continue
 					}
+					if named[sn.ID()] {
+						continue // named twice (an id and its prefix)
+					}
+					named[sn.ID()] = true
 					remove = append(remove, sn.ID())
 					decisions = append(decisions, decisionJSON{ID: sn.ID().String(), Time: sn.Time.Format(time.RFC3339), Host: sn.Host, Tags: sn.Tags, Group: "explicit"})
 				}
@@ -155,8 +169,9 @@ func (a *app) forgetCmd() *cobra.Command {
 							s.ID().Short(), s.Host, s.Time.Format(time.RFC3339), ahead.Round(time.Minute))
 					}
 				}
-				for grp, ds := range retention.Group(items, g, p, r.Now()) {
-					for _, d := range ds {
+				groups := retention.Group(items, g, p, r.Now())
+				for _, grp := range slices.Sorted(maps.Keys(groups)) {
+					for _, d := range groups[grp] {
 						decisions = append(decisions, decisionJSON{ID: d.Item.ID, Time: d.Item.Time.Format(time.RFC3339), Host: d.Item.Host, Tags: d.Item.Tags, Keep: d.Keep, Reasons: d.Reasons, Group: grp})
 						if !d.Keep {
 							x, err := id.Parse(d.Item.ID)

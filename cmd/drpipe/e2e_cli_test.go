@@ -383,3 +383,28 @@ func TestForgetWarnsOfSnapshotsFromTheFuture(t *testing.T) {
 		t.Errorf("forget warns of more than the one snapshot dated ahead:\n%s", out.stderr)
 	}
 }
+
+// TestForgetByIDArguments: an id named twice (whole and as a prefix) is
+// forgotten once, and --host or --tag beside ids, which they would not
+// filter, is a usage error.
+func TestForgetByIDArguments(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	src := writeFile(t, e.dir, "a", "hello")
+	first := e.backup(repoDir, src).SnapshotID
+	e.backup(repoDir, src)
+	if r := e.run("forget", "--repo", repoDir, "--host", "other", first); r.code != 2 || !strings.Contains(r.stderr, "--host and --tag") {
+		t.Errorf("forget ID --host: exit %d, want a usage error (2):\n%s", r.code, r.stderr)
+	}
+	out := e.ok("forget", "--json", "--repo", repoDir, first, first[:8])
+	var res struct {
+		Decisions []struct{ ID string } `json:"decisions"`
+		Forgotten int                   `json:"forgotten"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Forgotten != 1 || len(res.Decisions) != 1 {
+		t.Errorf("forget of one snapshot named twice: %d forgotten, %d decisions; want 1 and 1:\n%s", res.Forgotten, len(res.Decisions), out)
+	}
+}
