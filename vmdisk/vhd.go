@@ -84,9 +84,12 @@ func parseVHDFooter(b []byte, name string) (*vhdFooter, error) {
 	return ft, nil
 }
 
-// vhdVirtualSize follows qemu and Hyper-V: images from Virtual PC and
-// qemu's old creator use the CHS geometry, the others (Hyper-V, Azure,
-// VirtualBox, Disk2vhd, XenServer, ...) the footer size.
+// vhdVirtualSize is the size the image's creator gives its guest: images
+// from Virtual PC and qemu's old creator are sized by the CHS geometry,
+// the others (Hyper-V, Azure, VirtualBox, Disk2vhd, XenServer, ...) by
+// the footer's current size. (qemu itself takes the geometry for creators
+// it does not know, such as VirtualBox or Azure, whose geometry only
+// approximates the size: that would cut the end of their disks off.)
 func vhdVirtualSize(ft *vhdFooter) int64 {
 	chs := int64(ft.cyl) * int64(ft.heads) * int64(ft.secs)
 	if !vhdSizedByCHS(ft.creator) || chs == vhdMaxCHS || chs == 0 {
