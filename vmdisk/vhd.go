@@ -88,7 +88,7 @@ func parseVHDFooter(b []byte, name string) (*vhdFooter, error) {
 // from Virtual PC and qemu's old creator are sized by the CHS geometry,
 // the others (Hyper-V, Azure, VirtualBox, Disk2vhd, XenServer, ...) by
 // the footer's current size. (qemu itself takes the geometry for creators
-// it does not know, such as VirtualBox or Azure, whose geometry only
+// it does not know, such as VirtualBox, whose geometry only
 // approximates the size: that would cut the end of their disks off.)
 func vhdVirtualSize(ft *vhdFooter) int64 {
 	chs := int64(ft.cyl) * int64(ft.heads) * int64(ft.secs)
