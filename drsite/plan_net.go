@@ -259,7 +259,10 @@ func (p *Plan) mapNetworks(in PlanInput) {
 				label = fmt.Sprintf("#%d", k)
 			}
 			if n.MAC != "" {
-				if other, dup := macs[n.MAC]; dup {
+				if other, dup := macs[n.MAC]; dup && other == v.Name {
+					p.addIssue(IssueNetwork, v.Name, true, "two of its NICs have the MAC address %s; give one of them another MAC in its inventory", n.MAC)
+					v.Blocked = true
+				} else if dup {
 					p.addIssue(IssueNetwork, v.Name, true, "NIC %s has the MAC address of a NIC of %s (source host %s); give one of them another MAC in its inventory", n.MAC, other, p.VM(other).SourceHost)
 					v.Blocked = true
 				} else {

@@ -1,6 +1,7 @@
 package drsite
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -251,5 +252,15 @@ hosts:
 	p := MakePlan(PlanInput{Config: cfg, Inventory: inv, Now: time.Now()})
 	if p.VM("a").Blocked == p.VM("b").Blocked || p.VM("c").Blocked {
 		t.Errorf("a and b share MAC 00:15:5d:0a:01:02: blocked a %v, b %v, c %v; issues %v", p.VM("a").Blocked, p.VM("b").Blocked, p.VM("c").Blocked, p.Issues)
+	}
+	// Two NICs of one VM with one MAC: the issue does not name the VM as
+	// "the other".
+	d := vm("d", "hv03", "00:15:5d:0a:01:04")
+	d.NICs = append(d.NICs, NIC{MAC: "00:15:5d:0a:01:04", Switch: "lan", DHCP: true})
+	inv = &Inventory{VMs: []VM{d}}
+	inv.Normalize()
+	p = MakePlan(PlanInput{Config: cfg, Inventory: inv, Now: time.Now()})
+	if !p.VM("d").Blocked || !slices.ContainsFunc(p.Issues, func(i Issue) bool { return strings.Contains(i.Message, "two of its NICs have the MAC address") }) {
+		t.Errorf("two NICs of d share a MAC: blocked %v, issues %v", p.VM("d").Blocked, p.Issues)
 	}
 }
