@@ -279,3 +279,31 @@ func TestConfigCommittedBeforeKeys(t *testing.T) {
 		t.Errorf("the site committed %v, the config not first", w.order)
 	}
 }
+
+// TestStatusLagOfASnapshotFromTheFuture: a snapshot dated a day ahead of
+// the site's clock (the primary's clock is wrong) reports its lag from
+// when it reached the site, not a negative one that hides its age.
+func TestStatusLagOfASnapshotFromTheFuture(t *testing.T) {
+	ctx := context.Background()
+	p := newPrimary(t)
+	p.backup("hv01", 3, 64<<10)
+	st := newSite(t, "")
+	ahead := func(ctx context.Context, name string) (*SnapshotMeta, error) {
+		m, err := p.meta(ctx, name)
+		if m != nil {
+			m.Time = m.Time.Add(24 * time.Hour)
+		}
+		return m, err
+	}
+	if _, err := st.replicatePipe(ctx, p, -1, ReplicateOptions{SnapshotMeta: ahead}); err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now().Add(2 * time.Hour)
+	status, err := ReadStatus(ctx, st.dir, later)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(status.Hosts) != 1 || status.Hosts[0].LagSeconds < 7000 || status.Hosts[0].LagSeconds > 7300 {
+		t.Errorf("site status two hours after the replication of a snapshot dated a day ahead: %+v, want a lag of about 7200 s", status.Hosts)
+	}
+}

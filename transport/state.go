@@ -192,7 +192,9 @@ type HostStatus struct {
 	SnapshotTime   time.Time `json:"snapshot_time"`
 	ReplicatedAt   time.Time `json:"replicated_at"`
 	// LagSeconds is Now - SnapshotTime: the data at risk if the primary
-	// were lost now (the recovery point).
+	// were lost now (the recovery point). A snapshot dated after it
+	// reached the site (the primary's clock is ahead) counts from its
+	// arrival instead, so a clock ahead does not hide a stale site.
 	LagSeconds   float64 `json:"lag_s"`
 	Snapshots    int     `json:"snapshots"`
 	Client       string  `json:"client"`
@@ -277,7 +279,11 @@ func computeStatus(ctx context.Context, be tiers.Backend, st *siteState, now tim
 	}
 	out.SnapshotsWithoutMeta = out.Snapshots - withMeta
 	for _, h := range hosts {
-		h.LagSeconds = now.Sub(h.SnapshotTime).Seconds()
+		from := h.SnapshotTime
+		if !h.ReplicatedAt.IsZero() && h.ReplicatedAt.Before(from) {
+			from = h.ReplicatedAt
+		}
+		h.LagSeconds = now.Sub(from).Seconds()
 		out.Hosts = append(out.Hosts, *h)
 	}
 	sort.Slice(out.Hosts, func(i, j int) bool { return out.Hosts[i].Host < out.Hosts[j].Host })
