@@ -168,56 +168,67 @@ func (r *Repository) Repair(ctx context.Context, o CheckOptions) (*RepairReport,
 // dropUnreadable removes from the index the blobs of the packs in lost
 // (packs check found beyond repair) that do not read: those check found
 // lost, or, of a pack whose blobs check did not read one by one, those
-// that do not read now. Blobs that read stay indexed. Every index object
+// that do not read now, each read again to tell damage from a storage
+// error (which keeps the pack's blobs, Held). Blobs that read stay
+// indexed. Every index object
 // that lists such a pack is replaced by one new object holding all their
 // packs less those blobs (a pack left without blobs drops out), which
 // supersedes them; they are removed only once it is stored, so an
 // interruption leaves the blobs indexed as before.
 func (r *Repository) dropUnreadable(ctx context.Context, lost []PackDamage, rep *RepairReport) error {
-	drop := map[id.ID]map[id.ID]bool{}
-	unread := map[id.ID][]BlobEntry{}
+	entries := map[id.ID][]BlobEntry{} // of the packs with blobs that may not read
 	for _, d := range lost {
-		// Only damage that storage confirms: a shard that failed to read
-		// (a time-out, an unreachable bucket) may read another time, and
-		// blobs dropped for it would be gone from the index, their pack
-		// removed by prune once no index lists it.
-		if held, err := r.readFailed(ctx, d.Pack); err != nil {
-			return err
-		} else if held {
-			rep.Held = append(rep.Held, d.Pack)
-			continue
-		}
-		switch {
-		case d.BadBlobs > 0:
-			drop[d.Pack] = map[id.ID]bool{}
-			for _, x := range d.lostBlobs {
-				drop[d.Pack][x] = true
-			}
-		case !d.BlobsRead:
-			unread[d.Pack] = nil
+		if d.BadBlobs > 0 || !d.BlobsRead {
+			entries[d.Pack] = nil
 		}
 	}
-	if len(unread) > 0 {
-		infos := map[id.ID]PackInfo{}
+	infos := map[id.ID]PackInfo{}
+	if len(entries) > 0 {
 		seen := map[BlobEntry]bool{} // a pack listed by two index objects lists its blobs twice
 		if err := r.EachBlob(func(p PackInfo, e BlobEntry) error {
-			if es, ok := unread[p.ID]; ok && !seen[e] {
+			if es, ok := entries[p.ID]; ok && !seen[e] {
 				seen[e] = true
 				infos[p.ID] = p
-				unread[p.ID] = append(es, e)
+				entries[p.ID] = append(es, e)
 			}
 			return nil
 		}); err != nil {
 			return err
 		}
-		for pid, es := range unread {
-			if len(es) == 0 {
-				continue
+	}
+	drop := map[id.ID]map[id.ID]bool{}
+	for _, d := range lost {
+		// Only damage that storage confirms: a shard that failed to read
+		// (a time-out, an unreachable bucket) may read another time, and
+		// blobs dropped for it would be gone from the index, their pack
+		// removed by prune once no index lists it.
+		res, held, err := r.readFailed(ctx, d.Pack)
+		if err != nil {
+			return err
+		}
+		es := entries[d.Pack]
+		if held || len(es) == 0 {
+			if held {
+				rep.Held = append(rep.Held, d.Pack)
 			}
+			continue
+		}
+		var cands []BlobEntry // blobs that did not read
+		if d.BadBlobs > 0 {
+			bad := map[id.ID]bool{}
+			for _, x := range d.lostBlobs {
+				bad[x] = true
+			}
+			for _, e := range es {
+				if bad[e.ID] {
+					cands = append(cands, e)
+				}
+			}
+		} else {
 			intact := map[id.ID]bool{}
 			// Its error names the blobs that did not read; every blob
-			// not delivered is dropped below.
-			_ = r.LoadBlobs(ctx, infos[pid], es, func(e BlobEntry, _ []byte) error {
+			// not delivered is read again below.
+			_ = r.LoadBlobs(ctx, infos[d.Pack], es, func(e BlobEntry, _ []byte) error {
 				intact[e.ID] = true
 				return nil
 			})
@@ -226,12 +237,20 @@ func (r *Repository) dropUnreadable(ctx context.Context, lost []PackDamage, rep 
 			}
 			for _, e := range es {
 				if !intact[e.ID] {
-					if drop[pid] == nil {
-						drop[pid] = map[id.ID]bool{}
-					}
-					drop[pid][e.ID] = true
+					cands = append(cands, e)
 				}
 			}
+		}
+		gone, held, err := r.unreadable(ctx, infos[d.Pack], res, cands)
+		if err != nil {
+			return err
+		}
+		if held {
+			rep.Held = append(rep.Held, d.Pack)
+			continue
+		}
+		if len(gone) > 0 {
+			drop[d.Pack] = gone
 		}
 	}
 	if len(drop) == 0 {
@@ -308,25 +327,78 @@ func (r *Repository) dropUnreadable(ctx context.Context, lost []PackDamage, rep 
 
 // readFailed reads pack pid's shards again and reports whether storage
 // failed to read any of them (as opposed to finding it missing or
-// damaged), or whether the pack is in no index to read it by.
-func (r *Repository) readFailed(ctx context.Context, pid id.ID) (bool, error) {
+// damaged), or whether the pack is in no index to read it by. Otherwise
+// it returns what reading them found.
+func (r *Repository) readFailed(ctx context.Context, pid id.ID) (*erasure.Result, bool, error) {
 	locs := r.packLocations(pid)
 	if len(locs) == 0 {
-		return true, nil
+		return nil, true, nil
 	}
 	res, _ := r.ReconstructPack(ctx, locs[0])
 	if err := ctx.Err(); err != nil {
-		return false, err
+		return nil, false, err
 	}
 	if res == nil {
-		return true, nil
+		return nil, true, nil
 	}
 	for _, d := range res.Damage {
 		if errors.Is(d, errShardUnreadable) {
-			return true, nil
+			return nil, true, nil
 		}
 	}
-	return false, nil
+	return res, false, nil
+}
+
+// unreadable reads again the blobs es of pack p, which an earlier read
+// did not deliver, and returns those that do not read because their
+// bytes are gone or damaged: res, what reading every shard of p just
+// found (readFailed), says which shards are missing or corrupt. When one
+// of them reads now, or fails to read from shards that are intact, the
+// earlier read failed for storage and may succeed another time: held is
+// true and nothing is to be dropped.
+func (r *Repository) unreadable(ctx context.Context, p PackInfo, res *erasure.Result, es []BlobEntry) (lost map[id.ID]bool, held bool, err error) {
+	lost = map[id.ID]bool{}
+	for _, e := range es {
+		var raw []byte
+		if res.Pack != nil {
+			end := int64(e.Offset) + int64(e.Length)
+			if end > int64(len(res.Pack)) {
+				lost[e.ID] = true
+				continue
+			}
+			raw = res.Pack[e.Offset:end]
+		} else {
+			spans, err := p.header().Locate(int64(e.Offset), int64(e.Length))
+			if err != nil {
+				lost[e.ID] = true
+				continue
+			}
+			in := func(shards []int) bool {
+				return slices.ContainsFunc(spans, func(s erasure.Span) bool { return slices.Contains(shards, s.Shard) })
+			}
+			if in(res.Missing) {
+				lost[e.ID] = true
+				continue
+			}
+			b, _, err := r.readPackRange(ctx, p, int64(e.Offset), int64(e.Length), nil)
+			if cerr := ctx.Err(); cerr != nil {
+				return nil, false, cerr
+			}
+			if err != nil {
+				if in(res.Corrupt) {
+					lost[e.ID] = true
+					continue
+				}
+				return nil, true, nil
+			}
+			raw = b
+		}
+		if _, err := r.decodeBlob(nil, raw, int(e.RawLength), e.ID); err == nil {
+			return nil, true, nil
+		}
+		lost[e.ID] = true
+	}
+	return lost, false, nil
 }
 
 // rewriteShards stores the rebuilt shard objects of pack p and counts

@@ -315,3 +315,44 @@ func TestReindexLeavesOutBlobsThatDoNotDecode(t *testing.T) {
 		t.Errorf("indexed again: the blob that decodes %v, the one that does not %v; want only the first", after.Has(entries[0].ID), after.Has(entries[1].ID))
 	}
 }
+
+// TestRepairKeepsBlobsThatFailedToReadOnlyDuringCheck: a shard that storage
+// failed to read while repair's check read the pack, but that reads again
+// by the time repair removes blobs, does not make repair remove the blobs
+// check could not read: the pack rebuilds from the shards there are, and
+// every file restores.
+func TestRepairKeepsBlobsThatFailedToReadOnlyDuringCheck(t *testing.T) {
+	ctx := context.Background()
+	mem := tierstest.NewMemory()
+	r := testRepo(t, mem, InitOptions{EC: erasure.Params{K: 3, M: 2}, PackSize: 1 << 20})
+	ext := oneBlobFiles(t, r, 20, 20000)
+	data := oneBlobData(20, 20000)
+	p := r.Lookup(ext[0].ID)[0].Pack
+	for i := 0; i < 2; i++ { // two shards gone: the pack still rebuilds from the other three
+		mem.Remove(ctx, p.ShardHandle(i))
+	}
+	fault := tierstest.Fault{Op: tierstest.OpLoad, Type: tiers.TypeData, Name: p.ShardHandle(2).Name, Err: errors.New("503 slow down")}
+	// How often check reads the shard while it fails.
+	count := tierstest.NewFaulty(mem, 1)
+	count.Inject(fault)
+	if _, err := reopen(t, count).Check(ctx, CheckOptions{ReadData: true}); !errors.Is(err, ErrCheckFailed) {
+		t.Fatalf("check while shard 2 does not read: %v, want ErrCheckFailed", err)
+	}
+	// Storage fails that many times, during repair's check, then answers.
+	fault.Times = count.Fired()
+	fb := tierstest.NewFaulty(mem, 1)
+	fb.Inject(fault)
+	rep, err := reopen(t, fb).Repair(ctx, CheckOptions{})
+	if fb.Fired() != fault.Times {
+		t.Fatalf("the fault fired %d times, want %d", fb.Fired(), fault.Times)
+	}
+	if rep == nil {
+		t.Fatalf("repair: %v", err)
+	}
+	if rep.BlobsDropped != 0 {
+		t.Errorf("repair dropped %d blobs of a pack whose shards read again (repair: %v)", rep.BlobsDropped, err)
+	}
+	if bad := restoreAll(t, reopen(t, mem), data); bad > 0 {
+		t.Errorf("%d files do not restore after repair", bad)
+	}
+}
