@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
+	"time"
 
 	"github.com/drpipe/drpipe/erasure"
 	"github.com/drpipe/drpipe/internal/id"
@@ -257,8 +259,32 @@ func (r *Repository) dropUnreadable(ctx context.Context, lost []PackDamage, rep 
 		return nil
 	}
 
+	// A prune rewrites the index objects too, each from what it read: of
+	// two at once, the later one would put back what the other left out,
+	// a pack the prune then removes among them. Announced as a prune, a
+	// repair is seen by a prune that starts after, and sees one that
+	// started before.
+	host, _ := os.Hostname()
+	sess, err := r.beginSession(ctx, host, sessionPrune)
+	if err != nil {
+		return err
+	}
+	defer sess.End(context.WithoutCancel(ctx))
+	sessions, err := r.liveSessions(ctx, false, sess.h.Name)
+	if err != nil {
+		return err
+	}
+	for _, s := range sessions {
+		if s.Kind == sessionPrune && s.name != sess.h.Name {
+			return fmt.Errorf("a prune (or another repair) is running against %s (host %s, pid %d, since %s; session object sessions/%s): "+
+				"the blobs that do not read were left in the index, which it rewrites too; run drpipe repair again once it has finished. "+
+				"If none is running, one was killed: its record expires %s after %s, or remove that object",
+				r.be.Location(), s.Host, s.PID, s.Started.Format(time.RFC3339), s.name, SessionTTL+ClockSkew, s.Refreshed.Format(time.RFC3339))
+		}
+	}
+
 	var ids []id.ID
-	err := r.be.List(ctx, tiers.TypeIndex, func(oi tiers.ObjectInfo) error {
+	err = r.be.List(ctx, tiers.TypeIndex, func(oi tiers.ObjectInfo) error {
 		if x, err := id.Parse(oi.Handle.Name); err == nil {
 			ids = append(ids, x)
 		}
@@ -311,6 +337,9 @@ func (r *Repository) dropUnreadable(ctx context.Context, lost []PackDamage, rep 
 		return nil
 	}
 	packs = slices.DeleteFunc(packs, func(p IndexPack) bool { return len(p.Blobs) == 0 && drop[p.ID] != nil })
+	if err := sess.Check(); err != nil {
+		return err
+	}
 	if len(packs) > 0 {
 		if _, err := r.SaveIndexFile(ctx, &IndexFile{Packs: packs, Supersedes: supersede}); err != nil {
 			return err

@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/drpipe/drpipe/erasure"
@@ -354,5 +356,67 @@ func TestRepairKeepsBlobsThatFailedToReadOnlyDuringCheck(t *testing.T) {
 	}
 	if bad := restoreAll(t, reopen(t, mem), data); bad > 0 {
 		t.Errorf("%d files do not restore after repair", bad)
+	}
+}
+
+// indexPutHook runs hook before the first index object is stored through
+// it.
+type indexPutHook struct {
+	tiers.Backend
+	hook func()
+}
+
+func (b *indexPutHook) Put(ctx context.Context, h tiers.Handle, rd io.Reader, size int64) error {
+	if h.Type == tiers.TypeIndex && b.hook != nil {
+		hook := b.hook
+		b.hook = nil
+		hook()
+	}
+	return b.Backend.Put(ctx, h, rd, size)
+}
+
+// TestRepairDoesNotRewriteTheIndexBesidePrune: a repair that removes the
+// blobs of a lost pack from the index while a prune rewrites the same
+// index object must not put back, in the object it writes, a pack the
+// prune removes: the index would list blobs that are gone, and backups
+// would deduplicate against them.
+func TestRepairDoesNotRewriteTheIndexBesidePrune(t *testing.T) {
+	ctx := context.Background()
+	mem := tierstest.NewMemory()
+	r := testRepo(t, mem, InitOptions{EC: erasure.Params{K: 3, M: 2}, PackSize: 1 << 20})
+	rng := rand.New(rand.NewPCG(7, 8))
+	var orphans []id.ID // in no snapshot: prune removes their packs
+	for i := 0; i < 6; i++ {
+		x, _, err := r.SaveBlob(ctx, DataBlob, randBytes(rng, 400000), id.ID{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		orphans = append(orphans, x)
+	}
+	ext := oneBlobFiles(t, r, 6, 400000) // flushes: one index object lists every pack
+	lost := r.Lookup(ext[len(ext)-1].ID)[0].Pack
+	for i := 0; i < 3; i++ {
+		mem.Remove(ctx, lost.ShardHandle(i))
+	}
+	var repErr error
+	hb := &indexPutHook{Backend: mem, hook: func() {
+		_, repErr = reopen(t, mem).Repair(ctx, CheckOptions{})
+	}}
+	if _, err := reopen(t, hb).Prune(ctx, PruneOptions{GraceSet: true, RepackBelow: -1, RepackBelowSet: true}); err != nil {
+		t.Fatalf("prune: %v", err)
+	}
+	if hb.hook != nil {
+		t.Fatal("prune rewrote no index object")
+	}
+	if repErr == nil || !strings.Contains(repErr.Error(), "prune") {
+		t.Errorf("repair beside a prune: %v, want an error naming the prune", repErr)
+	}
+	after := reopen(t, mem)
+	for _, x := range orphans {
+		for _, l := range after.Lookup(x) {
+			if _, err := mem.Stat(ctx, l.Pack.ShardHandle(0)); errors.Is(err, tiers.ErrNotFound) {
+				t.Errorf("blob %s is indexed in pack %s, whose shards prune removed", x.Short(), l.Pack.ID.Short())
+			}
+		}
 	}
 }
