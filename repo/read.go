@@ -340,17 +340,17 @@ func (r *Repository) rebuiltPack(ctx context.Context, p PackInfo) ([]byte, error
 	return pack, err
 }
 
-// ReconstructPack loads every shard of p (missing ones tolerated) and
-// rebuilds the pack with erasure.Reconstruct. The result reports missing
-// and corrupt shards and carries rebuilt shard objects for repair. A shard
-// that cannot be read (a storage error other than "not found") counts as
-// corrupt, with the error as its damage. At most one byte more than the
-// index says a shard has is read: a longer object is corrupt, and costs
-// no more memory than an intact one.
 // errShardUnreadable marks the damage of a shard that storage failed to
 // read (not missing, not a checksum mismatch): it may read another time.
 var errShardUnreadable = errors.New("storage failed to read the shard")
 
+// ReconstructPack loads every shard of p (missing ones tolerated) and
+// rebuilds the pack with erasure.Reconstruct. The result reports missing
+// and corrupt shards and carries rebuilt shard objects for repair. A shard
+// that cannot be read (a storage error other than "not found") counts as
+// corrupt, with the error as its damage (wrapping errShardUnreadable).
+// At most one byte more than the index says a shard has is read: a
+// longer object is corrupt, and costs no more memory than an intact one.
 func (r *Repository) ReconstructPack(ctx context.Context, p PackInfo) (*erasure.Result, error) {
 	n := int(p.K) + int(p.M)
 	want := int64(erasure.HeaderSize(p.Params())) + int64(p.ShardSize)
