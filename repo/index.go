@@ -45,8 +45,10 @@ type IndexPack struct {
 
 // IndexFile is the decoded content of one index object.
 type IndexFile struct {
-	// Supersedes lists index objects whose content this one fully
-	// contains; they may be deleted once this one is durable.
+	// Supersedes lists index objects whose content this one contains,
+	// less what its writer left out on purpose; they may be deleted once
+	// this one is durable. Readers take the union of all index objects
+	// and do not act on it.
 	Supersedes []id.ID
 	Packs      []IndexPack
 }
