@@ -58,6 +58,11 @@ var ErrUnrepairable = errors.New("some damage cannot be repaired from this repos
 // snapshots that refer to them whole again. It returns ErrUnrepairable
 // (with a report) when packs are beyond repair.
 func (r *Repository) Repair(ctx context.Context, o CheckOptions) (*RepairReport, error) {
+	sess, err := r.announceRepair(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer sess.End(context.WithoutCancel(ctx))
 	o.ReadData = true
 	chk, err := r.Check(ctx, o)
 	if err != nil && !errors.Is(err, ErrCheckFailed) {
@@ -129,6 +134,9 @@ func (r *Repository) Repair(ctx context.Context, o CheckOptions) (*RepairReport,
 		reindex = append(reindex, *ip)
 	}
 	if len(reindex) > 0 {
+		if err := sess.Check(); err != nil {
+			return rep, err
+		}
 		if _, err := r.SaveIndexFile(ctx, &IndexFile{Packs: reindex, Supersedes: badIndexes}); err != nil {
 			return rep, err
 		}
@@ -140,7 +148,7 @@ func (r *Repository) Repair(ctx context.Context, o CheckOptions) (*RepairReport,
 		}
 		rep.IndexesReplaced++
 	}
-	if err := r.dropUnreadable(ctx, beyond, rep); err != nil {
+	if err := r.dropUnreadable(ctx, sess, beyond, rep); err != nil {
 		return rep, err
 	}
 	if err := r.LoadIndex(ctx); err != nil {
@@ -177,7 +185,7 @@ func (r *Repository) Repair(ctx context.Context, o CheckOptions) (*RepairReport,
 // packs less those blobs (a pack left without blobs drops out), which
 // supersedes them; they are removed only once it is stored, so an
 // interruption leaves the blobs indexed as before.
-func (r *Repository) dropUnreadable(ctx context.Context, lost []PackDamage, rep *RepairReport) error {
+func (r *Repository) dropUnreadable(ctx context.Context, sess *Session, lost []PackDamage, rep *RepairReport) error {
 	entries := map[id.ID][]BlobEntry{} // of the packs with blobs that may not read
 	for _, d := range lost {
 		if d.BadBlobs > 0 || !d.BlobsRead {
@@ -259,32 +267,8 @@ func (r *Repository) dropUnreadable(ctx context.Context, lost []PackDamage, rep 
 		return nil
 	}
 
-	// A prune rewrites the index objects too, each from what it read: of
-	// two at once, the later one would put back what the other left out,
-	// a pack the prune then removes among them. Announced as a prune, a
-	// repair is seen by a prune that starts after, and sees one that
-	// started before.
-	host, _ := os.Hostname()
-	sess, err := r.beginSession(ctx, host, sessionPrune)
-	if err != nil {
-		return err
-	}
-	defer sess.End(context.WithoutCancel(ctx))
-	sessions, err := r.liveSessions(ctx, false, sess.h.Name)
-	if err != nil {
-		return err
-	}
-	for _, s := range sessions {
-		if s.Kind == sessionPrune && s.name != sess.h.Name {
-			return fmt.Errorf("a prune (or another repair) is running against %s (host %s, pid %d, since %s; session object sessions/%s): "+
-				"the blobs that do not read were left in the index, which it rewrites too; run drpipe repair again once it has finished. "+
-				"If none is running, one was killed: its record expires %s after %s, or remove that object",
-				r.be.Location(), s.Host, s.PID, s.Started.Format(time.RFC3339), s.name, SessionTTL+ClockSkew, s.Refreshed.Format(time.RFC3339))
-		}
-	}
-
 	var ids []id.ID
-	err = r.be.List(ctx, tiers.TypeIndex, func(oi tiers.ObjectInfo) error {
+	err := r.be.List(ctx, tiers.TypeIndex, func(oi tiers.ObjectInfo) error {
 		if x, err := id.Parse(oi.Handle.Name); err == nil {
 			ids = append(ids, x)
 		}
@@ -428,6 +412,36 @@ func (r *Repository) unreadable(ctx context.Context, p PackInfo, res *erasure.Re
 		lost[e.ID] = true
 	}
 	return lost, false, nil
+}
+
+// announceRepair announces a repair as a prune does, and fails while a
+// prune (or another repair) runs. A prune rewrites the index objects too,
+// each from what it read: of two at once, the later one would put back
+// what the other left out, a pack the prune then removes among them (or
+// index a pack again that the prune is removing as an orphan). Announced
+// as a prune, a repair is seen by a prune that starts after, and sees one
+// that started before.
+func (r *Repository) announceRepair(ctx context.Context) (*Session, error) {
+	host, _ := os.Hostname()
+	sess, err := r.beginSession(ctx, host, sessionPrune)
+	if err != nil {
+		return nil, err
+	}
+	sessions, err := r.liveSessions(ctx, false, sess.h.Name)
+	if err != nil {
+		sess.End(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	for _, s := range sessions {
+		if s.Kind == sessionPrune && s.name != sess.h.Name {
+			sess.End(context.WithoutCancel(ctx))
+			return nil, fmt.Errorf("a prune (or another repair) is running against %s (host %s, pid %d, since %s; session object sessions/%s): "+
+				"repair rewrites the index, as it does; nothing was changed: run drpipe repair again once it has finished. "+
+				"If none is running, one was killed: its record expires %s after %s, or remove that object",
+				r.be.Location(), s.Host, s.PID, s.Started.Format(time.RFC3339), s.name, SessionTTL+ClockSkew, s.Refreshed.Format(time.RFC3339))
+		}
+	}
+	return sess, nil
 }
 
 // rewriteShards stores the rebuilt shard objects of pack p and counts

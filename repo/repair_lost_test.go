@@ -420,3 +420,33 @@ func TestRepairDoesNotRewriteTheIndexBesidePrune(t *testing.T) {
 		}
 	}
 }
+
+// TestRepairRefusesBesideAPruneBeforeAnyWrite: a repair that finds a
+// prune running changes nothing, re-indexing included: a pack in no index
+// is what a prune removes as an orphan, and an index object naming it
+// written beside the prune would outlive the pack.
+func TestRepairRefusesBesideAPruneBeforeAnyWrite(t *testing.T) {
+	ctx := context.Background()
+	mem := tierstest.NewMemory()
+	r := testRepo(t, mem, InitOptions{EC: erasure.Params{K: 3, M: 2}, PackSize: 1 << 20})
+	oneBlobFiles(t, r, 4, 20000)
+	// The packs' index objects are gone: repair would index them again.
+	mem.List(ctx, tiers.TypeIndex, func(oi tiers.ObjectInfo) error { return mem.Remove(ctx, oi.Handle) })
+	prune, err := r.beginSession(ctx, "other-host", sessionPrune)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prune.End(ctx)
+	countIndexes := func() int {
+		n := 0
+		mem.List(ctx, tiers.TypeIndex, func(tiers.ObjectInfo) error { n++; return nil })
+		return n
+	}
+	rep, err := reopen(t, mem).Repair(ctx, CheckOptions{})
+	if err == nil || !strings.Contains(err.Error(), "a prune (or another repair) is running") {
+		t.Fatalf("repair beside a prune: %v (report %+v), want it refused", err, rep)
+	}
+	if n := countIndexes(); n != 0 {
+		t.Errorf("repair refused beside a prune still wrote %d index objects", n)
+	}
+}
