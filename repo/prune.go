@@ -305,8 +305,8 @@ func (r *Repository) othersThanPrune(sessions []sessionRecord, own string) ([]se
 		case own != "" && s.name == own:
 			continue
 		case s.Kind == sessionPrune:
-			return nil, fmt.Errorf("%w: another prune is running against %s (host %s, pid %d, since %s; session object sessions/%s): "+
-				"run prune again once it has finished. If no prune is running, one was killed: its record expires %s after %s, or remove that object",
+			return nil, fmt.Errorf("%w: another prune (or a repair) is running against %s (host %s, pid %d, since %s; session object sessions/%s): "+
+				"run prune again once it has finished. If none is running, one was killed: its record expires %s after %s, or remove that object",
 				ErrPruneUnsafe, r.be.Location(), s.Host, s.PID, s.Started.Format(time.RFC3339), s.name,
 				SessionTTL+ClockSkew, s.Refreshed.Format(time.RFC3339))
 		}

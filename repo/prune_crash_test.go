@@ -335,7 +335,7 @@ func TestConcurrentPrunesRewriteSameIndex(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("prune A: %v", err)
 	}
-	if !errors.Is(errB, ErrPruneUnsafe) || !strings.Contains(errB.Error(), "another prune is running") {
+	if !errors.Is(errB, ErrPruneUnsafe) || !strings.Contains(errB.Error(), "another prune (or a repair) is running") {
 		t.Fatalf("prune B beside a running prune: %v, want it to stop with ErrPruneUnsafe", errB)
 	}
 	mustCheck(t, b, "after two concurrent prunes")
