@@ -552,3 +552,84 @@ func TestSameConfigFromTwoSessionsOfOneRepository(t *testing.T) {
 		t.Errorf("the site's config changed: %v", err)
 	}
 }
+
+// slowBody serves one body: its first bytes at once, the rest after a
+// pause, as a primary whose source hangs for a while.
+type slowBody struct {
+	bytesBackend
+	pause time.Duration
+}
+
+func (b *slowBody) Load(_ context.Context, _ tiers.Handle, _, _ int64, fn func(io.Reader) error) error {
+	return fn(io.MultiReader(bytes.NewReader(b.b[:100]), &pausedReader{r: bytes.NewReader(b.b[100:]), pause: b.pause}))
+}
+
+type pausedReader struct {
+	r      io.Reader
+	pause  time.Duration
+	paused bool
+}
+
+func (p *pausedReader) Read(b []byte) (int, error) {
+	if !p.paused {
+		p.paused = true
+		time.Sleep(p.pause)
+	}
+	return p.r.Read(b)
+}
+
+// TestSiteResetsAnObjectWhoseBodyStalls: a primary that stops sending an
+// object's body for longer than the site's BodyIdleTimeout has the
+// object's stream reset, rather than holding it at the site for as long
+// as the connection lives; with a pause shorter than that the object is
+// stored.
+func TestSiteResetsAnObjectWhoseBodyStalls(t *testing.T) {
+	ctx := context.Background()
+	p := newPrimary(t)
+	p.backup("hv01", 3, 256<<10)
+	dir := filepath.Join(t.TempDir(), "site")
+	s, err := NewServer(ctx, ServerOptions{Dir: dir, BodyIdleTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	st := &site{t: t, dir: dir, s: s}
+	if _, err := st.replicatePipe(ctx, p, -1, ReplicateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	have := objects(t, dir)
+	p.backup("hv01", 3, 256<<10)
+	var shards []tiers.Handle
+	for h := range objects(t, p.dir) {
+		if _, ok := have[h]; !ok && h.Type == tiers.TypeData {
+			shards = append(shards, h)
+		}
+	}
+	if len(shards) < 2 {
+		t.Fatalf("%d new shards, want two", len(shards))
+	}
+	body := func(h tiers.Handle) []byte {
+		b, err := tiers.LoadAll(ctx, p.be, h, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	rs, _, err := openRaw(t, st, p.r.Config().ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(h tiers.Handle, pause time.Duration) error {
+		b := body(h)
+		if _, err := rs.offer(h.Type, h.Name, int64(len(b))); err != nil {
+			t.Fatal(err)
+		}
+		return sendObject(ctx, rs.cc, &slowBody{bytesBackend{b}, pause}, job{h: h, size: int64(len(b))}, ReplicateOptions{Timeout: 10 * time.Second})
+	}
+	if err := send(shards[0], 2*time.Second); err == nil {
+		t.Errorf("an object whose body paused 2 s was stored by a site that waits 300 ms")
+	}
+	if err := send(shards[1], 50*time.Millisecond); err != nil {
+		t.Errorf("an object whose body paused 50 ms: %v", err)
+	}
+}

@@ -47,6 +47,11 @@ type ServerOptions struct {
 	// ShutdownGrace is how long Serve lets running sessions finish after
 	// its context ends (default 10s).
 	ShutdownGrace time.Duration
+	// BodyIdleTimeout bounds each wait for the next bytes of an object's
+	// body: a primary that sends nothing for that long (its source hangs)
+	// has the object's stream reset, which frees what the object holds at
+	// the site (default 10 minutes).
+	BodyIdleTimeout time.Duration
 }
 
 // Server is the DR-site receiver: it accepts sessions from primaries and
@@ -88,6 +93,9 @@ func NewServer(ctx context.Context, o ServerOptions) (*Server, error) {
 	}
 	if o.ShutdownGrace <= 0 {
 		o.ShutdownGrace = 10 * time.Second
+	}
+	if o.BodyIdleTimeout <= 0 {
+		o.BodyIdleTimeout = 10 * time.Minute
 	}
 	s := &Server{o: o, log: o.Logger, m: o.Metrics}
 	if s.log == nil {
@@ -718,6 +726,19 @@ func (ss *session) receive(ctx context.Context, st Stream) {
 	}
 }
 
+// idleReader reads an object's body from st, bounding each wait for
+// bytes by timeout.
+type idleReader struct {
+	st      Stream
+	timeout time.Duration
+	now     func() time.Time
+}
+
+func (r idleReader) Read(p []byte) (int, error) {
+	r.st.SetDeadline(r.now().Add(r.timeout))
+	return r.st.Read(p)
+}
+
 func (ss *session) put(ctx context.Context, st Stream, f Frame) (tiers.Handle, PutResult) {
 	s := ss.s
 	if f.Type != FramePut {
@@ -783,7 +804,7 @@ func (ss *session) put(ctx context.Context, st Stream, f Frame) (tiers.Handle, P
 			return h, PutResult{CodeInternal, err.Error()}
 		}
 	}
-	body := newCheckedReader(st, v, m.Size)
+	body := newCheckedReader(idleReader{st: st, timeout: s.o.BodyIdleTimeout, now: s.o.Now}, v, m.Size)
 	if err := s.store.Put(ctx, h, body, m.Size); err != nil {
 		var ve *VerifyError
 		var re *RemoteError
