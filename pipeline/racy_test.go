@@ -29,7 +29,7 @@ func TestChangeInTheSameSecondIsReadAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-I", "128", img).CombinedOutput(); err != nil {
-		t.Skipf("mkfs.ext4: %v: %s", err, out)
+		t.Fatalf("mkfs.ext4 (run 'make deps', package e2fsprogs): %v: %s", err, out)
 	}
 	mnt := t.TempDir()
 	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
