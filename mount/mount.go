@@ -242,6 +242,7 @@ var (
 	_ gofs.NodeListxattrer = (*dirNode)(nil)
 	_ gofs.NodeGetxattrer  = (*fileNode)(nil)
 	_ gofs.NodeListxattrer = (*specialNode)(nil)
+	_ gofs.NodeReadlinker  = (*specialNode)(nil)
 )
 
 // load reads the directory's tree once it is first needed. A failed load
@@ -491,8 +492,6 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 			dn.kids = map[string]entry{} // empty: nothing to load
 		}
 		emb = dn
-	case e.n.Type == repo.NodeSymlink:
-		emb = &gofs.MemSymlink{Data: []byte(e.n.LinkTarget)}
 	case e.n.Type == repo.NodeFile:
 		emb = &fileNode{m: d.m, root: d.root, path: cp, n: e.n, disk: e.disk}
 	default:
@@ -596,9 +595,16 @@ func (d *dirNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.E
 	return listXattr(d.node, dest)
 }
 
+// specialNode is a symlink, device or FIFO of a snapshot: attributes and
+// extended attributes as recorded, and a symlink's target.
 type specialNode struct {
 	gofs.Inode
 	n *repo.Node
+}
+
+// Readlink implements gofs.NodeReadlinker.
+func (s *specialNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	return []byte(s.n.LinkTarget), 0
 }
 
 // Getxattr implements gofs.NodeGetxattrer.
