@@ -480,7 +480,10 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		return nil, syscall.ENOENT
 	}
 	cp := strings.TrimSuffix(d.path, "/") + "/" + e.n.Name
-	var emb gofs.InodeEmbedder
+	var emb interface {
+		gofs.InodeEmbedder
+		gofs.NodeGetattrer
+	}
 	switch {
 	case e.n.Type == repo.NodeDir:
 		var sub id.ID
@@ -497,7 +500,11 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	default:
 		emb = &specialNode{n: e.n}
 	}
-	fillAttr(&out.Attr, e.n, 0)
+	// The node's own Getattr, so that a lookup tells what a later stat
+	// does (the raw view of a disk image has a mode of its own).
+	var ao fuse.AttrOut
+	emb.Getattr(ctx, nil, &ao)
+	out.Attr = ao.Attr
 	ch := d.NewInode(ctx, emb, gofs.StableAttr{Mode: typeBits(e.n)})
 	return ch, 0
 }
