@@ -172,3 +172,42 @@ func TestConfigValueErrors(t *testing.T) {
 		t.Errorf("DRPIPE_MOUNT_CACHE_SIZE=big: exit %d, stderr %q; want exit 2 quoting the value as given", res.code, res.stderr)
 	}
 }
+
+// TestConfigNumberBoolErrors: a number or true/false key given a value
+// that is neither is refused (exit 2) naming the key, wherever it comes
+// from, rather than read as 0 or false: DRPIPE_TAPE_PARITY=one wrote a
+// tape set that survives the loss of no tape.
+func TestConfigNumberBoolErrors(t *testing.T) {
+	e := newEnv(t)
+	r := e.initRepo()
+	for _, c := range []struct {
+		env, file, want string
+	}{
+		{env: "DRPIPE_TAPE_PARITY=one", want: "tape.parity (DRPIPE_TAPE_PARITY)"},
+		{env: "DRPIPE_WORKERS=many", want: "workers (DRPIPE_WORKERS)"},
+		{env: "DRPIPE_JSON=maybe", want: "json (DRPIPE_JSON)"},
+		{env: "DRPIPE_S3_RETRIES=lots", want: "s3.retries (DRPIPE_S3_RETRIES)"},
+		{file: "restore:\n  workers: 2.5\n", want: "restore.workers (DRPIPE_RESTORE_WORKERS)"},
+		{file: "backup:\n  flatten: sometimes\n", want: "backup.flatten (DRPIPE_BACKUP_FLATTEN)"},
+		{file: "copy:\n  workers: [1, 2]\n", want: "copy.workers (DRPIPE_COPY_WORKERS)"},
+	} {
+		e.extra = nil
+		args := []string{"snapshots", "--repo", r}
+		if c.env != "" {
+			e.extra = []string{c.env}
+		}
+		if c.file != "" {
+			cfg := filepath.Join(e.dir, "drpipe.yaml")
+			if err := os.WriteFile(cfg, []byte(c.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args = append(args, "--config", cfg)
+		}
+		res := e.run(args...)
+		if res.code != 2 || !strings.Contains(res.stderr, c.want) {
+			t.Errorf("%s%q: exit %d, stderr %q; want exit 2 naming %s", c.env, c.file, res.code, res.stderr, c.want)
+		}
+	}
+	e.extra = []string{"DRPIPE_TAPE_PARITY=2", "DRPIPE_JSON=1", "DRPIPE_WORKERS=3"}
+	e.ok("snapshots", "--repo", r)
+}

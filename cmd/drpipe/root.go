@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"runtime"
 	"slices"
 	"strings"
 	"text/tabwriter"
 
+	"github.com/spf13/cast"
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
 	"golang.org/x/term"
@@ -179,6 +181,38 @@ func (a *app) loadConfig(cmd *cobra.Command) error {
 				return usagef("config file %s: tape pool %s: unknown key %q (a pool is a section of %s)", file, pool, key, strings.Join(poolKeys, ", "))
 			}
 			return usagef("config file %s: unknown key %q (see %s for the keys)", file, k, keysDocumentedIn(k))
+		}
+	}
+	return a.checkValues()
+}
+
+// checkValues refuses a value of a number or true/false key that is
+// neither, naming the key, wherever the value came from: viper reads it as
+// 0 or false, which would quietly stand for the default (or none at all:
+// tape.parity).
+func (a *app) checkValues() error {
+	kinds := map[string]any{}
+	for _, m := range append([]map[string]any{configDefaults}, sectionDefaults...) {
+		maps.Copy(kinds, m)
+	}
+	for _, k := range numberKeys {
+		if a.v.IsSet(k) {
+			kinds[k] = 0
+		}
+	}
+	for k, kind := range kinds {
+		v := a.v.Get(k)
+		var err error
+		switch kind.(type) {
+		case int:
+			_, err = wholeNumber(v)
+		case bool:
+			if _, e := cast.ToBoolE(v); e != nil {
+				err = fmt.Errorf("%q is not true or false", fmt.Sprint(v))
+			}
+		}
+		if err != nil {
+			return usagef("config key %s (DRPIPE_%s): %w", k, strings.ToUpper(strings.ReplaceAll(k, ".", "_")), err)
 		}
 	}
 	return nil

@@ -27,6 +27,10 @@ var s3Keys = map[string]bool{
 // copyKeys are the config keys of the copy section.
 var copyKeys = map[string]bool{"copy.workers": true}
 
+// numberKeys are the s3 and copy keys that take a whole number (the other
+// sections' number keys have defaults that say so).
+var numberKeys = []string{"s3.object_lock_days", "s3.concurrency", "s3.retries", "s3.restore_days", "copy.workers"}
+
 // s3Config builds the S3 tier configuration for loc from the s3.* keys.
 func (a *app) s3Config(loc string) (s3tier.Config, error) {
 	bucket, prefix, err := s3tier.ParseURL(loc)
