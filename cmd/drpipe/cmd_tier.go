@@ -61,9 +61,14 @@ func tierNow() (time.Time, error) {
 // tierTargets wires every tier of the policy to a target. The returned
 // closer releases them.
 func (a *app) tierTargets(ctx context.Context, cfg *policy.Config, r *repo.Repository, pw []byte) (map[string]policy.Target, func(), error) {
-	grace := a.v.GetDuration("tiering.prune_grace")
-	if !a.v.IsSet("tiering.prune_grace") {
-		grace = repo.DefaultGrace
+	grace := repo.DefaultGrace
+	if a.v.IsSet("tiering.prune_grace") {
+		s := a.v.GetString("tiering.prune_grace")
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 {
+			return nil, nil, usagef("config key tiering.prune_grace (DRPIPE_TIERING_PRUNE_GRACE) %q: want a duration such as 24h or 168h (0s removes condemned data in the run that condemns it)", s)
+		}
+		grace = d
 	}
 	prune := &repo.PruneOptions{Grace: grace, GraceSet: true}
 	targets := map[string]policy.Target{}

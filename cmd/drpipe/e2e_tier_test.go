@@ -213,3 +213,25 @@ tiering:
 		}
 	}
 }
+
+// TestTieringPruneGraceMalformed: a tiering.prune_grace that is not a
+// duration ("7d": Go durations have no days) is a usage error naming the
+// key, not a grace of 0, which removes condemned data in the same run.
+func TestTieringPruneGraceMalformed(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	for _, grace := range []string{"7d", "-1h"} {
+		cfg := writeFile(t, e.dir, "drpipe.yaml", fmt.Sprintf(`repo: %s
+tiering:
+  prune_grace: %s
+  tiers:
+    - name: hot
+      kind: primary
+      keep: {last: 1}
+`, repoDir, grace))
+		res := e.run("--config", cfg, "tier", "plan")
+		if res.code != 2 || !strings.Contains(res.stderr, "tiering.prune_grace") || !strings.Contains(res.stderr, grace) {
+			t.Errorf("prune_grace %s: exit %d, stderr %q; want exit 2 naming tiering.prune_grace and the value", grace, res.code, res.stderr)
+		}
+	}
+}
