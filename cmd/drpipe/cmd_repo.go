@@ -194,10 +194,7 @@ func (a *app) backupCmd() *cobra.Command {
 			if host == "" {
 				host = a.v.GetString("host")
 			}
-			if len(tags) == 0 {
-				tags = a.v.GetStringSlice("backup.tags")
-			}
-			tags, err := parseTags(tags)
+			tags, err := parseTags(append(tags, a.v.GetStringSlice("backup.tags")...))
 			if err != nil {
 				return err
 			}
@@ -258,7 +255,7 @@ func (a *app) backupCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&host, "host", "", "host name recorded in the snapshot (config key host; default: this machine's hostname)")
-	f.StringArrayVar(&tags, "tag", nil, "tags for the snapshot, separated by commas (repeatable; config key backup.tags)")
+	f.StringArrayVar(&tags, "tag", nil, "tags for the snapshot, separated by commas (repeatable; added to those of config key backup.tags)")
 	f.StringArrayVar(&inventories, "inventory", nil, "VM inventory file to store with the snapshot (repeatable)")
 	f.BoolVar(&stdin, "stdin", false, "back up standard input as one file")
 	f.StringVar(&stdinName, "stdin-name", "", "file name for --stdin in the snapshot")

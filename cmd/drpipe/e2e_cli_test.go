@@ -408,3 +408,27 @@ func TestForgetByIDArguments(t *testing.T) {
 		t.Errorf("forget of one snapshot named twice: %d forgotten, %d decisions; want 1 and 1:\n%s", res.Forgotten, len(res.Decisions), out)
 	}
 }
+
+// TestBackupConfigTagsAdded: backup.tags are added to every backup, in
+// addition to --tag (configs/drpipe.yaml, README), not only to backups
+// given no --tag.
+func TestBackupConfigTagsAdded(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	cfg := writeFile(t, e.dir, "drpipe.yaml", "backup:\n  tags: [prod]\n")
+	r := e.runIn([]byte("x"), "--config", cfg, "backup", "--repo", repoDir, "--host", "db01", "--stdin", "--stdin-name", "x", "--tag", "nightly")
+	if r.code != 0 {
+		t.Fatalf("backup: exit %d: %s", r.code, r.stderr)
+	}
+	list := e.snapshotsJSON(repoDir)
+	if len(list) != 1 {
+		t.Fatalf("%d snapshots, want 1", len(list))
+	}
+	var tags []string
+	for _, x := range list[0]["tags"].([]any) {
+		tags = append(tags, x.(string))
+	}
+	if !slices.Equal(tags, []string{"nightly", "prod"}) {
+		t.Errorf("backup --tag nightly with backup.tags [prod]: tags %q, want [nightly prod]", tags)
+	}
+}
