@@ -607,6 +607,7 @@ func (a *app) replicateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			a.jsonLines = true
 			return a.watchLoop(ctx, r, cache, once, interval)
 		},
 	}

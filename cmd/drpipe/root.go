@@ -38,6 +38,9 @@ type app struct {
 	skipBadIndex bool
 	// root is the root command; its persistent flags are the global ones.
 	root *cobra.Command
+	// jsonLines makes printJSON write each value on one line (NDJSON, for
+	// commands that print a stream of events: replicate --watch).
+	jsonLines bool
 }
 
 func newRootCmd() *cobra.Command {
@@ -258,7 +261,9 @@ func (a *app) jsonOut() bool { return a.v.GetBool("json") }
 
 func (a *app) printJSON(v any) error {
 	enc := json.NewEncoder(a.stdout)
-	enc.SetIndent("", "  ")
+	if !a.jsonLines {
+		enc.SetIndent("", "  ")
+	}
 	return enc.Encode(v)
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -793,18 +794,21 @@ func TestReplicateWatch(t *testing.T) {
 	events := make(chan watchEvent, 1000)
 	go func() {
 		defer close(events)
-		dec := json.NewDecoder(pr)
-		for {
+		// NDJSON (README): one object per line.
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
 			var ev watchEvent
-			if err := dec.Decode(&ev); err != nil {
-				if err != io.EOF {
-					events <- watchEvent{Event: "not JSON", Error: err.Error()}
-					io.Copy(io.Discard, pr)
-				}
+			if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+				events <- watchEvent{Event: "not JSON", Error: fmt.Sprintf("line %q: %v", sc.Text(), err)}
+				io.Copy(io.Discard, pr)
 				return
 			}
 			ev.at = time.Now()
 			events <- ev
+		}
+		if err := sc.Err(); err != nil {
+			events <- watchEvent{Event: "not JSON", Error: err.Error()}
+			io.Copy(io.Discard, pr)
 		}
 	}()
 
