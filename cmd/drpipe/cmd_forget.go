@@ -104,6 +104,11 @@ func (a *app) forgetCmd() *cobra.Command {
 			if tags, err = parseTags(tags); err != nil {
 				return err
 			}
+			// Checked before anything is forgotten.
+			po, err := pruneOptions(grace, dryRun)
+			if err != nil {
+				return err
+			}
 			r, err := a.openRepo(ctx)
 			if err != nil {
 				return err
@@ -196,14 +201,11 @@ func (a *app) forgetCmd() *cobra.Command {
 			}
 			var prep *repo.PruneReport
 			if prune && len(errs) == 0 {
-				o, err := pruneOptions(grace, dryRun)
-				if err != nil {
-					return err
-				}
 				if dryRun {
-					o.Forgotten = remove
+					po.Forgotten = remove
 				}
-				prep, err = r.Prune(ctx, o)
+				var err error
+				prep, err = r.Prune(ctx, po)
 				if err != nil {
 					errs = append(errs, err)
 				}

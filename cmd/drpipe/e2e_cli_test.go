@@ -432,3 +432,21 @@ func TestBackupConfigTagsAdded(t *testing.T) {
 		t.Errorf("backup --tag nightly with backup.tags [prod]: tags %q, want [nightly prod]", tags)
 	}
 }
+
+// TestForgetPruneBadGraceChangesNothing: forget --prune with a --grace
+// that is not a duration is a usage error before any snapshot is
+// forgotten, not after.
+func TestForgetPruneBadGraceChangesNothing(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	src := writeFile(t, e.dir, "a", "hello")
+	e.backup(repoDir, src)
+	e.backup(repoDir, src)
+	r := e.run("forget", "--repo", repoDir, "--keep-last", "1", "--prune", "--grace", "7d")
+	if r.code != 2 || !strings.Contains(r.stderr, "--grace") {
+		t.Errorf("forget --prune --grace 7d: exit %d, want 2 naming --grace:\n%s", r.code, r.stderr)
+	}
+	if n := len(e.snapshotsJSON(repoDir)); n != 2 {
+		t.Errorf("%d snapshots after a refused forget, want 2", n)
+	}
+}
