@@ -124,7 +124,7 @@ func (a *app) forgetCmd() *cobra.Command {
 				Reasons []string `json:"reasons,omitempty"`
 				Group   string   `json:"group"`
 			}
-			var decisions []decisionJSON
+			decisions := []decisionJSON{} // [] in --json, also when none
 			if len(args) > 0 {
 				named := map[id.ID]bool{}
 				for _, ref := range args {

@@ -32,6 +32,9 @@ func (a *app) demoCmd() *cobra.Command {
 		Example: "  drpipe demo\n  drpipe demo --dir /tmp/drpipe-demo --keep",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if a.jsonOut() {
+				return usagef("demo tells what it does as text; it has no --json output (each command it shows has)")
+			}
 			size, err := parseSize(imageSize)
 			if err != nil {
 				return usagef("--image-size: %w", err)

@@ -450,3 +450,18 @@ func TestForgetPruneBadGraceChangesNothing(t *testing.T) {
 		t.Errorf("%d snapshots after a refused forget, want 2", n)
 	}
 }
+
+// TestJSONOutputEdges: forget --json on a selection with no snapshot
+// gives an empty list, not null, and demo, which has no JSON output,
+// refuses --json rather than print text where JSON is promised.
+func TestJSONOutputEdges(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	out := e.ok("forget", "--json", "--repo", repoDir, "--keep-last", "1", "--host", "nobody", "--dry-run")
+	if !strings.Contains(out, `"decisions": []`) {
+		t.Errorf("forget --json with nothing selected: want an empty decisions list:\n%s", out)
+	}
+	if r := e.run("demo", "--json"); r.code != 2 || r.stdout != "" {
+		t.Errorf("demo --json: exit %d, stdout %q; want a usage error and nothing on stdout", r.code, r.stdout)
+	}
+}
