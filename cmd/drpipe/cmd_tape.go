@@ -961,6 +961,20 @@ func (a *app) tapeRestoreCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			created := true // the work directory is the restore's own
+			if work != "" {
+				// The restore fills work/repo and work/cache and removes
+				// them afterwards: a directory holding anything else
+				// (a repository among it) is not given to it.
+				ents, err := os.ReadDir(work)
+				if err != nil && !errors.Is(err, os.ErrNotExist) {
+					return err
+				}
+				created = err != nil
+				if len(ents) > 0 {
+					return usagef("--work %s is not empty: give a new or empty directory for the repository read from tape", work)
+				}
+			}
 			te, err := a.openTape()
 			if err != nil {
 				return err
@@ -993,7 +1007,15 @@ func (a *app) tapeRestoreCmd() *cobra.Command {
 				return err
 			}
 			if !keep {
-				defer os.RemoveAll(work)
+				// Only what the restore put there goes, and the directory
+				// it made once empty: a --target inside it stays.
+				defer func() {
+					os.RemoveAll(filepath.Join(work, "repo"))
+					os.RemoveAll(filepath.Join(work, "cache"))
+					if created {
+						os.Remove(work)
+					}
+				}()
 			}
 			be, err := tape.NewScratch(filepath.Join(work, "repo"))
 			if err != nil {
@@ -1065,7 +1087,7 @@ func (a *app) tapeRestoreCmd() *cobra.Command {
 	f.StringVar(&target, "target", "", "directory to restore into")
 	f.StringVar(&setID, "set", "", "restore from this set (id or prefix) instead of the newest holding the snapshot")
 	f.StringArrayVar(&paths, "path", nil, "restore only this snapshot path (repeatable)")
-	f.StringVar(&work, "work", "", "directory for the temporary repository read from tape (default: a temp dir)")
+	f.StringVar(&work, "work", "", "new or empty directory for the temporary repository read from tape (default: a temp dir)")
 	f.BoolVar(&keep, "keep-work", false, "keep the temporary repository (it is a complete drpipe repository for the snapshot)")
 	addDiskFormatFlag(cmd)
 	return cmd

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"io/fs"
 	"os"
@@ -359,5 +360,52 @@ func TestTapeBadInputCLI(t *testing.T) {
 	// An unknown library directory is a usage error.
 	if r := e.run("tape", "inventory", "--library", filepath.Join(e.dir, "nope")); r.code != 2 || !strings.Contains(r.stderr, "library init") {
 		t.Errorf("inventory of a missing library: exit %d %s", r.code, r.stderr)
+	}
+}
+
+// tape restore --work takes a new or empty directory and removes only
+// what it put there: a directory holding anything else is refused before
+// a tape is read, and a --target inside the work directory stays.
+func TestTapeRestoreWorkDir(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo("--ec", "1+1", "--pack-size", "1MiB")
+	src := filepath.Join(e.dir, "src")
+	sample.Tree(src, sample.TreeOptions{Files: 10, Bytes: 1 << 20, Seed: 5})
+	e.backup(repoDir, src)
+	lib := filepath.Join(e.dir, "vtl")
+	e.ok("tape", "library", "init", "--library", lib, "--generation", "LTO-7", "--slots", "4", "--drives", "1", "--capacity", "64MiB")
+	e.ok("tape", "label", "--library", lib, "--pool", "p", "--count", "2")
+	e.ok("tape", "write", "--library", lib, "--repo", repoDir, "--pool", "p", "--parity", "0")
+	work := filepath.Join(e.dir, "scratch")
+	os.MkdirAll(work, 0o755)
+	mine := filepath.Join(work, "notes.txt")
+	if err := os.WriteFile(mine, []byte("the operator's"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(e.dir, "restore")
+	r := e.run("tape", "restore", "--library", lib, "latest", "--target", target, "--work", work)
+	if r.code != 2 || !strings.Contains(r.stderr, "not empty") {
+		t.Errorf("tape restore --work into a directory holding a file: exit %d, want 2 and a refusal\n%s", r.code, r.stderr)
+	}
+	if _, err := os.Stat(mine); err != nil {
+		t.Fatalf("tape restore --work %s removed a file it did not create: %v", work, err)
+	}
+	// An empty directory is used, and stays.
+	os.Remove(mine)
+	e.ok("tape", "restore", "--library", lib, "latest", "--target", target, "--work", work)
+	if ents, err := os.ReadDir(work); err != nil || len(ents) != 0 {
+		t.Errorf("work directory after the restore: %v %v, want it there and empty", ents, err)
+	}
+	// A new one goes, but not the target restored into it.
+	work = filepath.Join(e.dir, "new")
+	target = filepath.Join(work, "restore")
+	e.ok("tape", "restore", "--library", lib, "latest", "--target", target, "--work", work)
+	if _, err := os.Stat(restored(target, src)); err != nil {
+		t.Errorf("the tree restored under the work directory is gone: %v", err)
+	}
+	for _, d := range []string{"repo", "cache"} {
+		if _, err := os.Stat(filepath.Join(work, d)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s/%s is still there after the restore (%v)", work, d, err)
+		}
 	}
 }
