@@ -225,21 +225,12 @@ var ErrInLibrary = errors.New("tape: cartridge is already in the library")
 // ErrNotLibrary: the directory holds no virtual library.
 var ErrNotLibrary = errors.New("tape: not a virtual tape library")
 
-// OpenVirtual opens the virtual library in dir and locks it.
+// OpenVirtual opens the virtual library in dir and locks it. The state
+// is read under the lock: read before, it could predate the moves of a
+// process that held the lock meanwhile, which saving it would undo.
 func OpenVirtual(dir string) (*VirtualLibrary, error) {
-	b, err := os.ReadFile(filepath.Join(dir, libStateFile))
-	if errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(dir, libStateFile)); errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s has no %s (create one with 'drpipe tape library init --library %s')", ErrNotLibrary, dir, libStateFile, dir)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open tape library %s: %w", dir, err)
-	}
-	var st libState
-	if err := json.Unmarshal(b, &st); err != nil || st.Format != libFormatName {
-		return nil, fmt.Errorf("%w: %s/%s is damaged or foreign", ErrNotLibrary, dir, libStateFile)
-	}
-	if st.Version != 1 {
-		return nil, fmt.Errorf("%w: virtual library version %d", ErrUnsupportedVersion, st.Version)
 	}
 	lf, err := os.OpenFile(filepath.Join(dir, libLockFile), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
@@ -248,6 +239,20 @@ func OpenVirtual(dir string) (*VirtualLibrary, error) {
 	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		lf.Close()
 		return nil, fmt.Errorf("tape library %s is in use by another drpipe process; wait for it to finish", dir)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, libStateFile))
+	if err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("open tape library %s: %w", dir, err)
+	}
+	var st libState
+	if err := json.Unmarshal(b, &st); err != nil || st.Format != libFormatName {
+		lf.Close()
+		return nil, fmt.Errorf("%w: %s/%s is damaged or foreign", ErrNotLibrary, dir, libStateFile)
+	}
+	if st.Version != 1 {
+		lf.Close()
+		return nil, fmt.Errorf("%w: virtual library version %d", ErrUnsupportedVersion, st.Version)
 	}
 	if st.Home == nil {
 		st.Home = map[string]int{}

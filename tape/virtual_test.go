@@ -2,9 +2,12 @@ package tape_test
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/drpipe/drpipe/tape"
 	"github.com/drpipe/drpipe/tape/tapetest"
@@ -106,5 +109,55 @@ func TestVirtualLibraryLayout(t *testing.T) {
 			t.Errorf("state not persisted: %+v", inv.MailSlots)
 		}
 		lib2.Close()
+	}
+}
+
+// TestOpenVirtualReadsStateUnderTheLock: a process that opens the library
+// just as another one, having moved a cartridge, lets go of it sees the
+// state on disk, not the one from before that move (which its own saves
+// would then write back).
+func TestOpenVirtualReadsStateUnderTheLock(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := tape.InitVirtual(dir, tape.VirtualConfig{Generation: tape.LTO9, Slots: 2, Drives: 1, Cartridges: 1, Capacity: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	stop := time.Now().Add(time.Second)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for time.Now().Before(stop) {
+			l, err := tape.OpenVirtual(dir)
+			if err != nil {
+				continue
+			}
+			inv, _ := l.Inventory(ctx)
+			from, to := tape.Element{Kind: tape.ElemSlot, Index: 0}, tape.Element{Kind: tape.ElemSlot, Index: 1}
+			if !inv.Slots[0].Full {
+				from, to = to, from
+			}
+			l.Move(ctx, from, to)
+			l.Close()
+		}
+	}()
+	stale := 0
+	for time.Now().Before(stop) {
+		l, err := tape.OpenVirtual(dir)
+		if err != nil {
+			continue
+		}
+		inv, _ := l.Inventory(ctx)
+		b, _ := os.ReadFile(filepath.Join(dir, "library.json"))
+		var st struct{ Slots []string }
+		json.Unmarshal(b, &st)
+		if (st.Slots[0] != "") != inv.Slots[0].Full {
+			stale++
+		}
+		l.Close()
+	}
+	wg.Wait()
+	if stale > 0 {
+		t.Errorf("%d opens saw a library state other than the one on disk", stale)
 	}
 }
