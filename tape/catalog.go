@@ -427,8 +427,27 @@ func writeJSON(path string, v any) error {
 	return WriteFileAtomic(path, append(b, '\n'))
 }
 
+// maxStateFile bounds the JSON records of the catalog database (a set's
+// or a cartridge's record, the pool state): far above what drpipe writes.
+const maxStateFile = 64 << 20
+
+// readBounded reads the file at path, refusing one longer than limit
+// before holding more (readCatalogBytes).
+func readBounded(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := readCatalogBytes(f, limit)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return b, nil
+}
+
 func readJSON(path string, v any) error {
-	b, err := os.ReadFile(path)
+	b, err := readBounded(path, maxStateFile)
 	if err != nil {
 		return err
 	}
@@ -614,7 +633,7 @@ func (c *Catalog) PutManifest(setID string, raw []byte) error {
 
 // Manifest returns a set's manifest.
 func (c *Catalog) Manifest(setID string) (*Manifest, error) {
-	b, err := os.ReadFile(filepath.Join(c.setDir(setID), "manifest.json"))
+	b, err := readBounded(filepath.Join(c.setDir(setID), "manifest.json"), maxCatalogLen)
 	if err != nil {
 		return nil, fmt.Errorf("tape catalog: manifest of set %s: %w", setID, err)
 	}
@@ -633,7 +652,7 @@ func (c *Catalog) PutTapeCatalog(setID string, tc *TapeCatalog) error {
 
 // TapeCatalog returns the catalog of tape (col, seq) of a set.
 func (c *Catalog) TapeCatalog(setID string, col, seq int) (*TapeCatalog, error) {
-	b, err := os.ReadFile(filepath.Join(c.setDir(setID), catName(col, seq)))
+	b, err := readBounded(filepath.Join(c.setDir(setID), catName(col, seq)), maxCatalogLen)
 	if err != nil {
 		return nil, fmt.Errorf("tape catalog of set %s tape %d.%d: %w", setID, col, seq, err)
 	}

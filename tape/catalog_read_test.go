@@ -3,6 +3,8 @@ package tape
 import (
 	"bytes"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -22,5 +24,24 @@ func TestCatalogFileReadIsBounded(t *testing.T) {
 	b, err := readCatalogBytes(bytes.NewReader(make([]byte, 1<<20)), 1<<20)
 	if err != nil || len(b) != 1<<20 {
 		t.Fatalf("catalog file of exactly the bound: %d bytes, %v", len(b), err)
+	}
+}
+
+// TestCatalogDatabaseReadsAreBounded: the files of the catalog database
+// are read up to a bound too (a /dev/zero or a huge file put there).
+func TestCatalogDatabaseReadsAreBounded(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "set.json")
+	if err := os.WriteFile(p, bytes.Repeat([]byte(" "), 4096), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readBounded(p, 1024); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("4 KiB file read with a 1 KiB bound: %v, want ErrCorrupt", err)
+	}
+	if _, err := readBounded("/dev/zero", 1<<20); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("/dev/zero: %v, want ErrCorrupt", err)
+	}
+	if _, err := readBounded(filepath.Join(dir, "none"), 1024); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("missing file: %v, want ErrNotExist", err)
 	}
 }
