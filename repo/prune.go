@@ -449,13 +449,7 @@ func (r *Repository) removePack(ctx context.Context, pid id.ID, shards []shardIn
 // for the packs in gone still listed by an index object that could not be
 // removed (under retention), why: those packs must stay.
 func (r *Repository) rewriteIndexWithout(ctx context.Context, gone map[id.ID]bool) (int, map[id.ID]string, error) {
-	var ids []id.ID
-	err := r.be.List(ctx, tiers.TypeIndex, func(oi tiers.ObjectInfo) error {
-		if x, err := id.Parse(oi.Handle.Name); err == nil {
-			ids = append(ids, x)
-		}
-		return nil
-	})
+	ids, err := r.listIDs(ctx, tiers.TypeIndex)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -267,15 +267,9 @@ func (r *Repository) dropUnreadable(ctx context.Context, sess *Session, lost []P
 		return nil
 	}
 
-	var ids []id.ID
-	err := r.be.List(ctx, tiers.TypeIndex, func(oi tiers.ObjectInfo) error {
-		if x, err := id.Parse(oi.Handle.Name); err == nil {
-			ids = append(ids, x)
-		}
-		return nil
-	})
+	ids, err := r.listIDs(ctx, tiers.TypeIndex)
 	if err != nil {
-		return fmt.Errorf("list index objects in %s: %w", r.be.Location(), err)
+		return err
 	}
 	var supersede []id.ID
 	var packs []IndexPack

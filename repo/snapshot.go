@@ -104,16 +104,21 @@ func (r *Repository) LoadSnapshot(ctx context.Context, x id.ID) (*Snapshot, erro
 
 // ListSnapshotIDs lists snapshot object ids.
 func (r *Repository) ListSnapshotIDs(ctx context.Context) ([]id.ID, error) {
+	return r.listIDs(ctx, tiers.TypeSnapshot)
+}
+
+// listIDs lists the ids of the objects of type t (names that are not ids
+// are passed over).
+func (r *Repository) listIDs(ctx context.Context, t tiers.Type) ([]id.ID, error) {
 	var out []id.ID
-	err := r.be.List(ctx, tiers.TypeSnapshot, func(oi tiers.ObjectInfo) error {
-		x, err := id.Parse(oi.Handle.Name)
-		if err == nil {
+	err := r.be.List(ctx, t, func(oi tiers.ObjectInfo) error {
+		if x, err := id.Parse(oi.Handle.Name); err == nil {
 			out = append(out, x)
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list snapshots in %s: %w", r.be.Location(), err)
+		return nil, fmt.Errorf("list %s/ in %s: %w", t, r.be.Location(), err)
 	}
 	return out, nil
 }
