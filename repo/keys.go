@@ -61,6 +61,9 @@ type KeyInfo struct {
 	Host    string    `json:"host,omitempty"`
 	User    string    `json:"username,omitempty"`
 	Current bool      `json:"current"`
+	// Damaged says why the slot cannot be used (it is not a key slot, or
+	// its content does not match its name); empty for an intact slot.
+	Damaged string `json:"damaged,omitempty"`
 }
 
 // deriveWrapKey runs the KDF. Its work area (64 MiB by default, touched in
@@ -239,20 +242,32 @@ func (r *Repository) AddKey(ctx context.Context, password []byte, label string) 
 	return kid, nil
 }
 
-// ListKeys returns the key slots without opening them.
+// ListKeys returns the key slots without opening them. A damaged slot is
+// listed with the reason in Damaged, so that it can be removed.
 func (r *Repository) ListKeys(ctx context.Context) ([]KeyInfo, error) {
 	var out []KeyInfo
 	err := r.be.List(ctx, tiers.TypeKey, func(oi tiers.ObjectInfo) error {
 		raw, err := loadLimited(ctx, r.be, oi.Handle, maxSmallObject)
-		if err != nil {
+		if err != nil && !errors.Is(err, ErrTooLarge) {
 			return fmt.Errorf("read key slot %s: %w", oi.Handle.Name, err)
 		}
+		kid, perr := id.Parse(oi.Handle.Name)
+		info := KeyInfo{ID: kid, Current: perr == nil && kid == r.keyID}
 		var kf keyFile
-		if err := json.Unmarshal(raw, &kf); err != nil {
-			return fmt.Errorf("key slot %s is not valid JSON: %w", oi.Handle.Name, err)
+		switch {
+		case perr != nil:
+			info.Damaged = fmt.Sprintf("%q is not a key slot name: remove the object by hand", oi.Handle.Name)
+		case err != nil:
+			info.Damaged = err.Error()
+		case id.Hash(raw) != kid:
+			info.Damaged = "content does not match its name"
+		default:
+			if err := json.Unmarshal(raw, &kf); err != nil {
+				info.Damaged = fmt.Sprintf("not a key slot: %v", err)
+			}
 		}
-		kid, _ := id.Parse(oi.Handle.Name)
-		out = append(out, KeyInfo{ID: kid, Label: kf.Label, Created: kf.Created, Host: kf.Host, User: kf.Username, Current: kid == r.keyID})
+		info.Label, info.Created, info.Host, info.User = kf.Label, kf.Created, kf.Host, kf.Username
+		out = append(out, info)
 		return nil
 	})
 	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })

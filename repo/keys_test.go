@@ -108,3 +108,37 @@ func TestWrongPasswordBesideDamagedSlot(t *testing.T) {
 	}
 	r.Close()
 }
+
+// A damaged key slot is listed as damaged, beside the intact ones, and can
+// be removed: it does not make the listing fail.
+func TestListKeysShowsDamagedSlot(t *testing.T) {
+	be := tierstest.NewMemory()
+	r := testRepo(t, be, InitOptions{})
+	defer r.Close()
+	junk := []byte(`{"version": 1, "label": "trunc`)
+	jid := id.Hash(junk)
+	if err := tiers.PutBytes(context.Background(), be, tiers.Handle{Type: tiers.TypeKey, Name: jid.String()}, junk); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := r.ListKeys(context.Background())
+	if err != nil {
+		t.Fatalf("list with a damaged slot: %v", err)
+	}
+	var found bool
+	for _, k := range keys {
+		if k.ID == jid {
+			found = true
+			if k.Damaged == "" {
+				t.Fatalf("damaged slot listed as intact: %+v", k)
+			}
+		} else if k.Damaged != "" || !k.Current {
+			t.Fatalf("intact slot listed as %+v", k)
+		}
+	}
+	if !found || len(keys) != 2 {
+		t.Fatalf("listed %+v, want the intact and the damaged slot", keys)
+	}
+	if err := r.RemoveKey(context.Background(), jid); err != nil {
+		t.Fatalf("remove the damaged slot: %v", err)
+	}
+}

@@ -763,7 +763,11 @@ func (a *app) keyCmd() *cobra.Command {
 				if k.Current {
 					cur = "*"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", cur, k.ID.Short(), k.Label, k.Created.Local().Format("2006-01-02 15:04"), k.Host, k.User)
+				label := k.Label
+				if k.Damaged != "" {
+					label = "DAMAGED: " + k.Damaged
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", cur, k.ID.Short(), label, k.Created.Local().Format("2006-01-02 15:04"), k.Host, k.User)
 			}
 			return tw.Flush()
 		},
