@@ -338,10 +338,25 @@ func (a *app) givenPassword() (p []byte, given bool, err error) {
 	return nil, false, nil
 }
 
+// maxSecretFile bounds a password or key file: a few hundred bytes in
+// practice; a path to a disk image or a device is refused, not read until
+// memory runs out.
+const maxSecretFile = 1 << 20
+
+// readSecretFile reads a password or key file, without its trailing
+// newline (LF or CRLF).
 func readSecretFile(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, usagef("read password file: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
+	if err != nil {
+		return nil, usagef("read password file: %w", err)
+	}
+	if len(b) > maxSecretFile {
+		return nil, usagef("password file %s is larger than %d bytes: give a file holding only the password or key", path, maxSecretFile)
 	}
 	// A trailing newline is part of how people write files, not the secret.
 	s := strings.TrimRight(string(b), "\r\n")
