@@ -303,6 +303,9 @@ func (a *app) password(prompt string, confirm bool) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read password: %w", err)
 	}
+	if len(p) == 0 {
+		return nil, usagef("empty password: type the repository's password at the prompt (or give it with --password-file FILE or DRPIPE_PASSWORD)")
+	}
 	if confirm {
 		fmt.Fprint(a.stderr, "repeat password: ")
 		q, err := term.ReadPassword(int(in.Fd()))
