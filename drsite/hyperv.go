@@ -582,7 +582,8 @@ func hyperVController(wk *docWalker, do *docObj, df string, d *Disk) {
 }
 
 // hyperVGuestIP reads Msvm_GuestNetworkAdapterConfiguration: parallel
-// lists of addresses and subnets (IPv4 netmasks, IPv6 prefix lengths).
+// lists of addresses and subnets (IPv4 netmasks, IPv6 prefix lengths as
+// the guests' data exchange service reports them, "/64", or bare).
 func hyperVGuestIP(wk *docWalker, g *docObj, nf string, n *NIC) {
 	n.DHCP, _ = g.boolean("DHCPEnabled")
 	addrs := g.strs("IPAddresses")
@@ -604,7 +605,7 @@ func hyperVGuestIP(wk *docWalker, g *docObj, nf string, n *NIC) {
 				if ones, total := net.IPMask(mb[:]).Size(); total > 0 {
 					bits = ones
 				}
-			} else if v, err := strconv.Atoi(s); err == nil && v >= 0 && v <= ip.BitLen() {
+			} else if v, err := strconv.Atoi(strings.TrimPrefix(s, "/")); err == nil && v >= 0 && v <= ip.BitLen() {
 				bits = v
 			}
 			if bits < 0 {

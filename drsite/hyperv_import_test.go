@@ -1,0 +1,30 @@
+package drsite
+
+import (
+	"strings"
+	"testing"
+)
+
+// hyperVDoc wraps VM objects in the collector's header.
+func hyperVDoc(vms string) []byte {
+	return []byte(`{"Collector":"drpipe-hyperv-inventory","CollectorVersion":1,"ComputerName":"HV01","VMs":` + vms + `}`)
+}
+
+// TestHyperVGuestIPv6PrefixWithSlash: the guests' data exchange service
+// reports an IPv6 subnet as "/64"; the address is imported with its
+// prefix, not the whole inventory refused.
+func TestHyperVGuestIPv6PrefixWithSlash(t *testing.T) {
+	doc := hyperVDoc(`[{"Name":"web01","Generation":2,"ProcessorCount":2,"Memory":{"Startup":4294967296},
+		"HardDrives":[{"Path":"D:\\web01.vhdx","ControllerType":1,"VhdFormat":3,"Size":1073741824}],
+		"NetworkAdapters":[{"Name":"n","MacAddress":"00155D0A0B02","SwitchName":"LAN","Vlan":{"OperationMode":0},
+		"GuestNetworkConfiguration":{"DHCPEnabled":false,"IPAddresses":["10.0.10.5","2001:db8:10::5","fe80::1"],
+		"Subnets":["255.255.255.0","/64","/64"],"DefaultGateways":["10.0.10.1"],"DNSServers":["10.0.10.53"]}}]}]`)
+	inv, err := Import("hv01.json", doc, ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := inv.VMs[0].NICs[0]
+	if strings.Join(n.IPv4, ",") != "10.0.10.5/24" || strings.Join(n.IPv6, ",") != "2001:db8:10::5/64" {
+		t.Errorf("addresses %v %v, want 10.0.10.5/24 and 2001:db8:10::5/64", n.IPv4, n.IPv6)
+	}
+}
