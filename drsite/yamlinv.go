@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"regexp"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -40,12 +41,21 @@ func decodeYAML(data []byte) (any, error) {
 	return v, nil
 }
 
+// leadingZeroInt matches a plain number YAML reads as octal: 010 is 8.
+var leadingZeroInt = regexp.MustCompile(`^[-+]?0[0-7_]+$`)
+
+// noAliases refuses anchors and aliases, keys that are not strings,
+// nesting deeper than 64 levels, and numbers with a leading zero, which
+// YAML reads as octal (a VLAN written 010 would be VLAN 8).
 func noAliases(n *yaml.Node, depth int) error {
 	if depth > 64 {
 		return fmt.Errorf("line %d: nested more than 64 levels deep", n.Line)
 	}
 	if n.Kind == yaml.AliasNode || n.Anchor != "" {
 		return fmt.Errorf("line %d: YAML anchors and aliases are not accepted in inventories", n.Line)
+	}
+	if n.Kind == yaml.ScalarNode && n.Style == 0 && n.ShortTag() == "!!int" && leadingZeroInt.MatchString(n.Value) {
+		return fmt.Errorf("line %d: %s has a leading zero, which YAML reads as an octal number; write it without the zero (or quote it)", n.Line, n.Value)
 	}
 	if n.Kind == yaml.MappingNode {
 		for i := 0; i+1 < len(n.Content); i += 2 {
