@@ -212,6 +212,12 @@ func yamlVM(wk *docWalker, vo *docObj) VM {
 			vm.Memory.StartupBytes, _ = vo.size("memory")
 		}
 	}
+	for _, b := range []int64{vm.Memory.StartupBytes, vm.Memory.MinBytes, vm.Memory.MaxBytes} {
+		if b > 0 && b < 1<<20 {
+			wk.fail(at+".memory", "%d bytes is less than 1 MiB: a size without a unit is bytes; write e.g. 4096MiB or 4GiB", b)
+			break
+		}
+	}
 	if vm.Memory.StartupBytes == 0 {
 		wk.w.add(at+".memory", "missing; the VM cannot be placed until it is set")
 	}

@@ -25,3 +25,23 @@ func TestYAMLLeadingZeroNumberRefused(t *testing.T) {
 		t.Errorf("quoted \"010\" is VLAN %d, want 10", id)
 	}
 }
+
+// TestYAMLMemoryWithoutUnitRefused: memory: 4096 (meant as MiB) is 4096
+// bytes; a VM is not recorded with 4 KiB of memory without a word.
+func TestYAMLMemoryWithoutUnitRefused(t *testing.T) {
+	for _, mem := range []string{"4096", "{startup: 2GiB, min: 512, max: 4GiB}"} {
+		doc := "vms:\n  - name: web01\n    vcpus: 2\n    memory: " + mem + "\n"
+		inv, err := Import("hv02.yaml", []byte(doc), ImportOptions{Host: "hv02"})
+		if err == nil {
+			t.Errorf("memory: %s imported as %+v, want an error", mem, inv.VMs[0].Memory)
+			continue
+		}
+		if !strings.Contains(err.Error(), "vms[web01].memory") {
+			t.Errorf("memory: %s: error %q does not name the field", mem, err)
+		}
+	}
+	doc := "vms:\n  - name: web01\n    vcpus: 2\n    memory: 4294967296\n"
+	if _, err := Import("hv02.yaml", []byte(doc), ImportOptions{Host: "hv02"}); err != nil {
+		t.Errorf("memory in bytes: %v", err)
+	}
+}
