@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/xml"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"regexp"
@@ -254,11 +255,34 @@ func normMachine(m string) string {
 }
 
 func importLibvirtDomain(file string, data []byte, o ImportOptions) (*Inventory, error) {
-	var d lvDomain
-	if err := xmlUnmarshal(data, &d); err != nil {
+	// virt-install --print-xml prints one definition per install phase;
+	// the last is the VM as installed (booting its disk, media ejected).
+	dec, err := xmlDecoder(data)
+	if err != nil {
 		return nil, &FieldError{File: file, Err: fmt.Errorf("malformed libvirt domain XML: %w", err)}
 	}
+	var doms []lvDomain
+	for {
+		var d lvDomain
+		err := dec.Decode(&d)
+		if err == io.EOF && len(doms) > 0 {
+			break
+		}
+		if err != nil {
+			return nil, &FieldError{File: file, Err: fmt.Errorf("malformed libvirt domain XML: %w", err)}
+		}
+		doms = append(doms, d)
+	}
+	d := doms[len(doms)-1]
 	w := &warnings{file: file}
+	if len(doms) > 1 {
+		for _, x := range doms[:len(doms)-1] {
+			if strings.TrimSpace(x.Name) != strings.TrimSpace(d.Name) {
+				return nil, fieldErr(file, "domain", "holds the domains %q and %q; give each its own file (virsh dumpxml VM > VM.xml)", strings.TrimSpace(x.Name), strings.TrimSpace(d.Name))
+			}
+		}
+		w.add("domain", "%d definitions of domain %s (virt-install install phases); the last, the VM as installed, is imported", len(doms), strings.TrimSpace(d.Name))
+	}
 	vm, err := domainToVM(file, &d, w)
 	if err != nil {
 		return nil, err
@@ -271,15 +295,25 @@ func importLibvirtDomain(file string, data []byte, o ImportOptions) (*Inventory,
 	return inv, nil
 }
 
-// xmlUnmarshal decodes strictly and refuses DOCTYPE declarations (no
-// entity expansion from outside bytes).
+// xmlUnmarshal decodes the root element strictly and refuses DOCTYPE
+// declarations (no entity expansion from outside bytes).
 func xmlUnmarshal(data []byte, v any) error {
+	d, err := xmlDecoder(data)
+	if err != nil {
+		return err
+	}
+	return d.Decode(v)
+}
+
+// xmlDecoder returns a strict decoder of data, refusing DOCTYPE and
+// ENTITY declarations.
+func xmlDecoder(data []byte) (*xml.Decoder, error) {
 	if bytes.Contains(data, []byte("<!DOCTYPE")) || bytes.Contains(data, []byte("<!ENTITY")) {
-		return fmt.Errorf("DOCTYPE and ENTITY declarations are not accepted")
+		return nil, fmt.Errorf("DOCTYPE and ENTITY declarations are not accepted")
 	}
 	d := xml.NewDecoder(bytes.NewReader(data))
 	d.Strict = true
-	return d.Decode(v)
+	return d, nil
 }
 
 func parseIntField(file, field, s string, min, max int64) (int64, error) {

@@ -1,0 +1,71 @@
+package drsite
+
+import (
+	"strings"
+	"testing"
+)
+
+// virtInstallPhase is one definition as virt-install --print-xml prints
+// it for an install from media: the install phase boots the ISO, the
+// final phase (the VM as installed) boots its disk with the media ejected.
+func virtInstallPhase(name, boot, cdrom string) string {
+	return `<domain type="kvm">
+  <name>` + name + `</name>
+  <memory>2097152</memory>
+  <currentMemory>2097152</currentMemory>
+  <vcpu>2</vcpu>
+  <os>
+    <type arch="x86_64" machine="q35">hvm</type>
+` + boot + `  </os>
+  <devices>
+    <disk type="file" device="disk">
+      <driver name="qemu" type="qcow2"/>
+      <source file="/var/lib/libvirt/images/` + name + `.qcow2"/>
+      <target dev="vda" bus="virtio"/>
+    </disk>
+    <disk type="file" device="cdrom">
+      <driver name="qemu" type="raw"/>
+` + cdrom + `      <target dev="sda" bus="sata"/>
+      <readonly/>
+    </disk>
+    <interface type="network">
+      <source network="default"/>
+      <mac address="52:54:00:77:00:02"/>
+      <model type="virtio"/>
+    </interface>
+  </devices>
+  <on_reboot>destroy</on_reboot>
+</domain>
+`
+}
+
+// TestImportVirtInstallPhases: of the definitions virt-install
+// --print-xml prints for an install from media, the installed VM (the
+// last) is imported, not the install phase that boots the installer ISO
+// first; a file holding two different domains is refused.
+func TestImportVirtInstallPhases(t *testing.T) {
+	iso := `      <source file="/var/lib/libvirt/boot/debian-12.iso"/>
+`
+	doc := virtInstallPhase("inst01", "    <boot dev=\"cdrom\"/>\n    <boot dev=\"hd\"/>\n", iso) +
+		virtInstallPhase("inst01", "    <boot dev=\"hd\"/>\n", "")
+	inv, err := Import("inst01.xml", []byte(doc), ImportOptions{Host: "kvm01"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := inv.VMs[0]
+	if len(v.Disks) != 1 || v.Disks[0].File != "/var/lib/libvirt/images/inst01.qcow2" || v.Disks[0].BootOrder != 1 {
+		t.Errorf("disks %+v, want only the qcow2 disk, booting first", v.Disks)
+	}
+	found := false
+	for _, w := range inv.Warnings {
+		found = found || strings.Contains(w.Message, "install phases")
+	}
+	if !found {
+		t.Errorf("no warning about the install phases: %v", inv.Warnings)
+	}
+
+	two := virtInstallPhase("web01", "", "") + virtInstallPhase("web02", "", "")
+	if _, err := Import("all.xml", []byte(two), ImportOptions{Host: "kvm01"}); err == nil || !strings.Contains(err.Error(), "all.xml") || !strings.Contains(err.Error(), "web01") {
+		t.Errorf("two domains in one file: error %v, want one naming the file and both domains", err)
+	}
+}
