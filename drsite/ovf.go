@@ -5,6 +5,7 @@ import (
 	"math"
 	"net"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -28,6 +29,14 @@ type ovfEnvelope struct {
 			Format        string `xml:"format,attr"`
 		} `xml:"Disk"`
 	} `xml:"DiskSection"`
+	// DeploymentOptionSection lists the configurations an item may be
+	// limited to (ovf:configuration); the default one is imported.
+	DeploymentOptionSection *struct {
+		Configurations []struct {
+			ID      string `xml:"id,attr"`
+			Default string `xml:"default,attr"`
+		} `xml:"Configuration"`
+	} `xml:"DeploymentOptionSection"`
 	NetworkSection *struct {
 		Networks []struct {
 			Name string `xml:"name,attr"`
@@ -77,6 +86,20 @@ type ovfItem struct {
 	Connection      string `xml:"Connection"`
 	CoresPerSocket  string `xml:"CoresPerSocket"`
 	Required        string `xml:"required,attr"`
+	// Configuration lists the deployment configurations the item is for
+	// (all when empty); Bound is min or max for a range's end.
+	Configuration string `xml:"configuration,attr"`
+	Bound         string `xml:"bound,attr"`
+}
+
+// applies says whether the item is part of deployment configuration cfg
+// at its normal value (not a range's min or max).
+func (it *ovfItem) applies(cfg string) bool {
+	if b := strings.TrimSpace(it.Bound); b != "" && b != "normal" {
+		return false
+	}
+	c := strings.Fields(it.Configuration)
+	return len(c) == 0 || slices.Contains(c, cfg)
 }
 
 var ovfUnitsRE = regexp.MustCompile(`^\s*byte\s*(?:\*\s*(2|10)\s*\^\s*(-?[0-9]+))?\s*$`)
@@ -172,6 +195,20 @@ func importOVF(file string, data []byte, o ImportOptions) (*Inventory, error) {
 			disks[d.DiskID] = od
 		}
 	}
+	// DSP0243: the configuration marked ovf:default, else the first.
+	cfg := ""
+	if ds := env.DeploymentOptionSection; ds != nil && len(ds.Configurations) > 0 {
+		cfg = ds.Configurations[0].ID
+		for _, c := range ds.Configurations {
+			if c.Default == "true" || c.Default == "1" {
+				cfg = c.ID
+				break
+			}
+		}
+		if len(ds.Configurations) > 1 {
+			w.add("DeploymentOptionSection", "the descriptor offers %d deployment configurations; the default, %q, is imported", len(ds.Configurations), cfg)
+		}
+	}
 	host := Host{Name: o.Host}
 	if env.NetworkSection != nil {
 		for _, n := range env.NetworkSection.Networks {
@@ -232,12 +269,18 @@ func importOVF(file string, data []byte, o ImportOptions) (*Inventory, error) {
 		items := append(append(append([]ovfItem(nil), hw.Items...), hw.StorageItems...), hw.EthItems...)
 		controllers := map[string]ovfItem{}
 		for _, it := range items {
+			if !it.applies(cfg) {
+				continue
+			}
 			switch strings.TrimSpace(it.ResourceType) {
 			case "5", "6", "20":
 				controllers[strings.TrimSpace(it.InstanceID)] = it
 			}
 		}
 		for i, it := range items {
+			if !it.applies(cfg) {
+				continue
+			}
 			field := fmt.Sprintf("%s/VirtualHardwareSection/Item[%d]", at, i+1)
 			rt := strings.TrimSpace(it.ResourceType)
 			switch rt {
