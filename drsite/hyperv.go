@@ -414,7 +414,15 @@ func hyperVVM(wk *docWalker, vo *docObj, switchVLANs map[string]map[int]bool) VM
 					ids[int(id)] = true
 				}
 				if s := vl.str("AllowedVlanIdListString"); len(ids) == 0 && s != "" {
-					for _, part := range strings.Split(s, ",") {
+					parts := strings.Split(s, ",")
+					if len(parts) > 4095 {
+						// Each range is walked: a list of more
+						// ranges than there are VLAN ids would
+						// only make the walk long.
+						wk.fail(vl.path+".AllowedVlanIdListString", "%d entries are more than there are VLAN ids", len(parts))
+						parts = nil
+					}
+					for _, part := range parts {
 						lo, hi, isRange := strings.Cut(strings.TrimSpace(part), "-")
 						a, err1 := strconv.Atoi(strings.TrimSpace(lo))
 						b := a
@@ -423,7 +431,7 @@ func hyperVVM(wk *docWalker, vo *docObj, switchVLANs map[string]map[int]bool) VM
 							b, err2 = strconv.Atoi(strings.TrimSpace(hi))
 						}
 						if err1 != nil || err2 != nil || a < 0 || b > 4094 || b < a || b-a > 4094 {
-							wk.fail(vl.path+".AllowedVlanIdListString", "%q is not a VLAN list like 10,20-30", s)
+							wk.fail(vl.path+".AllowedVlanIdListString", "%s is not a VLAN list like 10,20-30", describe(s))
 							break
 						}
 						for x := a; x <= b; x++ {

@@ -1,8 +1,10 @@
 package drsite
 
 import (
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // hyperVDoc wraps VM objects in the collector's header.
@@ -26,5 +28,24 @@ func TestHyperVGuestIPv6PrefixWithSlash(t *testing.T) {
 	n := inv.VMs[0].NICs[0]
 	if strings.Join(n.IPv4, ",") != "10.0.10.5/24" || strings.Join(n.IPv6, ",") != "2001:db8:10::5/64" {
 		t.Errorf("addresses %v %v, want 10.0.10.5/24 and 2001:db8:10::5/64", n.IPv4, n.IPv6)
+	}
+}
+
+// TestHyperVVLANListBounded: a trunk's AllowedVlanIdListString of more
+// ranges than there are VLAN ids (a hostile 64 MiB collector file) is
+// refused at once, not walked range by range for minutes, and the error
+// does not quote the whole list.
+func TestHyperVVLANListBounded(t *testing.T) {
+	list := strings.Repeat("1-4094,", 100000) + "10"
+	doc := hyperVDoc(`[{"Name":"web01","Generation":2,"ProcessorCount":2,"Memory":{"Startup":4294967296},
+		"NetworkAdapters":[{"Name":"n","MacAddress":"00155D0A0B02","SwitchName":"LAN",
+		"Vlan":{"OperationMode":2,"NativeVlanId":0,"AllowedVlanIdListString":"` + list + `"}}]}]`)
+	t0 := time.Now()
+	_, err := Import("hv01.json", doc, ImportOptions{})
+	if d := time.Since(t0); d > time.Second {
+		t.Errorf("import took %v", d)
+	}
+	if err == nil || !strings.Contains(err.Error(), "AllowedVlanIdListString") || len(err.Error()) > 1000 {
+		t.Errorf("error %.300q (%d bytes), want a short one naming AllowedVlanIdListString", err, len(fmt.Sprint(err)))
 	}
 }
