@@ -484,6 +484,17 @@ func hyperVVM(wk *docWalker, vo *docObj, switchVLANs map[string]map[int]bool) VM
 		}
 		fw.known("SecureBootTemplate")
 		order := 1
+		// The devices not yet in the boot order, by path (compared
+		// as Windows does, case-insensitively) and MAC: one lookup
+		// per entry, however many devices and entries a file lists.
+		disks, nics := map[string][]int{}, map[string][]int{}
+		for k := range vm.Disks {
+			key := strings.ToUpper(vm.Disks[k].File)
+			disks[key] = append(disks[key], k)
+		}
+		for k := range vm.NICs {
+			nics[vm.NICs[k].MAC] = append(nics[vm.NICs[k].MAC], k)
+		}
 		bo, bp := fw.list("BootOrder")
 		for i, v := range bo {
 			e := wk.object(fmt.Sprintf("%s[%d]", bp, i), v)
@@ -494,25 +505,19 @@ func hyperVVM(wk *docWalker, vo *docObj, switchVLANs map[string]map[int]bool) VM
 			p, mac := e.str("Path"), e.str("MacAddress")
 			switch t {
 			case 1:
-				for k := range vm.Disks {
-					if p != "" && strings.EqualFold(vm.Disks[k].File, p) && vm.Disks[k].BootOrder == 0 {
-						vm.Disks[k].BootOrder = order
-						order++
-						break
-					}
+				if ks := disks[strings.ToUpper(p)]; p != "" && len(ks) > 0 {
+					vm.Disks[ks[0]].BootOrder = order
+					order++
+					disks[strings.ToUpper(p)] = ks[1:]
 				}
 			case 2:
 				m, err := psMAC(mac)
 				if err != nil {
 					wk.fail(e.path+".MacAddress", "%v", err)
-				} else {
-					for k := range vm.NICs {
-						if vm.NICs[k].MAC == m && vm.NICs[k].BootOrder == 0 {
-							vm.NICs[k].BootOrder = order
-							order++
-							break
-						}
-					}
+				} else if ks := nics[m]; len(ks) > 0 {
+					vm.NICs[ks[0]].BootOrder = order
+					order++
+					nics[m] = ks[1:]
 				}
 			}
 			e.finish()
@@ -521,6 +526,9 @@ func hyperVVM(wk *docWalker, vo *docObj, switchVLANs map[string]map[int]bool) VM
 	}
 	if bios := vo.sub("BIOS"); bios != nil {
 		order := 1
+		// next[dev] is where the search for the device's next
+		// unordered disk or adapter goes on: each list is walked once.
+		next := map[int64]int{}
 		so, sp := bios.list("StartupOrder")
 		for i, v := range so {
 			var dev int64
@@ -540,7 +548,8 @@ func hyperVVM(wk *docWalker, vo *docObj, switchVLANs map[string]map[int]bool) VM
 			switch dev {
 			case 1, 2:
 				want := map[int64]string{1: "cdrom", 2: "disk"}[dev]
-				for k := range vm.Disks {
+				for k := next[dev]; k < len(vm.Disks); k++ {
+					next[dev] = k + 1
 					if vm.Disks[k].Device == want && vm.Disks[k].Controller == "ide" && vm.Disks[k].BootOrder == 0 {
 						vm.Disks[k].BootOrder = order
 						order++
@@ -548,7 +557,8 @@ func hyperVVM(wk *docWalker, vo *docObj, switchVLANs map[string]map[int]bool) VM
 					}
 				}
 			case 3:
-				for k := range vm.NICs {
+				for k := next[dev]; k < len(vm.NICs); k++ {
+					next[dev] = k + 1
 					if vm.NICs[k].Model == "e1000" && vm.NICs[k].BootOrder == 0 {
 						vm.NICs[k].BootOrder = order
 						order++

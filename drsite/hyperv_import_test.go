@@ -49,3 +49,29 @@ func TestHyperVVLANListBounded(t *testing.T) {
 		t.Errorf("error %.300q (%d bytes), want a short one naming AllowedVlanIdListString", err, len(fmt.Sprint(err)))
 	}
 }
+
+// TestHyperVBootOrderLinear: a file listing many disks and as many boot
+// entries naming none of them is read in time proportional to its size,
+// not disks × entries (a hostile 64 MiB collector file took an hour).
+func TestHyperVBootOrderLinear(t *testing.T) {
+	const n = 40000
+	var disks, fw, bios []string
+	for i := 0; i < n; i++ {
+		disks = append(disks, fmt.Sprintf(`{"Path":"D:\\d%d.vhdx","ControllerType":1,"VhdFormat":3,"Size":1073741824}`, i))
+		fw = append(fw, `{"BootType":1,"Path":"D:\\none.vhdx"}`)
+		bios = append(bios, `"IDE"`)
+	}
+	for _, boot := range []string{
+		`"Generation":2,"Firmware":{"BootOrder":[` + strings.Join(fw, ",") + `]}`,
+		`"Generation":1,"BIOS":{"StartupOrder":[` + strings.Join(bios, ",") + `]}`,
+	} {
+		doc := hyperVDoc(`[{"Name":"web01",` + boot + `,"ProcessorCount":2,"Memory":{"Startup":4294967296},"HardDrives":[` + strings.Join(disks, ",") + `]}]`)
+		t0 := time.Now()
+		if _, err := Import("hv01.json", doc, ImportOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(t0); d > 4*time.Second {
+			t.Errorf("%.40s...: import took %v", boot, d)
+		}
+	}
+}
