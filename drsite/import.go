@@ -205,6 +205,8 @@ func ImportFiles(paths []string, host string) (*Inventory, error) {
 func Merge(parts ...*Inventory) (*Inventory, error) {
 	out := &Inventory{}
 	origin := map[string]string{}
+	// switchAt indexes each host's switches by host and switch name.
+	switchAt := map[string]int{}
 	for _, p := range parts {
 		if p == nil {
 			continue
@@ -233,18 +235,15 @@ func Merge(parts ...*Inventory) (*Inventory, error) {
 				dst.Resources = h.Resources
 			}
 			for _, s := range h.Switches {
-				found := false
-				for i := range dst.Switches {
-					if dst.Switches[i].Name == s.Name {
-						found = true
-						if !reflect.DeepEqual(dst.Switches[i], s) {
-							return nil, fieldErr(from, "switch "+s.Name, "switch %q on host %q is described differently by two inventory files", s.Name, h.Name)
-						}
+				key := h.Name + "\x00" + s.Name
+				if i, found := switchAt[key]; found {
+					if !reflect.DeepEqual(dst.Switches[i], s) {
+						return nil, fieldErr(from, "switch "+s.Name, "switch %q on host %q is described differently by two inventory files", s.Name, h.Name)
 					}
+					continue
 				}
-				if !found {
-					dst.Switches = append(dst.Switches, s)
-				}
+				switchAt[key] = len(dst.Switches)
+				dst.Switches = append(dst.Switches, s)
 			}
 		}
 		out.Sources = append(out.Sources, p.Sources...)
@@ -263,20 +262,18 @@ func Merge(parts ...*Inventory) (*Inventory, error) {
 // the switch's type and subnets).
 func (inv *Inventory) noteUndescribedSwitches() {
 	seen := map[string]bool{}
+	for _, h := range inv.Hosts {
+		for _, s := range h.Switches {
+			seen[h.Name+"\x00"+s.Name] = true
+		}
+	}
 	for _, vm := range inv.VMs {
-		h := inv.Host(vm.Host)
 		for _, n := range vm.NICs {
 			if n.Switch == "" || (n.Kind != "" && n.Kind != "network") {
 				continue
 			}
-			found := false
-			if h != nil {
-				for _, s := range h.Switches {
-					found = found || s.Name == n.Switch
-				}
-			}
 			key := vm.Host + "\x00" + n.Switch
-			if !found && !seen[key] {
+			if !seen[key] {
 				seen[key] = true
 				hint := "add its description (virsh net-dumpxml " + n.Switch + " > net-" + n.Switch + ".xml, or the Hyper-V collector output)"
 				inv.Warnings = append(inv.Warnings, Warning{Field: "host " + vm.Host + " switch " + n.Switch,
