@@ -484,11 +484,15 @@ func domainToVM(file string, d *lvDomain, w *warnings) (*VM, error) {
 	}
 	if !hasOrder {
 		order := 1
+		// next[dev] is where the search for the device's next disk
+		// goes on: the disks are walked once per kind, not per entry.
+		next := map[string]int{}
 		for _, dev := range bootDevs {
 			switch dev {
 			case "hd", "cdrom", "fd":
 				want := map[string]string{"hd": "disk", "cdrom": "cdrom", "fd": "floppy"}[dev]
-				for i := range vm.Disks {
+				for i := next[dev]; i < len(vm.Disks); i++ {
+					next[dev] = i + 1
 					if vm.Disks[i].Device == want && vm.Disks[i].BootOrder == 0 {
 						vm.Disks[i].BootOrder = order
 						order++
@@ -749,6 +753,13 @@ func applyMeta(file string, vm *VM, md *drpipeMeta, w *warnings) error {
 			vm.Verify = append(vm.Verify, c)
 		}
 	}
+	nicAt, diskAt := map[string]int{}, map[string]int{}
+	for k := range vm.NICs {
+		nicAt[vm.NICs[k].MAC] = k
+	}
+	for k := range vm.Disks {
+		diskAt[vm.Disks[k].Target] = k
+	}
 	for i, mn := range md.NICs {
 		field := fmt.Sprintf("metadata/vm/nic[%d]", i+1)
 		hw, err := net.ParseMAC(mn.MAC)
@@ -756,10 +767,8 @@ func applyMeta(file string, vm *VM, md *drpipeMeta, w *warnings) error {
 			return fieldErr(file, field+"/@mac", "%q is not a MAC address", mn.MAC)
 		}
 		var nic *NIC
-		for k := range vm.NICs {
-			if vm.NICs[k].MAC == hw.String() {
-				nic = &vm.NICs[k]
-			}
+		if k, ok := nicAt[hw.String()]; ok {
+			nic = &vm.NICs[k]
 		}
 		if nic == nil {
 			w.add(field, "addresses for MAC %s, but the domain has no interface with that MAC; ignored", hw)
@@ -787,10 +796,8 @@ func applyMeta(file string, vm *VM, md *drpipeMeta, w *warnings) error {
 	for i, mdd := range md.Disks {
 		field := fmt.Sprintf("metadata/vm/disk[%d]", i+1)
 		var disk *Disk
-		for k := range vm.Disks {
-			if vm.Disks[k].Target == mdd.Target {
-				disk = &vm.Disks[k]
-			}
+		if k, ok := diskAt[mdd.Target]; ok {
+			disk = &vm.Disks[k]
 		}
 		if disk == nil {
 			w.add(field, "size for target %q, but the domain has no such disk; ignored", mdd.Target)

@@ -1,8 +1,10 @@
 package drsite
 
 import (
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // virtInstallPhase is one definition as virt-install --print-xml prints
@@ -67,5 +69,27 @@ func TestImportVirtInstallPhases(t *testing.T) {
 	two := virtInstallPhase("web01", "", "") + virtInstallPhase("web02", "", "")
 	if _, err := Import("all.xml", []byte(two), ImportOptions{Host: "kvm01"}); err == nil || !strings.Contains(err.Error(), "all.xml") || !strings.Contains(err.Error(), "web01") {
 		t.Errorf("two domains in one file: error %v, want one naming the file and both domains", err)
+	}
+}
+
+// TestLibvirtBootAndMetadataLinear: a domain with many disks, legacy
+// <boot dev> entries and metadata sizes for targets it lacks is read in
+// time proportional to its size, not disks × entries.
+func TestLibvirtBootAndMetadataLinear(t *testing.T) {
+	const n = 40000
+	var disks, boots, meta strings.Builder
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&disks, `<disk type="file" device="disk"><driver name="qemu" type="raw"/><source file="/var/lib/libvirt/images/d%d.img"/><target dev="vd%d" bus="virtio"/></disk>`, i, i)
+		boots.WriteString(`<boot dev="cdrom"/>`)
+		meta.WriteString(`<drpipe:disk target="sdz" virtual_size="1GiB"/>`)
+	}
+	doc := `<domain type="kvm"><name>big01</name><memory unit="KiB">1048576</memory><vcpu>1</vcpu><os><type>hvm</type>` + boots.String() +
+		`</os><metadata><drpipe:vm xmlns:drpipe="urn:drpipe:inventory:1">` + meta.String() + `</drpipe:vm></metadata><devices>` + disks.String() + `</devices></domain>`
+	t0 := time.Now()
+	if _, err := Import("big01.xml", []byte(doc), ImportOptions{Host: "kvm01"}); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(t0); d > 4*time.Second {
+		t.Errorf("import took %v", d)
 	}
 }
