@@ -571,6 +571,16 @@ func lvDiskToModel(file, field string, x *lvDisk, w *warnings) (Disk, bool, erro
 	if x.Target != nil {
 		d.Target, d.Controller = x.Target.Dev, x.Target.Bus
 	}
+	switch d.Controller {
+	case "", "virtio", "scsi", "sata", "ide", "usb", "fdc", "nvme":
+	default:
+		// A Xen guest's xen bus, say: no DR host's KVM offers it.
+		w.add(field+"/target/@bus", "disk %s is on bus %q, which the DR definition cannot use; it uses the bus its target name tells, or virtio", d.File, d.Controller)
+		d.Controller = busFromTarget(d.Target)
+		if d.Controller == "" {
+			d.Controller = "virtio"
+		}
+	}
 	if d.Controller == "" {
 		d.Controller = busFromTarget(d.Target)
 		if d.Controller == "" {

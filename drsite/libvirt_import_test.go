@@ -93,3 +93,37 @@ func TestLibvirtBootAndMetadataLinear(t *testing.T) {
 		t.Errorf("import took %v", d)
 	}
 }
+
+// TestLibvirtUnknownDiskBus: a disk on a bus no KVM DR host offers (a Xen
+// guest's xen bus) is imported on a bus the DR definition can use, with
+// a warning, not carried into a definition libvirt refuses.
+func TestLibvirtUnknownDiskBus(t *testing.T) {
+	doc := `<domain type="xen"><name>xen01</name><memory unit="KiB">1048576</memory><vcpu>1</vcpu><os><type>hvm</type></os><devices>
+<disk type="file" device="disk"><driver name="qemu" type="raw"/><source file="/var/lib/xen/images/xen01.img"/><target dev="xvda" bus="xen"/></disk>
+<disk type="file" device="disk"><driver name="qemu" type="raw"/><source file="/var/lib/xen/images/xen01-data.img"/><target dev="sdb" bus="virdio"/></disk>
+</devices></domain>`
+	inv, err := Import("xen01.xml", []byte(doc), ImportOptions{Host: "kvm01"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := inv.VMs[0].Disks
+	if d[0].Controller != "virtio" || d[1].Controller != "scsi" {
+		t.Errorf("buses %q and %q, want virtio and scsi", d[0].Controller, d[1].Controller)
+	}
+	n := 0
+	for _, w := range inv.Warnings {
+		if strings.HasSuffix(w.Field, "/target/@bus") {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Errorf("%d warnings about the buses, want 2: %v", n, inv.Warnings)
+	}
+	x, err := DomainXML(&inv.VMs[0], DomainOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(x), `bus="xen"`) || strings.Contains(string(x), `bus="virdio"`) {
+		t.Errorf("generated definition keeps the unknown bus:\n%s", x)
+	}
+}
