@@ -37,12 +37,21 @@ func Encode(p Params, pack []byte) (packID id.ID, shards [][]byte, err error) {
 }
 
 // EncodedSize returns the total size of the K+M shard objects Encode
-// produces for a pack of packLen bytes (0 for invalid input).
+// produces for a pack of packLen bytes (0 for invalid input, including a
+// pack too large for Encode).
 func EncodedSize(p Params, packLen int) int {
 	if p.Validate() != nil || packLen <= 0 {
 		return 0
 	}
-	return p.Shards() * (HeaderSize(p) + (packLen-1)/p.K + 1)
+	s := (packLen-1)/p.K + 1
+	if uint64(s) > MaxShardSize {
+		return 0
+	}
+	objSize := HeaderSize(p) + s
+	if objSize > math.MaxInt/p.Shards() {
+		return 0
+	}
+	return p.Shards() * objSize
 }
 
 // EncodeBuf is Encode writing the shard objects into buf when its capacity

@@ -729,6 +729,41 @@ func TestEncodeErrors(t *testing.T) {
 	}
 }
 
+// TestEncodedSize checks EncodedSize against what Encode produces, and that
+// it is 0 for every pack Encode refuses.
+func TestEncodedSize(t *testing.T) {
+	r := newRand(t)
+	for _, p := range []Params{{1, 0}, {2, 1}, {4, 2}, {10, 4}} {
+		for _, l := range []int{1, p.K - 1, p.K, p.K + 1, 1000} {
+			if l < 1 {
+				continue
+			}
+			_, shards := mustEncode(t, p, randBytes(r, l))
+			total := 0
+			for _, s := range shards {
+				total += len(s)
+			}
+			if got := EncodedSize(p, l); got != total {
+				t.Errorf("EncodedSize(%s, %d) = %d, Encode wrote %d bytes", p, l, got, total)
+			}
+		}
+	}
+	for _, tc := range []struct {
+		p Params
+		l int
+	}{
+		{Params{4, 2}, 0},
+		{Params{0, 2}, 1},
+		{Params{1, 0}, MaxShardSize + 1},
+		{Params{4, 2}, 4*MaxShardSize + 1},
+		{Params{1, 254}, math.MaxInt / 200},
+	} {
+		if got := EncodedSize(tc.p, tc.l); got != 0 {
+			t.Errorf("EncodedSize(%s, %d) = %d, want 0: Encode refuses such a pack", tc.p, tc.l, got)
+		}
+	}
+}
+
 // hugeS is the largest shard size a header may claim on this platform
 // (2^32-1 where int has 64 bits).
 var hugeS = uint32(min(uint64(math.MaxUint32), uint64(math.MaxInt-MaxHeaderSize)))
