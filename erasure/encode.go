@@ -13,14 +13,18 @@ import (
 )
 
 // encoders caches one reedsolomon.Encoder per Params; encoders are safe for
-// concurrent use and building the coding matrix is not free.
+// concurrent use and building the coding matrix is not free. Their cache of
+// inverted matrices, one per set of lost shards ever met, is turned off: it
+// would grow without bound in a long-running process (16 KiB a set at
+// K=128), and inverting a K×K matrix costs little next to decoding the
+// payloads.
 var encoders sync.Map // Params -> reedsolomon.Encoder
 
 func encoder(p Params) (reedsolomon.Encoder, error) {
 	if e, ok := encoders.Load(p); ok {
 		return e.(reedsolomon.Encoder), nil
 	}
-	e, err := reedsolomon.New(p.K, p.M)
+	e, err := reedsolomon.New(p.K, p.M, reedsolomon.WithInversionCache(false))
 	if err != nil {
 		return nil, fmt.Errorf("erasure: reedsolomon %s: %w", p, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -471,6 +472,42 @@ func TestReconstructSlotCount(t *testing.T) {
 		if res != nil && res.Pack != nil {
 			t.Errorf("%s: got a pack with an error", tc.name)
 		}
+	}
+}
+
+// TestReconstructManyPatternsBoundedMemory rebuilds a 128+127 pack with
+// many different sets of lost data shards, as a long-running reader meets
+// them over time: the process must not keep state per set.
+func TestReconstructManyPatternsBoundedMemory(t *testing.T) {
+	r := newRand(t)
+	p := Params{128, 127}
+	pack := randBytes(r, 128)
+	pid, shards := mustEncode(t, p, pack)
+	heap := func() uint64 {
+		var ms runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	in := cloneShards(shards)
+	if _, err := Reconstruct(pid, in); err != nil {
+		t.Fatal(err)
+	}
+	before := heap()
+	n := 0
+	for i := 0; i < 128 && n < 600; i++ {
+		for j := i + 1; j < 128 && n < 600; j += 7 {
+			in := slices.Clone(shards)
+			in[i], in[j] = nil, nil
+			res, err := Reconstruct(pid, in)
+			if err != nil || !bytes.Equal(res.Pack, pack) {
+				t.Fatalf("lost %d and %d: %v", i, j, err)
+			}
+			n++
+		}
+	}
+	if grew := int64(heap()) - int64(before); grew > 4<<20 {
+		t.Errorf("after rebuilding with %d different lost shard pairs, the heap grew by %d MiB and stays", n, grew>>20)
 	}
 }
 
