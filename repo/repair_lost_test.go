@@ -82,11 +82,8 @@ func restoreAll(t *testing.T, r *Repository, data [][]byte) (bad int) {
 // read; that heals the older snapshot as well.
 func TestRepairDropsLostBlobsBackupStoresThemAgain(t *testing.T) {
 	ctx := context.Background()
-	be := tierstest.NewMemory()
-	r := testRepo(t, be, InitOptions{EC: erasure.Params{K: 3, M: 2}, PackSize: 1 << 20})
-	ext := oneBlobFiles(t, r, 20, 20000)
+	be, _, ext, p := twentyFilesInOnePack(t)
 	data := oneBlobData(20, 20000)
-	p := r.Lookup(ext[0].ID)[0].Pack
 	for i := 0; i < 3; i++ { // every data shard: no blob reads
 		be.Remove(ctx, p.ShardHandle(i))
 	}
@@ -122,11 +119,8 @@ func TestRepairDropsLostBlobsBackupStoresThemAgain(t *testing.T) {
 // indexed (and restorable).
 func TestRepairKeepsBlobsThatRead(t *testing.T) {
 	ctx := context.Background()
-	be := tierstest.NewMemory()
-	r := testRepo(t, be, InitOptions{EC: erasure.Params{K: 3, M: 2}, PackSize: 1 << 20})
-	ext := oneBlobFiles(t, r, 20, 20000)
+	be, r, ext, p := twentyFilesInOnePack(t)
 	data := oneBlobData(20, 20000)
-	p := r.Lookup(ext[0].ID)[0].Pack
 	for _, i := range []int{2, 3, 4} {
 		be.Remove(ctx, p.ShardHandle(i))
 	}
@@ -175,10 +169,7 @@ func TestRepairKeepsBlobsThatRead(t *testing.T) {
 // index object.
 func TestRepairKeepsIndexWhenEveryBlobReads(t *testing.T) {
 	ctx := context.Background()
-	be := tierstest.NewMemory()
-	r := testRepo(t, be, InitOptions{EC: erasure.Params{K: 3, M: 2}, PackSize: 1 << 20})
-	ext := oneBlobFiles(t, r, 20, 20000)
-	p := r.Lookup(ext[0].ID)[0].Pack
+	be, _, _, p := twentyFilesInOnePack(t)
 	be.Remove(ctx, p.ShardHandle(3))
 	be.Remove(ctx, p.ShardHandle(4))
 	flipAt(t, be, p, p.Length-2) // in the pack trailer: no blob lies there
@@ -207,11 +198,8 @@ func TestRepairKeepsIndexWhenEveryBlobReads(t *testing.T) {
 // finishes the job.
 func TestRepairInterruptedAfterNewIndex(t *testing.T) {
 	ctx := context.Background()
-	mem := tierstest.NewMemory()
-	r := testRepo(t, mem, InitOptions{EC: erasure.Params{K: 3, M: 2}, PackSize: 1 << 20})
-	ext := oneBlobFiles(t, r, 20, 20000)
+	mem, _, _, p := twentyFilesInOnePack(t)
 	data := oneBlobData(20, 20000)
-	p := r.Lookup(ext[0].ID)[0].Pack
 	for _, i := range []int{2, 3, 4} {
 		mem.Remove(ctx, p.ShardHandle(i))
 	}
@@ -259,11 +247,8 @@ func TestRepairInterruptedAfterNewIndex(t *testing.T) {
 // answers again, everything restores.
 func TestRepairKeepsBlobsOfShardsStorageFailedToRead(t *testing.T) {
 	ctx := context.Background()
-	mem := tierstest.NewMemory()
-	r := testRepo(t, mem, InitOptions{EC: erasure.Params{K: 3, M: 2}, PackSize: 1 << 20})
-	ext := oneBlobFiles(t, r, 20, 20000)
+	mem, _, _, p := twentyFilesInOnePack(t)
 	data := oneBlobData(20, 20000)
-	p := r.Lookup(ext[0].ID)[0].Pack
 	for i := 0; i < 2; i++ { // two shards gone: one more that does not read makes it lost
 		mem.Remove(ctx, p.ShardHandle(i))
 	}
@@ -325,11 +310,8 @@ func TestReindexLeavesOutBlobsThatDoNotDecode(t *testing.T) {
 // every file restores.
 func TestRepairKeepsBlobsThatFailedToReadOnlyDuringCheck(t *testing.T) {
 	ctx := context.Background()
-	mem := tierstest.NewMemory()
-	r := testRepo(t, mem, InitOptions{EC: erasure.Params{K: 3, M: 2}, PackSize: 1 << 20})
-	ext := oneBlobFiles(t, r, 20, 20000)
+	mem, _, _, p := twentyFilesInOnePack(t)
 	data := oneBlobData(20, 20000)
-	p := r.Lookup(ext[0].ID)[0].Pack
 	for i := 0; i < 2; i++ { // two shards gone: the pack still rebuilds from the other three
 		mem.Remove(ctx, p.ShardHandle(i))
 	}
@@ -449,4 +431,15 @@ func TestRepairRefusesBesideAPruneBeforeAnyWrite(t *testing.T) {
 	if n := countIndexes(); n != 0 {
 		t.Errorf("repair refused beside a prune still wrote %d index objects", n)
 	}
+}
+
+// twentyFilesInOnePack stores 20 files of 20000 random bytes (file fNN
+// holds oneBlobData(20, 20000)[NN]) in a 3+2 repository held in memory,
+// and returns it with the files' extents and the pack of the first.
+func twentyFilesInOnePack(t *testing.T) (*tierstest.Memory, *Repository, []Extent, PackInfo) {
+	t.Helper()
+	mem := tierstest.NewMemory()
+	r := testRepo(t, mem, InitOptions{EC: erasure.Params{K: 3, M: 2}, PackSize: 1 << 20})
+	ext := oneBlobFiles(t, r, 20, 20000)
+	return mem, r, ext, r.Lookup(ext[0].ID)[0].Pack
 }
