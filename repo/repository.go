@@ -456,6 +456,18 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 // loadIndexOnce lists and loads the index objects; complete is false when
 // some vanished while being read, so the caller lists again.
 func (r *Repository) loadIndexOnce(ctx context.Context) (complete bool, err error) {
+	// The tombstones are read before the index objects are listed: a
+	// sweep rewrites the index objects naming the packs it removes before
+	// it removes their tombstone, so a tombstone found gone means that
+	// the listing below no longer holds those packs. Read the other way
+	// round, a sweep in between would leave them listed (from the cache)
+	// but no longer condemned, and a backup would deduplicate against
+	// packs that are gone.
+	cond, cerr := r.loadCondemned(ctx)
+	if cerr != nil {
+		cerr = fmt.Errorf("cannot read the prune tombstones in %s (%w): a backup must not deduplicate against packs a prune may be removing; "+
+			"run it again once they can be read (drpipe check reports each one it cannot read)", r.be.Location(), cerr)
+	}
 	var ids []id.ID
 	err = r.be.List(ctx, tiers.TypeIndex, func(oi tiers.ObjectInfo) error {
 		x, err := id.Parse(oi.Handle.Name)
@@ -467,11 +479,6 @@ func (r *Repository) loadIndexOnce(ctx context.Context) (complete bool, err erro
 	})
 	if err != nil {
 		return false, fmt.Errorf("list index objects in %s: %w", r.be.Location(), err)
-	}
-	cond, cerr := r.loadCondemned(ctx)
-	if cerr != nil {
-		cerr = fmt.Errorf("cannot read the prune tombstones in %s (%w): a backup must not deduplicate against packs a prune may be removing; "+
-			"run it again once they can be read (drpipe check reports each one it cannot read)", r.be.Location(), cerr)
 	}
 	r.idxMu.Lock()
 	r.condemned, r.condemnedErr = cond, cerr
