@@ -385,6 +385,11 @@ func (r *Repository) sweep(ctx context.Context, ts *tombstone, live *liveSet, se
 	}
 	if o.DryRun {
 		rep.Removed += len(remove)
+		for _, p := range remove {
+			for _, sh := range shards[p] {
+				rep.BytesFreed += sh.size
+			}
+		}
 		return nil
 	}
 	gone := map[id.ID]bool{}

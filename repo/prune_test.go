@@ -195,3 +195,26 @@ func TestPruneRepacksSparsePacks(t *testing.T) {
 		}
 	}
 }
+
+// TestPruneDryRunCountsFreedBytes: a dry run that would sweep says how
+// much the sweep would free, the bytes the real sweep then frees.
+func TestPruneDryRunCountsFreedBytes(t *testing.T) {
+	ctx := context.Background()
+	r, _, _ := sweepFixture(t, tierstest.NewMemory())
+	o := sweepOpts
+	o.DryRun = true
+	dry, err := r.Prune(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := r.Prune(ctx, sweepOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Removed == 0 || rep.BytesFreed == 0 {
+		t.Fatalf("fixture: sweep removed %d packs, freed %d bytes", rep.Removed, rep.BytesFreed)
+	}
+	if dry.Removed != rep.Removed || dry.BytesFreed != rep.BytesFreed {
+		t.Errorf("dry run: would remove %d packs freeing %d bytes; the sweep removed %d freeing %d", dry.Removed, dry.BytesFreed, rep.Removed, rep.BytesFreed)
+	}
+}
