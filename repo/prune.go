@@ -420,16 +420,34 @@ func (r *Repository) sweep(ctx context.Context, ts *tombstone, live *liveSet, se
 			keep = append(keep, p)
 			continue
 		}
+		if len(shards[p]) == 0 {
+			continue // removed by an earlier sweep whose tombstone stayed
+		}
+		delete(shards, p) // gone, also for another tombstone listing it
 		rep.Removed++
 		rep.BytesFreed += freed
 	}
-	// Replace the tombstone by one for what is left (locked packs).
+	// Replace the tombstone by one for what is left (locked packs). It is
+	// removed first: should it be under retention too, it stays and
+	// still lists those packs, and a replacement for it would only be
+	// one more object every sweep adds until the lock expires. Should the
+	// prune stop in between, the packs left are in no tombstone for a
+	// while, which is safe: no snapshot uses them, and the next prune
+	// condemns them again (they are unused, or in no index).
+	h := tiers.Handle{Type: tiers.TypeTombstone, Name: ts.name.String()}
+	if err := r.be.Remove(ctx, h); err != nil {
+		if !errors.Is(err, tiers.ErrLocked) {
+			return err
+		}
+		rep.Locked = append(rep.Locked, fmt.Sprintf("tombstone %s: %v", ts.name.Short(), err))
+		return nil
+	}
 	if len(keep) > 0 {
 		if _, err := r.saveTombstone(ctx, keep); err != nil {
 			return err
 		}
 	}
-	return r.be.Remove(ctx, tiers.Handle{Type: tiers.TypeTombstone, Name: ts.name.String()})
+	return nil
 }
 
 // removePack deletes the given shards of a pack. A shard under retention

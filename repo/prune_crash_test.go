@@ -563,3 +563,48 @@ func TestLockedIndexRewriteAddsNothing(t *testing.T) {
 	}
 	mustCheck(t, r, "after sweeps under an index lock")
 }
+
+// TestSweepUnderTombstoneLock: a tombstone under retention (a bucket
+// that locks every object it keeps) cannot be removed after its sweep.
+// The prune reports it as kept, as it does locked packs and index objects,
+// instead of failing, and later sweeps do not count the packs it removed
+// as removed again.
+func TestSweepUnderTombstoneLock(t *testing.T) {
+	ctx := context.Background()
+	be := tierstest.NewFaulty(tierstest.NewMemory(), 1)
+	r, clock, _, _ := condemnedFixture(t, be)
+	be.Inject(tierstest.Fault{Op: tierstest.OpRemove, Type: tiers.TypeTombstone,
+		Err: fmt.Errorf("%w (compliance) until 2027-01-01T00:00:00Z", tiers.ErrLocked)})
+	// One pack is locked for this sweep only: it is kept for the next.
+	be.Inject(tierstest.Fault{Op: tierstest.OpRemove, Type: tiers.TypeData, Times: 1,
+		Err: fmt.Errorf("%w (compliance) until 2026-01-01T03:00:00Z", tiers.ErrLocked)})
+	countStones := func() int {
+		n := 0
+		be.List(ctx, tiers.TypeTombstone, func(tiers.ObjectInfo) error { n++; return nil })
+		return n
+	}
+	before := countStones()
+	rep, err := r.Prune(ctx, sweepOpts)
+	if err != nil {
+		t.Fatalf("sweep under a tombstone lock: %v", err)
+	}
+	if rep.Removed == 0 || len(rep.Locked) != 2 || !strings.Contains(strings.Join(rep.Locked, "; "), "tombstone") {
+		t.Errorf("sweep under a tombstone lock: removed %d packs, reported locked %q; want the packs removed, one kept and the tombstone named", rep.Removed, rep.Locked)
+	}
+	later := 0
+	for i := 0; i < 2; i++ {
+		*clock = clock.Add(2 * time.Hour)
+		rep, err = r.Prune(ctx, sweepOpts)
+		if err != nil {
+			t.Fatalf("sweep %d after: %v", i, err)
+		}
+		later += rep.Removed
+	}
+	if later != 1 {
+		t.Errorf("the sweeps after removed %d packs, want 1 (the one that was locked), not again those the first removed", later)
+	}
+	if n := countStones(); n != before {
+		t.Errorf("%d tombstones after sweeps under a tombstone lock, %d before", n, before)
+	}
+	mustCheck(t, r, "after sweeps under a tombstone lock")
+}
