@@ -3,6 +3,7 @@ package repo
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -66,4 +67,20 @@ func TestIndexReloadBesideSweep(t *testing.T) {
 	if w.Has(doomed.ID) {
 		t.Errorf("blob %s of a swept pack counts as stored: a backup would deduplicate against data that is gone", doomed.ID.Short())
 	}
+}
+
+// TestLoadIndexFailsWhenObjectsKeepVanishing: an index object that is
+// listed but cannot be found on every attempt leaves the index
+// incomplete; LoadIndex must say so, not return as if it had loaded it.
+func TestLoadIndexFailsWhenObjectsKeepVanishing(t *testing.T) {
+	ctx := context.Background()
+	be := tierstest.NewFaulty(tierstest.NewMemory(), 1)
+	sweepFixture(t, be)
+	be.Inject(tierstest.Fault{Op: tierstest.OpLoad, Type: tiers.TypeIndex, Err: fmt.Errorf("load: %w", tiers.ErrNotFound)})
+	w, err := Open(ctx, be, Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF})
+	if err == nil {
+		w.Close()
+		t.Fatal("opened with an index whose objects are listed but never found")
+	}
+	t.Log(err)
 }

@@ -440,17 +440,23 @@ func (r *Repository) Close() error {
 
 // LoadIndex (re)reads the repository's index objects into the local cache.
 // Blobs written by this session stay known. An index object that vanishes
-// while being read (a concurrent prune superseded it) makes it list again.
+// while being read (a concurrent prune superseded it) makes it list again;
+// when objects still vanish after several listings, it fails (unless
+// Options.SkipUnreadableIndex) rather than leave their packs unknown.
 func (r *Repository) LoadIndex(ctx context.Context) error {
-	var err error
-	for attempt := 0; attempt < 10; attempt++ {
-		var complete bool
-		complete, err = r.loadIndexOnce(ctx)
+	const attempts = 10
+	for attempt := 0; attempt < attempts; attempt++ {
+		complete, err := r.loadIndexOnce(ctx)
 		if err != nil || complete {
 			return err
 		}
 	}
-	return err
+	if r.opts.SkipUnreadableIndex {
+		return nil // check and repair read every listed object themselves
+	}
+	return fmt.Errorf("load index of %s: index objects listed there could not be found, %d times over, so the index loaded lacks them: "+
+		"run again once no prune or repair is rewriting the index; if this persists, the storage lists index objects it cannot read",
+		r.be.Location(), attempts)
 }
 
 // loadIndexOnce lists and loads the index objects; complete is false when
