@@ -452,7 +452,8 @@ func TestForgetPruneBadGraceChangesNothing(t *testing.T) {
 }
 
 // TestJSONOutputEdges: forget --json on a selection with no snapshot
-// gives an empty list, not null, and demo, which has no JSON output,
+// gives an empty list, not null, so do the tags of an untagged snapshot,
+// and demo, which has no JSON output,
 // refuses --json rather than print text where JSON is promised.
 func TestJSONOutputEdges(t *testing.T) {
 	e := newEnv(t)
@@ -460,6 +461,20 @@ func TestJSONOutputEdges(t *testing.T) {
 	out := e.ok("forget", "--json", "--repo", repoDir, "--keep-last", "1", "--host", "nobody", "--dry-run")
 	if !strings.Contains(out, `"decisions": []`) {
 		t.Errorf("forget --json with nothing selected: want an empty decisions list:\n%s", out)
+	}
+	// A snapshot without tags has an empty tag list, as in snapshots
+	// --json, not null (which a script iterating the tags fails on).
+	e.backup(repoDir, writeFile(t, e.dir, "a", "hello"))
+	var fj struct {
+		Decisions []struct {
+			Tags json.RawMessage `json:"tags"`
+		} `json:"decisions"`
+	}
+	if err := json.Unmarshal([]byte(e.ok("forget", "--json", "--repo", repoDir, "--keep-last", "1", "--dry-run")), &fj); err != nil || len(fj.Decisions) != 1 {
+		t.Fatalf("forget --json: %v, %d decisions", err, len(fj.Decisions))
+	}
+	if got := string(fj.Decisions[0].Tags); got != "[]" {
+		t.Errorf("forget --json: tags of an untagged snapshot are %s, want []", got)
 	}
 	if r := e.run("demo", "--json"); r.code != 2 || r.stdout != "" {
 		t.Errorf("demo --json: exit %d, stdout %q; want a usage error and nothing on stdout", r.code, r.stdout)
