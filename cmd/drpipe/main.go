@@ -88,6 +88,9 @@ func hint(err error) string {
 	if h := tierHint(err); h != "" {
 		return h
 	}
+	if h := scrubHint(err); h != "" {
+		return h
+	}
 	switch {
 	case errors.Is(err, repo.ErrWrongPassword):
 		return "check --password-file / DRPIPE_PASSWORD_FILE / DRPIPE_PASSWORD; list key slots with 'drpipe key list' using a working password"

@@ -73,7 +73,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(
 		a.initCmd(), a.backupCmd(), a.snapshotsCmd(), a.restoreCmd(), a.checkCmd(), a.repairCmd(),
 		a.statsCmd(), a.keyCmd(), a.forgetCmd(), a.pruneCmd(), a.demoCmd(),
-		a.copyCmd(), a.warmupCmd(),
+		a.copyCmd(), a.warmupCmd(), a.scrubCmd(),
 		a.siteCmd(), a.replicateCmd(),
 		a.tapeCmd(), a.tierCmd(),
 	)

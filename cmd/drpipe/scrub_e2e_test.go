@@ -1,0 +1,93 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/drpipe/drpipe/internal/sample"
+	"github.com/drpipe/drpipe/tiers"
+)
+
+// TestScrubHealsTheDRSite damages a DR site's shards: scrub, with no
+// password, rebuilds the pack that lost M shards from parity and removes
+// the damaged shards of the pack that lost more, which the next
+// replicate then sends again; the site is whole afterwards.
+func TestScrubHealsTheDRSite(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo("--pack-size", "4MiB")
+	src := filepath.Join(e.dir, "src")
+	os.MkdirAll(src, 0o755)
+	if err := os.WriteFile(filepath.Join(src, "a.bin"), sample.Binary(newRandSource(7), 24<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.backup(repoDir, src)
+	tlsDir := filepath.Join(e.dir, "tls")
+	e.ok("site", "init", "--dir", tlsDir, "--name", "dr-scrub", "--primary", "hv01")
+	drDir := filepath.Join(e.dir, "dr")
+	sp := e.startSite(t, tlsDir, drDir)
+	bundle := filepath.Join(tlsDir, "clients", "hv01")
+	e.replicate(t, repoDir, sp.addr, bundle)
+
+	packs := map[string][]string{}
+	paths, _ := filepath.Glob(filepath.Join(drDir, "data", "*", "*"))
+	for _, p := range paths {
+		pid, _, _ := strings.Cut(filepath.Base(p), "-")
+		packs[pid] = append(packs[pid], p)
+	}
+	var ids []string
+	for pid := range packs {
+		ids = append(ids, pid)
+	}
+	sort.Strings(ids)
+	if len(ids) < 2 {
+		t.Fatalf("%d packs at the site, want at least 2", len(ids))
+	}
+	a, b := packs[ids[0]], packs[ids[1]]
+	sortByShard(a)
+	sortByShard(b)
+	for _, p := range []string{a[0], a[1], b[0], b[1], b[2]} {
+		if err := corruptAt(p, 200); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	pw := e.pw
+	e.pw = "" // the site holds no password
+	scrub := func(wantCode int, args ...string) tiers.ScrubReport {
+		t.Helper()
+		// The site's shards are seconds old: --min-age tells scrub
+		// that no pack is being written.
+		r := e.run(append([]string{"scrub", "--json", "--min-age", "1ns", "--repo", drDir}, args...)...)
+		var rep tiers.ScrubReport
+		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil || r.code != wantCode {
+			t.Fatalf("scrub %v: exit %d (want %d), %v\n%s\n%s", args, r.code, wantCode, err, r.stdout, r.stderr)
+		}
+		return rep
+	}
+	rep := scrub(1, "--remove-damaged")
+	if rep.PacksRebuilt != 1 || rep.ShardsRebuilt != 2 || rep.PacksLost != 1 || rep.Removed != 3 || rep.Lost[0].Pack.String() != ids[1] {
+		t.Fatalf("scrub at the site: %+v, want pack %s rebuilt and pack %s lost with 3 shards removed", rep, ids[0][:8], ids[1][:8])
+	}
+	if r := e.run("scrub", "--min-age", "1ns", "--repo", drDir); r.code != 1 || !strings.Contains(r.stdout, "LOST") || !strings.Contains(r.stderr, "hint:") {
+		t.Errorf("scrub with a lost pack: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	e.pw = pw
+	if r := e.replicate(t, repoDir, sp.addr, bundle); r.ObjectsSent != 3 {
+		t.Errorf("replicate after the scrub sent %d objects, want the 3 removed shards", r.ObjectsSent)
+	}
+	e.pw = ""
+	if rep := scrub(0); !rep.Clean() || rep.PacksRebuilt != 0 {
+		t.Errorf("scrub after replicate: %+v", rep)
+	}
+	e.pw = pw
+	e.ok("check", "--repo", drDir, "--read-data")
+
+	// Not a repository: an error, not an empty report.
+	if r := e.run("scrub", "--repo", filepath.Join(e.dir, "src")); r.code != 1 || !strings.Contains(r.stderr, "repository") {
+		t.Errorf("scrub of a directory that is no repository: exit %d\n%s", r.code, r.stderr)
+	}
+}

@@ -1,0 +1,232 @@
+package tiers_test
+
+import (
+	"bytes"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/drpipe/drpipe/erasure"
+	"github.com/drpipe/drpipe/internal/id"
+	"github.com/drpipe/drpipe/tiers"
+	"github.com/drpipe/drpipe/tiers/tierstest"
+)
+
+// scrubRepo is a local directory holding a fake repository of three
+// 4+2 packs; it returns the backend, the objects and the pack IDs in
+// the order Scrub reports them.
+func scrubRepo(t *testing.T) (tiers.Backend, map[tiers.Handle][]byte, []id.ID) {
+	t.Helper()
+	be, err := tiers.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { be.Close() })
+	objs := fakeRepo(t, be, 3, 41)
+	var packs []id.ID
+	for h := range objs {
+		if h.Type == tiers.TypeData {
+			pid, _, _ := erasure.ParseShardName(h.Name)
+			if !slices.Contains(packs, pid) {
+				packs = append(packs, pid)
+			}
+		}
+	}
+	slices.SortFunc(packs, func(a, b id.ID) int { return bytes.Compare(a[:], b[:]) })
+	return be, objs, packs
+}
+
+func shard(p id.ID, i int) tiers.Handle {
+	return tiers.Handle{Type: tiers.TypeData, Name: erasure.ShardName(p, i)}
+}
+
+// damage flips a byte of the stored object h.
+func damage(t *testing.T, be tiers.Backend, objs map[tiers.Handle][]byte, h tiers.Handle) {
+	t.Helper()
+	b := bytes.Clone(objs[h])
+	b[len(b)/2] ^= 0x40
+	if err := tiers.PutBytes(t.Context(), be, h, b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func remove(t *testing.T, be tiers.Backend, h tiers.Handle) {
+	t.Helper()
+	if err := be.Remove(t.Context(), h); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestScrubCleanRepository(t *testing.T) {
+	be, objs, _ := scrubRepo(t)
+	var n int
+	var b int64
+	rep, err := tiers.Scrub(t.Context(), be, tiers.ScrubOptions{Progress: func(o int, x int64) { n += o; b += x }, Workers: 1})
+	if err != nil || !rep.Clean() {
+		t.Fatalf("scrub of an intact repository: %v, %+v", err, rep)
+	}
+	if rep.Packs != 3 || rep.Shards != 18 || rep.Objects != 5 || rep.PacksRebuilt != 0 {
+		t.Errorf("report %+v, want 3 packs, 18 shards and 5 other objects (the config is not verified)", rep)
+	}
+	if n != 23 || b != rep.Bytes || b == 0 {
+		t.Errorf("progress reported %d objects, %d bytes; report says %d bytes", n, b, rep.Bytes)
+	}
+	equalContent(t, be, objs)
+}
+
+// Up to M lost shards of a pack, missing or damaged, are rewritten
+// byte-identical; more are reported, and with RemoveDamaged the damaged
+// ones (never the intact ones) go, so a copy sends them again.
+func TestScrubRebuildsAndReportsLostPacks(t *testing.T) {
+	be, objs, packs := scrubRepo(t)
+	remove(t, be, shard(packs[0], 0))
+	damage(t, be, objs, shard(packs[0], 5))
+	// Pack 1: three shards gone (two missing, one damaged).
+	remove(t, be, shard(packs[1], 1))
+	remove(t, be, shard(packs[1], 2))
+	damage(t, be, objs, shard(packs[1], 3))
+	var ix tiers.Handle
+	for h := range objs {
+		if h.Type == tiers.TypeIndex {
+			ix = h
+			break
+		}
+	}
+	damage(t, be, objs, ix)
+
+	// A dry run reports and changes nothing.
+	dry, err := tiers.Scrub(t.Context(), be, tiers.ScrubOptions{DryRun: true, RemoveDamaged: true, MinAge: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dry.PacksRebuilt != 1 || dry.ShardsRebuilt != 2 || dry.PacksLost != 1 || dry.Damaged != 1 || dry.Removed != 0 {
+		t.Fatalf("dry run: %+v", dry)
+	}
+	if _, err := be.Stat(t.Context(), shard(packs[0], 0)); !errors.Is(err, tiers.ErrNotFound) {
+		t.Fatalf("dry run rewrote a shard (%v)", err)
+	}
+
+	rep, err := tiers.Scrub(t.Context(), be, tiers.ScrubOptions{RemoveDamaged: true, MinAge: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Clean() {
+		t.Fatalf("scrub with a lost pack and a damaged index reports clean: %+v", rep)
+	}
+	if rep.PacksRebuilt != 1 || len(rep.Rebuilt) != 1 || rep.Rebuilt[0].Pack != packs[0] || !slices.Equal(rep.Rebuilt[0].Rebuilt, []int{0, 5}) {
+		t.Errorf("rebuilt: %+v, want shards 0 and 5 of pack %s", rep.Rebuilt, packs[0].Short())
+	}
+	for _, i := range []int{0, 5} {
+		got, err := tiers.LoadAll(t.Context(), be, shard(packs[0], i), 0, 0)
+		if err != nil || !bytes.Equal(got, objs[shard(packs[0], i)]) {
+			t.Errorf("shard %d after scrub: %v, same bytes %v", i, err, bytes.Equal(got, objs[shard(packs[0], i)]))
+		}
+	}
+	if rep.PacksLost != 1 || len(rep.Lost) != 1 {
+		t.Fatalf("lost: %+v", rep.Lost)
+	}
+	l := rep.Lost[0]
+	if l.Pack != packs[1] || !slices.Equal(l.Missing, []int{1, 2}) || !slices.Equal(l.Corrupt, []int{3}) || !slices.Equal(l.Removed, []int{3}) || l.Error == "" {
+		t.Errorf("lost pack: %+v, want pack %s missing 1,2, damaged and removed 3", l, packs[1].Short())
+	}
+	for _, i := range []int{0, 4, 5} {
+		if _, err := be.Stat(t.Context(), shard(packs[1], i)); err != nil {
+			t.Errorf("intact shard %d of the lost pack: %v", i, err)
+		}
+	}
+	if _, err := be.Stat(t.Context(), shard(packs[1], 3)); !errors.Is(err, tiers.ErrNotFound) {
+		t.Errorf("damaged shard 3 of the lost pack is still there (%v)", err)
+	}
+	if rep.Damaged != 1 || len(rep.DamagedObjects) != 1 || rep.DamagedObjects[0].Object != ix.String() || !rep.DamagedObjects[0].Removed {
+		t.Errorf("damaged objects: %+v, want %s removed", rep.DamagedObjects, ix)
+	}
+	if rep.Removed != 2 {
+		t.Errorf("removed %d objects, want 2", rep.Removed)
+	}
+
+	// Copying the lost objects back from an intact copy makes it whole.
+	for h, b := range objs {
+		if h == shard(packs[1], 1) || h == shard(packs[1], 2) || h == shard(packs[1], 3) || h == ix {
+			if err := tiers.PutBytes(t.Context(), be, h, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	again, err := tiers.Scrub(t.Context(), be, tiers.ScrubOptions{})
+	if err != nil || !again.Clean() || again.PacksRebuilt != 0 {
+		t.Fatalf("scrub after the copy: %v, %+v", err, again)
+	}
+	equalContent(t, be, objs)
+}
+
+// Shards storage fails to deliver are neither rewritten nor removed, and
+// the pack is reported unread; a pack short of shards, none damaged, and
+// written moments ago is taken for one being written.
+func TestScrubUnreadAndYoungPacks(t *testing.T) {
+	local, objs, packs := scrubRepo(t)
+	be := tierstest.NewFaulty(local, 1)
+	// Pack 0: three shards storage fails on (not missing, not damaged).
+	for _, i := range []int{0, 1, 2} {
+		be.Inject(tierstest.Fault{Op: tierstest.OpLoad, Type: tiers.TypeData, Name: erasure.ShardName(packs[0], i)})
+	}
+	// Pack 2: one shard unreadable, one missing: rebuilt, but not the
+	// unreadable one.
+	be.Inject(tierstest.Fault{Op: tierstest.OpLoad, Type: tiers.TypeData, Name: erasure.ShardName(packs[2], 4)})
+	damage(t, local, objs, shard(packs[2], 1))
+	// Pack 1: three shards missing, the rest just written.
+	for _, i := range []int{0, 1, 2} {
+		remove(t, local, shard(packs[1], i))
+	}
+	rep, err := tiers.Scrub(t.Context(), be, tiers.ScrubOptions{RemoveDamaged: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.PacksUnread != 2 || rep.PacksLost != 0 || rep.Young != 1 || rep.Removed != 0 || rep.Clean() {
+		t.Fatalf("report %+v: want packs 0 and 2 unread, pack 1 young, nothing removed, not clean", rep)
+	}
+	if rep.PacksRebuilt != 1 || !slices.Equal(rep.Rebuilt[0].Rebuilt, []int{1}) || !slices.Equal(rep.Rebuilt[0].Unread, []int{4}) {
+		t.Errorf("rebuilt %+v, want shard 1 of pack 2 only", rep.Rebuilt)
+	}
+	for _, i := range []int{0, 1, 2, 3, 4, 5} {
+		got, err := tiers.LoadAll(t.Context(), local, shard(packs[0], i), 0, 0)
+		if err != nil || !bytes.Equal(got, objs[shard(packs[0], i)]) {
+			t.Errorf("shard %d of the unread pack changed (%v)", i, err)
+		}
+	}
+	if got, _ := tiers.LoadAll(t.Context(), local, shard(packs[2], 1), 0, 0); !bytes.Equal(got, objs[shard(packs[2], 1)]) {
+		t.Errorf("damaged shard 1 of pack 2 was not rewritten")
+	}
+	// The same pack, no longer young: lost, and nothing intact removed.
+	be.Reset()
+	rep, err = tiers.Scrub(t.Context(), be, tiers.ScrubOptions{RemoveDamaged: true, MinAge: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.PacksLost != 1 || rep.Lost[0].Pack != packs[1] || rep.Removed != 0 || rep.PacksUnread != 0 {
+		t.Errorf("report %+v: want pack 1 lost and nothing removed", rep)
+	}
+}
+
+// A data object not named like a shard, and a shard listed larger than
+// any pack, are reported without being read into memory.
+func TestScrubStrayObjects(t *testing.T) {
+	be, objs, packs := scrubRepo(t)
+	if err := tiers.PutBytes(t.Context(), be, tiers.Handle{Type: tiers.TypeData, Name: "notashard"}, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	// A shard index beyond the pack's K+M.
+	if err := tiers.PutBytes(t.Context(), be, shard(packs[2], 9), objs[shard(packs[2], 0)]); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := tiers.Scrub(t.Context(), be, tiers.ScrubOptions{MinAge: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Damaged != 1 || rep.DamagedObjects[0].Object != "data/notashard" {
+		t.Errorf("damaged objects %+v, want data/notashard", rep.DamagedObjects)
+	}
+	if rep.PacksLost != 0 || rep.PacksRebuilt != 0 {
+		t.Errorf("a stray shard beyond K+M made the pack look damaged: %+v", rep)
+	}
+}
