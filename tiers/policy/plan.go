@@ -309,19 +309,26 @@ func MakePlan(cfg *Config, cat *Catalog, states map[string]*TierState, now time.
 				key := string(t.Kind)
 				if t.Kind == KindS3 {
 					cur := t.storageClass()
-					if ss, ok := st.Shards[s.Name]; ok && ss.Class != "" {
+					ss, held := st.Shards[s.Name]
+					if held && ss.Class != "" {
 						cur = ss.Class
 					}
 					want := t.classAt(created[p], now)
 					if pm.Trees && archiveClass(want) {
 						want = t.readableClassAt(created[p], now)
 					}
-					if classRank(want) > classRank(cur) && archiveClass(cur) {
+					switch {
+					case !held && !tp.copyPacks[p]:
+						// Neither at the tier nor copied there: the
+						// tier holds this data in other packs (the
+						// primary or the tier's own prune repacked it),
+						// and there is no object of this name to move.
+					case classRank(want) > classRank(cur) && archiveClass(cur):
 						// A class change is a copy onto itself, and S3
 						// refuses to copy an archived object (it would
 						// need a restore first): it stays where it is.
 						stuck++
-					} else if classRank(want) > classRank(cur) {
+					case classRank(want) > classRank(cur):
 						m := moves[[2]string{cur, want}]
 						if m == nil {
 							m = &ClassMove{From: cur, To: want}
