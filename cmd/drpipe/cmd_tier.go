@@ -489,7 +489,10 @@ func (a *app) openTiered(ctx context.Context) (*repo.Repository, *tiers.Fallback
 			if t.Kind != k {
 				continue
 			}
+			// Each tier's own error: one that failed before must not
+			// count against the next (a tape tier sets none).
 			var be tiers.Backend
+			var err error
 			switch k {
 			case policy.KindPrimary:
 				loc, err := a.repoLocation()

@@ -235,3 +235,52 @@ tiering:
 		}
 	}
 }
+
+// TestTieringRestoreFromTapeAfterAnUnavailableTier: restore --tiers reads
+// from a tape pool when the tier listed before it cannot be opened (the
+// NAS is gone as well as the primary's data), not only when every other
+// tier opened.
+func TestTieringRestoreFromTapeAfterAnUnavailableTier(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	lib := filepath.Join(e.dir, "library")
+	e.ok("tape", "library", "init", "--library", lib, "--generation", "LTO-9", "--slots", "6", "--drives", "1")
+	e.ok("tape", "label", "--library", lib, "--pool", "vault", "--count", "3")
+	nas := filepath.Join(e.dir, "nas")
+	cfg := writeFile(t, e.dir, "drpipe.yaml", fmt.Sprintf(`repo: %s
+tiering:
+  tiers:
+    - name: hot
+      kind: primary
+      keep: {last: 1}
+    - name: nas
+      kind: local
+      location: %s
+      keep: {last: 1}
+    - name: vault
+      kind: tape
+      library: %s
+      pool: vault
+      keep: {last: 1}
+`, repoDir, nas, lib))
+	src := filepath.Join(e.dir, "src")
+	if _, err := sample.Tree(src, sample.TreeOptions{Files: 20, Bytes: 1 << 20, Seed: 7}); err != nil {
+		t.Fatal(err)
+	}
+	e.backup(repoDir, src)
+	e.ok("--config", cfg, "tier", "run")
+	// The NAS and the primary's data are lost: only the tape pool holds
+	// the snapshot's data.
+	if err := os.RemoveAll(nas); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(repoDir, "data")); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(e.dir, "restore")
+	r := e.run("--config", cfg, "restore", "--tiers", "latest", "--target", target)
+	if r.code != 0 || strings.Contains(r.stderr, "tier vault unavailable") {
+		t.Fatalf("restore --tiers with the NAS gone: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	compareTrees(t, src, restored(target, src))
+}
