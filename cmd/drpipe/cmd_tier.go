@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -59,8 +60,9 @@ func tierNow() (time.Time, error) {
 }
 
 // tierTargets wires every tier of the policy to a target. The returned
-// closer releases them.
-func (a *app) tierTargets(ctx context.Context, cfg *policy.Config, r *repo.Repository, pw []byte) (map[string]policy.Target, func(), error) {
+// closer releases them. Unless execute is set (tier plan), nothing is
+// written: a local tier's directory is not created.
+func (a *app) tierTargets(ctx context.Context, cfg *policy.Config, r *repo.Repository, pw []byte, execute bool) (map[string]policy.Target, func(), error) {
 	grace := repo.DefaultGrace
 	if a.v.IsSet("tiering.prune_grace") {
 		s := a.v.GetString("tiering.prune_grace")
@@ -97,7 +99,15 @@ func (a *app) tierTargets(ctx context.Context, cfg *policy.Config, r *repo.Repos
 		case policy.KindPrimary:
 			targets[t.Name] = &policy.PrimaryTarget{Repo: r, Prune: prune}
 		case policy.KindLocal:
-			be, err := tiers.NewLocal(t.Location)
+			openLocal := tiers.NewLocal
+			if !execute {
+				openLocal = tiers.OpenLocal
+			}
+			be, err := openLocal(t.Location)
+			if !execute && errors.Is(err, fs.ErrNotExist) {
+				targets[t.Name] = newLocalTier{}
+				continue
+			}
 			if err != nil {
 				closeAll()
 				return nil, nil, fmt.Errorf("tier %s: %w", t.Name, err)
@@ -132,6 +142,25 @@ func (a *app) tierTargets(ctx context.Context, cfg *policy.Config, r *repo.Repos
 		}
 	}
 	return targets, closeAll, nil
+}
+
+// newLocalTier is a local tier whose directory does not exist yet, as
+// tier plan sees it: empty, so that the plan shows the copy tier run makes
+// once it has created the directory.
+type newLocalTier struct{}
+
+func (newLocalTier) State(context.Context, *policy.Catalog) (*policy.TierState, error) {
+	return &policy.TierState{Shards: map[string]policy.ShardState{}, Packs: map[id.ID]bool{}, Indexed: map[id.ID]bool{}}, nil
+}
+
+func (newLocalTier) Send(context.Context, tiers.Backend, []id.ID) (int, int64, error) {
+	return 0, 0, policy.ErrUnsupported
+}
+
+func (newLocalTier) Forget(context.Context, []id.ID) error { return policy.ErrUnsupported }
+
+func (newLocalTier) Transition(context.Context, map[string]string) error {
+	return policy.ErrUnsupported
 }
 
 // tapeTarget is a tape pool as a tier: it holds the snapshots of the
@@ -308,7 +337,7 @@ func (a *app) runTier(ctx context.Context, execute bool) error {
 			cfg.Tiers[i].Location = r.Backend().Location()
 		}
 	}
-	targets, closeAll, err := a.tierTargets(ctx, cfg, r, pw)
+	targets, closeAll, err := a.tierTargets(ctx, cfg, r, pw, execute)
 	if err != nil {
 		return err
 	}

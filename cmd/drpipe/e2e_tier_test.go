@@ -284,3 +284,39 @@ tiering:
 	}
 	compareTrees(t, src, restored(target, src))
 }
+
+// TestTierPlanWritesNothing: tier plan is a dry run. A local tier whose
+// directory does not exist yet (a NAS not mounted, a new tier) is planned
+// as the empty tier tier run would fill, and is not created.
+func TestTierPlanWritesNothing(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	nas := filepath.Join(e.dir, "nas", "drpipe")
+	cfg := writeFile(t, e.dir, "drpipe.yaml", fmt.Sprintf(`repo: %s
+tiering:
+  tiers:
+    - name: hot
+      kind: primary
+      keep: {last: 1}
+    - name: nas
+      kind: local
+      location: %s
+      keep: {last: 1}
+`, repoDir, nas))
+	src := filepath.Join(e.dir, "src")
+	if _, err := sample.Tree(src, sample.TreeOptions{Files: 5, Bytes: 64 << 10, Seed: 9}); err != nil {
+		t.Fatal(err)
+	}
+	e.backup(repoDir, src)
+	out := e.ok("--config", cfg, "tier", "plan")
+	if _, err := os.Stat(filepath.Join(e.dir, "nas")); err == nil {
+		t.Errorf("tier plan created the local tier's directory %s", nas)
+	}
+	if !strings.Contains(out, "nas (local)") || !strings.Contains(out, "copy 1 snapshots") || strings.Contains(out, "UNREACHABLE") {
+		t.Errorf("tier plan for a local tier not created yet does not plan the copy tier run makes:\n%s", out)
+	}
+	e.ok("--config", cfg, "tier", "run")
+	if out := e.ok("--config", cfg, "tier", "plan"); strings.Contains(out, "copy ") {
+		t.Errorf("tier plan after the run still copies:\n%s", out)
+	}
+}
