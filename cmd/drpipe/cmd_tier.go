@@ -132,7 +132,9 @@ func (a *app) tierTargets(ctx context.Context, cfg *policy.Config, r *repo.Repos
 		case policy.KindTape:
 			targets[t.Name] = &tapeTarget{a: a, tier: t, r: r}
 		case policy.KindSite:
-			tg, closer, err := a.siteTarget(ctx, t, open)
+			// The site holds the key slots of the last copy into it: it
+			// is read with the primary's too (a password changed since).
+			tg, closer, err := a.siteTarget(ctx, t, func(be tiers.Backend) (*repo.Repository, error) { return openReplica(be, r.Backend()) })
 			if err != nil {
 				closeAll()
 				return nil, nil, fmt.Errorf("tier %s: %w", t.Name, err)

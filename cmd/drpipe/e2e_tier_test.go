@@ -320,3 +320,59 @@ tiering:
 		t.Errorf("tier plan after the run still copies:\n%s", out)
 	}
 }
+
+// TestTierSiteInspectedAfterAPasswordChange: after the primary's password
+// changed (a slot added, the old one removed), the DR site still holds
+// only the old slots until the next copy brings the new one. The site is
+// inspected with the primary's slots, as a directory or bucket tier is,
+// not reported unreachable on every run, which would never copy to it
+// again and hold back the primary's retention for good.
+func TestTierSiteInspectedAfterAPasswordChange(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	tlsDir := filepath.Join(e.dir, "tls")
+	e.ok("site", "init", "--dir", tlsDir, "--name", "dr-e2e", "--primary", "hv01")
+	drDir := filepath.Join(e.dir, "dr")
+	sp := e.startSite(t, tlsDir, drDir)
+	cfg := writeFile(t, e.dir, "drpipe.yaml", fmt.Sprintf(`repo: %s
+tiering:
+  tiers:
+    - name: hot
+      kind: primary
+      keep: {last: 1}
+    - name: dr
+      kind: site
+      location: %s
+      tls_dir: %s
+      keep: {last: 3}
+`, repoDir, sp.addr, filepath.Join(tlsDir, "clients", "hv01")))
+	src := filepath.Join(e.dir, "src")
+	if _, err := sample.Tree(src, sample.TreeOptions{Files: 5, Bytes: 64 << 10, Seed: 11}); err != nil {
+		t.Fatal(err)
+	}
+	e.backup(repoDir, src)
+	e.ok("--config", cfg, "tier", "run")
+	// A new password; the old slot goes.
+	var keys []struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal([]byte(e.ok("--json", "key", "list", "--repo", repoDir)), &keys); err != nil || len(keys) != 1 {
+		t.Fatalf("key list: %v %v", keys, err)
+	}
+	newPw := writeFile(t, e.dir, "new-password", "a new password for the repository")
+	e.ok("key", "add", "--repo", repoDir, "--new-password-file", newPw)
+	e.pw = "a new password for the repository"
+	e.ok("key", "remove", "--repo", repoDir, keys[0].ID)
+	if _, err := sample.Tree(filepath.Join(src, "more"), sample.TreeOptions{Files: 3, Bytes: 32 << 10, Seed: 12}); err != nil {
+		t.Fatal(err)
+	}
+	e.backup(repoDir, src)
+	out := e.ok("--config", cfg, "tier", "plan")
+	if strings.Contains(out, "UNREACHABLE") || !strings.Contains(out, "copy 1 snapshots") {
+		t.Fatalf("tier plan after the password change:\n%s", out)
+	}
+	e.ok("--config", cfg, "tier", "run")
+	if out := e.ok("--config", cfg, "tier", "plan"); strings.Contains(out, "UNREACHABLE") || strings.Contains(out, "copy ") {
+		t.Errorf("tier plan after the run:\n%s", out)
+	}
+}
