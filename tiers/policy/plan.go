@@ -356,6 +356,18 @@ func MakePlan(cfg *Config, cat *Catalog, states map[string]*TierState, now time.
 		}
 		pl.Tiers = append(pl.Tiers, tp)
 	}
+	// Run forgets at the primary only once every tier got its copies.
+	var unreachable []string
+	for _, tp := range pl.Tiers {
+		if tp.Kind != KindPrimary && tp.Unreachable != "" {
+			unreachable = append(unreachable, tp.Name)
+		}
+	}
+	for i := range pl.Tiers {
+		if tp := &pl.Tiers[i]; tp.Kind == KindPrimary && len(tp.Forget) > 0 && len(unreachable) > 0 {
+			tp.Notes = append(tp.Notes, fmt.Sprintf("tier run forgets none of these while %s cannot be inspected: the primary keeps its snapshots until every tier has its copies", strings.Join(unreachable, ", ")))
+		}
+	}
 	return pl, nil
 }
 

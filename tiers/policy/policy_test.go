@@ -358,3 +358,30 @@ func TestRunHealsPacksATierLost(t *testing.T) {
 		t.Errorf("dr tier after the run: %v %+v", err, c.Damaged)
 	}
 }
+
+// TestPlanSaysThePrimaryKeepsWhileATierIsUnreachable: tier run applies
+// the primary's retention only once every tier got its copies, so while
+// one cannot be inspected the dry run must not present the primary's
+// forgets as what the run will do.
+func TestPlanSaysThePrimaryKeepsWhileATierIsUnreachable(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	cfg := &policy.Config{Tiers: []policy.Tier{
+		{Name: "hot", Kind: policy.KindPrimary, Keep: policy.Keep{Last: 1}},
+		{Name: "nas", Kind: policy.KindLocal, Location: "/nas", Keep: policy.Keep{Last: 5}},
+	}}
+	cat := &policy.Catalog{Packs: map[id.ID]policy.PackMeta{}, SnapBytes: map[id.ID]int64{}}
+	for i := 0; i < 2; i++ {
+		cat.Snaps = append(cat.Snaps, policy.Snap{ID: id.ID{byte(i + 1)}, Time: now.Add(-time.Duration(i+1) * time.Hour), Host: "h", Paths: []string{"/"}})
+	}
+	pl, err := policy.MakePlan(cfg, cat, map[string]*policy.TierState{"nas": {Unreachable: "directory does not exist"}}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hot := pl.Tiers[0]
+	if len(hot.Forget) != 1 {
+		t.Fatalf("primary forgets %d snapshots, want the one its rules drop", len(hot.Forget))
+	}
+	if !strings.Contains(strings.Join(hot.Notes, "\n"), "nas") {
+		t.Errorf("plan of the primary does not say that tier run keeps its snapshots while tier nas is unreachable: notes %q", hot.Notes)
+	}
+}
