@@ -60,9 +60,9 @@ func tierNow() (time.Time, error) {
 }
 
 // tierTargets wires every tier of the policy to a target. The returned
-// closer releases them. Unless execute is set (tier plan), nothing is
-// written: a local tier's directory is not created.
-func (a *app) tierTargets(ctx context.Context, cfg *policy.Config, r *repo.Repository, pw []byte, execute bool) (map[string]policy.Target, func(), error) {
+// closer releases them. Nothing is written: a local tier's directory is
+// not created, by tier run either.
+func (a *app) tierTargets(ctx context.Context, cfg *policy.Config, r *repo.Repository, pw []byte) (map[string]policy.Target, func(), error) {
 	grace := repo.DefaultGrace
 	if a.v.IsSet("tiering.prune_grace") {
 		s := a.v.GetString("tiering.prune_grace")
@@ -99,13 +99,12 @@ func (a *app) tierTargets(ctx context.Context, cfg *policy.Config, r *repo.Repos
 		case policy.KindPrimary:
 			targets[t.Name] = &policy.PrimaryTarget{Repo: r, Prune: prune}
 		case policy.KindLocal:
-			openLocal := tiers.NewLocal
-			if !execute {
-				openLocal = tiers.OpenLocal
-			}
-			be, err := openLocal(t.Location)
-			if !execute && errors.Is(err, fs.ErrNotExist) {
-				targets[t.Name] = newLocalTier{}
+			// The directory is never created: where it is missing, a
+			// file system is most likely not mounted, and a copy
+			// would fill the one beneath.
+			be, err := tiers.OpenLocal(t.Location)
+			if errors.Is(err, fs.ErrNotExist) {
+				targets[t.Name] = missingLocalTier{dir: t.Location}
 				continue
 			}
 			if err != nil {
@@ -146,22 +145,22 @@ func (a *app) tierTargets(ctx context.Context, cfg *policy.Config, r *repo.Repos
 	return targets, closeAll, nil
 }
 
-// newLocalTier is a local tier whose directory does not exist yet, as
-// tier plan sees it: empty, so that the plan shows the copy tier run makes
-// once it has created the directory.
-type newLocalTier struct{}
+// missingLocalTier is a local tier whose directory does not exist: it
+// is reported unreachable (nothing is copied to it, and the primary keeps
+// its snapshots) rather than created, as rsnapshot's no_create_root does.
+type missingLocalTier struct{ dir string }
 
-func (newLocalTier) State(context.Context, *policy.Catalog) (*policy.TierState, error) {
-	return &policy.TierState{Shards: map[string]policy.ShardState{}, Packs: map[id.ID]bool{}, Indexed: map[id.ID]bool{}}, nil
+func (m missingLocalTier) State(context.Context, *policy.Catalog) (*policy.TierState, error) {
+	return nil, fmt.Errorf("directory %s does not exist: mount the file system it is on, or, for a new tier, create it (mkdir -p %s)", m.dir, m.dir)
 }
 
-func (newLocalTier) Send(context.Context, tiers.Backend, []id.ID) (int, int64, error) {
+func (missingLocalTier) Send(context.Context, tiers.Backend, []id.ID) (int, int64, error) {
 	return 0, 0, policy.ErrUnsupported
 }
 
-func (newLocalTier) Forget(context.Context, []id.ID) error { return policy.ErrUnsupported }
+func (missingLocalTier) Forget(context.Context, []id.ID) error { return policy.ErrUnsupported }
 
-func (newLocalTier) Transition(context.Context, map[string]string) error {
+func (missingLocalTier) Transition(context.Context, map[string]string) error {
 	return policy.ErrUnsupported
 }
 
@@ -339,7 +338,7 @@ func (a *app) runTier(ctx context.Context, execute bool) error {
 			cfg.Tiers[i].Location = r.Backend().Location()
 		}
 	}
-	targets, closeAll, err := a.tierTargets(ctx, cfg, r, pw, execute)
+	targets, closeAll, err := a.tierTargets(ctx, cfg, r, pw)
 	if err != nil {
 		return err
 	}

@@ -247,6 +247,9 @@ func TestTieringRestoreFromTapeAfterAnUnavailableTier(t *testing.T) {
 	e.ok("tape", "library", "init", "--library", lib, "--generation", "LTO-9", "--slots", "6", "--drives", "1")
 	e.ok("tape", "label", "--library", lib, "--pool", "vault", "--count", "3")
 	nas := filepath.Join(e.dir, "nas")
+	if err := os.Mkdir(nas, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	cfg := writeFile(t, e.dir, "drpipe.yaml", fmt.Sprintf(`repo: %s
 tiering:
   tiers:
@@ -285,9 +288,11 @@ tiering:
 	compareTrees(t, src, restored(target, src))
 }
 
-// TestTierPlanWritesNothing: tier plan is a dry run. A local tier whose
-// directory does not exist yet (a NAS not mounted, a new tier) is planned
-// as the empty tier tier run would fill, and is not created.
+// TestTierPlanWritesNothing: tier plan is a dry run, and neither it nor
+// tier run creates a local tier's directory: one that does not exist (a
+// NAS not mounted) is unreachable, nothing is copied to the file system
+// beneath, and the primary keeps its snapshots. Once the directory exists
+// (a new tier: mkdir), tier run fills it.
 func TestTierPlanWritesNothing(t *testing.T) {
 	e := newEnv(t)
 	repoDir := e.initRepo()
@@ -308,12 +313,30 @@ tiering:
 		t.Fatal(err)
 	}
 	e.backup(repoDir, src)
+	e.backup(repoDir, src)
 	out := e.ok("--config", cfg, "tier", "plan")
 	if _, err := os.Stat(filepath.Join(e.dir, "nas")); err == nil {
 		t.Errorf("tier plan created the local tier's directory %s", nas)
 	}
+	if !strings.Contains(out, "UNREACHABLE") || !strings.Contains(out, "mkdir -p "+nas) {
+		t.Errorf("tier plan for a local tier whose directory is missing does not say so:\n%s", out)
+	}
+	r := e.run("--config", cfg, "tier", "run")
+	if r.code == 0 {
+		t.Errorf("tier run with a tier's directory missing exits 0\n%s%s", r.stdout, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(e.dir, "nas")); err == nil {
+		t.Errorf("tier run created the local tier's directory %s", nas)
+	}
+	if snaps := e.snapshotsJSON(repoDir); len(snaps) != 2 {
+		t.Errorf("the primary forgot snapshots while a tier was missing: %d left, want 2", len(snaps))
+	}
+	if err := os.MkdirAll(nas, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	out = e.ok("--config", cfg, "tier", "plan")
 	if !strings.Contains(out, "nas (local)") || !strings.Contains(out, "copy 1 snapshots") || strings.Contains(out, "UNREACHABLE") {
-		t.Errorf("tier plan for a local tier not created yet does not plan the copy tier run makes:\n%s", out)
+		t.Errorf("tier plan for a new, empty local tier does not plan the copy:\n%s", out)
 	}
 	e.ok("--config", cfg, "tier", "run")
 	if out := e.ok("--config", cfg, "tier", "plan"); strings.Contains(out, "copy ") {

@@ -59,6 +59,7 @@ type RunProgress func(tier, step string)
 // lacks, then forgets what its rules no longer keep and transitions
 // storage classes; the primary forgets last, and only if every tier that
 // wants its snapshots got them. Running again right after does nothing.
+// The error joins what failed, an unreachable tier included.
 func Run(ctx context.Context, cfg *Config, r *repo.Repository, targets map[string]Target, now time.Time, progress RunProgress) (*RunReport, error) {
 	start := time.Now()
 	if progress == nil {
@@ -86,7 +87,10 @@ func Run(ctx context.Context, cfg *Config, r *repo.Repository, targets map[strin
 		}
 		tr := TierRun{Name: tp.Name}
 		if tp.Unreachable != "" {
+			// Nothing reached this tier: the run failed for it, which
+			// its exit code says (a cron job must not report success).
 			tr.Skipped = "unreachable: " + tp.Unreachable
+			errs = append(errs, fmt.Errorf("tier %s is unreachable, nothing was copied to it: %s", tp.Name, tp.Unreachable))
 			secondaryFailed = true
 			rep.Tiers = append(rep.Tiers, tr)
 			continue
