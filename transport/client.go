@@ -762,13 +762,15 @@ func sendBody(ctx context.Context, c Conn, src tiers.Backend, j job, o Replicate
 		return err
 	})
 	if netErr != nil {
-		lerr = netErr
-	}
-	if lerr != nil {
 		// A refusal may explain a failed write: prefer the site's word.
 		if res, err := readResult(st, o.Timeout); err == nil && res.Code != CodeOK {
 			return fail(&RemoteError{res.Code, res.Message})
 		}
+		return fail(netErr)
+	}
+	if lerr != nil {
+		// The source failed: the site, still waiting for the rest of
+		// the body, has no verdict to wait for.
 		return fail(lerr)
 	}
 	if err := st.CloseWrite(); err != nil {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 	"unicode/utf8"
 
@@ -631,5 +632,41 @@ func TestSiteResetsAnObjectWhoseBodyStalls(t *testing.T) {
 	}
 	if err := send(shards[1], 50*time.Millisecond); err != nil {
 		t.Errorf("an object whose body paused 50 ms: %v", err)
+	}
+}
+
+// failingBody serves the first 100 bytes of one body, then fails, as a
+// primary whose disk returns an I/O error part-way through an object.
+type failingBody struct{ bytesBackend }
+
+var errSourceRead = errors.New("source read: input/output error")
+
+func (b *failingBody) Load(_ context.Context, _ tiers.Handle, _, _ int64, fn func(io.Reader) error) error {
+	return fn(io.MultiReader(bytes.NewReader(b.b[:100]), iotest.ErrReader(errSourceRead)))
+}
+
+// TestSourceErrorMidObjectFailsAtOnce: an object whose source read fails
+// after some of its bytes were sent fails with the source's error at
+// once, not after the wait for a verdict the site cannot give (it still
+// waits for the rest of the body).
+func TestSourceErrorMidObjectFailsAtOnce(t *testing.T) {
+	ctx := context.Background()
+	st := newSite(t, "")
+	body := []byte(strings.Repeat("k", 4096))
+	h := tiers.Handle{Type: tiers.TypeKey, Name: id.Hash(body).String()}
+	rs, _, err := openRaw(t, st, id.Hash([]byte("repo")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rs.offer(h.Type, h.Name, int64(len(body))); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = sendObject(ctx, rs.cc, &failingBody{bytesBackend{body}}, job{h: h, size: int64(len(body))}, ReplicateOptions{Timeout: 5 * time.Second})
+	if !errors.Is(err, errSourceRead) {
+		t.Errorf("send with a failing source: %v, want the source's error", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("send with a failing source took %v to fail", d.Round(time.Millisecond))
 	}
 }
