@@ -817,12 +817,14 @@ func SiteStatus(ctx context.Context, c Conn, timeout time.Duration) (*Status, er
 	}
 	defer ctl.Abort()
 	ctl.SetDeadline(time.Now().Add(timeout))
+	stop := context.AfterFunc(ctx, ctl.Abort) // a stalled site does not hold up Ctrl-C
+	defer stop()
 	if err := WriteFrame(ctl, FrameStatusRequest, nil); err != nil {
-		return nil, fmt.Errorf("site status: %w", err)
+		return nil, fmt.Errorf("site status: %w", cancelCause(ctx, err))
 	}
 	f, err := readReply(ctl, FrameStatusReply)
 	if err != nil {
-		return nil, fmt.Errorf("site status: %w", err)
+		return nil, fmt.Errorf("site status: %w", cancelCause(ctx, err))
 	}
 	var st Status
 	if err := json.Unmarshal(f.Payload, &st); err != nil {

@@ -670,3 +670,29 @@ func TestSourceErrorMidObjectFailsAtOnce(t *testing.T) {
 		t.Errorf("send with a failing source took %v to fail", d.Round(time.Millisecond))
 	}
 }
+
+// TestSiteStatusCancelWhileSiteStalls: Ctrl-C ends a status request
+// whose site opened the session but never answers the request at once,
+// not after the status timeout.
+func TestSiteStatusCancelWhileSiteStalls(t *testing.T) {
+	client, server, link := pipePair("primary", -1)
+	defer link.close(nil)
+	go func() {
+		st, err := server.AcceptStream(context.Background())
+		if err != nil {
+			return
+		}
+		if _, err := ReadFrame(st); err != nil { // Hello
+			return
+		}
+		WriteFrame(st, FrameWelcome, Welcome{SiteName: "dr", MaxObjectSize: 1 << 31}.encode())
+		io.Copy(io.Discard, st) // reads on, never answers
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(200*time.Millisecond, cancel)
+	start := time.Now()
+	_, err := SiteStatus(ctx, client, time.Minute)
+	if d := time.Since(start); d > 10*time.Second || !errors.Is(err, context.Canceled) {
+		t.Errorf("status cancelled while the site stalls: %v after %v; want context.Canceled at once", err, d.Round(time.Millisecond))
+	}
+}
