@@ -400,9 +400,12 @@ func Replicate(ctx context.Context, c Conn, src tiers.Backend, o ReplicateOption
 		rep.SiteSnapshots = append(rep.SiteSnapshots, e.Name)
 	}
 	// Say goodbye on every connection and wait for the site to
-	// acknowledge by ending its side.
+	// acknowledge by ending its side. Everything is committed by now:
+	// Ctrl-C stops the wait, not the replication's success.
 	byeAll := func(st Stream) {
 		st.SetDeadline(time.Now().Add(o.Timeout))
+		stop := context.AfterFunc(ctx, st.Abort)
+		defer stop()
 		if err := WriteFrame(st, FrameBye, nil); err == nil {
 			st.CloseWrite()
 			_, _ = io.Copy(io.Discard, io.LimitReader(st, MaxFramePayload))

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/iotest"
 	"time"
@@ -695,4 +696,56 @@ func TestSiteStatusCancelWhileSiteStalls(t *testing.T) {
 	if d := time.Since(start); d > 10*time.Second || !errors.Is(err, context.Canceled) {
 		t.Errorf("status cancelled while the site stalls: %v after %v; want context.Canceled at once", err, d.Round(time.Millisecond))
 	}
+}
+
+// stallAfterBye is a site connection that, once the site has answered a
+// Bye, neither ends its side of the control stream nor closes: a site
+// that hangs while a session ends.
+type stallAfterBye struct {
+	*pipeConn
+	onBye    func()
+	accepted atomic.Bool
+}
+
+func (c *stallAfterBye) AcceptStream(ctx context.Context) (Stream, error) {
+	st, err := c.pipeConn.AcceptStream(ctx)
+	if err == nil && !c.accepted.Swap(true) {
+		return &byeStall{Stream: st, onBye: c.onBye}, nil
+	}
+	return st, err
+}
+
+func (c *stallAfterBye) CloseWithError(ErrorCode, string) error { return nil }
+
+type byeStall struct {
+	Stream
+	onBye func()
+}
+
+func (s *byeStall) CloseWrite() error { s.onBye(); return nil }
+
+// TestReplicateCancelWhileSiteStallsAfterBye: Ctrl-C ends a replication
+// whose site hangs after everything was sealed, while the client waits
+// for the site to end the session, at once, not after
+// ReplicateOptions.Timeout.
+func TestReplicateCancelWhileSiteStallsAfterBye(t *testing.T) {
+	p := newPrimary(t)
+	p.backup("h", 3, 1<<16)
+	st := newSite(t, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	client, server, link := pipePair("primary", -1)
+	defer link.close(nil)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		st.s.ServeConn(context.Background(), &stallAfterBye{pipeConn: server, onBye: func() { time.AfterFunc(200*time.Millisecond, cancel) }})
+	}()
+	start := time.Now()
+	_, err := Replicate(ctx, client, p.be, ReplicateOptions{Timeout: time.Minute, SnapshotMeta: p.meta})
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("replicate cancelled while the site stalls after Bye: %v after %v; want it to end at once", err, d.Round(time.Millisecond))
+	}
+	link.close(nil)
+	<-done
 }
