@@ -479,11 +479,15 @@ func (x *extraConns) dialAndJoin(ctx context.Context, i int, repoID id.ID, o Rep
 	if err != nil {
 		return joinResult{err: fmt.Errorf("replicate: open connection %d of %d to the site: %w", i+1, o.Connections, err)}
 	}
+	// The session id may be read only once ready is closed: setSession
+	// writes it just before.
+	ok := false
 	select {
 	case <-x.ready:
+		ok = !x.sess.IsZero() && ctx.Err() == nil
 	case <-ctx.Done():
 	}
-	if x.sess.IsZero() || ctx.Err() != nil {
+	if !ok {
 		c.CloseWithError(CodeOK, "")
 		return joinResult{err: fmt.Errorf("replicate: connection %d of %d: no session to join", i+1, o.Connections)}
 	}

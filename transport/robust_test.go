@@ -749,3 +749,32 @@ func TestReplicateCancelWhileSiteStallsAfterBye(t *testing.T) {
 	link.close(nil)
 	<-done
 }
+
+// TestExtraConnectionCancelledAsSessionOpens: a connection dialed for a
+// session that opens just as the replication is cancelled gives up
+// without reading the session id the opening connection is setting
+// (under -race this is a data race), and is closed.
+func TestExtraConnectionCancelledAsSessionOpens(t *testing.T) {
+	for range 20 {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		var dialed *pipeConn
+		o := ReplicateOptions{Connections: 2, Timeout: time.Second, Dial: func(context.Context) (Conn, error) {
+			dialed, _, _ = pipePair("primary", -1)
+			return dialed, nil
+		}}
+		x := &extraConns{cancel: func() {}, n: 1, results: make(chan joinResult, 1), ready: make(chan struct{})}
+		var wg sync.WaitGroup
+		wg.Go(func() { x.setSession(SessionID{1: 1}) })
+		res := x.dialAndJoin(ctx, 1, id.Hash([]byte("repo")), o)
+		wg.Wait()
+		if res.err == nil {
+			t.Fatal("a connection joined a cancelled session")
+		}
+		select {
+		case <-dialed.l.done:
+		default:
+			t.Fatal("the dialed connection of a cancelled session is left open")
+		}
+	}
+}
