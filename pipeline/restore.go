@@ -134,6 +134,14 @@ type restorer struct {
 	dirNames  map[string]bool
 	converted map[string]bool
 
+	// ancestors are the snapshot paths above the backed-up paths (not
+	// backed up themselves): an existing symlink to a directory there is
+	// followed, within the target (followAncestor). followedDirs holds
+	// the target paths where that happened, under followedMu.
+	ancestors    map[string]bool
+	followedMu   sync.Mutex
+	followedDirs map[string]bool
+
 	// Disks restored as layers (walker only): each with the backing file
 	// it names, checked once everything is restored, and what that check
 	// found.
@@ -317,7 +325,7 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, o Resto
 		return nil, fmt.Errorf("open target %s: %w", o.Target, err)
 	}
 	defer top.Close()
-	rs := &restorer{r: r, o: o, ctx: ctx, progress: o.Progress, root: sn.Tree, top: &restoreDir{f: top, path: filepath.Clean(o.Target)}, topAbs: absDir(top, o.Target), tasks: make(chan packTask, o.Workers), open: make(chan struct{}, openLimit()), matched: map[string]bool{"/": true}, linked: map[linkKey]linkFirst{}, converted: map[string]bool{}}
+	rs := &restorer{r: r, o: o, ctx: ctx, progress: o.Progress, root: sn.Tree, top: &restoreDir{f: top, path: filepath.Clean(o.Target)}, topAbs: absDir(top, o.Target), tasks: make(chan packTask, o.Workers), open: make(chan struct{}, openLimit()), matched: map[string]bool{"/": true}, linked: map[linkKey]linkFirst{}, converted: map[string]bool{}, ancestors: ancestorPaths(sn.Paths), followedDirs: map[string]bool{}}
 	for i := 0; i < o.Workers; i++ {
 		rs.wg.Add(1)
 		go rs.reader()
@@ -474,7 +482,7 @@ func (rs *restorer) subdir(n *repo.Node, sp string, dir *restoreDir, dp string, 
 			return err
 		}
 	}
-	child, err := rs.ensureDir(dir, n.Name, dp)
+	child, err := rs.ensureDir(dir, n.Name, dp, sp)
 	if err != nil {
 		if token {
 			<-rs.open
@@ -497,6 +505,9 @@ func (rs *restorer) subdir(n *repo.Node, sp string, dir *restoreDir, dp string, 
 		if err := rs.walk(*n.Subtree, sp, child); err != nil {
 			return err
 		}
+	}
+	if child.followed {
+		return nil // the directory the symlink leads to keeps its own metadata
 	}
 	// Its metadata now, through its descriptor, as the walk leaves it
 	// (so deepest first): everything it holds has been created, and
@@ -582,11 +593,13 @@ func (rs *restorer) node(n *repo.Node, sp string, dir *restoreDir, dp string) er
 	return nil
 }
 
-// ensureDir makes entry name of dir (path p) a directory and opens it: it
-// creates it, keeps a directory already there, and replaces anything else
-// (a file, or a symlink, which is never followed: writing through it
-// would put the restore outside the target).
-func (rs *restorer) ensureDir(dir *restoreDir, name, p string) (*restoreDir, error) {
+// ensureDir makes entry name of dir (path p, snapshot path sp) a
+// directory and opens it: it creates it, keeps a directory already there,
+// and replaces anything else (a file, or a symlink, which is not followed:
+// writing through it could put the restore outside the target). Above the
+// backed-up paths, a symlink to a directory that root or the restoring
+// user owns is followed, within the target (followAncestor).
+func (rs *restorer) ensureDir(dir *restoreDir, name, p, sp string) (*restoreDir, error) {
 	err := mkdirAt(dir.fd(), name)
 	created := err == nil
 	switch {
@@ -598,6 +611,11 @@ func (rs *restorer) ensureDir(dir *restoreDir, name, p string) (*restoreDir, err
 		}
 		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 			break
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFLNK && rs.ancestors[sp] && (st.Uid == 0 || int(st.Uid) == os.Geteuid()) {
+			if d := rs.followAncestor(p); d != nil {
+				return d, nil
+			}
 		}
 		if err := unix.Unlinkat(dir.fd(), name, 0); err != nil {
 			return nil, &fs.PathError{Op: "replace with a directory", Path: p, Err: err}

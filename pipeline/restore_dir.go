@@ -22,7 +22,10 @@ type restoreDir struct {
 	f       *os.File
 	path    string // the directory's path, for messages and later passes
 	created bool   // made by this restore, empty at first
-	acl     int8   // whether it holds a default ACL: 0 not asked yet, 1 no, 2 yes (inheritsACL)
+	// followed: reached through a symlink above the backed-up paths
+	// (followAncestor); its metadata is left as it is.
+	followed bool
+	acl      int8 // whether it holds a default ACL: 0 not asked yet, 1 no, 2 yes (inheritsACL)
 }
 
 func (d *restoreDir) fd() int { return int(d.f.Fd()) }
@@ -62,6 +65,60 @@ func openDirAt(dir int, name, path string) (*restoreDir, error) {
 	return &restoreDir{f: f, path: path}, nil
 }
 
+// ancestorPaths returns the snapshot paths strictly above the backed-up
+// paths, without those backed up themselves and without "/".
+func ancestorPaths(paths []string) map[string]bool {
+	backed := map[string]bool{}
+	for _, p := range paths {
+		backed[filepath.Clean("/"+p)] = true
+	}
+	m := map[string]bool{}
+	for p := range backed {
+		for d := filepath.Dir(p); d != "/"; d = filepath.Dir(d) {
+			if !backed[d] {
+				m[d] = true
+			}
+		}
+	}
+	return m
+}
+
+// followAncestor opens the directory a symlink at p leads to, p being a
+// directory above the backed-up paths: a restore to / keeps /lib on a
+// merged-/usr system, or /srv pointing to a data volume, rather than
+// replacing them with directories (GNU tar's --keep-directory-symlink,
+// rsync's --keep-dirlinks). The link is resolved with the target as root
+// (openat2 RESOLVE_IN_ROOT: an absolute target is taken below it, ".."
+// stops at it), so nothing leaves the target. It returns nil when the
+// link leads to no directory or the kernel cannot resolve it so (before
+// Linux 5.6): the symlink is then replaced, as elsewhere.
+func (rs *restorer) followAncestor(p string) *restoreDir {
+	rel, err := filepath.Rel(rs.top.path, p)
+	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") {
+		return nil
+	}
+	how := &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
+	fd, err := unix.Openat2(rs.top.fd(), rel, how)
+	for err == unix.EINTR || err == unix.EAGAIN {
+		fd, err = unix.Openat2(rs.top.fd(), rel, how)
+	}
+	if err != nil {
+		return nil
+	}
+	rs.followedMu.Lock()
+	rs.followedDirs[p] = true
+	rs.followedMu.Unlock()
+	return &restoreDir{f: os.NewFile(uintptr(fd), p), path: p, followed: true}
+}
+
+// wasFollowed reports whether the directory at target path p was reached
+// through a symlink (followAncestor).
+func (rs *restorer) wasFollowed(p string) bool {
+	rs.followedMu.Lock()
+	defer rs.followedMu.Unlock()
+	return rs.followedDirs[p]
+}
+
 // openNoPollAt is openNoPoll relative to directory descriptor dir; path
 // names the file in errors and in the *os.File.
 func openNoPollAt(dir int, name, path string, flags int, perm uint32) (*os.File, error) {
@@ -79,9 +136,11 @@ func openNoPollAt(dir int, name, path string, flags int, perm uint32) (*os.File,
 
 // openBeneath opens path, a path below the restore target, by walking
 // from the target's descriptor one component at a time without following
-// a symlink anywhere: for what comes after the walk left a directory
-// (links to finished files, clean-up after Ctrl-C), when it is no
-// longer held open. flags apply to the last component (O_NOFOLLOW is added).
+// a symlink anywhere but where the walk followed one (followAncestor, and
+// as it did: within the target): for what comes after the walk left a
+// directory (links to finished files, clean-up after Ctrl-C), when it is
+// no longer held open. flags apply to the last component (O_NOFOLLOW is
+// added).
 func (rs *restorer) openBeneath(path string, flags int) (*os.File, error) {
 	rel, err := filepath.Rel(rs.top.path, path)
 	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
@@ -93,9 +152,19 @@ func (rs *restorer) openBeneath(path string, flags int) (*os.File, error) {
 	parts := strings.Split(rel, "/")
 	dir := rs.top.fd()
 	for i, p := range parts[:len(parts)-1] {
-		fd, err := unix.Openat(dir, p, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		for err == unix.EINTR {
+		var fd int
+		var err error
+		if prefix := filepath.Join(parts[:i+1]...); rs.wasFollowed(filepath.Join(rs.top.path, prefix)) {
+			how := &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
+			fd, err = unix.Openat2(rs.top.fd(), prefix, how)
+			for err == unix.EINTR || err == unix.EAGAIN {
+				fd, err = unix.Openat2(rs.top.fd(), prefix, how)
+			}
+		} else {
 			fd, err = unix.Openat(dir, p, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			for err == unix.EINTR {
+				fd, err = unix.Openat(dir, p, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			}
 		}
 		if dir != rs.top.fd() {
 			unix.Close(dir)
