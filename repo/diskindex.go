@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
@@ -28,12 +29,19 @@ import (
 // File layout (cache only; rebuilt from the repository whenever missing or
 // unreadable, so it carries its own version and no compatibility promise):
 //
-//	header 64 B: "DRPC" | version u32 | nIndexFiles u64 | nPacks u64 | nBlobs u64 | 24 B zero
+//	header 64 B: "DRPC" | version u32 | nIndexFiles u64 | nPacks u64 | nBlobs u64 |
+//	             records crc u32 | header crc u32 | 24 B zero
 //	nIndexFiles × id [32]          sorted: which index objects are included
 //	fanout 65536 × u64             fanout[b] = number of blobs whose id's first two bytes are <= b
 //	nPacks × packRec (48 B)        id | length u64 | shard size u32 | K u8 | M u8 | 2 B zero
 //	nBlobs × blobRec (52 B)        id | pack no u32 | offset u32 | length u32 | raw length u32 | type u8 | 3 B zero
 //	                               sorted by (id, pack no)
+//
+// The CRC-32C checksums cover the pack and blob records (records crc) and
+// the header's first 36 bytes with the index file ids and the fanout
+// (header crc). A cache that does not match them (blocks a power cut left
+// unwritten, a disk error) is rebuilt: trusted, a pack missing from it
+// would look like an orphan to prune.
 type diskIndex struct {
 	path       string
 	mm         []byte
@@ -49,7 +57,7 @@ type diskIndex struct {
 
 const (
 	cacheMagic    = "DRPC"
-	cacheVersion  = 1
+	cacheVersion  = 2
 	cacheHdrSize  = 64
 	fanoutEntries = 65536
 	packRecSize   = 48
@@ -104,8 +112,8 @@ func decodePackRec(b []byte) (p PackInfo) {
 	return p
 }
 
-// openDiskIndex maps an existing cache file. Any inconsistency is an error;
-// the caller then rebuilds.
+// openDiskIndex maps an existing cache file and verifies its checksums.
+// Any inconsistency is an error; the caller then rebuilds.
 func openDiskIndex(path string) (*diskIndex, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -128,7 +136,31 @@ func openDiskIndex(path string) (*diskIndex, error) {
 		d.close()
 		return nil, err
 	}
+	if err := d.verify(); err != nil {
+		d.close()
+		return nil, fmt.Errorf("%w in %s", err, path)
+	}
 	return d, nil
+}
+
+var crc32c = crc32.MakeTable(crc32.Castagnoli)
+
+// headerSum returns the header checksum of a cache file whose header,
+// index file ids and fanout are hdr (up to the pack records).
+func headerSum(hdr []byte) uint32 {
+	return crc32.Update(crc32.Checksum(hdr[:36], crc32c), crc32c, hdr[cacheHdrSize:])
+}
+
+// verify checks the cache's checksums; parse must have succeeded. It reads
+// the whole file.
+func (d *diskIndex) verify() error {
+	if binary.LittleEndian.Uint32(d.mm[36:40]) != headerSum(d.mm[:d.offPacks]) {
+		return errors.New("index cache: header checksum mismatch")
+	}
+	if binary.LittleEndian.Uint32(d.mm[32:36]) != crc32.Checksum(d.mm[d.offPacks:], crc32c) {
+		return errors.New("index cache: records checksum mismatch")
+	}
+	return nil
 }
 
 func (d *diskIndex) parse() error {
@@ -410,7 +442,8 @@ func buildDiskIndex(ctx context.Context, path string, old *diskIndex, want []id.
 	if _, err := out.Seek(fanoutOff+fanoutEntries*8, io.SeekStart); err != nil {
 		return err
 	}
-	w := bufio.NewWriterSize(out, 1<<20)
+	sum := crc32.New(crc32c)
+	w := bufio.NewWriterSize(io.MultiWriter(out, sum), 1<<20)
 	if old != nil {
 		w.Write(old.mm[old.offPacks:old.offBlobs])
 	}
@@ -438,6 +471,7 @@ func buildDiskIndex(ctx context.Context, path string, old *diskIndex, want []id.
 	hdr = binary.LittleEndian.AppendUint64(hdr, uint64(len(want)))
 	hdr = binary.LittleEndian.AppendUint64(hdr, nPacks)
 	hdr = binary.LittleEndian.AppendUint64(hdr, nBlobs)
+	hdr = binary.LittleEndian.AppendUint32(hdr, sum.Sum32())
 	hdr = append(hdr, make([]byte, cacheHdrSize-len(hdr))...)
 	for _, x := range want {
 		hdr = append(hdr, x[:]...)
@@ -447,13 +481,38 @@ func buildDiskIndex(ctx context.Context, path string, old *diskIndex, want []id.
 		cum += c
 		hdr = binary.LittleEndian.AppendUint64(hdr, cum)
 	}
+	binary.LittleEndian.PutUint32(hdr[36:40], headerSum(hdr))
 	if _, err := out.WriteAt(hdr, 0); err != nil {
 		return err
+	}
+	// Durable before it replaces the cache: renamed first, a power cut
+	// could leave the new name on blocks never written.
+	if err := out.Sync(); err != nil {
+		return fmt.Errorf("index cache: %w", err)
 	}
 	if err := out.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmpName, path)
+	if err := os.Rename(tmpName, path); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+// syncDir makes the entries of directory dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("index cache: %w", err)
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("index cache: sync %s: %w", dir, err)
+	}
+	return nil
 }
 
 // mergeRuns merges old's sorted records with the sorted run files and

@@ -1,10 +1,17 @@
 package repo
 
 import (
+	"bytes"
+	"context"
 	"encoding/binary"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/drpipe/drpipe/internal/id"
+	"github.com/drpipe/drpipe/tiers/tierstest"
 )
 
 // damagedCache is a cache file with one blob record and no pack records;
@@ -40,5 +47,90 @@ func TestDiskIndexDamagedNoPanic(t *testing.T) {
 	binary.LittleEndian.PutUint64(b[cacheHdrSize:], 9) // fanout[0] above the blob count
 	if err := (&diskIndex{mm: b}).parse(); err == nil {
 		t.Fatal("parse accepted a fanout that decreases")
+	}
+}
+
+// zeroCacheRange overwrites what lies at [off, off+n) of the cache file at
+// path with zeros, as blocks a power cut left unwritten read back.
+func zeroCacheRange(t *testing.T, path string, off, n int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(make([]byte, n), off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDamagedCacheNotTrusted: the index cache written before a power cut
+// reads back with the pack records of its data packs zeroed (its size and
+// header intact).
+// Opened as it is, every pack looked unindexed to prune, which condemned
+// and swept the packs of a live snapshot as orphans. The cache must be
+// found damaged and rebuilt from the index objects.
+func TestDamagedCacheNotTrusted(t *testing.T) {
+	ctx := context.Background()
+	be := tierstest.NewMemory()
+	r, clock := clockedRepo(t, be)
+	rng := rand.New(rand.NewPCG(31, 31))
+	var plain [][]byte
+	for i := 0; i < 40; i++ {
+		plain = append(plain, randBytes(rng, 30000))
+	}
+	snapOf(t, r, plain)
+	if err := r.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cacheDir := filepath.Dir(r.cacheDir)
+	path := filepath.Join(r.cacheDir, "index.db")
+	d := r.disk
+	if d.nPacks == 0 {
+		t.Fatal("fixture: no pack in the cache")
+	}
+	// The pack records of the data packs are lost, the tree pack's not.
+	treePacks := map[uint32]bool{}
+	for i := uint64(0); i < d.nBlobs; i++ {
+		if rec := d.blob(i); rec.entry().Type == TreeBlob {
+			treePacks[rec.packNo()] = true
+		}
+	}
+	var zero []int64
+	for n := uint32(0); uint64(n) < d.nPacks; n++ {
+		if !treePacks[n] {
+			zero = append(zero, int64(d.offPacks)+int64(n)*packRecSize)
+		}
+	}
+	if len(zero) == 0 {
+		t.Fatal("fixture: no data pack in the cache")
+	}
+	r.Close()
+	for _, off := range zero {
+		zeroCacheRange(t, path, off, packRecSize)
+	}
+
+	p, err := Open(ctx, be, Options{Password: []byte("pw"), CacheDir: cacheDir, Now: func() time.Time { return *clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	rep, err := p.Prune(ctx, PruneOptions{GraceSet: true, RepackBelow: -1, RepackBelowSet: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Condemned != 0 || rep.Removed != 0 {
+		t.Errorf("prune with a damaged index cache condemned %d and removed %d packs of a live snapshot", rep.Condemned, rep.Removed)
+	}
+	fresh, err := Open(ctx, be, Options{Password: []byte("pw"), CacheDir: t.TempDir(), Now: func() time.Time { return *clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	for i, b := range plain {
+		got, err := fresh.LoadBlob(ctx, DataBlob, fresh.BlobID(b), nil)
+		if err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("chunk %d of the live snapshot after the prune: %v", i, err)
+		}
 	}
 }
