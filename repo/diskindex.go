@@ -516,18 +516,20 @@ func syncDir(dir string) error {
 }
 
 // mergeRuns merges old's sorted records with the sorted run files and
-// calls emit in order. It returns the number of records emitted.
+// calls emit in order. It returns the number of records emitted. A run
+// file that cannot be read to its end is an error: the cache would lack
+// the records after the failure.
 func mergeRuns(ctx context.Context, old *diskIndex, runs []string, emit func(*blobRec) error) (uint64, error) {
 	h := &recHeap{}
 	if old != nil && old.nBlobs > 0 {
 		i := uint64(0)
-		h.srcs = append(h.srcs, func(r *blobRec) bool {
+		h.srcs = append(h.srcs, func(r *blobRec) (bool, error) {
 			if i >= old.nBlobs {
-				return false
+				return false, nil
 			}
 			*r = *old.blob(i)
 			i++
-			return true
+			return true, nil
 		})
 	}
 	for _, name := range runs {
@@ -537,14 +539,23 @@ func mergeRuns(ctx context.Context, old *diskIndex, runs []string, emit func(*bl
 		}
 		defer f.Close()
 		br := bufio.NewReaderSize(f, 1<<20)
-		h.srcs = append(h.srcs, func(r *blobRec) bool {
-			_, err := io.ReadFull(br, r[:])
-			return err == nil
+		h.srcs = append(h.srcs, func(r *blobRec) (bool, error) {
+			switch _, err := io.ReadFull(br, r[:]); {
+			case err == io.EOF:
+				return false, nil
+			case err != nil:
+				return false, fmt.Errorf("index cache: read sort run %s: %w", name, err)
+			}
+			return true, nil
 		})
 	}
 	for i := range h.srcs {
 		var r blobRec
-		if h.srcs[i](&r) {
+		ok, err := h.srcs[i](&r)
+		if err != nil {
+			return 0, err
+		}
+		if ok {
 			h.items = append(h.items, heapItem{rec: r, src: i})
 		}
 	}
@@ -561,7 +572,11 @@ func mergeRuns(ctx context.Context, old *diskIndex, runs []string, emit func(*bl
 			return n, err
 		}
 		n++
-		if h.srcs[top.src](&top.rec) {
+		ok, err := h.srcs[top.src](&top.rec)
+		if err != nil {
+			return n, err
+		}
+		if ok {
 			heap.Fix(h, 0)
 		} else {
 			heap.Pop(h)
@@ -577,7 +592,7 @@ type heapItem struct {
 
 type recHeap struct {
 	items []heapItem
-	srcs  []func(*blobRec) bool
+	srcs  []func(*blobRec) (bool, error)
 }
 
 func (h *recHeap) Len() int           { return len(h.items) }

@@ -134,3 +134,32 @@ func TestDamagedCacheNotTrusted(t *testing.T) {
 		}
 	}
 }
+
+// TestMergeRunsReadError: a sort run that cannot be read to its end (a
+// partial record, a read error) fails the cache build; taken for the end
+// of the run, the cache built lacked the records after it.
+func TestMergeRunsReadError(t *testing.T) {
+	dir := t.TempDir()
+	var rec blobRec
+	whole := filepath.Join(dir, "run-0")
+	if err := os.WriteFile(whole, bytes.Repeat(rec[:], 3), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	partial := filepath.Join(dir, "run-1")
+	if err := os.WriteFile(partial, append(bytes.Repeat(rec[:], 2), rec[:10]...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	unreadable := filepath.Join(dir, "run-2")
+	if err := os.Mkdir(unreadable, 0o700); err != nil { // reading fails (EISDIR)
+		t.Fatal(err)
+	}
+	for _, runs := range [][]string{{whole, partial}, {whole, unreadable}} {
+		n, err := mergeRuns(context.Background(), nil, runs, func(*blobRec) error { return nil })
+		if err == nil {
+			t.Errorf("merge of %v: %d records and no error", runs, n)
+		}
+	}
+	if n, err := mergeRuns(context.Background(), nil, []string{whole, whole}, func(*blobRec) error { return nil }); err != nil || n != 6 {
+		t.Errorf("merge of two whole runs: %d records, %v", n, err)
+	}
+}
