@@ -470,7 +470,8 @@ func (r *Repository) removePack(ctx context.Context, pid id.ID, shards []shardIn
 // rewriteIndexWithout replaces every index object that lists a pack in
 // gone by one without those packs. It returns how many were replaced and,
 // for the packs in gone still listed by an index object that could not be
-// removed (under retention), why: those packs must stay.
+// removed (under retention), why: those packs must stay. It stops, before
+// changing an object, once a session begun on r lapsed.
 func (r *Repository) rewriteIndexWithout(ctx context.Context, gone map[id.ID]bool) (int, map[id.ID]string, error) {
 	ids, err := r.listIDs(ctx, tiers.TypeIndex)
 	if err != nil {
@@ -497,6 +498,12 @@ func (r *Repository) rewriteIndexWithout(ctx context.Context, gone map[id.ID]boo
 		}
 		if len(keep) == len(f.Packs) {
 			continue
+		}
+		// Suspended since the sweep began, this prune may have been
+		// taken for a crashed one: another may have removed packs that
+		// f, read before, still lists.
+		if err := r.checkSessions(); err != nil {
+			return n, pinned, err
 		}
 		var replacement id.ID
 		if len(keep) > 0 {

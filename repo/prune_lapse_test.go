@@ -2,6 +2,9 @@ package repo
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -228,5 +231,138 @@ func TestCopySessionBlocksSweep(t *testing.T) {
 	}
 	if rep, err := pruner.Prune(ctx, sweepOpts); err != nil || rep.Removed == 0 {
 		t.Errorf("sweep once the copy ended: %+v, %v", rep, err)
+	}
+}
+
+// loadHook runs after each Load.
+type loadHook struct {
+	tiers.Backend
+	after func(h tiers.Handle)
+}
+
+func (b *loadHook) Load(ctx context.Context, h tiers.Handle, offset, length int64, fn func(rd io.Reader) error) error {
+	err := b.Backend.Load(ctx, h, offset, length, fn)
+	if f := b.after; f != nil {
+		f(h)
+	}
+	return err
+}
+
+// TestPruneLapseDuringIndexRewrite: a prune is suspended while it rewrites
+// the index, after reading an index object and before storing its
+// replacement. Another prune takes it for a crashed one, condemns and
+// sweeps packs that object lists and rewrites it. The first prune must
+// stop when it resumes: its replacement, made from what it read before,
+// would name packs whose shards are gone, and every backup would then
+// deduplicate against them.
+func TestPruneLapseDuringIndexRewrite(t *testing.T) {
+	ctx := context.Background()
+	mem := tierstest.NewMemory()
+	hook := &loadHook{Backend: mem}
+	a, clock := clockedRepo(t, hook)
+	mem.SetClock(func() time.Time { return *clock })
+	rng := rand.New(rand.NewPCG(41, 41))
+	var trees []id.ID
+	for _, n := range []int{35, 35, 5} { // three files' packs in one index object
+		node := &Node{Name: "f", Type: NodeFile}
+		var ext []Extent
+		for i := 0; i < n; i++ {
+			b := randBytes(rng, 30000)
+			x, _, err := a.SaveBlob(ctx, DataBlob, b, id.ID{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ext = append(ext, Extent{ID: x, Len: int64(len(b))})
+			node.Size += int64(len(b))
+		}
+		if err := a.SetContent(ctx, node, ext); err != nil {
+			t.Fatal(err)
+		}
+		tr, err := a.SaveTree(ctx, &Tree{Nodes: []*Node{node}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		trees = append(trees, tr)
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var sids []id.ID
+	for _, tr := range trees {
+		s, err := a.SaveSnapshot(ctx, &Snapshot{Tree: tr, Host: "h", Time: *clock})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sids = append(sids, s)
+	}
+	if err := a.ForgetSnapshot(ctx, sids[0]); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := a.Prune(ctx, sweepOpts); err != nil || rep.Condemned == 0 {
+		t.Fatalf("mark: %+v %v", rep, err)
+	}
+	*clock = clock.Add(2 * time.Hour)
+	if err := a.ForgetSnapshot(ctx, sids[1]); err != nil {
+		t.Fatal(err)
+	}
+	b, err := Open(ctx, mem, Options{Password: []byte("pw"), CacheDir: t.TempDir(), Now: func() time.Time { return *clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+
+	var errB error
+	ranB := false
+	armed := false
+	hook.after = func(h tiers.Handle) {
+		switch {
+		case h.Type == tiers.TypeTombstone:
+			armed = true // A's sweep follows; it reads the index objects to rewrite them
+		case h.Type == tiers.TypeIndex && armed && !ranB:
+			ranB = true
+			*clock = clock.Add(SessionTTL + ClockSkew + time.Minute) // A is suspended
+			var rep *PruneReport
+			rep, errB = b.Prune(ctx, PruneOptions{GraceSet: true, RepackBelow: -1, RepackBelowSet: true})
+			if errB == nil && rep.Removed == 0 {
+				errB = fmt.Errorf("removed nothing: %+v", rep)
+			}
+		}
+	}
+	_, errA := a.Prune(ctx, sweepOpts)
+	hook.after = nil
+	if !ranB {
+		t.Fatal("fixture: prune A did not rewrite the index")
+	}
+	if errB != nil {
+		t.Fatalf("fixture: prune B beside the suspended prune: %v", errB)
+	}
+	t.Logf("prune A after its suspension: %v", errA)
+
+	shards := map[id.ID]bool{}
+	mem.List(ctx, tiers.TypeData, func(oi tiers.ObjectInfo) error {
+		if pid, _, err := erasure.ParseShardName(oi.Handle.Name); err == nil {
+			shards[pid] = true
+		}
+		return nil
+	})
+	var ixs []id.ID
+	mem.List(ctx, tiers.TypeIndex, func(oi tiers.ObjectInfo) error {
+		x, _ := id.Parse(oi.Handle.Name)
+		ixs = append(ixs, x)
+		return nil
+	})
+	for _, x := range ixs {
+		f, err := b.LoadIndexFile(ctx, x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range f.Packs {
+			if !shards[p.ID] {
+				t.Errorf("index object %s names pack %s, whose shards a prune removed: backups deduplicate against its blobs", x.Short(), p.ID.Short())
+			}
+		}
+	}
+	if !errors.Is(errA, ErrPruneUnsafe) || !strings.Contains(errA.Error(), "lapsed") {
+		t.Errorf("prune resumed after its session lapsed: %v, want it to stop", errA)
 	}
 }
