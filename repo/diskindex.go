@@ -10,10 +10,13 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -333,6 +336,7 @@ func buildDiskIndex(ctx context.Context, path string, old *diskIndex, want []id.
 	}
 
 	dir := filepath.Dir(path)
+	removeStaleBuilds(dir, time.Now().Add(-StaleTempAge))
 	tmpDir, err := os.MkdirTemp(dir, ".build-")
 	if err != nil {
 		return fmt.Errorf("index cache: %w", err)
@@ -513,6 +517,37 @@ func syncDir(dir string) error {
 		return fmt.Errorf("index cache: sync %s: %w", dir, err)
 	}
 	return nil
+}
+
+// removeStaleBuilds removes from the cache directory dir what builds
+// killed mid-way left behind (sort run directories ".build-*", partial
+// cache files ".index-*") when neither it nor anything in it was modified
+// since before: a build in progress keeps writing them. It is best effort.
+func removeStaleBuilds(dir string, before time.Time) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	recent := func(e fs.DirEntry) bool {
+		fi, err := e.Info()
+		return err != nil || !fi.ModTime().Before(before)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		switch {
+		case strings.HasPrefix(name, ".index-") && e.Type().IsRegular():
+			if !recent(e) {
+				_ = os.Remove(filepath.Join(dir, name))
+			}
+		case strings.HasPrefix(name, ".build-") && e.IsDir():
+			p := filepath.Join(dir, name)
+			files, err := os.ReadDir(p)
+			if err != nil || recent(e) || slices.ContainsFunc(files, recent) {
+				continue
+			}
+			_ = os.RemoveAll(p)
+		}
+	}
 }
 
 // mergeRuns merges old's sorted records with the sorted run files and

@@ -163,3 +163,44 @@ func TestMergeRunsReadError(t *testing.T) {
 		t.Errorf("merge of two whole runs: %d records, %v", n, err)
 	}
 }
+
+// TestStaleCacheBuildFilesRemoved: a process killed while it built the
+// index cache leaves its sort runs and partial cache file (together up to
+// twice the cache's size) in the cache directory. A later build removes
+// those untouched for StaleTempAge, and leaves a recent one, which may be
+// another process's build in progress.
+func TestStaleCacheBuildFilesRemoved(t *testing.T) {
+	dir := t.TempDir()
+	old := time.Now().Add(-2 * StaleTempAge)
+	staleRun := filepath.Join(dir, ".build-1", "run-0")
+	staleOut := filepath.Join(dir, ".index-1")
+	freshRun := filepath.Join(dir, ".build-2", "run-0")
+	freshOut := filepath.Join(dir, ".index-2")
+	for _, p := range []string{staleRun, staleOut, freshRun, freshOut} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, make([]byte, blobRecSize), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range []string{staleRun, filepath.Dir(staleRun), staleOut} {
+		if err := os.Chtimes(p, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	load := func(context.Context, id.ID) (*IndexFile, error) { return &IndexFile{}, nil }
+	if err := buildDiskIndex(context.Background(), filepath.Join(dir, "index.db"), nil, nil, load); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{filepath.Dir(staleRun), staleOut} {
+		if _, err := os.Lstat(p); err == nil {
+			t.Errorf("%s of a build killed long ago is still there", p)
+		}
+	}
+	for _, p := range []string{freshRun, freshOut} {
+		if _, err := os.Lstat(p); err != nil {
+			t.Errorf("recent build file: %v", err)
+		}
+	}
+}
