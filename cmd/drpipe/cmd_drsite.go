@@ -365,7 +365,8 @@ func (a *app) drsiteRunbookCmd() *cobra.Command {
 		Long: "runbook writes DIR/runbook.md and DIR/runbook.html: unresolved items first, then the placement and network\n" +
 			"table with every VM's DR host, boot group and RPO, the DR hosts and networks, and per boot group the restore,\n" +
 			"define, start and verify steps with the exact commands and expected durations (from the data size and the\n" +
-			"restore rate, measured by reading drsite.rate_sample from the repository unless drsite.restore_rate is set).",
+			"restore rate, measured by reading drsite.rate_sample from the repository unless drsite.restore_rate is set).\n" +
+			"Exit code 3 when some VM is blocked (the runbook is written, its unresolved items first), as for plan.",
 		Example: "  drpipe drsite runbook --config /etc/drpipe/drsite.yaml --repo /srv/drpipe/dr-repo --out /srv/dr/runbook",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -389,10 +390,17 @@ func (a *app) drsiteRunbookCmd() *cobra.Command {
 				return err
 			}
 			if a.jsonOut() {
-				return a.printJSON(map[string]any{"markdown": md, "html": html, "vms": len(p.VMs), "boot_groups": len(p.Groups),
-					"blocking_issues": len(p.BlockingIssues()), "issues": len(p.Issues), "restore_rate_bytes_per_s": p.RestoreRate})
+				if err := a.printJSON(map[string]any{"markdown": md, "html": html, "vms": len(p.VMs), "boot_groups": len(p.Groups),
+					"blocking_issues": len(p.BlockingIssues()), "issues": len(p.Issues), "restore_rate_bytes_per_s": p.RestoreRate}); err != nil {
+					return err
+				}
+			} else {
+				a.printf("wrote %s and %s: %d VMs, %d boot groups, %d unresolved items (%d blocking)\n", md, html, len(p.VMs), len(p.Groups), len(p.Issues), len(p.BlockingIssues()))
 			}
-			a.printf("wrote %s and %s: %d VMs, %d boot groups, %d unresolved items (%d blocking)\n", md, html, len(p.VMs), len(p.Groups), len(p.Issues), len(p.BlockingIssues()))
+			// Written, but some VMs would not come up: as plan says.
+			if len(p.BlockingIssues()) > 0 {
+				return silentError{exitIncomplete}
+			}
 			return nil
 		},
 	}

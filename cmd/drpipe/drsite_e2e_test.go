@@ -750,6 +750,12 @@ func TestDrsitePlanVerdicts(t *testing.T) {
 			t.Errorf("plan output lacks %q:\n%s", want, res.stdout)
 		}
 	}
+	// The runbook is written, and says the same with its exit code.
+	rbDir := filepath.Join(e.dir, "runbook")
+	res = e.run("drsite", "runbook", "--config", drsiteConfigFile(t, e.dir, cfg), "--repo", r, "--out", rbDir)
+	if _, err := os.Stat(filepath.Join(rbDir, "runbook.md")); res.code != 3 || err != nil {
+		t.Errorf("runbook with a blocked VM: exit %d (want 3), runbook.md: %v\n%s\n%s", res.code, err, res.stdout, res.stderr)
+	}
 }
 
 // TestDrsiteBringupConversions: a Hyper-V VHDX VM brought up on a
