@@ -101,6 +101,10 @@ type BringupResult struct {
 // blocking plan issues; the others were brought up.
 var ErrBringupIncomplete = errors.New("bring-up incomplete")
 
+// ErrNotInPlan is wrapped when BringupOptions name a DR host or boot group
+// the configuration or plan does not have (a usage error: nothing is done).
+var ErrNotInPlan = errors.New("not in the plan")
+
 // diskTarget is where a VM disk goes and in which format.
 type diskTarget struct {
 	final  string // absolute path on this machine
@@ -277,7 +281,7 @@ func Bringup(ctx context.Context, r *repo.Repository, p *Plan, o BringupOptions)
 	want := map[string]bool{}
 	for _, h := range o.Hosts {
 		if c.Host(h) == nil {
-			return nil, fmt.Errorf("--dr-host %s is not in drsite.hosts", h)
+			return nil, fmt.Errorf("--dr-host %s is not in drsite.hosts: %w", h, ErrNotInPlan)
 		}
 		want[h] = true
 	}
@@ -285,7 +289,7 @@ func Bringup(ctx context.Context, r *repo.Repository, p *Plan, o BringupOptions)
 	groups := map[int]bool{}
 	for _, n := range o.Groups {
 		if !slices.ContainsFunc(p.Groups, func(g *BootGroup) bool { return g.Number == n }) {
-			return nil, fmt.Errorf("--group %d: the plan has no boot group %d (it has %d; see drpipe drsite plan)", n, n, len(p.Groups))
+			return nil, fmt.Errorf("--group %d: the plan has no boot group %d (it has %d; see drpipe drsite plan): %w", n, n, len(p.Groups), ErrNotInPlan)
 		}
 		groups[n] = true
 	}

@@ -480,6 +480,9 @@ func (a *app) drsiteBringupCmd() *cobra.Command {
 			start := time.Now()
 			res, err := drsite.Bringup(ctx, r, p, o)
 			bar.Stop()
+			if errors.Is(err, drsite.ErrNotInPlan) {
+				return usageError{err}
+			}
 			if res == nil {
 				return err
 			}

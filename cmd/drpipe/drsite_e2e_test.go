@@ -1027,8 +1027,11 @@ func TestDrsiteRunbookByHand(t *testing.T) {
 			}
 		}
 	}
-	if res := e.run("drsite", "bringup", "--config", cfg, "--repo", r, "--out", out, "--group", "99"); res.code == 0 || !strings.Contains(res.stderr, "no boot group 99") {
-		t.Errorf("bringup --group 99: exit %d\n%s", res.code, res.stderr)
+	if res := e.run("drsite", "bringup", "--config", cfg, "--repo", r, "--out", out, "--group", "99"); res.code != 2 || !strings.Contains(res.stderr, "no boot group 99") {
+		t.Errorf("bringup --group 99: exit %d, want 2\n%s", res.code, res.stderr)
+	}
+	if res := e.run("drsite", "bringup", "--config", cfg, "--repo", r, "--out", out, "--dr-host", "nope"); res.code != 2 || !strings.Contains(res.stderr, "--dr-host nope") {
+		t.Errorf("bringup --dr-host nope: exit %d, want 2\n%s", res.code, res.stderr)
 	}
 	if len(batch) != 2 || batch[""] != nil {
 		t.Fatalf("virsh commands for hosts %v, want dr-kvm1 and dr-kvm2 only", slices.Collect(maps.Keys(batch)))
