@@ -21,6 +21,8 @@ type Metrics struct {
 
 	mu     sync.Mutex
 	newest map[string]float64
+
+	scrub scrubMetrics
 }
 
 // NewMetrics creates the metrics and their registry.
@@ -53,6 +55,8 @@ func NewMetrics() *Metrics {
 			Help: "Sessions in progress.",
 		}),
 	}
+	m.scrub = newScrubMetrics()
+	m.reg.MustRegister(m.scrub.collectors()...)
 	m.reg.MustRegister(m.bytes, m.objects, m.errors, m.lastSnapshot, m.sessions, m.active,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m

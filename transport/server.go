@@ -52,6 +52,10 @@ type ServerOptions struct {
 	// has the object's stream reset, which frees what the object holds at
 	// the site (default 10 minutes).
 	BodyIdleTimeout time.Duration
+	// ScrubInterval, when positive, makes Serve scrub the repository
+	// (tiers.Scrub, removing what cannot be rebuilt) that often, the
+	// first time one interval after it starts.
+	ScrubInterval time.Duration
 }
 
 // Server is the DR-site receiver: it accepts sessions from primaries and
@@ -222,6 +226,11 @@ func (s *Server) Serve(ctx context.Context, l Listener) error {
 	defer cancelSessions()
 	var wg sync.WaitGroup
 	var acceptErr error
+	if s.o.ScrubInterval > 0 {
+		var scrubs sync.WaitGroup
+		scrubs.Go(func() { s.scrubLoop(ctx) })
+		defer scrubs.Wait()
+	}
 	for {
 		c, err := l.Accept(ctx)
 		if err != nil {

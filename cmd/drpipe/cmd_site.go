@@ -33,6 +33,7 @@ var siteConfigDefaults = map[string]any{
 	"site.metrics_listen":    "127.0.0.1:9464",
 	"site.max_object_size":   "2GiB",
 	"site.shutdown_grace":    "10s",
+	"site.scrub_interval":    "0s",
 	"site.log_format":        "text",
 	"site.log_level":         "info",
 	"replicate.to":           "",
@@ -167,7 +168,9 @@ func (a *app) siteServeCmd() *cobra.Command {
 			"fsync, rename); snapshots are committed only after the client sealed their data and index complete, so the\n" +
 			"site never exposes a snapshot with missing data. No repository key is needed. Logs go to stderr (log/slog);\n" +
 			"Prometheus metrics are served at http://ADDR/metrics. SIGTERM or SIGINT stops accepting and lets running\n" +
-			"sessions finish for the shutdown grace period.",
+			"sessions finish for the shutdown grace period. With --scrub-interval D the site scrubs its repository every D\n" +
+			"(as 'drpipe scrub --remove-damaged' does: shards lost to bit rot are rebuilt from parity, what cannot be\n" +
+			"rebuilt is removed, and the next replication sends it again).",
 		Example: "  drpipe site serve --listen :7443 --repo /srv/drpipe/dr --tls-dir /etc/drpipe/site-tls\n" +
 			"  drpipe site serve --config /etc/drpipe/site.yaml",
 		Args: cobra.NoArgs,
@@ -194,6 +197,10 @@ func (a *app) siteServeCmd() *cobra.Command {
 			if err != nil {
 				return usagef("site.shutdown_grace: %w", err)
 			}
+			scrubEvery, err := time.ParseDuration(a.flagOr(cmd, "scrub-interval", "site.scrub_interval"))
+			if err != nil || scrubEvery < 0 {
+				return usagef("--scrub-interval (site.scrub_interval) %q: want a duration such as 168h, or 0 for none", a.flagOr(cmd, "scrub-interval", "site.scrub_interval"))
+			}
 			allow, _ := cmd.Flags().GetStringArray("allow")
 			if !cmd.Flags().Changed("allow") {
 				// The environment gives a list as one string: DRPIPE_SITE_ALLOW=hv01,hv02
@@ -215,7 +222,7 @@ func (a *app) siteServeCmd() *cobra.Command {
 				name = tc.Certificates[0].Leaf.Subject.CommonName
 			}
 			srv, err := transport.NewServer(ctx, transport.ServerOptions{Dir: dir, SiteName: name,
-				Logger: log, Metrics: metrics, MaxObjectSize: maxObj, ShutdownGrace: grace})
+				Logger: log, Metrics: metrics, MaxObjectSize: maxObj, ShutdownGrace: grace, ScrubInterval: scrubEvery})
 			if err != nil {
 				return err
 			}
@@ -254,6 +261,7 @@ func (a *app) siteServeCmd() *cobra.Command {
 	f.String("metrics", "127.0.0.1:9464", "address of the Prometheus /metrics endpoint, empty to disable (site.metrics_listen)")
 	f.StringArray("allow", nil, "only accept these primaries (certificate names; repeatable; site.allow)")
 	f.String("name", "", "site name announced to primaries (site.name)")
+	f.String("scrub-interval", "0s", "scrub the repository this often, e.g. 168h; 0 for never (site.scrub_interval)")
 	return cmd
 }
 

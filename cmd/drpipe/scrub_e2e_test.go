@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/drpipe/drpipe/internal/sample"
 	"github.com/drpipe/drpipe/tiers"
@@ -90,4 +91,84 @@ func TestScrubHealsTheDRSite(t *testing.T) {
 	if r := e.run("scrub", "--repo", filepath.Join(e.dir, "src")); r.code != 1 || !strings.Contains(r.stderr, "repository") {
 		t.Errorf("scrub of a directory that is no repository: exit %d\n%s", r.code, r.stderr)
 	}
+}
+
+// TestSiteScrubsItself: with --scrub-interval the site scrubs its own
+// repository: a pack that lost M shards is rebuilt, one that lost more has
+// its damaged shards removed, which the next replicate sends again; the
+// metrics and the log say so.
+func TestSiteScrubsItself(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo("--pack-size", "4MiB")
+	src := filepath.Join(e.dir, "src")
+	os.MkdirAll(src, 0o755)
+	if err := os.WriteFile(filepath.Join(src, "a.bin"), sample.Binary(newRandSource(8), 12<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.backup(repoDir, src)
+	tlsDir := filepath.Join(e.dir, "tls")
+	e.ok("site", "init", "--dir", tlsDir, "--name", "dr-scrub", "--primary", "hv01")
+	drDir := filepath.Join(e.dir, "dr")
+	sp := e.startSite(t, tlsDir, drDir, "--metrics", "127.0.0.1:0", "--scrub-interval", "500ms")
+	url := siteMetricsURL(t, sp)
+	bundle := filepath.Join(tlsDir, "clients", "hv01")
+	e.replicate(t, repoDir, sp.addr, bundle)
+
+	paths, _ := filepath.Glob(filepath.Join(drDir, "data", "*", "*"))
+	sort.Strings(paths)
+	packs := map[string][]string{}
+	var ids []string
+	for _, p := range paths {
+		pid, _, _ := strings.Cut(filepath.Base(p), "-")
+		if packs[pid] == nil {
+			ids = append(ids, pid)
+		}
+		packs[pid] = append(packs[pid], p)
+	}
+	a, b := packs[ids[0]], packs[ids[1]]
+	sortByShard(a)
+	sortByShard(b)
+	for _, p := range []string{a[1], b[0], b[1], b[2]} {
+		if err := corruptAt(p, 200); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wait := func(what string, ok func(m map[string]float64) bool) map[string]float64 {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			m := scrapeMetrics(t, url)
+			if ok(m) {
+				return m
+			}
+			if time.Now().After(deadline) {
+				log, _ := os.ReadFile(sp.log.Name())
+				t.Fatalf("%s: metrics %v\n%s", what, m, log)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	m := wait("scrub rebuilds one pack and removes the damaged shards of the other", func(m map[string]float64) bool {
+		return m["drpipe_site_scrub_shards_rebuilt_total"] >= 1 && m["drpipe_site_scrub_objects_removed_total"] >= 3
+	})
+	if m["drpipe_site_scrub_shards_rebuilt_total"] != 1 || m["drpipe_site_scrub_objects_removed_total"] != 3 {
+		t.Errorf("scrubs rebuilt %v shards and removed %v objects, want 1 and 3", m["drpipe_site_scrub_shards_rebuilt_total"], m["drpipe_site_scrub_objects_removed_total"])
+	}
+	if r := e.replicate(t, repoDir, sp.addr, bundle); r.ObjectsSent != 3 {
+		t.Errorf("replicate after the site's scrub sent %d objects, want the 3 removed shards", r.ObjectsSent)
+	}
+	sent := float64(time.Now().UnixNano()) / 1e9
+	m = wait("a scrub after the replicate", func(m map[string]float64) bool {
+		return m["drpipe_site_scrub_last_timestamp_seconds"] > sent+0.1
+	})
+	if m["drpipe_site_scrub_packs_lost"] != 0 || m["drpipe_site_scrub_objects_removed_total"] != 3 || m["drpipe_site_scrub_failures_total"] != 0 {
+		t.Errorf("after the replicate: metrics %v, want no pack lost, nothing more removed, no failure", m)
+	}
+	log, _ := os.ReadFile(sp.log.Name())
+	for _, want := range []string{"scrub rebuilt lost shards from parity", "pack lost here", "scrub finished"} {
+		if !strings.Contains(string(log), want) {
+			t.Errorf("site log lacks %q", want)
+		}
+	}
+	e.ok("check", "--repo", drDir, "--read-data")
 }
