@@ -211,11 +211,6 @@ func (a *app) forgetCmd() *cobra.Command {
 				}
 			}
 			if a.jsonOut() {
-				for i := range decisions {
-					if decisions[i].Tags == nil {
-						decisions[i].Tags = []string{} // as in snapshots --json
-					}
-				}
 				if err := a.printJSON(map[string]any{"decisions": decisions, "forgotten": forgotten, "dry_run": dryRun, "prune": prep}); err != nil {
 					return err
 				}

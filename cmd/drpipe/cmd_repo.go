@@ -337,11 +337,7 @@ func (a *app) snapshotsCmd() *cobra.Command {
 				}
 				list := make([]js, 0, len(out))
 				for _, s := range out {
-					tags := s.Tags
-					if tags == nil {
-						tags = []string{}
-					}
-					list = append(list, js{ID: s.ID(), ShortID: s.ID().Short(), Time: s.Time.Format(time.RFC3339Nano), Host: s.Host, Tags: tags, Paths: s.Paths, Tree: s.Tree, Parent: s.Parent, Summary: s.Summary})
+					list = append(list, js{ID: s.ID(), ShortID: s.ID().Short(), Time: s.Time.Format(time.RFC3339Nano), Host: s.Host, Tags: s.Tags, Paths: s.Paths, Tree: s.Tree, Parent: s.Parent, Summary: s.Summary})
 				}
 				if err := a.printJSON(list); err != nil {
 					return err

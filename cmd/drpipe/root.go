@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"io/fs"
 	"maps"
 	"os"
+	"reflect"
 	"runtime"
 	"slices"
 	"strings"
@@ -259,12 +261,170 @@ func knownSection(k string) bool {
 
 func (a *app) jsonOut() bool { return a.v.GetBool("json") }
 
+// printJSON writes v as JSON on stdout. A list is printed as [] when
+// empty, never as null, at any depth, so that scripts can iterate over
+// every list field (see emptyLists).
 func (a *app) printJSON(v any) error {
+	if v != nil {
+		if e, changed := emptyLists(reflect.ValueOf(v), map[visit]bool{}); changed {
+			v = e.Interface()
+		}
+	}
 	enc := json.NewEncoder(a.stdout)
 	if !a.jsonLines {
 		enc.SetIndent("", "  ")
 	}
 	return enc.Encode(v)
+}
+
+var (
+	jsonMarshaler = reflect.TypeFor[json.Marshaler]()
+	textMarshaler = reflect.TypeFor[encoding.TextMarshaler]()
+)
+
+// visit is a pointer, map or slice on the path emptyLists walks.
+type visit struct {
+	p uintptr
+	t reflect.Type
+	n int
+}
+
+// emptyLists returns v with every nil slice it holds, at any depth, made
+// an empty one, and whether it changed anything. What changes is copied,
+// never modified in place. Nil maps, pointers and interfaces, []byte,
+// unexported fields, fields tagged omitzero (an empty list is not zero)
+// and values that marshal themselves are left as they are. path holds the
+// pointers, maps and slices being walked: a cycle ends the walk there and
+// is left for the encoder to report.
+func emptyLists(v reflect.Value, path map[visit]bool) (reflect.Value, bool) {
+	t := v.Type()
+	switch v.Kind() {
+	case reflect.Interface, reflect.Pointer, reflect.Struct, reflect.Slice, reflect.Array, reflect.Map:
+		if v.Kind() != reflect.Interface && (t.Implements(jsonMarshaler) || t.Implements(textMarshaler) ||
+			reflect.PointerTo(t).Implements(jsonMarshaler) || reflect.PointerTo(t).Implements(textMarshaler)) {
+			return v, false
+		}
+	default:
+		return v, false
+	}
+	switch v.Kind() {
+	case reflect.Interface:
+		if v.IsNil() {
+			return v, false
+		}
+		e, changed := emptyLists(v.Elem(), path)
+		if !changed {
+			return v, false
+		}
+		c := reflect.New(t).Elem()
+		c.Set(e)
+		return c, true
+	case reflect.Pointer:
+		if v.IsNil() {
+			return v, false
+		}
+		k := visit{v.Pointer(), t, 0}
+		if path[k] {
+			return v, false
+		}
+		path[k] = true
+		defer delete(path, k)
+		e, changed := emptyLists(v.Elem(), path)
+		if !changed {
+			return v, false
+		}
+		c := reflect.New(t.Elem())
+		c.Elem().Set(e)
+		return c, true
+	case reflect.Struct:
+		var c reflect.Value
+		for i := range t.NumField() {
+			f := t.Field(i)
+			tag := f.Tag.Get("json")
+			_, opts, _ := strings.Cut(tag, ",")
+			if !f.IsExported() || tag == "-" || slices.Contains(strings.Split(opts, ","), "omitzero") {
+				continue
+			}
+			e, changed := emptyLists(v.Field(i), path)
+			if !changed {
+				continue
+			}
+			if !c.IsValid() {
+				c = reflect.New(t).Elem()
+				c.Set(v)
+			}
+			c.Field(i).Set(e)
+		}
+		if !c.IsValid() {
+			return v, false
+		}
+		return c, true
+	case reflect.Slice, reflect.Array:
+		if v.Kind() == reflect.Slice {
+			if t.Elem().Kind() == reflect.Uint8 {
+				return v, false // []byte is a base64 string, not a list
+			}
+			if v.IsNil() {
+				return reflect.MakeSlice(t, 0, 0), true
+			}
+			k := visit{v.Pointer(), t, v.Len()}
+			if path[k] {
+				return v, false
+			}
+			path[k] = true
+			defer delete(path, k)
+		}
+		var c reflect.Value
+		for i := range v.Len() {
+			e, changed := emptyLists(v.Index(i), path)
+			if !changed {
+				continue
+			}
+			if !c.IsValid() {
+				if v.Kind() == reflect.Slice {
+					c = reflect.MakeSlice(t, v.Len(), v.Len())
+					reflect.Copy(c, v)
+				} else {
+					c = reflect.New(t).Elem()
+					c.Set(v)
+				}
+			}
+			c.Index(i).Set(e)
+		}
+		if !c.IsValid() {
+			return v, false
+		}
+		return c, true
+	case reflect.Map:
+		if v.IsNil() {
+			return v, false
+		}
+		k := visit{v.Pointer(), t, 0}
+		if path[k] {
+			return v, false
+		}
+		path[k] = true
+		defer delete(path, k)
+		var c reflect.Value
+		for it := v.MapRange(); it.Next(); {
+			e, changed := emptyLists(it.Value(), path)
+			if !changed {
+				continue
+			}
+			if !c.IsValid() {
+				c = reflect.MakeMapWithSize(t, v.Len())
+				for all := v.MapRange(); all.Next(); {
+					c.SetMapIndex(all.Key(), all.Value())
+				}
+			}
+			c.SetMapIndex(it.Key(), e)
+		}
+		if !c.IsValid() {
+			return v, false
+		}
+		return c, true
+	}
+	return v, false
 }
 
 // table returns the writer every command's table output goes through:
