@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/drpipe/drpipe/repo"
 )
 
 // nullableJSON names the fields --json prints as null by design: objects
@@ -114,4 +117,28 @@ tiering:
 	js("--config", cfg, "tier", "run")
 	js("--config", cfg, "tier", "plan")
 	js("--config", cfg, "tier", "run")
+}
+
+// TestVersionJSON: --version --json prints the release, the Go version and
+// the zstd encoder and decoder as JSON; without --json a line of text.
+func TestVersionJSON(t *testing.T) {
+	e := newEnv(t)
+	for _, args := range [][]string{{"--version", "--json"}, {"--json", "--version"}} {
+		out := e.ok(args...)
+		var v struct {
+			Release     string `json:"release"`
+			Go          string `json:"go"`
+			ZstdEncoder string `json:"zstd_encoder"`
+			ZstdDecoder string `json:"zstd_decoder"`
+		}
+		if err := json.Unmarshal([]byte(out), &v); err != nil {
+			t.Fatalf("drpipe %s prints no JSON: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		if v.Release != version || v.Go != runtime.Version() || v.ZstdEncoder != repo.ZstdEncoder || v.ZstdDecoder != repo.ZstdDecoder {
+			t.Errorf("drpipe %s: %+v", strings.Join(args, " "), v)
+		}
+	}
+	if out := e.ok("--version"); !strings.HasPrefix(out, "drpipe version "+version+" (") || strings.Count(out, "\n") != 1 {
+		t.Errorf("drpipe --version: %q", out)
+	}
 }

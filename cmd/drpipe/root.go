@@ -66,6 +66,20 @@ func newRootCmd() *cobra.Command {
 	pf.Bool("json", false, "print machine-readable JSON")
 	pf.Bool("no-progress", false, "never draw progress, even on a terminal")
 	a.root = root
+	// --version with --json prints JSON, as every command does. The
+	// template runs before the configuration is read: only the flag counts.
+	cobra.AddTemplateFunc("drpipeVersion", func(c *cobra.Command) (string, error) {
+		if j, _ := c.Flags().GetBool("json"); !j {
+			return c.DisplayName() + " version " + c.Version + "\n", nil
+		}
+		return "", a.printJSON(struct {
+			Release     string `json:"release"`
+			Go          string `json:"go"`
+			ZstdEncoder string `json:"zstd_encoder"`
+			ZstdDecoder string `json:"zstd_decoder"`
+		}{version, runtime.Version(), repo.ZstdEncoder, repo.ZstdDecoder})
+	})
+	root.SetVersionTemplate("{{drpipeVersion .}}")
 	for flag, key := range map[string]string{
 		"repo": "repo", "password-file": "password_file", "cache-dir": "cache_dir", "json": "json", "no-progress": "no_progress",
 	} {
