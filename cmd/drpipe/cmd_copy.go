@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -64,6 +66,10 @@ func (a *app) copyCmd() *cobra.Command {
 				return err
 			}
 			dst, err := a.openBackend(ctx, to, !dryRun)
+			if dir, ok := localDir(to); ok && dryRun && errors.Is(err, fs.ErrNotExist) {
+				// The copy creates the directory: plan it as empty.
+				dst, err = newAbsentDir(dir)
+			}
 			if err != nil {
 				return err
 			}
@@ -105,6 +111,39 @@ func (a *app) copyCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only report what would be copied")
 	return cmd
 }
+
+// absentDir is a destination directory that does not exist yet, as copy
+// --dry-run sees it: empty, so that the dry run plans the copy that
+// creates it. It holds nothing and stores nothing.
+type absentDir struct{ dir string }
+
+func newAbsentDir(dir string) (tiers.Backend, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("copy to %s: %w", dir, err)
+	}
+	return absentDir{abs}, nil
+}
+
+func (d absentDir) Location() string { return d.dir }
+
+func (d absentDir) Put(context.Context, tiers.Handle, io.Reader, int64) error {
+	return fmt.Errorf("%s does not exist: a dry run creates nothing", d.dir)
+}
+
+func (absentDir) Load(context.Context, tiers.Handle, int64, int64, func(io.Reader) error) error {
+	return tiers.ErrNotFound
+}
+
+func (absentDir) Stat(context.Context, tiers.Handle) (tiers.ObjectInfo, error) {
+	return tiers.ObjectInfo{}, tiers.ErrNotFound
+}
+
+func (absentDir) List(context.Context, tiers.Type, func(tiers.ObjectInfo) error) error { return nil }
+
+func (absentDir) Remove(context.Context, tiers.Handle) error { return tiers.ErrNotFound }
+
+func (absentDir) Close() error { return nil }
 
 // announceCopy announces the copy in dst (repo.BeginCopySession), so
 // that a prune of the destination running meanwhile waits for it: a copy

@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -478,5 +481,43 @@ func TestJSONOutputEdges(t *testing.T) {
 	}
 	if r := e.run("demo", "--json"); r.code != 2 || r.stdout != "" {
 		t.Errorf("demo --json: exit %d, stdout %q; want a usage error and nothing on stdout", r.code, r.stdout)
+	}
+}
+
+// TestCopyDryRunToNewDirectory: a dry run of a first copy into a directory
+// that does not exist yet plans it as the empty destination the copy
+// creates, and creates nothing; the copy then sends what it planned.
+func TestCopyDryRunToNewDirectory(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	e.backup(repoDir, writeFile(t, e.dir, "a", "hello"))
+	to := filepath.Join(e.dir, "offsite", "hv01")
+	var plan struct {
+		DryRun      bool   `json:"dry_run"`
+		Destination string `json:"destination"`
+		Objects     int    `json:"objects"`
+		Present     int    `json:"present"`
+		ToCopy      int    `json:"to_copy"`
+		Copied      int    `json:"copied"`
+	}
+	out := e.ok("copy", "--json", "--dry-run", "--repo", repoDir, "--to", to)
+	if err := json.Unmarshal([]byte(out), &plan); err != nil {
+		t.Fatalf("copy --dry-run --json: %v\n%s", err, out)
+	}
+	if !plan.DryRun || plan.Destination != to || plan.Objects == 0 || plan.ToCopy != plan.Objects || plan.Present != 0 || plan.Copied != 0 {
+		t.Errorf("copy --dry-run to a new directory: %+v; want every object to copy", plan)
+	}
+	if out := e.ok("copy", "--dry-run", "--repo", repoDir, "--to", to); !strings.Contains(out, fmt.Sprintf("would copy %d of %d objects", plan.Objects, plan.Objects)) {
+		t.Errorf("copy --dry-run to a new directory:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(e.dir, "offsite")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("copy --dry-run created the destination's parent: %v", err)
+	}
+	out = e.ok("copy", "--json", "--repo", repoDir, "--to", to)
+	var done struct {
+		Copied int `json:"copied"`
+	}
+	if err := json.Unmarshal([]byte(out), &done); err != nil || done.Copied != plan.ToCopy {
+		t.Errorf("copy after the dry run: %v, copied %d, the dry run planned %d\n%s", err, done.Copied, plan.ToCopy, out)
 	}
 }
