@@ -13,28 +13,28 @@ import (
 	"github.com/drpipe/drpipe/tiers"
 )
 
-// TestScrubHealsTheDRSite damages a DR site's shards: scrub, with no
-// password, rebuilds the pack that lost M shards from parity and removes
-// the damaged shards of the pack that lost more, which the next
-// replicate then sends again; the site is whole afterwards.
-func TestScrubHealsTheDRSite(t *testing.T) {
-	e := newEnv(t)
-	repoDir := e.initRepo("--pack-size", "4MiB")
+// damagedSite replicates a backup of random data in 4 MiB packs to a DR
+// site started with siteArgs, then damages the site's copy: the first
+// rebuilt shards of the first pack (by pack ID) and the first lost shards
+// of the second. It returns the site, the primary's repository, the
+// client bundle and the two pack IDs.
+func damagedSite(t *testing.T, e *env, rebuilt, lost int, siteArgs ...string) (sp *siteProc, repoDir, bundle string, a, b string) {
+	t.Helper()
+	repoDir = e.initRepo("--pack-size", "4MiB")
 	src := filepath.Join(e.dir, "src")
 	os.MkdirAll(src, 0o755)
-	if err := os.WriteFile(filepath.Join(src, "a.bin"), sample.Binary(newRandSource(7), 24<<20), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(src, "a.bin"), sample.Binary(newRandSource(7), 12<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	e.backup(repoDir, src)
 	tlsDir := filepath.Join(e.dir, "tls")
 	e.ok("site", "init", "--dir", tlsDir, "--name", "dr-scrub", "--primary", "hv01")
-	drDir := filepath.Join(e.dir, "dr")
-	sp := e.startSite(t, tlsDir, drDir)
-	bundle := filepath.Join(tlsDir, "clients", "hv01")
+	sp = e.startSite(t, tlsDir, filepath.Join(e.dir, "dr"), siteArgs...)
+	bundle = filepath.Join(tlsDir, "clients", "hv01")
 	e.replicate(t, repoDir, sp.addr, bundle)
 
 	packs := map[string][]string{}
-	paths, _ := filepath.Glob(filepath.Join(drDir, "data", "*", "*"))
+	paths, _ := filepath.Glob(filepath.Join(sp.dir, "data", "*", "*"))
 	for _, p := range paths {
 		pid, _, _ := strings.Cut(filepath.Base(p), "-")
 		packs[pid] = append(packs[pid], p)
@@ -47,14 +47,26 @@ func TestScrubHealsTheDRSite(t *testing.T) {
 	if len(ids) < 2 {
 		t.Fatalf("%d packs at the site, want at least 2", len(ids))
 	}
-	a, b := packs[ids[0]], packs[ids[1]]
-	sortByShard(a)
-	sortByShard(b)
-	for _, p := range []string{a[0], a[1], b[0], b[1], b[2]} {
-		if err := corruptAt(p, 200); err != nil {
-			t.Fatal(err)
+	for i, n := range []int{rebuilt, lost} {
+		shards := packs[ids[i]]
+		sortByShard(shards)
+		for _, p := range shards[:n] {
+			if err := corruptAt(p, 200); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
+	return sp, repoDir, bundle, ids[0], ids[1]
+}
+
+// TestScrubHealsTheDRSite damages a DR site's shards: scrub, with no
+// password, rebuilds the pack that lost M shards from parity and removes
+// the damaged shards of the pack that lost more, which the next
+// replicate then sends again; the site is whole afterwards.
+func TestScrubHealsTheDRSite(t *testing.T) {
+	e := newEnv(t)
+	sp, repoDir, bundle, a, b := damagedSite(t, e, 2, 3)
+	drDir := sp.dir
 
 	pw := e.pw
 	e.pw = "" // the site holds no password
@@ -70,8 +82,8 @@ func TestScrubHealsTheDRSite(t *testing.T) {
 		return rep
 	}
 	rep := scrub(1, "--remove-damaged")
-	if rep.PacksRebuilt != 1 || rep.ShardsRebuilt != 2 || rep.PacksLost != 1 || rep.Removed != 3 || rep.Lost[0].Pack.String() != ids[1] {
-		t.Fatalf("scrub at the site: %+v, want pack %s rebuilt and pack %s lost with 3 shards removed", rep, ids[0][:8], ids[1][:8])
+	if rep.PacksRebuilt != 1 || rep.ShardsRebuilt != 2 || rep.PacksLost != 1 || rep.Removed != 3 || rep.Rebuilt[0].Pack.String() != a || rep.Lost[0].Pack.String() != b {
+		t.Fatalf("scrub at the site: %+v, want pack %s rebuilt and pack %s lost with 3 shards removed", rep, a[:8], b[:8])
 	}
 	if r := e.run("scrub", "--min-age", "1ns", "--repo", drDir); r.code != 1 || !strings.Contains(r.stdout, "LOST") || !strings.Contains(r.stderr, "hint:") {
 		t.Errorf("scrub with a lost pack: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
@@ -99,40 +111,8 @@ func TestScrubHealsTheDRSite(t *testing.T) {
 // metrics and the log say so.
 func TestSiteScrubsItself(t *testing.T) {
 	e := newEnv(t)
-	repoDir := e.initRepo("--pack-size", "4MiB")
-	src := filepath.Join(e.dir, "src")
-	os.MkdirAll(src, 0o755)
-	if err := os.WriteFile(filepath.Join(src, "a.bin"), sample.Binary(newRandSource(8), 12<<20), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	e.backup(repoDir, src)
-	tlsDir := filepath.Join(e.dir, "tls")
-	e.ok("site", "init", "--dir", tlsDir, "--name", "dr-scrub", "--primary", "hv01")
-	drDir := filepath.Join(e.dir, "dr")
-	sp := e.startSite(t, tlsDir, drDir, "--metrics", "127.0.0.1:0", "--scrub-interval", "500ms")
+	sp, repoDir, bundle, _, _ := damagedSite(t, e, 1, 3, "--metrics", "127.0.0.1:0", "--scrub-interval", "500ms")
 	url := siteMetricsURL(t, sp)
-	bundle := filepath.Join(tlsDir, "clients", "hv01")
-	e.replicate(t, repoDir, sp.addr, bundle)
-
-	paths, _ := filepath.Glob(filepath.Join(drDir, "data", "*", "*"))
-	sort.Strings(paths)
-	packs := map[string][]string{}
-	var ids []string
-	for _, p := range paths {
-		pid, _, _ := strings.Cut(filepath.Base(p), "-")
-		if packs[pid] == nil {
-			ids = append(ids, pid)
-		}
-		packs[pid] = append(packs[pid], p)
-	}
-	a, b := packs[ids[0]], packs[ids[1]]
-	sortByShard(a)
-	sortByShard(b)
-	for _, p := range []string{a[1], b[0], b[1], b[2]} {
-		if err := corruptAt(p, 200); err != nil {
-			t.Fatal(err)
-		}
-	}
 	wait := func(what string, ok func(m map[string]float64) bool) map[string]float64 {
 		t.Helper()
 		deadline := time.Now().Add(30 * time.Second)
@@ -170,5 +150,5 @@ func TestSiteScrubsItself(t *testing.T) {
 			t.Errorf("site log lacks %q", want)
 		}
 	}
-	e.ok("check", "--repo", drDir, "--read-data")
+	e.ok("check", "--repo", sp.dir, "--read-data")
 }
