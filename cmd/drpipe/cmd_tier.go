@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
@@ -44,6 +45,17 @@ func (a *app) tieringConfig() (*policy.Config, error) {
 		return nil, usageError{err}
 	}
 	return &cfg, nil
+}
+
+// sameLocation reports whether a tier's configured location names the
+// backend at loc (a directory given relative or as file://, or a bucket
+// with or without a trailing slash).
+func sameLocation(configured, loc string) bool {
+	if dir, ok := localDir(configured); ok {
+		abs, err := filepath.Abs(dir)
+		return err == nil && abs == filepath.Clean(loc)
+	}
+	return strings.TrimSuffix(configured, "/") == strings.TrimSuffix(loc, "/")
 }
 
 // tierNow is the tiering clock: the wall clock or DRPIPE_TIER_NOW (RFC
@@ -333,10 +345,15 @@ func (a *app) runTier(ctx context.Context, execute bool) error {
 	if err != nil {
 		return err
 	}
-	for i := range cfg.Tiers {
-		if cfg.Tiers[i].Kind == policy.KindPrimary && cfg.Tiers[i].Location == "" {
-			cfg.Tiers[i].Location = r.Backend().Location()
+	for i, t := range cfg.Tiers {
+		if t.Kind != policy.KindPrimary {
+			continue
 		}
+		if t.Location != "" && !sameLocation(t.Location, r.Backend().Location()) {
+			return usagef("tiering.tiers[%d] (%s): location %s, but the repository tier commands act on is %s (--repo, DRPIPE_REPO or repo:): "+
+				"make them the same, or leave the primary tier's location out", i, t.Name, t.Location, r.Backend().Location())
+		}
+		cfg.Tiers[i].Location = r.Backend().Location()
 	}
 	targets, closeAll, err := a.tierTargets(ctx, cfg, r, pw)
 	if err != nil {

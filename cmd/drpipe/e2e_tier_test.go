@@ -399,3 +399,42 @@ tiering:
 		t.Errorf("tier plan after the run:\n%s", out)
 	}
 }
+
+// TestTierPrimaryLocationMustBeTheRepository: a primary tier whose
+// location names another repository than the one tier commands act on
+// (--repo) is a usage error, not a plan that names one repository and
+// acts on the other; the same directory, written relative, is accepted.
+func TestTierPrimaryLocationMustBeTheRepository(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	policyWith := func(loc string) string {
+		return writeFile(t, e.dir, "drpipe.yaml", fmt.Sprintf(`repo: %s
+tiering:
+  tiers:
+    - name: hot
+      kind: primary
+      location: %s
+      keep: {last: 1}
+`, repoDir, loc))
+	}
+	r := e.run("--config", policyWith(filepath.Join(e.dir, "other")), "tier", "plan")
+	if r.code != 2 || !strings.Contains(r.stderr, "location") {
+		t.Errorf("tier plan with the primary tier elsewhere: exit %d, want 2\n%s", r.code, r.stderr)
+	}
+	rel, err := filepath.Rel(mustGetwd(t), repoDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := e.ok("--config", policyWith(rel+"/"), "tier", "plan"); !strings.Contains(out, repoDir) {
+		t.Errorf("tier plan does not name the repository:\n%s", out)
+	}
+}
+
+func mustGetwd(t *testing.T) string {
+	t.Helper()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wd
+}
