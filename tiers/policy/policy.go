@@ -210,7 +210,10 @@ func (c *Config) Validate() error {
 				return fmt.Errorf("%s: transitions[%d]: %s is not colder than the previous class", where, j, tr.Class)
 			}
 			age := approx(d)
-			if age <= lastAge {
+			switch {
+			case age <= 0:
+				return fmt.Errorf("%s: transitions[%d]: after %s: a transition comes after some time (data is stored in %s first; set storage_class to store it elsewhere)", where, j, tr.After, t.storageClass())
+			case age <= lastAge:
 				return fmt.Errorf("%s: transitions[%d]: after %s is not later than the previous transition", where, j, tr.After)
 			}
 			last, lastAge = r, age

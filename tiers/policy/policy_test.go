@@ -285,6 +285,8 @@ func TestConfigValidation(t *testing.T) {
 		{"bad kind", policy.Config{Tiers: []policy.Tier{{Name: "h", Kind: "floppy", Keep: policy.Keep{Daily: 1}}}}, "unknown kind"},
 		{"transition order", policy.Config{Tiers: []policy.Tier{{Name: "h", Kind: policy.KindPrimary, Keep: policy.Keep{Daily: 1}},
 			{Name: "c", Kind: policy.KindS3, Location: "s3://b", Keep: policy.Keep{Daily: 1}, Transitions: []policy.Transition{{After: "90d", Class: "GLACIER"}, {After: "30d", Class: "DEEP_ARCHIVE"}}}}}, "not later"},
+		{"first transition at 0", policy.Config{Tiers: []policy.Tier{{Name: "h", Kind: policy.KindPrimary, Keep: policy.Keep{Daily: 1}},
+			{Name: "c", Kind: policy.KindS3, Location: "s3://b", Keep: policy.Keep{Daily: 1}, Transitions: []policy.Transition{{After: "0d", Class: "GLACIER"}}}}}, "comes after some time"},
 		{"colder", policy.Config{Tiers: []policy.Tier{{Name: "h", Kind: policy.KindPrimary, Keep: policy.Keep{Daily: 1}},
 			{Name: "c", Kind: policy.KindS3, Location: "s3://b", Keep: policy.Keep{Daily: 1}, Transitions: []policy.Transition{{After: "30d", Class: "STANDARD"}}}}}, "not colder"},
 		{"archive class for new data", policy.Config{Tiers: []policy.Tier{{Name: "h", Kind: policy.KindPrimary, Keep: policy.Keep{Daily: 1}},
