@@ -423,6 +423,36 @@ func scrubPack(ctx context.Context, be Backend, o ScrubOptions, pl *scrubPackLis
 		sp.Error = err.Error()
 	}
 	if o.RemoveDamaged && !o.DryRun {
+		// Storage that hands over wrong bytes without an error (a
+		// short read, a bit flipped on the way) makes intact shards
+		// look damaged: each is read again before it is removed, and
+		// one that verifies then, or cannot be read, leaves the pack
+		// unread, nothing removed.
+		for _, i := range sp.Corrupt {
+			if _, ok := objs[i]; !ok {
+				continue // listed larger than any shard: not read
+			}
+			h := Handle{Type: TypeData, Name: erasure.ShardName(pl.id, i)}
+			damaged, err := stillDamaged(ctx, be, h)
+			switch {
+			case errors.Is(err, ErrNotFound):
+				record(func() { rep.Vanished++ })
+				return nil
+			case err != nil:
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				sp.Unread = append(sp.Unread, i)
+				sp.Error = fmt.Sprintf("shard %d could not be read again before its removal: %v", i, err)
+			case !damaged:
+				sp.Unread = append(sp.Unread, i)
+				sp.Error = fmt.Sprintf("shard %d failed verification once and verified when read again: storage delivers inconsistent data", i)
+			}
+		}
+		if len(sp.Unread) > 0 {
+			record(unread)
+			return nil
+		}
 		for _, i := range sp.Corrupt {
 			h := Handle{Type: TypeData, Name: erasure.ShardName(pl.id, i)}
 			if err := be.Remove(ctx, h); err != nil {
@@ -486,6 +516,25 @@ func scrubObject(ctx context.Context, be Backend, o ScrubOptions, oi ObjectInfo,
 	}
 	so := ScrubObject{Object: oi.Handle.String(), Error: strings.TrimPrefix(verdict.Error(), oi.Handle.String()+": ")}
 	if o.RemoveDamaged && !o.DryRun {
+		// Read again before it is removed, as a pack's shards are.
+		damaged, err := stillDamaged(ctx, be, oi.Handle)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			return nil
+		case err != nil:
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			so.Error = fmt.Sprintf("%s, and could not be read again before its removal: %v", so.Error, err)
+		case !damaged:
+			so.Error = fmt.Sprintf("%s when read once, verified when read again: storage delivers inconsistent data", so.Error)
+		}
+		if err != nil || !damaged {
+			mu.Lock()
+			rep.addDamaged(so, true)
+			mu.Unlock()
+			return nil
+		}
 		if err := be.Remove(ctx, oi.Handle); err != nil {
 			return fmt.Errorf("scrub %s: remove damaged %s: %w", be.Location(), oi.Handle, err)
 		}
@@ -495,4 +544,22 @@ func scrubObject(ctx context.Context, be Backend, o ScrubOptions, oi ObjectInfo,
 	rep.addDamaged(so, false)
 	mu.Unlock()
 	return nil
+}
+
+// stillDamaged reads h again and reports whether it still fails
+// verification; the error is for a failed read.
+func stillDamaged(ctx context.Context, be Backend, h Handle) (bool, error) {
+	v, err := NewObjectVerifier(h)
+	if err != nil {
+		return true, nil
+	}
+	err = be.Load(ctx, h, 0, 0, func(rd io.Reader) error {
+		v.Reset()
+		_, err := io.Copy(v, rd)
+		return err
+	})
+	if err != nil {
+		return false, err
+	}
+	return v.Check(-1) != nil, nil
 }

@@ -230,3 +230,31 @@ func TestScrubStrayObjects(t *testing.T) {
 		t.Errorf("a stray shard beyond K+M made the pack look damaged: %+v", rep)
 	}
 }
+
+// Storage that hands over some shards short, or with a bit flipped, but
+// reports no error makes an intact pack look lost: the shards read
+// wrong once are read again before they are removed, and those that
+// verify then stay.
+func TestScrubKeepsShardsReadWrongOnce(t *testing.T) {
+	local, objs, packs := scrubRepo(t)
+	be := tierstest.NewFaulty(local, 1)
+	be.Inject(tierstest.Fault{Op: tierstest.OpLoad, Type: tiers.TypeData, Name: erasure.ShardName(packs[1], 0), Kind: tierstest.Truncate, Times: 1})
+	be.Inject(tierstest.Fault{Op: tierstest.OpLoad, Type: tiers.TypeData, Name: erasure.ShardName(packs[1], 1), Kind: tierstest.Truncate, Times: 1})
+	be.Inject(tierstest.Fault{Op: tierstest.OpLoad, Type: tiers.TypeData, Name: erasure.ShardName(packs[1], 2), Kind: tierstest.Corrupt, Times: 1})
+	var ix tiers.Handle
+	for h := range objs {
+		if h.Type == tiers.TypeIndex {
+			ix = h
+			break
+		}
+	}
+	be.Inject(tierstest.Fault{Op: tierstest.OpLoad, Type: tiers.TypeIndex, Name: ix.Name, Kind: tierstest.Corrupt, Times: 1})
+	rep, err := tiers.Scrub(t.Context(), be, tiers.ScrubOptions{RemoveDamaged: true, MinAge: time.Nanosecond, Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Removed != 0 || rep.PacksLost != 0 || rep.Damaged != 0 || rep.Clean() {
+		t.Errorf("report %+v: want nothing removed or lost, the pack and the index unread", rep)
+	}
+	equalContent(t, local, objs)
+}
