@@ -350,6 +350,12 @@ func scrubPack(ctx context.Context, be Backend, o ScrubOptions, pl *scrubPackLis
 		}
 	}
 
+	if err == nil && vanished > 0 {
+		// Shards listed a moment ago are gone: a prune is removing
+		// the pack, and storing them again would leave them behind.
+		record(func() { rep.Vanished++ })
+		return nil
+	}
 	if err == nil {
 		// A shard storage failed to deliver is not rewritten: it may be
 		// intact, and the storage failing.

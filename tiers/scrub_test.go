@@ -2,6 +2,7 @@ package tiers_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"slices"
 	"testing"
@@ -257,4 +258,37 @@ func TestScrubKeepsShardsReadWrongOnce(t *testing.T) {
 		t.Errorf("report %+v: want nothing removed or lost, the pack and the index unread", rep)
 	}
 	equalContent(t, local, objs)
+}
+
+// A shard that is listed but gone when read is being removed by a prune:
+// the pack is left to it, not given back the shards it removed.
+func TestScrubLeavesAPackBeingPruned(t *testing.T) {
+	local, _, packs := scrubRepo(t)
+	remove(t, local, shard(packs[0], 0)) // by a prune, after the listing
+	rep, err := tiers.Scrub(t.Context(), scrubListing{local, shard(packs[0], 0)}, tiers.ScrubOptions{MinAge: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Vanished != 1 || rep.PacksRebuilt != 0 {
+		t.Errorf("report %+v: want the pack being pruned left alone", rep)
+	}
+	if _, err := local.Stat(t.Context(), shard(packs[0], 0)); !errors.Is(err, tiers.ErrNotFound) {
+		t.Errorf("the pruned shard was stored again (%v)", err)
+	}
+}
+
+// scrubListing lists extra as a data object, as a listing taken before a
+// prune removed it does.
+type scrubListing struct {
+	tiers.Backend
+	extra tiers.Handle
+}
+
+func (s scrubListing) List(ctx context.Context, typ tiers.Type, fn func(tiers.ObjectInfo) error) error {
+	if typ == s.extra.Type {
+		if err := fn(tiers.ObjectInfo{Handle: s.extra, Size: 100, ModTime: time.Now().Add(-time.Hour)}); err != nil {
+			return err
+		}
+	}
+	return s.Backend.List(ctx, typ, fn)
 }
