@@ -36,7 +36,9 @@ type ScrubOptions struct {
 	// be rebuilt here (shards of a pack with more than M lost, damaged
 	// index, snapshot, key and tombstone objects), so that the next copy,
 	// replicate or tier run, which send what a tier lacks, sends them
-	// again from a tier that holds them intact. Without it they stay.
+	// again from a tier that holds them intact. Without it they stay; an
+	// object under retention (ErrLocked) stays too, and its entry in the
+	// report says so.
 	RemoveDamaged bool
 	// MinAge spares packs being written: a pack missing shards, none of
 	// them damaged, whose shards are all younger than MinAge is counted
@@ -461,7 +463,14 @@ func scrubPack(ctx context.Context, be Backend, o ScrubOptions, pl *scrubPackLis
 		}
 		for _, i := range sp.Corrupt {
 			h := Handle{Type: TypeData, Name: erasure.ShardName(pl.id, i)}
-			if err := be.Remove(ctx, h); err != nil {
+			err := be.Remove(ctx, h)
+			if errors.Is(err, ErrLocked) {
+				// Kept until its retention date: the rest of the
+				// copy is still verified.
+				sp.Error = fmt.Sprintf("%s; damaged shard %d cannot be removed: %v", sp.Error, i, err)
+				continue
+			}
+			if err != nil {
 				return fmt.Errorf("scrub %s: remove damaged %s: %w", be.Location(), h, err)
 			}
 			sp.Removed = append(sp.Removed, i)
@@ -541,10 +550,14 @@ func scrubObject(ctx context.Context, be Backend, o ScrubOptions, oi ObjectInfo,
 			mu.Unlock()
 			return nil
 		}
-		if err := be.Remove(ctx, oi.Handle); err != nil {
+		switch err := be.Remove(ctx, oi.Handle); {
+		case errors.Is(err, ErrLocked):
+			so.Error = fmt.Sprintf("%s; cannot be removed: %v", so.Error, err)
+		case err != nil:
 			return fmt.Errorf("scrub %s: remove damaged %s: %w", be.Location(), oi.Handle, err)
+		default:
+			so.Removed = true
 		}
-		so.Removed = true
 	}
 	mu.Lock()
 	rep.addDamaged(so, false)

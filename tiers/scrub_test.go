@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -291,4 +293,23 @@ func (s scrubListing) List(ctx context.Context, typ tiers.Type, fn func(tiers.Ob
 		}
 	}
 	return s.Backend.List(ctx, typ, fn)
+}
+
+// An object under retention cannot be removed: scrub says so and goes on
+// verifying the rest rather than stop at it.
+func TestScrubGoesOnPastARetainedObject(t *testing.T) {
+	local, objs, packs := scrubRepo(t)
+	be := tierstest.NewFaulty(local, 1)
+	be.Inject(tierstest.Fault{Op: tierstest.OpRemove, Err: fmt.Errorf("retained until tomorrow: %w", tiers.ErrLocked)})
+	for _, i := range []int{0, 1, 2} {
+		damage(t, local, objs, shard(packs[0], i))
+	}
+	remove(t, local, shard(packs[2], 0))
+	rep, err := tiers.Scrub(t.Context(), be, tiers.ScrubOptions{RemoveDamaged: true, MinAge: time.Nanosecond, Workers: 1})
+	if err != nil {
+		t.Fatalf("scrub stopped at an object under retention: %v", err)
+	}
+	if rep.PacksLost != 1 || rep.Removed != 0 || len(rep.Lost[0].Removed) != 0 || !strings.Contains(rep.Lost[0].Error, "retention") || rep.PacksRebuilt != 1 || rep.Packs != 3 {
+		t.Errorf("report %+v: want pack 0 lost with its damaged shards kept under retention, pack 2 rebuilt", rep)
+	}
 }
