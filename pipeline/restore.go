@@ -612,7 +612,7 @@ func (rs *restorer) ensureDir(dir *restoreDir, name, p, sp string) (*restoreDir,
 		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 			break
 		}
-		if st.Mode&unix.S_IFMT == unix.S_IFLNK && rs.ancestors[sp] && (st.Uid == 0 || int(st.Uid) == os.Geteuid()) {
+		if st.Mode&unix.S_IFMT == unix.S_IFLNK && rs.ancestors[sp] && trustedLink(st.Uid) {
 			if d := rs.followAncestor(p); d != nil {
 				return d, nil
 			}

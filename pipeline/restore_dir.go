@@ -88,20 +88,17 @@ func ancestorPaths(paths []string) map[string]bool {
 // merged-/usr system, or /srv pointing to a data volume, rather than
 // replacing them with directories (GNU tar's --keep-directory-symlink,
 // rsync's --keep-dirlinks). The link is resolved with the target as root
-// (openat2 RESOLVE_IN_ROOT: an absolute target is taken below it, ".."
-// stops at it), so nothing leaves the target. It returns nil when the
-// link leads to no directory or the kernel cannot resolve it so (before
-// Linux 5.6): the symlink is then replaced, as elsewhere.
+// (openInRoot: an absolute target is taken below it, ".." stops at it),
+// so nothing leaves the target, and through links root or the restoring
+// user owns only. It returns nil when the link leads to no directory, or
+// only through another user's link: the symlink is then replaced, as
+// elsewhere.
 func (rs *restorer) followAncestor(p string) *restoreDir {
 	rel, err := filepath.Rel(rs.top.path, p)
 	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") {
 		return nil
 	}
-	how := &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
-	fd, err := unix.Openat2(rs.top.fd(), rel, how)
-	for err == unix.EINTR || err == unix.EAGAIN {
-		fd, err = unix.Openat2(rs.top.fd(), rel, how)
-	}
+	fd, err := rs.openInRoot(rel, unix.O_RDONLY)
 	if err != nil {
 		return nil
 	}
@@ -109,6 +106,120 @@ func (rs *restorer) followAncestor(p string) *restoreDir {
 	rs.followedDirs[p] = true
 	rs.followedMu.Unlock()
 	return &restoreDir{f: os.NewFile(uintptr(fd), p), path: p, followed: true}
+}
+
+// maxLinks bounds the symlinks one resolution follows, as the kernel's
+// limit does.
+const maxLinks = 40
+
+// errUntrustedLink is why a symlink on the way to a directory above the
+// backed-up paths is not followed.
+var errUntrustedLink = errors.New("a symlink on the way is owned by another user than root and the restoring user, who could have planted it; not followed")
+
+// trustedLink reports whether a symlink owned by uid may be followed:
+// root's or the restoring user's, not one another user could have made.
+func trustedLink(uid uint32) bool { return uid == 0 || int(uid) == os.Geteuid() }
+
+// openInRoot opens directory rel, a path below the restore target, with
+// flags (O_RDONLY or O_PATH), resolved with the target as root, as
+// openat2's RESOLVE_IN_ROOT does (an absolute link target is taken below
+// the target, ".." stops at it), but following only symlinks root or the
+// restoring user owns (trustedLink). Each component is opened without
+// following it, and a symlink is checked and read through that
+// descriptor: a link swapped for another one meanwhile is not followed
+// unchecked.
+func (rs *restorer) openInRoot(rel string, flags int) (int, error) {
+	var stack []int // the directories walked below the target, innermost last
+	defer func() {
+		for _, fd := range stack {
+			unix.Close(fd)
+		}
+	}()
+	cur := func() int {
+		if len(stack) == 0 {
+			return rs.top.fd()
+		}
+		return stack[len(stack)-1]
+	}
+	todo := strings.Split(rel, "/")
+	links := 0
+	for len(todo) > 0 {
+		c := todo[0]
+		todo = todo[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if n := len(stack); n > 0 {
+				unix.Close(stack[n-1])
+				stack = stack[:n-1]
+			}
+			continue
+		}
+		fd, err := openatRetry(cur(), c, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC)
+		if err != nil {
+			return -1, err
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFDIR:
+			stack = append(stack, fd)
+			continue
+		case unix.S_IFLNK:
+		default:
+			unix.Close(fd)
+			return -1, unix.ENOTDIR
+		}
+		if links++; links > maxLinks {
+			unix.Close(fd)
+			return -1, unix.ELOOP
+		}
+		if !trustedLink(st.Uid) {
+			unix.Close(fd)
+			return -1, errUntrustedLink
+		}
+		to, err := readlinkFd(fd)
+		unix.Close(fd)
+		if err != nil {
+			return -1, err
+		}
+		if strings.HasPrefix(to, "/") {
+			for _, fd := range stack {
+				unix.Close(fd)
+			}
+			stack = stack[:0]
+		}
+		todo = append(strings.Split(to, "/"), todo...)
+	}
+	return openatRetry(cur(), ".", flags|unix.O_DIRECTORY|unix.O_CLOEXEC)
+}
+
+// openatRetry is openat, retried when interrupted.
+func openatRetry(dir int, name string, flags int) (int, error) {
+	for {
+		fd, err := unix.Openat(dir, name, flags, 0)
+		if err != unix.EINTR {
+			return fd, err
+		}
+	}
+}
+
+// readlinkFd reads the target of the symlink open (O_PATH) as fd.
+func readlinkFd(fd int) (string, error) {
+	for n := 256; ; n *= 2 {
+		buf := make([]byte, n)
+		m, err := unix.Readlinkat(fd, "", buf)
+		if err != nil {
+			return "", err
+		}
+		if m < n {
+			return string(buf[:m]), nil
+		}
+	}
 }
 
 // wasFollowed reports whether the directory at target path p was reached
@@ -155,11 +266,7 @@ func (rs *restorer) openBeneath(path string, flags int) (*os.File, error) {
 		var fd int
 		var err error
 		if prefix := filepath.Join(parts[:i+1]...); rs.wasFollowed(filepath.Join(rs.top.path, prefix)) {
-			how := &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
-			fd, err = unix.Openat2(rs.top.fd(), prefix, how)
-			for err == unix.EINTR || err == unix.EAGAIN {
-				fd, err = unix.Openat2(rs.top.fd(), prefix, how)
-			}
+			fd, err = rs.openInRoot(prefix, unix.O_PATH)
 		} else {
 			fd, err = unix.Openat(dir, p, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 			for err == unix.EINTR {

@@ -113,3 +113,56 @@ func TestRestoreKeepsSymlinkedAncestors(t *testing.T) {
 		t.Errorf("the restore wrote outside the target: %v", ents)
 	}
 }
+
+// TestRestoreFollowsOnlyTrustedLinks: a symlink above the backed-up paths
+// that root owns is followed only through links root or the restoring
+// user owns as well: one another user planted on its way (in a directory
+// of theirs it leads through) redirects nothing, and the root-owned link
+// is replaced, as a link that leads nowhere is.
+func TestRestoreFollowsOnlyTrustedLinks(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give a symlink to another user")
+	}
+	ctx := context.Background()
+	r, _ := newRepo(t)
+	base := t.TempDir()
+	host := filepath.Join(base, "host")
+	if err := os.MkdirAll(filepath.Join(host, "w/x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(host, "w/x/f"), []byte("site file"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{filepath.Join(host, "w/x")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	dst := t.TempDir()
+	at := func(p string) string { return filepath.Join(dst, host, p) }
+	for _, d := range []string{"pub", "etc"} {
+		if err := os.MkdirAll(at(d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// w (root's) leads to pub/site, which a user made a link to etc.
+	if err := os.Symlink("pub/site", at("w")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../etc", at("pub/site")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(at("pub/site"), 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	rr, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst})
+	if err != nil {
+		fatalRestore(t, "restore into a target with a planted link", rr, err)
+	}
+	if ents, _ := os.ReadDir(at("etc")); len(ents) != 0 {
+		t.Errorf("the restore followed another user's link: etc holds %v", ents)
+	}
+	if b, err := os.ReadFile(at("w/x/f")); err != nil || string(b) != "site file" {
+		t.Errorf("w/x/f: %q, %v", b, err)
+	}
+}
