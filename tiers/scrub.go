@@ -66,7 +66,12 @@ type ScrubPack struct {
 	// DryRun, that would be); Removed the damaged ones removed.
 	Rebuilt []int `json:"rebuilt,omitempty"`
 	Removed []int `json:"removed,omitempty"`
-	// Error says what is wrong, for a pack that was not rebuilt.
+	// NotStored lists rebuilt shards that still read damaged after they
+	// were stored (storage kept the damaged object: one under retention
+	// that cannot be replaced).
+	NotStored []int `json:"not_stored,omitempty"`
+	// Error says what is wrong, for a pack that was not rebuilt (or not
+	// stored).
 	Error string `json:"error,omitempty"`
 }
 
@@ -93,6 +98,9 @@ type ScrubReport struct {
 	PacksRebuilt  int         `json:"packs_rebuilt"`
 	ShardsRebuilt int         `json:"shards_rebuilt"`
 	Rebuilt       []ScrubPack `json:"rebuilt"`
+	// ShardsNotStored counts rebuilt shards that still read damaged once
+	// stored (their entries in Rebuilt say which).
+	ShardsNotStored int `json:"shards_not_stored"`
 	// PacksLost counts packs with fewer than K intact shards here; Lost
 	// lists them.
 	PacksLost int         `json:"packs_lost"`
@@ -117,7 +125,7 @@ type ScrubReport struct {
 
 // Clean reports whether everything verified, or was rebuilt.
 func (r *ScrubReport) Clean() bool {
-	return r.PacksLost == 0 && r.PacksUnread == 0 && r.Damaged == 0 && r.ObjectsUnread == 0
+	return r.PacksLost == 0 && r.PacksUnread == 0 && r.Damaged == 0 && r.ObjectsUnread == 0 && r.ShardsNotStored == 0
 }
 
 // scrubTypes are the object classes verified besides data. The config is
@@ -395,12 +403,22 @@ func scrubPack(ctx context.Context, be Backend, o ScrubOptions, pl *scrubPackLis
 				if err := be.Put(ctx, h, bytes.NewReader(obj), int64(len(obj))); err != nil {
 					return fmt.Errorf("scrub %s: rewrite shard %d of pack %s from the others: %w", be.Location(), i, pl.id.Short(), err)
 				}
+				// Read back: a store that keeps the object already
+				// there (under retention, same size) reports success.
+				if bad, err := stillDamaged(ctx, be, h); err != nil || bad {
+					sp.NotStored = append(sp.NotStored, i)
+				}
 			}
 		}
 		sp.Error = ""
+		if len(sp.NotStored) > 0 {
+			sp.Error = fmt.Sprintf("shards %v were rewritten but still read damaged (or not at all): storage kept the damaged objects (retention?); replace them by hand, or restore from another copy",
+				sp.NotStored)
+		}
 		record(func() {
 			rep.PacksRebuilt++
-			rep.ShardsRebuilt += len(sp.Rebuilt)
+			rep.ShardsRebuilt += len(sp.Rebuilt) - len(sp.NotStored)
+			rep.ShardsNotStored += len(sp.NotStored)
 			if len(rep.Rebuilt) < MaxScrubList {
 				rep.Rebuilt = append(rep.Rebuilt, sp)
 			}

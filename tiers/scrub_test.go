@@ -313,3 +313,24 @@ func TestScrubGoesOnPastARetainedObject(t *testing.T) {
 		t.Errorf("report %+v: want pack 0 lost with its damaged shards kept under retention, pack 2 rebuilt", rep)
 	}
 }
+
+// A rebuilt shard is read back once stored: storage that reports success
+// but keeps a damaged object (one under retention it cannot replace, or a
+// write it cut short) leaves the scrub not clean, the shard named.
+func TestScrubReadsBackRebuiltShards(t *testing.T) {
+	local, objs, packs := scrubRepo(t)
+	damage(t, local, objs, shard(packs[0], 2))
+	be := tierstest.NewFaulty(local, 3)
+	be.Inject(tierstest.Fault{Op: tierstest.OpPut, Type: tiers.TypeData, Kind: tierstest.Truncate})
+	rep, err := tiers.Scrub(t.Context(), be, tiers.ScrubOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Clean() || rep.ShardsNotStored != 1 || rep.ShardsRebuilt != 0 || len(rep.Rebuilt) != 1 || !slices.Equal(rep.Rebuilt[0].NotStored, []int{2}) || rep.Rebuilt[0].Error == "" {
+		t.Errorf("report %+v: want shard 2 of pack %s not stored, the scrub not clean", rep, packs[0].Short())
+	}
+	be.Reset()
+	if rep, err := tiers.Scrub(t.Context(), be, tiers.ScrubOptions{}); err != nil || rep.ShardsRebuilt != 1 || !rep.Clean() {
+		t.Errorf("scrub once storage stores again: %v, %+v", err, rep)
+	}
+}

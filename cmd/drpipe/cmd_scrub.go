@@ -102,6 +102,9 @@ func (a *app) printScrub(rep *tiers.ScrubReport) {
 		a.printf("%s %d shards of %d packs from parity:\n", verb, rep.ShardsRebuilt, rep.PacksRebuilt)
 		for _, p := range rep.Rebuilt {
 			a.printf("  pack %s: shards %s\n", p.Pack, shardList(p.Rebuilt))
+			if len(p.NotStored) > 0 {
+				a.printf("    NOT STORED: %s\n", p.Error)
+			}
 		}
 		more(a, rep.PacksRebuilt, len(rep.Rebuilt))
 	}
