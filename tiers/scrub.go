@@ -189,6 +189,9 @@ func Scrub(ctx context.Context, be Backend, o ScrubOptions) (*ScrubReport, error
 			p = &scrubPackList{id: pid}
 			packs[pid] = p
 		}
+		if slices.ContainsFunc(p.shards, func(s scrubShard) bool { return s.index == i }) {
+			return nil // listed twice
+		}
 		p.shards = append(p.shards, scrubShard{index: i, size: oi.Size})
 		if p.oldest.IsZero() || oi.ModTime.Before(p.oldest) {
 			p.oldest = oi.ModTime
@@ -283,11 +286,48 @@ func scrubPack(ctx context.Context, be Backend, o ScrubOptions, pl *scrubPackLis
 	objs := map[int][]byte{}
 	var read int64
 	vanished := 0
+	// The pack's K+M and shard size come from the first header whose
+	// table hashes to the pack ID (all such headers agree: the table is
+	// what the ID hashes). Only shards of that index range and size are
+	// read whole, so memory stays at one pack's shards whatever the
+	// listing says.
+	var hd *erasure.Header
+	slices.SortFunc(pl.shards, func(a, b scrubShard) int { return a.index - b.index })
 	for _, s := range pl.shards {
 		h := Handle{Type: TypeData, Name: erasure.ShardName(pl.id, s.index)}
-		if s.size > maxShardObject {
+		b, err := LoadAll(ctx, be, h, 0, min(s.size, erasure.MaxHeaderSize))
+		if err != nil || s.size <= 0 {
+			continue // read again below, where its error counts
+		}
+		read += int64(len(b))
+		if x, err := erasure.ParseHeader(b); err == nil && x.PackID() == pl.id {
+			hd = &x
+			break
+		}
+	}
+	for _, s := range pl.shards {
+		h := Handle{Type: TypeData, Name: erasure.ShardName(pl.id, s.index)}
+		unfit := s.size > maxShardObject || hd != nil && (s.index >= hd.K+hd.M || s.size != hd.ObjectSize())
+		if unfit {
+			// Not read whole: gone since the listing is a prune's
+			// doing, not damage.
+			if _, err := be.Stat(ctx, h); errors.Is(err, ErrNotFound) {
+				vanished++
+				continue
+			}
+		}
+		switch {
+		case s.size > maxShardObject:
 			sp.Corrupt = append(sp.Corrupt, s.index)
 			sp.Error = fmt.Sprintf("shard %d is %d bytes, larger than any shard drpipe writes", s.index, s.size)
+			continue
+		case hd != nil && s.index >= hd.K+hd.M:
+			sp.Corrupt = append(sp.Corrupt, s.index)
+			sp.Error = fmt.Sprintf("shard %d: the pack has %d shards", s.index, hd.K+hd.M)
+			continue
+		case hd != nil && s.size != hd.ObjectSize():
+			sp.Corrupt = append(sp.Corrupt, s.index)
+			sp.Error = fmt.Sprintf("shard %d is %d bytes, the pack's are %d", s.index, s.size, hd.ObjectSize())
 			continue
 		}
 		b, err := LoadAll(ctx, be, h, 0, 0)
@@ -321,14 +361,9 @@ func scrubPack(ctx context.Context, be Backend, o ScrubOptions, pl *scrubPackLis
 		return nil
 	}
 
-	// Any shard whose table hashes to the pack ID gives K+M; all such
-	// headers agree, the table being what the ID hashes.
 	n := 0
-	for _, b := range objs {
-		if hd, err := erasure.ParseHeader(b); err == nil && hd.PackID() == pl.id {
-			n = hd.K + hd.M
-			break
-		}
+	if hd != nil {
+		n = hd.K + hd.M
 	}
 	slots := make([][]byte, n)
 	for i, b := range objs {

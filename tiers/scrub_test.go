@@ -334,3 +334,31 @@ func TestScrubReadsBackRebuiltShards(t *testing.T) {
 		t.Errorf("scrub once storage stores again: %v, %+v", err, rep)
 	}
 }
+
+// Only shards that can be the pack's are read whole: one listed beyond
+// its K+M, or of another size than its shards, is damaged on its header's
+// word (and read again, streamed, before it is removed), so a listing of
+// garbage cannot make scrub hold more than one pack's shards.
+func TestScrubReadsOnlyShardsThatFit(t *testing.T) {
+	local, objs, packs := scrubRepo(t)
+	garbage := randBytes(99, 4<<20)
+	for _, h := range []tiers.Handle{shard(packs[1], 7), shard(packs[1], 3)} {
+		if err := tiers.PutBytes(t.Context(), local, h, garbage); err != nil {
+			t.Fatal(err)
+		}
+	}
+	be := tierstest.NewCounting(local)
+	rep, err := tiers.Scrub(t.Context(), be, tiers.ScrubOptions{Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := be.Counts(tiers.TypeData).BytesLoaded; got > 1<<20 {
+		t.Errorf("scrub read %d bytes of data objects, want the packs' shards and headers only (under 1 MiB)", got)
+	}
+	if rep.PacksRebuilt != 1 || !slices.Equal(rep.Rebuilt[0].Rebuilt, []int{3}) || !slices.Equal(rep.Rebuilt[0].Corrupt, []int{3, 7}) {
+		t.Errorf("report %+v: want shard 3 of pack %s rebuilt, 3 and 7 damaged", rep, packs[1].Short())
+	}
+	if got, _ := tiers.LoadAll(t.Context(), local, shard(packs[1], 3), 0, 0); !bytes.Equal(got, objs[shard(packs[1], 3)]) {
+		t.Errorf("shard 3 not rebuilt")
+	}
+}
