@@ -102,6 +102,9 @@ func TestJSONListsNeverNull(t *testing.T) {
 	js("tape", "check", "--library", lib)
 	js("tape", "restore", "--library", lib, "latest", "--target", filepath.Join(e.dir, "from-tape"))
 
+	if err := os.Mkdir(filepath.Join(e.dir, "nas"), 0o700); err != nil { // tier run does not create it
+		t.Fatal(err)
+	}
 	cfg := writeFile(t, e.dir, "drpipe.yaml", fmt.Sprintf(`repo: %s
 tiering:
   tiers:
