@@ -46,7 +46,7 @@ func FuzzSiteState(f *testing.F) {
 	// Seeds are files written by the site itself.
 	rec := SnapshotRecord{ID: snapID.String(), Host: "hv01", Time: now.Add(-time.Hour), AssertedBy: "client", Client: "primary",
 		ReplicatedAt: now.Add(-time.Minute), SessionBytes: 1 << 30}
-	if err := st.putSnapshot(rec); err != nil {
+	if _, err := st.putSnapshot(rec, true); err != nil {
 		f.Fatal(err)
 	}
 	if err := st.addSession("primary", now, 100, 3); err != nil {

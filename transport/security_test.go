@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -386,4 +388,105 @@ func TestSessionJoin(t *testing.T) {
 	if c, err := repo.ReadConfig(ctx, st.s.store); err != nil || c.ID != cfg.ID {
 		t.Errorf("site config %v (%v), want %s", c, err, cfg.ID)
 	}
+}
+
+// TestSnapshotRecordOnlyForVerifiedSnapshots: the host and time a
+// primary asserts for a snapshot are recorded only for a snapshot object
+// the site verified and committed, and never replace those of a snapshot
+// the site already holds: neither a Put that fails verification nor one
+// that repairs a damaged copy changes what site status and the metrics
+// show for that snapshot.
+func TestSnapshotRecordOnlyForVerifiedSnapshots(t *testing.T) {
+	ctx := context.Background()
+	p := newPrimary(t)
+	p.backup("hv01", 5, 64<<10)
+	cfg := p.r.Config()
+	st := newSite(t, "")
+	if _, err := st.replicatePipe(ctx, p, -1, ReplicateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var snap tiers.Handle
+	for h := range objects(t, p.dir) {
+		if h.Type == tiers.TypeSnapshot {
+			snap = h
+		}
+	}
+	good, err := tiers.LoadAll(ctx, p.be, snap, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string) {
+		t.Helper()
+		s, err := st.s.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(s.Hosts) != 1 || s.Hosts[0].Host != "hv01" || s.Hosts[0].LatestSnapshot != snap.Name || s.SnapshotsWithoutMeta != 0 {
+			t.Errorf("%s: status hosts %+v (%d snapshots without meta), want hv01's snapshot %s", when, s.Hosts, s.SnapshotsWithoutMeta, snap.Name[:8])
+		}
+		// The running site's metrics, and those a restarted site seeds
+		// from its records.
+		m := NewMetrics()
+		s2, err := NewServer(ctx, ServerOptions{Dir: st.dir, Metrics: m})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s2.Close()
+		for _, m := range []*Metrics{st.s.m, m} {
+			srv := httptest.NewServer(m.Handler())
+			got := scrape(t, srv.URL)
+			srv.Close()
+			if v, ok := got[`drpipe_site_last_snapshot_timestamp_seconds{host="forged"}`]; ok {
+				t.Errorf("%s: the metrics show the forged host at %v", when, v)
+			}
+		}
+	}
+	check("after replication")
+	forged := func(context.Context, string) (*SnapshotMeta, error) {
+		return &SnapshotMeta{Host: "forged", Time: time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC)}, nil
+	}
+	sealAll := func(rs *rawSession) {
+		t.Helper()
+		for _, ty := range []tiers.Type{tiers.TypeConfig, tiers.TypeKey, tiers.TypeData, tiers.TypeIndex} {
+			if err := exchangeSeal(ctx, rs.ctl, ty, 10*time.Second); err != nil {
+				t.Fatalf("seal %s: %v", ty, err)
+			}
+		}
+	}
+
+	// The held snapshot's name offered with another size, then bytes that
+	// are not that snapshot.
+	rs, _, err := openRaw(t, st, cfg.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealAll(rs)
+	junk := bytes.Repeat([]byte{7}, len(good)+1)
+	if w, err := rs.offer(snap.Type, snap.Name, int64(len(junk))); err != nil || !w[0] {
+		t.Fatalf("offer %s with another size: %v %v", snap, w, err)
+	}
+	err = sendObject(ctx, rs.cc, &bytesBackend{junk}, job{h: snap, size: int64(len(junk))}, ReplicateOptions{Timeout: 10 * time.Second, SnapshotMeta: forged})
+	if code(err) != CodeVerify {
+		t.Fatalf("put of bytes that are not the snapshot: got %v, want a verification refusal", err)
+	}
+	check("after a refused put")
+
+	// The site's copy damaged (cut short), then repaired by a primary
+	// asserting another host and time: the object is replaced, its
+	// record is not.
+	if err := os.Truncate(filepath.Join(st.dir, "snapshots", snap.Name), int64(len(good)-1)); err != nil {
+		t.Fatal(err)
+	}
+	rs, _, err = openRaw(t, st, cfg.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealAll(rs)
+	if w, err := rs.offer(snap.Type, snap.Name, int64(len(good))); err != nil || !w[0] {
+		t.Fatalf("offer %s over its damaged copy: %v %v", snap, w, err)
+	}
+	if err := sendObject(ctx, rs.cc, &bytesBackend{good}, job{h: snap, size: int64(len(good))}, ReplicateOptions{Timeout: 10 * time.Second, SnapshotMeta: forged}); err != nil {
+		t.Fatalf("repair the damaged snapshot: %v", err)
+	}
+	check("after a repair")
 }

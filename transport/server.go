@@ -803,15 +803,13 @@ func (ss *session) put(ctx context.Context, st Stream, f Frame) (tiers.Handle, P
 	if err != nil {
 		return h, PutResult{CodeVerify, err.Error()}
 	}
+	// A snapshot the site holds already (a damaged copy being replaced,
+	// or one another session delivered since the offer) keeps the host
+	// and time asserted when it first arrived.
+	held := false
 	if h.Type == tiers.TypeSnapshot && m.Meta != nil {
-		// Record the client's assertion first: a record without its
-		// snapshot object is ignored, a snapshot without a record is
-		// reported as such.
-		rec := SnapshotRecord{ID: h.Name, Host: m.Meta.Host, Time: m.Meta.Time, AssertedBy: "client", Client: ss.peer,
-			ReplicatedAt: s.o.Now(), SessionBytes: ss.bytes.Load() + m.Size}
-		if err := s.state.putSnapshot(rec); err != nil {
-			return h, PutResult{CodeInternal, err.Error()}
-		}
+		_, err := s.store.Stat(ctx, h)
+		held = err == nil
 	}
 	body := newCheckedReader(idleReader{st: st, timeout: s.o.BodyIdleTimeout, now: s.o.Now}, v, m.Size)
 	if err := s.store.Put(ctx, h, body, m.Size); err != nil {
@@ -833,7 +831,7 @@ func (ss *session) put(ctx context.Context, st Stream, f Frame) (tiers.Handle, P
 	}
 	stored = true
 	ss.committed(h)
-	ss.bytes.Add(m.Size)
+	sessionBytes := ss.bytes.Add(m.Size)
 	ss.objects.Add(1)
 	s.m.object(string(h.Type), m.Size)
 	switch h.Type {
@@ -844,7 +842,19 @@ func (ss *session) put(ctx context.Context, st Stream, f Frame) (tiers.Handle, P
 			s.repoMu.Unlock()
 		}
 	case tiers.TypeSnapshot:
-		if m.Meta != nil {
+		if m.Meta == nil {
+			break
+		}
+		// The client's assertion is recorded once the snapshot is
+		// verified and committed: a snapshot without a record is
+		// reported as such.
+		rec := SnapshotRecord{ID: h.Name, Host: m.Meta.Host, Time: m.Meta.Time, AssertedBy: "client", Client: ss.peer,
+			ReplicatedAt: s.o.Now(), SessionBytes: sessionBytes}
+		written, err := s.state.putSnapshot(rec, !held)
+		if err != nil {
+			ss.log.Error("record the host and time of a committed snapshot; site status counts it as a snapshot without them",
+				"object", h.String(), "err", err)
+		} else if written {
 			s.m.snapshot(m.Meta.Host, float64(m.Meta.Time.UnixNano())/1e9)
 		}
 	}

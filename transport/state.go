@@ -118,10 +118,23 @@ func (s *siteState) readJSON(rel string, v any) error {
 	return json.Unmarshal(b, v)
 }
 
-func (s *siteState) putSnapshot(r SnapshotRecord) error {
+// putSnapshot writes the record of a committed snapshot. Unless replace
+// is set, a readable record the snapshot has already is kept; written
+// reports whether r was written.
+func (s *siteState) putSnapshot(r SnapshotRecord, replace bool) (written bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.writeJSON(path.Join("snapshots", r.ID+".json"), r)
+	rel := path.Join("snapshots", r.ID+".json")
+	if !replace {
+		var held SnapshotRecord
+		if s.readJSON(rel, &held) == nil {
+			return false, nil
+		}
+	}
+	if err := s.writeJSON(rel, r); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // addSession folds one session's counts into the client's record.
