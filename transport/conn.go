@@ -2,10 +2,17 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"time"
 )
+
+// ErrStreamAborted is matched (errors.Is) by the error of a Stream's Read
+// or Write when the peer aborted the stream: reset it, or stopped reading
+// it. A stream whose connection ended, closed by either end or lost,
+// fails with an error matching net.ErrClosed instead.
+var ErrStreamAborted = errors.New("stream aborted by the peer")
 
 // Stream is one ordered, reliable byte stream of a Conn, in both
 // directions. One goroutine may read while another writes; otherwise it

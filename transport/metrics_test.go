@@ -1,16 +1,23 @@
 package transport
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/drpipe/drpipe/internal/id"
 	"github.com/drpipe/drpipe/tiers"
 )
 
@@ -208,4 +215,148 @@ func TestMetricsSnapshotKeepsNewest(t *testing.T) {
 	if n := sumSeries(got, "drpipe_site_received_objects_total"); n != 0 {
 		t.Errorf("restarted server: %v objects received", n)
 	}
+}
+
+// TestMetricsPeerEndedStreams: a primary that aborts an object stream
+// (Ctrl-C), a restore that stops reading an object part-way, and a
+// connection that ends mid-object are counted under their own reasons and
+// logged below the level of protocol violations, not as malformed input
+// ("bad frame", "stream").
+func TestMetricsPeerEndedStreams(t *testing.T) {
+	ctx := context.Background()
+	p := newPrimary(t)
+	p.backup("hv01", 4, 8<<20)
+	var logs syncBuffer
+	dir := filepath.Join(t.TempDir(), "site")
+	s, err := NewServer(ctx, ServerOptions{Dir: dir, Metrics: NewMetrics(),
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	st := &site{t: t, dir: dir, s: s}
+	if _, err := st.replicatePipe(ctx, p, -1, ReplicateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s.m.Handler())
+	defer srv.Close()
+	// await waits until the site has counted want errors of reason.
+	await := func(reason string, want float64) {
+		t.Helper()
+		series := fmt.Sprintf(`drpipe_site_errors_total{reason=%q}`, reason)
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			got := scrape(t, srv.URL)
+			if got[series] >= want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s is %v, want %v; errors: %v", series, got[series], want, errorSeries(got))
+			}
+		}
+	}
+	var shard tiers.Handle
+	var size int64
+	for h, n := range objects(t, dir) {
+		if h.Type == tiers.TypeData && n > size {
+			shard, size = h, n
+		}
+	}
+	if size <= 256<<10 {
+		t.Fatalf("largest shard has %d bytes, want more than a stream's buffer", size)
+	}
+
+	// A restore that stops reading an object after its first bytes.
+	b := st.readPipe(t, SiteBackendOptions{})
+	stop := errors.New("enough")
+	if err := b.Load(ctx, shard, 0, 0, func(rd io.Reader) error {
+		_, err := io.ReadFull(rd, make([]byte, 10))
+		return errors.Join(err, stop)
+	}); !errors.Is(err, stop) {
+		t.Fatalf("load: %v", err)
+	}
+	await("aborted", 1)
+
+	// A primary that aborts an object stream part-way (Ctrl-C), and one
+	// that aborts a stream before its Put.
+	rs, _, err := openRaw(t, st, p.r.Config().ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := bytes.Repeat([]byte("k"), 4096)
+	kh := tiers.Handle{Type: tiers.TypeKey, Name: id.Hash(key).String()}
+	if w, err := rs.offer(kh.Type, kh.Name, int64(len(key))); err != nil || !w[0] {
+		t.Fatalf("offer: %v %v", w, err)
+	}
+	obj, err := rs.cc.OpenStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFrame(obj, FramePut, Put{Type: kh.Type, Name: kh.Name, Size: int64(len(key))}.encode()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := obj.Write(key[:100]); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the site is reading the body
+	obj.Abort()
+	await("aborted", 2)
+	if obj, err = rs.cc.OpenStream(ctx); err != nil {
+		t.Fatal(err)
+	}
+	obj.Abort()
+	await("aborted", 3)
+
+	// The connection ends while an object's body is on its way.
+	if obj, err = rs.cc.OpenStream(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFrame(obj, FramePut, Put{Type: kh.Type, Name: kh.Name, Size: int64(len(key))}.encode()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := obj.Write(key[:100]); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	rs.cc.CloseWithError(CodeOK, "")
+	await("disconnected", 1)
+
+	got := errorSeries(scrape(t, srv.URL))
+	for _, r := range []string{"bad frame", "stream"} {
+		if n := got[fmt.Sprintf(`drpipe_site_errors_total{reason=%q}`, r)]; n != 0 {
+			t.Errorf("%v streams ended by the primary counted as %q: %v", n, r, got)
+		}
+	}
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, "level=WARN") && !strings.Contains(line, `msg="session ended"`) {
+			t.Errorf("a stream the primary ended is logged as a warning: %s", line)
+		}
+	}
+}
+
+func errorSeries(m map[string]float64) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range m {
+		if strings.HasPrefix(k, "drpipe_site_errors_total") {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers (a log).
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

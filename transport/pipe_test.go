@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -54,7 +55,7 @@ func pipePairShared(peer string, budget *atomic.Int64) (client, server *pipeConn
 	return &pipeConn{l: l, client: true, peer: "site"}, &pipeConn{l: l, peer: peer}, l
 }
 
-var errCut = errors.New("pipe: connection cut")
+var errCut = fmt.Errorf("pipe: connection cut: %w", net.ErrClosed)
 
 func (l *pipeLink) close(err error) {
 	l.mu.Lock()
@@ -113,7 +114,7 @@ func (c *pipeConn) RemoteAddr() net.Addr { return pipeAddr("pipe:" + c.peer) }
 func (c *pipeConn) CloseWithError(code ErrorCode, msg string) error {
 	var err error = &RemoteError{Code: code, Message: msg}
 	if code == CodeOK {
-		err = errors.New("pipe: connection closed")
+		err = fmt.Errorf("pipe: connection closed: %w", net.ErrClosed)
 	}
 	c.l.close(err)
 	return nil
@@ -225,7 +226,7 @@ func (s *pipeStream) CloseWrite() error {
 func (s *pipeStream) CancelRead() {
 	s.in.set(func() {
 		if s.in.rerr == nil {
-			s.in.rerr = errors.New("pipe: stream reading cancelled by the peer")
+			s.in.rerr = fmt.Errorf("pipe: stream reading cancelled by the peer: %w", ErrStreamAborted)
 		}
 		s.in.buf = nil
 	})
@@ -241,7 +242,7 @@ func (s *pipeStream) kill(err error) {
 	}
 }
 
-func (s *pipeStream) Abort() { s.kill(errors.New("pipe: stream reset")) }
+func (s *pipeStream) Abort() { s.kill(fmt.Errorf("pipe: stream reset: %w", ErrStreamAborted)) }
 
 func (s *pipeStream) SetDeadline(t time.Time) error {
 	s.mu.Lock()

@@ -205,11 +205,17 @@ func (c *quicConn) CloseWithError(code ErrorCode, msg string) error {
 }
 
 // quicErr turns a connection closed by the site with an application error
-// into a RemoteError.
+// into a RemoteError, and a stream the peer reset or stopped reading into
+// an error matching ErrStreamAborted. quic-go's errors of a connection
+// that ended match net.ErrClosed already.
 func quicErr(err error) error {
 	var ae *quic.ApplicationError
 	if errors.As(err, &ae) && ae.Remote && ae.ErrorCode != 0 {
 		return fmt.Errorf("%w", &RemoteError{Code: ErrorCode(ae.ErrorCode), Message: ae.ErrorMessage})
+	}
+	var se *quic.StreamError
+	if errors.As(err, &se) && se.Remote {
+		return fmt.Errorf("%w: %w", ErrStreamAborted, err)
 	}
 	return err
 }

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -703,14 +705,20 @@ func (ss *session) receive(ctx context.Context, st Stream) {
 	st.SetDeadline(s.o.Now().Add(s.o.HandshakeTimeout))
 	f, err := ReadFrame(st)
 	if err != nil {
-		ss.log.Warn("object stream", "err", err)
-		s.m.Error("stream")
+		reason, lvl := streamEnded(err, "stream")
+		ss.log.Log(ctx, lvl, "object stream", "err", err)
+		s.m.Error(reason)
 		st.Abort()
 		return
 	}
 	st.SetDeadline(time.Time{})
-	h, res := ss.put(ctx, st, f)
-	if res.Code != CodeOK {
+	h, res, cut := ss.put(ctx, st, f)
+	switch {
+	case cut != nil:
+		reason, lvl := streamEnded(cut, res.Code.String())
+		s.m.Error(reason)
+		ss.log.Log(ctx, lvl, "object not received", "object", h.String(), "why", reason, "err", cut)
+	case res.Code != CodeOK:
 		s.m.Error(res.Code.String())
 		ss.log.Warn("object refused", "object", h.String(), "code", res.Code.String(), "reason", res.Message)
 	}
@@ -735,6 +743,24 @@ func (ss *session) receive(ctx context.Context, st Stream) {
 	}
 }
 
+// streamEnded names why a stream failed with err, for the errors metric,
+// and the level to log it at. A primary that aborted the stream (Ctrl-C,
+// a restore reading no further) or whose connection ended sent nothing
+// wrong: "aborted" and "disconnected" are logged at Info. A wait for its
+// bytes that timed out is "timeout"; any other failure is counted as
+// other.
+func streamEnded(err error, other string) (reason string, lvl slog.Level) {
+	switch {
+	case errors.Is(err, ErrStreamAborted):
+		return "aborted", slog.LevelInfo
+	case errors.Is(err, net.ErrClosed):
+		return "disconnected", slog.LevelInfo
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return "timeout", slog.LevelWarn
+	}
+	return other, slog.LevelWarn
+}
+
 // idleReader reads an object's body from st, bounding each wait for
 // bytes by timeout.
 type idleReader struct {
@@ -748,27 +774,31 @@ func (r idleReader) Read(p []byte) (int, error) {
 	return r.st.Read(p)
 }
 
-func (ss *session) put(ctx context.Context, st Stream, f Frame) (tiers.Handle, PutResult) {
+// put receives the object whose Put header is f and commits it once
+// verified. The error is the stream's when the body could not be read
+// (the stream failed): nothing was committed, and the result is what the
+// site would answer.
+func (ss *session) put(ctx context.Context, st Stream, f Frame) (tiers.Handle, PutResult, error) {
 	s := ss.s
 	if f.Type != FramePut {
-		return tiers.Handle{}, PutResult{CodeBadFrame, fmt.Sprintf("first frame of an object stream is %s, want Put", f.Type)}
+		return tiers.Handle{}, PutResult{CodeBadFrame, fmt.Sprintf("first frame of an object stream is %s, want Put", f.Type)}, nil
 	}
 	m, err := decodePut(f.Payload)
 	if err != nil {
-		return tiers.Handle{}, PutResult{CodeBadFrame, err.Error()}
+		return tiers.Handle{}, PutResult{CodeBadFrame, err.Error()}, nil
 	}
 	h := tiers.Handle{Type: m.Type, Name: m.Name}
 	if err := CheckName(h); err != nil {
-		return h, PutResult{CodeBadName, fmt.Sprintf("object name refused: %v", err)}
+		return h, PutResult{CodeBadName, fmt.Sprintf("object name refused: %v", err)}, nil
 	}
 	if err := ss.admit(h, m.Size); err != nil {
 		re := err.(*RemoteError)
-		return h, PutResult{re.Code, re.Message}
+		return h, PutResult{re.Code, re.Message}, nil
 	}
 	release, err := s.takeSite(ss.repo, h.Type)
 	if err != nil {
 		re := err.(*RemoteError)
-		return h, PutResult{re.Code, re.Message}
+		return h, PutResult{re.Code, re.Message}, nil
 	}
 	stored := false
 	defer func() {
@@ -801,7 +831,7 @@ func (ss *session) put(ctx context.Context, st Stream, f Frame) (tiers.Handle, P
 	}
 	v, err := newVerifier(h, m.Size, extra)
 	if err != nil {
-		return h, PutResult{CodeVerify, err.Error()}
+		return h, PutResult{CodeVerify, err.Error()}, nil
 	}
 	// A snapshot the site holds already (a damaged copy being replaced,
 	// or one another session delivered since the offer) keeps the host
@@ -818,16 +848,16 @@ func (ss *session) put(ctx context.Context, st Stream, f Frame) (tiers.Handle, P
 		if body.done && errors.As(body.err, &re) {
 			// The verdict on a complete body (not the stream's
 			// error): a sound object refused with its own code.
-			return h, PutResult{re.Code, re.Message}
+			return h, PutResult{re.Code, re.Message}, nil
 		}
 		if errors.As(err, &ve) {
-			return h, PutResult{CodeVerify, ve.Error()}
+			return h, PutResult{CodeVerify, ve.Error()}, nil
 		}
 		if body.err != nil && !errors.As(body.err, &ve) {
 			// The stream failed (cut, reset): nothing was committed.
-			return h, PutResult{CodeBadFrame, fmt.Sprintf("object body: %v", body.err)}
+			return h, PutResult{CodeBadFrame, fmt.Sprintf("object body: %v", body.err)}, body.err
 		}
-		return h, PutResult{CodeInternal, fmt.Sprintf("store %s: %v", h, err)}
+		return h, PutResult{CodeInternal, fmt.Sprintf("store %s: %v", h, err)}, nil
 	}
 	stored = true
 	ss.committed(h)
@@ -859,5 +889,5 @@ func (ss *session) put(ctx context.Context, st Stream, f Frame) (tiers.Handle, P
 		}
 	}
 	ss.log.Debug("object committed", "object", h.String(), "bytes", m.Size)
-	return h, PutResult{Code: CodeOK}
+	return h, PutResult{Code: CodeOK}, nil
 }

@@ -40,8 +40,9 @@ func (s *Server) serveRead(ctx context.Context, st Stream, log *slog.Logger) {
 	st.SetDeadline(s.o.Now().Add(s.o.HandshakeTimeout))
 	f, err := ReadFrame(st)
 	if err != nil {
-		log.Warn("read stream", "err", err)
-		s.m.Error("stream")
+		reason, lvl := streamEnded(err, "stream")
+		log.Log(ctx, lvl, "read stream", "err", err)
+		s.m.Error(reason)
 		st.Abort()
 		return
 	}
@@ -92,8 +93,9 @@ func (s *Server) endRead(st Stream, log *slog.Logger, op string, err error) {
 			return
 		}
 	default:
-		log.Warn("read stream", "op", op, "err", err)
-		s.m.Error("stream")
+		reason, lvl := streamEnded(err, "stream")
+		log.Log(context.Background(), lvl, "read stream", "op", op, "err", err)
+		s.m.Error(reason)
 	}
 	st.Abort()
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
@@ -289,6 +290,28 @@ func TestSiteBackendOverQUIC(t *testing.T) {
 	}
 	if listed != n {
 		t.Errorf("listed %d objects over QUIC, loaded %d", listed, n)
+	}
+	// A read stream the client resets part-way through its request is
+	// counted as aborted, not as a failed stream.
+	rst, err := c.OpenStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rst.Write([]byte{ProtocolVersion, byte(FrameGet)}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the site is reading the request
+	rst.Abort()
+	srv := httptest.NewServer(st.s.m.Handler())
+	defer srv.Close()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		got := scrape(t, srv.URL)
+		if got[`drpipe_site_errors_total{reason="aborted"}`] == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a read stream the client reset: errors %v, want one aborted", errorSeries(got))
+		}
 	}
 	// A client certificate of another CA is refused at the handshake.
 	otc, _, err := ClientTLS(otherDir, "hv01")
