@@ -39,6 +39,11 @@ type RepairReport struct {
 	// because storage failed to read some of their shards (rather than
 	// finding them missing or damaged): they may read another time.
 	Held []id.ID `json:"held,omitempty"`
+	// NotStored lists rebuilt shards ("<pack id>-<i>") that still read
+	// damaged once stored: storage kept the damaged object (one under
+	// retention it will not replace). Their packs are not in
+	// PacksRepaired, and Repair returns ErrUnrepairable.
+	NotStored []string `json:"not_stored,omitempty"`
 	// Check is the check report the repair worked from.
 	Check *CheckReport `json:"check"`
 }
@@ -156,6 +161,10 @@ func (r *Repository) Repair(ctx context.Context, o CheckOptions) (*RepairReport,
 	}
 	if len(rep.Lost) > 0 {
 		return rep, ErrUnrepairable
+	}
+	if n := len(rep.NotStored); n > 0 {
+		return rep, fmt.Errorf("%w: %d rebuilt shards still read damaged once stored, e.g. data/%s: the storage kept the damaged objects (under retention?); remove them when it allows, and run repair again",
+			ErrUnrepairable, n, rep.NotStored[0])
 	}
 	if n := chk.UnreadableIndexes - rep.IndexesReplaced; n > 0 {
 		return rep, fmt.Errorf("%d unreadable index objects left in place, because they may not be damaged (drpipe check says why: upgrade drpipe if a newer one wrote them, retry after a storage error)", n)
@@ -444,13 +453,27 @@ func (r *Repository) rewriteShards(ctx context.Context, p PackInfo, rebuilt map[
 	if len(rebuilt) == 0 {
 		return nil
 	}
+	whole := true
 	for i, obj := range rebuilt {
-		if err := r.be.Put(ctx, p.ShardHandle(i), bytes.NewReader(obj), int64(len(obj))); err != nil {
+		h := p.ShardHandle(i)
+		if err := r.be.Put(ctx, h, bytes.NewReader(obj), int64(len(obj))); err != nil {
 			return fmt.Errorf("rewrite shard %d of pack %s: %w", i, p.ID.Short(), err)
+		}
+		// Read back: a store that keeps an object already there (under
+		// retention, of the same size) reports success.
+		if b, err := tiers.LoadAll(ctx, r.be, h, 0, 0); err != nil || !bytes.Equal(b, obj) {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			rep.NotStored = append(rep.NotStored, h.Name)
+			whole = false
+			continue
 		}
 		rep.ShardsRewritten++
 	}
-	rep.PacksRepaired = append(rep.PacksRepaired, p.ID)
+	if whole {
+		rep.PacksRepaired = append(rep.PacksRepaired, p.ID)
+	}
 	return nil
 }
 

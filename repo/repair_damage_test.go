@@ -205,3 +205,37 @@ func TestCheckPackThatCannotBeRebuilt(t *testing.T) {
 		t.Errorf("repair of a pack it cannot fix: %v, want ErrUnrepairable", err)
 	}
 }
+
+// TestRepairReadsBackRewrittenShards: a rebuilt shard is read back once
+// stored; one the storage kept damaged (an object under retention it will
+// not replace, a write cut short) makes repair fail naming it, and its
+// pack is not reported repaired.
+func TestRepairReadsBackRewrittenShards(t *testing.T) {
+	ctx := context.Background()
+	mem := tierstest.NewMemory()
+	fb := tierstest.NewFaulty(mem, 1)
+	r := testRepo(t, fb, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20})
+	smallSnapshot(t, r)
+	var victim tiers.Handle
+	if err := mem.List(ctx, tiers.TypeData, func(oi tiers.ObjectInfo) error {
+		victim = oi.Handle
+		return errStop
+	}); err != nil && !errors.Is(err, errStop) {
+		t.Fatal(err)
+	}
+	if err := mem.Remove(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	fb.Inject(tierstest.Fault{Op: tierstest.OpPut, Type: tiers.TypeData, Kind: tierstest.Truncate})
+	rep, err := r.Repair(ctx, CheckOptions{})
+	if !errors.Is(err, ErrUnrepairable) || !strings.Contains(err.Error(), victim.Name) {
+		t.Fatalf("repair whose rewrite did not take: %v, want ErrUnrepairable naming %s", err, victim.Name)
+	}
+	if len(rep.NotStored) != 1 || rep.NotStored[0] != victim.Name || len(rep.PacksRepaired) != 0 || rep.ShardsRewritten != 0 {
+		t.Errorf("report: not stored %v, repaired %v, %d rewritten; want %s not stored and nothing repaired", rep.NotStored, rep.PacksRepaired, rep.ShardsRewritten, victim.Name)
+	}
+	fb.Reset()
+	if _, err := r.Repair(ctx, CheckOptions{}); err != nil {
+		t.Fatalf("repair once storage stores again: %v", err)
+	}
+}

@@ -654,7 +654,10 @@ func (a *app) repairCmd() *cobra.Command {
 					a.printf("LOST pack %s: cannot be rebuilt from its %d intact shards (%s); affects: %s\n", d.Pack, intact, strings.Join(d.Details, "; "), listed(d.Files, d.MoreFiles))
 				}
 			}
-			if errors.Is(err, repo.ErrUnrepairable) {
+			for _, n := range rep.NotStored {
+				a.printf("NOT STORED data/%s: rebuilt, but it still reads damaged once stored (the storage kept the damaged object)\n", n)
+			}
+			if errors.Is(err, repo.ErrUnrepairable) && len(rep.Lost) > 0 {
 				a.printf("back up the affected files again (a new backup stores the chunks removed from the index anew, which makes the older snapshots that refer to them whole again too), or restore them from another tier (DR site, bucket, tape)\n")
 			}
 			return err
