@@ -490,3 +490,41 @@ func TestSnapshotRecordOnlyForVerifiedSnapshots(t *testing.T) {
 	}
 	check("after a repair")
 }
+
+// TestSnapshotWithoutRecordIsWantedAgain: a snapshot the site holds but
+// has no record of (it stopped between the commit and the record's
+// write) is wanted at the next replication, which brings its host and
+// time; one with a record is not sent again.
+func TestSnapshotWithoutRecordIsWantedAgain(t *testing.T) {
+	ctx := context.Background()
+	p := newPrimary(t)
+	p.backup("hv01", 5, 64<<10)
+	st := newSite(t, "")
+	if _, err := st.replicatePipe(ctx, p, -1, ReplicateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := filepath.Glob(filepath.Join(st.dir, StateDirName, "snapshots", "*.json"))
+	if len(recs) != 1 {
+		t.Fatalf("%d snapshot records at the site, want 1", len(recs))
+	}
+	if err := os.Remove(recs[0]); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := st.s.Status(ctx); err != nil || s.SnapshotsWithoutMeta != 1 {
+		t.Fatalf("status with the record gone: %+v, %v", s, err)
+	}
+	rep, err := st.replicatePipe(ctx, p, -1, ReplicateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.SentTotal.Objects != 1 {
+		t.Errorf("replicate sent %d objects, want the snapshot without a record", rep.SentTotal.Objects)
+	}
+	s, err := st.s.Status(ctx)
+	if err != nil || s.SnapshotsWithoutMeta != 0 || len(s.Hosts) != 1 || s.Hosts[0].Host != "hv01" {
+		t.Errorf("status after the snapshot came again: %+v, %v", s, err)
+	}
+	if rep, err := st.replicatePipe(ctx, p, -1, ReplicateOptions{}); err != nil || rep.SentTotal.Objects != 0 {
+		t.Errorf("replicate with nothing new: %d objects sent, %v", rep.SentTotal.Objects, err)
+	}
+}

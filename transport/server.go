@@ -612,7 +612,10 @@ func (ss *session) offer(ctx context.Context, m Offer) (Want, error) {
 			return Want{}, refusal(CodeTooLarge, "%s is %d bytes, this site accepts at most %d", h, e.Size, ss.s.o.MaxObjectSize)
 		}
 		oi, err := ss.s.store.Stat(ctx, h)
-		if err == nil && oi.Size == e.Size {
+		// A held snapshot without a record (the site stopped between
+		// its commit and the record's write) is wanted again, so that
+		// its host and time come with it: it is a small object.
+		if err == nil && oi.Size == e.Size && (h.Type != tiers.TypeSnapshot || ss.s.state.hasSnapshot(e.Name)) {
 			continue
 		}
 		if err != nil && !errors.Is(err, tiers.ErrNotFound) {

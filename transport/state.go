@@ -137,6 +137,14 @@ func (s *siteState) putSnapshot(r SnapshotRecord, replace bool) (written bool, e
 	return true, nil
 }
 
+// hasSnapshot reports whether the snapshot has a readable record.
+func (s *siteState) hasSnapshot(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var r SnapshotRecord
+	return s.readJSON(path.Join("snapshots", id+".json"), &r) == nil
+}
+
 // addSession folds one session's counts into the client's record.
 func (s *siteState) addSession(name string, at time.Time, bytes, objects int64) error {
 	s.mu.Lock()
