@@ -145,7 +145,7 @@ func (a *app) tierTargets(ctx context.Context, cfg *policy.Config, r *repo.Repos
 		case policy.KindSite:
 			// The site holds the key slots of the last copy into it: it
 			// is read with the primary's too (a password changed since).
-			tg, closer, err := a.siteTarget(ctx, t, func(be tiers.Backend) (*repo.Repository, error) { return openReplica(be, r.Backend()) })
+			tg, closer, err := a.siteTarget(ctx, t, r, func(be tiers.Backend) (*repo.Repository, error) { return openReplica(be, r.Backend()) })
 			if err != nil {
 				closeAll()
 				return nil, nil, fmt.Errorf("tier %s: %w", t.Name, err)
@@ -409,16 +409,17 @@ func (a *app) runTier(ctx context.Context, execute bool) error {
 
 // siteTarget is the DR site as a tier: sending is replication over QUIC.
 type siteTarget struct {
-	a    *app
-	tier policy.Tier
-	open func(tiers.Backend) (*repo.Repository, error)
+	a       *app
+	tier    policy.Tier
+	primary *repo.Repository // whose snapshots' host and time are sent
+	open    func(tiers.Backend) (*repo.Repository, error)
 }
 
-func (a *app) siteTarget(_ context.Context, t policy.Tier, open func(tiers.Backend) (*repo.Repository, error)) (policy.Target, func(), error) {
+func (a *app) siteTarget(_ context.Context, t policy.Tier, primary *repo.Repository, open func(tiers.Backend) (*repo.Repository, error)) (policy.Target, func(), error) {
 	if t.TLSDir == "" {
 		return nil, nil, usagef("tiering tier %s: a site tier needs tls_dir", t.Name)
 	}
-	return &siteTarget{a: a, tier: t, open: open}, func() {}, nil
+	return &siteTarget{a: a, tier: t, primary: primary, open: open}, func() {}, nil
 }
 
 func (s *siteTarget) dial(ctx context.Context) (transport.Conn, error) {
@@ -473,7 +474,10 @@ func (s *siteTarget) Send(ctx context.Context, view tiers.Backend, _ []id.ID) (i
 		return 0, 0, err
 	}
 	defer c.CloseWithError(transport.CodeOK, "done")
-	rep, err := transport.Replicate(ctx, c, view, transport.ReplicateOptions{Program: "drpipe " + version + " tier run"})
+	// Snapshots go with their host and time, as replicate sends them,
+	// for the site's status.
+	cache := &snapshotCache{repo: func(context.Context) (*repo.Repository, error) { return s.primary, nil }, m: map[string]*transport.SnapshotMeta{}}
+	rep, err := transport.Replicate(ctx, c, view, transport.ReplicateOptions{Program: "drpipe " + version + " tier run", SnapshotMeta: cache.get})
 	if rep == nil {
 		return 0, 0, err
 	}

@@ -100,6 +100,11 @@ tiering:
 	if n := len(repoObjects(t, drDir)); n == 0 {
 		t.Fatal("tier run left the DR site empty")
 	}
+	// The snapshots came with their host and time, as replicate sends
+	// them: the site's status names the host.
+	if st := e.siteStatus(t, "--repo", drDir); len(st.Hosts) != 1 || st.Hosts[0].Host != "hv01" {
+		t.Errorf("site status after tier run: %+v, want host hv01", st)
+	}
 	// The plan now sees what the site holds: nothing left to copy there.
 	var pl struct {
 		Tiers []struct {
