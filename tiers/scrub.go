@@ -488,12 +488,17 @@ func scrubPack(ctx context.Context, be Backend, o ScrubOptions, pl *scrubPackLis
 		// short read, a bit flipped on the way) makes intact shards
 		// look damaged: each is read again before it is removed, and
 		// one that verifies then, or cannot be read, leaves the pack
-		// unread, nothing removed.
+		// unread, nothing removed. So is one that was not read for its
+		// listed size: replication may have stored it again since.
 		for _, i := range sp.Corrupt {
-			if _, ok := objs[i]; !ok {
-				continue // listed larger than any shard: not read
-			}
 			h := Handle{Type: TypeData, Name: erasure.ShardName(pl.id, i)}
+			if j := slices.IndexFunc(pl.shards, func(s scrubShard) bool { return s.index == i }); pl.shards[j].size > maxShardObject {
+				// Listed larger than any shard: not read, unless it
+				// is no longer.
+				if oi, err := be.Stat(ctx, h); err == nil && oi.Size > maxShardObject {
+					continue
+				}
+			}
 			damaged, err := stillDamaged(ctx, be, h)
 			switch {
 			case errors.Is(err, ErrNotFound):

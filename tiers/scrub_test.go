@@ -362,3 +362,38 @@ func TestScrubReadsOnlyShardsThatFit(t *testing.T) {
 		t.Errorf("shard 3 not rebuilt")
 	}
 }
+
+// A shard listed at another size than the pack's (cut short when listed)
+// that replication stored again since is read before it is removed: the
+// scrub must not remove the intact shards a session just delivered.
+func TestScrubReadsUnfitShardsAgainBeforeRemoving(t *testing.T) {
+	local, objs, packs := scrubRepo(t)
+	listed := map[tiers.Handle]int64{}
+	for _, i := range []int{0, 1, 2, 3} {
+		listed[shard(packs[1], i)] = 100 // as listed before replication sent them again
+	}
+	rep, err := tiers.Scrub(t.Context(), scrubSizes{local, listed}, tiers.ScrubOptions{RemoveDamaged: true, MinAge: time.Nanosecond, Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Removed != 0 || rep.PacksLost != 0 || rep.PacksUnread != 1 {
+		t.Errorf("report %+v: want nothing removed, pack %s unread", rep, packs[1].Short())
+	}
+	equalContent(t, local, objs)
+}
+
+// scrubSizes lists the objects of size with that size, as a listing taken
+// before they were stored again does.
+type scrubSizes struct {
+	tiers.Backend
+	size map[tiers.Handle]int64
+}
+
+func (s scrubSizes) List(ctx context.Context, typ tiers.Type, fn func(tiers.ObjectInfo) error) error {
+	return s.Backend.List(ctx, typ, func(oi tiers.ObjectInfo) error {
+		if n, ok := s.size[oi.Handle]; ok {
+			oi.Size = n
+		}
+		return fn(oi)
+	})
+}
