@@ -290,8 +290,10 @@ func scrubPack(ctx context.Context, be Backend, o ScrubOptions, pl *scrubPackLis
 	// table hashes to the pack ID (all such headers agree: the table is
 	// what the ID hashes). Only shards of that index range and size are
 	// read whole, so memory stays at one pack's shards whatever the
-	// listing says.
+	// listing says. Without such a header nothing can be rebuilt: the
+	// shards whose header was read are damaged, and not read whole.
 	var hd *erasure.Header
+	foreign := map[int]bool{} // header read, not of the pack
 	slices.SortFunc(pl.shards, func(a, b scrubShard) int { return a.index - b.index })
 	for _, s := range pl.shards {
 		h := Handle{Type: TypeData, Name: erasure.ShardName(pl.id, s.index)}
@@ -304,10 +306,11 @@ func scrubPack(ctx context.Context, be Backend, o ScrubOptions, pl *scrubPackLis
 			hd = &x
 			break
 		}
+		foreign[s.index] = true
 	}
 	for _, s := range pl.shards {
 		h := Handle{Type: TypeData, Name: erasure.ShardName(pl.id, s.index)}
-		unfit := s.size > maxShardObject || hd != nil && (s.index >= hd.K+hd.M || s.size != hd.ObjectSize())
+		unfit := s.size > maxShardObject || hd != nil && (s.index >= hd.K+hd.M || s.size != hd.ObjectSize()) || hd == nil && foreign[s.index]
 		if unfit {
 			// Not read whole: gone since the listing is a prune's
 			// doing, not damage.
@@ -328,6 +331,9 @@ func scrubPack(ctx context.Context, be Backend, o ScrubOptions, pl *scrubPackLis
 		case hd != nil && s.size != hd.ObjectSize():
 			sp.Corrupt = append(sp.Corrupt, s.index)
 			sp.Error = fmt.Sprintf("shard %d is %d bytes, the pack's are %d", s.index, s.size, hd.ObjectSize())
+			continue
+		case hd == nil && foreign[s.index]:
+			sp.Corrupt = append(sp.Corrupt, s.index)
 			continue
 		}
 		b, err := LoadAll(ctx, be, h, 0, 0)

@@ -397,3 +397,34 @@ func (s scrubSizes) List(ctx context.Context, typ tiers.Type, fn func(tiers.Obje
 		return fn(oi)
 	})
 }
+
+// A pack none of whose shards has a header of the pack is read no
+// further than its headers: nothing of it can be rebuilt, and a listing of
+// garbage under its name cannot make scrub hold it.
+func TestScrubReadsNoShardWithoutAHeaderOfThePack(t *testing.T) {
+	local, objs, packs := scrubRepo(t)
+	for i := range 6 {
+		if err := tiers.PutBytes(t.Context(), local, shard(packs[1], i), randBytes(uint64(i), 4<<20)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	be := tierstest.NewCounting(local)
+	rep, err := tiers.Scrub(t.Context(), be, tiers.ScrubOptions{Workers: 1, MinAge: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := be.Counts(tiers.TypeData).BytesLoaded; got > 1<<20 {
+		t.Errorf("scrub read %d bytes of data objects, want the packs' shards and headers only (under 1 MiB)", got)
+	}
+	if rep.PacksLost != 1 || !slices.Equal(rep.Lost[0].Corrupt, []int{0, 1, 2, 3, 4, 5}) {
+		t.Errorf("report %+v: want pack %s lost, its 6 shards damaged", rep, packs[1].Short())
+	}
+	for i := range 6 {
+		delete(objs, shard(packs[1], i))
+	}
+	rep, err = tiers.Scrub(t.Context(), local, tiers.ScrubOptions{Workers: 1, MinAge: time.Nanosecond, RemoveDamaged: true})
+	if err != nil || rep.Removed != 6 {
+		t.Errorf("scrub --remove-damaged: %v, %+v: want the 6 shards removed", err, rep)
+	}
+	equalContent(t, local, objs)
+}
