@@ -48,12 +48,26 @@ func (a *app) tieringConfig() (*policy.Config, error) {
 }
 
 // sameLocation reports whether a tier's configured location names the
-// backend at loc (a directory given relative or as file://, or a bucket
-// with or without a trailing slash).
+// backend at loc (a directory given relative, as file:// or through a
+// symbolic link, or a bucket prefix with the slashes s3:// locations
+// drop).
 func sameLocation(configured, loc string) bool {
 	if dir, ok := localDir(configured); ok {
 		abs, err := filepath.Abs(dir)
-		return err == nil && abs == filepath.Clean(loc)
+		if err != nil {
+			return false
+		}
+		if abs == filepath.Clean(loc) {
+			return true
+		}
+		a, aerr := os.Stat(abs)
+		b, berr := os.Stat(loc)
+		return aerr == nil && berr == nil && os.SameFile(a, b)
+	}
+	cb, cp, cerr := s3tier.ParseURL(configured)
+	lb, lp, lerr := s3tier.ParseURL(loc)
+	if cerr == nil && lerr == nil {
+		return cb == lb && cp == lp
 	}
 	return strings.TrimSuffix(configured, "/") == strings.TrimSuffix(loc, "/")
 }

@@ -443,3 +443,35 @@ func mustGetwd(t *testing.T) string {
 	}
 	return wd
 }
+
+// TestTierSameLocation: the primary tier's location names the repository
+// however it is written: through a symbolic link to its directory, or as
+// a bucket prefix spelt with the slashes s3:// locations drop.
+func TestTierSameLocation(t *testing.T) {
+	dir := t.TempDir()
+	repoDir := filepath.Join(dir, "repo")
+	if err := os.Mkdir(repoDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(repoDir, filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		configured, loc string
+		same            bool
+	}{
+		{repoDir + "/", repoDir, true},
+		{"file://" + repoDir, repoDir, true},
+		{filepath.Join(dir, "link"), repoDir, true},
+		{filepath.Join(dir, "other"), repoDir, false},
+		{"s3://bucket/prefix/", "s3://bucket/prefix", true},
+		{"s3://bucket//prefix", "s3://bucket/prefix", true},
+		{"s3://bucket/", "s3://bucket", true},
+		{"s3://bucket/other", "s3://bucket/prefix", false},
+		{"s3://other/prefix", "s3://bucket/prefix", false},
+	} {
+		if got := sameLocation(c.configured, c.loc); got != c.same {
+			t.Errorf("sameLocation(%q, %q) = %v, want %v", c.configured, c.loc, got, c.same)
+		}
+	}
+}
