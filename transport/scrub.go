@@ -39,6 +39,10 @@ func (s *Server) scrubOnce(ctx context.Context) *tiers.ScrubReport {
 	}
 	s.m.scrubbed(rep, err, s.o.Now())
 	for _, p := range rep.Rebuilt {
+		if len(p.NotStored) > 0 {
+			s.log.Error("scrub: rebuilt shards still read damaged once stored", "pack", p.Pack.String(), "shards", p.Rebuilt, "not_stored", p.NotStored, "err", p.Error)
+			continue
+		}
 		s.log.Warn("scrub rebuilt lost shards from parity", "pack", p.Pack.String(), "shards", p.Rebuilt, "missing", p.Missing, "damaged", p.Corrupt)
 	}
 	for _, p := range rep.Lost {
@@ -52,8 +56,8 @@ func (s *Server) scrubOnce(ctx context.Context) *tiers.ScrubReport {
 		s.log.Error("scrub: object damaged", "object", o.Object, "err", o.Error, "removed", o.Removed)
 	}
 	attrs := []any{"packs", rep.Packs, "shards", rep.Shards, "objects", rep.Objects, "bytes", rep.Bytes,
-		"packs_rebuilt", rep.PacksRebuilt, "packs_lost", rep.PacksLost, "packs_unread", rep.PacksUnread,
-		"damaged", rep.Damaged, "removed", rep.Removed, "duration_s", rep.Duration}
+		"packs_rebuilt", rep.PacksRebuilt, "shards_not_stored", rep.ShardsNotStored, "packs_lost", rep.PacksLost, "packs_unread", rep.PacksUnread,
+		"damaged", rep.Damaged, "objects_unread", rep.ObjectsUnread, "removed", rep.Removed, "duration_s", rep.Duration}
 	switch {
 	case err != nil:
 		s.log.Error("scrub failed", append(attrs, "err", err)...)
