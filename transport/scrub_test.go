@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/drpipe/drpipe/tiers"
 	"github.com/drpipe/drpipe/tiers/tierstest"
@@ -49,5 +50,27 @@ func TestSiteScrubLogsShardsNotStored(t *testing.T) {
 		if !strings.Contains(log.String(), want) {
 			t.Errorf("site log lacks %q:\n%s", want, log.String())
 		}
+	}
+}
+
+// Serve returns when accepting fails, its scrubs stopped: it does not
+// wait for the next scrub forever.
+func TestServeWithScrubsReturnsWhenAcceptFails(t *testing.T) {
+	s, err := NewServer(context.Background(), ServerOptions{Dir: t.TempDir(), ScrubInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	l := &pipeListener{conns: make(chan Conn), done: make(chan struct{})}
+	close(l.done)
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(t.Context(), l) }()
+	select {
+	case err := <-served:
+		if err == nil || !strings.Contains(err.Error(), "accept") {
+			t.Errorf("Serve: %v, want the accept error", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after accepting failed")
 	}
 }

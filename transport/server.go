@@ -229,9 +229,14 @@ func (s *Server) Serve(ctx context.Context, l Listener) error {
 	var wg sync.WaitGroup
 	var acceptErr error
 	if s.o.ScrubInterval > 0 {
+		// Stopped when Serve returns, on an accept error as on ctx.
+		scrubCtx, stopScrubs := context.WithCancel(ctx)
 		var scrubs sync.WaitGroup
-		scrubs.Go(func() { s.scrubLoop(ctx) })
-		defer scrubs.Wait()
+		scrubs.Go(func() { s.scrubLoop(scrubCtx) })
+		defer func() {
+			stopScrubs()
+			scrubs.Wait()
+		}()
 	}
 	for {
 		c, err := l.Accept(ctx)
