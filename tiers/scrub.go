@@ -387,7 +387,8 @@ func scrubPack(ctx context.Context, be Backend, o ScrubOptions, pl *scrubPackLis
 	if res != nil {
 		sp.Corrupt = append(sp.Corrupt, res.Corrupt...)
 		for _, i := range res.Missing {
-			if !slices.Contains(sp.Unread, i) {
+			// Not read whole is not absent: an unread or unfit shard.
+			if !slices.Contains(sp.Unread, i) && !slices.Contains(sp.Corrupt, i) {
 				sp.Missing = append(sp.Missing, i)
 			}
 		}

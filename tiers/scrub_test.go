@@ -355,8 +355,8 @@ func TestScrubReadsOnlyShardsThatFit(t *testing.T) {
 	if got := be.Counts(tiers.TypeData).BytesLoaded; got > 1<<20 {
 		t.Errorf("scrub read %d bytes of data objects, want the packs' shards and headers only (under 1 MiB)", got)
 	}
-	if rep.PacksRebuilt != 1 || !slices.Equal(rep.Rebuilt[0].Rebuilt, []int{3}) || !slices.Equal(rep.Rebuilt[0].Corrupt, []int{3, 7}) {
-		t.Errorf("report %+v: want shard 3 of pack %s rebuilt, 3 and 7 damaged", rep, packs[1].Short())
+	if rep.PacksRebuilt != 1 || !slices.Equal(rep.Rebuilt[0].Rebuilt, []int{3}) || !slices.Equal(rep.Rebuilt[0].Corrupt, []int{3, 7}) || len(rep.Rebuilt[0].Missing) != 0 {
+		t.Errorf("report %+v: want shard 3 of pack %s rebuilt, 3 and 7 damaged, none missing", rep, packs[1].Short())
 	}
 	if got, _ := tiers.LoadAll(t.Context(), local, shard(packs[1], 3), 0, 0); !bytes.Equal(got, objs[shard(packs[1], 3)]) {
 		t.Errorf("shard 3 not rebuilt")
