@@ -71,8 +71,8 @@ func (s *Server) scrubOnce(ctx context.Context) *tiers.ScrubReport {
 
 // scrubMetrics are the site's metrics of its scrubs (ServerOptions.ScrubInterval).
 type scrubMetrics struct {
-	last, duration, lost, damaged prometheus.Gauge
-	rebuilt, removed, failed      prometheus.Counter
+	last, duration, lost, damaged, clean prometheus.Gauge
+	rebuilt, removed, failed             prometheus.Counter
 }
 
 func newScrubMetrics() scrubMetrics {
@@ -87,6 +87,7 @@ func newScrubMetrics() scrubMetrics {
 		duration: g("drpipe_site_scrub_duration_seconds", "Duration of the last scrub that ran to its end."),
 		lost:     g("drpipe_site_scrub_packs_lost", "Packs the last scrub found with fewer than K intact shards (their damaged shards removed, for replication to send again)."),
 		damaged:  g("drpipe_site_scrub_damaged_objects", "Index, snapshot, key and tombstone objects the last scrub found damaged (and removed)."),
+		clean:    g("drpipe_site_scrub_clean", "1 when the last scrub left no damage (none lost, unread, damaged or not stored), else 0."),
 		rebuilt:  c("drpipe_site_scrub_shards_rebuilt_total", "Shards scrubs rebuilt from parity."),
 		removed:  c("drpipe_site_scrub_objects_removed_total", "Damaged objects scrubs removed, for replication to send again."),
 		failed:   c("drpipe_site_scrub_failures_total", "Scrubs that stopped on an error (listing, rewriting or removing)."),
@@ -94,7 +95,7 @@ func newScrubMetrics() scrubMetrics {
 }
 
 func (s scrubMetrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{s.last, s.duration, s.lost, s.damaged, s.rebuilt, s.removed, s.failed}
+	return []prometheus.Collector{s.last, s.duration, s.lost, s.damaged, s.clean, s.rebuilt, s.removed, s.failed}
 }
 
 // scrubbed records a scrub's report (and error) at time now.
@@ -112,4 +113,9 @@ func (m *Metrics) scrubbed(rep *tiers.ScrubReport, err error, now time.Time) {
 	m.scrub.duration.Set(rep.Duration)
 	m.scrub.lost.Set(float64(rep.PacksLost))
 	m.scrub.damaged.Set(float64(rep.Damaged))
+	clean := 0.0
+	if rep.Clean() {
+		clean = 1
+	}
+	m.scrub.clean.Set(clean)
 }

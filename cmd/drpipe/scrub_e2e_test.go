@@ -141,7 +141,7 @@ func TestSiteScrubsItself(t *testing.T) {
 	m = wait("a scrub after the replicate", func(m map[string]float64) bool {
 		return m["drpipe_site_scrub_last_timestamp_seconds"] > sent+0.1
 	})
-	if m["drpipe_site_scrub_packs_lost"] != 0 || m["drpipe_site_scrub_objects_removed_total"] != 3 || m["drpipe_site_scrub_failures_total"] != 0 {
+	if m["drpipe_site_scrub_packs_lost"] != 0 || m["drpipe_site_scrub_objects_removed_total"] != 3 || m["drpipe_site_scrub_failures_total"] != 0 || m["drpipe_site_scrub_clean"] != 1 {
 		t.Errorf("after the replicate: metrics %v, want no pack lost, nothing more removed, no failure", m)
 	}
 	log, _ := os.ReadFile(sp.log.Name())
