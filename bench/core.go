@@ -279,30 +279,35 @@ func drpipeTool(env *Env) *tool {
 	t := &tool{name: "drpipe", repo: env.Path("repo-drpipe")}
 	t.env = []string{"DRPIPE_PASSWORD=bench"}
 	cache := env.Path("drpipe-cache")
+	// snapshots maps each backup's label to the id it printed, so a
+	// restore names its snapshot itself: restic and borg select theirs
+	// (latest --tag, the archive name) within the restore they are timed
+	// for, and a drpipe lookup run after the cache drop but before the
+	// timed restore would read the binary, keys and index into the page
+	// cache for it.
+	snapshots := map[string]string{}
 	t.init = func(ctx context.Context) error {
 		_, err := Run(ctx, t.env, env.Drpipe, "init", "--repo", t.repo, "--cache-dir", cache)
 		return err
 	}
 	t.backup = func(ctx context.Context, label, path string) (*Measurement, error) {
-		return Run(ctx, t.env, env.Drpipe, "backup", "--json", "--repo", t.repo, "--cache-dir", cache, "--host", "bench", "--tag", label, path)
+		m, err := Run(ctx, t.env, env.Drpipe, "backup", "--json", "--repo", t.repo, "--cache-dir", cache, "--host", "bench", "--tag", label, path)
+		if err != nil {
+			return m, err
+		}
+		var out struct {
+			ID string `json:"snapshot_id"`
+		}
+		if err := json.Unmarshal([]byte(m.Stdout), &out); err != nil || out.ID == "" {
+			return m, fmt.Errorf("drpipe backup --json printed no snapshot id (%v): %s", err, tail(m.Stdout, 2000))
+		}
+		snapshots[label] = out.ID
+		return m, nil
 	}
 	t.restore = func(ctx context.Context, label, target string) (*Measurement, error) {
-		out, err := Run(ctx, t.env, env.Drpipe, "snapshots", "--json", "--repo", t.repo, "--cache-dir", cache)
-		if err != nil {
-			return nil, err
-		}
-		var snaps []struct {
-			ID   string   `json:"id"`
-			Tags []string `json:"tags"`
-		}
-		if err := json.Unmarshal([]byte(out.Stdout), &snaps); err != nil {
-			return nil, err
-		}
-		id := ""
-		for _, s := range snaps {
-			if len(s.Tags) > 0 && s.Tags[0] == label {
-				id = s.ID
-			}
+		id, ok := snapshots[label]
+		if !ok {
+			return nil, fmt.Errorf("no drpipe snapshot %s was backed up", label)
 		}
 		return Run(ctx, t.env, env.Drpipe, "restore", "--repo", t.repo, "--cache-dir", cache, id, "--target", target)
 	}
