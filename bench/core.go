@@ -25,7 +25,8 @@ var coreSuite = Suite{
 	About: "Sparse raw VM image with ext4 inside (series: day 0, day 1 with files added via debugfs, day 2 with small in-place rewrites) " +
 		"and a file tree, backed up by each tool into its own repository on the same disk, page cache dropped before every step. " +
 		"Defaults for every tool: drpipe (zstd auto, erasure coding 4+2), restic (repository v2, compression auto), borg (lz4). " +
-		"Throughput = logical bytes / wall time. CPU = user + system time of the process (2 cores: at most twice the wall time). Stored = bytes of the repository directory after the step.",
+		"Throughput = logical bytes / wall time. CPU = user + system time of the process (2 cores: at most twice the wall time). Stored = bytes of the repository directory after the step. " +
+		"Every restore, of the image and of the tree, is compared file by file with its source.",
 	Run: runCore,
 }
 
@@ -147,6 +148,7 @@ func runCore(ctx context.Context, env *Env) ([]Table, error) {
 	// spell of the machine hits every tool alike; the median run counts.
 	type restoreResult struct{ img, tree *Measurement }
 	runs := map[string]map[string][]*Measurement{}
+	restoreSrc := map[string]string{"day2": src, "tree2": env.Path("tree-src")}
 	for round := 0; round < restoreRounds; round++ {
 		for _, t := range tools {
 			if runs[t.name] == nil {
@@ -160,12 +162,8 @@ func runCore(ctx context.Context, env *Env) ([]Table, error) {
 				if err != nil {
 					return nil, fmt.Errorf("%s restore %s: %w", t.name, which, err)
 				}
-				if which == "day2" {
-					rimg := filepath.Join(target, strings.TrimPrefix(img, "/"))
-					same, err := sample.SameContent(img, rimg)
-					if err != nil || !same {
-						return nil, fmt.Errorf("%s restored image differs from the source (err %v)", t.name, err)
-					}
+				if err := checkRestore(restoreSrc[which], target); err != nil {
+					return nil, fmt.Errorf("%s restore %s: %w", t.name, which, err)
 				}
 				runs[t.name][which] = append(runs[t.name][which], m)
 				os.RemoveAll(target)
@@ -244,6 +242,12 @@ func runCore(ctx context.Context, env *Env) ([]Table, error) {
 		ct.Rows = append(ct.Rows, []string{c})
 	}
 	return []Table{bt, rt, ct}, nil
+}
+
+// checkRestore compares what a restore into target made of src (each tool
+// restores it below target at its absolute path) with src.
+func checkRestore(src, target string) error {
+	return SameTree(src, filepath.Join(target, strings.TrimPrefix(src, "/")))
 }
 
 // restoreRounds is how many times each restore runs (the median counts).

@@ -44,3 +44,42 @@ func TestDrpipeRestoreRunsOnlyTheRestore(t *testing.T) {
 		t.Fatalf("drpipe commands for one restore: %q, want only the restore of snapshot 5e1d", calls)
 	}
 }
+
+// Every restore is compared with its source, the file tree's as well as
+// the image's: a file missing, changed or added fails the check.
+func TestRestoreCheckComparesEveryFile(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "tree-src")
+	target := filepath.Join(dir, "restore")
+	restored := filepath.Join(target, strings.TrimPrefix(src, "/"))
+	write := func(p, s string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, root := range []string{src, restored} {
+		write(filepath.Join(root, "tree", "a"), "alpha")
+		write(filepath.Join(root, "tree", "d", "b"), "beta")
+	}
+	if err := checkRestore(src, target); err != nil {
+		t.Fatalf("identical restore: %v", err)
+	}
+	write(filepath.Join(restored, "tree", "d", "b"), "betA")
+	if err := checkRestore(src, target); err == nil {
+		t.Error("a restore with a changed file passed")
+	}
+	write(filepath.Join(restored, "tree", "d", "b"), "beta")
+	write(filepath.Join(restored, "tree", "extra"), "x")
+	if err := checkRestore(src, target); err == nil {
+		t.Error("a restore with a file the source lacks passed")
+	}
+	os.Remove(filepath.Join(restored, "tree", "extra"))
+	os.Remove(filepath.Join(restored, "tree", "a"))
+	if err := checkRestore(src, target); err == nil {
+		t.Error("a restore missing a file passed")
+	}
+}

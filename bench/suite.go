@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/drpipe/drpipe/internal/sample"
 )
 
 // Suite is one benchmark group. Register new suites in suites; each lives
@@ -173,6 +176,42 @@ func DirSize(dir string) (int64, error) {
 		return nil
 	})
 	return n, err
+}
+
+// SameTree compares the regular files under dst with those under src: it
+// returns an error naming the first file missing from dst or with other
+// bytes, or the count when dst has files src does not.
+func SameTree(src, dst string) error {
+	files := 0
+	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		files++
+		got := filepath.Join(dst, strings.TrimPrefix(p, src))
+		same, err := sample.SameContent(p, got)
+		if err != nil || !same {
+			return fmt.Errorf("%s differs from %s (%v)", got, p, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	n := 0
+	err = filepath.WalkDir(dst, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			n++
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if n != files {
+		return fmt.Errorf("%s holds %d files, %s %d", dst, n, src, files)
+	}
+	return nil
 }
 
 // DropCaches asks the kernel to drop the page cache (root only; a no-op
