@@ -26,7 +26,9 @@ var coreSuite = Suite{
 		"and a file tree, backed up by each tool into its own repository on the same disk, page cache dropped before every step. " +
 		"Defaults for every tool: drpipe (zstd auto, erasure coding 4+2), restic (repository v2, compression auto), borg (lz4). " +
 		"Throughput = logical bytes / wall time. CPU = user + system time of the process (2 cores: at most twice the wall time). Stored = bytes of the repository directory after the step. " +
-		"Every restore, of the image and of the tree, is compared file by file with its source.",
+		"Every restore, of the image and of the tree, is compared file by file with its source. " +
+		"With those defaults drpipe skips the image's holes in the backup and keeps them in the restore; restic and borg read them as zeros " +
+		"and restore the image fully allocated (restic 0.14 has no sparse restore; borg extract --sparse is not the default).",
 	Run: runCore,
 }
 
