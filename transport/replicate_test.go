@@ -307,3 +307,53 @@ func TestStatusLagOfASnapshotFromTheFuture(t *testing.T) {
 		t.Errorf("site status two hours after the replication of a snapshot dated a day ahead: %+v, want a lag of about 7200 s", status.Hosts)
 	}
 }
+
+// commitThenFail commits the first snapshot object it is given and then
+// fails the Put, as a site killed right after the commit, or a local
+// store whose directory sync failed after the rename, leaves it: the
+// object is stored, its record not written.
+type commitThenFail struct {
+	tiers.Backend
+	once sync.Once
+}
+
+func (c *commitThenFail) Put(ctx context.Context, h tiers.Handle, rd io.Reader, size int64) error {
+	err := c.Backend.Put(ctx, h, rd, size)
+	failed := false
+	if err == nil && h.Type == tiers.TypeSnapshot {
+		c.once.Do(func() { failed = true })
+	}
+	if failed {
+		return errors.New("object written but directory sync failed")
+	}
+	return err
+}
+
+// TestSnapshotCommittedWithoutRecordGetsOne: a snapshot the site
+// committed without recording its host and time (the site stopped in
+// between) gets them from the next replicate, so that site status names
+// it as its host's newest snapshot rather than an older one for good.
+func TestSnapshotCommittedWithoutRecordGetsOne(t *testing.T) {
+	ctx := context.Background()
+	p := newPrimary(t)
+	p.backup("hv01", 3, 64<<10)
+	st := newSiteOn(t, func(be tiers.Backend) tiers.Backend { return &commitThenFail{Backend: be} })
+	if _, err := st.replicatePipe(ctx, p, -1, ReplicateOptions{}); err == nil {
+		t.Fatal("replicate succeeded although the site failed to store the snapshot")
+	}
+	if _, err := st.replicatePipe(ctx, p, -1, ReplicateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	latest, err := p.r.FindSnapshot(ctx, "latest", "hv01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := st.s.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Snapshots != 1 || s.SnapshotsWithoutMeta != 0 || len(s.Hosts) != 1 || s.Hosts[0].LatestSnapshot != latest.ID().String() {
+		t.Errorf("status: %d snapshots, %d without host and time, hosts %+v; want hv01's snapshot %s with its record",
+			s.Snapshots, s.SnapshotsWithoutMeta, s.Hosts, latest.ID().Short())
+	}
+}

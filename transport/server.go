@@ -843,14 +843,34 @@ func (ss *session) put(ctx context.Context, st Stream, f Frame) (tiers.Handle, P
 	}
 	// A snapshot the site holds already (a damaged copy being replaced,
 	// or one another session delivered since the offer) keeps the host
-	// and time asserted when it first arrived.
-	held := false
+	// and time asserted when it first arrived, recorded once it is
+	// committed. A new one's are recorded before it is committed: status
+	// and metrics go by the records of snapshots the site holds, so the
+	// record counts only once the object is there, and a site stopped in
+	// between cannot hold the snapshot without a record (which no later
+	// replicate would give it: the snapshot is not sent again).
+	held, recorded := false, false
+	var rec SnapshotRecord
 	if h.Type == tiers.TypeSnapshot && m.Meta != nil {
 		_, err := s.store.Stat(ctx, h)
 		held = err == nil
+		rec = SnapshotRecord{ID: h.Name, Host: m.Meta.Host, Time: m.Meta.Time, AssertedBy: "client", Client: ss.peer,
+			ReplicatedAt: s.o.Now(), SessionBytes: ss.bytes.Load() + m.Size}
+		if !held {
+			// Should this fail, it is tried again once committed.
+			_, err := s.state.putSnapshot(rec, true)
+			recorded = err == nil
+		}
 	}
 	body := newCheckedReader(idleReader{st: st, timeout: s.o.BodyIdleTimeout, now: s.o.Now}, v, m.Size)
 	if err := s.store.Put(ctx, h, body, m.Size); err != nil {
+		if recorded {
+			// The record of a snapshot that was not stored goes (one
+			// whose store failed once committed stays with it).
+			if _, serr := s.store.Stat(ctx, h); errors.Is(serr, tiers.ErrNotFound) {
+				s.state.removeSnapshot(h.Name)
+			}
+		}
 		var ve *VerifyError
 		var re *RemoteError
 		if body.done && errors.As(body.err, &re) {
@@ -869,7 +889,7 @@ func (ss *session) put(ctx context.Context, st Stream, f Frame) (tiers.Handle, P
 	}
 	stored = true
 	ss.committed(h)
-	sessionBytes := ss.bytes.Add(m.Size)
+	ss.bytes.Add(m.Size)
 	ss.objects.Add(1)
 	s.m.object(string(h.Type), m.Size)
 	switch h.Type {
@@ -883,12 +903,10 @@ func (ss *session) put(ctx context.Context, st Stream, f Frame) (tiers.Handle, P
 		if m.Meta == nil {
 			break
 		}
-		// The client's assertion is recorded once the snapshot is
-		// verified and committed: a snapshot without a record is
-		// reported as such.
-		rec := SnapshotRecord{ID: h.Name, Host: m.Meta.Host, Time: m.Meta.Time, AssertedBy: "client", Client: ss.peer,
-			ReplicatedAt: s.o.Now(), SessionBytes: sessionBytes}
-		written, err := s.state.putSnapshot(rec, !held)
+		// Written before unless held; written again if that failed, or
+		// if a concurrent session whose store failed removed it.
+		w, err := s.state.putSnapshot(rec, !held && !recorded)
+		written := recorded || w
 		if err != nil {
 			ss.log.Error("record the host and time of a committed snapshot; site status counts it as a snapshot without them",
 				"object", h.String(), "err", err)

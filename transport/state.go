@@ -145,6 +145,14 @@ func (s *siteState) hasSnapshot(id string) bool {
 	return s.readJSON(path.Join("snapshots", id+".json"), &r) == nil
 }
 
+// removeSnapshot removes the record of a snapshot (best effort: a record
+// of a snapshot the site does not hold is not shown).
+func (s *siteState) removeSnapshot(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_ = s.root.Remove(path.Join("snapshots", name+".json"))
+}
+
 // addSession folds one session's counts into the client's record.
 func (s *siteState) addSession(name string, at time.Time, bytes, objects int64) error {
 	s.mu.Lock()
