@@ -44,6 +44,36 @@ func committedFiles(dir string) int {
 	return n
 }
 
+// killTally counts the runs of a kill test that were killed mid-run and
+// those that ran to the end, and keeps the delay estimate of a run (the
+// time of the last one that ran to the end after a timed kill).
+type killTally struct {
+	killed, completed int
+	est               time.Duration
+}
+
+// add counts one run; it reports whether the run ran to the end.
+func (k *killTally) add(p killPoint, ran bool, took time.Duration) bool {
+	if !ran {
+		k.killed++
+		return false
+	}
+	k.completed++
+	if p.watch == "" {
+		k.est = took
+	}
+	return true
+}
+
+// check requires most of the rounds to have been killed mid-run.
+func (k *killTally) check(t *testing.T, rounds int, runs string) {
+	t.Helper()
+	t.Logf("%d rounds: %d %s killed mid-run, %d ran to the end", rounds, k.killed, runs, k.completed)
+	if k.killed < rounds/2 {
+		t.Errorf("only %d of %d %s were killed mid-run; the test must interrupt most of them", k.killed, rounds, runs)
+	}
+}
+
 // killPoint is where a killed run is stopped: after a delay, or as soon
 // as the directory watch holds more committed files than when the run
 // started.
@@ -205,9 +235,9 @@ func TestCrashSafetySIGKILLCopy(t *testing.T) {
 	e.ok("copy", "--repo", repoDir, "--to", filepath.Join(e.dir, "scratch"))
 	est := time.Since(t0)
 	os.RemoveAll(filepath.Join(e.dir, "scratch"))
-	killed, completed := 0, 0
+	tally := killTally{est: est}
 	for i := range rounds {
-		k := drawKill(rng, i, est, filepath.Join(dst, "data"), filepath.Join(dst, "index"), filepath.Join(dst, "snapshots"), filepath.Join(dst, "keys"))
+		k := drawKill(rng, i, tally.est, filepath.Join(dst, "data"), filepath.Join(dst, "index"), filepath.Join(dst, "snapshots"), filepath.Join(dst, "keys"))
 		ran, took := e.killRun(t, k, "copy", "--repo", repoDir, "--to", dst)
 		what := fmt.Sprintf("round %d (%s)", i, k)
 		e.checkAfterKill(t, dst, what)
@@ -217,24 +247,15 @@ func TestCrashSafetySIGKILLCopy(t *testing.T) {
 			}
 		}
 		dropSessions(t, dst)
-		if ran {
-			completed++
-			if k.watch == "" {
-				est = took
-			}
+		if tally.add(k, ran, took) {
 			// Start again into an empty directory, with one more
 			// snapshot at the source.
 			os.RemoveAll(dst)
 			change(t, rng, files, uint64(10+i))
 			e.backup(repoDir, src)
-		} else {
-			killed++
 		}
 	}
-	t.Logf("%d rounds: %d copies killed mid-run, %d ran to the end", rounds, killed, completed)
-	if killed < rounds/2 {
-		t.Errorf("only %d of %d copies were killed mid-run; the test must interrupt most of them", killed, rounds)
-	}
+	tally.check(t, rounds, "copies")
 	e.ok("copy", "--repo", repoDir, "--to", dst)
 	if got, want := snapshotIDs(t, dst), snapshotIDs(t, repoDir); !slices.Equal(got, want) {
 		t.Errorf("after the last copy the destination holds snapshots %v, the source %v", got, want)
@@ -262,10 +283,10 @@ func TestCrashSafetySIGKILLSite(t *testing.T) {
 	e.replicate(t, repoDir, scratch.addr, bundle)
 	est := time.Since(t0)
 	scratch.cmd.Process.Signal(syscall.SIGTERM)
-	killed, completed := 0, 0
+	tally := killTally{est: est}
 	for i := range rounds {
 		sp := e.startSite(t, tlsDir, drDir)
-		k := drawKill(rng, i, est, filepath.Join(drDir, "data"), filepath.Join(drDir, "index"), filepath.Join(drDir, "snapshots"))
+		k := drawKill(rng, i, tally.est, filepath.Join(drDir, "data"), filepath.Join(drDir, "index"), filepath.Join(drDir, "snapshots"))
 		what := fmt.Sprintf("round %d (%s)", i, k)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		c := e.cmd(ctx, "replicate", "--repo", repoDir, "--to", sp.addr, "--tls-dir", bundle)
@@ -305,21 +326,12 @@ func TestCrashSafetySIGKILLSite(t *testing.T) {
 				t.Fatalf("%s: site status counts %d snapshots, the site directory holds %d", what, st.Snapshots, n)
 			}
 		}
-		if ran {
-			completed++
-			if k.watch == "" {
-				est = took
-			}
+		if tally.add(k, ran, took) {
 			change(t, rng, files, uint64(10+i))
 			last = e.backup(repoDir, src).SnapshotID
-		} else {
-			killed++
 		}
 	}
-	t.Logf("%d rounds: %d sites killed during a replicate, %d replicates ran to the end", rounds, killed, completed)
-	if killed < rounds/2 {
-		t.Errorf("only %d of %d replicates were interrupted by the kill; the test must interrupt most of them", killed, rounds)
-	}
+	tally.check(t, rounds, "sites serving a replicate")
 	sp := e.startSite(t, tlsDir, drDir)
 	e.replicate(t, repoDir, sp.addr, bundle)
 	if got, want := snapshotIDs(t, drDir), snapshotIDs(t, repoDir); !slices.Equal(got, want) {
@@ -363,32 +375,22 @@ tiering:
 	t0 := time.Now()
 	e.ok("--config", cfg, "tier", "run")
 	est := time.Since(t0)
-	killed, completed := 0, 0
+	tally := killTally{est: est}
 	for i := range rounds {
 		// New data, and a snapshot more for the tier to copy and
 		// both to forget and prune.
 		change(t, rng, files, uint64(i))
 		e.backup(repoDir, src)
-		k := drawKill(rng, i, est, filepath.Join(nas, "data"), filepath.Join(nas, "snapshots"), filepath.Join(nas, "tombstones"), filepath.Join(repoDir, "tombstones"))
+		k := drawKill(rng, i, tally.est, filepath.Join(nas, "data"), filepath.Join(nas, "snapshots"), filepath.Join(nas, "tombstones"), filepath.Join(repoDir, "tombstones"))
 		what := fmt.Sprintf("round %d (%s)", i, k)
 		ran, took := e.killRun(t, k, "--config", cfg, "tier", "run")
 		e.checkAfterKill(t, repoDir, what+", primary")
 		e.checkAfterKill(t, nas, what+", tier nas")
 		dropSessions(t, repoDir)
 		dropSessions(t, nas)
-		if ran {
-			completed++
-			if k.watch == "" {
-				est = took
-			}
-		} else {
-			killed++
-		}
+		tally.add(k, ran, took)
 	}
-	t.Logf("%d rounds: %d tier runs killed mid-run, %d ran to the end", rounds, killed, completed)
-	if killed < rounds/2 {
-		t.Errorf("only %d of %d tier runs were killed mid-run; the test must interrupt most of them", killed, rounds)
-	}
+	tally.check(t, rounds, "tier runs")
 	e.ok("--config", cfg, "tier", "run")
 	if out := e.ok("--config", cfg, "tier", "plan"); strings.Contains(out, "copy ") || strings.Contains(out, "forget ") {
 		t.Errorf("tier plan after the last run still has work:\n%s", out)
@@ -419,7 +421,7 @@ func TestCrashSafetySIGKILLPrune(t *testing.T) {
 	t0 := time.Now()
 	e.ok("prune", "--repo", repoDir, "--grace", "0s")
 	est := time.Since(t0)
-	killed, completed := 0, 0
+	tally := killTally{est: est}
 	for i := range rounds {
 		// Rewritten data leaves packs unused or partly used (repacked)
 		// once the older snapshots are forgotten.
@@ -428,24 +430,14 @@ func TestCrashSafetySIGKILLPrune(t *testing.T) {
 			e.backup(repoDir, src)
 		}
 		e.ok("forget", "--repo", repoDir, "--keep-last", "1")
-		k := drawKill(rng, i, est, filepath.Join(repoDir, "tombstones"), filepath.Join(repoDir, "index"), filepath.Join(repoDir, "data"))
+		k := drawKill(rng, i, tally.est, filepath.Join(repoDir, "tombstones"), filepath.Join(repoDir, "index"), filepath.Join(repoDir, "data"))
 		what := fmt.Sprintf("round %d (%s)", i, k)
 		ran, took := e.killRun(t, k, "prune", "--repo", repoDir, "--grace", "0s")
 		e.checkAfterKill(t, repoDir, what)
 		dropSessions(t, repoDir)
-		if ran {
-			completed++
-			if k.watch == "" {
-				est = took
-			}
-		} else {
-			killed++
-		}
+		tally.add(k, ran, took)
 	}
-	t.Logf("%d rounds: %d prunes killed mid-run, %d ran to the end", rounds, killed, completed)
-	if killed < rounds/2 {
-		t.Errorf("only %d of %d prunes were killed mid-run; the test must interrupt most of them", killed, rounds)
-	}
+	tally.check(t, rounds, "prunes")
 	e.ok("prune", "--repo", repoDir, "--grace", "0s")
 	out := e.ok("check", "--repo", repoDir, "--read-data")
 	if !strings.Contains(out, "no errors found") || strings.Contains(out, "in no index") {
@@ -464,7 +456,7 @@ func TestCrashSafetySIGKILLRepair(t *testing.T) {
 	rng := newRandSource(11)
 	e.backup(repoDir, src)
 	est := time.Duration(0)
-	killed, completed := 0, 0
+	tally := killTally{est: est}
 	for i := range rounds {
 		change(t, rng, files, uint64(i))
 		e.backup(repoDir, src)
@@ -508,7 +500,7 @@ func TestCrashSafetySIGKILLRepair(t *testing.T) {
 			est = time.Since(t0)
 			os.RemoveAll(refDir)
 		}
-		k := drawKill(rng, i, est, filepath.Join(repoDir, "index"), filepath.Join(repoDir, "data"))
+		k := drawKill(rng, i, tally.est, filepath.Join(repoDir, "index"), filepath.Join(repoDir, "data"))
 		what := fmt.Sprintf("round %d (%s)", i, k)
 		ran, took := e.killRun(t, k, "repair", "--repo", repoDir)
 		dropSessions(t, repoDir)
@@ -519,19 +511,9 @@ func TestCrashSafetySIGKILLRepair(t *testing.T) {
 		if r := e.run("check", "--repo", repoDir, "--read-data"); r.code != 0 || !strings.Contains(r.stdout, "no errors found") {
 			t.Fatalf("%s: check after the next repair: exit %d\n%s\n%s", what, r.code, r.stdout, r.stderr)
 		}
-		if ran {
-			completed++
-			if k.watch == "" {
-				est = took
-			}
-		} else {
-			killed++
-		}
+		tally.add(k, ran, took)
 	}
-	t.Logf("%d rounds: %d repairs killed mid-run, %d ran to the end", rounds, killed, completed)
-	if killed < rounds/2 {
-		t.Errorf("only %d of %d repairs were killed mid-run; the test must interrupt most of them", killed, rounds)
-	}
+	tally.check(t, rounds, "repairs")
 	target := filepath.Join(e.dir, "restore")
 	e.ok("restore", "--repo", repoDir, "latest", "--target", target)
 	compareTrees(t, src, restored(target, src))
