@@ -28,7 +28,10 @@ func (a *app) demoCmd() *cobra.Command {
 		Short: "Run the whole pipeline on generated data in a temporary directory and print what it did",
 		Long: "demo generates a host backup (a sparse raw VM disk image with an ext4 file system and a file tree),\n" +
 			"creates a repository, backs up twice (showing deduplication), restores and verifies byte for byte,\n" +
-			"damages shards and shows that parity keeps the data readable, then repairs. It needs no configuration.",
+			"damages shards and shows that parity keeps the data readable, then repairs; then replicates to a DR site on\n" +
+			"loopback (restoring there, and healing a damaged shard there with a scrub that needs no key), copies to a\n" +
+			"directory standing in for a bucket, writes and restores a tape set on the virtual library and plans tiering\n" +
+			"over them all. It needs no configuration.",
 		Example: "  drpipe demo\n  drpipe demo --dir /tmp/drpipe-demo --keep",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -236,7 +239,7 @@ func (d *demo) run(ctx context.Context) error {
 	if err := d.offsite(ctx, repoDir, src, string(pw)); err != nil {
 		return err
 	}
-	d.a.printf("\ndemo finished in %.1fs: backup, dedupe, restore, verify, damage, self-heal, repair, DR site, bucket, tape and tiering all worked\n", time.Since(start).Seconds())
+	d.a.printf("\ndemo finished in %.1fs: backup, dedupe, restore, verify, damage, self-heal, repair, DR site, scrub, bucket, tape and tiering all worked\n", time.Since(start).Seconds())
 	return nil
 }
 

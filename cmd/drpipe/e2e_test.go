@@ -1069,7 +1069,7 @@ var _ = runtime.GOOS
 func TestDemo(t *testing.T) {
 	e := newEnv(t)
 	out := e.ok("demo", "--dir", filepath.Join(e.dir, "demo"), "--image-size", "1GiB")
-	for _, want := range []string{"byte for byte", "rebuilt from parity", "rewrote", "restored at the DR site", "restored from the tapes alone", "tier plan at", "demo finished"} {
+	for _, want := range []string{"byte for byte", "rebuilt from parity", "rewrote", "restored at the DR site", "scrub rebuilt the damaged shard", "restored from the tapes alone", "tier plan at", "demo finished"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q", want)
 		}
