@@ -22,6 +22,9 @@
 // loop-mounted raw disk image reads only the chunks the guest file system
 // touches. A chunk that cannot be read (lost, or damaged beyond what parity
 // rebuilds) fails the read with EIO; wrong bytes are never returned.
+//
+// Names that were hard links of one file in a snapshot are one inode of
+// the mount, with the link count the backup recorded (see snapLinks).
 package mount
 
 import (
@@ -30,6 +33,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"os/exec"
 	"sort"
@@ -113,6 +117,62 @@ type mfs struct {
 	r     *repo.Repository
 	cache *pipeline.BlobCache
 	o     Options
+
+	inoMu   sync.Mutex
+	nextIno uint64 // the last inode number given to a hard-linked file
+}
+
+// snapLinks gives the hard-linked files of one snapshot their inode
+// numbers, as their names are looked up: every name of a file gets the
+// number its first name got, so that go-fuse serves them all as one inode
+// and ls -i, find -samefile, du, rsync -H and cp -a see one file. Only
+// hard-linked files looked up are kept (a few dozen bytes each), and for
+// as long as the file system is mounted, so that a name looked up again
+// after the kernel forgot the inode still shows the number a program
+// walking the snapshot saw for its other names.
+type snapLinks struct {
+	mu  sync.Mutex
+	ino map[linkKey]uint64
+}
+
+// linkKey identifies a hard-linked file of a snapshot: the device and
+// inode it had on the backed-up system, and a digest of what its node
+// recorded (pipeline.InodeDataSum), so that names recorded with different
+// data (the file changed between reading them) stay two files, as
+// restore makes them.
+type linkKey struct {
+	dev, ino uint64
+	sum      [32]byte
+}
+
+// hardLinked reports whether n is a file the snapshot recorded with
+// other names (its device and inode identify them).
+func hardLinked(n *repo.Node) bool {
+	return n.Type == repo.NodeFile && n.Links > 1 && n.Inode != 0
+}
+
+// inode returns the inode number of hard-linked file n in the snapshot
+// of l. The numbers are given out from 2 up, below the ones go-fuse
+// gives other nodes (from 1<<63).
+func (l *snapLinks) inode(m *mfs, n *repo.Node) uint64 {
+	k := linkKey{n.DeviceID, n.Inode, pipeline.InodeDataSum(n)}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if ino, ok := l.ino[k]; ok {
+		return ino
+	}
+	m.inoMu.Lock()
+	if m.nextIno == 0 {
+		m.nextIno = 1 // the root's
+	}
+	m.nextIno++
+	ino := m.nextIno
+	m.inoMu.Unlock()
+	if l.ino == nil {
+		l.ino = map[linkKey]uint64{}
+	}
+	l.ino[k] = ino
+	return ino
 }
 
 // Mount lists the snapshots of r and mounts them read-only at dir. The
@@ -167,7 +227,7 @@ func (rn *rootNode) OnAdd(ctx context.Context) {
 				name += "-" + s.ID().Short()
 			}
 			used[name] = true
-			sd := &dirNode{m: rn.m, root: s.Tree, tree: s.Tree, path: "/", mtime: s.Time}
+			sd := &dirNode{m: rn.m, links: &snapLinks{}, root: s.Tree, tree: s.Tree, path: "/", mtime: s.Time}
 			hd.AddChild(name, hd.NewPersistentInode(ctx, sd, gofs.StableAttr{Mode: fuse.S_IFDIR}), false)
 			last = name
 		}
@@ -179,7 +239,8 @@ func (rn *rootNode) OnAdd(ctx context.Context) {
 type dirNode struct {
 	gofs.Inode
 	m     *mfs
-	root  id.ID // the snapshot's root tree
+	links *snapLinks // the snapshot's hard-linked files
+	root  id.ID      // the snapshot's root tree
 	tree  id.ID
 	path  string // snapshot path
 	node  *repo.Node
@@ -490,7 +551,7 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		if e.n.Subtree != nil {
 			sub = *e.n.Subtree
 		}
-		dn := &dirNode{m: d.m, root: d.root, tree: sub, path: cp, node: e.n}
+		dn := &dirNode{m: d.m, links: d.links, root: d.root, tree: sub, path: cp, node: e.n}
 		if e.n.Subtree == nil {
 			dn.kids = map[string]entry{} // empty: nothing to load
 		}
@@ -505,7 +566,13 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	var ao fuse.AttrOut
 	emb.Getattr(ctx, nil, &ao)
 	out.Attr = ao.Attr
-	ch := d.NewInode(ctx, emb, gofs.StableAttr{Mode: typeBits(e.n)})
+	sa := gofs.StableAttr{Mode: typeBits(e.n)}
+	if !e.disk && hardLinked(e.n) && d.links != nil {
+		// The same number for every name: go-fuse then serves the
+		// inode it already has for another name, if any.
+		sa.Ino = d.links.inode(d.m, e.n)
+	}
+	ch := d.NewInode(ctx, emb, sa)
 	return ch, 0
 }
 
@@ -545,6 +612,12 @@ func fillAttr(a *fuse.Attr, n *repo.Node, _ int) {
 	}
 	a.SetTimes(&at, &n.ModTime, &ct)
 	a.Nlink = 1
+	if hardLinked(n) {
+		// The links the file had when it was backed up, names outside
+		// the backed-up paths included: counting the snapshot's names
+		// would take reading all of it.
+		a.Nlink = uint32(min(n.Links, math.MaxUint32))
+	}
 	if n.Type == repo.NodeDev || n.Type == repo.NodeCharDev {
 		a.Rdev = uint32(n.Rdev)
 	}
@@ -655,6 +728,7 @@ func (f *fileNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.Att
 	fillAttr(&out.Attr, f.n, 0)
 	if f.disk {
 		out.Mode = fuse.S_IFREG | 0o444
+		out.Nlink = 1
 	}
 	return 0
 }

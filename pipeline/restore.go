@@ -207,7 +207,7 @@ func exists(p string) bool {
 type linkKey struct{ dev, ino uint64 }
 
 // linkFirst is the restored file later names of the same inode link to,
-// with a digest of what its node recorded (inodeDataSum) rather than the
+// with a digest of what its node recorded (InodeDataSum) rather than the
 // node itself, so that trees with many hard links cost little memory.
 type linkFirst struct {
 	of  *outFile
@@ -677,7 +677,7 @@ func (rs *restorer) file(n *repo.Node, dir *restoreDir, name, dp string) error {
 	var sum [32]byte
 	newFirst := false
 	if n.Links > 1 && n.Inode != 0 {
-		key, sum = linkKey{n.DeviceID, n.Inode}, inodeDataSum(n)
+		key, sum = linkKey{n.DeviceID, n.Inode}, InodeDataSum(n)
 		first, ok := rs.linked[key]
 		switch {
 		case !ok:
@@ -875,11 +875,11 @@ func (rs *restorer) link(first *outFile, n *repo.Node, dir *restoreDir, name, dp
 	return true
 }
 
-// inodeDataSum digests what a file's node recorded about its inode: size,
+// InodeDataSum digests what a file's node recorded about its inode: size,
 // times, mode, owner, attributes and content. Two names of one inode with
 // different sums (the file changed between reading the two) are restored
-// as two files.
-func inodeDataSum(n *repo.Node) [32]byte {
+// as two files, and mounted as two.
+func InodeDataSum(n *repo.Node) [32]byte {
 	h := sha256.New()
 	fmt.Fprintf(h, "%d %d %d %d %d %d\n", n.Size, n.ModTime.UnixNano(), uint32(n.Mode), n.UID, n.GID, len(n.Content))
 	for _, e := range n.Content {
@@ -901,8 +901,8 @@ func inodeDataSum(n *repo.Node) [32]byte {
 }
 
 // sameInodeData reports whether two nodes of one inode recorded the same
-// data (inodeDataSum).
-func sameInodeData(a, b *repo.Node) bool { return inodeDataSum(a) == inodeDataSum(b) }
+// data (InodeDataSum).
+func sameInodeData(a, b *repo.Node) bool { return InodeDataSum(a) == InodeDataSum(b) }
 
 func (of *outFile) setErr(err error) {
 	of.mu.Lock()
