@@ -29,7 +29,9 @@ type RepoStats struct {
 }
 
 // Stats measures the repository: object sizes from a listing, blob counts
-// from the index, logical size from the snapshots' summaries.
+// from the index, logical size from the snapshots' summaries. Snapshots
+// that fail to load are returned as an error alongside the stats of the
+// rest.
 func (r *Repository) Stats(ctx context.Context) (*RepoStats, error) {
 	st := &RepoStats{EC: r.cfg.EC.String()}
 	for _, t := range tiers.AllTypes {

@@ -680,11 +680,19 @@ func (a *app) statsCmd() *cobra.Command {
 			}
 			defer closeRepo(r)
 			st, err := r.Stats(ctx)
-			if err != nil {
+			if st == nil {
 				return err
 			}
+			if err != nil {
+				// Snapshots that do not load: the sizes are still
+				// shown, without them.
+				err = fmt.Errorf("some snapshots could not be read and are not counted in snapshots and the logical size (run 'drpipe check'): %w", err)
+			}
 			if a.jsonOut() {
-				return a.printJSON(st)
+				if jerr := a.printJSON(st); jerr != nil {
+					return jerr
+				}
+				return err
 			}
 			tw := a.table()
 			fmt.Fprintf(tw, "snapshots\t%d\n", st.Snapshots)
@@ -695,7 +703,10 @@ func (a *app) statsCmd() *cobra.Command {
 			if st.StoredBytes > 0 {
 				fmt.Fprintf(tw, "reduction\t%.2f× (logical / stored)\n", float64(st.LogicalBytes)/float64(st.StoredBytes))
 			}
-			return tw.Flush()
+			if ferr := tw.Flush(); ferr != nil {
+				return ferr
+			}
+			return err
 		},
 	}
 	return cmd

@@ -521,3 +521,41 @@ func TestCopyDryRunToNewDirectory(t *testing.T) {
 		t.Errorf("copy after the dry run: %v, copied %d, the dry run planned %d\n%s", err, done.Copied, plan.ToCopy, out)
 	}
 }
+
+// TestStatsDamagedSnapshot: one damaged snapshot does not hide the
+// repository's sizes: stats prints them for the snapshots it could read,
+// says what it left out, and exits 1.
+func TestStatsDamagedSnapshot(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	src := filepath.Join(e.dir, "src")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "f"), []byte(strings.Repeat("drpipe", 100000)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.backup(repoDir, src)
+	bad := e.backup(repoDir, src)
+	if err := os.WriteFile(filepath.Join(repoDir, "snapshots", bad.SnapshotID), []byte("garbage"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := e.run("stats", "--repo", repoDir, "--json")
+	if r.code != 1 {
+		t.Fatalf("stats with a damaged snapshot: exit %d, want 1\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	var st struct {
+		Snapshots    int   `json:"snapshots"`
+		LogicalBytes int64 `json:"logical_bytes"`
+		StoredBytes  int64 `json:"stored_bytes"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+		t.Fatalf("stats --json with a damaged snapshot printed %q: %v (stderr %s)", r.stdout, err, r.stderr)
+	}
+	if st.Snapshots != 1 || st.LogicalBytes != 600000 || st.StoredBytes <= 0 {
+		t.Errorf("stats = %+v, want the readable snapshot's 600000 logical bytes and the stored bytes", st)
+	}
+	if !strings.Contains(r.stderr, bad.SnapshotID[:8]) || !strings.Contains(r.stderr, "drpipe check") {
+		t.Errorf("stderr does not name the damaged snapshot and what to do: %s", r.stderr)
+	}
+}
