@@ -24,7 +24,9 @@ var drsiteSuite = Suite{
 		"(restores all disks boot group by boot group and writes the libvirt definitions), `drpipe restore latest` " +
 		"(disks only) and `restic restore latest`. Restored images are compared with the originals. Planning is timed " +
 		"with `drpipe drsite plan --json` on synthetic inventories of 1,000 and 5,000 VMs (one tiny disk each) across " +
-		"30 and 150 DR hosts.",
+		"30 and 150 DR hosts. With each tool's defaults drpipe restores the images' holes as holes, writing only what " +
+		"each has allocated (about 60 MiB: the files and ext4's metadata), while restic 0.14 (which has no sparse restore) " +
+		"writes all 512 MiB of each, its holes as zeros: much of the recovery speed-up against restic is that.",
 	Run: runDrsiteSuite,
 }
 
@@ -97,9 +99,15 @@ func runDrsiteSuite(ctx context.Context, env *Env) ([]Table, error) {
 		name string
 		m    *Measurement
 		dir  string
+		// allocated is what the file system allocated for the
+		// restored images.
+		allocated int64
 	}
 	var results []result
-	verify := func(dir string) error {
+	// verify compares the images restored under dir with the originals
+	// and returns the bytes allocated for them.
+	verify := func(dir string) (int64, error) {
+		var allocated int64
 		for _, n := range names {
 			var got string
 			filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
@@ -109,19 +117,25 @@ func runDrsiteSuite(ctx context.Context, env *Env) ([]Table, error) {
 				return nil
 			})
 			if got == "" {
-				return fmt.Errorf("%s: %s.raw not restored", dir, n)
+				return 0, fmt.Errorf("%s: %s.raw not restored", dir, n)
 			}
 			same, err := sample.SameContent(filepath.Join(src, n+".raw"), got)
 			if err != nil || !same {
-				return fmt.Errorf("%s: %s differs from the original (%v)", dir, got, err)
+				return 0, fmt.Errorf("%s: %s differs from the original (%v)", dir, got, err)
 			}
+			a, err := sample.AllocatedBytes(got)
+			if err != nil {
+				return 0, err
+			}
+			allocated += a
 		}
-		return nil
+		return allocated, nil
 	}
 	// Each recovery runs three times from a cold page cache into an empty
 	// directory; the median run is reported.
 	run := func(name, dir string, cmd string, args ...string) error {
 		var ms []*Measurement
+		var allocated int64
 		for i := 0; i < 3; i++ {
 			os.RemoveAll(dir)
 			DropCaches()
@@ -129,12 +143,12 @@ func runDrsiteSuite(ctx context.Context, env *Env) ([]Table, error) {
 			if err != nil {
 				return err
 			}
-			if err := verify(dir); err != nil {
+			if allocated, err = verify(dir); err != nil {
 				return err
 			}
 			ms = append(ms, m)
 		}
-		results = append(results, result{name, MedianWall(ms), dir})
+		results = append(results, result{name, MedianWall(ms), dir, allocated})
 		return nil
 	}
 	out := env.Path("bringup")
@@ -162,6 +176,12 @@ func runDrsiteSuite(ctx context.Context, env *Env) ([]Table, error) {
 		t1.Rows = append(t1.Rows, []string{r.name, Secs(r.m.Wall), Rate(logical, r.m.Wall), MiB(r.m.MaxRSS), Ratio(r.m.Wall.Seconds(), base.Seconds())})
 	}
 	t1.Notes = append(t1.Notes, "Every restored image was compared byte for byte with its original. bringup also writes one domain XML per VM, the network XML and bringup.sh.")
+	var alloc []string
+	for _, r := range results {
+		alloc = append(alloc, fmt.Sprintf("%s %s MiB", r.name, MiB(r.allocated)))
+	}
+	t1.Notes = append(t1.Notes, fmt.Sprintf("The images are sparse; each tool restores them as it does by default, drpipe keeping the holes, "+
+		"restic 0.14 (no sparse restore) writing them as zeros. Allocated for the %s MiB of restored images: %s.", MiB(logical), strings.Join(alloc, ", ")))
 
 	// Planning at scale.
 	t2 := Table{Caption: "drsite plan on large inventories (repository read + placement + network mapping + re-IP)",
