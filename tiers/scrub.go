@@ -409,6 +409,18 @@ func scrubPack(ctx context.Context, be Backend, o ScrubOptions, pl *scrubPackLis
 		return nil
 	}
 	if err == nil {
+		// Objects named as shards beyond the pack's K+M belong to no
+		// pack: reported (and with RemoveDamaged removed) as damaged
+		// objects, the pack itself being whole.
+		for _, s := range pl.shards {
+			if s.index >= n {
+				h := Handle{Type: TypeData, Name: erasure.ShardName(pl.id, s.index)}
+				if err := scrubObject(ctx, be, o, ObjectInfo{Handle: h, Size: s.size}, rep, mu); err != nil {
+					return err
+				}
+			}
+		}
+		sp.Corrupt = slices.DeleteFunc(sp.Corrupt, func(i int) bool { return i >= n })
 		// A shard storage failed to deliver is not rewritten: it may be
 		// intact, and the storage failing.
 		for i := range res.Rebuilt {

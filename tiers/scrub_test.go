@@ -226,12 +226,35 @@ func TestScrubStrayObjects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Damaged != 1 || rep.DamagedObjects[0].Object != "data/notashard" {
-		t.Errorf("damaged objects %+v, want data/notashard", rep.DamagedObjects)
+	stray := shard(packs[2], 9).String()
+	var names []string
+	for _, o := range rep.DamagedObjects {
+		names = append(names, o.Object)
+	}
+	slices.Sort(names)
+	if rep.Damaged != 2 || !slices.Equal(names, []string{stray, "data/notashard"}) || rep.Clean() {
+		t.Errorf("damaged objects %+v, want data/notashard and %s, and the scrub not clean", rep.DamagedObjects, stray)
 	}
 	if rep.PacksLost != 0 || rep.PacksRebuilt != 0 {
 		t.Errorf("a stray shard beyond K+M made the pack look damaged: %+v", rep)
 	}
+	// Removed on request, the pack's own shards untouched.
+	rep, err = tiers.Scrub(t.Context(), be, tiers.ScrubOptions{MinAge: time.Nanosecond, RemoveDamaged: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := be.Stat(t.Context(), shard(packs[2], 9)); !errors.Is(err, tiers.ErrNotFound) || rep.Removed != 1 {
+		t.Errorf("stray shard after --remove-damaged: %v, %d removed", err, rep.Removed)
+	}
+	// A data object not named like a shard is not drpipe's: it stays.
+	if _, err := be.Stat(t.Context(), tiers.Handle{Type: tiers.TypeData, Name: "notashard"}); err != nil {
+		t.Errorf("data/notashard was removed (%v)", err)
+	}
+	remove(t, be, tiers.Handle{Type: tiers.TypeData, Name: "notashard"})
+	if rep, err := tiers.Scrub(t.Context(), be, tiers.ScrubOptions{}); err != nil || !rep.Clean() {
+		t.Errorf("scrub after the removal: %v, %+v", err, rep)
+	}
+	equalContent(t, be, objs)
 }
 
 // Storage that hands over some shards short, or with a bit flipped, but
@@ -335,10 +358,11 @@ func TestScrubReadsBackRebuiltShards(t *testing.T) {
 	}
 }
 
-// Only shards that can be the pack's are read whole: one listed beyond
-// its K+M, or of another size than its shards, is damaged on its header's
-// word (and read again, streamed, before it is removed), so a listing of
-// garbage cannot make scrub hold more than one pack's shards.
+// Only shards that can be the pack's are read whole: one of another size
+// than its shards is damaged on its header's word (and read again,
+// streamed, before it is removed), and one listed beyond its K+M is
+// verified streamed as an object of its own, so a listing of garbage
+// cannot make scrub hold more than one pack's shards.
 func TestScrubReadsOnlyShardsThatFit(t *testing.T) {
 	local, objs, packs := scrubRepo(t)
 	garbage := randBytes(99, 4<<20)
@@ -352,11 +376,14 @@ func TestScrubReadsOnlyShardsThatFit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := be.Counts(tiers.TypeData).BytesLoaded; got > 1<<20 {
-		t.Errorf("scrub read %d bytes of data objects, want the packs' shards and headers only (under 1 MiB)", got)
+	if got := be.Counts(tiers.TypeData).BytesLoaded; got > 5<<20 {
+		t.Errorf("scrub read %d bytes of data objects, want the packs' shards and headers and the stray shard streamed once (under 5 MiB)", got)
 	}
-	if rep.PacksRebuilt != 1 || !slices.Equal(rep.Rebuilt[0].Rebuilt, []int{3}) || !slices.Equal(rep.Rebuilt[0].Corrupt, []int{3, 7}) || len(rep.Rebuilt[0].Missing) != 0 {
-		t.Errorf("report %+v: want shard 3 of pack %s rebuilt, 3 and 7 damaged, none missing", rep, packs[1].Short())
+	if rep.PacksRebuilt != 1 || !slices.Equal(rep.Rebuilt[0].Rebuilt, []int{3}) || !slices.Equal(rep.Rebuilt[0].Corrupt, []int{3}) || len(rep.Rebuilt[0].Missing) != 0 {
+		t.Errorf("report %+v: want shard 3 of pack %s rebuilt and damaged, none missing", rep, packs[1].Short())
+	}
+	if rep.Damaged != 1 || rep.DamagedObjects[0].Object != shard(packs[1], 7).String() {
+		t.Errorf("damaged objects %+v, want the stray shard 7", rep.DamagedObjects)
 	}
 	if got, _ := tiers.LoadAll(t.Context(), local, shard(packs[1], 3), 0, 0); !bytes.Equal(got, objs[shard(packs[1], 3)]) {
 		t.Errorf("shard 3 not rebuilt")
