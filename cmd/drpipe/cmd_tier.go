@@ -130,7 +130,14 @@ func (a *app) tierTargets(ctx context.Context, cfg *policy.Config, r *repo.Repos
 			// would fill the one beneath.
 			be, err := tiers.OpenLocal(t.Location)
 			if errors.Is(err, fs.ErrNotExist) {
-				targets[t.Name] = missingLocalTier{dir: t.Location}
+				targets[t.Name] = unreachableTier{fmt.Errorf("directory %s does not exist: mount the file system it is on, or, for a new tier, create it (mkdir -p %s)", t.Location, t.Location)}
+				continue
+			}
+			if m, ok := unmountedTierDir(t.Location); ok && err == nil {
+				// The directory exists: it is the mount point itself,
+				// or below it on the file system beneath.
+				be.Close()
+				targets[t.Name] = unreachableTier{fmt.Errorf("directory %s is on %s, which /etc/fstab lists but is not mounted: mount it (mount %s)", t.Location, m, m)}
 				continue
 			}
 			if err != nil {
@@ -171,22 +178,24 @@ func (a *app) tierTargets(ctx context.Context, cfg *policy.Config, r *repo.Repos
 	return targets, closeAll, nil
 }
 
-// missingLocalTier is a local tier whose directory does not exist: it
-// is reported unreachable (nothing is copied to it, and the primary keeps
-// its snapshots) rather than created, as rsnapshot's no_create_root does.
-type missingLocalTier struct{ dir string }
+// unreachableTier is a local tier that must not be written: its
+// directory does not exist, or lies on a file system /etc/fstab lists but
+// that is not mounted. It is reported unreachable (nothing is copied to it,
+// and the primary keeps its snapshots) rather than created or filled, as
+// rsnapshot's no_create_root does.
+type unreachableTier struct{ why error }
 
-func (m missingLocalTier) State(context.Context, *policy.Catalog) (*policy.TierState, error) {
-	return nil, fmt.Errorf("directory %s does not exist: mount the file system it is on, or, for a new tier, create it (mkdir -p %s)", m.dir, m.dir)
+func (u unreachableTier) State(context.Context, *policy.Catalog) (*policy.TierState, error) {
+	return nil, u.why
 }
 
-func (missingLocalTier) Send(context.Context, tiers.Backend, []id.ID) (int, int64, error) {
+func (unreachableTier) Send(context.Context, tiers.Backend, []id.ID) (int, int64, error) {
 	return 0, 0, policy.ErrUnsupported
 }
 
-func (missingLocalTier) Forget(context.Context, []id.ID) error { return policy.ErrUnsupported }
+func (unreachableTier) Forget(context.Context, []id.ID) error { return policy.ErrUnsupported }
 
-func (missingLocalTier) Transition(context.Context, map[string]string) error {
+func (unreachableTier) Transition(context.Context, map[string]string) error {
 	return policy.ErrUnsupported
 }
 

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+const testFstab = `# /etc/fstab
+UUID=1111 / ext4 errors=remount-ro 0 1
+UUID=2222 none swap sw 0 0
+/dev/sdb1 /mnt/nas ext4 defaults 0 2
+nas:/export /mnt/nas/deep nfs defaults 0 0
+/dev/sdc1 /srv/back\040ups xfs noauto 0 2
+tmpfs /tmp tmpfs defaults 0 0
+`
+
+const testMountinfo = `22 27 0:21 / /proc rw,relatime - proc proc rw
+27 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw
+40 27 0:40 / /tmp rw - tmpfs tmpfs rw
+`
+
+// TestUnmountedMountPoint: a directory at or below a mount point that
+// /etc/fstab lists is refused while nothing is mounted there, by the
+// deepest such mount point; mounted, or on no listed mount point, it is
+// not; names with escaped spaces are matched.
+func TestUnmountedMountPoint(t *testing.T) {
+	for _, tc := range []struct {
+		dir, mountinfo, want string
+	}{
+		{"/mnt/nas", testMountinfo, "/mnt/nas"},
+		{"/mnt/nas/drpipe", testMountinfo, "/mnt/nas"},
+		{"/mnt/nas/deep/drpipe", testMountinfo, "/mnt/nas/deep"},
+		{"/mnt/nas/deep/drpipe", testMountinfo + "50 27 8:17 / /mnt/nas rw - ext4 /dev/sdb1 rw\n", "/mnt/nas/deep"},
+		{"/mnt/nas/drpipe", testMountinfo + "50 27 8:17 / /mnt/nas rw - ext4 /dev/sdb1 rw\n", ""},
+		{"/mnt/nasty", testMountinfo, ""},
+		{"/srv/back ups/hv01", testMountinfo, "/srv/back ups"},
+		{"/srv/back ups/hv01", testMountinfo + "51 27 8:33 / /srv/back\\040ups rw - xfs /dev/sdc1 rw\n", ""},
+		{"/tmp/tier", testMountinfo, ""},
+		{"/var/backups", testMountinfo, ""},
+	} {
+		got, ok := unmountedMountPoint(tc.dir, strings.NewReader(testFstab), strings.NewReader(tc.mountinfo))
+		if got != tc.want || ok != (tc.want != "") {
+			t.Errorf("%s: %q, %v; want %q", tc.dir, got, ok, tc.want)
+		}
+	}
+}
+
+// FuzzMountTables feeds arbitrary bytes to the fstab and mountinfo
+// readers: they never panic, and every mount point they return is an
+// absolute, clean path.
+func FuzzMountTables(f *testing.F) {
+	f.Add(testFstab, testMountinfo, "/mnt/nas/x")
+	f.Add("a \\ b\n#\n\\0\\777 /x\\04 y", "1 2 3 4 \\", "/")
+	f.Fuzz(func(t *testing.T, fstab, mountinfo, dir string) {
+		for _, m := range fstabMountPoints(strings.NewReader(fstab)) {
+			if !strings.HasPrefix(m, "/") {
+				t.Fatalf("fstab mount point %q is not absolute", m)
+			}
+		}
+		mountedPoints(strings.NewReader(mountinfo))
+		if m, ok := unmountedMountPoint("/"+dir, strings.NewReader(fstab), strings.NewReader(mountinfo)); ok && (m == "/" || !strings.HasPrefix(m, "/")) {
+			t.Fatalf("unmounted mount point %q", m)
+		}
+	})
+}
