@@ -15,22 +15,34 @@ const maxMountTable = 4 << 20
 // unmountedMountPoint returns the deepest mount point other than "/" that
 // fstab lists at or above dir when mountinfo shows nothing mounted there:
 // a local tier's directory is then the empty directory the file system
-// would be mounted on, and a copy would fill the one beneath.
-func unmountedMountPoint(dir string, fstab, mountinfo io.Reader) (string, bool) {
+// would be mounted on, and a copy would fill the one beneath. resolve maps
+// a path to the one the kernel sees (symbolic links resolved), in which
+// dir is given and mountinfo speaks.
+func unmountedMountPoint(dir string, fstab, mountinfo io.Reader, resolve func(string) string) (string, bool) {
 	dir = filepath.Clean(dir)
-	best := ""
+	best, bestAt := "", ""
 	for _, m := range fstabMountPoints(fstab) {
-		if m == "/" || !(dir == m || strings.HasPrefix(dir, m+"/")) {
+		at := resolve(m)
+		if at == "/" || !(dir == at || strings.HasPrefix(dir, at+"/")) {
 			continue
 		}
-		if len(m) > len(best) {
-			best = m
+		if len(at) > len(bestAt) {
+			best, bestAt = m, at
 		}
 	}
-	if best == "" || mountedPoints(mountinfo)[best] {
+	if best == "" || mountedPoints(mountinfo)[bestAt] {
 		return "", false
 	}
 	return best, true
+}
+
+// resolvePath returns p with its symbolic links resolved, or p when that
+// fails (it does not exist).
+func resolvePath(p string) string {
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		return r
+	}
+	return p
 }
 
 // unmountedTierDir is unmountedMountPoint on this host's /etc/fstab and
@@ -40,6 +52,7 @@ func unmountedTierDir(dir string) (string, bool) {
 	if err != nil {
 		return "", false
 	}
+	abs = resolvePath(abs)
 	fstab, err := os.Open("/etc/fstab")
 	if err != nil {
 		return "", false
@@ -50,7 +63,7 @@ func unmountedTierDir(dir string) (string, bool) {
 		return "", false
 	}
 	defer mi.Close()
-	return unmountedMountPoint(abs, fstab, mi)
+	return unmountedMountPoint(abs, fstab, mi, resolvePath)
 }
 
 // fstabMountPoints returns the mount points (second field) of fstab's

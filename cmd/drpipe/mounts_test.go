@@ -38,7 +38,7 @@ func TestUnmountedMountPoint(t *testing.T) {
 		{"/tmp/tier", testMountinfo, ""},
 		{"/var/backups", testMountinfo, ""},
 	} {
-		got, ok := unmountedMountPoint(tc.dir, strings.NewReader(testFstab), strings.NewReader(tc.mountinfo))
+		got, ok := unmountedMountPoint(tc.dir, strings.NewReader(testFstab), strings.NewReader(tc.mountinfo), func(p string) string { return p })
 		if got != tc.want || ok != (tc.want != "") {
 			t.Errorf("%s: %q, %v; want %q", tc.dir, got, ok, tc.want)
 		}
@@ -58,8 +58,23 @@ func FuzzMountTables(f *testing.F) {
 			}
 		}
 		mountedPoints(strings.NewReader(mountinfo))
-		if m, ok := unmountedMountPoint("/"+dir, strings.NewReader(fstab), strings.NewReader(mountinfo)); ok && (m == "/" || !strings.HasPrefix(m, "/")) {
+		if m, ok := unmountedMountPoint("/"+dir, strings.NewReader(fstab), strings.NewReader(mountinfo), func(p string) string { return p }); ok && (m == "/" || !strings.HasPrefix(m, "/")) {
 			t.Fatalf("unmounted mount point %q", m)
 		}
 	})
+}
+
+// TestUnmountedMountPointThroughSymlinks: a mount point fstab names
+// through a symbolic link (/mnt -> /media) is mounted where the link
+// leads, which is where mountinfo lists it and where the tier's resolved
+// directory lies.
+func TestUnmountedMountPointThroughSymlinks(t *testing.T) {
+	resolve := func(p string) string { return strings.Replace(p, "/mnt/", "/media/", 1) }
+	mounted := testMountinfo + "50 27 8:17 / /media/nas rw - ext4 /dev/sdb1 rw\n"
+	if m, ok := unmountedMountPoint("/media/nas/drpipe", strings.NewReader(testFstab), strings.NewReader(mounted), resolve); ok {
+		t.Errorf("a mounted file system named through a symlink taken for unmounted: %s", m)
+	}
+	if m, ok := unmountedMountPoint("/media/nas/drpipe", strings.NewReader(testFstab), strings.NewReader(testMountinfo), resolve); !ok || m != "/mnt/nas" {
+		t.Errorf("an unmounted one named through a symlink: %q, %v; want /mnt/nas", m, ok)
+	}
 }
