@@ -141,11 +141,11 @@ func (rs *restorer) openInRoot(rel string, flags int) (int, error) {
 		}
 		return stack[len(stack)-1]
 	}
-	todo := strings.Split(rel, "/")
+	rest := strings.Split(rel, "/")
 	links := 0
-	for len(todo) > 0 {
-		c := todo[0]
-		todo = todo[1:]
+	for len(rest) > 0 {
+		c := rest[0]
+		rest = rest[1:]
 		switch c {
 		case "", ".":
 			continue
@@ -193,7 +193,7 @@ func (rs *restorer) openInRoot(rel string, flags int) (int, error) {
 			}
 			stack = stack[:0]
 		}
-		todo = append(strings.Split(to, "/"), todo...)
+		rest = append(strings.Split(to, "/"), rest...)
 	}
 	return openatRetry(cur(), ".", flags|unix.O_DIRECTORY|unix.O_CLOEXEC)
 }
