@@ -412,6 +412,42 @@ func TestForgetByIDArguments(t *testing.T) {
 	}
 }
 
+// TestForgetKeepsSomethingOfEveryGroup: keep rules that would leave a
+// group with no snapshot (a --keep-tag no snapshot of a host carries, a
+// typo) are refused before anything is forgotten, as restic refuses them;
+// such a group is removed only by naming its snapshots.
+func TestForgetKeepsSomethingOfEveryGroup(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	stdin := func(host, tag, data string) {
+		r := e.runIn([]byte(data), "backup", "--repo", repoDir, "--host", host, "--tag", tag, "--stdin", "--stdin-name", "dump.sql")
+		if r.code != 0 {
+			t.Fatalf("backup: exit %d: %s", r.code, r.stderr)
+		}
+	}
+	stdin("hv01", "monthly", "one")
+	stdin("db01", "nightly", "two")
+	stdin("db01", "nightly", "three")
+	for _, dry := range []bool{true, false} {
+		args := []string{"forget", "--repo", repoDir, "--keep-tag", "monthly"}
+		if dry {
+			args = append(args, "--dry-run")
+		}
+		r := e.run(args...)
+		if r.code != 1 || !strings.Contains(r.stderr, "host=db01") || !strings.Contains(r.stderr, "refusing to forget all 2") {
+			t.Errorf("%s: exit %d, want 1 naming the group of db01 it would empty:\n%s%s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+		}
+		if n := len(e.snapshotsJSON(repoDir)); n != 3 {
+			t.Fatalf("%s: %d snapshots left, want all 3", strings.Join(args, " "), n)
+		}
+	}
+	// A rule that keeps something of every group runs as before.
+	out := e.ok("forget", "--repo", repoDir, "--keep-tag", "monthly", "--keep-tag", "nightly", "--dry-run")
+	if !strings.Contains(out, "would forget 0 of 3") {
+		t.Errorf("forget keeping every tagged snapshot:\n%s", out)
+	}
+}
+
 // TestBackupConfigTagsAdded: backup.tags are added to every backup, in
 // addition to --tag (configs/drpipe.yaml, README), not only to backups
 // given no --tag.
