@@ -950,6 +950,13 @@ func (s *fileState) segDone(err error) {
 		return
 	}
 	b := s.b
+	st, statErr := s.f.Stat()
+	if statErr == nil && s.err == nil && s.closeSrc == nil && st.Size() < s.size {
+		// Shrunk where nothing was left to read (a trailing hole, or
+		// after the last read): the size and the tail as planned would
+		// be recorded as they no longer are.
+		s.err = fmt.Errorf("file is %d bytes, shorter than the %d it had when opened: %w", st.Size(), s.size, chunking.ErrShortRead)
+	}
 	if b.shrankAgain(s.err, s.retried) && s.closeSrc == nil {
 		// Read it again as it is now; what the first read counted is
 		// taken back out of the totals.
@@ -964,7 +971,7 @@ func (s *fileState) segDone(err error) {
 		}()
 		return
 	}
-	if st, err := s.f.Stat(); err == nil && s.err == nil && (st.Size() != s.size || !st.ModTime().Equal(s.mtime)) {
+	if statErr == nil && s.err == nil && (st.Size() != s.size || !st.ModTime().Equal(s.mtime)) {
 		// Kept (like any crash-consistent copy) but the operator is told;
 		// not a warning that makes the snapshot incomplete (exit 3): a
 		// live log grows under every backup.

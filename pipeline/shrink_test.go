@@ -179,3 +179,40 @@ func TestShrinkingHardLinkedFile(t *testing.T) {
 		testHookSegmentsPlanned = nil
 	}
 }
+
+// A sparse file truncated inside its trailing hole while it is read: no
+// read runs short, yet the snapshot must hold the file's size as it is
+// now, not the old size with the lost tail stored as a hole.
+func TestShrinkingSparseFileReadAgain(t *testing.T) {
+	r, _ := newRepo(t)
+	src := filepath.Join(t.TempDir(), "src")
+	os.MkdirAll(src, 0o755)
+	p := filepath.Join(src, "disk.img")
+	data := sample.Binary(rand.New(rand.NewPCG(6, 6)), 1<<20)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(p, 6<<20); err != nil {
+		t.Fatal(err)
+	}
+	shrinkWhilePlanned(t, p, 2<<20, 1)
+	res, err := Backup(context.Background(), r, BackupOptions{Host: "h", Paths: []string{src}})
+	if err != nil || res.Warnings != 0 {
+		t.Fatalf("backup of a file that shrank once: %v, %+v", err, res)
+	}
+	if res.Summary.BytesTotal != 2<<20 {
+		t.Errorf("summary counts %d bytes, want %d", res.Summary.BytesTotal, 2<<20)
+	}
+	dst := filepath.Join(t.TempDir(), "dst")
+	if _, err := Restore(context.Background(), r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(dst, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append(data, make([]byte, 1<<20)...)
+	if !bytes.Equal(got, want) {
+		t.Errorf("restored %d bytes, want the %d the file holds now", len(got), len(want))
+	}
+}
