@@ -1146,12 +1146,17 @@ func openNoPoll(path string, flags int, perm uint32) (*os.File, error) {
 // with O_NONBLOCK, so that a FIFO renamed over it since cannot block the
 // open (and the backup, beyond Ctrl-C) forever, then clears the flag
 // (the caller rejects what fstat does not show as regular) so that
-// os.NewFile does not try the runtime poller.
+// os.NewFile does not try the runtime poller. With O_NOFOLLOW, a symlink
+// renamed over it is not followed: the content of the file it leads to
+// would be recorded under this name and the owner and mode its lstat saw.
 func openSource(path string) (*os.File, error) {
 	for {
-		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err == unix.EINTR {
 			continue
+		}
+		if err == unix.ELOOP {
+			return nil, errors.New("changed type during backup (now a symbolic link)")
 		}
 		if err != nil {
 			return nil, &fs.PathError{Op: "open", Path: path, Err: err}

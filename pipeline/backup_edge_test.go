@@ -3,6 +3,8 @@ package pipeline
 import (
 	"bytes"
 	"context"
+	"errors"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/drpipe/drpipe/internal/sample"
 	"github.com/drpipe/drpipe/repo"
 )
 
@@ -164,5 +167,48 @@ func TestBackupPathSymlinkToDirNotice(t *testing.T) {
 	ws := cnt.Warnings()
 	if len(ws) != 1 || ws[0].Path != link || !strings.Contains(ws[0].Err.Error(), "symlink to a directory") {
 		t.Errorf("notices %v, want one about %s", ws, link)
+	}
+}
+
+// A regular file replaced by a symlink after the walk saw it: the link is
+// not followed, so the snapshot never records the content of the file it
+// leads to (outside the backup, perhaps not readable by the owner of the
+// name) under that name and that owner.
+func TestBackupReplacedBySymlinkNotFollowed(t *testing.T) {
+	r, _ := newRepo(t)
+	src := filepath.Join(t.TempDir(), "src")
+	os.MkdirAll(src, 0o755)
+	a, b, c := filepath.Join(src, "a"), filepath.Join(src, "b"), filepath.Join(src, "c")
+	os.WriteFile(a, sample.Binary(rand.New(rand.NewPCG(8, 8)), 40<<20), 0o644)
+	os.Link(a, b)
+	os.WriteFile(c, []byte("third"), 0o644)
+	secret := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(secret, []byte("not for the owner of b"), 0o600)
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(secret, link); err != nil {
+		t.Fatal(err)
+	}
+	testHookSegmentsPlanned = func(p string) {
+		switch p {
+		case a:
+			os.Chmod(a, 0o640) // b's lstat sees a new change time: b is read itself
+		case c:
+			os.Rename(link, b) // b is now a symlink, after its lstat
+		}
+	}
+	t.Cleanup(func() { testHookSegmentsPlanned = nil })
+	res, err := Backup(context.Background(), r, BackupOptions{Host: "h", Paths: []string{src}, Workers: 1})
+	if !errors.Is(err, ErrPartial) || res == nil || res.Warnings != 1 {
+		t.Errorf("backup of a file replaced by a symlink: %v, %+v; want it left out with a warning", err, res)
+	}
+	if res == nil {
+		return
+	}
+	dst := filepath.Join(t.TempDir(), "dst")
+	if _, err := Restore(context.Background(), r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(dst, b)); err == nil && string(got) == "not for the owner of b" {
+		t.Errorf("b was restored with the content of the file its replacing symlink leads to")
 	}
 }
