@@ -813,11 +813,18 @@ func (b *backup) read(path string, n *repo.Node, retried bool) *future {
 	var read inodeIdent
 	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
 		read = inodeIdent{uint64(sys.Dev), sys.Ino, time.Unix(sys.Ctim.Sec, sys.Ctim.Nsec)}
-		if retried {
+		if replaced := read.dev != n.DeviceID || read.ino != n.Inode; retried || replaced {
 			// The node describes what is read now (the same inode after
-			// an in-place truncation; a rotation may have replaced it).
+			// an in-place truncation; a rotation, or a file renamed over
+			// the name since its lstat, may have replaced it), not the
+			// owner, mode and attributes of a file whose content it
+			// does not hold.
 			n.Mode, n.ModTime, n.ChangeTime = st.Mode(), st.ModTime(), read.ctime
 			n.UID, n.GID, n.Inode, n.DeviceID = sys.Uid, sys.Gid, sys.Ino, uint64(sys.Dev)
+			if replaced {
+				n.Links = uint64(sys.Nlink)
+				b.xattrs(path, n, nil)
+			}
 		}
 	}
 	var src io.ReaderAt = f

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -210,5 +211,50 @@ func TestBackupReplacedBySymlinkNotFollowed(t *testing.T) {
 	}
 	if got, err := os.ReadFile(filepath.Join(dst, b)); err == nil && string(got) == "not for the owner of b" {
 		t.Errorf("b was restored with the content of the file its replacing symlink leads to")
+	}
+}
+
+// A regular file renamed over a name after the walk saw it is recorded
+// with its own owner, mode and times, not with those of the file it
+// replaced: its content is not restored with a laxer mode.
+func TestBackupReplacedFileOwnMetadata(t *testing.T) {
+	r, _ := newRepo(t)
+	src := filepath.Join(t.TempDir(), "src")
+	os.MkdirAll(src, 0o755)
+	a, b, c := filepath.Join(src, "a"), filepath.Join(src, "b"), filepath.Join(src, "c")
+	os.WriteFile(a, sample.Binary(rand.New(rand.NewPCG(9, 9)), 40<<20), 0o644)
+	os.Link(a, b)
+	os.WriteFile(c, []byte("third"), 0o644)
+	private := filepath.Join(src, ".private")
+	os.WriteFile(private, []byte("private"), 0o600)
+	mtime := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+	os.Chtimes(private, mtime, mtime)
+	testHookSegmentsPlanned = func(p string) {
+		switch p {
+		case a:
+			os.Chmod(a, 0o664) // b's lstat sees a new change time: b is read itself
+		case c:
+			os.Rename(private, b) // b is now another file, after its lstat
+		}
+	}
+	t.Cleanup(func() { testHookSegmentsPlanned = nil })
+	res, err := Backup(context.Background(), r, BackupOptions{Host: "h", Paths: []string{src}, Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), "dst")
+	if _, err := Restore(context.Background(), r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(dst, b))
+	if err != nil || string(got) != "private" {
+		t.Fatalf("b restored as %q, %v; want the file renamed over it", got, err)
+	}
+	fi, err := os.Stat(filepath.Join(dst, b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 || !fi.ModTime().Equal(mtime) {
+		t.Errorf("b restored with mode %v, mtime %v; want those of the file read, %v and %v", fi.Mode().Perm(), fi.ModTime(), fs.FileMode(0o600), mtime)
 	}
 }
