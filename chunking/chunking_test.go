@@ -94,6 +94,32 @@ func TestPlan(t *testing.T) {
 	}
 }
 
+// PlanData gives Plan's segments that hold data, and nothing for holes:
+// a file of 2^62 bytes with two data ranges is two segments.
+func TestPlanData(t *testing.T) {
+	cfg := Config{SegmentSize: 100}
+	data := []Range{{90, 20}, {150, 100}, {420, 5}}
+	var want []Segment
+	for _, s := range cfg.Plan(500, data) {
+		if len(s.Data) > 0 {
+			want = append(want, s)
+		}
+	}
+	if got := cfg.PlanData(500, data); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	const huge = 1 << 62
+	cfg.SegmentSize = 128
+	got := cfg.PlanData(huge, []Range{{huge / 2, 10}, {huge - 1, 1}})
+	want = []Segment{{huge / 2, 128, []Range{{huge / 2, 10}}}, {huge - 128, 128, []Range{{huge - 1, 1}}}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	if got := cfg.PlanData(huge, nil); len(got) != 0 {
+		t.Errorf("all hole: got %v, want no segments", got)
+	}
+}
+
 // zeroRuns returns random data of size n with the given ranges zeroed.
 func zeroRuns(seed uint64, n int, zs ...Range) []byte {
 	b := randBytes(seed, n)

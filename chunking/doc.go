@@ -8,9 +8,11 @@
 // is read into its own buffer and chunked with a freshly reset Rabin
 // chunker (github.com/restic/chunker), so the segments of a large disk image
 // can be chunked on all cores at once, and no chunk ever crosses a segment
-// boundary. Config.Plan produces the segments; Chunker.ChunkSegment chunks
-// one of them; the caller runs many ChunkSegment calls in a worker pool and
-// concatenates the results in segment order.
+// boundary. Config.Plan produces the segments (Config.PlanData only those
+// holding data, for files whose holes are far larger than their data);
+// Chunker.ChunkSegment chunks one of them; the caller runs many
+// ChunkSegment calls in a worker pool and concatenates the results in
+// segment order.
 //
 // Within a segment the bytes are classified in blocks of Config.ZeroBlock
 // bytes (64 KiB by default) aligned to the file offset. A block that is

@@ -39,12 +39,38 @@ func (c Config) Plan(size int64, data []Range) []Segment {
 	if ss <= 0 {
 		ss = DefaultSegmentSize
 	}
-	norm := normalize(size, data)
 	nseg := (size-1)/ss + 1
+	segs := make([]Segment, 0, nseg)
+	for _, d := range c.PlanData(size, data) {
+		for off := int64(len(segs)) * ss; off < d.Off; off += ss {
+			segs = append(segs, Segment{Off: off, Len: min(ss, size-off)})
+		}
+		segs = append(segs, d)
+	}
+	for off := int64(len(segs)) * ss; off < size; off += ss {
+		segs = append(segs, Segment{Off: off, Len: min(ss, size-off)})
+	}
+	return segs
+}
+
+// PlanData is Plan without the segments that hold no data: it returns, in
+// order, only the segments whose Data is not empty. Its memory and work
+// depend on data, not on size, so that a file of terabytes of holes costs
+// no more than its allocated ranges; the caller records the segments
+// between those returned (and after the last) as zero.
+func (c Config) PlanData(size int64, data []Range) []Segment {
+	if size <= 0 {
+		return nil
+	}
+	ss := c.SegmentSize
+	if ss <= 0 {
+		ss = DefaultSegmentSize
+	}
+	norm := normalize(size, data)
 
 	// Split ranges at segment boundaries. Pieces come out sorted, so each
 	// segment's pieces are contiguous.
-	pieces := make([]Range, 0, len(norm)+int(min(nseg, 1<<16)))
+	pieces := make([]Range, 0, len(norm)+int(min((size-1)/ss+1, 1<<16)))
 	for _, r := range norm {
 		for off, end := r.Off, r.End(); off < end; {
 			e := min(end, (off/ss+1)*ss)
@@ -53,19 +79,17 @@ func (c Config) Plan(size int64, data []Range) []Segment {
 		}
 	}
 
-	segs := make([]Segment, nseg)
-	p := 0
-	for i := range segs {
-		off := int64(i) * ss
+	var segs []Segment
+	for lo := 0; lo < len(pieces); {
+		off := pieces[lo].Off / ss * ss
 		s := Segment{Off: off, Len: min(ss, size-off)}
-		lo := p
+		p := lo
 		for p < len(pieces) && pieces[p].Off < s.End() {
 			p++
 		}
-		if p > lo {
-			s.Data = pieces[lo:p:p]
-		}
-		segs[i] = s
+		s.Data = pieces[lo:p:p]
+		segs = append(segs, s)
+		lo = p
 	}
 	return segs
 }

@@ -656,7 +656,8 @@ type fileState struct {
 	src       io.ReaderAt  // f, or the virtual disk of a disk image
 	closeSrc  func() error // closes what src opened besides f
 	fut       *future
-	segs      [][]repo.Extent
+	plan      []chunking.Segment // the segments holding data
+	segs      [][]repo.Extent    // their extents, as plan
 	remaining atomic.Int32
 	counted   atomic.Int64 // bytes of finished segments, in the totals
 	retried   bool         // the second read of a file that shrank
@@ -846,9 +847,11 @@ func (b *backup) read(path string, n *repo.Node, retried bool) *future {
 		b.skipFile(path, err)
 		return &future{skip: true, done: closed()}
 	}
-	segs := b.ck.Plan(n.Size, data)
+	// Only the segments holding data are read; those between them are
+	// holes, recorded when the file is complete (segDone).
+	segs := b.ck.PlanData(n.Size, data)
 	fut := &future{node: n, done: make(chan struct{}), read: read}
-	if len(segs) == 0 {
+	if n.Size == 0 {
 		if closeSrc != nil {
 			closeSrc()
 		}
@@ -857,7 +860,12 @@ func (b *backup) read(path string, n *repo.Node, retried bool) *future {
 		close(fut.done)
 		return fut
 	}
-	s := &fileState{b: b, path: path, f: f, size: st.Size(), mtime: st.ModTime(), src: src, closeSrc: closeSrc, fut: fut, segs: make([][]repo.Extent, len(segs)), retried: retried}
+	s := &fileState{b: b, path: path, f: f, size: st.Size(), mtime: st.ModTime(), src: src, closeSrc: closeSrc, fut: fut, plan: segs, segs: make([][]repo.Extent, len(segs)), retried: retried}
+	if len(segs) == 0 { // all hole
+		s.remaining.Store(1)
+		s.segDone(nil)
+		return fut
+	}
 	s.remaining.Store(int32(len(segs)))
 	if testHookSegmentsPlanned != nil {
 		testHookSegmentsPlanned(path)
@@ -1002,16 +1010,35 @@ func (s *fileState) segDone(err error) {
 		return
 	}
 	var ext []repo.Extent
-	for _, seg := range s.segs {
+	zero := func(n int64) {
+		if len(ext) > 0 && ext[len(ext)-1].Zero {
+			ext[len(ext)-1].Len += n
+			return
+		}
+		ext = append(ext, repo.Extent{Len: n, Zero: true})
+	}
+	var pos, holes int64
+	for i, seg := range s.segs {
+		if off := s.plan[i].Off; off > pos {
+			zero(off - pos)
+			holes += off - pos
+		}
 		for _, e := range seg {
-			if e.Zero && len(ext) > 0 && ext[len(ext)-1].Zero {
-				ext[len(ext)-1].Len += e.Len
+			if e.Zero {
+				zero(e.Len)
 				continue
 			}
 			ext = append(ext, e)
 		}
+		pos = s.plan[i].End()
 	}
-	s.segs = nil
+	if size := s.fut.node.Size; pos < size { // a disk image's virtual size
+		zero(size - pos)
+		holes += size - pos
+	}
+	s.segs, s.plan = nil, nil
+	b.bytesDone.Add(holes)
+	b.progress.AddDone(0, holes)
 	if err := b.r.SetContent(b.ctx, s.fut.node, ext); err != nil {
 		s.fut.err = err
 		b.fatal(err)
