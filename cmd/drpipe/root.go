@@ -208,7 +208,8 @@ func (a *app) loadConfig(cmd *cobra.Command) error {
 // checkValues refuses a value of a number or true/false key that is
 // neither, naming the key, wherever the value came from: viper reads it as
 // 0 or false, which would quietly stand for the default (or none at all:
-// tape.parity).
+// tape.parity). A whole number given as text (the environment's) is kept
+// as the decimal number it was checked to be, for every later GetInt.
 func (a *app) checkValues() error {
 	kinds := map[string]any{}
 	for _, m := range append([]map[string]any{configDefaults}, sectionDefaults...) {
@@ -224,7 +225,10 @@ func (a *app) checkValues() error {
 		var err error
 		switch kind.(type) {
 		case int:
-			_, err = wholeNumber(v)
+			var n int
+			if n, err = wholeNumber(v); err == nil && v != n {
+				a.v.Set(k, n) // viper would read "010" as octal and "08" as 0
+			}
 		case bool:
 			if _, e := cast.ToBoolE(v); e != nil {
 				err = fmt.Errorf("%q is not true or false", fmt.Sprint(v))

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
+)
+
+// loadTestConfig loads the configuration as drpipe does at start-up, from
+// the config file cfg (none when empty) and the environment.
+func loadTestConfig(t *testing.T, cfg string) (*app, error) {
+	t.Helper()
+	a := &app{v: viper.New()}
+	cmd := &cobra.Command{}
+	cmd.Flags().String("config", cfg, "")
+	return a, a.loadConfig(cmd)
+}
+
+// TestNumberKeysAreDecimal: a whole number from the environment is read
+// as the decimal number start-up checked it to be, by every command that
+// reads the key: "010" is ten, not eight, and "08" eight, not a silent 0
+// (tape.parity 0 writes tape sets without a parity tape).
+func TestNumberKeysAreDecimal(t *testing.T) {
+	cases := []struct {
+		key, env, value string
+		want            int
+	}{
+		{"tape.parity", "DRPIPE_TAPE_PARITY", "08", 8},
+		{"replicate.connections", "DRPIPE_REPLICATE_CONNECTIONS", "010", 10},
+		{"copy.workers", "DRPIPE_COPY_WORKERS", "009", 9},
+		{"workers", "DRPIPE_WORKERS", " 12", 12},
+	}
+	for _, c := range cases {
+		t.Setenv(c.env, c.value)
+	}
+	a, err := loadTestConfig(t, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cases {
+		if got := a.v.GetInt(c.key); got != c.want {
+			t.Errorf("%s=%q: %s read as %d, want %d", c.env, c.value, c.key, got, c.want)
+		}
+	}
+}
