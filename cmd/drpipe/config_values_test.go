@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/spf13/cobra"
@@ -42,5 +43,28 @@ func TestNumberKeysAreDecimal(t *testing.T) {
 		if got := a.v.GetInt(c.key); got != c.want {
 			t.Errorf("%s=%q: %s read as %d, want %d", c.env, c.value, c.key, got, c.want)
 		}
+	}
+}
+
+// TestTextKeyGivenAList: a list given to a key that takes one value (a
+// host name, an endpoint) is a usage error naming the key, not read as
+// empty and so replaced by the default (this machine's hostname, the AWS
+// endpoint).
+func TestTextKeyGivenAList(t *testing.T) {
+	dir := t.TempDir()
+	for key, yaml := range map[string]string{
+		"host":        "host: [hv01, hv02]\n",
+		"compression": "compression: [max]\n",
+		"site.repo":   "site:\n  repo: [/srv/a]\n",
+		"s3.endpoint": "s3:\n  endpoint: [https://s3.example.com]\n",
+	} {
+		cfg := writeFile(t, dir, key+".yaml", yaml)
+		if _, err := loadTestConfig(t, cfg); err == nil || !strings.Contains(err.Error(), "config key "+key) {
+			t.Errorf("%s given a list: %v, want a usage error naming config key %s", key, err, key)
+		}
+	}
+	cfg := writeFile(t, dir, "ok.yaml", "host: 42\nbackup:\n  tags: [a, b]\ns3:\n  endpoint: https://s3.example.com\n")
+	if a, err := loadTestConfig(t, cfg); err != nil || a.v.GetString("host") != "42" {
+		t.Errorf("host 42, tags as a list: %v; want host \"42\" and no error", err)
 	}
 }

@@ -206,14 +206,20 @@ func (a *app) loadConfig(cmd *cobra.Command) error {
 }
 
 // checkValues refuses a value of a number or true/false key that is
-// neither, naming the key, wherever the value came from: viper reads it as
-// 0 or false, which would quietly stand for the default (or none at all:
-// tape.parity). A whole number given as text (the environment's) is kept
+// neither, and a list given to a key that takes one value, naming the
+// key, wherever the value came from: viper reads it as 0, false or "",
+// which would quietly stand for the default (or none at all: tape.parity;
+// the AWS endpoint for an s3.endpoint list). A whole number given as text (the environment's) is kept
 // as the decimal number it was checked to be, for every later GetInt.
 func (a *app) checkValues() error {
 	kinds := map[string]any{}
 	for _, m := range append([]map[string]any{configDefaults}, sectionDefaults...) {
 		maps.Copy(kinds, m)
+	}
+	for k := range s3Keys {
+		if a.v.IsSet(k) {
+			kinds[k] = ""
+		}
 	}
 	for _, k := range numberKeys {
 		if a.v.IsSet(k) {
@@ -232,6 +238,10 @@ func (a *app) checkValues() error {
 		case bool:
 			if _, e := cast.ToBoolE(v); e != nil {
 				err = fmt.Errorf("%q is not true or false", fmt.Sprint(v))
+			}
+		case string:
+			if _, e := cast.ToStringE(v); e != nil {
+				err = fmt.Errorf("%v is a list: the key takes one value", v)
 			}
 		}
 		if err != nil {
