@@ -68,3 +68,28 @@ func TestTextKeyGivenAList(t *testing.T) {
 		t.Errorf("host 42, tags as a list: %v; want host \"42\" and no error", err)
 	}
 }
+
+// TestWorkerCountsAreBounded: workers and restore.workers out of range
+// are usage errors naming the key: a negative count is not quietly the
+// default, and a count in the millions does not start a goroutine each,
+// taking the host's memory before the first byte is read.
+func TestWorkerCountsAreBounded(t *testing.T) {
+	for _, c := range []struct{ env, value string }{
+		{"DRPIPE_WORKERS", "100000000"},
+		{"DRPIPE_WORKERS", "-4"},
+		{"DRPIPE_RESTORE_WORKERS", "1025"},
+		{"DRPIPE_RESTORE_WORKERS", "-1"},
+	} {
+		t.Run(c.env+"="+c.value, func(t *testing.T) {
+			t.Setenv(c.env, c.value)
+			if _, err := loadTestConfig(t, ""); err == nil || !strings.Contains(err.Error(), c.env) {
+				t.Errorf("%v, want a usage error naming %s", err, c.env)
+			}
+		})
+	}
+	t.Setenv("DRPIPE_WORKERS", "1024")
+	t.Setenv("DRPIPE_RESTORE_WORKERS", "0")
+	if _, err := loadTestConfig(t, ""); err != nil {
+		t.Errorf("workers 1024, restore.workers 0 (the default): %v", err)
+	}
+}

@@ -157,6 +157,14 @@ var configDefaults = map[string]any{
 	"mount.cache_size":      "256MiB",
 }
 
+// workerKeys are the keys that set how many workers a command starts: 0
+// is the default, and at most maxWorkers are started, each one a
+// goroutine with its buffers.
+var workerKeys = []string{"workers", "restore.workers"}
+
+// maxWorkers bounds workerKeys.
+const maxWorkers = 1024
+
 // sectionDefaults are the defaults of the feature sections, set beside
 // configDefaults (one place, no init-time registration).
 var sectionDefaults = []map[string]any{tapeDefaults, siteConfigDefaults}
@@ -234,6 +242,9 @@ func (a *app) checkValues() error {
 			var n int
 			if n, err = wholeNumber(v); err == nil && v != n {
 				a.v.Set(k, n) // viper would read "010" as octal and "08" as 0
+			}
+			if err == nil && slices.Contains(workerKeys, k) && (n < 0 || n > maxWorkers) {
+				err = fmt.Errorf("%d: want 0 (the default) to %d", n, maxWorkers)
 			}
 		case bool:
 			if _, e := cast.ToBoolE(v); e != nil {
