@@ -43,7 +43,8 @@ type BackupOptions struct {
 	NoParent bool
 	// Inventory is stored in the snapshot (VM inventory, opaque here).
 	Inventory json.RawMessage
-	// Workers is the number of chunking workers (default cpus.N()+2).
+	// Workers is the number of chunking workers (default cpus.N()+2, at
+	// most maxDefaultWorkers). Each holds one segment buffer.
 	Workers int
 	// Progress receives counters (default NoProgress).
 	Progress Progress
@@ -105,7 +106,7 @@ type backup struct {
 	smallJobs chan segJob
 	walkSem   chan struct{}
 	workers   sync.WaitGroup
-	bigBufs   sync.Pool
+	bigBufs   *hugepage.Pool // segment buffers, one per worker
 	smlBufs   sync.Pool
 
 	bytesRead atomic.Int64
@@ -138,6 +139,13 @@ const smallBuf = 4 << 20
 // 256 MiB are prefetched, as with the large segments' queue.
 const smallAhead = 64
 
+// maxDefaultWorkers caps the default worker count on hosts with many
+// cores: each worker holds a segment buffer (32 MiB by default), so a
+// 64-core hypervisor host would otherwise give a backup 2 GiB of them,
+// more than 16 workers' chunking rate (several GB/s) is of use to any
+// disk. Options.Workers (config key workers) sets more.
+const maxDefaultWorkers = 16
+
 // walkers bounds the directories listed concurrently.
 const walkers = 4
 
@@ -156,8 +164,9 @@ func Backup(ctx context.Context, r *repo.Repository, o BackupOptions) (*BackupRe
 	}
 	if o.Workers <= 0 {
 		// Two more than cores: while a worker waits for the disk, the
-		// others keep the CPUs busy.
-		o.Workers = cpus.N() + 2
+		// others keep the CPUs busy. At most maxDefaultWorkers, as each
+		// holds a segment buffer.
+		o.Workers = min(cpus.N()+2, maxDefaultWorkers)
 	}
 	if o.Progress == nil {
 		o.Progress = NoProgress{}
@@ -193,7 +202,7 @@ func Backup(ctx context.Context, r *repo.Repository, o BackupOptions) (*BackupRe
 	b := &backup{r: r, o: o, ck: r.ChunkConfig(), progress: o.Progress, start: start}
 	b.ctx, b.cancel = context.WithCancelCause(ctx)
 	defer b.cancel(nil)
-	b.bigBufs.New = func() any { s := hugepage.Make(int(b.ck.SegmentSize)); return &s }
+	b.bigBufs = hugepage.NewPool(int(b.ck.SegmentSize), o.Workers)
 	b.smlBufs.New = func() any { s := make([]byte, smallBuf); return &s }
 	before := r.SessionStats()
 
@@ -1082,8 +1091,8 @@ func (b *backup) segment(ch *chunking.Chunker, j segJob) error {
 			p := b.smlBufs.Get().(*[]byte)
 			buf, put = *p, func() { b.smlBufs.Put(p) }
 		} else {
-			p := b.bigBufs.Get().(*[]byte)
-			buf, put = *p, func() { b.bigBufs.Put(p) }
+			buf = b.bigBufs.Get()
+			put = func() { b.bigBufs.Put(buf) }
 		}
 		defer put()
 	}

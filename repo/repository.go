@@ -18,6 +18,7 @@ import (
 
 	"github.com/drpipe/drpipe/chunking"
 	"github.com/drpipe/drpipe/erasure"
+	"github.com/drpipe/drpipe/internal/hugepage"
 	"github.com/drpipe/drpipe/internal/id"
 	"github.com/drpipe/drpipe/tiers"
 )
@@ -99,8 +100,8 @@ type Repository struct {
 
 	packers [3]*packer // by BlobType
 
-	packBufs  sync.Pool
-	shardBufs sync.Pool
+	packBufs  *hugepage.Pool // of pack buffers: packers and uploads
+	shardBufs *hugepage.Pool // of erasure-coded shards: uploads
 
 	uploadSem chan struct{}
 	uploadWG  sync.WaitGroup
@@ -325,6 +326,10 @@ func newRepository(ctx context.Context, be tiers.Backend, cfg *Config, mk *Maste
 		pending:   map[id.ID]pendingBlob{},
 		uploadSem: make(chan struct{}, o.Uploads),
 		rcWait:    map[id.ID]*sync.WaitGroup{},
+		// The data pack being filled, one per upload, and one changing
+		// hands; one shard buffer per upload, and one.
+		packBufs:  hugepage.NewPool(cfg.PackSize+cfg.PackSize/8, o.Uploads+2),
+		shardBufs: hugepage.NewPool(erasure.EncodedSize(cfg.EC, cfg.PackSize+cfg.PackSize/8), o.Uploads+1),
 	}
 	r.lastIndex = r.now()
 	for _, t := range []BlobType{DataBlob, TreeBlob} {

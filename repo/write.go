@@ -94,21 +94,29 @@ func (r *Repository) addBlob(ctx context.Context, t BlobType, plain []byte, x id
 
 	p := r.packers[t]
 	p.mu.Lock()
-	if p.buf == nil {
+	if p.buf == nil && t == DataBlob {
+		// Tree packs mostly hold a few KiB: they grow as needed
+		// instead of taking a pack buffer.
 		p.buf = r.getPackBuf()
 	}
 	p.entries = append(p.entries, BlobEntry{Type: t, ID: x, Offset: uint32(len(p.buf)), Length: uint32(len(sealed)), RawLength: uint32(len(plain))})
 	p.buf = append(p.buf, sealed...)
-	var full []byte
-	var entries []BlobEntry
-	if len(p.buf) >= r.cfg.PackSize {
-		full, entries = p.buf, p.entries
-		p.buf, p.entries = nil, nil
+	if len(p.buf) < r.cfg.PackSize {
+		p.mu.Unlock()
+		return nil
 	}
+	// The pack is full. Its upload slot is taken before the packer is let
+	// go: while uploads are behind, the other writers wait here for the
+	// packer instead of each filling and setting aside a pack of its own,
+	// which held up to one pack buffer per backup worker.
+	if err := r.acquireUpload(ctx); err != nil {
+		p.mu.Unlock()
+		return err
+	}
+	full, entries := p.buf, p.entries
+	p.buf, p.entries = nil, nil
 	p.mu.Unlock()
-	if full != nil {
-		return r.startPack(ctx, full, entries)
-	}
+	r.launchPack(ctx, full, entries)
 	return nil
 }
 
@@ -126,18 +134,34 @@ func (r *Repository) setUploadErr(err error) {
 	r.errMu.Unlock()
 }
 
-// startPack seals the pack header, then erasure-codes and uploads the pack
-// in the background; it blocks while Options.Uploads packs are in flight.
+// startPack takes an upload slot, waiting while Options.Uploads packs are
+// in flight, and starts the pack's upload (launchPack).
 func (r *Repository) startPack(ctx context.Context, buf []byte, entries []BlobEntry) error {
+	if err := r.acquireUpload(ctx); err != nil {
+		return err
+	}
+	r.launchPack(ctx, buf, entries)
+	return nil
+}
+
+// acquireUpload takes one of the Options.Uploads upload slots, waiting
+// for one to come free. launchPack gives it back.
+func (r *Repository) acquireUpload(ctx context.Context) error {
+	select {
+	case r.uploadSem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// launchPack seals the pack header, then erasure-codes and uploads the
+// pack in the background, in the upload slot the caller took.
+func (r *Repository) launchPack(ctx context.Context, buf []byte, entries []BlobEntry) {
 	hdr := r.key.sealAs(kindPackHeader, nil, encodePackHeader(entries))
 	buf = append(buf, hdr...)
 	buf = binary.LittleEndian.AppendUint32(buf, uint32(len(hdr)))
 	buf = append(buf, packTrailerMagic...)
-	select {
-	case r.uploadSem <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 	r.uploadWG.Add(1)
 	go func() {
 		defer r.uploadWG.Done()
@@ -146,7 +170,6 @@ func (r *Repository) startPack(ctx context.Context, buf []byte, entries []BlobEn
 			r.setUploadErr(err)
 		}
 	}()
-	return nil
 }
 
 func (r *Repository) uploadPack(ctx context.Context, pack []byte, entries []BlobEntry) error {
@@ -316,26 +339,19 @@ func (r *Repository) Flush(ctx context.Context) error {
 
 // Pack and shard buffers are recycled: a backup allocates a handful of
 // them instead of one per pack, which keeps the heap (and RSS) flat.
-func (r *Repository) getPackBuf() []byte {
-	if b, ok := r.packBufs.Get().(*[]byte); ok {
-		return (*b)[:0]
-	}
-	return hugepage.MakeCap(r.cfg.PackSize + r.cfg.PackSize/8)
-}
+func (r *Repository) getPackBuf() []byte { return r.packBufs.Get()[:0] }
 
 func (r *Repository) putPackBuf(b []byte) {
-	if cap(b) >= r.cfg.PackSize && cap(b) <= 2*r.cfg.PackSize {
-		r.packBufs.Put(&b)
+	if cap(b) <= 2*r.cfg.PackSize {
+		r.packBufs.Put(b)
 	}
 }
 
 func (r *Repository) getShardBuf(packLen int) []byte {
-	if b, ok := r.shardBufs.Get().(*[]byte); ok && cap(*b) >= erasure.EncodedSize(r.cfg.EC, packLen) {
-		return *b
+	if b := r.shardBufs.Get(); cap(b) >= erasure.EncodedSize(r.cfg.EC, packLen) {
+		return b[:0]
 	}
-	return hugepage.MakeCap(erasure.EncodedSize(r.cfg.EC, max(packLen, r.cfg.PackSize+r.cfg.PackSize/8)))
+	return hugepage.MakeCap(erasure.EncodedSize(r.cfg.EC, packLen))
 }
 
-func (r *Repository) putShardBuf(b []byte) {
-	r.shardBufs.Put(&b)
-}
+func (r *Repository) putShardBuf(b []byte) { r.shardBufs.Put(b) }

@@ -1,0 +1,109 @@
+package repo
+
+import (
+	"context"
+	"io"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/drpipe/drpipe/erasure"
+	"github.com/drpipe/drpipe/internal/id"
+	"github.com/drpipe/drpipe/tiers"
+	"github.com/drpipe/drpipe/tiers/tierstest"
+)
+
+// gatedPuts holds every shard Put until gate is closed.
+type gatedPuts struct {
+	tiers.Backend
+	gate chan struct{}
+}
+
+func (g *gatedPuts) Put(ctx context.Context, h tiers.Handle, rd io.Reader, size int64) error {
+	if h.Type == tiers.TypeData {
+		select {
+		case <-g.gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return g.Backend.Put(ctx, h, rd, size)
+}
+
+// TestFullPacksWaitForUploads: while the uploads are behind, a full pack
+// waits for its upload slot with the packer held, so the other writers
+// wait too. Before, each writer that filled a pack set it aside and went
+// on filling a new one: up to one pack buffer per backup worker, beside
+// those being uploaded.
+func TestFullPacksWaitForUploads(t *testing.T) {
+	ctx := context.Background()
+	g := &gatedPuts{Backend: tierstest.NewMemory()}
+	r, err := Init(ctx, g, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20},
+		Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF, Uploads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	g.gate = make(chan struct{})
+	rng := rand.New(rand.NewPCG(3, 4))
+	blob := func(n int) []byte { return randBytes(rng, n) }
+	a1, a2, b1, b2, c := blob(600<<10), blob(600<<10), blob(600<<10), blob(600<<10), blob(1<<10)
+	save := func(b []byte) error { _, _, err := r.SaveBlob(ctx, DataBlob, b, id.ID{}); return err }
+
+	// The first pack takes the only upload slot, and its upload hangs.
+	for _, b := range [][]byte{a1, a2} {
+		if err := save(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The second pack fills and waits for the slot.
+	bDone := make(chan error, 1)
+	go func() {
+		err := save(b1)
+		if err == nil {
+			err = save(b2)
+		}
+		bDone <- err
+	}()
+	b2ID := r.BlobID(b2)
+	p := r.packers[DataBlob]
+	for {
+		r.idxMu.RLock()
+		_, saving := r.pending[b2ID]
+		r.idxMu.RUnlock()
+		if saving {
+			if !p.mu.TryLock() {
+				break // held by the writer of the full pack
+			}
+			handedOff := p.buf == nil
+			p.mu.Unlock()
+			if handedOff {
+				break
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// A third writer must not start another pack meanwhile.
+	cDone := make(chan error, 1)
+	go func() { cDone <- save(c) }()
+	select {
+	case err := <-cDone:
+		t.Fatalf("a third pack was started while both the upload and a full pack waited (err %v)", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(g.gate)
+	for _, ch := range []chan error{bDone, cDone} {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range [][]byte{a1, a2, b1, b2, c} {
+		got, err := r.LoadBlob(ctx, DataBlob, r.BlobID(b), nil)
+		if err != nil || string(got) != string(b) {
+			t.Fatalf("blob after the uploads: %v", err)
+		}
+	}
+}
