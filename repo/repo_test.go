@@ -345,6 +345,14 @@ func TestFindSnapshot(t *testing.T) {
 	if _, err := r.FindSnapshot(ctx, "latest", "nohost"); !errors.Is(err, ErrNoSnapshot) {
 		t.Errorf("latest of unknown host: %v", err)
 	}
+	// An id with a host: the snapshot must be that host's, as with
+	// latest, not restored whatever its host.
+	if s, err := r.FindSnapshot(ctx, ids[1].String()[:12], "a"); !errors.Is(err, ErrNoSnapshot) || !strings.Contains(fmt.Sprint(err), `host "b"`) {
+		t.Errorf("FindSnapshot of host b's snapshot with host a = %v, %v; want no matching snapshot naming host b", s, err)
+	}
+	if s, err := r.FindSnapshot(ctx, ids[1].String(), "b"); err != nil || s.ID() != ids[1] {
+		t.Errorf("FindSnapshot of host b's snapshot with host b = %v, %v", s, err)
+	}
 }
 
 // TestSnapshotNeedsDurableTree enforces "data before metadata".

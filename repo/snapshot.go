@@ -158,8 +158,8 @@ var ErrNoSnapshot = errors.New("no matching snapshot")
 var ErrBadSnapshotRef = errors.New("bad snapshot reference")
 
 // FindSnapshot resolves a snapshot reference: a full id, a unique id
-// prefix, or "latest" (newest; restricted to host when host is not
-// empty). latest is an error when some snapshot cannot be read, since
+// prefix, or "latest" (newest), restricted to host when host is not
+// empty: an id of another host's snapshot is then ErrNoSnapshot. latest is an error when some snapshot cannot be read, since
 // that one may be the newest.
 func (r *Repository) FindSnapshot(ctx context.Context, ref, host string) (*Snapshot, error) {
 	ref = strings.TrimSpace(ref)
@@ -198,7 +198,14 @@ func (r *Repository) FindSnapshot(ctx context.Context, ref, host string) (*Snaps
 	if err != nil {
 		return nil, err
 	}
-	return r.LoadSnapshot(ctx, x)
+	sn, err := r.LoadSnapshot(ctx, x)
+	if err != nil {
+		return nil, err
+	}
+	if host != "" && sn.Host != host {
+		return nil, fmt.Errorf("%w: snapshot %s is of host %q, not %q; leave out --host to use it, or give latest or an id of %q", ErrNoSnapshot, x.Short(), sn.Host, host, host)
+	}
+	return sn, nil
 }
 
 // FindSnapshotID resolves a full snapshot id or a unique id prefix (not

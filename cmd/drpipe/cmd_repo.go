@@ -446,7 +446,7 @@ func (a *app) restoreCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&target, "target", "", "directory to restore into")
 	cmd.Flags().StringArrayVar(&paths, "path", nil, "restore only this snapshot path and what is below it (repeatable)")
-	cmd.Flags().StringVar(&host, "host", "", "with latest: newest snapshot of this host")
+	cmd.Flags().StringVar(&host, "host", "", "the snapshot's host: with latest, the newest of this host; with an id, refused unless the snapshot is this host's")
 	addDiskFormatFlag(cmd)
 	cmd.Flags().Bool("delta", false, "keep files already in the target and write only the chunks that differ from the snapshot (compared locally), to resume an interrupted restore or refresh a copy; files others could write to are replaced (config key restore.delta)")
 	cmd.Flags().BoolVar(&fromTiers, "tiers", false, "read each object from the first tier of the tiering policy (--config) that has it intact: hot, other directories, the DR site (read over QUIC), cloud, tape pools; report which tiers served")
