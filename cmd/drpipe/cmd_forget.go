@@ -215,8 +215,12 @@ func (a *app) forgetCmd() *cobra.Command {
 					forgotten++
 				}
 			}
+			// Prune runs even when some snapshots could not be removed
+			// (object lock, an immutable file): it frees only data no
+			// remaining snapshot uses, so the ones still there keep
+			// theirs, and one locked snapshot does not stop every prune.
 			var prep *repo.PruneReport
-			if prune && len(errs) == 0 {
+			if prune {
 				if dryRun {
 					po.Forgotten = remove
 				}
@@ -246,6 +250,9 @@ func (a *app) forgetCmd() *cobra.Command {
 					verb, n = "would forget", len(remove)
 				}
 				a.printf("%s %d of %d snapshots\n", verb, n, len(decisions))
+				if failed := len(remove) - forgotten; !dryRun && failed > 0 {
+					a.printf("%d snapshots marked remove could not be removed (below); they and their data stay\n", failed)
+				}
 				if prep != nil {
 					a.printPrune(prep)
 				}

@@ -595,3 +595,56 @@ func TestStatsDamagedSnapshot(t *testing.T) {
 		t.Errorf("stderr does not name the damaged snapshot and what to do: %s", r.stderr)
 	}
 }
+
+// TestForgetPrunesBesideAnUndeletableSnapshot: a snapshot that cannot be
+// removed (here immutable; in a bucket, under object lock) fails forget
+// with exit 1, but --prune still frees the data of the snapshots that
+// were forgotten: prune only ever removes what no remaining snapshot
+// uses. Before, one such snapshot kept every forget --prune from
+// pruning, without saying so.
+func TestForgetPrunesBesideAnUndeletableSnapshot(t *testing.T) {
+	if _, err := exec.LookPath("chattr"); err != nil || os.Geteuid() != 0 {
+		t.Skip("needs root and chattr (e2fsprogs) to make a snapshot file immutable")
+	}
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	for _, data := range []string{"one", "two", "three"} {
+		if r := e.runIn([]byte(data), "backup", "--repo", repoDir, "--host", "db01", "--stdin", "--stdin-name", "dump.sql"); r.code != 0 {
+			t.Fatalf("backup: exit %d: %s", r.code, r.stderr)
+		}
+	}
+	var plan struct {
+		Decisions []struct {
+			ID   string `json:"id"`
+			Keep bool   `json:"keep"`
+		} `json:"decisions"`
+	}
+	if err := json.Unmarshal([]byte(e.ok("forget", "--repo", repoDir, "--keep-last", "1", "--dry-run", "--json")), &plan); err != nil {
+		t.Fatal(err)
+	}
+	oldID := ""
+	for _, d := range plan.Decisions {
+		if !d.Keep {
+			oldID = d.ID
+		}
+	}
+	if oldID == "" {
+		t.Fatalf("forget --keep-last 1 would remove none of 3 snapshots: %+v", plan)
+	}
+	oldest := filepath.Join(repoDir, "snapshots", oldID)
+	if out, err := exec.Command("chattr", "+i", oldest).CombinedOutput(); err != nil {
+		t.Skipf("chattr +i: %v: %s (the file system takes no immutable flag)", err, out)
+	}
+	t.Cleanup(func() { exec.Command("chattr", "-i", oldest).Run() })
+	r := e.run("forget", "--repo", repoDir, "--keep-last", "1", "--prune", "--grace", "0s")
+	if r.code != 1 || !strings.Contains(r.stderr, oldID[:8]) {
+		t.Errorf("forget with an undeletable snapshot: exit %d, want 1 naming %s:\n%s%s", r.code, oldID[:8], r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stdout, "prune") {
+		t.Errorf("forget --prune did not prune beside the snapshot it could not remove:\n%s%s", r.stdout, r.stderr)
+	}
+	if n := len(e.snapshotsJSON(repoDir)); n != 2 {
+		t.Errorf("%d snapshots left, want 2 (the newest, and the undeletable one)", n)
+	}
+	e.ok("check", "--repo", repoDir)
+}
