@@ -631,12 +631,35 @@ func (b *backup) parentSubtree(parent *repo.Node) map[string]*repo.Node {
 // dir backs up a directory; pn is its node in the parent snapshot (or
 // nil), parent the parent snapshot's listing of it.
 func (b *backup) dir(path string, fi fs.FileInfo, pn *repo.Node, parent map[string]*repo.Node) *future {
+	if testHookBeforeList != nil {
+		testHookBeforeList(path)
+	}
+	// O_NOFOLLOW: a symlink renamed over the directory since its lstat
+	// is not listed, nor are the entries of the directory it leads to
+	// recorded under this name.
+	d, err := openNoPoll(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+		b.warn(path, errors.New("changed type during backup (no longer a directory)"))
+		return &future{skip: true, done: closed()}
+	}
+	if err == nil {
+		defer d.Close()
+		// A directory renamed over the name since its lstat is recorded
+		// with its own owner, mode and times, as its entries are.
+		if st, serr := d.Stat(); serr == nil && !os.SameFile(st, fi) {
+			fi = st
+		}
+	}
 	n := nodeFromInfo(filepath.Base(path), fi)
 	if path == "/" {
 		n.Name = ""
 	}
 	b.xattrs(path, n, pn)
-	ents, err := os.ReadDir(path)
+	var ents []fs.DirEntry
+	if err == nil {
+		ents, err = d.ReadDir(-1)
+		sort.Slice(ents, func(i, j int) bool { return ents[i].Name() < ents[j].Name() })
+	}
 	if err != nil {
 		b.warn(path, fmt.Errorf("read directory: %w", err))
 	}
@@ -673,6 +696,10 @@ type fileState struct {
 	mu        sync.Mutex
 	err       error
 }
+
+// testHookBeforeList, when set (by tests), runs before a directory the
+// walk saw is opened to be listed.
+var testHookBeforeList func(path string)
 
 // testHookSegmentsPlanned, when set (by tests), runs after a file's
 // segments are planned and before they are read.

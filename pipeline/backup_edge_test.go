@@ -298,3 +298,38 @@ func TestBackupHugeHoleBoundedMemory(t *testing.T) {
 		t.Errorf("backup of an %d-byte sparse file holding 1 MiB allocated %d MiB", int64(size), alloc>>20)
 	}
 }
+
+// A directory replaced by a symlink after the walk saw it is left out
+// with a warning: neither listed through the link nor recorded with the
+// entries, and the files, of the directory the link leads to.
+func TestBackupDirReplacedBySymlinkNotListed(t *testing.T) {
+	r, _ := newRepo(t)
+	src := filepath.Join(t.TempDir(), "src")
+	d := filepath.Join(src, "d")
+	os.MkdirAll(d, 0o755)
+	os.WriteFile(filepath.Join(d, "own"), []byte("own"), 0o644)
+	other := filepath.Join(t.TempDir(), "other")
+	os.MkdirAll(other, 0o700)
+	os.WriteFile(filepath.Join(other, "secret"), []byte("not for the owner of d"), 0o600)
+	testHookBeforeList = func(p string) {
+		if p == d {
+			os.Rename(d, d+".old")
+			os.Symlink(other, d)
+		}
+	}
+	t.Cleanup(func() { testHookBeforeList = nil })
+	res, err := Backup(context.Background(), r, BackupOptions{Host: "h", Paths: []string{src}, Workers: 1})
+	if !errors.Is(err, ErrPartial) || res == nil || res.Warnings != 1 {
+		t.Errorf("backup of a directory replaced by a symlink: %v, %+v; want it left out with a warning", err, res)
+	}
+	if res == nil {
+		return
+	}
+	dst := filepath.Join(t.TempDir(), "dst")
+	if _, err := Restore(context.Background(), r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(dst, d, "secret")); err == nil {
+		t.Errorf("d was recorded with the entries of the directory its replacing symlink leads to")
+	}
+}
