@@ -26,6 +26,7 @@ package retention
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -361,6 +362,28 @@ func joinQuoted(xs []string, sep string) string {
 		out[i] = x
 	}
 	return strings.Join(out, sep)
+}
+
+// KeepsNothing describes the groups of which the decisions keep nothing,
+// in key order: "all 3 snapshots of group "host=a paths=/x"", or "the only
+// snapshot of group ..."; groups without decisions are left out. Keep
+// rules that keep nothing of a group (a keep-tag none of its snapshots
+// carries, a typo) would remove a host's every backup: callers refuse
+// them, as restic does.
+func KeepsNothing(groups map[string][]Decision) []string {
+	var out []string
+	for _, grp := range slices.Sorted(maps.Keys(groups)) {
+		ds := groups[grp]
+		if len(ds) == 0 || slices.ContainsFunc(ds, func(d Decision) bool { return d.Keep }) {
+			continue
+		}
+		what := fmt.Sprintf("all %d snapshots", len(ds))
+		if len(ds) == 1 {
+			what = "the only snapshot"
+		}
+		out = append(out, fmt.Sprintf("%s of group %q", what, grp))
+	}
+	return out
 }
 
 // Group applies p to every group of items and returns the decisions per

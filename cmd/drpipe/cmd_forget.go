@@ -178,17 +178,7 @@ func (a *app) forgetCmd() *cobra.Command {
 				// Rules that keep nothing of a group (a --keep-tag that
 				// none of its snapshots carries, a typo) would remove a
 				// host's every backup: refused, as restic refuses them.
-				var emptied []string
-				for _, grp := range slices.Sorted(maps.Keys(groups)) {
-					if ds := groups[grp]; !slices.ContainsFunc(ds, func(d retention.Decision) bool { return d.Keep }) {
-						what := fmt.Sprintf("all %d snapshots", len(ds))
-						if len(ds) == 1 {
-							what = "the only snapshot"
-						}
-						emptied = append(emptied, fmt.Sprintf("%s of group %q", what, grp))
-					}
-				}
-				if len(emptied) > 0 {
+				if emptied := retention.KeepsNothing(groups); len(emptied) > 0 {
 					return fmt.Errorf("the keep rules keep nothing of a group: refusing to forget %s; check the --keep-tag names, add a rule such as --keep-last 1, or forget those snapshots by id to remove them all", strings.Join(emptied, ", "))
 				}
 				for _, grp := range slices.Sorted(maps.Keys(groups)) {

@@ -198,7 +198,7 @@ func MakePlan(cfg *Config, cat *Catalog, states map[string]*TierState, now time.
 				union[k] = v
 			}
 		}
-		keep, err := keepSet(t, union, now)
+		keep, err := keepSet(t, union, here, now)
 		if err != nil {
 			return nil, fmt.Errorf("tier %s: %w", t.Name, err)
 		}
@@ -392,8 +392,10 @@ func packPresent(st *TierState, pm PackMeta, p id.ID) bool {
 }
 
 // keepSet applies the tier's rules to snaps and returns the kept ids with
-// their reasons.
-func keepSet(t Tier, snaps map[id.ID]Snap, now time.Time) (map[id.ID][]string, error) {
+// their reasons. Rules that keep nothing of a group the tier holds
+// snapshots of (held) are refused where the run forgets them, as drpipe
+// forget refuses them.
+func keepSet(t Tier, snaps, held map[id.ID]Snap, now time.Time) (map[id.ID][]string, error) {
 	p, err := t.Keep.policy()
 	if err != nil {
 		return nil, err
@@ -410,13 +412,27 @@ func keepSet(t Tier, snaps map[id.ID]Snap, now time.Time) (map[id.ID][]string, e
 	for _, s := range snaps {
 		items = append(items, retention.Item{ID: s.ID.String(), Time: s.Time, Host: s.Host, Tags: s.Tags, Paths: s.Paths})
 	}
+	groups := retention.Group(items, g, p, now)
 	out := map[id.ID][]string{}
-	for _, ds := range retention.Group(items, g, p, now) {
+	// The decisions that matter for what the tier holds: a group keeps
+	// something, or loses every snapshot of it the tier holds.
+	forgets := map[string][]retention.Decision{}
+	for grp, ds := range groups {
 		for _, d := range ds {
+			x, _ := id.Parse(d.Item.ID)
 			if d.Keep {
-				x, _ := id.Parse(d.Item.ID)
 				out[x] = d.Reasons
 			}
+			if _, ok := held[x]; ok || d.Keep {
+				forgets[grp] = append(forgets[grp], d)
+			}
+		}
+	}
+	if t.Kind != KindSite && t.Kind != KindTape {
+		if emptied := retention.KeepsNothing(forgets); len(emptied) > 0 {
+			return nil, fmt.Errorf("the keep rules keep nothing of a group: refusing to forget %s, which the tier holds; "+
+				"check the names in keep.tags, add a rule such as last: 1, or forget those snapshots by id (drpipe forget ID... with the tier's repository) to remove them all",
+				strings.Join(emptied, ", "))
 		}
 	}
 	return out, nil
