@@ -165,6 +165,18 @@ func MakePlan(cfg *Config, cat *Catalog, states map[string]*TierState, now time.
 			note(s)
 		}
 	}
+	// A snapshot a tier lists by id and time alone (a tape pool's sets)
+	// belongs to the group and periods of its own record, which a tier
+	// that read it with the key holds: its host, paths, tags, and time
+	// in its host's zone.
+	recorded := map[id.ID]Snap{}
+	for _, name := range sortedKeys(states) {
+		for _, s := range states[name].Snaps {
+			if _, ok := recorded[s.ID]; !ok && (s.Host != "" || len(s.Paths) > 0) {
+				recorded[s.ID] = s
+			}
+		}
+	}
 	for _, t := range cfg.Tiers {
 		tp := TierPlan{Name: t.Name, Kind: t.Kind, Location: t.Location, After: map[string]int64{}}
 		if t.Kind == KindTape {
@@ -185,6 +197,9 @@ func MakePlan(cfg *Config, cat *Catalog, states map[string]*TierState, now time.
 		}
 		here := map[id.ID]Snap{}
 		for _, s := range st.Snaps {
+			if r, ok := recorded[s.ID]; ok && s.Host == "" && len(s.Paths) == 0 {
+				s.Time, s.Host, s.Tags, s.Paths = r.Time, r.Host, r.Tags, r.Paths
+			}
 			here[s.ID] = s
 		}
 		tp.Holds = len(here)
