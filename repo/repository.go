@@ -328,8 +328,8 @@ func newRepository(ctx context.Context, be tiers.Backend, cfg *Config, mk *Maste
 		rcWait:    map[id.ID]*sync.WaitGroup{},
 		// The data pack being filled, one per upload, and one changing
 		// hands; one shard buffer per upload, and one.
-		packBufs:  hugepage.NewPool(cfg.PackSize+cfg.PackSize/8, o.Uploads+2),
-		shardBufs: hugepage.NewPool(erasure.EncodedSize(cfg.EC, cfg.PackSize+cfg.PackSize/8), o.Uploads+1),
+		packBufs:  hugepage.NewPool(packBufSize(cfg), o.Uploads+2),
+		shardBufs: hugepage.NewPool(erasure.EncodedSize(cfg.EC, packBufSize(cfg)), o.Uploads+1),
 	}
 	r.lastIndex = r.now()
 	for _, t := range []BlobType{DataBlob, TreeBlob} {

@@ -146,9 +146,14 @@ func (r *Repository) startPack(ctx context.Context, buf []byte, entries []BlobEn
 
 // acquireUpload takes one of the Options.Uploads upload slots, waiting
 // for one to come free. launchPack gives it back.
+//
+// The upload counts for Flush from here: a writer takes the slot with
+// the packer held, so a Flush that gets the packer after it waits for
+// the pack it handed over (whose other blobs were saved before).
 func (r *Repository) acquireUpload(ctx context.Context) error {
 	select {
 	case r.uploadSem <- struct{}{}:
+		r.uploadWG.Add(1)
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -162,7 +167,6 @@ func (r *Repository) launchPack(ctx context.Context, buf []byte, entries []BlobE
 	buf = append(buf, hdr...)
 	buf = binary.LittleEndian.AppendUint32(buf, uint32(len(hdr)))
 	buf = append(buf, packTrailerMagic...)
-	r.uploadWG.Add(1)
 	go func() {
 		defer r.uploadWG.Done()
 		defer func() { <-r.uploadSem }()
@@ -337,6 +341,10 @@ func (r *Repository) Flush(ctx context.Context) error {
 	return r.writePendingIndex(ctx)
 }
 
+// packBufSize is the size of a pack buffer: the pack size and room for
+// the blob that overfills it, mostly.
+func packBufSize(c *Config) int { return c.PackSize + c.PackSize/8 }
+
 // Pack and shard buffers are recycled: a backup allocates a handful of
 // them instead of one per pack, which keeps the heap (and RSS) flat.
 func (r *Repository) getPackBuf() []byte { return r.packBufs.Get()[:0] }
@@ -348,10 +356,13 @@ func (r *Repository) putPackBuf(b []byte) {
 }
 
 func (r *Repository) getShardBuf(packLen int) []byte {
-	if b := r.shardBufs.Get(); cap(b) >= erasure.EncodedSize(r.cfg.EC, packLen) {
-		return b[:0]
+	need := erasure.EncodedSize(r.cfg.EC, packLen)
+	if need <= erasure.EncodedSize(r.cfg.EC, packBufSize(r.cfg)) {
+		return r.shardBufs.Get()[:0]
 	}
-	return hugepage.MakeCap(erasure.EncodedSize(r.cfg.EC, packLen))
+	// A pack beyond the usual size (a large last blob): a buffer of its
+	// own, kept afterwards if the pool has room.
+	return hugepage.MakeCap(need)
 }
 
 func (r *Repository) putShardBuf(b []byte) { r.shardBufs.Put(b) }
