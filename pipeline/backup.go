@@ -643,7 +643,6 @@ func (b *backup) dir(path string, fi fs.FileInfo, pn *repo.Node, parent map[stri
 		return &future{skip: true, done: closed()}
 	}
 	if err == nil {
-		defer d.Close()
 		// A directory renamed over the name since its lstat is recorded
 		// with its own owner, mode and times, as its entries are.
 		if st, serr := d.Stat(); serr == nil && !os.SameFile(st, fi) {
@@ -658,6 +657,9 @@ func (b *backup) dir(path string, fi fs.FileInfo, pn *repo.Node, parent map[stri
 	var ents []fs.DirEntry
 	if err == nil {
 		ents, err = d.ReadDir(-1)
+		// Closed before the walk goes below it: a deep tree listed
+		// inline would otherwise hold a descriptor per level.
+		d.Close()
 		sort.Slice(ents, func(i, j int) bool { return ents[i].Name() < ents[j].Name() })
 	}
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -331,5 +332,49 @@ func TestBackupDirReplacedBySymlinkNotListed(t *testing.T) {
 	}
 	if _, err := os.Lstat(filepath.Join(dst, d, "secret")); err == nil {
 		t.Errorf("d was recorded with the entries of the directory its replacing symlink leads to")
+	}
+}
+
+// A directory's descriptor is closed once it is listed, before the walk
+// goes below it: a deep tree listed inline (every lister busy) holds no
+// descriptor per level (EMFILE, and directories recorded empty with only
+// a warning).
+func TestBackupDirDescriptorsNotHeldBelow(t *testing.T) {
+	r, _ := newRepo(t)
+	src := filepath.Join(t.TempDir(), "src")
+	for i := 1; i < walkers; i++ { // they keep the other listers busy
+		os.MkdirAll(filepath.Join(src, fmt.Sprintf("hold%d", i)), 0o755)
+	}
+	deep := filepath.Join(src, "z")
+	for i := 0; i < 40; i++ {
+		deep = filepath.Join(deep, "d")
+	}
+	os.MkdirAll(deep, 0o755)
+	os.WriteFile(filepath.Join(deep, "f"), []byte("f"), 0o644)
+	held := -1
+	release := make(chan struct{})
+	testHookBeforeList = func(p string) {
+		if strings.HasPrefix(filepath.Base(p), "hold") {
+			<-release
+			return
+		}
+		if p != deep {
+			return
+		}
+		defer close(release)
+		held = 0
+		fds, _ := os.ReadDir("/proc/self/fd")
+		for _, e := range fds {
+			if t, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); err == nil && strings.HasPrefix(t, src) {
+				held++
+			}
+		}
+	}
+	t.Cleanup(func() { testHookBeforeList = nil })
+	if _, err := Backup(context.Background(), r, BackupOptions{Host: "h", Paths: []string{src}, Workers: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if held != 0 {
+		t.Errorf("%d descriptors of directories above %s still open when it is listed, want 0", held, deep)
 	}
 }
