@@ -196,10 +196,12 @@ func (a *app) forgetCmd() *cobra.Command {
 			}
 			var forgotten int
 			var errs []error
+			failed := []string{} // [] in --json, also when none
 			if !dryRun {
 				for _, x := range remove {
 					if err := r.ForgetSnapshot(ctx, x); err != nil {
 						errs = append(errs, err)
+						failed = append(failed, x.String())
 						continue
 					}
 					forgotten++
@@ -221,7 +223,7 @@ func (a *app) forgetCmd() *cobra.Command {
 				}
 			}
 			if a.jsonOut() {
-				if err := a.printJSON(map[string]any{"decisions": decisions, "forgotten": forgotten, "dry_run": dryRun, "prune": prep}); err != nil {
+				if err := a.printJSON(map[string]any{"decisions": decisions, "forgotten": forgotten, "failed": failed, "dry_run": dryRun, "prune": prep}); err != nil {
 					return err
 				}
 			} else {
@@ -240,8 +242,8 @@ func (a *app) forgetCmd() *cobra.Command {
 					verb, n = "would forget", len(remove)
 				}
 				a.printf("%s %d of %d snapshots\n", verb, n, len(decisions))
-				if failed := len(remove) - forgotten; !dryRun && failed > 0 {
-					a.printf("%d snapshots marked remove could not be removed (below); they and their data stay\n", failed)
+				if len(failed) > 0 {
+					a.printf("%d snapshots marked remove could not be removed (below); they and their data stay\n", len(failed))
 				}
 				if prep != nil {
 					a.printPrune(prep)

@@ -648,3 +648,42 @@ func TestForgetPrunesBesideAnUndeletableSnapshot(t *testing.T) {
 	}
 	e.ok("check", "--repo", repoDir)
 }
+
+// TestForgetJSONNamesUndeletableSnapshot: forget --json names the
+// snapshots it could not remove, as the text output counts them.
+func TestForgetJSONNamesUndeletableSnapshot(t *testing.T) {
+	if _, err := exec.LookPath("chattr"); err != nil || os.Geteuid() != 0 {
+		t.Skip("needs root and chattr (e2fsprogs) to make a snapshot file immutable")
+	}
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	for _, data := range []string{"one", "two"} {
+		if r := e.runIn([]byte(data), "backup", "--repo", repoDir, "--host", "db01", "--stdin", "--stdin-name", "dump.sql"); r.code != 0 {
+			t.Fatalf("backup: exit %d: %s", r.code, r.stderr)
+		}
+	}
+	snaps := e.snapshotsJSON(repoDir)
+	if len(snaps) != 2 {
+		t.Fatalf("%d snapshots, want 2", len(snaps))
+	}
+	var ids []string
+	for _, s := range snaps {
+		ids = append(ids, s["id"].(string))
+	}
+	locked := filepath.Join(repoDir, "snapshots", ids[0])
+	if out, err := exec.Command("chattr", "+i", locked).CombinedOutput(); err != nil {
+		t.Skipf("chattr +i: %v: %s (the file system takes no immutable flag)", err, out)
+	}
+	t.Cleanup(func() { exec.Command("chattr", "-i", locked).Run() })
+	r := e.run("forget", "--repo", repoDir, "--json", ids[0], ids[1])
+	var out struct {
+		Forgotten int      `json:"forgotten"`
+		Failed    []string `json:"failed"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
+		t.Fatalf("forget --json: %v: %s", err, r.stdout)
+	}
+	if r.code != 1 || out.Forgotten != 1 || len(out.Failed) != 1 || out.Failed[0] != ids[0] {
+		t.Errorf("forget --json of an undeletable and a deletable snapshot: exit %d, %+v; want exit 1, forgotten 1, failed [%s]", r.code, out, ids[0])
+	}
+}
