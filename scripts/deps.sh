@@ -11,6 +11,7 @@ mkdir -p "$TOOLS"
 declare -A PKG=(
   [mkfs.ext4]=e2fsprogs
   [debugfs]=e2fsprogs
+  [chattr]=e2fsprogs
   [qemu-img]=qemu-utils
   [restic]=restic
   [borg]=borgbackup

@@ -603,9 +603,6 @@ func TestStatsDamagedSnapshot(t *testing.T) {
 // uses. Before, one such snapshot kept every forget --prune from
 // pruning, without saying so.
 func TestForgetPrunesBesideAnUndeletableSnapshot(t *testing.T) {
-	if _, err := exec.LookPath("chattr"); err != nil || os.Geteuid() != 0 {
-		t.Skip("needs root and chattr (e2fsprogs) to make a snapshot file immutable")
-	}
 	e := newEnv(t)
 	repoDir := e.initRepo()
 	for _, data := range []string{"one", "two", "three"} {
@@ -631,11 +628,7 @@ func TestForgetPrunesBesideAnUndeletableSnapshot(t *testing.T) {
 	if oldID == "" {
 		t.Fatalf("forget --keep-last 1 would remove none of 3 snapshots: %+v", plan)
 	}
-	oldest := filepath.Join(repoDir, "snapshots", oldID)
-	if out, err := exec.Command("chattr", "+i", oldest).CombinedOutput(); err != nil {
-		t.Skipf("chattr +i: %v: %s (the file system takes no immutable flag)", err, out)
-	}
-	t.Cleanup(func() { exec.Command("chattr", "-i", oldest).Run() })
+	makeImmutable(t, filepath.Join(repoDir, "snapshots", oldID))
 	r := e.run("forget", "--repo", repoDir, "--keep-last", "1", "--prune", "--grace", "0s")
 	if r.code != 1 || !strings.Contains(r.stderr, oldID[:8]) {
 		t.Errorf("forget with an undeletable snapshot: exit %d, want 1 naming %s:\n%s%s", r.code, oldID[:8], r.stdout, r.stderr)
@@ -652,9 +645,6 @@ func TestForgetPrunesBesideAnUndeletableSnapshot(t *testing.T) {
 // TestForgetJSONNamesUndeletableSnapshot: forget --json names the
 // snapshots it could not remove, as the text output counts them.
 func TestForgetJSONNamesUndeletableSnapshot(t *testing.T) {
-	if _, err := exec.LookPath("chattr"); err != nil || os.Geteuid() != 0 {
-		t.Skip("needs root and chattr (e2fsprogs) to make a snapshot file immutable")
-	}
 	e := newEnv(t)
 	repoDir := e.initRepo()
 	for _, data := range []string{"one", "two"} {
@@ -670,11 +660,7 @@ func TestForgetJSONNamesUndeletableSnapshot(t *testing.T) {
 	for _, s := range snaps {
 		ids = append(ids, s["id"].(string))
 	}
-	locked := filepath.Join(repoDir, "snapshots", ids[0])
-	if out, err := exec.Command("chattr", "+i", locked).CombinedOutput(); err != nil {
-		t.Skipf("chattr +i: %v: %s (the file system takes no immutable flag)", err, out)
-	}
-	t.Cleanup(func() { exec.Command("chattr", "-i", locked).Run() })
+	makeImmutable(t, filepath.Join(repoDir, "snapshots", ids[0]))
 	r := e.run("forget", "--repo", repoDir, "--json", ids[0], ids[1])
 	var out struct {
 		Forgotten int      `json:"forgotten"`
@@ -686,4 +672,20 @@ func TestForgetJSONNamesUndeletableSnapshot(t *testing.T) {
 	if r.code != 1 || out.Forgotten != 1 || len(out.Failed) != 1 || out.Failed[0] != ids[0] {
 		t.Errorf("forget --json of an undeletable and a deletable snapshot: exit %d, %+v; want exit 1, forgotten 1, failed [%s]", r.code, out, ids[0])
 	}
+}
+
+// makeImmutable sets the immutable flag on path (chattr +i, from
+// e2fsprogs, which make deps installs) and clears it when the test ends,
+// so that removing the file fails as under S3 object lock. Only root may
+// set the flag, and only some file systems (ext4, xfs, btrfs) keep it:
+// elsewhere the test is skipped, naming which.
+func makeImmutable(t *testing.T, path string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("only root may make a file immutable (chattr +i)")
+	}
+	if out, err := exec.Command("chattr", "+i", path).CombinedOutput(); err != nil {
+		t.Skipf("chattr +i: %v: %s (the test directory's file system keeps no immutable flag)", err, out)
+	}
+	t.Cleanup(func() { exec.Command("chattr", "-i", path).Run() })
 }
