@@ -1051,15 +1051,19 @@ func TestDrsiteRunbookByHand(t *testing.T) {
 func TestDrsiteBringupNamesEveryVMWhoseDisksFail(t *testing.T) {
 	e := newEnv(t)
 	r, cfg := e.tenVMSite()
-	// M+1 shards of every pack holding hv-a's disk data are lost; the
-	// others (trees, inventories, hv-b's disks) stay, so the plan holds
-	// and the restore gets as far as the disks. Which packs hold what,
-	// check says of each pack lost alone.
+	// The K data shards of every pack holding hv-a's disk data are lost
+	// (more than M, and none left to read a blob from directly, so every
+	// blob in them is lost: with only M+1 gone, the blobs of a surviving
+	// data shard still read, and check, which names every file with
+	// blobs in a pack it does not read, named disks the restore then got
+	// whole); the others (trees, inventories, hv-b's disks) stay, so the
+	// plan holds and the restore gets as far as the disks. Which packs
+	// hold what, check says of each pack lost alone.
 	var lose []string
 	lost := map[string]bool{} // group 1's VMs of hv-a whose disk data goes
 	for _, shards := range shardFiles(t, r) {
 		saved := map[string][]byte{}
-		for _, s := range shards[:3] {
+		for _, s := range shards[:4] {
 			b, err := os.ReadFile(s)
 			if err != nil {
 				t.Fatal(err)
@@ -1080,7 +1084,7 @@ func TestDrsiteBringupNamesEveryVMWhoseDisksFail(t *testing.T) {
 			os.WriteFile(s, b, 0o644)
 		}
 		if slices.ContainsFunc(chk.Damaged[0].Files, func(f string) bool { return strings.HasSuffix(f, ".raw") && strings.Contains(f, "/hv-a/") }) {
-			lose = append(lose, shards[:3]...)
+			lose = append(lose, shards[:4]...)
 			for _, f := range chk.Damaged[0].Files {
 				if vm := strings.TrimSuffix(filepath.Base(f), ".raw"); vm == "dc01" || vm == "dns01" {
 					lost[vm] = true
