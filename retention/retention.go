@@ -15,7 +15,7 @@
 //     of the group is reached, the oldest is kept too;
 //   - keep-within D keeps everything newer than (newest snapshot − D), and
 //     keep-within-hourly/daily/... D keep the newest per period inside that
-//     window (without the group's oldest: that rule is the counts' only);
+//     window, and the group's oldest snapshot too when it is inside it;
 //   - keep-tag T keeps every snapshot carrying all tags of T ("a,b": both;
 //     spaces around names are ignored, an empty name is refused);
 //   - N = -1 means unlimited;
@@ -278,11 +278,17 @@ func Apply(items []Item, p Policy, now time.Time) []Decision {
 			if w.d.Zero() || !it.Time.After(w.d.before(newest)) {
 				continue
 			}
-			// Unlike the counted rules, a window does not also keep the
-			// group's oldest snapshot (restic's rule).
-			if bucket := w.period(it.Time); !w.seen || bucket != w.last {
+			// Like the counted rules, a window also keeps the group's
+			// oldest snapshot when that is inside it.
+			bucket := w.period(it.Time)
+			newBucket := !w.seen || bucket != w.last
+			if newBucket || oldest {
 				d.Keep = true
-				d.Reasons = append(d.Reasons, w.name+" within "+w.d.String())
+				reason := w.name + " within " + w.d.String()
+				if !newBucket {
+					reason = "oldest " + reason
+				}
+				d.Reasons = append(d.Reasons, reason)
 				w.last, w.seen = bucket, true
 			}
 		}

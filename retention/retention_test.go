@@ -2,6 +2,7 @@ package retention
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -249,18 +250,29 @@ func TestTiesDoNotDependOnInputOrder(t *testing.T) {
 	}
 }
 
-// TestWithinWindowKeepsNoExtraOldest: keep-within-daily keeps the newest
-// snapshot of each day in the window and nothing more; only the counted
-// rules add the group's oldest (restic's semantics).
-func TestWithinWindowKeepsNoExtraOldest(t *testing.T) {
+// TestWithinWindowKeepsTheOldestInside: keep-within-daily keeps the
+// newest snapshot of each day in the window, and the group's oldest when
+// the window reaches it, as the counted rules do (restic 0.17's rule); an
+// oldest snapshot outside the window is not kept.
+func TestWithinWindowKeepsTheOldestInside(t *testing.T) {
 	items := []Item{
 		{ID: "may1-08", Time: time.Date(2026, 5, 1, 8, 0, 0, 0, time.UTC)},
 		{ID: "may1-20", Time: time.Date(2026, 5, 1, 20, 0, 0, 0, time.UTC)},
 		{ID: "may2-20", Time: time.Date(2026, 5, 2, 20, 0, 0, 0, time.UTC)},
 	}
 	now := time.Date(2026, 5, 3, 0, 0, 0, 0, time.UTC)
-	if got := strings.Join(kept(Apply(items, Policy{WithinDaily: Duration{Days: 30}}, now)), " "); got != "may1-20 may2-20" {
-		t.Errorf("within-daily 30d kept %q, want may1-20 may2-20", got)
+	ds := Apply(items, Policy{WithinDaily: Duration{Days: 30}}, now)
+	if got := strings.Join(kept(ds), " "); got != "may1-08 may1-20 may2-20" {
+		t.Errorf("within-daily 30d kept %q, want all three (the oldest is inside the window)", got)
+	}
+	for _, d := range ds {
+		if d.Item.ID == "may1-08" && !slices.Contains(d.Reasons, "oldest daily within 30d") {
+			t.Errorf("the oldest is kept for %q, want \"oldest daily within 30d\"", d.Reasons)
+		}
+	}
+	// A window that ends after the oldest does not keep it.
+	if got := strings.Join(kept(Apply(items, Policy{WithinDaily: Duration{Hours: 30}}, now)), " "); got != "may1-20 may2-20" {
+		t.Errorf("within-daily 30h kept %q, want may1-20 may2-20", got)
 	}
 	// A count with some left still keeps the oldest.
 	if got := strings.Join(kept(Apply(items, Policy{Daily: 5}, now)), " "); got != "may1-08 may1-20 may2-20" {
