@@ -16,6 +16,12 @@ import (
 func CatalogOf(ctx context.Context, r *repo.Repository) (*Catalog, error) {
 	sns, err := r.ListSnapshots(ctx)
 	if err != nil {
+		if len(sns) > 0 || errors.Is(err, repo.ErrCorrupt) {
+			// Some loaded, or an object named in the message is damaged:
+			// planning from the rest would count that snapshot's data as
+			// unneeded.
+			return nil, fmt.Errorf("some snapshots of the primary could not be read; refusing to plan from an incomplete list (once 'drpipe check --repo R' confirms a snapshot named here is damaged, forget it by id with 'drpipe forget --repo R ID' and run again): %w", err)
+		}
 		return nil, fmt.Errorf("list snapshots of the primary: %w", err)
 	}
 	cat := &Catalog{Packs: map[id.ID]PackMeta{}, SnapBytes: map[id.ID]int64{}}
