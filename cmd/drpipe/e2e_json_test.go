@@ -145,3 +145,60 @@ func TestVersionJSON(t *testing.T) {
 		t.Errorf("drpipe --version: %q", out)
 	}
 }
+
+// TestJSONErrors: under --json the error that ends a command is one JSON
+// object on stderr with the exit code the process exits with, and stdout
+// holds no text; without --json it stays the drpipe: and hint: lines.
+func TestJSONErrors(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	missing := filepath.Join(e.dir, "empty") // a directory, but no repository
+	if err := os.Mkdir(missing, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	wrong := newEnv(t)
+	wrong.cache, wrong.pw = e.cache, "wrong password"
+	for _, c := range []struct {
+		name     string
+		e        *env
+		args     []string
+		code     int
+		say      string
+		wantHint bool
+	}{
+		{"no repository", e, []string{"snapshots", "--repo", missing, "--json"}, exitFailure, "not a drpipe repository", true},
+		{"wrong password", wrong, []string{"snapshots", "--repo", repoDir, "--json"}, exitAuth, "wrong password", true},
+		{"unknown flag before --json", e, []string{"snapshots", "--bogus", "--json"}, exitUsage, "unknown flag: --bogus", false},
+		{"json from the environment", &env{t: t, dir: e.dir, cache: e.cache, pw: e.pw, extra: []string{"DRPIPE_JSON=true"}}, []string{"snapshots", "--repo", missing}, exitFailure, "not a drpipe repository", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := c.e.run(c.args...)
+			if r.code != c.code {
+				t.Fatalf("exit %d, want %d\nstderr: %s", r.code, c.code, r.stderr)
+			}
+			if r.stdout != "" {
+				t.Errorf("stdout holds %q, want nothing", r.stdout)
+			}
+			var got struct {
+				Error    string `json:"error"`
+				Hint     string `json:"hint"`
+				ExitCode int    `json:"exit_code"`
+			}
+			dec := json.NewDecoder(strings.NewReader(r.stderr))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&got); err != nil {
+				t.Fatalf("stderr is not one JSON object: %v\n%s", err, r.stderr)
+			}
+			if dec.More() {
+				t.Errorf("stderr holds more than one object: %s", r.stderr)
+			}
+			if got.ExitCode != c.code || !strings.Contains(got.Error, c.say) || (got.Hint != "") != c.wantHint {
+				t.Errorf("got %+v, want exit_code %d, an error saying %q, a hint: %v", got, c.code, c.say, c.wantHint)
+			}
+		})
+	}
+	r := e.run("snapshots", "--repo", missing)
+	if !strings.HasPrefix(r.stderr, "drpipe: not a drpipe repository") || !strings.Contains(r.stderr, "\nhint: ") {
+		t.Errorf("without --json stderr is %q, want the drpipe: and hint: lines", r.stderr)
+	}
+}

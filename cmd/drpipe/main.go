@@ -10,11 +10,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"slices"
 	"syscall"
 
 	"github.com/drpipe/drpipe/pipeline"
@@ -49,18 +51,23 @@ func main() {
 	if stopProfile := startProfile(); stopProfile != nil {
 		defer stopProfile()
 	}
-	cmd := newRootCmd()
+	cmd, a := newRootCmd()
 	err := cmd.ExecuteContext(ctx)
-	code := exitCode(err)
+	// A flag error can come before --json was parsed: it counts as given.
+	var ue usageError
+	asJSON := a.jsonOut() || errors.As(err, &ue) && slices.Contains(os.Args[1:], "--json")
+	code := exitCode(err, asJSON)
 	stop()
 	if code != exitOK {
 		os.Exit(code)
 	}
 }
 
-// exitCode maps an error to the documented exit code and prints it with a
-// hint.
-func exitCode(err error) int {
+// exitCode maps an error to the documented exit code and prints it to
+// stderr with a hint: as two lines of text, or under --json (asJSON) as
+// one JSON object with the code, so that a script reading JSON gets the
+// failure in JSON too.
+func exitCode(err error, asJSON bool) int {
 	if err == nil {
 		return exitOK
 	}
@@ -68,20 +75,31 @@ func exitCode(err error) int {
 	if errors.As(err, &se) {
 		return se.code
 	}
-	fmt.Fprintf(os.Stderr, "drpipe: %v\n", err)
-	if h := hint(err); h != "" {
-		fmt.Fprintf(os.Stderr, "hint: %s\n", h)
-	}
+	code := exitFailure
 	var ue usageError
 	switch {
 	case errors.As(err, &ue), errors.Is(err, repo.ErrBadSnapshotRef):
-		return exitUsage
+		code = exitUsage
 	case errors.Is(err, repo.ErrWrongPassword):
-		return exitAuth
+		code = exitAuth
 	case errors.Is(err, pipeline.ErrPartial), errors.Is(err, pipeline.ErrRestoreIncomplete):
-		return exitIncomplete
+		code = exitIncomplete
 	}
-	return exitFailure
+	h := hint(err)
+	if asJSON {
+		b, _ := json.Marshal(struct {
+			Error    string `json:"error"`
+			Hint     string `json:"hint,omitempty"`
+			ExitCode int    `json:"exit_code"`
+		}{err.Error(), h, code})
+		fmt.Fprintf(os.Stderr, "%s\n", b)
+		return code
+	}
+	fmt.Fprintf(os.Stderr, "drpipe: %v\n", err)
+	if h != "" {
+		fmt.Fprintf(os.Stderr, "hint: %s\n", h)
+	}
+	return code
 }
 
 func hint(err error) string {

@@ -45,7 +45,9 @@ type app struct {
 	jsonLines bool
 }
 
-func newRootCmd() *cobra.Command {
+// newRootCmd builds the command tree; the app it returns holds the
+// configuration once a command has run (exitCode's --json).
+func newRootCmd() (*cobra.Command, *app) {
 	a := &app{v: viper.New(), stdout: os.Stdout, stderr: os.Stderr, stdin: os.Stdin}
 	root := &cobra.Command{
 		Use:           "drpipe",
@@ -96,7 +98,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(a.mountCmd())
 	root.AddCommand(a.drsiteCmd())
 	usageArgs(root)
-	return root
+	return root, a
 }
 
 // usageArgs makes every argument error of c and its subcommands a usage
