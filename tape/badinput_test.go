@@ -3,6 +3,7 @@ package tape_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -269,4 +270,68 @@ func TestAbortedSetTapesReused(t *testing.T) {
 	if _, err := w.write(); err == nil || !strings.Contains(err.Error(), "no writable tape") {
 		t.Errorf("write with every tape holding a live set: %v, want no writable tape", err)
 	}
+}
+
+// rawFiles has write write to a cartridge from its start through a
+// drive.
+func (w *badWorld) rawFiles(bc string, write func(ctx context.Context, d tape.Drive)) {
+	ctx := context.Background()
+	inv, _ := w.lib.Inventory(ctx)
+	at, _ := inv.Find(bc)
+	if err := w.lib.Move(ctx, at, tape.Element{Kind: tape.ElemDrive}); err != nil {
+		w.t.Fatal(err)
+	}
+	d, _ := w.lib.OpenDrive(ctx, 0)
+	write(ctx, d)
+	d.Unload(ctx)
+	if err := w.lib.Move(ctx, tape.Element{Kind: tape.ElemDrive}, at); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// TestLabelIDsNotUUIDs: a label whose checksums hold but whose volume or
+// set id is not a 32-digit hex id (another program's, or damaged before
+// its checksum was computed) is refused as damaged: a write does not
+// panic on it, and a catalog rebuild does not take its set id as a
+// directory name, writing outside the catalog.
+func TestLabelIDsNotUUIDs(t *testing.T) {
+	t.Run("VolumeUUID", func(t *testing.T) {
+		w := newBadWorld(t)
+		w.label("DRP001L7")
+		os.Remove(w.cart("DRP001L7"))
+		tape.CreateCartridge(w.libDir, "DRP001L7", tape.LTO7, 32<<20, 1<<20, false)
+		rec, _ := tape.MarshalLabel(tape.KindVolumeLabel, tape.VolumeLabel{Format: "drpipe-tape", Version: 1, Barcode: "DRP001L7", UUID: "x", Pool: "p", Labeled: w.now})
+		w.raw("DRP001L7", rec)
+		w.expectRefusal(tape.ErrCorrupt, "DRP001L7", "uuid")
+	})
+	t.Run("SetID", func(t *testing.T) {
+		w := newBadWorld(t)
+		w.label("DRP001L7")
+		m, _ := w.cat.Media("DRP001L7")
+		os.Remove(w.cart("DRP001L7"))
+		tape.CreateCartridge(w.libDir, "DRP001L7", tape.LTO7, 32<<20, 1<<20, false)
+		w.rawFiles("DRP001L7", func(ctx context.Context, d tape.Drive) {
+			vl, _ := tape.MarshalLabel(tape.KindVolumeLabel, tape.VolumeLabel{Format: "drpipe-tape", Version: 1, Barcode: "DRP001L7", UUID: m.UUID, Pool: "p", Labeled: w.now})
+			sl, _ := tape.MarshalLabel(tape.KindSetLabel, tape.SetLabel{Format: "drpipe-tape", Version: 1, SetID: "../../escaped", Pool: "p", Barcode: "DRP001L7", UUID: m.UUID,
+				Created: w.now, Level: tape.LevelDaily, Expires: w.now.AddDate(0, 0, 7), Columns: 1, PerTape: 1})
+			for _, r := range [][]byte{vl, sl} {
+				d.WriteRecord(ctx, r)
+				d.WriteFilemarks(ctx, 1)
+			}
+			mf, _ := json.Marshal(tape.Manifest{Version: 1, SetID: "../../escaped"})
+			if err := tape.WriteObjectFileForTest(ctx, d, tiers.Handle{Type: tape.TypeManifest, Name: "manifest"}, mf); err != nil {
+				t.Fatal(err)
+			}
+		})
+		res, err := tape.Rebuild(context.Background(), w.lib, w.cat, tape.ScanOptions{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(filepath.Join(w.libDir, "escaped")); err == nil {
+			t.Errorf("the rebuild wrote %s, outside the catalog", filepath.Join(w.libDir, "escaped"))
+		}
+		if res.Sets != 0 || len(res.Errors) != 1 || !strings.Contains(strings.Join(res.Errors, "\n"), "set id") {
+			t.Errorf("rebuild: %d sets, errors %q; want none, and the tape's set label reported as damaged", res.Sets, res.Errors)
+		}
+	})
 }

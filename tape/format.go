@@ -165,7 +165,8 @@ func MarshalLabel(k Kind, v any) ([]byte, error) {
 }
 
 // ParseVolumeLabel decodes file 0's record. A blank or foreign tape, an
-// unknown version and a damaged label each get their own error.
+// unknown version and a damaged label (one whose uuid is not 32 hex
+// digits included) each get their own error.
 func ParseVolumeLabel(b []byte) (*VolumeLabel, error) {
 	var l VolumeLabel
 	if err := parseLabel(b, KindVolumeLabel, &l, &l.Format, &l.Version); err != nil {
@@ -174,10 +175,14 @@ func ParseVolumeLabel(b []byte) (*VolumeLabel, error) {
 	if l.Barcode == "" || len(l.Barcode) > 32 || l.UUID == "" || l.Pool == "" {
 		return nil, fmt.Errorf("%w: volume label lacks barcode, uuid or pool", ErrCorrupt)
 	}
+	if _, err := ParseUUID(l.UUID); err != nil {
+		return nil, fmt.Errorf("%w: volume label: %v", ErrCorrupt, err)
+	}
 	return &l, nil
 }
 
-// ParseSetLabel decodes file 1's record.
+// ParseSetLabel decodes file 1's record; a set or volume id that is not
+// 32 hex digits is damage (ErrCorrupt).
 func ParseSetLabel(b []byte) (*SetLabel, error) {
 	var l SetLabel
 	if err := parseLabel(b, KindSetLabel, &l, &l.Format, &l.Version); err != nil {
@@ -188,6 +193,14 @@ func ParseSetLabel(b []byte) (*SetLabel, error) {
 	}
 	if !l.Level.valid() {
 		return nil, fmt.Errorf("%w: set label has unknown level %q", ErrCorrupt, l.Level)
+	}
+	// Both ids name catalog directories and are compared with the
+	// catalog's: anything but 32 hex digits is damage.
+	if _, err := ParseUUID(l.SetID); err != nil {
+		return nil, fmt.Errorf("%w: set label: set id: %v", ErrCorrupt, err)
+	}
+	if _, err := ParseUUID(l.UUID); err != nil {
+		return nil, fmt.Errorf("%w: set label: volume %v", ErrCorrupt, err)
 	}
 	return &l, nil
 }
