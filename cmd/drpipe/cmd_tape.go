@@ -506,21 +506,9 @@ func (a *app) tapeWriteCmd() *cobra.Command {
 			if parity < 0 {
 				return usagef("%s %d: give the number of tapes of a set that may be lost, 0 or more", parityFrom, parity)
 			}
-			recSize, err := parseSize(a.v.GetString("tape.record_size"))
-			if err != nil {
-				return usagef("tape.record_size: %w", err)
-			}
-			if recSize < tape.MinRecordSize || recSize > tape.MaxRecordSize {
-				return usagef("config key tape.record_size (DRPIPE_TAPE_RECORD_SIZE) %s: must be from %s to %s",
-					a.v.GetString("tape.record_size"), humanBytes(tape.MinRecordSize), humanBytes(tape.MaxRecordSize))
-			}
-			bufSize, err := parseSize(a.v.GetString("tape.buffer"))
-			if err != nil {
-				return usagef("tape.buffer: %w", err)
-			}
-			fileSize, err := parseSize(a.v.GetString("tape.file_size"))
-			if err != nil {
-				return usagef("tape.file_size: %w", err)
+			wo := tape.WriteOptions{Parity: parity}
+			if err := a.tapeWriteSettings(&wo); err != nil {
+				return err
 			}
 			now, err := tapeNow()
 			if err != nil {
@@ -564,8 +552,8 @@ func (a *app) tapeWriteCmd() *cobra.Command {
 				return err
 			}
 			prog := a.startTapeProgress("tape write")
-			res, err := tape.WriteSet(ctx, te.lib, te.cat, r.Backend(), plan, tape.WriteOptions{Pool: p, Level: level, Parity: parity,
-				RecordSize: int(recSize), BufferSize: bufSize, FileSize: fileSize, Now: func() time.Time { return now }, Progress: prog})
+			wo.Pool, wo.Level, wo.Now, wo.Progress = p, level, func() time.Time { return now }, prog
+			res, err := tape.WriteSet(ctx, te.lib, te.cat, r.Backend(), plan, wo)
 			prog.Stop()
 			if res == nil {
 				return err
@@ -578,6 +566,31 @@ func (a *app) tapeWriteCmd() *cobra.Command {
 	f.IntVar(&parity, "parity", 1, "tapes of the set that may be lost (config key tape.parity)")
 	f.StringVar(&levelS, "level", "", "force the GFS level: daily, weekly, monthly or yearly")
 	return cmd
+}
+
+// tapeWriteSettings sets o's record size, read-ahead buffer and data
+// file size from tape.record_size, tape.buffer and tape.file_size; a value
+// that is no size, or a record size outside what drives take, is a usage
+// error naming the key.
+func (a *app) tapeWriteSettings(o *tape.WriteOptions) error {
+	recSize, err := parseSize(a.v.GetString("tape.record_size"))
+	if err != nil {
+		return usagef("tape.record_size: %w", err)
+	}
+	if recSize < tape.MinRecordSize || recSize > tape.MaxRecordSize {
+		return usagef("config key tape.record_size (DRPIPE_TAPE_RECORD_SIZE) %s: must be from %s to %s",
+			a.v.GetString("tape.record_size"), humanBytes(tape.MinRecordSize), humanBytes(tape.MaxRecordSize))
+	}
+	bufSize, err := parseSize(a.v.GetString("tape.buffer"))
+	if err != nil {
+		return usagef("tape.buffer: %w", err)
+	}
+	fileSize, err := parseSize(a.v.GetString("tape.file_size"))
+	if err != nil {
+		return usagef("tape.file_size: %w", err)
+	}
+	o.RecordSize, o.BufferSize, o.FileSize = int(recSize), bufSize, fileSize
+	return nil
 }
 
 func (a *app) printWrite(res *tape.WriteResult, snaps []*repo.Snapshot, werr error) error {

@@ -280,6 +280,10 @@ func (t *tapeTarget) Send(ctx context.Context, _ tiers.Backend, snaps []id.ID) (
 	if err != nil {
 		return 0, 0, err
 	}
+	wo := tape.WriteOptions{Pool: p, Parity: t.a.v.GetInt("tape.parity")}
+	if err := t.a.tapeWriteSettings(&wo); err != nil {
+		return 0, 0, err
+	}
 	now, err := tierNow()
 	if err != nil {
 		return 0, 0, err
@@ -297,8 +301,8 @@ func (t *tapeTarget) Send(ctx context.Context, _ tiers.Backend, snaps []id.ID) (
 	if err != nil {
 		return 0, 0, err
 	}
-	parity := t.a.v.GetInt("tape.parity")
-	res, err := tape.WriteSet(ctx, te.lib, te.cat, t.r.Backend(), plan, tape.WriteOptions{Pool: p, Level: level, Parity: parity, Now: func() time.Time { return now }})
+	wo.Level, wo.Now = level, func() time.Time { return now }
+	res, err := tape.WriteSet(ctx, te.lib, te.cat, t.r.Backend(), plan, wo)
 	if res == nil {
 		return 0, 0, err
 	}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/drpipe/drpipe/internal/sample"
+	"github.com/drpipe/drpipe/tape"
+	"github.com/drpipe/drpipe/tiers"
 )
 
 // TestTieringPlanRunAndFallbackRestore drives 'tier plan' and 'tier run'
@@ -472,6 +474,75 @@ func TestTierSameLocation(t *testing.T) {
 	} {
 		if got := sameLocation(c.configured, c.loc); got != c.same {
 			t.Errorf("sameLocation(%q, %q) = %v, want %v", c.configured, c.loc, got, c.same)
+		}
+	}
+}
+
+// TestTierRunTapeWriteSettings: tier run writes a tape pool's set with the
+// tape.record_size, tape.buffer and tape.file_size settings, as tape
+// write does, and refuses values tape write refuses: a file size of one
+// byte puts every object in a file of its own, and a record size outside
+// 256KiB..1MiB fails the tape tier naming the key.
+func TestTierRunTapeWriteSettings(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	lib := filepath.Join(e.dir, "library")
+	e.ok("tape", "library", "init", "--library", lib, "--generation", "LTO-9", "--slots", "8", "--drives", "1")
+	e.ok("tape", "label", "--library", lib, "--pool", "vault", "--count", "6")
+	cfg := writeFile(t, e.dir, "drpipe.yaml", fmt.Sprintf(`repo: %s
+tiering:
+  tiers:
+    - name: hot
+      kind: primary
+      keep: {last: 5}
+    - name: vault
+      kind: tape
+      library: %s
+      pool: vault
+      keep: {last: 1}
+`, repoDir, lib))
+	src := filepath.Join(e.dir, "src")
+	if _, err := sample.Tree(src, sample.TreeOptions{Files: 20, Bytes: 1 << 20, Seed: 8}); err != nil {
+		t.Fatal(err)
+	}
+	e.backup(repoDir, src)
+
+	e.extra = []string{"DRPIPE_TAPE_RECORD_SIZE=4KiB"}
+	if r := e.run("--config", cfg, "tier", "run"); r.code == 0 || !strings.Contains(r.stdout+r.stderr, "tape.record_size") {
+		t.Errorf("tier run with tape.record_size 4KiB: exit %d, want a failure naming the key\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	cat, err := tape.OpenCatalog(filepath.Join(lib, "catalog"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sets, _ := cat.Sets(); len(sets) != 0 {
+		t.Fatalf("tier run with a bad tape.record_size wrote %d sets", len(sets))
+	}
+
+	e.extra = []string{"DRPIPE_TAPE_FILE_SIZE=1"}
+	e.ok("--config", cfg, "tier", "run")
+	if cat, err = tape.OpenCatalog(filepath.Join(lib, "catalog")); err != nil {
+		t.Fatal(err)
+	}
+	sets, err := cat.Sets()
+	if err != nil || len(sets) != 1 {
+		t.Fatalf("after tier run: %d sets (%v), want 1", len(sets), err)
+	}
+	for _, st := range sets[0].Tapes {
+		tc, err := cat.TapeCatalog(sets[0].ID, st.Column, st.ColumnSeq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files := map[uint32]int{}
+		for _, en := range tc.Entries {
+			if en.Type == tiers.TypeData {
+				files[en.File]++
+			}
+		}
+		for f, n := range files {
+			if n > 1 {
+				t.Errorf("tape %s: file %d holds %d objects; tape.file_size 1 puts each in a file of its own", st.Barcode, f, n)
+			}
 		}
 	}
 }
