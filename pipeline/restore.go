@@ -509,6 +509,14 @@ func (rs *restorer) subdir(n *repo.Node, sp string, dir *restoreDir, dp string, 
 	if child.followed {
 		return nil // the directory the symlink leads to keeps its own metadata
 	}
+	if !child.created {
+		// A directory kept from the target loses the extended attributes
+		// the snapshot does not record, as a new one has none: an ACL
+		// left on it would grant access the backed-up directory did not.
+		if err := dropExtraXattrs(child.fd(), n); err != nil {
+			rs.fail(dp, err)
+		}
+	}
 	// Its metadata now, through its descriptor, as the walk leaves it
 	// (so deepest first): everything it holds has been created, and
 	// nothing changes it any more (data still being written into its

@@ -175,8 +175,9 @@ func punchZeros(f *os.File, off, n int64) error {
 	return nil
 }
 
-// dropExtraXattrs removes from a file restored in place the extended
-// attributes n does not record (set ones are rewritten by applyMetaFd).
+// dropExtraXattrs removes from a file restored in place, or a directory
+// kept from the target, the extended attributes n does not record (set
+// ones are rewritten by applyMetaFd).
 func dropExtraXattrs(fd int, n *repo.Node) error {
 	size, err := unix.Flistxattr(fd, nil)
 	if err != nil || size == 0 {
