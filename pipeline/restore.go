@@ -414,13 +414,7 @@ func (rs *restorer) walk(tree id.ID, snapPath string, dir *restoreDir) error {
 			return err
 		}
 		rs.fail(dst, err) // the rest of the snapshot is still restored
-		// Includes below are accounted for by this failure: they may well
-		// exist, and are not to be reported as missing from the snapshot.
-		for _, inc := range rs.o.Include {
-			if strings.HasPrefix(inc, snapPath+"/") {
-				rs.matched[inc] = true
-			}
-		}
+		rs.matchBelow(snapPath)
 		return nil
 	}
 	seen := make(map[string]bool, len(t.Nodes))
@@ -466,6 +460,17 @@ func (rs *restorer) walk(tree id.ID, snapPath string, dir *restoreDir) error {
 	return nil
 }
 
+// matchBelow accounts for the includes below snapshot path sp by a
+// failure of sp itself: they may well exist, and are not to be reported
+// as missing from the snapshot.
+func (rs *restorer) matchBelow(sp string) {
+	for _, inc := range rs.o.Include {
+		if strings.HasPrefix(inc, sp+"/") {
+			rs.matched[inc] = true
+		}
+	}
+}
+
 // subdir restores directory node n (snapshot path sp) at dp in dir and,
 // when it has a subtree, what it holds; count: as a restored directory
 // (not one only on the way to an included path). A directory that cannot
@@ -488,6 +493,7 @@ func (rs *restorer) subdir(n *repo.Node, sp string, dir *restoreDir, dp string, 
 			<-rs.open
 		}
 		rs.fail(dp, err)
+		rs.matchBelow(sp)
 		return nil
 	}
 	rs.depth++
