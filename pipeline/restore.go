@@ -117,6 +117,10 @@ type restorer struct {
 
 	mu     sync.Mutex
 	failed []FileError
+	// salvage holds, under mu, where the files kept with chunks missing
+	// (listed in failed) are, but for a delta restore: an interrupted
+	// restore lists nothing, and removes them.
+	salvage []string
 
 	// Extended attributes the target file system refused as unsupported:
 	// how many, and the first (reported once, at the end).
@@ -338,6 +342,11 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, o Resto
 	rs.flushBatch() // files already created get their data (or an error) even if the walk stopped
 	close(rs.tasks)
 	rs.wg.Wait()
+	if ctx.Err() != nil {
+		for _, p := range rs.salvage {
+			rs.removeBeneath(p)
+		}
+	}
 	if walkErr != nil {
 		return nil, walkErr
 	}
@@ -945,7 +954,7 @@ func (of *outFile) release() {
 	of.mu.Lock() // link uses f until it is closed
 	where := of.path
 	interrupted := errors.Is(of.err, context.Canceled) || errors.Is(of.err, context.DeadlineExceeded)
-	if interrupted {
+	if of.err != nil && !rs.o.Delta {
 		where = rs.whereNow(of.f, of.path)
 	}
 	cerr := of.f.Close()
@@ -966,7 +975,7 @@ func (of *outFile) release() {
 			// part of its content (nothing lists it after Ctrl-C), but
 			// for a delta restore, whose next run goes on from what
 			// was written. A file with lost chunks is kept, listed, for
-			// salvage.
+			// salvage, unless the restore is interrupted (Restore).
 			if !rs.o.Delta {
 				for _, p := range append(links, where) {
 					if p != "" {
@@ -979,6 +988,15 @@ func (of *outFile) release() {
 		rs.fail(of.path, of.err)
 		for _, l := range links {
 			rs.fail(l, fmt.Errorf("hard link to %s, which failed (the same file: see there)", of.path))
+		}
+		if !rs.o.Delta {
+			rs.mu.Lock()
+			for _, p := range append(links, where) {
+				if p != "" {
+					rs.salvage = append(rs.salvage, p)
+				}
+			}
+			rs.mu.Unlock()
 		}
 		return
 	}
