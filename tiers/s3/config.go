@@ -112,7 +112,8 @@ type Config struct {
 
 	// ConnectTimeout bounds connecting (TCP and TLS) and the probe that
 	// Open makes (default 10s). ResponseTimeout bounds the wait for the
-	// response headers of each request (default 60s).
+	// response headers of each request, and how long an upload or a
+	// download in progress may go without moving data (default 60s).
 	ConnectTimeout, ResponseTimeout time.Duration
 
 	// MaxAttempts is the number of attempts per part upload and per

@@ -155,6 +155,14 @@ func (b *Backend) newClient(ctx context.Context) error {
 		if pool != nil {
 			tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 		}
+		dial := tr.DialContext
+		tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := dial(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &stallConn{Conn: conn, timeout: c.ResponseTimeout}, nil
+		}
 	}).WithTimeout(0)
 
 	opts := []func(*awsconfig.LoadOptions) error{
@@ -221,6 +229,28 @@ func respChecksum(s string) aws.ResponseChecksumValidation {
 		return aws.ResponseChecksumValidationWhenSupported
 	}
 	return aws.ResponseChecksumValidationWhenRequired
+}
+
+// stallConn is a connection on which a Write that cannot hand its data
+// to the network within timeout fails: an upload that stops moving with
+// the connection open (a hung server or middlebox) fails with an error
+// worth retrying instead of hanging, however long the object. Reads are
+// bounded by the transport's ResponseHeaderTimeout and, for response
+// bodies, by stallReader.
+type stallConn struct {
+	net.Conn
+	timeout time.Duration
+}
+
+func (c *stallConn) Write(p []byte) (int, error) {
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
+		return 0, err
+	}
+	n, err := c.Conn.Write(p)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = fmt.Errorf("the upload stalled: no data sent for %v (s3.response_timeout): %w", c.timeout, err)
+	}
+	return n, err
 }
 
 // where names the bucket location and endpoint for messages.
@@ -742,7 +772,9 @@ func (b *Backend) Load(ctx context.Context, h tiers.Handle, offset, length int64
 	case offset > 0:
 		in.Range = aws.String(fmt.Sprintf("bytes=%d-", offset))
 	}
-	out, err := b.cli.GetObject(ctx, in)
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	out, err := b.cli.GetObject(rctx, in)
 	if err != nil {
 		err = classify(err)
 		if errors.Is(err, tiers.ErrShortRead) {
@@ -769,20 +801,20 @@ func (b *Backend) Load(ctx context.Context, h tiers.Handle, offset, length int64
 	if out.ContentLength != nil {
 		got = *out.ContentLength
 	}
-	var body io.Reader = out.Body
+	var body io.Reader = &stallReader{r: out.Body, timeout: b.cfg.ResponseTimeout, cancel: cancel}
 	if in.Range != nil && out.ContentRange == nil {
 		// The server ignored the range and sent the whole object.
 		if got >= 0 && got < offset+length {
 			return b.wrap("load", "from", h, fmt.Errorf("%w: object has %d bytes, want %d at offset %d", tiers.ErrShortRead, got, length, offset))
 		}
-		if _, err := io.CopyN(io.Discard, out.Body, offset); err != nil {
+		if _, err := io.CopyN(io.Discard, body, offset); err != nil {
 			return b.wrap("load", "from", h, tiers.Retriable(fmt.Errorf("skip to offset %d: %w", offset, err)))
 		}
 		if got >= 0 {
 			got -= offset
 		}
 		if length > 0 {
-			body, got = io.LimitReader(out.Body, length), length
+			body, got = io.LimitReader(body, length), length
 		}
 	}
 	if got < 0 {
@@ -838,6 +870,36 @@ func (b *Backend) loadBeyond(ctx context.Context, h tiers.Handle, offset, length
 		want = oi.Size - offset
 	}
 	return b.wrap("load", "from", h, fmt.Errorf("%w: object has %d bytes, want %d at offset %d", tiers.ErrShortRead, oi.Size, want, offset))
+}
+
+// stallReader reads a response body and cancels its request (cancel)
+// when a Read gets no data within timeout: a transfer that stops moving
+// with the connection open (a hung server or middlebox) fails with an
+// error worth retrying instead of hanging. The time between Reads, the
+// caller's, does not count.
+type stallReader struct {
+	r       io.Reader
+	timeout time.Duration
+	cancel  context.CancelFunc
+	timer   *time.Timer
+	stalled atomic.Bool
+}
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	if s.timer == nil {
+		s.timer = time.AfterFunc(s.timeout, func() {
+			s.stalled.Store(true)
+			s.cancel()
+		})
+	} else {
+		s.timer.Reset(s.timeout)
+	}
+	n, err := s.r.Read(p)
+	s.timer.Stop()
+	if err != nil && err != io.EOF && s.stalled.Load() {
+		return n, tiers.Retriable(fmt.Errorf("the download stalled: no data received for %v (s3.response_timeout)", s.timeout))
+	}
+	return n, err
 }
 
 // bodyReader reads a response body, turning an early end into
