@@ -84,7 +84,7 @@ type Backend struct {
 	cfg       Config
 	loc       string // s3://bucket/prefix
 	endpoint  string // for messages
-	versioned bool
+	versioned atomic.Bool
 	transport atomic.Pointer[http.Transport]
 	bufs      chan []byte // pool of Concurrency upload buffers, each PartSize
 	closed    atomic.Bool
@@ -267,7 +267,7 @@ func (b *Backend) probe(ctx context.Context) error {
 		return b.openError(ctx, pctx, err)
 	}
 	if v, err := b.cli.GetBucketVersioning(pctx, &awss3.GetBucketVersioningInput{Bucket: &b.cfg.Bucket}); err == nil {
-		b.versioned = v.Status == types.BucketVersioningStatusEnabled || v.Status == types.BucketVersioningStatusSuspended
+		b.versioned.Store(v.Status == types.BucketVersioningStatusEnabled || v.Status == types.BucketVersioningStatusSuspended)
 	} else if ctx.Err() != nil {
 		return fmt.Errorf("open %s: %w", b.where(), ctx.Err())
 	}
@@ -281,7 +281,7 @@ func (b *Backend) probe(ctx context.Context) error {
 		if err != nil {
 			return b.openError(ctx, pctx, err)
 		}
-		b.versioned = true // object lock implies versioning
+		b.versioned.Store(true) // object lock implies versioning
 	}
 	return nil
 }
@@ -325,8 +325,9 @@ func (b *Backend) Location() string { return b.loc }
 // Endpoint returns the endpoint URL (or "AWS S3 <region>").
 func (b *Backend) Endpoint() string { return b.endpoint }
 
-// Versioned reports whether the bucket keeps object versions.
-func (b *Backend) Versioned() bool { return b.versioned }
+// Versioned reports whether the bucket keeps object versions, as read at
+// Open or, where the credentials may not read it, found by a Remove.
+func (b *Backend) Versioned() bool { return b.versioned.Load() }
 
 // Close releases idle connections. Further calls fail.
 func (b *Backend) Close() error {
@@ -1059,12 +1060,19 @@ func (b *Backend) Remove(ctx context.Context, h tiers.Handle) error {
 		return b.wrap("remove", "from", h, err)
 	}
 	key := b.key(h)
-	if !b.versioned {
-		_, err := b.cli.DeleteObject(ctx, &awss3.DeleteObjectInput{Bucket: &b.cfg.Bucket, Key: &key})
+	if !b.versioned.Load() {
+		out, err := b.cli.DeleteObject(ctx, &awss3.DeleteObjectInput{Bucket: &b.cfg.Bucket, Key: &key})
 		if err != nil {
 			return b.wrap("remove", "from", h, b.lockedError(ctx, key, nil, classify(err)))
 		}
-		return nil
+		if !aws.ToBool(out.DeleteMarker) {
+			return nil
+		}
+		// The bucket keeps versions, though Open could not read its
+		// versioning (credentials without s3:GetBucketVersioning): the
+		// delete only hid the object behind a marker. Its versions go,
+		// the marker too, as on any versioned bucket.
+		b.versioned.Store(true)
 	}
 	var versions []*string
 	in := &awss3.ListObjectVersionsInput{Bucket: &b.cfg.Bucket, Prefix: &key}
