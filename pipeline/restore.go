@@ -942,6 +942,8 @@ func (of *outFile) release() {
 		return
 	}
 	rs := of.res
+	// A failure from here on is the metadata's: the data is all written.
+	whole := of.err == nil
 	if of.err == nil && of.reused {
 		of.err = dropExtraXattrs(int(of.f.Fd()), of.node)
 	}
@@ -989,7 +991,7 @@ func (of *outFile) release() {
 		for _, l := range links {
 			rs.fail(l, fmt.Errorf("hard link to %s, which failed (the same file: see there)", of.path))
 		}
-		if !rs.o.Delta {
+		if !rs.o.Delta && !whole {
 			rs.mu.Lock()
 			for _, p := range append(links, where) {
 				if p != "" {
