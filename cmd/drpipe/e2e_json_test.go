@@ -170,6 +170,8 @@ func TestJSONErrors(t *testing.T) {
 		{"wrong password", wrong, []string{"snapshots", "--repo", repoDir, "--json"}, exitAuth, "wrong password", true},
 		{"unknown flag before --json", e, []string{"snapshots", "--bogus", "--json"}, exitUsage, "unknown flag: --bogus", false},
 		{"json from the environment", &env{t: t, dir: e.dir, cache: e.cache, pw: e.pw, extra: []string{"DRPIPE_JSON=true"}}, []string{"snapshots", "--repo", missing}, exitFailure, "not a drpipe repository", true},
+		{"unknown flag before --json=true", e, []string{"snapshots", "--bogus", "--json=true"}, exitUsage, "unknown flag: --bogus", false},
+		{"unknown flag, json from the environment", &env{t: t, dir: e.dir, cache: e.cache, pw: e.pw, extra: []string{"DRPIPE_JSON=true"}}, []string{"snapshots", "--bogus"}, exitUsage, "unknown flag: --bogus", false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r := c.e.run(c.args...)

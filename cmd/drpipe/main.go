@@ -16,8 +16,10 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
-	"slices"
+	"strings"
 	"syscall"
+
+	"github.com/spf13/cast"
 
 	"github.com/drpipe/drpipe/pipeline"
 	"github.com/drpipe/drpipe/repo"
@@ -53,14 +55,35 @@ func main() {
 	}
 	cmd, a := newRootCmd()
 	err := cmd.ExecuteContext(ctx)
-	// A flag error can come before --json was parsed: it counts as given.
+	// A flag error can come before --json was parsed, and before the
+	// configuration was read: it counts as given.
 	var ue usageError
-	asJSON := a.jsonOut() || errors.As(err, &ue) && slices.Contains(os.Args[1:], "--json")
+	asJSON := a.jsonOut() || errors.As(err, &ue) && jsonAsked(os.Args[1:])
 	code := exitCode(err, asJSON)
 	stop()
 	if code != exitOK {
 		os.Exit(code)
 	}
+}
+
+// jsonAsked reports whether args or DRPIPE_JSON ask for JSON output, as
+// the configuration would once read: a --json or --json=VALUE flag (the
+// last one counts, up to --), else DRPIPE_JSON.
+func jsonAsked(args []string) bool {
+	asked, _ := cast.ToBoolE(os.Getenv("DRPIPE_JSON"))
+	for _, arg := range args {
+		if arg == "--" {
+			break
+		}
+		if arg == "--json" {
+			asked = true
+		} else if v, ok := strings.CutPrefix(arg, "--json="); ok {
+			if b, err := cast.ToBoolE(v); err == nil {
+				asked = b
+			}
+		}
+	}
+	return asked
 }
 
 // exitCode maps an error to the documented exit code and prints it to
