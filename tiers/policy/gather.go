@@ -16,6 +16,10 @@ import (
 func CatalogOf(ctx context.Context, r *repo.Repository) (*Catalog, error) {
 	sns, err := r.ListSnapshots(ctx)
 	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			// Interrupted: the snapshots not read yet are not damaged.
+			return nil, fmt.Errorf("list snapshots of the primary: %w", cerr)
+		}
 		if len(sns) > 0 || errors.Is(err, repo.ErrCorrupt) {
 			// Some loaded, or an object named in the message is damaged:
 			// planning from the rest would count that snapshot's data as
