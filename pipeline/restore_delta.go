@@ -199,10 +199,18 @@ func dropExtraXattrs(fd int, n *repo.Node) error {
 			continue
 		}
 		err := unix.Fremovexattr(fd, string(name))
-		if (err == unix.EPERM || err == unix.EACCES || err == unix.ENOTSUP) && bytes.HasPrefix(name, []byte("security.")) {
+		refused := err == unix.EPERM || err == unix.EACCES || err == unix.ENOTSUP
+		if refused && bytes.HasPrefix(name, []byte("security.")) {
 			// A label the security module keeps (security.selinux: no one
 			// may remove it; any security.* without CAP_SYS_ADMIN). A new
 			// file would carry the policy's label too.
+			err = nil
+		}
+		if refused && bytes.HasPrefix(name, []byte("system.")) && !bytes.HasPrefix(name, []byte("system.posix_acl_")) {
+			// The file system's own view of the file (system.nfs4_acl on
+			// NFSv4, system.cifs_acl on SMB), which every entry there
+			// shows and none may drop: a new one would show it too. A
+			// POSIX ACL that stays is still an error.
 			err = nil
 		}
 		if err != nil && err != unix.ENODATA {
