@@ -16,7 +16,8 @@ import (
 // its memory is 1 bit per chunk (12.5 MB for 10^8 chunks), not a hash set.
 type liveSet struct {
 	d         *diskIndex
-	condemned map[id.ID]bool // copies in these packs are used only if no other copy exists
+	condemned map[id.ID]bool        // copies in these packs are used only if no other copy exists
+	shards    map[id.ID][]shardInfo // the shards in storage of each pack
 	blobs     []uint64
 	packs     []uint64
 	packByID  map[id.ID][]uint32 // only for dead-pack bookkeeping
@@ -31,12 +32,15 @@ func getBit(b []uint64, i uint64) bool { return b[i/64]&(1<<(i%64)) != 0 }
 
 // mark records blob x as used; it returns false when x is not indexed.
 // When x has copies outside condemned packs, only those count, so a blob
-// that a newer backup stored again does not keep its condemned pack alive.
+// that a newer backup stored again does not keep its condemned pack alive;
+// a copy in a pack with fewer than K shards in storage (lost) does not
+// count as one, so the condemned copy, the one left to read, stays.
 func (l *liveSet) mark(x id.ID) bool {
 	lo, hi := l.d.lookupRange(x)
 	healthy := false
 	for i := lo; i < hi; i++ {
-		if !l.condemned[l.d.pack(l.d.blob(i).packNo()).ID] {
+		p := l.d.pack(l.d.blob(i).packNo())
+		if !l.condemned[p.ID] && len(l.shards[p.ID]) >= int(p.K) {
 			healthy = true
 			break
 		}
@@ -93,8 +97,9 @@ func (l *liveSet) packLive(p id.ID) bool {
 // liveSet walks every snapshot and marks the blobs it references. Any
 // unreadable snapshot or tree, or a referenced blob missing from the index,
 // makes it fail with ErrPruneUnsafe: without full knowledge nothing may be
-// removed.
-func (r *Repository) liveSet(ctx context.Context, rep *PruneReport, condemned map[id.ID]bool, sids []id.ID) (*liveSet, error) {
+// removed. shards are the shards in storage of each pack, listed after the
+// index was loaded (orphanPacks).
+func (r *Repository) liveSet(ctx context.Context, rep *PruneReport, condemned map[id.ID]bool, shards map[id.ID][]shardInfo, sids []id.ID) (*liveSet, error) {
 	r.idxMu.RLock()
 	d := r.disk
 	r.idxMu.RUnlock()
@@ -102,7 +107,7 @@ func (r *Repository) liveSet(ctx context.Context, rep *PruneReport, condemned ma
 		return nil, fmt.Errorf("%w: index not loaded", ErrPruneUnsafe)
 	}
 	l := newLiveSet(d)
-	l.condemned = condemned
+	l.condemned, l.shards = condemned, shards
 	rep.Packs = int(d.nPacks)
 	seen := map[id.ID]bool{}
 	var walk func(x id.ID) error

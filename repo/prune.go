@@ -187,7 +187,13 @@ func (r *Repository) Prune(ctx context.Context, o PruneOptions) (*PruneReport, e
 	if err := r.loadCompleteIndex(ctx); err != nil {
 		return nil, err
 	}
-	live, err := r.liveSet(ctx, rep, condemned, sids)
+	// The shards are listed after the index is loaded: every pack it
+	// lists was stored before, so one missing here is lost, not new.
+	orphans, shards, err := r.orphanPacks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	live, err := r.liveSet(ctx, rep, condemned, shards, sids)
 	if err != nil {
 		return nil, err
 	}
@@ -203,10 +209,6 @@ func (r *Repository) Prune(ctx context.Context, o PruneOptions) (*PruneReport, e
 
 	// Phase 1: condemn what is unused and not condemned yet.
 	dead := live.deadPacks()
-	orphans, shards, err := r.orphanPacks(ctx)
-	if err != nil {
-		return nil, err
-	}
 	var fresh []id.ID
 	sweepFresh := false
 	for _, p := range append(dead, orphans...) {
@@ -268,7 +270,10 @@ func (r *Repository) Prune(ctx context.Context, o PruneOptions) (*PruneReport, e
 		if err := r.loadCompleteIndex(ctx); err != nil {
 			return rep, err
 		}
-		if live, err = r.liveSet(ctx, &PruneReport{}, condemned, sids); err != nil {
+		if _, shards, err = r.orphanPacks(ctx); err != nil {
+			return rep, err
+		}
+		if live, err = r.liveSet(ctx, &PruneReport{}, condemned, shards, sids); err != nil {
 			return rep, err
 		}
 	}

@@ -218,3 +218,44 @@ func TestPruneDryRunCountsFreedBytes(t *testing.T) {
 		t.Errorf("dry run: would remove %d packs freeing %d bytes; the sweep removed %d freeing %d", dry.Removed, dry.BytesFreed, rep.Removed, rep.BytesFreed)
 	}
 }
+
+// TestSweepKeepsPackWhoseOtherCopyIsLost: a repack copies a sparse pack's
+// used blobs into a new pack and condemns the old one. Should the new pack
+// be lost before the sweep (its shards gone), the condemned pack holds the
+// only copies left that can be read: the sweep must keep it.
+func TestSweepKeepsPackWhoseOtherCopyIsLost(t *testing.T) {
+	ctx := context.Background()
+	be := tierstest.NewMemory()
+	r, clock := clockedRepo(t, be)
+	rng := rand.New(rand.NewPCG(14, 14))
+	s1, ids1 := snap(t, r, rng, 30, nil) // one pack of ~0.9 MiB
+	snap(t, r, rng, 1, ids1[:3])         // keeps 3 of its 30 chunks alive
+	if err := r.ForgetSnapshot(ctx, s1); err != nil {
+		t.Fatal(err)
+	}
+	old := r.Lookup(ids1[0])[0].Pack.ID
+	o := PruneOptions{Grace: time.Hour, GraceSet: true}
+	rep, err := r.Prune(ctx, o)
+	if err != nil || rep.Repacked == 0 || rep.Removed != 0 {
+		t.Fatalf("mark: %+v, %v; want a repack and nothing removed", rep, err)
+	}
+	locs := r.Lookup(ids1[0])
+	if len(locs) != 2 || locs[0].Pack.ID == old || locs[1].Pack.ID != old {
+		t.Fatalf("after the repack blob %s is at %+v, want the new copy first and then pack %s", ids1[0].Short(), locs, old.Short())
+	}
+	fresh := locs[0].Pack
+	for i := 0; i < int(fresh.K+fresh.M); i++ {
+		if err := be.Remove(ctx, tiers.Handle{Type: tiers.TypeData, Name: erasure.ShardName(fresh.ID, i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	*clock = clock.Add(2 * time.Hour)
+	if _, err := r.Prune(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range ids1[:3] {
+		if _, err := r.LoadBlob(ctx, DataBlob, x, nil); err != nil {
+			t.Errorf("blob %s, whose repacked copy was lost, is gone after the sweep: %v", x.Short(), err)
+		}
+	}
+}
