@@ -250,6 +250,9 @@ func (r *Repository) Prune(ctx context.Context, o PruneOptions) (*PruneReport, e
 			due = append(due, ts)
 			sweepFresh = true
 		}
+	} else if len(fresh) > 0 && o.DryRun && o.Grace == 0 {
+		// A dry run counts what the run would condemn and sweep at once.
+		due = append(due, &tombstone{Version: tombstoneVersion, Time: now.UTC(), Packs: fresh})
 	}
 	if (rep.Repacked > 0 || sweepFresh) && len(due) > 0 {
 		// Liveness must be recomputed: repacked copies are indexed now (so

@@ -259,3 +259,33 @@ func TestSweepKeepsPackWhoseOtherCopyIsLost(t *testing.T) {
 		}
 	}
 }
+
+// TestPruneDryRunGraceZeroCountsFreshPacks: with no grace period a prune
+// condemns and removes unused packs in one run; its dry run says so.
+func TestPruneDryRunGraceZeroCountsFreshPacks(t *testing.T) {
+	ctx := context.Background()
+	r, _ := clockedRepo(t, tierstest.NewMemory())
+	rng := rand.New(rand.NewPCG(15, 15))
+	s1, _ := snap(t, r, rng, 40, nil)
+	snap(t, r, rng, 5, nil)
+	if err := r.ForgetSnapshot(ctx, s1); err != nil {
+		t.Fatal(err)
+	}
+	o := PruneOptions{GraceSet: true, RepackBelow: -1, RepackBelowSet: true}
+	o.DryRun = true
+	dry, err := r.Prune(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.DryRun = false
+	rep, err := r.Prune(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Removed == 0 || rep.BytesFreed == 0 {
+		t.Fatalf("fixture: prune --grace 0 removed %d packs, freed %d bytes", rep.Removed, rep.BytesFreed)
+	}
+	if dry.Removed != rep.Removed || dry.BytesFreed != rep.BytesFreed {
+		t.Errorf("dry run: would remove %d packs freeing %d bytes; the prune removed %d freeing %d", dry.Removed, dry.BytesFreed, rep.Removed, rep.BytesFreed)
+	}
+}
