@@ -242,12 +242,12 @@ func (r *Repository) Prune(ctx context.Context, o PruneOptions) (*PruneReport, e
 		if err := stillAlone(); err != nil {
 			return rep, err
 		}
-		ts, err := r.saveTombstone(ctx, fresh)
+		ts, err := r.saveTombstones(ctx, fresh)
 		if err != nil {
 			return rep, err
 		}
 		if o.Grace == 0 {
-			due = append(due, ts)
+			due = append(due, ts...)
 			sweepFresh = true
 		}
 	} else if len(fresh) > 0 && o.DryRun && o.Grace == 0 {
@@ -451,7 +451,7 @@ func (r *Repository) sweep(ctx context.Context, ts *tombstone, live *liveSet, se
 		return nil
 	}
 	if len(keep) > 0 {
-		if _, err := r.saveTombstone(ctx, keep); err != nil {
+		if _, err := r.saveTombstones(ctx, keep); err != nil {
 			return err
 		}
 	}
@@ -542,20 +542,33 @@ func (r *Repository) rewriteIndexWithout(ctx context.Context, gone map[id.ID]boo
 	return n, pinned, nil
 }
 
-func (r *Repository) saveTombstone(ctx context.Context, packs []id.ID) (*tombstone, error) {
+// tombstoneMaxPacks bounds the packs one tombstone object lists: at 67
+// bytes of JSON each, about 33 MB, within the maxObjectPlain readers
+// take. More packs are condemned in several tombstones.
+const tombstoneMaxPacks = 500_000
+
+// saveTombstones condemns packs in tombstone objects of at most
+// tombstoneMaxPacks packs each and returns them.
+func (r *Repository) saveTombstones(ctx context.Context, packs []id.ID) ([]*tombstone, error) {
 	sort.Slice(packs, func(i, j int) bool { return packs[i].Less(packs[j]) })
 	host, _ := os.Hostname()
-	ts := &tombstone{Version: tombstoneVersion, Time: r.now().UTC(), Host: host, Packs: packs}
-	b, err := json.Marshal(ts)
-	if err != nil {
-		return nil, err
+	var out []*tombstone
+	for len(packs) > 0 {
+		n := min(len(packs), tombstoneMaxPacks)
+		ts := &tombstone{Version: tombstoneVersion, Time: r.now().UTC(), Host: host, Packs: packs[:n]}
+		b, err := json.Marshal(ts)
+		if err != nil {
+			return out, err
+		}
+		x, err := r.saveObject(ctx, tiers.TypeTombstone, b)
+		if err != nil {
+			return out, err
+		}
+		ts.name = x
+		out = append(out, ts)
+		packs = packs[n:]
 	}
-	x, err := r.saveObject(ctx, tiers.TypeTombstone, b)
-	if err != nil {
-		return nil, err
-	}
-	ts.name = x
-	return ts, nil
+	return out, nil
 }
 
 // loadTombstones reads every tombstone object.

@@ -608,3 +608,29 @@ func TestSweepUnderTombstoneLock(t *testing.T) {
 	}
 	mustCheck(t, r, "after sweeps under a tombstone lock")
 }
+
+// TestLargeTombstoneReadsBack: a prune that condemns more packs than one
+// tombstone object may list (over a million IDs of 67 bytes of JSON each
+// exceed the 64 MiB an object may have) stores tombstones that backups
+// and the next prune can read.
+func TestLargeTombstoneReadsBack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("stores over a million pack IDs")
+	}
+	ctx := context.Background()
+	r := testRepo(t, nil, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20})
+	packs := make([]id.ID, maxObjectPlain/67+1000)
+	for i := range packs {
+		packs[i] = id.Hash(fmt.Appendf(nil, "pack %d", i))
+	}
+	if _, err := r.saveTombstones(ctx, packs); err != nil {
+		t.Fatal(err)
+	}
+	cond, err := r.loadCondemned(ctx)
+	if err != nil {
+		t.Fatalf("tombstones of %d packs: %v", len(packs), err)
+	}
+	if len(cond) != len(packs) {
+		t.Fatalf("tombstones list %d packs, want %d", len(cond), len(packs))
+	}
+}
