@@ -289,3 +289,37 @@ func TestPruneDryRunGraceZeroCountsFreshPacks(t *testing.T) {
 		t.Errorf("dry run: would remove %d packs freeing %d bytes; the prune removed %d freeing %d", dry.Removed, dry.BytesFreed, rep.Removed, rep.BytesFreed)
 	}
 }
+
+// TestPruneBesideLostSparsePack: a sparse pack that lost more shards than
+// its parity covers cannot be repacked; prune leaves it (check and repair
+// report and handle it) and still frees the packs no snapshot uses.
+func TestPruneBesideLostSparsePack(t *testing.T) {
+	ctx := context.Background()
+	be := tierstest.NewMemory()
+	r, _ := clockedRepo(t, be)
+	rng := rand.New(rand.NewPCG(16, 16))
+	s0, ids0 := snap(t, r, rng, 30, nil)
+	s1, ids1 := snap(t, r, rng, 30, nil)
+	snap(t, r, rng, 1, ids1[:3]) // keeps 3 of s1's 30 chunks alive
+	for _, s := range []id.ID{s0, s1} {
+		if err := r.ForgetSnapshot(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lost := r.Lookup(ids1[0])[0].Pack
+	for i := 0; i < int(lost.M)+1; i++ {
+		if err := be.Remove(ctx, tiers.Handle{Type: tiers.TypeData, Name: erasure.ShardName(lost.ID, i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := r.Prune(ctx, PruneOptions{GraceSet: true})
+	if err != nil {
+		t.Fatalf("prune beside a lost sparse pack: %v", err)
+	}
+	if rep.Removed == 0 || len(r.Lookup(ids0[0])) != 0 {
+		t.Errorf("prune removed %d packs, blob %s of the forgotten snapshot is at %+v; want its pack removed", rep.Removed, ids0[0].Short(), r.Lookup(ids0[0]))
+	}
+	if len(r.Lookup(ids1[0])) == 0 {
+		t.Errorf("the lost pack %s left the index", lost.ID.Short())
+	}
+}
