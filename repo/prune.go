@@ -392,11 +392,17 @@ func (r *Repository) sweep(ctx context.Context, ts *tombstone, live *liveSet, se
 		remove = append(remove, p)
 	}
 	if o.DryRun {
-		rep.Removed += len(remove)
+		// Counted as the sweep below counts them: a pack whose shards
+		// are gone already, or that another tombstone listed, once.
 		for _, p := range remove {
+			if len(shards[p]) == 0 {
+				continue
+			}
+			rep.Removed++
 			for _, sh := range shards[p] {
 				rep.BytesFreed += sh.size
 			}
+			delete(shards, p)
 		}
 		return nil
 	}

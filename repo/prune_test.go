@@ -323,3 +323,31 @@ func TestPruneBesideLostSparsePack(t *testing.T) {
 		t.Errorf("the lost pack %s left the index", lost.ID.Short())
 	}
 }
+
+// TestPruneDryRunSkipsPacksAlreadyGone: a due tombstone can list a pack
+// whose shards are gone already (an earlier sweep removed them, and its
+// tombstone stayed under retention); a dry run counts it as the sweep
+// does, as nothing to remove.
+func TestPruneDryRunSkipsPacksAlreadyGone(t *testing.T) {
+	ctx := context.Background()
+	r, clock := clockedRepo(t, tierstest.NewMemory())
+	rng := rand.New(rand.NewPCG(17, 17))
+	snap(t, r, rng, 5, nil)
+	if _, err := r.saveTombstones(ctx, []id.ID{id.Hash([]byte("a pack swept before"))}); err != nil {
+		t.Fatal(err)
+	}
+	*clock = clock.Add(2 * time.Hour)
+	o := sweepOpts
+	o.DryRun = true
+	dry, err := r.Prune(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := r.Prune(ctx, sweepOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dry.Removed != rep.Removed {
+		t.Errorf("dry run: would remove %d packs; the sweep removed %d", dry.Removed, rep.Removed)
+	}
+}
