@@ -85,9 +85,13 @@ type Backend struct {
 	loc       string // s3://bucket/prefix
 	endpoint  string // for messages
 	versioned atomic.Bool
-	transport atomic.Pointer[http.Transport]
-	bufs      chan []byte // pool of Concurrency upload buffers, each PartSize
-	closed    atomic.Bool
+	// lockDefault: the bucket gives new objects a default retention,
+	// so every upload carries Content-MD5, which S3 requires then (set
+	// by Open, before any upload).
+	lockDefault bool
+	transport   atomic.Pointer[http.Transport]
+	bufs        chan []byte // pool of Concurrency upload buffers, each PartSize
+	closed      atomic.Bool
 }
 
 var (
@@ -282,6 +286,15 @@ func (b *Backend) probe(ctx context.Context) error {
 			return b.openError(ctx, pctx, err)
 		}
 		b.versioned.Store(true) // object lock implies versioning
+	} else if lc, err := b.cli.GetObjectLockConfiguration(pctx, &awss3.GetObjectLockConfigurationInput{Bucket: &b.cfg.Bucket}); err == nil &&
+		lc.ObjectLockConfiguration != nil && lc.ObjectLockConfiguration.ObjectLockEnabled == types.ObjectLockEnabledEnabled {
+		// Locked objects drpipe did not ask for: a bucket's default
+		// retention. A refusal to say (no s3:GetBucketObjectLockConfiguration)
+		// leaves uploads as they were.
+		b.versioned.Store(true)
+		b.lockDefault = lc.ObjectLockConfiguration.Rule != nil && lc.ObjectLockConfiguration.Rule.DefaultRetention != nil
+	} else if ctx.Err() != nil {
+		return fmt.Errorf("open %s: %w", b.where(), ctx.Err())
 	}
 	return nil
 }
@@ -398,6 +411,11 @@ func (b *Backend) classFor(t tiers.Type) types.StorageClass {
 }
 
 // retention returns the retention date for an object written now.
+// locked reports whether uploads are under object lock retention, set
+// by drpipe (s3.object_lock_mode) or by the bucket's default: S3 then
+// requires Content-MD5 on every upload.
+func (b *Backend) locked() bool { return b.cfg.ObjectLockMode != "" || b.lockDefault }
+
 func (b *Backend) retention() *time.Time {
 	if b.cfg.ObjectLockMode == "" {
 		return nil
@@ -472,7 +490,7 @@ func (b *Backend) putSeekable(ctx context.Context, h tiers.Handle, rs io.ReadSee
 		ContentLength: aws.Int64(size),
 		StorageClass:  b.classFor(h.Type),
 	}
-	if until := b.retention(); until != nil {
+	if b.locked() {
 		sum := md5.New()
 		if _, err := io.Copy(sum, rs); err != nil {
 			return fmt.Errorf("read object body: %w", err)
@@ -480,9 +498,11 @@ func (b *Backend) putSeekable(ctx context.Context, h tiers.Handle, rs io.ReadSee
 		if _, err := rs.Seek(cur, io.SeekStart); err != nil {
 			return fmt.Errorf("read object body: %w", err)
 		}
+		in.ContentMD5 = aws.String(base64.StdEncoding.EncodeToString(sum.Sum(nil)))
+	}
+	if until := b.retention(); until != nil {
 		in.ObjectLockMode = types.ObjectLockMode(b.cfg.ObjectLockMode)
 		in.ObjectLockRetainUntilDate = until
-		in.ContentMD5 = aws.String(base64.StdEncoding.EncodeToString(sum.Sum(nil)))
 	}
 	_, err = b.cli.PutObject(ctx, in)
 	return classify(err)
@@ -561,6 +581,8 @@ func (b *Backend) putSingle(ctx context.Context, h tiers.Handle, src *ctxReader,
 	if until := b.retention(); until != nil {
 		in.ObjectLockMode = types.ObjectLockMode(b.cfg.ObjectLockMode)
 		in.ObjectLockRetainUntilDate = until
+	}
+	if b.locked() {
 		in.ContentMD5 = contentMD5(body)
 	}
 	_, err = b.cli.PutObject(ctx, in)
@@ -691,7 +713,7 @@ func (b *Backend) putMultipart(ctx context.Context, h tiers.Handle, src *ctxRead
 // uploadPart sends one part, retrying transient failures.
 func (b *Backend) uploadPart(ctx context.Context, key string, uploadID *string, num int32, body []byte) (*string, error) {
 	in := &awss3.UploadPartInput{Bucket: &b.cfg.Bucket, Key: &key, UploadId: uploadID, PartNumber: aws.Int32(num), ContentLength: aws.Int64(int64(len(body)))}
-	if b.cfg.ObjectLockMode != "" {
+	if b.locked() {
 		in.ContentMD5 = contentMD5(body)
 	}
 	var last error
