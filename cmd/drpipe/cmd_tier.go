@@ -154,6 +154,15 @@ func (a *app) tierTargets(ctx context.Context, cfg *policy.Config, r *repo.Repos
 					c.StorageClass = t.StorageClass
 				}
 			})
+			if errors.Is(err, s3tier.ErrUnreachable) {
+				// An endpoint that does not answer (a network or
+				// provider outage) is reported like a NAS not mounted:
+				// the other tiers still get their copies, the primary
+				// keeps the snapshots, and the run exits 1. A bucket
+				// or credentials that are wrong stop the run.
+				targets[t.Name] = unreachableTier{fmt.Errorf("%w (the next run copies what this one could not)", err)}
+				continue
+			}
 			if err != nil {
 				closeAll()
 				return nil, nil, fmt.Errorf("tier %s: %w", t.Name, err)
@@ -180,7 +189,8 @@ func (a *app) tierTargets(ctx context.Context, cfg *policy.Config, r *repo.Repos
 
 // unreachableTier is a local tier that must not be written: its
 // directory does not exist, or lies on a file system /etc/fstab lists but
-// that is not mounted. It is reported unreachable (nothing is copied to it,
+// that is not mounted; or a bucket whose endpoint does not answer. It is
+// reported unreachable (nothing is copied to it,
 // and the primary keeps its snapshots) rather than created or filled, as
 // rsnapshot's no_create_root does.
 type unreachableTier struct{ why error }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -544,5 +545,61 @@ tiering:
 				t.Errorf("tape %s: file %d holds %d objects; tape.file_size 1 puts each in a file of its own", st.Barcode, f, n)
 			}
 		}
+	}
+}
+
+// TestTierRunGoesOnPastAnUnreachableBucket: a bucket whose endpoint does
+// not answer is reported unreachable, as a NAS not mounted is: the other
+// tiers still get their copies, plan and run name it, and the run exits
+// 1 so that a cron job does not report success.
+func TestTierRunGoesOnPastAnUnreachableBucket(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	nas := filepath.Join(e.dir, "nas")
+	if err := os.Mkdir(nas, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close() // nothing answers there now
+	cfg := writeFile(t, e.dir, "drpipe.yaml", fmt.Sprintf(`repo: %s
+s3:
+  endpoint: http://%s
+  access_key_id: AK
+  secret_access_key: SK
+  region: us-east-1
+  connect_timeout: 2s
+tiering:
+  tiers:
+    - name: hot
+      kind: primary
+      keep: {last: 1}
+    - name: nas
+      kind: local
+      location: %s
+      keep: {last: 1}
+    - name: cloud
+      kind: s3
+      location: s3://bucket/drpipe
+      keep: {last: 1}
+`, repoDir, dead, nas))
+	src := filepath.Join(e.dir, "src")
+	if _, err := sample.Tree(src, sample.TreeOptions{Files: 5, Bytes: 64 << 10, Seed: 11}); err != nil {
+		t.Fatal(err)
+	}
+	e.backup(repoDir, src)
+	if out := e.ok("--config", cfg, "tier", "plan"); !strings.Contains(out, "UNREACHABLE") {
+		t.Errorf("plan does not say the bucket is unreachable:\n%s", out)
+	}
+	r := e.run("--config", cfg, "tier", "run")
+	if r.code != exitFailure || !strings.Contains(r.stderr, "tier cloud is unreachable") {
+		t.Fatalf("tier run: exit %d, want 1 naming the bucket\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	snaps := e.ok("snapshots", "--repo", nas, "--json")
+	if strings.Count(snaps, `"id"`) != 1 {
+		t.Errorf("the NAS holds %s after the run, want the snapshot", snaps)
 	}
 }
