@@ -275,3 +275,31 @@ func TestConcurrentReads(t *testing.T) {
 		d.Close()
 	}
 }
+
+// TestReadFixedVHDXPartialLastBlock: qemu makes a fixed VHDX whose
+// virtual size is not a whole number of blocks only as long as the disk
+// (the file ends inside the last block). That block must read, as qemu
+// reads it, not be refused as truncated.
+func TestReadFixedVHDXPartialLastBlock(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src.raw")
+	content := make([]byte, 10<<20) // 8 MiB blocks: the second is partial
+	copy(content[9<<20:], bytes.Repeat([]byte("last block"), 1<<16))
+	if err := os.WriteFile(src, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(dir, "fixed.vhdx")
+	qemuImg(t, "convert", "-O", "vhdx", "-o", "subformat=fixed,block_state_zero=off,block_size=8M", src, img)
+	d, err := Open(img, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ref := rawOf(t, img, VHDX)
+	got := readAll(t, d, d.Size())
+	if !bytes.Equal(got, ref) || !bytes.Equal(got, content) {
+		t.Fatalf("content differs from qemu-img's raw conversion")
+	}
+	checkCovers(t, d, got)
+}

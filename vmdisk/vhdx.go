@@ -421,7 +421,9 @@ func (x *vhdxImpl) payload(i int64) uint64 { return x.bat[i+i/x.chunkRatio] }
 
 func (x *vhdxImpl) blockOffset(i int64, e uint64) (int64, error) {
 	off := int64(e>>20) * vhdxMB
-	if off < vhdxMB || off > x.fileSize-x.block {
+	// The last block need only hold the end of the disk: qemu makes a
+	// fixed VHDX just as long as its virtual size.
+	if off < vhdxMB || off > x.fileSize-min(x.block, x.vsize-i*x.block) {
 		return 0, malformed(x.name, "VHDX block %d at %d is beyond the end of the %d-byte file (truncated?)", i, off, x.fileSize)
 	}
 	return off, nil
