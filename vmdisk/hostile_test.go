@@ -162,3 +162,76 @@ func TestWriteVHDBeyondItsLimit(t *testing.T) {
 		t.Errorf("a refused VHD was left at %s", out)
 	}
 }
+
+// TestOverlappingBlocks: a block table that points blocks into one
+// another (each a sector or a MiB after the last, reading the others'
+// data as their sector bitmaps) lets a file of a few MiB describe a
+// layer map of millions of runs, which backup holds in memory. Blocks
+// that overlap are a damaged image: its map is refused.
+func TestOverlappingBlocks(t *testing.T) {
+	dir := t.TempDir()
+	runsOf := func(t *testing.T, p string) ([]Run, error) {
+		t.Helper()
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		l, err := OpenLayer(f, p, "", Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runs, err := l.Runs()
+		if err == nil {
+			t.Fatalf("map of %d runs from a %d-byte file", len(runs), l.Info.FileSize)
+		}
+		return runs, err
+	}
+	t.Run("vhd", func(t *testing.T) {
+		const block, n = 2 << 20, 1024
+		data := bytes.Repeat([]byte{0x55}, block) // read as bitmaps: every other sector
+		src := Source{Size: n * block, R: bytes.NewReader(data), Own: []Run{{0, block, Data}}, Backing: "base.vhd", BackingFormat: VHD}
+		p := writeImage(t, dir, "overlap.vhd", VHD, src.Size, src, WriteOptions{})
+		mutate(t, p, func(b []byte) []byte {
+			const bat = 1536
+			first := binary.BigEndian.Uint32(b[bat:])
+			for k := uint32(1); k < n; k++ { // block k starts k sectors after block 0
+				binary.BigEndian.PutUint32(b[bat+4*k:], first+k)
+			}
+			footer := append([]byte(nil), b[len(b)-512:]...)
+			return append(append(b[:len(b)-512], make([]byte, 512*n)...), footer...)
+		})
+		_, err := runsOf(t, p)
+		if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "overlap") {
+			t.Errorf("got %v, want a malformed-image error saying the blocks overlap", err)
+		}
+	})
+	t.Run("vhdx", func(t *testing.T) {
+		const block, n, ratio = 32 << 20, 32, 128 // 512-byte sectors: 128 blocks a chunk
+		src := Source{Size: n * block, R: bytes.NewReader(make([]byte, 512)), Own: []Run{{0, 512, Data}}, Backing: "base.vhdx", BackingFormat: VHDX}
+		p := writeImage(t, dir, "overlap.vhdx", VHDX, src.Size, src, WriteOptions{VHDX: &VHDXParams{BlockSize: block}})
+		mutate(t, p, func(b []byte) []byte {
+			const bat = 3 << 20
+			first := binary.LittleEndian.Uint64(b[bat:]) >> 20
+			for k := uint64(1); k < n; k++ { // block k starts k MiB after block 0
+				binary.LittleEndian.PutUint64(b[bat+8*k:], (first+k)<<20|vhdxPartPresent)
+			}
+			bm := binary.LittleEndian.Uint64(b[bat+8*ratio:]) >> 20 << 20
+			for i := range n * block / 512 / 8 {
+				b[int(bm)+i] = 0x55
+			}
+			return b
+		})
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(p, st.Size()+n<<20); err != nil { // room for the last block
+			t.Fatal(err)
+		}
+		_, err = runsOf(t, p)
+		if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "overlap") {
+			t.Errorf("got %v, want a malformed-image error saying the blocks overlap", err)
+		}
+	})
+}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"unicode/utf16"
 )
@@ -421,7 +422,28 @@ func (v *vhdImpl) runs() ([]Run, error) {
 		}
 		return b.rs, nil
 	}
-	seen := map[int64]bool{}
+	// Blocks must not overlap: a table pointing blocks into one another
+	// would let a small file describe a huge map.
+	var starts []int64
+	for i := range v.bat {
+		start, err := v.blockStart(int64(i))
+		if err != nil {
+			return nil, err
+		}
+		if start < 0 {
+			continue
+		}
+		if int64(len(starts)) >= v.dataEnd/(v.bitmapLen+v.block) {
+			return nil, malformed(v.name, "VHD block table maps more blocks than the %d-byte file holds: blocks overlap", v.fileSize)
+		}
+		starts = append(starts, start)
+	}
+	slices.Sort(starts)
+	for i := 1; i < len(starts); i++ {
+		if starts[i] < starts[i-1]+v.bitmapLen+v.block {
+			return nil, malformed(v.name, "VHD blocks at file offsets %d and %d overlap", starts[i-1], starts[i])
+		}
+	}
 	for i := range v.bat {
 		off := int64(i) * v.block
 		n := min(v.block, v.vsize-off)
@@ -432,10 +454,6 @@ func (v *vhdImpl) runs() ([]Run, error) {
 		if start < 0 {
 			continue
 		}
-		if seen[start] {
-			return nil, malformed(v.name, "VHD blocks share the file offset %d", start)
-		}
-		seen[start] = true
 		if !v.diff {
 			b.add(off, n, Data)
 			continue

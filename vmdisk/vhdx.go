@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"slices"
 	"strings"
 )
 
@@ -516,17 +517,33 @@ func (x *vhdxImpl) readData(p []byte, off int64) error {
 }
 
 func (x *vhdxImpl) runs() ([]Run, error) {
+	// Payload blocks must not overlap: a BAT pointing blocks into one
+	// another would let a small file describe a huge map.
+	var blocks []Range
+	for i := int64(0); i*x.block < x.vsize; i++ {
+		e := x.payload(i)
+		if s := e & vhdxStateMask; s != vhdxFullPresent && s != vhdxPartPresent {
+			continue
+		}
+		off, err := x.blockOffset(i, e)
+		if err != nil {
+			return nil, err
+		}
+		if int64(len(blocks)) > x.fileSize/x.block {
+			return nil, malformed(x.name, "VHDX BAT maps more blocks than the %d-byte file holds: blocks overlap", x.fileSize)
+		}
+		blocks = append(blocks, Range{off, min(x.block, x.vsize-i*x.block)})
+	}
+	slices.SortFunc(blocks, func(a, b Range) int { return cmp64(a.Off, b.Off) })
+	for i := 1; i < len(blocks); i++ {
+		if blocks[i].Off < blocks[i-1].End() {
+			return nil, malformed(x.name, "VHDX blocks at file offsets %d and %d overlap", blocks[i-1].Off, blocks[i].Off)
+		}
+	}
 	var b runBuilder
-	seen := map[uint64]bool{}
 	for off := int64(0); off < x.vsize; {
 		i := off / x.block
 		lim := min(x.vsize, (i+1)*x.block) - off
-		if e := x.payload(i); off == i*x.block && (e&vhdxStateMask == vhdxFullPresent || e&vhdxStateMask == vhdxPartPresent) {
-			if seen[e>>20] {
-				return nil, malformed(x.name, "VHDX blocks share the file offset %d", (e>>20)*vhdxMB)
-			}
-			seen[e>>20] = true
-		}
 		k, n, err := x.lookup(off, lim)
 		if err != nil {
 			return nil, err
