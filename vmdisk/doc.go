@@ -1,6 +1,7 @@
 // Package vmdisk reads and writes virtual machine disk images: VHD (fixed,
 // dynamic, differencing), VHDX (fixed, dynamic, differencing), qcow2
-// (versions 2 and 3, backing files, compressed clusters) and sparse raw.
+// (versions 2 and 3, backing files, compressed clusters, extended L2
+// entries) and sparse raw.
 //
 // # Model
 //

@@ -209,6 +209,7 @@ func TestWriteFuzzSeeds(t *testing.T) {
 		"qemu-qcow2-v2":    {"-O", "qcow2", "-o", "compat=0.10,cluster_size=4096"},
 		"qemu-qcow2-zlib":  {"-c", "-O", "qcow2", "-o", "cluster_size=4096"},
 		"qemu-qcow2-zstd":  {"-c", "-O", "qcow2", "-o", "cluster_size=4096,compression_type=zstd"},
+		"qemu-qcow2-extl2": {"-O", "qcow2", "-o", "cluster_size=16384,extended_l2=on"},
 		"qemu-vhd-dynamic": {"-O", "vpc"},
 		"qemu-vhd-fixed":   {"-O", "vpc", "-o", "subformat=fixed"},
 		"qemu-vhdx":        {"-O", "vhdx", "-o", "block_size=1048576"},

@@ -17,6 +17,9 @@ type QCOW2Params struct {
 	CompressionType string `json:"compression_type,omitempty"` // "zlib" or "zstd"
 	RefcountOrder   int    `json:"refcount_order,omitempty"`
 	Compressed      int64  `json:"compressed_clusters,omitempty"`
+	// ExtendedL2 is set for images with extended L2 entries, whose map
+	// is kept per subcluster (1/32 of a cluster).
+	ExtendedL2 bool `json:"extended_l2,omitempty"`
 }
 
 // qcow2 header constants.
@@ -59,6 +62,8 @@ type qcow2Impl struct {
 	clusterBits uint
 	cs          int64 // cluster size
 	l2Entries   int64
+	extL2       bool  // extended L2 entries (subclusters)
+	grain       int64 // the unit the map is kept in: cluster or subcluster
 	l1          []uint64
 	zstd        bool
 	v3          bool
@@ -134,8 +139,8 @@ func openQCOW2(f io.ReaderAt, name string, fileSize int64, lim Limits, info *Inf
 	if h.incompat&qcowIncompatData != 0 {
 		return nil, unsupported(name, "qcow2 with an external data file")
 	}
-	if h.incompat&qcowIncompatExtL2 != 0 {
-		return nil, unsupported(name, "qcow2 with extended L2 entries (subclusters); convert with qemu-img convert -o extended_l2=off")
+	if h.incompat&qcowIncompatExtL2 != 0 && h.clusterBits < 14 {
+		return nil, malformed(name, "qcow2 with extended L2 entries has %d-byte clusters (at least 16384 needed)", 1<<h.clusterBits)
 	}
 	if unk := h.incompat &^ (qcowIncompatDirty | qcowIncompatComp | qcowIncompatCorrup | qcowIncompatData | qcowIncompatExtL2); unk != 0 {
 		return nil, unsupported(name, "qcow2 incompatible feature bits %#x", unk)
@@ -143,6 +148,14 @@ func openQCOW2(f io.ReaderAt, name string, fileSize int64, lim Limits, info *Inf
 	q := &qcow2Impl{f: f, name: name, fileSize: fileSize, clusterBits: uint(h.clusterBits), v3: h.version == 3}
 	q.cs = int64(1) << h.clusterBits
 	q.l2Entries = q.cs / 8
+	q.grain = q.cs
+	if h.incompat&qcowIncompatExtL2 != 0 {
+		// 16-byte L2 entries: the cluster entry and a bitmap of its 32
+		// subclusters.
+		q.extL2 = true
+		q.l2Entries = q.cs / 16
+		q.grain = q.cs / 32
+	}
 	switch {
 	case h.incompat&qcowIncompatComp == 0 || h.compType == 0:
 	case h.compType == 1:
@@ -179,6 +192,7 @@ func openQCOW2(f io.ReaderAt, name string, fileSize int64, lim Limits, info *Inf
 	if q.zstd {
 		p.CompressionType = "zstd"
 	}
+	p.ExtendedL2 = q.extL2
 	ext := make([]byte, min(q.cs, fileSize)-int64(h.headerLen))
 	if len(ext) > 0 {
 		if err := readFullAt(f, name, ext, int64(h.headerLen), "qcow2 header extensions"); err != nil {
@@ -253,46 +267,81 @@ func (q *qcow2Impl) l2(i int64) ([]byte, error) {
 	return t, nil
 }
 
-// entry returns the L2 entry for virtual cluster c.
-func (q *qcow2Impl) entry(c int64) (uint64, error) {
+// entry returns the L2 entry for virtual cluster c and, with extended L2
+// entries, its subcluster bitmap.
+func (q *qcow2Impl) entry(c int64) (e, bitmap uint64, err error) {
 	t, err := q.l2(c / q.l2Entries)
 	if err != nil || t == nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return binary.BigEndian.Uint64(t[8*(c%q.l2Entries):]), nil
+	e, bitmap = q.entryIn(t, c%q.l2Entries)
+	return e, bitmap, nil
 }
 
-func (q *qcow2Impl) kindOf(e uint64) Kind {
-	switch {
-	case e&qcowCompressedBit != 0:
-		return Data
-	case q.v3 && e&qcowZeroBit != 0:
-		return Zero
-	case e&qcowL2Mask != 0:
-		return Data
+// entryIn returns entry j of L2 table t and its subcluster bitmap.
+func (q *qcow2Impl) entryIn(t []byte, j int64) (e, bitmap uint64) {
+	if q.extL2 {
+		return binary.BigEndian.Uint64(t[16*j:]), binary.BigEndian.Uint64(t[16*j+8:])
 	}
-	return Unallocated
+	return binary.BigEndian.Uint64(t[8*j:]), 0
+}
+
+// kindOf returns what L2 entry e (with its subcluster bitmap) holds for
+// subcluster sub (0 without extended L2 entries).
+func (q *qcow2Impl) kindOf(e, bitmap uint64, sub uint) (Kind, error) {
+	if e&qcowCompressedBit != 0 {
+		return Data, nil
+	}
+	if q.extL2 {
+		alloc, zero := bitmap&(1<<sub) != 0, bitmap&(1<<(32+sub)) != 0
+		switch {
+		case bitmap&(bitmap>>32) != 0 || e&qcowL2Mask == 0 && bitmap&0xffffffff != 0:
+			return 0, malformed(q.name, "qcow2 L2 entry %#x has the invalid subcluster bitmap %#x", e, bitmap)
+		case zero:
+			return Zero, nil
+		case alloc:
+			return Data, nil
+		}
+		return Unallocated, nil
+	}
+	switch {
+	case q.v3 && e&qcowZeroBit != 0:
+		return Zero, nil
+	case e&qcowL2Mask != 0:
+		return Data, nil
+	}
+	return Unallocated, nil
+}
+
+// kindAt returns what the layer holds for map unit u (a cluster, or a
+// subcluster with extended L2 entries).
+func (q *qcow2Impl) kindAt(u int64) (Kind, error) {
+	per := q.cs / q.grain
+	e, bitmap, err := q.entry(u / per)
+	if err != nil {
+		return 0, err
+	}
+	return q.kindOf(e, bitmap, uint(u%per))
 }
 
 func (q *qcow2Impl) lookup(off, limit int64) (Kind, int64, error) {
-	c := off >> q.clusterBits
-	e, err := q.entry(c)
+	u := off / q.grain
+	k, err := q.kindAt(u)
 	if err != nil {
 		return 0, 0, err
 	}
-	k := q.kindOf(e)
-	n := min(limit, (c+1)*q.cs-off)
-	// Extend over following clusters of the same kind (bounded by limit).
+	n := min(limit, (u+1)*q.grain-off)
+	// Extend over following units of the same kind (bounded by limit).
 	for n < limit {
-		c++
-		e2, err := q.entry(c)
+		u++
+		k2, err := q.kindAt(u)
 		if err != nil {
 			return 0, 0, err
 		}
-		if q.kindOf(e2) != k {
+		if k2 != k {
 			break
 		}
-		n = min(limit, (c+1)*q.cs-off)
+		n = min(limit, (u+1)*q.grain-off)
 	}
 	return k, n, nil
 }
@@ -302,7 +351,7 @@ func (q *qcow2Impl) readData(p []byte, off int64) error {
 		c := off >> q.clusterBits
 		in := off - c*q.cs
 		n := min(int64(len(p)), q.cs-in)
-		e, err := q.entry(c)
+		e, _, err := q.entry(c)
 		if err != nil {
 			return err
 		}
@@ -384,11 +433,18 @@ func (q *qcow2Impl) runs() ([]Run, error) {
 			continue
 		}
 		for j := int64(0); j < q.l2Entries; j++ {
-			off := base + j*q.cs
-			if off >= q.vsize {
-				break
+			e, bitmap := q.entryIn(t, j)
+			for sub := int64(0); sub < q.cs/q.grain; sub++ {
+				off := base + j*q.cs + sub*q.grain
+				if off >= q.vsize {
+					break
+				}
+				k, err := q.kindOf(e, bitmap, uint(sub))
+				if err != nil {
+					return nil, err
+				}
+				b.add(off, min(q.grain, q.vsize-off), k)
 			}
-			b.add(off, min(q.cs, q.vsize-off), q.kindOf(binary.BigEndian.Uint64(t[8*j:])))
 		}
 	}
 	return b.rs, nil

@@ -303,3 +303,64 @@ func TestReadFixedVHDXPartialLastBlock(t *testing.T) {
 	}
 	checkCovers(t, d, got)
 }
+
+// TestExtendedL2 reads qcow2 images with extended L2 entries (qemu-img
+// -o extended_l2=on), whose map is kept per subcluster, flat and as an
+// overlay written in pieces smaller than a cluster, and writes the
+// overlay back as a layer that qemu reads alike.
+func TestExtendedL2(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	content := make([]byte, 8<<20)
+	for i := range content {
+		if i/4096%3 != 0 {
+			content[i] = byte(i/4096) | 1
+		}
+	}
+	src := filepath.Join(dir, "src.raw")
+	if err := os.WriteFile(src, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	flat := filepath.Join(dir, "flat.qcow2")
+	qemuImg(t, "convert", "-O", "qcow2", "-o", "extended_l2=on", src, flat)
+	base := filepath.Join(dir, "base.qcow2")
+	qemuImg(t, "convert", "-O", "qcow2", src, base)
+	over := filepath.Join(dir, "over.qcow2")
+	qemuImg(t, "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", "-b", "base.qcow2", "-F", "qcow2", over)
+	// 2 KiB subclusters: data, zeros and a discard inside single clusters.
+	if out, err := exec.Command("qemu-io", "-c", "write -P 0x61 4k 4k", "-c", "write -P 0x62 1M 6k",
+		"-c", "write -z 2M 2k", "-c", "write -z 3M 128k", "-c", "write -c -P 0x63 5M 64k", "-c", "discard 6M 64k", over).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-io: %v\n%s", err, out)
+	}
+	for _, img := range []string{flat, over} {
+		d, err := Open(img, Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := readAll(t, d, d.Size())
+		if !bytes.Equal(got, rawOf(t, img, QCOW2)) {
+			t.Fatalf("%s: content differs from qemu-img's raw conversion", filepath.Base(img))
+		}
+		checkCovers(t, d, got)
+		if img == flat {
+			d.Close()
+			continue
+		}
+		// The overlay restored as a layer: its own map, the same parent.
+		l := d.Layers[0]
+		runs, err := l.Runs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		top := filepath.Join(dir, "top.qcow2")
+		src := Source{Size: l.Size(), R: l, Backing: "base.qcow2", BackingFormat: QCOW2, Own: runs}
+		if _, err := Write(context.Background(), top, src, WriteOptions{Format: QCOW2, QCOW2: l.Info.QCOW2}); err != nil {
+			t.Fatal(err)
+		}
+		d.Close()
+		qemuImg(t, "check", top)
+		if out := qemuImg(t, "compare", over, top); !strings.Contains(out, "identical") {
+			t.Fatalf("qemu-img compare: %s", out)
+		}
+	}
+}

@@ -285,6 +285,12 @@ func (w *imgWriter) qcow2(p *QCOW2Params) error {
 	}
 	cs := int64(1) << bits
 	l2n := cs / 8
+	// Extended L2 entries keep a layer's map per subcluster, as the
+	// source image did.
+	ext := p != nil && p.ExtendedL2 && bits >= 14
+	if ext {
+		l2n = cs / 16
+	}
 	span := cs * l2n
 	l1Size := (w.src.Size + span - 1) / span
 	if l1Size*8 > qcowMaxL1Bytes {
@@ -309,14 +315,25 @@ func (w *imgWriter) qcow2(p *QCOW2Params) error {
 	layer := w.src.Backing != ""
 	err := w.blocks(cs, func(c int64, buf []byte, in []Run) error {
 		var e uint64
+		var bitmap uint64 = 0xffffffff // extended L2: the subclusters allocated
+		covered := fullyCovered(in, c*cs, int64(len(buf)))
+		if layer && !covered && ext {
+			var err error
+			if bitmap, err = subclusters(in, c*cs, c*cs+int64(len(buf)), cs/32); err != nil {
+				return err
+			}
+		}
 		switch {
-		case layer && !fullyCovered(in, c*cs, int64(len(buf))):
+		case layer && !covered && !ext:
 			return fmt.Errorf("layer map run at %d is not aligned to the %d-byte cluster size; restore this chain flattened", in[0].Off, cs)
 		case allZeroBytes(buf):
 			if !layer {
 				return nil // unallocated reads as zeros without a backing file
 			}
 			e = qcowZeroBit
+			if ext {
+				e, bitmap = 0, bitmap<<32 // the same subclusters, read as zeros
+			}
 		default:
 			if int64(len(buf)) < cs { // last partial cluster
 				buf = append(buf, make([]byte, cs-int64(len(buf)))...)
@@ -334,7 +351,12 @@ func (w *imgWriter) qcow2(p *QCOW2Params) error {
 			}
 			l2Idx, l2 = i, make([]byte, cs)
 		}
-		binary.BigEndian.PutUint64(l2[8*(c%l2n):], e)
+		if ext {
+			binary.BigEndian.PutUint64(l2[16*(c%l2n):], e)
+			binary.BigEndian.PutUint64(l2[16*(c%l2n)+8:], bitmap)
+		} else {
+			binary.BigEndian.PutUint64(l2[8*(c%l2n):], e)
+		}
 		return nil
 	})
 	if err != nil {
@@ -399,6 +421,9 @@ func (w *imgWriter) qcow2(p *QCOW2Params) error {
 	be.PutUint64(h[40:], uint64(l1Off))
 	be.PutUint64(h[48:], uint64(rtOff))
 	be.PutUint32(h[56:], uint32(rt))
+	if ext {
+		be.PutUint64(h[72:], qcowIncompatExtL2)
+	}
 	be.PutUint32(h[96:], 4) // refcount_order: 16-bit refcounts
 	be.PutUint32(h[100:], 104)
 	pos := 104
@@ -426,6 +451,21 @@ func (w *imgWriter) qcow2(p *QCOW2Params) error {
 	}
 	_, err = w.f.WriteAt(h, 0)
 	return err
+}
+
+// subclusters returns the allocation bitmap of an extended L2 entry for
+// the cluster [start, end) whose map runs are in (sc-byte subclusters).
+func subclusters(in []Run, start, end, sc int64) (uint64, error) {
+	var bitmap uint64
+	for _, r := range in {
+		if (r.Off-start)%sc != 0 || (r.End()-start)%sc != 0 && r.End() != end {
+			return 0, fmt.Errorf("layer map run [%d,+%d) is not aligned to the %d-byte subcluster size; restore this chain flattened", r.Off, r.Len, sc)
+		}
+		for s := (r.Off - start) / sc; s < (r.End()-start+sc-1)/sc; s++ {
+			bitmap |= 1 << s
+		}
+	}
+	return bitmap, nil
 }
 
 // clusterWriter appends whole clusters sequentially through a buffer.
