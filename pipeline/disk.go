@@ -146,6 +146,20 @@ const minDiskImage = 1 << 20
 // clusters, and one 8-byte L1 entry, which ends a fresh image.
 const minFreshQCOW2 = 3<<16 + 8
 
+// minQCOW2 is the size of the smallest fresh qcow2 image there can be:
+// three 512-byte clusters and one L1 entry.
+const minQCOW2 = 3*512 + 8
+
+// qcow2Name reports whether path is named as qcow2 images are (.qcow2,
+// .qcow, and .img, which libvirt gives qcow2 and raw disks alike).
+func qcow2Name(path string) bool {
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".qcow2", ".qcow", ".img":
+		return true
+	}
+	return false
+}
+
 // openDisk recognises a disk image container in f. It returns nil for
 // raw images and other files (backed up as they are), and otherwise fills
 // n.Size and n.Disk and returns the virtual disk to chunk. An image that
@@ -159,7 +173,10 @@ func (b *backup) openDisk(path string, f *os.File, n *repo.Node) *diskSource {
 	// data out of the snapshot. A VHD is whole sectors long; a fresh
 	// qcow2 image ends with its L1 table (196616 bytes with the default
 	// clusters). That rules out all but about one small file in 400.
-	if b.o.NoDiskImages || n.Size < minDiskImage && !(n.Size > 0 && n.Size%512 == 0 || n.Size >= minFreshQCOW2 && n.Size%8 == 0) {
+	// With smaller clusters (qemu-img -o cluster_size=4k) a fresh image
+	// is smaller still: those are probed when named as disk images are.
+	if b.o.NoDiskImages || n.Size < minDiskImage && !(n.Size > 0 && n.Size%512 == 0 || n.Size >= minFreshQCOW2 && n.Size%8 == 0 ||
+		n.Size >= minQCOW2 && n.Size%8 == 0 && qcow2Name(path)) {
 		return nil
 	}
 	format, err := vmdisk.Detect(f, n.Size)

@@ -168,52 +168,65 @@ func TestGuestWrittenHeaderOnRawDisk(t *testing.T) {
 }
 
 // TestBackupFlattensSmallOverlay: a fresh qcow2 overlay is a few hundred
-// KiB, below the size from which every file is probed for a disk image.
-// Its parent outside the backup paths must still be merged into the
-// snapshot: stored as a plain file, the overlay restores to a layer over
-// the live parent (or over nothing), and the guest's disk is not in the
-// backup at all.
+// KiB, below the size from which every file is probed for a disk image
+// (with clusters under 64 KiB, a few KiB). Its parent outside the backup
+// paths must still be merged into the snapshot: stored as a plain file,
+// the overlay restores to a layer over the live parent (or over nothing),
+// and the guest's disk is not in the backup at all.
 func TestBackupFlattensSmallOverlay(t *testing.T) {
 	for _, tool := range []string{"qemu-img", "qemu-io"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s not installed: run 'make deps' (package qemu-utils)", tool)
 		}
 	}
-	ctx := context.Background()
-	r, _ := newRepo(t)
-	dir := t.TempDir()
-	base := filepath.Join(dir, "base.qcow2")
-	src := filepath.Join(dir, "vms")
-	os.MkdirAll(src, 0o755)
-	top := filepath.Join(src, "top.qcow2")
-	for _, c := range [][]string{
-		{"qemu-img", "create", "-q", "-f", "qcow2", base, "16M"},
-		{"qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 4M", base},
-		{"qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", top},
-		{"qemu-io", "-f", "qcow2", "-c", "write -P 0x22 1M 64k", top},
+	for _, c := range []struct{ cluster, name string }{
+		{"64k", "top.qcow2"}, {"32k", "top.qcow2"}, {"4k", "top.img"}, {"512", "top.QCOW2"},
 	} {
-		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v\n%s", c, err, out)
-		}
-	}
-	if st, err := os.Stat(top); err != nil || st.Size() >= minDiskImage {
-		t.Fatalf("overlay %v (%v): want one below %d bytes", st, err, minDiskImage)
-	}
-	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst := filepath.Join(t.TempDir(), "dst")
-	if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
-		t.Fatal(err)
-	}
-	got := filepath.Join(dst, top)
-	out, err := exec.Command("qemu-img", "info", got).CombinedOutput()
-	if err != nil || strings.Contains(string(out), "backing file") {
-		t.Fatalf("restored overlay (%v):\n%s\nwant a self-contained image", err, out)
-	}
-	if out, err := exec.Command("qemu-img", "compare", "-q", top, got).CombinedOutput(); err != nil {
-		t.Fatalf("restored disk differs from the overlay's: %v\n%s", err, out)
+		t.Run(c.cluster, func(t *testing.T) {
+			ctx := context.Background()
+			r, _ := newRepo(t)
+			dir := t.TempDir()
+			base := filepath.Join(dir, "base.qcow2")
+			src := filepath.Join(dir, "vms")
+			os.MkdirAll(src, 0o755)
+			top := filepath.Join(src, c.name)
+			for _, cmd := range [][]string{
+				{"qemu-img", "create", "-q", "-f", "qcow2", base, "16M"},
+				{"qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 4M", base},
+				{"qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=" + c.cluster, "-b", base, "-F", "qcow2", top},
+			} {
+				if out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
+					t.Fatalf("%v: %v\n%s", cmd, err, out)
+				}
+			}
+			for _, write := range []bool{false, true} {
+				if write {
+					if out, err := exec.Command("qemu-io", "-f", "qcow2", "-c", "write -P 0x22 1M 64k", top).CombinedOutput(); err != nil {
+						t.Fatalf("qemu-io: %v\n%s", err, out)
+					}
+				}
+				st, err := os.Stat(top)
+				if err != nil || st.Size() >= minDiskImage {
+					t.Fatalf("overlay %v (%v): want one below %d bytes", st, err, minDiskImage)
+				}
+				res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				dst := filepath.Join(t.TempDir(), "dst")
+				if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
+					t.Fatal(err)
+				}
+				got := filepath.Join(dst, top)
+				out, err := exec.Command("qemu-img", "info", got).CombinedOutput()
+				if err != nil || strings.Contains(string(out), "backing file") {
+					t.Fatalf("restored overlay of %d bytes, guest wrote: %v (%v):\n%s\nwant a self-contained image", st.Size(), write, err, out)
+				}
+				if out, err := exec.Command("qemu-img", "compare", "-q", top, got).CombinedOutput(); err != nil {
+					t.Fatalf("restored disk differs from the overlay's: %v\n%s", err, out)
+				}
+			}
+		})
 	}
 }
 
