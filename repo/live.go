@@ -186,7 +186,9 @@ func (r *Repository) liveSet(ctx context.Context, rep *PruneReport, condemned ma
 // sparsePacks returns packs (not condemned) whose used bytes are below
 // frac of their blob bytes but above zero, with their used entries: the
 // candidates for repacking. A pack with fewer than K shards in storage is
-// left out: it cannot be read to repack, and check and repair deal with it.
+// left out: it cannot be read to repack, and check and repair deal with it;
+// so is one with fewer than K outside an archive storage class (GLACIER),
+// which would be read only after a restore nobody asked for.
 func (l *liveSet) sparsePacks(frac float64) map[id.ID][]BlobEntry {
 	used := make([]int64, l.d.nPacks)
 	total := make([]int64, l.d.nPacks)
@@ -202,7 +204,7 @@ func (l *liveSet) sparsePacks(frac float64) map[id.ID][]BlobEntry {
 	out := map[id.ID][]BlobEntry{}
 	for pn := uint64(0); pn < l.d.nPacks; pn++ {
 		p := l.d.pack(uint32(pn))
-		if used[pn] == 0 || l.condemned[p.ID] || len(l.shards[p.ID]) < int(p.K) || float64(used[pn]) >= frac*float64(total[pn]) {
+		if used[pn] == 0 || l.condemned[p.ID] || readableShards(l.shards[p.ID]) < int(p.K) || float64(used[pn]) >= frac*float64(total[pn]) {
 			continue
 		}
 		if _, ok := out[p.ID]; !ok {

@@ -651,8 +651,20 @@ func (r *Repository) loadCondemned(ctx context.Context) (map[id.ID]bool, error) 
 }
 
 type shardInfo struct {
-	index int
-	size  int64
+	index    int
+	size     int64
+	archived bool // in an archive storage class: read only after a restore
+}
+
+// readableShards counts the shards that can be read without a restore.
+func readableShards(shards []shardInfo) int {
+	n := 0
+	for _, s := range shards {
+		if !s.archived {
+			n++
+		}
+	}
+	return n
 }
 
 // orphanPacks lists packs that have shards in storage but are in no index,
@@ -661,7 +673,7 @@ func (r *Repository) orphanPacks(ctx context.Context) ([]id.ID, map[id.ID][]shar
 	shards := map[id.ID][]shardInfo{}
 	err := r.be.List(ctx, tiers.TypeData, func(oi tiers.ObjectInfo) error {
 		if pid, i, err := erasure.ParseShardName(oi.Handle.Name); err == nil {
-			shards[pid] = append(shards[pid], shardInfo{i, oi.Size})
+			shards[pid] = append(shards[pid], shardInfo{i, oi.Size, tiers.ArchiveClass(oi.StorageClass)})
 		}
 		return nil
 	})

@@ -3,6 +3,8 @@ package repo
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -349,5 +351,63 @@ func TestPruneDryRunSkipsPacksAlreadyGone(t *testing.T) {
 	}
 	if dry.Removed != rep.Removed {
 		t.Errorf("dry run: would remove %d packs; the sweep removed %d", dry.Removed, rep.Removed)
+	}
+}
+
+// archivedPacks lists the shards of the given packs in an archive storage
+// class and refuses to read them, as S3 does for GLACIER objects.
+type archivedPacks struct {
+	tiers.Backend
+	packs map[id.ID]bool
+}
+
+func (b *archivedPacks) archived(h tiers.Handle) bool {
+	p, _, err := erasure.ParseShardName(h.Name)
+	return h.Type == tiers.TypeData && err == nil && b.packs[p]
+}
+
+func (b *archivedPacks) List(ctx context.Context, t tiers.Type, fn func(tiers.ObjectInfo) error) error {
+	return b.Backend.List(ctx, t, func(oi tiers.ObjectInfo) error {
+		if b.archived(oi.Handle) {
+			oi.StorageClass = "GLACIER"
+		}
+		return fn(oi)
+	})
+}
+
+func (b *archivedPacks) Load(ctx context.Context, h tiers.Handle, off, n int64, fn func(io.Reader) error) error {
+	if b.archived(h) {
+		return fmt.Errorf("load %s: %w", h, tiers.ErrNotReady)
+	}
+	return b.Backend.Load(ctx, h, off, n, fn)
+}
+
+// TestPruneBesideArchivedSparsePack: a sparse pack whose shards were moved
+// to an archive storage class cannot be read to repack without a restore;
+// prune leaves it as it is and still frees the packs no snapshot uses.
+func TestPruneBesideArchivedSparsePack(t *testing.T) {
+	ctx := context.Background()
+	be := &archivedPacks{Backend: tierstest.NewMemory(), packs: map[id.ID]bool{}}
+	r, _ := clockedRepo(t, be)
+	rng := rand.New(rand.NewPCG(17, 17))
+	s0, ids0 := snap(t, r, rng, 30, nil)
+	s1, ids1 := snap(t, r, rng, 30, nil)
+	snap(t, r, rng, 1, ids1[:3]) // keeps 3 of s1's 30 chunks alive
+	for _, s := range []id.ID{s0, s1} {
+		if err := r.ForgetSnapshot(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cold := r.Lookup(ids1[0])[0].Pack
+	be.packs[cold.ID] = true
+	rep, err := r.Prune(ctx, PruneOptions{GraceSet: true})
+	if err != nil {
+		t.Fatalf("prune beside an archived sparse pack: %v", err)
+	}
+	if rep.Removed == 0 || len(r.Lookup(ids0[0])) != 0 {
+		t.Errorf("prune removed %d packs, blob %s of the forgotten snapshot is at %+v; want its pack removed", rep.Removed, ids0[0].Short(), r.Lookup(ids0[0]))
+	}
+	if locs := r.Lookup(ids1[0]); len(locs) == 0 || locs[0].Pack.ID != cold.ID {
+		t.Errorf("blob %s of the archived pack %s is at %+v; want it left there", ids1[0].Short(), cold.ID.Short(), locs)
 	}
 }

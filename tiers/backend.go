@@ -117,6 +117,11 @@ type ObjectInfo struct {
 	StorageClass string
 }
 
+// ArchiveClass reports whether objects of storage class c (as in
+// ObjectInfo.StorageClass) must be restored before they can be read: S3
+// GLACIER and DEEP_ARCHIVE (see Warmer).
+func ArchiveClass(c string) bool { return c == "GLACIER" || c == "DEEP_ARCHIVE" }
+
 // Sentinel errors. Backends wrap them with %w so callers use errors.Is.
 var (
 	// ErrNotFound: the object does not exist.

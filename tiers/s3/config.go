@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/drpipe/drpipe/tiers"
 )
 
 // Storage classes accepted for uploads. GLACIER and DEEP_ARCHIVE are
@@ -24,7 +26,7 @@ var StorageClasses = []string{ClassStandard, ClassStandardIA, ClassGlacierIR, Cl
 
 // IsArchiveClass reports whether objects of storage class c need a restore
 // before they can be read.
-func IsArchiveClass(c string) bool { return c == ClassGlacier || c == ClassDeepArchive }
+func IsArchiveClass(c string) bool { return tiers.ArchiveClass(c) }
 
 // Object lock modes (S3 Object Lock retention).
 const (
