@@ -174,6 +174,24 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 	if err != nil {
 		return nil, fmt.Errorf("list tombstones in %s: %w", r.be.Location(), err)
 	}
+	// Key slots: a damaged one no longer opens the repository with its
+	// password, although the slot this check was opened with does.
+	keys, err := r.ListKeys(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		rep.Errors = append(rep.Errors, fmt.Sprintf("key slots: %v", err))
+	}
+	for _, k := range keys {
+		switch {
+		case k.Damaged == "":
+		case k.ID == (id.ID{}):
+			rep.Errors = append(rep.Errors, fmt.Sprintf("key slot: %s", k.Damaged))
+		default:
+			rep.Errors = append(rep.Errors, fmt.Sprintf("key slot %s is damaged: %s (its password no longer opens the repository: add it again with drpipe key add, then drpipe key remove %s)", k.ID.Short(), k.Damaged, k.ID.Short()))
+		}
+	}
 
 	damaged := map[id.ID]*PackDamage{}
 	badBlob := map[packBlob]bool{}

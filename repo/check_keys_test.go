@@ -1,0 +1,45 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/drpipe/drpipe/erasure"
+	"github.com/drpipe/drpipe/tiers"
+	"github.com/drpipe/drpipe/tiers/tierstest"
+)
+
+// TestCheckReportsDamagedKeySlot: a key slot whose bytes no longer match
+// its name no longer opens the repository with its password (a recovery
+// key kept for the DR site, say); check must say so rather than call the
+// repository healthy because the slot it was opened with is intact.
+func TestCheckReportsDamagedKeySlot(t *testing.T) {
+	ctx := context.Background()
+	be := tierstest.NewMemory()
+	r := testRepo(t, be, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20})
+	smallSnapshot(t, r)
+	k2, err := r.AddKey(ctx, []byte("recovery"), "recovery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := tiers.Handle{Type: tiers.TypeKey, Name: k2.String()}
+	b, err := tiers.LoadAll(ctx, be, h, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0x01
+	if err := tiers.PutBytes(ctx, be, h, b); err != nil {
+		t.Fatal(err)
+	}
+	for _, readData := range []bool{false, true} {
+		rep, err := r.Check(ctx, CheckOptions{ReadData: readData})
+		if !errors.Is(err, ErrCheckFailed) {
+			t.Fatalf("check (read data %v) with a damaged key slot: err %v, errors %q; want ErrCheckFailed", readData, err, rep.Errors)
+		}
+		if !strings.Contains(strings.Join(rep.Errors, "\n"), k2.Short()) {
+			t.Errorf("check (read data %v): errors %q do not name key slot %s", readData, rep.Errors, k2.Short())
+		}
+	}
+}
