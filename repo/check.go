@@ -199,8 +199,20 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 		n := int(ps.info.K) + int(ps.info.M)
 		want := int64(erasure.HeaderSize(ps.info.Params())) + int64(ps.info.ShardSize)
 		d := &PackDamage{Pack: pid, K: int(ps.info.K), M: int(ps.info.M)}
+		found := len(ps.present)
 		for i := 0; i < n; i++ {
 			sz, ok := ps.present[i]
+			if !ok {
+				// Not listed: a backup may have stored it after the
+				// listing passed its name, and then the index object
+				// that lists its pack, before the index was read.
+				if oi, err := r.be.Stat(ctx, ps.info.ShardHandle(i)); err == nil {
+					sz, ok = oi.Size, true
+					found++
+				} else if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+			}
 			switch {
 			case !ok:
 				d.Missing = append(d.Missing, i)
@@ -209,7 +221,7 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 				d.Details = append(d.Details, fmt.Sprintf("shard %d is %d bytes, want %d", i, sz, want))
 			}
 		}
-		rep.Shards += len(ps.present)
+		rep.Shards += found
 		if len(d.Missing)+len(d.Corrupt) > 0 {
 			damaged[pid] = d
 		}
