@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"time"
@@ -497,13 +498,25 @@ func (r *Repository) packLocations(pid id.ID) []PackInfo {
 func (r *Repository) indexPackFromStorage(ctx context.Context, pid id.ID, shards []int) (*IndexPack, map[int][]byte, error) {
 	var info *PackInfo
 	for _, i := range shards {
+		// The header alone gives the pack's parameters, and
+		// ReconstructPack verifies every shard: an object named like a
+		// shard may be of any size, and is not read whole here.
 		h := tiers.Handle{Type: tiers.TypeData, Name: erasure.ShardName(pid, i)}
-		b, err := tiers.LoadAll(ctx, r.be, h, 0, 0)
+		var b []byte
+		err := r.be.Load(ctx, h, 0, 0, func(rd io.Reader) error {
+			b = make([]byte, erasure.MaxHeaderSize)
+			m, err := io.ReadFull(rd, b)
+			if err == io.ErrUnexpectedEOF || err == io.EOF {
+				err = nil
+			}
+			b = b[:m]
+			return err
+		})
 		if err != nil {
 			continue
 		}
-		hdr, err := erasure.VerifyShard(pid, i, b)
-		if err != nil {
+		hdr, err := erasure.ParseHeader(b)
+		if err != nil || hdr.Index != i || hdr.PackID() != pid {
 			continue
 		}
 		info = &PackInfo{ID: pid, Length: hdr.PackLen, ShardSize: uint32(hdr.ShardSize), K: uint8(hdr.K), M: uint8(hdr.M)}
