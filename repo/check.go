@@ -34,7 +34,9 @@ type PackDamage struct {
 	Corrupt []int `json:"corrupt_shards,omitempty"`
 	// Details says what is wrong with each corrupt shard.
 	Details []string `json:"details,omitempty"`
-	// Repairable is true while at least K shards are intact.
+	// Repairable is true while at least K shards are intact, or, with
+	// ReadData, while the pack rebuilds from its shards (the bytes of a
+	// shard object before an excess count as intact).
 	Repairable bool `json:"repairable"`
 	// BadBlobs counts blobs that failed to decrypt even after rebuild,
 	// or, for a pack that cannot be rebuilt (BlobsRead), that cannot be
@@ -64,6 +66,9 @@ type PackDamage struct {
 	// lostBlobs names the blobs BadBlobs counts, for repair to remove
 	// from the index.
 	lostBlobs []id.ID
+	// rebuilt is true when check --read-data rebuilt the pack from its
+	// shards: every other shard can be rewritten from them.
+	rebuilt bool
 }
 
 // CheckReport is the outcome of Check.
@@ -233,7 +238,7 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 		}
 	}
 	for _, d := range damaged {
-		d.Repairable = len(d.Missing)+len(d.Corrupt) <= d.M && d.BadBlobs == 0 && !d.Unusable
+		d.Repairable = (len(d.Missing)+len(d.Corrupt) <= d.M || d.rebuilt) && d.BadBlobs == 0 && !d.Unusable
 	}
 
 	// Which files and snapshots does the damage touch? Where every blob
@@ -453,6 +458,7 @@ func (r *Repository) readAllPacks(ctx context.Context, o CheckOptions, packs map
 						damaged[pid] = d
 					}
 					if res != nil {
+						d.rebuilt = res.Pack != nil
 						d.Missing = mergeInts(d.Missing, res.Missing)
 						d.Corrupt = mergeInts(d.Corrupt, res.Corrupt)
 						for _, i := range res.Corrupt {

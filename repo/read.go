@@ -350,7 +350,9 @@ var errShardUnreadable = errors.New("storage failed to read the shard")
 // that cannot be read (a storage error other than "not found") counts as
 // corrupt, with the error as its damage (wrapping errShardUnreadable).
 // At most one byte more than the index says a shard has is read: a
-// longer object is corrupt, and costs no more memory than an intact one.
+// longer object is corrupt, and costs no more memory than an intact one;
+// when the bytes before its excess verify, they count among the K
+// survivors and are its rebuilt object.
 func (r *Repository) ReconstructPack(ctx context.Context, p PackInfo) (*erasure.Result, error) {
 	n := int(p.K) + int(p.M)
 	want := int64(erasure.HeaderSize(p.Params())) + int64(p.ShardSize)
@@ -378,7 +380,11 @@ func (r *Repository) ReconstructPack(ctx context.Context, p PackInfo) (*erasure.
 				// Non-nil and empty: Reconstruct counts it as corrupt.
 				shards[i], loadErrs[i] = []byte{}, err
 			default:
-				shards[i], long[i] = b, int64(len(b)) > want
+				// A longer object is corrupt, but its first bytes may
+				// still be the intact shard: they count among the
+				// survivors, and the object is rewritten with them.
+				long[i] = int64(len(b)) > want
+				shards[i] = b[:min(int64(len(b)), want)]
 			}
 		}()
 	}
@@ -388,6 +394,16 @@ func (r *Repository) ReconstructPack(ctx context.Context, p PackInfo) (*erasure.
 	}
 	res, err := erasure.Reconstruct(p.ID, shards)
 	if res != nil {
+		for i := range shards {
+			if _, ok := res.Damage[i]; long[i] && !ok {
+				res.Corrupt = append(res.Corrupt, i)
+				res.Damage[i] = erasure.ErrCorrupt // said below
+				if res.Rebuilt != nil {
+					res.Rebuilt[i] = shards[i]
+				}
+			}
+		}
+		sort.Ints(res.Corrupt)
 		for i := range shards {
 			if _, ok := res.Damage[i]; !ok {
 				continue
