@@ -449,6 +449,19 @@ func Bringup(ctx context.Context, r *repo.Repository, p *Plan, o BringupOptions)
 			if err := restoreGroup(ctx, r, groupVMs, targets, o, res, progress); err != nil {
 				return res, err
 			}
+		} else {
+			// Not restored in this run: a disk without a format an
+			// earlier run placed is defined as its image's header gives.
+			for _, v := range groupVMs {
+				for f, t := range targets[v.Name] {
+					if !t.detect {
+						continue
+					}
+					if pt, _, ok := placedImage(t); ok {
+						targets[v.Name][f] = pt
+					}
+				}
+			}
 		}
 		var toStart []*PlannedVM
 		for _, v := range groupVMs {
@@ -624,14 +637,9 @@ func restoreGroup(ctx context.Context, r *repo.Repository, vms []*PlannedVM, tar
 	for _, v := range vms {
 		for _, d := range v.Data.Disks {
 			t := targets[v.Name][d.File]
-			if t.detect {
-				// An image whose format came from its header may have
-				// been converted by an earlier run, under another name.
-				t = placedDetected(t)
-			}
-			if st, err := os.Stat(t.final); err == nil && st.Mode().IsRegular() {
+			if pt, st, ok := placedImage(t); ok {
+				t = pt
 				if t.detect {
-					t.format = detectImageFormat(t.final)
 					targets[v.Name][d.File] = t
 				}
 				res.Restored = append(res.Restored, RestoredDisk{VM: v.Name, File: d.File, Path: t.final, Format: t.format, Bytes: st.Size(), Kept: true})
@@ -744,6 +752,25 @@ func placedDetected(t diskTarget) diskTarget {
 		}
 	}
 	return t
+}
+
+// placedImage returns the target of a disk as an earlier run placed
+// it and the image's file information; ok is false when no image is
+// placed. A disk without a format in the inventory takes the format the
+// image's header gives, under the name an earlier run gave that format
+// (placedDetected).
+func placedImage(t diskTarget) (diskTarget, os.FileInfo, bool) {
+	if t.detect {
+		t = placedDetected(t)
+	}
+	st, err := os.Stat(t.final)
+	if err != nil || !st.Mode().IsRegular() {
+		return t, nil, false
+	}
+	if t.detect {
+		t.format = detectImageFormat(t.final)
+	}
+	return t, st, true
 }
 
 func sourceFormat(vm *VM, file string) string {

@@ -1,0 +1,89 @@
+package drsite
+
+import (
+	"context"
+	"encoding/xml"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// domainDiskTypes returns the driver types a libvirt domain XML file
+// gives its disks, in order.
+func domainDiskTypes(t *testing.T, file string) []string {
+	t.Helper()
+	var d struct {
+		Disks []struct {
+			Driver struct {
+				Type string `xml:"type,attr"`
+			} `xml:"driver"`
+		} `xml:"devices>disk"`
+	}
+	x, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := xml.Unmarshal(x, &d); err != nil {
+		t.Fatal(err)
+	}
+	var s []string
+	for _, dk := range d.Disks {
+		s = append(s, dk.Driver.Type)
+	}
+	return s
+}
+
+// TestDefinitionsOfPlacedGroupsKeepTheImageFormat: a disk without a
+// format in the inventory takes the one its placed image's header gives.
+// A run that restores another group (--group 2, as the runbook's steps
+// by hand do) or none (--no-restore) writes every definition again; the
+// definition of a group placed by an earlier run must still name the
+// image as its header gives, not declare the qcow2 image raw, which
+// bringup.sh then defines and starts with the container's bytes as the
+// guest's disk.
+func TestDefinitionsOfPlacedGroupsKeepTheImageFormat(t *testing.T) {
+	needTool(t, "qemu-img")
+	p := planFrom(t, `
+domain_type: test
+hosts:
+  - {name: dr-kvm, kind: libvirt, vcpus: 8, memory: 16GiB, storage: 1TiB}
+`, `vms:
+  - {name: db, vcpus: 1, memory: 1GiB, boot_priority: 1, disks: [{file: /img/db.img, size: 1MiB}]}
+  - {name: app, vcpus: 1, memory: 1GiB, depends_on: [db], disks: [{file: /img/app.qcow2, format: qcow2, size: 1MiB}]}
+`)
+	if b := p.BlockingIssues(); len(b) > 0 {
+		t.Fatalf("blocking: %v", b)
+	}
+	if p.VM("db").Group != 1 || p.VM("app").Group != 2 {
+		t.Fatalf("groups: db %d, app %d", p.VM("db").Group, p.VM("app").Group)
+	}
+	out := t.TempDir()
+	ctx := context.Background()
+	res, err := Bringup(ctx, nil, p, BringupOptions{Out: out, NoRestore: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ho := res.Hosts[0]
+	db, app := domainDiskFiles(t, ho.Domains["db"])[0], domainDiskFiles(t, ho.Domains["app"])[0]
+	// Images as the runs of --group 1 and --group 2 place them: db's
+	// image is a qcow2 (its header says so).
+	os.MkdirAll(filepath.Dir(db), 0o755)
+	os.MkdirAll(filepath.Dir(app), 0o755)
+	for _, f := range []string{db, app} {
+		if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", f, "1M").CombinedOutput(); err != nil {
+			t.Fatalf("qemu-img: %v %s", err, out)
+		}
+	}
+	p.VM("db").Data = &VMData{Snapshot: "0123abcd", Disks: []DiskData{{File: "/img/db.img", Path: "/img/db.img", Size: 1 << 20}}}
+	p.VM("app").Data = &VMData{Snapshot: "0123abcd", Disks: []DiskData{{File: "/img/app.qcow2", Path: "/img/app.qcow2", Size: 1 << 20}}}
+	for _, o := range []BringupOptions{{Out: out, Groups: []int{1}}, {Out: out, Groups: []int{2}}, {Out: out, NoRestore: true}} {
+		res, err := Bringup(ctx, nil, p, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := domainDiskTypes(t, res.Hosts[0].Domains["db"]); len(got) != 1 || got[0] != "qcow2" {
+			t.Errorf("groups %v, no restore %v: db's qcow2 image is defined as %q", o.Groups, o.NoRestore, got)
+		}
+	}
+}
