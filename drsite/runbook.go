@@ -254,10 +254,10 @@ func BuildRunbook(p *Plan, o RunbookOptions) *Runbook {
 			for _, chk := range v.VM.Verify {
 				if a, ok := strings.CutPrefix(drCheck(v, chk), "tcp:"); ok {
 					if hst, port, err := netSplit(a); err == nil {
-						verify = append(verify, fmt.Sprintf("nc -z -w 3 %s %s   # %s service check", hst, port, v.Name))
+						verify = append(verify, fmt.Sprintf("nc -z -w 3 %s %s   # %s service check", shq(hst), shq(port), commentText(v.Name)))
 					}
 				} else {
-					verify = append(verify, fmt.Sprintf("# %s: %s", v.Name, chk))
+					verify = append(verify, fmt.Sprintf("# %s: %s", commentText(v.Name), commentText(chk)))
 				}
 			}
 			for _, pn := range v.NICs {
