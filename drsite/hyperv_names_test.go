@@ -124,7 +124,7 @@ hosts:
 	for _, g := range rb.Groups {
 		for _, st := range g.Steps {
 			for _, c := range st.Commands {
-				if strings.Contains(c, "bringup.ps1") && !strings.Contains(c, fmt.Sprintf("bringup.ps1 -Group %d", g.Number)) {
+				if strings.Contains(c, "bringup.ps1") && !strings.Contains(c, fmt.Sprintf("bringup.ps1' -Group %d", g.Number)) {
 					t.Errorf("group %d, step %q runs the script for every group: %s", g.Number, st.Title, c)
 				}
 			}

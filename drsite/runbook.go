@@ -211,8 +211,8 @@ func BuildRunbook(p *Plan, o RunbookOptions) *Runbook {
 	rb.QuickStart = []string{fmt.Sprintf("drpipe drsite bringup --config %s --repo %s --out %s --execute", shq(o.Config), shq(o.Repo), shq(o.BringupDir))}
 	for _, h := range p.Hosts {
 		if h.Kind == KindHyperV && len(h.VMs) > 0 {
-			rb.QuickStart = append(rb.QuickStart, fmt.Sprintf(`powershell -ExecutionPolicy Bypass -File %s\%s\bringup.ps1 -Start -GuestCredential (Get-Credential)   # on %s, after copying its images`,
-				strings.ReplaceAll(o.BringupDir, "/", `\`), h.Name, h.Name))
+			rb.QuickStart = append(rb.QuickStart, fmt.Sprintf(`powershell -ExecutionPolicy Bypass -File %s -Start -GuestCredential (Get-Credential)   # on %s, after copying its images`,
+				psq(strings.ReplaceAll(o.BringupDir+"/"+h.Name+"/bringup.ps1", "/", `\`)), h.Name))
 		}
 	}
 	netDefined := map[string]bool{}
@@ -234,8 +234,9 @@ func BuildRunbook(p *Plan, o RunbookOptions) *Runbook {
 			}
 			dir := o.BringupDir + "/" + h.Name
 			if h.Kind == KindHyperV {
-				define = append(define, fmt.Sprintf(`powershell -ExecutionPolicy Bypass -File %s\bringup.ps1 -Group %d   # on %s: creates its switches and the group's VMs`, strings.ReplaceAll(dir, "/", `\`), g.Number, h.Name))
-				start = append(start, fmt.Sprintf(`powershell -ExecutionPolicy Bypass -File %s\bringup.ps1 -Group %d -Start -GuestCredential (Get-Credential)   # on %s`, strings.ReplaceAll(dir, "/", `\`), g.Number, h.Name))
+				script := psq(strings.ReplaceAll(dir+"/bringup.ps1", "/", `\`))
+				define = append(define, fmt.Sprintf(`powershell -ExecutionPolicy Bypass -File %s -Group %d   # on %s: creates its switches and the group's VMs`, script, g.Number, h.Name))
+				start = append(start, fmt.Sprintf(`powershell -ExecutionPolicy Bypass -File %s -Group %d -Start -GuestCredential (Get-Credential)   # on %s`, script, g.Number, h.Name))
 				verify = append(verify, fmt.Sprintf("Get-VM -Name %s | Select-Object Name, State, Heartbeat   # on %s", psq(v.Name), h.Name))
 			} else {
 				uri := c.URIFor(h)

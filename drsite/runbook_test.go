@@ -44,3 +44,38 @@ hosts:
 		}
 	}
 }
+
+// TestRunbookHyperVScriptPathQuoting: the runbook's Hyper-V commands
+// name bringup.ps1 under the bringup directory, which may hold spaces
+// ("C:\DR bring-up"): pasted into PowerShell, the path must reach
+// powershell -File as one argument, whatever it holds.
+func TestRunbookHyperVScriptPathQuoting(t *testing.T) {
+	p := planFrom(t, `
+hosts:
+  - {name: dr-hv, kind: hyperv, vcpus: 8, memory: 16GiB, storage: 1TiB}
+`, "vms:\n"+vmYAML("db", 1, "1GiB", "1GiB", ""))
+	if bi := p.BlockingIssues(); len(bi) > 0 {
+		t.Fatalf("blocking: %v", bi)
+	}
+	rb := BuildRunbook(p, RunbookOptions{BringupDir: "/srv/DR bring-up $(x)"})
+	cmds := rb.QuickStart[1:]
+	for _, g := range rb.Groups {
+		for _, st := range g.Steps {
+			cmds = append(cmds, st.Commands...)
+		}
+	}
+	n := 0
+	for _, c := range cmds {
+		_, arg, ok := strings.Cut(c, " -File ")
+		if !ok {
+			continue
+		}
+		n++
+		if v, _, ok := psSingleQuoted(arg); !ok || v != `\srv\DR bring-up $(x)\dr-hv\bringup.ps1` {
+			t.Errorf("the script path is not one quoted argument (%q): %s", v, c)
+		}
+	}
+	if n != 3 {
+		t.Errorf("%d commands run bringup.ps1, want 3 (quick path, define, start)", n)
+	}
+}
