@@ -804,11 +804,17 @@ func convertImage(ctx context.Context, src, dst, from, to string) error {
 
 func ensureNetwork(ctx context.Context, s *Virsh, name, file string) error {
 	if out, err := s.Run(ctx, "net-info", name); err == nil {
-		if strings.Contains(out, "Active:") && strings.Contains(out, "yes") {
-			return nil
+		// "Persistent: yes" and "Autostart: yes" say nothing of whether
+		// it runs.
+		for _, l := range strings.Split(out, "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "Active" && strings.TrimSpace(v) == "yes" {
+				return nil
+			}
 		}
-		_, err := s.Run(ctx, "net-start", name)
-		return err
+		if _, err := s.Run(ctx, "net-start", name); err != nil {
+			return fmt.Errorf("start network %s: %w", name, err)
+		}
+		return nil
 	}
 	if file == "" {
 		return fmt.Errorf("network %s is missing and no definition was written", name)

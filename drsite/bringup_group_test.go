@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"testing"
 )
 
@@ -85,5 +86,40 @@ hosts:
 		if got := domainDiskTypes(t, res.Hosts[0].Domains["db"]); len(got) != 1 || got[0] != "qcow2" {
 			t.Errorf("groups %v, no restore %v: db's qcow2 image is defined as %q", o.Groups, o.NoRestore, got)
 		}
+	}
+}
+
+// TestExecuteStartsADefinedInactiveNetwork: a DR network defined on
+// the host but not running (defined by an earlier run, not started since
+// the host rebooted) is started before the VMs that use it, not taken
+// as active because virsh net-info says "Persistent: yes".
+func TestExecuteStartsADefinedInactiveNetwork(t *testing.T) {
+	needTool(t, "virsh")
+	ctx := context.Background()
+	f := filepath.Join(t.TempDir(), "dr-lan.xml")
+	x, err := NetworkXML(&Switch{Name: "dr-lan", Type: SwitchPrivate, Mode: "none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(f, x, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	v, err := StartVirsh(ctx, "test:///default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if _, err := v.Run(ctx, "net-define", f); err != nil {
+		t.Fatal(err)
+	}
+	if err := ensureNetwork(ctx, v, "dr-lan", f); err != nil {
+		t.Fatal(err)
+	}
+	info, err := v.Run(ctx, "net-info", "dr-lan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^Active:\s+yes$`).MatchString(info) {
+		t.Errorf("dr-lan was defined and inactive; after ensureNetwork:\n%s", info)
 	}
 }
