@@ -123,3 +123,44 @@ func TestExecuteStartsADefinedInactiveNetwork(t *testing.T) {
 		t.Errorf("dr-lan was defined and inactive; after ensureNetwork:\n%s", info)
 	}
 }
+
+// TestHyperVDynamicMemoryOnLibvirt: a Hyper-V VM with dynamic memory
+// at Hyper-V's default maximum (1 TiB) is placed by its startup memory.
+// On a libvirt DR host the domain must not get that maximum as its
+// memory: qemu cannot set up 1 TiB of guest memory on a 64 GiB host
+// ("cannot set up guest memory 'pc.ram': Cannot allocate memory"), and a
+// Windows guest without a balloon driver would use all of it.
+func TestHyperVDynamicMemoryOnLibvirt(t *testing.T) {
+	doc := hyperVDoc(`[{"Name":"app01","Generation":2,"ProcessorCount":2,
+		"Memory":{"Startup":4294967296,"DynamicMemoryEnabled":true,"Minimum":536870912,"Maximum":1099511627776},
+		"HardDrives":[{"Path":"D:\\app01.vhdx","ControllerType":1,"VhdFormat":3,"Size":1073741824}]}]`)
+	inv, err := Import("hv01.json", doc, ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig("drsite.yaml", []byte("drsite:\n  domain_type: test\n  hosts:\n    - {name: dr-kvm, kind: libvirt, vcpus: 16, memory: 64GiB, storage: 1TiB}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := MakePlan(PlanInput{Config: cfg, Inventory: inv})
+	if b := p.BlockingIssues(); len(b) > 0 {
+		t.Fatalf("blocking: %v", b)
+	}
+	res, err := Bringup(context.Background(), nil, p, BringupOptions{Out: t.TempDir(), NoRestore: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Memory int64 `xml:"memory"`
+	}
+	x, err := os.ReadFile(res.Hosts[0].Domains["app01"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := xml.Unmarshal(x, &d); err != nil {
+		t.Fatal(err)
+	}
+	if got, placed := d.Memory<<10, p.VM("app01").MemoryBytes; got > placed {
+		t.Errorf("the domain gets %s of memory; the plan placed it with %s on a host of 64 GiB", HumanBytes(got), HumanBytes(placed))
+	}
+}

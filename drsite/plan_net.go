@@ -695,6 +695,14 @@ func (p *Plan) DRVM(pv *PlannedVM, diskPath func(d Disk) (string, string)) *VM {
 			sata++
 		}
 	}
+	// Dynamic memory from Hyper-V (or described as such) has no
+	// counterpart in libvirt, which grows no guest's memory: defined as
+	// <memory>, its maximum (1 TiB by Hyper-V's default) is what qemu
+	// must set up and what a guest without a balloon driver uses. On a
+	// libvirt host the VM gets the startup memory it was placed with.
+	if pv.DRKind == KindLibvirt && pv.VM.Source != "libvirt" && vm.Memory.Dynamic {
+		vm.Memory = Memory{StartupBytes: vm.Memory.StartupBytes}
+	}
 	vm.NICs = nil
 	for k, pn := range pv.NICs {
 		n := pv.VM.NICs[k]
