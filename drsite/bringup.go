@@ -670,17 +670,26 @@ func restoreGroup(ctx context.Context, r *repo.Repository, vms []*PlannedVM, tar
 		progress("  restoring %d disks from snapshot %s", len(include), sn.ID().Short())
 		if rr, err := pipeline.Restore(ctx, r, sn, pipeline.RestoreOptions{Target: staging, Include: include, Workers: o.RestoreWorkers, Progress: o.RestoreProgress, Flatten: true}); err != nil {
 			// Name every VM whose disk failed, not the batch's first.
-			var failed []string
+			var failed, beside []string
 			if rr != nil {
 				for _, fe := range rr.Failed {
+					disk := false
 					for _, it := range items {
-						if fe.Path == filepath.Join(staging, filepath.FromSlash(it.disk.Path)) {
+						if fe.Path == filepath.Join(staging, filepath.FromSlash(it.disk.Path)) || fe.Path == path.Clean("/"+it.disk.Path) {
 							failed = append(failed, fmt.Sprintf("VM %s disk %s: %v", it.vm.Name, it.disk.File, fe.Err))
+							disk = true
 						}
+					}
+					if !disk {
+						beside = append(beside, fe.Err.Error())
 					}
 				}
 			}
-			if len(failed) == 0 {
+			switch {
+			case len(failed) > 0:
+				return fmt.Errorf("restore from snapshot %s: %s: %w; the disks placed so far are kept: run drpipe check --read-data and drpipe repair, restore from another tier, or list the VMs under drsite.exclude, then run bringup again",
+					sn.ID().Short(), strings.Join(failed, "; "), err)
+			case rr == nil || !errors.Is(err, pipeline.ErrRestoreIncomplete):
 				var names []string
 				for _, it := range items {
 					if !slices.Contains(names, it.vm.Name) {
@@ -689,8 +698,12 @@ func restoreGroup(ctx context.Context, r *repo.Repository, vms []*PlannedVM, tar
 				}
 				return fmt.Errorf("restore the disks of %s from snapshot %s: %w", strings.Join(names, ", "), sn.ID().Short(), err)
 			}
-			return fmt.Errorf("restore from snapshot %s: %s: %w; the disks placed so far are kept: run drpipe check --read-data and drpipe repair, restore from another tier, or list the VMs under drsite.exclude, then run bringup again",
-				sn.ID().Short(), strings.Join(failed, "; "), err)
+			// Every disk's data is restored; what failed beside them
+			// (extended attributes the DR file system does not support,
+			// a directory's metadata) no hypervisor reads.
+			for _, b := range beside {
+				progress("  not restored, not needed by the VMs: %s", b)
+			}
 		}
 		for _, it := range items {
 			src := filepath.Join(staging, filepath.FromSlash(it.disk.Path))
