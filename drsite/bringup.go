@@ -124,12 +124,13 @@ func (t diskTarget) retarget(from string) diskTarget {
 	}
 	ext := filepath.Ext(t.final)
 	stem := strings.TrimSuffix(filepath.Base(t.final), ext)
-	if conv {
-		ext = "." + format
+	if conv || t.kind == KindHyperV {
+		ext = "." + format // Hyper-V tells VHD from VHDX by the name
 	}
 	t.final = filepath.Join(filepath.Dir(t.final), stem+ext)
 	if t.kind == KindHyperV {
-		t.ref = strings.TrimSuffix(t.ref, filepath.Base(t.ref)) + stem + ext
+		// VM\NAME: the folder before the last backslash stays.
+		t.ref = t.ref[:strings.LastIndex(t.ref, `\`)+1] + stem + ext
 	} else {
 		t.ref = t.final
 	}
@@ -405,7 +406,8 @@ func Bringup(ctx context.Context, r *repo.Repository, p *Plan, o BringupOptions)
 			for _, d := range disks {
 				format, conv := targetFormat(h.Kind, d.Format)
 				base := winBaseOrUnix(d.File)
-				if conv {
+				if conv || h.Kind == KindHyperV && !strings.EqualFold(filepath.Ext(base), "."+format) {
+					// Hyper-V tells VHD from VHDX by the name.
 					base = strings.TrimSuffix(base, filepath.Ext(base)) + "." + format
 				}
 				// The names the image can have: a disk without a format

@@ -1,17 +1,36 @@
 package drsite
 
 import (
+	"bytes"
 	"context"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/drpipe/drpipe/pipeline"
 	"github.com/drpipe/drpipe/repo"
 	"github.com/drpipe/drpipe/tiers"
 )
+
+// newTestRepo creates an empty repository with a fast key derivation.
+func newTestRepo(t *testing.T) *repo.Repository {
+	t.Helper()
+	be, err := tiers.NewLocal(filepath.Join(t.TempDir(), "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.Init(context.Background(), be, repo.InitOptions{PackSize: 1 << 20},
+		repo.Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: &repo.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
 
 // TestRestoreNoticesBesideTheDisksDoNotStopBringup: the source host's
 // image files carry extended attributes (an SELinux label on every image
@@ -22,16 +41,7 @@ import (
 // "1 items failed".
 func TestRestoreNoticesBesideTheDisksDoNotStopBringup(t *testing.T) {
 	ctx := context.Background()
-	be, err := tiers.NewLocal(filepath.Join(t.TempDir(), "repo"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := repo.Init(ctx, be, repo.InitOptions{PackSize: 1 << 20},
-		repo.Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: &repo.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := newTestRepo(t)
 	now := time.Now().Truncate(time.Second)
 	label := map[string][]byte{"nosuchns.selinux": []byte("system_u:object_r:virt_image_t:s0")}
 	img := &repo.Tree{Nodes: []*repo.Node{{Name: "web.raw", Type: repo.NodeFile, Mode: 0o600, ModTime: now, Xattrs: label}}}
@@ -71,5 +81,62 @@ hosts:
 	}
 	if !strings.Contains(strings.Join(progress, "\n"), "nosuchns.selinux") {
 		t.Errorf("the attributes not restored are not reported:\n%s", strings.Join(progress, "\n"))
+	}
+}
+
+// TestHyperVImageNamedForItsFormat: a disk without a format in the
+// inventory takes the one its image's header gives. On a Hyper-V host
+// the image stays in the VM's folder, where bringup.ps1 attaches it, and
+// is named for its format: Hyper-V tells a VHD from a VHDX by the file's
+// extension and refuses one named as the other.
+func TestHyperVImageNamedForItsFormat(t *testing.T) {
+	needTool(t, "qemu-img")
+	ctx := context.Background()
+	for _, c := range []struct{ qemu, format string }{{"vpc", "vhd"}, {"vhdx", "vhdx"}} {
+		src := filepath.Join(t.TempDir(), "web.img")
+		if out, err := exec.Command("qemu-img", "create", "-q", "-f", c.qemu, src, "1M").CombinedOutput(); err != nil {
+			t.Fatalf("qemu-img: %v %s", err, out)
+		}
+		img, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := newTestRepo(t)
+		br, err := pipeline.Backup(ctx, r, pipeline.BackupOptions{Host: "hv01", Stdin: bytes.NewReader(img), StdinName: "web.img"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := planFrom(t, `
+hosts:
+  - {name: dr-hv, kind: hyperv, vcpus: 8, memory: 16GiB, storage: 1TiB}
+`, `vms:
+  - {name: web, vcpus: 1, memory: 1GiB, generation: 2, disks: [{file: 'D:\vms\web.img', size: 1MiB}]}
+`)
+		p.VM("web").Data = &VMData{Snapshot: br.Snapshot.ID().String(), SnapshotTime: br.Snapshot.Time, Disks: []DiskData{{File: `D:\vms\web.img`, Path: "/web.img", Size: int64(len(img))}}}
+		res, err := Bringup(ctx, r, p, BringupOptions{Out: t.TempDir()})
+		if err != nil {
+			t.Fatalf("%s: bring-up: %v", c.format, err)
+		}
+		want := "web." + c.format
+		if len(res.Restored) != 1 || res.Restored[0].Format != c.format || filepath.Base(res.Restored[0].Path) != want {
+			t.Errorf("%s: restored %+v, want %s in format %s", c.format, res.Restored, want, c.format)
+		}
+		ps, err := os.ReadFile(res.Hosts[0].Script)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(ps), "'web\\"+want+"')") {
+			t.Errorf("%s: bringup.ps1 does not attach web\\%s:\n%s", c.format, want, ps)
+		}
+	}
+	// The same for a disk the inventory gives as a VHD under another name.
+	p := planFrom(t, "hosts:\n  - {name: dr-hv, kind: hyperv, vcpus: 8, memory: 16GiB, storage: 1TiB}\n",
+		"vms:\n  - {name: db, vcpus: 1, memory: 1GiB, generation: 2, disks: [{file: /img/db.img, format: vhd, size: 1MiB}]}\n")
+	res, err := Bringup(ctx, nil, p, BringupOptions{Out: t.TempDir(), NoRestore: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ps, _ := os.ReadFile(res.Hosts[0].Script); !strings.Contains(string(ps), "'db\\db.vhd')") {
+		t.Errorf("bringup.ps1 does not attach db\\db.vhd:\n%s", ps)
 	}
 }
