@@ -906,7 +906,20 @@ func libvirtScript(p *Plan, h *DRHost, ho *HostOutput, now time.Time) []byte {
 	var b strings.Builder
 	uri := p.Config.URIFor(h)
 	fmt.Fprintf(&b, "#!/bin/sh\n# drpipe DR bring-up for libvirt host %s (generated %s).\n", commentText(h.Name), now.UTC().Format(time.RFC3339))
-	fmt.Fprintf(&b, "# Run on %s after the disk images are in place. Stops at the first failure.\nset -eu\nURI=${DRPIPE_VIRSH_URI:-%s}\ncd \"$(dirname \"$0\")\"\n\n", commentText(h.Name), shq(uri))
+	fmt.Fprintf(&b, "# Run on %s after the disk images are in place. Stops at the first failure.\nset -eu\nURI=${DRPIPE_VIRSH_URI:-%s}\ncd \"$(dirname \"$0\")\"\n", commentText(h.Name), shq(uri))
+	// Each wait ends, as --execute's, after drsite.boot_timeout.
+	fmt.Fprintf(&b, `TIMEOUT=${DRPIPE_BOOT_TIMEOUT:-%d}
+# wait_for WHAT COMMAND...: run COMMAND until it succeeds, for at most $TIMEOUT seconds.
+wait_for() {
+	what=$1; shift; end=$(($(date +%%s) + TIMEOUT))
+	until "$@"; do
+		if [ "$(date +%%s)" -ge "$end" ]; then echo "drpipe: $what after ${TIMEOUT}s; stopped" >&2; exit 1; fi
+		sleep 2
+	done
+}
+running() { [ "$(virsh -c "$URI" domstate "$1" 2>/dev/null)" = running ]; }
+
+`, int(p.Config.BootTimeout.Seconds()))
 	for _, n := range sortedKeys(ho.Networks) {
 		rel := "networks/" + n + ".xml"
 		fmt.Fprintf(&b, "virsh -c \"$URI\" net-info %s >/dev/null 2>&1 || { virsh -c \"$URI\" net-define %s && virsh -c \"$URI\" net-autostart %s; }\n", shq(n), shq(rel), shq(n))
@@ -929,11 +942,11 @@ func libvirtScript(p *Plan, h *DRHost, ho *HostOutput, now time.Time) []byte {
 				shq("domains/"+n+".xml"), shq(n), shq(n))
 		}
 		for _, n := range names {
-			fmt.Fprintf(&b, "until [ \"$(virsh -c \"$URI\" domstate %s)\" = running ]; do sleep 2; done\n", shq(n))
+			fmt.Fprintf(&b, "wait_for %s running %s\n", shq("VM "+n+" is not running"), shq(n))
 			for _, chk := range p.VM(n).VM.Verify {
 				if a, ok := strings.CutPrefix(drCheck(p.VM(n), chk), "tcp:"); ok {
 					if host, port, err := net.SplitHostPort(a); err == nil {
-						fmt.Fprintf(&b, "until nc -z -w 3 %s %s; do sleep 5; done  # %s\n", shq(host), shq(port), commentText(chk))
+						fmt.Fprintf(&b, "wait_for %s nc -z -w 3 %s %s  # %s\n", shq("check "+chk+" of "+n+" did not pass"), shq(host), shq(port), commentText(chk))
 					}
 				}
 			}

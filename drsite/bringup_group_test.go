@@ -7,7 +7,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
+	"time"
 )
 
 // domainDiskTypes returns the driver types a libvirt domain XML file
@@ -162,5 +164,43 @@ func TestHyperVDynamicMemoryOnLibvirt(t *testing.T) {
 	}
 	if got, placed := d.Memory<<10, p.VM("app01").MemoryBytes; got > placed {
 		t.Errorf("the domain gets %s of memory; the plan placed it with %s on a host of 64 GiB", HumanBytes(got), HumanBytes(placed))
+	}
+}
+
+// TestLibvirtScriptWaitsAtMostTheBootTimeout: bringup.sh waits for each
+// VM to run and for its checks, as --execute does, but no longer than
+// drsite.boot_timeout: a VM that stops at once (a disk it cannot boot
+// from) fails the script with the VM named, instead of the script
+// waiting for ever without a word.
+func TestLibvirtScriptWaitsAtMostTheBootTimeout(t *testing.T) {
+	p := planFrom(t, `
+domain_type: test
+boot_timeout: 2s
+hosts:
+  - {name: dr-kvm, kind: libvirt, vcpus: 8, memory: 16GiB, storage: 1TiB}
+`, `vms:
+  - {name: web, vcpus: 1, memory: 1GiB, disks: [{file: /img/web.qcow2, format: qcow2, size: 1GiB}]}
+`)
+	dir := t.TempDir()
+	res, err := Bringup(context.Background(), nil, p, BringupOptions{Out: filepath.Join(dir, "out"), NoRestore: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "bin")
+	os.MkdirAll(bin, 0o755)
+	// The domain starts and is shut off again at once.
+	if err := os.WriteFile(filepath.Join(bin, "virsh"), []byte("#!/bin/sh\n[ \"$3\" = domstate ] && echo 'shut off'\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, needTool(t, "sh"), res.Hosts[0].Script)
+	cmd.Env = append(os.Environ(), "PATH="+bin+":/usr/bin:/bin")
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("bringup.sh still waits after 30s for a VM that does not run (boot_timeout 2s):\n%s", out)
+	}
+	if err == nil || !strings.Contains(string(out), "web") {
+		t.Errorf("bringup.sh: %v, output %q; want a failure naming web", err, out)
 	}
 }
