@@ -906,7 +906,7 @@ func libvirtScript(p *Plan, h *DRHost, ho *HostOutput, now time.Time) []byte {
 	var b strings.Builder
 	uri := p.Config.URIFor(h)
 	fmt.Fprintf(&b, "#!/bin/sh\n# drpipe DR bring-up for libvirt host %s (generated %s).\n", commentText(h.Name), now.UTC().Format(time.RFC3339))
-	fmt.Fprintf(&b, "# Run on %s after the disk images are in place. Stops at the first failure.\nset -eu\nURI=${DRPIPE_VIRSH_URI:-%s}\ncd \"$(dirname \"$0\")\"\n", commentText(h.Name), shq(uri))
+	fmt.Fprintf(&b, "# Run on %s after the disk images are in place. Stops at the first failure.\nset -eu\n# virsh untranslated: the script compares its states.\nexport LC_ALL=C\nURI=${DRPIPE_VIRSH_URI:-%s}\ncd \"$(dirname \"$0\")\"\n", commentText(h.Name), shq(uri))
 	// Each wait ends, as --execute's, after drsite.boot_timeout.
 	fmt.Fprintf(&b, `TIMEOUT=${DRPIPE_BOOT_TIMEOUT:-%d}
 # wait_for WHAT COMMAND...: run COMMAND until it succeeds, for at most $TIMEOUT seconds.

@@ -40,6 +40,9 @@ func StartVirsh(ctx context.Context, uri string) (*Virsh, error) {
 		return nil, err
 	}
 	cmd := exec.CommandContext(ctx, bin, "-q", "-c", uri)
+	// Untranslated: the session reads states ("running", "Active:")
+	// and "error:" lines, which a DR host's locale would translate.
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
 	cmd.Stdout, cmd.Stderr = pw, pw
 	in, err := cmd.StdinPipe()
 	if err != nil {
