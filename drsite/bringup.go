@@ -548,7 +548,7 @@ func Bringup(ctx context.Context, r *repo.Repository, p *Plan, o BringupOptions)
 		switch h.Kind {
 		case KindHyperV:
 			ho.Script = filepath.Join(ho.Dir, "bringup.ps1")
-			script = HyperVScript(h, netsOn[h.Name], mergeGroups(psGroups[h.Name]), o.Now)
+			script = HyperVScript(h, netsOn[h.Name], mergeGroups(psGroups[h.Name]), p.Config.BootTimeout.Duration, o.Now)
 		default:
 			ho.Script = filepath.Join(ho.Dir, "bringup.sh")
 			script = libvirtScript(p, h, ho, o.Now)

@@ -242,7 +242,7 @@ func TestPowerShellQuoting(t *testing.T) {
 	}
 	vm := &VM{Name: "DC01\nRemove-Item -Recurse C:\\ #> Stop-Computer <#", VCPUs: 1, Generation: 2, Memory: Memory{StartupBytes: 1 << 30},
 		Notes: "Don\u2019t shut down", Verify: []string{"by hand: Don\u2019t Stop-Computer"}}
-	s := string(HyperVScript(&DRHost{Name: "dr-hv1", Kind: KindHyperV}, nil, []GroupVMs{{Number: 1, VMs: []*VM{vm}}}, time.Unix(0, 0)))
+	s := string(HyperVScript(&DRHost{Name: "dr-hv1", Kind: KindHyperV}, nil, []GroupVMs{{Number: 1, VMs: []*VM{vm}}}, 10*time.Minute, time.Unix(0, 0)))
 	code := psCode(t, s)
 	for _, bad := range []string{"Remove-Item", "Stop-Computer", "shut down"} {
 		if strings.Contains(code, bad) {

@@ -41,8 +41,10 @@ func psMACString(mac string) string {
 // with Set-VMNetworkAdapterVlan, firmware boot order) and, with -Start,
 // starting the group, waiting for heartbeats and re-addressing Windows
 // guests through PowerShell Direct. Disk files of the VMs are relative to
-// the script's -ImageRoot. VMs that already exist are left alone.
-func HyperVScript(host *DRHost, nets []*DRNetwork, groups []GroupVMs, now time.Time) []byte {
+// the script's -ImageRoot. VMs that already exist are left alone. Each
+// wait lasts at most bootTimeout (drsite.boot_timeout) unless the
+// operator gives -BootTimeoutSeconds.
+func HyperVScript(host *DRHost, nets []*DRNetwork, groups []GroupVMs, bootTimeout time.Duration, now time.Time) []byte {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	root := host.ImageDir // empty: $PSScriptRoot\images
@@ -66,7 +68,9 @@ func HyperVScript(host *DRHost, nets []*DRNetwork, groups []GroupVMs, now time.T
 	} else {
 		w("    [string]$ImageRoot = (Join-Path $PSScriptRoot 'images'),\n")
 	}
-	w("    [int[]]$Group,\n    [switch]$Start,\n    [System.Management.Automation.PSCredential]$GuestCredential,\n    [int]$BootTimeoutSeconds = 600\n)\n\n")
+	// -BootTimeoutSeconds defaults to drsite.boot_timeout, as --execute
+	// and bringup.sh wait.
+	w("    [int[]]$Group,\n    [switch]$Start,\n    [System.Management.Automation.PSCredential]$GuestCredential,\n    [int]$BootTimeoutSeconds = %d\n)\n\n", max(int(bootTimeout.Seconds()), 1))
 	w("$ErrorActionPreference = 'Stop'\nImport-Module Hyper-V\n\n")
 	w(`function Wait-DrVMHeartbeat([string]$Name, [int]$Timeout) {
     $deadline = (Get-Date).AddSeconds($Timeout)

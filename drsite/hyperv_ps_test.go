@@ -47,9 +47,10 @@ func TestHyperVScript(t *testing.T) {
 	for _, u := range p.Networks {
 		nets = append(nets, cfg.Network(u.Network))
 	}
-	s := string(HyperVScript(cfg.Host("dr-hv1"), nets, groups, time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)))
+	s := string(HyperVScript(cfg.Host("dr-hv1"), nets, groups, 90*time.Second, time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)))
 	for _, want := range []string{
 		"[string]$ImageRoot = 'E:\\DR',",
+		"[int]$BootTimeoutSeconds = 90", // drsite.boot_timeout
 		"New-VMSwitch -Name 'dr-lan' -NetAdapterName 'SLOT 3 Port 1' -AllowManagementOS $true",
 		"New-VMSwitch -Name 'dr-mgmt' -SwitchType Internal",
 		"New-NetIPAddress -InterfaceAlias 'vEthernet (dr-mgmt)' -IPAddress '192.168.250.1' -PrefixLength 24",
@@ -128,7 +129,7 @@ vms:
 	}
 	v := p.VM("web6")
 	gv := []GroupVMs{{Number: 1, VMs: []*VM{p.DRVM(v, func(d Disk) (string, string) { return "web6\\web6.vhdx", d.Format })}}}
-	s := string(HyperVScript(cfg.Host("dr-hv1"), []*DRNetwork{cfg.Network("dr-lan")}, gv, time.Now()))
+	s := string(HyperVScript(cfg.Host("dr-hv1"), []*DRNetwork{cfg.Network("dr-lan")}, gv, 10*time.Minute, time.Now()))
 	for _, want := range []string{
 		"-Address @('10.0.0.6', '2001:db8:20::6') -PrefixLength @(24, 64) -Gateway '10.0.0.1' -Gateway6 '2001:db8:20::1'",
 		"$gw = @{ 4 = $Gateway; 6 = $Gateway6 }",
