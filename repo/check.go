@@ -2,11 +2,15 @@ package repo
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"path"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/drpipe/drpipe/erasure"
@@ -19,6 +23,9 @@ type CheckOptions struct {
 	// ReadData reads and verifies every shard and decrypts every blob.
 	// Without it Check verifies metadata and shard presence and sizes.
 	ReadData bool
+	// Subset, with ReadData, limits the packs read to one part of them
+	// (ParseSubset): the rest are checked as without ReadData.
+	Subset *Subset
 	// Workers bounds concurrent pack reads (default 2).
 	Workers int
 	// Progress, if set, is called after each pack is read (ReadData).
@@ -81,6 +88,10 @@ type CheckReport struct {
 	Blobs      int   `json:"blobs"`
 	ReadData   bool  `json:"read_data"`
 	BytesRead  int64 `json:"bytes_read"`
+	// ReadSubset names the part of the packs read ("2/7", "10%"), and
+	// PacksRead how many that was; empty and all with ReadData alone.
+	ReadSubset string `json:"read_data_subset,omitempty"`
+	PacksRead  int    `json:"packs_read"`
 	// Errors are problems that make the repository unhealthy.
 	Errors []string `json:"errors,omitempty"`
 	// Damaged lists packs with missing or corrupt shards.
@@ -415,9 +426,15 @@ func (r *Repository) scanPacks(ctx context.Context, rep *CheckReport) (map[id.ID
 func (r *Repository) readAllPacks(ctx context.Context, o CheckOptions, packs map[id.ID]*packState, damaged map[id.ID]*PackDamage, badBlob map[packBlob]bool, rep *CheckReport) error {
 	ids := make([]id.ID, 0, len(packs))
 	for pid := range packs {
-		ids = append(ids, pid)
+		if o.Subset.Holds(pid) {
+			ids = append(ids, pid)
+		}
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i].Less(ids[j]) })
+	rep.PacksRead = len(ids)
+	if o.Subset != nil {
+		rep.ReadSubset = o.Subset.String()
+	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	work := make(chan id.ID)
@@ -707,4 +724,61 @@ func (w *treeWalker) walk(ctx context.Context, x id.ID) ([]hit, error) {
 	}
 	w.memo[x] = dedup
 	return dedup, nil
+}
+
+// Subset is a part of a repository's packs for check --read-data-subset:
+// the N-th of T parts by pack id (N/T; the T parts together are every
+// pack, so T nightly runs read all), or a random Percent of them.
+type Subset struct {
+	N, T    uint32
+	Percent float64
+	// seed varies the random choice between runs.
+	seed uint64
+}
+
+// ParseSubset reads "N/T" (1 ≤ N ≤ T ≤ 65536) or "P%" (0 < P ≤ 100).
+func ParseSubset(s string) (*Subset, error) {
+	bad := fmt.Errorf("read-data subset %q: give N/T (the N-th of T parts, 1 ≤ N ≤ T ≤ 65536, e.g. 3/7) or a percentage (e.g. 10%%)", s)
+	s = strings.TrimSpace(s)
+	if p, ok := strings.CutSuffix(s, "%"); ok {
+		f, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
+		if err != nil || !(f > 0 && f <= 100) {
+			return nil, bad
+		}
+		return &Subset{Percent: f, seed: rand.Uint64()}, nil
+	}
+	ns, ts, ok := strings.Cut(s, "/")
+	if !ok {
+		return nil, bad
+	}
+	n, err1 := strconv.ParseUint(strings.TrimSpace(ns), 10, 32)
+	t, err2 := strconv.ParseUint(strings.TrimSpace(ts), 10, 32)
+	if err1 != nil || err2 != nil || n < 1 || t > 1<<16 || n > t {
+		return nil, bad
+	}
+	return &Subset{N: uint32(n), T: uint32(t)}, nil
+}
+
+// Holds reports whether pack p is in the subset (every pack for nil).
+func (s *Subset) Holds(p id.ID) bool {
+	switch {
+	case s == nil:
+		return true
+	case s.T > 0:
+		return binary.BigEndian.Uint32(p[:4])%s.T == s.N-1
+	}
+	// A hash of the id and the run's seed, uniform in [0, 1).
+	h := binary.BigEndian.Uint64(p[8:16]) ^ s.seed
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	return float64(h>>11)/(1<<53) < s.Percent/100
+}
+
+// String gives the subset as ParseSubset reads it.
+func (s *Subset) String() string {
+	if s.T > 0 {
+		return fmt.Sprintf("%d/%d", s.N, s.T)
+	}
+	return strconv.FormatFloat(s.Percent, 'f', -1, 64) + "%"
 }

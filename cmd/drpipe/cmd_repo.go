@@ -502,23 +502,34 @@ func (a *app) printRestoreIssues(res *pipeline.RestoreResult) {
 
 func (a *app) checkCmd() *cobra.Command {
 	var readData bool
+	var subset string
 	cmd := &cobra.Command{
-		Use:   "check --repo R [--read-data]",
+		Use:   "check --repo R [--read-data | --read-data-subset N/T|P%]",
 		Short: "Verify the repository; with --read-data verify every shard and blob",
 		Long: "check verifies index objects, snapshots and trees, that every referenced blob is indexed, and that every\n" +
 			"pack has all its shards. --read-data also reads every shard, checks it against its hash and decrypts every\n" +
-			"blob. Damage is reported with the packs, shards, files and snapshots it touches; exit code 1 when any is found.",
-		Example: "  drpipe check --repo /srv/drpipe/repo --read-data",
+			"blob. --read-data-subset N/T reads only the N-th of T parts of the packs (by pack id: T runs, N = 1..T, read\n" +
+			"them all), P% a random P percent of them. Damage is reported with the packs, shards, files and snapshots it\n" +
+			"touches; exit code 1 when any is found.",
+		Example: "  drpipe check --repo /srv/drpipe/repo --read-data\n  drpipe check --repo /srv/drpipe/repo --read-data-subset $(( $(date +%u) ))/7   # a seventh each night",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			var sub *repo.Subset
+			if cmd.Flags().Changed("read-data-subset") {
+				var err error
+				if sub, err = repo.ParseSubset(subset); err != nil {
+					return usageError{err}
+				}
+				readData = true
+			}
 			a.skipBadIndex = true // check reports them
 			r, err := a.openRepo(ctx)
 			if err != nil {
 				return err
 			}
 			defer closeRepo(r)
-			o := repo.CheckOptions{ReadData: readData}
+			o := repo.CheckOptions{ReadData: readData, Subset: sub}
 			if a.progressEnabled() {
 				o.Progress = func(done, total int) { fmt.Fprintf(a.stderr, "\r\033[Kread %d/%d packs", done, total) }
 			}
@@ -540,6 +551,7 @@ func (a *app) checkCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&readData, "read-data", false, "read and verify all data")
+	cmd.Flags().StringVar(&subset, "read-data-subset", "", "read and verify part of the data: N/T (the N-th of T parts by pack id) or P% (a random P percent of the packs)")
 	return cmd
 }
 
@@ -547,6 +559,9 @@ func (a *app) printCheck(rep *repo.CheckReport) {
 	a.printf("checked %d snapshots, %d trees, %d index objects, %d packs (%d shards), %d blobs", rep.Snapshots, rep.Trees, rep.IndexFiles, rep.Packs, rep.Shards, rep.Blobs)
 	if rep.ReadData {
 		a.printf(", read %s", humanBytes(rep.BytesRead))
+		if rep.ReadSubset != "" {
+			a.printf(" of %d packs (subset %s; the other packs were checked without reading them)", rep.PacksRead, rep.ReadSubset)
+		}
 	}
 	a.printf("\n")
 	for _, e := range rep.Errors {

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/drpipe/drpipe/internal/sample"
 )
 
 // TestRepairUnreadableIndexColdCache: an index object that cannot be read
@@ -131,4 +134,37 @@ func TestRepairLostPackBackupAgainLargeFile(t *testing.T) {
 		compareTrees(t, src, restored(target, src))
 	}
 	e.ok("check", "--repo", repoDir, "--read-data")
+}
+
+// TestCheckReadDataSubsetCLI: check --read-data-subset reads the part of
+// the packs asked for and says so (text and --json); a subset it cannot
+// read is a usage error.
+func TestCheckReadDataSubsetCLI(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	src := filepath.Join(e.dir, "src")
+	if _, err := sample.Tree(src, sample.TreeOptions{Files: 30, Bytes: 2 << 20, Seed: 5}); err != nil {
+		t.Fatal(err)
+	}
+	e.backup(repoDir, src)
+	var rep struct {
+		Packs      int    `json:"packs"`
+		PacksRead  int    `json:"packs_read"`
+		ReadData   bool   `json:"read_data"`
+		ReadSubset string `json:"read_data_subset"`
+	}
+	if err := json.Unmarshal([]byte(e.ok("check", "--repo", repoDir, "--read-data-subset", "1/1", "--json")), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if !rep.ReadData || rep.ReadSubset != "1/1" || rep.PacksRead != rep.Packs || rep.Packs == 0 {
+		t.Errorf("check --read-data-subset 1/1: %+v; want every pack read, subset 1/1", rep)
+	}
+	if out := e.ok("check", "--repo", repoDir, "--read-data-subset", "100%"); !strings.Contains(out, "(subset 100%;") {
+		t.Errorf("check --read-data-subset 100%% does not name the subset:\n%s", out)
+	}
+	for _, bad := range []string{"0/2", "3/2", "150%", "half"} {
+		if r := e.run("check", "--repo", repoDir, "--read-data-subset", bad); r.code != exitUsage || !strings.Contains(r.stderr, "N/T") {
+			t.Errorf("check --read-data-subset %s: exit %d, want %d with what to give\n%s", bad, r.code, exitUsage, r.stderr)
+		}
+	}
 }
