@@ -499,17 +499,18 @@ func (a *app) tapeWriteCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			parityFrom := "--parity"
-			if !cmd.Flags().Changed("parity") {
-				parity, parityFrom = a.v.GetInt("tape.parity"), "config key tape.parity (DRPIPE_TAPE_PARITY)"
-			}
-			if parity < 0 {
-				return usagef("%s %d: give the number of tapes of a set that may be lost, 0 or more", parityFrom, parity)
-			}
-			wo := tape.WriteOptions{Parity: parity}
+			var wo tape.WriteOptions
 			if err := a.tapeWriteSettings(&wo); err != nil {
 				return err
 			}
+			parityFrom := "config key tape.parity (DRPIPE_TAPE_PARITY)"
+			if cmd.Flags().Changed("parity") {
+				if parity < 0 {
+					return usagef("--parity %d: give the number of tapes of a set that may be lost, 0 or more", parity)
+				}
+				wo.Parity, parityFrom = parity, "--parity"
+			}
+			parity = wo.Parity
 			now, err := tapeNow()
 			if err != nil {
 				return err
@@ -573,6 +574,11 @@ func (a *app) tapeWriteCmd() *cobra.Command {
 // that is no size, or a record size outside what drives take, is a usage
 // error naming the key.
 func (a *app) tapeWriteSettings(o *tape.WriteOptions) error {
+	parity := a.v.GetInt("tape.parity")
+	if parity < 0 {
+		return usagef("config key tape.parity (DRPIPE_TAPE_PARITY) %d: give the number of tapes of a set that may be lost, 0 or more", parity)
+	}
+	o.Parity = parity
 	recSize, err := parseSize(a.v.GetString("tape.record_size"))
 	if err != nil {
 		return usagef("tape.record_size: %w", err)

@@ -171,6 +171,12 @@ func (a *app) tierTargets(ctx context.Context, cfg *policy.Config, r *repo.Repos
 			be := tiers.WithRetry(raw, tiers.RetryPolicy{MaxAttempts: a.v.GetInt("s3.retries")})
 			targets[t.Name] = &policy.BackendTarget{Backend: be, Open: open, OpenReplica: openReplica, Primary: r.Backend(), Prune: prune, Classes: raw}
 		case policy.KindTape:
+			// The write settings are checked before any tier runs, not
+			// when this tier's turn comes after the others have run.
+			if err := a.tapeWriteSettings(&tape.WriteOptions{}); err != nil {
+				closeAll()
+				return nil, nil, fmt.Errorf("tier %s: %w", t.Name, err)
+			}
 			targets[t.Name] = &tapeTarget{a: a, tier: t, r: r}
 		case policy.KindSite:
 			// The site holds the key slots of the last copy into it: it
@@ -290,7 +296,7 @@ func (t *tapeTarget) Send(ctx context.Context, _ tiers.Backend, snaps []id.ID) (
 	if err != nil {
 		return 0, 0, err
 	}
-	wo := tape.WriteOptions{Pool: p, Parity: t.a.v.GetInt("tape.parity")}
+	wo := tape.WriteOptions{Pool: p}
 	if err := t.a.tapeWriteSettings(&wo); err != nil {
 		return 0, 0, err
 	}

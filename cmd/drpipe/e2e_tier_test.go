@@ -490,27 +490,41 @@ func TestTierRunTapeWriteSettings(t *testing.T) {
 	lib := filepath.Join(e.dir, "library")
 	e.ok("tape", "library", "init", "--library", lib, "--generation", "LTO-9", "--slots", "8", "--drives", "1")
 	e.ok("tape", "label", "--library", lib, "--pool", "vault", "--count", "6")
+	nas := filepath.Join(e.dir, "nas")
+	if err := os.Mkdir(nas, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	cfg := writeFile(t, e.dir, "drpipe.yaml", fmt.Sprintf(`repo: %s
 tiering:
   tiers:
     - name: hot
       kind: primary
       keep: {last: 5}
+    - name: nas
+      kind: local
+      location: %s
+      keep: {last: 5}
     - name: vault
       kind: tape
       library: %s
       pool: vault
       keep: {last: 1}
-`, repoDir, lib))
+`, repoDir, nas, lib))
 	src := filepath.Join(e.dir, "src")
 	if _, err := sample.Tree(src, sample.TreeOptions{Files: 20, Bytes: 1 << 20, Seed: 8}); err != nil {
 		t.Fatal(err)
 	}
 	e.backup(repoDir, src)
 
-	e.extra = []string{"DRPIPE_TAPE_RECORD_SIZE=4KiB"}
-	if r := e.run("--config", cfg, "tier", "run"); r.code == 0 || !strings.Contains(r.stdout+r.stderr, "tape.record_size") {
-		t.Errorf("tier run with tape.record_size 4KiB: exit %d, want a failure naming the key\n%s%s", r.code, r.stdout, r.stderr)
+	// A bad setting stops the run before any tier runs, the NAS too.
+	for _, c := range []struct{ env, key string }{{"DRPIPE_TAPE_RECORD_SIZE=4KiB", "tape.record_size"}, {"DRPIPE_TAPE_PARITY=-1", "tape.parity"}} {
+		e.extra = []string{c.env}
+		if r := e.run("--config", cfg, "tier", "run"); r.code != exitUsage || !strings.Contains(r.stdout+r.stderr, c.key) {
+			t.Errorf("tier run with %s: exit %d, want %d naming the key\n%s%s", c.env, r.code, exitUsage, r.stdout, r.stderr)
+		}
+		if ents, _ := os.ReadDir(nas); len(ents) != 0 {
+			t.Fatalf("tier run with %s copied to the NAS before it failed", c.env)
+		}
 	}
 	cat, err := tape.OpenCatalog(filepath.Join(lib, "catalog"))
 	if err != nil {
