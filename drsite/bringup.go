@@ -669,21 +669,34 @@ func restoreGroup(ctx context.Context, r *repo.Repository, vms []*PlannedVM, tar
 		for _, it := range items {
 			include = append(include, it.disk.Path)
 		}
+		// Only what this restore writes is placed: not an image an
+		// earlier run left here when it was stopped.
+		if err := os.RemoveAll(staging); err != nil {
+			return fmt.Errorf("remove what an earlier run left in %s: %w", staging, err)
+		}
 		progress("  restoring %d disks from snapshot %s", len(include), sn.ID().Short())
 		if rr, err := pipeline.Restore(ctx, r, sn, pipeline.RestoreOptions{Target: staging, Include: include, Workers: o.RestoreWorkers, Progress: o.RestoreProgress, Flatten: true}); err != nil {
 			// Name every VM whose disk failed, not the batch's first.
 			var failed, beside []string
 			if rr != nil {
+				named := map[int]bool{}
 				for _, fe := range rr.Failed {
 					disk := false
-					for _, it := range items {
+					for i, it := range items {
 						if fe.Path == filepath.Join(staging, filepath.FromSlash(it.disk.Path)) || fe.Path == path.Clean("/"+it.disk.Path) {
 							failed = append(failed, fmt.Sprintf("VM %s disk %s: %v", it.vm.Name, it.disk.File, fe.Err))
-							disk = true
+							disk, named[i] = true, true
 						}
 					}
 					if !disk {
 						beside = append(beside, fe.Err.Error())
+					}
+				}
+				// A disk below a directory that failed (its tree did
+				// not read) has no failure of its own: it is not there.
+				for i, it := range items {
+					if st, serr := os.Lstat(filepath.Join(staging, filepath.FromSlash(it.disk.Path))); !named[i] && (serr != nil || !st.Mode().IsRegular()) {
+						failed = append(failed, fmt.Sprintf("VM %s disk %s: not restored: %s", it.vm.Name, it.disk.File, strings.Join(beside, "; ")))
 					}
 				}
 			}

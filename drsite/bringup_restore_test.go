@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/drpipe/drpipe/internal/id"
 	"github.com/drpipe/drpipe/pipeline"
 	"github.com/drpipe/drpipe/repo"
 	"github.com/drpipe/drpipe/tiers"
@@ -138,5 +139,53 @@ hosts:
 	}
 	if ps, _ := os.ReadFile(res.Hosts[0].Script); !strings.Contains(string(ps), "'db\\db.vhd')") {
 		t.Errorf("bringup.ps1 does not attach db\\db.vhd:\n%s", ps)
+	}
+}
+
+// TestRestoreFailureAboveADiskStopsBringup: the directory that holds a
+// disk in the snapshot does not read (its tree is in no index, as after
+// a storage error), so the disk is not restored. The failure names the
+// directory, not the disk; it must still stop the bring-up naming the
+// VM, and an image an interrupted earlier run left in the staging
+// directory must not be placed as the VM's disk.
+func TestRestoreFailureAboveADiskStopsBringup(t *testing.T) {
+	ctx := context.Background()
+	r := newTestRepo(t)
+	now := time.Now().Truncate(time.Second)
+	lost := id.Hash([]byte("a tree no index lists"))
+	root, err := r.SaveTree(ctx, &repo.Tree{Nodes: []*repo.Node{{Name: "img", Type: repo.NodeDir, Mode: fs.ModeDir | 0o755, ModTime: now, Subtree: &lost}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sn := &repo.Snapshot{Time: now, Host: "hv01", Paths: []string{"/img"}, Tree: root}
+	if _, err := r.SaveSnapshot(ctx, sn); err != nil {
+		t.Fatal(err)
+	}
+	p := planFrom(t, `
+domain_type: test
+hosts:
+  - {name: dr-kvm, kind: libvirt, vcpus: 8, memory: 16GiB, storage: 1TiB}
+`, `vms:
+  - {name: web, vcpus: 1, memory: 1GiB, disks: [{file: /img/web.raw, format: raw, size: 1MiB}]}
+`)
+	p.VM("web").Data = &VMData{Snapshot: sn.ID().String(), SnapshotTime: now, Disks: []DiskData{{File: "/img/web.raw", Path: "/img/web.raw", Size: 1 << 20}}}
+	out := t.TempDir()
+	// What an earlier run killed while it restored left behind.
+	stale := filepath.Join(out, "dr-kvm", "images", ".drpipe-restore-"+sn.ID().Short(), "img", "web.raw")
+	if err := os.MkdirAll(filepath.Dir(stale), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(stale, []byte("half an image"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Bringup(ctx, r, p, BringupOptions{Out: out})
+	if err == nil {
+		t.Fatalf("bring-up placed %+v although web's disk was not restored", res.Restored)
+	}
+	if !strings.Contains(err.Error(), "web") || !strings.Contains(err.Error(), "load tree") {
+		t.Errorf("bring-up: %v; want the error to name VM web and why its disk was not restored", err)
 	}
 }
