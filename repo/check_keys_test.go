@@ -43,3 +43,41 @@ func TestCheckReportsDamagedKeySlot(t *testing.T) {
 		}
 	}
 }
+
+// removeListedKey removes one key slot once a listing of the key slots
+// has passed its name: what a drpipe key remove does beside the listing.
+type removeListedKey struct {
+	tiers.Backend
+	name string
+}
+
+func (b *removeListedKey) List(ctx context.Context, t tiers.Type, fn func(tiers.ObjectInfo) error) error {
+	return b.Backend.List(ctx, t, func(oi tiers.ObjectInfo) error {
+		if t == tiers.TypeKey && oi.Handle.Name == b.name {
+			if err := b.Backend.Remove(ctx, oi.Handle); err != nil {
+				return err
+			}
+		}
+		return fn(oi)
+	})
+}
+
+// TestCheckBesideKeyRemove: a key slot removed (drpipe key remove) after
+// check listed the slots and before it read that one is gone, not
+// damage: check must not report the repository unhealthy for it.
+func TestCheckBesideKeyRemove(t *testing.T) {
+	ctx := context.Background()
+	mem := tierstest.NewMemory()
+	be := &removeListedKey{Backend: mem}
+	r := testRepo(t, be, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20})
+	smallSnapshot(t, r)
+	k2, err := r.AddKey(ctx, []byte("recovery"), "recovery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	be.name = k2.String()
+	rep, err := r.Check(ctx, CheckOptions{})
+	if err != nil {
+		t.Fatalf("check beside a key remove: %v, errors %q", err, rep.Errors)
+	}
+}

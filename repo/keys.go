@@ -243,11 +243,15 @@ func (r *Repository) AddKey(ctx context.Context, password []byte, label string) 
 }
 
 // ListKeys returns the key slots without opening them. A damaged slot is
-// listed with the reason in Damaged, so that it can be removed.
+// listed with the reason in Damaged, so that it can be removed; one
+// removed after the listing passed its name is left out.
 func (r *Repository) ListKeys(ctx context.Context) ([]KeyInfo, error) {
 	var out []KeyInfo
 	err := r.be.List(ctx, tiers.TypeKey, func(oi tiers.ObjectInfo) error {
 		raw, err := loadLimited(ctx, r.be, oi.Handle, maxSmallObject)
+		if errors.Is(err, tiers.ErrNotFound) {
+			return nil // removed since the listing (drpipe key remove)
+		}
 		if err != nil && !errors.Is(err, ErrTooLarge) {
 			return fmt.Errorf("read key slot %s: %w", oi.Handle.Name, err)
 		}
