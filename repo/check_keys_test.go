@@ -81,3 +81,32 @@ func TestCheckBesideKeyRemove(t *testing.T) {
 		t.Fatalf("check beside a key remove: %v, errors %q", err, rep.Errors)
 	}
 }
+
+// TestRemoveKeySlotTooLarge: a key slot object larger than any slot is
+// damaged, as check and key list say; drpipe key remove, which check
+// tells the operator to run, must remove it rather than fail reading it.
+func TestRemoveKeySlotTooLarge(t *testing.T) {
+	ctx := context.Background()
+	be := tierstest.NewMemory()
+	r := testRepo(t, be, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20})
+	k2, err := r.AddKey(ctx, []byte("recovery"), "recovery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := tiers.Handle{Type: tiers.TypeKey, Name: k2.String()}
+	if err := tiers.PutBytes(ctx, be, h, make([]byte, maxSmallObject+1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Check(ctx, CheckOptions{}); !errors.Is(err, ErrCheckFailed) {
+		t.Fatalf("check with a key slot too large: %v, want ErrCheckFailed", err)
+	}
+	if err := r.RemoveKey(ctx, k2); err != nil {
+		t.Fatalf("remove the damaged key slot %s: %v", k2.Short(), err)
+	}
+	if _, err := be.Stat(ctx, h); !errors.Is(err, tiers.ErrNotFound) {
+		t.Errorf("key slot %s still stored after its removal: %v", k2.Short(), err)
+	}
+	if rep, err := r.Check(ctx, CheckOptions{}); err != nil {
+		t.Errorf("check after the damaged key slot was removed: %v, errors %q", err, rep.Errors)
+	}
+}

@@ -297,13 +297,19 @@ func (r *Repository) RemoveKey(ctx context.Context, kid id.ID) error {
 			"another session removed it, check with 'drpipe key list' before removing more", kid.Short(), r.keyID.Short(), err)
 	}
 	raw, err := loadLimited(ctx, r.be, h, maxSmallObject)
-	if err != nil {
+	// A slot too large to be one is damaged: it opens nothing, and is
+	// not put back below.
+	tooLarge := errors.Is(err, ErrTooLarge)
+	if err != nil && !tooLarge {
 		return fmt.Errorf("key slot %s: %w", kid.Short(), err)
 	}
 	if err := r.be.Remove(ctx, h); err != nil {
 		return err
 	}
 	if _, err := r.be.Stat(ctx, own); err != nil {
+		if tooLarge {
+			return fmt.Errorf("damaged key slot %s removed, and the slot this session was opened with (%s) was removed meanwhile by another session (%w); check with 'drpipe key list'", kid.Short(), r.keyID.Short(), err)
+		}
 		if perr := tiers.PutBytes(context.WithoutCancel(ctx), r.be, h, raw); perr != nil {
 			return fmt.Errorf("key slot %s removed while another session removed this session's slot %s, and putting it back failed (%v): "+
 				"add a password now with 'drpipe key add' from this or another open session, or the repository may have no key slot left", kid.Short(), r.keyID.Short(), perr)
