@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -932,7 +933,7 @@ wait_for() {
 }
 running() { [ "$(virsh -c "$URI" domstate "$1" 2>/dev/null)" = running ]; }
 
-`, int(p.Config.BootTimeout.Seconds()))
+`, max(int(math.Ceil(p.Config.BootTimeout.Seconds())), 1))
 	for _, n := range sortedKeys(ho.Networks) {
 		rel := "networks/" + n + ".xml"
 		fmt.Fprintf(&b, "virsh -c \"$URI\" net-info %s >/dev/null 2>&1 || { virsh -c \"$URI\" net-define %s && virsh -c \"$URI\" net-autostart %s; }\n", shq(n), shq(rel), shq(n))

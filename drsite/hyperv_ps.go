@@ -2,6 +2,7 @@ package drsite
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 	"strings"
 	"time"
@@ -70,7 +71,7 @@ func HyperVScript(host *DRHost, nets []*DRNetwork, groups []GroupVMs, bootTimeou
 	}
 	// -BootTimeoutSeconds defaults to drsite.boot_timeout, as --execute
 	// and bringup.sh wait.
-	w("    [int[]]$Group,\n    [switch]$Start,\n    [System.Management.Automation.PSCredential]$GuestCredential,\n    [int]$BootTimeoutSeconds = %d\n)\n\n", max(int(bootTimeout.Seconds()), 1))
+	w("    [int[]]$Group,\n    [switch]$Start,\n    [System.Management.Automation.PSCredential]$GuestCredential,\n    [int]$BootTimeoutSeconds = %d\n)\n\n", max(int(math.Ceil(bootTimeout.Seconds())), 1))
 	w("$ErrorActionPreference = 'Stop'\nImport-Module Hyper-V\n\n")
 	w(`function Wait-DrVMHeartbeat([string]$Name, [int]$Timeout) {
     $deadline = (Get-Date).AddSeconds($Timeout)
