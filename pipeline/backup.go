@@ -303,9 +303,14 @@ func Backup(ctx context.Context, r *repo.Repository, o BackupOptions) (*BackupRe
 }
 
 // cleanPaths makes paths absolute, cleans and sorts them and drops paths
-// inside another given path.
+// inside another given path. A given symlink with given paths through it
+// is dropped instead: it is then a directory above them, as any symlink
+// above a backup path is, where its own backup would store only the link.
+// A path inside another that leads out of it through a symlink is refused,
+// as the other's backup would store the link and not what it leads to.
 func cleanPaths(in []string) ([]string, error) {
 	var out []string
+	links := map[string]bool{}
 	for _, p := range in {
 		if p == "" {
 			return nil, errors.New("empty path given")
@@ -314,24 +319,38 @@ func cleanPaths(in []string) ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("path %q: %w", p, err)
 		}
-		if _, err := os.Lstat(a); err != nil {
+		fi, err := os.Lstat(a)
+		if err != nil {
 			return nil, fmt.Errorf("source %s: %w", a, err)
 		}
-		out = append(out, filepath.Clean(a))
+		a = filepath.Clean(a)
+		links[a] = fi.Mode()&fs.ModeSymlink != 0
+		out = append(out, a)
 	}
 	sort.Strings(out)
 	out = slices.Compact(out)
 	var res []string
 	for _, p := range out {
-		covered := false
-		for _, q := range res {
-			if q == "/" || strings.HasPrefix(p, q+"/") {
-				covered = true
-				break
-			}
-		}
-		if !covered {
+		i := slices.IndexFunc(res, func(q string) bool { return q == "/" || strings.HasPrefix(p, q+"/") })
+		if i < 0 {
 			res = append(res, p)
+			continue
+		}
+		q := res[i]
+		if links[q] {
+			res = append(slices.Delete(res, i, i+1), p)
+			continue
+		}
+		rq, err := filepath.EvalSymlinks(q)
+		if err != nil {
+			return nil, fmt.Errorf("source %s: %w", q, err)
+		}
+		rp, err := filepath.EvalSymlinks(p)
+		if err != nil {
+			return nil, fmt.Errorf("source %s: %w", p, err)
+		}
+		if rq != "/" && rp != rq && !strings.HasPrefix(rp, rq+"/") {
+			return nil, fmt.Errorf("source %s leads out of %s through a symbolic link, to %s, and the backup of %s stores that link, not what it leads to: give %s instead of %s", p, q, rp, q, rp, p)
 		}
 	}
 	return res, nil

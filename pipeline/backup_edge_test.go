@@ -378,3 +378,60 @@ func TestBackupDirDescriptorsNotHeldBelow(t *testing.T) {
 		t.Errorf("%d descriptors of directories above %s still open when it is listed, want 0", held, deep)
 	}
 }
+
+// A backup path that is a symlink to a directory, given with a path
+// through it (/var/lib/libvirt -> /srv/libvirt and
+// /var/lib/libvirt/images): the path through it is backed up, the link
+// being the directory above it, instead of being dropped as covered by
+// the link, which the snapshot stores without what it leads to.
+func TestBackupSymlinkPathWithPathThrough(t *testing.T) {
+	r, _ := newRepo(t)
+	base := t.TempDir()
+	os.MkdirAll(filepath.Join(base, "real", "images"), 0o755)
+	os.WriteFile(filepath.Join(base, "real", "images", "f"), []byte("disk"), 0o644)
+	link := filepath.Join(base, "link")
+	if err := os.Symlink("real", link); err != nil {
+		t.Fatal(err)
+	}
+	through := filepath.Join(link, "images")
+	res, err := Backup(context.Background(), r, BackupOptions{Host: "h", Paths: []string{link, through}})
+	if err != nil || res.Warnings != 0 {
+		t.Fatalf("backup: %v, %d warnings", err, res.Warnings)
+	}
+	dst := filepath.Join(t.TempDir(), "dst")
+	if _, err := Restore(context.Background(), r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(dst, through, "f")); err != nil || string(got) != "disk" {
+		t.Errorf("%s/f restored as %q, %v; want \"disk\" (snapshot paths %v, %d files)", through, got, err, res.Snapshot.Paths, res.Summary.Files)
+	}
+}
+
+// A path below another given path that leads out of it through a symlink
+// on the way (/srv and /srv/vm/images with /srv/vm -> /data/vm) is
+// refused, naming where it leads: the backup of /srv stores the link, so
+// the snapshot would hold neither the path nor what it leads to.
+func TestBackupPathThroughSymlinkBelowPath(t *testing.T) {
+	r, _ := newRepo(t)
+	base := t.TempDir()
+	top := filepath.Join(base, "top")
+	os.MkdirAll(top, 0o755)
+	os.MkdirAll(filepath.Join(base, "data", "images"), 0o755)
+	os.WriteFile(filepath.Join(base, "data", "images", "f"), []byte("disk"), 0o644)
+	if err := os.Symlink(filepath.Join(base, "data"), filepath.Join(top, "vm")); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Backup(context.Background(), r, BackupOptions{Host: "h", Paths: []string{top, filepath.Join(top, "vm", "images")}})
+	if err == nil {
+		t.Fatalf("backup succeeded with paths %v and %d files; want it refused", res.Snapshot.Paths, res.Summary.Files)
+	}
+	if want, _ := filepath.EvalSymlinks(filepath.Join(base, "data", "images")); !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not name %s, where the path leads", err, want)
+	}
+	// Within the other path, its walk reaches the content: no refusal.
+	os.MkdirAll(filepath.Join(top, "own", "x"), 0o755)
+	os.Symlink("own", filepath.Join(top, "inside"))
+	if _, err := Backup(context.Background(), r, BackupOptions{Host: "h", Paths: []string{top, filepath.Join(top, "inside", "x")}}); err != nil {
+		t.Errorf("path through a symlink within the other path: %v", err)
+	}
+}
