@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -98,6 +99,11 @@ type backup struct {
 	// an unchanged entry's may be taken from it (see xattrs).
 	parentXattrs bool
 	xattrErrors  atomic.Int64 // entries whose attributes were not all read
+	// pseudoRoots are the given paths on /proc or /sys, below which
+	// their files are read to their end; pseudoDevs maps the devices of
+	// files without blocks there to whether they are (see pseudoFile).
+	pseudoRoots []string
+	pseudoDevs  sync.Map
 
 	// jobs queues segments larger than smallBuf (2 per worker: each may
 	// have a whole segment prefetched); smallJobs queues smaller ones,
@@ -204,6 +210,12 @@ func Backup(ctx context.Context, r *repo.Repository, o BackupOptions) (*BackupRe
 	defer b.cancel(nil)
 	b.bigBufs = hugepage.NewPool(int(b.ck.SegmentSize), o.Workers)
 	b.smlBufs.New = func() any { s := make([]byte, smallBuf); return &s }
+	for _, p := range paths {
+		var sf unix.Statfs_t
+		if o.Stdin == nil && unix.Statfs(p, &sf) == nil && pseudoFS(int64(sf.Type)) {
+			b.pseudoRoots = append(b.pseudoRoots, p)
+		}
+	}
 	before := r.SessionStats()
 
 	parent := o.Parent
@@ -888,7 +900,25 @@ func (b *backup) read(path string, n *repo.Node, retried bool) *future {
 	var src io.ReaderAt = f
 	var closeSrc func() error
 	var data []chunking.Range
-	if ds := b.openDisk(path, f, n); ds != nil {
+	if b.pseudoFile(path, f, st) {
+		// Its size is not its content's, which is read whole now, and
+		// without waiting for more (/proc/kmsg).
+		err := unix.SetNonblock(int(f.Fd()), true)
+		var content []byte
+		if err == nil {
+			content, err = io.ReadAll(io.LimitReader(f, maxPseudoFile+1))
+		}
+		if err == nil && len(content) > maxPseudoFile {
+			err = fmt.Errorf("a file of /proc or /sys longer than %d MiB is not backed up", maxPseudoFile>>20)
+		}
+		if err != nil {
+			f.Close()
+			b.skipFile(path, err)
+			return &future{skip: true, done: closed()}
+		}
+		n.Size = int64(len(content))
+		src, closeSrc, data = bytes.NewReader(content), func() error { return nil }, []chunking.Range{{Off: 0, Len: n.Size}}
+	} else if ds := b.openDisk(path, f, n); ds != nil {
 		src, closeSrc, data = ds.r, ds.close, ds.data // chunk the virtual disk (disk.go)
 	} else if smallAndAllocated(st) {
 		// Skip the SEEK_DATA/SEEK_HOLE walk (four syscalls) for small
@@ -1258,6 +1288,39 @@ func openSource(path string) (*os.File, error) {
 		}
 		return os.NewFile(uintptr(fd), path), nil
 	}
+}
+
+// maxPseudoFile bounds the content of a /proc or /sys file read whole
+// into memory (see pseudoFile); such files hold a few KiB.
+const maxPseudoFile = smallBuf
+
+// pseudoFS reports whether a file system type (statfs) is /proc's or
+// /sys's, whose files show a size that is not their content's (0, or a
+// page for every attribute).
+func pseudoFS(t int64) bool { return t == unix.PROC_SUPER_MAGIC || t == unix.SYSFS_MAGIC }
+
+// pseudoFile reports whether f at path, which fstat showed as st, is a
+// file of /proc or /sys below a given path there (o.Paths such as
+// /proc/cpuinfo or /sys/class/net), to be read to its end for its
+// content. Elsewhere (a backup of /) they keep the size they show and are
+// not read: some wait for data, or hand it to one reader only
+// (/proc/kmsg). Such files have no blocks, so only files without any are
+// looked at, once per device.
+func (b *backup) pseudoFile(path string, f *os.File, st fs.FileInfo) bool {
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok || sys.Blocks != 0 || !slices.ContainsFunc(b.pseudoRoots, func(r string) bool { return path == r || strings.HasPrefix(path, r+"/") }) {
+		return false
+	}
+	if v, ok := b.pseudoDevs.Load(sys.Dev); ok {
+		return v.(bool)
+	}
+	var sf unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &sf); err != nil {
+		return false
+	}
+	p := pseudoFS(int64(sf.Type))
+	b.pseudoDevs.Store(sys.Dev, p)
+	return p
 }
 
 // smallAndAllocated reports whether a regular file is at most 1 MiB and

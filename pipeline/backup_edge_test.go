@@ -435,3 +435,40 @@ func TestBackupPathThroughSymlinkBelowPath(t *testing.T) {
 		t.Errorf("path through a symlink within the other path: %v", err)
 	}
 }
+
+// Files of /proc and /sys show a size that is not their content's (0, or
+// a page): they are backed up with the content a read of them gives,
+// instead of as empty files or left out as files that shrank.
+func TestBackupProcSysFiles(t *testing.T) {
+	var paths []string
+	want := map[string][]byte{}
+	for _, p := range []string{"/proc/version", "/sys/kernel/mm/transparent_hugepage/enabled", "/sys/kernel/osrelease", "/sys/class/net/lo/address"} {
+		if b, err := os.ReadFile(p); err == nil && len(b) > 0 {
+			paths = append(paths, p)
+			want[p] = b
+		}
+	}
+	if len(paths) < 2 {
+		t.Skip("no /proc and /sys files to read here")
+	}
+	r, _ := newRepo(t)
+	res, err := Backup(context.Background(), r, BackupOptions{Host: "h", Paths: paths})
+	if err != nil {
+		t.Fatalf("backup of %v: %v", paths, err)
+	}
+	dst := filepath.Join(t.TempDir(), "dst")
+	if _, err := Restore(context.Background(), r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for _, p := range paths {
+		got, err := os.ReadFile(filepath.Join(dst, p))
+		if err != nil || !bytes.Equal(got, want[p]) {
+			t.Errorf("%s restored as %q, %v; want %q", p, got, err, want[p])
+		}
+		total += int64(len(want[p]))
+	}
+	if res.Summary.BytesTotal != total || res.Summary.BytesRead != total {
+		t.Errorf("summary %+v: want %d bytes in total and read", res.Summary, total)
+	}
+}
