@@ -79,6 +79,10 @@ type BackupResult struct {
 	Warnings int
 }
 
+// MaxNameLen is the longest file name, in bytes, that Linux file systems
+// hold (NAME_MAX): the limit of a --stdin-name.
+const MaxNameLen = 255
+
 // ErrPartial is returned (with a result) when the snapshot was written
 // but some source items could not be read.
 var ErrPartial = errors.New("snapshot is incomplete: some files could not be read")
@@ -183,6 +187,9 @@ func Backup(ctx context.Context, r *repo.Repository, o BackupOptions) (*BackupRe
 		}
 		if strings.ContainsAny(o.StdinName, "/\x00") || o.StdinName == "." || o.StdinName == ".." {
 			return nil, fmt.Errorf("--stdin-name %q must be a plain file name", o.StdinName)
+		}
+		if len(o.StdinName) > MaxNameLen {
+			return nil, fmt.Errorf("--stdin-name is %d bytes long: a file name has at most %d, or no restore can create the file", len(o.StdinName), MaxNameLen)
 		}
 	} else if len(o.Paths) == 0 {
 		return nil, errors.New("nothing to back up: give one or more paths, or --stdin")

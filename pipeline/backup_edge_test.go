@@ -472,3 +472,21 @@ func TestBackupProcSysFiles(t *testing.T) {
 		t.Errorf("summary %+v: want %d bytes in total and read", res.Summary, total)
 	}
 }
+
+// A --stdin-name longer than a file name may be (255 bytes) is refused:
+// the snapshot would hold a file that no restore can create.
+func TestBackupStdinNameTooLong(t *testing.T) {
+	r, _ := newRepo(t)
+	name := strings.Repeat("n", 256)
+	res, err := Backup(context.Background(), r, BackupOptions{Host: "h", Stdin: strings.NewReader("dump"), StdinName: name})
+	if err == nil {
+		_, rerr := Restore(context.Background(), r, res.Snapshot, RestoreOptions{Target: t.TempDir()})
+		t.Fatalf("backup with a %d-byte --stdin-name succeeded (restore: %v)", len(name), rerr)
+	}
+	if !strings.Contains(err.Error(), "255") {
+		t.Errorf("error %q does not say how long a name may be", err)
+	}
+	if _, err := Backup(context.Background(), r, BackupOptions{Host: "h", Stdin: strings.NewReader("dump"), StdinName: name[:255]}); err != nil {
+		t.Errorf("a 255-byte --stdin-name: %v", err)
+	}
+}

@@ -185,6 +185,8 @@ func (a *app) backupCmd() *cobra.Command {
 				return usagef("--stdin needs --stdin-name NAME (the file name in the snapshot)")
 			case stdin && (strings.ContainsAny(stdinName, "/\x00") || stdinName == "." || stdinName == ".."):
 				return usagef("--stdin-name %q must be a plain file name, without /", stdinName)
+			case stdin && len(stdinName) > pipeline.MaxNameLen:
+				return usagef("--stdin-name is %d bytes long: give a file name of at most %d bytes, which a restore can create", len(stdinName), pipeline.MaxNameLen)
 			}
 			for _, p := range args {
 				if p == "" {

@@ -207,6 +207,7 @@ func TestBackupRestoreBadArguments(t *testing.T) {
 	}{
 		{[]string{"backup", "--repo", repoDir, "--stdin"}, "--stdin needs --stdin-name"},
 		{[]string{"backup", "--repo", repoDir, "--stdin", "--stdin-name", "a/b"}, "plain file name"},
+		{[]string{"backup", "--repo", repoDir, "--stdin", "--stdin-name", strings.Repeat("n", 256)}, "at most 255 bytes"},
 		{[]string{"backup", "--repo", repoDir, "--stdin-name", "x", filepath.Join(e.dir, "a.txt")}, "only used with --stdin"},
 		{[]string{"backup", "--repo", repoDir, ""}, "empty PATH"},
 		{[]string{"restore", "--repo", repoDir, b.SnapshotID, "--target", target, "--path", ""}, "--path \"\" is empty"},
