@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/drpipe/drpipe/erasure"
 	"github.com/drpipe/drpipe/internal/cpus"
@@ -187,6 +188,9 @@ func (a *app) backupCmd() *cobra.Command {
 				return usagef("--stdin-name %q must be a plain file name, without /", stdinName)
 			case stdin && len(stdinName) > pipeline.MaxNameLen:
 				return usagef("--stdin-name is %d bytes long: give a file name of at most %d bytes, which a restore can create", len(stdinName), pipeline.MaxNameLen)
+			}
+			if in, ok := a.stdin.(*os.File); stdin && ok && term.IsTerminal(int(in.Fd())) {
+				return usagef("--stdin: standard input is a terminal, not the data to back up: pipe the data in (pg_dumpall | drpipe backup ... --stdin) or redirect it from a file")
 			}
 			for _, p := range args {
 				if p == "" {

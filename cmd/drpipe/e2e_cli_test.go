@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/drpipe/drpipe/pipeline"
 	"github.com/drpipe/drpipe/repo"
 	"github.com/drpipe/drpipe/tiers"
@@ -689,4 +691,42 @@ func makeImmutable(t *testing.T, path string) {
 		t.Skipf("chattr +i: %v: %s (the test directory's file system keeps no immutable flag)", err, out)
 	}
 	t.Cleanup(func() { exec.Command("chattr", "-i", path).Run() })
+}
+
+// backup --stdin with a terminal as standard input (the pipe forgotten)
+// is a usage error at once, instead of a backup waiting for ever for what
+// is typed, to store it as the dump.
+func TestBackupStdinTerminal(t *testing.T) {
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminal: %v", err)
+	}
+	defer ptmx.Close()
+	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Skipf("unlock pseudo-terminal: %v", err)
+	}
+	n, err := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Skipf("pseudo-terminal number: %v", err)
+	}
+	tty, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("open pseudo-terminal: %v", err)
+	}
+	defer tty.Close()
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c := e.cmd(ctx, "backup", "--repo", repoDir, "--host", "db01", "--stdin", "--stdin-name", "dump.sql")
+	var se strings.Builder
+	c.Stdin, c.Stderr = tty, &se
+	err = c.Run()
+	var ee *exec.ExitError
+	if ctx.Err() != nil || !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(se.String(), "terminal") {
+		t.Errorf("backup --stdin from a terminal: %v (timed out: %v), stderr %q; want exit 2 saying stdin is a terminal", err, ctx.Err() != nil, se.String())
+	}
+	if n := len(e.snapshotsJSON(repoDir)); n != 0 {
+		t.Errorf("%d snapshots, want none", n)
+	}
 }
