@@ -270,6 +270,16 @@ func Backup(ctx context.Context, r *repo.Repository, o BackupOptions) (*BackupRe
 		walkErr = cause
 	}
 	if walkErr != nil {
+		if ctx.Err() != nil {
+			// Interrupted: the packs already stored are indexed, so
+			// the next run deduplicates against them (bounded: Ctrl-C
+			// must not wait on a storage that does not answer).
+			ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), indexOnInterrupt)
+			if err := r.IndexStored(ictx); err != nil {
+				walkErr = fmt.Errorf("%w (the data stored before the interruption could not be indexed, and the next backup stores it again: %v)", walkErr, err)
+			}
+			cancel()
+		}
 		return nil, walkErr
 	}
 	if err := r.Flush(ctx); err != nil {
@@ -736,6 +746,10 @@ type fileState struct {
 	mu        sync.Mutex
 	err       error
 }
+
+// indexOnInterrupt bounds how long an interrupted backup spends indexing
+// the packs it stored.
+const indexOnInterrupt = 15 * time.Second
 
 // testHookBeforeList, when set (by tests), runs before a directory the
 // walk saw is opened to be listed.

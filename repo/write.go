@@ -341,6 +341,17 @@ func (r *Repository) Flush(ctx context.Context) error {
 	return r.writePendingIndex(ctx)
 }
 
+// IndexStored writes an index object for the packs whose upload completed
+// and that no index object lists yet, without closing the open packs:
+// what an interrupted writer leaves for the next run to deduplicate
+// against, instead of orphans a prune removes. It waits for the uploads
+// under way (which end soon once their context is cancelled); the index
+// is written with ctx, which should not be the cancelled one.
+func (r *Repository) IndexStored(ctx context.Context) error {
+	r.uploadWG.Wait()
+	return r.writePendingIndex(ctx)
+}
+
 // packBufSize is the size of a pack buffer: the pack size and room for
 // the blob that overfills it, mostly.
 func packBufSize(c *Config) int { return c.PackSize + c.PackSize/8 }
