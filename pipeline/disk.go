@@ -381,9 +381,29 @@ func openSnapshotDisk(ctx context.Context, r *repo.Repository, root id.ID, snapP
 	if !path.IsAbs(pp) {
 		pp = path.Join(path.Dir(snapPath), pp)
 	}
+	// qemu opens the backing file through symlinks (base.qcow2 ->
+	// images/base-v1.qcow2): follow the snapshot's, or the parent's data
+	// would read as the zeros of a symlink's empty content. pp stays the
+	// name the image gives, which the parent's own backing file is
+	// relative to, as it is for qemu.
 	pn, err := FindNode(ctx, r, root, pp)
+	for target, links := pp, 0; err == nil && pn.Type == repo.NodeSymlink; links++ {
+		if links == 40 { // where Linux gives up too
+			err = fmt.Errorf("%s: too many levels of symbolic links", pp)
+			break
+		}
+		if path.IsAbs(pn.LinkTarget) {
+			target = pn.LinkTarget
+		} else {
+			target = path.Join(path.Dir(target), pn.LinkTarget)
+		}
+		pn, err = FindNode(ctx, r, root, target)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("disk %s: its backing file %s: %w (back up the whole chain, or use --flatten)", snapPath, pp, err)
+	}
+	if pn.Type != repo.NodeFile {
+		return nil, fmt.Errorf("disk %s: its backing file %s is not a file in the snapshot (back up the whole chain, or use --flatten)", snapPath, pp)
 	}
 	if sd.par, err = openSnapshotDisk(ctx, r, root, pp, pn, cache, depth+1); err != nil {
 		return nil, err

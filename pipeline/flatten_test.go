@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/drpipe/drpipe/internal/id"
 )
 
 // TestRestoreFlattenLayers: with Flatten, an overlay restored without its
@@ -319,5 +322,87 @@ func TestFlattenOpensParentsWithTheOwnersRights(t *testing.T) {
 		if out, err := exec.Command("qemu-img", "compare", "-q", img, filepath.Join(dst, img)).CombinedOutput(); err != nil {
 			t.Errorf("restored %s differs from the overlay's disk: %v\n%s", filepath.Base(img), err, out)
 		}
+	}
+}
+
+// TestSnapshotDiskFollowsASymlinkedParent: an overlay whose backing file
+// is a symlink in the snapshot (base.qcow2 -> images/base-v1.qcow2, as
+// qemu follows it) reads its parent's data through the link, in the
+// mount's raw view and in a restore to raw, instead of zeros wherever the
+// overlay holds none. A parent that is not an image file in the snapshot
+// (a link to outside it) is an error, not zeros.
+func TestSnapshotDiskFollowsASymlinkedParent(t *testing.T) {
+	for _, tool := range []string{"qemu-img", "qemu-io"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not installed: run 'make deps' (package qemu-utils)", tool)
+		}
+	}
+	ctx := context.Background()
+	r, _ := newRepo(t)
+	src := filepath.Join(t.TempDir(), "vms")
+	if err := os.MkdirAll(filepath.Join(src, "images"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	top, want := filepath.Join(src, "top.qcow2"), filepath.Join(t.TempDir(), "want.raw")
+	for _, cmd := range [][]string{
+		{"qemu-img", "create", "-q", "-f", "qcow2", filepath.Join(src, "images", "base-v1.qcow2"), "16M"},
+		{"qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 5M", filepath.Join(src, "images", "base-v1.qcow2")},
+		{"ln", "-s", "images/base-v1.qcow2", filepath.Join(src, "base.qcow2")},
+		{"qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", top},
+		{"qemu-io", "-f", "qcow2", "-c", "write -P 0x22 3M 4M", top},
+		{"qemu-img", "convert", "-O", "raw", top, want},
+	} {
+		if out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", cmd, err, out)
+		}
+	}
+	wantb, err := os.ReadFile(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func(root id.ID) ([]byte, error) {
+		n, err := FindNode(ctx, r, root, top)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sd, err := OpenSnapshotDisk(ctx, r, root, top, n, nil)
+		if err != nil {
+			return nil, err
+		}
+		got := make([]byte, sd.Size())
+		if _, err := sd.ReadAtContext(ctx, got, 0); err != nil && err != io.EOF {
+			return nil, err
+		}
+		return got, nil
+	}
+	if got, err := read(res.Snapshot.Tree); err != nil || !bytes.Equal(got, wantb) {
+		t.Errorf("raw view of an overlay over a symlinked parent: %v; equal to qemu-img's: %v", err, err == nil && bytes.Equal(got, wantb))
+	}
+	dst := filepath.Join(t.TempDir(), "dst")
+	if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst, DiskFormat: "raw"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(dst, src, "top.raw")); err != nil || !bytes.Equal(got, wantb) {
+		t.Errorf("overlay over a symlinked parent restored as raw: %v; equal to qemu-img's: %v", err, err == nil && bytes.Equal(got, wantb))
+	}
+
+	// The link now leads out of the snapshot.
+	if err := os.Remove(filepath.Join(src, "base.qcow2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/nonexistent/base.qcow2", filepath.Join(src, "base.qcow2")); err != nil {
+		t.Fatal(err)
+	}
+	res, err = Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
+	if err != nil && !errors.Is(err, ErrPartial) {
+		t.Fatal(err)
+	}
+	if got, err := read(res.Snapshot.Tree); err == nil {
+		zeros := bytes.Count(got, []byte{0}) == len(got)-4<<20
+		t.Errorf("raw view of an overlay whose parent links out of the snapshot: no error (reads zeros for the parent's data: %v), want an error", zeros)
 	}
 }
