@@ -74,3 +74,40 @@ func TestSymlinkKeepsItsAttributes(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond) // past the attribute timeout
 	check("after the attribute timeout")
 }
+
+// TestSpecialModeBitsAreShown: a setuid or setgid program and a sticky
+// directory show those bits, as the snapshot recorded them and restore
+// sets them, not only their permission bits.
+func TestSpecialModeBitsAreShown(t *testing.T) {
+	needFUSE(t)
+	ctx := context.Background()
+	r := testRepo(t)
+	src := t.TempDir()
+	want := map[string]uint32{"suid": unix.S_ISUID | 0o750, "sgid": unix.S_ISGID | 0o755, "tmp": unix.S_ISVTX | 0o777}
+	for _, n := range []string{"suid", "sgid"} {
+		if err := os.WriteFile(filepath.Join(src, n), []byte("#!/bin/sh\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(filepath.Join(src, "tmp"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for n, m := range want {
+		if err := unix.Chmod(filepath.Join(src, n), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := pipeline.Backup(ctx, r, pipeline.BackupOptions{Host: "h", Paths: []string{src}}); err != nil {
+		t.Fatal(err)
+	}
+	mnt := mountForTest(t, r)
+	for n, m := range want {
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(mnt, "h", "latest", src, n), &st); err != nil {
+			t.Fatal(err)
+		}
+		if got := st.Mode &^ unix.S_IFMT; got != m {
+			t.Errorf("%s: mode %04o, want %04o", n, got, m)
+		}
+	}
+}

@@ -593,7 +593,7 @@ func typeBits(n *repo.Node) uint32 {
 }
 
 func fillAttr(a *fuse.Attr, n *repo.Node, _ int) {
-	a.Mode = typeBits(n) | uint32(n.Mode&fs.ModePerm)
+	a.Mode = typeBits(n) | uint32(n.Mode&fs.ModePerm) | pipeline.UnixModeBits(n.Mode)
 	if n.Type == repo.NodeFile || n.Type == repo.NodeSymlink {
 		a.Size = uint64(n.Size)
 		if n.Type == repo.NodeSymlink {

@@ -1169,7 +1169,7 @@ func (rs *restorer) applyMeta(dir *restoreDir, name, p string, n *repo.Node, acl
 		xerr = fmt.Errorf("extended attributes not set: %w", errNoProc)
 	}
 	if n.Type != repo.NodeSymlink {
-		mode := uint32(n.Mode.Perm()) | unixModeBits(n.Mode)
+		mode := uint32(n.Mode.Perm()) | UnixModeBits(n.Mode)
 		err := unix.Fchmodat(fd, name, mode, unix.AT_SYMLINK_NOFOLLOW)
 		if err == unix.EOPNOTSUPP { // no fchmodat2 (Linux before 6.6): chmod follows symlinks
 			var st unix.Stat_t
@@ -1207,7 +1207,7 @@ func (rs *restorer) applyMetaFd(f *os.File, path string, n *repo.Node, acl bool)
 	}
 	// After the extended attributes: setting an ACL changes the group
 	// bits, and the mode recorded with it matches that ACL.
-	if err := unix.Fchmod(fd, uint32(n.Mode.Perm())|unixModeBits(n.Mode)); err != nil {
+	if err := unix.Fchmod(fd, uint32(n.Mode.Perm())|UnixModeBits(n.Mode)); err != nil {
 		return fmt.Errorf("chmod: %w", err)
 	}
 	at := n.AccessTime
@@ -1284,8 +1284,9 @@ func dropInheritedACLs(fd int, path string, n *repo.Node) error {
 	return nil
 }
 
-// unixModeBits maps Go's setuid, setgid and sticky flags to chmod bits.
-func unixModeBits(m fs.FileMode) uint32 {
+// UnixModeBits maps Go's setuid, setgid and sticky flags to chmod bits
+// (S_ISUID, S_ISGID, S_ISVTX).
+func UnixModeBits(m fs.FileMode) uint32 {
 	var b uint32
 	if m&fs.ModeSetuid != 0 {
 		b |= unix.S_ISUID
