@@ -94,3 +94,43 @@ func TestHardLinksShareAnInode(t *testing.T) {
 		seen[f.Ino] = d
 	}
 }
+
+// TestInodeNumberStaysAfterTheEntryTimeout: a file or directory looked up
+// again once the kernel's entry timeout has passed keeps its inode
+// number, as a program walking the snapshot (find, tar, rsync) expects of
+// a file that did not change, and keeps the listing or reader it loaded.
+func TestInodeNumberStaysAfterTheEntryTimeout(t *testing.T) {
+	needFUSE(t)
+	ctx := context.Background()
+	r := testRepo(t)
+	src := t.TempDir()
+	if err := os.Mkdir(filepath.Join(src, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "d", "f"), []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pipeline.Backup(ctx, r, pipeline.BackupOptions{Host: "h", Paths: []string{src}}); err != nil {
+		t.Fatal(err)
+	}
+	mnt := mountForTest(t, r)
+	names := []string{filepath.Join(mnt, "h", "latest", src, "d"), filepath.Join(mnt, "h", "latest", src, "d", "f")}
+	first := map[string]uint64{}
+	for _, p := range names {
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		first[p] = st.Ino
+	}
+	time.Sleep(1500 * time.Millisecond) // past the entry timeout
+	for _, p := range names {
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Ino != first[p] {
+			t.Errorf("%s: inode %d, %d a moment before", p, st.Ino, first[p])
+		}
+	}
+}

@@ -540,6 +540,17 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if !ok {
 		return nil, syscall.ENOENT
 	}
+	if ch := d.GetChild(name); ch != nil {
+		// Looked up again (the entry timeout passed): the inode the
+		// kernel has, so that the name keeps its inode number, and its
+		// listing or reader stays loaded.
+		if ga, ok := ch.Operations().(gofs.NodeGetattrer); ok {
+			var ao fuse.AttrOut
+			ga.Getattr(ctx, nil, &ao)
+			out.Attr = ao.Attr
+			return ch, 0
+		}
+	}
 	cp := strings.TrimSuffix(d.path, "/") + "/" + e.n.Name
 	var emb interface {
 		gofs.InodeEmbedder
