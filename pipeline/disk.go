@@ -405,6 +405,24 @@ func openSnapshotDisk(ctx context.Context, r *repo.Repository, root id.ID, snapP
 	if pn.Type != repo.NodeFile {
 		return nil, fmt.Errorf("disk %s: its backing file %s is not a file in the snapshot (back up the whole chain, or use --flatten)", snapPath, pp)
 	}
+	if len(pn.Disk) == 0 && m.BackingFormat != vmdisk.Raw {
+		// A parent image backup could not read (it warned) is in the
+		// snapshot as its container file: read as a disk, its headers
+		// and tables would be served as the guest's data.
+		f := m.BackingFormat
+		if f == "" {
+			pr, err := NewNodeReader(ctx, r, pn, cache)
+			if err != nil {
+				return nil, fmt.Errorf("disk %s: its backing file %s: %w", snapPath, pp, err)
+			}
+			if f, err = vmdisk.Detect(pr.ReaderAt(ctx), pn.Size); err != nil {
+				return nil, fmt.Errorf("disk %s: its backing file %s: %w", snapPath, pp, err)
+			}
+		}
+		if f != vmdisk.Raw {
+			return nil, fmt.Errorf("disk %s: its backing file %s is a %s image the snapshot holds as a plain file (backup could not read it as an image), so the disk cannot be flattened: restore both in their original format and read them with qemu", snapPath, pp, f)
+		}
+	}
 	if sd.par, err = openSnapshotDisk(ctx, r, root, pp, pn, cache, depth+1); err != nil {
 		return nil, err
 	}

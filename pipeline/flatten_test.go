@@ -406,3 +406,77 @@ func TestSnapshotDiskFollowsASymlinkedParent(t *testing.T) {
 		t.Errorf("raw view of an overlay whose parent links out of the snapshot: no error (reads zeros for the parent's data: %v), want an error", zeros)
 	}
 }
+
+// TestSnapshotDiskRefusesAParentHeldAsAPlainFile: a parent image backup
+// could not read (a qcow2 image with an external data file) is in the
+// snapshot as its container file. An overlay over it, stored as a layer,
+// cannot be flattened from the snapshot: the raw view and a restore to
+// raw fail for it instead of serving the parent's headers and tables as
+// the guest's data.
+func TestSnapshotDiskRefusesAParentHeldAsAPlainFile(t *testing.T) {
+	for _, tool := range []string{"qemu-img", "qemu-io"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not installed: run 'make deps' (package qemu-utils)", tool)
+		}
+	}
+	for _, backingFormat := range []string{"qcow2", ""} {
+		t.Run("backing format "+backingFormat, func(t *testing.T) {
+			ctx := context.Background()
+			r, _ := newRepo(t)
+			src := filepath.Join(t.TempDir(), "vms")
+			if err := os.MkdirAll(src, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			base, top := filepath.Join(src, "base.qcow2"), filepath.Join(src, "top.qcow2")
+			for _, cmd := range [][]string{
+				{"qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file=base.data,data_file_raw=on", base, "16M"},
+				{"qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 5M", base},
+				{"qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", top},
+				{"qemu-io", "-f", "qcow2", "-c", "write -P 0x22 3M 4M", top},
+			} {
+				if out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
+					t.Fatalf("%v: %v\n%s", cmd, err, out)
+				}
+			}
+			if backingFormat == "" {
+				// An older image that does not name its parent's format
+				// (qemu-img now requires one): its backing format
+				// extension becomes one nobody knows.
+				b, err := os.ReadFile(top)
+				if err != nil {
+					t.Fatal(err)
+				}
+				i := bytes.Index(b[:4096], []byte{0xe2, 0x79, 0x2a, 0xca})
+				if i < 0 {
+					t.Fatal("no backing format extension in the overlay's header")
+				}
+				copy(b[i:], []byte{0x0d, 0x0e, 0x0a, 0x0d})
+				if err := os.WriteFile(top, b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
+			if err != nil && !errors.Is(err, ErrPartial) {
+				t.Fatal(err)
+			}
+			n, err := FindNode(ctx, r, res.Snapshot.Tree, top)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m, err := ParseDiskMeta(n); err != nil || m == nil || !m.Layer || string(m.BackingFormat) != backingFormat {
+				t.Fatalf("overlay recorded as %+v, %v; want a layer over a parent of format %q", m, err, backingFormat)
+			}
+			if _, err := OpenSnapshotDisk(ctx, r, res.Snapshot.Tree, top, n, nil); err == nil {
+				t.Errorf("raw view of an overlay over a parent held as a plain file: no error, want one")
+			}
+			dst := filepath.Join(t.TempDir(), "dst")
+			rr, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst, DiskFormat: "raw"})
+			if err != nil && !errors.Is(err, ErrRestoreIncomplete) {
+				t.Fatal(err)
+			}
+			if _, serr := os.Stat(filepath.Join(dst, src, "top.raw")); serr == nil || rr == nil || len(rr.Failed) == 0 {
+				t.Errorf("overlay over a parent held as a plain file restored as raw: %v, want it listed as failed", err)
+			}
+		})
+	}
+}
