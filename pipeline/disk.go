@@ -423,6 +423,13 @@ func openSnapshotDisk(ctx context.Context, r *repo.Repository, root id.ID, snapP
 			return nil, fmt.Errorf("disk %s: its backing file %s is a %s image the snapshot holds as a plain file (backup could not read it as an image), so the disk cannot be flattened: restore both in their original format and read them with qemu", snapPath, pp, f)
 		}
 	}
+	if pm, err := ParseDiskMeta(pn); err == nil && pm != nil && m.BackingFormat != "" && pm.Format != m.BackingFormat {
+		// As for qemu, the format the image names is the one its parent
+		// is read in: a raw parent's bytes are its data, a qcow2 header
+		// among them included, and those bytes are not what the snapshot
+		// holds of a parent it recorded as an image.
+		return nil, fmt.Errorf("disk %s: its backing file %s is in the snapshot as a %s image, but the image reads it as %s, which the snapshot does not hold: the disk cannot be flattened from this snapshot", snapPath, pp, pm.Format, m.BackingFormat)
+	}
 	if sd.par, err = openSnapshotDisk(ctx, r, root, pp, pn, cache, depth+1); err != nil {
 		return nil, err
 	}

@@ -480,3 +480,57 @@ func TestSnapshotDiskRefusesAParentHeldAsAPlainFile(t *testing.T) {
 		})
 	}
 }
+
+// TestSnapshotDiskRefusesAParentOfAnotherFormat: an overlay that reads
+// its parent as raw (-F raw), over a file that holds a qcow2 header (a
+// guest wrote it, or the file was replaced), sees the file's bytes, as
+// qemu does; the snapshot recorded the parent as a qcow2 image, whose
+// virtual disk is other data. The raw view and a restore to raw fail for
+// the overlay instead of serving that data as its parent's.
+func TestSnapshotDiskRefusesAParentOfAnotherFormat(t *testing.T) {
+	for _, tool := range []string{"qemu-img", "qemu-io"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not installed: run 'make deps' (package qemu-utils)", tool)
+		}
+	}
+	ctx := context.Background()
+	r, _ := newRepo(t)
+	src := filepath.Join(t.TempDir(), "vms")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	base, top := filepath.Join(src, "base.img"), filepath.Join(src, "top.qcow2")
+	for _, cmd := range [][]string{
+		{"qemu-img", "create", "-q", "-f", "qcow2", base, "8M"},
+		{"qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 2M", base},
+		{"truncate", "-s", "8M", base},
+		{"qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.img", "-F", "raw", top, "8M"},
+		{"qemu-io", "-f", "qcow2", "-c", "write -P 0x22 3M 2M", top},
+	} {
+		if out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", cmd, err, out)
+		}
+	}
+	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
+	if err != nil && !errors.Is(err, ErrPartial) {
+		t.Fatal(err)
+	}
+	n, err := FindNode(ctx, r, res.Snapshot.Tree, top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := ParseDiskMeta(n); err != nil || m == nil || !m.Layer {
+		t.Fatalf("overlay recorded as %+v, %v; want a layer", m, err)
+	}
+	if _, err := OpenSnapshotDisk(ctx, r, res.Snapshot.Tree, top, n, nil); err == nil {
+		t.Errorf("raw view of an overlay over a raw parent the snapshot holds as qcow2: no error, want one")
+	}
+	dst := filepath.Join(t.TempDir(), "dst")
+	rr, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst, DiskFormat: "raw"})
+	if err != nil && !errors.Is(err, ErrRestoreIncomplete) {
+		t.Fatal(err)
+	}
+	if _, serr := os.Stat(filepath.Join(dst, src, "top.raw")); serr == nil || rr == nil || len(rr.Failed) == 0 {
+		t.Errorf("overlay over a raw parent the snapshot holds as qcow2, restored as raw: %v, want it listed as failed", err)
+	}
+}
