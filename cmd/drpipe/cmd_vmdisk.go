@@ -63,7 +63,7 @@ func (a *app) mountCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "mount --repo R [--tiers] DIR",
 		Short: "Browse all snapshots as a read-only file system (FUSE)",
-		Long: "Mount the repository's snapshots read-only at DIR: DIR/<host>/<time>/ holds each snapshot's files as they\n" +
+		Long: "Mount the repository's snapshots read-only at DIR, an empty directory: DIR/<host>/<time>/ holds each snapshot's files as they\n" +
 			"were, DIR/<host>/latest points at the newest. Every VM disk image that backup recognised (VHD, VHDX, qcow2)\n" +
 			"appears next to its name as <image>.raw, its flattened virtual disk, read on demand from the repository, so\n" +
 			"one file can be copied out of a guest file system without restoring the VM:\n\n" +
@@ -84,6 +84,13 @@ func (a *app) mountCmd() *cobra.Command {
 			dir := args[0]
 			if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 				return usagef("mount point %s must be an existing directory", dir)
+			}
+			if f, err := os.Open(dir); err == nil {
+				names, _ := f.Readdirnames(1)
+				f.Close()
+				if len(names) > 0 {
+					return usagef("mount point %s is not empty (it holds %s): the snapshots would hide its files until the unmount; use an empty directory", dir, names[0])
+				}
 			}
 			cache, err := parseSize(a.v.GetString("mount.cache_size"))
 			if err != nil {

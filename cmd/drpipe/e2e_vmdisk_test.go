@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -559,6 +560,41 @@ func TestMountWarnsOfUnreadableSnapshots(t *testing.T) {
 	}
 	if !strings.Contains(stderr, "some snapshots could not be read") || !strings.Contains(stderr, newer.SnapshotID[:8]) {
 		t.Errorf("mount did not warn about the unreadable snapshot %s:\n%s", newer.SnapshotID[:8], stderr)
+	}
+}
+
+// TestMountPointMustBeAnEmptyDirectory: a mount point that is missing,
+// not a directory, or holds files is refused with a usage error naming
+// it (exit 2), instead of the snapshots being mounted over the files it
+// holds, which then vanish from view until the unmount.
+func TestMountPointMustBeAnEmptyDirectory(t *testing.T) {
+	needFUSE(t)
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	full := filepath.Join(e.dir, "full")
+	os.MkdirAll(full, 0o755)
+	file := writeFile(t, full, "notes.txt", "kept")
+	for _, c := range []struct{ dir, want string }{
+		{filepath.Join(e.dir, "none"), "must be an existing directory"},
+		{file, "must be an existing directory"},
+		{full, "is not empty"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		var se bytes.Buffer
+		c2 := e.cmd(ctx, "mount", "--repo", repoDir, c.dir)
+		c2.Stderr = &se
+		err := c2.Run()
+		cancel()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(se.String(), c.want) || !strings.Contains(se.String(), c.dir) {
+			t.Errorf("mount at %s: %v, stderr:\n%s\nwant exit 2 with %q", c.dir, err, se.String(), c.want)
+		}
+		if ctx.Err() != nil {
+			exec.Command("umount", "-l", c.dir).Run()
+		}
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != "kept" {
+		t.Errorf("%s after the refused mount: %q, %v", file, b, err)
 	}
 }
 
