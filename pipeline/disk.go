@@ -299,12 +299,28 @@ func (b *backup) inBackup(imgPath, ref string) bool {
 	if _, err := os.Stat(p); err != nil {
 		return false
 	}
+	// The name and the file it leads to must both be backed up: a
+	// symlink inside the paths to a parent outside them is stored as the
+	// link alone, and the chain would not restore.
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return false
+	}
+	return b.underPaths(p) && b.underPaths(real)
+}
+
+// underPaths reports whether absolute path p is one of the backup paths
+// or below one, taking each as given and with its symlinks resolved.
+func (b *backup) underPaths(p string) bool {
 	for _, root := range b.o.Paths {
 		a, err := filepath.Abs(root)
 		if err != nil {
 			continue
 		}
 		if p == a || a == "/" || strings.HasPrefix(p, a+"/") {
+			return true
+		}
+		if ra, err := filepath.EvalSymlinks(a); err == nil && (p == ra || ra == "/" || strings.HasPrefix(p, ra+"/")) {
 			return true
 		}
 	}

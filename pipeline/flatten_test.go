@@ -534,3 +534,60 @@ func TestSnapshotDiskRefusesAParentOfAnotherFormat(t *testing.T) {
 		t.Errorf("overlay over a raw parent the snapshot holds as qcow2, restored as raw: %v, want it listed as failed", err)
 	}
 }
+
+// TestBackupFlattensOverlayOverALinkToAParentOutside: an overlay names its
+// parent through a symlink inside the backup paths that leads out of
+// them. The link alone is backed up, not the parent it leads to, so the
+// overlay is flattened, as one naming the outside parent directly is,
+// instead of stored as a layer over a parent the snapshot lacks.
+func TestBackupFlattensOverlayOverALinkToAParentOutside(t *testing.T) {
+	for _, tool := range []string{"qemu-img", "qemu-io"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not installed: run 'make deps' (package qemu-utils)", tool)
+		}
+	}
+	ctx := context.Background()
+	r, _ := newRepo(t)
+	dir := t.TempDir()
+	outside := filepath.Join(dir, "golden")
+	src := filepath.Join(dir, "vms")
+	os.MkdirAll(outside, 0o755)
+	os.MkdirAll(src, 0o755)
+	base := filepath.Join(outside, "base-v1.qcow2")
+	top := filepath.Join(src, "top.qcow2")
+	for _, c := range [][]string{
+		{"qemu-img", "create", "-q", "-f", "qcow2", base, "16M"},
+		{"qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 4M", base},
+	} {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", c, err, out)
+		}
+	}
+	if err := os.Symlink("../golden/base-v1.qcow2", filepath.Join(src, "base.qcow2")); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range [][]string{
+		{"qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", top},
+		{"qemu-io", "-f", "qcow2", "-c", "write -P 0x22 1M 64k", top},
+	} {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", c, err, out)
+		}
+	}
+	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), "dst")
+	if _, err := Restore(ctx, r, res.Snapshot, RestoreOptions{Target: dst}); err != nil {
+		t.Fatal(err)
+	}
+	got := filepath.Join(dst, top)
+	out, err := exec.Command("qemu-img", "info", got).CombinedOutput()
+	if err != nil || strings.Contains(string(out), "backing file") {
+		t.Fatalf("restored overlay (%v):\n%s\nwant a self-contained image: its parent is outside the backup", err, out)
+	}
+	if out, err := exec.Command("qemu-img", "compare", "-q", top, got).CombinedOutput(); err != nil {
+		t.Fatalf("restored disk differs from the overlay's: %v\n%s", err, out)
+	}
+}
