@@ -345,10 +345,21 @@ func (r *Repository) Flush(ctx context.Context) error {
 // and that no index object lists yet, without closing the open packs:
 // what an interrupted writer leaves for the next run to deduplicate
 // against, instead of orphans a prune removes. It waits for the uploads
-// under way (which end soon once their context is cancelled); the index
-// is written with ctx, which should not be the cancelled one.
+// under way (which end soon once their context is cancelled) as long as
+// ctx lets it: an upload hung on a storage that does not answer fails it
+// with ctx's error, indexing nothing. The index is written with ctx,
+// which should not be the cancelled one.
 func (r *Repository) IndexStored(ctx context.Context) error {
-	r.uploadWG.Wait()
+	uploaded := make(chan struct{})
+	go func() {
+		r.uploadWG.Wait()
+		close(uploaded)
+	}()
+	select {
+	case <-uploaded:
+	case <-ctx.Done():
+		return fmt.Errorf("packs still being stored in %s: %w", r.be.Location(), context.Cause(ctx))
+	}
 	return r.writePendingIndex(ctx)
 }
 
