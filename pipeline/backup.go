@@ -335,8 +335,9 @@ func Backup(ctx context.Context, r *repo.Repository, o BackupOptions) (*BackupRe
 // inside another given path. A given symlink with given paths through it
 // is dropped instead: it is then a directory above them, as any symlink
 // above a backup path is, where its own backup would store only the link.
-// A path inside another that leads out of it through a symlink is refused,
-// as the other's backup would store the link and not what it leads to.
+// A path inside another that leads out of it through a symlink above it
+// is refused, as the other's backup would store the link and not what it
+// leads to; a given symlink inside another path is dropped as covered.
 func cleanPaths(in []string) ([]string, error) {
 	var out []string
 	links := map[string]bool{}
@@ -374,10 +375,13 @@ func cleanPaths(in []string) ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("source %s: %w", q, err)
 		}
-		rp, err := filepath.EvalSymlinks(p)
+		// Only the directories above p: p itself, if a symlink, is
+		// stored as the link, by the backup of q as on its own.
+		rp, err := filepath.EvalSymlinks(filepath.Dir(p))
 		if err != nil {
 			return nil, fmt.Errorf("source %s: %w", p, err)
 		}
+		rp = filepath.Join(rp, filepath.Base(p))
 		if rq != "/" && rp != rq && !strings.HasPrefix(rp, rq+"/") {
 			return nil, fmt.Errorf("source %s leads out of %s through a symbolic link, to %s, and the backup of %s stores that link, not what it leads to: give %s instead of %s", p, q, rp, q, rp, p)
 		}

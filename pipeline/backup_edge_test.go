@@ -490,3 +490,32 @@ func TestBackupStdinNameTooLong(t *testing.T) {
 		t.Errorf("a 255-byte --stdin-name: %v", err)
 	}
 }
+
+// A symlink given below another given path, leading out of it (/srv and
+// /srv/current -> /data/v2, or a dangling link): a given symlink is
+// stored as the link, which the backup of /srv stores too, so the path is
+// covered and dropped, not refused as leading out of /srv.
+func TestBackupSymlinkPathBelowPath(t *testing.T) {
+	r, _ := newRepo(t)
+	base := t.TempDir()
+	top := filepath.Join(base, "top")
+	os.MkdirAll(filepath.Join(base, "data"), 0o755)
+	os.MkdirAll(top, 0o755)
+	out, dangling := filepath.Join(top, "current"), filepath.Join(top, "dangling")
+	if err := os.Symlink(filepath.Join(base, "data"), out); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(base, "gone"), dangling); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{out, dangling} {
+		res, err := Backup(context.Background(), r, BackupOptions{Host: "h", Paths: []string{top, p}})
+		if err != nil {
+			t.Errorf("backup of %s and the symlink %s below it: %v", top, p, err)
+			continue
+		}
+		if len(res.Snapshot.Paths) != 1 || res.Snapshot.Paths[0] != top {
+			t.Errorf("snapshot paths %v, want [%s]", res.Snapshot.Paths, top)
+		}
+	}
+}
