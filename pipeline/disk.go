@@ -398,23 +398,11 @@ func openSnapshotDisk(ctx context.Context, r *repo.Repository, root id.ID, snapP
 		pp = path.Join(path.Dir(snapPath), pp)
 	}
 	// qemu opens the backing file through symlinks (base.qcow2 ->
-	// images/base-v1.qcow2): follow the snapshot's, or the parent's data
-	// would read as the zeros of a symlink's empty content. pp stays the
-	// name the image gives, which the parent's own backing file is
-	// relative to, as it is for qemu.
-	pn, err := FindNode(ctx, r, root, pp)
-	for target, links := pp, 0; err == nil && pn.Type == repo.NodeSymlink; links++ {
-		if links == 40 { // where Linux gives up too
-			err = fmt.Errorf("%s: too many levels of symbolic links", pp)
-			break
-		}
-		if path.IsAbs(pn.LinkTarget) {
-			target = pn.LinkTarget
-		} else {
-			target = path.Join(path.Dir(target), pn.LinkTarget)
-		}
-		pn, err = FindNode(ctx, r, root, target)
-	}
+	// images/base-v1.qcow2, or a directory images -> store): follow the
+	// snapshot's, or the parent's data would read as the zeros of a
+	// symlink's empty content. pp stays the name the image gives, which
+	// the parent's own backing file is relative to, as it is for qemu.
+	pn, err := findFollowing(ctx, r, root, pp)
 	if err != nil {
 		return nil, fmt.Errorf("disk %s: its backing file %s: %w (back up the whole chain, or use --flatten)", snapPath, pp, err)
 	}
@@ -477,6 +465,49 @@ func FindNode(ctx context.Context, r *repo.Repository, root id.ID, p string) (*r
 		}
 		tree = *nd.Subtree
 	}
+	return nil, fmt.Errorf("%s: %w", p, ErrNotFound)
+}
+
+// findFollowing returns the node at absolute snapshot path p as opening
+// p would find it: the snapshot's symlinks are followed, those of the
+// directories on the way as the last one, at most 40 of them (where Linux
+// gives up too).
+func findFollowing(ctx context.Context, r *repo.Repository, root id.ID, p string) (*repo.Node, error) {
+	names := func(p string) []string {
+		return strings.FieldsFunc(path.Clean("/"+p), func(c rune) bool { return c == '/' })
+	}
+	todo, dir, tree := names(p), "/", root
+	for links := 0; len(todo) > 0; {
+		t, err := r.LoadTree(ctx, tree)
+		if err != nil {
+			return nil, err
+		}
+		name := todo[0]
+		k := sort.Search(len(t.Nodes), func(j int) bool { return t.Nodes[j].Name >= name })
+		if k == len(t.Nodes) || t.Nodes[k].Name != name {
+			return nil, fmt.Errorf("%s: %w", p, ErrNotFound)
+		}
+		nd := t.Nodes[k]
+		todo = todo[1:]
+		switch {
+		case nd.Type == repo.NodeSymlink:
+			if links++; links > 40 {
+				return nil, fmt.Errorf("%s: too many levels of symbolic links", p)
+			}
+			target := nd.LinkTarget
+			if !path.IsAbs(target) {
+				target = path.Join(dir, target)
+			}
+			todo, dir, tree = append(names(target), todo...), "/", root
+		case len(todo) == 0:
+			return nd, nil
+		case nd.Type != repo.NodeDir || nd.Subtree == nil:
+			return nil, fmt.Errorf("%s: %s is not a directory: %w", p, name, ErrNotFound)
+		default:
+			dir, tree = path.Join(dir, name), *nd.Subtree
+		}
+	}
+	// p, or a link on the way, leads to the snapshot's root.
 	return nil, fmt.Errorf("%s: %w", p, ErrNotFound)
 }
 

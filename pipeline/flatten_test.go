@@ -591,3 +591,59 @@ func TestBackupFlattensOverlayOverALinkToAParentOutside(t *testing.T) {
 		t.Fatalf("restored disk differs from the overlay's: %v\n%s", err, out)
 	}
 }
+
+// TestSnapshotDiskParentThroughSymlinkedDir: an overlay whose backing
+// file's name goes through a symlinked directory in the snapshot
+// (images -> store, backing file images/base.qcow2, as libvirt names a
+// moved image directory) reads its parent through the link, as qemu does,
+// in the mount's raw view and in a restore to raw, instead of failing as
+// if the chain were not backed up.
+func TestSnapshotDiskParentThroughSymlinkedDir(t *testing.T) {
+	for _, tool := range []string{"qemu-img", "qemu-io"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not installed: run 'make deps' (package qemu-utils)", tool)
+		}
+	}
+	ctx := context.Background()
+	r, _ := newRepo(t)
+	src := filepath.Join(t.TempDir(), "vms")
+	if err := os.MkdirAll(filepath.Join(src, "store"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	top, want := filepath.Join(src, "top.qcow2"), filepath.Join(t.TempDir(), "want.raw")
+	for _, cmd := range [][]string{
+		{"qemu-img", "create", "-q", "-f", "qcow2", filepath.Join(src, "store", "base.qcow2"), "16M"},
+		{"qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 5M", filepath.Join(src, "store", "base.qcow2")},
+		{"ln", "-s", "store", filepath.Join(src, "images")},
+		{"qemu-img", "create", "-q", "-f", "qcow2", "-b", "images/base.qcow2", "-F", "qcow2", top},
+		{"qemu-io", "-f", "qcow2", "-c", "write -P 0x22 3M 4M", top},
+		{"qemu-img", "convert", "-O", "raw", top, want},
+	} {
+		if out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", cmd, err, out)
+		}
+	}
+	wantb, err := os.ReadFile(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := FindNode(ctx, r, res.Snapshot.Tree, top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sd, err := OpenSnapshotDisk(ctx, r, res.Snapshot.Tree, top, n, nil)
+	if err != nil {
+		t.Fatalf("raw view of an overlay whose parent is named through a symlinked directory: %v", err)
+	}
+	got := make([]byte, sd.Size())
+	if _, err := sd.ReadAtContext(ctx, got, 0); err != nil && err != io.EOF {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, wantb) {
+		t.Error("raw view of an overlay whose parent is named through a symlinked directory differs from qemu-img's")
+	}
+}
