@@ -301,17 +301,20 @@ func (b *backup) inBackup(imgPath, ref string) bool {
 	}
 	// The name and the file it leads to must both be backed up: a
 	// symlink inside the paths to a parent outside them is stored as the
-	// link alone, and the chain would not restore.
+	// link alone, and the chain would not restore. The snapshot names
+	// what it holds by the paths as given (link/images, not what link
+	// leads to), where the name is looked up.
 	real, err := filepath.EvalSymlinks(p)
 	if err != nil {
 		return false
 	}
-	return b.underPaths(p) && b.underPaths(real)
+	return b.underPaths(p, false) && b.underPaths(real, true)
 }
 
 // underPaths reports whether absolute path p is one of the backup paths
-// or below one, taking each as given and with its symlinks resolved.
-func (b *backup) underPaths(p string) bool {
+// or below one, taking each as given and, if resolved, with its symlinks
+// resolved too.
+func (b *backup) underPaths(p string, resolved bool) bool {
 	for _, root := range b.o.Paths {
 		a, err := filepath.Abs(root)
 		if err != nil {
@@ -319,6 +322,9 @@ func (b *backup) underPaths(p string) bool {
 		}
 		if p == a || a == "/" || strings.HasPrefix(p, a+"/") {
 			return true
+		}
+		if !resolved {
+			continue
 		}
 		if ra, err := filepath.EvalSymlinks(a); err == nil && (p == ra || ra == "/" || strings.HasPrefix(p, ra+"/")) {
 			return true

@@ -647,3 +647,63 @@ func TestSnapshotDiskParentThroughSymlinkedDir(t *testing.T) {
 		t.Error("raw view of an overlay whose parent is named through a symlinked directory differs from qemu-img's")
 	}
 }
+
+// TestBackupFlattensOverlayOverAParentNamedOutsideTheGivenPath: a backup
+// path given through a symlinked directory above it (link/images, with
+// link -> real) holds an overlay naming its parent by the path the link
+// leads to (real/images/base.qcow2). The snapshot holds that parent as
+// link/images/base.qcow2 only, so the overlay is flattened, as one over a
+// parent outside the backup is, instead of stored as a layer whose parent
+// the mount's raw view and a restore to raw cannot find.
+func TestBackupFlattensOverlayOverAParentNamedOutsideTheGivenPath(t *testing.T) {
+	for _, tool := range []string{"qemu-img", "qemu-io"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not installed: run 'make deps' (package qemu-utils)", tool)
+		}
+	}
+	ctx := context.Background()
+	r, _ := newRepo(t)
+	dir := t.TempDir()
+	real := filepath.Join(dir, "real", "images")
+	os.MkdirAll(real, 0o755)
+	if err := os.Symlink("real", filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	base, want := filepath.Join(real, "base.qcow2"), filepath.Join(t.TempDir(), "want.raw")
+	for _, c := range [][]string{
+		{"qemu-img", "create", "-q", "-f", "qcow2", base, "16M"},
+		{"qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 4M", base},
+		{"qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", filepath.Join(real, "top.qcow2")},
+		{"qemu-io", "-f", "qcow2", "-c", "write -P 0x22 1M 64k", filepath.Join(real, "top.qcow2")},
+		{"qemu-img", "convert", "-O", "raw", filepath.Join(real, "top.qcow2"), want},
+	} {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", c, err, out)
+		}
+	}
+	wantb, err := os.ReadFile(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	given := filepath.Join(dir, "link", "images")
+	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{given}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	top := filepath.Join(given, "top.qcow2")
+	n, err := FindNode(ctx, r, res.Snapshot.Tree, top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sd, err := OpenSnapshotDisk(ctx, r, res.Snapshot.Tree, top, n, nil)
+	if err != nil {
+		t.Fatalf("raw view of the overlay: %v", err)
+	}
+	got := make([]byte, sd.Size())
+	if _, err := sd.ReadAtContext(ctx, got, 0); err != nil && err != io.EOF {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, wantb) {
+		t.Error("raw view of the overlay differs from qemu-img's")
+	}
+}
