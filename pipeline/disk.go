@@ -290,6 +290,11 @@ func toChunkRanges(rs []vmdisk.Range) []chunking.Range {
 
 // inBackup reports whether the parent ref of the image at imgPath is
 // inside one of the backup paths (so the chain is backed up with it).
+// The name is followed as the snapshot follows it: through the symlinks
+// the backup stores (those at or below a backup path), by their text,
+// every step named under a backup path as given (link/images, not what
+// link leads to). A link that leads out of the paths, by a relative or an
+// absolute target, is stored alone, and the chain would not restore.
 func (b *backup) inBackup(imgPath, ref string) bool {
 	p := ref
 	if !filepath.IsAbs(p) {
@@ -299,34 +304,56 @@ func (b *backup) inBackup(imgPath, ref string) bool {
 	if _, err := os.Stat(p); err != nil {
 		return false
 	}
-	// The name and the file it leads to must both be backed up: a
-	// symlink inside the paths to a parent outside them is stored as the
-	// link alone, and the chain would not restore. The snapshot names
-	// what it holds by the paths as given (link/images, not what link
-	// leads to), where the name is looked up.
-	real, err := filepath.EvalSymlinks(p)
-	if err != nil {
-		return false
+	for hops := 0; hops <= maxLinkHops; hops++ {
+		if !b.underPaths(p) {
+			return false
+		}
+		link, rest, ok := b.firstStoredLink(p)
+		if !ok {
+			return true
+		}
+		target, err := os.Readlink(link)
+		if err != nil {
+			return false
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(filepath.Dir(link), target)
+		}
+		p = filepath.Clean(filepath.Join(target, rest))
 	}
-	return b.underPaths(p, false) && b.underPaths(real, true)
+	return false
 }
 
-// underPaths reports whether absolute path p is one of the backup paths
-// or below one, taking each as given and, if resolved, with its symlinks
-// resolved too.
-func (b *backup) underPaths(p string, resolved bool) bool {
+// maxLinkHops is how many symlinks a name is followed through, as Linux
+// follows at most 40.
+const maxLinkHops = 40
+
+// firstStoredLink returns the first prefix of absolute path p that is a
+// symlink the backup stores as such (at or below a backup path), and what
+// follows it in p.
+func (b *backup) firstStoredLink(p string) (link, rest string, ok bool) {
+	parts := strings.Split(strings.TrimPrefix(p, "/"), "/")
+	for i := range parts {
+		q := "/" + strings.Join(parts[:i+1], "/")
+		if !b.underPaths(q) {
+			continue // above the backup paths: the snapshot's ancestors
+		}
+		if fi, err := os.Lstat(q); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+			return q, strings.Join(parts[i+1:], "/"), true
+		}
+	}
+	return "", "", false
+}
+
+// underPaths reports whether absolute path p is one of the backup paths,
+// as given, or below one.
+func (b *backup) underPaths(p string) bool {
 	for _, root := range b.o.Paths {
 		a, err := filepath.Abs(root)
 		if err != nil {
 			continue
 		}
 		if p == a || a == "/" || strings.HasPrefix(p, a+"/") {
-			return true
-		}
-		if !resolved {
-			continue
-		}
-		if ra, err := filepath.EvalSymlinks(a); err == nil && (p == ra || ra == "/" || strings.HasPrefix(p, ra+"/")) {
 			return true
 		}
 	}

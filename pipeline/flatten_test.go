@@ -707,3 +707,67 @@ func TestBackupFlattensOverlayOverAParentNamedOutsideTheGivenPath(t *testing.T) 
 		t.Error("raw view of the overlay differs from qemu-img's")
 	}
 }
+
+// TestBackupFlattensOverlayOverAnAbsoluteLinkOutOfTheGivenPath: the
+// overlay's parent is a symlink below the given path whose absolute target
+// is the same file by the name a symlinked directory above the given path
+// leads to (link/images/base.qcow2 -> /…/real/images/base-v1.qcow2). The
+// snapshot holds the link, and the file only as link/images/base-v1.qcow2,
+// so it cannot follow the link's target: the overlay is flattened, and its
+// raw view reads as qemu reads it.
+func TestBackupFlattensOverlayOverAnAbsoluteLinkOutOfTheGivenPath(t *testing.T) {
+	for _, tool := range []string{"qemu-img", "qemu-io"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not installed: run 'make deps' (package qemu-utils)", tool)
+		}
+	}
+	ctx := context.Background()
+	r, _ := newRepo(t)
+	dir := t.TempDir()
+	real := filepath.Join(dir, "real", "images")
+	os.MkdirAll(real, 0o755)
+	if err := os.Symlink("real", filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	base := filepath.Join(real, "base-v1.qcow2")
+	if err := os.Symlink(base, filepath.Join(real, "base.qcow2")); err != nil { // absolute
+		t.Fatal(err)
+	}
+	top, want := filepath.Join(real, "top.qcow2"), filepath.Join(t.TempDir(), "want.raw")
+	for _, c := range [][]string{
+		{"qemu-img", "create", "-q", "-f", "qcow2", base, "16M"},
+		{"qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 4M", base},
+		{"qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", top},
+		{"qemu-io", "-f", "qcow2", "-c", "write -P 0x22 1M 64k", top},
+		{"qemu-img", "convert", "-O", "raw", top, want},
+	} {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", c, err, out)
+		}
+	}
+	wantb, err := os.ReadFile(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	given := filepath.Join(dir, "link", "images")
+	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{given}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gtop := filepath.Join(given, "top.qcow2")
+	n, err := FindNode(ctx, r, res.Snapshot.Tree, gtop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sd, err := OpenSnapshotDisk(ctx, r, res.Snapshot.Tree, gtop, n, nil)
+	if err != nil {
+		t.Fatalf("raw view of the overlay: %v", err)
+	}
+	got := make([]byte, sd.Size())
+	if _, err := sd.ReadAtContext(ctx, got, 0); err != nil && err != io.EOF {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, wantb) {
+		t.Error("raw view of the overlay differs from qemu-img's")
+	}
+}
