@@ -85,24 +85,36 @@ func TestMakeAdvises(t *testing.T) {
 }
 
 // TestPrimeLandsNextAllocation checks Prime's claim: the next allocation of
-// the primed size reuses the advised region.
+// the primed size likely reuses the advised region. Likely: the runtime's
+// background work (the scavenger, a collection) can take or release the
+// region first now and then, more often on a loaded machine (once in a
+// make test run beside other packages; never in 160 runs alone), so one
+// of three tries must land.
 func TestPrimeLandsNextAllocation(t *testing.T) {
 	mode := thpMode()
 	if runtime.GOOS != "linux" || mode == "" || mode == "never" {
 		t.Skipf("transparent huge pages unavailable here (%q)", mode)
 	}
-	const n = 64 << 20
-	if !Prime(n) {
-		t.Fatal("Prime(64 MiB) did nothing where huge pages are available")
-	}
 	if Prime(Size) {
 		t.Fatal("Prime primed for less than two huge pages")
 	}
-	b := make([]byte, n)
-	for _, at := range []int{Size, n / 2, n - Size - 1} {
-		if p := uintptr(unsafe.Pointer(&b[at])); !eligible(t, p) {
-			t.Fatalf("byte %d of the allocation after Prime (%#x) is not huge-page eligible", at, p)
+	const n = 64 << 20
+	var miss string
+	for try := 0; try < 3; try++ {
+		if !Prime(n) {
+			t.Fatal("Prime(64 MiB) did nothing where huge pages are available")
+		}
+		b := make([]byte, n)
+		miss = ""
+		for _, at := range []int{Size, n / 2, n - Size - 1} {
+			if p := uintptr(unsafe.Pointer(&b[at])); !eligible(t, p) && miss == "" {
+				miss = fmt.Sprintf("byte %d of the allocation after Prime (%#x) is not huge-page eligible", at, p)
+			}
+		}
+		runtime.KeepAlive(b)
+		if miss == "" {
+			return
 		}
 	}
-	runtime.KeepAlive(b)
+	t.Fatalf("in three tries: %s", miss)
 }
