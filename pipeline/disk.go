@@ -509,30 +509,30 @@ func findFollowing(ctx context.Context, r *repo.Repository, root id.ID, p string
 	names := func(p string) []string {
 		return strings.FieldsFunc(path.Clean("/"+p), func(c rune) bool { return c == '/' })
 	}
-	todo, dir, tree := names(p), "/", root
-	for links := 0; len(todo) > 0; {
+	rest, dir, tree := names(p), "/", root
+	for links := 0; len(rest) > 0; {
 		t, err := r.LoadTree(ctx, tree)
 		if err != nil {
 			return nil, err
 		}
-		name := todo[0]
+		name := rest[0]
 		k := sort.Search(len(t.Nodes), func(j int) bool { return t.Nodes[j].Name >= name })
 		if k == len(t.Nodes) || t.Nodes[k].Name != name {
 			return nil, fmt.Errorf("%s: %w", p, ErrNotFound)
 		}
 		nd := t.Nodes[k]
-		todo = todo[1:]
+		rest = rest[1:]
 		switch {
 		case nd.Type == repo.NodeSymlink:
-			if links++; links > 40 {
+			if links++; links > maxLinkHops {
 				return nil, fmt.Errorf("%s: too many levels of symbolic links", p)
 			}
 			target := nd.LinkTarget
 			if !path.IsAbs(target) {
 				target = path.Join(dir, target)
 			}
-			todo, dir, tree = append(names(target), todo...), "/", root
-		case len(todo) == 0:
+			rest, dir, tree = append(names(target), rest...), "/", root
+		case len(rest) == 0:
 			return nd, nil
 		case nd.Type != repo.NodeDir || nd.Subtree == nil:
 			return nil, fmt.Errorf("%s: %s is not a directory: %w", p, name, ErrNotFound)

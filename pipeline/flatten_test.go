@@ -18,11 +18,7 @@ import (
 // parent is a self-contained disk with the overlay's content; without it,
 // the overlay stays a layer and the restore notes the missing parent.
 func TestRestoreFlattenLayers(t *testing.T) {
-	for _, tool := range []string{"qemu-img", "qemu-io"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not installed: run 'make deps' (package qemu-utils)", tool)
-		}
-	}
+	needQemu(t)
 	run := func(name string, args ...string) string {
 		t.Helper()
 		out, err := exec.Command(name, args...).CombinedOutput()
@@ -177,11 +173,7 @@ func TestGuestWrittenHeaderOnRawDisk(t *testing.T) {
 // the overlay restores to a layer over the live parent (or over nothing),
 // and the guest's disk is not in the backup at all.
 func TestBackupFlattensSmallOverlay(t *testing.T) {
-	for _, tool := range []string{"qemu-img", "qemu-io"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not installed: run 'make deps' (package qemu-utils)", tool)
-		}
-	}
+	needQemu(t)
 	for _, c := range []struct{ cluster, name string }{
 		{"64k", "top.qcow2"}, {"32k", "top.qcow2"}, {"4k", "top.img"}, {"512", "top.QCOW2"},
 	} {
@@ -193,15 +185,11 @@ func TestBackupFlattensSmallOverlay(t *testing.T) {
 			src := filepath.Join(dir, "vms")
 			os.MkdirAll(src, 0o755)
 			top := filepath.Join(src, c.name)
-			for _, cmd := range [][]string{
+			runCmds(t, [][]string{
 				{"qemu-img", "create", "-q", "-f", "qcow2", base, "16M"},
 				{"qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 4M", base},
 				{"qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=" + c.cluster, "-b", base, "-F", "qcow2", top},
-			} {
-				if out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
-					t.Fatalf("%v: %v\n%s", cmd, err, out)
-				}
-			}
+			})
 			for _, write := range []bool{false, true} {
 				if write {
 					if out, err := exec.Command("qemu-io", "-f", "qcow2", "-c", "write -P 0x22 1M 64k", top).CombinedOutput(); err != nil {
@@ -332,11 +320,7 @@ func TestFlattenOpensParentsWithTheOwnersRights(t *testing.T) {
 // overlay holds none. A parent that is not an image file in the snapshot
 // (a link to outside it) is an error, not zeros.
 func TestSnapshotDiskFollowsASymlinkedParent(t *testing.T) {
-	for _, tool := range []string{"qemu-img", "qemu-io"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not installed: run 'make deps' (package qemu-utils)", tool)
-		}
-	}
+	needQemu(t)
 	ctx := context.Background()
 	r, _ := newRepo(t)
 	src := filepath.Join(t.TempDir(), "vms")
@@ -344,18 +328,14 @@ func TestSnapshotDiskFollowsASymlinkedParent(t *testing.T) {
 		t.Fatal(err)
 	}
 	top, want := filepath.Join(src, "top.qcow2"), filepath.Join(t.TempDir(), "want.raw")
-	for _, cmd := range [][]string{
+	runCmds(t, [][]string{
 		{"qemu-img", "create", "-q", "-f", "qcow2", filepath.Join(src, "images", "base-v1.qcow2"), "16M"},
 		{"qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 5M", filepath.Join(src, "images", "base-v1.qcow2")},
 		{"ln", "-s", "images/base-v1.qcow2", filepath.Join(src, "base.qcow2")},
 		{"qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", top},
 		{"qemu-io", "-f", "qcow2", "-c", "write -P 0x22 3M 4M", top},
 		{"qemu-img", "convert", "-O", "raw", top, want},
-	} {
-		if out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v\n%s", cmd, err, out)
-		}
-	}
+	})
 	wantb, err := os.ReadFile(want)
 	if err != nil {
 		t.Fatal(err)
@@ -414,11 +394,7 @@ func TestSnapshotDiskFollowsASymlinkedParent(t *testing.T) {
 // raw fail for it instead of serving the parent's headers and tables as
 // the guest's data.
 func TestSnapshotDiskRefusesAParentHeldAsAPlainFile(t *testing.T) {
-	for _, tool := range []string{"qemu-img", "qemu-io"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not installed: run 'make deps' (package qemu-utils)", tool)
-		}
-	}
+	needQemu(t)
 	for _, backingFormat := range []string{"qcow2", ""} {
 		t.Run("backing format "+backingFormat, func(t *testing.T) {
 			ctx := context.Background()
@@ -428,16 +404,12 @@ func TestSnapshotDiskRefusesAParentHeldAsAPlainFile(t *testing.T) {
 				t.Fatal(err)
 			}
 			base, top := filepath.Join(src, "base.qcow2"), filepath.Join(src, "top.qcow2")
-			for _, cmd := range [][]string{
+			runCmds(t, [][]string{
 				{"qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file=base.data,data_file_raw=on", base, "16M"},
 				{"qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 5M", base},
 				{"qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", top},
 				{"qemu-io", "-f", "qcow2", "-c", "write -P 0x22 3M 4M", top},
-			} {
-				if out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
-					t.Fatalf("%v: %v\n%s", cmd, err, out)
-				}
-			}
+			})
 			if backingFormat == "" {
 				// An older image that does not name its parent's format
 				// (qemu-img now requires one): its backing format
@@ -488,11 +460,7 @@ func TestSnapshotDiskRefusesAParentHeldAsAPlainFile(t *testing.T) {
 // virtual disk is other data. The raw view and a restore to raw fail for
 // the overlay instead of serving that data as its parent's.
 func TestSnapshotDiskRefusesAParentOfAnotherFormat(t *testing.T) {
-	for _, tool := range []string{"qemu-img", "qemu-io"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not installed: run 'make deps' (package qemu-utils)", tool)
-		}
-	}
+	needQemu(t)
 	ctx := context.Background()
 	r, _ := newRepo(t)
 	src := filepath.Join(t.TempDir(), "vms")
@@ -500,17 +468,13 @@ func TestSnapshotDiskRefusesAParentOfAnotherFormat(t *testing.T) {
 		t.Fatal(err)
 	}
 	base, top := filepath.Join(src, "base.img"), filepath.Join(src, "top.qcow2")
-	for _, cmd := range [][]string{
+	runCmds(t, [][]string{
 		{"qemu-img", "create", "-q", "-f", "qcow2", base, "8M"},
 		{"qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 2M", base},
 		{"truncate", "-s", "8M", base},
 		{"qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.img", "-F", "raw", top, "8M"},
 		{"qemu-io", "-f", "qcow2", "-c", "write -P 0x22 3M 2M", top},
-	} {
-		if out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v\n%s", cmd, err, out)
-		}
-	}
+	})
 	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
 	if err != nil && !errors.Is(err, ErrPartial) {
 		t.Fatal(err)
@@ -541,11 +505,7 @@ func TestSnapshotDiskRefusesAParentOfAnotherFormat(t *testing.T) {
 // overlay is flattened, as one naming the outside parent directly is,
 // instead of stored as a layer over a parent the snapshot lacks.
 func TestBackupFlattensOverlayOverALinkToAParentOutside(t *testing.T) {
-	for _, tool := range []string{"qemu-img", "qemu-io"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not installed: run 'make deps' (package qemu-utils)", tool)
-		}
-	}
+	needQemu(t)
 	ctx := context.Background()
 	r, _ := newRepo(t)
 	dir := t.TempDir()
@@ -555,25 +515,17 @@ func TestBackupFlattensOverlayOverALinkToAParentOutside(t *testing.T) {
 	os.MkdirAll(src, 0o755)
 	base := filepath.Join(outside, "base-v1.qcow2")
 	top := filepath.Join(src, "top.qcow2")
-	for _, c := range [][]string{
+	runCmds(t, [][]string{
 		{"qemu-img", "create", "-q", "-f", "qcow2", base, "16M"},
 		{"qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 4M", base},
-	} {
-		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v\n%s", c, err, out)
-		}
-	}
+	})
 	if err := os.Symlink("../golden/base-v1.qcow2", filepath.Join(src, "base.qcow2")); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range [][]string{
+	runCmds(t, [][]string{
 		{"qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", top},
 		{"qemu-io", "-f", "qcow2", "-c", "write -P 0x22 1M 64k", top},
-	} {
-		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v\n%s", c, err, out)
-		}
-	}
+	})
 	res, err := Backup(ctx, r, BackupOptions{Host: "h", Paths: []string{src}})
 	if err != nil {
 		t.Fatal(err)
@@ -599,11 +551,7 @@ func TestBackupFlattensOverlayOverALinkToAParentOutside(t *testing.T) {
 // in the mount's raw view and in a restore to raw, instead of failing as
 // if the chain were not backed up.
 func TestSnapshotDiskParentThroughSymlinkedDir(t *testing.T) {
-	for _, tool := range []string{"qemu-img", "qemu-io"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not installed: run 'make deps' (package qemu-utils)", tool)
-		}
-	}
+	needQemu(t)
 	ctx := context.Background()
 	r, _ := newRepo(t)
 	src := filepath.Join(t.TempDir(), "vms")
@@ -611,18 +559,14 @@ func TestSnapshotDiskParentThroughSymlinkedDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	top, want := filepath.Join(src, "top.qcow2"), filepath.Join(t.TempDir(), "want.raw")
-	for _, cmd := range [][]string{
+	runCmds(t, [][]string{
 		{"qemu-img", "create", "-q", "-f", "qcow2", filepath.Join(src, "store", "base.qcow2"), "16M"},
 		{"qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 5M", filepath.Join(src, "store", "base.qcow2")},
 		{"ln", "-s", "store", filepath.Join(src, "images")},
 		{"qemu-img", "create", "-q", "-f", "qcow2", "-b", "images/base.qcow2", "-F", "qcow2", top},
 		{"qemu-io", "-f", "qcow2", "-c", "write -P 0x22 3M 4M", top},
 		{"qemu-img", "convert", "-O", "raw", top, want},
-	} {
-		if out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v\n%s", cmd, err, out)
-		}
-	}
+	})
 	wantb, err := os.ReadFile(want)
 	if err != nil {
 		t.Fatal(err)
@@ -656,11 +600,7 @@ func TestSnapshotDiskParentThroughSymlinkedDir(t *testing.T) {
 // parent outside the backup is, instead of stored as a layer whose parent
 // the mount's raw view and a restore to raw cannot find.
 func TestBackupFlattensOverlayOverAParentNamedOutsideTheGivenPath(t *testing.T) {
-	for _, tool := range []string{"qemu-img", "qemu-io"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not installed: run 'make deps' (package qemu-utils)", tool)
-		}
-	}
+	needQemu(t)
 	ctx := context.Background()
 	r, _ := newRepo(t)
 	dir := t.TempDir()
@@ -670,17 +610,13 @@ func TestBackupFlattensOverlayOverAParentNamedOutsideTheGivenPath(t *testing.T) 
 		t.Fatal(err)
 	}
 	base, want := filepath.Join(real, "base.qcow2"), filepath.Join(t.TempDir(), "want.raw")
-	for _, c := range [][]string{
+	runCmds(t, [][]string{
 		{"qemu-img", "create", "-q", "-f", "qcow2", base, "16M"},
 		{"qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 4M", base},
 		{"qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", filepath.Join(real, "top.qcow2")},
 		{"qemu-io", "-f", "qcow2", "-c", "write -P 0x22 1M 64k", filepath.Join(real, "top.qcow2")},
 		{"qemu-img", "convert", "-O", "raw", filepath.Join(real, "top.qcow2"), want},
-	} {
-		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v\n%s", c, err, out)
-		}
-	}
+	})
 	wantb, err := os.ReadFile(want)
 	if err != nil {
 		t.Fatal(err)
@@ -716,11 +652,7 @@ func TestBackupFlattensOverlayOverAParentNamedOutsideTheGivenPath(t *testing.T) 
 // so it cannot follow the link's target: the overlay is flattened, and its
 // raw view reads as qemu reads it.
 func TestBackupFlattensOverlayOverAnAbsoluteLinkOutOfTheGivenPath(t *testing.T) {
-	for _, tool := range []string{"qemu-img", "qemu-io"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not installed: run 'make deps' (package qemu-utils)", tool)
-		}
-	}
+	needQemu(t)
 	ctx := context.Background()
 	r, _ := newRepo(t)
 	dir := t.TempDir()
@@ -734,17 +666,13 @@ func TestBackupFlattensOverlayOverAnAbsoluteLinkOutOfTheGivenPath(t *testing.T) 
 		t.Fatal(err)
 	}
 	top, want := filepath.Join(real, "top.qcow2"), filepath.Join(t.TempDir(), "want.raw")
-	for _, c := range [][]string{
+	runCmds(t, [][]string{
 		{"qemu-img", "create", "-q", "-f", "qcow2", base, "16M"},
 		{"qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 4M", base},
 		{"qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", top},
 		{"qemu-io", "-f", "qcow2", "-c", "write -P 0x22 1M 64k", top},
 		{"qemu-img", "convert", "-O", "raw", top, want},
-	} {
-		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v\n%s", c, err, out)
-		}
-	}
+	})
 	wantb, err := os.ReadFile(want)
 	if err != nil {
 		t.Fatal(err)
@@ -769,5 +697,27 @@ func TestBackupFlattensOverlayOverAnAbsoluteLinkOutOfTheGivenPath(t *testing.T) 
 	}
 	if !bytes.Equal(got, wantb) {
 		t.Error("raw view of the overlay differs from qemu-img's")
+	}
+}
+
+// needQemu fails the test where qemu-img or qemu-io is missing: make deps
+// installs them.
+func needQemu(t *testing.T) {
+	t.Helper()
+	for _, tool := range []string{"qemu-img", "qemu-io"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not installed: run 'make deps' (package qemu-utils)", tool)
+		}
+	}
+}
+
+// runCmds runs each command, failing the test with its output at the
+// first that fails.
+func runCmds(t *testing.T, cmds [][]string) {
+	t.Helper()
+	for _, c := range cmds {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", c, err, out)
+		}
 	}
 }
