@@ -13,15 +13,7 @@ import (
 // 0 (which gave up after one look at a VM that was still starting).
 func TestScriptBootTimeoutRoundsUp(t *testing.T) {
 	for _, c := range []struct{ timeout, want string }{{"500ms", "TIMEOUT=${DRPIPE_BOOT_TIMEOUT:-1}"}, {"2500ms", "TIMEOUT=${DRPIPE_BOOT_TIMEOUT:-3}"}, {"10m", "TIMEOUT=${DRPIPE_BOOT_TIMEOUT:-600}"}} {
-		p := planFrom(t, `
-domain_type: test
-boot_timeout: `+c.timeout+`
-hosts:
-  - {name: dr-kvm, kind: libvirt, vcpus: 8, memory: 16GiB, storage: 1TiB}
-`, `vms:
-  - {name: web, vcpus: 1, memory: 1GiB, disks: [{file: /img/web.qcow2, format: qcow2, size: 1GiB}]}
-`)
-		res, err := Bringup(context.Background(), nil, p, BringupOptions{Out: filepath.Join(t.TempDir(), "out"), NoRestore: true})
+		res, err := Bringup(context.Background(), nil, webPlan(t, c.timeout), BringupOptions{Out: filepath.Join(t.TempDir(), "out"), NoRestore: true})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -173,14 +173,35 @@ func TestHyperVDynamicMemoryOnLibvirt(t *testing.T) {
 // from) fails the script with the VM named, instead of the script
 // waiting for ever without a word.
 func TestLibvirtScriptWaitsAtMostTheBootTimeout(t *testing.T) {
-	p := planFrom(t, `
+	// The domain starts and is shut off again at once.
+	out, timedOut, err := runLibvirtScript(t, webPlan(t, "2s"), "#!/bin/sh\n[ \"$3\" = domstate ] && echo 'shut off'\nexit 0\n")
+	if timedOut {
+		t.Fatalf("bringup.sh still waits after 30s for a VM that does not run (boot_timeout 2s):\n%s", out)
+	}
+	if err == nil || !strings.Contains(string(out), "web") {
+		t.Errorf("bringup.sh: %v, output %q; want a failure naming web", err, out)
+	}
+}
+
+// webPlan is a plan of one VM, web, on one libvirt DR host, with the
+// boot_timeout given.
+func webPlan(t *testing.T, bootTimeout string) *Plan {
+	t.Helper()
+	return planFrom(t, `
 domain_type: test
-boot_timeout: 2s
+boot_timeout: `+bootTimeout+`
 hosts:
   - {name: dr-kvm, kind: libvirt, vcpus: 8, memory: 16GiB, storage: 1TiB}
 `, `vms:
   - {name: web, vcpus: 1, memory: 1GiB, disks: [{file: /img/web.qcow2, format: qcow2, size: 1GiB}]}
 `)
+}
+
+// runLibvirtScript writes p's bring-up without restoring anything and
+// runs its bringup.sh with /bin/sh, the shell script fakeVirsh as virsh
+// and env added, for at most 30 s.
+func runLibvirtScript(t *testing.T, p *Plan, fakeVirsh string, env ...string) (out []byte, timedOut bool, err error) {
+	t.Helper()
 	dir := t.TempDir()
 	res, err := Bringup(context.Background(), nil, p, BringupOptions{Out: filepath.Join(dir, "out"), NoRestore: true})
 	if err != nil {
@@ -188,19 +209,13 @@ hosts:
 	}
 	bin := filepath.Join(dir, "bin")
 	os.MkdirAll(bin, 0o755)
-	// The domain starts and is shut off again at once.
-	if err := os.WriteFile(filepath.Join(bin, "virsh"), []byte("#!/bin/sh\n[ \"$3\" = domstate ] && echo 'shut off'\nexit 0\n"), 0o755); err != nil {
+	if err := os.WriteFile(filepath.Join(bin, "virsh"), []byte(fakeVirsh), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, needTool(t, "sh"), res.Hosts[0].Script)
-	cmd.Env = append(os.Environ(), "PATH="+bin+":/usr/bin:/bin")
-	out, err := cmd.CombinedOutput()
-	if ctx.Err() != nil {
-		t.Fatalf("bringup.sh still waits after 30s for a VM that does not run (boot_timeout 2s):\n%s", out)
-	}
-	if err == nil || !strings.Contains(string(out), "web") {
-		t.Errorf("bringup.sh: %v, output %q; want a failure naming web", err, out)
-	}
+	cmd.Env = append(append(os.Environ(), "PATH="+bin+":/usr/bin:/bin"), env...)
+	out, err = cmd.CombinedOutput()
+	return out, ctx.Err() != nil, err
 }

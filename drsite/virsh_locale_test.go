@@ -1,13 +1,10 @@
 package drsite
 
 import (
-	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestVirshRunsUntranslated: the session compares what virsh prints
@@ -41,31 +38,9 @@ func TestVirshRunsUntranslated(t *testing.T) {
 // domstate with "running"; on a DR host whose locale translates it, the
 // script would wait for a VM that runs until boot_timeout and fail.
 func TestLibvirtScriptRunsVirshUntranslated(t *testing.T) {
-	p := planFrom(t, `
-domain_type: test
-boot_timeout: 4s
-hosts:
-  - {name: dr-kvm, kind: libvirt, vcpus: 8, memory: 16GiB, storage: 1TiB}
-`, `vms:
-  - {name: web, vcpus: 1, memory: 1GiB, disks: [{file: /img/web.qcow2, format: qcow2, size: 1GiB}]}
-`)
-	dir := t.TempDir()
-	res, err := Bringup(context.Background(), nil, p, BringupOptions{Out: filepath.Join(dir, "out"), NoRestore: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "bin")
-	os.MkdirAll(bin, 0o755)
 	// A virsh that speaks German unless told LC_ALL=C.
 	fake := "#!/bin/sh\nif [ \"$3\" = domstate ]; then if [ \"${LC_ALL:-}\" = C ]; then echo running; else echo 'laufend'; fi; fi\nexit 0\n"
-	if err := os.WriteFile(filepath.Join(bin, "virsh"), []byte(fake), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, needTool(t, "sh"), res.Hosts[0].Script)
-	cmd.Env = append(os.Environ(), "PATH="+bin+":/usr/bin:/bin", "LC_ALL=de_DE.UTF-8")
-	if out, err := cmd.CombinedOutput(); err != nil {
+	if out, _, err := runLibvirtScript(t, webPlan(t, "4s"), fake, "LC_ALL=de_DE.UTF-8"); err != nil {
 		t.Errorf("bringup.sh under a German locale: %v\n%s", err, out)
 	}
 }
