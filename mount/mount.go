@@ -50,6 +50,7 @@ import (
 	"github.com/drpipe/drpipe/internal/id"
 	"github.com/drpipe/drpipe/pipeline"
 	"github.com/drpipe/drpipe/repo"
+	"github.com/drpipe/drpipe/vmdisk"
 )
 
 // Options configure a mount.
@@ -260,6 +261,14 @@ type once struct {
 	mu   sync.Mutex
 	done bool
 	busy chan struct{} // closed when the running load ends
+}
+
+// loaded reports whether a load has succeeded, without waiting for one
+// that runs.
+func (o *once) loaded() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.done
 }
 
 func (o *once) do(ctx context.Context, load func() error) error {
@@ -612,6 +621,7 @@ func fillAttr(a *fuse.Attr, n *repo.Node, _ int) {
 		}
 	}
 	a.Blocks = (a.Size + 511) / 512
+	a.Blksize = 4096 // set, or go-fuse overwrites Blocks from the size
 	a.Owner = fuse.Owner{Uid: n.UID, Gid: n.GID}
 	at := n.AccessTime
 	if at.IsZero() {
@@ -726,6 +736,8 @@ type fileNode struct {
 	opened once // rd is set once, by reader, and never changes
 	rd     interface {
 		ReadAtContext(ctx context.Context, p []byte, off int64) (int, error)
+		Size() int64
+		Data() []vmdisk.Range // sorted, merged; the rest reads as zeros
 	}
 }
 
@@ -733,6 +745,7 @@ var (
 	_ gofs.NodeOpener    = (*fileNode)(nil)
 	_ gofs.NodeReader    = (*fileNode)(nil)
 	_ gofs.NodeGetattrer = (*fileNode)(nil)
+	_ gofs.NodeLseeker   = (*fileNode)(nil)
 )
 
 func (f *fileNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -741,7 +754,73 @@ func (f *fileNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.Att
 		out.Mode = fuse.S_IFREG | 0o444
 		out.Nlink = 1
 	}
+	if n, ok := f.allocated(); ok {
+		out.Blocks = uint64(n+511) / 512
+	}
 	return 0
+}
+
+// allocated is how many bytes of the file stored chunks hold, holes and
+// zero regions left out, when that is known without reading the
+// repository: from the extents a small file keeps in its node, or from
+// the reader once the file has been opened. A stat before the first open
+// of a large file (its extents in content lists) or of a raw disk view
+// counts every byte, as fillAttr does.
+func (f *fileNode) allocated() (int64, bool) {
+	if f.opened.loaded() {
+		var n int64
+		for _, r := range f.rd.Data() {
+			n += r.Len
+		}
+		return n, true
+	}
+	if f.disk || len(f.n.ContentLists) > 0 {
+		return 0, false
+	}
+	var n int64
+	for _, e := range f.n.Content {
+		if !e.Zero {
+			n += e.Len
+		}
+	}
+	return n, true
+}
+
+// Lseek implements gofs.NodeLseeker: SEEK_DATA and SEEK_HOLE go by the
+// chunks the snapshot stores, so the holes and zero regions backup
+// recorded are holes here too, and tools that copy sparse files by
+// seeking (cp, tar --sparse, qemu-img convert) skip them instead of
+// reading gigabytes of zeros.
+func (f *fileNode) Lseek(ctx context.Context, _ gofs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
+	if whence != unix.SEEK_DATA && whence != unix.SEEK_HOLE {
+		return 0, syscall.EINVAL
+	}
+	wctx, done := f.m.work(ctx)
+	defer done()
+	if err := f.reader(wctx); err != nil {
+		if wctx.Err() == nil {
+			f.m.report(f.path, err)
+		}
+		return 0, errno(wctx)
+	}
+	size := f.rd.Size()
+	if off >= uint64(size) {
+		return 0, syscall.ENXIO
+	}
+	o := int64(off)
+	data := f.rd.Data()
+	// The first data range that ends after o.
+	i := sort.Search(len(data), func(i int) bool { return data[i].End() > o })
+	if whence == unix.SEEK_DATA {
+		if i == len(data) {
+			return 0, syscall.ENXIO
+		}
+		return uint64(max(o, data[i].Off)), 0
+	}
+	if i < len(data) && data[i].Off <= o {
+		return uint64(min(data[i].End(), size)), 0
+	}
+	return off, 0
 }
 
 // Getxattr implements gofs.NodeGetxattrer. The raw view of a disk image
@@ -777,7 +856,16 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 }
 
 func (f *fileNode) reader(ctx context.Context) error {
-	return f.opened.do(ctx, func() error { return f.open(ctx) })
+	loaded := false
+	err := f.opened.do(ctx, func() error {
+		err := f.open(ctx)
+		loaded = err == nil
+		return err
+	})
+	if loaded {
+		f.refreshBlocks()
+	}
+	return err
 }
 
 func (f *fileNode) open(ctx context.Context) error {
@@ -795,6 +883,17 @@ func (f *fileNode) open(ctx context.Context) error {
 	}
 	f.rd = nr
 	return nil
+}
+
+// refreshBlocks drops the attributes the kernel holds for f once its
+// reader is loaded, when st_blocks could not be told before (see
+// allocated), so that an fstat right after the first open (cp --sparse
+// asks) counts the stored bytes rather than the size. Only the
+// attributes: the cached content stays.
+func (f *fileNode) refreshBlocks() {
+	if f.disk || len(f.n.ContentLists) > 0 {
+		f.NotifyContent(-1, 0)
+	}
 }
 
 func (f *fileNode) Read(ctx context.Context, _ gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -110,5 +111,14 @@ func TestRawViewServesTheVirtualDisk(t *testing.T) {
 	}
 	if lookup.Mode != later.Mode || lookup.Size != later.Size || lookup.Size != int64(len(wantb)) {
 		t.Errorf("raw view: mode %o size %d at lookup, mode %o size %d later; want one mode and size %d", lookup.Mode, lookup.Size, later.Mode, later.Size, len(wantb))
+	}
+	// What the two layers hold, and holes around it: 0-5M in the
+	// parent, 3-7M and 15-18M in the overlay.
+	const mib = 1 << 20
+	if runs, want := dataRuns(t, int(f.Fd()), int64(len(wantb))), [][2]int64{{0, 7 * mib}, {15 * mib, 18 * mib}}; !slices.Equal(runs, want) {
+		t.Errorf("raw view: data runs %v, want %v", runs, want)
+	}
+	if later.Blocks != 10*mib/512 {
+		t.Errorf("raw view: %d blocks once open, want %d (the 10 MiB the layers hold)", later.Blocks, 10*mib/512)
 	}
 }

@@ -549,10 +549,7 @@ func (sd *SnapshotDisk) Size() int64 { return sd.size }
 
 // Data returns ranges that may hold non-zero data.
 func (sd *SnapshotDisk) Data() []vmdisk.Range {
-	var out []vmdisk.Range
-	for _, r := range sd.top.Data() {
-		out = append(out, vmdisk.Range{Off: r.Off, Len: r.Len})
-	}
+	out := sd.top.Data()
 	if sd.par != nil {
 		for _, r := range sd.par.Data() {
 			if r.Off < sd.size {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/drpipe/drpipe/internal/id"
 	"github.com/drpipe/drpipe/repo"
+	"github.com/drpipe/drpipe/vmdisk"
 )
 
 // NodeReader reads the content of one file node from the repository on
@@ -59,8 +60,8 @@ func (nr *NodeReader) Size() int64 { return nr.size }
 
 // Data returns the ranges held by stored chunks (zero extents excluded),
 // merged.
-func (nr *NodeReader) Data() []Range {
-	var out []Range
+func (nr *NodeReader) Data() []vmdisk.Range {
+	var out []vmdisk.Range
 	for i, e := range nr.ext {
 		if e.Zero {
 			continue
@@ -69,13 +70,10 @@ func (nr *NodeReader) Data() []Range {
 			out[k-1].Len += e.Len
 			continue
 		}
-		out = append(out, Range{nr.offs[i], e.Len})
+		out = append(out, vmdisk.Range{Off: nr.offs[i], Len: e.Len})
 	}
 	return out
 }
-
-// Range is a byte range [Off, Off+Len).
-type Range struct{ Off, Len int64 }
 
 // ReadAtContext reads len(p) bytes at off (fewer, with io.EOF, at the end).
 func (nr *NodeReader) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
