@@ -1,0 +1,133 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestLsAndDiff drives 'drpipe ls' and 'drpipe diff' as an operator
+// does: plain, long and JSON listings of a snapshot and of a path in it,
+// a name with a newline that must not pass for two entries, the changes
+// between two backups in text and JSON, and the errors for a path or a
+// snapshot that is not there.
+func TestLsAndDiff(t *testing.T) {
+	e := newEnv(t)
+	r := e.initRepo()
+	src := filepath.Join(e.dir, "src")
+	write := func(rel, content string, mode os.FileMode) {
+		p := filepath.Join(src, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("etc/app.conf", "a=1\n", 0o644)
+	write("bin/tool", "#!/bin/sh\n", os.ModeSetuid|0o755)
+	write("two\nlines", "x", 0o600)
+	if err := os.Symlink("app.conf", filepath.Join(src, "etc", "link")); err != nil {
+		t.Fatal(err)
+	}
+	first := e.backup(r, src).SnapshotID
+
+	plain := e.ok("ls", "--repo", r, first, src)
+	wantPlain := []string{src, src + "/bin", src + "/bin/tool", src + "/etc", src + "/etc/app.conf", src + "/etc/link", `"` + src + `/two\nlines"`}
+	if got := strings.Split(strings.TrimSuffix(plain, "\n"), "\n"); !slices.Equal(got, wantPlain) {
+		t.Errorf("ls:\n%s\nwant:\n%s", plain, strings.Join(wantPlain, "\n"))
+	}
+	long := e.ok("ls", "--repo", r, first, "--long", src+"/bin/tool", src+"/etc/link")
+	if !strings.HasPrefix(long, "-rwsr-xr-x ") || !strings.Contains(long, "\nlrwxrwxrwx ") || !strings.HasSuffix(long, src+"/etc/link -> app.conf\n") {
+		t.Errorf("ls --long:\n%s", long)
+	}
+
+	var ls struct {
+		Snapshot struct {
+			ID string `json:"id"`
+		} `json:"snapshot"`
+		Entries []struct {
+			Path string `json:"path"`
+			Type string `json:"type"`
+			Mode string `json:"mode"`
+			Size *int64 `json:"size"`
+		} `json:"entries"`
+		Complete bool `json:"complete"`
+	}
+	out := e.ok("ls", "--json", "--repo", r, "latest", src+"/etc")
+	if err := json.Unmarshal([]byte(out), &ls); err != nil {
+		t.Fatalf("ls --json printed %q: %v", out, err)
+	}
+	if ls.Snapshot.ID != first || !ls.Complete || len(ls.Entries) != 3 || ls.Entries[1].Path != src+"/etc/app.conf" || ls.Entries[1].Size == nil || *ls.Entries[1].Size != 4 || ls.Entries[1].Mode != "0644" || ls.Entries[2].Type != "symlink" {
+		t.Errorf("ls --json: %s", out)
+	}
+
+	// A path the snapshot lacks: exit 1, the path named, the listing of
+	// the paths before it still printed (and, under --json, still one
+	// JSON value, marked incomplete).
+	res := e.run("ls", "--repo", r, first, src+"/etc/app.conf", src+"/nope")
+	if res.code != 1 || res.stdout != src+"/etc/app.conf\n" || !strings.Contains(res.stderr, src+"/nope is not in snapshot") {
+		t.Errorf("ls of a missing path: exit %d, stdout %q, stderr %q", res.code, res.stdout, res.stderr)
+	}
+	res = e.run("ls", "--json", "--repo", r, first, src+"/nope")
+	if err := json.Unmarshal([]byte(res.stdout), &ls); err != nil || res.code != 1 || ls.Complete {
+		t.Errorf("ls --json of a missing path: exit %d, stdout %q (%v)", res.code, res.stdout, err)
+	}
+	if res := e.run("ls", "--repo", r, "ffffffff"); res.code != 1 || !strings.Contains(res.stderr, "no matching snapshot") {
+		t.Errorf("ls of an unknown snapshot: exit %d, %s", res.code, res.stderr)
+	}
+
+	write("etc/app.conf", "a=2, and more\n", 0o644)
+	if err := os.Chmod(filepath.Join(src, "bin", "tool"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write("etc/new.conf", "n", 0o644)
+	if err := os.Remove(filepath.Join(src, "two\nlines")); err != nil {
+		t.Fatal(err)
+	}
+	second := e.backup(r, src).SnapshotID
+
+	text := e.ok("diff", "--repo", r, first, second)
+	for _, line := range []string{"M    " + src + "/etc/app.conf\n", "U    " + src + "/bin/tool\n", "+    " + src + "/etc/new.conf\n", `-    "` + src + `/two\nlines"` + "\n", "1 added (1 B), 1 removed (1 B), 1 modified (4 B -> 14 B)"} {
+		if !strings.Contains(text, line) {
+			t.Errorf("diff lacks %q:\n%s", line, text)
+		}
+	}
+	var d struct {
+		Old, New struct {
+			ID string `json:"id"`
+		}
+		Changes []struct {
+			Path    string `json:"path"`
+			Change  string `json:"change"`
+			OldSize int64  `json:"old_size"`
+			NewSize int64  `json:"new_size"`
+		} `json:"changes"`
+		Summary  map[string]int64 `json:"summary"`
+		Complete bool             `json:"complete"`
+	}
+	out = e.ok("diff", "--json", "--repo", r, first, "latest")
+	if err := json.Unmarshal([]byte(out), &d); err != nil {
+		t.Fatalf("diff --json printed %q: %v", out, err)
+	}
+	got := map[string]string{}
+	for _, c := range d.Changes {
+		got[c.Path] = c.Change
+		if c.Path == src+"/etc/app.conf" && (c.OldSize != 4 || c.NewSize != 14) {
+			t.Errorf("diff --json: app.conf sizes %d -> %d, want 4 -> 14", c.OldSize, c.NewSize)
+		}
+	}
+	if d.Old.ID != first || d.New.ID != second || !d.Complete || got[src+"/etc/app.conf"] != "modified" || got[src+"/bin/tool"] != "metadata" ||
+		got[src+"/etc/new.conf"] != "added" || got[src+"/two\nlines"] != "removed" || d.Summary["added"] != 1 || d.Summary["modified"] != 1 {
+		t.Errorf("diff --json: %s", out)
+	}
+	if out := e.ok("diff", "--json", "--repo", r, second, second); !strings.Contains(out, `"changes":[`+"\n]") {
+		t.Errorf("diff of a snapshot with itself: %s", out)
+	}
+}
