@@ -398,6 +398,33 @@ func (a *app) runTier(ctx context.Context, execute bool) error {
 		}
 		cfg.Tiers[i].Location = r.Backend().Location()
 	}
+	// Each directory or bucket tier forgets and prunes by its own keep
+	// rules: one in the repository's place, or in another tier's, would
+	// remove what the other's rules keep.
+	for i, t := range cfg.Tiers {
+		if t.Kind != policy.KindLocal && t.Kind != policy.KindS3 {
+			continue
+		}
+		if sameLocation(t.Location, r.Backend().Location()) {
+			return usagef("tiering.tiers[%d] (%s): location %s is the repository tier commands act on (--repo, DRPIPE_REPO or repo:): "+
+				"a tier run would forget its snapshots by this tier's keep rules; give the tier a location of its own", i, t.Name, t.Location)
+		}
+		for j, u := range cfg.Tiers[:i] {
+			if u.Kind != policy.KindLocal && u.Kind != policy.KindS3 {
+				continue
+			}
+			loc := u.Location
+			if dir, ok := localDir(loc); ok {
+				if abs, err := filepath.Abs(dir); err == nil {
+					loc = abs
+				}
+			}
+			if sameLocation(t.Location, loc) {
+				return usagef("tiering.tiers[%d] (%s): location %s is that of tiering.tiers[%d] (%s): each tier forgets by its own keep rules, "+
+					"so one would remove what the other keeps; give each tier a location of its own", i, t.Name, t.Location, j, u.Name)
+			}
+		}
+	}
 	targets, closeAll, err := a.tierTargets(ctx, cfg, r, pw)
 	if err != nil {
 		return err

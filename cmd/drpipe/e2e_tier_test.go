@@ -438,6 +438,59 @@ tiering:
 	}
 }
 
+// TestTierLocationsAreTheirOwn: a directory or bucket tier whose location
+// is the repository itself (however written), or another tier's, is a
+// usage error: a run would forget the repository's snapshots by that
+// tier's keep rules, which keep fewer than the primary's.
+func TestTierLocationsAreTheirOwn(t *testing.T) {
+	for _, c := range []struct{ what, tiers string }{
+		{"the repository", `
+    - name: nas
+      kind: local
+      location: REPO/
+      keep: {last: 1}`},
+		{"another tier's", `
+    - name: nas
+      kind: local
+      location: NAS
+      keep: {last: 3}
+    - name: usb
+      kind: local
+      location: NAS/
+      keep: {last: 1}`},
+	} {
+		e := newEnv(t)
+		repoDir := e.initRepo()
+		src := filepath.Join(e.dir, "src")
+		if _, err := sample.Tree(src, sample.TreeOptions{Files: 3, Bytes: 16 << 10, Seed: 21}); err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			e.backup(repoDir, src)
+		}
+		nas := filepath.Join(e.dir, "nas")
+		if err := os.Mkdir(nas, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		tiersYAML := strings.NewReplacer("REPO", repoDir, "NAS", nas).Replace(c.tiers)
+		cfg := writeFile(t, e.dir, "drpipe.yaml", fmt.Sprintf(`repo: %s
+tiering:
+  tiers:
+    - name: hot
+      kind: primary
+      keep: {last: 3}%s
+`, repoDir, tiersYAML))
+		for _, cmd := range []string{"plan", "run"} {
+			if r := e.run("--config", cfg, "tier", cmd); r.code != 2 || !strings.Contains(r.stderr, "location") {
+				t.Errorf("tier %s with a tier at %s: exit %d, want 2 naming the location\n%s%s", cmd, c.what, r.code, r.stdout, r.stderr)
+			}
+		}
+		if snaps := e.snapshotsJSON(repoDir); len(snaps) != 3 {
+			t.Errorf("tier run with a tier at %s: the repository holds %d snapshots, want 3", c.what, len(snaps))
+		}
+	}
+}
+
 func mustGetwd(t *testing.T) string {
 	t.Helper()
 	wd, err := os.Getwd()
