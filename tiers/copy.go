@@ -100,8 +100,11 @@ type CopyStats struct {
 // (see ObjectVerifier) and is not stored if it fails; such failures, like
 // unreadable objects (e.g. ErrNotReady from an archive class), are counted
 // and reported, the rest of the copy goes on, and Copy returns an error
-// wrapping ErrCopyIncomplete. A config at dst that differs from src's is
-// ErrDifferentRepository before anything is copied.
+// wrapping ErrCopyIncomplete. So does an index object removed from src
+// after it was listed (a prune rewrote the index): the copy stops before
+// the snapshots, and a re-run copies the objects that replaced it. A
+// config at dst that differs from src's is ErrDifferentRepository before
+// anything is copied.
 func Copy(ctx context.Context, src, dst Backend, o CopyOptions) (*CopyStats, error) {
 	start := time.Now()
 	if o.Workers <= 0 {
@@ -198,6 +201,14 @@ func Copy(ctx context.Context, src, dst Backend, o CopyOptions) (*CopyStats, err
 		if err := ctx.Err(); err != nil {
 			st.sum()
 			return st, fmt.Errorf("copy %s to %s: %w", src.Location(), dst.Location(), err)
+		}
+		if t == TypeIndex && ts.Vanished > 0 {
+			// A prune of src rewrote the index: the objects that
+			// replaced these came after the listing, and the snapshots
+			// may need the packs only they list.
+			st.sum()
+			return st, fmt.Errorf("%w: %d index objects were removed from %s during the copy (a prune there rewrote the index); "+
+				"stopped before the snapshots, which may need the index objects that replaced them: run the copy again", ErrCopyIncomplete, ts.Vanished, src.Location())
 		}
 		if ts.Failed > 0 && (t == TypeConfig || t == TypeKey || t == TypeData || t == TypeIndex) {
 			// Metadata after a failed type could reference what is

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -381,5 +382,66 @@ func TestCopyChecksAgainBeforeSnapshots(t *testing.T) {
 		if h.Type == tiers.TypeSnapshot {
 			t.Errorf("%v written after the session lapsed", h)
 		}
+	}
+}
+
+// rewritingIndex is a source on which a prune rewrites the index while a
+// copy runs: the first index object the copy reads is replaced by a new
+// one (listing what the old one listed of the packs that stay) and is
+// gone when read.
+type rewritingIndex struct {
+	tiers.Backend
+	t        *testing.T
+	once     atomic.Bool
+	replaced tiers.Handle
+}
+
+func (r *rewritingIndex) Load(ctx context.Context, h tiers.Handle, offset, length int64, fn func(io.Reader) error) error {
+	if h.Type == tiers.TypeIndex && r.once.CompareAndSwap(false, true) {
+		b := randBytes(99, 400)
+		r.replaced = tiers.Handle{Type: tiers.TypeIndex, Name: hashName(b)}
+		if err := tiers.PutBytes(ctx, r.Backend, r.replaced, b); err != nil {
+			r.t.Fatal(err)
+		}
+		if err := r.Backend.Remove(ctx, h); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+	return r.Backend.Load(ctx, h, offset, length, fn)
+}
+
+// TestCopyIndexReplacedMeanwhile: an index object that a prune of the
+// source replaced during the copy is not taken for one that simply went:
+// the snapshots, which may need the packs only the replacement lists, do
+// not land without it.
+func TestCopyIndexReplacedMeanwhile(t *testing.T) {
+	ctx := t.Context()
+	mem := tierstest.NewMemory()
+	objs := fakeRepo(t, mem, 4, 5)
+	src := &rewritingIndex{Backend: mem, t: t}
+	dst := tierstest.NewMemory()
+	_, err := tiers.Copy(ctx, src, dst, tiers.CopyOptions{Workers: 1})
+	hasSnapshot := false
+	dst.List(ctx, tiers.TypeSnapshot, func(tiers.ObjectInfo) error { hasSnapshot = true; return nil })
+	_, serr := dst.Stat(ctx, src.replaced)
+	if hasSnapshot && serr != nil {
+		t.Errorf("the snapshot was copied without the index object that replaced one during the copy (copy error: %v)", err)
+	}
+	if err == nil && serr != nil {
+		t.Errorf("copy succeeded without the index object that replaced one during the copy")
+	}
+	// A copy run again completes the destination.
+	if _, err := tiers.Copy(ctx, mem, dst, tiers.CopyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for h := range objs {
+		if h.Type == tiers.TypeSnapshot {
+			if _, err := dst.Stat(ctx, h); err != nil {
+				t.Errorf("%v: %v", h, err)
+			}
+		}
+	}
+	if _, err := dst.Stat(ctx, src.replaced); err != nil {
+		t.Errorf("replacement index: %v", err)
 	}
 }
