@@ -184,6 +184,11 @@ func (c *Config) Validate() error {
 		if t.StorageClass != "" && classRank(t.StorageClass) < 0 {
 			return fmt.Errorf("%s: unknown storage class %q (use %s)", where, t.StorageClass, strings.Join(StorageClasses, ", "))
 		}
+		if t.StorageClass != "" && t.Kind != KindS3 {
+			// Only buckets have storage classes: elsewhere the key
+			// would be ignored, by the copy and the cost estimate alike.
+			return fmt.Errorf("%s: storage_class is only for s3 tiers (a %s tier is priced by its kind in tiering.prices)", where, t.Kind)
+		}
 		if archiveClass(t.StorageClass) {
 			// Tree packs (directory listings) uploaded there could not be
 			// read without a restore, and the tier's prune walks them on

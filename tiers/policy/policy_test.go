@@ -291,6 +291,8 @@ func TestConfigValidation(t *testing.T) {
 			{Name: "c", Kind: policy.KindS3, Location: "s3://b", Keep: policy.Keep{Daily: 1}, Transitions: []policy.Transition{{After: "30d", Class: "STANDARD"}}}}}, "not colder"},
 		{"archive class for new data", policy.Config{Tiers: []policy.Tier{{Name: "h", Kind: policy.KindPrimary, Keep: policy.Keep{Daily: 1}},
 			{Name: "c", Kind: policy.KindS3, Location: "s3://b", Keep: policy.Keep{Daily: 1}, StorageClass: "DEEP_ARCHIVE"}}}, "transitions: [{after: 1d, class: DEEP_ARCHIVE}]"},
+		{"storage class of a directory", policy.Config{Tiers: []policy.Tier{{Name: "h", Kind: policy.KindPrimary, Keep: policy.Keep{Daily: 1}},
+			{Name: "nas", Kind: policy.KindLocal, Location: "/x", Keep: policy.Keep{Daily: 1}, StorageClass: "STANDARD_IA"}}}, "storage_class is only for s3 tiers"},
 		{"tape needs pool", policy.Config{Tiers: []policy.Tier{{Name: "h", Kind: policy.KindPrimary, Keep: policy.Keep{Daily: 1}}, {Name: "t", Kind: policy.KindTape, Keep: policy.Keep{Daily: 1}}}}, "library and pool"},
 		{"unknown price key", policy.Config{Prices: map[string]float64{"glacier_deep": 0.001}, Tiers: []policy.Tier{{Name: "h", Kind: policy.KindPrimary, Keep: policy.Keep{Daily: 1}}}}, `unknown key "glacier_deep"`},
 		{"negative price", policy.Config{Prices: map[string]float64{"site": -1}, Tiers: []policy.Tier{{Name: "h", Kind: policy.KindPrimary, Keep: policy.Keep{Daily: 1}}}}, "negative price"},
