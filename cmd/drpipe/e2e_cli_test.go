@@ -693,15 +693,15 @@ func makeImmutable(t *testing.T, path string) {
 	t.Cleanup(func() { exec.Command("chattr", "-i", path).Run() })
 }
 
-// backup --stdin with a terminal as standard input (the pipe forgotten)
-// is a usage error at once, instead of a backup waiting for ever for what
-// is typed, to store it as the dump.
-func TestBackupStdinTerminal(t *testing.T) {
+// openTTY opens the terminal side of a new pseudo-terminal, closed when
+// the test ends.
+func openTTY(t *testing.T) *os.File {
+	t.Helper()
 	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
 		t.Skipf("no pseudo-terminal: %v", err)
 	}
-	defer ptmx.Close()
+	t.Cleanup(func() { ptmx.Close() })
 	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {
 		t.Skipf("unlock pseudo-terminal: %v", err)
 	}
@@ -713,7 +713,15 @@ func TestBackupStdinTerminal(t *testing.T) {
 	if err != nil {
 		t.Skipf("open pseudo-terminal: %v", err)
 	}
-	defer tty.Close()
+	t.Cleanup(func() { tty.Close() })
+	return tty
+}
+
+// backup --stdin with a terminal as standard input (the pipe forgotten)
+// is a usage error at once, instead of a backup waiting for ever for what
+// is typed, to store it as the dump.
+func TestBackupStdinTerminal(t *testing.T) {
+	tty := openTTY(t)
 	e := newEnv(t)
 	repoDir := e.initRepo()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -721,7 +729,7 @@ func TestBackupStdinTerminal(t *testing.T) {
 	c := e.cmd(ctx, "backup", "--repo", repoDir, "--host", "db01", "--stdin", "--stdin-name", "dump.sql")
 	var se strings.Builder
 	c.Stdin, c.Stderr = tty, &se
-	err = c.Run()
+	err := c.Run()
 	var ee *exec.ExitError
 	if ctx.Err() != nil || !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(se.String(), "terminal") {
 		t.Errorf("backup --stdin from a terminal: %v (timed out: %v), stderr %q; want exit 2 saying stdin is a terminal", err, ctx.Err() != nil, se.String())

@@ -2,7 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -129,5 +131,71 @@ func TestLsAndDiff(t *testing.T) {
 	}
 	if out := e.ok("diff", "--json", "--repo", r, second, second); !strings.Contains(out, `"changes":[`+"\n]") {
 		t.Errorf("diff of a snapshot with itself: %s", out)
+	}
+}
+
+// TestDumpStdinStreamAndTree: a 'backup --stdin' stream comes back
+// byte-identical through 'drpipe dump' (by the bare --stdin-name), a
+// directory comes as a tar archive that tar extracts into the same
+// files, modes and symlinks, and a terminal as standard output is
+// refused before anything is read.
+func TestDumpStdinStreamAndTree(t *testing.T) {
+	e := newEnv(t)
+	r := e.initRepo()
+	stream := make([]byte, 3<<20+17)
+	for i := range stream {
+		stream[i] = byte(i*7 + i>>11)
+	}
+	e.runIn(stream, "backup", "--repo", r, "--host", "db01", "--stdin", "--stdin-name", "pg.sql")
+	res := e.run("dump", "--repo", r, "latest", "--host", "db01", "pg.sql")
+	if res.code != 0 || res.stdout != string(stream) || !strings.Contains(res.stderr, "as a file") {
+		t.Fatalf("dump of the stdin stream: exit %d, %d bytes back of %d, stderr %q", res.code, len(res.stdout), len(stream), res.stderr)
+	}
+
+	src := filepath.Join(e.dir, "src")
+	if err := os.MkdirAll(filepath.Join(src, "d"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "d", "f"), []byte("content\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	sparse, err := os.Create(filepath.Join(src, "sparse.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sparse.Truncate(8 << 20)
+	sparse.WriteAt([]byte("in the middle"), 4<<20)
+	sparse.Close()
+	if err := os.Symlink("d/f", filepath.Join(src, "link")); err != nil {
+		t.Fatal(err)
+	}
+	e.backup(r, src)
+	tarPath := filepath.Join(e.dir, "src.tar")
+	out, err := os.Create(tarPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := e.cmd(t.Context(), "dump", "--repo", r, "latest", "--host", "hv01", src)
+	var se strings.Builder
+	c.Stdout, c.Stderr = out, &se
+	if err := c.Run(); err != nil {
+		t.Fatalf("dump of a directory: %v: %s", err, se.String())
+	}
+	out.Close()
+	dst := filepath.Join(e.dir, "x")
+	if err := os.Mkdir(dst, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := exec.Command("tar", "-xpf", tarPath, "-C", dst).CombinedOutput(); err != nil {
+		t.Fatalf("tar -x of the dump: %v: %s", err, b)
+	}
+	compareTrees(t, src, filepath.Join(dst, src))
+
+	c = e.cmd(t.Context(), "dump", "--repo", r, "latest", "--host", "db01", "pg.sql")
+	c.Stdout, c.Stderr = openTTY(t), &se
+	se.Reset()
+	var ee *exec.ExitError
+	if err := c.Run(); !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(se.String(), "terminal") {
+		t.Errorf("dump to a terminal: %v, stderr %q; want exit 2 saying standard output is a terminal", err, se.String())
 	}
 }

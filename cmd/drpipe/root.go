@@ -89,7 +89,7 @@ func newRootCmd() (*cobra.Command, *app) {
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(
-		a.initCmd(), a.backupCmd(), a.snapshotsCmd(), a.lsCmd(), a.diffCmd(), a.restoreCmd(), a.checkCmd(), a.repairCmd(),
+		a.initCmd(), a.backupCmd(), a.snapshotsCmd(), a.lsCmd(), a.diffCmd(), a.dumpCmd(), a.restoreCmd(), a.checkCmd(), a.repairCmd(),
 		a.statsCmd(), a.keyCmd(), a.forgetCmd(), a.pruneCmd(), a.demoCmd(),
 		a.copyCmd(), a.warmupCmd(), a.scrubCmd(),
 		a.siteCmd(), a.replicateCmd(),
