@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -63,8 +64,9 @@ type ReplicateOptions struct {
 	// so that neither side holds the names of every pack of a large
 	// repository at once.
 	Window int
-	// Timeout bounds each exchange on the control stream and the wait
-	// for each object's result after its last byte (default 2m).
+	// Timeout bounds each exchange on the control stream, each wait for
+	// the site to take more of an object's bytes and the wait for each
+	// object's result after its last byte (default 2m).
 	Timeout time.Duration
 }
 
@@ -742,11 +744,20 @@ func sendBody(ctx context.Context, c Conn, src tiers.Backend, j job, o Replicate
 		st.Abort()
 		return nil, fmt.Errorf("send %s: %w", j.h, err)
 	}
+	// Every write may wait for the site to take bytes for at most
+	// Timeout: a site whose storage hangs, its connection alive, must
+	// not hold the replication for ever.
+	st.SetDeadline(time.Now().Add(o.Timeout))
 	if err := WriteFrame(st, FramePut, p.encode()); err != nil {
 		return fail(err)
 	}
 	var calls atomic.Int32
-	w := &limitedWriter{w: st, wait: func(n int) error { return o.Limiter.WaitN(ctx, n) }, n: func(n int) {
+	w := &limitedWriter{w: st, wait: func(n int) error {
+		if err := o.Limiter.WaitN(ctx, n); err != nil {
+			return err
+		}
+		return st.SetDeadline(time.Now().Add(o.Timeout))
+	}, n: func(n int) {
 		if o.Progress != nil {
 			o.Progress.Sent(int64(n))
 		}
@@ -768,6 +779,9 @@ func sendBody(ctx context.Context, c Conn, src tiers.Backend, j job, o Replicate
 		}
 		return err
 	})
+	if errors.Is(netErr, os.ErrDeadlineExceeded) {
+		return fail(fmt.Errorf("the site took none of the object's bytes for %v (its storage may hang; run again to resume): %w", o.Timeout, netErr))
+	}
 	if netErr != nil {
 		// A refusal may explain a failed write: prefer the site's word.
 		if res, err := readResult(st, o.Timeout); err == nil && res.Code != CodeOK {
@@ -780,6 +794,7 @@ func sendBody(ctx context.Context, c Conn, src tiers.Backend, j job, o Replicate
 		// the body, has no verdict to wait for.
 		return fail(lerr)
 	}
+	st.SetDeadline(time.Time{}) // await bounds the wait for the verdict
 	if err := st.CloseWrite(); err != nil {
 		return fail(err)
 	}

@@ -778,3 +778,74 @@ func TestExtraConnectionCancelledAsSessionOpens(t *testing.T) {
 		}
 	}
 }
+
+// stallingPut is a site store whose Put reads the first bytes of an
+// object and then takes no more until release is closed, as a site whose
+// disk hangs.
+type stallingPut struct {
+	tiers.Backend
+	release chan struct{}
+}
+
+func (s *stallingPut) Put(ctx context.Context, h tiers.Handle, rd io.Reader, size int64) error {
+	if _, err := io.CopyN(io.Discard, rd, 64<<10); err != nil {
+		return err
+	}
+	<-s.release
+	return errors.New("stalled store released")
+}
+
+// TestReplicateFailsWhenSiteStopsReadingABody: a site that stops taking
+// an object's bytes part-way (its storage hangs) while its connection
+// stays alive fails the object after ReplicateOptions.Timeout, over real
+// QUIC, rather than holding the replication for ever.
+func TestReplicateFailsWhenSiteStopsReadingABody(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "tls")
+	if _, err := InitTLS(dir, "dr-test", "hv01", IssueOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	stall := &stallingPut{release: make(chan struct{})}
+	st := newSiteOn(t, func(be tiers.Backend) tiers.Backend { stall.Backend = be; return stall })
+	addr, _ := quicSite(t, st, dir, nil)
+	t.Cleanup(func() { close(stall.release) }) // before the site's cleanup waits for its sessions
+	tc, _, err := ClientTLS(dir, "hv01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := DialQUIC(ctx, addr, tc, QUICOptions{HandshakeTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseWithError(CodeOK, "done")
+	ctl, _, err := openSession(ctx, c, Hello{Purpose: PurposeReplicate, RepoID: id.Hash([]byte("repo")), Program: "test"}, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctl.Abort()
+	// Larger than every flow-control window, so the writes must wait
+	// for the site.
+	body := bytes.Repeat([]byte("stalled key "), 48<<20/12)
+	h := tiers.Handle{Type: tiers.TypeKey, Name: id.Hash(body).String()}
+	if _, err := exchangeOffer(ctx, ctl, Offer{Type: h.Type, Entries: []OfferEntry{{h.Name, int64(len(body))}}}, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		done <- sendObject(ctx, c, &bytesBackend{body}, job{h: h, size: int64(len(body))}, ReplicateOptions{Timeout: time.Second})
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("send to a site that stopped reading: %v, want a timeout", err)
+		}
+		if d := time.Since(start); d > 10*time.Second {
+			t.Errorf("send to a site that stopped reading failed after %v, its timeout is 1s", d.Round(time.Millisecond))
+		}
+	case <-time.After(20 * time.Second):
+		c.CloseWithError(CodeOK, "test over")
+		<-done
+		t.Errorf("send to a site that stopped reading still waits after 20s, its timeout is 1s")
+	}
+}
