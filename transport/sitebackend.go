@@ -26,8 +26,9 @@ type SiteBackendOptions struct {
 	RepoID id.ID
 	// Program is announced to the site, for its logs.
 	Program string
-	// Timeout bounds the session handshake and each request's wait for
-	// the site's first answer (default one minute).
+	// Timeout bounds the session handshake, each request's wait for the
+	// site's first answer and each wait for more of an object's bytes
+	// (default one minute).
 	Timeout time.Duration
 }
 
@@ -214,7 +215,10 @@ func (b *SiteBackend) Load(ctx context.Context, h tiers.Handle, offset, length i
 		return b.wrap("load", "from", h, err)
 	}
 	defer stop()
-	body := &exactReader{r: io.LimitReader(st, r.Length), left: r.Length}
+	// Each wait for more of the body is bounded as the first answer
+	// was: a site whose storage hangs, its connection alive, must not
+	// hold a restore for ever.
+	body := &exactReader{r: io.LimitReader(idleReader{st: st, timeout: b.timeout, now: time.Now}, r.Length), left: r.Length}
 	err = fn(body)
 	if body.left > 0 || err != nil {
 		st.Abort()

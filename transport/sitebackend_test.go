@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/drpipe/drpipe/internal/id"
 	"github.com/drpipe/drpipe/pipeline"
 	"github.com/drpipe/drpipe/repo"
 	"github.com/drpipe/drpipe/tiers"
@@ -347,4 +348,79 @@ func TestSiteBackendReadOnlyConformance(t *testing.T) {
 	tierstest.RunReadOnly(t, func(t *testing.T) tiers.Backend {
 		return st.readPipe(t, SiteBackendOptions{RepoID: p.r.Config().ID})
 	}, want)
+}
+
+// stallingLoad is a site store whose Load delivers the first bytes of an
+// object and then no more until release is closed, as a site whose disk
+// hangs part-way through a read.
+type stallingLoad struct {
+	tiers.Backend
+	release chan struct{}
+}
+
+func (s *stallingLoad) Load(ctx context.Context, h tiers.Handle, off, n int64, fn func(io.Reader) error) error {
+	return s.Backend.Load(ctx, h, off, n, func(rd io.Reader) error {
+		return fn(io.MultiReader(io.LimitReader(rd, 64<<10), readerFunc(func([]byte) (int, error) {
+			<-s.release
+			return 0, errors.New("stalled store released")
+		})))
+	})
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+
+// TestSiteBackendLoadFailsWhenSiteStopsSending: a site that stops
+// sending an object's bytes part-way (its storage hangs) while its
+// connection stays alive fails the Load after the backend's Timeout,
+// over real QUIC, rather than holding a restore for ever.
+func TestSiteBackendLoadFailsWhenSiteStopsSending(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "tls")
+	if _, err := InitTLS(dir, "dr-test", "hv01", IssueOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	stall := &stallingLoad{release: make(chan struct{})}
+	st := newSiteOn(t, func(be tiers.Backend) tiers.Backend { stall.Backend = be; return stall })
+	body := bytes.Repeat([]byte("stalled key "), 8<<20/12)
+	h := tiers.Handle{Type: tiers.TypeKey, Name: id.Hash(body).String()}
+	if err := stall.Backend.Put(ctx, h, bytes.NewReader(body), int64(len(body))); err != nil {
+		t.Fatal(err)
+	}
+	addr, _ := quicSite(t, st, dir, nil)
+	t.Cleanup(func() { close(stall.release) }) // before the site's cleanup waits for its sessions
+	tc, _, err := ClientTLS(dir, "hv01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := DialQUIC(ctx, addr, tc, QUICOptions{HandshakeTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := OpenSiteBackend(ctx, c, SiteBackendOptions{Timeout: time.Second})
+	if err != nil {
+		c.CloseWithError(CodeOK, "done")
+		t.Fatal(err)
+	}
+	defer b.Close()
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		_, err := tiers.LoadAll(ctx, b, h, 0, 0)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("load from a site that stopped sending: %v, want a timeout", err)
+		}
+		if d := time.Since(start); d > 10*time.Second {
+			t.Errorf("load from a site that stopped sending failed after %v, its timeout is 1s", d.Round(time.Millisecond))
+		}
+	case <-time.After(20 * time.Second):
+		c.CloseWithError(CodeOK, "test over")
+		<-done
+		t.Errorf("load from a site that stopped sending still waits after 20s, its timeout is 1s")
+	}
 }
