@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/drpipe/drpipe/internal/id"
+	"github.com/drpipe/drpipe/repo"
 	"github.com/drpipe/drpipe/tiers"
 )
 
@@ -847,5 +848,52 @@ func TestReplicateFailsWhenSiteStopsReadingABody(t *testing.T) {
 		c.CloseWithError(CodeOK, "test over")
 		<-done
 		t.Errorf("send to a site that stopped reading still waits after 20s, its timeout is 1s")
+	}
+}
+
+// configCommitThenFail commits the first config stored and then fails,
+// as a store whose directory sync fails after the rename.
+type configCommitThenFail struct {
+	tiers.Backend
+	once sync.Once
+}
+
+func (c *configCommitThenFail) Put(ctx context.Context, h tiers.Handle, rd io.Reader, size int64) error {
+	err := c.Backend.Put(ctx, h, rd, size)
+	failed := false
+	if err == nil && h.Type == tiers.TypeConfig {
+		c.once.Do(func() { failed = true })
+	}
+	if failed {
+		return errors.New("object written but directory sync failed")
+	}
+	return err
+}
+
+// TestConfigCommittedDespiteStoreErrorClaimsSite: a config the store
+// committed although its Put failed makes the site that repository's:
+// another repository's primary is refused, not told the site holds its
+// config (same name, same size) and mixed into the first repository.
+func TestConfigCommittedDespiteStoreErrorClaimsSite(t *testing.T) {
+	ctx := context.Background()
+	a, b := newPrimary(t), newPrimary(t)
+	a.backup("hv01", 2, 32<<10)
+	b.backup("hv02", 2, 32<<10)
+	st := newSiteOn(t, func(be tiers.Backend) tiers.Backend { return &configCommitThenFail{Backend: be} })
+	if _, err := st.replicatePipe(ctx, a, -1, ReplicateOptions{}); err == nil {
+		t.Fatal("replicate succeeded although the site failed to store the config")
+	}
+	c, err := repo.ReadConfig(ctx, st.s.store)
+	if err != nil || c.ID != a.r.Config().ID {
+		t.Fatalf("the site's config after the failed store: %v, want repository %s's", err, a.r.Config().ID.Short())
+	}
+	_, err = st.replicatePipe(ctx, b, -1, ReplicateOptions{})
+	if code(err) != CodeRepoMismatch {
+		t.Errorf("another repository's replicate to the site holding the first's config: %v, want a repository-mismatch refusal", err)
+	}
+	for h := range objects(t, st.dir) {
+		if _, err := b.be.Stat(ctx, h); err == nil && h.Type != tiers.TypeConfig {
+			t.Errorf("%s of the second repository was stored in the first's site repository", h)
+		}
 	}
 }

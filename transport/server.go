@@ -212,6 +212,16 @@ func (s *Server) takeSite(repo id.ID, t tiers.Type) (release func(), err error) 
 	return func() {}, nil
 }
 
+// noteConfig makes the site the repository whose config its store holds,
+// if it holds one.
+func (s *Server) noteConfig(ctx context.Context) {
+	if c, err := repo.ReadConfig(ctx, s.store); err == nil {
+		s.repoMu.Lock()
+		s.repoID = c.ID
+		s.repoMu.Unlock()
+	}
+}
+
 func (s *Server) siteRepo() id.ID {
 	s.repoMu.Lock()
 	defer s.repoMu.Unlock()
@@ -864,6 +874,13 @@ func (ss *session) put(ctx context.Context, st Stream, f Frame) (tiers.Handle, P
 	}
 	body := newCheckedReader(idleReader{st: st, timeout: s.o.BodyIdleTimeout, now: s.o.Now}, v, m.Size)
 	if err := s.store.Put(ctx, h, body, m.Size); err != nil {
+		if h.Type == tiers.TypeConfig {
+			// A store may fail after committing (its directory sync):
+			// a config it holds makes the site that repository's all
+			// the same, or another repository's primary would find
+			// "its" config there and mix its objects in.
+			s.noteConfig(ctx)
+		}
 		if recorded {
 			// The record of a snapshot that was not stored goes (one
 			// whose store failed once committed stays with it).
@@ -894,11 +911,7 @@ func (ss *session) put(ctx context.Context, st Stream, f Frame) (tiers.Handle, P
 	s.m.object(string(h.Type), m.Size)
 	switch h.Type {
 	case tiers.TypeConfig:
-		if c, err := repo.ReadConfig(ctx, s.store); err == nil {
-			s.repoMu.Lock()
-			s.repoID = c.ID
-			s.repoMu.Unlock()
-		}
+		s.noteConfig(ctx)
 	case tiers.TypeSnapshot:
 		if m.Meta == nil {
 			break
