@@ -180,6 +180,24 @@ func (d *demo) run(ctx context.Context) error {
 	d.info("deduplication: the second backup stored %s for %s of source (%.2f%%)", humanBytes(b1.Summary.BytesNew), humanBytes(b1.Summary.BytesTotal),
 		100*float64(b1.Summary.BytesNew)/float64(max(b1.Summary.BytesTotal, 1)))
 
+	d.say("drpipe diff %s %s (from the trees alone, no file read)", b0.Snapshot.ID().Short(), b1.Snapshot.ID().Short())
+	var changed []string
+	err = pipeline.DiffSnapshots(ctx, r, b0.Snapshot, b1.Snapshot, func(c pipeline.DiffEntry) error {
+		if c.Change != pipeline.Metadata { // the directories whose times changed
+			changed = append(changed, fmt.Sprintf("%s %s", diffMark[c.Change], c.Path))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(changed) != 2 {
+		return fmt.Errorf("diff found %d changed files, want the image and the new file: %v", len(changed), changed)
+	}
+	for _, c := range changed {
+		d.info("%s", c)
+	}
+
 	target := filepath.Join(d.dir, "restore")
 	d.say("drpipe restore latest --target %s", target)
 	if err := d.restoreAndVerify(ctx, r, b1.Snapshot, src, target); err != nil {
@@ -239,7 +257,7 @@ func (d *demo) run(ctx context.Context) error {
 	if err := d.offsite(ctx, repoDir, src, string(pw)); err != nil {
 		return err
 	}
-	d.a.printf("\ndemo finished in %.1fs: backup, dedupe, restore, verify, damage, self-heal, repair, DR site, scrub, bucket, tape and tiering all worked\n", time.Since(start).Seconds())
+	d.a.printf("\ndemo finished in %.1fs: backup, dedupe, diff, restore, verify, damage, self-heal, repair, DR site, scrub, bucket, tape and tiering all worked\n", time.Since(start).Seconds())
 	return nil
 }
 
