@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"net"
 	"net/netip"
@@ -65,7 +66,8 @@ type RestoredDisk struct {
 	Format    string `json:"format"`
 	Bytes     int64  `json:"bytes"`
 	Converted bool   `json:"converted,omitempty"`
-	// Kept is set when the image existed from an earlier run.
+	// Kept is set when the image existed from an earlier run that
+	// restored it from the same snapshot and path (see imageSource).
 	Kept bool `json:"kept,omitempty"`
 }
 
@@ -641,6 +643,9 @@ func restoreGroup(ctx context.Context, r *repo.Repository, vms []*PlannedVM, tar
 		for _, d := range v.Data.Disks {
 			t := targets[v.Name][d.File]
 			if pt, st, ok := placedImage(t); ok {
+				if err := sameImageSource(pt.final, v, d); err != nil {
+					return err
+				}
 				t = pt
 				if t.detect {
 					targets[v.Name][d.File] = t
@@ -745,6 +750,9 @@ func restoreGroup(ctx context.Context, r *repo.Repository, vms []*PlannedVM, tar
 			} else if err := os.Rename(src, it.t.final); err != nil {
 				return fmt.Errorf("place disk %s of %s: %w", it.disk.File, it.vm.Name, err)
 			}
+			if err := writeImageSource(it.t.final, imageSource{Snapshot: sn.ID().String(), Path: it.disk.Path}); err != nil {
+				return fmt.Errorf("record where disk %s of %s came from: %w", it.disk.File, it.vm.Name, err)
+			}
 			res.Restored = append(res.Restored, rd)
 			progress("  %s: %s (%s)", it.vm.Name, it.t.final, HumanBytes(rd.Bytes))
 		}
@@ -781,6 +789,65 @@ func placedDetected(t diskTarget) diskTarget {
 		}
 	}
 	return t
+}
+
+// imageSource records, beside each image a bring-up placed (see
+// imageSourceFile), the snapshot and path it was restored from, so that
+// a later run keeps only an image of the snapshot its plan restores:
+// resuming a bring-up keeps what it placed, but a recovery must never
+// boot a VM from the image a drill placed from last month's snapshot.
+type imageSource struct {
+	Snapshot string `json:"snapshot"`
+	Path     string `json:"path"`
+}
+
+// imageSourceFile is the file that holds image's imageSource: hidden,
+// beside it.
+func imageSourceFile(image string) string {
+	return filepath.Join(filepath.Dir(image), "."+filepath.Base(image)+".drpipe-source")
+}
+
+// writeImageSource records where image came from, once it is in place.
+func writeImageSource(image string, s imageSource) error {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(imageSourceFile(image), append(b, '\n'))
+}
+
+// sameImageSource returns nil when image, which an earlier run placed,
+// was restored from the snapshot and path the plan gives for disk d of
+// v, and otherwise an error that says what the image is and what to do.
+// An image without a record (placed by hand, by a drpipe that kept none,
+// or by a run stopped between placing it and recording it) is refused
+// too: which data it holds is not known.
+func sameImageSource(image string, v *PlannedVM, d DiskData) error {
+	what := fmt.Sprintf("VM %s: disk %s is already at %s", v.Name, d.File, image)
+	todo := fmt.Sprintf("stop any VM using it, then move it away or remove it (with %s) and run bringup again; the plan restores it from snapshot %s", imageSourceFile(image), shortID(v.Data.Snapshot))
+	b, err := os.ReadFile(imageSourceFile(image))
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%s, with no record of which snapshot it was restored from (a bring-up records it in %s), so which data it holds is not known: %s", what, imageSourceFile(image), todo)
+	}
+	if err != nil {
+		return fmt.Errorf("%s; its record of which snapshot it came from cannot be read (%v): %s", what, err, todo)
+	}
+	var s imageSource
+	if err := json.Unmarshal(b, &s); err != nil || len(b) > 4096 {
+		return fmt.Errorf("%s; its record of which snapshot it came from, %s, is damaged: %s", what, imageSourceFile(image), todo)
+	}
+	if !strings.EqualFold(s.Snapshot, v.Data.Snapshot) || s.Path != d.Path {
+		return fmt.Errorf("%s, restored by an earlier bring-up from snapshot %s (%s), not from the snapshot this plan restores: %s", what, shortID(s.Snapshot), s.Path, todo)
+	}
+	return nil
+}
+
+// shortID is a snapshot id as drpipe prints it: its first 8 digits.
+func shortID(x string) string {
+	if len(x) > 8 {
+		return x[:8]
+	}
+	return x
 }
 
 // placedImage returns the target of a disk as an earlier run placed

@@ -73,9 +73,12 @@ hosts:
 	// image is a qcow2 (its header says so).
 	os.MkdirAll(filepath.Dir(db), 0o755)
 	os.MkdirAll(filepath.Dir(app), 0o755)
-	for _, f := range []string{db, app} {
+	for f, from := range map[string]string{db: "/img/db.img", app: "/img/app.qcow2"} {
 		if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", f, "1M").CombinedOutput(); err != nil {
 			t.Fatalf("qemu-img: %v %s", err, out)
+		}
+		if err := writeImageSource(f, imageSource{Snapshot: "0123abcd", Path: from}); err != nil {
+			t.Fatal(err)
 		}
 	}
 	p.VM("db").Data = &VMData{Snapshot: "0123abcd", Disks: []DiskData{{File: "/img/db.img", Path: "/img/db.img", Size: 1 << 20}}}

@@ -189,3 +189,70 @@ hosts:
 		t.Errorf("bring-up: %v; want the error to name VM web and why its disk was not restored", err)
 	}
 }
+
+// TestPlacedImageOfAnotherSnapshotIsRefused: an image an earlier
+// bring-up placed is kept when the plan restores the same snapshot (a
+// resumed bring-up), but one placed from another snapshot (last month's
+// drill) or with no record of its snapshot is refused, naming it and
+// what to do, instead of being booted as the recovered VM's disk.
+func TestPlacedImageOfAnotherSnapshotIsRefused(t *testing.T) {
+	ctx := context.Background()
+	r := newTestRepo(t)
+	src := t.TempDir()
+	img := filepath.Join(src, "web.raw")
+	backupImage := func(content string) *repo.Snapshot {
+		t.Helper()
+		if err := os.WriteFile(img, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		res, err := pipeline.Backup(ctx, r, pipeline.BackupOptions{Host: "hv01", Paths: []string{src}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Snapshot
+	}
+	drill := backupImage("the data of the drill, a month ago")
+	now := backupImage("the data at the disaster")
+	out := t.TempDir()
+	bringup := func(sn *repo.Snapshot) (*BringupResult, error) {
+		p := planFrom(t, `
+domain_type: test
+hosts:
+  - {name: dr-kvm, kind: libvirt, vcpus: 8, memory: 16GiB, storage: 1TiB}
+`, `vms:
+  - {name: web, vcpus: 1, memory: 1GiB, disks: [{file: /img/web.raw, format: raw, size: 1MiB}]}
+`)
+		p.VM("web").Data = &VMData{Snapshot: sn.ID().String(), SnapshotTime: sn.Time, Disks: []DiskData{{File: "/img/web.raw", Path: img}}}
+		return Bringup(ctx, r, p, BringupOptions{Out: out})
+	}
+	res, err := bringup(drill)
+	if err != nil {
+		t.Fatalf("the drill's bring-up: %v", err)
+	}
+	placed := res.Restored[0].Path
+	if res, err := bringup(drill); err != nil || len(res.Restored) != 1 || !res.Restored[0].Kept {
+		t.Fatalf("the drill resumed: %+v, %v; want its image kept", res, err)
+	}
+	_, err = bringup(now)
+	if err == nil || !strings.Contains(err.Error(), "from snapshot "+drill.ID().Short()) || !strings.Contains(err.Error(), "move it away or remove it") {
+		t.Fatalf("bring-up of the newer snapshot over the drill's image: %v; want a refusal naming the drill's snapshot", err)
+	}
+	if b, _ := os.ReadFile(placed); string(b) != "the data of the drill, a month ago" {
+		t.Errorf("the drill's image was changed: %q", b)
+	}
+	if err := os.Remove(imageSourceFile(placed)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bringup(drill); err == nil || !strings.Contains(err.Error(), "no record of which snapshot") {
+		t.Fatalf("bring-up over an image without a record: %v; want a refusal", err)
+	}
+	if err := os.Remove(placed); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := bringup(now); err != nil || res.Restored[0].Kept {
+		t.Fatalf("bring-up once the old image is gone: %+v, %v", res, err)
+	}
+	if b, _ := os.ReadFile(placed); string(b) != "the data at the disaster" {
+		t.Errorf("the placed image holds %q", b)
+	}
+}

@@ -108,8 +108,11 @@ hosts:
 	imgDir := filepath.Dir(first[0])
 	os.MkdirAll(imgDir, 0o755)
 	// The first disk was a VHDX: an earlier run converted it to qcow2.
-	for _, f := range []string{first[0], first[1]} {
+	for i, f := range []string{first[0], first[1]} {
 		if err := os.WriteFile(f, make([]byte, 4096), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := writeImageSource(f, imageSource{Snapshot: "0123abcd", Path: []string{"/img/disk.img", "/data/disk.qcow2"}[i]}); err != nil {
 			t.Fatal(err)
 		}
 	}

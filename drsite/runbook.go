@@ -164,7 +164,7 @@ func BuildRunbook(p *Plan, o RunbookOptions) *Runbook {
 			rv.DRHost = "unplaced"
 		}
 		if v.Data != nil && v.Data.Snapshot != "" {
-			rv.Snapshot = v.Data.Snapshot[:8]
+			rv.Snapshot = shortID(v.Data.Snapshot)
 			rv.SnapshotTime = v.Data.SnapshotTime.UTC().Format("2006-01-02 15:04 MST")
 		}
 		switch {
@@ -202,11 +202,7 @@ func BuildRunbook(p *Plan, o RunbookOptions) *Runbook {
 	}
 	rb.Networks = p.Networks
 	for _, s := range p.Sources {
-		sid := s.Snapshot
-		if len(sid) > 8 {
-			sid = sid[:8]
-		}
-		rb.Sources = append(rb.Sources, RunbookSource{Host: s.Host, Snapshot: sid, Time: s.Time.UTC().Format("2006-01-02 15:04 MST"), VMs: fmt.Sprint(s.VMs)})
+		rb.Sources = append(rb.Sources, RunbookSource{Host: s.Host, Snapshot: shortID(s.Snapshot), Time: s.Time.UTC().Format("2006-01-02 15:04 MST"), VMs: fmt.Sprint(s.VMs)})
 	}
 	rb.QuickStart = []string{fmt.Sprintf("drpipe drsite bringup --config %s --repo %s --out %s --execute", shq(o.Config), shq(o.Repo), shq(o.BringupDir))}
 	for _, h := range p.Hosts {
