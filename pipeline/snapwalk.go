@@ -46,14 +46,21 @@ func WalkSnapshot(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, pa
 		if n == nil {
 			return fmt.Errorf("%w: %s is not in snapshot %s (give it as it was backed up, e.g. /var/lib/libvirt/images/vm.qcow2; 'drpipe ls %s' lists what is there)", ErrNoSuchPath, p, sn.ID().Short(), sn.ID().Short())
 		}
-		if err := fn(p, n); err != nil {
+		if err := walkNode(ctx, r, p, n, fn); err != nil {
 			return err
 		}
-		if n.Type == repo.NodeDir && n.Subtree != nil {
-			if err := walkTree(ctx, r, *n.Subtree, p, fn); err != nil {
-				return err
-			}
-		}
+	}
+	return nil
+}
+
+// walkNode calls fn for node n at snapshot path p, then for what is
+// below it.
+func walkNode(ctx context.Context, r *repo.Repository, p string, n *repo.Node, fn func(p string, n *repo.Node) error) error {
+	if err := fn(p, n); err != nil {
+		return err
+	}
+	if n.Type == repo.NodeDir && n.Subtree != nil {
+		return walkTree(ctx, r, *n.Subtree, p, fn)
 	}
 	return nil
 }
@@ -97,14 +104,8 @@ func walkTree(ctx context.Context, r *repo.Repository, tree id.ID, dir string, f
 		return fmt.Errorf("read the tree of %s: %w", dir, err)
 	}
 	for _, n := range sortedNodes(t) {
-		p := path.Join(dir, n.Name)
-		if err := fn(p, n); err != nil {
+		if err := walkNode(ctx, r, path.Join(dir, n.Name), n, fn); err != nil {
 			return err
-		}
-		if n.Type == repo.NodeDir && n.Subtree != nil {
-			if err := walkTree(ctx, r, *n.Subtree, p, fn); err != nil {
-				return err
-			}
 		}
 	}
 	return nil
