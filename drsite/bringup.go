@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/drpipe/drpipe/internal/atomicfile"
 	"github.com/drpipe/drpipe/pipeline"
 	"github.com/drpipe/drpipe/repo"
 	"github.com/drpipe/drpipe/vmdisk"
@@ -360,7 +361,7 @@ func Bringup(ctx context.Context, r *repo.Repository, p *Plan, o BringupOptions)
 				return nil, fmt.Errorf("network %s for %s: %w", dn.Name, h.Name, err)
 			}
 			f := filepath.Join(ho.Dir, "networks", dn.Name+".xml")
-			if err := writeFileAtomic(f, x); err != nil {
+			if err := atomicfile.WriteFile(f, x, 0o644); err != nil {
 				return nil, err
 			}
 			ho.Networks[dn.Name] = f
@@ -494,7 +495,7 @@ func Bringup(ctx context.Context, r *repo.Repository, p *Plan, o BringupOptions)
 				return res, err
 			}
 			f := filepath.Join(ho.Dir, "domains", v.Name+".xml")
-			if err := writeFileAtomic(f, x); err != nil {
+			if err := atomicfile.WriteFile(f, x, 0o644); err != nil {
 				return res, err
 			}
 			ho.Domains[v.Name] = f
@@ -556,7 +557,7 @@ func Bringup(ctx context.Context, r *repo.Repository, p *Plan, o BringupOptions)
 			ho.Script = filepath.Join(ho.Dir, "bringup.sh")
 			script = libvirtScript(p, h, ho, o.Now)
 		}
-		if err := writeFileAtomic(ho.Script, script); err != nil {
+		if err := atomicfile.WriteFile(ho.Script, script, 0o644); err != nil {
 			return res, err
 		}
 		if h.Kind == KindLibvirt {
@@ -565,7 +566,7 @@ func Bringup(ctx context.Context, r *repo.Repository, p *Plan, o BringupOptions)
 	}
 	sort.Slice(res.Hosts, func(i, j int) bool { return res.Hosts[i].Name < res.Hosts[j].Name })
 	if b, err := json.MarshalIndent(p, "", "  "); err == nil {
-		writeFileAtomic(filepath.Join(o.Out, "plan.json"), b)
+		atomicfile.WriteFile(filepath.Join(o.Out, "plan.json"), b, 0o644)
 	}
 	if len(res.Skipped) > 0 {
 		return res, fmt.Errorf("%w: %d VMs skipped because of blocking issues", ErrBringupIncomplete, len(res.Skipped))
@@ -813,7 +814,7 @@ func writeImageSource(image string, s imageSource) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(imageSourceFile(image), append(b, '\n'))
+	return atomicfile.WriteFile(imageSourceFile(image), append(b, '\n'), 0o644)
 }
 
 // sameImageSource returns nil when image, which an earlier run placed,
@@ -1099,30 +1100,4 @@ func commentText(s string) string {
 		return r
 	}, s)
 	return strings.ReplaceAll(s, "#>", "# >")
-}
-
-// writeFileAtomic writes via a temporary file, fsync and rename.
-func writeFileAtomic(name string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), name)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	return nil
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"text/template"
 	"time"
+
+	"github.com/drpipe/drpipe/internal/atomicfile"
 )
 
 // RunbookOptions say how the runbook refers to the operator's files.
@@ -494,10 +496,10 @@ func WriteRunbook(dir string, rb *Runbook) (md, html string, err error) {
 		return "", "", err
 	}
 	md, html = filepath.Join(dir, "runbook.md"), filepath.Join(dir, "runbook.html")
-	if err := writeFileAtomic(md, mdb); err != nil {
+	if err := atomicfile.WriteFile(md, mdb, 0o644); err != nil {
 		return "", "", err
 	}
-	if err := writeFileAtomic(html, hb); err != nil {
+	if err := atomicfile.WriteFile(html, hb, 0o644); err != nil {
 		return "", "", err
 	}
 	return md, html, nil

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/drpipe/drpipe/internal/atomicfile"
 	"github.com/drpipe/drpipe/internal/id"
 	"github.com/drpipe/drpipe/tiers"
 )
@@ -386,45 +387,12 @@ func OpenCatalog(dir string) (*Catalog, error) {
 // Dir returns the catalog directory.
 func (c *Catalog) Dir() string { return c.dir }
 
-// WriteFileAtomic replaces path with data durably: temp file, fsync,
-// rename, fsync of the directory.
-func WriteFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		err = d.Sync()
-		d.Close()
-		if err != nil {
-			return fmt.Errorf("sync directory %s: %w", dir, err)
-		}
-	}
-	return nil
-}
-
 func writeJSON(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(path, append(b, '\n'))
+	return atomicfile.WriteFile(path, append(b, '\n'), 0o600)
 }
 
 // maxStateFile bounds the JSON records of the catalog database (a set's
@@ -628,7 +596,7 @@ func (c *Catalog) PutManifest(setID string, raw []byte) error {
 	if err := os.MkdirAll(c.setDir(setID), 0o755); err != nil {
 		return fmt.Errorf("tape catalog: %w", err)
 	}
-	return WriteFileAtomic(filepath.Join(c.setDir(setID), "manifest.json"), raw)
+	return atomicfile.WriteFile(filepath.Join(c.setDir(setID), "manifest.json"), raw, 0o600)
 }
 
 // Manifest returns a set's manifest.
@@ -647,7 +615,7 @@ func (c *Catalog) PutTapeCatalog(setID string, tc *TapeCatalog) error {
 	if err := os.MkdirAll(c.setDir(setID), 0o755); err != nil {
 		return fmt.Errorf("tape catalog: %w", err)
 	}
-	return WriteFileAtomic(filepath.Join(c.setDir(setID), catName(tc.Column, tc.ColumnSeq)), tc.Marshal())
+	return atomicfile.WriteFile(filepath.Join(c.setDir(setID), catName(tc.Column, tc.ColumnSeq)), tc.Marshal(), 0o600)
 }
 
 // TapeCatalog returns the catalog of tape (col, seq) of a set.

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/drpipe/drpipe/internal/atomicfile"
 )
 
 // The virtual library (docs/TAPE-FORMAT.md, "Virtual library") is one
@@ -135,7 +137,7 @@ func InitVirtual(dir string, c VirtualConfig) ([]string, error) {
 		made = append(made, bc)
 	}
 	b, _ := json.MarshalIndent(st, "", "  ")
-	if err := WriteFileAtomic(filepath.Join(dir, libStateFile), append(b, '\n')); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, libStateFile), append(b, '\n'), 0o600); err != nil {
 		return nil, err
 	}
 	return made, nil
@@ -288,7 +290,7 @@ func (l *VirtualLibrary) cartPath(bc string) string { return filepath.Join(l.dir
 
 func (l *VirtualLibrary) save() error {
 	b, _ := json.MarshalIndent(l.st, "", "  ")
-	return WriteFileAtomic(filepath.Join(l.dir, libStateFile), append(b, '\n'))
+	return atomicfile.WriteFile(filepath.Join(l.dir, libStateFile), append(b, '\n'), 0o600)
 }
 
 func (l *VirtualLibrary) list(k ElementKind) *[]string {
