@@ -325,14 +325,21 @@ func (r *Repository) Flush(ctx context.Context) error {
 			continue
 		}
 		p.mu.Lock()
+		if len(p.entries) == 0 {
+			p.mu.Unlock()
+			continue
+		}
+		// The upload slot is taken before the pack leaves the packer: a
+		// Flush stopped while it waits leaves the pack to the next one,
+		// instead of dropping blobs that count as stored.
+		if err := r.acquireUpload(ctx); err != nil {
+			p.mu.Unlock()
+			return err
+		}
 		buf, entries := p.buf, p.entries
 		p.buf, p.entries = nil, nil
 		p.mu.Unlock()
-		if len(entries) > 0 {
-			if err := r.startPack(ctx, buf, entries); err != nil {
-				return err
-			}
-		}
+		r.launchPack(ctx, buf, entries)
 	}
 	r.uploadWG.Wait()
 	if err := r.firstUploadErr(); err != nil {

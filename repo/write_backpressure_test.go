@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"math/rand/v2"
@@ -105,5 +106,50 @@ func TestFullPacksWaitForUploads(t *testing.T) {
 		if err != nil || string(got) != string(b) {
 			t.Fatalf("blob after the uploads: %v", err)
 		}
+	}
+}
+
+// TestFlushStoppedKeepsOpenPack: a Flush whose context ends while it
+// waits for an upload slot leaves the open pack's blobs to the next
+// Flush. Before, it took them out of the packer and dropped them, while
+// they still counted as stored: the next Flush succeeded without them and
+// a later SaveBlob deduplicated against blobs no pack holds.
+func TestFlushStoppedKeepsOpenPack(t *testing.T) {
+	ctx := context.Background()
+	g := &gatedPuts{Backend: tierstest.NewMemory()}
+	r, err := Init(ctx, g, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20},
+		Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF, Uploads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	g.gate = make(chan struct{})
+	rng := rand.New(rand.NewPCG(5, 6))
+	// A full pack takes the only upload slot, and its upload hangs.
+	for range 2 {
+		if _, _, err := r.SaveBlob(ctx, DataBlob, randBytes(rng, 600<<10), id.ID{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	small := randBytes(rng, 1<<10)
+	x, _, err := r.SaveBlob(ctx, DataBlob, small, id.ID{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if err := r.Flush(sctx); err == nil {
+		t.Fatal("Flush succeeded while the only upload slot was taken and its context ended")
+	}
+	close(g.gate)
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, isNew, err := r.SaveBlob(ctx, DataBlob, small, id.ID{}); err != nil || isNew {
+		t.Fatalf("saving the blob again: new %v, err %v", isNew, err)
+	}
+	got, err := r.LoadBlob(ctx, DataBlob, x, nil)
+	if err != nil || !bytes.Equal(got, small) {
+		t.Fatalf("blob saved before the stopped Flush is not stored after the next one: %v", err)
 	}
 }
