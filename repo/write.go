@@ -101,11 +101,11 @@ func (r *Repository) addBlob(ctx context.Context, t BlobType, plain []byte, x id
 	}
 	p.entries = append(p.entries, BlobEntry{Type: t, ID: x, Offset: uint32(len(p.buf)), Length: uint32(len(sealed)), RawLength: uint32(len(plain))})
 	p.buf = append(p.buf, sealed...)
-	if len(p.buf) < r.cfg.PackSize {
+	if len(p.buf) < r.cfg.PackSize && len(p.entries) < maxBlobsPerPack {
 		p.mu.Unlock()
 		return nil
 	}
-	// The pack is full. Its upload slot is taken before the packer is let
+	// The pack is full (or lists as many blobs as a pack header may). Its upload slot is taken before the packer is let
 	// go: while uploads are behind, the other writers wait here for the
 	// packer instead of each filling and setting aside a pack of its own,
 	// which held up to one pack buffer per backup worker.
