@@ -793,15 +793,19 @@ func (r *Repository) Lookup(x id.ID) []BlobLocation {
 	return append(out, doomed...)
 }
 
-// Has reports whether blob x is stored or being stored by this session.
+// Has reports whether blob x, of either type, is stored or being stored
+// by this session.
 func (r *Repository) Has(x id.ID) bool {
 	r.idxMu.RLock()
 	defer r.idxMu.RUnlock()
-	return r.hasLocked(x)
+	return r.hasLocked(DataBlob, x) || r.hasLocked(TreeBlob, x)
 }
 
-func (r *Repository) hasLocked(x id.ID) bool {
-	if pb, ok := r.pending[x]; ok && (pb.pack == nil || !r.condemned[pb.pack.ID]) {
+// hasLocked reports whether blob x of type t is stored or being stored by
+// this session. A blob of the other type with the same plaintext, and so
+// the same id, does not count: LoadBlob reads a blob as its own type only.
+func (r *Repository) hasLocked(t BlobType, x id.ID) bool {
+	if pb, ok := r.pending[x]; ok && pb.entry.Type == t && (pb.pack == nil || !r.condemned[pb.pack.ID]) {
 		return true
 	}
 	// A copy in a pack condemned by prune does not count: deduplicating
@@ -811,8 +815,8 @@ func (r *Repository) hasLocked(x id.ID) bool {
 		return false
 	}
 	found := false
-	r.disk.lookup(x, func(p PackInfo, _ BlobEntry) bool {
-		found = !r.condemned[p.ID]
+	r.disk.lookup(x, func(p PackInfo, e BlobEntry) bool {
+		found = e.Type == t && !r.condemned[p.ID]
 		return !found
 	})
 	return found

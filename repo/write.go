@@ -26,8 +26,8 @@ var (
 	sealPool    = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
 )
 
-// SaveBlob stores plain as a blob of type t unless a blob with the same id
-// is already stored or being stored. x is the blob's id if the caller
+// SaveBlob stores plain as a blob of type t unless a blob of type t with
+// the same id is already stored or being stored. x is the blob's id if the caller
 // already computed it (BlobID), else null. It returns the id and whether
 // the blob was new. The blob is durable only after Flush returns.
 //
@@ -53,7 +53,7 @@ func (r *Repository) SaveBlob(ctx context.Context, t BlobType, plain []byte, x i
 		x = r.BlobID(plain)
 	}
 	r.idxMu.Lock()
-	if r.hasLocked(x) {
+	if r.hasLocked(t, x) {
 		r.idxMu.Unlock()
 		return x, false, nil
 	}
@@ -68,7 +68,7 @@ func (r *Repository) saveBlobCopy(ctx context.Context, t BlobType, plain []byte,
 		return err
 	}
 	r.idxMu.Lock()
-	if pb, ok := r.pending[x]; ok && (pb.pack == nil || !r.condemned[pb.pack.ID]) {
+	if pb, ok := r.pending[x]; ok && pb.entry.Type == t && (pb.pack == nil || !r.condemned[pb.pack.ID]) {
 		r.idxMu.Unlock()
 		return nil // already copied in this session
 	}
