@@ -196,12 +196,18 @@ func unlock(ctx context.Context, be tiers.Backend, password []byte) (*MasterKey,
 	sort.SliceStable(slots, func(i, j int) bool { return slots[i].cost < slots[j].cost })
 	var lastErr error = ErrWrongPassword
 	refused := false // an intact slot did not open with the password
+	// A slot the storage failed to read may be the one the password
+	// opens: then the password is not known to be wrong.
+	var unread error
 	for _, s := range slots {
 		n := s.name
 		h := tiers.Handle{Type: tiers.TypeKey, Name: n}
 		raw, err := loadLimited(ctx, be, h, maxSmallObject)
 		if err != nil {
 			lastErr = fmt.Errorf("read key slot %s: %w", n, err)
+			if !errors.Is(err, tiers.ErrNotFound) && !errors.Is(err, ErrTooLarge) && unread == nil {
+				unread = lastErr
+			}
 			continue
 		}
 		kid, err := id.Parse(n)
@@ -218,6 +224,9 @@ func unlock(ctx context.Context, be tiers.Backend, password []byte) (*MasterKey,
 		} else {
 			lastErr = fmt.Errorf("key slot %s: %w", n, err)
 		}
+	}
+	if unread != nil {
+		return nil, id.ID{}, fmt.Errorf("no key slot that could be read opens with the password, but one could not be read and may be the one it opens: %w; try again once %s can be read", unread, be.Location())
 	}
 	if refused && lastErr != ErrWrongPassword {
 		// The password is what is wrong; a damaged or foreign slot beside

@@ -142,3 +142,27 @@ func TestListKeysShowsDamagedSlot(t *testing.T) {
 		t.Fatalf("remove the damaged slot: %v", err)
 	}
 }
+
+// A key slot that cannot be read (the storage fails) may be the one the
+// password opens: the password is not called wrong because another slot
+// refused it.
+func TestUnreadableSlotIsNotWrongPassword(t *testing.T) {
+	ctx := context.Background()
+	mem := tierstest.NewMemory()
+	r := testRepo(t, mem, InitOptions{})
+	genuine := r.KeyID()
+	if _, err := r.AddKey(ctx, []byte("other"), "other"); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	be := tierstest.NewFaulty(mem, 1)
+	be.Inject(tierstest.Fault{Op: tierstest.OpLoad, Type: tiers.TypeKey, Name: genuine.String()})
+	_, err := Open(ctx, be, Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF})
+	if err == nil || errors.Is(err, ErrWrongPassword) || !errors.Is(err, tierstest.ErrInjected) {
+		t.Fatalf("right password, its slot unreadable: %v, want the read error and not ErrWrongPassword", err)
+	}
+	be.Reset()
+	if _, err := Open(ctx, be, Options{Password: []byte("wrong"), CacheDir: t.TempDir(), KDF: testKDF}); !errors.Is(err, ErrWrongPassword) {
+		t.Fatalf("wrong password: %v, want ErrWrongPassword", err)
+	}
+}
