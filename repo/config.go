@@ -170,7 +170,11 @@ func parseConfigPublic(raw []byte) (*Config, error) {
 	if c.Format != formatName {
 		return nil, fmt.Errorf("%w: config object has format %q", ErrNotRepository, c.Format)
 	}
-	if c.Version > FormatVersion || c.Version < 1 {
+	if c.Version < 1 {
+		// No drpipe writes such a version: a newer one would not help.
+		return nil, fmt.Errorf("config object: format version %d is none any drpipe writes (versions start at 1): the config is damaged", c.Version)
+	}
+	if c.Version > FormatVersion {
 		return nil, fmt.Errorf("%w: repository format version %d, this drpipe supports 1..%d; use a newer drpipe", ErrUnsupportedVersion, c.Version, FormatVersion)
 	}
 	if err := c.EC.Validate(); err != nil {

@@ -151,6 +151,15 @@ func TestUnknownVersionAndNotRepository(t *testing.T) {
 	if !errors.Is(err, ErrUnsupportedVersion) {
 		t.Errorf("version 7: %v, want ErrUnsupportedVersion", err)
 	}
+	// A version below 1 was never written: the config is damaged, and a
+	// newer drpipe would not read it either.
+	for _, v := range []string{`"version": 0`, `"version": -3`} {
+		tiers.PutBytes(ctx, be, configHandle, bytes.Replace(raw, []byte(fmt.Sprintf(`"version": %d`, FormatVersion)), []byte(v), 1))
+		_, err := ReadConfig(ctx, be)
+		if err == nil || errors.Is(err, ErrUnsupportedVersion) || strings.Contains(err.Error(), "newer") {
+			t.Errorf("%s: %v, want an error calling the config damaged, not a newer version", v, err)
+		}
+	}
 	// Tampering with public fields is detected through the sealed copy.
 	tampered := bytes.Replace(raw, []byte(`"K": 4`), []byte(`"K": 5`), 1)
 	if bytes.Equal(tampered, raw) {
