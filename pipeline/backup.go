@@ -1010,12 +1010,12 @@ func (b *backup) read(path string, n *repo.Node, retried bool) *future {
 // content list that does not load counts as unknown: the file is read.
 func (b *backup) contentKnown(n *repo.Node) bool {
 	for _, e := range n.Content {
-		if !e.Zero && !b.r.Has(e.ID) {
+		if !e.Zero && !b.r.Has(repo.DataBlob, e.ID) {
 			return false
 		}
 	}
 	for _, x := range n.ContentLists {
-		if !b.r.Has(x) {
+		if !b.r.Has(repo.TreeBlob, x) {
 			return false
 		}
 	}
@@ -1024,7 +1024,7 @@ func (b *backup) contentKnown(n *repo.Node) bool {
 	}
 	errUnknown := errors.New("chunk in no index")
 	err := b.r.EachExtent(b.ctx, n, func(e repo.Extent) error {
-		if !e.Zero && !b.r.Has(e.ID) {
+		if !e.Zero && !b.r.Has(repo.DataBlob, e.ID) {
 			return errUnknown
 		}
 		return nil

@@ -373,7 +373,7 @@ func (b *backup) diskUnchanged(p, n *repo.Node) bool {
 	}
 	return p.Type == repo.NodeFile && m.FileSize == n.Size && p.ModTime.Equal(n.ModTime) &&
 		p.ChangeTime.Equal(n.ChangeTime) && p.Inode == n.Inode && b.contentKnown(p) &&
-		(m.OwnBlob == nil || b.r.Has(*m.OwnBlob))
+		(m.OwnBlob == nil || b.r.Has(repo.TreeBlob, *m.OwnBlob))
 }
 
 // diskRefs returns the blobs disk node n's record names besides its

@@ -142,7 +142,7 @@ func TestSweepKeepsPacksOfLockedIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, x := range ids {
-		if !r.Has(x) {
+		if !r.Has(DataBlob, x) {
 			continue
 		}
 		if _, err := r.LoadBlob(ctx, DataBlob, x, nil); err != nil {

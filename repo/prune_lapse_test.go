@@ -151,7 +151,7 @@ func TestSweepBesideWriterClockOff(t *testing.T) {
 			if err := w.LoadIndex(ctx); err != nil {
 				t.Fatal(err)
 			}
-			if !w.Has(w.BlobID(plain[0])) {
+			if !w.Has(DataBlob, w.BlobID(plain[0])) {
 				t.Fatal("fixture: the writer does not deduplicate against the forgotten snapshot's blobs")
 			}
 

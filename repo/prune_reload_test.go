@@ -64,7 +64,7 @@ func TestIndexReloadBesideSweep(t *testing.T) {
 	if len(pruner.Lookup(doomed.ID)) != 0 {
 		t.Fatal("fixture: the sweep kept the condemned blob")
 	}
-	if w.Has(doomed.ID) {
+	if w.Has(DataBlob, doomed.ID) {
 		t.Errorf("blob %s of a swept pack counts as stored: a backup would deduplicate against data that is gone", doomed.ID.Short())
 	}
 }

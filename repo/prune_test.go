@@ -60,7 +60,7 @@ func TestPruneTwoPhase(t *testing.T) {
 	}
 	// A backup now must not deduplicate against condemned packs.
 	condemnedBlob := ids1[59] // its pack holds none of the shared ids1[:5]
-	if r.Has(condemnedBlob) {
+	if r.Has(DataBlob, condemnedBlob) {
 		t.Errorf("blob in a condemned pack still counts for dedupe")
 	}
 	// Before the grace period nothing goes.
@@ -126,7 +126,7 @@ func TestPruneResurrects(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The old backup still dedupes against everything and writes a snapshot.
-	if !old.Has(ids1[0]) {
+	if !old.Has(DataBlob, ids1[0]) {
 		t.Fatal("test setup: the old session should not know the tombstone")
 	}
 	snap(t, old, rng, 3, ids1)

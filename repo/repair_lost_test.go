@@ -298,8 +298,8 @@ func TestReindexLeavesOutBlobsThatDoNotDecode(t *testing.T) {
 		t.Fatalf("repair: %v, %d packs indexed again, want 1", err, rep.PacksReindexed)
 	}
 	after := reopen(t, mem)
-	if !after.Has(entries[0].ID) || after.Has(entries[1].ID) {
-		t.Errorf("indexed again: the blob that decodes %v, the one that does not %v; want only the first", after.Has(entries[0].ID), after.Has(entries[1].ID))
+	if !after.Has(DataBlob, entries[0].ID) || after.Has(DataBlob, entries[1].ID) {
+		t.Errorf("indexed again: the blob that decodes %v, the one that does not %v; want only the first", after.Has(DataBlob, entries[0].ID), after.Has(DataBlob, entries[1].ID))
 	}
 }
 

@@ -793,12 +793,13 @@ func (r *Repository) Lookup(x id.ID) []BlobLocation {
 	return append(out, doomed...)
 }
 
-// Has reports whether blob x, of either type, is stored or being stored
-// by this session.
-func (r *Repository) Has(x id.ID) bool {
+// Has reports whether blob x of type t is stored or being stored by this
+// session (a blob of the other type with the same id does not count, see
+// hasLocked).
+func (r *Repository) Has(t BlobType, x id.ID) bool {
 	r.idxMu.RLock()
 	defer r.idxMu.RUnlock()
-	return r.hasLocked(DataBlob, x) || r.hasLocked(TreeBlob, x)
+	return r.hasLocked(t, x)
 }
 
 // hasLocked reports whether blob x of type t is stored or being stored by
