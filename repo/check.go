@@ -652,8 +652,11 @@ func (w *treeWalker) walk(ctx context.Context, x id.ID) ([]hit, error) {
 	}
 	w.rep.Trees++
 	var out []hit
-	blobHit := func(p string, b id.ID) {
-		if len(w.r.Lookup(b)) == 0 {
+	// A blob counts as indexed only as its own type: LoadBlob reads it
+	// so, and a chunk indexed only as a tree (the same bytes as a
+	// directory listing) does not restore as file content.
+	blobHit := func(p string, b id.ID, t BlobType) {
+		if !slices.ContainsFunc(w.r.Lookup(b), func(l BlobLocation) bool { return l.Entry.Type == t }) {
 			w.rep.MissingBlobs++
 			out = append(out, hit{path: p, blob: b, missing: true})
 			return
@@ -678,7 +681,7 @@ func (w *treeWalker) walk(ctx context.Context, x id.ID) ([]hit, error) {
 	}
 	for _, n := range t.Nodes {
 		for _, x := range n.Refs {
-			blobHit("/"+n.Name, x)
+			blobHit("/"+n.Name, x, TreeBlob)
 		}
 		switch n.Type {
 		case NodeDir:
@@ -696,11 +699,11 @@ func (w *treeWalker) walk(ctx context.Context, x id.ID) ([]hit, error) {
 		case NodeFile:
 			p := "/" + n.Name
 			for _, cl := range n.ContentLists {
-				blobHit(p, cl)
+				blobHit(p, cl, TreeBlob)
 			}
 			err := w.r.EachExtent(ctx, n, func(e Extent) error {
 				if !e.Zero {
-					blobHit(p, e.ID)
+					blobHit(p, e.ID, DataBlob)
 				}
 				return nil
 			})
