@@ -30,30 +30,39 @@ func newLiveSet(d *diskIndex) *liveSet {
 func setBit(b []uint64, i uint64)      { b[i/64] |= 1 << (i % 64) }
 func getBit(b []uint64, i uint64) bool { return b[i/64]&(1<<(i%64)) != 0 }
 
-// mark records blob x as used; it returns false when x is not indexed.
-// When x has copies outside condemned packs, only those count, so a blob
-// that a newer backup stored again does not keep its condemned pack alive;
-// a copy in a pack with fewer than K shards in storage (lost) does not
+// mark records blob x of type t as used; it returns false when x is not
+// indexed as type t. Only copies of type t count: a blob is read as its
+// own type, and one of the other type with the same bytes (a file
+// holding exactly a directory listing) is not a copy of it. When x has
+// copies outside condemned packs, only those count, so a blob that a
+// newer backup stored again does not keep its condemned pack alive; a
+// copy in a pack with fewer than K shards in storage (lost) does not
 // count as one, so the condemned copy, the one left to read, stays.
-func (l *liveSet) mark(x id.ID) bool {
+func (l *liveSet) mark(x id.ID, t BlobType) bool {
 	lo, hi := l.d.lookupRange(x)
-	healthy := false
+	healthy, found := false, false
 	for i := lo; i < hi; i++ {
-		p := l.d.pack(l.d.blob(i).packNo())
+		rec := l.d.blob(i)
+		if rec.entry().Type != t {
+			continue
+		}
+		found = true
+		p := l.d.pack(rec.packNo())
 		if !l.condemned[p.ID] && len(l.shards[p.ID]) >= int(p.K) {
 			healthy = true
 			break
 		}
 	}
 	for i := lo; i < hi; i++ {
-		pn := l.d.blob(i).packNo()
-		if healthy && l.condemned[l.d.pack(pn).ID] {
+		rec := l.d.blob(i)
+		pn := rec.packNo()
+		if rec.entry().Type != t || healthy && l.condemned[l.d.pack(pn).ID] {
 			continue
 		}
 		setBit(l.blobs, i)
 		setBit(l.packs, uint64(pn))
 	}
-	return hi > lo
+	return found
 }
 
 // deadPacks returns the ids of packs none of whose records is used.
@@ -111,9 +120,9 @@ func (r *Repository) liveSet(ctx context.Context, rep *PruneReport, condemned ma
 	rep.Packs = int(d.nPacks)
 	seen := map[id.ID]bool{}
 	var walk func(x id.ID) error
-	need := func(x id.ID, what string) error {
-		if !l.mark(x) {
-			return fmt.Errorf("%w: %s %s is referenced but not in any index (run drpipe repair)", ErrPruneUnsafe, what, x.Short())
+	need := func(x id.ID, t BlobType, what string) error {
+		if !l.mark(x, t) {
+			return fmt.Errorf("%w: %s %s is referenced but not in any index as a %s blob (run drpipe check; a new backup of the files check names stores their chunks again)", ErrPruneUnsafe, what, x.Short(), t)
 		}
 		return nil
 	}
@@ -125,7 +134,7 @@ func (r *Repository) liveSet(ctx context.Context, rep *PruneReport, condemned ma
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := need(x, "tree"); err != nil {
+		if err := need(x, TreeBlob, "tree"); err != nil {
 			return err
 		}
 		t, err := r.LoadTree(ctx, x)
@@ -133,13 +142,13 @@ func (r *Repository) liveSet(ctx context.Context, rep *PruneReport, condemned ma
 			return fmt.Errorf("%w: tree %s: %v", ErrPruneUnsafe, x.Short(), err)
 		}
 		for _, px := range t.Parts {
-			if err := need(px, "tree part"); err != nil {
+			if err := need(px, TreeBlob, "tree part"); err != nil {
 				return err
 			}
 		}
 		for _, n := range t.Nodes {
 			for _, x := range n.Refs {
-				if err := need(x, "disk layer map"); err != nil {
+				if err := need(x, TreeBlob, "disk layer map"); err != nil {
 					return err
 				}
 			}
@@ -150,7 +159,7 @@ func (r *Repository) liveSet(ctx context.Context, rep *PruneReport, condemned ma
 				}
 			case n.Type == NodeFile:
 				for _, cl := range n.ContentLists {
-					if err := need(cl, "content list"); err != nil {
+					if err := need(cl, TreeBlob, "content list"); err != nil {
 						return err
 					}
 				}
@@ -158,7 +167,7 @@ func (r *Repository) liveSet(ctx context.Context, rep *PruneReport, condemned ma
 					if e.Zero {
 						return nil
 					}
-					return need(e.ID, "chunk")
+					return need(e.ID, DataBlob, "chunk")
 				})
 				if err != nil {
 					return fmt.Errorf("%w: file %s: %v", ErrPruneUnsafe, n.Name, err)
@@ -256,13 +265,16 @@ func (w *PackWalker) SnapshotPacks(ctx context.Context, s *Snapshot) ([]PackInfo
 	return out, nil
 }
 
-func (w *PackWalker) blob(x id.ID, what string, into map[id.ID]PackInfo) error {
-	locs := w.r.Lookup(x)
-	if len(locs) == 0 {
-		return fmt.Errorf("%s %s is referenced but in no index: run 'drpipe check'", what, x.Short())
+// blob adds to into the pack that holds blob x as type t (a copy of the
+// other type with the same bytes is not read for it).
+func (w *PackWalker) blob(x id.ID, t BlobType, what string, into map[id.ID]PackInfo) error {
+	for _, l := range w.r.Lookup(x) {
+		if l.Entry.Type == t {
+			into[l.Pack.ID] = l.Pack
+			return nil
+		}
 	}
-	into[locs[0].Pack.ID] = locs[0].Pack
-	return nil
+	return fmt.Errorf("%s %s is referenced but in no index as a %s blob: run 'drpipe check'", what, x.Short(), t)
 }
 
 func (w *PackWalker) tree(ctx context.Context, x id.ID) (map[id.ID]PackInfo, error) {
@@ -273,7 +285,7 @@ func (w *PackWalker) tree(ctx context.Context, x id.ID) (map[id.ID]PackInfo, err
 		return nil, err
 	}
 	out := map[id.ID]PackInfo{}
-	if err := w.blob(x, "tree", out); err != nil {
+	if err := w.blob(x, TreeBlob, "tree", out); err != nil {
 		return nil, err
 	}
 	t, err := w.r.LoadTree(ctx, x)
@@ -281,13 +293,13 @@ func (w *PackWalker) tree(ctx context.Context, x id.ID) (map[id.ID]PackInfo, err
 		return nil, err
 	}
 	for _, px := range t.Parts {
-		if err := w.blob(px, "tree part", out); err != nil {
+		if err := w.blob(px, TreeBlob, "tree part", out); err != nil {
 			return nil, err
 		}
 	}
 	for _, n := range t.Nodes {
 		for _, x := range n.Refs {
-			if err := w.blob(x, "disk layer map", out); err != nil {
+			if err := w.blob(x, TreeBlob, "disk layer map", out); err != nil {
 				return nil, err
 			}
 		}
@@ -305,7 +317,7 @@ func (w *PackWalker) tree(ctx context.Context, x id.ID) (map[id.ID]PackInfo, err
 			}
 		case NodeFile:
 			for _, cl := range n.ContentLists {
-				if err := w.blob(cl, "content list", out); err != nil {
+				if err := w.blob(cl, TreeBlob, "content list", out); err != nil {
 					return nil, err
 				}
 			}
@@ -313,7 +325,7 @@ func (w *PackWalker) tree(ctx context.Context, x id.ID) (map[id.ID]PackInfo, err
 				if e.Zero {
 					return nil
 				}
-				return w.blob(e.ID, "chunk", out)
+				return w.blob(e.ID, DataBlob, "chunk", out)
 			})
 			if err != nil {
 				return nil, fmt.Errorf("file %s: %w", n.Name, err)
