@@ -709,6 +709,11 @@ func (a *app) statsCmd() *cobra.Command {
 				// shown, without them.
 				err = fmt.Errorf("some snapshots could not be read and are not counted in snapshots and the logical size (run 'drpipe check'): %w", err)
 			}
+			if d := r.DamagedIndexes(); len(d) > 0 {
+				// The figures are still shown, but they leave out the
+				// packs and chunks only those objects list.
+				err = errors.Join(err, fmt.Errorf("%d index objects are damaged and left out: the chunk and pack counts and sizes above leave out what only they list (run 'drpipe check', then 'drpipe repair', which replaces them)", len(d)))
+			}
 			if a.jsonOut() {
 				if jerr := a.printJSON(st); jerr != nil {
 					return jerr

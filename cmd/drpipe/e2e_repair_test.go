@@ -43,6 +43,11 @@ func TestRepairUnreadableIndexColdCache(t *testing.T) {
 	if strings.Contains(r.stdout, "harmless") {
 		t.Errorf("check calls the packs of an unreadable index harmless:\n%s", r.stdout)
 	}
+	// stats still shows its figures, but exits 1 saying they leave out
+	// what the damaged index lists.
+	if r := e.run("stats", "--repo", repoDir); r.code != 1 || !strings.Contains(r.stderr, "1 index objects are damaged") || !strings.Contains(r.stdout, "packs") {
+		t.Errorf("stats with an unreadable index: exit %d, want 1 saying so\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
 	os.RemoveAll(e.cache)
 	out := e.ok("repair", "--repo", repoDir)
 	if !strings.Contains(out, "replaced 1 unreadable index") {
@@ -50,6 +55,7 @@ func TestRepairUnreadableIndexColdCache(t *testing.T) {
 	}
 	os.RemoveAll(e.cache)
 	e.ok("check", "--repo", repoDir, "--read-data")
+	e.ok("stats", "--repo", repoDir)
 	target := filepath.Join(e.dir, "out")
 	e.ok("restore", "--repo", repoDir, "latest", "--target", target)
 	compareTrees(t, src, restored(target, src))
