@@ -170,20 +170,31 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Stat returns the first tier's answer that is not ErrNotFound.
+// Stat returns the first tier's answer that is not ErrNotFound: the
+// object's information from the first tier that has it, else the first
+// error other than ErrNotFound (a tier that failed to answer may hold
+// the object, so the object is not called missing), else ErrNotFound.
 func (f *Fallback) Stat(ctx context.Context, h Handle) (ObjectInfo, error) {
-	var last error
+	var notFound, failed error
 	for _, t := range f.tiers {
 		oi, err := t.Stat(ctx, h)
 		if err == nil {
 			return oi, nil
 		}
-		last = err
 		if ctx.Err() != nil {
 			return ObjectInfo{}, ctx.Err()
 		}
+		switch {
+		case errors.Is(err, ErrNotFound):
+			notFound = err
+		case failed == nil:
+			failed = err
+		}
 	}
-	return ObjectInfo{}, last
+	if failed != nil {
+		return ObjectInfo{}, failed
+	}
+	return ObjectInfo{}, notFound
 }
 
 // List returns the union over all tiers (each name once). Unreachable

@@ -84,3 +84,24 @@ func sha256hex(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
 }
+
+// TestFallbackStatDoesNotCallAnUnansweredObjectMissing: a tier that
+// fails to answer (an I/O error, a timeout) may hold the object, so when
+// the next tier does not have it, Stat returns the first tier's error,
+// not ErrNotFound: callers take ErrNotFound for "the object is gone".
+func TestFallbackStatDoesNotCallAnUnansweredObjectMissing(t *testing.T) {
+	ctx := context.Background()
+	h := tiers.Handle{Type: tiers.TypeIndex, Name: sha256hex([]byte("x"))}
+	hot := tierstest.NewFaulty(tierstest.NewMemory(), 1)
+	tiers.PutBytes(ctx, hot, h, []byte("x"))
+	broken := errors.New("disk read error")
+	hot.Inject(tierstest.Fault{Op: tierstest.OpStat, Kind: tierstest.FailBefore, Err: broken})
+	f, _ := tiers.NewFallback([]tiers.Backend{hot, tierstest.NewMemory()}, nil)
+	if _, err := f.Stat(ctx, h); !errors.Is(err, broken) || errors.Is(err, tiers.ErrNotFound) {
+		t.Errorf("stat with the first tier failing and the second lacking it: %v, want the first tier's error", err)
+	}
+	f2, _ := tiers.NewFallback([]tiers.Backend{tierstest.NewMemory(), tierstest.NewMemory()}, nil)
+	if _, err := f2.Stat(ctx, h); !errors.Is(err, tiers.ErrNotFound) {
+		t.Errorf("stat of an object no tier has: %v, want ErrNotFound", err)
+	}
+}
