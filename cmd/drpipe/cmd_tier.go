@@ -128,16 +128,21 @@ func (a *app) tierTargets(ctx context.Context, cfg *policy.Config, r *repo.Repos
 			// The directory is never created: where it is missing, a
 			// file system is most likely not mounted, and a copy
 			// would fill the one beneath.
-			be, err := tiers.OpenLocal(t.Location)
+			dir, ok := localDir(t.Location)
+			if !ok {
+				closeAll()
+				return nil, nil, usagef("tier %s: kind local takes a directory (a path or file://PATH), not %s", t.Name, t.Location)
+			}
+			be, err := tiers.OpenLocal(dir)
 			if errors.Is(err, fs.ErrNotExist) {
-				targets[t.Name] = unreachableTier{fmt.Errorf("directory %s does not exist: mount the file system it is on, or, for a new tier, create it (mkdir -p %s)", t.Location, t.Location)}
+				targets[t.Name] = unreachableTier{fmt.Errorf("directory %s does not exist: mount the file system it is on, or, for a new tier, create it (mkdir -p %s)", dir, dir)}
 				continue
 			}
-			if m, ok := unmountedTierDir(t.Location); ok && err == nil {
+			if m, ok := unmountedTierDir(dir); ok && err == nil {
 				// The directory exists: it is the mount point itself,
 				// or below it on the file system beneath.
 				be.Close()
-				targets[t.Name] = unreachableTier{fmt.Errorf("directory %s is on %s, which /etc/fstab lists but is not mounted: mount it (mount %s)", t.Location, m, m)}
+				targets[t.Name] = unreachableTier{fmt.Errorf("directory %s is on %s, which /etc/fstab lists but is not mounted: mount it (mount %s)", dir, m, m)}
 				continue
 			}
 			if err != nil {

@@ -491,6 +491,40 @@ tiering:
 	}
 }
 
+// TestTierLocalFileURL: a directory tier located as file://PATH, as the
+// primary may be, is that directory: tier run copies the snapshots into
+// it, instead of calling it missing and advising to create "file:".
+func TestTierLocalFileURL(t *testing.T) {
+	e := newEnv(t)
+	repoDir := e.initRepo()
+	src := filepath.Join(e.dir, "src")
+	if _, err := sample.Tree(src, sample.TreeOptions{Files: 3, Bytes: 16 << 10, Seed: 22}); err != nil {
+		t.Fatal(err)
+	}
+	e.backup(repoDir, src)
+	nas := filepath.Join(e.dir, "nas")
+	if err := os.Mkdir(nas, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeFile(t, e.dir, "drpipe.yaml", fmt.Sprintf(`repo: %s
+tiering:
+  tiers:
+    - name: hot
+      kind: primary
+      keep: {last: 3}
+    - name: nas
+      kind: local
+      location: file://%s
+      keep: {last: 3}
+`, repoDir, nas))
+	if r := e.run("--config", cfg, "tier", "run"); r.code != 0 {
+		t.Fatalf("tier run to a file:// tier: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if snaps := e.snapshotsJSON(nas); len(snaps) != 1 {
+		t.Errorf("the file:// tier holds %d snapshots, want 1", len(snaps))
+	}
+}
+
 func mustGetwd(t *testing.T) string {
 	t.Helper()
 	wd, err := os.Getwd()
