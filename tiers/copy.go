@@ -294,6 +294,11 @@ func sameConfig(ctx context.Context, src, dst Backend) error {
 // copyObject reads oi from src while verifying it, holding it in memory or
 // a temporary file, and stores it at dst. vanished reports an object gone
 // from src since it was listed.
+// maxConfigCopy bounds what a copy reads of a config object, whose size
+// the listing may not give (it is replaced in place): a repository's
+// config is a few hundred bytes, and drpipe reads at most 1 MiB of one.
+const maxConfigCopy = 1 << 20
+
 func copyObject(ctx context.Context, src, dst Backend, oi ObjectInfo, o CopyOptions) (n int64, vanished bool, err error) {
 	h := oi.Handle
 	v, err := NewObjectVerifier(h)
@@ -316,9 +321,9 @@ func copyObject(ctx context.Context, src, dst Backend, oi ObjectInfo, o CopyOpti
 			os.Remove(file.Name())
 		}()
 	}
-	expect := oi.Size
+	expect, limit := oi.Size, oi.Size
 	if h.Type == TypeConfig {
-		expect = -1 // replaced in place; the listing may be stale
+		expect, limit = -1, maxConfigCopy // replaced in place; the listing may be stale
 	}
 	err = src.Load(ctx, h, 0, 0, func(rd io.Reader) error {
 		v.Reset()
@@ -335,7 +340,13 @@ func copyObject(ctx context.Context, src, dst Backend, oi ObjectInfo, o CopyOpti
 			}
 			w = file
 		}
-		_, err := io.Copy(io.MultiWriter(w, v), rd)
+		// No more than the listing gave (and one byte to tell): an object
+		// that grew, or that the source serves damaged and endless, must
+		// not fill the memory or the spool disk.
+		k, err := io.Copy(io.MultiWriter(w, v), io.LimitReader(rd, limit+1))
+		if err == nil && k > limit {
+			err = fmt.Errorf("it holds more than the %d bytes its listing gave: it is damaged or changed while copied; run the copy again, and drpipe check there if this persists", limit)
+		}
 		return err
 	})
 	if err != nil {

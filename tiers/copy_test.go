@@ -445,3 +445,61 @@ func TestCopyIndexReplacedMeanwhile(t *testing.T) {
 		t.Errorf("replacement index: %v", err)
 	}
 }
+
+// endless serves every object followed by zeros without end, as a
+// damaged source may, counting the bytes it serves.
+type endless struct {
+	tiers.Backend
+	served atomic.Int64
+}
+
+func (e *endless) Load(ctx context.Context, h tiers.Handle, off, n int64, fn func(io.Reader) error) error {
+	return e.Backend.Load(ctx, h, off, n, func(rd io.Reader) error {
+		zeros := io.LimitReader(zeroReader{}, 1<<30) // ends, so a test of old code ends too
+		return fn(&countingReader{r: io.MultiReader(rd, zeros), n: &e.served})
+	})
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	k, err := c.r.Read(p)
+	c.n.Add(int64(k))
+	return k, err
+}
+
+// TestCopyReadsNoMoreThanListed: an object that holds more than its
+// listing gave is not read beyond that: a source serving an endless
+// object must not fill memory or the spool disk. The copy fails naming
+// it, and nothing is stored under its name.
+func TestCopyReadsNoMoreThanListed(t *testing.T) {
+	ctx := t.Context()
+	src, dst := tierstest.NewMemory(), tierstest.NewMemory()
+	objs := fakeRepo(t, src, 1, 7)
+	var listed int64
+	for _, b := range objs {
+		listed += int64(len(b)) + 1
+	}
+	e := &endless{Backend: src}
+	_, err := tiers.Copy(ctx, e, dst, tiers.CopyOptions{})
+	if err == nil || !strings.Contains(err.Error(), "more than the") {
+		t.Fatalf("copy from a source whose objects never end: %v", err)
+	}
+	if got := e.served.Load(); got > listed+1<<20 {
+		t.Errorf("read %d bytes from the source, whose objects are listed as %d in all", got, listed)
+	}
+	n := 0
+	for _, typ := range []tiers.Type{tiers.TypeData, tiers.TypeIndex, tiers.TypeSnapshot, tiers.TypeKey} {
+		dst.List(ctx, typ, func(tiers.ObjectInfo) error { n++; return nil })
+	}
+	if n != 0 {
+		t.Errorf("%d objects stored from a source that served more than it listed", n)
+	}
+}
