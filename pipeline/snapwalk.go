@@ -246,9 +246,12 @@ func diffNode(ctx context.Context, r *repo.Repository, x, y *repo.Node, dir stri
 
 // sameContent reports whether two file nodes hold the same bytes, by
 // their extents (content-addressed: the same chunk ids in the same
-// order are the same bytes) without reading any content.
+// order are the same bytes) without reading any content. A VM disk
+// image's content is its virtual disk, a layer's only its own data: its
+// disk record (format, backing file, layer map) must be the same too.
 func sameContent(x, y *repo.Node) bool {
-	return x.Size == y.Size && slices.Equal(x.Content, y.Content) && slices.Equal(x.ContentLists, y.ContentLists)
+	return x.Size == y.Size && slices.Equal(x.Content, y.Content) && slices.Equal(x.ContentLists, y.ContentLists) &&
+		bytes.Equal(x.Disk, y.Disk)
 }
 
 // sameMeta reports whether two nodes of one type agree on what restore

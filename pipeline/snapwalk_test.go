@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io/fs"
 	"os"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/drpipe/drpipe/internal/id"
 	"github.com/drpipe/drpipe/repo"
+	"github.com/drpipe/drpipe/vmdisk"
 )
 
 // TestWalkSnapshotListsWhatWasBackedUp: the walk of a backed-up path
@@ -233,6 +235,47 @@ func TestDiffSkipsUnchangedTrees(t *testing.T) {
 		}
 	}
 	if want := []string{"removed /f", "added /g"}; !slices.Equal(got, want) {
+		t.Errorf("diff: %v, want %v", got, want)
+	}
+}
+
+// TestDiffDiskImageRecord: a VM disk image's content is its virtual disk
+// (for a layer, only its own data) and its disk record says how that
+// makes the guest's disk: an overlay pointed at another backing file, or
+// whose unallocated clusters became zero clusters, holds other data for
+// the guest with the same chunks, and is modified, not unchanged.
+func TestDiffDiskImageRecord(t *testing.T) {
+	ctx := context.Background()
+	r, _ := newRepo(t)
+	mt := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	const size = 1 << 20
+	record := func(backing string, own []diskRun) []byte {
+		b, err := json.Marshal(DiskMeta{Version: DiskMetaVersion, Info: vmdisk.Info{Format: vmdisk.QCOW2, VirtualSize: size, Backing: backing,
+			BackingFormat: vmdisk.QCOW2, QCOW2: &vmdisk.QCOW2Params{Version: 3, ClusterBits: 16}}, Layer: true, Own: own})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	data := []diskRun{{0, 65536, int64(vmdisk.Data)}}
+	zeroed := []diskRun{{0, 65536, int64(vmdisk.Data)}, {65536, 65536, int64(vmdisk.Zero)}}
+	content := []repo.Extent{{ID: id.Hash([]byte("cluster")), Len: 65536}, {Len: size - 65536, Zero: true}}
+	tree := func(rebased, zero []byte) *repo.Tree {
+		return &repo.Tree{Version: repo.TreeVersion, Nodes: []*repo.Node{
+			{Name: "rebased.qcow2", Type: repo.NodeFile, Mode: 0o644, ModTime: mt, Size: size, Content: content, Disk: rebased},
+			{Name: "zeroed.qcow2", Type: repo.NodeFile, Mode: 0o644, ModTime: mt, Size: size, Content: content, Disk: zero},
+		}}
+	}
+	a := snapshotOf(t, r, tree(record("base-a.qcow2", data), record("base.qcow2", data)), "/")
+	b := snapshotOf(t, r, tree(record("base-b.qcow2", data), record("base.qcow2", zeroed)), "/")
+	var got []string
+	if err := DiffSnapshots(ctx, r, a, b, func(d DiffEntry) error {
+		got = append(got, string(d.Change)+" "+d.Path)
+		return nil
+	}); err != nil {
+		t.Fatalf("diff: %v", err)
+	}
+	if want := []string{"modified /rebased.qcow2", "modified /zeroed.qcow2"}; !slices.Equal(got, want) {
 		t.Errorf("diff: %v, want %v", got, want)
 	}
 }

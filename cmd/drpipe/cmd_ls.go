@@ -83,7 +83,7 @@ func (a *app) diffCmd() *cobra.Command {
 		Short: "Show what changed between two snapshots: files added, removed, modified, metadata changed",
 		Long: "diff compares two snapshots (ids, unique prefixes, or latest) by their trees, without reading any file\n" +
 			"content: a directory whose tree is unchanged is skipped unread, and a file is modified when its chunks\n" +
-			"differ. One line per change: + added, - removed, M modified content, U metadata only (mode, owner,\n" +
+			"differ (a VM disk image also when its format, backing file or layer map does). One line per change: + added, - removed, M modified content, U metadata only (mode, owner,\n" +
 			"modification time, link target, extended attributes), T another type; then a summary. --json prints one\n" +
 			"object, {\"old\": ..., \"new\": ..., \"changes\": [{\"path\", \"change\", \"old_size\", \"new_size\"}...],\n" +
 			"\"summary\": {...}, \"complete\": true}, written as it goes.",
