@@ -3,6 +3,7 @@ package pipeline
 import (
 	"archive/tar"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"path"
@@ -23,6 +24,11 @@ type DumpResult struct {
 	Bytes int64
 }
 
+// ErrDumpDiskImage is wrapped when the path Dump is given is, or holds,
+// a VM disk image: the snapshot keeps its virtual disk, not its container
+// file, which only a restore rebuilds.
+var ErrDumpDiskImage = errors.New("a VM disk image cannot be dumped")
+
 // dumpBuf is how much file content Dump reads at a time.
 const dumpBuf = 4 << 20
 
@@ -33,13 +39,18 @@ const dumpBuf = 4 << 20
 // leading slash, with modes, owners, times, symlinks, devices, FIFOs and
 // extended attributes (SCHILY.xattr, as GNU tar --xattrs reads them).
 // Holes are written as the zeros they read as; sockets are left out, as
-// restore leaves them; hard links are written as separate files.
+// restore leaves them; hard links are written as separate files. A VM
+// disk image, which only a restore rebuilds, is an error wrapping
+// ErrDumpDiskImage, in an archive too (when it is met).
 func Dump(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, p string, w io.Writer) (*DumpResult, error) {
 	p = path.Clean("/" + p)
 	cache := NewBlobCache(r, 64<<20)
 	res := &DumpResult{}
 	var tw *tar.Writer
 	err := WalkSnapshot(ctx, r, sn, []string{p}, func(q string, n *repo.Node) error {
+		if n.Type == repo.NodeFile && len(n.Disk) > 0 {
+			return fmt.Errorf("%s: %w: the snapshot holds its virtual disk, not the image file; restore it (drpipe restore --path %s, with --disk-format raw for a raw disk), or read its raw view in drpipe mount", q, ErrDumpDiskImage, q)
+		}
 		if tw == nil && q == p && n.Type == repo.NodeFile {
 			res.Entries++
 			return dumpContent(ctx, r, n, cache, w, res)

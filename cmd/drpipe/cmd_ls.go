@@ -161,7 +161,8 @@ func (a *app) dumpCmd() *cobra.Command {
 			"for a 'backup --stdin' stream (dump latest pg.sql | psql). Any other PATH (a directory, a symlink, a\n" +
 			"device) is written as a tar archive of it and everything below (POSIX/PAX: modes, owners, times, symlinks,\n" +
 			"devices, FIFOs, extended attributes as SCHILY.xattr), named by snapshot path without the leading slash.\n" +
-			"Holes are written as zeros, hard links as separate files; restore keeps both. PATH is as it was backed\n" +
+			"Holes are written as zeros, hard links as separate files; restore keeps both. A VM disk image (qcow2,\n" +
+			"VHD, VHDX) is an error: restore it, or read its raw view in drpipe mount. PATH is as it was backed\n" +
 			"up; a relative one is taken from the snapshot's root, where --stdin-name puts a stream. Standard output\n" +
 			"must not be a terminal. A summary goes to standard error (as JSON with --json).",
 		Example: "  drpipe dump --repo /srv/drpipe/repo latest --host db01 pg.sql | psql\n" +
