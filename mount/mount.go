@@ -733,12 +733,16 @@ type fileNode struct {
 	n    *repo.Node
 	disk bool
 
-	opened once // rd is set once, by reader, and never changes
+	opened once // rd and data are set once, by reader, and never change
 	rd     interface {
 		ReadAtContext(ctx context.Context, p []byte, off int64) (int, error)
 		Size() int64
 		Data() []vmdisk.Range // sorted, merged; the rest reads as zeros
 	}
+	// data is rd.Data(), made once: it walks every extent (and, for a
+	// raw view, sorts the layers'), too much for each SEEK_DATA and
+	// SEEK_HOLE of a sparse copy, which asks twice per run.
+	data []vmdisk.Range
 }
 
 var (
@@ -769,7 +773,7 @@ func (f *fileNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.Att
 func (f *fileNode) allocated() (int64, bool) {
 	if f.opened.loaded() {
 		var n int64
-		for _, r := range f.rd.Data() {
+		for _, r := range f.data {
 			n += r.Len
 		}
 		return n, true
@@ -808,7 +812,7 @@ func (f *fileNode) Lseek(ctx context.Context, _ gofs.FileHandle, off uint64, whe
 		return 0, syscall.ENXIO
 	}
 	o := int64(off)
-	data := f.rd.Data()
+	data := f.data
 	// The first data range that ends after o.
 	i := sort.Search(len(data), func(i int) bool { return data[i].End() > o })
 	if whence == unix.SEEK_DATA {
@@ -874,14 +878,14 @@ func (f *fileNode) open(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		f.rd = sd
+		f.rd, f.data = sd, sd.Data()
 		return nil
 	}
 	nr, err := pipeline.NewNodeReader(ctx, f.m.r, f.n, f.m.cache)
 	if err != nil {
 		return err
 	}
-	f.rd = nr
+	f.rd, f.data = nr, nr.Data()
 	return nil
 }
 

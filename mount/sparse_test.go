@@ -6,11 +6,16 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
+	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/drpipe/drpipe/internal/id"
 	"github.com/drpipe/drpipe/pipeline"
+	"github.com/drpipe/drpipe/repo"
 )
 
 // dataRuns walks fd with SEEK_DATA and SEEK_HOLE and returns the data
@@ -122,5 +127,42 @@ func TestSparseFilesSeekAndCountLikeTheSource(t *testing.T) {
 		if !bytes.Equal(got, want) {
 			t.Errorf("%s: content differs from the source", name)
 		}
+	}
+}
+
+// TestSeekTakesTimeByTheRunsNotTheirSquare: a sparse copy of a file asks
+// SEEK_DATA and SEEK_HOLE once per run; each answer must not cost a walk
+// of all the file's extents, or a disk image of 100,000 runs takes
+// minutes to copy (here, 50,000 runs must be walked within seconds).
+func TestSeekTakesTimeByTheRunsNotTheirSquare(t *testing.T) {
+	ctx := context.Background()
+	r := testRepo(t)
+	const runs, run = 50000, 4096
+	n := &repo.Node{Name: "img", Type: repo.NodeFile, Size: 2 * runs * run}
+	for i := range runs {
+		n.Content = append(n.Content, repo.Extent{ID: id.Hash([]byte(strconv.Itoa(i))), Len: run}, repo.Extent{Len: run, Zero: true})
+	}
+	f := &fileNode{m: &mfs{r: r}, n: n}
+	start := time.Now()
+	found := 0
+	for off := uint64(0); off < uint64(n.Size); found++ {
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("%d of %d data runs found by seeking in 10s", found, runs)
+		}
+		d, errno := f.Lseek(ctx, nil, off, unix.SEEK_DATA)
+		if errno == syscall.ENXIO && found == runs {
+			break // the file ends in a hole
+		}
+		if errno != 0 {
+			t.Fatalf("SEEK_DATA at %d: %v", off, errno)
+		}
+		h, errno := f.Lseek(ctx, nil, d, unix.SEEK_HOLE)
+		if errno != 0 || d != uint64(found)*2*run || h != d+run {
+			t.Fatalf("run %d: data at %d, hole at %d (%v); want %d, %d", found, d, h, errno, uint64(found)*2*run, uint64(found)*2*run+run)
+		}
+		off = h
+	}
+	if found != runs {
+		t.Fatalf("%d data runs, want %d", found, runs)
 	}
 }
