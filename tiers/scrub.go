@@ -150,7 +150,8 @@ type scrubPackList struct {
 // hash), and the index, snapshot, key and tombstone objects (their SHA-256
 // is their name). A pack with at least K intact shards gets its missing
 // and damaged shards rewritten from them, byte-identical to what the
-// writer stored (as repair does, but keyless: at a DR site, a bucket or
+// writer stored (a shard object with bytes after its payload is damaged,
+// and its bytes before them count among the intact) (as repair does, but keyless: at a DR site, a bucket or
 // any copy). Packs that cannot be rebuilt here and damaged objects are
 // reported, and with o.RemoveDamaged their damaged objects are removed so
 // that copying from an intact tier sends them again. An object storage
@@ -308,8 +309,44 @@ func scrubPack(ctx context.Context, be Backend, o ScrubOptions, pl *scrubPackLis
 		}
 		foreign[s.index] = true
 	}
+	var long []int // shards listed longer than the pack's, read no further than one byte past it
 	for _, s := range pl.shards {
 		h := Handle{Type: TypeData, Name: erasure.ShardName(pl.id, s.index)}
+		if hd != nil && s.index < hd.K+hd.M && s.size > hd.ObjectSize() {
+			// Bytes after the payload: the first bytes may still be
+			// the intact shard, which counts among the survivors, as
+			// check and repair count it, and is what the object is
+			// rewritten with.
+			want := hd.ObjectSize()
+			var b []byte
+			err := be.Load(ctx, h, 0, 0, func(rd io.Reader) error {
+				b = make([]byte, want+1)
+				m, err := io.ReadFull(rd, b)
+				if err == io.ErrUnexpectedEOF || err == io.EOF {
+					err = nil
+				}
+				b = b[:m]
+				return err
+			})
+			switch {
+			case errors.Is(err, ErrNotFound):
+				vanished++
+			case err != nil:
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				sp.Unread = append(sp.Unread, s.index)
+				sp.Error = fmt.Sprintf("shard %d could not be read: %v", s.index, err)
+			default:
+				read += int64(len(b))
+				if int64(len(b)) > want {
+					long = append(long, s.index)
+					b = b[:want]
+				}
+				objs[s.index] = b
+			}
+			continue
+		}
 		unfit := s.size > maxShardObject || hd != nil && (s.index >= hd.K+hd.M || s.size != hd.ObjectSize()) || hd == nil && foreign[s.index]
 		if unfit {
 			// Not read whole: gone since the listing is a prune's
@@ -386,6 +423,16 @@ func scrubPack(ctx context.Context, be Backend, o ScrubOptions, pl *scrubPackLis
 	}
 	if res != nil {
 		sp.Corrupt = append(sp.Corrupt, res.Corrupt...)
+		for _, i := range long {
+			// Its first bytes verified: damaged all the same, and
+			// rewritten with them.
+			if _, bad := res.Damage[i]; !bad {
+				sp.Corrupt = append(sp.Corrupt, i)
+				if res.Rebuilt != nil {
+					res.Rebuilt[i] = slots[i]
+				}
+			}
+		}
 		for _, i := range res.Missing {
 			// Not read whole is not absent: an unread or unfit shard.
 			if !slices.Contains(sp.Unread, i) && !slices.Contains(sp.Corrupt, i) {

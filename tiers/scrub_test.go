@@ -455,3 +455,38 @@ func TestScrubReadsNoShardWithoutAHeaderOfThePack(t *testing.T) {
 	}
 	equalContent(t, local, objs)
 }
+
+// A shard object with bytes after its payload still holds the intact
+// shard in its first bytes: as check --read-data and repair count it, it
+// is one of the K survivors, so a pack with it and M other shards missing
+// is rebuilt, the long shard rewritten with its own first bytes, and not
+// reported lost (or, with RemoveDamaged, stripped of its shards).
+func TestScrubUsesShardWithTrailingBytes(t *testing.T) {
+	local, objs, packs := scrubRepo(t)
+	h := shard(packs[0], 0)
+	if err := tiers.PutBytes(t.Context(), local, h, append(bytes.Clone(objs[h]), "trailing"...)); err != nil {
+		t.Fatal(err)
+	}
+	remove(t, local, shard(packs[0], 1))
+	remove(t, local, shard(packs[0], 2))
+	be := tierstest.NewCounting(local)
+	dry, err := tiers.Scrub(t.Context(), be, tiers.ScrubOptions{DryRun: true, RemoveDamaged: true, MinAge: time.Nanosecond, Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dry.PacksLost != 0 || dry.PacksRebuilt != 1 || !slices.Equal(dry.Rebuilt[0].Rebuilt, []int{0, 1, 2}) ||
+		!slices.Equal(dry.Rebuilt[0].Corrupt, []int{0}) || !slices.Equal(dry.Rebuilt[0].Missing, []int{1, 2}) {
+		t.Fatalf("dry run %+v: want pack %s rebuildable, shard 0 damaged and 1, 2 missing", dry, packs[0].Short())
+	}
+	if got := be.Counts(tiers.TypeData).BytesLoaded; got > 5<<20 {
+		t.Errorf("scrub read %d bytes of data objects, want no more of the long shard than a shard (under 5 MiB)", got)
+	}
+	rep, err := tiers.Scrub(t.Context(), local, tiers.ScrubOptions{RemoveDamaged: true, MinAge: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Clean() || rep.PacksLost != 0 || rep.Removed != 0 || rep.ShardsRebuilt != 3 {
+		t.Fatalf("report %+v: want shards 0, 1 and 2 of pack %s rewritten, nothing lost or removed", rep, packs[0].Short())
+	}
+	equalContent(t, local, objs)
+}
