@@ -278,7 +278,10 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 		return id.ID{}, false
 	}
 
-	w := &treeWalker{r: r, memo: map[id.ID][]hit{}, damagedPack: damagedPack, rep: rep}
+	w := &treeWalker{r: r, memo: map[id.ID]*treeHits{}, damagedPack: damagedPack, rep: rep}
+	// The entries listed so far, per pack: each list holds at most
+	// maxListed, so these do too.
+	listedFiles, listedSnapshots := map[packName]bool{}, map[packName]bool{}
 	for _, sid := range sids {
 		sn, err := r.LoadSnapshot(ctx, sid)
 		if err != nil {
@@ -286,22 +289,27 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 			continue
 		}
 		rep.Snapshots++
-		hits, err := w.walk(ctx, sn.Tree)
+		th, err := w.walk(ctx, sn.Tree)
 		if err != nil {
 			return nil, err
 		}
-		for _, h := range hits {
+		short := sid.String()[:8]
+		missing := map[string]bool{}
+		th.each("/", func(h hit) {
 			if h.missing {
-				rep.Errors = append(rep.Errors, fmt.Sprintf("snapshot %s: %s: blob %s is not in any index", sid.Short(), h.path, h.blob.Short()))
-				continue
+				if !missing[h.path] {
+					missing[h.path] = true
+					rep.Errors = append(rep.Errors, fmt.Sprintf("snapshot %s: %s: blob %s is not in any index", sid.Short(), h.path, h.blob.Short()))
+				}
+				return
 			}
 			d := damaged[h.pack]
 			if d == nil {
-				continue
+				return
 			}
-			d.Files = appendUnique(d.Files, h.path, &d.MoreFiles)
-			d.Snapshots = appendUnique(d.Snapshots, sid.String()[:8], &d.MoreSnapshots)
-		}
+			d.Files = appendUnique(d.Files, listedFiles, packName{h.pack, h.path}, &d.MoreFiles)
+			d.Snapshots = appendUnique(d.Snapshots, listedSnapshots, packName{h.pack, short}, &d.MoreSnapshots)
+		})
 	}
 	for k := range badBlob {
 		if d := damaged[k.pack]; d != nil {
@@ -323,19 +331,25 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 // maxListed bounds the files and the snapshots a PackDamage lists.
 const maxListed = 1000
 
-// appendUnique appends s to xs unless xs holds it already. A list of
-// maxListed entries is not extended: more is set instead.
-func appendUnique(xs []string, s string, more *bool) []string {
-	for _, x := range xs {
-		if x == s {
-			return xs
-		}
+// packName is a file or snapshot listed in a pack's damage.
+type packName struct {
+	pack id.ID
+	name string
+}
+
+// appendUnique appends k.name to xs, the list of pack k.pack, unless
+// listed, which holds what every such list holds, says it is there. A list
+// of maxListed entries is not extended: more is set instead.
+func appendUnique(xs []string, listed map[packName]bool, k packName, more *bool) []string {
+	if listed[k] {
+		return xs
 	}
 	if len(xs) >= maxListed {
 		*more = true
 		return xs
 	}
-	return append(xs, s)
+	listed[k] = true
+	return append(xs, k.name)
 }
 
 // scanPacks reads every index object and lists the data shards. It
@@ -633,50 +647,104 @@ type hit struct {
 	missing bool
 }
 
+// treeHits is what one tree holds of the damage, in the order of its
+// entries: its own hits (paths "/name", "/" for the tree itself) and the
+// subtrees holding any, whose hits lie below the entry's name. A subtree
+// is shared by every tree holding it, so memory follows the distinct
+// trees, not the snapshots times their files.
+type treeHits struct {
+	items []treeItem
+}
+
+// treeItem is a hit, or, with sub set, the hits of directory name.
+type treeItem struct {
+	hit
+	name string
+	sub  *treeHits
+}
+
+// each calls fn with every hit of t (none for nil), its path below
+// prefix.
+func (t *treeHits) each(prefix string, fn func(hit)) {
+	if t == nil {
+		return
+	}
+	for _, it := range t.items {
+		if it.sub != nil {
+			it.sub.each(path.Join(prefix, it.name), fn)
+			continue
+		}
+		h := it.hit
+		h.path = path.Join(prefix, h.path)
+		fn(h)
+	}
+}
+
 // treeWalker finds, per tree, the files whose blobs are missing or lie in
 // damaged packs. Results are memoised by tree id, so shared subtrees are
 // visited once across snapshots.
 type treeWalker struct {
 	r           *Repository
-	memo        map[id.ID][]hit
+	memo        map[id.ID]*treeHits
 	damagedPack func(id.ID) (id.ID, bool)
 	rep         *CheckReport
 }
 
-func (w *treeWalker) walk(ctx context.Context, x id.ID) ([]hit, error) {
-	if h, ok := w.memo[x]; ok {
-		return h, nil
+// walk returns what tree x holds of the damage, nil for nothing.
+func (w *treeWalker) walk(ctx context.Context, x id.ID) (*treeHits, error) {
+	if th, ok := w.memo[x]; ok {
+		return th, nil
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	w.rep.Trees++
-	var out []hit
+	var out []treeItem
+	// Keep one hit per (path, pack) so reports stay small.
+	type key struct {
+		path    string
+		pack    id.ID
+		missing bool
+	}
+	seen := map[key]bool{}
+	add := func(h hit) {
+		if k := (key{h.path, h.pack, h.missing}); !seen[k] {
+			seen[k] = true
+			out = append(out, treeItem{hit: h})
+		}
+	}
 	// A blob counts as indexed only as its own type: LoadBlob reads it
 	// so, and a chunk indexed only as a tree (the same bytes as a
 	// directory listing) does not restore as file content.
 	blobHit := func(p string, b id.ID, t BlobType) {
 		if !slices.ContainsFunc(w.r.Lookup(b), func(l BlobLocation) bool { return l.Entry.Type == t }) {
 			w.rep.MissingBlobs++
-			out = append(out, hit{path: p, blob: b, missing: true})
+			add(hit{path: p, blob: b, missing: true})
 			return
 		}
 		if pk, ok := w.damagedPack(b); ok {
-			out = append(out, hit{path: p, blob: b, pack: pk})
+			add(hit{path: p, blob: b, pack: pk})
 		}
 	}
+	done := func() *treeHits {
+		var th *treeHits
+		if len(out) > 0 {
+			th = &treeHits{items: out}
+		}
+		w.memo[x] = th
+		return th
+	}
 	if pk, ok := w.damagedPack(x); ok {
-		out = append(out, hit{path: "/", blob: x, pack: pk})
+		add(hit{path: "/", blob: x, pack: pk})
 	}
 	t, err := w.r.LoadTree(ctx, x)
 	if err != nil {
 		w.rep.Errors = append(w.rep.Errors, fmt.Sprintf("tree %s: %v", x.Short(), err))
-		w.memo[x] = out
-		return out, nil
+		return done(), nil
 	}
 	for _, px := range t.Parts {
 		if pk, ok := w.damagedPack(px); ok {
-			out = append(out, hit{path: "/", blob: px, pack: pk})
+			add(hit{path: "/", blob: px, pack: pk})
 		}
 	}
 	for _, n := range t.Nodes {
@@ -692,9 +760,8 @@ func (w *treeWalker) walk(ctx context.Context, x id.ID) ([]hit, error) {
 			if err != nil {
 				return nil, err
 			}
-			for _, h := range sub {
-				h.path = path.Join("/", n.Name, h.path)
-				out = append(out, h)
+			if sub != nil {
+				out = append(out, treeItem{name: n.Name, sub: sub})
 			}
 		case NodeFile:
 			p := "/" + n.Name
@@ -715,18 +782,7 @@ func (w *treeWalker) walk(ctx context.Context, x id.ID) ([]hit, error) {
 			}
 		}
 	}
-	// Keep one hit per (path, pack) so reports stay small.
-	seen := map[string]bool{}
-	dedup := out[:0]
-	for _, h := range out {
-		k := h.path + "\x00" + h.pack.String() + fmt.Sprint(h.missing)
-		if !seen[k] {
-			seen[k] = true
-			dedup = append(dedup, h)
-		}
-	}
-	w.memo[x] = dedup
-	return dedup, nil
+	return done(), nil
 }
 
 // Subset is a part of a repository's packs for check --read-data-subset:
