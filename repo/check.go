@@ -92,7 +92,9 @@ type CheckReport struct {
 	// PacksRead how many that was; empty and all with ReadData alone.
 	ReadSubset string `json:"read_data_subset,omitempty"`
 	PacksRead  int    `json:"packs_read"`
-	// Errors are problems that make the repository unhealthy.
+	// Errors are problems that make the repository unhealthy. Files
+	// referencing blobs in no index are named up to 1000 times, and the
+	// others counted in one more entry.
 	Errors []string `json:"errors,omitempty"`
 	// Damaged lists packs with missing or corrupt shards.
 	Damaged []PackDamage `json:"damaged_packs,omitempty"`
@@ -282,6 +284,10 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 	// The entries listed so far, per pack: each list holds at most
 	// maxListed, so these do too.
 	listedFiles, listedSnapshots := map[packName]bool{}, map[packName]bool{}
+	// Files referencing blobs in no index are named up to maxListed,
+	// the rest counted: a lost index object leaves every file of every
+	// snapshot that uses its blobs so.
+	unindexed := 0
 	for _, sid := range sids {
 		sn, err := r.LoadSnapshot(ctx, sid)
 		if err != nil {
@@ -299,7 +305,9 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 			if h.missing {
 				if !missing[h.path] {
 					missing[h.path] = true
-					rep.Errors = append(rep.Errors, fmt.Sprintf("snapshot %s: %s: blob %s is not in any index", sid.Short(), h.path, h.blob.Short()))
+					if unindexed++; unindexed <= maxListed {
+						rep.Errors = append(rep.Errors, fmt.Sprintf("snapshot %s: %s: blob %s is not in any index", sid.Short(), h.path, h.blob.Short()))
+					}
 				}
 				return
 			}
@@ -310,6 +318,9 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 			d.Files = appendUnique(d.Files, listedFiles, packName{h.pack, h.path}, &d.MoreFiles)
 			d.Snapshots = appendUnique(d.Snapshots, listedSnapshots, packName{h.pack, short}, &d.MoreSnapshots)
 		})
+	}
+	if n := unindexed - maxListed; n > 0 {
+		rep.Errors = append(rep.Errors, fmt.Sprintf("and %d more files in snapshots reference blobs in no index (the first %d are listed above)", n, maxListed))
 	}
 	for k := range badBlob {
 		if d := damaged[k.pack]; d != nil {

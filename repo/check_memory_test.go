@@ -2,9 +2,11 @@ package repo
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,5 +95,47 @@ func TestCheckMemoryDoesNotGrowWithSnapshotsOfDamagedFiles(t *testing.T) {
 	}
 	if grown := int64(be.heap[snapshots-1]) - int64(be.heap[1]); grown > 4<<20 {
 		t.Errorf("the live heap grew by %d MiB over %d snapshots of the same %d damaged files, want under 4 MiB", grown>>20, snapshots, files)
+	}
+}
+
+// Files referencing a blob in no index (an index object lost) are named
+// up to the number a damaged pack lists, and the rest counted, rather
+// than one error for every such file of every snapshot.
+func TestCheckBoundsTheFilesNamedForBlobsInNoIndex(t *testing.T) {
+	ctx := context.Background()
+	r := testRepo(t, nil, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20})
+	const files, snapshots = maxListed + 100, 3
+	lost := id.Hash([]byte("a blob whose index object is gone"))
+	dir := &Tree{}
+	for i := range files {
+		nd := &Node{Name: fmt.Sprintf("f%04d", i), Type: NodeFile, Size: 25}
+		if err := r.SetContent(ctx, nd, []Extent{{ID: lost, Len: 25}}); err != nil {
+			t.Fatal(err)
+		}
+		dir.Nodes = append(dir.Nodes, nd)
+	}
+	tree, err := r.SaveTree(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range snapshots {
+		if _, err := r.SaveSnapshot(ctx, &Snapshot{Tree: tree, Host: "h", Time: time.Unix(int64(i), 0)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := r.Check(ctx, CheckOptions{})
+	if !errors.Is(err, ErrCheckFailed) || rep.MissingBlobs == 0 {
+		t.Fatalf("check: %v, %d blobs missing; want it failed on them", err, rep.MissingBlobs)
+	}
+	if len(rep.Errors) != maxListed+1 || !strings.Contains(rep.Errors[maxListed], fmt.Sprint(files*snapshots-maxListed)) {
+		last := ""
+		if len(rep.Errors) > 0 {
+			last = rep.Errors[len(rep.Errors)-1]
+		}
+		t.Errorf("%d errors for %d files in %d snapshots referencing a blob in no index, the last %q; want %d named and the %d others counted",
+			len(rep.Errors), files, snapshots, last, maxListed, files*snapshots-maxListed)
 	}
 }
