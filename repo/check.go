@@ -234,6 +234,11 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 			switch {
 			case !ok:
 				d.Missing = append(d.Missing, i)
+			case sz > want && !o.ReadData:
+				// Bytes after the payload: the payload before them may be
+				// intact, which only reading it tells (repair uses it).
+				d.Corrupt = append(d.Corrupt, i)
+				d.Details = append(d.Details, fmt.Sprintf("shard %d is %d bytes, want %d (longer: check --read-data tells whether its first %d bytes are intact, and repair rebuilds from them if they are)", i, sz, want, want))
 			case sz != want:
 				d.Corrupt = append(d.Corrupt, i)
 				d.Details = append(d.Details, fmt.Sprintf("shard %d is %d bytes, want %d", i, sz, want))

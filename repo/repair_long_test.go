@@ -3,6 +3,7 @@ package repo
 import (
 	"bytes"
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/drpipe/drpipe/erasure"
@@ -35,6 +36,12 @@ func TestRepairUsesShardWithTrailingBytes(t *testing.T) {
 	}
 	if err := be.Remove(ctx, p.ShardHandle(1)); err != nil {
 		t.Fatal(err)
+	}
+	// Without reading, check cannot tell the long shard's payload is
+	// intact: it says so, and that --read-data tells.
+	plain, _ := r.Check(ctx, CheckOptions{})
+	if len(plain.Damaged) != 1 || !strings.Contains(strings.Join(plain.Damaged[0].Details, "; "), "check --read-data tells whether its first") {
+		t.Errorf("check without --read-data: damage %+v; want the long shard named with the advice to read it", plain.Damaged)
 	}
 	d := onlyDamage(t, r)
 	if !d.Repairable || d.BadBlobs != 0 || len(d.Corrupt) != 1 || len(d.Missing) != 1 {
