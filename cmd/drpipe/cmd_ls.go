@@ -288,6 +288,9 @@ func lsEntry(p string, n *repo.Node) map[string]any {
 		}
 	case repo.NodeSymlink:
 		e["link_target"] = n.LinkTarget
+		if !utf8.ValidString(n.LinkTarget) {
+			e["link_target_raw"] = []byte(n.LinkTarget) // base64, as path_raw
+		}
 	case repo.NodeDev, repo.NodeCharDev:
 		e["rdev"] = n.Rdev
 	}

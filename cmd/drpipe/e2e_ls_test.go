@@ -199,3 +199,33 @@ func TestDumpStdinStreamAndTree(t *testing.T) {
 		t.Errorf("dump to a terminal: %v, stderr %q; want exit 2 saying standard output is a terminal", err, se.String())
 	}
 }
+
+// TestLsJSONRawNames: a name and a symlink target that are not UTF-8
+// (Linux names are bytes) come back exactly, in base64, beside the
+// JSON strings that cannot hold them.
+func TestLsJSONRawNames(t *testing.T) {
+	e := newEnv(t)
+	r := e.initRepo()
+	src := filepath.Join(e.dir, "src")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	name, target := "caf\xe9", "to-\xff"
+	if err := os.Symlink(target, filepath.Join(src, name)); err != nil {
+		t.Fatal(err)
+	}
+	e.backup(r, src)
+	var ls struct {
+		Entries []struct {
+			PathRaw       []byte `json:"path_raw"`
+			LinkTargetRaw []byte `json:"link_target_raw"`
+		} `json:"entries"`
+	}
+	out := e.ok("ls", "--json", "--repo", r, "latest", filepath.Join(src, name))
+	if err := json.Unmarshal([]byte(out), &ls); err != nil {
+		t.Fatalf("ls --json printed %q: %v", out, err)
+	}
+	if len(ls.Entries) != 1 || string(ls.Entries[0].PathRaw) != filepath.Join(src, name) || string(ls.Entries[0].LinkTargetRaw) != target {
+		t.Errorf("ls --json of a link with a name and target in Latin-1: %s", out)
+	}
+}
