@@ -47,6 +47,10 @@ func Dump(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, p string, 
 	cache := NewBlobCache(r, 64<<20)
 	res := &DumpResult{}
 	var tw *tar.Writer
+	if p == "/" {
+		// The whole snapshot is an archive, an empty one too.
+		tw, res.Tar = tar.NewWriter(w), true
+	}
 	err := WalkSnapshot(ctx, r, sn, []string{p}, func(q string, n *repo.Node) error {
 		if n.Type == repo.NodeFile && len(n.Disk) > 0 {
 			return fmt.Errorf("%s: %w: the snapshot holds its virtual disk, not the image file; restore it (drpipe restore --path %s, with --disk-format raw for a raw disk), or read its raw view in drpipe mount", q, ErrDumpDiskImage, q)
@@ -57,9 +61,6 @@ func Dump(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, p string, 
 		}
 		if tw == nil {
 			tw, res.Tar = tar.NewWriter(w), true
-		}
-		if q == "/" {
-			return nil // the root has no node of its own to archive
 		}
 		return dumpTarEntry(ctx, r, tw, q, n, cache, res)
 	})

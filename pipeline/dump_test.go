@@ -1,12 +1,16 @@
 package pipeline
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/drpipe/drpipe/repo"
 )
 
 // TestDumpRefusesDiskImages: a snapshot holds a VM disk image as its
@@ -42,5 +46,21 @@ func TestDumpRefusesDiskImages(t *testing.T) {
 	out.Reset()
 	if _, err := Dump(ctx, r, res.Snapshot, src, &out); !errors.Is(err, ErrDumpDiskImage) {
 		t.Fatalf("dump of %s holding a disk image as a tar archive: %v, want an error wrapping ErrDumpDiskImage", src, err)
+	}
+}
+
+// TestDumpOfAnEmptySnapshotIsAnEmptyArchive: the whole of a snapshot
+// that holds nothing is an empty tar archive, which tar reads, not zero
+// bytes reported as a file.
+func TestDumpOfAnEmptySnapshotIsAnEmptyArchive(t *testing.T) {
+	r, _ := newRepo(t)
+	sn := snapshotOf(t, r, &repo.Tree{Version: repo.TreeVersion, Nodes: []*repo.Node{}}, "/")
+	var buf bytes.Buffer
+	res, err := Dump(context.Background(), r, sn, "/", &buf)
+	if err != nil || !res.Tar || res.Entries != 0 {
+		t.Fatalf("dump of an empty snapshot: %+v, %v; want an empty archive", res, err)
+	}
+	if _, err := tar.NewReader(&buf).Next(); err != io.EOF {
+		t.Errorf("the archive does not read as an empty tar (%d bytes): %v", buf.Len(), err)
 	}
 }
