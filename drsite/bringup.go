@@ -740,6 +740,12 @@ func restoreGroup(ctx context.Context, r *repo.Repository, vms []*PlannedVM, tar
 				return err
 			}
 			rd := RestoredDisk{VM: it.vm.Name, File: it.disk.File, Path: it.t.final, Format: it.t.format, Bytes: it.disk.Size}
+			// The record goes first: the image is placed whole by a
+			// rename, so a run stopped in between leaves no image that
+			// the next run must refuse, only a record it rewrites.
+			if err := writeImageSource(it.t.final, imageSource{Snapshot: sn.ID().String(), Path: it.disk.Path}); err != nil {
+				return fmt.Errorf("record where disk %s of %s came from: %w", it.disk.File, it.vm.Name, err)
+			}
 			if it.t.conv {
 				if err := convertImage(ctx, src, it.t.final, from, it.t.format); err != nil {
 					return fmt.Errorf("convert disk %s of %s: %w", it.disk.File, it.vm.Name, err)
@@ -750,9 +756,6 @@ func restoreGroup(ctx context.Context, r *repo.Repository, vms []*PlannedVM, tar
 				}
 			} else if err := os.Rename(src, it.t.final); err != nil {
 				return fmt.Errorf("place disk %s of %s: %w", it.disk.File, it.vm.Name, err)
-			}
-			if err := writeImageSource(it.t.final, imageSource{Snapshot: sn.ID().String(), Path: it.disk.Path}); err != nil {
-				return fmt.Errorf("record where disk %s of %s came from: %w", it.disk.File, it.vm.Name, err)
 			}
 			res.Restored = append(res.Restored, rd)
 			progress("  %s: %s (%s)", it.vm.Name, it.t.final, HumanBytes(rd.Bytes))
@@ -808,7 +811,7 @@ func imageSourceFile(image string) string {
 	return filepath.Join(filepath.Dir(image), "."+filepath.Base(image)+".drpipe-source")
 }
 
-// writeImageSource records where image came from, once it is in place.
+// writeImageSource records where image comes from, before it is placed.
 func writeImageSource(image string, s imageSource) error {
 	b, err := json.Marshal(s)
 	if err != nil {
@@ -820,9 +823,8 @@ func writeImageSource(image string, s imageSource) error {
 // sameImageSource returns nil when image, which an earlier run placed,
 // was restored from the snapshot and path the plan gives for disk d of
 // v, and otherwise an error that says what the image is and what to do.
-// An image without a record (placed by hand, by a drpipe that kept none,
-// or by a run stopped between placing it and recording it) is refused
-// too: which data it holds is not known.
+// An image without a record (placed by hand, or by a drpipe that kept
+// none) is refused too: which data it holds is not known.
 func sameImageSource(image string, v *PlannedVM, d DiskData) error {
 	what := fmt.Sprintf("VM %s: disk %s is already at %s", v.Name, d.File, image)
 	todo := fmt.Sprintf("stop any VM using it, then move it away or remove it (with %s) and run bringup again; the plan restores it from snapshot %s", imageSourceFile(image), shortID(v.Data.Snapshot))

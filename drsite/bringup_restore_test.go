@@ -256,3 +256,65 @@ hosts:
 		t.Errorf("the placed image holds %q", b)
 	}
 }
+
+// TestStoppedBeforeRecordingItsSourceResumes: a bring-up that stops
+// before it has recorded which snapshot an image comes from (here its
+// record cannot be written; a crash does the same) leaves no image that
+// the next run must refuse: run again, it restores the disk and goes on,
+// instead of asking the operator to remove an image it placed itself.
+func TestStoppedBeforeRecordingItsSourceResumes(t *testing.T) {
+	ctx := context.Background()
+	r := newTestRepo(t)
+	src := t.TempDir()
+	img := filepath.Join(src, "web.raw")
+	if err := os.WriteFile(img, []byte("the data at the disaster"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, err := pipeline.Backup(ctx, r, pipeline.BackupOptions{Host: "hv01", Paths: []string{src}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn := b.Snapshot
+	out := t.TempDir()
+	bringup := func() (*BringupResult, error) {
+		p := planFrom(t, `
+domain_type: test
+hosts:
+  - {name: dr-kvm, kind: libvirt, vcpus: 8, memory: 16GiB, storage: 1TiB}
+`, `vms:
+  - {name: web, vcpus: 1, memory: 1GiB, disks: [{file: /img/web.raw, format: raw, size: 1MiB}]}
+`)
+		p.VM("web").Data = &VMData{Snapshot: sn.ID().String(), SnapshotTime: sn.Time, Disks: []DiskData{{File: "/img/web.raw", Path: img}}}
+		return Bringup(ctx, r, p, BringupOptions{Out: out})
+	}
+	res, err := bringup()
+	if err != nil {
+		t.Fatalf("bring-up: %v", err)
+	}
+	placed := res.Restored[0].Path
+	// Start again from nothing, with the record's place taken by a
+	// directory that cannot be replaced.
+	if err := os.Remove(placed); err != nil {
+		t.Fatal(err)
+	}
+	record := imageSourceFile(placed)
+	if err := os.Remove(record); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(record, "x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bringup(); err == nil || !strings.Contains(err.Error(), "record where disk") {
+		t.Fatalf("bring-up whose record cannot be written: %v; want it to fail naming the record", err)
+	}
+	if err := os.RemoveAll(record); err != nil {
+		t.Fatal(err)
+	}
+	res, err = bringup()
+	if err != nil {
+		t.Fatalf("bring-up run again after one stopped before recording its image's source: %v", err)
+	}
+	if b, _ := os.ReadFile(placed); string(b) != "the data at the disaster" || res.Restored[0].Kept {
+		t.Errorf("the image after the resumed bring-up: %q (kept %v), want the snapshot's data restored again", b, res.Restored[0].Kept)
+	}
+}
