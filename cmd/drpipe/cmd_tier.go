@@ -633,7 +633,12 @@ func (a *app) openTiered(ctx context.Context) (*repo.Repository, *tiers.Fallback
 					continue
 				}
 			case policy.KindLocal:
-				be, err = tiers.OpenLocal(t.Location)
+				dir, ok := localDir(t.Location)
+				if !ok {
+					closeAll()
+					return nil, nil, usagef("tier %s: kind local takes a directory (a path or file://PATH), not %s", t.Name, t.Location)
+				}
+				be, err = tiers.OpenLocal(dir)
 			case policy.KindS3:
 				be, err = a.openBackend(ctx, t.Location, false)
 			case policy.KindSite:

@@ -523,6 +523,15 @@ tiering:
 	if snaps := e.snapshotsJSON(nas); len(snaps) != 1 {
 		t.Errorf("the file:// tier holds %d snapshots, want 1", len(snaps))
 	}
+	// With the primary's data lost, restore --tiers reads it from there.
+	if err := os.RemoveAll(filepath.Join(repoDir, "data")); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(e.dir, "restore")
+	if r := e.run("--config", cfg, "restore", "--tiers", "latest", "--target", target); r.code != 0 {
+		t.Fatalf("restore --tiers with the data on a file:// tier: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	compareTrees(t, src, restored(target, src))
 }
 
 func mustGetwd(t *testing.T) string {
