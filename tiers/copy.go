@@ -291,14 +291,14 @@ func sameConfig(ctx context.Context, src, dst Backend) error {
 	return nil
 }
 
-// copyObject reads oi from src while verifying it, holding it in memory or
-// a temporary file, and stores it at dst. vanished reports an object gone
-// from src since it was listed.
 // maxConfigCopy bounds what a copy reads of a config object, whose size
 // the listing may not give (it is replaced in place): a repository's
 // config is a few hundred bytes, and drpipe reads at most 1 MiB of one.
 const maxConfigCopy = 1 << 20
 
+// copyObject reads oi from src while verifying it, holding it in memory or
+// a temporary file, and stores it at dst. vanished reports an object gone
+// from src since it was listed.
 func copyObject(ctx context.Context, src, dst Backend, oi ObjectInfo, o CopyOptions) (n int64, vanished bool, err error) {
 	h := oi.Handle
 	v, err := NewObjectVerifier(h)
