@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -34,4 +35,26 @@ func TestWriteFileReplacesWhole(t *testing.T) {
 	if err := WriteFile(missing, []byte("x"), 0o600); err == nil || !strings.Contains(err.Error(), missing) {
 		t.Errorf("write into a missing directory: %v; want an error naming %s", err, missing)
 	}
+}
+
+// TestWriteFileWhereDirectoriesCannotSync: on a file system without a
+// sync for directories (fsync gives EINVAL: VirtualBox shared folders,
+// some 9p mounts) the file is still written and no error is returned,
+// where a directory sync that fails otherwise is reported.
+func TestWriteFileWhereDirectoriesCannotSync(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	for _, c := range []struct {
+		err  error
+		fail bool
+	}{{syscall.EINVAL, false}, {syscall.ENOTSUP, false}, {syscall.EIO, true}} {
+		syncDir = func(*os.File) error { return &os.PathError{Op: "sync", Path: "dir", Err: c.err} }
+		err := WriteFile(p, []byte("x"), 0o600)
+		if (err != nil) != c.fail {
+			t.Errorf("directory sync failing with %v: %v", c.err, err)
+		}
+		if b, rerr := os.ReadFile(p); rerr != nil || string(b) != "x" {
+			t.Errorf("directory sync failing with %v: the file holds %q (%v)", c.err, b, rerr)
+		}
+	}
+	syncDir = (*os.File).Sync
 }
