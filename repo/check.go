@@ -263,13 +263,14 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 	// of a pack was read and some were lost, the others are not touched.
 	// A blob that a pack which cannot be repaired loses is not touched
 	// either while another pack holds it readable: a restore reads it
-	// from there.
+	// from there. Only copies of the blob's own type count: a restore
+	// reads no other (see blobHit).
 	readable := func(x id.ID, l BlobLocation) bool {
 		d := damaged[l.Pack.ID]
 		return d == nil || d.Repairable || d.BlobsRead && !badBlob[packBlob{l.Pack.ID, x}]
 	}
-	damagedPack := func(x id.ID) (id.ID, bool) {
-		locs := r.Lookup(x)
+	damagedPack := func(x id.ID, t BlobType) (id.ID, bool) {
+		locs := slices.DeleteFunc(r.Lookup(x), func(l BlobLocation) bool { return l.Entry.Type != t })
 		for _, l := range locs {
 			// A pack whose blobs were each decoded (rebuilt, or read one
 			// by one) touches only the files of the blobs it lost there.
@@ -702,7 +703,7 @@ func (t *treeHits) each(prefix string, fn func(hit)) {
 type treeWalker struct {
 	r           *Repository
 	memo        map[id.ID]*treeHits
-	damagedPack func(id.ID) (id.ID, bool)
+	damagedPack func(id.ID, BlobType) (id.ID, bool)
 	rep         *CheckReport
 }
 
@@ -738,7 +739,7 @@ func (w *treeWalker) walk(ctx context.Context, x id.ID) (*treeHits, error) {
 			add(hit{path: p, blob: b, missing: true})
 			return
 		}
-		if pk, ok := w.damagedPack(b); ok {
+		if pk, ok := w.damagedPack(b, t); ok {
 			add(hit{path: p, blob: b, pack: pk})
 		}
 	}
@@ -750,7 +751,7 @@ func (w *treeWalker) walk(ctx context.Context, x id.ID) (*treeHits, error) {
 		w.memo[x] = th
 		return th
 	}
-	if pk, ok := w.damagedPack(x); ok {
+	if pk, ok := w.damagedPack(x, TreeBlob); ok {
 		add(hit{path: "/", blob: x, pack: pk})
 	}
 	t, err := w.r.LoadTree(ctx, x)
@@ -759,7 +760,7 @@ func (w *treeWalker) walk(ctx context.Context, x id.ID) (*treeHits, error) {
 		return done(), nil
 	}
 	for _, px := range t.Parts {
-		if pk, ok := w.damagedPack(px); ok {
+		if pk, ok := w.damagedPack(px, TreeBlob); ok {
 			add(hit{path: "/", blob: px, pack: pk})
 		}
 	}

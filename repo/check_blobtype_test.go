@@ -3,6 +3,7 @@ package repo
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -106,4 +107,71 @@ func TestSnapshotPacksGoByBlobType(t *testing.T) {
 			t.Errorf("the packs the snapshot needs leave out pack %s, which holds the %s copy", p.Short(), typ)
 		}
 	}
+}
+
+// TestCheckDamageGoesByBlobType: a file whose chunk's only data copy lies
+// in a lost pack does not restore, though a directory listing with the
+// same bytes lies in an intact pack, so check names the file among those
+// the lost pack touches.
+func TestCheckDamageGoesByBlobType(t *testing.T) {
+	ctx := context.Background()
+	mem := tierstest.NewMemory()
+	r := testRepo(t, mem, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20})
+	plain, err := encodeTree(&Tree{Version: TreeVersion, Nodes: []*Node{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := r.BlobID(plain)
+	for _, save := range []func() error{
+		func() error { _, err := r.SaveTree(ctx, &Tree{Version: TreeVersion, Nodes: []*Node{}}); return err },
+		func() error { _, _, err := r.SaveBlob(ctx, DataBlob, plain, x); return err },
+	} {
+		if err := save(); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now()
+	root, err := r.SaveTree(ctx, &Tree{Version: TreeVersion, Nodes: []*Node{
+		{Name: "f", Type: NodeFile, Mode: 0o644, ModTime: now, Size: int64(len(plain)), Content: []Extent{{ID: x, Len: int64(len(plain))}}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.SaveSnapshot(ctx, &Snapshot{Time: now, Host: "h", Paths: []string{"/"}, Tree: root}); err != nil {
+		t.Fatal(err)
+	}
+	r = reopen(t, mem)
+	var lost PackInfo
+	for _, l := range r.Lookup(x) {
+		if l.Entry.Type == DataBlob {
+			lost = l.Pack
+		}
+	}
+	if lost.ID.IsNull() {
+		t.Fatal("the file's chunk is in no pack as a data blob")
+	}
+	for i := range 2 {
+		if err := mem.Remove(ctx, lost.ShardHandle(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := r.Check(ctx, CheckOptions{})
+	if !errors.Is(err, ErrCheckFailed) || rep == nil {
+		t.Fatalf("check: %v, want it to fail", err)
+	}
+	for _, d := range rep.Damaged {
+		if d.Pack == lost.ID {
+			if !slices.Contains(d.Files, "/f") {
+				t.Fatalf("the lost pack %s touches files %v, want /f, whose only data copy it held", lost.ID.Short(), d.Files)
+			}
+			return
+		}
+	}
+	t.Fatalf("the lost pack %s is not reported: %+v", lost.ID.Short(), rep.Damaged)
 }
