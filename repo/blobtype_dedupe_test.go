@@ -49,3 +49,44 @@ func TestSaveBlobDedupesByType(t *testing.T) {
 		}
 	}
 }
+
+// TestSessionKeepsBothTypesOfOneID: a data blob and a tree blob of one
+// id stored in one session are both known to it until it ends: each reads
+// back, neither is stored a second time, and both packs count as the
+// session's own.
+func TestSessionKeepsBothTypesOfOneID(t *testing.T) {
+	ctx := context.Background()
+	plain, err := encodeTree(&Tree{Nodes: []*Node{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := testRepo(t, tierstest.NewMemory(), InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20})
+	x, _, err := r.SaveBlob(ctx, DataBlob, plain, id.ID{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.SaveTree(ctx, &Tree{Nodes: []*Node{}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range []BlobType{DataBlob, TreeBlob} {
+		if got, err := r.LoadBlob(ctx, typ, x, nil); err != nil || !bytes.Equal(got, plain) {
+			t.Errorf("the %s blob does not read back in the session that stored it: %v", typ, err)
+		}
+	}
+	packs := 0
+	_ = r.EachPack(func(PackInfo) error { packs++; return nil })
+	if packs != 2 {
+		t.Errorf("EachPack lists %d packs of the session, want 2 (one of each type)", packs)
+	}
+	for _, typ := range []BlobType{DataBlob, TreeBlob} {
+		if _, isNew, err := r.SaveBlob(ctx, typ, plain, x); err != nil || isNew {
+			t.Errorf("the %s blob is stored again in the session that stored it (err %v)", typ, err)
+		}
+	}
+}

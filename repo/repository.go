@@ -92,7 +92,7 @@ type Repository struct {
 	// damaged holds the index objects the last LoadIndex left out
 	// because they are damaged (DamagedIndexes).
 	damaged    map[id.ID]error
-	pending    map[id.ID]pendingBlob
+	pending    map[blobKey]pendingBlob
 	unindexed  []IndexPack
 	lastIndex  time.Time
 	newIndexes []id.ID
@@ -134,6 +134,13 @@ type WriteStats struct {
 type pendingBlob struct {
 	pack  *PackInfo // nil while the pack is not durable yet
 	entry BlobEntry
+}
+
+// blobKey names a blob of this session: a data blob and a tree blob with
+// the same bytes, and so the same id, are two blobs.
+type blobKey struct {
+	t BlobType
+	x id.ID
 }
 
 func (o *Options) defaults() {
@@ -323,7 +330,7 @@ func newRepository(ctx context.Context, be tiers.Backend, cfg *Config, mk *Maste
 	r := &Repository{
 		be: be, cfg: cfg, key: mk, keyID: kid, kdf: kdf, now: o.Now, comp: o.Compression, opts: o,
 		hasher:    chunking.NewHasher(mk.ChunkID),
-		pending:   map[id.ID]pendingBlob{},
+		pending:   map[blobKey]pendingBlob{},
 		uploadSem: make(chan struct{}, o.Uploads),
 		rcWait:    map[id.ID]*sync.WaitGroup{},
 		// The data pack being filled, one per upload, and one changing
@@ -558,11 +565,11 @@ func (r *Repository) swapDisk(d *diskIndex) {
 	for _, p := range r.unindexed {
 		unindexed[p.ID] = true
 	}
-	for x, pb := range r.pending {
+	for k, pb := range r.pending {
 		if pb.pack == nil || unindexed[pb.pack.ID] {
 			continue
 		}
-		delete(r.pending, x)
+		delete(r.pending, k)
 	}
 	r.idxMu.Unlock()
 	old.close()
@@ -776,8 +783,10 @@ func (r *Repository) Lookup(x id.ID) []BlobLocation {
 	r.idxMu.RLock()
 	defer r.idxMu.RUnlock()
 	var out []BlobLocation
-	if pb, ok := r.pending[x]; ok && pb.pack != nil {
-		out = append(out, BlobLocation{Pack: *pb.pack, Entry: pb.entry})
+	for _, t := range []BlobType{DataBlob, TreeBlob} {
+		if pb, ok := r.pending[blobKey{t, x}]; ok && pb.pack != nil {
+			out = append(out, BlobLocation{Pack: *pb.pack, Entry: pb.entry})
+		}
 	}
 	var doomed []BlobLocation
 	r.disk.lookup(x, func(p PackInfo, e BlobEntry) bool {
@@ -806,7 +815,7 @@ func (r *Repository) Has(t BlobType, x id.ID) bool {
 // this session. A blob of the other type with the same plaintext, and so
 // the same id, does not count: LoadBlob reads a blob as its own type only.
 func (r *Repository) hasLocked(t BlobType, x id.ID) bool {
-	if pb, ok := r.pending[x]; ok && pb.entry.Type == t && (pb.pack == nil || !r.condemned[pb.pack.ID]) {
+	if pb, ok := r.pending[blobKey{t, x}]; ok && (pb.pack == nil || !r.condemned[pb.pack.ID]) {
 		return true
 	}
 	// A copy in a pack condemned by prune does not count: deduplicating

@@ -57,7 +57,7 @@ func (r *Repository) SaveBlob(ctx context.Context, t BlobType, plain []byte, x i
 		r.idxMu.Unlock()
 		return x, false, nil
 	}
-	r.pending[x] = pendingBlob{entry: BlobEntry{Type: t, ID: x, RawLength: uint32(len(plain))}}
+	r.pending[blobKey{t, x}] = pendingBlob{entry: BlobEntry{Type: t, ID: x, RawLength: uint32(len(plain))}}
 	r.idxMu.Unlock()
 	return x, true, r.addBlob(ctx, t, plain, x)
 }
@@ -68,11 +68,11 @@ func (r *Repository) saveBlobCopy(ctx context.Context, t BlobType, plain []byte,
 		return err
 	}
 	r.idxMu.Lock()
-	if pb, ok := r.pending[x]; ok && pb.entry.Type == t && (pb.pack == nil || !r.condemned[pb.pack.ID]) {
+	if pb, ok := r.pending[blobKey{t, x}]; ok && (pb.pack == nil || !r.condemned[pb.pack.ID]) {
 		r.idxMu.Unlock()
 		return nil // already copied in this session
 	}
-	r.pending[x] = pendingBlob{entry: BlobEntry{Type: t, ID: x, RawLength: uint32(len(plain))}}
+	r.pending[blobKey{t, x}] = pendingBlob{entry: BlobEntry{Type: t, ID: x, RawLength: uint32(len(plain))}}
 	r.idxMu.Unlock()
 	return r.addBlob(ctx, t, plain, x)
 }
@@ -208,7 +208,7 @@ func (r *Repository) uploadPack(ctx context.Context, pack []byte, entries []Blob
 	info := &PackInfo{ID: packID, Length: int64(len(pack)), ShardSize: uint32((len(pack) + k - 1) / k), K: uint8(k), M: uint8(r.cfg.EC.M)}
 	r.idxMu.Lock()
 	for _, e := range entries {
-		r.pending[e.ID] = pendingBlob{pack: info, entry: e}
+		r.pending[blobKey{e.Type, e.ID}] = pendingBlob{pack: info, entry: e}
 	}
 	r.unindexed = append(r.unindexed, IndexPack{PackInfo: *info, Blobs: entries})
 	due := len(r.unindexed) >= r.opts.IndexEvery || r.now().Sub(r.lastIndex) >= r.opts.IndexInterval

@@ -70,7 +70,7 @@ func TestFullPacksWaitForUploads(t *testing.T) {
 	p := r.packers[DataBlob]
 	for {
 		r.idxMu.RLock()
-		_, saving := r.pending[b2ID]
+		_, saving := r.pending[blobKey{DataBlob, b2ID}]
 		r.idxMu.RUnlock()
 		if saving {
 			if !p.mu.TryLock() {
