@@ -1036,7 +1036,12 @@ func (rs *restorer) flushLocked() {
 			t.file.release()
 			continue
 		}
+		// A data copy first: a tree blob of the same bytes has the same
+		// id, and a tier may hold only the data copy.
 		l := locs[0]
+		if i := slices.IndexFunc(locs, func(l repo.BlobLocation) bool { return l.Entry.Type == repo.DataBlob }); i > 0 {
+			l = locs[i]
+		}
 		pt := byPack[l.Pack.ID]
 		if pt == nil {
 			pt = &packTask{pack: l.Pack, targets: map[id.ID][]target{}}
