@@ -70,6 +70,13 @@ type ovfSystem struct {
 		Text string `xml:"Annotation"`
 	} `xml:"AnnotationSection"`
 	Product *struct{} `xml:"ProductSection"`
+	// VBox is VirtualBox's own machine section, where alone it writes
+	// the firmware (Hardware/Firmware type BIOS, EFI, EFI64, ...).
+	VBox *struct {
+		Firmware *struct {
+			Type string `xml:"type,attr"`
+		} `xml:"Hardware>Firmware"`
+	} `xml:"http://www.virtualbox.org/ovf/machine Machine"`
 }
 
 type ovfItem struct {
@@ -265,6 +272,9 @@ func importOVF(file string, data []byte, o ImportOptions) (*Inventory, error) {
 			case "bootOptions.efiSecureBootEnabled", "uefi.secureBoot.enabled":
 				vm.SecureBoot = c.Value == "true"
 			}
+		}
+		if vb := s.VBox; vb != nil && vb.Firmware != nil && strings.HasPrefix(strings.ToUpper(strings.TrimSpace(vb.Firmware.Type)), "EFI") {
+			vm.Firmware = FirmwareUEFI
 		}
 		items := append(append(append([]ovfItem(nil), hw.Items...), hw.StorageItems...), hw.EthItems...)
 		controllers := map[string]ovfItem{}
