@@ -82,6 +82,7 @@ type lvOS struct {
 	Boot []struct {
 		Dev string `xml:"dev,attr"`
 	} `xml:"boot"`
+	Any []lvAny `xml:",any"`
 }
 
 type lvCPU struct {
@@ -238,6 +239,19 @@ var lvNotCarried = map[string]string{
 	"lease":          "lock lease is not carried",
 	"memory":         "hot-plugged memory module is not carried",
 	"nvram":          "NVRAM device is not carried",
+}
+
+// Elements of <os> the DR definition does not carry; the boot menu,
+// SMBIOS mode and BIOS serial settings are left to the DR host's defaults
+// and change nothing the guest needs.
+var lvOSNotCarried = map[string]string{
+	"bootmenu": "", "smbios": "", "bios": "",
+	"nvram":   "the UEFI variable store is not carried: the DR definition starts from the firmware's template, without the guest's boot entries, so a guest whose boot loader is not also at \\EFI\\BOOT\\BOOTX64.EFI (Debian's is not by default) needs its entry added at the DR site",
+	"kernel":  "direct kernel boot is not carried: the DR VM boots from its disks, so a guest without a boot loader on them does not start",
+	"initrd":  "the initrd of a direct kernel boot is not carried; the DR VM boots from its disks",
+	"cmdline": "the kernel command line of a direct kernel boot is not carried; the DR VM boots from its disks",
+	"dtb":     "the device tree of a direct kernel boot is not carried; the DR VM boots from its disks",
+	"acpi":    "ACPI tables (a SLIC licence table) are not carried; licensing tied to them may need attention",
 }
 
 var machineVersion = regexp.MustCompile(`^(pc-q35|pc-i440fx|pc)-[0-9][0-9.]*$`)
@@ -441,6 +455,15 @@ func domainToVM(file string, d *lvDomain, w *warnings) (*VM, error) {
 		}
 		for _, b := range d.OS.Boot {
 			bootDevs = append(bootDevs, b.Dev)
+		}
+		for _, a := range d.OS.Any {
+			msg, known := lvOSNotCarried[a.XMLName.Local]
+			switch {
+			case !known:
+				w.add("os/"+a.XMLName.Local, "unrecognised element <%s> of <os>; not carried to the DR site", a.XMLName.Local)
+			case msg != "":
+				w.add("os/"+a.XMLName.Local, "%s", msg)
+			}
 		}
 	} else {
 		w.add("os", "domain %s has no <os>; firmware is unknown (the DR definition uses BIOS)", name)

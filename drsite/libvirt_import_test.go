@@ -127,3 +127,40 @@ func TestLibvirtUnknownDiskBus(t *testing.T) {
 		t.Errorf("generated definition keeps the unknown bus:\n%s", x)
 	}
 }
+
+// TestLibvirtOSNotCarried: what <os> holds besides the firmware and boot
+// order and the DR definition does not carry — the UEFI variable store
+// with the guest's boot entries, a kernel booted directly from the host —
+// is warned about, not dropped without a word.
+func TestLibvirtOSNotCarried(t *testing.T) {
+	doc := `<domain type="kvm"><name>deb01</name><memory unit="KiB">2097152</memory><vcpu>2</vcpu>
+  <os firmware="efi">
+    <type arch="x86_64" machine="pc-q35-8.2">hvm</type>
+    <loader readonly="yes" type="pflash">/usr/share/OVMF/OVMF_CODE_4M.fd</loader>
+    <nvram template="/usr/share/OVMF/OVMF_VARS_4M.fd">/var/lib/libvirt/qemu/nvram/deb01_VARS.fd</nvram>
+    <kernel>/var/lib/libvirt/boot/vmlinuz-6.1.0-28-amd64</kernel>
+    <initrd>/var/lib/libvirt/boot/initrd.img-6.1.0-28-amd64</initrd>
+    <cmdline>root=/dev/vda2 console=ttyS0</cmdline>
+    <bootmenu enable="yes"/>
+    <boot dev="hd"/>
+  </os>
+  <devices>
+    <disk type="file" device="disk"><driver name="qemu" type="qcow2"/><source file="/var/lib/libvirt/images/deb01.qcow2"/><target dev="vda" bus="virtio"/></disk>
+  </devices></domain>`
+	inv, err := Import("deb01.xml", []byte(doc), ImportOptions{Host: "kvm01"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, w := range inv.Warnings {
+		got[w.Field] = true
+	}
+	for _, f := range []string{"os/nvram", "os/kernel", "os/initrd", "os/cmdline"} {
+		if !got[f] {
+			t.Errorf("no warning for %s: %v", f, inv.Warnings)
+		}
+	}
+	if got["os/bootmenu"] {
+		t.Errorf("a warning for the boot menu, which changes nothing the guest needs: %v", inv.Warnings)
+	}
+}
