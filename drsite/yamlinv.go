@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -34,6 +35,7 @@ func decodeYAML(data []byte) (any, error) {
 	if err := noAliases(&n, 0); err != nil {
 		return nil, err
 	}
+	keepScalarText(&n)
 	var v any
 	if err := n.Decode(&v); err != nil {
 		return nil, err
@@ -70,6 +72,44 @@ func noAliases(n *yaml.Node, depth int) error {
 		}
 	}
 	return nil
+}
+
+// keepScalarText makes strings of mapping keys, of plain scalars YAML
+// would read as a time (2024-01-01), and of those it would read as a
+// number or boolean written otherwise than Go writes it back (1e3, 0x1F,
+// 08, 1.10, .inf, True), so a name or path written that way keeps its
+// text; where a number is wanted, a string of decimal digits is read as
+// one. Numbers written plainly (4, -1, 2.5) stay numbers. noAliases has
+// bounded the depth.
+func keepScalarText(n *yaml.Node) {
+	if n.Kind == yaml.ScalarNode && n.Style == 0 {
+		canon := ""
+		switch n.ShortTag() {
+		case "!!int":
+			if v, err := strconv.ParseInt(n.Value, 10, 64); err == nil {
+				canon = strconv.FormatInt(v, 10)
+			}
+		case "!!float":
+			if v, err := strconv.ParseFloat(n.Value, 64); err == nil {
+				canon = strconv.FormatFloat(v, 'f', -1, 64)
+			}
+		case "!!bool":
+			canon = strconv.FormatBool(n.Value == "true")
+		case "!!timestamp":
+		default:
+			return
+		}
+		if canon != n.Value {
+			n.Tag = "!!str"
+		}
+	}
+	for i, c := range n.Content {
+		if n.Kind == yaml.MappingNode && i%2 == 0 && c.Kind == yaml.ScalarNode {
+			c.Tag = "!!str"
+			continue
+		}
+		keepScalarText(c)
+	}
 }
 
 func importYAML(file string, data []byte, o ImportOptions) (*Inventory, error) {

@@ -45,3 +45,38 @@ func TestYAMLMemoryWithoutUnitRefused(t *testing.T) {
 		t.Errorf("memory in bytes: %v", err)
 	}
 }
+
+// TestYAMLNamesKeepTheirText: a plain value YAML reads as a number in
+// another spelling (1e3, 0x1F, 08, 1.10, .inf), or as a time
+// (2024-01-01), keeps the text it was written with where a name is read:
+// the VM, switch and disk are the ones the file names, not 1000, 31, 8,
+// 1.1 or +Inf, nor refused as not a string.
+func TestYAMLNamesKeepTheirText(t *testing.T) {
+	names := []string{"1e3", "0x1F", "08", "1.10", ".inf", "2024-01-01"}
+	var b strings.Builder
+	b.WriteString("switches:\n  - {name: 10.10, type: external}\nvms:\n")
+	for i, n := range names {
+		b.WriteString("  - name: " + n + "\n    vcpus: 2\n    memory: 4GiB\n")
+		b.WriteString("    disks: [{file: 2024.10, format: raw, size: 10GiB}]\n")
+		b.WriteString("    nics: [{mac: '52:54:00:00:00:0" + string(rune('1'+i)) + "', switch: 10.10, dhcp: true, vlan: 20}]\n")
+	}
+	inv, err := Import("odd.yaml", []byte(b.String()), ImportOptions{Host: "hv02"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, vm := range inv.VMs {
+		got[vm.Name] = true
+		if vm.Disks[0].File != "2024.10" || vm.NICs[0].Switch != "10.10" || vm.NICs[0].VLANID() != 20 || vm.VCPUs != 2 {
+			t.Errorf("VM %s: disk %q, switch %q, VLAN %d, %d vCPUs; want 2024.10, 10.10, 20, 2", vm.Name, vm.Disks[0].File, vm.NICs[0].Switch, vm.NICs[0].VLANID(), vm.VCPUs)
+		}
+	}
+	for _, n := range names {
+		if !got[n] {
+			t.Errorf("no VM %q among %v", n, got)
+		}
+	}
+	if s := inv.Hosts[0].Switches[0].Name; s != "10.10" {
+		t.Errorf("switch %q, want 10.10", s)
+	}
+}
