@@ -881,6 +881,7 @@ type lvNetwork struct {
 				Start string `xml:"start,attr"`
 				End   string `xml:"end,attr"`
 			} `xml:"range"`
+			Hosts []struct{} `xml:"host"`
 		} `xml:"dhcp"`
 	} `xml:"ip"`
 	Any []lvAny `xml:",any"`
@@ -1001,6 +1002,12 @@ func networkToSwitch(file string, n *lvNetwork, w *warnings) (*Switch, error) {
 		sub := Subnet{Address: netip.PrefixFrom(a, bits).String()}
 		if ip.DHCP != nil && len(ip.DHCP.Ranges) > 0 {
 			sub.DHCPStart, sub.DHCPEnd = ip.DHCP.Ranges[0].Start, ip.DHCP.Ranges[0].End
+			if r := ip.DHCP.Ranges; len(r) > 1 {
+				w.add(field+"/dhcp/range", "%d DHCP ranges of network %s after the first (from %s-%s) are not carried; only %s-%s is", len(r)-1, s.Name, r[1].Start, r[1].End, r[0].Start, r[0].End)
+			}
+		}
+		if ip.DHCP != nil && len(ip.DHCP.Hosts) > 0 {
+			w.add(field+"/dhcp/host", "%d DHCP reservations (fixed addresses by MAC) of network %s are not carried: a guest that takes its address from one gets another at the DR site", len(ip.DHCP.Hosts), s.Name)
 		}
 		s.Subnets = append(s.Subnets, sub)
 	}

@@ -164,3 +164,39 @@ func TestLibvirtOSNotCarried(t *testing.T) {
 		t.Errorf("a warning for the boot menu, which changes nothing the guest needs: %v", inv.Warnings)
 	}
 }
+
+// TestLibvirtNetworkDHCPNotCarried: the fixed addresses a libvirt
+// network's DHCP server hands to its guests by MAC, and the ranges after
+// the first, are warned about, not dropped without a word: a guest that
+// took its address from a reservation gets another at the DR site.
+func TestLibvirtNetworkDHCPNotCarried(t *testing.T) {
+	doc := `<network>
+  <name>default</name>
+  <forward mode="nat"/>
+  <bridge name="virbr0" stp="on" delay="0"/>
+  <ip address="192.168.122.1" netmask="255.255.255.0">
+    <dhcp>
+      <range start="192.168.122.100" end="192.168.122.149"/>
+      <range start="192.168.122.200" end="192.168.122.249"/>
+      <host mac="52:54:00:aa:bb:01" name="db01" ip="192.168.122.5"/>
+      <host mac="52:54:00:aa:bb:02" name="web01" ip="192.168.122.6"/>
+    </dhcp>
+  </ip>
+</network>`
+	inv, err := Import("net-default.xml", []byte(doc), ImportOptions{Host: "kvm01"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hosts, ranges bool
+	for _, w := range inv.Warnings {
+		if w.Field == "ip[1]/dhcp/host" && strings.Contains(w.Message, "2 ") {
+			hosts = true
+		}
+		if w.Field == "ip[1]/dhcp/range" && strings.Contains(w.Message, "192.168.122.200") {
+			ranges = true
+		}
+	}
+	if !hosts || !ranges {
+		t.Errorf("warnings %v, want the 2 DHCP reservations and the second range named", inv.Warnings)
+	}
+}
