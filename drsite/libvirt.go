@@ -124,6 +124,8 @@ type lvDisk struct {
 		Volume   string `xml:"volume,attr"`
 		Protocol string `xml:"protocol,attr"`
 		Name     string `xml:"name,attr"`
+		// Encryption is where libvirt 6.10 and later write it.
+		Encryption *struct{} `xml:"encryption"`
 	} `xml:"source"`
 	Target *struct {
 		Dev string `xml:"dev,attr"`
@@ -135,6 +137,7 @@ type lvDisk struct {
 	ReadOnly  *struct{}  `xml:"readonly"`
 	Shareable *struct{}  `xml:"shareable"`
 	Address   *lvAddress `xml:"address"`
+	Any       []lvAny    `xml:",any"`
 }
 
 type lvAddress struct {
@@ -252,6 +255,19 @@ var lvOSNotCarried = map[string]string{
 	"cmdline": "the kernel command line of a direct kernel boot is not carried; the DR VM boots from its disks",
 	"dtb":     "the device tree of a direct kernel boot is not carried; the DR VM boots from its disks",
 	"acpi":    "ACPI tables (a SLIC licence table) are not carried; licensing tied to them may need attention",
+}
+
+// Elements of <disk> whose settings the guest may depend on and the DR
+// definition does not carry; the others (alias, backing chain, I/O
+// limits) are left to the DR host.
+var lvDiskNotCarried = map[string]string{
+	"encryption": "disk encryption (LUKS) is not carried: the DR definition opens the image without its secret; define the secret and the disk's <encryption> at the DR site",
+	"serial":     "the disk's serial number is not carried; a guest that mounts it by id (/dev/disk/by-id) does not find it",
+	"wwn":        "the disk's WWN is not carried; a guest that mounts it by id (/dev/disk/by-id) does not find it",
+	"vendor":     "the disk's vendor name is not carried",
+	"product":    "the disk's product name is not carried",
+	"blockio":    "the disk's block sizes are not carried: the DR VM sees 512-byte sectors, so a disk written with 4 KiB sectors shows no partitions",
+	"geometry":   "the disk's geometry is not carried; the DR host picks its own",
 }
 
 var machineVersion = regexp.MustCompile(`^(pc-q35|pc-i440fx|pc)-[0-9][0-9.]*$`)
@@ -619,6 +635,14 @@ func lvDiskToModel(file, field string, x *lvDisk, w *warnings) (Disk, bool, erro
 	}
 	d.ReadOnly = x.ReadOnly != nil
 	d.Shareable = x.Shareable != nil
+	if x.Source != nil && x.Source.Encryption != nil {
+		w.add(field+"/source/encryption", "%s", lvDiskNotCarried["encryption"])
+	}
+	for _, a := range x.Any {
+		if msg, ok := lvDiskNotCarried[a.XMLName.Local]; ok {
+			w.add(field+"/"+a.XMLName.Local, "%s", msg)
+		}
+	}
 	if a := x.Address; a != nil && a.Type == "drive" {
 		ctl, bus, unit := int64(0), int64(0), int64(0)
 		var err error

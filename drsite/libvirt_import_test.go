@@ -200,3 +200,55 @@ func TestLibvirtNetworkDHCPNotCarried(t *testing.T) {
 		t.Errorf("warnings %v, want the 2 DHCP reservations and the second range named", inv.Warnings)
 	}
 }
+
+// TestLibvirtDiskSettingsNotCarried: a disk's settings the guest depends
+// on and the DR definition does not carry — LUKS encryption, the serial
+// number a guest may mount it by, a 4 KiB logical sector size its
+// partition table is written in — are warned about, not dropped without
+// a word; what live XML adds (alias, backing chain, I/O limits) is not.
+func TestLibvirtDiskSettingsNotCarried(t *testing.T) {
+	doc := `<domain type="kvm"><name>db01</name><memory unit="KiB">2097152</memory><vcpu>2</vcpu><os><type>hvm</type></os>
+  <devices>
+    <disk type="file" device="disk">
+      <driver name="qemu" type="qcow2"/>
+      <source file="/var/lib/libvirt/images/db01.qcow2" index="2"/>
+      <backingStore type="file" index="3"><format type="qcow2"/><source file="/var/lib/libvirt/images/base.qcow2"/><backingStore/></backingStore>
+      <target dev="vda" bus="virtio"/>
+      <iotune><total_iops_sec>2000</total_iops_sec></iotune>
+      <alias name="virtio-disk0"/>
+    </disk>
+    <disk type="file" device="disk">
+      <driver name="qemu" type="qcow2"/>
+      <source file="/var/lib/libvirt/images/db01-data.qcow2">
+        <encryption format="luks"><secret type="passphrase" uuid="0a81f5b2-8403-7b23-c8d6-21ccc2f80d6f"/></encryption>
+      </source>
+      <target dev="vdb" bus="virtio"/>
+      <serial>DB01-DATA</serial>
+      <blockio logical_block_size="4096" physical_block_size="4096"/>
+    </disk>
+    <disk type="file" device="disk">
+      <driver name="qemu" type="qcow2"/>
+      <source file="/var/lib/libvirt/images/db01-logs.qcow2"/>
+      <target dev="vdc" bus="virtio"/>
+      <encryption format="luks"><secret type="passphrase" uuid="1b81f5b2-8403-7b23-c8d6-21ccc2f80d6f"/></encryption>
+    </disk>
+  </devices></domain>`
+	inv, err := Import("db01.xml", []byte(doc), ImportOptions{Host: "kvm01"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, w := range inv.Warnings {
+		got[w.Field] = true
+	}
+	for _, f := range []string{"devices/disk[2]/source/encryption", "devices/disk[2]/serial", "devices/disk[2]/blockio", "devices/disk[3]/encryption"} {
+		if !got[f] {
+			t.Errorf("no warning for %s: %v", f, inv.Warnings)
+		}
+	}
+	for f := range got {
+		if strings.HasPrefix(f, "devices/disk[1]") {
+			t.Errorf("warning for %s, which the DR definition needs not carry: %v", f, inv.Warnings)
+		}
+	}
+}
