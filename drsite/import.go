@@ -75,8 +75,13 @@ func decodeText(data []byte) ([]byte, error) {
 // Detect tells the format of an inventory file from its content: the XML
 // root element (libvirt <domain> or <network>, OVF <Envelope>), the JSON
 // header (drpipe's "format" or the Hyper-V collector's "Collector"), or
-// else YAML.
+// else YAML. A tar archive (an OVA) is refused, naming its descriptor.
 func Detect(data []byte) (Format, error) {
+	// A tar header holds NUL bytes no text inventory has, and "ustar" at
+	// offset 257.
+	if len(data) >= 262 && string(data[257:262]) == "ustar" && bytes.IndexByte(data[:257], 0) >= 0 {
+		return "", fmt.Errorf("%w: a tar archive (an OVA?); give its OVF descriptor instead (tar -xf FILE.ova --wildcards '*.ovf')", ErrUnknownFormat)
+	}
 	text, err := decodeText(data)
 	if err != nil {
 		return "", err

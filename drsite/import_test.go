@@ -1,6 +1,8 @@
 package drsite
 
 import (
+	"archive/tar"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -571,5 +573,34 @@ func TestImportVirtInstallLive(t *testing.T) {
 		len(v.Disks) != 1 || v.Disks[0].Controller != "sata" || v.Disks[0].File != "/var/lib/libvirt/images/live01.qcow2" ||
 		len(v.NICs) != 1 || v.NICs[0].MAC != "52:54:00:77:00:01" || v.NICs[0].Switch != "default" || v.NICs[0].Model != "virtio" {
 		t.Errorf("virt-install domain imported as %+v", v)
+	}
+}
+
+// TestImportOVARefusedNamingTheDescriptor: an OVA (the tar archive
+// ovftool and VirtualBox export, the OVF descriptor its first member) is
+// refused saying so and how to get the descriptor out, not as text that
+// is not UTF-8 or as malformed YAML.
+func TestImportOVARefusedNamingTheDescriptor(t *testing.T) {
+	for _, disk := range [][]byte{{'K', 'D', 'M', 'V', 1, 0, 0, 0, 0xff, 0xfe, 0x80}, []byte("text only\n")} {
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		for _, m := range []struct {
+			name string
+			data []byte
+		}{{"app01.ovf", readFixture(t, "ovf/app01.ovf")}, {"app01-disk1.vmdk", disk}} {
+			if err := tw.WriteHeader(&tar.Header{Name: m.name, Mode: 0o644, Size: int64(len(m.data)), Format: tar.FormatUSTAR}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tw.Write(m.data); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := tw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Import("app01.ova", buf.Bytes(), ImportOptions{Host: "esx01"})
+		if !errors.Is(err, ErrUnknownFormat) || !strings.Contains(err.Error(), "OVA") || !strings.Contains(err.Error(), ".ovf") {
+			t.Errorf("error %v, want an unknown format naming the OVA and its .ovf descriptor", err)
+		}
 	}
 }
