@@ -169,6 +169,7 @@ type lvInterface struct {
 	Boot *struct {
 		Order string `xml:"order,attr"`
 	} `xml:"boot"`
+	Any []lvAny `xml:",any"`
 }
 
 type lvVLAN struct {
@@ -268,6 +269,17 @@ var lvDiskNotCarried = map[string]string{
 	"product":    "the disk's product name is not carried",
 	"blockio":    "the disk's block sizes are not carried: the DR VM sees 512-byte sectors, so a disk written with 4 KiB sectors shows no partitions",
 	"geometry":   "the disk's geometry is not carried; the DR host picks its own",
+}
+
+// Elements of <interface> whose settings the DR definition does not
+// carry and that change what the guest's network does; the others
+// (target, alias, driver queues) are left to the DR host.
+var lvInterfaceNotCarried = map[string]string{
+	"mtu":       "the interface's MTU is not carried; the DR network's MTU applies (jumbo frames need it set there)",
+	"link":      "the interface's link state is not carried; the DR VM's interface is up",
+	"filterref": "the interface's traffic filter (anti-spoofing) is not carried; define the filter at the DR site",
+	"port":      "the interface's port isolation is not carried; the DR VM can reach its neighbours on the network",
+	"bandwidth": "the interface's bandwidth limits are not carried",
 }
 
 var machineVersion = regexp.MustCompile(`^(pc-q35|pc-i440fx|pc)-[0-9][0-9.]*$`)
@@ -737,6 +749,18 @@ func lvInterfaceToModel(file, field string, x *lvInterface, w *warnings) (NIC, e
 			return n, err
 		}
 		n.BootOrder = int(v)
+	}
+	for _, a := range x.Any {
+		msg, ok := lvInterfaceNotCarried[a.XMLName.Local]
+		// A link set up and a port not isolated are what the DR
+		// definition gives.
+		for _, at := range a.Attrs {
+			ok = ok && !(a.XMLName.Local == "link" && at.Name.Local == "state" && at.Value == "up") &&
+				!(a.XMLName.Local == "port" && at.Name.Local == "isolated" && at.Value != "yes")
+		}
+		if ok {
+			w.add(field+"/"+a.XMLName.Local, "%s", msg)
+		}
 	}
 	return n, nil
 }

@@ -252,3 +252,53 @@ func TestLibvirtDiskSettingsNotCarried(t *testing.T) {
 		}
 	}
 }
+
+// TestLibvirtInterfaceSettingsNotCarried: an interface's settings the
+// DR definition does not carry — its MTU, a link set down, the traffic
+// filter and port isolation that keep a guest from spoofing or reaching
+// its neighbours, bandwidth limits — are warned about, not dropped
+// without a word; what live XML adds (target, alias, address) is not.
+func TestLibvirtInterfaceSettingsNotCarried(t *testing.T) {
+	doc := `<domain type="kvm"><name>web01</name><memory unit="KiB">2097152</memory><vcpu>2</vcpu><os><type>hvm</type></os>
+  <devices>
+    <disk type="file" device="disk"><driver name="qemu" type="qcow2"/><source file="/var/lib/libvirt/images/web01.qcow2"/><target dev="vda" bus="virtio"/></disk>
+    <interface type="network">
+      <mac address="52:54:00:0b:00:01"/>
+      <source network="lan" portid="0d9a1f4c-5b8e-4e57-9c1b-2f0e7d6a3b21" bridge="virbr1"/>
+      <target dev="vnet3"/>
+      <model type="virtio"/>
+      <link state="up"/>
+      <port isolated="no"/>
+      <alias name="net0"/>
+      <address type="pci" domain="0x0000" bus="0x01" slot="0x00" function="0x0"/>
+    </interface>
+    <interface type="bridge">
+      <mac address="52:54:00:0b:00:02"/>
+      <source bridge="br-storage"/>
+      <model type="virtio"/>
+      <mtu size="9000"/>
+      <link state="down"/>
+      <filterref filter="clean-traffic"><parameter name="IP" value="10.0.0.5"/></filterref>
+      <port isolated="yes"/>
+      <bandwidth><inbound average="1000"/></bandwidth>
+    </interface>
+  </devices></domain>`
+	inv, err := Import("web01.xml", []byte(doc), ImportOptions{Host: "kvm01"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, w := range inv.Warnings {
+		got[w.Field] = true
+	}
+	for _, e := range []string{"mtu", "link", "filterref", "port", "bandwidth"} {
+		if f := "devices/interface[2]/" + e; !got[f] {
+			t.Errorf("no warning for %s: %v", f, inv.Warnings)
+		}
+	}
+	for f := range got {
+		if strings.HasPrefix(f, "devices/interface[1]") {
+			t.Errorf("warning for %s, which the DR definition needs not carry: %v", f, inv.Warnings)
+		}
+	}
+}
