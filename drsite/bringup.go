@@ -827,20 +827,20 @@ func writeImageSource(image string, s imageSource) error {
 // none) is refused too: which data it holds is not known.
 func sameImageSource(image string, v *PlannedVM, d DiskData) error {
 	what := fmt.Sprintf("VM %s: disk %s is already at %s", v.Name, d.File, image)
-	todo := fmt.Sprintf("stop any VM using it, then move it away or remove it (with %s) and run bringup again; the plan restores it from snapshot %s", imageSourceFile(image), shortID(v.Data.Snapshot))
+	advice := fmt.Sprintf("stop any VM using it, then move it away or remove it (with %s) and run bringup again; the plan restores it from snapshot %s", imageSourceFile(image), shortID(v.Data.Snapshot))
 	b, err := os.ReadFile(imageSourceFile(image))
 	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%s, with no record of which snapshot it was restored from (a bring-up records it in %s), so which data it holds is not known: %s", what, imageSourceFile(image), todo)
+		return fmt.Errorf("%s, with no record of which snapshot it was restored from (a bring-up records it in %s), so which data it holds is not known: %s", what, imageSourceFile(image), advice)
 	}
 	if err != nil {
-		return fmt.Errorf("%s; its record of which snapshot it came from cannot be read (%v): %s", what, err, todo)
+		return fmt.Errorf("%s; its record of which snapshot it came from cannot be read (%v): %s", what, err, advice)
 	}
 	var s imageSource
 	if err := json.Unmarshal(b, &s); err != nil || len(b) > 4096 {
-		return fmt.Errorf("%s; its record of which snapshot it came from, %s, is damaged: %s", what, imageSourceFile(image), todo)
+		return fmt.Errorf("%s; its record of which snapshot it came from, %s, is damaged: %s", what, imageSourceFile(image), advice)
 	}
 	if !strings.EqualFold(s.Snapshot, v.Data.Snapshot) || s.Path != d.Path {
-		return fmt.Errorf("%s, restored by an earlier bring-up from snapshot %s (%s), not from the snapshot this plan restores: %s", what, shortID(s.Snapshot), s.Path, todo)
+		return fmt.Errorf("%s, restored by an earlier bring-up from snapshot %s (%s), not from the snapshot this plan restores: %s", what, shortID(s.Snapshot), s.Path, advice)
 	}
 	return nil
 }
