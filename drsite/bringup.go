@@ -397,59 +397,7 @@ func Bringup(ctx context.Context, r *repo.Repository, p *Plan, o BringupOptions)
 			if err != nil {
 				return res, err
 			}
-			h := c.Host(v.DRHost)
-			targets[v.Name] = map[string]diskTarget{}
-			taken := map[string]bool{} // image names of the VM, lower-case (NTFS)
-			// Disks with a format first: a disk without one may take
-			// another name once its header is read, and yields.
-			disks := slices.Clone(v.VM.Disks)
-			for i := range disks {
-				disks[i].Format = v.VM.DiskFormat(disks[i])
-			}
-			slices.SortStableFunc(disks, func(a, b Disk) int { return cmpBool(a.Format == "", b.Format == "") })
-			for _, d := range disks {
-				format, conv := targetFormat(h.Kind, d.Format)
-				base := winBaseOrUnix(d.File)
-				if conv || h.Kind == KindHyperV && !strings.EqualFold(filepath.Ext(base), "."+format) {
-					// Hyper-V tells VHD from VHDX by the name.
-					base = strings.TrimSuffix(base, filepath.Ext(base)) + "." + format
-				}
-				// The names the image can have: a disk without a format
-				// takes the name of the format its header gives
-				// (disk.img holding a VHDX becomes disk.qcow2).
-				names := func(b string) []string {
-					n := []string{strings.ToLower(b)}
-					if d.Format == "" {
-						for _, f := range detectedFormats {
-							c := diskTarget{final: b, format: format, conv: conv, kind: h.Kind}.retarget(f)
-							n = append(n, strings.ToLower(filepath.Base(c.final)))
-						}
-					}
-					return n
-				}
-				// Disks with the same file name in different source
-				// directories (data.vhdx on D: and on E:) get their own
-				// images: data.vhdx, data-2.vhdx.
-				ext := filepath.Ext(base)
-				for k, stem := 2, strings.TrimSuffix(base, ext); slices.ContainsFunc(names(base), func(n string) bool { return taken[n] }); k++ {
-					base = fmt.Sprintf("%s-%d%s", stem, k, ext)
-				}
-				for _, n := range names(base) {
-					taken[n] = true
-				}
-				local := filepath.Join(ho.Dir, "images", v.Name, base)
-				ref := local
-				switch h.Kind {
-				case KindLibvirt:
-					if h.ImageDir != "" {
-						local = filepath.Join(h.ImageDir, v.Name, base)
-						ref = local
-					}
-				case KindHyperV:
-					ref = v.Name + `\` + base
-				}
-				targets[v.Name][d.File] = diskTarget{final: local, ref: ref, format: format, conv: conv, kind: h.Kind, detect: d.Format == ""}
-			}
+			targets[v.Name] = vmDiskTargets(v, c.Host(v.DRHost), ho)
 		}
 		if !o.NoRestore && inGroups {
 			if err := restoreGroup(ctx, r, groupVMs, targets, o, res, progress); err != nil {
@@ -763,6 +711,65 @@ func restoreGroup(ctx context.Context, r *repo.Repository, vms []*PlannedVM, tar
 		os.RemoveAll(staging)
 	}
 	return nil
+}
+
+// vmDiskTargets returns where each disk of v (by inventory file) goes on
+// DR host h, whose output is ho, and in which format. The same plan gives
+// the same targets, so a pre-flight check sees the paths the run uses.
+func vmDiskTargets(v *PlannedVM, h *DRHost, ho *HostOutput) map[string]diskTarget {
+	out := map[string]diskTarget{}
+	taken := map[string]bool{} // image names of the VM, lower-case (NTFS)
+	// Disks with a format first: a disk without one may take
+	// another name once its header is read, and yields.
+	disks := slices.Clone(v.VM.Disks)
+	for i := range disks {
+		disks[i].Format = v.VM.DiskFormat(disks[i])
+	}
+	slices.SortStableFunc(disks, func(a, b Disk) int { return cmpBool(a.Format == "", b.Format == "") })
+	for _, d := range disks {
+		format, conv := targetFormat(h.Kind, d.Format)
+		base := winBaseOrUnix(d.File)
+		if conv || h.Kind == KindHyperV && !strings.EqualFold(filepath.Ext(base), "."+format) {
+			// Hyper-V tells VHD from VHDX by the name.
+			base = strings.TrimSuffix(base, filepath.Ext(base)) + "." + format
+		}
+		// The names the image can have: a disk without a format
+		// takes the name of the format its header gives
+		// (disk.img holding a VHDX becomes disk.qcow2).
+		names := func(b string) []string {
+			n := []string{strings.ToLower(b)}
+			if d.Format == "" {
+				for _, f := range detectedFormats {
+					c := diskTarget{final: b, format: format, conv: conv, kind: h.Kind}.retarget(f)
+					n = append(n, strings.ToLower(filepath.Base(c.final)))
+				}
+			}
+			return n
+		}
+		// Disks with the same file name in different source
+		// directories (data.vhdx on D: and on E:) get their own
+		// images: data.vhdx, data-2.vhdx.
+		ext := filepath.Ext(base)
+		for k, stem := 2, strings.TrimSuffix(base, ext); slices.ContainsFunc(names(base), func(n string) bool { return taken[n] }); k++ {
+			base = fmt.Sprintf("%s-%d%s", stem, k, ext)
+		}
+		for _, n := range names(base) {
+			taken[n] = true
+		}
+		local := filepath.Join(ho.Dir, "images", v.Name, base)
+		ref := local
+		switch h.Kind {
+		case KindLibvirt:
+			if h.ImageDir != "" {
+				local = filepath.Join(h.ImageDir, v.Name, base)
+				ref = local
+			}
+		case KindHyperV:
+			ref = v.Name + `\` + base
+		}
+		out[d.File] = diskTarget{final: local, ref: ref, format: format, conv: conv, kind: h.Kind, detect: d.Format == ""}
+	}
+	return out
 }
 
 // detectedFormats are the formats detectImageFormat gives.
