@@ -373,6 +373,35 @@ func Bringup(ctx context.Context, r *repo.Repository, p *Plan, o BringupOptions)
 			s.Close()
 		}
 	}()
+	// Before any group is defined or started: an image already where a
+	// disk goes must be the one the plan restores, in every group this
+	// run restores, or none comes up on another snapshot's data beside
+	// the others.
+	if !o.NoRestore {
+		for _, g := range p.Groups {
+			if len(groups) > 0 && !groups[g.Number] {
+				continue
+			}
+			for _, n := range g.VMs {
+				v := p.VM(n)
+				if v == nil || !selected(v.DRHost) || v.Blocked || v.DRHost == "" || v.Data == nil {
+					continue
+				}
+				ho, err := hostOut(v.DRHost)
+				if err != nil {
+					return res, err
+				}
+				targets := vmDiskTargets(v, c.Host(v.DRHost), ho)
+				for _, d := range v.Data.Disks {
+					if pt, _, ok := placedImage(targets[d.File]); ok {
+						if err := sameImageSource(pt.final, v, d); err != nil {
+							return res, err
+						}
+					}
+				}
+			}
+		}
+	}
 	netsUp := map[string]bool{}
 	psGroups := map[string][]GroupVMs{}
 	for _, g := range p.Groups {

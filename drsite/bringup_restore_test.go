@@ -3,6 +3,7 @@ package drsite
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -316,5 +317,57 @@ hosts:
 	}
 	if b, _ := os.ReadFile(placed); string(b) != "the data at the disaster" || res.Restored[0].Kept {
 		t.Errorf("the image after the resumed bring-up: %q (kept %v), want the snapshot's data restored again", b, res.Restored[0].Kept)
+	}
+}
+
+// TestPlacedImageOfAnotherSnapshotStopsBeforeAnyGroup: the check of
+// images already in place covers every boot group before the first is
+// restored, so a drill's image in group 2 stops the bring-up before
+// group 1 is restored, defined or started, not once group 1 runs.
+func TestPlacedImageOfAnotherSnapshotStopsBeforeAnyGroup(t *testing.T) {
+	ctx := context.Background()
+	r := newTestRepo(t)
+	src := t.TempDir()
+	for _, n := range []string{"db.raw", "web.raw"} {
+		if err := os.WriteFile(filepath.Join(src, n), []byte("data of "+n), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := pipeline.Backup(ctx, r, pipeline.BackupOptions{Host: "hv01", Paths: []string{src}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn := res.Snapshot
+	p := planFrom(t, `
+domain_type: test
+hosts:
+  - {name: dr-kvm, kind: libvirt, vcpus: 8, memory: 16GiB, storage: 1TiB}
+`, `vms:
+  - {name: db, vcpus: 1, memory: 1GiB, boot_priority: 1, disks: [{file: /img/db.raw, format: raw, size: 1MiB}]}
+  - {name: web, vcpus: 1, memory: 1GiB, depends_on: [db], disks: [{file: /img/web.raw, format: raw, size: 1MiB}]}
+`)
+	if p.VM("db").Group != 1 || p.VM("web").Group != 2 {
+		t.Fatalf("groups: db %d, web %d", p.VM("db").Group, p.VM("web").Group)
+	}
+	for _, n := range []string{"db", "web"} {
+		p.VM(n).Data = &VMData{Snapshot: sn.ID().String(), SnapshotTime: sn.Time, Disks: []DiskData{{File: "/img/" + n + ".raw", Path: filepath.Join(src, n+".raw")}}}
+	}
+	out := t.TempDir()
+	web := filepath.Join(out, "dr-kvm", "images", "web", "web.raw")
+	if err := os.MkdirAll(filepath.Dir(web), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(web, []byte("a drill's data"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeImageSource(web, imageSource{Snapshot: strings.Repeat("ab", 32), Path: filepath.Join(src, "web.raw")}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Bringup(ctx, r, p, BringupOptions{Out: out})
+	if err == nil || !strings.Contains(err.Error(), "VM web") || !strings.Contains(err.Error(), "from snapshot abababab") {
+		t.Fatalf("bring-up over a drill's image in group 2: %v; want a refusal naming web and the drill's snapshot", err)
+	}
+	if _, err := os.Stat(filepath.Join(out, "dr-kvm", "images", "db", "db.raw")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("group 1's disk was restored before the refusal: %v", err)
 	}
 }
