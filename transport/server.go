@@ -52,7 +52,10 @@ type ServerOptions struct {
 	// BodyIdleTimeout bounds each wait for the next bytes of an object's
 	// body: a primary that sends nothing for that long (its source hangs)
 	// has the object's stream reset, which frees what the object holds at
-	// the site (default 10 minutes).
+	// the site (default 10 minutes). It bounds the other way too: a
+	// reader (a restore from the site) that takes no bytes of an object
+	// for that long has its stream reset, which frees the object's file
+	// and the goroutine serving it.
 	BodyIdleTimeout time.Duration
 	// ScrubInterval, when positive, makes Serve scrub the repository
 	// (tiers.Scrub, removing what cannot be rebuilt) that often, the
@@ -790,6 +793,19 @@ type idleReader struct {
 func (r idleReader) Read(p []byte) (int, error) {
 	r.st.SetDeadline(r.now().Add(r.timeout))
 	return r.st.Read(p)
+}
+
+// idleWriter writes an object's body to st, bounding each wait for the
+// peer to take more bytes by timeout.
+type idleWriter struct {
+	st      Stream
+	timeout time.Duration
+	now     func() time.Time
+}
+
+func (w idleWriter) Write(p []byte) (int, error) {
+	w.st.SetDeadline(w.now().Add(w.timeout))
+	return w.st.Write(p)
 }
 
 // put receives the object whose Put header is f and commits it once

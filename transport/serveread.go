@@ -160,7 +160,7 @@ func (s *Server) serveGet(ctx context.Context, st Stream, m Get) error {
 		if err := WriteFrame(st, FrameGetReply, GetReply{Size: oi.Size, ModTime: oi.ModTime, Length: n}.encode()); err != nil {
 			return err
 		}
-		w, err := io.Copy(st, rd)
+		w, err := io.Copy(idleWriter{st: st, timeout: s.o.BodyIdleTimeout, now: s.o.Now}, rd)
 		if err == nil && w != n {
 			err = fmt.Errorf("%s: %d of %d bytes read", h, w, n)
 		}

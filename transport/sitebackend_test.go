@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -422,5 +423,71 @@ func TestSiteBackendLoadFailsWhenSiteStopsSending(t *testing.T) {
 		c.CloseWithError(CodeOK, "test over")
 		<-done
 		t.Errorf("load from a site that stopped sending still waits after 20s, its timeout is 1s")
+	}
+}
+
+// activeLoads counts the store's Loads under way.
+type activeLoads struct {
+	tiers.Backend
+	n atomic.Int64
+}
+
+func (a *activeLoads) Load(ctx context.Context, h tiers.Handle, off, n int64, fn func(io.Reader) error) error {
+	a.n.Add(1)
+	defer a.n.Add(-1)
+	return a.Backend.Load(ctx, h, off, n, fn)
+}
+
+// TestSiteStopsServingAReaderThatTakesNothing: a reader that asks for an
+// object and then takes none of its bytes (a restore hung on its own
+// disk, a client gone quiet with its connection alive) has the stream
+// reset after the site's BodyIdleTimeout, which frees the object's file
+// and the goroutine serving it, instead of holding them until the
+// connection ends.
+func TestSiteStopsServingAReaderThatTakesNothing(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "tls")
+	if _, err := InitTLS(dir, "dr-test", "hv01", IssueOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	loads := &activeLoads{}
+	st := newSiteOn(t, func(be tiers.Backend) tiers.Backend { loads.Backend = be; return loads })
+	st.s.o.BodyIdleTimeout = time.Second
+	body := bytes.Repeat([]byte("unread key "), 16<<20/11)
+	h := tiers.Handle{Type: tiers.TypeKey, Name: id.Hash(body).String()}
+	if err := loads.Backend.Put(ctx, h, bytes.NewReader(body), int64(len(body))); err != nil {
+		t.Fatal(err)
+	}
+	addr, _ := quicSite(t, st, dir, nil)
+	tc, _, err := ClientTLS(dir, "hv01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := DialQUIC(ctx, addr, tc, QUICOptions{HandshakeTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseWithError(CodeOK, "test over")
+	b, err := OpenSiteBackend(ctx, c, SiteBackendOptions{Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	release := make(chan struct{})
+	defer close(release)
+	go b.Load(ctx, h, 0, 0, func(io.Reader) error { <-release; return nil })
+	deadline := time.Now().Add(20 * time.Second)
+	for loads.n.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if loads.n.Load() == 0 {
+		t.Fatal("the site never started serving the object")
+	}
+	start := time.Now()
+	for loads.n.Load() != 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := loads.n.Load(); n != 0 {
+		t.Fatalf("the site still serves an object nobody reads %v after it started, its BodyIdleTimeout is 1s", time.Since(start).Round(time.Second))
 	}
 }
