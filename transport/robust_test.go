@@ -836,18 +836,27 @@ func TestReplicateFailsWhenSiteStopsReadingABody(t *testing.T) {
 	go func() {
 		done <- sendObject(ctx, c, &bytesBackend{body}, job{h: h, size: int64(len(body))}, ReplicateOptions{Timeout: time.Second})
 	}()
+	awaitTimeout(t, c, done, start, "send to a site that stopped reading")
+}
+
+// awaitTimeout checks the result on done of an operation begun at start
+// against a peer that stopped moving bytes, with a timeout of 1s: it must
+// fail with a deadline error well before 10s. After 20s the connection
+// is closed to end it, and the test fails.
+func awaitTimeout(t *testing.T, c Conn, done <-chan error, start time.Time, what string) {
+	t.Helper()
 	select {
 	case err := <-done:
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Errorf("send to a site that stopped reading: %v, want a timeout", err)
+			t.Errorf("%s: %v, want a timeout", what, err)
 		}
 		if d := time.Since(start); d > 10*time.Second {
-			t.Errorf("send to a site that stopped reading failed after %v, its timeout is 1s", d.Round(time.Millisecond))
+			t.Errorf("%s failed after %v, its timeout is 1s", what, d.Round(time.Millisecond))
 		}
 	case <-time.After(20 * time.Second):
 		c.CloseWithError(CodeOK, "test over")
 		<-done
-		t.Errorf("send to a site that stopped reading still waits after 20s, its timeout is 1s")
+		t.Errorf("%s still waits after 20s, its timeout is 1s", what)
 	}
 }
 
