@@ -55,20 +55,8 @@ func TestRestoreNoticesBesideTheDisksDoNotStopBringup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	sn := &repo.Snapshot{Time: now, Host: "hv01", Paths: []string{"/img"}, Tree: root}
-	if _, err := r.SaveSnapshot(ctx, sn); err != nil {
-		t.Fatal(err)
-	}
-	p := planFrom(t, `
-domain_type: test
-hosts:
-  - {name: dr-kvm, kind: libvirt, vcpus: 8, memory: 16GiB, storage: 1TiB}
-`, `vms:
-  - {name: web, vcpus: 1, memory: 1GiB, disks: [{file: /img/web.raw, format: raw, size: 1MiB}]}
-`)
+	sn := saveImgSnapshot(t, r, root, now)
+	p := rawWebPlan(t)
 	p.VM("web").Data = &VMData{Snapshot: sn.ID().String(), SnapshotTime: now, Disks: []DiskData{{File: "/img/web.raw", Path: "/img/web.raw"}}}
 	var progress []string
 	res, err := Bringup(ctx, r, p, BringupOptions{Out: t.TempDir(), Progress: func(s string) { progress = append(progress, s) }})
@@ -158,20 +146,8 @@ func TestRestoreFailureAboveADiskStopsBringup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	sn := &repo.Snapshot{Time: now, Host: "hv01", Paths: []string{"/img"}, Tree: root}
-	if _, err := r.SaveSnapshot(ctx, sn); err != nil {
-		t.Fatal(err)
-	}
-	p := planFrom(t, `
-domain_type: test
-hosts:
-  - {name: dr-kvm, kind: libvirt, vcpus: 8, memory: 16GiB, storage: 1TiB}
-`, `vms:
-  - {name: web, vcpus: 1, memory: 1GiB, disks: [{file: /img/web.raw, format: raw, size: 1MiB}]}
-`)
+	sn := saveImgSnapshot(t, r, root, now)
+	p := rawWebPlan(t)
 	p.VM("web").Data = &VMData{Snapshot: sn.ID().String(), SnapshotTime: now, Disks: []DiskData{{File: "/img/web.raw", Path: "/img/web.raw", Size: 1 << 20}}}
 	out := t.TempDir()
 	// What an earlier run killed while it restored left behind.
@@ -216,13 +192,7 @@ func TestPlacedImageOfAnotherSnapshotIsRefused(t *testing.T) {
 	now := backupImage("the data at the disaster")
 	out := t.TempDir()
 	bringup := func(sn *repo.Snapshot) (*BringupResult, error) {
-		p := planFrom(t, `
-domain_type: test
-hosts:
-  - {name: dr-kvm, kind: libvirt, vcpus: 8, memory: 16GiB, storage: 1TiB}
-`, `vms:
-  - {name: web, vcpus: 1, memory: 1GiB, disks: [{file: /img/web.raw, format: raw, size: 1MiB}]}
-`)
+		p := rawWebPlan(t)
 		p.VM("web").Data = &VMData{Snapshot: sn.ID().String(), SnapshotTime: sn.Time, Disks: []DiskData{{File: "/img/web.raw", Path: img}}}
 		return Bringup(ctx, r, p, BringupOptions{Out: out})
 	}
@@ -278,13 +248,7 @@ func TestStoppedBeforeRecordingItsSourceResumes(t *testing.T) {
 	sn := b.Snapshot
 	out := t.TempDir()
 	bringup := func() (*BringupResult, error) {
-		p := planFrom(t, `
-domain_type: test
-hosts:
-  - {name: dr-kvm, kind: libvirt, vcpus: 8, memory: 16GiB, storage: 1TiB}
-`, `vms:
-  - {name: web, vcpus: 1, memory: 1GiB, disks: [{file: /img/web.raw, format: raw, size: 1MiB}]}
-`)
+		p := rawWebPlan(t)
 		p.VM("web").Data = &VMData{Snapshot: sn.ID().String(), SnapshotTime: sn.Time, Disks: []DiskData{{File: "/img/web.raw", Path: img}}}
 		return Bringup(ctx, r, p, BringupOptions{Out: out})
 	}
@@ -370,4 +334,32 @@ hosts:
 	if _, err := os.Stat(filepath.Join(out, "dr-kvm", "images", "db", "db.raw")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("group 1's disk was restored before the refusal: %v", err)
 	}
+}
+
+// rawWebPlan plans one VM, web, with one raw disk /img/web.raw, onto one
+// libvirt DR host.
+func rawWebPlan(t *testing.T) *Plan {
+	t.Helper()
+	return planFrom(t, `
+domain_type: test
+hosts:
+  - {name: dr-kvm, kind: libvirt, vcpus: 8, memory: 16GiB, storage: 1TiB}
+`, `vms:
+  - {name: web, vcpus: 1, memory: 1GiB, disks: [{file: /img/web.raw, format: raw, size: 1MiB}]}
+`)
+}
+
+// saveImgSnapshot stores a snapshot of /img at time now whose tree is
+// root (made by hand), after making what r holds durable.
+func saveImgSnapshot(t *testing.T, r *repo.Repository, root id.ID, now time.Time) *repo.Snapshot {
+	t.Helper()
+	ctx := context.Background()
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sn := &repo.Snapshot{Time: now, Host: "hv01", Paths: []string{"/img"}, Tree: root}
+	if _, err := r.SaveSnapshot(ctx, sn); err != nil {
+		t.Fatal(err)
+	}
+	return sn
 }
