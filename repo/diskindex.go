@@ -521,7 +521,8 @@ func syncDir(dir string) error {
 
 // removeStaleBuilds removes from the cache directory dir what builds
 // killed mid-way left behind (sort run directories ".build-*", partial
-// cache files ".index-*") when neither it nor anything in it was modified
+// cache files ".index-*", session indexes ".session-*" not yet mapped
+// and unlinked, see buildSessionIndex) when neither it nor anything in it was modified
 // since before: a build in progress keeps writing them. It is best effort.
 func removeStaleBuilds(dir string, before time.Time) {
 	entries, err := os.ReadDir(dir)
@@ -535,7 +536,7 @@ func removeStaleBuilds(dir string, before time.Time) {
 	for _, e := range entries {
 		name := e.Name()
 		switch {
-		case strings.HasPrefix(name, ".index-") && e.Type().IsRegular():
+		case (strings.HasPrefix(name, ".index-") || strings.HasPrefix(name, ".session-")) && e.Type().IsRegular():
 			if !recent(e) {
 				_ = os.Remove(filepath.Join(dir, name))
 			}

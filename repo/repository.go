@@ -47,6 +47,11 @@ type Options struct {
 	// IndexInterval also writes an index object when this much time passed
 	// since the last one and packs are waiting (default 30 s).
 	IndexInterval time.Duration
+	// FoldEvery bounds the memory a long session's own index takes: once
+	// the index objects this session wrote list this many blobs, their
+	// entries move from memory to a memory-mapped file in the cache
+	// directory (default 262144, about 50 MiB of memory).
+	FoldEvery int
 	// SkipUnreadableIndex leaves index objects that cannot be read out of
 	// the index cache instead of failing Open and LoadIndex. Check and
 	// Repair need it: they are how an unreadable index is reported and
@@ -91,12 +96,20 @@ type Repository struct {
 	condemnedErr error
 	// damaged holds the index objects the last LoadIndex left out
 	// because they are damaged (DamagedIndexes).
-	damaged    map[id.ID]error
-	pending    map[blobKey]pendingBlob
-	unindexed  []IndexPack
-	lastIndex  time.Time
-	newIndexes []id.ID
-	indexing   sync.Mutex // serialises index object writes
+	damaged   map[id.ID]error
+	pending   map[blobKey]pendingBlob
+	unindexed []IndexPack
+	lastIndex time.Time
+	indexing  sync.Mutex // serialises index object writes
+	// toFold holds the index objects this session wrote whose blobs are
+	// still in pending, and foldBlobs how many blobs they list. sessIdx
+	// holds what foldPending moved out of pending: mapped files of this
+	// session's index objects that disk may lack, oldest first. All three
+	// are guarded by idxMu; only foldPending, with indexing held, and
+	// Close replace or unmap a file of sessIdx.
+	toFold    map[id.ID]*IndexFile
+	foldBlobs int
+	sessIdx   []*diskIndex
 
 	packers [3]*packer // by BlobType
 
@@ -155,6 +168,9 @@ func (o *Options) defaults() {
 	}
 	if o.IndexInterval <= 0 {
 		o.IndexInterval = 30 * time.Second
+	}
+	if o.FoldEvery <= 0 {
+		o.FoldEvery = 1 << 18
 	}
 }
 
@@ -331,6 +347,7 @@ func newRepository(ctx context.Context, be tiers.Backend, cfg *Config, mk *Maste
 		be: be, cfg: cfg, key: mk, keyID: kid, kdf: kdf, now: o.Now, comp: o.Compression, opts: o,
 		hasher:    chunking.NewHasher(mk.ChunkID),
 		pending:   map[blobKey]pendingBlob{},
+		toFold:    map[id.ID]*IndexFile{},
 		uploadSem: make(chan struct{}, o.Uploads),
 		rcWait:    map[id.ID]*sync.WaitGroup{},
 		// The data pack being filled, one per upload, and one changing
@@ -443,9 +460,15 @@ func (r *Repository) SessionStats() WriteStats {
 
 // Close releases the index cache mapping. It does not flush.
 func (r *Repository) Close() error {
+	r.indexing.Lock() // no fold is reading a file of sessIdx
+	defer r.indexing.Unlock()
 	r.idxMu.Lock()
 	r.disk.close()
 	r.disk = nil
+	for _, d := range r.sessIdx {
+		d.close()
+	}
+	r.sessIdx = nil
 	r.idxMu.Unlock()
 	return nil
 }
@@ -570,6 +593,17 @@ func (r *Repository) swapDisk(d *diskIndex) {
 			continue
 		}
 		delete(r.pending, k)
+	}
+	// The session's index objects the new cache holds need no fold.
+	// The files of sessIdx stay: what they hold is in the new cache too
+	// or, written after its listing, only there.
+	for x, f := range r.toFold {
+		if _, ok := d.indexFiles[x]; ok {
+			delete(r.toFold, x)
+			for _, p := range f.Packs {
+				r.foldBlobs -= len(p.Blobs)
+			}
+		}
 	}
 	r.idxMu.Unlock()
 	old.close()
@@ -789,14 +823,16 @@ func (r *Repository) Lookup(x id.ID) []BlobLocation {
 		}
 	}
 	var doomed []BlobLocation
-	r.disk.lookup(x, func(p PackInfo, e BlobEntry) bool {
-		if r.condemned[p.ID] {
-			doomed = append(doomed, BlobLocation{Pack: p, Entry: e})
-		} else {
-			out = append(out, BlobLocation{Pack: p, Entry: e})
-		}
-		return true
-	})
+	for d := range r.indexesLocked {
+		d.lookup(x, func(p PackInfo, e BlobEntry) bool {
+			if r.condemned[p.ID] {
+				doomed = append(doomed, BlobLocation{Pack: p, Entry: e})
+			} else {
+				out = append(out, BlobLocation{Pack: p, Entry: e})
+			}
+			return true
+		})
+	}
 	// Copies in packs condemned by prune are still readable until swept;
 	// they come last.
 	return append(out, doomed...)
@@ -825,11 +861,28 @@ func (r *Repository) hasLocked(t BlobType, x id.ID) bool {
 		return false
 	}
 	found := false
-	r.disk.lookup(x, func(p PackInfo, e BlobEntry) bool {
-		found = e.Type == t && !r.condemned[p.ID]
-		return !found
-	})
-	return found
+	for d := range r.indexesLocked {
+		d.lookup(x, func(p PackInfo, e BlobEntry) bool {
+			found = e.Type == t && !r.condemned[p.ID]
+			return !found
+		})
+		if found {
+			return true
+		}
+	}
+	return false
+}
+
+// indexesLocked yields the mapped indexes lookups consult: the
+// session's own (sessIdx, newest first), then the repository's cache.
+// The caller holds idxMu.
+func (r *Repository) indexesLocked(yield func(*diskIndex) bool) {
+	for i := len(r.sessIdx) - 1; i >= 0; i-- {
+		if !yield(r.sessIdx[i]) {
+			return
+		}
+	}
+	yield(r.disk)
 }
 
 // BlobLocation is one place a blob is stored.
@@ -844,15 +897,17 @@ func (r *Repository) EachPack(fn func(PackInfo) error) error {
 	r.idxMu.RLock()
 	defer r.idxMu.RUnlock()
 	seen := map[id.ID]struct{}{}
-	err := r.disk.eachPack(func(_ uint32, p PackInfo) error {
-		if _, ok := seen[p.ID]; ok {
-			return nil
+	for d := range r.indexesLocked {
+		err := d.eachPack(func(_ uint32, p PackInfo) error {
+			if _, ok := seen[p.ID]; ok {
+				return nil
+			}
+			seen[p.ID] = struct{}{}
+			return fn(p)
+		})
+		if err != nil {
+			return err
 		}
-		seen[p.ID] = struct{}{}
-		return fn(p)
-	})
-	if err != nil {
-		return err
 	}
 	for _, ip := range r.unindexedAndNew() {
 		if _, ok := seen[ip.ID]; ok {

@@ -245,9 +245,10 @@ func (r *Repository) writePendingIndex(ctx context.Context) error {
 	if err != nil {
 		err = fmt.Errorf("%d packs stored in %s left unindexed: %w", len(packs), r.be.Location(), err)
 	}
-	var x id.ID
+	var ids []id.ID
+	var parts []*IndexFile
 	if err == nil {
-		x, err = r.SaveIndexFile(ctx, &IndexFile{Packs: packs})
+		ids, parts, err = r.saveIndexParts(ctx, &IndexFile{Packs: packs})
 	}
 	if err != nil {
 		r.idxMu.Lock()
@@ -256,8 +257,17 @@ func (r *Repository) writePendingIndex(ctx context.Context) error {
 		return err
 	}
 	r.idxMu.Lock()
-	r.newIndexes = append(r.newIndexes, x)
+	for i, x := range ids {
+		r.toFold[x] = parts[i]
+		for _, p := range parts[i].Packs {
+			r.foldBlobs += len(p.Blobs)
+		}
+	}
+	due := r.foldBlobs >= r.opts.FoldEvery
 	r.idxMu.Unlock()
+	if due {
+		r.foldPending(ctx)
+	}
 	return nil
 }
 
@@ -267,20 +277,32 @@ func (r *Repository) writePendingIndex(ctx context.Context) error {
 // written carries f.Supersedes, so superseded objects are only removable
 // once all parts are durable. The id returned is that last one's.
 func (r *Repository) SaveIndexFile(ctx context.Context, f *IndexFile) (id.ID, error) {
+	ids, _, err := r.saveIndexParts(ctx, f)
+	if err != nil {
+		return id.ID{}, err
+	}
+	return ids[len(ids)-1], nil
+}
+
+// saveIndexParts stores f as SaveIndexFile does and returns each object
+// written with its part of f.
+func (r *Repository) saveIndexParts(ctx context.Context, f *IndexFile) ([]id.ID, []*IndexFile, error) {
 	parts, err := splitIndex(f, maxIndexPlainLen)
 	if err != nil {
-		return id.ID{}, fmt.Errorf("store index in %s: %w", r.be.Location(), err)
+		return nil, nil, fmt.Errorf("store index in %s: %w", r.be.Location(), err)
 	}
-	var x id.ID
+	ids := make([]id.ID, 0, len(parts))
 	for _, p := range parts {
-		if x, err = r.saveObject(ctx, tiers.TypeIndex, encodeIndex(p)); err != nil {
-			return id.ID{}, err
+		x, err := r.saveObject(ctx, tiers.TypeIndex, encodeIndex(p))
+		if err != nil {
+			return nil, nil, err
 		}
+		ids = append(ids, x)
 		r.statsMu.Lock()
 		r.stats.Indexes++
 		r.statsMu.Unlock()
 	}
-	return x, nil
+	return ids, parts, nil
 }
 
 // splitIndex splits f into index files that each encode to at most limit

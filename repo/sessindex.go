@@ -1,0 +1,120 @@
+package repo
+
+import (
+	"context"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+
+	"github.com/drpipe/drpipe/internal/id"
+)
+
+// foldPending moves the entries of the index objects this session wrote
+// (toFold) out of pending into a mapped file of their own, a new level
+// of sessIdx, then merges levels so that they stay few. A long backup's
+// own index thus holds at most about Options.FoldEvery entries in
+// memory, not one per new blob: the chunk index scales without holding
+// every chunk in RAM, during the run as well as after it.
+//
+// The caller holds r.indexing. A fold only saves memory: when one
+// fails (the cache directory full, say) the entries stay in pending, as
+// they did before folds, and lookups stay right either way.
+func (r *Repository) foldPending(ctx context.Context) {
+	r.idxMu.Lock()
+	objs := r.toFold
+	r.toFold = map[id.ID]*IndexFile{}
+	r.foldBlobs = 0
+	r.idxMu.Unlock()
+	if len(objs) == 0 {
+		return
+	}
+	want := make([]id.ID, 0, len(objs))
+	for x := range objs {
+		want = append(want, x)
+	}
+	d, err := r.buildSessionIndex(ctx, nil, want, func(_ context.Context, x id.ID) (*IndexFile, error) {
+		return objs[x], nil
+	})
+	if err != nil {
+		return
+	}
+	folded := map[id.ID]bool{}
+	for _, f := range objs {
+		for _, p := range f.Packs {
+			folded[p.ID] = true
+		}
+	}
+	r.idxMu.Lock()
+	// A new map: a Go map keeps the room of the entries deleted from it.
+	kept := make(map[blobKey]pendingBlob, len(r.pending)/4)
+	for k, pb := range r.pending {
+		if pb.pack == nil || !folded[pb.pack.ID] {
+			kept[k] = pb
+		}
+	}
+	r.pending = kept
+	r.sessIdx = append(r.sessIdx, d)
+	r.idxMu.Unlock()
+	r.mergeSessionLevels(ctx)
+}
+
+// mergeSessionLevels merges the newest two levels of sessIdx while the
+// newer holds at least half the blobs of the older, so that n blobs
+// take about log2(n/FoldEvery) levels and each blob is rewritten about
+// as many times. The merge reads the newer level's index objects back
+// from storage (verified, like any read); when one cannot be read the
+// levels stay as they are. The caller holds r.indexing.
+func (r *Repository) mergeSessionLevels(ctx context.Context) {
+	for {
+		r.idxMu.RLock()
+		n := len(r.sessIdx)
+		var older, newer *diskIndex
+		if n >= 2 {
+			older, newer = r.sessIdx[n-2], r.sessIdx[n-1]
+		}
+		r.idxMu.RUnlock()
+		if older == nil || 2*newer.nBlobs < older.nBlobs {
+			return
+		}
+		want := make([]id.ID, 0, len(older.indexFiles)+len(newer.indexFiles))
+		for x := range older.indexFiles {
+			want = append(want, x)
+		}
+		for x := range newer.indexFiles {
+			if _, ok := older.indexFiles[x]; !ok {
+				want = append(want, x)
+			}
+		}
+		m, err := r.buildSessionIndex(ctx, older, want, r.LoadIndexFile)
+		if err != nil {
+			return
+		}
+		if len(m.indexFiles) != len(want) { // one vanished: a prune rewrote it
+			m.close()
+			return
+		}
+		r.idxMu.Lock()
+		r.sessIdx = append(r.sessIdx[:n-2], m)
+		r.idxMu.Unlock()
+		older.close()
+		newer.close()
+	}
+}
+
+// buildSessionIndex builds a mapped index of the index objects want
+// (merged with old's records when old holds some of them) in a file of
+// the cache directory, maps it and removes its name: the mapping keeps
+// the file until it is closed, and nothing is left behind however the
+// process ends.
+func (r *Repository) buildSessionIndex(ctx context.Context, old *diskIndex, want []id.ID, load func(context.Context, id.ID) (*IndexFile, error)) (*diskIndex, error) {
+	var rnd [8]byte
+	if _, err := randRead(rnd[:]); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(r.cacheDir, ".session-"+hex.EncodeToString(rnd[:]))
+	defer os.Remove(path)
+	if err := buildDiskIndex(ctx, path, old, want, load); err != nil {
+		return nil, err
+	}
+	return openDiskIndex(path)
+}

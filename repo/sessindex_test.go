@@ -1,0 +1,212 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"math/bits"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/drpipe/drpipe/erasure"
+	"github.com/drpipe/drpipe/internal/id"
+	"github.com/drpipe/drpipe/tiers"
+	"github.com/drpipe/drpipe/tiers/tierstest"
+)
+
+// TestSessionIndexBoundsPending: a session that stores many new blobs
+// keeps only about FoldEvery of them in memory; the rest move to mapped
+// files of the cache directory, in few levels. Every blob stays known
+// (dedupe, Has, Lookup, reads, EachPack) during the session, after a
+// LoadIndex in the middle of it, and to a later session.
+func TestSessionIndexBoundsPending(t *testing.T) {
+	ctx := context.Background()
+	be := tierstest.NewMemory()
+	const foldEvery = 300
+	cache := t.TempDir()
+	r, err := Init(ctx, be, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20},
+		Options{Password: []byte("pw"), CacheDir: cache, KDF: testKDF, IndexEvery: 1, FoldEvery: foldEvery})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	rng := rand.New(rand.NewPCG(5, 9))
+	want := map[id.ID][]byte{}
+	const n = 24000
+	maxPending := 0
+	for i := range n {
+		b := randBytes(rng, 400+rng.IntN(400))
+		x, isNew, err := r.SaveBlob(ctx, DataBlob, b, id.ID{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !isNew {
+			t.Fatalf("blob %d: random bytes deduplicated", i)
+		}
+		want[x] = b
+		if i%1000 == 999 {
+			if err := r.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			r.idxMu.RLock()
+			maxPending = max(maxPending, len(r.pending))
+			r.idxMu.RUnlock()
+		}
+		if i == n/2 {
+			if err := r.LoadIndex(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// What a flush leaves in memory: the blobs of index objects not
+	// folded yet (fewer than foldEvery, plus the last flush's 1000).
+	if maxPending > foldEvery+1000 {
+		t.Errorf("up to %d of the session's %d blobs held in memory, want at most %d", maxPending, n, foldEvery+1000)
+	}
+	r.idxMu.RLock()
+	levels := len(r.sessIdx)
+	r.idxMu.RUnlock()
+	if limit := bits.Len(uint(n/foldEvery)) + 1; levels == 0 || levels > limit {
+		t.Errorf("%d session index levels for %d blobs folded %d at a time, want 1..%d", levels, n, foldEvery, limit)
+	}
+	ents, _ := os.ReadDir(cache)
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".session-") || strings.HasPrefix(e.Name(), ".index-") {
+			t.Errorf("cache directory keeps %s", e.Name())
+		}
+	}
+	check := func(r *Repository, during bool) {
+		t.Helper()
+		for x, b := range want {
+			if !r.Has(DataBlob, x) || len(r.Lookup(x)) == 0 {
+				t.Fatalf("blob %s unknown", x.Short())
+			}
+			got, err := r.LoadBlob(ctx, DataBlob, x, nil)
+			if err != nil {
+				t.Fatalf("load %s: %v", x.Short(), err)
+			}
+			if !bytes.Equal(got, b) {
+				t.Fatalf("blob %s reads other bytes", x.Short())
+			}
+			if during {
+				if _, isNew, err := r.SaveBlob(ctx, DataBlob, b, x); err != nil || isNew {
+					t.Fatalf("blob %s stored again (err %v)", x.Short(), err)
+				}
+			}
+		}
+		packs := 0
+		if err := r.EachPack(func(PackInfo) error { packs++; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if stored := r.SessionStats().Packs; during && int64(packs) != stored {
+			t.Errorf("EachPack lists %d packs, the session stored %d", packs, stored)
+		}
+	}
+	check(r, true)
+	r2, err := Open(ctx, be, Options{Password: []byte("pw"), CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	check(r2, false)
+}
+
+// TestSessionIndexHeapFlat: the heap a session keeps for its own new
+// blobs stops growing once they are folded: storing three times as many
+// blobs leaves about the same live heap, where it grew by some 200
+// bytes per blob when every one stayed in memory until the next run.
+func TestSessionIndexHeapFlat(t *testing.T) {
+	if testing.Short() {
+		t.Skip("stores 300 000 blobs (-short)")
+	}
+	ctx := context.Background()
+	be, err := tiers.NewLocal(t.TempDir()) // on disk: a memory store's objects would count
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Init(ctx, be, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20},
+		Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF, IndexEvery: 1, FoldEvery: 20000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var buf [16]byte
+	save := func(from, to int) uint64 {
+		for i := from; i < to; i++ {
+			binary.LittleEndian.PutUint64(buf[:], uint64(i))
+			binary.LittleEndian.PutUint64(buf[8:], uint64(i)*0x9e3779b97f4a7c15)
+			if _, _, err := r.SaveBlob(ctx, DataBlob, buf[:], id.ID{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := r.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	const first, more = 100000, 200000
+	h1 := save(0, first)
+	h2 := save(first, first+more)
+	grew := int64(h2) - int64(h1)
+	t.Logf("live heap %d MiB after %d blobs, %d MiB after %d (%d bytes per blob more)", h1>>20, first, h2>>20, first+more, grew/more)
+	if grew > more*20 {
+		t.Errorf("live heap grew %d bytes for %d more blobs (%d each): the session's own index is held in memory", grew, more, grew/more)
+	}
+}
+
+// TestSessionIndexConcurrentFolds: writers that save and look up blobs
+// while index objects are written and folded (every 100 blobs here) find
+// every blob they saved; run under the race detector too.
+func TestSessionIndexConcurrentFolds(t *testing.T) {
+	ctx := context.Background()
+	r, err := Init(ctx, tierstest.NewMemory(), InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20},
+		Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF, IndexEvery: 1, FoldEvery: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var wg sync.WaitGroup
+	for w := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 11))
+			var mine []id.ID
+			for i := range 3000 {
+				x, _, err := r.SaveBlob(ctx, DataBlob, randBytes(rng, 300+rng.IntN(300)), id.ID{})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mine = append(mine, x)
+				if y := mine[rng.IntN(len(mine))]; !r.Has(DataBlob, y) {
+					t.Errorf("writer %d: blob %s it saved is unknown", w, y.Short())
+					return
+				}
+				if i%500 == 499 {
+					if err := r.Flush(ctx); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	r.idxMu.RLock()
+	levels := len(r.sessIdx)
+	r.idxMu.RUnlock()
+	if levels == 0 {
+		t.Error("no fold happened: the test exercises nothing")
+	}
+}
