@@ -519,6 +519,13 @@ func (r *Repository) indexPackFromStorage(ctx context.Context, pid id.ID, shards
 		if err != nil || hdr.Index != i || hdr.PackID() != pid {
 			continue
 		}
+		// The header is not authenticated (anyone who can write the
+		// storage can make one), and ReconstructPack allocates the shard
+		// size it gives for every shard present before reading: only a
+		// pack this repository could have written is read.
+		if hdr.Params() != r.cfg.EC || hdr.PackLen > maxPackLen(r.cfg) {
+			continue
+		}
 		info = &PackInfo{ID: pid, Length: hdr.PackLen, ShardSize: uint32(hdr.ShardSize), K: uint8(hdr.K), M: uint8(hdr.M)}
 		break
 	}

@@ -392,6 +392,16 @@ func (r *Repository) IndexStored(ctx context.Context) error {
 	return r.writePendingIndex(ctx)
 }
 
+// maxPackLen is the length of the largest pack a writer of a repository
+// with config c stores: its blobs stop at c.PackSize, except for the last
+// one (at most MaxBlobSize, sealed), followed by a sealed header of at
+// most maxBlobsPerPack entries and the trailer.
+func maxPackLen(c *Config) int64 {
+	lastBlob := int64(1 + MaxBlobSize + sealOverhead)
+	header := int64(sealOverhead + 12 + maxBlobsPerPack*packEntrySize)
+	return int64(c.PackSize) - 1 + lastBlob + header + packTrailerSize
+}
+
 // packBufSize is the size of a pack buffer: the pack size and room for
 // the blob that overfills it, mostly.
 func packBufSize(c *Config) int { return c.PackSize + c.PackSize/8 }
