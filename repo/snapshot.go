@@ -77,6 +77,10 @@ func (r *Repository) SaveSnapshot(ctx context.Context, s *Snapshot) (id.ID, erro
 	if err != nil {
 		return id.ID{}, err
 	}
+	if len(b) > maxObjectPlain {
+		return id.ID{}, fmt.Errorf("save snapshot: %w: the record is %d bytes (%d of them VM inventory), more than the %d bytes readers accept; "+
+			"no snapshot was stored: back up with a smaller inventory", ErrTooLarge, len(b), len(s.Inventory), maxObjectPlain)
+	}
 	x, err := r.saveObject(ctx, tiers.TypeSnapshot, b)
 	if err != nil {
 		return id.ID{}, err
