@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"sync"
 
@@ -19,35 +20,89 @@ import (
 // cannot be loaded (lost, or damaged beyond what parity can rebuild) makes
 // the read fail with an error wrapping the repository's; no wrong bytes are
 // ever returned. It is safe for concurrent use.
+//
+// Its memory does not grow with the file: a large file's extents are in
+// content lists of repo.ContentListExtents each, of which the reader keeps
+// the offsets and the few it read last (a 10 TiB image has some 14 million
+// extents, 780 MB held whole).
 type NodeReader struct {
 	r     *repo.Repository
-	name  string
+	node  *repo.Node
 	size  int64
-	ext   []repo.Extent
-	offs  []int64 // start offset of each extent
+	segs  []extentSeg // in file order, none empty
+	data  []vmdisk.Range
 	cache *BlobCache
+
+	mu     sync.Mutex
+	recent []*extentSeg // content lists loaded last, newest first
 }
 
-// NewNodeReader loads n's extent list (content lists included) and returns
+// extentSeg is a run of a file's extents: its inline extents, or one of
+// its content lists (loaded when read).
+type extentSeg struct {
+	off  int64 // offset of the first extent
+	list id.ID // the content list; null for inline extents
+	n    int   // number of extents
+	ext  []repo.Extent
+	offs []int64 // offset of each extent
+}
+
+// recentLists is how many content lists a NodeReader keeps loaded:
+// 8 x 8192 extents, about 3.5 MiB.
+const recentLists = 8
+
+// NewNodeReader reads n's extent list (content lists included) once to
+// check that it covers n's size and to find its data ranges, and returns
 // a reader over its content. cache may be shared between readers; nil
 // gives the reader its own small cache.
 func NewNodeReader(ctx context.Context, r *repo.Repository, n *repo.Node, cache *BlobCache) (*NodeReader, error) {
 	if cache == nil {
 		cache = NewBlobCache(r, 32<<20)
 	}
-	nr := &NodeReader{r: r, name: n.Name, size: n.Size, cache: cache}
+	nr := &NodeReader{r: r, node: n, size: n.Size, cache: cache}
 	var off int64
-	err := r.EachExtent(ctx, n, func(e repo.Extent) error {
+	add := func(s *extentSeg, e repo.Extent) error {
 		if e.Len <= 0 || off+e.Len > n.Size {
-			return fmt.Errorf("extent at %d (+%d) is outside the file size %d", off, e.Len, n.Size)
+			return fmt.Errorf("read content list of %s: extent at %d (+%d) is outside the file size %d", n.Name, off, e.Len, n.Size)
 		}
-		nr.ext = append(nr.ext, e)
-		nr.offs = append(nr.offs, off)
+		if !e.Zero {
+			if k := len(nr.data); k > 0 && nr.data[k-1].Off+nr.data[k-1].Len == off {
+				nr.data[k-1].Len += e.Len
+			} else {
+				nr.data = append(nr.data, vmdisk.Range{Off: off, Len: e.Len})
+			}
+		}
+		if s.list.IsNull() {
+			s.ext = append(s.ext, e)
+			s.offs = append(s.offs, off)
+		}
+		s.n++
 		off += e.Len
 		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read content list of %s: %w", n.Name, err)
+	}
+	if len(n.Content) > 0 {
+		s := &extentSeg{}
+		for _, e := range n.Content {
+			if err := add(s, e); err != nil {
+				return nil, err
+			}
+		}
+		nr.segs = append(nr.segs, *s)
+	}
+	for _, x := range n.ContentLists {
+		ext, err := r.LoadContentList(ctx, n, x)
+		if err != nil {
+			return nil, fmt.Errorf("read content list of %s: %w", n.Name, err)
+		}
+		s := &extentSeg{off: off, list: x}
+		for _, e := range ext {
+			if err := add(s, e); err != nil {
+				return nil, err
+			}
+		}
+		if s.n > 0 {
+			nr.segs = append(nr.segs, *s)
+		}
 	}
 	if off != n.Size {
 		return nil, fmt.Errorf("content of %s covers %d bytes, its size is %d", n.Name, off, n.Size)
@@ -59,26 +114,53 @@ func NewNodeReader(ctx context.Context, r *repo.Repository, n *repo.Node, cache 
 func (nr *NodeReader) Size() int64 { return nr.size }
 
 // Data returns the ranges held by stored chunks (zero extents excluded),
-// merged.
-func (nr *NodeReader) Data() []vmdisk.Range {
-	var out []vmdisk.Range
-	for i, e := range nr.ext {
-		if e.Zero {
-			continue
-		}
-		if k := len(out); k > 0 && out[k-1].Off+out[k-1].Len == nr.offs[i] {
-			out[k-1].Len += e.Len
-			continue
-		}
-		out = append(out, vmdisk.Range{Off: nr.offs[i], Len: e.Len})
+// merged, in a slice of the caller's own.
+func (nr *NodeReader) Data() []vmdisk.Range { return slices.Clone(nr.data) }
+
+// extents returns segment i's extents and their offsets, loading its
+// content list unless it is one of those read last.
+func (nr *NodeReader) extents(ctx context.Context, i int) ([]repo.Extent, []int64, error) {
+	s := &nr.segs[i]
+	if s.list.IsNull() {
+		return s.ext, s.offs, nil
 	}
-	return out
+	nr.mu.Lock()
+	for k, c := range nr.recent {
+		if c.list == s.list && c.off == s.off {
+			copy(nr.recent[1:k+1], nr.recent[:k])
+			nr.recent[0] = c
+			nr.mu.Unlock()
+			return c.ext, c.offs, nil
+		}
+	}
+	nr.mu.Unlock()
+	ext, err := nr.r.LoadContentList(ctx, nr.node, s.list)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read %s at offset %d: %w", nr.node.Name, s.off, err)
+	}
+	if len(ext) != s.n { // content-addressed: the same list reads the same
+		return nil, nil, fmt.Errorf("read %s at offset %d: content list %s holds %d extents, %d when opened", nr.node.Name, s.off, s.list.Short(), len(ext), s.n)
+	}
+	c := &extentSeg{off: s.off, list: s.list, n: s.n, ext: ext, offs: make([]int64, len(ext))}
+	off := s.off
+	for k, e := range ext {
+		c.offs[k] = off
+		off += e.Len
+	}
+	nr.mu.Lock()
+	if len(nr.recent) < recentLists {
+		nr.recent = append(nr.recent, nil)
+	}
+	copy(nr.recent[1:], nr.recent[:len(nr.recent)-1])
+	nr.recent[0] = c
+	nr.mu.Unlock()
+	return c.ext, c.offs, nil
 }
 
 // ReadAtContext reads len(p) bytes at off (fewer, with io.EOF, at the end).
 func (nr *NodeReader) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
 	if off < 0 {
-		return 0, fmt.Errorf("read %s at negative offset %d", nr.name, off)
+		return 0, fmt.Errorf("read %s at negative offset %d", nr.node.Name, off)
 	}
 	if off >= nr.size {
 		return 0, io.EOF
@@ -87,10 +169,21 @@ func (nr *NodeReader) ReadAtContext(ctx context.Context, p []byte, off int64) (i
 	if int64(len(p)) > nr.size-off {
 		p, eof = p[:nr.size-off], io.EOF
 	}
-	i := sort.Search(len(nr.offs), func(i int) bool { return nr.offs[i] > off }) - 1
+	si := sort.Search(len(nr.segs), func(i int) bool { return nr.segs[i].off > off }) - 1
+	ext, offs, err := nr.extents(ctx, si)
+	if err != nil {
+		return 0, err
+	}
+	i := sort.Search(len(offs), func(i int) bool { return offs[i] > off }) - 1
 	done := 0
 	for done < len(p) {
-		e, start := nr.ext[i], nr.offs[i]
+		if i == len(ext) {
+			si, i = si+1, 0
+			if ext, offs, err = nr.extents(ctx, si); err != nil {
+				return done, err
+			}
+		}
+		e, start := ext[i], offs[i]
 		in := off + int64(done) - start
 		n := int(min(int64(len(p)-done), e.Len-in))
 		if e.Zero {
@@ -98,10 +191,10 @@ func (nr *NodeReader) ReadAtContext(ctx context.Context, p []byte, off int64) (i
 		} else {
 			b, err := nr.cache.Get(ctx, e.ID)
 			if err != nil {
-				return done, fmt.Errorf("read %s at offset %d: chunk %s: %w", nr.name, start, e.ID.Short(), err)
+				return done, fmt.Errorf("read %s at offset %d: chunk %s: %w", nr.node.Name, start, e.ID.Short(), err)
 			}
 			if int64(len(b)) != e.Len {
-				return done, fmt.Errorf("read %s at offset %d: chunk %s has %d bytes, the extent says %d", nr.name, start, e.ID.Short(), len(b), e.Len)
+				return done, fmt.Errorf("read %s at offset %d: chunk %s has %d bytes, the extent says %d", nr.node.Name, start, e.ID.Short(), len(b), e.Len)
 			}
 			copy(p[done:done+n], b[in:])
 		}

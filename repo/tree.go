@@ -292,22 +292,32 @@ func (r *Repository) EachExtent(ctx context.Context, n *Node, fn func(Extent) er
 		}
 	}
 	for _, x := range n.ContentLists {
-		b, err := r.LoadBlob(ctx, TreeBlob, x, nil)
+		ext, err := r.LoadContentList(ctx, n, x)
 		if err != nil {
-			return fmt.Errorf("content list of %q: %w", n.Name, err)
+			return err
 		}
-		var cl ContentList
-		if err := json.Unmarshal(b, &cl); err != nil {
-			return fmt.Errorf("content list %s of %q: malformed: %w", x.Short(), n.Name, err)
-		}
-		if cl.Version != TreeVersion {
-			return fmt.Errorf("content list %s of %q: %w: version %d", x.Short(), n.Name, ErrUnsupportedVersion, cl.Version)
-		}
-		for _, e := range cl.Extents {
+		for _, e := range ext {
 			if err := fn(e); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// LoadContentList reads content list x of n (one of n.ContentLists) and
+// returns its extents.
+func (r *Repository) LoadContentList(ctx context.Context, n *Node, x id.ID) ([]Extent, error) {
+	b, err := r.LoadBlob(ctx, TreeBlob, x, nil)
+	if err != nil {
+		return nil, fmt.Errorf("content list of %q: %w", n.Name, err)
+	}
+	var cl ContentList
+	if err := json.Unmarshal(b, &cl); err != nil {
+		return nil, fmt.Errorf("content list %s of %q: malformed: %w", x.Short(), n.Name, err)
+	}
+	if cl.Version != TreeVersion {
+		return nil, fmt.Errorf("content list %s of %q: %w: version %d", x.Short(), n.Name, ErrUnsupportedVersion, cl.Version)
+	}
+	return cl.Extents, nil
 }
