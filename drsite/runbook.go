@@ -250,15 +250,8 @@ func BuildRunbook(p *Plan, o RunbookOptions) *Runbook {
 				start = append(start, fmt.Sprintf("virsh -c %s start %s", shq(uri), shq(v.Name)))
 				verify = append(verify, fmt.Sprintf("virsh -c %s domstate %s   # expect: running", shq(uri), shq(v.Name)))
 			}
-			for _, chk := range v.VM.Verify {
-				if a, ok := strings.CutPrefix(drCheck(v, chk), "tcp:"); ok {
-					if hst, port, err := netSplit(a); err == nil {
-						verify = append(verify, fmt.Sprintf("nc -z -w 3 %s %s   # %s service check", shq(hst), shq(port), commentText(v.Name)))
-					}
-				} else {
-					verify = append(verify, fmt.Sprintf("# %s: %s", commentText(v.Name), commentText(chk)))
-				}
-			}
+			// The guest answers at its DR address only once it has it:
+			// re-address it before the service checks.
 			for _, pn := range v.NICs {
 				for i, to := range pn.To {
 					tp, err := netip.ParsePrefix(to)
@@ -280,6 +273,15 @@ func BuildRunbook(p *Plan, o RunbookOptions) *Runbook {
 							"#   Linux:   "+linux, "#   Windows: "+win)
 					}
 					verify = append(verify, fmt.Sprintf("ping -c 3 %s   # %s", tp.Addr(), v.Name))
+				}
+			}
+			for _, chk := range v.VM.Verify {
+				if a, ok := strings.CutPrefix(drCheck(v, chk), "tcp:"); ok {
+					if hst, port, err := netSplit(a); err == nil {
+						verify = append(verify, fmt.Sprintf("nc -z -w 3 %s %s   # %s service check", shq(hst), shq(port), commentText(v.Name)))
+					}
+				} else {
+					verify = append(verify, fmt.Sprintf("# %s: %s", commentText(v.Name), commentText(chk)))
 				}
 			}
 		}

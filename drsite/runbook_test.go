@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestRunbookCommandsQuoting: the runbook's steps are pasted into a
@@ -77,5 +78,51 @@ hosts:
 	}
 	if n != 3 {
 		t.Errorf("%d commands run bringup.ps1, want 3 (quick path, define, start)", n)
+	}
+}
+
+// examplePlan plans the shipped example DR site (configs/drsite.yaml)
+// for the hand-written inventory of hv02 (testdata/yaml/hv02.yaml).
+func examplePlan(t *testing.T) *Plan {
+	t.Helper()
+	b, err := os.ReadFile("../configs/drsite.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig("configs/drsite.yaml", b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv := mustImport(t, "yaml/hv02.yaml", "")
+	return MakePlan(PlanInput{Config: cfg, Inventory: inv, Now: time.Date(2026, 3, 2, 12, 0, 0, 0, time.UTC)})
+}
+
+// TestRunbookReIPBeforeServiceChecks: a libvirt guest keeps its
+// primary-site address until the operator re-addresses it, so the
+// runbook's service check at the DR address can only pass after the
+// re-IP it gives: followed top to bottom, the re-IP comes first.
+func TestRunbookReIPBeforeServiceChecks(t *testing.T) {
+	p := examplePlan(t)
+	v := p.VM("dns01")
+	if v.Blocked || v.Group == 0 || v.DRKind != KindLibvirt {
+		t.Fatalf("dns01: blocked %v, group %d, on %s (%s); issues %v", v.Blocked, v.Group, v.DRHost, v.DRKind, p.Issues)
+	}
+	rb := BuildRunbook(p, RunbookOptions{})
+	steps := rb.Groups[v.Group-1].Steps
+	verify := steps[len(steps)-1].Commands
+	reip, check := -1, -1
+	for i, c := range verify {
+		switch {
+		case reip < 0 && strings.Contains(c, "re-IP inside the guest") && strings.HasPrefix(c, "# dns01:"):
+			reip = i
+		case check < 0 && strings.HasPrefix(c, "nc -z -w 3 10.50.10.53 53"):
+			check = i
+		}
+	}
+	if reip < 0 || check < 0 {
+		t.Fatalf("no re-IP (%d) or service check (%d) of dns01 in:\n%s", reip, check, strings.Join(verify, "\n"))
+	}
+	if check < reip {
+		t.Errorf("the service check at the DR address comes before the re-IP that gives the guest that address:\n%s", strings.Join(verify, "\n"))
 	}
 }
