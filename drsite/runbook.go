@@ -97,6 +97,13 @@ func rpoString(v *PlannedVM) string {
 	return HumanDuration(v.RPO)
 }
 
+// psBypass lets the operator's PowerShell session run bringup.ps1, which
+// is not signed. The commands that pass -GuestCredential run the script
+// in that session (&): a new powershell process (powershell -File) takes
+// its arguments as text, and the credential would reach the script as
+// the string "System.Management.Automation.PSCredential", a user name.
+const psBypass = "Set-ExecutionPolicy -Scope Process -ExecutionPolicy Bypass -Force;"
+
 // BuildRunbook turns a plan into the runbook view.
 func BuildRunbook(p *Plan, o RunbookOptions) *Runbook {
 	if o.BringupDir == "" {
@@ -209,8 +216,8 @@ func BuildRunbook(p *Plan, o RunbookOptions) *Runbook {
 	rb.QuickStart = []string{fmt.Sprintf("drpipe drsite bringup --config %s --repo %s --out %s --execute", shq(o.Config), shq(o.Repo), shq(o.BringupDir))}
 	for _, h := range p.Hosts {
 		if h.Kind == KindHyperV && len(h.VMs) > 0 {
-			rb.QuickStart = append(rb.QuickStart, fmt.Sprintf(`powershell -ExecutionPolicy Bypass -File %s -Start -GuestCredential (Get-Credential)   # on %s, after copying its images`,
-				psq(strings.ReplaceAll(o.BringupDir+"/"+h.Name+"/bringup.ps1", "/", `\`)), h.Name))
+			rb.QuickStart = append(rb.QuickStart, fmt.Sprintf(`%s & %s -Start -GuestCredential (Get-Credential)   # on %s, after copying its images`,
+				psBypass, psq(strings.ReplaceAll(o.BringupDir+"/"+h.Name+"/bringup.ps1", "/", `\`)), h.Name))
 		}
 	}
 	netDefined := map[string]bool{}
@@ -234,7 +241,7 @@ func BuildRunbook(p *Plan, o RunbookOptions) *Runbook {
 			if h.Kind == KindHyperV {
 				script := psq(strings.ReplaceAll(dir+"/bringup.ps1", "/", `\`))
 				define = append(define, fmt.Sprintf(`powershell -ExecutionPolicy Bypass -File %s -Group %d   # on %s: creates its switches and the group's VMs`, script, g.Number, h.Name))
-				start = append(start, fmt.Sprintf(`powershell -ExecutionPolicy Bypass -File %s -Group %d -Start -GuestCredential (Get-Credential)   # on %s`, script, g.Number, h.Name))
+				start = append(start, fmt.Sprintf(`%s & %s -Group %d -Start -GuestCredential (Get-Credential)   # on %s`, psBypass, script, g.Number, h.Name))
 				verify = append(verify, fmt.Sprintf("Get-VM -Name %s | Select-Object Name, State, Heartbeat   # on %s", psq(v.Name), h.Name))
 			} else {
 				uri := c.URIFor(h)

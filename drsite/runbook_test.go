@@ -69,7 +69,10 @@ hosts:
 	for _, c := range cmds {
 		_, arg, ok := strings.Cut(c, " -File ")
 		if !ok {
-			continue
+			// Run in the operator's session, to take a PSCredential.
+			if _, arg, ok = strings.Cut(c, "; & "); !ok {
+				continue
+			}
 		}
 		n++
 		if v, _, ok := psSingleQuoted(arg); !ok || v != `\srv\DR bring-up $(x)\dr-hv\bringup.ps1` {
@@ -124,5 +127,43 @@ func TestRunbookReIPBeforeServiceChecks(t *testing.T) {
 	}
 	if check < reip {
 		t.Errorf("the service check at the DR address comes before the re-IP that gives the guest that address:\n%s", strings.Join(verify, "\n"))
+	}
+}
+
+// TestRunbookGuestCredentialReachesScript: bringup.ps1 -GuestCredential
+// takes the PSCredential Get-Credential returns. A new powershell process
+// (powershell -File) receives its arguments as text: the credential would
+// arrive as the string "System.Management.Automation.PSCredential", taken
+// as a user name, and every guest's re-IP through PowerShell Direct would
+// fail. The runbook's commands that pass it run the script in the
+// operator's own PowerShell session.
+func TestRunbookGuestCredentialReachesScript(t *testing.T) {
+	p := planFrom(t, `
+hosts:
+  - {name: dr-hv, kind: hyperv, vcpus: 8, memory: 16GiB, storage: 1TiB}
+`, "vms:\n"+vmYAML("db", 1, "1GiB", "1GiB", ""))
+	if bi := p.BlockingIssues(); len(bi) > 0 {
+		t.Fatalf("blocking: %v", bi)
+	}
+	rb := BuildRunbook(p, RunbookOptions{BringupDir: "/srv/dr"})
+	cmds := append([]string(nil), rb.QuickStart...)
+	for _, g := range rb.Groups {
+		for _, st := range g.Steps {
+			cmds = append(cmds, st.Commands...)
+		}
+	}
+	n := 0
+	for _, c := range cmds {
+		code, _, _ := strings.Cut(c, "#")
+		if !strings.Contains(code, "-GuestCredential") {
+			continue
+		}
+		n++
+		if strings.Contains(code, "-File ") || !strings.Contains(code, "& ") {
+			t.Errorf("the credential does not reach bringup.ps1 as a PSCredential (the script must run in this session, with &): %s", c)
+		}
+	}
+	if n != 2 {
+		t.Errorf("%d commands pass -GuestCredential, want 2 (quick path, start)", n)
 	}
 }
