@@ -320,12 +320,19 @@ func (c *Config) Validate() error {
 			add(f+".to.vlan", "VLAN %d is not among network %s's vlans %v", *r.To.VLAN, n.Name, n.VLANs)
 		}
 	}
+	// The most specific rule wins: two rules for one source subnet leave
+	// its addresses to the order of the list.
+	fromRule := map[netip.Prefix]int{}
 	for i := range c.ReIP {
 		r := &c.ReIP[i]
 		f := fmt.Sprintf("reip[%d]", i)
 		var err error
 		if r.from, err = netip.ParsePrefix(r.From); err != nil || r.from.Masked() != r.from {
 			add(f+".from", "%q is not a subnet like 10.0.10.0/24", r.From)
+		} else if k, dup := fromRule[r.from]; dup {
+			add(f+".from", "subnet %s is also the from of reip[%d] (to %s); keep one rule per source subnet", r.from, k, c.ReIP[k].To)
+		} else {
+			fromRule[r.from] = i
 		}
 		if r.to, err = netip.ParsePrefix(r.To); err != nil || r.to.Masked() != r.to {
 			add(f+".to", "%q is not a subnet like 10.50.10.0/24", r.To)

@@ -34,6 +34,8 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown network in map", base + "  network_map:\n    - {from: {switch: lan}, to: {network: nope}}\n", `drsite.network_map[0].to.network: network "nope" is not in drsite.networks`},
 		{"bad reip", base + "  reip:\n    - {from: 10.0.0.1/24, to: 10.1.0.0/24}\n", "drsite.reip[0].from"},
 		{"gateway outside", base + "  reip:\n    - {from: 10.0.0.0/24, to: 10.1.0.0/24, gateway: 10.2.0.1}\n", "10.2.0.1 is outside the DR subnet 10.1.0.0/24"},
+		{"same reip source twice", base + "  reip:\n    - {from: 10.0.10.0/24, to: 10.50.10.0/24}\n    - {from: 10.0.10.0/24, to: 10.60.10.0/24}\n",
+			"drsite.reip[1].from: subnet 10.0.10.0/24 is also the from of reip[0] (to 10.50.10.0/24)"},
 		{"bad duration", base + "  boot_timeout: soon\n", "not a duration"},
 		{"ovs without bridge", base + "  networks:\n    - {name: n, type: external, openvswitch: true}\n", "needs its bridge name"},
 	} {
