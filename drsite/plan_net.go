@@ -358,6 +358,18 @@ func (p *Plan) mapNetworks(in PlanInput) {
 					p.addIssue(IssueNetwork, v.Name, true, "DR network %s is external but has no bridge for libvirt host %s; set drsite.networks[].bridge", dn.Name, v.DRHost)
 					v.Blocked = true
 				}
+				// DRSwitch makes an internal network forward (nat by
+				// default), which libvirt defines only with an address
+				// of the host on it.
+				if dn.Type == SwitchInternal && dn.Address == "" {
+					fwd := dn.Forward
+					if fwd == "" {
+						fwd = "nat"
+					}
+					p.addIssue(IssueNetwork, v.Name, true, "DR network %s is internal (forward %s) but has no address for libvirt host %s, and libvirt defines no forwarding network without one; set drsite.networks[].address (e.g. 10.50.99.1/24), or make it type private",
+						dn.Name, fwd, v.DRHost)
+					v.Blocked = true
+				}
 				if pn.VLAN != nil && !dn.OpenVSwitch {
 					p.addIssue(IssueNetwork, v.Name, true, "NIC %s needs VLAN tagging (%s) but DR network %s is not Open vSwitch; libvirt cannot tag ports on a Linux bridge: map the VLAN to a network whose bridge carries it untagged (vlan: 0), or set openvswitch: true",
 						label, vlanString(pn.VLAN), dn.Name)

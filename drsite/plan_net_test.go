@@ -1,0 +1,72 @@
+package drsite
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestPlanLibvirtNetworkLibvirtAccepts: an internal DR network forwards
+// (nat, route, open) on a libvirt host, and libvirt defines such a
+// network only with an address of the host on it. A plan that puts a VM
+// of hv02 (testdata/yaml/hv02.yaml) on one without drsite.networks[].address
+// must block it, naming the key, and not leave bringup --execute to fail
+// at net-define once the group's disks are restored; with the address,
+// the network it writes is defined and started by libvirt.
+func TestPlanLibvirtNetworkLibvirtAccepts(t *testing.T) {
+	virsh := needTool(t, "virsh")
+	inv := mustImport(t, "yaml/hv02.yaml", "")
+	for _, tc := range []struct {
+		name, network string
+		blocked       bool
+	}{
+		{"nat without address", "{name: dr-int, type: internal}", true},
+		{"route without address", "{name: dr-int, type: internal, forward: route}", true},
+		{"open without address", "{name: dr-int, type: internal, forward: open}", true},
+		{"nat with address", "{name: dr-int, type: internal, address: 10.50.10.1/24}", false},
+		{"private without address", "{name: dr-int, type: private}", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := LoadConfig("drsite.yaml", []byte("drsite:\n"+indent(`
+hosts:
+  - {name: dr-kvm, kind: libvirt, vcpus: 16, memory: 32GiB, storage: 1TiB}
+networks:
+  - `+tc.network+`
+network_map:
+  - from: {switch: lan, vlan: 10}
+    to: {network: dr-int, vlan: 0}
+reip:
+  - {from: 10.0.10.0/24, to: 10.50.10.0/24}
+exclude: [mon01]
+`)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := MakePlan(PlanInput{Config: cfg, Inventory: inv, Now: time.Date(2026, 3, 2, 12, 0, 0, 0, time.UTC)})
+			v := p.VM("dns01")
+			if v.Blocked != tc.blocked {
+				t.Fatalf("dns01 blocked %v, want %v; issues %v", v.Blocked, tc.blocked, p.Issues)
+			}
+			if tc.blocked {
+				if iss := issuesOf(p, IssueNetwork); len(iss) != 1 || !strings.Contains(iss[0].Message, "drsite.networks[].address") || iss[0].VM != "dns01" {
+					t.Errorf("issues %v, want one for dns01 naming drsite.networks[].address", p.Issues)
+				}
+				return
+			}
+			x, err := NetworkXML(DRSwitch(cfg.Network("dr-int")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := filepath.Join(t.TempDir(), "dr-int.xml")
+			if err := os.WriteFile(f, x, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := exec.Command(virsh, "-c", "test:///default", "net-define "+f+" ; net-start dr-int").CombinedOutput(); err != nil || strings.Contains(string(out), "error") {
+				t.Errorf("libvirt refuses the network of a plan without blocking issues: %v\n%s\n%s", err, out, x)
+			}
+		})
+	}
+}
