@@ -276,6 +276,10 @@ func (c *Config) Validate() error {
 		if n.Forward != "" && n.Type != SwitchInternal {
 			add(f+".forward", "only internal networks forward")
 		}
+		if n.Forward == "open" && n.Uplink != "" {
+			// libvirt: "forward dev not allowed ... with forward mode='open'".
+			add(f+".uplink", "an open network forwards through no device, and libvirt refuses one; remove uplink, or use forward nat or route")
+		}
 		if n.Address != "" {
 			if _, err := netip.ParsePrefix(n.Address); err != nil {
 				add(f+".address", "%q is not address/prefix", n.Address)

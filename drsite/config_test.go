@@ -37,6 +37,8 @@ func TestConfigErrors(t *testing.T) {
 		{"same reip source twice", base + "  reip:\n    - {from: 10.0.10.0/24, to: 10.50.10.0/24}\n    - {from: 10.0.10.0/24, to: 10.60.10.0/24}\n",
 			"drsite.reip[1].from: subnet 10.0.10.0/24 is also the from of reip[0] (to 10.50.10.0/24)"},
 		{"bad duration", base + "  boot_timeout: soon\n", "not a duration"},
+		{"open network with a forward device", base + "  networks:\n    - {name: n, type: internal, forward: open, uplink: eth1, address: 10.50.99.1/24}\n",
+			"drsite.networks[0].uplink: an open network forwards through no device"},
 		{"ovs without bridge", base + "  networks:\n    - {name: n, type: external, openvswitch: true}\n", "needs its bridge name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
