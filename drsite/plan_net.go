@@ -663,6 +663,13 @@ func (p *Plan) reIP() {
 				}
 			}
 			pn.DNS = dns
+			// The libvirt definition records a NIC's addresses by its
+			// MAC (DomainXML refuses them without one), and nothing in
+			// the guest can tell which adapter they belong to.
+			if n.MAC == "" && v.DRKind == KindLibvirt && (len(pn.To)+len(pn.DNS) > 0 || pn.Gateway4 != "" || pn.Gateway6 != "") {
+				p.addIssue(IssueNetwork, v.Name, true, "NIC %s has static addresses, gateway or DNS servers but no MAC in the inventory, so the guest's adapter they belong to cannot be named on libvirt host %s; add the NIC's MAC to the inventory", label, v.DRHost)
+				v.Blocked = true
+			}
 		}
 	}
 }

@@ -70,3 +70,37 @@ exclude: [mon01]
 		})
 	}
 }
+
+// TestPlanStaticAddressWithoutMAC: a libvirt DR definition records a
+// NIC's addresses by its MAC, and DomainXML refuses a NIC with static
+// addresses and no MAC. bringup writes the definitions after restoring
+// the boot group's disks, so a plan that lets such a VM through stops
+// the bring-up there, the later groups too: the plan blocks the VM,
+// naming the NIC, and every VM it does not block renders.
+func TestPlanStaticAddressWithoutMAC(t *testing.T) {
+	p := planFrom(t, `
+hosts:
+  - {name: dr-kvm, kind: libvirt, vcpus: 16, memory: 32GiB, storage: 1TiB}
+`+netCfg, "vms:\n"+
+		vmYAML("static", 1, "1GiB", "1GiB", "nics: [{switch: lan, ipv4: [10.0.10.25/24], gateway4: 10.0.10.1}]")+
+		vmYAML("dnsonly", 1, "1GiB", "1GiB", "nics: [{switch: lan, dhcp: true, dns: [10.0.10.10]}]")+
+		vmYAML("dhcp", 1, "1GiB", "1GiB", "nics: [{switch: lan, dhcp: true}]")+
+		vmYAML("withmac", 1, "1GiB", "1GiB", "nics: [{mac: '52:54:00:00:00:0c', switch: lan, ipv4: [10.0.10.26/24]}]"))
+	for _, v := range p.VMs {
+		dvm := p.DRVM(v, nil)
+		if dvm == nil {
+			continue
+		}
+		if _, err := DomainXML(dvm, DomainOptions{Type: "test"}); err != nil {
+			t.Errorf("%s is not blocked, but its DR definition cannot be written: %v", v.Name, err)
+		}
+	}
+	for vm, want := range map[string]bool{"static": true, "dnsonly": true, "dhcp": false, "withmac": false} {
+		if got := p.VM(vm).Blocked; got != want {
+			t.Errorf("%s blocked %v, want %v; issues %v", vm, got, want, p.Issues)
+		}
+	}
+	if iss := issuesOf(p, IssueNetwork); len(iss) != 2 || !strings.Contains(iss[0].Message, "NIC #0") || !strings.Contains(iss[0].Message, "no MAC") {
+		t.Errorf("issues %v, want one per VM naming NIC #0 and its missing MAC", iss)
+	}
+}
