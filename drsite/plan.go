@@ -328,6 +328,7 @@ func MakePlan(in PlanInput) *Plan {
 	p.place()
 	p.mapNetworks(in)
 	p.reIP()
+	p.libvirtDefinitions()
 	// Boot groups last: a VM its network or addresses block is in none,
 	// and the VMs depending on it are told.
 	p.bootGroups(in)

@@ -674,6 +674,26 @@ func (p *Plan) reIP() {
 	}
 }
 
+// libvirtDefinitions blocks each VM placed on a libvirt host whose
+// definition DomainXML refuses (a disk format libvirt does not know, a
+// drive address past its controller): bringup writes the definitions
+// only after restoring the boot group's disks, and stops there.
+func (p *Plan) libvirtDefinitions() {
+	for _, v := range p.VMs {
+		if v.Excluded || v.Blocked || v.DRKind != KindLibvirt {
+			continue
+		}
+		dvm := p.DRVM(v, func(d Disk) (string, string) {
+			format, _ := targetFormat(KindLibvirt, v.VM.DiskFormat(d))
+			return d.File, format
+		})
+		if _, err := DomainXML(dvm, DomainOptions{Type: p.Config.DomainType}); err != nil {
+			p.addIssue(IssueInventory, v.Name, true, "its definition for libvirt host %s cannot be written: %v; correct the inventory", v.DRHost, err)
+			v.Blocked = true
+		}
+	}
+}
+
 // durations fills in per-group data sizes and expected durations.
 func (p *Plan) durations() {
 	for _, g := range p.Groups {

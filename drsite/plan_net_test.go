@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -102,5 +103,45 @@ hosts:
 	}
 	if iss := issuesOf(p, IssueNetwork); len(iss) != 2 || !strings.Contains(iss[0].Message, "NIC #0") || !strings.Contains(iss[0].Message, "no MAC") {
 		t.Errorf("issues %v, want one per VM naming NIC #0 and its missing MAC", iss)
+	}
+}
+
+// TestPlanBlocksWhatLibvirtCannotDefine: bringup writes a VM's libvirt
+// definition only after restoring its boot group's disks, and a
+// definition it cannot write stops the bring-up there. A VM whose
+// inventory DomainXML refuses (a disk format libvirt does not know, a
+// SATA unit past 5) is blocked by the plan with DomainXML's reason, and
+// every VM the plan lets through renders with the disk formats bringup
+// gives it.
+func TestPlanBlocksWhatLibvirtCannotDefine(t *testing.T) {
+	p := planFrom(t, `
+hosts:
+  - {name: dr-kvm, kind: libvirt, vcpus: 16, memory: 32GiB, storage: 1TiB}
+`, `vms:
+  - {name: typo, vcpus: 1, memory: 1GiB, disks: [{file: /img/typo.img, format: qcwo2, size: 1GiB}]}
+  - {name: sata9, vcpus: 1, memory: 1GiB, disks: [{file: /img/sata9.qcow2, format: qcow2, size: 1GiB, controller: sata, unit: 9}]}
+  - {name: vhdx, vcpus: 1, memory: 1GiB, disks: [{file: /img/vhdx.vhdx, format: vhdx, size: 1GiB}]}
+  - {name: ok, vcpus: 1, memory: 1GiB, disks: [{file: /img/ok.qcow2, format: qcow2, size: 1GiB}]}
+`)
+	for _, v := range p.VMs {
+		dvm := p.DRVM(v, func(d Disk) (string, string) {
+			f, _ := targetFormat(KindLibvirt, v.VM.DiskFormat(d))
+			return d.File, f
+		})
+		if dvm == nil {
+			continue
+		}
+		if _, err := DomainXML(dvm, DomainOptions{Type: "test"}); err != nil {
+			t.Errorf("%s is not blocked, but its DR definition cannot be written: %v", v.Name, err)
+		}
+	}
+	for vm, want := range map[string]string{"typo": `disk format "qcwo2" is not known to libvirt`, "sata9": "SATA controllers have units 0..5", "vhdx": "", "ok": ""} {
+		v := p.VM(vm)
+		if v.Blocked != (want != "") {
+			t.Errorf("%s blocked %v, want %v; issues %v", vm, v.Blocked, want != "", p.Issues)
+		}
+		if want != "" && !slices.ContainsFunc(p.Issues, func(i Issue) bool { return i.VM == vm && i.Blocking && strings.Contains(i.Message, want) }) {
+			t.Errorf("no blocking issue of %s says %q: %v", vm, want, p.Issues)
+		}
 	}
 }
