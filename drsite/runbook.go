@@ -228,9 +228,9 @@ func BuildRunbook(p *Plan, o RunbookOptions) *Runbook {
 		// every definition is written; nothing is started.
 		rg.Steps = append(rg.Steps, RunbookStep{Title: "Restore the disks and write the definitions",
 			Commands: []string{fmt.Sprintf("drpipe drsite bringup --config %s --repo %s --out %s --group %d", shq(o.Config), shq(o.Repo), shq(o.BringupDir), g.Number)},
-			Expect:   fmt.Sprintf("%s restored into %s/<host>/images/<vm>/ (or the host's image_dir), the definitions written; nothing is started", rg.Data, o.BringupDir),
+			Expect:   fmt.Sprintf("%s restored into %s/<host>/images/<vm>/ (into image_dir/<vm>/ for a libvirt host with image_dir), the definitions written; nothing is started", rg.Data, o.BringupDir),
 			Duration: rg.Restore})
-		var define, start, verify []string
+		var copies, define, start, verify []string
 		for _, n := range g.VMs {
 			v := p.VM(n)
 			h := c.Host(v.DRHost)
@@ -240,6 +240,12 @@ func BuildRunbook(p *Plan, o RunbookOptions) *Runbook {
 			dir := o.BringupDir + "/" + h.Name
 			if h.Kind == KindHyperV {
 				script := psq(strings.ReplaceAll(dir+"/bringup.ps1", "/", `\`))
+				if h.ImageDir != "" {
+					// bringup restored them beside the script; bringup.ps1
+					// attaches them from its -ImageRoot.
+					copies = append(copies, fmt.Sprintf(`# on %s: first copy the images of %s from %s to %s (bringup.ps1's -ImageRoot)`,
+						commentText(h.Name), commentText(v.Name), commentText(dir+"/images/"+v.Name), commentText(strings.TrimRight(h.ImageDir, `\`)+`\`+v.Name)))
+				}
 				define = append(define, fmt.Sprintf(`powershell -ExecutionPolicy Bypass -File %s -Group %d   # on %s: creates its switches and the group's VMs`, script, g.Number, h.Name))
 				start = append(start, fmt.Sprintf(`%s & %s -Group %d -Start -GuestCredential (Get-Credential)   # on %s`, psBypass, script, g.Number, h.Name))
 				verify = append(verify, fmt.Sprintf("Get-VM -Name %s | Select-Object Name, State, Heartbeat   # on %s", psq(v.Name), h.Name))
@@ -292,7 +298,7 @@ func BuildRunbook(p *Plan, o RunbookOptions) *Runbook {
 				}
 			}
 		}
-		define, start = uniqStrings(define), uniqStrings(start)
+		define, start = append(copies, uniqStrings(define)...), uniqStrings(start)
 		rg.Steps = append(rg.Steps,
 			RunbookStep{Title: "Define networks and VMs", Commands: define, Expect: "each definition accepted", Duration: "30s"},
 			RunbookStep{Title: "Start", Commands: start, Expect: "VMs running", Duration: HumanDuration(c.ExpectedBoot.Duration)},

@@ -167,3 +167,37 @@ hosts:
 		t.Errorf("%d commands pass -GuestCredential, want 2 (quick path, start)", n)
 	}
 }
+
+// TestRunbookHyperVImagesCopiedToImageDir: bringup restores a Hyper-V
+// host's images under OUT/HOST/images, and bringup.ps1 attaches them from
+// its -ImageRoot, the host's image_dir when set. Run by hand before the
+// images are there, it creates the VM and stops at Add-VMHardDiskDrive; run
+// again, it leaves the VM "as it is" and -Start boots it without its disks.
+// The runbook says where the group's images are and where to copy them
+// before the step that creates the VMs.
+func TestRunbookHyperVImagesCopiedToImageDir(t *testing.T) {
+	p := planFrom(t, `
+hosts:
+  - {name: dr-hv, kind: hyperv, vcpus: 8, memory: 16GiB, storage: 1TiB, image_dir: 'D:\DR\VMs'}
+`, "vms:\n"+vmYAML("app", 1, "1GiB", "1GiB", "")+vmYAML("db", 1, "1GiB", "1GiB", ""))
+	if bi := p.BlockingIssues(); len(bi) > 0 {
+		t.Fatalf("blocking: %v", bi)
+	}
+	rb := BuildRunbook(p, RunbookOptions{BringupDir: "/srv/dr"})
+	restore, define := rb.Groups[0].Steps[0], rb.Groups[0].Steps[1]
+	if strings.Contains(restore.Expect, "image_dir") && !strings.Contains(restore.Expect, "libvirt") {
+		t.Errorf("the restore step says the images go to the host's image_dir, where bringup does not put a Hyper-V host's: %s", restore.Expect)
+	}
+	copyAt, createAt := -1, -1
+	for i, c := range define.Commands {
+		if copyAt < 0 && strings.Contains(c, "/srv/dr/dr-hv/images/db") && strings.Contains(c, `D:\DR\VMs\db`) {
+			copyAt = i
+		}
+		if createAt < 0 && !strings.HasPrefix(c, "#") && strings.Contains(c, "bringup.ps1") {
+			createAt = i
+		}
+	}
+	if copyAt < 0 || createAt < 0 || copyAt > createAt {
+		t.Errorf("the define step does not copy db's images from /srv/dr/dr-hv/images/db to D:\\DR\\VMs\\db before bringup.ps1 creates it:\n%s", strings.Join(define.Commands, "\n"))
+	}
+}
