@@ -257,7 +257,12 @@ func BuildRunbook(p *Plan, o RunbookOptions) *Runbook {
 						continue
 					}
 					netDefined[key] = true
-					define = append(define, fmt.Sprintf("virsh -c %s net-define %s && virsh -c %s net-start %s", shq(uri), shq(dir+"/networks/"+pn.Network+".xml"), shq(uri), shq(pn.Network)))
+					// Two commands: run again (a resumed bring-up), the
+					// define fails as the network exists, and the start
+					// must still run for a network that exists stopped.
+					define = append(define,
+						fmt.Sprintf("virsh -c %s net-define %s   # \"already exists\": fine, go on", shq(uri), shq(dir+"/networks/"+pn.Network+".xml")),
+						fmt.Sprintf("virsh -c %s net-start %s   # \"already active\": fine, go on", shq(uri), shq(pn.Network)))
 				}
 				define = append(define, fmt.Sprintf("virsh -c %s define %s", shq(uri), shq(dir+"/domains/"+v.Name+".xml")))
 				start = append(start, fmt.Sprintf("virsh -c %s start %s", shq(uri), shq(v.Name)))

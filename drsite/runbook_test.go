@@ -201,3 +201,63 @@ hosts:
 		t.Errorf("the define step does not copy db's images from /srv/dr/dr-hv/images/db to D:\\DR\\VMs\\db before bringup.ps1 creates it:\n%s", strings.Join(define.Commands, "\n"))
 	}
 }
+
+// TestRunbookNetworkStartsWhenDefinedBefore: a bring-up resumed by hand
+// finds its DR networks defined already, perhaps not started (a host
+// rebooted, the earlier run stopped between the two). Pasted line by
+// line, the runbook's define step must still start each network: the
+// define fails as the network exists, and the start may not hang on it.
+func TestRunbookNetworkStartsWhenDefinedBefore(t *testing.T) {
+	p := examplePlan(t)
+	dir := t.TempDir()
+	bin, state := filepath.Join(dir, "bin"), filepath.Join(dir, "state")
+	os.MkdirAll(bin, 0o755)
+	os.MkdirAll(state, 0o755)
+	virsh := `#!/bin/sh
+shift 2 # -c URI
+case "$1" in
+net-define) n=$(basename "$2" .xml)
+  if [ -e "` + state + `/net-$n" ]; then echo "error: network '$n' already exists" >&2; exit 1; fi
+  echo defined > "` + state + `/net-$n" ;;
+net-start) if [ ! -e "` + state + `/net-$2" ]; then echo "error: network not found" >&2; exit 1; fi
+  if grep -q active "` + state + `/net-$2"; then echo "error: network is already active" >&2; exit 1; fi
+  echo active > "` + state + `/net-$2" ;;
+esac
+exit 0
+`
+	if err := os.WriteFile(filepath.Join(bin, "virsh"), []byte(virsh), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rb := BuildRunbook(p, RunbookOptions{BringupDir: filepath.Join(dir, "out")})
+	nets := 0
+	for _, g := range rb.Groups {
+		for _, s := range g.Steps[1:] {
+			for _, c := range s.Commands {
+				f := strings.Fields(c)
+				if len(f) < 5 || f[0] != "virsh" || f[3] != "net-define" {
+					continue
+				}
+				n := strings.TrimSuffix(filepath.Base(strings.Trim(f[4], "'")), ".xml")
+				if err := os.WriteFile(filepath.Join(state, "net-"+n), []byte("defined\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				nets++
+			}
+			for _, c := range s.Commands { // one at a time, as pasted
+				script := filepath.Join(dir, "line.sh")
+				os.WriteFile(script, []byte(c+"\n"), 0o644)
+				_ = runScript(t, bin, script)
+			}
+		}
+	}
+	if nets == 0 {
+		t.Fatal("the example plan's runbook defines no network")
+	}
+	ents, _ := os.ReadDir(state)
+	for _, e := range ents {
+		b, _ := os.ReadFile(filepath.Join(state, e.Name()))
+		if !strings.Contains(string(b), "active") {
+			t.Errorf("%s defined before the runbook ran is not started by it", strings.TrimPrefix(e.Name(), "net-"))
+		}
+	}
+}
