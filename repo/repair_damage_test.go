@@ -1,10 +1,13 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/drpipe/drpipe/erasure"
@@ -237,5 +240,72 @@ func TestRepairReadsBackRewrittenShards(t *testing.T) {
 	fb.Reset()
 	if _, err := r.Repair(ctx, CheckOptions{}); err != nil {
 		t.Fatalf("repair once storage stores again: %v", err)
+	}
+}
+
+// keepsLarger is a store that, asked to store the shard named victim,
+// keeps a far larger object under that name and reports success (an
+// object under retention it will not replace), and counts the bytes
+// read of that name.
+type keepsLarger struct {
+	tiers.Backend
+	victim string
+	read   atomic.Int64
+}
+
+func (b *keepsLarger) Put(ctx context.Context, h tiers.Handle, rd io.Reader, size int64) error {
+	if h.Name == b.victim {
+		big := make([]byte, 64<<20)
+		return b.Backend.Put(ctx, h, bytes.NewReader(big), int64(len(big)))
+	}
+	return b.Backend.Put(ctx, h, rd, size)
+}
+
+func (b *keepsLarger) Load(ctx context.Context, h tiers.Handle, off, n int64, fn func(io.Reader) error) error {
+	if h.Name != b.victim {
+		return b.Backend.Load(ctx, h, off, n, fn)
+	}
+	return b.Backend.Load(ctx, h, off, n, func(rd io.Reader) error {
+		return fn(countingReader{rd, &b.read})
+	})
+}
+
+type countingReader struct {
+	io.Reader
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	n, err := c.Reader.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// TestRepairReadBackBounded: reading back a rewritten shard the store
+// kept as some other, much larger object reads no more than the shard's
+// size (and one byte) before calling it not stored.
+func TestRepairReadBackBounded(t *testing.T) {
+	ctx := context.Background()
+	mem := tierstest.NewMemory()
+	kb := &keepsLarger{Backend: mem}
+	r := testRepo(t, kb, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20})
+	smallSnapshot(t, r)
+	var victim tiers.ObjectInfo
+	if err := mem.List(ctx, tiers.TypeData, func(oi tiers.ObjectInfo) error {
+		victim = oi
+		return errStop
+	}); err != nil && !errors.Is(err, errStop) {
+		t.Fatal(err)
+	}
+	if err := mem.Remove(ctx, victim.Handle); err != nil {
+		t.Fatal(err)
+	}
+	kb.victim = victim.Handle.Name
+	rep, err := r.Repair(ctx, CheckOptions{})
+	if !errors.Is(err, ErrUnrepairable) || len(rep.NotStored) != 1 {
+		t.Fatalf("repair whose rewrite the store kept as another object: %v, not stored %v", err, rep.NotStored)
+	}
+	if got := kb.read.Load(); got > victim.Size+1 {
+		t.Errorf("read back %d bytes of a %d-byte shard", got, victim.Size)
 	}
 }
