@@ -1237,8 +1237,18 @@ func (b *backup) backupStdin() (id.ID, error) {
 	now := b.r.Now()
 	n := &repo.Node{Name: b.o.StdinName, Type: repo.NodeFile, Mode: 0o644, ModTime: now, ChangeTime: now,
 		UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
+	// A Read of a pipe or terminal cannot be interrupted, and a producer
+	// may go quiet without closing it (pg_dump waiting on a lock): the
+	// input is read on a goroutine of its own, so that cancelling (Ctrl-C,
+	// SIGTERM) stops the backup at once. A Read still blocked then ends
+	// the goroutine when it returns; what it read is dropped.
+	in, pw := io.Pipe()
+	go func() { _, err := io.Copy(pw, b.o.Stdin); pw.CloseWithError(err) }()
+	stop := context.AfterFunc(b.ctx, func() { pw.CloseWithError(context.Cause(b.ctx)) })
+	defer stop()
+	defer in.Close()
 	var ext []repo.Extent
-	err = ch.ChunkStream(b.ctx, b.o.Stdin, func(e chunking.Extent) error {
+	err = ch.ChunkStream(b.ctx, in, func(e chunking.Extent) error {
 		n.Size += e.Len
 		b.bytesDone.Add(e.Len)
 		b.progress.AddDone(0, e.Len)
