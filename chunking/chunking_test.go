@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/restic/chunker"
 )
@@ -117,6 +119,59 @@ func TestPlanData(t *testing.T) {
 	}
 	if got := cfg.PlanData(huge, nil); len(got) != 0 {
 		t.Errorf("all hole: got %v, want no segments", got)
+	}
+}
+
+// fillReaderAt reads as a file of size bytes that are all b.
+type fillReaderAt struct {
+	size int64
+	b    byte
+}
+
+func (f fillReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if off >= f.size {
+		return 0, io.EOF
+	}
+	n := int(min(int64(len(p)), f.size-off))
+	for i := range p[:n] {
+		p[i] = f.b
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// A sparse file may be as large as the kernel allows, 2^63-1 bytes (any
+// user can make one on tmpfs, for one): data in its last segment
+// must be planned without computing that segment's end past MaxInt64,
+// which wrapped negative and made PlanData loop, appending pieces, until
+// memory ran out. The last segment then chunks to the end of the file.
+func TestPlanDataAtMaxFileSize(t *testing.T) {
+	cfg := DefaultConfig(testPol)
+	const size = math.MaxInt64
+	ss := cfg.SegmentSize
+	last := size / ss * ss
+	// The failure is a loop that eats memory: end the test binary rather
+	// than let it run on beside the other tests.
+	watchdog := time.AfterFunc(5*time.Second, func() { panic("PlanData of a 2^63-1-byte file still running after 5 s") })
+	got := cfg.PlanData(size, []Range{{last - 10, 20}, {size - 1, 1}})
+	watchdog.Stop()
+	want := []Segment{
+		{last - ss, ss, []Range{{last - 10, 10}}},
+		{last, size - last, []Range{{last, 10}, {size - 1, 1}}},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	ext, err := mustChunker(t, cfg).ChunkSegment(t.Context(), fillReaderAt{size, 0xee}, got[1], make([]byte, ss))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(ext); n == 0 {
+		t.Fatal("last segment: no extents")
+	} else if ext[0].Off != last || ext[n-1].End() != size || ext[n-1].Zero {
+		t.Fatalf("last segment: got %d extents, first at %v, last ending at %v; want them to run from %d to a data extent ending at %d", n, ext[0].Off, ext[n-1].End(), last, int64(size))
 	}
 }
 

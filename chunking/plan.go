@@ -73,7 +73,13 @@ func (c Config) PlanData(size int64, data []Range) []Segment {
 	pieces := make([]Range, 0, len(norm)+int(min((size-1)/ss+1, 1<<16)))
 	for _, r := range norm {
 		for off, end := r.Off, r.End(); off < end; {
-			e := min(end, (off/ss+1)*ss)
+			// The end of off's segment, unless past end: computed so
+			// that it cannot overflow in a file's last segment below
+			// MaxInt64 (a sparse file may be that large).
+			e := end
+			if base := off / ss * ss; end-base > ss {
+				e = base + ss
+			}
 			pieces = append(pieces, Range{off, e - off})
 			off = e
 		}
