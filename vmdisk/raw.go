@@ -1,12 +1,11 @@
 package vmdisk
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
 
-	"golang.org/x/sys/unix"
+	"github.com/drpipe/drpipe/chunking"
 )
 
 // rawImpl is a raw image: the file is the virtual disk. Its map lists the
@@ -55,35 +54,17 @@ func (r *rawImpl) runs() ([]Run, error) {
 	return out, nil
 }
 
-// dataRanges lists the allocated ranges of f with SEEK_DATA/SEEK_HOLE; on
-// file systems without support the whole file is one range.
+// dataRanges lists the allocated ranges of f (chunking.DataRanges): on
+// file systems without SEEK_DATA the whole file is one range, and a file
+// that shrank below size is an error, not a tail of zeros.
 func dataRanges(f *os.File, size int64) ([]Range, error) {
-	if size == 0 {
-		return nil, nil
+	rs, err := chunking.DataRanges(f, size)
+	if err != nil {
+		return nil, err
 	}
-	fd := int(f.Fd())
-	var out []Range
-	for off := int64(0); off < size; {
-		d, err := unix.Seek(fd, off, unix.SEEK_DATA)
-		if err != nil {
-			if errors.Is(err, unix.ENXIO) {
-				break
-			}
-			if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
-				return []Range{{0, size}}, nil
-			}
-			return nil, err
-		}
-		if d >= size {
-			break
-		}
-		h, err := unix.Seek(fd, d, unix.SEEK_HOLE)
-		if err != nil {
-			return nil, err
-		}
-		h = min(h, size)
-		out = append(out, Range{d, h - d})
-		off = h
+	out := make([]Range, len(rs))
+	for i, r := range rs {
+		out[i] = Range{r.Off, r.Len}
 	}
 	return out, nil
 }
