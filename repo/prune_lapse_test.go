@@ -35,7 +35,7 @@ func TestLapsedWriterIndexesSweptPacks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	w.uploadWG.Wait() // full packs are durable, not indexed yet
+	w.uploads.wait(ctx) // full packs are durable, not indexed yet
 	if err := w.firstUploadErr(); err != nil {
 		t.Fatal(err)
 	}

@@ -117,7 +117,7 @@ type Repository struct {
 	shardBufs *hugepage.Pool // of erasure-coded shards: uploads
 
 	uploadSem chan struct{}
-	uploadWG  sync.WaitGroup
+	uploads   uploadTracker
 	errMu     sync.Mutex
 	uploadErr error
 

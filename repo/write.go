@@ -109,14 +109,15 @@ func (r *Repository) addBlob(ctx context.Context, t BlobType, plain []byte, x id
 	// go: while uploads are behind, the other writers wait here for the
 	// packer instead of each filling and setting aside a pack of its own,
 	// which held up to one pack buffer per backup worker.
-	if err := r.acquireUpload(ctx); err != nil {
+	seq, err := r.acquireUpload(ctx)
+	if err != nil {
 		p.mu.Unlock()
 		return err
 	}
 	full, entries := p.buf, p.entries
 	p.buf, p.entries = nil, nil
 	p.mu.Unlock()
-	r.launchPack(ctx, full, entries)
+	r.launchPack(ctx, seq, full, entries)
 	return nil
 }
 
@@ -137,43 +138,105 @@ func (r *Repository) setUploadErr(err error) {
 // startPack takes an upload slot, waiting while Options.Uploads packs are
 // in flight, and starts the pack's upload (launchPack).
 func (r *Repository) startPack(ctx context.Context, buf []byte, entries []BlobEntry) error {
-	if err := r.acquireUpload(ctx); err != nil {
+	seq, err := r.acquireUpload(ctx)
+	if err != nil {
 		return err
 	}
-	r.launchPack(ctx, buf, entries)
+	r.launchPack(ctx, seq, buf, entries)
 	return nil
 }
 
 // acquireUpload takes one of the Options.Uploads upload slots, waiting
-// for one to come free. launchPack gives it back.
+// for one to come free, and returns the upload's number. launchPack gives
+// the slot back.
 //
 // The upload counts for Flush from here: a writer takes the slot with
 // the packer held, so a Flush that gets the packer after it waits for
 // the pack it handed over (whose other blobs were saved before).
-func (r *Repository) acquireUpload(ctx context.Context) error {
+func (r *Repository) acquireUpload(ctx context.Context) (uint64, error) {
 	select {
 	case r.uploadSem <- struct{}{}:
-		r.uploadWG.Add(1)
-		return nil
+		return r.uploads.start(), nil
 	case <-ctx.Done():
-		return ctx.Err()
+		return 0, ctx.Err()
 	}
 }
 
 // launchPack seals the pack header, then erasure-codes and uploads the
-// pack in the background, in the upload slot the caller took.
-func (r *Repository) launchPack(ctx context.Context, buf []byte, entries []BlobEntry) {
+// pack in the background, in the upload slot the caller took (seq).
+func (r *Repository) launchPack(ctx context.Context, seq uint64, buf []byte, entries []BlobEntry) {
 	hdr := r.key.sealAs(kindPackHeader, nil, encodePackHeader(entries))
 	buf = append(buf, hdr...)
 	buf = binary.LittleEndian.AppendUint32(buf, uint32(len(hdr)))
 	buf = append(buf, packTrailerMagic...)
 	go func() {
-		defer r.uploadWG.Done()
+		defer r.uploads.end(seq)
 		defer func() { <-r.uploadSem }()
 		if err := r.uploadPack(ctx, buf, entries); err != nil {
 			r.setUploadErr(err)
 		}
 	}()
+}
+
+// uploadTracker numbers the pack uploads and tells when those started
+// before a point have all ended. Unlike a sync.WaitGroup, whose Add from
+// zero must not race a Wait, it lets writers start uploads while a Flush
+// waits (a library user flushing beside its writers), and a wait does
+// not take the uploads started after it.
+type uploadTracker struct {
+	mu      sync.Mutex
+	next    uint64
+	running map[uint64]struct{}
+	ended   chan struct{} // closed, and replaced, when an upload ends
+}
+
+func (u *uploadTracker) start() uint64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.running == nil {
+		u.running = map[uint64]struct{}{}
+		u.ended = make(chan struct{})
+	}
+	seq := u.next
+	u.next++
+	u.running[seq] = struct{}{}
+	return seq
+}
+
+func (u *uploadTracker) end(seq uint64) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	delete(u.running, seq)
+	close(u.ended)
+	u.ended = make(chan struct{})
+}
+
+// wait returns once every upload started before the call has ended, or
+// with ctx's error.
+func (u *uploadTracker) wait(ctx context.Context) error {
+	u.mu.Lock()
+	limit := u.next
+	for {
+		busy := false
+		for seq := range u.running { // at most Options.Uploads
+			if seq < limit {
+				busy = true
+				break
+			}
+		}
+		if !busy {
+			u.mu.Unlock()
+			return nil
+		}
+		ended := u.ended
+		u.mu.Unlock()
+		select {
+		case <-ended:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+		u.mu.Lock()
+	}
 }
 
 func (r *Repository) uploadPack(ctx context.Context, pack []byte, entries []BlobEntry) error {
@@ -354,16 +417,18 @@ func (r *Repository) Flush(ctx context.Context) error {
 		// The upload slot is taken before the pack leaves the packer: a
 		// Flush stopped while it waits leaves the pack to the next one,
 		// instead of dropping blobs that count as stored.
-		if err := r.acquireUpload(ctx); err != nil {
+		seq, err := r.acquireUpload(ctx)
+		if err != nil {
 			p.mu.Unlock()
 			return err
 		}
 		buf, entries := p.buf, p.entries
 		p.buf, p.entries = nil, nil
 		p.mu.Unlock()
-		r.launchPack(ctx, buf, entries)
+		r.launchPack(ctx, seq, buf, entries)
 	}
-	r.uploadWG.Wait()
+	// Without ctx: the uploads end with the contexts they started with.
+	_ = r.uploads.wait(context.Background())
 	if err := r.firstUploadErr(); err != nil {
 		return err
 	}
@@ -379,15 +444,8 @@ func (r *Repository) Flush(ctx context.Context) error {
 // with ctx's error, indexing nothing. The index is written with ctx,
 // which should not be the cancelled one.
 func (r *Repository) IndexStored(ctx context.Context) error {
-	uploaded := make(chan struct{})
-	go func() {
-		r.uploadWG.Wait()
-		close(uploaded)
-	}()
-	select {
-	case <-uploaded:
-	case <-ctx.Done():
-		return fmt.Errorf("packs still being stored in %s: %w", r.be.Location(), context.Cause(ctx))
+	if err := r.uploads.wait(ctx); err != nil {
+		return fmt.Errorf("packs still being stored in %s: %w", r.be.Location(), err)
 	}
 	return r.writePendingIndex(ctx)
 }
