@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/drpipe/drpipe/drsite"
 	"github.com/drpipe/drpipe/erasure"
 	"github.com/drpipe/drpipe/internal/cpus"
 	"github.com/drpipe/drpipe/internal/id"
@@ -136,25 +137,13 @@ func parseChunkSizes(s string) (*repo.ChunkSizes, error) {
 	return c, nil
 }
 
-// parseSize parses "16MiB", "512k", "1G" or plain bytes.
+// parseSize parses a size as every size key and flag takes it: plain
+// bytes, or a number with a binary (KiB, MiB, GiB, TiB; also K, M, G, T)
+// or decimal (kB, MB, GB, TB) unit, as drsite.ParseSize reads it. The
+// whole text must be a size: "18TB" is 18 TB, and "10x" is an error, not
+// 10 bytes.
 func parseSize(s string) (int64, error) {
-	orig := s
-	s = strings.TrimSpace(strings.ToLower(s))
-	mult := int64(1)
-	for _, u := range []struct {
-		suf string
-		m   int64
-	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"tib", 1 << 40}, {"kb", 1000}, {"mb", 1000000}, {"gb", 1000000000}, {"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30}, {"t", 1 << 40}, {"b", 1}} {
-		if strings.HasSuffix(s, u.suf) {
-			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suf)), u.m
-			break
-		}
-	}
-	var n float64
-	if _, err := fmt.Sscanf(s, "%g", &n); err != nil || n < 0 {
-		return 0, fmt.Errorf("%q is not a size (e.g. 16MiB, 512k, 1G)", orig)
-	}
-	return int64(n * float64(mult)), nil
+	return drsite.ParseSize(s)
 }
 
 func (a *app) backupCmd() *cobra.Command {

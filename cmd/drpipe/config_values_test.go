@@ -6,6 +6,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
+
+	"github.com/drpipe/drpipe/tape"
 )
 
 // loadTestConfig loads the configuration as drpipe does at start-up, from
@@ -91,5 +93,34 @@ func TestWorkerCountsAreBounded(t *testing.T) {
 	t.Setenv("DRPIPE_RESTORE_WORKERS", "0")
 	if _, err := loadTestConfig(t, ""); err != nil {
 		t.Errorf("workers 1024, restore.workers 0 (the default): %v", err)
+	}
+}
+
+// TestSizesParseWhole: a size is read whole or refused, never cut short at
+// the first letter it does not know: "18TB" (how tape capacities are
+// written) is 18 TB, not 18 bytes, "2Gi" two GiB, not 2 bytes (a
+// site.max_object_size that refuses every object), and "10x", "1,5G" or
+// "nan" are errors, not 10 bytes, 1 GiB or a negative size.
+func TestSizesParseWhole(t *testing.T) {
+	for s, want := range map[string]int64{
+		"18TB": 18e12, "16MiB": 16 << 20, "2Gi": 2 << 30, "512k": 512 << 10, "1.5G": 3 << 29, "4096": 4096, "10 MiB": 10 << 20,
+	} {
+		if n, err := parseSize(s); err != nil || n != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", s, n, err, want)
+		}
+	}
+	for _, s := range []string{"10x", "1,5G", "16MiB of cache", "nan", "inf", "1e30T", "-1G", ""} {
+		if n, err := parseSize(s); err == nil {
+			t.Errorf("parseSize(%q) = %d, want an error", s, n)
+		}
+	}
+	t.Setenv("DRPIPE_TAPE_FILE_SIZE", "1TB")
+	a, err := loadTestConfig(t, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o tape.WriteOptions
+	if err := a.tapeWriteSettings(&o); err != nil || o.FileSize != 1e12 {
+		t.Errorf("DRPIPE_TAPE_FILE_SIZE=1TB: file size %d, %v; want 1e12 bytes", o.FileSize, err)
 	}
 }
