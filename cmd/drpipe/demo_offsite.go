@@ -34,7 +34,12 @@ func (d *demo) cli(pw string) (*demoCLI, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &demoCLI{d: d, bin: bin, env: append(os.Environ(), "DRPIPE_PASSWORD="+pw, "DRPIPE_NO_PROGRESS=true"), cache: filepath.Join(d.dir, "cache")}, nil
+	// The commands run on the built-in defaults, in the demo's directory:
+	// the operator's DRPIPE_* settings (DRPIPE_CONFIG, DRPIPE_REPO,
+	// DRPIPE_TAPE_CATALOG, ...) would point them at real repositories and
+	// catalogs, or fail them on a config file the demo cannot read.
+	env := slices.DeleteFunc(os.Environ(), func(v string) bool { return strings.HasPrefix(v, "DRPIPE_") })
+	return &demoCLI{d: d, bin: bin, env: append(env, "DRPIPE_PASSWORD="+pw, "DRPIPE_NO_PROGRESS=true"), cache: filepath.Join(d.dir, "cache")}, nil
 }
 
 // run executes a drpipe command, prints it and its output (indented).
