@@ -174,7 +174,11 @@ func (d *demo) offsite(ctx context.Context, repoDir, src, pw string) error {
 		}
 	}
 	tapeTarget := filepath.Join(d.dir, "restore-from-tape")
-	if _, err := c.run(ctx, "tape", "restore", "--library", lib, "latest", "--target", tapeTarget); err != nil {
+	// The repository read from the tapes goes in the demo's directory, not
+	// a temporary one of its own: an interrupted demo kills the restore
+	// before it can remove that, and removes its directory with it.
+	work := filepath.Join(d.dir, "tape-restore-work")
+	if _, err := c.run(ctx, "tape", "restore", "--library", lib, "--work", work, "latest", "--target", tapeTarget); err != nil {
 		return err
 	}
 	if err := verifySame(src, filepath.Join(tapeTarget, strings.TrimPrefix(src, "/"))); err != nil {

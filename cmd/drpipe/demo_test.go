@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -40,5 +42,52 @@ func TestDemoIgnoresOperatorSettings(t *testing.T) {
 	}
 	if _, err := os.Stat(catalog); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("the demo's tape commands used DRPIPE_TAPE_CATALOG %s (stat: %v); want their own catalog in the library", catalog, err)
+	}
+}
+
+// TestDemoInterruptedLeavesNothing: a demo interrupted (SIGINT to drpipe
+// alone, as kill -INT or a supervisor sends it) while it restores from
+// tape leaves nothing in the temporary directory: neither its own work
+// directory nor the repository that 'tape restore' reads from the tapes.
+func TestDemoInterruptedLeavesNothing(t *testing.T) {
+	tmp := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := exec.CommandContext(ctx, drpipeBin, "demo", "--image-size", "256MiB")
+	c.Env = append(os.Environ(), "TMPDIR="+tmp)
+	var out bytes.Buffer
+	c.Stdout, c.Stderr = &out, &out
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	restoring := func() bool {
+		for _, g := range []string{"drpipe-tape-restore-*", filepath.Join("drpipe-demo-*", "tape-restore-work", "*")} {
+			if m, _ := filepath.Glob(filepath.Join(tmp, g)); len(m) > 0 {
+				return true
+			}
+		}
+		return false
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	for !restoring() {
+		select {
+		case err := <-done:
+			t.Fatalf("the demo ended (%v) before its tape restore was seen:\n%s", err, out.String())
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	if err := c.Process.Signal(os.Interrupt); err != nil {
+		t.Fatalf("interrupt: %v\n%s", err, out.String())
+	}
+	if err := <-done; err == nil {
+		t.Fatalf("the demo finished although interrupted:\n%s", out.String())
+	}
+	left, _ := os.ReadDir(tmp)
+	for _, l := range left {
+		t.Errorf("the interrupted demo left %s in the temporary directory", l.Name())
+	}
+	if t.Failed() {
+		t.Logf("demo output:\n%s", out.String())
 	}
 }
