@@ -65,8 +65,14 @@ func (a *app) initCmd() *cobra.Command {
 			if err := initTargetEmpty(loc); err != nil {
 				return err
 			}
-			pw, err := a.password("new repository password: ", true)
+			// The settings are checked before anything is created: a
+			// refused init must leave no directory that the next one
+			// would find not empty.
+			o, err := a.repoOptions(nil)
 			if err != nil {
+				return err
+			}
+			if o.Password, err = a.password("new repository password: ", true); err != nil {
 				return err
 			}
 			be, err := a.openBackend(ctx, loc, true)
@@ -74,10 +80,6 @@ func (a *app) initCmd() *cobra.Command {
 				return err
 			}
 			defer be.Close()
-			o, err := a.repoOptions(pw)
-			if err != nil {
-				return err
-			}
 			r, err := repo.Init(ctx, be, repo.InitOptions{EC: ec, PackSize: int(ps), Version: fv, Chunks: chunks}, o)
 			if err != nil {
 				return err

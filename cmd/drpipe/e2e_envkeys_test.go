@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -210,4 +212,22 @@ func TestConfigNumberBoolErrors(t *testing.T) {
 	}
 	e.extra = []string{"DRPIPE_TAPE_PARITY=2", "DRPIPE_JSON=1", "DRPIPE_WORKERS=3"}
 	e.ok("snapshots", "--repo", r)
+}
+
+// TestInitBadCompressionCreatesNothing: init with a compression setting it
+// does not know is refused before the repository directory is made: it
+// used to create data/, index/, keys/ ... and then fail, and the next init
+// with the setting fixed refused the directory as not empty.
+func TestInitBadCompressionCreatesNothing(t *testing.T) {
+	e := newEnv(t)
+	dir := filepath.Join(e.dir, "repo")
+	e.extra = []string{"DRPIPE_COMPRESSION=maxx"}
+	if res := e.run("init", "--repo", dir); res.code != 2 || !strings.Contains(res.stderr, "DRPIPE_COMPRESSION") {
+		t.Errorf("init with DRPIPE_COMPRESSION=maxx: exit %d, stderr %q; want exit 2 naming the variable", res.code, res.stderr)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the refused init left %s behind (stat: %v)", dir, err)
+	}
+	e.extra = nil
+	e.ok("init", "--repo", dir)
 }
