@@ -50,7 +50,7 @@ func (a *app) copyCmd() *cobra.Command {
 				workers = a.v.GetInt("copy.workers")
 			}
 			if workers < 1 || workers > 256 {
-				return usagef("--workers %d: want 1 to 256", workers)
+				return usagef("%s %d: want 1 to 256", setBy(cmd, "workers", "copy.workers"), workers)
 			}
 			loc, err := a.repoLocation()
 			if err != nil {

@@ -40,19 +40,19 @@ func (a *app) initCmd() *cobra.Command {
 			ctx := cmd.Context()
 			ec, err := erasure.ParseParams(a.flagOr(cmd, "ec", "init.ec"))
 			if err != nil {
-				return usageError{err}
+				return usagef("%s: %w", setBy(cmd, "ec", "init.ec"), err)
 			}
 			pss := a.flagOr(cmd, "pack-size", "init.pack_size")
 			ps, err := parseSize(pss)
 			if err != nil {
-				return usagef("--pack-size: %w", err)
+				return usagef("%s: %w", setBy(cmd, "pack-size", "init.pack_size"), err)
 			}
 			if ps < repo.MinPackSize || ps > repo.MaxPackSize {
-				return usagef("--pack-size %s: must be from 1MiB to 1GiB", pss)
+				return usagef("%s %s: must be from 1MiB to 1GiB", setBy(cmd, "pack-size", "init.pack_size"), pss)
 			}
 			chunks, err := parseChunkSizes(a.flagOr(cmd, "chunk-sizes", "init.chunk_sizes"))
 			if err != nil {
-				return usagef("--chunk-sizes: %w", err)
+				return usagef("%s: %w", setBy(cmd, "chunk-sizes", "init.chunk_sizes"), err)
 			}
 			fv, _ := cmd.Flags().GetInt("format-version")
 			if fv < 0 || fv > repo.FormatVersion {

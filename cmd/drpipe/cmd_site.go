@@ -55,6 +55,15 @@ func (a *app) flagOr(cmd *cobra.Command, flag, key string) string {
 	return a.v.GetString(key)
 }
 
+// setBy names where flagOr takes its value from, for messages: the flag
+// when it was given, else the config key and its environment variable.
+func setBy(cmd *cobra.Command, flag, key string) string {
+	if f := cmd.Flags().Lookup(flag); f != nil && f.Changed {
+		return "--" + flag
+	}
+	return fmt.Sprintf("config key %s (DRPIPE_%s)", key, strings.ToUpper(strings.ReplaceAll(key, ".", "_")))
+}
+
 func (a *app) siteCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "site init|issue|serve|status",

@@ -231,3 +231,45 @@ func TestInitBadCompressionCreatesNothing(t *testing.T) {
 	e.extra = nil
 	e.ok("init", "--repo", dir)
 }
+
+// TestConfigErrorsNameTheKey: a bad value of a key that also has a flag,
+// given in the config file or the environment, is refused naming the key
+// (and its variable), not a flag the operator did not give: with
+// pack_size: 100k in the file, "--pack-size 100k" sent them looking at a
+// command line that has no --pack-size; a bad init.ec named nothing.
+func TestConfigErrorsNameTheKey(t *testing.T) {
+	e := newEnv(t)
+	dir := filepath.Join(e.dir, "repo")
+	cfg := filepath.Join(e.dir, "drpipe.yaml")
+	for _, c := range []struct {
+		env, file string
+		args      []string
+		want, not string
+	}{
+		{file: "init:\n  pack_size: 100k\n", args: []string{"init", "--repo", dir}, want: "config key init.pack_size (DRPIPE_INIT_PACK_SIZE)", not: "--pack-size"},
+		{env: "DRPIPE_INIT_CHUNK_SIZES=big", args: []string{"init", "--repo", dir}, want: "config key init.chunk_sizes (DRPIPE_INIT_CHUNK_SIZES)", not: "--chunk-sizes"},
+		{env: "DRPIPE_INIT_EC=4-2", args: []string{"init", "--repo", dir}, want: "config key init.ec (DRPIPE_INIT_EC)"},
+		{file: "copy:\n  workers: 0\n", args: []string{"copy", "--repo", dir, "--to", filepath.Join(e.dir, "copy")}, want: "config key copy.workers (DRPIPE_COPY_WORKERS)", not: "--workers"},
+	} {
+		e.extra = nil
+		args := c.args
+		if c.env != "" {
+			e.extra = []string{c.env}
+		}
+		if c.file != "" {
+			if err := os.WriteFile(cfg, []byte(c.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args = append(args, "--config", cfg)
+		}
+		res := e.run(args...)
+		if res.code != 2 || !strings.Contains(res.stderr, c.want) || c.not != "" && strings.Contains(res.stderr, c.not) {
+			t.Errorf("%s%q: exit %d, stderr %q; want exit 2 naming %s", c.env, c.file, res.code, res.stderr, c.want)
+		}
+	}
+	e.extra = nil
+	res := e.run("init", "--repo", dir, "--pack-size", "100k")
+	if res.code != 2 || !strings.Contains(res.stderr, "--pack-size 100k") {
+		t.Errorf("--pack-size 100k: exit %d, stderr %q; want exit 2 naming the flag", res.code, res.stderr)
+	}
+}
