@@ -55,6 +55,17 @@ func (a *app) flagOr(cmd *cobra.Command, flag, key string) string {
 	return a.v.GetString(key)
 }
 
+// positiveDuration parses the value s of config key, a duration the
+// site or the replication needs above zero: zero or less would be
+// replaced by the built-in default without a word, so it is refused.
+func positiveDuration(key, s string) (time.Duration, error) {
+	d, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil || d <= 0 {
+		return 0, usagef("config key %s (DRPIPE_%s) %q: want a duration above zero such as 10s or 2m", key, strings.ToUpper(strings.ReplaceAll(key, ".", "_")), s)
+	}
+	return d, nil
+}
+
 // setBy names where flagOr takes its value from, for messages: the flag
 // when it was given, else the config key and its environment variable.
 func setBy(cmd *cobra.Command, flag, key string) string {
@@ -199,12 +210,12 @@ func (a *app) siteServeCmd() *cobra.Command {
 				return err
 			}
 			maxObj, err := parseSize(a.v.GetString("site.max_object_size"))
-			if err != nil {
-				return usagef("site.max_object_size: %w", err)
+			if err != nil || maxObj <= 0 {
+				return usagef("config key site.max_object_size (DRPIPE_SITE_MAX_OBJECT_SIZE) %q: want a size such as 2GiB", a.v.GetString("site.max_object_size"))
 			}
-			grace, err := time.ParseDuration(a.v.GetString("site.shutdown_grace"))
+			grace, err := positiveDuration("site.shutdown_grace", a.v.GetString("site.shutdown_grace"))
 			if err != nil {
-				return usagef("site.shutdown_grace: %w", err)
+				return err
 			}
 			scrubEvery, err := time.ParseDuration(a.flagOr(cmd, "scrub-interval", "site.scrub_interval"))
 			if err != nil || scrubEvery < 0 {
@@ -276,6 +287,10 @@ func (a *app) siteServeCmd() *cobra.Command {
 
 // dialSite connects to the site named by --to with --tls-dir.
 func (a *app) dialSite(ctx context.Context, cmd *cobra.Command) (transport.Conn, error) {
+	idle, err := positiveDuration("replicate.idle_timeout", a.v.GetString("replicate.idle_timeout"))
+	if err != nil {
+		return nil, err
+	}
 	to := a.flagOr(cmd, "to", "replicate.to")
 	tlsDir := a.flagOr(cmd, "tls-dir", "replicate.tls_dir")
 	if to == "" || tlsDir == "" {
@@ -287,10 +302,6 @@ func (a *app) dialSite(ctx context.Context, cmd *cobra.Command) (transport.Conn,
 	tc, _, err := transport.ClientTLS(tlsDir, a.flagOr(cmd, "tls-name", "replicate.tls_name"))
 	if err != nil {
 		return nil, usageError{err}
-	}
-	idle, err := time.ParseDuration(a.v.GetString("replicate.idle_timeout"))
-	if err != nil {
-		return nil, usagef("replicate.idle_timeout: %w", err)
 	}
 	return transport.DialQUIC(ctx, to, tc, transport.QUICOptions{IdleTimeout: idle, HandshakeTimeout: min(idle, 10*time.Second),
 		Warn: func(msg string) { fmt.Fprintf(a.stderr, "drpipe: warning: %s\n", msg) }})
@@ -557,9 +568,9 @@ func (a *app) replicateCmd() *cobra.Command {
 			if err != nil || interval <= 0 {
 				return usagef("--interval: want a duration such as 10s")
 			}
-			timeout, err := time.ParseDuration(a.v.GetString("replicate.timeout"))
+			timeout, err := positiveDuration("replicate.timeout", a.v.GetString("replicate.timeout"))
 			if err != nil {
-				return usagef("replicate.timeout: %w", err)
+				return err
 			}
 			conns := a.v.GetInt("replicate.connections")
 			if cmd.Flags().Changed("connections") {

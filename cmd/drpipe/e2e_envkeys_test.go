@@ -273,3 +273,28 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		t.Errorf("--pack-size 100k: exit %d, stderr %q; want exit 2 naming the flag", res.code, res.stderr)
 	}
 }
+
+// TestSiteDurationsAboveZero: a duration or size of the site and
+// replicate sections that is zero or negative is refused naming the key,
+// instead of quietly replaced by the built-in default (replicate.timeout
+// -1m was a timeout of 2m, site.shutdown_grace 0s a grace of 10s).
+func TestSiteDurationsAboveZero(t *testing.T) {
+	e := newEnv(t)
+	r := e.initRepo()
+	tls := filepath.Join(e.dir, "no-tls")
+	for _, c := range []struct {
+		env  string
+		args []string
+		want string
+	}{
+		{"DRPIPE_REPLICATE_TIMEOUT=-1m", []string{"replicate", "--repo", r, "--to", "127.0.0.1:9", "--tls-dir", tls}, "replicate.timeout"},
+		{"DRPIPE_REPLICATE_IDLE_TIMEOUT=0s", []string{"site", "status", "--to", "127.0.0.1:9", "--tls-dir", e.dir}, "replicate.idle_timeout"},
+		{"DRPIPE_SITE_SHUTDOWN_GRACE=-5s", []string{"site", "serve", "--repo", filepath.Join(e.dir, "dr"), "--tls-dir", tls}, "site.shutdown_grace"},
+		{"DRPIPE_SITE_MAX_OBJECT_SIZE=0", []string{"site", "serve", "--repo", filepath.Join(e.dir, "dr"), "--tls-dir", tls}, "site.max_object_size"},
+	} {
+		e.extra = []string{c.env}
+		if res := e.run(c.args...); res.code != 2 || !strings.Contains(res.stderr, c.want) {
+			t.Errorf("%s: exit %d, stderr %q; want exit 2 naming %s", c.env, res.code, res.stderr, c.want)
+		}
+	}
+}
