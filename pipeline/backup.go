@@ -743,12 +743,56 @@ type fileState struct {
 	closeSrc  func() error // closes what src opened besides f
 	fut       *future
 	plan      []chunking.Segment // the segments holding data
-	segs      [][]repo.Extent    // their extents, as plan
 	remaining atomic.Int32
 	counted   atomic.Int64 // bytes of finished segments, in the totals
 	retried   bool         // the second read of a file that shrank
 	mu        sync.Mutex
 	err       error
+
+	// The extents of segments read out of order wait in segs until those
+	// before them are done; cw stores them in file order as they come
+	// (feed), so a file's extents are never all held at once. pos is
+	// where what cw holds ends, holes the bytes of holes it recorded.
+	feedMu sync.Mutex
+	segs   [][]repo.Extent // by plan index; nil until done
+	next   int             // first segment not given to cw
+	pos    int64
+	holes  int64
+	cw     *repo.ContentWriter
+}
+
+// feed records the extents of segment i and gives cw the segments done
+// in file order, with the holes between them.
+func (s *fileState) feed(i int, ext []repo.Extent) error {
+	ctx := s.b.ctx
+	s.feedMu.Lock()
+	defer s.feedMu.Unlock()
+	if ext == nil {
+		ext = []repo.Extent{}
+	}
+	s.segs[i] = ext
+	for ; s.next < len(s.segs) && s.segs[s.next] != nil; s.next++ {
+		if off := s.plan[s.next].Off; off > s.pos {
+			if err := s.cw.Zero(ctx, off-s.pos); err != nil {
+				return err
+			}
+			s.holes += off - s.pos
+		}
+		for _, e := range s.segs[s.next] {
+			var err error
+			if e.Zero {
+				err = s.cw.Zero(ctx, e.Len)
+			} else {
+				err = s.cw.Add(ctx, e)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		s.pos = s.plan[s.next].End()
+		s.segs[s.next] = nil
+	}
+	return nil
 }
 
 // indexOnInterrupt bounds how long an interrupted backup spends indexing
@@ -972,7 +1016,7 @@ func (b *backup) read(path string, n *repo.Node, retried bool) *future {
 		close(fut.done)
 		return fut
 	}
-	s := &fileState{b: b, path: path, f: f, size: st.Size(), mtime: st.ModTime(), src: src, closeSrc: closeSrc, fut: fut, plan: segs, segs: make([][]repo.Extent, len(segs)), retried: retried}
+	s := &fileState{b: b, path: path, f: f, size: st.Size(), mtime: st.ModTime(), src: src, closeSrc: closeSrc, fut: fut, plan: segs, segs: make([][]repo.Extent, len(segs)), cw: b.r.NewContentWriter(), retried: retried}
 	if len(segs) == 0 { // all hole
 		s.remaining.Store(1)
 		s.segDone(nil)
@@ -1121,37 +1165,21 @@ func (s *fileState) segDone(err error) {
 		s.fut.skip = true
 		return
 	}
-	var ext []repo.Extent
-	zero := func(n int64) {
-		if len(ext) > 0 && ext[len(ext)-1].Zero {
-			ext[len(ext)-1].Len += n
+	// Every segment was fed (each segment fed its own before it was
+	// done); what is left is the tail.
+	holes := s.holes
+	if size := s.fut.node.Size; s.pos < size { // a hole, or a disk image's virtual size
+		holes += size - s.pos
+		if err := s.cw.Zero(b.ctx, size-s.pos); err != nil {
+			s.fut.err = err
+			b.fatal(err)
 			return
 		}
-		ext = append(ext, repo.Extent{Len: n, Zero: true})
-	}
-	var pos, holes int64
-	for i, seg := range s.segs {
-		if off := s.plan[i].Off; off > pos {
-			zero(off - pos)
-			holes += off - pos
-		}
-		for _, e := range seg {
-			if e.Zero {
-				zero(e.Len)
-				continue
-			}
-			ext = append(ext, e)
-		}
-		pos = s.plan[i].End()
-	}
-	if size := s.fut.node.Size; pos < size { // a disk image's virtual size
-		zero(size - pos)
-		holes += size - pos
 	}
 	s.segs, s.plan = nil, nil
 	b.bytesDone.Add(holes)
 	b.progress.AddDone(0, holes)
-	if err := b.r.SetContent(b.ctx, s.fut.node, ext); err != nil {
+	if err := s.cw.Finish(b.ctx, s.fut.node); err != nil {
 		s.fut.err = err
 		b.fatal(err)
 		return
@@ -1221,7 +1249,11 @@ func (b *backup) segment(ch *chunking.Chunker, j segJob) error {
 		}
 		out = append(out, repo.Extent{ID: x, Len: e.Len})
 	}
-	j.fs.segs[j.i] = out
+	if err := j.fs.feed(j.i, out); err != nil {
+		err = fmt.Errorf("store content list of %s: %w", j.fs.path, err)
+		b.fatal(err)
+		return err
+	}
 	j.fs.counted.Add(j.seg.Len)
 	b.bytesDone.Add(j.seg.Len)
 	b.progress.AddDone(0, j.seg.Len)
@@ -1247,32 +1279,25 @@ func (b *backup) backupStdin() (id.ID, error) {
 	stop := context.AfterFunc(b.ctx, func() { pw.CloseWithError(context.Cause(b.ctx)) })
 	defer stop()
 	defer in.Close()
-	var ext []repo.Extent
+	cw := b.r.NewContentWriter()
 	err = ch.ChunkStream(b.ctx, in, func(e chunking.Extent) error {
 		n.Size += e.Len
 		b.bytesDone.Add(e.Len)
 		b.progress.AddDone(0, e.Len)
-		if e.Zero {
-			b.bytesRead.Add(e.Len)
-			if len(ext) > 0 && ext[len(ext)-1].Zero {
-				ext[len(ext)-1].Len += e.Len
-			} else {
-				ext = append(ext, repo.Extent{Len: e.Len, Zero: true})
-			}
-			return nil
-		}
 		b.bytesRead.Add(e.Len)
+		if e.Zero {
+			return cw.Zero(b.ctx, e.Len)
+		}
 		x := b.r.BlobID(e.Data)
 		if _, _, err := b.r.SaveBlob(b.ctx, repo.DataBlob, e.Data, x); err != nil {
 			return err
 		}
-		ext = append(ext, repo.Extent{ID: x, Len: e.Len})
-		return nil
+		return cw.Add(b.ctx, repo.Extent{ID: x, Len: e.Len})
 	})
 	if err != nil {
 		return id.ID{}, fmt.Errorf("back up standard input: %w", err)
 	}
-	if err := b.r.SetContent(b.ctx, n, ext); err != nil {
+	if err := cw.Finish(b.ctx, n); err != nil {
 		return id.ID{}, err
 	}
 	b.files.Add(1)

@@ -262,24 +262,82 @@ func rawIfInvalid(s string) []byte {
 // SetContent stores extents in n: inline when short, otherwise as content
 // list blobs.
 func (r *Repository) SetContent(ctx context.Context, n *Node, extents []Extent) error {
-	n.Content, n.ContentLists = nil, nil
-	if len(extents) <= InlineExtents {
-		n.Content = extents
+	w := r.NewContentWriter()
+	for _, e := range extents {
+		if err := w.Add(ctx, e); err != nil {
+			return err
+		}
+	}
+	return w.Finish(ctx, n)
+}
+
+// ContentWriter stores a file's extents as they come, in the form
+// SetContent gives them (inline up to InlineExtents, otherwise content
+// lists of ContentListExtents each, the last shorter), so the same
+// extents give the same content lists however they were written. It
+// holds at most one content list of extents: a 10 TiB image, some 14
+// million extents, takes 400 KiB instead of 670 MB.
+type ContentWriter struct {
+	r     *Repository
+	buf   []Extent
+	lists []id.ID
+}
+
+// NewContentWriter returns a writer of one file's content.
+func (r *Repository) NewContentWriter() *ContentWriter { return &ContentWriter{r: r} }
+
+// Add appends e.
+func (w *ContentWriter) Add(ctx context.Context, e Extent) error {
+	if len(w.buf) == ContentListExtents {
+		if err := w.flush(ctx); err != nil {
+			return err
+		}
+	}
+	w.buf = append(w.buf, e)
+	return nil
+}
+
+// Zero appends n bytes of zeros, lengthening the last extent when it is
+// zeros too.
+func (w *ContentWriter) Zero(ctx context.Context, n int64) error {
+	if k := len(w.buf); k > 0 && w.buf[k-1].Zero {
+		w.buf[k-1].Len += n
 		return nil
 	}
-	for len(extents) > 0 {
-		k := min(len(extents), ContentListExtents)
-		b, err := json.Marshal(ContentList{Version: TreeVersion, Extents: extents[:k]})
-		if err != nil {
-			return err
-		}
-		x, _, err := r.SaveBlob(ctx, TreeBlob, b, id.ID{})
-		if err != nil {
-			return err
-		}
-		n.ContentLists = append(n.ContentLists, x)
-		extents = extents[k:]
+	return w.Add(ctx, Extent{Len: n, Zero: true})
+}
+
+// flush stores the buffered extents as a content list.
+func (w *ContentWriter) flush(ctx context.Context) error {
+	b, err := json.Marshal(ContentList{Version: TreeVersion, Extents: w.buf})
+	if err != nil {
+		return err
 	}
+	x, _, err := w.r.SaveBlob(ctx, TreeBlob, b, id.ID{})
+	if err != nil {
+		return err
+	}
+	w.lists = append(w.lists, x)
+	w.buf = w.buf[:0]
+	return nil
+}
+
+// Finish sets n's content to the extents added. The writer is not used
+// after.
+func (w *ContentWriter) Finish(ctx context.Context, n *Node) error {
+	n.Content, n.ContentLists = nil, nil
+	if len(w.lists) == 0 && len(w.buf) <= InlineExtents {
+		if len(w.buf) > 0 {
+			n.Content = w.buf
+		}
+		return nil
+	}
+	if len(w.buf) > 0 {
+		if err := w.flush(ctx); err != nil {
+			return err
+		}
+	}
+	n.ContentLists = w.lists
 	return nil
 }
 
