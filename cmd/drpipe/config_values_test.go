@@ -124,3 +124,22 @@ func TestSizesParseWhole(t *testing.T) {
 		t.Errorf("DRPIPE_TAPE_FILE_SIZE=1TB: file size %d, %v; want 1e12 bytes", o.FileSize, err)
 	}
 }
+
+// TestConfigFileAnyExtensionIsYAML: the config file is YAML whatever its
+// name ends in (drpipe.conf, drpipe.cfg), as --help says, instead of
+// refused as an "Unsupported Config Type".
+func TestConfigFileAnyExtensionIsYAML(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"drpipe.conf", "drpipe.cfg", "drpipe"} {
+		cfg := writeFile(t, dir, name, "host: hv07\nbackup:\n  tags: [nightly]\n")
+		a, err := loadTestConfig(t, cfg)
+		if err != nil || a.v.GetString("host") != "hv07" {
+			t.Errorf("%s: %v, host %q", name, err, func() string {
+				if a == nil {
+					return ""
+				}
+				return a.v.GetString("host")
+			}())
+		}
+	}
+}

@@ -186,6 +186,7 @@ func (a *app) loadConfig(cmd *cobra.Command) error {
 	}
 	if file != "" {
 		a.v.SetConfigFile(file)
+		a.v.SetConfigType("yaml") // whatever the name ends in (drpipe.conf)
 		if err := a.v.ReadInConfig(); err != nil {
 			return usagef("read config file %s: %w", file, err)
 		}
