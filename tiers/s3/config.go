@@ -275,8 +275,11 @@ func (c Config) normalize() (Config, error) {
 	if c.ResponseTimeout <= 0 {
 		c.ResponseTimeout = 60 * time.Second
 	}
-	if c.MaxAttempts <= 0 {
+	if c.MaxAttempts == 0 {
 		c.MaxAttempts = 5
+	}
+	if c.MaxAttempts < 1 || c.MaxAttempts > 100 {
+		errs = append(errs, fmt.Errorf("s3.retries %d: want 1 to 100 attempts per operation (0: the default, 5)", c.MaxAttempts))
 	}
 	if c.RestoreDays == 0 {
 		c.RestoreDays = 7
