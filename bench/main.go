@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -27,6 +28,14 @@ func main() {
 	only := flag.String("suites", "", "comma-separated suites to run (default: all): "+strings.Join(suiteNames(), ","))
 	keep := flag.Bool("keep", false, "keep the work directory")
 	flag.Parse()
+	selected, err := selectSuites(*only)
+	if err == nil && flag.NArg() > 0 {
+		err = fmt.Errorf("unexpected arguments %q: name the suites with -suites a,b", flag.Args())
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -57,17 +66,8 @@ func main() {
 	if out, err := exec.Command(bin, "--version").Output(); err == nil {
 		fmt.Fprintf(report, "Binary: %s\n\n", strings.TrimSpace(string(out)))
 	}
-	want := map[string]bool{}
-	for _, s := range strings.Split(*only, ",") {
-		if s != "" {
-			want[s] = true
-		}
-	}
 	failed := false
-	for _, s := range suites {
-		if len(want) > 0 && !want[s.Name] {
-			continue
-		}
+	for _, s := range selected {
 		fmt.Fprintf(os.Stderr, "== suite %s\n", s.Name)
 		start := time.Now()
 		sd := filepath.Join(wd, s.Name)
@@ -102,6 +102,38 @@ func main() {
 	if failed {
 		os.Exit(1)
 	}
+}
+
+// selectSuites returns the suites named in the comma-separated list, in
+// report order, or all of them for an empty list. A name that is no suite
+// is an error: a run that quietly benchmarks nothing would still write a
+// report and exit 0.
+func selectSuites(list string) ([]Suite, error) {
+	want := map[string]bool{}
+	for _, name := range strings.Split(list, ",") {
+		if name = strings.TrimSpace(name); name != "" {
+			want[name] = true
+		}
+	}
+	if len(want) == 0 {
+		return suites, nil
+	}
+	var out []Suite
+	for _, s := range suites {
+		if want[s.Name] {
+			out = append(out, s)
+			delete(want, s.Name)
+		}
+	}
+	if len(want) > 0 {
+		var unknown []string
+		for name := range want {
+			unknown = append(unknown, name)
+		}
+		slices.Sort(unknown)
+		return nil, fmt.Errorf("-suites: no suite named %s; the suites are %s", strings.Join(unknown, ", "), strings.Join(suiteNames(), ","))
+	}
+	return out, nil
 }
 
 // touchProbe is the size of the memory first-touch probe (see touchCost).
