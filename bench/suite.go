@@ -214,11 +214,29 @@ func SameTree(src, dst string) error {
 	return nil
 }
 
-// DropCaches asks the kernel to drop the page cache (root only; a no-op
-// otherwise) so each tool starts cold.
-func DropCaches() {
-	exec.Command("sync").Run()
-	_ = os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0)
+// dropCachesFile is the kernel's switch for dropping the page cache (a
+// variable so that tests do not drop the machine's cache).
+var dropCachesFile = "/proc/sys/vm/drop_caches"
+
+// DropCaches writes dirty pages back (sync) and asks the kernel to drop the
+// page cache, so each tool starts cold. It needs root: main checks once,
+// before any suite runs, that it works, and the suites call it without
+// looking at the error.
+func DropCaches() error {
+	if out, err := exec.Command("sync").CombinedOutput(); err != nil {
+		return fmt.Errorf("sync: %w: %s", err, out)
+	}
+	f, err := os.OpenFile(dropCachesFile, os.O_WRONLY, 0)
+	if err == nil {
+		_, err = f.WriteString("3\n")
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("drop the page cache: %w (run the benchmark as root, on a kernel that lets root write %s)", err, dropCachesFile)
+	}
+	return nil
 }
 
 // Have reports whether a command exists.

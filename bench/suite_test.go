@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -34,4 +37,30 @@ func TestRunPeakRSSIsTheCommands(t *testing.T) {
 		t.Errorf("peak RSS of true: %d MiB (the bench process holds %d MiB)", m.MaxRSS>>20, len(ballast)>>20)
 	}
 	_ = ballast[len(ballast)-1]
+}
+
+// A page cache that cannot be dropped (not root, a read-only /proc/sys) is
+// an error, which stops the run before any suite: the report says every
+// timed step starts cold. Where it can, DropCaches writes 3 to the
+// kernel's switch.
+func TestDropCachesReportsFailure(t *testing.T) {
+	dir := t.TempDir()
+	defer func(f string) { dropCachesFile = f }(dropCachesFile)
+	dropCachesFile = filepath.Join(dir, "no-proc", "drop_caches")
+	if err := DropCaches(); err == nil || !strings.Contains(err.Error(), "as root") {
+		t.Fatalf("DropCaches without its switch: %v, want an error saying to run as root", err)
+	}
+	if _, err := os.Stat(dropCachesFile); err == nil {
+		t.Fatalf("DropCaches created %s", dropCachesFile)
+	}
+	dropCachesFile = filepath.Join(dir, "drop_caches")
+	if err := os.WriteFile(dropCachesFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := DropCaches(); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(dropCachesFile); err != nil || string(b) != "3\n" {
+		t.Fatalf("drop_caches got %q (%v), want \"3\\n\"", b, err)
+	}
 }

@@ -38,7 +38,9 @@ func fillRusage(c *exec.Cmd, m *Measurement) {
 // page reporting) that price is milliseconds per MiB and changes from
 // minute to minute, which shows in the processes' system time.
 func touchCost(n int) (time.Duration, error) {
-	DropCaches()
+	if err := DropCaches(); err != nil {
+		return 0, err
+	}
 	b, err := unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
 	if err != nil {
 		return 0, err
