@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -21,39 +22,57 @@ import (
 	"time"
 )
 
-func main() {
-	drpipe := flag.String("drpipe", "bin/drpipe", "drpipe binary to benchmark")
-	out := flag.String("out", "bench/results", "directory for the Markdown report")
-	work := flag.String("work", "", "work directory (default: a temporary directory)")
-	only := flag.String("suites", "", "comma-separated suites to run (default: all): "+strings.Join(suiteNames(), ","))
-	keep := flag.Bool("keep", false, "keep the work directory")
-	flag.Parse()
+func main() { os.Exit(benchMain(os.Args[1:])) }
+
+// benchMain runs the benchmark with the command-line arguments args and
+// returns the exit code: 0 when every selected suite ran, 1 when one
+// failed or the run could not start or write its report, 2 for bad
+// arguments. It returns instead of exiting so that its deferred clean-ups
+// run: the temporary work directory of a failed or interrupted run holds
+// gigabytes of images, repositories and restores.
+func benchMain(args []string) int {
+	fl := flag.NewFlagSet("bench", flag.ContinueOnError)
+	drpipe := fl.String("drpipe", "bin/drpipe", "drpipe binary to benchmark")
+	out := fl.String("out", "bench/results", "directory for the Markdown report")
+	work := fl.String("work", "", "work directory (default: a temporary directory)")
+	only := fl.String("suites", "", "comma-separated suites to run (default: all): "+strings.Join(suiteNames(), ","))
+	keep := fl.Bool("keep", false, "keep the work directory")
+	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
 	selected, err := selectSuites(*only)
-	if err == nil && flag.NArg() > 0 {
-		err = fmt.Errorf("unexpected arguments %q: name the suites with -suites a,b", flag.Args())
+	if err == nil && fl.NArg() > 0 {
+		err = fmt.Errorf("unexpected arguments %q: name the suites with -suites a,b", fl.Args())
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(2)
+		return 2
+	}
+	fatal := func(err error) int {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
 	}
 
 	// Every timed step starts from a dropped page cache, as the report
 	// says; a run that cannot drop it (not root) would time warm caches.
 	if err := DropCaches(); err != nil {
-		fatal(fmt.Errorf("the timed steps cannot start from a cold page cache: %w", err))
+		return fatal(fmt.Errorf("the timed steps cannot start from a cold page cache: %w", err))
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	bin, err := filepath.Abs(*drpipe)
 	if err != nil {
-		fatal(err)
+		return fatal(err)
 	}
 	wd := *work
 	if wd == "" {
 		wd, err = os.MkdirTemp("", "drpipe-bench-")
 		if err != nil {
-			fatal(err)
+			return fatal(err)
 		}
 		if !*keep {
 			defer os.RemoveAll(wd)
@@ -78,7 +97,7 @@ func main() {
 		start := time.Now()
 		sd := filepath.Join(wd, s.Name)
 		if err := os.MkdirAll(sd, 0o755); err != nil {
-			fatal(err)
+			return fatal(err)
 		}
 		tables, err := s.Run(ctx, env.sub(sd))
 		fmt.Fprintf(report, "## %s\n\n%s\n\n", s.Title, s.About)
@@ -97,17 +116,18 @@ func main() {
 	fmt.Print(report.String())
 	if *out != "" {
 		if err := os.MkdirAll(*out, 0o755); err != nil {
-			fatal(err)
+			return fatal(err)
 		}
 		name := filepath.Join(*out, time.Now().UTC().Format("2006-01-02T1504")+".md")
 		if err := os.WriteFile(name, []byte(report.String()), 0o644); err != nil {
-			fatal(err)
+			return fatal(err)
 		}
 		fmt.Fprintf(os.Stderr, "report written to %s\n", name)
 	}
 	if failed {
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }
 
 // selectSuites returns the suites named in the comma-separated list, in
@@ -144,11 +164,6 @@ func selectSuites(list string) ([]Suite, error) {
 
 // touchProbe is the size of the memory first-touch probe (see touchCost).
 const touchProbe = 256 << 20
-
-func fatal(err error) {
-	fmt.Fprintln(os.Stderr, "bench:", err)
-	os.Exit(1)
-}
 
 func machine() string {
 	cpu := "unknown CPU"

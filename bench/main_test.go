@@ -1,6 +1,10 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -34,5 +38,45 @@ func TestSelectSuites(t *testing.T) {
 		if !strings.Contains(err.Error(), strings.Join(suiteNames(), ",")) {
 			t.Errorf("-suites %s: %v; want the error to list the suites", list, err)
 		}
+	}
+}
+
+// A run with a failed suite exits 1 and still removes its temporary work
+// directory (unless -keep): the suites leave gigabytes of images,
+// repositories and restores there, and an exit that skipped the removal
+// left them in /tmp after every failed or interrupted run.
+func TestFailedRunRemovesWorkDir(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	defer func(f string) { dropCachesFile = f }(dropCachesFile)
+	dropCachesFile = filepath.Join(t.TempDir(), "drop_caches")
+	if err := os.WriteFile(dropCachesFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	defer func(s []Suite) { suites = s }(suites)
+	var work string
+	suites = append(slices.Clone(suites), Suite{Name: "failing", Run: func(_ context.Context, env *Env) ([]Table, error) {
+		work = env.Work
+		if err := os.WriteFile(env.Path("image.raw"), make([]byte, 1<<20), 0o644); err != nil {
+			return nil, err
+		}
+		return nil, errors.New("the suite failed")
+	}})
+	out := t.TempDir()
+	if code := benchMain([]string{"-drpipe", "/bin/true", "-out", out, "-suites", "failing"}); code != 1 {
+		t.Fatalf("run with a failed suite: exit %d, want 1", code)
+	}
+	if work == "" || !strings.HasPrefix(work, tmp) {
+		t.Fatalf("the suite ran in %q, want a directory below %s", work, tmp)
+	}
+	left, err := os.ReadDir(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) > 0 {
+		t.Fatalf("the failed run left %s in the temporary directory", left[0].Name())
+	}
+	if reports, _ := os.ReadDir(out); len(reports) != 1 {
+		t.Fatalf("the failed run wrote %d reports, want 1", len(reports))
 	}
 }
