@@ -93,6 +93,12 @@ func benchMain(args []string) int {
 	}
 	failed := false
 	for _, s := range selected {
+		if ctx.Err() != nil {
+			failed = true
+			fmt.Fprintf(report, "**interrupted:** suite %s and those after it did not run\n\n", s.Name)
+			fmt.Fprintf(os.Stderr, "bench: interrupted; suite %s and those after it did not run\n", s.Name)
+			break
+		}
 		fmt.Fprintf(os.Stderr, "== suite %s\n", s.Name)
 		start := time.Now()
 		sd := filepath.Join(wd, s.Name)

@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // A -suites list selects those suites in report order; a name that is no
@@ -78,5 +80,42 @@ func TestFailedRunRemovesWorkDir(t *testing.T) {
 	}
 	if reports, _ := os.ReadDir(out); len(reports) != 1 {
 		t.Fatalf("the failed run wrote %d reports, want 1", len(reports))
+	}
+}
+
+// Ctrl-C ends the run after the suite it interrupted: the suites after it
+// do not start (each would first generate its data, gigabytes for some,
+// before its first command failed on the cancelled context).
+func TestInterruptSkipsLaterSuites(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	defer func(f string) { dropCachesFile = f }(dropCachesFile)
+	dropCachesFile = filepath.Join(t.TempDir(), "drop_caches")
+	if err := os.WriteFile(dropCachesFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	defer func(s []Suite) { suites = s }(suites)
+	later := false
+	suites = append(slices.Clone(suites),
+		Suite{Name: "interrupted", Run: func(ctx context.Context, _ *Env) ([]Table, error) {
+			if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
+				return nil, err
+			}
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(5 * time.Second):
+				return nil, errors.New("SIGINT did not cancel the run's context")
+			}
+		}},
+		Suite{Name: "later", Run: func(context.Context, *Env) ([]Table, error) {
+			later = true
+			return nil, nil
+		}})
+	out := t.TempDir()
+	if code := benchMain([]string{"-drpipe", "/bin/true", "-out", out, "-suites", "interrupted,later"}); code != 1 {
+		t.Fatalf("interrupted run: exit %d, want 1", code)
+	}
+	if later {
+		t.Fatal("a suite after the interrupted one ran")
 	}
 }
