@@ -426,9 +426,27 @@ func addFilesDebugfs(ctx context.Context, env *Env, img string, n int64) error {
 	if err := os.WriteFile(cf, []byte(cmds.String()), 0o644); err != nil {
 		return err
 	}
-	out, err := exec.CommandContext(ctx, "debugfs", "-w", "-f", cf, img).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("debugfs: %w: %s", err, out)
+	var stderr strings.Builder
+	c := exec.CommandContext(ctx, "debugfs", "-w", "-f", cf, img)
+	c.Stderr = &stderr
+	if err := c.Run(); err != nil {
+		return fmt.Errorf("debugfs: %w: %s", err, stderr.String())
+	}
+	// debugfs exits 0 when one of its commands fails (a full file system,
+	// a name already taken) and says so on stderr, below its banner.
+	var failed []string
+	for _, l := range strings.Split(stderr.String(), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "debugfs ") {
+			failed = append(failed, l)
+		}
+	}
+	if len(failed) > 0 {
+		more := ""
+		if len(failed) > 5 {
+			more = fmt.Sprintf(" (and %d more)", len(failed)-5)
+			failed = failed[:5]
+		}
+		return fmt.Errorf("debugfs could not add day 1's %s of files to %s: %s%s", human(n), img, strings.Join(failed, "; "), more)
 	}
 	return os.RemoveAll(dir)
 }

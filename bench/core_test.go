@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/drpipe/drpipe/internal/sample"
 )
 
 // drpipe's timed restore is the only drpipe command between the cache drop
@@ -106,5 +109,36 @@ func TestBorgRepositoryIsRepokey(t *testing.T) {
 	}
 	if args := strings.Fields(string(got)); !slices.Equal(args, []string{"init", "-e", "repokey", b.repo}) {
 		t.Fatalf("borg %q, want borg init -e repokey %s", args, b.repo)
+	}
+}
+
+// Day 1's files go into the image or the run stops: debugfs exits 0 when
+// its writes fail (here a file system too small for them), and the day 1
+// step would back up an image without the files the report says it adds.
+func TestAddFilesDebugfsReportsFailedWrites(t *testing.T) {
+	for _, c := range []string{"mkfs.ext4", "debugfs"} {
+		if !Have(c) {
+			t.Skipf("%s not installed: run scripts/deps.sh", c)
+		}
+	}
+	ctx := context.Background()
+	env := &Env{Work: t.TempDir()}
+	for _, c := range []struct {
+		fs, add int64
+		fits    bool
+	}{{64 << 20, 4 << 20, true}, {32 << 20, 48 << 20, false}} {
+		img := env.Path(fmt.Sprintf("vm-%d.raw", c.fs>>20))
+		if err := sample.Ext4Image(ctx, img, c.fs, ""); err != nil {
+			t.Fatal(err)
+		}
+		err := addFilesDebugfs(ctx, env, img, c.add)
+		switch {
+		case c.fits && err != nil:
+			t.Errorf("%d MiB into a %d MiB file system: %v", c.add>>20, c.fs>>20, err)
+		case !c.fits && err == nil:
+			t.Errorf("%d MiB into a %d MiB file system reported success", c.add>>20, c.fs>>20)
+		case !c.fits && !strings.Contains(err.Error(), "allocate"):
+			t.Errorf("%d MiB into a %d MiB file system: %v, want debugfs's own message", c.add>>20, c.fs>>20, err)
+		}
 	}
 }
