@@ -230,16 +230,14 @@ func runCore(ctx context.Context, env *Env) ([]Table, error) {
 	last := steps[len(steps)-1]
 	minPeer := min(results[last]["restic"].stored, results[last]["borg"].stored)
 	dStored := results[last]["drpipe"].stored
-	var parity int64
-	if m, err := Run(ctx, tools[0].env, env.Drpipe, "stats", "--json", "--repo", tools[0].repo, "--cache-dir", env.Path("drpipe-cache")); err == nil {
-		var st struct {
-			Parity int64 `json:"parity_bytes"`
-		}
-		json.Unmarshal([]byte(m.Stdout), &st)
-		parity = st.Parity
+	parity, statsErr := drpipeParity(ctx, env, tools[0])
+	if statsErr != nil {
+		checks = append(checks, fmt.Sprintf("stored after all steps: drpipe %s MiB; smaller peer %s MiB: with parity %s, without parity unknown (%v)",
+			MiB(dStored), MiB(minPeer), passFail(dStored <= minPeer), statsErr))
+	} else {
+		checks = append(checks, fmt.Sprintf("stored after all steps: drpipe %s MiB (of which %s MiB Reed-Solomon parity, 4+2), without parity %s MiB; smaller peer %s MiB: with parity %s, without parity %s",
+			MiB(dStored), MiB(parity), MiB(dStored-parity), MiB(minPeer), passFail(dStored <= minPeer), passFail(dStored-parity <= minPeer)))
 	}
-	checks = append(checks, fmt.Sprintf("stored after all steps: drpipe %s MiB (of which %s MiB Reed-Solomon parity, 4+2), without parity %s MiB; smaller peer %s MiB: with parity %s, without parity %s",
-		MiB(dStored), MiB(parity), MiB(dStored-parity), MiB(minPeer), passFail(dStored <= minPeer), passFail(dStored-parity <= minPeer)))
 	var maxRSS int64
 	for _, step := range steps {
 		maxRSS = max(maxRSS, results[step]["drpipe"].m.MaxRSS)
@@ -279,7 +277,23 @@ func runCore(ctx context.Context, env *Env) ([]Table, error) {
 	for _, c := range checks {
 		ct.Rows = append(ct.Rows, []string{c})
 	}
-	return []Table{bt, rt, vt, ct}, nil
+	return []Table{bt, rt, vt, ct}, statsErr
+}
+
+// drpipeParity returns the Reed-Solomon parity bytes d's repository holds,
+// as drpipe stats --json reports them.
+func drpipeParity(ctx context.Context, env *Env, d *tool) (int64, error) {
+	m, err := Run(ctx, d.env, env.Drpipe, "stats", "--json", "--repo", d.repo, "--cache-dir", env.Path("drpipe-cache"))
+	if err != nil {
+		return 0, fmt.Errorf("drpipe stats, for the parity in the stored bytes: %w", err)
+	}
+	var st struct {
+		Parity *int64 `json:"parity_bytes"`
+	}
+	if err := json.Unmarshal([]byte(m.Stdout), &st); err != nil || st.Parity == nil {
+		return 0, fmt.Errorf("drpipe stats --json printed no parity_bytes (%v): %s", err, tail(m.Stdout, 2000))
+	}
+	return *st.Parity, nil
 }
 
 // checkRestore compares what a restore into target made of src (each tool

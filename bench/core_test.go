@@ -142,3 +142,34 @@ func TestAddFilesDebugfsReportsFailedWrites(t *testing.T) {
 		}
 	}
 }
+
+// The parity share of drpipe's stored bytes comes from drpipe stats, and a
+// stats run that fails or prints no parity_bytes is an error: taken as
+// 0 MiB of parity, it turned the "without parity" stored-bytes target into
+// the with-parity one and reported that as the result.
+func TestDrpipeParityFromStats(t *testing.T) {
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "drpipe")
+	d := drpipeTool(&Env{Work: dir, Drpipe: fake})
+	for _, c := range []struct {
+		script string
+		want   int64
+		ok     bool
+	}{
+		{"echo '{\"stored_bytes\": 3000, \"parity_bytes\": 1000}'", 1000, true},
+		{"echo 'repository is locked' >&2; exit 1", 0, false},
+		{"echo '{\"stored_bytes\": 3000}'", 0, false},
+		{"echo 'not json'", 0, false},
+	} {
+		if err := os.WriteFile(fake, []byte("#!/bin/sh\n"+c.script+"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		got, err := drpipeParity(context.Background(), &Env{Work: dir, Drpipe: fake}, d)
+		if c.ok && (err != nil || got != c.want) {
+			t.Errorf("stats %q: %d, %v; want %d", c.script, got, err, c.want)
+		}
+		if !c.ok && err == nil {
+			t.Errorf("stats %q: %d parity bytes, want an error", c.script, got)
+		}
+	}
+}
