@@ -68,6 +68,12 @@ func benchMain(args []string) int {
 	if err != nil {
 		return fatal(err)
 	}
+	// The binary is checked before any suite spends minutes generating
+	// its data, and the report names its version.
+	version, err := exec.CommandContext(ctx, bin, "--version").Output()
+	if err != nil {
+		return fatal(fmt.Errorf("drpipe binary %s: %w (build it with make build, or name it with -drpipe)", bin, err))
+	}
 	wd := *work
 	if wd == "" {
 		wd, err = os.MkdirTemp("", "drpipe-bench-")
@@ -88,9 +94,7 @@ func benchMain(args []string) int {
 		}
 	}
 	touchNote("before the suites")
-	if out, err := exec.Command(bin, "--version").Output(); err == nil {
-		fmt.Fprintf(report, "Binary: %s\n\n", strings.TrimSpace(string(out)))
-	}
+	fmt.Fprintf(report, "Binary: %s\n\n", strings.TrimSpace(string(version)))
 	failed := false
 	for _, s := range selected {
 		if ctx.Err() != nil {

@@ -119,3 +119,29 @@ func TestInterruptSkipsLaterSuites(t *testing.T) {
 		t.Fatal("a suite after the interrupted one ran")
 	}
 }
+
+// A drpipe binary that does not run (not built yet: -drpipe defaults to
+// bin/drpipe) stops the run before any suite: they would generate their
+// data first and fail only at drpipe's first command, and the report
+// would name no binary.
+func TestMissingBinaryStopsTheRun(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	defer func(f string) { dropCachesFile = f }(dropCachesFile)
+	dropCachesFile = filepath.Join(t.TempDir(), "drop_caches")
+	if err := os.WriteFile(dropCachesFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	defer func(s []Suite) { suites = s }(suites)
+	ran := false
+	suites = append(slices.Clone(suites), Suite{Name: "probe", Run: func(context.Context, *Env) ([]Table, error) {
+		ran = true
+		return nil, nil
+	}})
+	missing := filepath.Join(t.TempDir(), "bin", "drpipe")
+	if code := benchMain([]string{"-drpipe", missing, "-out", t.TempDir(), "-suites", "probe"}); code != 1 {
+		t.Fatalf("run with a missing binary: exit %d, want 1", code)
+	}
+	if ran {
+		t.Fatal("a suite ran without a drpipe binary")
+	}
+}
