@@ -83,6 +83,13 @@ func benchMain(args []string) int {
 		if !*keep {
 			defer os.RemoveAll(wd)
 		}
+	} else if err := os.MkdirAll(wd, 0o755); err != nil {
+		return fatal(err)
+	}
+	if fs, err := memoryFS(wd); err != nil {
+		return fatal(err)
+	} else if fs != "" {
+		return fatal(fmt.Errorf("work directory %s is on %s, which lives in memory: dropping the page cache cannot make its files cold, so every tool would read and write RAM; name a directory on a disk with -work", wd, fs))
 	}
 	env := &Env{Work: wd, Drpipe: bin}
 	report := &strings.Builder{}

@@ -48,7 +48,7 @@ func TestSelectSuites(t *testing.T) {
 // repositories and restores there, and an exit that skipped the removal
 // left them in /tmp after every failed or interrupted run.
 func TestFailedRunRemovesWorkDir(t *testing.T) {
-	tmp := t.TempDir()
+	tmp := diskTempDir(t)
 	t.Setenv("TMPDIR", tmp)
 	defer func(f string) { dropCachesFile = f }(dropCachesFile)
 	dropCachesFile = filepath.Join(t.TempDir(), "drop_caches")
@@ -87,7 +87,7 @@ func TestFailedRunRemovesWorkDir(t *testing.T) {
 // do not start (each would first generate its data, gigabytes for some,
 // before its first command failed on the cancelled context).
 func TestInterruptSkipsLaterSuites(t *testing.T) {
-	t.Setenv("TMPDIR", t.TempDir())
+	t.Setenv("TMPDIR", diskTempDir(t))
 	defer func(f string) { dropCachesFile = f }(dropCachesFile)
 	dropCachesFile = filepath.Join(t.TempDir(), "drop_caches")
 	if err := os.WriteFile(dropCachesFile, nil, 0o600); err != nil {
@@ -125,7 +125,7 @@ func TestInterruptSkipsLaterSuites(t *testing.T) {
 // data first and fail only at drpipe's first command, and the report
 // would name no binary.
 func TestMissingBinaryStopsTheRun(t *testing.T) {
-	t.Setenv("TMPDIR", t.TempDir())
+	t.Setenv("TMPDIR", diskTempDir(t))
 	defer func(f string) { dropCachesFile = f }(dropCachesFile)
 	dropCachesFile = filepath.Join(t.TempDir(), "drop_caches")
 	if err := os.WriteFile(dropCachesFile, nil, 0o600); err != nil {
@@ -143,5 +143,48 @@ func TestMissingBinaryStopsTheRun(t *testing.T) {
 	}
 	if ran {
 		t.Fatal("a suite ran without a drpipe binary")
+	}
+}
+
+// diskTempDir returns a temporary directory for a run's work directory, or
+// skips the test where temporary directories are in memory, which a run
+// refuses.
+func diskTempDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if fs, err := memoryFS(dir); err != nil || fs != "" {
+		t.Skipf("temporary directories are on %s (%v): a run refuses them", fs, err)
+	}
+	return dir
+}
+
+// A work directory on tmpfs (/tmp on many systems) is refused before any
+// suite: its files live in the page cache, which no drop evicts, so every
+// "cold" step would read RAM.
+func TestWorkDirInMemoryRefused(t *testing.T) {
+	shm, err := os.MkdirTemp("/dev/shm", "drpipe-bench-test-")
+	if err != nil {
+		t.Skipf("no /dev/shm: %v", err)
+	}
+	defer os.RemoveAll(shm)
+	if fs, err := memoryFS(shm); err != nil || fs != "tmpfs" {
+		t.Skipf("/dev/shm is not tmpfs here (%q, %v)", fs, err)
+	}
+	defer func(f string) { dropCachesFile = f }(dropCachesFile)
+	dropCachesFile = filepath.Join(t.TempDir(), "drop_caches")
+	if err := os.WriteFile(dropCachesFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	defer func(s []Suite) { suites = s }(suites)
+	ran := false
+	suites = append(slices.Clone(suites), Suite{Name: "probe", Run: func(context.Context, *Env) ([]Table, error) {
+		ran = true
+		return nil, nil
+	}})
+	if code := benchMain([]string{"-drpipe", "/bin/true", "-work", filepath.Join(shm, "work"), "-out", t.TempDir(), "-suites", "probe"}); code != 1 {
+		t.Fatalf("run in %s: exit %d, want 1", shm, code)
+	}
+	if ran {
+		t.Fatal("a suite ran in a work directory on tmpfs")
 	}
 }

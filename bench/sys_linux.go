@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"syscall"
@@ -51,4 +52,21 @@ func touchCost(n int) (time.Duration, error) {
 		b[i] = 1
 	}
 	return time.Since(start) / time.Duration(n>>20), nil
+}
+
+// memoryFS returns the name of the in-memory file system (tmpfs, ramfs)
+// dir lies on, or "" when it is on another: the page cache of a file system
+// in memory is its only copy, and no cache drop evicts it.
+func memoryFS(dir string) (string, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return "", fmt.Errorf("file system of the work directory: %w", err)
+	}
+	switch st.Type {
+	case unix.TMPFS_MAGIC:
+		return "tmpfs", nil
+	case unix.RAMFS_MAGIC:
+		return "ramfs", nil
+	}
+	return "", nil
 }
