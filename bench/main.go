@@ -74,8 +74,14 @@ func benchMain(args []string) int {
 	if err != nil {
 		return fatal(fmt.Errorf("drpipe binary %s: %w (build it with make build, or name it with -drpipe)", bin, err))
 	}
-	wd := *work
-	if wd == "" {
+	// The suites run commands in other directories (borg extract in its
+	// target) and compare restores made below their targets at the
+	// sources' absolute paths, so the work directory is absolute.
+	wd, err := filepath.Abs(*work)
+	if err != nil {
+		return fatal(err)
+	}
+	if *work == "" {
 		wd, err = os.MkdirTemp("", "drpipe-bench-")
 		if err != nil {
 			return fatal(err)

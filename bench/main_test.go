@@ -188,3 +188,29 @@ func TestWorkDirInMemoryRefused(t *testing.T) {
 		t.Fatal("a suite ran in a work directory on tmpfs")
 	}
 }
+
+// A relative -work names a directory below the current one, and the
+// suites get it as an absolute path: borg extract runs in its target
+// directory, where a relative repository path names nothing, and restic
+// restores below its target at the source's absolute path.
+func TestRelativeWorkDirMadeAbsolute(t *testing.T) {
+	dir := diskTempDir(t)
+	t.Chdir(dir)
+	defer func(f string) { dropCachesFile = f }(dropCachesFile)
+	dropCachesFile = filepath.Join(t.TempDir(), "drop_caches")
+	if err := os.WriteFile(dropCachesFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	defer func(s []Suite) { suites = s }(suites)
+	var work string
+	suites = append(slices.Clone(suites), Suite{Name: "probe", Run: func(_ context.Context, env *Env) ([]Table, error) {
+		work = env.Work
+		return nil, nil
+	}})
+	if code := benchMain([]string{"-drpipe", "/bin/true", "-work", "w", "-out", t.TempDir(), "-suites", "probe"}); code != 0 {
+		t.Fatalf("run with -work w: exit %d", code)
+	}
+	if want := filepath.Join(dir, "w", "probe"); work != want {
+		t.Fatalf("the suite's work directory is %q, want %q", work, want)
+	}
+}
