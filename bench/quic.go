@@ -254,7 +254,7 @@ func (q *quicBench) ends(c quicCond) (prim, site netem.Side, host string) {
 // ends it.
 func (q *quicBench) daemon(s netem.Side, log string, env []string, name string, args ...string) (stop func(), err error) {
 	c := q.link.Command(q.ctx, s, name, args...)
-	c.Env = append(os.Environ(), env...)
+	c.Env = toolEnv(env)
 	f, err := os.Create(log)
 	if err != nil {
 		return nil, err

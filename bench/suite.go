@@ -94,7 +94,7 @@ func RunStdin(ctx context.Context, env []string, stdin string, name string, args
 // run is Run with an optional standard input and working directory.
 func run(ctx context.Context, env []string, stdin *os.File, dir, name string, args ...string) (*Measurement, error) {
 	c, finish := timed(ctx, name, args...)
-	c.Env = append(os.Environ(), env...)
+	c.Env = toolEnv(env)
 	c.Dir = dir
 	if stdin != nil {
 		c.Stdin = stdin
@@ -109,6 +109,22 @@ func run(ctx context.Context, env []string, stdin *os.File, dir, name string, ar
 		return m, fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, tail(se.String(), 2000))
 	}
 	return m, nil
+}
+
+// toolEnv returns the environment for a benchmarked command: the bench's
+// own without the variables drpipe, restic and borg take settings from
+// (DRPIPE_*, RESTIC_*, BORG_*), then add. Each tool runs with the
+// settings the report states, not with what the shell that started the
+// benchmark exports (DRPIPE_COMPRESSION, RESTIC_COMPRESSION,
+// DRPIPE_CPU_PROFILE, ...).
+func toolEnv(add []string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "DRPIPE_") && !strings.HasPrefix(kv, "RESTIC_") && !strings.HasPrefix(kv, "BORG_") {
+			env = append(env, kv)
+		}
+	}
+	return append(env, add...)
 }
 
 // timeBin is GNU time, through which commands are started when present.

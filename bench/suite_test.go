@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -62,5 +63,38 @@ func TestDropCachesReportsFailure(t *testing.T) {
 	}
 	if b, err := os.ReadFile(dropCachesFile); err != nil || string(b) != "3\n" {
 		t.Fatalf("drop_caches got %q (%v), want \"3\\n\"", b, err)
+	}
+}
+
+// A measured command gets the settings its suite gives it, not those the
+// shell running the benchmark exports for drpipe, restic or borg: every
+// drpipe config key can come from a DRPIPE_ variable (DRPIPE_COMPRESSION,
+// DRPIPE_WORKERS), DRPIPE_CPU_PROFILE profiles every drpipe command, and
+// RESTIC_COMPRESSION or BORG_ variables change the peers' settings, all
+// while the report states each tool's defaults.
+func TestRunDropsToolSettingsFromTheEnvironment(t *testing.T) {
+	t.Setenv("DRPIPE_COMPRESSION", "fastest")
+	t.Setenv("DRPIPE_CPU_PROFILE", filepath.Join(t.TempDir(), "cpu.prof"))
+	t.Setenv("RESTIC_COMPRESSION", "max")
+	t.Setenv("BORG_FILES_CACHE_TTL", "1")
+	m, err := Run(context.Background(), []string{"DRPIPE_PASSWORD=bench", "RESTIC_CACHE_DIR=/c"}, "env")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := strings.Split(strings.TrimSpace(m.Stdout), "\n")
+	for _, v := range []string{"DRPIPE_COMPRESSION=fastest", "RESTIC_COMPRESSION=max", "BORG_FILES_CACHE_TTL=1"} {
+		if slices.Contains(vars, v) {
+			t.Errorf("the command inherited %s", v)
+		}
+	}
+	for _, v := range []string{"DRPIPE_PASSWORD=bench", "RESTIC_CACHE_DIR=/c", "PATH=" + os.Getenv("PATH")} {
+		if !slices.Contains(vars, v) {
+			t.Errorf("the command lacks %s", v)
+		}
+	}
+	for _, v := range vars {
+		if strings.HasPrefix(v, "DRPIPE_CPU_PROFILE=") {
+			t.Errorf("the command inherited %s", v)
+		}
 	}
 }

@@ -166,7 +166,7 @@ type runStats struct {
 // runIO runs a command and reports its wall time and block input.
 func runIO(ctx context.Context, env []string, name string, args ...string) (*runStats, error) {
 	c := exec.CommandContext(ctx, name, args...)
-	c.Env = append(os.Environ(), env...)
+	c.Env = toolEnv(env)
 	var so, se strings.Builder
 	c.Stdout, c.Stderr = &so, &se
 	start := time.Now()
