@@ -228,8 +228,8 @@ func runDrsiteSuite(ctx context.Context, env *Env) ([]Table, error) {
 			return nil, err
 		}
 		m, err := Run(ctx, pw, env.Drpipe, "drsite", "plan", "--json", "--config", cfgF, "--repo", r, "--cache-dir", env.Path("cache"))
-		if err != nil && m == nil {
-			return nil, err
+		if err != nil { // exit 3 (a VM blocked) too: the figures would not be a full plan's
+			return nil, fmt.Errorf("drsite plan of %d VMs: %w", sc.vms, err)
 		}
 		var p struct {
 			VMs []struct {
@@ -237,7 +237,7 @@ func runDrsiteSuite(ctx context.Context, env *Env) ([]Table, error) {
 			} `json:"vms"`
 		}
 		if jerr := json.Unmarshal([]byte(m.Stdout), &p); jerr != nil {
-			return nil, fmt.Errorf("plan --json: %v (%v)", jerr, err)
+			return nil, fmt.Errorf("plan --json: %w", jerr)
 		}
 		placed := 0
 		for _, v := range p.VMs {
