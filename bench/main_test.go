@@ -50,14 +50,9 @@ func TestSelectSuites(t *testing.T) {
 func TestFailedRunRemovesWorkDir(t *testing.T) {
 	tmp := diskTempDir(t)
 	t.Setenv("TMPDIR", tmp)
-	defer func(f string) { dropCachesFile = f }(dropCachesFile)
-	dropCachesFile = filepath.Join(t.TempDir(), "drop_caches")
-	if err := os.WriteFile(dropCachesFile, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	defer func(s []Suite) { suites = s }(suites)
+	fakeDropCaches(t)
 	var work string
-	suites = append(slices.Clone(suites), Suite{Name: "failing", Run: func(_ context.Context, env *Env) ([]Table, error) {
+	addSuites(t, Suite{Name: "failing", Run: func(_ context.Context, env *Env) ([]Table, error) {
 		work = env.Work
 		if err := os.WriteFile(env.Path("image.raw"), make([]byte, 1<<20), 0o644); err != nil {
 			return nil, err
@@ -88,14 +83,9 @@ func TestFailedRunRemovesWorkDir(t *testing.T) {
 // before its first command failed on the cancelled context).
 func TestInterruptSkipsLaterSuites(t *testing.T) {
 	t.Setenv("TMPDIR", diskTempDir(t))
-	defer func(f string) { dropCachesFile = f }(dropCachesFile)
-	dropCachesFile = filepath.Join(t.TempDir(), "drop_caches")
-	if err := os.WriteFile(dropCachesFile, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	defer func(s []Suite) { suites = s }(suites)
+	fakeDropCaches(t)
 	later := false
-	suites = append(slices.Clone(suites),
+	addSuites(t,
 		Suite{Name: "interrupted", Run: func(ctx context.Context, _ *Env) ([]Table, error) {
 			if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
 				return nil, err
@@ -126,14 +116,9 @@ func TestInterruptSkipsLaterSuites(t *testing.T) {
 // would name no binary.
 func TestMissingBinaryStopsTheRun(t *testing.T) {
 	t.Setenv("TMPDIR", diskTempDir(t))
-	defer func(f string) { dropCachesFile = f }(dropCachesFile)
-	dropCachesFile = filepath.Join(t.TempDir(), "drop_caches")
-	if err := os.WriteFile(dropCachesFile, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	defer func(s []Suite) { suites = s }(suites)
+	fakeDropCaches(t)
 	ran := false
-	suites = append(slices.Clone(suites), Suite{Name: "probe", Run: func(context.Context, *Env) ([]Table, error) {
+	addSuites(t, Suite{Name: "probe", Run: func(context.Context, *Env) ([]Table, error) {
 		ran = true
 		return nil, nil
 	}})
@@ -170,14 +155,9 @@ func TestWorkDirInMemoryRefused(t *testing.T) {
 	if fs, err := memoryFS(shm); err != nil || fs != "tmpfs" {
 		t.Skipf("/dev/shm is not tmpfs here (%q, %v)", fs, err)
 	}
-	defer func(f string) { dropCachesFile = f }(dropCachesFile)
-	dropCachesFile = filepath.Join(t.TempDir(), "drop_caches")
-	if err := os.WriteFile(dropCachesFile, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	defer func(s []Suite) { suites = s }(suites)
+	fakeDropCaches(t)
 	ran := false
-	suites = append(slices.Clone(suites), Suite{Name: "probe", Run: func(context.Context, *Env) ([]Table, error) {
+	addSuites(t, Suite{Name: "probe", Run: func(context.Context, *Env) ([]Table, error) {
 		ran = true
 		return nil, nil
 	}})
@@ -196,14 +176,9 @@ func TestWorkDirInMemoryRefused(t *testing.T) {
 func TestRelativeWorkDirMadeAbsolute(t *testing.T) {
 	dir := diskTempDir(t)
 	t.Chdir(dir)
-	defer func(f string) { dropCachesFile = f }(dropCachesFile)
-	dropCachesFile = filepath.Join(t.TempDir(), "drop_caches")
-	if err := os.WriteFile(dropCachesFile, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	defer func(s []Suite) { suites = s }(suites)
+	fakeDropCaches(t)
 	var work string
-	suites = append(slices.Clone(suites), Suite{Name: "probe", Run: func(_ context.Context, env *Env) ([]Table, error) {
+	addSuites(t, Suite{Name: "probe", Run: func(_ context.Context, env *Env) ([]Table, error) {
 		work = env.Work
 		return nil, nil
 	}})
@@ -213,4 +188,24 @@ func TestRelativeWorkDirMadeAbsolute(t *testing.T) {
 	if want := filepath.Join(dir, "w", "probe"); work != want {
 		t.Fatalf("the suite's work directory is %q, want %q", work, want)
 	}
+}
+
+// fakeDropCaches points the page-cache drop at a file of the test's own
+// (the shared machine's cache is not dropped), for the test's duration.
+func fakeDropCaches(t *testing.T) {
+	t.Helper()
+	saved := dropCachesFile
+	t.Cleanup(func() { dropCachesFile = saved })
+	dropCachesFile = filepath.Join(t.TempDir(), "drop_caches")
+	if err := os.WriteFile(dropCachesFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// addSuites registers extra suites for the test's duration.
+func addSuites(t *testing.T, extra ...Suite) {
+	t.Helper()
+	saved := suites
+	t.Cleanup(func() { suites = saved })
+	suites = append(slices.Clone(suites), extra...)
 }
