@@ -76,6 +76,12 @@ func ScanTape(ctx context.Context, d Drive, barcode string, o ScanOptions) (*Tap
 		h := sha256.New()
 		var keep *bytes.Buffer
 		if v.Header.Type == TypeManifest {
+			// The manifest is held in memory: one longer than the
+			// catalog reads back (a hostile or foreign tape) is
+			// refused before its bytes are gathered.
+			if v.Header.Size > maxCatalogLen {
+				return fmt.Errorf("%w: set manifest of %d bytes is longer than any drpipe reads (%d)", ErrCorrupt, v.Header.Size, int64(maxCatalogLen))
+			}
 			keep = &bytes.Buffer{}
 		}
 		body := io.TeeReader(v.Body, h)
