@@ -741,7 +741,9 @@ func (d *virtualDrive) readBlockHeader() (kind byte, n int64, err error) {
 		return 0, 0, fmt.Errorf("%s: %w: block header: %v", d.Name(), ErrCorrupt, err)
 	}
 	kind, n = d.bh[0], int64(binary.LittleEndian.Uint32(d.bh[4:]))
-	if (kind != blockRecord && kind != blockFilemark) || d.off+blockHeaderSize+n > d.eod || (kind == blockFilemark && n != 0) {
+	// A filemark holds no bytes and a record at least one (WriteRecord
+	// writes no empty record): anything else is damage.
+	if (kind != blockRecord && kind != blockFilemark) || d.off+blockHeaderSize+n > d.eod || (kind == blockFilemark) != (n == 0) {
 		return 0, 0, fmt.Errorf("%s at %s: %w: unreadable block", d.Name(), Position{d.fileNo, d.blk}, ErrCorrupt)
 	}
 	return kind, n, nil

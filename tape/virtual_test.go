@@ -3,6 +3,7 @@ package tape_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"sync"
@@ -159,5 +160,45 @@ func TestOpenVirtualReadsStateUnderTheLock(t *testing.T) {
 	wg.Wait()
 	if stale > 0 {
 		t.Errorf("%d opens saw a library state other than the one on disk", stale)
+	}
+}
+
+// TestVirtualEmptyRecordBlockIsCorrupt: a record block of no bytes in a
+// cartridge file (no drive writes one: a record holds at least a byte)
+// is damage, not an empty record that the label reader would take for
+// another program's tape.
+func TestVirtualEmptyRecordBlockIsCorrupt(t *testing.T) {
+	dir := t.TempDir()
+	made, err := tape.InitVirtual(dir, tape.VirtualConfig{Generation: tape.LTO9, Slots: 1, Drives: 1, Capacity: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cart := filepath.Join(dir, made[0]+".tape")
+	f, err := os.OpenFile(cart, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write([]byte{1, 0, 0, 0, 0, 0, 0, 0}); err != nil { // kind record, 0 bytes
+		t.Fatal(err)
+	}
+	f.Close()
+	lib, err := tape.OpenVirtual(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lib.Close()
+	ctx := context.Background()
+	if err := lib.Move(ctx, tape.Element{Kind: tape.ElemSlot}, tape.Element{Kind: tape.ElemDrive}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := lib.OpenDrive(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := d.ReadRecord(ctx, make([]byte, 1<<20)); !errors.Is(err, tape.ErrCorrupt) {
+		t.Fatalf("read of an empty record block: %d bytes, %v; want ErrCorrupt", n, err)
+	}
+	if _, err := tape.VerifyLabel(ctx, d, made[0], nil); errors.Is(err, tape.ErrForeignTape) || !errors.Is(err, tape.ErrCorrupt) {
+		t.Fatalf("label of a cartridge whose first block is empty: %v; want ErrCorrupt, not a foreign tape", err)
 	}
 }
