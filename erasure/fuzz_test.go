@@ -128,3 +128,29 @@ func FuzzVerifyShard(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseShardName feeds arbitrary object names, as a backend listing
+// returns them, to ParseShardName: it must never panic, must keep its
+// messages short, and must accept exactly the names ShardName makes.
+func FuzzParseShardName(f *testing.F) {
+	pid := id.Hash([]byte("pack"))
+	for _, i := range []int{0, 7, 10, 254} {
+		f.Add(ShardName(pid, i))
+	}
+	f.Add(pid.String())
+	f.Add(pid.String() + "-255")
+	f.Add(pid.String() + "-01")
+	f.Add("config")
+	f.Fuzz(func(t *testing.T, name string) {
+		got, i, err := ParseShardName(name)
+		if err != nil {
+			if len(err.Error()) > 1200 {
+				t.Fatalf("error of %d bytes for a name of %d bytes", len(err.Error()), len(name))
+			}
+			return
+		}
+		if i < 0 || i >= MaxShards || ShardName(got, i) != name {
+			t.Fatalf("ParseShardName(%q) = %s, %d: not the name ShardName makes", name, got, i)
+		}
+	})
+}
