@@ -420,9 +420,15 @@ func readJSON(path string, v any) error {
 		return err
 	}
 	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("catalog file %s is damaged: %w (rebuild the catalog with 'drpipe tape catalog rebuild')", path, err)
+		return damagedFile(path, err)
 	}
 	return nil
+}
+
+// damagedFile is the error for a catalog database file that does not
+// hold what drpipe writes there.
+func damagedFile(path string, err error) error {
+	return fmt.Errorf("catalog file %s is damaged: %w (rebuild the catalog with 'drpipe tape catalog rebuild')", path, err)
 }
 
 func validBarcode(b string) error {
@@ -449,12 +455,25 @@ func (c *Catalog) Media(barcode string) (*Media, error) {
 		return nil, nil
 	}
 	var m Media
-	err := readJSON(filepath.Join(c.dir, "media", barcode+".json"), &m)
+	p := filepath.Join(c.dir, "media", barcode+".json")
+	err := readJSON(p, &m)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
+	}
+	// The ids are compared with labels and printed shortened: a record
+	// that does not hold them as drpipe writes them is damage.
+	switch _, uerr := ParseUUID(m.UUID); {
+	case m.Barcode != barcode:
+		return nil, damagedFile(p, fmt.Errorf("the record is of tape %q", m.Barcode))
+	case uerr != nil:
+		return nil, damagedFile(p, fmt.Errorf("volume %w", uerr))
+	case m.SetID != "":
+		if _, err := ParseUUID(m.SetID); err != nil {
+			return nil, damagedFile(p, fmt.Errorf("set id: %w", err))
+		}
 	}
 	c.media[barcode] = m
 	return &m, nil
@@ -518,12 +537,24 @@ func (c *Catalog) Set(setID string) (*SetInfo, error) {
 		return s.clone(), nil
 	}
 	var s SetInfo
-	err := readJSON(filepath.Join(c.setDir(setID), "set.json"), &s)
+	p := filepath.Join(c.setDir(setID), "set.json")
+	err := readJSON(p, &s)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
+	}
+	if s.ID != setID {
+		return nil, damagedFile(p, fmt.Errorf("the record is of set %q", s.ID))
+	}
+	for _, t := range s.Tapes {
+		if err := validBarcode(t.Barcode); err != nil {
+			return nil, damagedFile(p, err)
+		}
+		if _, err := ParseUUID(t.UUID); err != nil {
+			return nil, damagedFile(p, fmt.Errorf("tape %s: volume %w", t.Barcode, err))
+		}
 	}
 	c.sets[setID] = *s.clone()
 	return &s, nil
