@@ -110,6 +110,38 @@ func exercise(t *testing.T, data []byte) {
 			prev = x.End()
 		}
 	}
+	// A small disk is read whole and in pieces that do not line up with
+	// clusters, blocks or sectors: both reads give the same bytes, and
+	// what the map does not list as Data reads as zeros (the layer alone
+	// has no parent to show through).
+	if size := l.Size(); size > 0 && size <= 1<<20 {
+		whole := make([]byte, size)
+		if n, err := l.ReadAt(whole, 0); n == len(whole) && (err == nil || err == io.EOF) {
+			piece := make([]byte, 1000)
+			for off := int64(0); off < size; off += int64(len(piece)) {
+				n, err := l.ReadAt(piece, off)
+				if err != nil && err != io.EOF {
+					t.Fatalf("whole disk read, but ReadAt(%d) fails: %v", off, err)
+				}
+				if !bytes.Equal(piece[:n], whole[off:off+int64(n)]) {
+					t.Fatalf("ReadAt(%d) of %d bytes differs from the same bytes of a whole read", off, n)
+				}
+			}
+			if runs, err := l.Runs(); err == nil {
+				var prev int64
+				for _, x := range append(runs, Run{Off: size, Kind: Data}) {
+					gap := whole[prev:x.Off]
+					if x.Kind != Data {
+						gap = whole[prev:x.End()]
+					}
+					if !allZero(gap) {
+						t.Fatalf("bytes %d..%d are not listed as data but do not read as zeros", prev, prev+int64(len(gap)))
+					}
+					prev = x.End()
+				}
+			}
+		}
+	}
 	buf := make([]byte, 64<<10)
 	for _, off := range []int64{0, l.Size() / 2, l.Size() - int64(len(buf))} {
 		if off < 0 || off >= l.Size() {
