@@ -60,3 +60,54 @@ func TestCatalogCheckOfDamagedRecords(t *testing.T) {
 		})
 	}
 }
+
+// FuzzCatalogRecords feeds arbitrary set and media records of the
+// catalog database to the commands that read them all ('tape catalog
+// check', the set and media listings): they must never panic, and a
+// record they accept must name the set or tape of its file.
+func FuzzCatalogRecords(f *testing.F) {
+	const set = "ffeeddccbbaa99887766554433221100"
+	const vol = "00112233445566778899aabbccddeeff"
+	f.Add([]byte(`{"id":"`+set+`","pool":"p","created":"2026-01-02T03:04:05Z","level":"weekly","expires":"2026-01-30T03:04:05Z","columns":1,"parity":0,"per_tape":1,"complete":true,`+
+		`"tapes":[{"barcode":"DRP001L9","uuid":"`+vol+`","column":0,"column_seq":0,"last":true}],"snapshots":[]}`),
+		[]byte(`{"barcode":"DRP001L9","uuid":"`+vol+`","pool":"p","labeled":"2026-01-01T00:00:00Z","state":"full","set_id":"`+set+`","column":0,"column_seq":0,"location":"library"}`))
+	f.Add([]byte(`{"id":"ffee"}`), []byte(`{"barcode":"DRP001L9","uuid":"0011"}`))
+	f.Add([]byte(`{"id":"`+set+`","columns":-1,"tapes":[{"barcode":"","uuid":""}]}`), []byte(`null`))
+	dir := f.TempDir()
+	cat, err := tape.OpenCatalog(dir)
+	if err != nil {
+		f.Fatal(err)
+	}
+	setFile := filepath.Join(dir, "sets", set, "set.json")
+	mediaFile := filepath.Join(dir, "media", "DRP001L9.json")
+	if err := os.MkdirAll(filepath.Dir(setFile), 0o755); err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, setRec, mediaRec []byte) {
+		if err := os.WriteFile(setFile, setRec, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(mediaFile, mediaRec, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cat, err := tape.OpenCatalog(cat.Dir()) // no records cached
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sets, err := cat.Sets(); err == nil {
+			for _, s := range sets {
+				if s.ID != set {
+					t.Fatalf("record of set %q accepted for set %s", s.ID, set)
+				}
+			}
+		}
+		if media, err := cat.AllMedia(); err == nil {
+			for _, m := range media {
+				if m.Barcode != "DRP001L9" {
+					t.Fatalf("record of tape %q accepted for tape DRP001L9", m.Barcode)
+				}
+			}
+		}
+		tape.CheckCatalog(context.Background(), nil, cat, tape.CheckOptions{})
+	})
+}
