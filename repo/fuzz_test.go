@@ -50,9 +50,24 @@ func FuzzDecodePackHeader(f *testing.F) {
 	})
 }
 
+// TestPackTrailerOfHugePack: the header offset of a pack longer than 4
+// GiB does not fit the format's 32-bit offsets; such a pack is refused,
+// not given an offset cut to 32 bits.
+func TestPackTrailerOfHugePack(t *testing.T) {
+	tr := append(binary.LittleEndian.AppendUint32(nil, 100), packTrailerMagic...)
+	if off, l, err := parsePackTrailer(tr, 1<<33); err == nil {
+		t.Fatalf("8 GiB pack: header at %d (+%d), want an error", off, l)
+	}
+	if off, l, err := parsePackTrailer(tr, 1<<32-1); err != nil || int64(off)+int64(l)+packTrailerSize != 1<<32-1 {
+		t.Fatalf("pack of 4 GiB - 1 byte: header at %d (+%d), %v", off, l, err)
+	}
+}
+
 func FuzzParsePackTrailer(f *testing.F) {
 	tr := binary.LittleEndian.AppendUint32(nil, 100)
 	f.Add(append(tr, packTrailerMagic...), int64(1000))
+	// A pack longer than 32-bit offsets reach.
+	f.Add(append(tr, packTrailerMagic...), int64(1)<<33)
 	f.Fuzz(func(t *testing.T, b []byte, n int64) {
 		off, l, err := parsePackTrailer(b, n)
 		if err == nil && int64(off)+int64(l)+packTrailerSize != n {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/drpipe/drpipe/internal/id"
 )
@@ -100,6 +101,10 @@ func decodePackHeader(b []byte, headerOffset uint32) ([]BlobEntry, error) {
 func parsePackTrailer(trailer []byte, packLen int64) (hdrOff, hdrLen uint32, err error) {
 	if len(trailer) != packTrailerSize || string(trailer[4:]) != packTrailerMagic {
 		return 0, 0, errors.New("pack trailer: bad magic")
+	}
+	// Blob and header offsets are 32-bit: no pack is longer.
+	if packLen > math.MaxUint32 {
+		return 0, 0, fmt.Errorf("pack trailer: a %d-byte pack is longer than the 4 GiB the format addresses", packLen)
 	}
 	hl := int64(binary.LittleEndian.Uint32(trailer[:4]))
 	if hl < sealOverhead+12 || hl > packLen-packTrailerSize {
