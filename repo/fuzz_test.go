@@ -47,6 +47,11 @@ func FuzzDecodePackHeader(f *testing.F) {
 		if end > uint64(hdrOff) {
 			t.Fatalf("entries end at %d beyond %d", end, hdrOff)
 		}
+		// The offsets follow from the lengths: what decodes re-encodes
+		// to the same bytes.
+		if got := encodePackHeader(es); string(got) != string(b) {
+			t.Fatalf("re-encoding differs: %x vs %x", got, b)
+		}
 	})
 }
 
