@@ -250,11 +250,29 @@ func FuzzScanFile(f *testing.F) {
 		d.WriteFilemarks(ctx, 1)
 		d.Rewind(ctx)
 		buf := make([]byte, tape.MaxRecordSize)
-		_, err := tape.ScanFile(ctx, d, buf, func(v *tape.ObjectVisit) error {
-			_, err := io.Copy(io.Discard, v.Body)
-			return err
+		whole := b[1:]
+		visits := 0
+		fs, err := tape.ScanFile(ctx, d, buf, func(v *tape.ObjectVisit) error {
+			body, err := io.ReadAll(v.Body)
+			if err != nil {
+				return err
+			}
+			visits++
+			// The object as the stream holds it: its header (16 fixed
+			// bytes, the name, a CRC), the content, and the trailer
+			// "DRPT" with the content's SHA-256.
+			at := v.Offset + 16 + int64(len(v.Header.Name)) + 4
+			end := at + int64(len(body))
+			sum := sha256.Sum256(body)
+			if int64(len(body)) != v.Header.Size || end+36 > int64(len(whole)) || !bytes.Equal(whole[at:end], body) ||
+				string(whole[end:end+4]) != "DRPT" || !bytes.Equal(whole[end+4:end+36], sum[:]) {
+				t.Fatalf("object %s at %d read whole: %d bytes that are not the content its header and trailer frame", v.Header.Name, v.Offset, len(body))
+			}
+			return nil
 		})
-		_ = err
+		if err == nil && fs.Objects != visits {
+			t.Fatalf("scan counts %d objects, %d were read whole", fs.Objects, visits)
+		}
 	})
 }
 
