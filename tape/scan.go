@@ -72,7 +72,14 @@ func ScanTape(ctx context.Context, d Drive, barcode string, o ScanOptions) (*Tap
 	setID, _ := ParseUUID(sl.SetID)
 	vol, _ := ParseUUID(label.UUID)
 	scanned := &TapeCatalog{SetID: setID, Volume: vol, Barcode: barcode, Column: sl.Column, ColumnSeq: sl.ColumnSeq}
+	// The writer puts no more objects on a tape than its catalog file
+	// can list (catalogLimit): a tape holding more (a hostile or foreign
+	// one) is refused before the catalog built here outgrows that.
+	catLen := scanned.encodedLen()
 	visit := func(v *ObjectVisit, file uint32) error {
+		if catLen += catalogEntryLen(v.Header.Name); catLen > catalogLimit {
+			return fmt.Errorf("%w: the tape holds more objects than its catalog file can list (%d bytes at most)", ErrCorrupt, catalogLimit)
+		}
 		h := sha256.New()
 		var keep *bytes.Buffer
 		if v.Header.Type == TypeManifest {

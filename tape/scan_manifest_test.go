@@ -5,13 +5,16 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/drpipe/drpipe/internal/id"
 	"github.com/drpipe/drpipe/tape"
 	"github.com/drpipe/drpipe/tape/tapetest"
+	"github.com/drpipe/drpipe/tiers"
 )
 
 // TestScanTapeRefusesHugeManifest: a metadata file whose set manifest
@@ -83,4 +86,48 @@ func mustUUID(t *testing.T, s string) []byte {
 		t.Fatal(err)
 	}
 	return u[:]
+}
+
+// TestScanTapeBoundsItsCatalog: a tape holding more objects than a
+// catalog file can list (no drpipe writes one: the writer starts another
+// tape first) is refused as corrupt once the catalog the scan builds in
+// memory passes that bound, instead of growing with whatever the tape
+// holds.
+func TestScanTapeBoundsItsCatalog(t *testing.T) {
+	ctx := context.Background()
+	d := tapetest.NewDrive(1<<30, 1<<20)
+	const bc, vol, set = "DRP001L9", "00112233445566778899aabbccddeeff", "ffeeddccbbaa99887766554433221100"
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	vl, _ := tape.MarshalLabel(tape.KindVolumeLabel, tape.VolumeLabel{Format: "drpipe-tape", Version: 1, Barcode: bc, UUID: vol, Pool: "p", Labeled: now})
+	sl, _ := tape.MarshalLabel(tape.KindSetLabel, tape.SetLabel{Format: "drpipe-tape", Version: 1, SetID: set, Pool: "p", Barcode: bc, UUID: vol,
+		Created: now, Level: tape.LevelWeekly, Expires: now.AddDate(0, 0, 28), Columns: 1, PerTape: 1})
+	for _, r := range [][]byte{vl, nil, sl, nil} {
+		var err error
+		if r == nil {
+			err = d.WriteFilemarks(ctx, 1)
+		} else {
+			_, err = d.WriteRecord(ctx, r)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	objs := []any{tiers.Handle{Type: tape.TypeManifest, Name: "manifest"}, []byte(`{"version":1,"set_id":"` + set + `"}`)}
+	for i := range 100 {
+		b := []byte(fmt.Sprintf("index %d", i))
+		objs = append(objs, tiers.Handle{Type: tiers.TypeIndex, Name: id.Hash(b).String()}, b)
+	}
+	if err := tape.WriteObjectFileForTest(ctx, d, objs...); err != nil {
+		t.Fatal(err)
+	}
+	// The scan finds all 101 objects while catalog files may be as long
+	// as they are (no catalog file on this tape: it reads every object).
+	ts, err := tape.ScanTape(ctx, d, bc, tape.ScanOptions{})
+	if err != nil || len(ts.Catalog.Entries) != 101 {
+		t.Fatalf("scan: %v", err)
+	}
+	defer tape.SetCatalogLimitForTest(tape.CatalogLenForTest(ts.Catalog) - 1)()
+	if _, err := tape.ScanTape(ctx, d, bc, tape.ScanOptions{}); !errors.Is(err, tape.ErrCorrupt) || !strings.Contains(err.Error(), "catalog") {
+		t.Fatalf("scan of a tape whose objects a catalog file cannot list: %v; want ErrCorrupt", err)
+	}
 }
