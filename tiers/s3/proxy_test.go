@@ -81,6 +81,49 @@ func TestLoadWithoutContentLength(t *testing.T) {
 	}
 }
 
+// rangeShiftProxy forwards to the test server but answers every ranged
+// read of the object indexThroughProxy stores with a range of the same
+// length from the start of the object, saying so in Content-Range, as a
+// proxy or cache that mangles ranges does.
+func rangeShiftProxy(t *testing.T) string {
+	t.Helper()
+	target, _ := url.Parse(srv.Endpoint)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	data := bytes.Repeat([]byte("0123456789"), 1000) // what indexThroughProxy stores
+	rp.ModifyResponse = func(resp *http.Response) error {
+		var first, last, total int64
+		if resp.StatusCode != http.StatusPartialContent {
+			return nil
+		}
+		if _, err := fmt.Sscanf(resp.Header.Get("Content-Range"), "bytes %d-%d/%d", &first, &last, &total); err != nil {
+			return nil
+		}
+		resp.Body.Close()
+		resp.Body = io.NopCloser(bytes.NewReader(data[:last-first+1]))
+		resp.Header.Set("Content-Range", fmt.Sprintf("bytes 0-%d/%d", last-first, total))
+		return nil
+	}
+	ts := httptest.NewServer(rp)
+	t.Cleanup(ts.Close)
+	return ts.URL
+}
+
+// A ranged answer for another range than the one asked for is refused:
+// its bytes are not those at the offset the caller reads.
+func TestLoadRefusesAnotherRange(t *testing.T) {
+	ctx := t.Context()
+	be, h, data := indexThroughProxy(t, rangeShiftProxy(t))
+	if got, err := tiers.LoadAll(ctx, be, h, 0, 20); err != nil || !bytes.Equal(got, data[:20]) {
+		t.Fatalf("range from the start: %q, %v", got, err)
+	}
+	for _, rg := range [][2]int64{{15, 20}, {9990, 0}} {
+		got, err := tiers.LoadAll(ctx, be, h, rg[0], rg[1])
+		if err == nil {
+			t.Errorf("Load of %d bytes at %d answered with another range: %q (want %q) without an error", rg[1], rg[0], got, data[rg[0]:rg[0]+int64(len(got))])
+		}
+	}
+}
+
 // listingProxy forwards to the test server but answers listings of the
 // snapshots folder itself with page, a ListObjectsV2 result.
 func listingProxy(t *testing.T, page func(token string) string) string {

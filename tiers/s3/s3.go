@@ -825,6 +825,14 @@ func (b *Backend) Load(ctx context.Context, h tiers.Handle, offset, length int64
 		got = *out.ContentLength
 	}
 	var body io.Reader = &stallReader{r: out.Body, timeout: b.cfg.ResponseTimeout, cancel: cancel}
+	var first, last int64
+	_, rerr := fmt.Sscanf(aws.ToString(out.ContentRange), "bytes %d-%d/", &first, &last)
+	hasRange := out.ContentRange != nil && rerr == nil && last >= first
+	if in.Range != nil && rerr == nil && (!hasRange || first != offset || length > 0 && last > offset+length-1) {
+		// Bytes from elsewhere in the object are not those at offset.
+		return b.wrap("load", "from", h, fmt.Errorf("asked for %s, the server answered with %s: the endpoint is not a compatible S3 server or a proxy alters its answers",
+			aws.ToString(in.Range), aws.ToString(out.ContentRange)))
+	}
 	if in.Range != nil && out.ContentRange == nil {
 		// The server ignored the range and sent the whole object.
 		if got >= 0 && got < offset+length {
@@ -845,9 +853,8 @@ func (b *Backend) Load(ctx context.Context, h tiers.Handle, offset, length int64
 		// size of a whole object is known to a HEAD: a body that ends
 		// before that was cut short (worth another try), not an object
 		// that ends there.
-		var first, last int64
-		switch _, err := fmt.Sscanf(aws.ToString(out.ContentRange), "bytes %d-%d/", &first, &last); {
-		case out.ContentRange != nil && err == nil && last >= first:
+		switch {
+		case hasRange:
 			got = last - first + 1
 		case length > 0:
 			got = length
