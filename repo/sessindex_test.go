@@ -159,7 +159,7 @@ func TestSessionIndexHeapFlat(t *testing.T) {
 	h2 := save(first, first+more)
 	grew := int64(h2) - int64(h1)
 	t.Logf("live heap %d MiB after %d blobs, %d MiB after %d (%d bytes per blob more)", h1>>20, first, h2>>20, first+more, grew/more)
-	if grew > more*20 {
+	if grew > more*60 { // what a flush leaves unfolded differs: up to FoldEvery and a pack of entries
 		t.Errorf("live heap grew %d bytes for %d more blobs (%d each): the session's own index is held in memory", grew, more, grew/more)
 	}
 }
