@@ -104,12 +104,15 @@ type Repository struct {
 	// toFold holds the index objects this session wrote whose blobs are
 	// still in pending, and foldBlobs how many blobs they list. sessIdx
 	// holds what foldPending moved out of pending: mapped files of this
-	// session's index objects that disk may lack, oldest first. All three
-	// are guarded by idxMu; only foldPending, with indexing held, and
-	// Close replace or unmap a file of sessIdx.
-	toFold    map[id.ID]*IndexFile
+	// session's index objects that disk may lack, oldest first. indexSeq
+	// counts the index objects writePendingIndex stored, numbering those
+	// of toFold and sessIdx. All four are guarded by idxMu; only
+	// foldPending and swapDisk, with indexing held, and Close replace or
+	// unmap a file of sessIdx.
+	toFold    map[id.ID]foldObject
 	foldBlobs int
-	sessIdx   []*diskIndex
+	sessIdx   []sessLevel
+	indexSeq  uint64
 
 	packers [3]*packer // by BlobType
 
@@ -347,7 +350,7 @@ func newRepository(ctx context.Context, be tiers.Backend, cfg *Config, mk *Maste
 		be: be, cfg: cfg, key: mk, keyID: kid, kdf: kdf, now: o.Now, comp: o.Compression, opts: o,
 		hasher:    chunking.NewHasher(mk.ChunkID),
 		pending:   map[blobKey]pendingBlob{},
-		toFold:    map[id.ID]*IndexFile{},
+		toFold:    map[id.ID]foldObject{},
 		uploadSem: make(chan struct{}, o.Uploads),
 		rcWait:    map[id.ID]*sync.WaitGroup{},
 		// The data pack being filled, one per upload, and one changing
@@ -465,8 +468,8 @@ func (r *Repository) Close() error {
 	r.idxMu.Lock()
 	r.disk.close()
 	r.disk = nil
-	for _, d := range r.sessIdx {
-		d.close()
+	for _, l := range r.sessIdx {
+		l.close()
 	}
 	r.sessIdx = nil
 	r.idxMu.Unlock()
@@ -509,6 +512,11 @@ func (r *Repository) loadIndexOnce(ctx context.Context) (complete bool, err erro
 		cerr = fmt.Errorf("cannot read the prune tombstones in %s (%w): a backup must not deduplicate against packs a prune may be removing; "+
 			"run it again once they can be read (drpipe check reports each one it cannot read)", r.be.Location(), cerr)
 	}
+	// The index objects this session stored so far are listed below
+	// unless a prune or repair removed them since (see swapDisk).
+	r.idxMu.RLock()
+	listed := r.indexSeq
+	r.idxMu.RUnlock()
 	var ids []id.ID
 	err = r.be.List(ctx, tiers.TypeIndex, func(oi tiers.ObjectInfo) error {
 		x, err := id.Parse(oi.Handle.Name)
@@ -538,7 +546,7 @@ func (r *Repository) loadIndexOnce(ctx context.Context) (complete bool, err erro
 			r.idxMu.Lock()
 			r.damaged = nil
 			r.idxMu.Unlock()
-			r.swapDisk(cur)
+			r.swapDisk(cur, listed)
 			return true, nil
 		}
 	}
@@ -574,11 +582,18 @@ func (r *Repository) loadIndexOnce(ctx context.Context) (complete bool, err erro
 	if err != nil {
 		return false, fmt.Errorf("open index cache: %w", err)
 	}
-	r.swapDisk(d)
+	r.swapDisk(d, listed)
 	return !vanished, nil
 }
 
-func (r *Repository) swapDisk(d *diskIndex) {
+// swapDisk makes d the index cache. listed is how many index objects
+// this session had stored (indexSeq) when the objects d holds were
+// listed: each of those is in d unless a prune or repair removed it
+// since, and then what it listed of live packs is in d too, under the
+// object that replaced it.
+func (r *Repository) swapDisk(d *diskIndex, listed uint64) {
+	r.indexing.Lock() // no fold is reading a level of sessIdx
+	defer r.indexing.Unlock()
 	r.idxMu.Lock()
 	old := r.disk
 	r.disk = d
@@ -594,19 +609,35 @@ func (r *Repository) swapDisk(d *diskIndex) {
 		}
 		delete(r.pending, k)
 	}
-	// The session's index objects the new cache holds need no fold.
-	// The files of sessIdx stay: what they hold is in the new cache too
-	// or, written after its listing, only there.
-	for x, f := range r.toFold {
-		if _, ok := d.indexFiles[x]; ok {
+	// Nor do the session's index objects stored before the listing: they
+	// are in the new cache or were removed, their swept packs with them.
+	for x, o := range r.toFold {
+		if _, ok := d.indexFiles[x]; ok || o.seq <= listed {
 			delete(r.toFold, x)
-			for _, p := range f.Packs {
+			for _, p := range o.f.Packs {
 				r.foldBlobs -= len(p.Blobs)
 			}
 		}
 	}
+	// The levels of sessIdx holding only such objects go too. A level
+	// holding one stored after the listing stays: what it lists of those
+	// is in no other index.
+	var gone []sessLevel
+	kept := r.sessIdx[:0]
+	for _, l := range r.sessIdx {
+		if l.last <= listed {
+			gone = append(gone, l)
+		} else {
+			kept = append(kept, l)
+		}
+	}
+	clear(r.sessIdx[len(kept):])
+	r.sessIdx = kept
 	r.idxMu.Unlock()
 	old.close()
+	for _, l := range gone {
+		l.close()
+	}
 }
 
 // LoadIndexFile reads, verifies and decodes one index object. An object
@@ -878,7 +909,7 @@ func (r *Repository) hasLocked(t BlobType, x id.ID) bool {
 // The caller holds idxMu.
 func (r *Repository) indexesLocked(yield func(*diskIndex) bool) {
 	for i := len(r.sessIdx) - 1; i >= 0; i-- {
-		if !yield(r.sessIdx[i]) {
+		if !yield(r.sessIdx[i].diskIndex) {
 			return
 		}
 	}

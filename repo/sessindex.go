@@ -9,6 +9,21 @@ import (
 	"github.com/drpipe/drpipe/internal/id"
 )
 
+// foldObject is an index object this session stored whose blobs are
+// still in pending: its content and its number (Repository.indexSeq).
+type foldObject struct {
+	f   *IndexFile
+	seq uint64
+}
+
+// sessLevel is a level of the session's own index (Repository.sessIdx):
+// a mapped file of index objects this session stored, the newest of
+// them numbered last.
+type sessLevel struct {
+	*diskIndex
+	last uint64
+}
+
 // foldPending moves the entries of the index objects this session wrote
 // (toFold) out of pending into a mapped file of their own, a new level
 // of sessIdx, then merges levels so that they stay few. A long backup's
@@ -22,25 +37,27 @@ import (
 func (r *Repository) foldPending(ctx context.Context) {
 	r.idxMu.Lock()
 	objs := r.toFold
-	r.toFold = map[id.ID]*IndexFile{}
+	r.toFold = map[id.ID]foldObject{}
 	r.foldBlobs = 0
 	r.idxMu.Unlock()
 	if len(objs) == 0 {
 		return
 	}
 	want := make([]id.ID, 0, len(objs))
-	for x := range objs {
+	var last uint64
+	for x, o := range objs {
 		want = append(want, x)
+		last = max(last, o.seq)
 	}
 	d, err := r.buildSessionIndex(ctx, nil, want, func(_ context.Context, x id.ID) (*IndexFile, error) {
-		return objs[x], nil
+		return objs[x].f, nil
 	})
 	if err != nil {
 		return
 	}
 	folded := map[id.ID]bool{}
-	for _, f := range objs {
-		for _, p := range f.Packs {
+	for _, o := range objs {
+		for _, p := range o.f.Packs {
 			folded[p.ID] = true
 		}
 	}
@@ -53,7 +70,7 @@ func (r *Repository) foldPending(ctx context.Context) {
 		}
 	}
 	r.pending = kept
-	r.sessIdx = append(r.sessIdx, d)
+	r.sessIdx = append(r.sessIdx, sessLevel{d, last})
 	r.idxMu.Unlock()
 	r.mergeSessionLevels(ctx)
 }
@@ -68,12 +85,12 @@ func (r *Repository) mergeSessionLevels(ctx context.Context) {
 	for {
 		r.idxMu.RLock()
 		n := len(r.sessIdx)
-		var older, newer *diskIndex
+		var older, newer sessLevel
 		if n >= 2 {
 			older, newer = r.sessIdx[n-2], r.sessIdx[n-1]
 		}
 		r.idxMu.RUnlock()
-		if older == nil || 2*newer.nBlobs < older.nBlobs {
+		if older.diskIndex == nil || 2*newer.nBlobs < older.nBlobs {
 			return
 		}
 		want := make([]id.ID, 0, len(older.indexFiles)+len(newer.indexFiles))
@@ -85,7 +102,7 @@ func (r *Repository) mergeSessionLevels(ctx context.Context) {
 				want = append(want, x)
 			}
 		}
-		m, err := r.buildSessionIndex(ctx, older, want, r.LoadIndexFile)
+		m, err := r.buildSessionIndex(ctx, older.diskIndex, want, r.LoadIndexFile)
 		if err != nil {
 			return
 		}
@@ -94,7 +111,7 @@ func (r *Repository) mergeSessionLevels(ctx context.Context) {
 			return
 		}
 		r.idxMu.Lock()
-		r.sessIdx = append(r.sessIdx[:n-2], m)
+		r.sessIdx = append(r.sessIdx[:n-2], sessLevel{m, newer.last})
 		r.idxMu.Unlock()
 		older.close()
 		newer.close()

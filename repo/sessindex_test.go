@@ -210,3 +210,51 @@ func TestSessionIndexConcurrentFolds(t *testing.T) {
 		t.Error("no fold happened: the test exercises nothing")
 	}
 }
+
+// TestSessionIndexForgetsSweptPacks: a pack this process stored, and
+// folded into its own index, that a later prune in the same process
+// sweeps is no longer known: a blob only it held is neither found nor
+// deduplicated against, it is stored again.
+func TestSessionIndexForgetsSweptPacks(t *testing.T) {
+	ctx := context.Background()
+	r, err := Init(ctx, tierstest.NewMemory(), InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20},
+		Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF, IndexEvery: 1, FoldEvery: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	rng := rand.New(rand.NewPCG(3, 7))
+	var chunks [][]byte
+	for range 40 {
+		chunks = append(chunks, randBytes(rng, 30000))
+	}
+	s1 := snapOf(t, r, chunks)
+	snap(t, r, rng, 5, nil)
+	r.idxMu.RLock()
+	levels := len(r.sessIdx)
+	r.idxMu.RUnlock()
+	if levels == 0 {
+		t.Fatal("no fold happened: the test exercises nothing")
+	}
+	if err := r.ForgetSnapshot(ctx, s1); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := r.Prune(ctx, PruneOptions{Grace: 0, GraceSet: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Removed == 0 {
+		t.Fatalf("prune removed no pack: %+v", rep)
+	}
+	gone := chunks[len(chunks)-1]
+	x := r.BlobID(gone)
+	if r.Has(DataBlob, x) {
+		t.Errorf("blob %s of a swept pack still counts for dedupe", x.Short())
+	}
+	if locs := r.Lookup(x); len(locs) != 0 {
+		t.Errorf("blob %s of a swept pack still found in pack %s", x.Short(), locs[0].Pack.ID.Short())
+	}
+	if _, isNew, err := r.SaveBlob(ctx, DataBlob, gone, x); err != nil || !isNew {
+		t.Errorf("blob %s of a swept pack not stored again (new %v, err %v)", x.Short(), isNew, err)
+	}
+}

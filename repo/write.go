@@ -321,7 +321,8 @@ func (r *Repository) writePendingIndex(ctx context.Context) error {
 	}
 	r.idxMu.Lock()
 	for i, x := range ids {
-		r.toFold[x] = parts[i]
+		r.indexSeq++
+		r.toFold[x] = foldObject{f: parts[i], seq: r.indexSeq}
 		for _, p := range parts[i].Packs {
 			r.foldBlobs += len(p.Blobs)
 		}
