@@ -597,20 +597,9 @@ func (r *Repository) swapDisk(d *diskIndex, listed uint64) {
 	r.idxMu.Lock()
 	old := r.disk
 	r.disk = d
-	// Blobs of this session that the new cache holds no longer need the
-	// overlay (and must not outlive a prune that removed their pack).
-	unindexed := map[id.ID]bool{}
-	for _, p := range r.unindexed {
-		unindexed[p.ID] = true
-	}
-	for k, pb := range r.pending {
-		if pb.pack == nil || unindexed[pb.pack.ID] {
-			continue
-		}
-		delete(r.pending, k)
-	}
-	// Nor do the session's index objects stored before the listing: they
-	// are in the new cache or were removed, their swept packs with them.
+	// The session's index objects stored before the listing need no
+	// fold: they are in the new cache or were removed, their swept packs
+	// with them.
 	for x, o := range r.toFold {
 		if _, ok := d.indexFiles[x]; ok || o.seq <= listed {
 			delete(r.toFold, x)
@@ -618,6 +607,25 @@ func (r *Repository) swapDisk(d *diskIndex, listed uint64) {
 				r.foldBlobs -= len(p.Blobs)
 			}
 		}
+	}
+	// Blobs of this session that the new cache holds no longer need the
+	// overlay (and must not outlive a prune that removed their pack).
+	// Those of packs that no index object lists yet, or only one stored
+	// after the listing, are in no other index.
+	keep := map[id.ID]bool{}
+	for _, p := range r.unindexed {
+		keep[p.ID] = true
+	}
+	for _, o := range r.toFold {
+		for _, p := range o.f.Packs {
+			keep[p.ID] = true
+		}
+	}
+	for k, pb := range r.pending {
+		if pb.pack == nil || keep[pb.pack.ID] {
+			continue
+		}
+		delete(r.pending, k)
 	}
 	// The levels of sessIdx holding only such objects go too. A level
 	// holding one stored after the listing stays: what it lists of those

@@ -258,3 +258,65 @@ func TestSessionIndexForgetsSweptPacks(t *testing.T) {
 		t.Errorf("blob %s of a swept pack not stored again (new %v, err %v)", x.Short(), isNew, err)
 	}
 }
+
+// afterIndexList runs after once after the next listing of index objects.
+type afterIndexList struct {
+	tiers.Backend
+	after func()
+}
+
+func (b *afterIndexList) List(ctx context.Context, t tiers.Type, fn func(tiers.ObjectInfo) error) error {
+	err := b.Backend.List(ctx, t, fn)
+	if f := b.after; f != nil && t == tiers.TypeIndex {
+		b.after = nil
+		f()
+	}
+	return err
+}
+
+// TestLoadIndexKeepsBlobsIndexedAfterListing: a blob this session stored
+// and indexed while a LoadIndex was under way, after it listed the index
+// objects, stays known when that LoadIndex ends. Its pending entry was
+// dropped as indexed, though the new cache lacks the index object, so
+// Has, Lookup, LoadBlob and EachPack missed it until the next LoadIndex.
+func TestLoadIndexKeepsBlobsIndexedAfterListing(t *testing.T) {
+	ctx := context.Background()
+	be := &afterIndexList{Backend: tierstest.NewMemory()}
+	r, err := Init(ctx, be, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20},
+		Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	b := randBytes(rand.New(rand.NewPCG(8, 8)), 5000)
+	x := r.BlobID(b)
+	be.after = func() {
+		if _, _, err := r.SaveBlob(ctx, DataBlob, b, x); err != nil {
+			t.Error(err)
+		}
+		if err := r.Flush(ctx); err != nil {
+			t.Error(err)
+		}
+	}
+	if err := r.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if be.after != nil {
+		t.Fatal("the blob was not stored during LoadIndex: the test exercises nothing")
+	}
+	if !r.Has(DataBlob, x) {
+		t.Errorf("blob %s stored during LoadIndex is unknown to Has", x.Short())
+	}
+	locs := r.Lookup(x)
+	if len(locs) == 0 {
+		t.Fatalf("blob %s stored during LoadIndex is unknown to Lookup", x.Short())
+	}
+	if got, err := r.LoadBlob(ctx, DataBlob, x, nil); err != nil || !bytes.Equal(got, b) {
+		t.Errorf("blob %s stored during LoadIndex does not read back: %v", x.Short(), err)
+	}
+	found := false
+	_ = r.EachPack(func(p PackInfo) error { found = found || p.ID == locs[0].Pack.ID; return nil })
+	if !found {
+		t.Errorf("EachPack misses pack %s, stored during LoadIndex", locs[0].Pack.ID.Short())
+	}
+}
