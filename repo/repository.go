@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"sync"
@@ -529,8 +530,17 @@ func (r *Repository) loadIndexOnce(ctx context.Context) (complete bool, err erro
 	if err != nil {
 		return false, fmt.Errorf("list index objects in %s: %w", r.be.Location(), err)
 	}
+	// Until the new cache replaces the one in use, the packs condemned
+	// before stay condemned too: a tombstone found gone may be a sweep's
+	// that removed them, and the cache in use still lists them.
 	r.idxMu.Lock()
-	r.condemned, r.condemnedErr = cond, cerr
+	both := make(map[id.ID]bool, len(r.condemned)+len(cond))
+	maps.Copy(both, r.condemned)
+	maps.Copy(both, cond)
+	r.condemned = both
+	if cerr != nil {
+		r.condemnedErr = cerr
+	}
 	r.idxMu.Unlock()
 	path := filepath.Join(r.cacheDir, "index.db")
 	cur, _ := openDiskIndex(path)
@@ -546,7 +556,7 @@ func (r *Repository) loadIndexOnce(ctx context.Context) (complete bool, err erro
 			r.idxMu.Lock()
 			r.damaged = nil
 			r.idxMu.Unlock()
-			r.swapDisk(cur, listed)
+			r.swapDisk(cur, listed, cond, cerr)
 			return true, nil
 		}
 	}
@@ -582,21 +592,23 @@ func (r *Repository) loadIndexOnce(ctx context.Context) (complete bool, err erro
 	if err != nil {
 		return false, fmt.Errorf("open index cache: %w", err)
 	}
-	r.swapDisk(d, listed)
+	r.swapDisk(d, listed, cond, cerr)
 	return !vanished, nil
 }
 
-// swapDisk makes d the index cache. listed is how many index objects
-// this session had stored (indexSeq) when the objects d holds were
-// listed: each of those is in d unless a prune or repair removed it
-// since, and then what it listed of live packs is in d too, under the
-// object that replaced it.
-func (r *Repository) swapDisk(d *diskIndex, listed uint64) {
+// swapDisk makes d the index cache, and cond the packs condemned by the
+// tombstones read before its index objects were listed (cerr why they
+// could not be read). listed is how many index objects this session had
+// stored (indexSeq) when the objects d holds were listed: each of those
+// is in d unless a prune or repair removed it since, and then what it
+// listed of live packs is in d too, under the object that replaced it.
+func (r *Repository) swapDisk(d *diskIndex, listed uint64, cond map[id.ID]bool, cerr error) {
 	r.indexing.Lock() // no fold is reading a level of sessIdx
 	defer r.indexing.Unlock()
 	r.idxMu.Lock()
 	old := r.disk
 	r.disk = d
+	r.condemned, r.condemnedErr = cond, cerr
 	// The session's index objects stored before the listing need no
 	// fold: they are in the new cache or were removed, their swept packs
 	// with them.

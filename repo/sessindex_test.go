@@ -320,3 +320,42 @@ func TestLoadIndexKeepsBlobsIndexedAfterListing(t *testing.T) {
 		t.Errorf("EachPack misses pack %s, stored during LoadIndex", locs[0].Pack.ID.Short())
 	}
 }
+
+// TestLoadIndexNeverDedupesAgainstSweptPacks: while a LoadIndex reads
+// the index objects a sweep rewrote, the blobs of the packs that sweep
+// removed do not count for dedupe: the tombstone that condemned them is
+// gone, but the cache in use still lists them until the new one replaces
+// it. The tombstones read were applied before the new cache was built.
+func TestLoadIndexNeverDedupesAgainstSweptPacks(t *testing.T) {
+	ctx := context.Background()
+	be := &loadHook{Backend: tierstest.NewMemory()}
+	r, clock, _, ids := condemnedFixture(t, be)
+	w, _ := openWriter(t, be, clock) // after the mark: it does not hold up the sweep
+	swept := ids[len(ids)-1]
+	if w.Has(DataBlob, swept) {
+		t.Fatal("fixture: a blob of a condemned pack counts for dedupe")
+	}
+	if rep, err := r.Prune(ctx, sweepOpts); err != nil || rep.Removed == 0 {
+		t.Fatalf("sweep: %+v, %v", rep, err)
+	}
+	reads := 0
+	be.after = func(h tiers.Handle) {
+		if h.Type != tiers.TypeIndex {
+			return
+		}
+		reads++
+		if w.Has(DataBlob, swept) {
+			t.Errorf("while LoadIndex reads %s, blob %s of a swept pack counts for dedupe", h, swept.Short())
+		}
+	}
+	if err := w.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	be.after = nil
+	if reads == 0 {
+		t.Fatal("LoadIndex read no index object: the test exercises nothing")
+	}
+	if w.Has(DataBlob, swept) {
+		t.Errorf("blob %s of a swept pack counts for dedupe", swept.Short())
+	}
+}
