@@ -16,6 +16,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -56,6 +57,13 @@ type diskIndex struct {
 	offPacks   int
 	offBlobs   int
 	indexFiles map[id.ID]struct{}
+
+	// holdMu guards holds, the users that read the mapping without
+	// idxMu (hold), and retired: close was called while one did, and
+	// the last release unmaps.
+	holdMu  sync.Mutex
+	holds   int
+	retired bool
 }
 
 const (
@@ -205,8 +213,48 @@ func (d *diskIndex) parse() error {
 	return nil
 }
 
+// close unmaps the file, or once the last hold is released when a user
+// holds it.
 func (d *diskIndex) close() {
-	if d != nil && d.mm != nil {
+	if d == nil {
+		return
+	}
+	d.holdMu.Lock()
+	defer d.holdMu.Unlock()
+	if d.holds > 0 {
+		d.retired = true
+		return
+	}
+	d.unmap()
+}
+
+// hold keeps the mapping of d, the repository's cache when the caller
+// read it under idxMu, until release, for a user that reads it without
+// idxMu (prune's liveness): a LoadIndex meanwhile replaces the cache and
+// closes d, and would unmap it under the reader.
+func (d *diskIndex) hold() {
+	if d == nil {
+		return
+	}
+	d.holdMu.Lock()
+	d.holds++
+	d.holdMu.Unlock()
+}
+
+// release ends a hold; the last one unmaps d if it was closed meanwhile.
+func (d *diskIndex) release() {
+	if d == nil {
+		return
+	}
+	d.holdMu.Lock()
+	defer d.holdMu.Unlock()
+	if d.holds--; d.holds == 0 && d.retired {
+		d.unmap()
+	}
+}
+
+func (d *diskIndex) unmap() {
+	if d.mm != nil {
 		_ = unix.Munmap(d.mm)
 		d.mm = nil
 	}

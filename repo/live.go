@@ -103,19 +103,33 @@ func (l *liveSet) packLive(p id.ID) bool {
 	return false
 }
 
+// release lets go of the index cache l reads (see diskIndex.hold).
+func (l *liveSet) release() {
+	if l != nil {
+		l.d.release()
+	}
+}
+
 // liveSet walks every snapshot and marks the blobs it references. Any
 // unreadable snapshot or tree, or a referenced blob missing from the index,
 // makes it fail with ErrPruneUnsafe: without full knowledge nothing may be
 // removed. shards are the shards in storage of each pack, listed after the
-// index was loaded (orphanPacks).
-func (r *Repository) liveSet(ctx context.Context, rep *PruneReport, condemned map[id.ID]bool, shards map[id.ID][]shardInfo, sids []id.ID) (*liveSet, error) {
+// index was loaded (orphanPacks). The set reads the index cache that was
+// loaded, whatever LoadIndex does meanwhile, until it is released.
+func (r *Repository) liveSet(ctx context.Context, rep *PruneReport, condemned map[id.ID]bool, shards map[id.ID][]shardInfo, sids []id.ID) (_ *liveSet, err error) {
 	r.idxMu.RLock()
 	d := r.disk
+	d.hold()
 	r.idxMu.RUnlock()
 	if d == nil {
 		return nil, fmt.Errorf("%w: index not loaded", ErrPruneUnsafe)
 	}
 	l := newLiveSet(d)
+	defer func() {
+		if err != nil {
+			l.release()
+		}
+	}()
 	l.condemned, l.shards = condemned, shards
 	rep.Packs = int(d.nPacks)
 	seen := map[id.ID]bool{}

@@ -197,6 +197,7 @@ func (r *Repository) Prune(ctx context.Context, o PruneOptions) (*PruneReport, e
 	if err != nil {
 		return nil, err
 	}
+	defer func() { live.release() }()
 	now := r.now()
 
 	// Phase 2 for old tombstones.
@@ -276,6 +277,7 @@ func (r *Repository) Prune(ctx context.Context, o PruneOptions) (*PruneReport, e
 		if _, shards, err = r.orphanPacks(ctx); err != nil {
 			return rep, err
 		}
+		live.release()
 		if live, err = r.liveSet(ctx, &PruneReport{}, condemned, shards, sids); err != nil {
 			return rep, err
 		}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -83,4 +85,36 @@ func TestLoadIndexFailsWhenObjectsKeepVanishing(t *testing.T) {
 		t.Fatal("opened with an index whose objects are listed but never found")
 	}
 	t.Log(err)
+}
+
+// TestPruneBesideLoadIndex: a prune computes liveness from the index
+// cache while another goroutine of the process reloads the index (a
+// backup starting, a check). The reload replaced and unmapped the cache
+// under the prune, which read freed memory: a panic, or a fault that
+// kills the process.
+func TestPruneBesideLoadIndex(t *testing.T) {
+	ctx := context.Background()
+	r, _ := clockedRepo(t, tierstest.NewMemory())
+	rng := rand.New(rand.NewPCG(2, 2))
+	for range 5 {
+		snap(t, r, rng, 30, nil)
+	}
+	var stop atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for !stop.Load() {
+			if err := r.LoadIndex(ctx); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for range 30 {
+		if _, err := r.Prune(ctx, PruneOptions{DryRun: true}); err != nil {
+			t.Error(err)
+		}
+	}
+	stop.Store(true)
+	<-done
 }
