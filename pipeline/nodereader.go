@@ -62,7 +62,7 @@ func NewNodeReader(ctx context.Context, r *repo.Repository, n *repo.Node, cache 
 	nr := &NodeReader{r: r, node: n, size: n.Size, cache: cache}
 	var off int64
 	add := func(s *extentSeg, e repo.Extent) error {
-		if e.Len <= 0 || off+e.Len > n.Size {
+		if e.Len <= 0 || e.Len > n.Size-off { // not off+e.Len > n.Size: the sum may wrap around
 			return fmt.Errorf("read content list of %s: extent at %d (+%d) is outside the file size %d", n.Name, off, e.Len, n.Size)
 		}
 		if !e.Zero {

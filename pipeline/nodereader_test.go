@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"math"
 	"math/rand/v2"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/drpipe/drpipe/repo"
@@ -136,5 +138,20 @@ func TestNodeReaderMemoryFlat(t *testing.T) {
 	t.Logf("a reader of %d extents holds %d KiB", len(lens), held>>10)
 	if held > 4<<20 {
 		t.Errorf("a reader of %d extents holds %d bytes (%d an extent)", len(lens), held, held/int64(len(lens)))
+	}
+}
+
+// TestNodeReaderRefusesOverflowingExtents: extents whose lengths add up
+// past the largest offset, and wrap around to the file's size, do not
+// cover the file: the reader refuses them, as any extent beyond the
+// size. The sum wrapped in the check, and the reader served a file whose
+// bytes at an offset depended on where a read began.
+func TestNodeReaderRefusesOverflowingExtents(t *testing.T) {
+	ctx := context.Background()
+	r, _ := newRepo(t)
+	n := &repo.Node{Name: "wrapped.img", Type: repo.NodeFile, Size: 10, Content: []repo.Extent{
+		{Zero: true, Len: 5}, {Zero: true, Len: math.MaxInt64}, {Zero: true, Len: math.MaxInt64}, {Zero: true, Len: 7}}}
+	if _, err := NewNodeReader(ctx, r, n, nil); err == nil || !strings.Contains(err.Error(), "outside the file size") {
+		t.Fatalf("extents wrapping around to the size: opened (err %v), want refused as outside the file size", err)
 	}
 }
