@@ -781,7 +781,7 @@ func (rs *restorer) queue(of *outFile, buf *[]byte) {
 	}
 	if err == nil {
 		err = rs.r.EachExtent(rs.ctx, n, func(e repo.Extent) error {
-			if e.Len < 0 || off+e.Len > n.Size {
+			if e.Len < 0 || e.Len > n.Size-off { // not off+e.Len > n.Size: the sum may wrap around
 				return fmt.Errorf("extent at %d (+%d) beyond file size %d", off, e.Len, n.Size)
 			}
 			if of.reused {
