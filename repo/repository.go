@@ -107,13 +107,15 @@ type Repository struct {
 	// holds what foldPending moved out of pending: mapped files of this
 	// session's index objects that disk may lack, oldest first. indexSeq
 	// counts the index objects writePendingIndex stored, numbering those
-	// of toFold and sessIdx. All four are guarded by idxMu; only
-	// foldPending and swapDisk, with indexing held, and Close replace or
-	// unmap a file of sessIdx.
+	// of toFold and sessIdx; loading counts the LoadIndex calls that
+	// noted it before listing and have not replaced disk yet. All five
+	// are guarded by idxMu; only foldPending and swapDisk, with indexing
+	// held, and Close replace or unmap a file of sessIdx.
 	toFold    map[id.ID]foldObject
 	foldBlobs int
 	sessIdx   []sessLevel
 	indexSeq  uint64
+	loading   int
 
 	packers [3]*packer // by BlobType
 
@@ -515,9 +517,15 @@ func (r *Repository) loadIndexOnce(ctx context.Context) (complete bool, err erro
 	}
 	// The index objects this session stored so far are listed below
 	// unless a prune or repair removed them since (see swapDisk).
-	r.idxMu.RLock()
+	r.idxMu.Lock()
 	listed := r.indexSeq
-	r.idxMu.RUnlock()
+	r.loading++
+	r.idxMu.Unlock()
+	defer func() {
+		r.idxMu.Lock()
+		r.loading--
+		r.idxMu.Unlock()
+	}()
 	var ids []id.ID
 	err = r.be.List(ctx, tiers.TypeIndex, func(oi tiers.ObjectInfo) error {
 		x, err := id.Parse(oi.Handle.Name)
@@ -639,9 +647,10 @@ func (r *Repository) swapDisk(d *diskIndex, listed uint64, cond map[id.ID]bool, 
 		}
 		delete(r.pending, k)
 	}
-	// The levels of sessIdx holding only such objects go too. A level
-	// holding one stored after the listing stays: what it lists of those
-	// is in no other index.
+	// The levels of sessIdx holding only such objects go too: all of
+	// them, as no fold began since the listing (foldPending waits while
+	// loading), so no level mixes objects from before it, which may be
+	// gone, and after it, which are in no other index.
 	var gone []sessLevel
 	kept := r.sessIdx[:0]
 	for _, l := range r.sessIdx {

@@ -36,6 +36,13 @@ type sessLevel struct {
 // they did before folds, and lookups stay right either way.
 func (r *Repository) foldPending(ctx context.Context) {
 	r.idxMu.Lock()
+	if r.loading > 0 {
+		// A LoadIndex listed the index objects and has not replaced
+		// the cache yet: a level must not hold objects from both sides
+		// of its listing (see swapDisk). The next index write folds.
+		r.idxMu.Unlock()
+		return
+	}
 	objs := r.toFold
 	r.toFold = map[id.ID]foldObject{}
 	r.foldBlobs = 0

@@ -359,3 +359,67 @@ func TestLoadIndexNeverDedupesAgainstSweptPacks(t *testing.T) {
 		t.Errorf("blob %s of a swept pack counts for dedupe", swept.Short())
 	}
 }
+
+// TestSessionIndexFoldDuringLoadIndex: a fold while a LoadIndex is under
+// way, after it listed the index objects, does not keep the blobs of an
+// index object of this session that a sweep removed before the listing.
+// The fold put them in one level with an object stored after the
+// listing, which the LoadIndex had to keep: a blob of the swept pack
+// counted for dedupe.
+func TestSessionIndexFoldDuringLoadIndex(t *testing.T) {
+	ctx := context.Background()
+	mem := tierstest.NewMemory()
+	be := &afterIndexList{Backend: mem}
+	rng := rand.New(rand.NewPCG(6, 6))
+	var early [][]byte
+	for range 10 {
+		early = append(early, randBytes(rng, 3000))
+	}
+	w, err := Init(ctx, be, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20},
+		Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF, FoldEvery: len(early) + 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for _, b := range early {
+		if _, _, err := w.SaveBlob(ctx, DataBlob, b, id.ID{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Flush(ctx); err != nil { // indexed, not folded yet
+		t.Fatal(err)
+	}
+	// Another process forgets nothing but prunes at once: no snapshot
+	// holds the blobs, no session holds up the sweep.
+	pruner, err := Open(ctx, mem, Options{Password: []byte("pw"), CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pruner.Close()
+	if rep, err := pruner.Prune(ctx, PruneOptions{Grace: 0, GraceSet: true}); err != nil || rep.Removed == 0 {
+		t.Fatalf("sweep: %+v, %v", rep, err)
+	}
+	late := randBytes(rng, 3000)
+	be.after = func() {
+		if _, _, err := w.SaveBlob(ctx, DataBlob, late, id.ID{}); err != nil {
+			t.Error(err)
+		}
+		if err := w.Flush(ctx); err != nil { // due to fold, with the swept object
+			t.Error(err)
+		}
+	}
+	if err := w.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if be.after != nil {
+		t.Fatal("nothing stored during LoadIndex: the test exercises nothing")
+	}
+	for _, b := range early {
+		if x := w.BlobID(b); w.Has(DataBlob, x) || len(w.Lookup(x)) > 0 {
+			t.Fatalf("blob %s of a swept pack still known", x.Short())
+		}
+	}
+	if x := w.BlobID(late); !w.Has(DataBlob, x) || len(w.Lookup(x)) == 0 {
+		t.Errorf("blob %s stored during LoadIndex unknown", x.Short())
+	}
+}
