@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"math/rand/v2"
+	"sync"
 	"testing"
 	"time"
 
@@ -152,4 +153,38 @@ func TestFlushStoppedKeepsOpenPack(t *testing.T) {
 	if err != nil || !bytes.Equal(got, small) {
 		t.Fatalf("blob saved before the stopped Flush is not stored after the next one: %v", err)
 	}
+}
+
+// TestConcurrentFlushes: writers that each save blobs and Flush, at once,
+// see their Flush return and do not panic. Flush waited on a
+// sync.WaitGroup that another writer's upload started again from zero
+// meanwhile, which Go refuses ("WaitGroup is reused before previous Wait
+// has returned").
+func TestConcurrentFlushes(t *testing.T) {
+	ctx := context.Background()
+	r, err := Init(ctx, tierstest.NewMemory(), InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20},
+		Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF, IndexEvery: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 21))
+			for range 200 {
+				if _, _, err := r.SaveBlob(ctx, DataBlob, randBytes(rng, 1000), id.ID{}); err != nil {
+					t.Error(err)
+					return
+				}
+				if err := r.Flush(ctx); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
