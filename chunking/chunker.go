@@ -169,14 +169,20 @@ func (ch *Chunker) ChunkStream(ctx context.Context, r io.Reader, fn func(Extent)
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		n, err := io.ReadFull(r, ch.stream)
-		eof := false
-		switch err {
-		case nil:
-		case io.EOF, io.ErrUnexpectedEOF:
-			eof = true
-		default:
-			return fmt.Errorf("chunking: reading stream at offset %d: %w", off+int64(n), err)
+		// Not io.ReadFull: it reports an end of input after some bytes
+		// as io.ErrUnexpectedEOF, which is also how a reader tells of
+		// input cut short (compress/gzip of a truncated file).
+		n, eof := 0, false
+		for n < len(ch.stream) {
+			m, err := r.Read(ch.stream[n:])
+			n += m
+			if err == io.EOF {
+				eof = true
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("chunking: reading stream at offset %d: %w", off+int64(n), err)
+			}
 		}
 		if n > 0 {
 			blk := ch.blocks(int64(n))

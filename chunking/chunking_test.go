@@ -2,6 +2,7 @@ package chunking
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -520,5 +521,31 @@ func TestCDCMatchesRestic(t *testing.T) {
 		if len(want) < 4 {
 			t.Fatalf("min %d avg bits %d: only %d chunks in %d bytes", cfg.MinSize, cfg.AverageBits, len(want), len(content))
 		}
+	}
+}
+
+// TestChunkStreamTruncatedInput: a reader that reports its input cut
+// short with io.ErrUnexpectedEOF (compress/gzip of a truncated file,
+// for one) fails the stream, instead of ending it as if the input were
+// complete, which stored the truncated stream as a whole one.
+func TestChunkStreamTruncatedInput(t *testing.T) {
+	cfg := smallConfig()
+	content := randBytes(16, int(cfg.SegmentSize)+5000)
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	if _, err := zw.Write(content); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(z.Bytes()[:z.Len()-100]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got int64
+	err = mustChunker(t, cfg).ChunkStream(context.Background(), zr, func(e Extent) error { got += e.Len; return nil })
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("truncated gzip input: got %v after %d of %d bytes, want an error wrapping io.ErrUnexpectedEOF", err, got, len(content))
 	}
 }
