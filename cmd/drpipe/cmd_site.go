@@ -560,13 +560,14 @@ func (a *app) replicateCmd() *cobra.Command {
 			if bw := a.flagOr(cmd, "bwlimit", "replicate.bwlimit"); bw != "" {
 				n, err := parseSize(bw)
 				if err != nil || n <= 0 {
-					return usagef("--bwlimit %q: want a rate such as 20MiB (per second)", bw)
+					return usagef("%s %q: want a rate such as 20MiB (per second)", setBy(cmd, "bwlimit", "replicate.bwlimit"), bw)
 				}
 				lim = transport.NewLimiter(n)
 			}
-			interval, err := time.ParseDuration(a.flagOr(cmd, "interval", "replicate.interval"))
+			intervalS := a.flagOr(cmd, "interval", "replicate.interval")
+			interval, err := time.ParseDuration(intervalS)
 			if err != nil || interval <= 0 {
-				return usagef("--interval: want a duration such as 10s")
+				return usagef("%s %q: want a duration such as 10s", setBy(cmd, "interval", "replicate.interval"), intervalS)
 			}
 			timeout, err := positiveDuration("replicate.timeout", a.v.GetString("replicate.timeout"))
 			if err != nil {

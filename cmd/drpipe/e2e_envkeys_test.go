@@ -298,3 +298,26 @@ func TestSiteDurationsAboveZero(t *testing.T) {
 		}
 	}
 }
+
+// TestReplicateErrorsNameTheKey: a bad replicate.bwlimit or
+// replicate.interval from the environment is refused naming that key,
+// not --bwlimit or --interval, which the command line did not give.
+func TestReplicateErrorsNameTheKey(t *testing.T) {
+	e := newEnv(t)
+	r := filepath.Join(e.dir, "repo")
+	tls := filepath.Join(e.dir, "no-tls")
+	for _, c := range []struct{ env, want, not string }{
+		{"DRPIPE_REPLICATE_BWLIMIT=10x", "config key replicate.bwlimit (DRPIPE_REPLICATE_BWLIMIT) \"10x\"", "--bwlimit"},
+		{"DRPIPE_REPLICATE_INTERVAL=0s", "config key replicate.interval (DRPIPE_REPLICATE_INTERVAL) \"0s\"", "--interval"},
+	} {
+		e.extra = []string{c.env}
+		res := e.run("replicate", "--repo", r, "--to", "127.0.0.1:9", "--tls-dir", tls)
+		if res.code != 2 || !strings.Contains(res.stderr, c.want) || strings.Contains(res.stderr, c.not) {
+			t.Errorf("%s: exit %d, stderr %q; want exit 2 naming %s", c.env, res.code, res.stderr, c.want)
+		}
+	}
+	e.extra = nil
+	if res := e.run("replicate", "--repo", r, "--to", "127.0.0.1:9", "--tls-dir", tls, "--bwlimit", "10x"); res.code != 2 || !strings.Contains(res.stderr, "--bwlimit \"10x\"") {
+		t.Errorf("--bwlimit 10x: exit %d, stderr %q; want exit 2 naming the flag", res.code, res.stderr)
+	}
+}
