@@ -124,6 +124,7 @@ type Repository struct {
 
 	uploadSem chan struct{}
 	uploads   uploadTracker
+	adds      uploadTracker // blobs SaveBlob registered, until in a packer
 	errMu     sync.Mutex
 	uploadErr error
 

@@ -58,8 +58,9 @@ func (r *Repository) SaveBlob(ctx context.Context, t BlobType, plain []byte, x i
 		return x, false, nil
 	}
 	r.pending[blobKey{t, x}] = pendingBlob{entry: BlobEntry{Type: t, ID: x, RawLength: uint32(len(plain))}}
+	add := r.adds.start() // under idxMu: another writer taking x as saved may Flush
 	r.idxMu.Unlock()
-	return x, true, r.addBlob(ctx, t, plain, x)
+	return x, true, r.addBlob(ctx, t, plain, x, add)
 }
 
 // saveBlobCopy stores another copy of an existing blob (repacking).
@@ -73,12 +74,14 @@ func (r *Repository) saveBlobCopy(ctx context.Context, t BlobType, plain []byte,
 		return nil // already copied in this session
 	}
 	r.pending[blobKey{t, x}] = pendingBlob{entry: BlobEntry{Type: t, ID: x, RawLength: uint32(len(plain))}}
+	add := r.adds.start()
 	r.idxMu.Unlock()
-	return r.addBlob(ctx, t, plain, x)
+	return r.addBlob(ctx, t, plain, x, add)
 }
 
-// addBlob compresses, seals and packs one blob.
-func (r *Repository) addBlob(ctx context.Context, t BlobType, plain []byte, x id.ID) error {
+// addBlob compresses, seals and packs one blob, and ends add (r.adds)
+// once the blob is in the packer.
+func (r *Repository) addBlob(ctx context.Context, t BlobType, plain []byte, x id.ID, add uint64) error {
 
 	sp := scratchPool.Get().(*[]byte)
 	sb := sealPool.Get().(*[]byte)
@@ -101,6 +104,7 @@ func (r *Repository) addBlob(ctx context.Context, t BlobType, plain []byte, x id
 	}
 	p.entries = append(p.entries, BlobEntry{Type: t, ID: x, Offset: uint32(len(p.buf)), Length: uint32(len(sealed)), RawLength: uint32(len(plain))})
 	p.buf = append(p.buf, sealed...)
+	r.adds.end(add)
 	if len(p.buf) < r.cfg.PackSize && len(p.entries) < maxBlobsPerPack {
 		p.mu.Unlock()
 		return nil
@@ -178,8 +182,9 @@ func (r *Repository) launchPack(ctx context.Context, seq uint64, buf []byte, ent
 	}()
 }
 
-// uploadTracker numbers the pack uploads and tells when those started
-// before a point have all ended. Unlike a sync.WaitGroup, whose Add from
+// uploadTracker numbers the pack uploads (r.uploads), or the blobs on
+// their way into a packer (r.adds), and tells when those started before
+// a point have all ended. Unlike a sync.WaitGroup, whose Add from
 // zero must not race a Wait, it lets writers start uploads while a Flush
 // waits (a library user flushing beside its writers), and a wait does
 // not take the uploads started after it.
@@ -187,7 +192,7 @@ type uploadTracker struct {
 	mu      sync.Mutex
 	next    uint64
 	running map[uint64]struct{}
-	ended   chan struct{} // closed, and replaced, when an upload ends
+	ended   chan struct{} // made by a wait, closed when one ends
 }
 
 func (u *uploadTracker) start() uint64 {
@@ -195,7 +200,6 @@ func (u *uploadTracker) start() uint64 {
 	defer u.mu.Unlock()
 	if u.running == nil {
 		u.running = map[uint64]struct{}{}
-		u.ended = make(chan struct{})
 	}
 	seq := u.next
 	u.next++
@@ -207,8 +211,10 @@ func (u *uploadTracker) end(seq uint64) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	delete(u.running, seq)
-	close(u.ended)
-	u.ended = make(chan struct{})
+	if u.ended != nil { // someone waits
+		close(u.ended)
+		u.ended = nil
+	}
 }
 
 // wait returns once every upload started before the call has ended, or
@@ -218,7 +224,7 @@ func (u *uploadTracker) wait(ctx context.Context) error {
 	limit := u.next
 	for {
 		busy := false
-		for seq := range u.running { // at most Options.Uploads
+		for seq := range u.running { // at most Options.Uploads, or the writers
 			if seq < limit {
 				busy = true
 				break
@@ -227,6 +233,9 @@ func (u *uploadTracker) wait(ctx context.Context) error {
 		if !busy {
 			u.mu.Unlock()
 			return nil
+		}
+		if u.ended == nil {
+			u.ended = make(chan struct{})
 		}
 		ended := u.ended
 		u.mu.Unlock()
@@ -406,6 +415,11 @@ func splitIndex(f *IndexFile, limit int) ([]*IndexFile, error) {
 // waits for all uploads and writes an index object for them. After Flush
 // returns nil, a snapshot may reference any blob saved before the call.
 func (r *Repository) Flush(ctx context.Context) error {
+	// A blob another writer took as saved may still be sealed on its
+	// way into a packer (SaveBlob found it pending): it is packed first.
+	if err := r.adds.wait(ctx); err != nil {
+		return err
+	}
 	for _, p := range r.packers {
 		if p == nil {
 			continue
