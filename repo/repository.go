@@ -51,7 +51,7 @@ type Options struct {
 	// FoldEvery bounds the memory a long session's own index takes: once
 	// the index objects this session wrote list this many blobs, their
 	// entries move from memory to a memory-mapped file in the cache
-	// directory (default 262144, about 50 MiB of memory).
+	// directory (default 262144, about 64 MiB of memory).
 	FoldEvery int
 	// SkipUnreadableIndex leaves index objects that cannot be read out of
 	// the index cache instead of failing Open and LoadIndex. Check and
