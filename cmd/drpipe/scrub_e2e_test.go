@@ -29,9 +29,16 @@ func damagedSite(t *testing.T, e *env, rebuilt, lost int, siteArgs ...string) (s
 	e.backup(repoDir, src)
 	tlsDir := filepath.Join(e.dir, "tls")
 	e.ok("site", "init", "--dir", tlsDir, "--name", "dr-scrub", "--primary", "hv01")
-	sp = e.startSite(t, tlsDir, filepath.Join(e.dir, "dr"), siteArgs...)
+	// A site that scrubs (siteArgs) starts once the damage is done: one
+	// scrubbing between two of the shards damaged below would rebuild
+	// the first before the others, and count it.
+	sp = e.startSite(t, tlsDir, filepath.Join(e.dir, "dr"))
 	bundle = filepath.Join(tlsDir, "clients", "hv01")
 	e.replicate(t, repoDir, sp.addr, bundle)
+	if len(siteArgs) > 0 {
+		sp.stop()
+		defer func() { sp = e.startSite(t, tlsDir, sp.dir, siteArgs...) }()
+	}
 
 	packs := map[string][]string{}
 	paths, _ := filepath.Glob(filepath.Join(sp.dir, "data", "*", "*"))

@@ -35,6 +35,12 @@ type siteProc struct {
 	log  *os.File
 }
 
+// stop ends the site (SIGTERM) and waits for it to exit.
+func (sp *siteProc) stop() {
+	sp.cmd.Process.Signal(syscall.SIGTERM)
+	sp.cmd.Wait()
+}
+
 func freeUDPPort(t *testing.T) string {
 	t.Helper()
 	c, err := net.ListenPacket("udp", "127.0.0.1:0")
