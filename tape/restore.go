@@ -487,7 +487,11 @@ func readTape(ctx context.Context, m *mounter, set *SetInfo, pt PlannedTape, dst
 		if err != nil {
 			return fmt.Errorf("tape %s: %w", pt.Barcode, err)
 		}
-		_ = fs
+		if names == nil && !fs.Complete {
+			// Every tape carries the whole metadata file: one cut short
+			// holds only part of the repository's metadata.
+			return fmt.Errorf("%w: tape %s: its metadata file ends after %d objects, without its end entry: it was cut short and holds only part of the repository's metadata (every tape of the set carries a copy)", ErrCorrupt, pt.Barcode, fs.Objects)
+		}
 		if len(names) > 0 {
 			var miss []string
 			for n := range names {
