@@ -440,13 +440,15 @@ func readTape(ctx context.Context, m *mounter, set *SetInfo, pt PlannedTape, dst
 	if _, err := d.ReadRecord(ctx, buf); !errors.Is(err, ErrFilemark) {
 		return fmt.Errorf("tape %s: %w: no filemark after the set label", pt.Barcode, ErrCorrupt)
 	}
-	want := map[uint32]map[string]bool{}
+	// The objects to read, by file, and the size the catalog recorded
+	// for each.
+	want := map[uint32]map[string]int64{}
 	left := 0
 	for _, e := range pt.Objects {
 		if want[e.File] == nil {
-			want[e.File] = map[string]bool{}
+			want[e.File] = map[string]int64{}
 		}
-		want[e.File][e.Name] = true
+		want[e.File][e.Name] = e.Size
 		left++
 	}
 	if pt.Meta {
@@ -471,8 +473,12 @@ func readTape(ctx context.Context, m *mounter, set *SetInfo, pt PlannedTape, dst
 				if v.Header.Type == TypeManifest {
 					return nil
 				}
-			} else if v.Header.Type != tiers.TypeData || !names[h.Name] {
+			} else if size, ok := names[h.Name]; v.Header.Type != tiers.TypeData || !ok {
 				return nil
+			} else if v.Header.Size != size {
+				// What is stored is later loaded whole to rebuild its
+				// pack: the catalog's size bounds it.
+				return fmt.Errorf("%w: file %d: %s is %d bytes on tape, its catalog recorded %d; the tape does not hold what was written to it", ErrCorrupt, f, h, v.Header.Size, size)
 			}
 			if err := dst.Put(ctx, h, v.Body, v.Header.Size); err != nil {
 				return fmt.Errorf("tape %s file %d: %s: %w", pt.Barcode, f, h, err)

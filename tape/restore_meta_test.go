@@ -3,6 +3,7 @@ package tape_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -109,5 +110,48 @@ func TestRestoreRefusesCutMetadataFile(t *testing.T) {
 	}
 	if _, ok := w.failed[victim]; !ok || len(w.failed) != 1 {
 		t.Errorf("failed tapes %v, want just %s (its metadata file is cut short)", w.failed, victim)
+	}
+}
+
+// TestRestoreRefusesObjectLargerThanItsCatalog: a tape object larger than
+// the size its tape catalog recorded fails that tape as corrupt before
+// anything of it is stored (a rebuild loads stored shards whole, so the
+// catalog's sizes are what bounds its memory), and the restore plans
+// around the tape.
+func TestRestoreRefusesObjectLargerThanItsCatalog(t *testing.T) {
+	w := newWorld(t, erasure.Params{K: 2, M: 1}, tape.VirtualConfig{Generation: tape.LTO9, Slots: 6, Drives: 1, MailSlots: 1}, 20, 1<<20)
+	pool := tape.DefaultPool("daily")
+	w.label(pool, 4)
+	res := w.write(pool, 1, time.Date(2026, 3, 2, 22, 0, 0, 0, time.UTC))
+	plan, err := w.restore("latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt := plan.Tapes[0]
+	if len(pt.Objects) == 0 {
+		t.Fatalf("the plan reads no objects from %s", pt.Barcode)
+	}
+	tc, err := w.cat.TapeCatalog(res.Set.ID, pt.Column, pt.ColumnSeq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shrunk := false
+	for i, e := range tc.Entries {
+		if e.Name == pt.Objects[0].Name {
+			tc.Entries[i].Size = e.Size / 2
+			shrunk = true
+		}
+	}
+	if !shrunk {
+		t.Fatalf("tape %s's catalog does not list %s", pt.Barcode, pt.Objects[0].Name)
+	}
+	if err := w.cat.PutTapeCatalog(res.Set.ID, tc); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.restore("latest"); err != nil {
+		t.Fatalf("restore with tape %s holding a larger %s than its catalog records: %v", pt.Barcode, pt.Objects[0].Name, err)
+	}
+	if why, ok := w.failed[pt.Barcode]; !ok || len(w.failed) != 1 || !strings.Contains(why, "catalog recorded") {
+		t.Errorf("failed tapes %v, want just %s, for the size its catalog recorded", w.failed, pt.Barcode)
 	}
 }
