@@ -1,12 +1,14 @@
 package drsite
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math"
 	"net"
@@ -144,13 +146,14 @@ func (t diskTarget) retarget(from string) diskTarget {
 
 // detectImageFormat reads an image's header (and VHD footer): qcow2,
 // vhdx, vhd, vmdk, or raw. Bringup restores disks flattened, so a restored
-// qcow2, VHD or VHDX that names a backing file was a plain file in the
-// snapshot: a raw disk whose guest wrote that header. It is raw (as
-// libvirt takes a disk without a format): declared as an image, the DR
-// hypervisor would open whatever DR host file the header names. An image
-// vmdisk cannot read (a VHDX whose log is not empty, an encrypted qcow2)
-// keeps its header's format unless its header names a backing file:
-// qemu-img and Hyper-V read what vmdisk does not.
+// qcow2, VHD or VHDX that names a backing file, or a VMDK that names a
+// parent or extent files, was a plain file in the snapshot: a raw disk
+// whose guest wrote that header. It is raw (as libvirt takes a disk
+// without a format): declared as an image, the DR hypervisor would open
+// whatever DR host file the header names. An image vmdisk cannot read (a
+// VHDX whose log is not empty, an encrypted qcow2, any VMDK) keeps its
+// header's format unless its header names a backing file: qemu-img and
+// Hyper-V read what vmdisk does not.
 func detectImageFormat(path string) string {
 	format := detectHeader(path)
 	switch format {
@@ -171,8 +174,62 @@ func detectImageFormat(path string) string {
 		if l.Info.Backing != "" {
 			return "raw"
 		}
+	case "vmdk":
+		// vmdisk does not read VMDK: its header and descriptor say
+		// whether it names other files.
+		f, err := os.Open(path)
+		if err != nil {
+			return "raw"
+		}
+		defer f.Close()
+		if vmdkNamesOtherFiles(f) {
+			return "raw"
+		}
 	}
 	return format
+}
+
+// vmdkDescriptorMax bounds the bytes of a VMDK descriptor searched for a
+// parent: qemu reads 10 KiB of it, libvirt up to 32 KiB.
+const vmdkDescriptorMax = 64 << 10
+
+// vmdkNamesOtherFiles reports whether a VMDK sparse extent ("KDMV")
+// makes a hypervisor open other files: a descriptor naming a parent
+// (parentFileNameHint, which qemu and libvirt read at offset 512 and
+// where the header puts the descriptor), or a capacity of 0, with which
+// qemu opens the extent files its descriptor names. A header or
+// descriptor that cannot be read counts as naming them.
+func vmdkNamesOtherFiles(f *os.File) bool {
+	var h [44]byte
+	if _, err := f.ReadAt(h[:], 0); err != nil {
+		return true
+	}
+	if binary.LittleEndian.Uint64(h[12:]) == 0 {
+		return true
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return true
+	}
+	size := st.Size()
+	descOff, descLen := binary.LittleEndian.Uint64(h[28:]), binary.LittleEndian.Uint64(h[36:])
+	regions := [][2]int64{{512, vmdkDescriptorMax}}
+	if descOff > 0 && descOff < uint64(size)/512 {
+		regions = append(regions, [2]int64{int64(descOff) * 512, int64(min(descLen, vmdkDescriptorMax/512)) * 512})
+	}
+	for _, r := range regions {
+		if r[0] >= size {
+			continue
+		}
+		b := make([]byte, min(r[1], size-r[0]))
+		if _, err := f.ReadAt(b, r[0]); err != nil && !errors.Is(err, io.EOF) {
+			return true
+		}
+		if bytes.Contains(b, []byte("parentFileNameHint")) {
+			return true
+		}
+	}
+	return false
 }
 
 // headerNamesBacking reads, from the fixed fields alone, whether a qcow2
