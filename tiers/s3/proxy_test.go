@@ -350,3 +350,41 @@ func TestLoadToEndWithoutContentLengthCutShort(t *testing.T) {
 		}
 	}
 }
+
+// A server that ignores the prefix (it answers the whole bucket, as some
+// S3-compatible servers and proxies do) must not make List pass keys
+// outside the type's folder as objects of that type: a key at the bucket
+// root is no snapshot of the repository.
+func TestListIgnoredPrefixPassesOnlyKeysUnderIt(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	page := `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name>` +
+		`<KeyCount>4</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated>`
+	for _, k := range []string{"pfx/config", "pfx/snapshots/s1", "s2", "snapshots/s3"} {
+		page += `<Contents><Key>` + k + `</Key><Size>1</Size><StorageClass>STANDARD</StorageClass></Contents>`
+	}
+	page += `</ListBucketResult>`
+	cfg := baseConfig(newBucket(t, false), "pfx")
+	target, _ := url.Parse(srv.Endpoint)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if r.Method == http.MethodGet && q.Get("list-type") == "2" && strings.HasSuffix(q.Get("prefix"), "/snapshots/") {
+			w.Header().Set("Content-Type", "application/xml")
+			io.WriteString(w, page)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(ts.Close)
+	cfg.Endpoint = ts.URL
+	be := open(t, cfg)
+	defer be.Close()
+	var got []string
+	if err := be.List(ctx, tiers.TypeSnapshot, func(oi tiers.ObjectInfo) error { got = append(got, oi.Handle.Name); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"s1"}; !slices.Equal(got, want) {
+		t.Errorf("List of snapshots from a server ignoring the prefix: %q, want %q", got, want)
+	}
+}

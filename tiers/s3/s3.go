@@ -991,7 +991,8 @@ func className(s string) string {
 }
 
 // List calls fn for every object of type t; keys that do not map back to
-// a valid handle (foreign objects under the prefix) are skipped. An error
+// a valid handle (foreign objects under the prefix, keys outside it from
+// a server that ignores the prefix) are skipped. An error
 // from fn is returned as is.
 func (b *Backend) List(ctx context.Context, t tiers.Type, fn func(tiers.ObjectInfo) error) error {
 	return b.ListAfter(ctx, t, "", fn)
@@ -1044,7 +1045,12 @@ func (b *Backend) ListAfter(ctx context.Context, t tiers.Type, after string, fn 
 			if startAfter != "" && aws.ToString(o.Key) <= startAfter {
 				continue
 			}
-			rel := strings.TrimPrefix(aws.ToString(o.Key), prefix)
+			// A server that ignores the prefix answers the whole
+			// bucket: keys outside it are no objects of type t.
+			rel, ok := strings.CutPrefix(aws.ToString(o.Key), prefix)
+			if !ok {
+				continue
+			}
 			name := rel
 			if t == tiers.TypeData {
 				dir, n, ok := strings.Cut(rel, "/")
