@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -17,11 +18,16 @@ const maxMountTable = 4 << 20
 // a local tier's directory is then the empty directory the file system
 // would be mounted on, and a copy would fill the one beneath. resolve maps
 // a path to the one the kernel sees (symbolic links resolved), in which
-// dir is given and mountinfo speaks.
+// dir is given and mountinfo speaks. A table that cannot be read to its
+// end (longer than maxMountTable, a read error) tells nothing: false.
 func unmountedMountPoint(dir string, fstab, mountinfo io.Reader, resolve func(string) string) (string, bool) {
 	dir = filepath.Clean(dir)
+	points, err := fstabMountPoints(fstab)
+	if err != nil {
+		return "", false
+	}
 	best, bestAt := "", ""
-	for _, m := range fstabMountPoints(fstab) {
+	for _, m := range points {
 		at := resolve(m)
 		if at == "/" || !(dir == at || strings.HasPrefix(dir, at+"/")) {
 			continue
@@ -30,7 +36,11 @@ func unmountedMountPoint(dir string, fstab, mountinfo io.Reader, resolve func(st
 			best, bestAt = m, at
 		}
 	}
-	if best == "" || mountedPoints(mountinfo)[bestAt] {
+	if best == "" {
+		return "", false
+	}
+	mounted, err := mountedPoints(mountinfo)
+	if err != nil || mounted[bestAt] {
 		return "", false
 	}
 	return best, true
@@ -68,37 +78,54 @@ func unmountedTierDir(dir string) (string, bool) {
 
 // fstabMountPoints returns the mount points (second field) of fstab's
 // entries, swap and "none" left out, escapes (\040) decoded, cleaned.
-func fstabMountPoints(r io.Reader) []string {
+func fstabMountPoints(r io.Reader) ([]string, error) {
 	var out []string
-	sc := bufio.NewScanner(io.LimitReader(r, maxMountTable))
-	sc.Buffer(make([]byte, 0, 4096), 64<<10)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
+	err := readMountTable(r, func(f []string) {
 		if len(f) < 3 || strings.HasPrefix(f[0], "#") || f[2] == "swap" {
-			continue
+			return
 		}
 		m := unescapeMount(f[1])
 		if !strings.HasPrefix(m, "/") {
-			continue // none, swap
+			return // none, swap
 		}
 		out = append(out, filepath.Clean(m))
-	}
-	return out
+	})
+	return out, err
 }
 
 // mountedPoints returns the mount points (fifth field) of mountinfo.
-func mountedPoints(r io.Reader) map[string]bool {
+func mountedPoints(r io.Reader) (map[string]bool, error) {
 	out := map[string]bool{}
-	sc := bufio.NewScanner(io.LimitReader(r, maxMountTable))
-	sc.Buffer(make([]byte, 0, 4096), 64<<10)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
+	err := readMountTable(r, func(f []string) {
 		if len(f) < 5 {
-			continue
+			return
 		}
 		out[filepath.Clean(unescapeMount(f[4]))] = true
+	})
+	return out, err
+}
+
+// readMountTable calls fn with the fields of every line of a mount table,
+// lines of any length; a table longer than maxMountTable is an error, as
+// is a read error: what comes after is not seen.
+func readMountTable(r io.Reader, fn func(fields []string)) error {
+	br := bufio.NewReader(io.LimitReader(r, maxMountTable+1))
+	n := 0
+	for {
+		line, err := br.ReadString('\n')
+		if n += len(line); n > maxMountTable {
+			return fmt.Errorf("mount table longer than %d bytes", maxMountTable)
+		}
+		if line != "" {
+			fn(strings.Fields(line))
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read mount table: %w", err)
+		}
 	}
-	return out
 }
 
 // unescapeMount decodes the octal escapes (\040 for a space) fstab and

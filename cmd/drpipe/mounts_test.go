@@ -52,12 +52,18 @@ func FuzzMountTables(f *testing.F) {
 	f.Add(testFstab, testMountinfo, "/mnt/nas/x")
 	f.Add("a \\ b\n#\n\\0\\777 /x\\04 y", "1 2 3 4 \\", "/")
 	f.Fuzz(func(t *testing.T, fstab, mountinfo, dir string) {
-		for _, m := range fstabMountPoints(strings.NewReader(fstab)) {
+		points, err := fstabMountPoints(strings.NewReader(fstab))
+		if err != nil {
+			t.Fatalf("fstab of %d bytes: %v", len(fstab), err)
+		}
+		for _, m := range points {
 			if !strings.HasPrefix(m, "/") {
 				t.Fatalf("fstab mount point %q is not absolute", m)
 			}
 		}
-		mountedPoints(strings.NewReader(mountinfo))
+		if _, err := mountedPoints(strings.NewReader(mountinfo)); err != nil {
+			t.Fatalf("mountinfo of %d bytes: %v", len(mountinfo), err)
+		}
 		if m, ok := unmountedMountPoint("/"+dir, strings.NewReader(fstab), strings.NewReader(mountinfo), func(p string) string { return p }); ok && (m == "/" || !strings.HasPrefix(m, "/")) {
 			t.Fatalf("unmounted mount point %q", m)
 		}
@@ -76,5 +82,26 @@ func TestUnmountedMountPointThroughSymlinks(t *testing.T) {
 	}
 	if m, ok := unmountedMountPoint("/media/nas/drpipe", strings.NewReader(testFstab), strings.NewReader(testMountinfo), resolve); !ok || m != "/mnt/nas" {
 		t.Errorf("an unmounted one named through a symlink: %q, %v; want /mnt/nas", m, ok)
+	}
+}
+
+// TestMountTablesLongLines: a line longer than 64 KiB (an overlay mount
+// with many layers in mountinfo, a long comment in fstab) does not end
+// the reading of the table: the mount points after it count.
+func TestMountTablesLongLines(t *testing.T) {
+	long := "60 27 0:50 / /var/lib/containers/overlay rw - overlay overlay rw,lowerdir=" + strings.Repeat("/l/x:", 20<<10) + "\n"
+	mounted := testMountinfo + long + "50 27 8:17 / /mnt/nas rw - ext4 /dev/sdb1 rw\n"
+	if m, ok := unmountedMountPoint("/mnt/nas/drpipe", strings.NewReader(testFstab), strings.NewReader(mounted), func(p string) string { return p }); ok {
+		t.Errorf("a file system mounted after a %d-byte mountinfo line taken for unmounted: %s", len(long), m)
+	}
+	fstab := "# " + strings.Repeat("x", 70<<10) + "\n" + testFstab
+	if m, ok := unmountedMountPoint("/mnt/nas/drpipe", strings.NewReader(fstab), strings.NewReader(testMountinfo), func(p string) string { return p }); !ok || m != "/mnt/nas" {
+		t.Errorf("an unmounted file system listed after a 70 KiB fstab line: %q, %v; want /mnt/nas", m, ok)
+	}
+	// A table longer than the bound read whole tells nothing: not a
+	// mount point taken for unmounted because its line was cut off.
+	huge := testMountinfo + strings.Repeat("70 27 0:60 / /run/x rw - tmpfs tmpfs rw\n", maxMountTable/40) + "50 27 8:17 / /mnt/nas rw - ext4 /dev/sdb1 rw\n"
+	if m, ok := unmountedMountPoint("/mnt/nas/drpipe", strings.NewReader(testFstab), strings.NewReader(huge), func(p string) string { return p }); ok {
+		t.Errorf("a file system mounted after %d bytes of mountinfo taken for unmounted: %s", len(huge), m)
 	}
 }
