@@ -11,7 +11,7 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
-
+	"strings"
 	"sync"
 	"time"
 
@@ -126,8 +126,7 @@ func (s *siteState) putSnapshot(r SnapshotRecord, replace bool) (written bool, e
 	defer s.mu.Unlock()
 	rel := path.Join("snapshots", r.ID+".json")
 	if !replace {
-		var held SnapshotRecord
-		if s.readJSON(rel, &held) == nil {
+		if _, err := s.readSnapshot(rel); err == nil {
 			return false, nil
 		}
 	}
@@ -141,8 +140,23 @@ func (s *siteState) putSnapshot(r SnapshotRecord, replace bool) (written bool, e
 func (s *siteState) hasSnapshot(id string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	_, err := s.readSnapshot(path.Join("snapshots", id+".json"))
+	return err == nil
+}
+
+// readSnapshot reads the snapshot record file rel (s.mu held). A record
+// whose id is not its file's (damaged state: a copy under another name)
+// is an error, as an unreadable one is: it would count its snapshot
+// twice and stand for a snapshot it does not describe.
+func (s *siteState) readSnapshot(rel string) (SnapshotRecord, error) {
 	var r SnapshotRecord
-	return s.readJSON(path.Join("snapshots", id+".json"), &r) == nil
+	if err := s.readJSON(rel, &r); err != nil {
+		return r, err
+	}
+	if want := strings.TrimSuffix(path.Base(rel), ".json"); r.ID != want {
+		return r, fmt.Errorf("site state %s: the record of snapshot %q, not of %s", rel, r.ID, want)
+	}
+	return r, nil
 }
 
 // removeSnapshot removes the record of a snapshot (best effort: a record
@@ -275,8 +289,8 @@ func computeStatus(ctx context.Context, be tiers.Backend, st *siteState, now tim
 		st.mu.Lock()
 		defer st.mu.Unlock()
 		err := st.list("snapshots", func(rel string) error {
-			var r SnapshotRecord
-			if st.readJSON(rel, &r) != nil || !snaps[r.ID] {
+			r, err := st.readSnapshot(rel)
+			if err != nil || !snaps[r.ID] {
 				return nil // unreadable, or the snapshot object is gone
 			}
 			withMeta++
@@ -326,8 +340,7 @@ func (s *siteState) loadSnapshotRecords() []SnapshotRecord {
 	defer s.mu.Unlock()
 	var out []SnapshotRecord
 	_ = s.list("snapshots", func(rel string) error {
-		var r SnapshotRecord
-		if s.readJSON(rel, &r) == nil {
+		if r, err := s.readSnapshot(rel); err == nil {
 			if _, err := id.Parse(r.ID); err == nil {
 				out = append(out, r)
 			}
