@@ -224,6 +224,50 @@ type VirtualLibrary struct {
 // ErrInLibrary: the cartridge to insert is already in the library.
 var ErrInLibrary = errors.New("tape: cartridge is already in the library")
 
+// check reports what in a library state read from disk InitVirtual and
+// the library never write: element counts or a capacity InitVirtual
+// refuses, a cartridge that is no barcode (its file would lie outside
+// the directory) or held twice (two drives would write one file), a
+// drive's cartridge said to come from an element that does not exist.
+func (st *libState) check() error {
+	if _, ok := generations[st.Generation]; !ok {
+		return fmt.Errorf("unknown generation %d", st.Generation)
+	}
+	if len(st.Slots) < 1 || len(st.Slots) > 10000 || len(st.Drives) < 1 || len(st.Drives) > 64 || len(st.MailSlots) > 256 {
+		return fmt.Errorf("%d slots, %d drives, %d mail slots (want 1..10000, 1..64, 0..256)", len(st.Slots), len(st.Drives), len(st.MailSlots))
+	}
+	if st.Capacity < 4096 || st.EarlyWarning < 0 || st.EarlyWarning >= st.Capacity {
+		return fmt.Errorf("capacity %d with early warning %d", st.Capacity, st.EarlyWarning)
+	}
+	held := map[string]bool{}
+	for _, lst := range [][]string{st.Slots, st.Drives, st.MailSlots} {
+		for _, bc := range lst {
+			if bc == "" {
+				continue
+			}
+			if err := validBarcode(bc); err != nil {
+				return err
+			}
+			if held[bc] {
+				return fmt.Errorf("tape %s is held by two elements", bc)
+			}
+			held[bc] = true
+		}
+	}
+	for _, home := range []struct {
+		m     map[string]int
+		n     int
+		where string
+	}{{st.Home, len(st.Slots), "slot"}, {st.HomeMail, len(st.MailSlots), "mail slot"}} {
+		for bc, i := range home.m {
+			if i < 0 || i >= home.n {
+				return fmt.Errorf("tape %s came from %s %d, which the library does not have", bc, home.where, i)
+			}
+		}
+	}
+	return nil
+}
+
 // ErrNotLibrary: the directory holds no virtual library.
 var ErrNotLibrary = errors.New("tape: not a virtual tape library")
 
@@ -255,6 +299,10 @@ func OpenVirtual(dir string) (*VirtualLibrary, error) {
 	if st.Version != 1 {
 		lf.Close()
 		return nil, fmt.Errorf("%w: virtual library version %d", ErrUnsupportedVersion, st.Version)
+	}
+	if err := st.check(); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("%w: %s/%s is damaged: %v; correct it by hand (it lists the cartridge each slot, drive and mail slot holds)", ErrNotLibrary, dir, libStateFile, err)
 	}
 	if st.Home == nil {
 		st.Home = map[string]int{}
