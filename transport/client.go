@@ -848,13 +848,22 @@ func SiteStatus(ctx context.Context, c Conn, timeout time.Duration) (*Status, er
 	if err != nil {
 		return nil, fmt.Errorf("site status: %w", cancelCause(ctx, err))
 	}
-	var st Status
-	if err := json.Unmarshal(f.Payload, &st); err != nil {
-		return nil, fmt.Errorf("%w: status reply is not valid JSON: %v", ErrProtocol, err)
+	st, err := decodeStatus(f.Payload)
+	if err != nil {
+		return nil, err
 	}
 	if err := WriteFrame(ctl, FrameBye, nil); err == nil {
 		ctl.CloseWrite()
 		_, _ = io.Copy(io.Discard, io.LimitReader(ctl, MaxFramePayload))
+	}
+	return st, nil
+}
+
+// decodeStatus decodes the payload of a site's status reply.
+func decodeStatus(p []byte) (*Status, error) {
+	var st Status
+	if err := json.Unmarshal(p, &st); err != nil {
+		return nil, fmt.Errorf("%w: status reply is not valid JSON: %v", ErrProtocol, err)
 	}
 	return &st, nil
 }
