@@ -913,6 +913,18 @@ func writeImageSource(image string, s imageSource) error {
 	return atomicfile.WriteFile(imageSourceFile(image), append(b, '\n'), 0o644)
 }
 
+// parseImageSource decodes a record writeImageSource wrote.
+func parseImageSource(b []byte) (imageSource, error) {
+	var s imageSource
+	if len(b) > 4096 {
+		return s, fmt.Errorf("image source record of %d bytes, longer than any drpipe writes", len(b))
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		return s, fmt.Errorf("image source record: %w", err)
+	}
+	return s, nil
+}
+
 // sameImageSource returns nil when image, which an earlier run placed,
 // was restored from the snapshot and path the plan gives for disk d of
 // v, and otherwise an error that says what the image is and what to do.
@@ -928,8 +940,8 @@ func sameImageSource(image string, v *PlannedVM, d DiskData) error {
 	if err != nil {
 		return fmt.Errorf("%s; its record of which snapshot it came from cannot be read (%v): %s", what, err, advice)
 	}
-	var s imageSource
-	if err := json.Unmarshal(b, &s); err != nil || len(b) > 4096 {
+	s, err := parseImageSource(b)
+	if err != nil {
 		return fmt.Errorf("%s; its record of which snapshot it came from, %s, is damaged: %s", what, imageSourceFile(image), advice)
 	}
 	if !strings.EqualFold(s.Snapshot, v.Data.Snapshot) || s.Path != d.Path {
