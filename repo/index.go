@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/drpipe/drpipe/erasure"
 	"github.com/drpipe/drpipe/internal/id"
 )
 
@@ -138,7 +139,7 @@ func decodeIndex(b []byte) (*IndexFile, error) {
 		ip.K, ip.M = p[44], p[45]
 		nb := binary.LittleEndian.Uint32(p[46:50])
 		p = p[indexPackFixed:]
-		if ip.K == 0 || int(ip.K)+int(ip.M) > 255 || ip.Length <= 0 || ip.Length > 1<<32 {
+		if ip.K == 0 || int(ip.K) > erasure.MaxK || int(ip.M) > erasure.MaxM || ip.Length <= 0 || ip.Length > 1<<32 {
 			return nil, fmt.Errorf("index: pack %s has implausible geometry (%d+%d, %d bytes)", ip.ID.Short(), ip.K, ip.M, ip.Length)
 		}
 		if want := (ip.Length + int64(ip.K) - 1) / int64(ip.K); int64(ip.ShardSize) != want {

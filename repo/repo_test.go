@@ -657,3 +657,18 @@ func TestRemoveKeysCrosswise(t *testing.T) {
 		t.Fatalf("second slot removed: %v", err)
 	}
 }
+
+// TestIndexRefusesShardCountsNoShardHas: an index entry giving a pack
+// more data or parity shards than a shard header may (K over 128, M over
+// 127) is refused when the index is read, as the shard header is,
+// instead of listing a pack no read can use.
+func TestIndexRefusesShardCountsNoShardHas(t *testing.T) {
+	for _, km := range [][2]uint8{{200, 0}, {129, 1}, {4, 128}} {
+		ip := IndexPack{PackInfo: PackInfo{ID: id.ID{1}, Length: 1 << 20, K: km[0], M: km[1]}}
+		ip.ShardSize = uint32((ip.Length + int64(km[0]) - 1) / int64(km[0]))
+		ip.Blobs = []BlobEntry{{Type: DataBlob, ID: id.ID{2}, Offset: 0, Length: 100, RawLength: 100}}
+		if _, err := decodeIndex(encodeIndex(&IndexFile{Packs: []IndexPack{ip}})); err == nil {
+			t.Errorf("index of a %d+%d pack read without an error", km[0], km[1])
+		}
+	}
+}
