@@ -116,6 +116,7 @@ type Repository struct {
 	sessIdx   []sessLevel
 	indexSeq  uint64
 	loading   int
+	closed    bool // Close was called: no more folds (guarded by idxMu)
 
 	packers [3]*packer // by BlobType
 
@@ -470,6 +471,7 @@ func (r *Repository) Close() error {
 	r.indexing.Lock() // no fold is reading a file of sessIdx
 	defer r.indexing.Unlock()
 	r.idxMu.Lock()
+	r.closed = true
 	r.disk.close()
 	r.disk = nil
 	for _, l := range r.sessIdx {

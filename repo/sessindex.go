@@ -36,6 +36,12 @@ type sessLevel struct {
 // they did before folds, and lookups stay right either way.
 func (r *Repository) foldPending(ctx context.Context) {
 	r.idxMu.Lock()
+	if r.closed {
+		// An upload that ended after Close: a level made now would
+		// never be unmapped.
+		r.idxMu.Unlock()
+		return
+	}
 	if r.loading > 0 {
 		// A LoadIndex listed the index objects and has not replaced
 		// the cache yet: a level must not hold objects from both sides

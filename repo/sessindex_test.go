@@ -423,3 +423,35 @@ func TestSessionIndexFoldDuringLoadIndex(t *testing.T) {
 		t.Errorf("blob %s stored during LoadIndex unknown", x.Short())
 	}
 }
+
+// TestNoFoldAfterClose: an upload that ends after Close (Close does not
+// flush) and writes the index object that makes a fold due leaves no
+// level behind, which nothing would unmap.
+func TestNoFoldAfterClose(t *testing.T) {
+	ctx := context.Background()
+	be := &stuckPuts{Backend: tierstest.NewMemory(), release: make(chan struct{})}
+	r, err := Init(ctx, be, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20},
+		Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF, IndexEvery: 1, FoldEvery: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(8, 8))
+	for range 40 { // more than a pack: its upload starts, and waits
+		if _, _, err := r.SaveBlob(ctx, DataBlob, randBytes(rng, 30000), id.ID{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	close(be.release)
+	if err := r.uploads.wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.idxMu.RLock()
+	levels := len(r.sessIdx)
+	r.idxMu.RUnlock()
+	if levels != 0 {
+		t.Errorf("%d session index levels made after Close", levels)
+	}
+}
