@@ -215,6 +215,14 @@ func (d *diskIndex) parse() error {
 
 // close unmaps the file, or once the last hold is released when a user
 // holds it.
+// files returns the index objects d holds; none for a nil d.
+func (d *diskIndex) files() map[id.ID]struct{} {
+	if d == nil {
+		return nil
+	}
+	return d.indexFiles
+}
+
 func (d *diskIndex) close() {
 	if d == nil {
 		return
@@ -355,6 +363,14 @@ func (d *diskIndex) eachBlob(fn func(p PackInfo, e BlobEntry) error) error {
 // again. Memory stays bounded by one sort run (runMaxRecords) regardless
 // of repository size.
 func buildDiskIndex(ctx context.Context, path string, old *diskIndex, want []id.ID, load func(context.Context, id.ID) (*IndexFile, error)) error {
+	return buildDiskIndexWith(ctx, path, old, nil, want, load)
+}
+
+// buildDiskIndexWith is buildDiskIndex that also takes every pack and
+// blob record of extra, a mapped index of some of want's objects, as they
+// are (its records are sorted already), instead of reading those objects:
+// two indexes merge without a read from storage and in bounded memory.
+func buildDiskIndexWith(ctx context.Context, path string, old, extra *diskIndex, want []id.ID, load func(context.Context, id.ID) (*IndexFile, error)) error {
 	slices.SortFunc(want, func(a, b id.ID) int { return bytes.Compare(a[:], b[:]) })
 	reuse := old != nil
 	if reuse {
@@ -371,16 +387,19 @@ func buildDiskIndex(ctx context.Context, path string, old *diskIndex, want []id.
 	}
 	var basePacks uint64
 	var toRead []id.ID
-	if reuse {
-		basePacks = old.nPacks
-		for _, w := range want {
-			if _, ok := old.indexFiles[w]; !ok {
-				toRead = append(toRead, w)
-			}
-		}
-	} else {
+	if !reuse {
 		old = nil
-		toRead = want
+	}
+	for _, w := range want {
+		if _, ok := extra.files()[w]; ok {
+			continue
+		}
+		if _, ok := old.files()[w]; !ok {
+			toRead = append(toRead, w)
+		}
+	}
+	if old != nil {
+		basePacks = old.nPacks
 	}
 
 	dir := filepath.Dir(path)
@@ -465,6 +484,36 @@ func buildDiskIndex(ctx context.Context, path string, old *diskIndex, want []id.
 	}
 	if err := flushRun(); err != nil {
 		return err
+	}
+	if extra != nil {
+		// Its pack records as they are, numbered after those above;
+		// its blob records, sorted, as one run with their packs
+		// renumbered by as much (which keeps them sorted).
+		base := basePacks + nNewPacks
+		if base+extra.nPacks > 1<<32 {
+			return errors.New("index cache: more than 2^32 packs")
+		}
+		packsW.Write(extra.mm[extra.offPacks:extra.offBlobs])
+		nNewPacks += extra.nPacks
+		name := filepath.Join(tmpDir, fmt.Sprintf("run-%d", len(runs)))
+		f, err := os.Create(name)
+		if err != nil {
+			return err
+		}
+		w := bufio.NewWriterSize(f, 1<<20)
+		for i := uint64(0); i < extra.nBlobs; i++ {
+			r := *extra.blob(i)
+			r.setPackNo(uint32(base + uint64(r.packNo())))
+			w.Write(r[:])
+		}
+		err = w.Flush()
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+		runs = append(runs, name)
 	}
 	if err := packsW.Flush(); err != nil {
 		return err

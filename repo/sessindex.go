@@ -3,6 +3,7 @@ package repo
 import (
 	"context"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 
@@ -62,7 +63,7 @@ func (r *Repository) foldPending(ctx context.Context) {
 		want = append(want, x)
 		last = max(last, o.seq)
 	}
-	d, err := r.buildSessionIndex(ctx, nil, want, func(_ context.Context, x id.ID) (*IndexFile, error) {
+	d, err := r.buildSessionIndex(ctx, nil, nil, want, func(_ context.Context, x id.ID) (*IndexFile, error) {
 		return objs[x].f, nil
 	})
 	if err != nil {
@@ -91,9 +92,10 @@ func (r *Repository) foldPending(ctx context.Context) {
 // mergeSessionLevels merges the newest two levels of sessIdx while the
 // newer holds at least half the blobs of the older, so that n blobs
 // take about log2(n/FoldEvery) levels and each blob is rewritten about
-// as many times. The merge reads the newer level's index objects back
-// from storage (verified, like any read); when one cannot be read the
-// levels stay as they are. The caller holds r.indexing.
+// as many times. The merge reads the two mapped files, not the index
+// objects in storage: a late merge of a large session costs local disk
+// time only. When it fails (the cache directory full) the levels stay as
+// they are. The caller holds r.indexing.
 func (r *Repository) mergeSessionLevels(ctx context.Context) {
 	for {
 		r.idxMu.RLock()
@@ -115,12 +117,10 @@ func (r *Repository) mergeSessionLevels(ctx context.Context) {
 				want = append(want, x)
 			}
 		}
-		m, err := r.buildSessionIndex(ctx, older.diskIndex, want, r.LoadIndexFile)
+		m, err := r.buildSessionIndex(ctx, older.diskIndex, newer.diskIndex, want, func(_ context.Context, x id.ID) (*IndexFile, error) {
+			return nil, fmt.Errorf("index %s is in neither level merged", x.Short())
+		})
 		if err != nil {
-			return
-		}
-		if len(m.indexFiles) != len(want) { // one vanished: a prune rewrote it
-			m.close()
 			return
 		}
 		r.idxMu.Lock()
@@ -136,14 +136,14 @@ func (r *Repository) mergeSessionLevels(ctx context.Context) {
 // the cache directory, maps it and removes its name: the mapping keeps
 // the file until it is closed, and nothing is left behind however the
 // process ends.
-func (r *Repository) buildSessionIndex(ctx context.Context, old *diskIndex, want []id.ID, load func(context.Context, id.ID) (*IndexFile, error)) (*diskIndex, error) {
+func (r *Repository) buildSessionIndex(ctx context.Context, old, extra *diskIndex, want []id.ID, load func(context.Context, id.ID) (*IndexFile, error)) (*diskIndex, error) {
 	var rnd [8]byte
 	if _, err := randRead(rnd[:]); err != nil {
 		return nil, err
 	}
 	path := filepath.Join(r.cacheDir, ".session-"+hex.EncodeToString(rnd[:]))
 	defer os.Remove(path)
-	if err := buildDiskIndex(ctx, path, old, want, load); err != nil {
+	if err := buildDiskIndexWith(ctx, path, old, extra, want, load); err != nil {
 		return nil, err
 	}
 	return openDiskIndex(path)

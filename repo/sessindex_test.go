@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"io"
 	"math/bits"
 	"math/rand/v2"
 	"os"
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/drpipe/drpipe/erasure"
@@ -453,5 +455,65 @@ func TestNoFoldAfterClose(t *testing.T) {
 	r.idxMu.RUnlock()
 	if levels != 0 {
 		t.Errorf("%d session index levels made after Close", levels)
+	}
+}
+
+// countIndexLoads counts the reads of index objects.
+type countIndexLoads struct {
+	tiers.Backend
+	n atomic.Int64
+}
+
+func (b *countIndexLoads) Load(ctx context.Context, h tiers.Handle, off, n int64, fn func(io.Reader) error) error {
+	if h.Type == tiers.TypeIndex {
+		b.n.Add(1)
+	}
+	return b.Backend.Load(ctx, h, off, n, fn)
+}
+
+// TestSessionLevelsMergeWithoutStorageReads: levels merge from their
+// mapped files, not by reading the session's index objects back from
+// storage (a late merge of a large session read gigabytes while every
+// upload waited for it).
+func TestSessionLevelsMergeWithoutStorageReads(t *testing.T) {
+	ctx := context.Background()
+	be := &countIndexLoads{Backend: tierstest.NewMemory()}
+	r, err := Init(ctx, be, InitOptions{EC: erasure.Params{K: 2, M: 1}, PackSize: 1 << 20},
+		Options{Password: []byte("pw"), CacheDir: t.TempDir(), KDF: testKDF, IndexEvery: 1, FoldEvery: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	before := be.n.Load()
+	rng := rand.New(rand.NewPCG(9, 9))
+	var saved []id.ID
+	for i := range 6000 {
+		x, _, err := r.SaveBlob(ctx, DataBlob, randBytes(rng, 300), id.ID{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		saved = append(saved, x)
+		if i%250 == 249 {
+			if err := r.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := be.n.Load() - before; n != 0 {
+		t.Errorf("the session read %d index objects back from storage", n)
+	}
+	r.idxMu.RLock()
+	levels := len(r.sessIdx)
+	r.idxMu.RUnlock()
+	if levels == 0 || levels > 7 {
+		t.Errorf("%d levels for 6000 blobs folded about 250 at a time", levels)
+	}
+	for _, x := range saved {
+		if !r.Has(DataBlob, x) {
+			t.Fatalf("blob %s unknown after the merges", x.Short())
+		}
 	}
 }
