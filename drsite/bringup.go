@@ -490,13 +490,10 @@ func Bringup(ctx context.Context, r *repo.Repository, p *Plan, o BringupOptions)
 				return res, err
 			}
 		} else {
-			// Not restored in this run: a disk without a format an
-			// earlier run placed is defined as its image's header gives.
+			// Not restored in this run: a disk an earlier run placed
+			// is defined as its image's header gives (placedImage).
 			for _, v := range groupVMs {
 				for f, t := range targets[v.Name] {
-					if !t.detect {
-						continue
-					}
 					if pt, _, ok := placedImage(t); ok {
 						targets[v.Name][f] = pt
 					}
@@ -682,9 +679,7 @@ func restoreGroup(ctx context.Context, r *repo.Repository, vms []*PlannedVM, tar
 					return err
 				}
 				t = pt
-				if t.detect {
-					targets[v.Name][d.File] = t
-				}
+				targets[v.Name][d.File] = t
 				res.Restored = append(res.Restored, RestoredDisk{VM: v.Name, File: d.File, Path: t.final, Format: t.format, Bytes: st.Size(), Kept: true})
 				progress("  %s: %s exists from an earlier run; kept", v.Name, t.final)
 				continue
@@ -769,6 +764,10 @@ func restoreGroup(ctx context.Context, r *repo.Repository, vms []*PlannedVM, tar
 				it.t = it.t.retarget(from)
 				targets[it.vm.Name][it.disk.File] = it.t
 				progress("  %s: %s has no format in the inventory; the image header says %s", it.vm.Name, it.disk.File, from)
+			} else if t, ok := declaredRaw(it.t, from, src); ok {
+				progress("  %s: %s is %s in the inventory, but its restored image is no %s image that names no other file (a guest's raw disk, or a header naming a backing file, parent or extents the DR host did not restore); it is raw", it.vm.Name, it.disk.File, from, from)
+				from, it.t = "raw", t
+				targets[it.vm.Name][it.disk.File] = it.t
 			}
 			if err := os.MkdirAll(filepath.Dir(it.t.final), 0o755); err != nil {
 				return err
@@ -973,8 +972,42 @@ func placedImage(t diskTarget) (diskTarget, os.FileInfo, bool) {
 	}
 	if t.detect {
 		t.format = detectImageFormat(t.final)
+	} else if !t.conv {
+		// Placed as restored: its header is the one declaredRaw read.
+		if rt, ok := declaredRaw(t, t.format, t.final); ok {
+			t = rt
+		}
 	}
 	return t, st, true
+}
+
+// declaredRaw returns the target of a disk whose inventory gives an
+// image format, from, that can name other files (qcow2, vmdk, vhd,
+// vhdx), when the image at path is raw to detectImageFormat: no header
+// of an image naming no other file. Bringup restores disks flattened,
+// so a header naming a backing file, a parent or extents was written by
+// a guest into its raw disk (or the inventory, from a compromised or
+// mistaken primary, is wrong): declared as an image, the DR hypervisor
+// would open, or qemu-img copy into the converted image, the DR host
+// files it names. The disk is raw instead, under the same name: on a
+// Hyper-V host converted to its image format. ok is false when the
+// image is what the inventory says.
+func declaredRaw(t diskTarget, from, path string) (diskTarget, bool) {
+	switch strings.ToLower(from) {
+	case "qcow2", "vmdk", "vhd", "vhdx":
+	default:
+		return t, false
+	}
+	if detectImageFormat(path) != "raw" {
+		return t, false
+	}
+	switch {
+	case t.kind == KindHyperV:
+		t.conv = true
+	case !t.conv:
+		t.format = "raw"
+	}
+	return t, true
 }
 
 func sourceFormat(vm *VM, file string) string {
