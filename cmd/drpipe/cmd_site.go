@@ -344,12 +344,15 @@ func (a *app) siteStatusCmd() *cobra.Command {
 			if a.jsonOut() {
 				return a.printJSON(st)
 			}
+			// Every name here is the site's or a primary's word, from
+			// the network: quoted, as ls quotes names, when it holds
+			// what would reach the terminal as control sequences.
 			a.printf("site %s (%s): repository %s, %d objects, %s, %d snapshots (%d without host/time)\n",
-				orDash(st.Site), st.Location, short(st.RepoID), st.Objects, humanBytes(st.StoredBytes), st.Snapshots, st.SnapshotsWithoutMeta)
+				printablePath(orDash(st.Site)), printablePath(st.Location), printablePath(short(st.RepoID)), st.Objects, humanBytes(st.StoredBytes), st.Snapshots, st.SnapshotsWithoutMeta)
 			tw := a.table()
 			fmt.Fprintln(tw, "HOST\tLATEST\tSNAPSHOT TIME\tLAG\tREPLICATED AT\tSESSION BYTES\tSNAPSHOTS")
 			for _, h := range st.Hosts {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", h.Host, short(h.LatestSnapshot), h.SnapshotTime.Local().Format(time.DateTime),
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", printablePath(h.Host), printablePath(short(h.LatestSnapshot)), h.SnapshotTime.Local().Format(time.DateTime),
 					time.Duration(h.LagSeconds*float64(time.Second)).Round(time.Second), h.ReplicatedAt.Local().Format(time.DateTime),
 					humanBytes(h.SessionBytes), h.Snapshots)
 			}
@@ -358,7 +361,7 @@ func (a *app) siteStatusCmd() *cobra.Command {
 				tw = a.table()
 				fmt.Fprintln(tw, "PRIMARY\tSESSIONS\tLAST SESSION\tLAST BYTES\tTOTAL BYTES\tOBJECTS")
 				for _, c := range st.Clients {
-					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\n", c.Name, c.Sessions, c.LastSession.Local().Format(time.DateTime),
+					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\n", printablePath(c.Name), c.Sessions, c.LastSession.Local().Format(time.DateTime),
 						humanBytes(c.LastSessionBytes), humanBytes(c.BytesReceived), c.ObjectsReceived)
 				}
 				tw.Flush()
