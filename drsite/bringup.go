@@ -232,6 +232,22 @@ func vmdkNamesOtherFiles(f *os.File) bool {
 	return false
 }
 
+// qedNamesBacking reports whether the file at path is not a QED image
+// (whose format detectHeader does not know) or is one whose header's
+// features name a backing file (QED_F_BACKING_FILE), which qemu opens.
+func qedNamesBacking(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return true
+	}
+	defer f.Close()
+	var h [24]byte
+	if _, err := f.ReadAt(h[:], 0); err != nil || string(h[:4]) != "QED\x00" {
+		return true
+	}
+	return binary.LittleEndian.Uint64(h[16:])&1 != 0
+}
+
 // headerNamesBacking reads, from the fixed fields alone, whether a qcow2
 // header has a backing file offset or a VHD footer says differencing.
 func headerNamesBacking(f *os.File, format string) bool {
@@ -982,9 +998,9 @@ func placedImage(t diskTarget) (diskTarget, os.FileInfo, bool) {
 }
 
 // declaredRaw returns the target of a disk whose inventory gives an
-// image format, from, that can name other files (qcow2, vmdk, vhd,
-// vhdx), when the image at path is raw to detectImageFormat: no header
-// of an image naming no other file. Bringup restores disks flattened,
+// image format, from, that can name other files (qcow2, qcow, vmdk,
+// vhd, vhdx, qed), when the image at path is raw to detectImageFormat
+// (qedNamesBacking for QED): no header of an image naming no other file. Bringup restores disks flattened,
 // so a header naming a backing file, a parent or extents was written by
 // a guest into its raw disk (or the inventory, from a compromised or
 // mistaken primary, is wrong): declared as an image, the DR hypervisor
@@ -994,11 +1010,17 @@ func placedImage(t diskTarget) (diskTarget, os.FileInfo, bool) {
 // image is what the inventory says.
 func declaredRaw(t diskTarget, from, path string) (diskTarget, bool) {
 	switch strings.ToLower(from) {
-	case "qcow2", "vmdk", "vhd", "vhdx":
+	case "qcow2", "qcow", "vmdk", "vhd", "vpc", "vhdx":
+		// qcow (version 1) has qcow2's magic and backing fields; vpc
+		// is qemu's name for VHD.
+		if detectImageFormat(path) != "raw" {
+			return t, false
+		}
+	case "qed":
+		if !qedNamesBacking(path) {
+			return t, false
+		}
 	default:
-		return t, false
-	}
-	if detectImageFormat(path) != "raw" {
 		return t, false
 	}
 	switch {

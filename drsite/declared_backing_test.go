@@ -76,6 +76,36 @@ func TestDeclaredImageNamingABackingFileIsRaw(t *testing.T) {
 		}
 	}
 
+	// The same for a QED header, which the DR host's qemu reads too; a
+	// QED image naming no other file stays qed.
+	for _, c := range []struct {
+		args []string
+		want string
+	}{{[]string{"-b", secret, "-F", "raw"}, "raw"}, {nil, "qed"}} {
+		qed := filepath.Join(t.TempDir(), "db.qed")
+		if out, err := exec.Command("qemu-img", append(append([]string{"create", "-q", "-f", "qed"}, c.args...), qed, "1M")...).CombinedOutput(); err != nil {
+			t.Fatalf("qemu-img: %v %s", err, out)
+		}
+		b, err := os.ReadFile(qed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		br, err := pipeline.Backup(ctx, r, pipeline.BackupOptions{Host: "hv01", Stdin: bytes.NewReader(b), StdinName: "db.qed"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := planFrom(t, "domain_type: test\nhosts:\n  - {name: dr-kvm, kind: libvirt, vcpus: 8, memory: 16GiB, storage: 1TiB}\n",
+			"vms:\n  - {name: db, vcpus: 1, memory: 1GiB, disks: [{file: /img/db.qed, format: qed, size: 1MiB}]}\n")
+		p.VM("db").Data = &VMData{Snapshot: br.Snapshot.ID().String(), SnapshotTime: br.Snapshot.Time, Disks: []DiskData{{File: "/img/db.qed", Path: "/db.qed", Size: int64(len(b))}}}
+		res, err := Bringup(ctx, r, p, BringupOptions{Out: t.TempDir()})
+		if err != nil {
+			t.Fatalf("qed: bring-up: %v", err)
+		}
+		if len(res.Restored) != 1 || res.Restored[0].Format != c.want {
+			t.Errorf("qed %v: restored %+v, want the disk placed as %s", c.args, res.Restored, c.want)
+		}
+	}
+
 	// A Hyper-V host: the converted image must not hold the host file.
 	p := planFrom(t, "hosts:\n  - {name: dr-hv, kind: hyperv, vcpus: 8, memory: 16GiB, storage: 1TiB}\n", inv)
 	p.VM("web").Data = data
