@@ -96,11 +96,11 @@ type CheckResult struct {
 type BringupResult struct {
 	Hosts    []*HostOutput  `json:"hosts"`
 	Restored []RestoredDisk `json:"restored"`
-	Defined  []string       `json:"defined,omitempty"`
-	Started  []string       `json:"started,omitempty"`
-	Checks   []CheckResult  `json:"checks,omitempty"`
+	Defined  []string       `json:"defined"`
+	Started  []string       `json:"started"`
+	Checks   []CheckResult  `json:"checks"`
 	// Skipped lists VMs not brought up with the blocking reasons.
-	Skipped []Issue `json:"skipped,omitempty"`
+	Skipped []Issue `json:"skipped"`
 }
 
 // ErrBringupIncomplete is wrapped when some VMs were skipped because of

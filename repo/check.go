@@ -37,10 +37,10 @@ type PackDamage struct {
 	Pack    id.ID `json:"pack"`
 	K       int   `json:"k"`
 	M       int   `json:"m"`
-	Missing []int `json:"missing_shards,omitempty"`
-	Corrupt []int `json:"corrupt_shards,omitempty"`
+	Missing []int `json:"missing_shards"`
+	Corrupt []int `json:"corrupt_shards"`
 	// Details says what is wrong with each corrupt shard.
-	Details []string `json:"details,omitempty"`
+	Details []string `json:"details"`
 	// Repairable is true while at least K shards are intact, or, with
 	// ReadData, while the pack rebuilds from its shards (the bytes of a
 	// shard object before an excess count as intact).
@@ -60,8 +60,8 @@ type PackDamage struct {
 	// readable.
 	// Each list stops at 1000 entries; MoreFiles and MoreSnapshots say
 	// that the damage touches more than are listed.
-	Files         []string `json:"files,omitempty"`
-	Snapshots     []string `json:"snapshots,omitempty"`
+	Files         []string `json:"files"`
+	Snapshots     []string `json:"snapshots"`
 	MoreFiles     bool     `json:"more_files,omitempty"`
 	MoreSnapshots bool     `json:"more_snapshots,omitempty"`
 	// Unusable is true when reading the pack failed although enough
@@ -95,12 +95,12 @@ type CheckReport struct {
 	// Errors are problems that make the repository unhealthy. Files
 	// referencing blobs in no index are named up to 1000 times, and the
 	// others counted in one more entry.
-	Errors []string `json:"errors,omitempty"`
+	Errors []string `json:"errors"`
 	// Damaged lists packs with missing or corrupt shards.
-	Damaged []PackDamage `json:"damaged_packs,omitempty"`
+	Damaged []PackDamage `json:"damaged_packs"`
 	// Unreferenced lists packs present in storage but in no index:
 	// leftovers of interrupted backups, harmless.
-	Unreferenced []id.ID `json:"unreferenced_packs,omitempty"`
+	Unreferenced []id.ID `json:"unreferenced_packs"`
 	// MissingBlobs counts blobs referenced by snapshots but not indexed.
 	MissingBlobs int `json:"missing_blobs,omitempty"`
 	// DamagedIndexes lists index objects whose stored bytes are damaged
@@ -109,7 +109,7 @@ type CheckReport struct {
 	// repair indexes them again and removes these objects. Index objects
 	// unreadable for other reasons (a newer format or compression, a
 	// storage error) are reported in Errors only and left alone.
-	DamagedIndexes []id.ID `json:"damaged_indexes,omitempty"`
+	DamagedIndexes []id.ID `json:"damaged_indexes"`
 	// UnreadableIndexes counts all index objects that could not be read.
 	UnreadableIndexes int `json:"unreadable_indexes,omitempty"`
 }

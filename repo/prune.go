@@ -87,8 +87,8 @@ type PruneReport struct {
 	BytesFreed     int64    `json:"bytes_freed"`
 	Resurrected    int      `json:"resurrected"`
 	Postponed      int      `json:"postponed"`
-	WaitingFor     []string `json:"waiting_for,omitempty"`
-	Locked         []string `json:"locked,omitempty"`
+	WaitingFor     []string `json:"waiting_for"`
+	Locked         []string `json:"locked"`
 	IndexRewritten int      `json:"index_objects_rewritten"`
 	Repacked       int      `json:"packs_repacked"`
 	// TempRemoved and TempBytes count the temporary files of interrupted

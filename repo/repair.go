@@ -20,7 +20,7 @@ type RepairReport struct {
 	// ShardsRewritten counts shard objects rebuilt from parity and stored.
 	ShardsRewritten int `json:"shards_rewritten"`
 	// PacksRepaired lists packs brought back to full redundancy.
-	PacksRepaired []id.ID `json:"packs_repaired,omitempty"`
+	PacksRepaired []id.ID `json:"packs_repaired"`
 	// PacksReindexed counts packs found in storage but in no readable
 	// index and added to a new index object.
 	PacksReindexed int `json:"packs_reindexed"`
@@ -35,16 +35,16 @@ type RepairReport struct {
 	// cannot be rebuilt: their blobs that do not read (and the files in
 	// Files) cannot be recovered from this repository. Repair removes
 	// those blobs from the index (BlobsDropped).
-	Lost []PackDamage `json:"lost,omitempty"`
+	Lost []PackDamage `json:"lost"`
 	// Held lists packs beyond repair whose blobs stayed in the index
 	// because storage failed to read some of their shards (rather than
 	// finding them missing or damaged): they may read another time.
-	Held []id.ID `json:"held,omitempty"`
+	Held []id.ID `json:"held"`
 	// NotStored lists rebuilt shards ("<pack id>-<i>") that still read
 	// damaged once stored: storage kept the damaged object (one under
 	// retention it will not replace). Their packs are not in
 	// PacksRepaired, and Repair returns ErrUnrepairable.
-	NotStored []string `json:"not_stored,omitempty"`
+	NotStored []string `json:"not_stored"`
 	// Check is the check report the repair worked from.
 	Check *CheckReport `json:"check"`
 }

@@ -121,7 +121,7 @@ func (a *app) forgetCmd() *cobra.Command {
 				Host    string   `json:"host"`
 				Tags    []string `json:"tags"`
 				Keep    bool     `json:"keep"`
-				Reasons []string `json:"reasons,omitempty"`
+				Reasons []string `json:"reasons"`
 				Group   string   `json:"group"`
 			}
 			decisions := []decisionJSON{} // [] in --json, also when none

@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/drpipe/drpipe/drsite"
+	"github.com/drpipe/drpipe/repo"
 )
 
 type jsonInner struct {
@@ -105,6 +108,33 @@ func TestPrintJSONCycles(t *testing.T) {
 			}
 		case <-time.After(time.Minute):
 			t.Fatalf("%s cycle: printJSON does not return", name)
+		}
+	}
+}
+
+// TestJSONReportsListEveryList: the reports of check, repair, prune and
+// drsite bringup print each of their lists, [] when empty, as README
+// promises, instead of leaving it out (jq '.errors[]' on a clean check
+// failed: "Cannot iterate over null").
+func TestJSONReportsListEveryList(t *testing.T) {
+	for name, c := range map[string]struct {
+		v    any
+		keys []string
+	}{
+		"check":   {&repo.CheckReport{Damaged: []repo.PackDamage{{}}}, []string{`"errors":[]`, `"damaged_packs":[{`, `"unreferenced_packs":[]`, `"damaged_indexes":[]`, `"missing_shards":[]`, `"corrupt_shards":[]`, `"files":[]`, `"snapshots":[]`}},
+		"repair":  {&repo.RepairReport{}, []string{`"packs_repaired":[]`, `"lost":[]`, `"held":[]`, `"not_stored":[]`}},
+		"prune":   {&repo.PruneReport{}, []string{`"waiting_for":[]`, `"locked":[]`}},
+		"bringup": {&drsite.BringupResult{}, []string{`"defined":[]`, `"started":[]`, `"checks":[]`, `"skipped":[]`}},
+	} {
+		var buf bytes.Buffer
+		a := &app{stdout: &buf, jsonLines: true}
+		if err := a.printJSON(c.v); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range c.keys {
+			if !strings.Contains(buf.String(), k) {
+				t.Errorf("%s --json: no %s in %s", name, k, buf.String())
+			}
 		}
 	}
 }
