@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"sync"
@@ -294,7 +295,9 @@ func PlanRestore(cat *Catalog, ref SnapshotRef, available func(barcode string) b
 // at once as the library has drives), so a restore from a set written
 // across several drives reads at the drives' combined rate. Every object
 // is verified against its SHA-256 as it is read. The first tape that
-// fails stops the others and is returned as a *TapeError.
+// fails stops the others and is returned as a *TapeError; an object read
+// whole that dst fails to store stops them too, and that error is
+// returned as it is: it is not the tape's.
 func ReadPlan(ctx context.Context, ch Changer, plan *RestorePlan, dst tiers.Backend, progress Progress) error {
 	if progress == nil {
 		progress = NoProgress{}
@@ -325,6 +328,14 @@ func ReadPlan(ctx context.Context, ch Changer, plan *RestorePlan, dst tiers.Back
 	if err := parent.Err(); err != nil {
 		return err
 	}
+	// Storing what a tape yielded failed: no tape is at fault, and
+	// planning around one would only read the others to fail the same.
+	for _, err := range errs {
+		var se *storeError
+		if errors.As(err, &se) {
+			return se
+		}
+	}
 	// Report the tape that failed, not the ones stopped because of it.
 	for i, err := range errs {
 		if err != nil && !errors.Is(err, context.Canceled) {
@@ -337,6 +348,30 @@ func ReadPlan(ctx context.Context, ch Changer, plan *RestorePlan, dst tiers.Back
 		}
 	}
 	return nil
+}
+
+// storeError is a failure to store an object a tape yielded whole: the
+// destination's, not the tape's.
+type storeError struct{ err error }
+
+func (e *storeError) Error() string { return e.err.Error() }
+
+func (e *storeError) Unwrap() error { return e.err }
+
+// tapeBody records the first error reading an object off tape gave (but
+// io.EOF at its end), so that a failed Put can be told to be the tape's
+// or the destination's.
+type tapeBody struct {
+	r   io.Reader
+	err error
+}
+
+func (b *tapeBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
+	}
+	return n, err
 }
 
 // TapeError is a failure to read one tape; a restore can plan around it
@@ -480,7 +515,13 @@ func readTape(ctx context.Context, m *mounter, set *SetInfo, pt PlannedTape, dst
 				// pack: the catalog's size bounds it.
 				return fmt.Errorf("%w: file %d: %s is %d bytes on tape, its catalog recorded %d; the tape does not hold what was written to it", ErrCorrupt, f, h, v.Header.Size, size)
 			}
-			if err := dst.Put(ctx, h, v.Body, v.Header.Size); err != nil {
+			body := &tapeBody{r: v.Body}
+			if err := dst.Put(ctx, h, body, v.Header.Size); err != nil {
+				if body.err == nil && ctx.Err() == nil {
+					// The tape yielded the object whole: storing it
+					// failed, which no other tape would change.
+					return &storeError{fmt.Errorf("%s, read whole from tape %s, could not be stored in %s, the restore's work directory: %w; make room there (or give another work directory) and restore again", h, pt.Barcode, dst.Location(), err)}
+				}
 				return fmt.Errorf("tape %s file %d: %s: %w", pt.Barcode, f, h, err)
 			}
 			progress.Bytes(v.Header.Size)
