@@ -426,9 +426,11 @@ func readJSON(path string, v any) error {
 }
 
 // damagedFile is the error for a catalog database file that does not
-// hold what drpipe writes there.
+// hold what drpipe writes there. A rebuild rewrites the records of the
+// tapes in the library only: the advice says so, or it would be followed
+// in vain for a tape outside it.
 func damagedFile(path string, err error) error {
-	return fmt.Errorf("catalog file %s is damaged: %w (rebuild the catalog with 'drpipe tape catalog rebuild')", path, err)
+	return fmt.Errorf("catalog file %s is damaged: %w (with the tapes it describes in the library, rebuild the catalog with 'drpipe tape catalog rebuild'; a rebuild rewrites only the records of the tapes it reads, so the record of a tape that is not in the library stays damaged: import the tape first, or move the file out of the catalog if the tape is gone)", path, err)
 }
 
 func validBarcode(b string) error {

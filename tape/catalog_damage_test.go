@@ -111,3 +111,44 @@ func FuzzCatalogRecords(f *testing.F) {
 		tape.CheckCatalog(context.Background(), nil, cat, tape.CheckOptions{})
 	})
 }
+
+// TestDamagedRecordAdviceForTapeOutsideLibrary: the error for a damaged
+// record must not send the operator to a catalog rebuild alone when the
+// record is of a tape outside the library: a rebuild reads the tapes in
+// the library and leaves that record damaged, and the same error (and
+// advice) came back after it.
+func TestDamagedRecordAdviceForTapeOutsideLibrary(t *testing.T) {
+	dir := t.TempDir()
+	libDir := filepath.Join(dir, "lib")
+	if _, err := tape.InitVirtual(libDir, tape.VirtualConfig{Generation: tape.LTO9, Slots: 2, Drives: 1, Capacity: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	lib, err := tape.OpenVirtual(libDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lib.Close()
+	catDir := filepath.Join(libDir, "catalog")
+	cat, err := tape.OpenCatalog(catDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An offsite tape's record, edited by hand.
+	p := filepath.Join(catDir, "media", "DRP009L9.json")
+	if err := os.WriteFile(p, []byte(`{"barcode":"DRP009L9","uuid":"0011","pool":"p","state":"full","location":"offsite"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tape.Rebuild(context.Background(), lib, cat, tape.ScanOptions{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if cat, err = tape.OpenCatalog(catDir); err != nil {
+		t.Fatal(err)
+	}
+	_, err = cat.AllMedia()
+	if err == nil || !strings.Contains(err.Error(), filepath.Base(p)) {
+		t.Fatalf("media records after a rebuild, with the damaged record of a tape outside the library: %v; want the damaged file named", err)
+	}
+	if !strings.Contains(err.Error(), "import the tape") || !strings.Contains(err.Error(), "move the file") {
+		t.Errorf("error %q sends the operator to a rebuild, which leaves the record of a tape outside the library damaged; it should say to import the tape or move the file away", err)
+	}
+}
