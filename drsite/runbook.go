@@ -290,13 +290,21 @@ func BuildRunbook(p *Plan, o RunbookOptions) *Runbook {
 						verify = append(verify, fmt.Sprintf("# %s: re-IP inside the guest, %s → %s (then make it persistent in the guest's network config)", v.Name, pn.From[i], to),
 							"#   Linux:   "+linux, "#   Windows: "+win)
 					}
-					verify = append(verify, fmt.Sprintf("ping -c 3 %s   # %s", tp.Addr(), v.Name))
+					if h.Kind == KindHyperV { // the step's other commands are PowerShell
+						verify = append(verify, fmt.Sprintf("Test-Connection -Count 3 %s   # %s", tp.Addr(), commentText(v.Name)))
+					} else {
+						verify = append(verify, fmt.Sprintf("ping -c 3 %s   # %s", tp.Addr(), commentText(v.Name)))
+					}
 				}
 			}
 			for _, chk := range v.VM.Verify {
 				if a, ok := strings.CutPrefix(drCheck(v, chk), "tcp:"); ok {
 					if hst, port, err := netSplit(a); err == nil {
-						verify = append(verify, fmt.Sprintf("nc -z -w 3 %s %s   # %s service check", shq(hst), shq(port), commentText(v.Name)))
+						if h.Kind == KindHyperV {
+							verify = append(verify, fmt.Sprintf("Test-NetConnection -ComputerName %s -Port %s   # %s service check: TcpTestSucceeded True", psq(hst), psq(port), commentText(v.Name)))
+						} else {
+							verify = append(verify, fmt.Sprintf("nc -z -w 3 %s %s   # %s service check", shq(hst), shq(port), commentText(v.Name)))
+						}
 					}
 				} else {
 					verify = append(verify, fmt.Sprintf("# %s: %s", commentText(v.Name), commentText(chk)))

@@ -261,3 +261,47 @@ exit 0
 		}
 	}
 }
+
+// TestRunbookHyperVChecksArePowerShell: the verify step of a Hyper-V
+// group runs in PowerShell (Get-VM), so its reachability and service
+// checks are PowerShell too (Test-Connection, Test-NetConnection), not
+// ping -c and nc, which PowerShell on Windows does not have.
+func TestRunbookHyperVChecksArePowerShell(t *testing.T) {
+	b, err := os.ReadFile("../configs/drsite.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig("configs/drsite.yaml", b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hv []DRHost
+	for _, h := range cfg.Hosts {
+		if h.Kind == KindHyperV {
+			hv = append(hv, h)
+		}
+	}
+	if len(hv) == 0 {
+		t.Fatal("configs/drsite.yaml has no Hyper-V host")
+	}
+	cfg.Hosts = hv
+	p := MakePlan(PlanInput{Config: cfg, Inventory: mustImport(t, "yaml/hv02.yaml", ""), Now: time.Date(2026, 3, 2, 12, 0, 0, 0, time.UTC)})
+	rb := BuildRunbook(p, RunbookOptions{})
+	ps := 0
+	for _, g := range rb.Groups {
+		for _, st := range g.Steps {
+			for _, c := range st.Commands {
+				code, _, _ := strings.Cut(c, "#")
+				if strings.HasPrefix(code, "ping ") || strings.HasPrefix(code, "nc ") {
+					t.Errorf("group %d, %s: %q in a Hyper-V runbook", g.Number, st.Title, c)
+				}
+				if strings.HasPrefix(code, "Test-Connection ") || strings.HasPrefix(code, "Test-NetConnection ") {
+					ps++
+				}
+			}
+		}
+	}
+	if ps == 0 {
+		t.Errorf("no PowerShell check in the runbook of a Hyper-V site; issues %v", p.Issues)
+	}
+}
