@@ -167,6 +167,11 @@ func PlanRestore(cat *Catalog, ref SnapshotRef, available func(barcode string) b
 			}
 		}
 	}
+	if len(s.Tapes) == 0 {
+		// A write stopped before its first tape was finished: the
+		// catalog has the set's manifest and no tape holding it.
+		return nil, fmt.Errorf("%w: set %s has no tape written (its write stopped before the first tape was finished); restore from an earlier set with --set ID ('drpipe tape inventory' lists the sets on cartridges)", ErrMissingTapes, s.ID[:8])
+	}
 	if anyAvail < 0 {
 		return nil, fmt.Errorf("%w: none of the %d tapes of set %s is in the library: %s; import them with 'drpipe tape import'", ErrMissingTapes, len(s.Tapes), s.ID[:8], strings.Join(plan.Unavailable, ", "))
 	}
