@@ -329,9 +329,11 @@ func (a *app) siteStatusCmd() *cobra.Command {
 				st, err = transport.SiteStatus(ctx, c, time.Minute)
 				c.CloseWithError(transport.CodeOK, "")
 			} else {
-				dir := a.v.GetString("repo")
+				// As site serve finds it: a config file for both sides
+				// names the primary's repository in repo.
+				dir := a.flagOr(cmd, "repo", "site.repo")
 				if dir == "" {
-					dir = a.v.GetString("site.repo")
+					dir = a.v.GetString("repo")
 				}
 				if dir == "" {
 					return usagef("give --to HOST:PORT --tls-dir DIR, or --repo DIR of the site")

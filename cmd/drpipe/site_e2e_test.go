@@ -922,3 +922,23 @@ func TestReplicateWatch(t *testing.T) {
 		}
 	}
 }
+
+// TestSiteStatusReadsSiteRepo: site status --repo's default is the site's
+// repository (site.repo), as site serve's is, not the primary's (repo),
+// which a config file for both sides names too.
+func TestSiteStatusReadsSiteRepo(t *testing.T) {
+	e := newEnv(t)
+	cfg := filepath.Join(e.dir, "both.yaml")
+	primary, site := filepath.Join(e.dir, "primary-repo"), filepath.Join(e.dir, "dr-site")
+	if err := os.WriteFile(cfg, []byte("repo: "+primary+"\nsite:\n  repo: "+site+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := e.run("site", "status", "--config", cfg)
+	if r.code == 0 || !strings.Contains(r.stderr, site) || strings.Contains(r.stderr, primary) {
+		t.Errorf("site status with repo and site.repo set: exit %d, want it to read %s\n%s", r.code, site, r.stderr)
+	}
+	flag := filepath.Join(e.dir, "flag-repo")
+	if r := e.run("site", "status", "--config", cfg, "--repo", flag); !strings.Contains(r.stderr, flag) {
+		t.Errorf("site status --repo %s: it read another directory\n%s", flag, r.stderr)
+	}
+}
