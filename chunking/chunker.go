@@ -78,7 +78,7 @@ func (ch *Chunker) Config() Config { return ch.cfg }
 // buf must have len(buf) >= seg.Len unless seg has no Data (then buf is
 // not touched and may be nil). Extent.Data aliases buf, so buf must not be
 // reused before the caller is done with the extents. seg must be aligned
-// to SegmentSize and its Data sorted, disjoint and inside it, as Plan
+// to SegmentSize and its Data sorted, disjoint and inside it, as PlanData
 // produces. A range that r cannot supply in full is an error wrapping
 // ErrShortRead; other read errors are wrapped; both name the offset.
 func (ch *Chunker) ChunkSegment(ctx context.Context, r io.ReaderAt, seg Segment, buf []byte) ([]Extent, error) {

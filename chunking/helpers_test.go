@@ -209,3 +209,35 @@ func chunkIDs(h *Hasher, exts []Extent) []id.ID {
 	}
 	return ids
 }
+
+// Plan (tests only) splits a file of size bytes into segments at multiples of
+// c.SegmentSize and distributes the allocated ranges data (as returned by
+// DataRanges) among them. A file without holes is described by
+// []Range{{0, size}}; nil or empty data means the whole file is a hole.
+//
+// data need not be sorted or disjoint; ranges are clipped to [0, size) and
+// merged. The returned segments cover [0, size) exactly, in order; their
+// Data slices share one backing array but have capped capacity. Plan
+// returns nil for size <= 0. If c.SegmentSize is not positive,
+// DefaultSegmentSize is used (such a Config fails Validate anyway).
+func (c Config) Plan(size int64, data []Range) []Segment {
+	if size <= 0 {
+		return nil
+	}
+	ss := c.SegmentSize
+	if ss <= 0 {
+		ss = DefaultSegmentSize
+	}
+	nseg := (size-1)/ss + 1
+	segs := make([]Segment, 0, nseg)
+	for _, d := range c.PlanData(size, data) {
+		for off := int64(len(segs)) * ss; off < d.Off; off += ss {
+			segs = append(segs, Segment{Off: off, Len: min(ss, size-off)})
+		}
+		segs = append(segs, d)
+	}
+	for off := int64(len(segs)) * ss; off < size; off += ss {
+		segs = append(segs, Segment{Off: off, Len: min(ss, size-off)})
+	}
+	return segs
+}
